@@ -1,0 +1,179 @@
+"""Type stubs for ``nomyo_native._core``, the Rust core.
+
+Every operation that touches a secret happens here. Python only ever holds opaque handles
+(``ClientKeyPair``, ``ServerPublicKey``) and ciphertext; no AES key, private-key byte, request
+plaintext or raw response plaintext is ever returned as a Python object.
+"""
+
+import os
+from types import TracebackType
+from typing import Any, Final
+
+__version__: str
+
+MAX_PLAINTEXT_BYTES: Final[int]
+"""Largest serialized request plaintext ``seal`` accepts: 10 MiB (10 * 1024 * 1024)."""
+MAX_ENVELOPE_BYTES: Final[int]
+"""Largest response body ``open`` parses (the base64 of MAX_PLAINTEXT_BYTES plus framing)."""
+MAX_JSON_DEPTH: Final[int]
+"""Deepest nesting of lists/dicts that ``seal`` writes and ``open`` reads."""
+MIN_RSA_BITS: Final[int]
+"""2048: no shorter RSA key is generated, loaded or accepted from a server."""
+
+# ---- errors ---------------------------------------------------------------------------------
+
+class CoreError(Exception):
+    """Base of every error the core raises."""
+
+class CryptoError(CoreError):
+    """Unwrapping or authentication failed. One message for every cause, by design."""
+
+class EnvelopeError(CoreError):
+    """The envelope is malformed or of an unsupported version/algorithm.
+
+    The message names the field and the rule it broke, never secret content.
+    """
+
+class PayloadTooLargeError(CoreError):
+    """A plaintext or envelope exceeds the size caps."""
+
+class KeyFormatError(CoreError):
+    """A PEM/DER key is malformed, not RSA, or shorter than MIN_RSA_BITS."""
+
+class KeyPasswordError(CoreError):
+    """A key file needs a password and none was given, the password is wrong, or a new
+    password is too short (under 8 characters)."""
+
+class KeyPermissionError(CoreError):
+    """A private key file is readable or writable by group or others (the message says how
+    to fix it: ``chmod 600 <file>``)."""
+
+class KeyDisposedError(CoreError):
+    """The key handle was wiped with ``wipe()`` and can no longer be used."""
+
+# ---- keys -----------------------------------------------------------------------------------
+
+class ClientKeyPair:
+    """The client's RSA key pair. The private key lives only in native locked memory."""
+
+    @staticmethod
+    def generate(bits: int = 4096) -> ClientKeyPair:
+        """A fresh key pair of 2048, 3072 or 4096 bits (others raise ``ValueError``).
+        The GIL is released while the primes are searched."""
+    @staticmethod
+    def load(
+        private_key_path: str | os.PathLike[str], password: str | bytes | None = None
+    ) -> ClientKeyPair:
+        """Load a PKCS#8 PEM private key (encrypted with PBES2 when ``password`` is given),
+        also PKCS#1 ``RSA PRIVATE KEY`` PEM. The file must not be group/other accessible."""
+    def save(
+        self,
+        private_key_path: str | os.PathLike[str],
+        public_key_path: str | os.PathLike[str],
+        password: str | bytes | None = None,
+    ) -> None:
+        """Write the private key (PKCS#8 PEM, PBES2-encrypted when ``password`` is given, mode
+        0600 from its first byte, atomically) and the public key (SPKI PEM, mode 0644)."""
+    @property
+    def public_key_pem(self) -> str:
+        """SubjectPublicKeyInfo PEM (``-----BEGIN PUBLIC KEY-----``)."""
+    @property
+    def fingerprint(self) -> str:
+        """``"sha256:" + hex(SHA-256(SubjectPublicKeyInfo DER))``."""
+    @property
+    def bits(self) -> int: ...
+    @property
+    def wiped(self) -> bool: ...
+    def wipe(self) -> None:
+        """Free and zero the private key now; later use raises ``KeyDisposedError``."""
+
+class ServerPublicKey:
+    """A server's RSA public key (>= MIN_RSA_BITS), used to wrap request keys."""
+
+    @staticmethod
+    def from_pem(pem: str | bytes) -> ServerPublicKey:
+        """Parse SubjectPublicKeyInfo PEM (PKCS#1 ``RSA PUBLIC KEY`` PEM also accepted)."""
+    @property
+    def pem(self) -> str: ...
+    @property
+    def fingerprint(self) -> str:
+        """``"sha256:" + hex(SHA-256(SubjectPublicKeyInfo DER))``."""
+    @property
+    def bits(self) -> int: ...
+
+# ---- envelope -------------------------------------------------------------------------------
+
+def seal(payload: Any, server_key: ServerPublicKey) -> bytes:
+    """Serialize ``payload`` (dict/list/str/int/float/bool/None; tuples as lists) to JSON in
+    locked memory and encrypt it as a PROTOCOL.md section 2 envelope; returns the envelope's
+    UTF-8 JSON. Raises ``TypeError`` naming the type and path of a non-JSON value,
+    ``ValueError`` for NaN/Infinity or non-str dict keys, ``PayloadTooLargeError`` over
+    MAX_PLAINTEXT_BYTES (before any encryption)."""
+
+def open(body: bytes, keypair: ClientKeyPair) -> tuple[Any, int | float | None, str]:
+    """Check, unwrap and decrypt a response envelope; build the Python objects straight from
+    locked memory. Returns ``(payload, processed_at, algorithm)``. Raises ``EnvelopeError``
+    (format, naming the field), ``PayloadTooLargeError``, or ``CryptoError`` (opaque)."""
+
+# ---- memory ---------------------------------------------------------------------------------
+
+def memory_status() -> dict[str, Any]:
+    """Process-wide status of the core's locked memory::
+
+    {"method": "mlock" | "zero-only", "platform": "linux" | "darwin" | "windows" | ...,
+     "bytes_locked": int,        # locked by the core right now
+     "buffers_live": int,        # LockedBufs alive right now
+     "lock_failures": int,       # allocations that fell back to wipe-only
+     "dump_exclusion": bool,     # MADV_DONTDUMP applied (Linux)
+     "guard_pages": bool, "lock_limit_bytes": int | None}
+    """
+
+class BufferLock:
+    """A caller's writable buffer (bytearray, memoryview, ...) locked in RAM (mlock) and
+    excluded from core dumps until ``release()``; ``wipe()`` zeroes it. As a context manager
+    it wipes and releases on exit, also on exceptions. While held, the buffer cannot be
+    resized (it is exported)."""
+
+    def __init__(self, buffer: Any) -> None: ...
+    @property
+    def locked(self) -> bool:
+        """True when mlock succeeded (False: wipe-only)."""
+    @property
+    def size(self) -> int: ...
+    def wipe(self) -> None: ...
+    def release(self) -> None:
+        """munlock and drop the export (does not wipe)."""
+    def __enter__(self) -> BufferLock: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+def wipe(buffer: Any) -> None:
+    """Zero a writable buffer in a way the optimizer keeps."""
+
+# ---- test probes (not public API) -----------------------------------------------------------
+
+class _LockedProbe:
+    """A LockedBuf of ``size`` bytes filled with a pattern derived from ``seed`` inside the
+    core (so the pattern never exists as a Python object). For tests of locking, dump
+    exclusion and wiping."""
+
+    def __init__(self, size: int, seed: int) -> None: ...
+    @property
+    def address(self) -> int:
+        """Address of the first byte of the buffer's data."""
+    @property
+    def size(self) -> int: ...
+    @property
+    def locked(self) -> bool: ...
+    def pattern_digest(self) -> str:
+        """hex SHA-256 of the buffer's current content."""
+    def release(self) -> None:
+        """Drop (wipe and free) the LockedBuf now."""
+
+def _probe_overflow(size: int, past_end: int) -> None:
+    """Allocate a LockedBuf and write ``past_end`` bytes beyond its end. Must crash the
+    process (guard page / canary); call only in a subprocess."""

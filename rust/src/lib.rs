@@ -1,0 +1,14 @@
+//! `nomyo_native._core`: the native core of nomyo-native.
+//!
+//! The pure-Rust modules do every operation that touches a secret; this file holds only the
+//! thin PyO3 bindings over them (compiled with the default `python` feature).
+
+#[cfg(feature = "python")]
+use pyo3::prelude::*;
+
+#[cfg(feature = "python")]
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
