@@ -1,0 +1,131 @@
+//! One error type for the whole core.
+//!
+//! Crypto failures carry no detail at all: every cause (wrong key, flipped bit, bad padding,
+//! truncated tag) produces the same `CoreError::Crypto`, so that an attacker probing the client
+//! learns nothing from the message or the type. Format errors name the field and the rule,
+//! never any secret content.
+
+use std::fmt;
+
+/// The single message of every unwrap/authentication failure.
+pub const CRYPTO_FAILURE_MESSAGE: &str = "decryption failed: the response could not be authenticated";
+
+#[derive(Debug)]
+pub enum CoreError {
+    /// Unwrapping or authentication failed. Deliberately carries nothing.
+    Crypto,
+    /// The envelope is malformed or names an unsupported version/algorithm.
+    Envelope(String),
+    /// A plaintext or envelope exceeds the size caps.
+    TooLarge(String),
+    /// A key is malformed, not RSA, or too short.
+    KeyFormat(String),
+    /// A password is missing, wrong, or too short.
+    KeyPassword(String),
+    /// A private key file is accessible by group or others.
+    KeyPermission(String),
+    /// The key handle was wiped.
+    KeyDisposed,
+    /// A caller passed a value outside the accepted range (key size, ...).
+    InvalidArgument(String),
+    /// A value that cannot be represented as JSON (maps to `TypeError` in Python).
+    NotJson(String),
+    /// File system failure while reading or writing key files.
+    Io(std::io::Error),
+    /// Secure allocation failed outright (not a lock failure, which degrades instead).
+    Memory(String),
+}
+
+impl fmt::Display for CoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CoreError::Crypto => f.write_str(CRYPTO_FAILURE_MESSAGE),
+            CoreError::KeyDisposed => f.write_str("the key pair was wiped and can no longer be used"),
+            CoreError::Io(e) => write!(f, "{e}"),
+            CoreError::Envelope(m)
+            | CoreError::TooLarge(m)
+            | CoreError::KeyFormat(m)
+            | CoreError::KeyPassword(m)
+            | CoreError::KeyPermission(m)
+            | CoreError::InvalidArgument(m)
+            | CoreError::NotJson(m)
+            | CoreError::Memory(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for CoreError {}
+
+impl From<std::io::Error> for CoreError {
+    fn from(e: std::io::Error) -> Self {
+        CoreError::Io(e)
+    }
+}
+
+/// Any rejection from aws-lc-rs during unwrap or decrypt is the opaque crypto error.
+impl From<aws_lc_rs::error::Unspecified> for CoreError {
+    fn from(_: aws_lc_rs::error::Unspecified) -> Self {
+        CoreError::Crypto
+    }
+}
+
+pub type CoreResult<T> = Result<T, CoreError>;
+
+#[cfg(feature = "python")]
+pub mod py {
+    //! The Python exception classes of PROTOCOL.md's core errors, and the mapping to them.
+    use super::CoreError as Rust;
+    use pyo3::exceptions::{PyException, PyMemoryError, PyOSError, PyTypeError, PyValueError};
+    use pyo3::prelude::*;
+
+    pyo3::create_exception!(_core, CoreError, PyException, "Base of every error the core raises.");
+    pyo3::create_exception!(_core, CryptoError, CoreError, "Unwrapping or authentication failed (opaque).");
+    pyo3::create_exception!(_core, EnvelopeError, CoreError, "The envelope is malformed or unsupported.");
+    pyo3::create_exception!(_core, PayloadTooLargeError, CoreError, "A plaintext or envelope exceeds the size caps.");
+    pyo3::create_exception!(_core, KeyFormatError, CoreError, "A key is malformed, not RSA, or too short.");
+    pyo3::create_exception!(_core, KeyPasswordError, CoreError, "A key password is missing, wrong or too short.");
+    pyo3::create_exception!(_core, KeyPermissionError, CoreError, "A private key file is accessible by others.");
+    pyo3::create_exception!(_core, KeyDisposedError, CoreError, "The key handle was wiped.");
+
+    impl From<Rust> for PyErr {
+        fn from(e: Rust) -> PyErr {
+            let msg = e.to_string();
+            match e {
+                Rust::Crypto => CryptoError::new_err(msg),
+                Rust::Envelope(_) => EnvelopeError::new_err(msg),
+                Rust::TooLarge(_) => PayloadTooLargeError::new_err(msg),
+                Rust::KeyFormat(_) => KeyFormatError::new_err(msg),
+                Rust::KeyPassword(_) => KeyPasswordError::new_err(msg),
+                Rust::KeyPermission(_) => KeyPermissionError::new_err(msg),
+                Rust::KeyDisposed => KeyDisposedError::new_err(msg),
+                Rust::InvalidArgument(_) => PyValueError::new_err(msg),
+                Rust::NotJson(_) => PyTypeError::new_err(msg),
+                Rust::Io(io) => PyOSError::new_err((io.raw_os_error().unwrap_or(0), msg)),
+                Rust::Memory(_) => PyMemoryError::new_err(msg),
+            }
+        }
+    }
+
+    /// Register the exception classes on the module.
+    pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        let py = m.py();
+        m.add("CoreError", py.get_type::<CoreError>())?;
+        m.add("CryptoError", py.get_type::<CryptoError>())?;
+        m.add("EnvelopeError", py.get_type::<EnvelopeError>())?;
+        m.add("PayloadTooLargeError", py.get_type::<PayloadTooLargeError>())?;
+        m.add("KeyFormatError", py.get_type::<KeyFormatError>())?;
+        m.add("KeyPasswordError", py.get_type::<KeyPasswordError>())?;
+        m.add("KeyPermissionError", py.get_type::<KeyPermissionError>())?;
+        m.add("KeyDisposedError", py.get_type::<KeyDisposedError>())?;
+        Ok(())
+    }
+
+    /// Run `f`, turning a Rust panic into the opaque crypto error so that no panic ever crosses
+    /// into Python (the secrets on the unwinding stack are wiped by their `Drop`).
+    pub fn no_panic<T>(f: impl FnOnce() -> Result<T, Rust> + std::panic::UnwindSafe) -> PyResult<T> {
+        match std::panic::catch_unwind(f) {
+            Ok(r) => r.map_err(PyErr::from),
+            Err(_) => Err(CryptoError::new_err(super::CRYPTO_FAILURE_MESSAGE)),
+        }
+    }
+}
