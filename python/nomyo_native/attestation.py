@@ -1,0 +1,939 @@
+"""TPM 2.0 quote verification (PROTOCOL.md section 5) and the client's attestation policy.
+
+A response from a server with a TPM carries ``_metadata.tpm_attestation``: an ephemeral AIK's
+public area, a quote (``TPMS_ATTEST``) over a PCR selection, its signature and the claimed PCR
+values. :func:`verify_attestation` checks each property separately, so that a caller (and the
+``_metadata`` record) can see exactly what was proven:
+
+``signature``        the quote is signed by the AIK in the block (a restricted signing key)
+``magic_and_type``   ``TPM_GENERATED_VALUE`` and ``TPM_ST_ATTEST_QUOTE``
+``qualifying_data``  ``extraData == SHA-256(payload_id)[:16]``: bound to this request
+``pcr_digest``       the claimed ``pcr_values`` hash, in selection order, to the signed digest
+``pcr_baseline``     the signed digest agrees with the caller's known-good values (if given)
+``aik_trusted``      the AIK is the one the caller pinned (if given)
+
+An unpinned AIK is created by the server itself, so a verified quote then proves binding and
+consistency, not genuine hardware; the result's ``summary`` says so in plain words.
+
+``trusted_aik`` is either a PEM public key (compared as SubjectPublicKeyInfo) or
+``"sha256:<hex>"``: the SHA-256 of the AIK's marshalled ``TPMT_PUBLIC`` public area. For a key
+whose nameAlg is SHA-256 this is its TPM Name without the ``000b`` prefix, as printed by
+``tpm2_readpublic`` (``name:``).
+
+The TSS structures are unmarshalled with ``tpm2-pytss`` (optional extra ``nomyo-native[tpm]``);
+the signature is checked with pyca/cryptography. Nothing here touches a secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = [
+    "ATTESTATION_POLICIES",
+    "BASELINE_FORMAT",
+    "INSTALL_HINT",
+    "AttestationResult",
+    "BaselineError",
+    "CheckResult",
+    "TpmSupportMissingError",
+    "aik_fingerprint",
+    "apply_attestation_policy",
+    "capture_baseline",
+    "load_baseline",
+    "save_baseline",
+    "verify_attestation",
+]
+
+ATTESTATION_POLICIES: tuple[str, ...] = ("off", "auto", "require")
+INSTALL_HINT = "tpm2-pytss missing (pip install 'nomyo-native[tpm]')"
+BASELINE_FORMAT = "nomyo-native/pcr-baseline/v1"
+
+# Wire constants (TPM 2.0 Library, Part 2). Kept here rather than read from tpm2-pytss so that
+# the module imports, and can explain itself, without the optional extra.
+_TPM_GENERATED_VALUE = 0xFF544347
+_TPM_ST_ATTEST_QUOTE = 0x8018
+_ALG_RSA, _ALG_ECC = 0x0001, 0x0023
+_ALG_RSASSA, _ALG_RSAPSS, _ALG_ECDSA, _ALG_NULL = 0x0014, 0x0016, 0x0018, 0x0010
+_ECC_NIST_P256, _ECC_NIST_P384 = 0x0003, 0x0004
+_ATTR_RESTRICTED, _ATTR_SIGN = 0x00010000, 0x00040000
+_MIN_RSA_BITS = 2048
+_PCR_COUNT = 24  # PC Client platforms implement PCRs 0-23.
+
+# PCR banks we understand: TPM algorithm id -> (name used in pcr_banks/pcr_values, digest size).
+_BANKS: dict[int, tuple[str, int]] = {
+    0x0004: ("sha1", 20),
+    0x000B: ("sha256", 32),
+    0x000C: ("sha384", 48),
+    0x000D: ("sha512", 64),
+}
+_BANK_IDS = {name: alg for alg, (name, _) in _BANKS.items()}
+_SIG_HASHES: dict[int, str] = {0x000B: "sha256", 0x000C: "sha384", 0x000D: "sha512"}
+# The quote's PCR digest uses the signing scheme's hash; its size tells us which.
+_DIGEST_BY_SIZE = {32: "sha256", 48: "sha384", 64: "sha512"}
+_SCHEME_NAMES = {_ALG_RSASSA: "RSASSA-PKCS1v1.5", _ALG_RSAPSS: "RSA-PSS", _ALG_ECDSA: "ECDSA"}
+
+# Generous caps: a real block is well under 2 KiB per field.
+_MAX_B64_CHARS = 16 * 1024
+_MAX_BASELINE_FILE_BYTES = 1024 * 1024
+_FINGERPRINT_RE = re.compile(r"sha256:([0-9a-fA-F]{64})")
+
+CheckName = Literal[
+    "signature", "magic_and_type", "qualifying_data", "pcr_digest", "pcr_baseline", "aik_trusted"
+]
+CHECK_NAMES: tuple[CheckName, ...] = (
+    "signature",
+    "magic_and_type",
+    "qualifying_data",
+    "pcr_digest",
+    "pcr_baseline",
+    "aik_trusted",
+)
+
+# A PCR selection or set of values: [(bank name, {pcr index: digest bytes})] in selection order.
+PcrValues = dict[str, dict[int, bytes]]
+
+
+class TpmSupportMissingError(ImportError):
+    """tpm2-pytss (the optional extra ``nomyo-native[tpm]``) is not importable."""
+
+    def __init__(self) -> None:
+        super().__init__(f"TPM attestation cannot be verified: {INSTALL_HINT}")
+
+
+class BaselineError(ValueError):
+    """A PCR baseline (dict or JSON file) is malformed, or could not be captured."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One verification step: ``passed`` is None when the step was not run."""
+
+    name: str
+    passed: bool | None
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class AttestationResult:
+    """What :func:`verify_attestation` proved, one field per check.
+
+    ``verified`` is True only when the server reported a TPM and every check that ran passed;
+    ``pcr_baseline`` and ``aik_trusted`` are not run (``passed is None``) unless the caller gave
+    a baseline or a pinned AIK.
+    """
+
+    signature: CheckResult
+    magic_and_type: CheckResult
+    qualifying_data: CheckResult
+    pcr_digest: CheckResult
+    pcr_baseline: CheckResult
+    aik_trusted: CheckResult
+    available: bool
+    aik_fingerprint: str | None = None
+    pcr_banks: str | None = None
+
+    @property
+    def checks(self) -> tuple[CheckResult, ...]:
+        return tuple(getattr(self, name) for name in CHECK_NAMES)
+
+    @property
+    def failed_checks(self) -> tuple[CheckResult, ...]:
+        return tuple(check for check in self.checks if check.passed is False)
+
+    @property
+    def verified(self) -> bool:
+        ran = [check for check in self.checks if check.passed is not None]
+        return self.available and bool(ran) and all(check.passed for check in ran)
+
+    @property
+    def summary(self) -> str:
+        if not self.available:
+            return "Not verified: the server reported no TPM (is_available is false)."
+        if not self.verified:
+            failed = "; ".join(f"{c.name}: {c.detail}" for c in self.failed_checks)
+            return f"TPM quote NOT verified. Failed: {failed}."
+        proven = [
+            "signed by the AIK in the response",
+            "a TPM-generated quote",
+            "bound to this request's payload id",
+            "PCR values consistent with the signed digest",
+        ]
+        if self.pcr_baseline.passed:
+            proven.append("PCR values equal to the known-good baseline")
+        text = "TPM quote verified: " + ", ".join(proven) + "."
+        if self.aik_trusted.passed:
+            return text + " The AIK matches the pinned key, so the quote comes from that key."
+        return text + (
+            " The AIK is ephemeral and not pinned: this proves binding to this request and"
+            " consistency, not that the quote came from genuine TPM hardware."
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record stored in ``_metadata["attestation_verification"]`` (JSON-safe)."""
+        return {
+            "verified": self.verified,
+            "available": self.available,
+            "summary": self.summary,
+            "aik_fingerprint": self.aik_fingerprint,
+            "pcr_banks": self.pcr_banks,
+            "checks": {check.name: check.to_dict() for check in self.checks},
+        }
+
+
+# ---- public API ------------------------------------------------------------------------------
+
+
+def verify_attestation(
+    tpm_attestation: Mapping[str, Any],
+    payload_id: str,
+    *,
+    pcr_baseline: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    trusted_aik: str | bytes | None = None,
+) -> AttestationResult:
+    """Verify a ``_metadata.tpm_attestation`` block for the request ``payload_id``.
+
+    A malformed block never raises: the checks that depend on the broken field fail and name
+    it. Raises ``TypeError`` for a non-string ``payload_id``, :class:`BaselineError` or
+    ``ValueError`` for a malformed ``pcr_baseline`` / ``trusted_aik`` (caller configuration),
+    and :class:`TpmSupportMissingError` when tpm2-pytss is not installed.
+    """
+    if not isinstance(payload_id, str):
+        raise TypeError(f"payload_id must be a str, not {type(payload_id).__name__}")
+    baseline = load_baseline(pcr_baseline) if pcr_baseline is not None else None
+    pin = _parse_trusted_aik(trusted_aik) if trusted_aik is not None else None
+    tss = _load_tss()
+    return _Verifier(tss, tpm_attestation, payload_id, baseline, pin).run()
+
+
+def apply_attestation_policy(
+    metadata: dict[str, Any],
+    payload_id: str,
+    policy: str,
+    *,
+    pcr_baseline: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    trusted_aik: str | bytes | None = None,
+) -> None:
+    """Apply ``policy`` ("off", "auto" or "require") to a response's ``_metadata``.
+
+    Records the outcome in ``metadata["attestation_verification"]``. Under "require" a missing
+    or unavailable block, a failed check or a missing tpm2-pytss raises
+    :class:`nomyo_native.errors.SecurityError` (after recording), so the caller must not hand
+    out the response content.
+    """
+    if policy not in ATTESTATION_POLICIES:
+        raise ValueError(
+            f"attestation policy must be one of {ATTESTATION_POLICIES}, not {policy!r}"
+        )
+    if policy == "off":
+        return
+    block = metadata.get("tpm_attestation")
+    if block is None:
+        _record_unverified(metadata, "no tpm_attestation block in the response", available=False)
+        if policy == "require":
+            _raise_security("TPM attestation required but the response carries none")
+        return
+    try:
+        result = verify_attestation(
+            block, payload_id, pcr_baseline=pcr_baseline, trusted_aik=trusted_aik
+        )
+    except TpmSupportMissingError:
+        _record_unverified(metadata, INSTALL_HINT, available=_claims_available(block))
+        if policy == "require":
+            _raise_security(f"TPM attestation required but cannot be verified: {INSTALL_HINT}")
+        return
+    metadata["attestation_verification"] = result.to_dict()
+    if policy == "require" and not result.verified:
+        _raise_security(f"TPM attestation required but not verified: {result.summary}")
+
+
+def aik_fingerprint(aik_pubkey_b64: str) -> str:
+    """``sha256:<hex>`` of the marshalled public area in ``aik_pubkey_b64`` (for pinning)."""
+    tss = _load_tss()
+    raw = _b64("aik_pubkey_b64", aik_pubkey_b64)
+    public = _unmarshal_exact(tss.TPM2B_PUBLIC, raw, "aik_pubkey_b64")
+    return _fingerprint_of(public.publicArea.marshal())
+
+
+def capture_baseline(tpm_attestation: Mapping[str, Any], payload_id: str | None = None) -> dict:
+    """A baseline (the ``save_baseline`` format) from a block the user trusts.
+
+    The quote must verify (signature, magic and type, PCR digest, and the payload id binding
+    when ``payload_id`` is given); otherwise :class:`BaselineError` names what failed.
+    """
+    result = verify_attestation(tpm_attestation, payload_id if payload_id is not None else "")
+    required = ["signature", "magic_and_type", "pcr_digest"]
+    if payload_id is not None:
+        required.append("qualifying_data")
+    if not result.available:
+        raise BaselineError("cannot capture a baseline: the server reported no TPM")
+    failed = [getattr(result, name) for name in required if not getattr(result, name).passed]
+    if failed:
+        reasons = "; ".join(f"{c.name}: {c.detail}" for c in failed)
+        raise BaselineError(f"cannot capture a baseline from an unverified quote ({reasons})")
+    values = _normalize_values(tpm_attestation["pcr_values"])
+    return {
+        "format": BASELINE_FORMAT,
+        "pcr_banks": result.pcr_banks,
+        "pcr_values": _values_to_json(values),
+        "aik_fingerprint": result.aik_fingerprint,
+    }
+
+
+def load_baseline(source: Mapping[str, Any] | str | os.PathLike[str]) -> PcrValues:
+    """Normalize a baseline: a dict, or the path of a JSON file, to ``{bank: {index: bytes}}``.
+
+    Accepts the :func:`capture_baseline` format or a bare ``{"sha256": {"0": "<hex>"}}``.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        data = _read_baseline_file(Path(source))
+    elif isinstance(source, Mapping):
+        data = source
+    else:
+        raise BaselineError(
+            f"pcr_baseline must be a mapping or a file path, not {type(source).__name__}"
+        )
+    if "pcr_values" in data:
+        fmt = data.get("format", BASELINE_FORMAT)
+        if fmt != BASELINE_FORMAT:
+            raise BaselineError(f"unsupported baseline format {fmt!r}")
+        data = data["pcr_values"]
+    try:
+        values = _normalize_values(data)
+    except ValueError as exc:
+        raise BaselineError(f"invalid PCR baseline: {exc}") from None
+    if not any(values.values()):
+        raise BaselineError("invalid PCR baseline: it lists no PCR values")
+    return values
+
+
+def save_baseline(baseline: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write a baseline as JSON (atomically: a reader never sees half a file)."""
+    load_baseline(baseline)  # refuse to write something we could not read back
+    target = Path(path)
+    text = json.dumps(dict(baseline), indent=2, sort_keys=True) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=target.parent or Path("."), prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---- policy helpers --------------------------------------------------------------------------
+
+
+def _record_unverified(metadata: dict[str, Any], reason: str, *, available: bool) -> None:
+    metadata["attestation_verification"] = {
+        "verified": False,
+        "available": available,
+        "summary": f"not verified: {reason}",
+        "reason": reason,
+    }
+
+
+def _claims_available(block: Any) -> bool:
+    return isinstance(block, Mapping) and block.get("is_available") is True
+
+
+def _raise_security(message: str) -> None:
+    # Imported here so that this module does not depend on the client package at import time.
+    from nomyo_native.errors import SecurityError
+
+    raise SecurityError(message)
+
+
+def _load_tss() -> Any:
+    """The tpm2-pytss types module, or TpmSupportMissingError."""
+    try:
+        from tpm2_pytss import types as tss_types
+    except ImportError:
+        raise TpmSupportMissingError() from None
+    return tss_types
+
+
+# ---- value parsing ---------------------------------------------------------------------------
+
+
+def _normalize_values(data: Any) -> PcrValues:
+    """``{bank: {index: hex}}`` -> ``{bank: {int index: bytes}}``, strictly validated."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"PCR values must be an object of banks, not {type(data).__name__}")
+    out: PcrValues = {}
+    for bank, entries in data.items():
+        if bank not in _BANK_IDS:
+            raise ValueError(f"unknown PCR bank {bank!r} (known: {', '.join(_BANK_IDS)})")
+        if not isinstance(entries, Mapping):
+            raise ValueError(f"PCR bank {bank} must map indices to hex digests")
+        size = _BANKS[_BANK_IDS[bank]][1]
+        bank_values: dict[int, bytes] = {}
+        for key, value in entries.items():
+            index = _pcr_index(key)
+            if not isinstance(value, str):
+                raise ValueError(f"PCR {bank}:{index} must be a hex string")
+            try:
+                digest = bytes.fromhex(value)
+            except ValueError:
+                raise ValueError(f"PCR {bank}:{index} is not valid hex") from None
+            if len(digest) != size:
+                raise ValueError(f"PCR {bank}:{index} must be {size} bytes, not {len(digest)}")
+            if index in bank_values:
+                raise ValueError(f"PCR {bank}:{index} is listed twice")
+            bank_values[index] = digest
+        out[bank] = bank_values
+    return out
+
+
+def _pcr_index(key: Any) -> int:
+    if isinstance(key, bool) or not isinstance(key, (str, int)):
+        raise ValueError(f"PCR index {key!r} must be a decimal string")
+    text = str(key)
+    if not text.isdigit() or (len(text) > 1 and text.startswith("0")):
+        raise ValueError(f"PCR index {key!r} must be a decimal number")
+    index = int(text)
+    if index >= _PCR_COUNT:
+        raise ValueError(f"PCR index {index} is out of range 0-{_PCR_COUNT - 1}")
+    return index
+
+
+def _values_to_json(values: PcrValues) -> dict[str, dict[str, str]]:
+    return {
+        bank: {str(i): entries[i].hex() for i in sorted(entries)}
+        for bank, entries in values.items()
+    }
+
+
+def _parse_pcr_banks(text: Any) -> list[tuple[str, list[int]]]:
+    """``"sha256:0,7,10"`` (banks joined by ``+``, as tpm2-tools writes) -> selection list."""
+    if not isinstance(text, str) or not text:
+        raise ValueError("pcr_banks must be a non-empty string like 'sha256:0,7,10'")
+    selection: list[tuple[str, list[int]]] = []
+    for part in text.split("+"):
+        bank, sep, indices = part.partition(":")
+        if not sep or bank not in _BANK_IDS:
+            raise ValueError(f"pcr_banks entry {part!r} is not '<bank>:<i>,<j>,...'")
+        parsed = [_pcr_index(i) for i in indices.split(",")]
+        if len(set(parsed)) != len(parsed):
+            raise ValueError(f"pcr_banks entry {part!r} repeats an index")
+        if any(b == bank for b, _ in selection):
+            raise ValueError(f"pcr_banks names bank {bank} twice")
+        selection.append((bank, sorted(parsed)))
+    return selection
+
+
+def _format_selection(selection: list[tuple[str, list[int]]]) -> str:
+    return "+".join(f"{bank}:{','.join(map(str, indices))}" for bank, indices in selection)
+
+
+def _read_baseline_file(path: Path) -> Mapping[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(_MAX_BASELINE_FILE_BYTES + 1)
+    except OSError as exc:
+        raise BaselineError(f"cannot read PCR baseline file {path}: {exc.strerror}") from None
+    if len(raw) > _MAX_BASELINE_FILE_BYTES:
+        raise BaselineError(f"PCR baseline file {path} is larger than 1 MiB")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BaselineError(f"PCR baseline file {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise BaselineError(f"PCR baseline file {path} must hold a JSON object")
+    return data
+
+
+# ---- AIK pinning -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _AikPin:
+    fingerprint: str | None = None  # "sha256:<hex>" of the marshalled TPMT_PUBLIC
+    spki_der: bytes | None = None  # SubjectPublicKeyInfo of a pinned PEM key
+
+    def describe(self) -> str:
+        if self.fingerprint is not None:
+            return self.fingerprint
+        return "the pinned PEM key"
+
+
+def _fingerprint_of(public_area: bytes) -> str:
+    return "sha256:" + hashlib.sha256(public_area).hexdigest()
+
+
+def _parse_trusted_aik(value: str | bytes) -> _AikPin:
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("ascii")
+        except UnicodeDecodeError:
+            raise ValueError("trusted_aik bytes must be an ASCII PEM or fingerprint") from None
+    if not isinstance(value, str):
+        raise TypeError(f"trusted_aik must be a str or bytes, not {type(value).__name__}")
+    text = value.strip()
+    match = _FINGERPRINT_RE.fullmatch(text)
+    if match:
+        return _AikPin(fingerprint="sha256:" + match.group(1).lower())
+    if text.startswith("-----BEGIN"):
+        from cryptography.hazmat.primitives import serialization
+
+        try:
+            key = serialization.load_pem_public_key(text.encode("ascii"))
+        except (ValueError, TypeError):
+            raise ValueError("trusted_aik is not a valid PEM public key") from None
+        der = key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return _AikPin(spki_der=der)
+    raise ValueError(
+        "trusted_aik must be 'sha256:<64 hex digits>' (SHA-256 of the AIK's marshalled "
+        "TPMT_PUBLIC) or a PEM public key"
+    )
+
+
+# ---- verification ----------------------------------------------------------------------------
+
+
+class _Malformed(Exception):
+    """A field of the block could not be decoded; the message names it (never secret)."""
+
+
+def _b64(field: str, value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise _Malformed(f"{field} must be a base64 string, not {type(value).__name__}")
+    if len(value) > _MAX_B64_CHARS:
+        raise _Malformed(f"{field} is longer than {_MAX_B64_CHARS} characters")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise _Malformed(f"{field} is not valid base64") from None
+    if not raw:
+        raise _Malformed(f"{field} is empty")
+    return raw
+
+
+def _unmarshal_exact(cls: Any, raw: bytes, field: str) -> Any:
+    """Unmarshal ``raw`` as ``cls``: every byte consumed, and canonical (re-marshals equal)."""
+    try:
+        obj, consumed = cls.unmarshal(raw)
+        canonical = obj.marshal()
+    except Exception as exc:  # TSS2_Exception, cffi errors: all mean "not this structure"
+        raise _Malformed(f"{field} is not a valid {cls.__name__} ({_tss_reason(exc)})") from None
+    if consumed != len(raw):
+        raise _Malformed(
+            f"{field} has {len(raw) - consumed} trailing bytes after the {cls.__name__}"
+        )
+    if canonical != raw:
+        raise _Malformed(f"{field} is not a canonical {cls.__name__} encoding")
+    return obj
+
+
+def _tss_reason(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text[:120] if text else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """One field of the block, decoded or with the reason it could not be."""
+
+    value: Any = None
+    error: str | None = None
+
+
+def _parse(fn: Callable[[], Any]) -> _Parsed:
+    try:
+        return _Parsed(value=fn())
+    except _Malformed as exc:
+        return _Parsed(error=str(exc))
+
+
+class _Verifier:
+    def __init__(
+        self,
+        tss: Any,
+        block: Any,
+        payload_id: str,
+        baseline: PcrValues | None,
+        pin: _AikPin | None,
+    ) -> None:
+        self.tss = tss
+        self.block = block
+        self.payload_id = payload_id
+        self.baseline = baseline
+        self.pin = pin
+
+    def run(self) -> AttestationResult:
+        block = self.block
+        if not isinstance(block, Mapping):
+            return self._all_failed(
+                f"tpm_attestation must be an object, not {type(block).__name__}", available=False
+            )
+        available = block.get("is_available")
+        if available is False:
+            return self._not_available()
+        if available is not True:
+            return self._all_failed("is_available must be true or false", available=False)
+
+        aik = _parse(lambda: self._field_b64_struct("aik_pubkey_b64", self.tss.TPM2B_PUBLIC))
+        quote = _parse(self._parse_quote)
+        signature = _parse(lambda: self._field_b64_struct("signature_b64", self.tss.TPMT_SIGNATURE))
+        selection = _parse(lambda: self._guard(_parse_pcr_banks, block.get("pcr_banks")))
+        values = _parse(lambda: self._guard(_normalize_values, block.get("pcr_values")))
+
+        fingerprint = None
+        if aik.value is not None:
+            fingerprint = _fingerprint_of(aik.value.publicArea.marshal())
+        return AttestationResult(
+            signature=self._check_signature(aik, quote, signature),
+            magic_and_type=self._check_magic_and_type(quote),
+            qualifying_data=self._check_qualifying_data(quote),
+            pcr_digest=self._check_pcr_digest(quote, selection, values),
+            pcr_baseline=self._check_baseline(quote, values),
+            aik_trusted=self._check_aik(aik),
+            available=True,
+            aik_fingerprint=fingerprint,
+            pcr_banks=_format_selection(selection.value) if selection.value else None,
+        )
+
+    # -- decoding --
+
+    @staticmethod
+    def _guard(fn: Callable[[Any], Any], value: Any) -> Any:
+        try:
+            return fn(value)
+        except ValueError as exc:
+            raise _Malformed(str(exc)) from None
+
+    def _field_b64_struct(self, field: str, cls: Any) -> Any:
+        if field not in self.block:
+            raise _Malformed(f"{field} is missing")
+        return _unmarshal_exact(cls, _b64(field, self.block[field]), field)
+
+    def _parse_quote(self) -> tuple[bytes, Any]:
+        """(the signed TPMS_ATTEST bytes, the unmarshalled TPMS_ATTEST)."""
+        wrapped = self._field_b64_struct("quote_b64", self.tss.TPM2B_ATTEST)
+        attest_bytes = bytes(wrapped)
+        return attest_bytes, _unmarshal_exact(self.tss.TPMS_ATTEST, attest_bytes, "quote_b64")
+
+    # -- checks --
+
+    def _check_signature(self, aik: _Parsed, quote: _Parsed, sig: _Parsed) -> CheckResult:
+        name = "signature"
+        for parsed in (aik, quote, sig):
+            if parsed.error:
+                return CheckResult(name, False, parsed.error)
+        try:
+            detail = _verify_quote_signature(aik.value.publicArea, sig.value, quote.value[0])
+        except _Malformed as exc:
+            return CheckResult(name, False, str(exc))
+        return CheckResult(name, True, detail)
+
+    def _check_magic_and_type(self, quote: _Parsed) -> CheckResult:
+        name = "magic_and_type"
+        if quote.error:
+            return CheckResult(name, False, quote.error)
+        attest = quote.value[1]
+        magic, st = int(attest.magic), int(attest.type)
+        if magic != _TPM_GENERATED_VALUE:
+            return CheckResult(name, False, f"magic is {magic:#010x}, not TPM_GENERATED_VALUE")
+        if st != _TPM_ST_ATTEST_QUOTE:
+            return CheckResult(name, False, f"attest type is {st:#06x}, not TPM_ST_ATTEST_QUOTE")
+        return CheckResult(name, True, "TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE")
+
+    def _check_qualifying_data(self, quote: _Parsed) -> CheckResult:
+        name = "qualifying_data"
+        if quote.error:
+            return CheckResult(name, False, quote.error)
+        expected = hashlib.sha256(self.payload_id.encode("utf-8")).digest()[:16]
+        actual = bytes(quote.value[1].extraData)
+        if actual != expected:
+            return CheckResult(
+                name,
+                False,
+                "extraData is not SHA-256(payload_id)[:16]: quote is for another request",
+            )
+        return CheckResult(name, True, "extraData == SHA-256(payload_id)[:16]")
+
+    def _quote_selection(self, attest: Any) -> list[tuple[str, list[int]]]:
+        """The PCR selection the TPM signed, in its order."""
+        pcr_select = attest.attested.quote.pcrSelect
+        selection: list[tuple[str, list[int]]] = []
+        for i in range(int(pcr_select.count)):
+            entry = pcr_select.pcrSelections[i]
+            alg = int(entry.hash)
+            if alg not in _BANKS:
+                raise _Malformed(f"quote selects PCR bank {alg:#06x}, which is not supported")
+            bits = bytes(entry.pcrSelect[j] for j in range(int(entry.sizeofSelect)))
+            # Bit b of byte n selects PCR 8n + b; the TPM hashes them in ascending order.
+            chosen = [pcr for pcr in range(8 * len(bits)) if bits[pcr // 8] >> (pcr % 8) & 1]
+            if chosen:
+                selection.append((_BANKS[alg][0], chosen))
+        return selection
+
+    def _signed_digest(self, attest: Any) -> tuple[str, bytes]:
+        digest = bytes(attest.attested.quote.pcrDigest)
+        alg = _DIGEST_BY_SIZE.get(len(digest))
+        if alg is None:
+            raise _Malformed(f"quote PCR digest has an unsupported size ({len(digest)} bytes)")
+        return alg, digest
+
+    @staticmethod
+    def _digest_of(alg: str, selection: list[tuple[str, list[int]]], values: PcrValues) -> bytes:
+        h = hashlib.new(alg)
+        for bank, indices in selection:
+            for index in indices:
+                h.update(values[bank][index])
+        return h.digest()
+
+    def _check_pcr_digest(self, quote: _Parsed, selection: _Parsed, values: _Parsed) -> CheckResult:
+        name = "pcr_digest"
+        for parsed in (quote, selection, values):
+            if parsed.error:
+                return CheckResult(name, False, parsed.error)
+        try:
+            signed = self._quote_selection(quote.value[1])
+            alg, digest = self._signed_digest(quote.value[1])
+        except _Malformed as exc:
+            return CheckResult(name, False, str(exc))
+        if signed != selection.value:
+            return CheckResult(
+                name,
+                False,
+                f"quote selects {_format_selection(signed) or 'no PCRs'}, "
+                f"pcr_banks says {_format_selection(selection.value)}",
+            )
+        claimed = {bank: sorted(entries) for bank, entries in values.value.items() if entries}
+        if claimed != {bank: indices for bank, indices in signed}:
+            return CheckResult(name, False, "pcr_values do not list exactly the quoted PCRs")
+        if self._digest_of(alg, signed, values.value) != digest:
+            return CheckResult(
+                name, False, f"{alg} of the pcr_values does not match the quote's PCR digest"
+            )
+        return CheckResult(name, True, f"{alg} of {_format_selection(signed)} matches the quote")
+
+    def _check_baseline(self, quote: _Parsed, values: _Parsed) -> CheckResult:
+        name = "pcr_baseline"
+        if self.baseline is None:
+            return CheckResult(name, None, "not run: no baseline given")
+        if quote.error:
+            return CheckResult(name, False, quote.error)
+        try:
+            signed = self._quote_selection(quote.value[1])
+            alg, digest = self._signed_digest(quote.value[1])
+        except _Malformed as exc:
+            return CheckResult(name, False, str(exc))
+        quoted = {(bank, index) for bank, indices in signed for index in indices}
+        missing = [
+            f"{bank}:{index}"
+            for bank, entries in self.baseline.items()
+            for index in sorted(entries)
+            if (bank, index) not in quoted
+        ]
+        if missing:
+            return CheckResult(name, False, f"baseline PCRs not in the quote: {', '.join(missing)}")
+        # Compare against what the TPM signed, not the claimed values: the baselined PCRs take
+        # their baseline values and the rest the claimed ones; a matching digest proves the TPM's
+        # PCRs equal the baseline (a tampered claimed value then fails only pcr_digest).
+        claimed = values.value or {}
+        expected: PcrValues = {}
+        unproven: list[str] = []
+        for bank, indices in signed:
+            expected[bank] = {}
+            for index in indices:
+                if index in self.baseline.get(bank, {}):
+                    expected[bank][index] = self.baseline[bank][index]
+                elif index in claimed.get(bank, {}):
+                    expected[bank][index] = claimed[bank][index]
+                else:
+                    unproven.append(f"{bank}:{index}")
+        if unproven:
+            return CheckResult(
+                name, False, f"cannot recompute the digest: no value for {', '.join(unproven)}"
+            )
+        if self._digest_of(alg, signed, expected) == digest:
+            count = sum(len(entries) for entries in self.baseline.values())
+            return CheckResult(name, True, f"the quote matches the baseline for {count} PCRs")
+        differing = [
+            f"{bank}:{index}"
+            for bank, entries in self.baseline.items()
+            for index in sorted(entries)
+            if claimed.get(bank, {}).get(index) not in (None, entries[index])
+        ]
+        if differing:
+            return CheckResult(
+                name, False, f"PCRs differ from the baseline: {', '.join(differing)}"
+            )
+        return CheckResult(name, False, "the quote's PCR digest does not match the baseline")
+
+    def _check_aik(self, aik: _Parsed) -> CheckResult:
+        name = "aik_trusted"
+        if self.pin is None:
+            return CheckResult(
+                name, None, "not run: no trusted_aik pinned (an ephemeral AIK proves no hardware)"
+            )
+        if aik.error:
+            return CheckResult(name, False, aik.error)
+        public_area = aik.value.publicArea
+        if self.pin.fingerprint is not None:
+            actual = _fingerprint_of(public_area.marshal())
+            matches = actual == self.pin.fingerprint
+        else:
+            try:
+                spki = _public_key(public_area).public_bytes(*_spki_format())
+            except _Malformed as exc:
+                return CheckResult(name, False, str(exc))
+            matches = spki == self.pin.spki_der
+        if not matches:
+            return CheckResult(name, False, f"the AIK is not {self.pin.describe()}")
+        return CheckResult(name, True, f"the AIK is {self.pin.describe()}")
+
+    # -- whole-block outcomes --
+
+    def _all_failed(self, reason: str, *, available: bool) -> AttestationResult:
+        checks = {name: CheckResult(name, False, reason) for name in CHECK_NAMES}
+        if self.baseline is None:
+            checks["pcr_baseline"] = CheckResult("pcr_baseline", None, "not run: no baseline given")
+        if self.pin is None:
+            checks["aik_trusted"] = CheckResult("aik_trusted", None, "not run: no trusted_aik")
+        return AttestationResult(**checks, available=available)
+
+    def _not_available(self) -> AttestationResult:
+        reason = "not run: the server reported no TPM"
+        checks = {name: CheckResult(name, None, reason) for name in CHECK_NAMES}
+        return AttestationResult(**checks, available=False)
+
+
+# ---- signature verification (pyca/cryptography) ---------------------------------------------
+
+
+def _spki_format() -> tuple[Any, Any]:
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+
+
+def _public_key(public_area: Any) -> Any:
+    """The AIK's public key as a pyca/cryptography object (RSA >= 2048, P-256 or P-384)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    key_type = int(public_area.type)
+    if key_type == _ALG_RSA:
+        detail = public_area.parameters.rsaDetail
+        bits = int(detail.keyBits)
+        modulus = bytes(public_area.unique.rsa)
+        if bits < _MIN_RSA_BITS or len(modulus) * 8 != bits:
+            raise _Malformed(f"AIK RSA key has {len(modulus) * 8} bits (need >= {_MIN_RSA_BITS})")
+        exponent = int(detail.exponent) or 65537  # 0 means the default, 2^16 + 1
+        try:
+            return rsa.RSAPublicNumbers(exponent, int.from_bytes(modulus, "big")).public_key()
+        except ValueError:
+            raise _Malformed("AIK RSA public key is invalid") from None
+    if key_type == _ALG_ECC:
+        curve_id = int(public_area.parameters.eccDetail.curveID)
+        curves: dict[int, ec.EllipticCurve] = {
+            _ECC_NIST_P256: ec.SECP256R1(),
+            _ECC_NIST_P384: ec.SECP384R1(),
+        }
+        if curve_id not in curves:
+            raise _Malformed(f"AIK curve {curve_id:#06x} is not NIST P-256 or P-384")
+        x = int.from_bytes(bytes(public_area.unique.ecc.x), "big")
+        y = int.from_bytes(bytes(public_area.unique.ecc.y), "big")
+        try:
+            return ec.EllipticCurvePublicNumbers(x, y, curves[curve_id]).public_key()
+        except ValueError:
+            raise _Malformed("AIK ECC point is not on its curve") from None
+    raise _Malformed(f"AIK key type {key_type:#06x} is neither RSA nor ECC")
+
+
+def _verify_quote_signature(public_area: Any, sig: Any, attest_bytes: bytes) -> str:
+    """Verify ``sig`` over ``attest_bytes``; returns a description, raises _Malformed."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
+
+    attrs = int(public_area.objectAttributes)
+    # Only a restricted signing key refuses to sign data that starts with TPM_GENERATED_VALUE,
+    # which is what makes the magic check mean "the TPM produced this structure".
+    if not attrs & _ATTR_SIGN or not attrs & _ATTR_RESTRICTED:
+        raise _Malformed("AIK is not a restricted signing key")
+    scheme = int(sig.sigAlg)
+    if scheme not in _SCHEME_NAMES:
+        raise _Malformed(f"signature scheme {scheme:#06x} is not RSASSA, RSAPSS or ECDSA")
+    if scheme == _ALG_ECDSA:
+        body = sig.signature.ecdsa
+    elif scheme == _ALG_RSAPSS:
+        body = sig.signature.rsapss
+    else:
+        body = sig.signature.rsassa
+    hash_alg = int(body.hash)
+    if hash_alg not in _SIG_HASHES:
+        raise _Malformed(f"signature hash {hash_alg:#06x} is not SHA-256, SHA-384 or SHA-512")
+    hash_name = _SIG_HASHES[hash_alg]
+    key_scheme = _key_scheme(public_area)
+    if key_scheme is not None and key_scheme != (scheme, hash_alg):
+        raise _Malformed("signature scheme differs from the AIK's fixed scheme")
+
+    key = _public_key(public_area)
+    algorithm: hashes.HashAlgorithm = {
+        "sha256": hashes.SHA256(),
+        "sha384": hashes.SHA384(),
+        "sha512": hashes.SHA512(),
+    }[hash_name]
+    try:
+        if scheme == _ALG_ECDSA:
+            if not isinstance(key, ec.EllipticCurvePublicKey):
+                raise _Malformed("ECDSA signature but the AIK is not an ECC key")
+            r = int.from_bytes(bytes(body.signatureR), "big")
+            s = int.from_bytes(bytes(body.signatureS), "big")
+            key.verify(utils.encode_dss_signature(r, s), attest_bytes, ec.ECDSA(algorithm))
+        else:
+            from cryptography.hazmat.primitives.asymmetric import rsa
+
+            if not isinstance(key, rsa.RSAPublicKey):
+                raise _Malformed("RSA signature but the AIK is not an RSA key")
+            raw = bytes(body.sig)
+            if len(raw) != (key.key_size + 7) // 8:
+                raise _Malformed("RSA signature length does not match the AIK modulus")
+            pad: padding.AsymmetricPadding
+            if scheme == _ALG_RSAPSS:
+                # The TPM picks the salt length (libtpms: the digest size); AUTO accepts any.
+                pad = padding.PSS(mgf=padding.MGF1(algorithm), salt_length=padding.PSS.AUTO)
+            else:
+                pad = padding.PKCS1v15()
+            key.verify(raw, attest_bytes, pad, algorithm)
+    except InvalidSignature:
+        raise _Malformed("signature does not verify over the quote with the AIK") from None
+    return f"{_SCHEME_NAMES[scheme]}-{hash_name.upper()} by {_key_label(key)} verifies"
+
+
+def _key_scheme(public_area: Any) -> tuple[int, int] | None:
+    """The (scheme, hash) fixed in the AIK's public area, or None when it is TPM_ALG_NULL."""
+    if int(public_area.type) == _ALG_RSA:
+        scheme = public_area.parameters.rsaDetail.scheme
+    else:
+        scheme = public_area.parameters.eccDetail.scheme
+    if int(scheme.scheme) == _ALG_NULL:
+        return None
+    return int(scheme.scheme), int(scheme.details.anySig.hashAlg)
+
+
+def _key_label(key: Any) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return {"secp256r1": "P-256", "secp384r1": "P-384"}[key.curve.name] + " AIK"
+    return f"RSA-{key.key_size} AIK"
