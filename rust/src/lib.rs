@@ -4,6 +4,7 @@
 //! thin PyO3 bindings over them (compiled with the default `python` feature).
 
 pub mod error;
+pub mod keys;
 pub mod secret;
 
 #[cfg(feature = "python")]

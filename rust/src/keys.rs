@@ -1,0 +1,728 @@
+//! RSA key handles: the client's key pair and a server's public key.
+//!
+//! The private key exists only inside aws-lc (whose `OPENSSL_free` cleanses every allocation)
+//! and, transiently, in buffers that are zeroized on drop: the PEM text read from disk, the
+//! decoded DER, the PBES2 key-encryption key and the decrypted PKCS#8 document. Nothing here
+//! hands private key bytes to a caller.
+//!
+//! Key files are PKCS#8 PEM, optionally PBES2-encrypted, so that pyca/cryptography (and the
+//! reference client) read ours and we read theirs. The PBES2 structures are parsed with
+//! RustCrypto `pkcs5`, but the KDF and the AES-CBC run here on aws-lc-rs, because `pkcs5`
+//! leaves its derived key on the stack unwiped.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use aws_lc_rs::cipher::{
+    DecryptionContext, EncryptionContext, PaddedBlockDecryptingKey, PaddedBlockEncryptingKey,
+    UnboundCipherKey, AES_128, AES_192, AES_256,
+};
+use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
+use aws_lc_rs::rsa::{
+    KeySize, OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PrivateDecryptingKey,
+    PublicEncryptingKey, OAEP_SHA256_MGF1SHA256,
+};
+use aws_lc_rs::{digest, pbkdf2, rand};
+use pkcs5::pbes2::{self, Kdf, Pbkdf2Prf};
+use pkcs8::der::asn1::{AnyRef, BitStringRef, ObjectIdentifier};
+use pkcs8::der::pem::{self, LineEnding};
+use pkcs8::der::{Decode, Encode};
+use pkcs8::{AlgorithmIdentifierRef, EncryptedPrivateKeyInfo, PrivateKeyInfo};
+use zeroize::Zeroizing;
+
+use crate::error::{CoreError, CoreResult};
+
+/// No shorter RSA key is generated, loaded or accepted from a server.
+pub const MIN_RSA_BITS: usize = 2048;
+/// Sizes `ClientKeyPair::generate` accepts.
+pub const GENERATE_BITS: [usize; 3] = [2048, 3072, 4096];
+/// The default client key size (PROTOCOL.md section 6).
+pub const DEFAULT_BITS: usize = 4096;
+/// Shortest password accepted when encrypting a key file.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// PBKDF2-HMAC-SHA256 rounds for files we write (OWASP 2023 guidance for SHA-256).
+pub const PBKDF2_ITERATIONS: u32 = 600_000;
+/// Upper bound on rounds we accept when reading, so a hostile file cannot hang the process.
+const MAX_PBKDF2_ITERATIONS: u32 = 50_000_000;
+/// Largest key file we read (a 16384-bit encrypted key is ~13 KiB of PEM).
+const MAX_KEY_FILE_BYTES: u64 = 1024 * 1024;
+
+const RSA_ENCRYPTION_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+
+const LABEL_PRIVATE: &str = "PRIVATE KEY";
+const LABEL_ENCRYPTED: &str = "ENCRYPTED PRIVATE KEY";
+const LABEL_PKCS1_PRIVATE: &str = "RSA PRIVATE KEY";
+const LABEL_PUBLIC: &str = "PUBLIC KEY";
+const LABEL_PKCS1_PUBLIC: &str = "RSA PUBLIC KEY";
+
+// ---- public key facts shared by both handles -----------------------------------------------
+
+/// The public half of a key: canonical SPKI DER, its PEM, fingerprint and size.
+#[derive(Clone, Debug)]
+struct PublicInfo {
+    spki_der: Vec<u8>,
+    pem: String,
+    fingerprint: String,
+    bits: usize,
+}
+
+impl PublicInfo {
+    fn from_key(key: &PublicEncryptingKey) -> CoreResult<Self> {
+        let der: PublicKeyX509Der<'static> = key
+            .as_der()
+            .map_err(|_| CoreError::KeyFormat("the public key could not be encoded".into()))?;
+        let spki_der = der.as_ref().to_vec();
+        let pem = pem::encode_string(LABEL_PUBLIC, LineEnding::LF, &spki_der)
+            .map_err(|_| CoreError::KeyFormat("the public key could not be PEM-encoded".into()))?;
+        Ok(Self {
+            fingerprint: fingerprint_of(&spki_der),
+            spki_der,
+            pem,
+            bits: key.key_size_bits(),
+        })
+    }
+}
+
+/// `"sha256:" + hex(SHA-256(SubjectPublicKeyInfo DER))`.
+pub fn fingerprint_of(spki_der: &[u8]) -> String {
+    let d = digest::digest(&digest::SHA256, spki_der);
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for b in d.as_ref() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+// ---- client key pair -----------------------------------------------------------------------
+
+/// The client's RSA key pair. The private key is only reachable through `decrypt_oaep`.
+pub struct ClientKeyPair {
+    /// `None` once wiped. The lock lets `wipe` run while other threads hold `&self`.
+    private: RwLock<Option<PrivateDecryptingKey>>,
+    public: PublicInfo,
+}
+
+impl std::fmt::Debug for ClientKeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientKeyPair")
+            .field("bits", &self.public.bits)
+            .field("fingerprint", &self.public.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientKeyPair {
+    /// A fresh key pair of 2048, 3072 or 4096 bits (public exponent 65537).
+    pub fn generate(bits: usize) -> CoreResult<Self> {
+        let size = match bits {
+            2048 => KeySize::Rsa2048,
+            3072 => KeySize::Rsa3072,
+            4096 => KeySize::Rsa4096,
+            _ => {
+                return Err(CoreError::InvalidArgument(format!(
+                    "unsupported RSA key size {bits}: choose 2048, 3072 or 4096"
+                )))
+            }
+        };
+        let key = PrivateDecryptingKey::generate(size)
+            .map_err(|_| CoreError::Memory("RSA key generation failed".into()))?;
+        Self::from_private(key)
+    }
+
+    fn from_private(key: PrivateDecryptingKey) -> CoreResult<Self> {
+        // `public_key()` shares the private EVP_PKEY; drop it before returning so that `wipe`
+        // really frees the private numbers.
+        let public = PublicInfo::from_key(&key.public_key())?;
+        Ok(Self { private: RwLock::new(Some(key)), public })
+    }
+
+    /// Parse an unencrypted PKCS#8 `PrivateKeyInfo` (DER) holding an RSA key >= 2048 bits.
+    pub fn from_pkcs8_der(der: &[u8]) -> CoreResult<Self> {
+        let info = PrivateKeyInfo::from_der(der)
+            .map_err(|_| CoreError::KeyFormat("the private key is not valid PKCS#8 DER".into()))?;
+        if info.algorithm.oid != RSA_ENCRYPTION_OID {
+            return Err(CoreError::KeyFormat(format!(
+                "the private key is not an RSA key (algorithm {})",
+                info.algorithm.oid
+            )));
+        }
+        let key = PrivateDecryptingKey::from_pkcs8(der).map_err(|e| {
+            if e.description_() == "TooSmall" {
+                CoreError::KeyFormat(format!("the RSA key is shorter than {MIN_RSA_BITS} bits"))
+            } else {
+                CoreError::KeyFormat(format!("the RSA private key was rejected ({e})"))
+            }
+        })?;
+        Self::from_private(key)
+    }
+
+    /// Parse a private key PEM: PKCS#8 (`PRIVATE KEY`), PBES2-encrypted PKCS#8
+    /// (`ENCRYPTED PRIVATE KEY`, needs `password`) or PKCS#1 (`RSA PRIVATE KEY`).
+    pub fn from_pem(pem_text: &[u8], password: Option<&[u8]>) -> CoreResult<Self> {
+        let (label, der) = decode_pem(pem_text)?;
+        match label.as_str() {
+            LABEL_PRIVATE | LABEL_PKCS1_PRIVATE if password.is_some() => {
+                Err(CoreError::KeyPassword(
+                    "a password was given but the private key is not encrypted".into(),
+                ))
+            }
+            LABEL_PRIVATE => Self::from_pkcs8_der(&der),
+            LABEL_PKCS1_PRIVATE => Self::from_pkcs8_der(&wrap_pkcs1_private(&der)?),
+            LABEL_ENCRYPTED => {
+                let password = password.ok_or_else(|| {
+                    CoreError::KeyPassword(
+                        "the private key is encrypted: a password is required".into(),
+                    )
+                })?;
+                let plain = decrypt_pkcs8(&der, password)?;
+                // A wrong password that happens to leave valid padding yields garbage DER.
+                Self::from_pkcs8_der(&plain).map_err(|e| match e {
+                    CoreError::KeyFormat(_) if PrivateKeyInfo::from_der(&plain).is_err() => {
+                        wrong_password()
+                    }
+                    other => other,
+                })
+            }
+            other => Err(CoreError::KeyFormat(format!(
+                "unsupported PEM type '{other}': expected PRIVATE KEY, ENCRYPTED PRIVATE KEY \
+                 or RSA PRIVATE KEY"
+            ))),
+        }
+    }
+
+    /// Load a private key file; refuses files accessible by group or others.
+    pub fn load(path: &Path, password: Option<&[u8]>) -> CoreResult<Self> {
+        let text = read_private_key_file(path)?;
+        Self::from_pem(&text, password)
+    }
+
+    /// The private key as PKCS#8 PEM, PBES2-encrypted (PBKDF2-HMAC-SHA256, AES-256-CBC) when a
+    /// password is given. The returned text is zeroized on drop.
+    pub fn private_pem(&self, password: Option<&[u8]>) -> CoreResult<Zeroizing<Vec<u8>>> {
+        if let Some(p) = password {
+            check_new_password(p)?;
+        }
+        let guard = self.private.read().map_err(|_| CoreError::KeyDisposed)?;
+        let key = guard.as_ref().ok_or(CoreError::KeyDisposed)?;
+        // `Pkcs8V1Der` wipes its buffer on drop.
+        let der: Pkcs8V1Der<'static> = key
+            .as_der()
+            .map_err(|_| CoreError::KeyFormat("the private key could not be encoded".into()))?;
+        drop(guard);
+        match password {
+            None => encode_pem(LABEL_PRIVATE, der.as_ref()),
+            Some(p) => encode_pem(LABEL_ENCRYPTED, &encrypt_pkcs8(der.as_ref(), p)?),
+        }
+    }
+
+    /// Write the private key (mode 0600 from its first byte, atomically) and the public key
+    /// (mode 0644, atomically).
+    pub fn save(
+        &self,
+        private_path: &Path,
+        public_path: &Path,
+        password: Option<&[u8]>,
+    ) -> CoreResult<()> {
+        let private_pem = self.private_pem(password)?;
+        write_atomic(private_path, &private_pem, 0o600)?;
+        write_atomic(public_path, self.public.pem.as_bytes(), 0o644)
+    }
+
+    /// RSA-OAEP (SHA-256, MGF1-SHA-256, empty label) decryption into `out`; returns the length.
+    /// Every failure is the opaque `CoreError::Crypto` (except use after `wipe`).
+    pub fn decrypt_oaep(&self, ciphertext: &[u8], out: &mut [u8]) -> CoreResult<usize> {
+        let guard = self.private.read().map_err(|_| CoreError::KeyDisposed)?;
+        let key = guard.as_ref().ok_or(CoreError::KeyDisposed)?;
+        if ciphertext.len() != key.key_size_bytes() {
+            return Err(CoreError::Crypto);
+        }
+        // `clone` takes a reference on the same EVP_PKEY; nothing is copied.
+        let oaep = OaepPrivateDecryptingKey::new(key.clone())?;
+        let plain = oaep.decrypt(&OAEP_SHA256_MGF1SHA256, ciphertext, out, None)?;
+        Ok(plain.len())
+    }
+
+    /// Size in bytes of the modulus (and of every OAEP ciphertext for this key).
+    pub fn modulus_bytes(&self) -> usize {
+        self.public.bits.div_ceil(8)
+    }
+
+    /// The public half as a `ServerPublicKey` (for tests and self-encryption).
+    pub fn public_key(&self) -> CoreResult<ServerPublicKey> {
+        ServerPublicKey::from_spki_der(&self.public.spki_der)
+    }
+
+    pub fn public_key_pem(&self) -> &str {
+        &self.public.pem
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        &self.public.fingerprint
+    }
+
+    pub fn bits(&self) -> usize {
+        self.public.bits
+    }
+
+    pub fn is_wiped(&self) -> bool {
+        self.private.read().map(|g| g.is_none()).unwrap_or(true)
+    }
+
+    /// Free the private key now (aws-lc cleanses its big numbers on free).
+    pub fn wipe(&self) {
+        let mut guard = match self.private.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = None;
+    }
+}
+
+// ---- server public key ---------------------------------------------------------------------
+
+/// A server's RSA public key (>= 2048 bits), used to wrap request keys with RSA-OAEP.
+pub struct ServerPublicKey {
+    key: OaepPublicEncryptingKey,
+    public: PublicInfo,
+}
+
+impl std::fmt::Debug for ServerPublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerPublicKey")
+            .field("bits", &self.public.bits)
+            .field("fingerprint", &self.public.fingerprint)
+            .finish()
+    }
+}
+
+impl ServerPublicKey {
+    /// Parse SubjectPublicKeyInfo DER holding an RSA key >= 2048 bits.
+    pub fn from_spki_der(der: &[u8]) -> CoreResult<Self> {
+        let spki = pkcs8::spki::SubjectPublicKeyInfoRef::from_der(der).map_err(|_| {
+            CoreError::KeyFormat("the public key is not valid SubjectPublicKeyInfo DER".into())
+        })?;
+        if spki.algorithm.oid != RSA_ENCRYPTION_OID {
+            return Err(CoreError::KeyFormat(format!(
+                "the public key is not an RSA key (algorithm {})",
+                spki.algorithm.oid
+            )));
+        }
+        let key = PublicEncryptingKey::from_der(der).map_err(|e| {
+            if e.description_() == "TooSmall" {
+                CoreError::KeyFormat(format!("the RSA key is shorter than {MIN_RSA_BITS} bits"))
+            } else {
+                CoreError::KeyFormat(format!("the RSA public key was rejected ({e})"))
+            }
+        })?;
+        let public = PublicInfo::from_key(&key)?;
+        let key = OaepPublicEncryptingKey::new(key)
+            .map_err(|_| CoreError::KeyFormat("the RSA public key was rejected".into()))?;
+        Ok(Self { key, public })
+    }
+
+    /// Parse a public key PEM: SPKI (`PUBLIC KEY`) or PKCS#1 (`RSA PUBLIC KEY`).
+    pub fn from_pem(pem_text: &[u8]) -> CoreResult<Self> {
+        let (label, der) = decode_pem(pem_text)?;
+        match label.as_str() {
+            LABEL_PUBLIC => Self::from_spki_der(&der),
+            LABEL_PKCS1_PUBLIC => {
+                let spki = pkcs8::spki::SubjectPublicKeyInfoRef {
+                    algorithm: rsa_algorithm_identifier(),
+                    subject_public_key: BitStringRef::from_bytes(&der).map_err(|_| {
+                        CoreError::KeyFormat("the RSA public key is malformed".into())
+                    })?,
+                };
+                let spki_der = spki
+                    .to_der()
+                    .map_err(|_| CoreError::KeyFormat("the RSA public key is malformed".into()))?;
+                Self::from_spki_der(&spki_der)
+            }
+            other => Err(CoreError::KeyFormat(format!(
+                "unsupported PEM type '{other}': expected PUBLIC KEY or RSA PUBLIC KEY"
+            ))),
+        }
+    }
+
+    /// RSA-OAEP (SHA-256, MGF1-SHA-256, empty label) encryption of `plaintext` into `out`
+    /// (at least `modulus_bytes()` long); returns the ciphertext length.
+    pub fn encrypt_oaep(&self, plaintext: &[u8], out: &mut [u8]) -> CoreResult<usize> {
+        let ct = self.key.encrypt(&OAEP_SHA256_MGF1SHA256, plaintext, out, None)?;
+        Ok(ct.len())
+    }
+
+    pub fn modulus_bytes(&self) -> usize {
+        self.key.ciphertext_size()
+    }
+
+    pub fn pem(&self) -> &str {
+        &self.public.pem
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        &self.public.fingerprint
+    }
+
+    pub fn bits(&self) -> usize {
+        self.public.bits
+    }
+}
+
+// ---- PEM and DER helpers -------------------------------------------------------------------
+
+fn rsa_algorithm_identifier() -> AlgorithmIdentifierRef<'static> {
+    AlgorithmIdentifierRef { oid: RSA_ENCRYPTION_OID, parameters: Some(AnyRef::NULL) }
+}
+
+/// Decode one PEM block into a zeroized buffer; returns its label and DER.
+fn decode_pem(text: &[u8]) -> CoreResult<(String, Zeroizing<Vec<u8>>)> {
+    let text = trim_ascii(text);
+    let label = pem::decode_label(text)
+        .map_err(|_| CoreError::KeyFormat("the key is not valid PEM".into()))?
+        .to_owned();
+    // Decode straight into a buffer that is wiped on drop: base64 never grows the data.
+    let mut buf = Zeroizing::new(vec![0u8; text.len()]);
+    let len = {
+        let (_, der) = pem::decode(text, &mut buf).map_err(|e| {
+            if matches!(e, pem::Error::HeaderDisallowed) {
+                CoreError::KeyFormat(
+                    "legacy OpenSSL-encrypted PEM is not supported: convert the key to PKCS#8 \
+                     (openssl pkcs8 -topk8)"
+                        .into(),
+                )
+            } else {
+                CoreError::KeyFormat("the key is not valid PEM".into())
+            }
+        })?;
+        der.len()
+    };
+    buf.truncate(len);
+    Ok((label, buf))
+}
+
+fn trim_ascii(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |i| i + 1);
+    &b[start..end]
+}
+
+fn encode_pem(label: &str, der: &[u8]) -> CoreResult<Zeroizing<Vec<u8>>> {
+    let bad = |_| CoreError::KeyFormat("the key could not be PEM-encoded".into());
+    let len = pem::encapsulated_len(label, LineEnding::LF, der.len()).map_err(bad)?;
+    let mut out = Zeroizing::new(vec![0u8; len]);
+    let written = pem::encode(label, LineEnding::LF, der, &mut out).map_err(bad)?.len();
+    out.truncate(written);
+    Ok(out)
+}
+
+/// PKCS#1 `RSAPrivateKey` -> PKCS#8 `PrivateKeyInfo`, in a zeroized buffer.
+fn wrap_pkcs1_private(pkcs1: &[u8]) -> CoreResult<Zeroizing<Vec<u8>>> {
+    let info = PrivateKeyInfo::new(rsa_algorithm_identifier(), pkcs1);
+    let bad = |_| CoreError::KeyFormat("the RSA private key is malformed".into());
+    let len = usize::try_from(info.encoded_len().map_err(bad)?)
+        .map_err(|_| CoreError::KeyFormat("the RSA private key is malformed".into()))?;
+    let mut out = Zeroizing::new(vec![0u8; len]);
+    info.encode_to_slice(&mut out).map_err(bad)?;
+    Ok(out)
+}
+
+// ---- PBES2 ---------------------------------------------------------------------------------
+
+fn wrong_password() -> CoreError {
+    CoreError::KeyPassword("wrong password for the encrypted private key".into())
+}
+
+fn check_new_password(password: &[u8]) -> CoreResult<()> {
+    let chars = match std::str::from_utf8(password) {
+        Ok(s) => s.chars().count(),
+        Err(_) => password.len(),
+    };
+    if chars < MIN_PASSWORD_CHARS {
+        return Err(CoreError::KeyPassword(format!(
+            "the key password is too short: use at least {MIN_PASSWORD_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Derive the PBES2 key-encryption key into `kek`.
+fn derive_kek(kdf: &Kdf<'_>, password: &[u8], kek: &mut [u8]) -> CoreResult<()> {
+    if let Some(len) = kdf.key_length() {
+        if usize::from(len) != kek.len() {
+            return Err(CoreError::KeyFormat("the key file's PBES2 key length is invalid".into()));
+        }
+    }
+    match kdf {
+        Kdf::Pbkdf2(p) => {
+            let prf = match p.prf {
+                Pbkdf2Prf::HmacWithSha1 => pbkdf2::PBKDF2_HMAC_SHA1,
+                Pbkdf2Prf::HmacWithSha256 => pbkdf2::PBKDF2_HMAC_SHA256,
+                Pbkdf2Prf::HmacWithSha384 => pbkdf2::PBKDF2_HMAC_SHA384,
+                Pbkdf2Prf::HmacWithSha512 => pbkdf2::PBKDF2_HMAC_SHA512,
+                other => {
+                    return Err(CoreError::KeyFormat(format!(
+                        "unsupported PBKDF2 hash in the key file ({other:?})"
+                    )))
+                }
+            };
+            let rounds = NonZeroU32::new(p.iteration_count)
+                .filter(|n| n.get() <= MAX_PBKDF2_ITERATIONS)
+                .ok_or_else(|| {
+                    CoreError::KeyFormat("the key file's PBKDF2 iteration count is invalid".into())
+                })?;
+            pbkdf2::derive(prf, rounds, p.salt, password, kek);
+            Ok(())
+        }
+        Kdf::Scrypt(p) => {
+            let params = pkcs5::scrypt::Params::try_from(p).map_err(|_| {
+                CoreError::KeyFormat("the key file's scrypt parameters are invalid".into())
+            })?;
+            pkcs5::scrypt::scrypt(password, p.salt, &params, kek).map_err(|_| {
+                CoreError::KeyFormat("the key file's scrypt parameters are invalid".into())
+            })
+        }
+        _ => Err(CoreError::KeyFormat("unsupported key derivation in the key file".into())),
+    }
+}
+
+/// `EncryptedPrivateKeyInfo` DER -> `PrivateKeyInfo` DER (zeroized buffer).
+fn decrypt_pkcs8(der: &[u8], password: &[u8]) -> CoreResult<Zeroizing<Vec<u8>>> {
+    let info = EncryptedPrivateKeyInfo::from_der(der).map_err(|_| {
+        CoreError::KeyFormat("the encrypted private key is not valid PKCS#8 DER".into())
+    })?;
+    let params = info.encryption_algorithm.pbes2().ok_or_else(|| {
+        CoreError::KeyFormat(
+            "the private key uses legacy PBES1 encryption: re-encrypt it with PBES2".into(),
+        )
+    })?;
+    let (algorithm, key_len, iv) = match params.encryption {
+        pbes2::EncryptionScheme::Aes128Cbc { iv } => (&AES_128, 16, iv),
+        pbes2::EncryptionScheme::Aes192Cbc { iv } => (&AES_192, 24, iv),
+        pbes2::EncryptionScheme::Aes256Cbc { iv } => (&AES_256, 32, iv),
+        #[allow(unreachable_patterns)]
+        _ => {
+            return Err(CoreError::KeyFormat(
+                "the private key uses a legacy DES cipher: re-encrypt it with AES".into(),
+            ))
+        }
+    };
+    let mut kek = Zeroizing::new([0u8; 32]);
+    let kek = &mut kek[..key_len];
+    derive_kek(&params.kdf, password, kek)?;
+    let key = UnboundCipherKey::new(algorithm, kek)
+        .and_then(PaddedBlockDecryptingKey::cbc_pkcs7)
+        .map_err(|_| CoreError::KeyFormat("the key file's cipher parameters are invalid".into()))?;
+    let mut buf = Zeroizing::new(info.encrypted_data.to_vec());
+    let len = key
+        .decrypt(&mut buf, DecryptionContext::Iv128(iv.into()))
+        .map_err(|_| wrong_password())?
+        .len();
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// `PrivateKeyInfo` DER -> PBES2 (PBKDF2-HMAC-SHA256, AES-256-CBC) `EncryptedPrivateKeyInfo`.
+fn encrypt_pkcs8(der: &[u8], password: &[u8]) -> CoreResult<Vec<u8>> {
+    let failed = || CoreError::KeyFormat("the private key could not be encrypted".into());
+    let mut salt = [0u8; 16];
+    let mut iv = [0u8; 16];
+    rand::fill(&mut salt).map_err(|_| failed())?;
+    rand::fill(&mut iv).map_err(|_| failed())?;
+    let mut kek = Zeroizing::new([0u8; 32]);
+    let rounds = NonZeroU32::new(PBKDF2_ITERATIONS).ok_or_else(failed)?;
+    pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, rounds, &salt, password, &mut kek[..]);
+    let key = UnboundCipherKey::new(&AES_256, &kek[..])
+        .and_then(PaddedBlockEncryptingKey::cbc_pkcs7)
+        .map_err(|_| failed())?;
+    // Room for the padding up front, so the plaintext is never reallocated (and left behind).
+    let mut buf = Zeroizing::new(Vec::with_capacity(der.len() + 16));
+    buf.extend_from_slice(der);
+    key.less_safe_encrypt(&mut *buf, EncryptionContext::Iv128((&iv).into()))
+        .map_err(|_| failed())?;
+    let params = pbes2::Parameters::pbkdf2_sha256_aes256cbc(PBKDF2_ITERATIONS, &salt, &iv)
+        .map_err(|_| failed())?;
+    let info = EncryptedPrivateKeyInfo {
+        encryption_algorithm: params.into(),
+        encrypted_data: &buf,
+    };
+    info.to_der().map_err(|_| failed())
+}
+
+// ---- files ---------------------------------------------------------------------------------
+
+/// Read a private key file into a zeroized buffer after checking its permissions.
+fn read_private_key_file(path: &Path) -> CoreResult<Zeroizing<Vec<u8>>> {
+    let mut file = File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(CoreError::KeyFormat(format!("{} is not a regular file", path.display())));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(CoreError::KeyPermission(format!(
+                "the private key file {} is accessible by group or others (mode {mode:o}); \
+                 fix it with: chmod 600 {}",
+                path.display(),
+                path.display()
+            )));
+        }
+    }
+    if meta.len() > MAX_KEY_FILE_BYTES {
+        return Err(CoreError::KeyFormat(format!(
+            "{} is too large to be a key file",
+            path.display()
+        )));
+    }
+    let mut buf = Zeroizing::new(Vec::with_capacity(meta.len() as usize + 1));
+    // `take` bounds the read even if the file grows; capacity was reserved so no reallocation
+    // leaves key text behind unless the file grew meanwhile.
+    Read::by_ref(&mut file).take(MAX_KEY_FILE_BYTES).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// Write `contents` to `path` atomically: a temp file in the same directory created with
+/// `mode` from its first byte (O_CREAT|O_EXCL), fsync, rename over `path`, fsync the directory.
+fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> CoreResult<()> {
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| CoreError::InvalidArgument(format!("{} is not a file path", path.display())))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    create_dir(&dir)?;
+    let mut suffix = [0u8; 8];
+    rand::fill(&mut suffix).map_err(|_| CoreError::Memory("no randomness".into()))?;
+    let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = dir.join(format!(".{}.{suffix}.tmp", file_name.to_string_lossy()));
+
+    let result = (|| -> CoreResult<()> {
+        let mut file = open_exclusive(&tmp, mode)?;
+        // The umask may have removed bits from `mode` (never added any): set it exactly.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(fs::Permissions::from_mode(mode))?;
+        }
+        file.write_all(contents)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)?;
+        sync_dir(&dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(unix)]
+fn open_exclusive(path: &Path, mode: u32) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn open_exclusive(path: &Path, _mode: u32) -> std::io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).open(path)
+}
+
+#[cfg(unix)]
+fn create_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+#[cfg(not(unix))]
+fn create_dir(dir: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(dir)
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> CoreResult<()> {
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> CoreResult<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generate_refuses_odd_sizes() {
+        for bits in [0, 1024, 2047, 4095, 8192] {
+            assert!(matches!(
+                ClientKeyPair::generate(bits),
+                Err(CoreError::InvalidArgument(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn pem_round_trip_plain_and_encrypted() {
+        let kp = ClientKeyPair::generate(2048).unwrap();
+        assert_eq!(kp.bits(), 2048);
+        assert!(kp.fingerprint().starts_with("sha256:") && kp.fingerprint().len() == 71);
+
+        let plain = kp.private_pem(None).unwrap();
+        let back = ClientKeyPair::from_pem(&plain, None).unwrap();
+        assert_eq!(back.fingerprint(), kp.fingerprint());
+
+        let enc = kp.private_pem(Some(b"correct horse")).unwrap();
+        assert!(enc.starts_with(b"-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+        let back = ClientKeyPair::from_pem(&enc, Some(b"correct horse")).unwrap();
+        assert_eq!(back.fingerprint(), kp.fingerprint());
+        assert!(matches!(
+            ClientKeyPair::from_pem(&enc, Some(b"wrong horse!")),
+            Err(CoreError::KeyPassword(_))
+        ));
+        assert!(matches!(ClientKeyPair::from_pem(&enc, None), Err(CoreError::KeyPassword(_))));
+        assert!(matches!(kp.private_pem(Some(b"short")), Err(CoreError::KeyPassword(_))));
+    }
+
+    #[test]
+    fn oaep_round_trip_and_wipe() {
+        let kp = ClientKeyPair::generate(2048).unwrap();
+        let server = ServerPublicKey::from_pem(kp.public_key_pem().as_bytes()).unwrap();
+        assert_eq!(server.fingerprint(), kp.fingerprint());
+        let mut ct = vec![0u8; server.modulus_bytes()];
+        let n = server.encrypt_oaep(b"0123456789abcdef0123456789abcdef", &mut ct).unwrap();
+        assert_eq!(n, 256);
+        let mut out = [0u8; 256];
+        let m = kp.decrypt_oaep(&ct, &mut out).unwrap();
+        assert_eq!(&out[..m], b"0123456789abcdef0123456789abcdef");
+        ct[10] ^= 1;
+        assert!(matches!(kp.decrypt_oaep(&ct, &mut out), Err(CoreError::Crypto)));
+        kp.wipe();
+        assert!(kp.is_wiped());
+        assert!(matches!(kp.decrypt_oaep(&ct, &mut out), Err(CoreError::KeyDisposed)));
+        assert!(matches!(kp.private_pem(None), Err(CoreError::KeyDisposed)));
+    }
+
+    #[test]
+    fn garbage_pem_is_a_format_error() {
+        for text in [&b"hello"[..], b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"] {
+            assert!(matches!(ClientKeyPair::from_pem(text, None), Err(CoreError::KeyFormat(_))));
+        }
+        assert!(matches!(ServerPublicKey::from_pem(b"nope"), Err(CoreError::KeyFormat(_))));
+    }
+}
