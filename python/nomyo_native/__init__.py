@@ -1,10 +1,62 @@
 """nomyo-native: a hardened, native-core drop-in for the ``nomyo`` client.
 
-``import nomyo_native as nomyo``.
+``import nomyo_native as nomyo``: the public names of nomyo 0.2.9, plus the OpenAI-style and
+synchronous clients.
 """
 
 from nomyo_native import _core
+from nomyo_native.chat import SecureChatCompletion, SyncSecureChatCompletion
+from nomyo_native.client import SecureCompletionClient
+from nomyo_native.errors import (
+    APIConnectionError,
+    APIError,
+    AuthenticationError,
+    ClientClosedError,
+    ForbiddenError,
+    InsecureKeyFileError,
+    InvalidRequestError,
+    KeyLoadError,
+    PayloadTooLargeError,
+    RateLimitError,
+    ResponseFormatError,
+    SecurityError,
+    ServerError,
+    ServiceUnavailableError,
+)
+from nomyo_native.memory import (
+    SecureBuffer,
+    disable_secure_memory,
+    enable_secure_memory,
+    get_memory_protection_info,
+    secure_bytearray,
+    secure_bytes,
+)
 
 __version__: str = _core.__version__
 
-__all__ = ["__version__"]
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "AuthenticationError",
+    "ClientClosedError",
+    "ForbiddenError",
+    "InsecureKeyFileError",
+    "InvalidRequestError",
+    "KeyLoadError",
+    "PayloadTooLargeError",
+    "RateLimitError",
+    "ResponseFormatError",
+    "SecureBuffer",
+    "SecureChatCompletion",
+    "SecureCompletionClient",
+    "SecurityError",
+    "ServerError",
+    "ServiceUnavailableError",
+    "SyncSecureChatCompletion",
+    "__version__",
+    "disable_secure_memory",
+    "enable_secure_memory",
+    "get_memory_protection_info",
+    "secure_bytearray",
+    "secure_bytes",
+]

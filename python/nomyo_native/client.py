@@ -1,0 +1,990 @@
+"""SecureCompletionClient: transport, retries, server-key cache and pinning, key lifecycle.
+
+Same public API as nomyo 0.2.9's ``SecureCompletionClient``; every secret operation (keygen,
+seal, open) is a call into the Rust core, run off the event loop thread (the core releases the
+GIL). Python only ever holds key handles, the envelope ciphertext and the final response dict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import os
+import random
+import ssl
+import tempfile
+import threading
+import time
+import urllib.parse
+import warnings
+import weakref
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import httpx
+
+from nomyo_native import _core
+from nomyo_native.errors import (
+    OPAQUE_CRYPTO_MESSAGE,
+    APIConnectionError,
+    APIError,
+    AuthenticationError,
+    ClientClosedError,
+    ForbiddenError,
+    InsecureKeyFileError,
+    InvalidRequestError,
+    KeyLoadError,
+    PayloadTooLargeError,
+    RateLimitError,
+    ResponseFormatError,
+    SecurityError,
+    ServerError,
+    ServiceUnavailableError,
+)
+from nomyo_native.keyring import KeyRing
+
+__all__ = [
+    "ATTESTATION_POLICIES",
+    "DEFAULT_KEY_ROTATION_INTERVAL",
+    "RETRYABLE_STATUS_CODES",
+    "VALID_SECURITY_TIERS",
+    "SecureCompletionClient",
+]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+VALID_SECURITY_TIERS = ("standard", "high", "maximum")
+ATTESTATION_POLICIES = ("auto", "require", "off")
+RETRYABLE_STATUS_CODES = frozenset({429, 500, 502, 503, 504})
+DEFAULT_KEY_ROTATION_INTERVAL = 24 * 3600.0
+DEFAULT_TIMEOUT = 900.0
+PUBLIC_KEY_PATH = "/pki/public_key"
+COMPLETION_PATH = "/v1/chat/secure_completion"
+# Error bodies and the server key are small; a response envelope is capped by the core.
+MAX_ERROR_BODY_BYTES = 64 * 1024
+MAX_PUBLIC_KEY_BYTES = 64 * 1024
+_FINGERPRINT_HEX_LEN = 64
+
+
+class _Completed(Generic[T]):
+    """A result that is already there, and also awaitable.
+
+    nomyo 0.2.9 defines ``generate_keys``/``load_keys`` synchronous while its guides ``await``
+    them; returning this makes both spellings work.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: T) -> None:
+        self._value = value
+
+    def __await__(self) -> Generator[Any, None, T]:
+        yield from ()
+        return self._value
+
+    def result(self) -> T:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"<completed {self._value!r}>"
+
+
+@dataclass
+class _LoopState:
+    """Per-event-loop resources: httpx connections and asyncio locks belong to one loop."""
+
+    http: httpx.AsyncClient
+    keys_lock: asyncio.Lock
+    server_key_lock: asyncio.Lock
+
+
+def normalize_fingerprint(value: str) -> str:
+    """``"sha256:<64 hex>"`` in lower case; colons inside the hex are tolerated."""
+    if not isinstance(value, str):
+        raise TypeError("server_key_fingerprint must be a str like 'sha256:<hex>'")
+    algo, sep, digest = value.strip().partition(":")
+    digest = digest.replace(":", "").lower()
+    if (
+        not sep
+        or algo.lower() != "sha256"
+        or len(digest) != _FINGERPRINT_HEX_LEN
+        or any(c not in "0123456789abcdef" for c in digest)
+    ):
+        raise ValueError("server_key_fingerprint must be 'sha256:' followed by 64 hex digits")
+    return "sha256:" + digest
+
+
+def validate_api_key(api_key: str | None) -> str | None:
+    """Refuse what could inject headers or is not a token: CR, LF, NUL, other controls."""
+    if api_key is None:
+        return None
+    if not isinstance(api_key, str):
+        raise TypeError("api_key must be a str")
+    if any(ch in api_key for ch in "\r\n\0"):
+        raise SecurityError("API key contains CR, LF or NUL (HTTP header injection refused)")
+    if any(not (0x20 <= ord(ch) < 0x7F) for ch in api_key):
+        raise SecurityError("API key contains control or non-ASCII characters")
+    return api_key or None
+
+
+def validate_security_tier(security_tier: str | None) -> str | None:
+    if security_tier is None:
+        return None
+    if security_tier not in VALID_SECURITY_TIERS:
+        raise ValueError(
+            f"Invalid security_tier: {security_tier!r}. "
+            f"Must be one of: {', '.join(VALID_SECURITY_TIERS)}"
+        )
+    return security_tier
+
+
+def validate_attestation_policy(policy: str) -> str:
+    if policy not in ATTESTATION_POLICIES:
+        raise ValueError(
+            f"Invalid attestation policy: {policy!r}. "
+            f"Must be one of: {', '.join(ATTESTATION_POLICIES)}"
+        )
+    return policy
+
+
+def _tls_context(
+    verify: bool | str | os.PathLike[str] | ssl.SSLContext,
+    ca_bundle: str | os.PathLike[str] | None,
+) -> ssl.SSLContext:
+    """One verifying SSLContext per client (building one costs milliseconds)."""
+    if verify is False:
+        raise SecurityError(
+            "TLS certificate verification cannot be disabled: the server key fetched over this "
+            "connection is the trust anchor. Pass ca_bundle= with your CA instead."
+        )
+    if isinstance(verify, ssl.SSLContext):
+        if verify.verify_mode != ssl.CERT_REQUIRED or not verify.check_hostname:
+            raise SecurityError(
+                "the SSLContext passed as verify= must require certificates and check hostnames"
+            )
+        return verify
+    cafile = ca_bundle if ca_bundle is not None else (None if verify is True else verify)
+    if cafile is not None:
+        if not os.path.exists(cafile):
+            raise FileNotFoundError(f"CA bundle not found: {os.fspath(cafile)}")
+        return ssl.create_default_context(cafile=os.fspath(cafile))
+    return httpx.create_ssl_context()
+
+
+def _parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - now
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+def _error_from_response(status: int, body: bytes) -> APIError:
+    """Map a non-200 response to the exception of PROTOCOL.md section 4."""
+    details: dict[str, Any] | None
+    try:
+        parsed = json.loads(body) if body else None
+    except (ValueError, UnicodeDecodeError):
+        parsed = None
+    if isinstance(parsed, dict):
+        details = parsed
+        raw_detail = parsed.get("detail")
+        detail = raw_detail if isinstance(raw_detail, str) else None
+        if detail is None and raw_detail is not None:
+            detail = json.dumps(raw_detail)[:500]
+    else:
+        text = body[:500].decode("utf-8", "replace").strip()
+        details = {"body": text} if text else None
+        detail = None
+
+    if status == 400:
+        return InvalidRequestError(f"Bad request: {detail or 'Unknown error'}", 400, details)
+    if status == 401:
+        return AuthenticationError(
+            detail or "Invalid API key or authentication failed", 401, details
+        )
+    if status == 403:
+        return ForbiddenError(
+            f"Forbidden: {detail or 'Model not allowed for the requested security tier'}",
+            403,
+            details,
+        )
+    if status == 404:
+        return APIError(
+            f"Endpoint not found: {detail or 'Secure inference not enabled'}", 404, details
+        )
+    if status == 429:
+        return RateLimitError(f"Rate limit exceeded: {detail or 'unknown'}", 429, details)
+    if status == 500:
+        return ServerError(f"Server error: {detail or 'unknown'}", 500, details)
+    if status == 503:
+        return ServiceUnavailableError(f"Service unavailable: {detail or 'unknown'}", 503, details)
+    return APIError(f"Unexpected status code: {status} {detail or 'unknown'}", status, details)
+
+
+class SecureCompletionClient:
+    """Client for ``/v1/chat/secure_completion`` (same constructor and methods as nomyo 0.2.9).
+
+    Extra keyword-only options harden and tune it: ``api_key`` (else ``NOMYO_API_KEY``),
+    ``timeout``, ``verify``/``ca_bundle`` (TLS verification is never off for https),
+    ``server_key_fingerprint`` (pin), ``server_key_pin_file`` (trust on first use),
+    ``key_size``, ``key_dir``/``key_password`` (load-or-generate-and-save),
+    ``key_rotation_interval`` (seconds, 0 disables), ``key_rotation_dir``/``key_rotation_password``,
+    ``attestation`` (``"auto"``/``"require"``/``"off"``), ``pcr_baseline``, ``trusted_aik``,
+    ``retry_backoff``/``max_backoff``/``max_retry_after`` (seconds), and for tests or custom
+    runtimes ``transport`` (an httpx transport), ``sleep`` and ``clock``.
+    """
+
+    def __init__(
+        self,
+        router_url: str = "https://api.nomyo.ai",
+        allow_http: bool = False,
+        secure_memory: bool = True,
+        max_retries: int = 2,
+        *,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
+        ca_bundle: str | os.PathLike[str] | None = None,
+        server_key_fingerprint: str | None = None,
+        server_key_pin_file: str | os.PathLike[str] | None = None,
+        key_size: int = 4096,
+        key_dir: str | os.PathLike[str] | None = None,
+        key_password: str | None = None,
+        key_rotation_interval: float = DEFAULT_KEY_ROTATION_INTERVAL,
+        key_rotation_dir: str | os.PathLike[str] | None = None,
+        key_rotation_password: str | None = None,
+        attestation: str = "auto",
+        pcr_baseline: dict[str, Any] | str | os.PathLike[str] | None = None,
+        trusted_aik: Any = None,
+        retry_backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        max_retry_after: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        _keyring: KeyRing | None = None,
+    ) -> None:
+        if not isinstance(router_url, str):
+            raise TypeError("router_url must be a str")
+        self.router_url = router_url.rstrip("/")
+        parsed = urllib.parse.urlsplit(self.router_url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"router_url must be an http(s) URL, got {router_url!r}")
+        if not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError("max_retries must be an int >= 0")
+        if key_size not in (2048, 3072, 4096):
+            raise ValueError("key_size must be 2048, 3072 or 4096")
+        for name, value in (
+            ("retry_backoff", retry_backoff),
+            ("max_backoff", max_backoff),
+            ("max_retry_after", max_retry_after),
+        ):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0")
+
+        self.allow_http = allow_http
+        self.max_retries = max_retries
+        self.key_size = key_size
+        self.api_key = validate_api_key(
+            api_key if api_key is not None else os.environ.get("NOMYO_API_KEY")
+        )
+        self._https = parsed.scheme == "https"
+        self._secure_memory = secure_memory
+        self._timeout = timeout
+        self._ssl_context = _tls_context(verify, ca_bundle) if self._https else None
+        self._pin = (
+            normalize_fingerprint(server_key_fingerprint)
+            if server_key_fingerprint is not None
+            else None
+        )
+        self._pin_file = Path(server_key_pin_file) if server_key_pin_file is not None else None
+        self._key_dir = Path(key_dir) if key_dir is not None else None
+        self._key_password = key_password
+        self._rotation_dir = Path(key_rotation_dir) if key_rotation_dir is not None else None
+        self._rotation_password = key_rotation_password
+        self.attestation = validate_attestation_policy(attestation)
+        self.pcr_baseline = pcr_baseline
+        self.trusted_aik = trusted_aik
+        self._retry_backoff = retry_backoff
+        self._max_backoff = max_backoff
+        self._max_retry_after = max_retry_after
+        self._transport = transport
+        self._sleep = sleep if sleep is not None else asyncio.sleep
+        self._clock = clock
+        self._keys = (
+            _keyring if _keyring is not None else KeyRing(key_rotation_interval, clock=clock)
+        )
+        self._server_key: _core.ServerPublicKey | None = None
+        self._loop_states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._states_lock = threading.Lock()
+        self._closed = False
+        self._disposed = False
+        # What a sibling client for another base_url needs (see clone_for).
+        self._options: dict[str, Any] = {
+            "secure_memory": secure_memory,
+            "max_retries": max_retries,
+            "api_key": self.api_key,
+            "timeout": timeout,
+            "verify": verify,
+            "ca_bundle": ca_bundle,
+            "server_key_pin_file": server_key_pin_file,
+            "key_size": key_size,
+            "attestation": attestation,
+            "pcr_baseline": pcr_baseline,
+            "trusted_aik": trusted_aik,
+            "retry_backoff": retry_backoff,
+            "max_backoff": max_backoff,
+            "max_retry_after": max_retry_after,
+            "transport": transport,
+            "sleep": sleep,
+            "clock": clock,
+            "key_dir": key_dir,
+            "key_password": key_password,
+            "key_rotation_dir": key_rotation_dir,
+            "key_rotation_password": key_rotation_password,
+        }
+
+        if not self._https:
+            if allow_http:
+                warnings.warn(
+                    "WARNING: Using HTTP instead of HTTPS. This is INSECURE and must only be used "
+                    "for local development: a man in the middle can swap the server key.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            else:
+                logger.debug("non-HTTPS URL without allow_http: requests will be refused")
+
+    def clone_for(self, router_url: str) -> SecureCompletionClient:
+        """A client for another base URL sharing this one's key pair and options (but not the
+        server-key pin, which belongs to this URL's server)."""
+        self._check_usable()
+        return SecureCompletionClient(
+            router_url, self.allow_http, _keyring=self._keys, **self._options
+        )
+
+    # ---- compatibility attributes ------------------------------------------------------------
+
+    @property
+    def private_key(self) -> _core.ClientKeyPair | None:
+        """The current key pair handle (opaque: the private key never leaves the core)."""
+        return self._keys.current
+
+    @property
+    def public_key_pem(self) -> str | None:
+        current = self._keys.current
+        return current.public_key_pem if current is not None else None
+
+    @property
+    def client_key_fingerprint(self) -> str | None:
+        current = self._keys.current
+        return current.fingerprint if current is not None else None
+
+    @property
+    def server_key_fingerprint(self) -> str | None:
+        """Fingerprint of the cached server key (None before the first fetch)."""
+        return self._server_key.fingerprint if self._server_key is not None else None
+
+    # ---- keys --------------------------------------------------------------------------------
+
+    def generate_keys(
+        self, save_to_file: bool = False, key_dir: str = "client_keys", password: str | None = None
+    ) -> _Completed[None]:
+        """Generate a key pair in locked memory (optionally saved). Works plain or awaited."""
+        self._check_usable()
+        self._generate_and_install(save_to_file, key_dir, password)
+        return _Completed(None)
+
+    async def agenerate_keys(
+        self, save_to_file: bool = False, key_dir: str = "client_keys", password: str | None = None
+    ) -> None:
+        """:meth:`generate_keys` off the event loop thread."""
+        self._check_usable()
+        await asyncio.to_thread(self._generate_and_install, save_to_file, key_dir, password)
+
+    def load_keys(
+        self,
+        private_key_path: str | os.PathLike[str],
+        public_key_path: str | os.PathLike[str] | None = None,
+        password: str | None = None,
+    ) -> _Completed[None]:
+        """Load a key pair (password from ``password`` or ``NOMYO_KEY_PASSWORD``).
+        Works plain or awaited."""
+        self._check_usable()
+        keypair = self._load_keypair(private_key_path, public_key_path, password)
+        self._keys.install(keypair, rotatable=False)
+        return _Completed(None)
+
+    async def aload_keys(
+        self,
+        private_key_path: str | os.PathLike[str],
+        public_key_path: str | os.PathLike[str] | None = None,
+        password: str | None = None,
+    ) -> None:
+        """:meth:`load_keys` off the event loop thread."""
+        self._check_usable()
+        keypair = await asyncio.to_thread(
+            self._load_keypair, private_key_path, public_key_path, password
+        )
+        self._keys.install(keypair, rotatable=False)
+
+    def _generate_and_install(
+        self, save_to_file: bool, key_dir: str | os.PathLike[str], password: str | None
+    ) -> None:
+        keypair = self._generate_keypair()
+        if save_to_file:
+            self._save_keypair(keypair, Path(key_dir), password)
+        self._keys.install(keypair, rotatable=True)
+
+    def _generate_keypair(self) -> _core.ClientKeyPair:
+        started = time.perf_counter()
+        keypair = _core.ClientKeyPair.generate(self.key_size)
+        logger.debug(
+            "generated %d-bit client key pair in %.0f ms",
+            self.key_size,
+            (time.perf_counter() - started) * 1000,
+        )
+        return keypair
+
+    @staticmethod
+    def _save_keypair(keypair: _core.ClientKeyPair, key_dir: Path, password: str | None) -> None:
+        key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            keypair.save(key_dir / "private_key.pem", key_dir / "public_key.pem", password)
+        except _core.KeyPasswordError as exc:
+            raise KeyLoadError(str(exc)) from None
+        if not password:
+            logger.warning("private key saved UNENCRYPTED in %s (set a password)", key_dir)
+        else:
+            logger.debug("key pair saved (password-protected) in %s", key_dir)
+
+    @staticmethod
+    def _load_keypair(
+        private_key_path: str | os.PathLike[str],
+        public_key_path: str | os.PathLike[str] | None,
+        password: str | None,
+    ) -> _core.ClientKeyPair:
+        if password is None:
+            password = os.environ.get("NOMYO_KEY_PASSWORD") or None
+        started = time.perf_counter()
+        try:
+            keypair = _core.ClientKeyPair.load(private_key_path, password)
+        except _core.KeyPermissionError:
+            path = os.fspath(private_key_path)
+            raise InsecureKeyFileError(
+                f"Private key file {path} is readable or writable by group or others; "
+                f"refusing to use it. Fix with: chmod 600 {path}"
+            ) from None
+        except (_core.KeyFormatError, _core.KeyPasswordError) as exc:
+            raise KeyLoadError(f"Failed to load private key: {exc}") from None
+        if public_key_path is not None:
+            with open(public_key_path, "rb") as fh:
+                public_pem = fh.read(MAX_PUBLIC_KEY_BYTES + 1)
+            try:
+                public_fp = _core.ServerPublicKey.from_pem(public_pem).fingerprint
+            except _core.KeyFormatError as exc:
+                keypair.wipe()
+                raise KeyLoadError(f"Failed to load public key: {exc}") from None
+            if public_fp != keypair.fingerprint:
+                keypair.wipe()
+                raise KeyLoadError(
+                    f"Public key {os.fspath(public_key_path)} does not belong to the private key"
+                )
+        logger.debug(
+            "loaded %d-bit client key pair in %.0f ms",
+            keypair.bits,
+            (time.perf_counter() - started) * 1000,
+        )
+        return keypair
+
+    def _initial_keypair(self) -> tuple[_core.ClientKeyPair, bool]:
+        """The first key pair: from ``key_dir`` (load or generate-and-save) or in memory."""
+        if self._key_dir is None:
+            return self._generate_keypair(), True
+        private_path = self._key_dir / "private_key.pem"
+        public_path = self._key_dir / "public_key.pem"
+        password = self._key_password or os.environ.get("NOMYO_KEY_PASSWORD") or None
+        if private_path.exists():
+            keypair = self._load_keypair(
+                private_path, public_path if public_path.exists() else None, password
+            )
+            return keypair, True
+        keypair = self._generate_keypair()
+        self._save_keypair(keypair, self._key_dir, password)
+        return keypair, True
+
+    def _rotated_keypair(self) -> _core.ClientKeyPair:
+        keypair = self._generate_keypair()
+        target = self._rotation_dir if self._rotation_dir is not None else self._key_dir
+        if target is not None:
+            password = (
+                self._rotation_password
+                or self._key_password
+                or os.environ.get("NOMYO_KEY_PASSWORD")
+                or None
+            )
+            self._save_keypair(keypair, target, password)
+        return keypair
+
+    async def _ensure_keys(self) -> None:
+        """Load or generate the key pair on first use; rotate when the interval has passed."""
+        if self._keys.current is not None and not self._keys.rotation_due():
+            return
+        state = self._state()
+        async with state.keys_lock:
+            if self._keys.current is None:
+                keypair, rotatable = await asyncio.to_thread(self._initial_keypair)
+                self._keys.install(keypair, rotatable=rotatable)
+            elif self._keys.rotation_due():
+                keypair = await asyncio.to_thread(self._rotated_keypair)
+                self._keys.install(keypair, rotatable=True)
+                logger.info("client key pair rotated")
+
+    # ---- transport ---------------------------------------------------------------------------
+
+    def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        with self._states_lock:
+            state = self._loop_states.get(loop)
+            if state is None:
+                if self._closed:
+                    raise ClientClosedError("the client is closed")
+                state = _LoopState(
+                    http=httpx.AsyncClient(
+                        timeout=self._timeout,
+                        verify=self._ssl_context if self._ssl_context is not None else True,
+                        follow_redirects=False,
+                        transport=self._transport,
+                        limits=httpx.Limits(max_connections=100, max_keepalive_connections=32),
+                    ),
+                    keys_lock=asyncio.Lock(),
+                    server_key_lock=asyncio.Lock(),
+                )
+                self._loop_states[loop] = state
+            return state
+
+    def _check_usable(self) -> None:
+        if self._disposed:
+            raise ClientClosedError("the client was disposed: its keys are wiped")
+        if self._closed:
+            raise ClientClosedError("the client is closed")
+
+    def _check_transport_policy(self) -> None:
+        if not self._https and not self.allow_http:
+            raise SecurityError(
+                "Server public key must be fetched over HTTPS to prevent MITM attacks. "
+                "For local development, initialize with allow_http=True: "
+                "SecureChatCompletion(base_url='http://localhost:12434', allow_http=True)"
+            )
+
+    def _backoff(self, retry_index: int) -> float:
+        ceiling = min(self._max_backoff, self._retry_backoff * (2**retry_index))
+        return random.uniform(ceiling / 2, ceiling)
+
+    async def _read_capped(self, response: httpx.Response, cap: int) -> bytes:
+        declared = response.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > cap:
+            raise ResponseFormatError(f"response body larger than {cap} bytes refused")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > cap:
+                raise ResponseFormatError(f"response body larger than {cap} bytes refused")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: Callable[[], Awaitable[bytes]] | None,
+        ok_cap: int,
+    ) -> bytes:
+        """One logical request with retries; returns the 200 body or raises the mapped error.
+
+        ``body`` is called for every attempt, so every attempt is sealed afresh.
+        """
+        url = self.router_url + path
+        http = self._state().http
+        attempts = self.max_retries + 1
+        for attempt in range(attempts):
+            content = await body() if body is not None else None
+            started = time.perf_counter()
+            logger.debug("%s %s attempt %d/%d", method, path, attempt + 1, attempts)
+            delay: float | None = None
+            try:
+                async with http.stream(method, url, headers=headers, content=content) as response:
+                    status = response.status_code
+                    cap = ok_cap if status == 200 else MAX_ERROR_BODY_BYTES
+                    try:
+                        data = await self._read_capped(response, cap)
+                    except ResponseFormatError:
+                        if status == 200:
+                            raise
+                        data = b""
+                    retry_after = _parse_retry_after(
+                        response.headers.get("retry-after"), time.time()
+                    )
+            except httpx.TransportError as exc:
+                elapsed = (time.perf_counter() - started) * 1000
+                error: APIError | APIConnectionError = APIConnectionError(
+                    f"Failed to connect to {self.router_url}: {type(exc).__name__}: {exc}"
+                )
+                logger.debug(
+                    "%s %s network error after %.1f ms: %s",
+                    method,
+                    path,
+                    elapsed,
+                    type(exc).__name__,
+                )
+                if attempt + 1 >= attempts:
+                    raise error from exc
+                delay = self._backoff(attempt)
+            else:
+                elapsed = (time.perf_counter() - started) * 1000
+                logger.debug(
+                    "%s %s -> %d in %.1f ms (%d bytes)", method, path, status, elapsed, len(data)
+                )
+                if status == 200:
+                    return data
+                error = _error_from_response(status, data)
+                if status not in RETRYABLE_STATUS_CODES or attempt + 1 >= attempts:
+                    raise error
+                if retry_after is not None:
+                    if retry_after > self._max_retry_after:
+                        logger.debug(
+                            "Retry-After %.1f s exceeds the bound; not retrying", retry_after
+                        )
+                        raise error
+                    delay = retry_after
+                else:
+                    delay = self._backoff(attempt)
+            logger.warning(
+                "retrying %s %s in %.2f s (attempt %d/%d failed: %s)",
+                method,
+                path,
+                delay,
+                attempt + 1,
+                attempts,
+                type(error).__name__,
+            )
+            await self._sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ---- server key --------------------------------------------------------------------------
+
+    async def fetch_server_public_key(self) -> str:
+        """The server's public key PEM, fetched once over verified HTTPS and cached; checked
+        against ``server_key_fingerprint`` and the pin file when set."""
+        return (await self._server_public_key()).pem
+
+    async def _server_public_key(self) -> _core.ServerPublicKey:
+        cached = self._server_key
+        if cached is not None:
+            return cached
+        self._check_transport_policy()
+        state = self._state()
+        async with state.server_key_lock:
+            if self._server_key is not None:
+                return self._server_key
+            body = await self._request(
+                "GET", PUBLIC_KEY_PATH, {"Accept": "text/plain"}, None, MAX_PUBLIC_KEY_BYTES
+            )
+            try:
+                key = _core.ServerPublicKey.from_pem(body)
+            except _core.KeyFormatError as exc:
+                raise ResponseFormatError(f"Server returned an invalid public key: {exc}") from None
+            fingerprint = key.fingerprint
+            if self._pin is not None and fingerprint != self._pin:
+                raise SecurityError(
+                    f"Server public key fingerprint {fingerprint} does not match the pinned "
+                    f"{self._pin}: refusing to encrypt anything to it"
+                )
+            if self._pin_file is not None:
+                await asyncio.to_thread(self._check_pin_file, fingerprint)
+            logger.debug("server key %s (%d bits) cached", fingerprint, key.bits)
+            self._server_key = key
+            return key
+
+    def _check_pin_file(self, fingerprint: str) -> None:
+        """Trust on first use: record the fingerprint, refuse a different one later."""
+        assert self._pin_file is not None
+        pins: dict[str, str] = {}
+        if self._pin_file.exists():
+            try:
+                loaded = json.loads(self._pin_file.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise SecurityError(f"pin file {self._pin_file} is not valid JSON") from exc
+            if not isinstance(loaded, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in loaded.items()
+            ):
+                raise SecurityError(f"pin file {self._pin_file} must map URLs to fingerprints")
+            pins = loaded
+        known = pins.get(self.router_url)
+        if known is not None:
+            if normalize_fingerprint(known) != fingerprint:
+                raise SecurityError(
+                    f"Server public key fingerprint {fingerprint} differs from {known} recorded "
+                    f"in {self._pin_file} for {self.router_url}: refusing (key changed or MITM)"
+                )
+            return
+        pins[self.router_url] = fingerprint
+        self._pin_file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".pins-", dir=self._pin_file.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(pins, fh, indent=2, sort_keys=True)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self._pin_file)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        logger.info(
+            "pinned server key %s for %s in %s", fingerprint, self.router_url, self._pin_file
+        )
+
+    # ---- envelope ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _validate_payload(payload: Any) -> None:
+        if not isinstance(payload, dict):
+            raise ValueError("Payload must be a dictionary")
+        if not payload:
+            raise ValueError("Payload cannot be empty")
+
+    @staticmethod
+    async def _seal(payload: dict[str, Any], server_key: _core.ServerPublicKey) -> bytes:
+        started = time.perf_counter()
+        try:
+            envelope = await asyncio.to_thread(_core.seal, payload, server_key)
+        except _core.PayloadTooLargeError as exc:
+            raise PayloadTooLargeError(f"Payload too large: {exc}") from None
+        except _core.CoreError:
+            raise SecurityError("Encryption operation failed") from None
+        logger.debug(
+            "sealed request: %d bytes in %.1f ms",
+            len(envelope),
+            (time.perf_counter() - started) * 1000,
+        )
+        return envelope
+
+    async def encrypt_payload(self, payload: dict[str, Any]) -> bytes:
+        """Seal ``payload`` to the server key: the request envelope JSON (PROTOCOL.md s.2)."""
+        self._check_usable()
+        self._validate_payload(payload)
+        server_key = await self._server_public_key()
+        return await self._seal(payload, server_key)
+
+    async def _open(
+        self, body: bytes, payload_id: str, keypair: _core.ClientKeyPair
+    ) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            payload, processed_at, algorithm = await asyncio.to_thread(_core.open, body, keypair)
+        except _core.CryptoError:
+            raise SecurityError(OPAQUE_CRYPTO_MESSAGE) from None
+        except (_core.EnvelopeError, _core.PayloadTooLargeError) as exc:
+            raise ResponseFormatError(f"Invalid encrypted response: {exc}") from None
+        except _core.KeyDisposedError:
+            raise ClientClosedError("the client was disposed: its keys are wiped") from None
+        logger.debug(
+            "opened response: %d bytes in %.1f ms",
+            len(body),
+            (time.perf_counter() - started) * 1000,
+        )
+        if not isinstance(payload, dict):
+            raise ResponseFormatError("Decrypted response is not a JSON object")
+        metadata = payload.get("_metadata")
+        if metadata is None:
+            metadata = {}
+        elif not isinstance(metadata, dict):
+            raise ResponseFormatError("Decrypted response has a non-object _metadata")
+        echoed = metadata.get("payload_id")
+        if echoed is not None and echoed != payload_id:
+            raise SecurityError(
+                "Response payload_id does not match the request's (replay or mix-up): refused"
+            )
+        metadata.update(
+            {
+                "payload_id": payload_id,
+                "processed_at": processed_at,
+                "is_encrypted": True,
+                "encryption_algorithm": algorithm,
+            }
+        )
+        payload["_metadata"] = metadata
+        return payload
+
+    def _apply_attestation(self, metadata: dict[str, Any], payload_id: str, policy: str) -> None:
+        if policy == "off":
+            return
+        try:
+            from nomyo_native.attestation import apply_attestation_policy
+        except ImportError:
+            if policy == "require":
+                raise SecurityError(
+                    "attestation='require' but the attestation verifier is not available"
+                ) from None
+            return
+        apply_attestation_policy(
+            metadata,
+            payload_id,
+            policy,
+            pcr_baseline=self.pcr_baseline,
+            trusted_aik=self.trusted_aik,
+        )
+
+    def _policy_for(self, attestation: str | None, security_tier: str | None) -> str:
+        if attestation is not None:
+            return validate_attestation_policy(attestation)
+        if security_tier == "maximum" and self.attestation == "auto":
+            return "require"
+        return self.attestation
+
+    async def decrypt_response(
+        self, encrypted_response: bytes, payload_id: str, *, attestation: str | None = None
+    ) -> dict[str, Any]:
+        """Open a response envelope with the current key pair, check the payload id binding,
+        fill ``_metadata`` and apply the attestation policy."""
+        self._check_usable()
+        if not encrypted_response:
+            raise ValueError("Empty encrypted response")
+        if not isinstance(encrypted_response, (bytes, bytearray)):
+            raise ValueError("Encrypted response must be bytes")
+        policy = self._policy_for(attestation, None)
+        await self._ensure_keys()
+        keypair = self._keys.acquire()
+        try:
+            response = await self._open(bytes(encrypted_response), payload_id, keypair)
+        finally:
+            self._keys.release(keypair)
+        self._apply_attestation(response["_metadata"], payload_id, policy)
+        return response
+
+    async def send_secure_request(
+        self,
+        payload: dict[str, Any],
+        payload_id: str,
+        api_key: str | None = None,
+        security_tier: str | None = None,
+        *,
+        attestation: str | None = None,
+    ) -> dict[str, Any]:
+        """Seal ``payload``, POST it (with retries), open and check the response."""
+        self._check_usable()
+        tier = validate_security_tier(security_tier)
+        bearer = validate_api_key(api_key) if api_key is not None else self.api_key
+        if not isinstance(payload_id, str) or not payload_id:
+            raise ValueError("payload_id must be a non-empty str")
+        self._validate_payload(payload)
+        policy = self._policy_for(attestation, tier)
+        server_key = await self._server_public_key()
+        await self._ensure_keys()
+        keypair = self._keys.acquire()
+        try:
+            headers = {
+                "X-Payload-ID": payload_id,
+                "X-Public-Key": urllib.parse.quote(keypair.public_key_pem),
+                "Content-Type": "application/octet-stream",
+            }
+            if bearer:
+                headers["Authorization"] = f"Bearer {bearer}"
+            if tier:
+                headers["X-Security-Tier"] = tier
+
+            async def seal_fresh() -> bytes:
+                return await self._seal(payload, server_key)
+
+            body = await self._request(
+                "POST", COMPLETION_PATH, headers, seal_fresh, _core.MAX_ENVELOPE_BYTES
+            )
+            response = await self._open(body, payload_id, keypair)
+        finally:
+            self._keys.release(keypair)
+        self._apply_attestation(response["_metadata"], payload_id, policy)
+        return response
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def _take_states(self) -> list[tuple[asyncio.AbstractEventLoop, _LoopState]]:
+        with self._states_lock:
+            self._closed = True
+            taken = list(self._loop_states.items())
+            self._loop_states.clear()
+        return taken
+
+    async def aclose(self) -> None:
+        """Close the pooled connections (keys are kept; see :meth:`dispose`)."""
+        current = asyncio.get_running_loop()
+        for loop, state in self._take_states():
+            if loop is current:
+                await state.http.aclose()
+            elif not loop.is_closed():
+                asyncio.run_coroutine_threadsafe(state.http.aclose(), loop)
+
+    def close(self) -> None:
+        """Close the pooled connections from synchronous code."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for loop, state in self._take_states():
+            if loop.is_closed():
+                continue
+            if loop is running:
+                loop.create_task(state.http.aclose())
+            elif loop.is_running():
+                asyncio.run_coroutine_threadsafe(state.http.aclose(), loop)
+            else:
+                loop.run_until_complete(state.http.aclose())
+
+    def dispose(self) -> None:
+        """Wipe every key handle now and close the connections; the client is then unusable."""
+        self._disposed = True
+        self._keys.wipe_all()
+        self.close()
+        logger.debug("client disposed: key pairs wiped")
+
+    async def adispose(self) -> None:
+        self._disposed = True
+        self._keys.wipe_all()
+        await self.aclose()
+
+    async def __aenter__(self) -> SecureCompletionClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> SecureCompletionClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<SecureCompletionClient {self.router_url} closed={self._closed}>"

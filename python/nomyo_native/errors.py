@@ -1,0 +1,133 @@
+"""The exception tree of PROTOCOL.md section 4, with the names and bases of nomyo 0.2.9.
+
+Every HTTP-level error derives from :class:`APIError` and carries ``status_code`` and
+``error_details``. :class:`APIConnectionError` and :class:`SecurityError` stand apart, as in the
+reference client, so that ``except APIError`` means the same thing in both.
+
+A few extra classes make our stricter checks precise while staying catchable the way the
+reference's errors are (a malformed response envelope is a ``SecurityError`` *and* a
+``ValueError``, as the reference raised ``ValueError`` for it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "AuthenticationError",
+    "ClientClosedError",
+    "ForbiddenError",
+    "InsecureKeyFileError",
+    "InvalidRequestError",
+    "KeyLoadError",
+    "PayloadTooLargeError",
+    "RateLimitError",
+    "ResponseFormatError",
+    "SecurityError",
+    "ServerError",
+    "ServiceUnavailableError",
+]
+
+OPAQUE_CRYPTO_MESSAGE = "Decryption failed: integrity check or authentication failed"
+
+
+class SecurityError(Exception):
+    """A security violation: crypto failure, pin mismatch, replay, insecure transport."""
+
+
+class ResponseFormatError(SecurityError, ValueError):
+    """The response envelope is malformed or names an unsupported version/algorithm.
+
+    A ``ValueError`` too, because nomyo 0.2.9 raised ``ValueError`` for these.
+    """
+
+
+class InsecureKeyFileError(SecurityError):
+    """A private key file is readable or writable by group or others."""
+
+
+class KeyLoadError(ValueError):
+    """A key file is malformed, not RSA, too short, or its password is missing or wrong."""
+
+
+class PayloadTooLargeError(ValueError):
+    """The serialized request exceeds 10 MiB (nomyo 0.2.9 raised ``ValueError``)."""
+
+
+class ClientClosedError(RuntimeError):
+    """The client was closed or disposed and cannot send requests any more."""
+
+
+class APIError(Exception):
+    """Base of every error the endpoint reports through an HTTP status."""
+
+    default_status: int | None = None
+
+    def __init__(
+        self,
+        message: str,
+        status_code: int | None = None,
+        error_details: dict[str, Any] | None = None,
+    ) -> None:
+        self.message = message
+        self.status_code = status_code if status_code is not None else self.default_status
+        self.error_details = error_details
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequestError(APIError):
+    """HTTP 400: the endpoint refused the request."""
+
+    default_status = 400
+
+
+class AuthenticationError(APIError):
+    """HTTP 401: missing or invalid API key."""
+
+    default_status = 401
+
+
+class ForbiddenError(APIError):
+    """HTTP 403: e.g. the model is not allowed for the requested security tier."""
+
+    default_status = 403
+
+
+class RateLimitError(APIError):
+    """HTTP 429: rate limit exceeded (retried, honouring ``Retry-After``)."""
+
+    default_status = 429
+
+
+class ServerError(APIError):
+    """HTTP 500: the endpoint failed internally (retried)."""
+
+    default_status = 500
+
+
+class ServiceUnavailableError(APIError):
+    """HTTP 503: backend down, or tier ``maximum`` without a TPM (retried)."""
+
+    default_status = 503
+
+
+class APIConnectionError(ConnectionError):
+    """The endpoint could not be reached (connect, TLS, timeout, dropped connection).
+
+    A ``ConnectionError`` too, because nomyo 0.2.9 raised the built-in one when the server key
+    could not be fetched.
+    """
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        self.message = message
+        self.status_code = status_code
+        self.error_details: dict[str, Any] | None = None
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return self.message

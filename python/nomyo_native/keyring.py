@@ -1,0 +1,101 @@
+"""Client key lifecycle: the current key pair, leases held by in-flight requests, rotation.
+
+A request leases the key pair it sends in ``X-Public-Key`` and decrypts its response with that
+same pair, even if a rotation installs a new one meanwhile. A retired pair is wiped (its private
+key zeroed in the core) as soon as its last lease is returned.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from nomyo_native import _core
+
+__all__ = ["KeyRing"]
+
+
+class KeyRing:
+    """Holds the client's current ``_core.ClientKeyPair`` and retires replaced ones safely."""
+
+    def __init__(
+        self, rotation_interval: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if rotation_interval < 0:
+            raise ValueError("key_rotation_interval must be >= 0 (0 disables rotation)")
+        self.rotation_interval = float(rotation_interval)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._current: _core.ClientKeyPair | None = None
+        self._rotatable = False
+        self._installed_at = 0.0
+        self._leases: dict[int, int] = {}
+        self._retired: dict[int, _core.ClientKeyPair] = {}
+
+    @property
+    def current(self) -> _core.ClientKeyPair | None:
+        return self._current
+
+    def install(self, keypair: _core.ClientKeyPair, *, rotatable: bool) -> None:
+        """Make ``keypair`` current; the previous one is wiped once no request uses it."""
+        with self._lock:
+            previous = self._current
+            self._current = keypair
+            self._rotatable = rotatable
+            self._installed_at = self._clock()
+            if previous is not None and previous is not keypair:
+                self._retire_locked(previous)
+
+    def rotation_due(self) -> bool:
+        with self._lock:
+            return (
+                self._current is not None
+                and self._rotatable
+                and self.rotation_interval > 0
+                and self._clock() - self._installed_at >= self.rotation_interval
+            )
+
+    def acquire(self) -> _core.ClientKeyPair:
+        """Lease the current key pair for one request; give it back with :meth:`release`."""
+        with self._lock:
+            keypair = self._current
+            if keypair is None:
+                raise RuntimeError("no client key pair installed")
+            self._leases[id(keypair)] = self._leases.get(id(keypair), 0) + 1
+            return keypair
+
+    def release(self, keypair: _core.ClientKeyPair) -> None:
+        with self._lock:
+            count = self._leases.get(id(keypair), 0) - 1
+            if count > 0:
+                self._leases[id(keypair)] = count
+                return
+            self._leases.pop(id(keypair), None)
+            retired = self._retired.pop(id(keypair), None)
+        if retired is not None:
+            retired.wipe()
+
+    def wipe_all(self) -> None:
+        """Zero every key pair now (dispose): in-flight requests will fail to decrypt."""
+        with self._lock:
+            doomed = list(self._retired.values())
+            if self._current is not None:
+                doomed.append(self._current)
+            self._current = None
+            self._retired.clear()
+            self._leases.clear()
+        for keypair in doomed:
+            keypair.wipe()
+
+    @property
+    def live_count(self) -> int:
+        """Key pairs not yet wiped (current plus retired ones still leased)."""
+        with self._lock:
+            return len(self._retired) + (1 if self._current is not None else 0)
+
+    def _retire_locked(self, keypair: _core.ClientKeyPair) -> None:
+        if self._leases.get(id(keypair), 0) > 0:
+            self._retired[id(keypair)] = keypair
+        else:
+            keypair.wipe()

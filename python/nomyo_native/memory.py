@@ -1,0 +1,209 @@
+"""Caller-facing secure memory API (the names of nomyo 0.2.9's ``SecureMemory`` module).
+
+The library's own secrets never reach Python: they live in the core's locked buffers. This module
+is for the *caller's* sensitive bytes: ``secure_bytearray(data)`` copies them into a bytearray that
+the core locks in RAM (mlock), excludes from core dumps and wipes on exit, also on exceptions.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import mmap
+import sys
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any
+
+from nomyo_native import _core
+
+__all__ = [
+    "SecureBuffer",
+    "disable_secure_memory",
+    "enable_secure_memory",
+    "get_memory_protection_info",
+    "secure_bytearray",
+    "secure_bytes",
+]
+
+logger = logging.getLogger(__name__)
+
+_state_lock = threading.Lock()
+_enabled = True
+
+
+def _is_enabled() -> bool:
+    return _enabled
+
+
+class SecureBuffer:
+    """A bytearray copy of ``data``, locked by the core while held and wiped by ``zero()``.
+
+    When ``data`` is a bytearray, the caller's copy is wiped once it has been copied, so the
+    secret exists only in this buffer. ``secure_memory`` is accepted for signature
+    compatibility with nomyo 0.2.9 and ignored: the core is the single memory backend.
+    """
+
+    def __init__(self, data: bytes | bytearray | memoryview, secure_memory: Any = None) -> None:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"SecureBuffer needs bytes or bytearray, not {type(data).__name__}")
+        del secure_memory
+        self._data = bytearray(data)
+        self._size = len(self._data)
+        self._lock: _core.BufferLock | None = None
+        if isinstance(data, bytearray):
+            _core.wipe(data)
+
+    @property
+    def data(self) -> bytearray:
+        """The protected bytes (mutable; do not resize while locked)."""
+        return self._data
+
+    @property
+    def address(self) -> int:
+        """Address of the first byte (0 for an empty buffer)."""
+        if self._size == 0:
+            return 0
+        view = (ctypes.c_char * self._size).from_buffer(self._data)
+        try:
+            return ctypes.addressof(view)
+        finally:
+            del view
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def locked(self) -> bool:
+        """True while the pages are locked in RAM."""
+        return self._lock is not None and self._lock.locked
+
+    def lock(self) -> bool:
+        """Lock the buffer in RAM; False when locking is disabled or unavailable."""
+        if self._lock is not None:
+            return self._lock.locked
+        if not _is_enabled() or self._size == 0:
+            return False
+        self._lock = _core.BufferLock(self._data)
+        return self._lock.locked
+
+    def unlock(self) -> bool:
+        """Release the lock (does not wipe)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        return True
+
+    def zero(self) -> None:
+        """Wipe the contents in a way the optimizer keeps."""
+        if self._lock is not None:
+            self._lock.wipe()
+        else:
+            _core.wipe(self._data)
+
+    def __enter__(self) -> SecureBuffer:
+        self.lock()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.zero()
+        finally:
+            self.unlock()
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __bytes__(self) -> bytes:
+        """An immutable copy that cannot be wiped: avoid for secrets."""
+        return bytes(self._data)
+
+    def __repr__(self) -> str:
+        return f"<SecureBuffer size={self._size} locked={self.locked}>"
+
+
+@contextmanager
+def secure_bytearray(
+    data: bytes | bytearray | memoryview, lock: bool = True
+) -> Iterator[SecureBuffer]:
+    """Protect ``data`` for the duration of a ``with`` block; wiped on exit and on exceptions."""
+    buf = SecureBuffer(data)
+    try:
+        if lock:
+            mode = "locked" if buf.lock() else "wipe-only"
+            logger.debug("secure buffer of %d bytes: %s", buf.size, mode)
+        yield buf
+    finally:
+        try:
+            buf.zero()
+        finally:
+            buf.unlock()
+
+
+@contextmanager
+def secure_bytes(data: bytes, lock: bool = True) -> Iterator[SecureBuffer]:
+    """Deprecated alias of :func:`secure_bytearray` (an immutable ``bytes`` original cannot be
+    wiped; pass a bytearray)."""
+    warnings.warn(
+        "secure_bytes() is deprecated; use secure_bytearray() with a bytearray",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    with secure_bytearray(data, lock) as buf:
+        yield buf
+
+
+def get_memory_protection_info() -> dict[str, Any]:
+    """The keys nomyo 0.2.9 reports, plus the core's live status."""
+    status = _core.memory_status()
+    enabled = _is_enabled()
+    can_lock = status.get("method") == "mlock"
+    if not enabled:
+        level = "none"
+    elif can_lock:
+        level = "full"
+    else:
+        level = "zeroing_only"
+    return {
+        "enabled": enabled,
+        "platform": sys.platform,
+        "protection_level": level,
+        "has_memory_locking": enabled and can_lock,
+        "has_secure_zeroing": True,
+        "supports_full_protection": level == "full",
+        "page_size": mmap.PAGESIZE,
+        "backend": "nomyo-native core",
+        "method": status.get("method"),
+        "bytes_locked": status.get("bytes_locked"),
+        "buffers_live": status.get("buffers_live"),
+        "lock_failures": status.get("lock_failures"),
+        "dump_exclusion": status.get("dump_exclusion"),
+        "guard_pages": status.get("guard_pages"),
+        "lock_limit_bytes": status.get("lock_limit_bytes"),
+    }
+
+
+def disable_secure_memory() -> None:
+    """Stop locking caller buffers (wiping stays on). The library's own secrets are always
+    held by the core in locked memory; this switch cannot expose them."""
+    global _enabled
+    with _state_lock:
+        _enabled = False
+    logger.info("secure memory locking of caller buffers disabled")
+
+
+def enable_secure_memory() -> None:
+    """Re-enable locking of caller buffers."""
+    global _enabled
+    with _state_lock:
+        _enabled = True
+    logger.info("secure memory locking of caller buffers enabled")
