@@ -591,8 +591,8 @@ class _Verifier:
         aik = _parse(lambda: self._field_b64_struct("aik_pubkey_b64", self.tss.TPM2B_PUBLIC))
         quote = _parse(self._parse_quote)
         signature = _parse(lambda: self._field_b64_struct("signature_b64", self.tss.TPMT_SIGNATURE))
-        selection = _parse(lambda: self._guard(_parse_pcr_banks, block.get("pcr_banks")))
-        values = _parse(lambda: self._guard(_normalize_values, block.get("pcr_values")))
+        selection = _parse(lambda: self._field_json("pcr_banks", _parse_pcr_banks))
+        values = _parse(lambda: self._field_json("pcr_values", _normalize_values))
 
         fingerprint = None
         if aik.value is not None:
@@ -611,12 +611,13 @@ class _Verifier:
 
     # -- decoding --
 
-    @staticmethod
-    def _guard(fn: Callable[[Any], Any], value: Any) -> Any:
+    def _field_json(self, field: str, parse: Callable[[Any], Any]) -> Any:
+        if field not in self.block:
+            raise _Malformed(f"{field} is missing")
         try:
-            return fn(value)
+            return parse(self.block[field])
         except ValueError as exc:
-            raise _Malformed(str(exc)) from None
+            raise _Malformed(f"{field}: {exc}") from None
 
     def _field_b64_struct(self, field: str, cls: Any) -> Any:
         if field not in self.block:
