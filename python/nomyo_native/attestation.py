@@ -160,11 +160,11 @@ class AttestationResult:
 
     @property
     def summary(self) -> str:
-        if not self.available:
-            return "Not verified: the server reported no TPM (is_available is false)."
-        if not self.verified:
+        if self.failed_checks:
             failed = "; ".join(f"{c.name}: {c.detail}" for c in self.failed_checks)
             return f"TPM quote NOT verified. Failed: {failed}."
+        if not self.verified:
+            return "Not verified: the server reported no TPM (is_available is false)."
         proven = [
             "signed by the AIK in the response",
             "a TPM-generated quote",

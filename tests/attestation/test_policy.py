@@ -1,0 +1,143 @@
+"""apply_attestation_policy: what "off", "auto" and "require" record and when they refuse."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from typing import Any
+
+import pytest
+
+from nomyo_native.attestation import (
+    INSTALL_HINT,
+    TpmSupportMissingError,
+    apply_attestation_policy,
+    capture_baseline,
+    verify_attestation,
+)
+from nomyo_native.errors import SecurityError
+
+PAYLOAD_ID = "0d9f3a52-6c1e-4b7a-8f2d-3e4c5b6a7d8e"
+
+
+@pytest.fixture(scope="module")
+def block(tpm_quoter: Any) -> dict[str, Any]:
+    return tpm_quoter.quote(PAYLOAD_ID, scheme="rsassa")
+
+
+def tampered(block: dict[str, Any]) -> dict[str, Any]:
+    sig = bytearray(base64.b64decode(block["signature_b64"]))
+    sig[-1] ^= 0x80
+    return dict(block, signature_b64=base64.b64encode(bytes(sig)).decode())
+
+
+@pytest.fixture
+def without_tss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``import tpm2_pytss`` fail, as on a machine without the [tpm] extra."""
+    for name in list(sys.modules):
+        if name == "tpm2_pytss" or name.startswith("tpm2_pytss."):
+            monkeypatch.setitem(sys.modules, name, None)
+
+
+def test_off_records_nothing(block: dict[str, Any]) -> None:
+    metadata = {"tpm_attestation": tampered(block)}
+    apply_attestation_policy(metadata, PAYLOAD_ID, "off")
+    assert "attestation_verification" not in metadata
+
+
+def test_auto_records_a_verified_quote(block: dict[str, Any]) -> None:
+    metadata: dict[str, Any] = {"payload_id": PAYLOAD_ID, "tpm_attestation": block}
+    apply_attestation_policy(
+        metadata, PAYLOAD_ID, "auto", pcr_baseline=capture_baseline(block, PAYLOAD_ID)
+    )
+    record = metadata["attestation_verification"]
+    assert record["verified"] is True and record["available"] is True
+    assert record["checks"]["pcr_baseline"]["passed"] is True
+    assert record["checks"]["aik_trusted"]["passed"] is None
+    assert json.loads(json.dumps(record)) == record
+    assert (
+        record
+        == verify_attestation(
+            block, PAYLOAD_ID, pcr_baseline=capture_baseline(block, PAYLOAD_ID)
+        ).to_dict()
+    )
+
+
+def test_auto_records_a_failure_without_raising(block: dict[str, Any]) -> None:
+    metadata = {"tpm_attestation": tampered(block)}
+    apply_attestation_policy(metadata, PAYLOAD_ID, "auto")
+    record = metadata["attestation_verification"]
+    assert record["verified"] is False
+    assert record["checks"]["signature"]["passed"] is False
+    assert "NOT verified" in record["summary"]
+
+
+def test_auto_without_a_block_records_why() -> None:
+    metadata: dict[str, Any] = {}
+    apply_attestation_policy(metadata, PAYLOAD_ID, "auto")
+    assert metadata["attestation_verification"]["verified"] is False
+    assert "no tpm_attestation" in metadata["attestation_verification"]["reason"]
+
+
+def test_require_accepts_a_verified_quote(block: dict[str, Any]) -> None:
+    metadata = {"tpm_attestation": block}
+    apply_attestation_policy(metadata, PAYLOAD_ID, "require")
+    assert metadata["attestation_verification"]["verified"] is True
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ({}, "carries none"),
+        ({"tpm_attestation": {"is_available": False}}, "reported no TPM"),
+        ({"tpm_attestation": "garbage"}, "must be an object"),
+    ],
+)
+def test_require_refuses_a_missing_or_unavailable_block(metadata: dict, message: str) -> None:
+    with pytest.raises(SecurityError, match=message):
+        apply_attestation_policy(metadata, PAYLOAD_ID, "require")
+    assert metadata["attestation_verification"]["verified"] is False
+
+
+def test_require_refuses_a_failed_check(block: dict[str, Any]) -> None:
+    metadata = {"tpm_attestation": tampered(block)}
+    with pytest.raises(SecurityError, match="signature"):
+        apply_attestation_policy(metadata, PAYLOAD_ID, "require")
+    assert metadata["attestation_verification"]["checks"]["signature"]["passed"] is False
+
+
+def test_require_refuses_a_replayed_quote(block: dict[str, Any]) -> None:
+    with pytest.raises(SecurityError, match="qualifying_data"):
+        apply_attestation_policy({"tpm_attestation": block}, "some-other-request", "require")
+
+
+def test_require_refuses_a_baseline_mismatch(block: dict[str, Any]) -> None:
+    baseline = {"sha256": {"0": "11" * 32}}
+    with pytest.raises(SecurityError, match="pcr_baseline"):
+        apply_attestation_policy(
+            {"tpm_attestation": block}, PAYLOAD_ID, "require", pcr_baseline=baseline
+        )
+
+
+def test_unknown_policy_is_a_value_error(block: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="attestation policy"):
+        apply_attestation_policy({"tpm_attestation": block}, PAYLOAD_ID, "sometimes")
+
+
+def test_missing_tpm2_pytss_auto_records_the_hint(block: dict[str, Any], without_tss: None) -> None:
+    with pytest.raises(TpmSupportMissingError, match=r"nomyo-native\[tpm\]"):
+        verify_attestation(block, PAYLOAD_ID)
+    metadata = {"tpm_attestation": block}
+    apply_attestation_policy(metadata, PAYLOAD_ID, "auto")
+    record = metadata["attestation_verification"]
+    assert record["verified"] is False
+    assert record["summary"] == f"not verified: {INSTALL_HINT}"
+    assert "tpm2-pytss missing (pip install 'nomyo-native[tpm]')" in record["summary"]
+
+
+def test_missing_tpm2_pytss_require_fails_closed(block: dict[str, Any], without_tss: None) -> None:
+    metadata = {"tpm_attestation": block}
+    with pytest.raises(SecurityError, match=r"pip install 'nomyo-native\[tpm\]'"):
+        apply_attestation_policy(metadata, PAYLOAD_ID, "require")
+    assert metadata["attestation_verification"]["verified"] is False
