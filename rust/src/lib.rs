@@ -3,9 +3,13 @@
 //! The pure-Rust modules do every operation that touches a secret; this file holds only the
 //! thin PyO3 bindings over them (compiled with the default `python` feature).
 
+pub mod envelope;
 pub mod error;
 pub mod keys;
 pub mod secret;
+
+#[cfg(feature = "python")]
+pub mod json;
 
 #[cfg(feature = "python")]
 use pyo3::prelude::*;

@@ -531,6 +531,7 @@ mod os {
         {
             return None;
         }
+        #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every unix
         Some(lim.rlim_cur as u64)
     }
 }
@@ -627,9 +628,10 @@ mod tests {
     #[test]
     fn write_trait_appends() {
         let mut buf = LockedBuf::with_capacity(2).unwrap();
-        write!(buf, "{}-{}", 12, "ab").unwrap();
+        let n = 12;
+        write!(buf, "{n}-{}", 3.5).unwrap();
         buf.write_all(b"!").unwrap();
-        assert_eq!(buf.as_slice(), b"12-ab!");
+        assert_eq!(buf.as_slice(), b"12-3.5!");
     }
 
     #[test]

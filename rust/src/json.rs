@@ -1,0 +1,812 @@
+//! Python objects <-> JSON bytes, written straight into and read straight out of a `LockedBuf`.
+//!
+//! `write_py` walks the caller's objects and appends compact JSON to a LockedBuf; it produces
+//! the same bytes as `json.dumps(obj, separators=(",", ":"), ensure_ascii=False,
+//! allow_nan=False)`, so the server sees exactly what the reference client would send. No
+//! serialized plaintext is ever held outside locked memory (only single numbers pass through
+//! small stack buffers that are wiped).
+//!
+//! `read_py` is a strict RFC 8259 parser that builds Python objects directly; decoded strings go
+//! through a LockedBuf scratch. Errors name the problem and the byte offset, never content.
+
+use std::fmt::Write as _;
+
+use pyo3::exceptions::PyRecursionError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use zeroize::Zeroize;
+
+use crate::error::{CoreError, CoreResult};
+use crate::secret::LockedBuf;
+
+/// Deepest nesting of lists/dicts written and read (the outermost container is level 1).
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// Smallest buffer the writer grows to: most requests fit without a second allocation.
+const INITIAL_CAPACITY: usize = 16 * 1024;
+/// Longest dict key quoted in an error path.
+const MAX_KEY_IN_PATH: usize = 48;
+
+// ---- writer ------------------------------------------------------------------------------------
+
+/// Serialize a Python value as JSON into `out` (compact: no spaces), refusing once `out` would
+/// exceed `max_len` bytes (CoreError::TooLarge, before any encryption happens).
+pub fn write_py(obj: &Bound<'_, PyAny>, out: &mut LockedBuf, max_len: usize) -> CoreResult<()> {
+    let mut writer = Writer { out, max_len };
+    writer.value(obj, 0).map_err(|e| e.into_core(max_len))
+}
+
+/// Why a value could not be written; the path is collected while the error unwinds, so the
+/// success path pays nothing for it.
+enum Fault {
+    NotJson(String),
+    BadKey(String),
+    NonFinite,
+    LoneSurrogate,
+    TooDeep,
+    TooLarge,
+    Memory(CoreError),
+    Python(String),
+}
+
+enum Segment {
+    Index(usize),
+    Key(String),
+}
+
+struct WriteError {
+    fault: Fault,
+    /// Innermost segment first.
+    path: Vec<Segment>,
+}
+
+impl From<Fault> for WriteError {
+    fn from(fault: Fault) -> Self {
+        WriteError { fault, path: Vec::new() }
+    }
+}
+
+impl WriteError {
+    fn at(mut self, segment: Segment) -> Self {
+        self.path.push(segment);
+        self
+    }
+
+    fn path_text(&self) -> String {
+        let mut text = String::from("$");
+        for segment in self.path.iter().rev() {
+            match segment {
+                Segment::Index(i) => {
+                    let _ = write!(text, "[{i}]");
+                }
+                Segment::Key(k) if is_identifier(k) => {
+                    let _ = write!(text, ".{k}");
+                }
+                Segment::Key(k) => {
+                    let _ = write!(text, "[{k:?}]");
+                }
+            }
+        }
+        text
+    }
+
+    fn into_core(self, max_len: usize) -> CoreError {
+        let path = self.path_text();
+        match self.fault {
+            Fault::NotJson(t) => {
+                CoreError::NotJson(format!("{path}: object of type {t} is not JSON serializable"))
+            }
+            Fault::BadKey(t) => CoreError::NotJson(format!(
+                "{path}: dict keys must be str, int, float, bool or None, not {t}"
+            )),
+            Fault::NonFinite => CoreError::InvalidArgument(format!(
+                "{path}: NaN and Infinity are not allowed in JSON"
+            )),
+            Fault::LoneSurrogate => CoreError::InvalidArgument(format!(
+                "{path}: string contains a lone surrogate and cannot be encoded as UTF-8"
+            )),
+            Fault::TooDeep => CoreError::InvalidArgument(format!(
+                "{path}: nesting deeper than {MAX_JSON_DEPTH} levels"
+            )),
+            Fault::TooLarge => CoreError::TooLarge(format!(
+                "the serialized payload exceeds the limit of {max_len} bytes"
+            )),
+            Fault::Memory(e) => e,
+            Fault::Python(kind) => {
+                CoreError::InvalidArgument(format!("{path}: value could not be serialized ({kind})"))
+            }
+        }
+    }
+}
+
+fn is_identifier(key: &str) -> bool {
+    let mut chars = key.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A dict key as shown in an error path (keys are structure, not content; long ones shortened).
+fn key_label(key: &Bound<'_, PyAny>) -> String {
+    let text = match key.str() {
+        Ok(s) => s.to_string_lossy().into_owned(),
+        Err(_) => String::from("?"),
+    };
+    if text.chars().count() > MAX_KEY_IN_PATH {
+        let short: String = text.chars().take(MAX_KEY_IN_PATH).collect();
+        format!("{short}...")
+    } else {
+        text
+    }
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| String::from("?"))
+}
+
+fn python_fault(err: &PyErr, py: Python<'_>) -> Fault {
+    Fault::Python(
+        err.get_type(py)
+            .name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| String::from("error")),
+    )
+}
+
+struct Writer<'b> {
+    out: &'b mut LockedBuf,
+    max_len: usize,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, data: &[u8]) -> Result<(), Fault> {
+        let needed = self.out.len().checked_add(data.len()).ok_or(Fault::TooLarge)?;
+        if needed > self.max_len {
+            return Err(Fault::TooLarge);
+        }
+        if needed > self.out.capacity() {
+            // Grow geometrically, but never past the cap: a 10 MiB payload allocates <= 10 MiB.
+            let target = needed
+                .max(self.out.capacity().saturating_mul(2))
+                .max(INITIAL_CAPACITY)
+                .min(self.max_len);
+            self.out.reserve_exact(target - self.out.len()).map_err(Fault::Memory)?;
+        }
+        self.out.extend_from_slice(data).map_err(Fault::Memory)
+    }
+
+    fn value(&mut self, obj: &Bound<'_, PyAny>, depth: usize) -> Result<(), WriteError> {
+        if let Ok(s) = obj.cast::<PyString>() {
+            return Ok(self.string(s)?);
+        }
+        if obj.is_none() {
+            return Ok(self.put(b"null")?);
+        }
+        // bool before int: True is an int in Python.
+        if let Ok(b) = obj.cast::<PyBool>() {
+            return Ok(self.put(if b.is_true() { b"true" } else { b"false" })?);
+        }
+        if let Ok(i) = obj.cast::<PyInt>() {
+            return Ok(self.int(i)?);
+        }
+        if let Ok(f) = obj.cast::<PyFloat>() {
+            return Ok(self.float(f.value())?);
+        }
+        if let Ok(d) = obj.cast::<PyDict>() {
+            return self.dict(d, depth + 1);
+        }
+        if let Ok(l) = obj.cast::<PyList>() {
+            return self.sequence(l.iter(), depth + 1);
+        }
+        if let Ok(t) = obj.cast::<PyTuple>() {
+            return self.sequence(t.iter(), depth + 1);
+        }
+        Err(Fault::NotJson(type_name(obj)).into())
+    }
+
+    fn sequence<'py>(
+        &mut self,
+        items: impl Iterator<Item = Bound<'py, PyAny>>,
+        depth: usize,
+    ) -> Result<(), WriteError> {
+        if depth > MAX_JSON_DEPTH {
+            return Err(Fault::TooDeep.into());
+        }
+        self.put(b"[")?;
+        for (index, item) in items.enumerate() {
+            if index > 0 {
+                self.put(b",")?;
+            }
+            self.value(&item, depth).map_err(|e| e.at(Segment::Index(index)))?;
+        }
+        Ok(self.put(b"]")?)
+    }
+
+    fn dict(&mut self, dict: &Bound<'_, PyDict>, depth: usize) -> Result<(), WriteError> {
+        if depth > MAX_JSON_DEPTH {
+            return Err(Fault::TooDeep.into());
+        }
+        self.put(b"{")?;
+        for (index, (key, value)) in dict.iter().enumerate() {
+            if index > 0 {
+                self.put(b",")?;
+            }
+            self.key(&key).map_err(|f| WriteError::from(f).at(Segment::Key(key_label(&key))))?;
+            self.put(b":")?;
+            self.value(&value, depth).map_err(|e| e.at(Segment::Key(key_label(&key))))?;
+        }
+        Ok(self.put(b"}")?)
+    }
+
+    /// Keys are coerced as `json.dumps` does: str as is; int, float, bool, None to their text.
+    fn key(&mut self, key: &Bound<'_, PyAny>) -> Result<(), Fault> {
+        if let Ok(s) = key.cast::<PyString>() {
+            return self.string(s);
+        }
+        self.put(b"\"")?;
+        if key.is_none() {
+            self.put(b"null")?;
+        } else if let Ok(b) = key.cast::<PyBool>() {
+            self.put(if b.is_true() { b"true" } else { b"false" })?;
+        } else if let Ok(i) = key.cast::<PyInt>() {
+            self.int(i)?;
+        } else if let Ok(f) = key.cast::<PyFloat>() {
+            self.float(f.value())?;
+        } else {
+            return Err(Fault::BadKey(type_name(key)));
+        }
+        self.put(b"\"")
+    }
+
+    fn int(&mut self, int: &Bound<'_, PyInt>) -> Result<(), Fault> {
+        if let Ok(v) = int.extract::<i64>() {
+            return self.display(v);
+        }
+        if let Ok(v) = int.extract::<u64>() {
+            return self.display(v);
+        }
+        // Beyond 64 bits: int.__repr__ (as json.dumps does, ignoring subclass overrides).
+        let py = int.py();
+        let text = py
+            .get_type::<PyInt>()
+            .call_method1("__repr__", (int,))
+            .map_err(|e| python_fault(&e, py))?;
+        let text = text.cast::<PyString>().map_err(|_| Fault::Python("repr".into()))?;
+        let digits = text.to_str().map_err(|e| python_fault(&e, py))?;
+        self.put(digits.as_bytes())
+    }
+
+    fn display(&mut self, value: impl std::fmt::Display) -> Result<(), Fault> {
+        let mut text = StackText::new();
+        let _ = write!(text, "{value}");
+        let result = self.put(text.as_bytes());
+        text.wipe();
+        result
+    }
+
+    /// Python's `float.__repr__`: shortest round-trip digits, exponent form outside 1e-4..1e16.
+    fn float(&mut self, value: f64) -> Result<(), Fault> {
+        if !value.is_finite() {
+            return Err(Fault::NonFinite);
+        }
+        let mut text = StackText::new();
+        python_float_repr(value, &mut text);
+        let result = self.put(text.as_bytes());
+        text.wipe();
+        result
+    }
+
+    fn string(&mut self, s: &Bound<'_, PyString>) -> Result<(), Fault> {
+        let text = s.to_str().map_err(|_| Fault::LoneSurrogate)?;
+        self.put(b"\"")?;
+        let bytes = text.as_bytes();
+        let mut run_start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let escape: &[u8] = match b {
+                b'"' => b"\\\"",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                0x08 => b"\\b",
+                0x0c => b"\\f",
+                0..=0x1f => b"",
+                _ => continue,
+            };
+            self.put(&bytes[run_start..i])?;
+            if escape.is_empty() {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                self.put(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]])?;
+            } else {
+                self.put(escape)?;
+            }
+            run_start = i + 1;
+        }
+        self.put(&bytes[run_start..])?;
+        self.put(b"\"")
+    }
+}
+
+/// A small fixed stack buffer for one number's text, wiped after use.
+struct StackText {
+    bytes: [u8; 64],
+    len: usize,
+}
+
+impl StackText {
+    fn new() -> Self {
+        StackText { bytes: [0; 64], len: 0 }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    fn push(&mut self, b: u8) {
+        if self.len < self.bytes.len() {
+            self.bytes[self.len] = b;
+            self.len += 1;
+        }
+    }
+
+    fn wipe(&mut self) {
+        self.bytes.zeroize();
+        self.len = 0;
+    }
+}
+
+impl std::fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if self.len + s.len() > self.bytes.len() {
+            return Err(std::fmt::Error);
+        }
+        self.bytes[self.len..self.len + s.len()].copy_from_slice(s.as_bytes());
+        self.len += s.len();
+        Ok(())
+    }
+}
+
+/// Format a finite float exactly as CPython's `repr(float)` does.
+fn python_float_repr(value: f64, out: &mut StackText) {
+    // `{:e}` gives the shortest round-trip digits as `d[.ddd]e[-]x`.
+    let mut sci = StackText::new();
+    let _ = write!(sci, "{:e}", value.abs());
+    let text = sci.as_bytes();
+    let e_at = text.iter().position(|&b| b == b'e').unwrap_or(text.len());
+    let mut digits = [0u8; 32];
+    let mut n_digits = 0;
+    for &b in &text[..e_at] {
+        if b.is_ascii_digit() && n_digits < digits.len() {
+            digits[n_digits] = b;
+            n_digits += 1;
+        }
+    }
+    let mut exponent: i32 = 0;
+    let mut negative_exp = false;
+    for &b in text.get(e_at + 1..).unwrap_or(&[]) {
+        match b {
+            b'-' => negative_exp = true,
+            b'0'..=b'9' => exponent = exponent * 10 + i32::from(b - b'0'),
+            _ => {}
+        }
+    }
+    if negative_exp {
+        exponent = -exponent;
+    }
+    sci.wipe();
+    let digits = &digits[..n_digits];
+
+    if value.is_sign_negative() {
+        out.push(b'-');
+    }
+    if !(-4..16).contains(&exponent) {
+        out.push(digits[0]);
+        if digits.len() > 1 {
+            out.push(b'.');
+            digits[1..].iter().for_each(|&d| out.push(d));
+        }
+        out.push(b'e');
+        out.push(if exponent < 0 { b'-' } else { b'+' });
+        let magnitude = exponent.unsigned_abs();
+        if magnitude < 10 {
+            out.push(b'0');
+        }
+        let _ = write!(out, "{magnitude}");
+    } else if exponent >= 0 {
+        let int_len = exponent as usize + 1;
+        for i in 0..int_len {
+            out.push(*digits.get(i).unwrap_or(&b'0'));
+        }
+        out.push(b'.');
+        if digits.len() > int_len {
+            digits[int_len..].iter().for_each(|&d| out.push(d));
+        } else {
+            out.push(b'0');
+        }
+    } else {
+        out.push(b'0');
+        out.push(b'.');
+        for _ in 0..(-exponent - 1) {
+            out.push(b'0');
+        }
+        digits.iter().for_each(|&d| out.push(d));
+    }
+}
+
+// ---- reader ------------------------------------------------------------------------------------
+
+/// Parse JSON bytes (from a LockedBuf) straight into Python objects.
+pub fn read_py<'py>(py: Python<'py>, json: &[u8]) -> CoreResult<Bound<'py, PyAny>> {
+    let mut parser = Parser { py, s: json, pos: 0, scratch: LockedBuf::with_capacity(0)? };
+    parser.skip_ws();
+    let value = parser.value(0)?;
+    parser.skip_ws();
+    if parser.pos != json.len() {
+        return Err(parser.fail("unexpected data after the JSON value"));
+    }
+    Ok(value)
+}
+
+struct Parser<'a, 'py> {
+    py: Python<'py>,
+    s: &'a [u8],
+    pos: usize,
+    /// Decoded string content (escapes resolved); wiped when the parser drops.
+    scratch: LockedBuf,
+}
+
+impl<'py> Parser<'_, 'py> {
+    fn fail(&self, problem: &str) -> CoreError {
+        self.fail_at(problem, self.pos)
+    }
+
+    fn fail_at(&self, problem: &str, pos: usize) -> CoreError {
+        CoreError::Envelope(format!("invalid JSON payload: {problem} at byte {pos}"))
+    }
+
+    fn built<T>(&self, r: PyResult<T>) -> CoreResult<T> {
+        r.map_err(|e| {
+            if e.is_instance_of::<PyRecursionError>(self.py) {
+                self.fail("nesting too deep for the interpreter")
+            } else {
+                self.fail("could not build the Python value")
+            }
+        })
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.s.get(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> CoreResult<Bound<'py, PyAny>> {
+        match self.s.get(self.pos) {
+            None => Err(self.fail("unexpected end of data")),
+            Some(b'{') => self.object(depth + 1),
+            Some(b'[') => self.array(depth + 1),
+            Some(b'"') => Ok(self.string()?.into_any()),
+            Some(b't') => self.literal(b"true", PyBool::new(self.py, true).to_owned().into_any()),
+            Some(b'f') => self.literal(b"false", PyBool::new(self.py, false).to_owned().into_any()),
+            Some(b'n') => self.literal(b"null", self.py.None().into_bound(self.py)),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b'N' | b'I') => Err(self.fail("NaN and Infinity are not valid JSON")),
+            Some(_) => Err(self.fail("unexpected character")),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8], value: Bound<'py, PyAny>) -> CoreResult<Bound<'py, PyAny>> {
+        if self.s[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(value)
+        } else {
+            Err(self.fail("invalid literal"))
+        }
+    }
+
+    fn enter(&self, depth: usize) -> CoreResult<()> {
+        if depth > MAX_JSON_DEPTH {
+            Err(self.fail(&format!("nesting deeper than {MAX_JSON_DEPTH} levels")))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> CoreResult<Bound<'py, PyAny>> {
+        self.enter(depth)?;
+        self.pos += 1;
+        let list = PyList::empty(self.py);
+        self.skip_ws();
+        if self.s.get(self.pos) == Some(&b']') {
+            self.pos += 1;
+            return Ok(list.into_any());
+        }
+        loop {
+            self.skip_ws();
+            let item = self.value(depth)?;
+            self.built(list.append(item))?;
+            self.skip_ws();
+            match self.s.get(self.pos) {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(list.into_any());
+                }
+                None => return Err(self.fail("unexpected end of data in an array")),
+                Some(_) => return Err(self.fail("expected ',' or ']'")),
+            }
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> CoreResult<Bound<'py, PyAny>> {
+        self.enter(depth)?;
+        self.pos += 1;
+        let dict = PyDict::new(self.py);
+        self.skip_ws();
+        if self.s.get(self.pos) == Some(&b'}') {
+            self.pos += 1;
+            return Ok(dict.into_any());
+        }
+        loop {
+            self.skip_ws();
+            match self.s.get(self.pos) {
+                Some(b'"') => {}
+                None => return Err(self.fail("unexpected end of data in an object")),
+                Some(_) => return Err(self.fail("expected a string key")),
+            }
+            let key = self.string()?;
+            self.skip_ws();
+            if self.s.get(self.pos) != Some(&b':') {
+                return Err(self.fail("expected ':'"));
+            }
+            self.pos += 1;
+            self.skip_ws();
+            let value = self.value(depth)?;
+            // Duplicate keys: the last one wins, as in Python's json.
+            self.built(dict.set_item(key, value))?;
+            self.skip_ws();
+            match self.s.get(self.pos) {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(dict.into_any());
+                }
+                None => return Err(self.fail("unexpected end of data in an object")),
+                Some(_) => return Err(self.fail("expected ',' or '}'")),
+            }
+        }
+    }
+
+    /// Check that a raw (unescaped) run of string bytes is UTF-8, reporting the bad byte.
+    fn check_utf8(&self, start: usize, end: usize) -> CoreResult<()> {
+        std::str::from_utf8(&self.s[start..end])
+            .map(|_| ())
+            .map_err(|e| self.fail_at("invalid UTF-8 in a string", start + e.valid_up_to()))
+    }
+
+    fn string(&mut self) -> CoreResult<Bound<'py, PyString>> {
+        self.pos += 1; // opening quote
+        let start = self.pos;
+        // Fast path: no escapes, the string is a slice of the input.
+        loop {
+            match self.s.get(self.pos) {
+                None => return Err(self.fail("unterminated string")),
+                Some(b'"') => {
+                    self.check_utf8(start, self.pos)?;
+                    // SAFETY: validated just above.
+                    let text = unsafe { std::str::from_utf8_unchecked(&self.s[start..self.pos]) };
+                    self.pos += 1;
+                    return Ok(PyString::new(self.py, text));
+                }
+                Some(b'\\') => break,
+                Some(0..=0x1f) => return Err(self.fail("control character in a string")),
+                Some(_) => self.pos += 1,
+            }
+        }
+        self.scratch.clear();
+        let mut run_start = start;
+        let mut lone_surrogate = false;
+        loop {
+            match self.s.get(self.pos) {
+                None => return Err(self.fail("unterminated string")),
+                Some(b'"') => {
+                    self.flush_run(run_start)?;
+                    self.pos += 1;
+                    return self.finish_string(lone_surrogate);
+                }
+                Some(b'\\') => {
+                    self.flush_run(run_start)?;
+                    lone_surrogate |= self.escape()?;
+                    run_start = self.pos;
+                }
+                Some(0..=0x1f) => return Err(self.fail("control character in a string")),
+                Some(_) => self.pos += 1,
+            }
+        }
+    }
+
+    fn flush_run(&mut self, run_start: usize) -> CoreResult<()> {
+        self.check_utf8(run_start, self.pos)?;
+        let run = &self.s[run_start..self.pos];
+        self.scratch.extend_from_slice(run)
+    }
+
+    fn finish_string(&mut self, lone_surrogate: bool) -> CoreResult<Bound<'py, PyString>> {
+        let bytes = self.scratch.as_slice();
+        if lone_surrogate {
+            // Python's json accepts "\ud800"; build the same str via the surrogatepass codec.
+            // SAFETY: pointer and length describe `bytes`; the codec name is NUL-terminated.
+            let obj = unsafe {
+                Bound::from_owned_ptr_or_err(
+                    self.py,
+                    pyo3::ffi::PyUnicode_DecodeUTF8(
+                        bytes.as_ptr().cast(),
+                        bytes.len() as pyo3::ffi::Py_ssize_t,
+                        c"surrogatepass".as_ptr(),
+                    ),
+                )
+            };
+            let obj = self.built(obj)?;
+            return self.built(obj.cast_into::<PyString>().map_err(PyErr::from));
+        }
+        // SAFETY: raw runs were validated and escapes were encoded as UTF-8 scalar values.
+        let text = unsafe { std::str::from_utf8_unchecked(bytes) };
+        Ok(PyString::new(self.py, text))
+    }
+
+    /// Decode one escape into the scratch buffer; returns true when it wrote a lone surrogate.
+    fn escape(&mut self) -> CoreResult<bool> {
+        let at = self.pos;
+        self.pos += 1; // backslash
+        let simple = match self.s.get(self.pos) {
+            Some(b'"') => b'"',
+            Some(b'\\') => b'\\',
+            Some(b'/') => b'/',
+            Some(b'b') => 0x08,
+            Some(b'f') => 0x0c,
+            Some(b'n') => b'\n',
+            Some(b'r') => b'\r',
+            Some(b't') => b'\t',
+            Some(b'u') => {
+                self.pos += 1;
+                let first = self.hex4(at)?;
+                let code = if (0xD800..0xDC00).contains(&first)
+                    && self.s[self.pos..].starts_with(b"\\u")
+                {
+                    let save = self.pos;
+                    self.pos += 2;
+                    let second = self.hex4(save)?;
+                    if (0xDC00..0xE000).contains(&second) {
+                        0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
+                    } else {
+                        // Not a pair: decode the first alone, re-read the second next time.
+                        self.pos = save;
+                        first
+                    }
+                } else {
+                    first
+                };
+                return self.push_code_point(code);
+            }
+            None => return Err(self.fail_at("unterminated escape", at)),
+            Some(_) => return Err(self.fail_at("invalid escape", at)),
+        };
+        self.pos += 1;
+        self.scratch.extend_from_slice(&[simple])?;
+        Ok(false)
+    }
+
+    fn hex4(&mut self, escape_at: usize) -> CoreResult<u32> {
+        let digits = self
+            .s
+            .get(self.pos..self.pos + 4)
+            .ok_or_else(|| self.fail_at("truncated \\u escape", escape_at))?;
+        let mut value = 0u32;
+        for &d in digits {
+            let v = (d as char)
+                .to_digit(16)
+                .ok_or_else(|| self.fail_at("invalid \\u escape", escape_at))?;
+            value = value * 16 + v;
+        }
+        self.pos += 4;
+        Ok(value)
+    }
+
+    /// UTF-8 encode a code point into the scratch buffer (surrogates in the 3-byte form that
+    /// Python's surrogatepass codec reads).
+    fn push_code_point(&mut self, code: u32) -> CoreResult<bool> {
+        let mut bytes = [0u8; 4];
+        let len = match code {
+            0..=0x7F => {
+                bytes[0] = code as u8;
+                1
+            }
+            0x80..=0x7FF => {
+                bytes[0] = 0xC0 | (code >> 6) as u8;
+                bytes[1] = 0x80 | (code & 0x3F) as u8;
+                2
+            }
+            0x800..=0xFFFF => {
+                bytes[0] = 0xE0 | (code >> 12) as u8;
+                bytes[1] = 0x80 | ((code >> 6) & 0x3F) as u8;
+                bytes[2] = 0x80 | (code & 0x3F) as u8;
+                3
+            }
+            _ => {
+                bytes[0] = 0xF0 | (code >> 18) as u8;
+                bytes[1] = 0x80 | ((code >> 12) & 0x3F) as u8;
+                bytes[2] = 0x80 | ((code >> 6) & 0x3F) as u8;
+                bytes[3] = 0x80 | (code & 0x3F) as u8;
+                4
+            }
+        };
+        let result = self.scratch.extend_from_slice(&bytes[..len]);
+        bytes.zeroize();
+        result?;
+        Ok((0xD800..0xE000).contains(&code))
+    }
+
+    fn number(&mut self) -> CoreResult<Bound<'py, PyAny>> {
+        let start = self.pos;
+        if self.s.get(self.pos) == Some(&b'-') {
+            self.pos += 1;
+        }
+        match self.s.get(self.pos) {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err(self.fail_at("invalid number", start)),
+        }
+        let mut is_float = false;
+        if self.s.get(self.pos) == Some(&b'.') {
+            is_float = true;
+            self.pos += 1;
+            if !matches!(self.s.get(self.pos), Some(b'0'..=b'9')) {
+                return Err(self.fail_at("invalid number", start));
+            }
+            self.digits();
+        }
+        if let Some(b'e' | b'E') = self.s.get(self.pos) {
+            is_float = true;
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.s.get(self.pos) {
+                self.pos += 1;
+            }
+            if !matches!(self.s.get(self.pos), Some(b'0'..=b'9')) {
+                return Err(self.fail_at("invalid number", start));
+            }
+            self.digits();
+        }
+        let text = &self.s[start..self.pos];
+        // SAFETY: the grammar above admits only ASCII.
+        let text = unsafe { std::str::from_utf8_unchecked(text) };
+        if is_float {
+            let value: f64 = text.parse().map_err(|_| self.fail_at("invalid number", start))?;
+            return Ok(PyFloat::new(self.py, value).into_any());
+        }
+        if let Ok(value) = text.parse::<i64>() {
+            let Ok(int) = value.into_pyobject(self.py);
+            return Ok(int.into_any());
+        }
+        // Big integer: CPython parses the digits (NUL-terminated copy in locked memory).
+        self.scratch.clear();
+        self.scratch.extend_from_slice(text.as_bytes())?;
+        self.scratch.extend_from_slice(&[0])?;
+        // SAFETY: the scratch holds a NUL-terminated ASCII decimal number.
+        let obj = unsafe {
+            Bound::from_owned_ptr_or_err(
+                self.py,
+                pyo3::ffi::PyLong_FromString(self.scratch.as_ptr().cast(), std::ptr::null_mut(), 10),
+            )
+        };
+        self.scratch.clear();
+        obj.map_err(|_| self.fail_at("integer too large", start))
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.s.get(self.pos) {
+            self.pos += 1;
+        }
+    }
+}
