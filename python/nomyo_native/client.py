@@ -28,6 +28,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from nomyo_native import _core
+from nomyo_native.attestation import apply_attestation_policy
 from nomyo_native.errors import (
     OPAQUE_CRYPTO_MESSAGE,
     APIConnectionError,
@@ -840,16 +841,8 @@ class SecureCompletionClient:
         return payload
 
     def _apply_attestation(self, metadata: dict[str, Any], payload_id: str, policy: str) -> None:
-        if policy == "off":
-            return
-        try:
-            from nomyo_native.attestation import apply_attestation_policy
-        except ImportError:
-            if policy == "require":
-                raise SecurityError(
-                    "attestation='require' but the attestation verifier is not available"
-                ) from None
-            return
+        # Raises SecurityError under "require" when verification fails: the decrypted content
+        # is then never handed out.
         apply_attestation_policy(
             metadata,
             payload_id,

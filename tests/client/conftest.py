@@ -1,0 +1,50 @@
+"""Fixtures for the client suite: a scriptable pyca peer behind httpx.MockTransport."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+import nomyo_native as nomyo
+
+from .peer import Peer
+
+
+@pytest.fixture(scope="session")
+def peer_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture
+def peer(peer_key: rsa.RSAPrivateKey) -> Peer:
+    return Peer(key=peer_key)
+
+
+class SleepRecorder:
+    """Injected in place of asyncio.sleep: records the waits instead of taking them."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+@pytest.fixture
+def sleeps() -> SleepRecorder:
+    return SleepRecorder()
+
+
+@pytest.fixture
+def make_chat(peer: Peer, sleeps: SleepRecorder) -> Callable[..., nomyo.SecureChatCompletion]:
+    def factory(**kwargs: Any) -> nomyo.SecureChatCompletion:
+        kwargs.setdefault("base_url", "https://peer.test")
+        kwargs.setdefault("key_size", 2048)
+        kwargs.setdefault("transport", peer.transport())
+        kwargs.setdefault("sleep", sleeps)
+        return nomyo.SecureChatCompletion(**kwargs)
+
+    return factory
