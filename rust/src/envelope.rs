@@ -1,0 +1,445 @@
+//! The hybrid envelope of PROTOCOL.md sections 2 and 3, at the byte level.
+//!
+//! `seal`: fresh AES-256 key (locked memory) and 12-byte nonce per call, AES-256-GCM in place
+//! without associated data, the tag carried separately, the key wrapped with RSA-OAEP
+//! (SHA-256, MGF1-SHA-256, empty label). `open`: strict parsing first (sizes, JSON, field
+//! types, base64, lengths, version and algorithm), then unwrap and decrypt in locked memory.
+//! Every unwrap or authentication failure is the one opaque `CoreError::Crypto`.
+//!
+//! On key hygiene inside aws-lc: the AES-GCM context (whose key schedule starts with the raw
+//! key) lives in an `EVP_AEAD_CTX` allocated with `OPENSSL_malloc`; aws-lc-rs frees it with
+//! `EVP_AEAD_CTX_free`, whose `OPENSSL_free` cleanses the whole allocation. The RSA private key's
+//! numbers are freed the same way. So nothing here keeps a copy that outlives the call.
+
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use aws_lc_rs::rand;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde_json::{Map, Number, Value};
+
+use crate::error::{CoreError, CoreResult};
+use crate::keys::{ClientKeyPair, ServerPublicKey};
+use crate::secret::LockedBuf;
+
+/// Largest serialized request plaintext: 10 MiB.
+pub const MAX_PLAINTEXT_BYTES: usize = 10 * 1024 * 1024;
+/// Largest envelope `open` parses: the base64 of MAX_PLAINTEXT_BYTES plus 64 KiB of framing.
+pub const MAX_ENVELOPE_BYTES: usize = MAX_PLAINTEXT_BYTES.div_ceil(3) * 4 + 64 * 1024;
+
+pub const VERSION: &str = "1.0";
+pub const ALGORITHM: &str = "hybrid-aes256-rsa4096";
+pub const KEY_ALGORITHM: &str = "RSA-OAEP-SHA256";
+pub const PAYLOAD_ALGORITHM: &str = "AES-256-GCM";
+
+pub const AES_KEY_LEN: usize = 32;
+pub const TAG_LEN: usize = 16;
+
+/// A decrypted response.
+pub struct Opened {
+    /// The plaintext JSON, in locked memory.
+    pub plaintext: LockedBuf,
+    /// The envelope's `processed_at`, when present and not null.
+    pub processed_at: Option<Number>,
+    /// The envelope's `algorithm` (always `ALGORITHM` once accepted).
+    pub algorithm: String,
+}
+
+// ---- primitives (also what the Wycheproof tests exercise) ----------------------------------
+
+fn gcm_key(key: &[u8]) -> CoreResult<LessSafeKey> {
+    let unbound = UnboundKey::new(&AES_256_GCM, key).map_err(|_| CoreError::Crypto)?;
+    Ok(LessSafeKey::new(unbound))
+}
+
+/// AES-256-GCM encryption of `in_out` in place; returns the 16-byte tag.
+pub fn gcm_seal_in_place(
+    key: &[u8],
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    in_out: &mut [u8],
+) -> CoreResult<[u8; TAG_LEN]> {
+    let key = gcm_key(key)?;
+    let tag = key.seal_in_place_separate_tag(
+        Nonce::assume_unique_for_key(*nonce),
+        Aad::from(aad),
+        in_out,
+    )?;
+    let mut out = [0u8; TAG_LEN];
+    out.copy_from_slice(tag.as_ref());
+    Ok(out)
+}
+
+/// AES-256-GCM decryption in place. `buf` holds the ciphertext; the tag is appended to it, and
+/// on success `buf` is truncated to the plaintext. Any failure is `CoreError::Crypto`.
+pub fn gcm_open_in_place(
+    key: &[u8],
+    nonce: &[u8],
+    aad: &[u8],
+    buf: &mut LockedBuf,
+    tag: &[u8],
+) -> CoreResult<()> {
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CoreError::Crypto)?;
+    if tag.len() != TAG_LEN {
+        return Err(CoreError::Crypto);
+    }
+    let key = gcm_key(key)?;
+    buf.extend_from_slice(tag)?;
+    let plain_len = key.open_in_place(nonce, Aad::from(aad), buf.as_mut_slice())?.len();
+    buf.truncate(plain_len);
+    Ok(())
+}
+
+/// RSA-OAEP unwrap of `wrapped` into locked memory. Any failure is `CoreError::Crypto`.
+pub fn oaep_unwrap(wrapped: &[u8], keypair: &ClientKeyPair) -> CoreResult<LockedBuf> {
+    let mut out = LockedBuf::zeroed(keypair.modulus_bytes())?;
+    let n = keypair.decrypt_oaep(wrapped, out.as_mut_slice())?;
+    out.truncate(n);
+    Ok(out)
+}
+
+// ---- seal ----------------------------------------------------------------------------------
+
+/// Encrypt `plaintext` (in place: it holds the ciphertext afterwards) for `server_key`; returns
+/// the envelope's UTF-8 JSON exactly as PROTOCOL.md section 2.
+pub fn seal(plaintext: &mut LockedBuf, server_key: &ServerPublicKey) -> CoreResult<Vec<u8>> {
+    if plaintext.len() > MAX_PLAINTEXT_BYTES {
+        return Err(CoreError::TooLarge(format!(
+            "the serialized request is {} bytes; the limit is {MAX_PLAINTEXT_BYTES} bytes (10 MiB)",
+            plaintext.len()
+        )));
+    }
+    let mut key = LockedBuf::zeroed(AES_KEY_LEN)?;
+    rand::fill(key.as_mut_slice()).map_err(|_| CoreError::Memory("no randomness".into()))?;
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::fill(&mut nonce).map_err(|_| CoreError::Memory("no randomness".into()))?;
+
+    let tag = gcm_seal_in_place(&key, &nonce, b"", plaintext.as_mut_slice())?;
+    let mut wrapped = vec![0u8; server_key.modulus_bytes()];
+    let wrapped_len = server_key.encrypt_oaep(&key, &mut wrapped)?;
+    wrapped.truncate(wrapped_len);
+    drop(key);
+
+    let mut out = Vec::with_capacity(256 + 4 * plaintext.len().div_ceil(3) + 2 * wrapped_len);
+    out.extend_from_slice(br#"{"version":""#);
+    out.extend_from_slice(VERSION.as_bytes());
+    out.extend_from_slice(br#"","algorithm":""#);
+    out.extend_from_slice(ALGORITHM.as_bytes());
+    out.extend_from_slice(br#"","encrypted_payload":{"ciphertext":""#);
+    push_b64(&mut out, plaintext.as_slice());
+    out.extend_from_slice(br#"","nonce":""#);
+    push_b64(&mut out, &nonce);
+    out.extend_from_slice(br#"","tag":""#);
+    push_b64(&mut out, &tag);
+    out.extend_from_slice(br#""},"encrypted_aes_key":""#);
+    push_b64(&mut out, &wrapped);
+    out.extend_from_slice(br#"","key_algorithm":""#);
+    out.extend_from_slice(KEY_ALGORITHM.as_bytes());
+    out.extend_from_slice(br#"","payload_algorithm":""#);
+    out.extend_from_slice(PAYLOAD_ALGORITHM.as_bytes());
+    out.extend_from_slice(br#""}"#);
+    Ok(out)
+}
+
+fn push_b64(out: &mut Vec<u8>, data: &[u8]) {
+    let start = out.len();
+    out.resize(start + base64::encoded_len(data.len(), true).unwrap_or(0), 0);
+    let written = B64.encode_slice(data, &mut out[start..]).unwrap_or(0);
+    out.truncate(start + written);
+}
+
+// ---- open ----------------------------------------------------------------------------------
+
+fn bad(msg: impl Into<String>) -> CoreError {
+    CoreError::Envelope(msg.into())
+}
+
+fn field<'a>(obj: &'a Map<String, Value>, path: &str, name: &str) -> CoreResult<&'a Value> {
+    obj.get(name)
+        .ok_or_else(|| bad(format!("envelope field '{path}{name}' is missing")))
+}
+
+fn string_field<'a>(obj: &'a Map<String, Value>, path: &str, name: &str) -> CoreResult<&'a str> {
+    field(obj, path, name)?
+        .as_str()
+        .ok_or_else(|| bad(format!("envelope field '{path}{name}' must be a string")))
+}
+
+/// Check an optional algorithm label: absent is fine, anything but `expected` is refused.
+fn optional_label(obj: &Map<String, Value>, name: &str, expected: &str) -> CoreResult<()> {
+    match obj.get(name) {
+        None => Ok(()),
+        Some(Value::String(s)) if s == expected => Ok(()),
+        Some(Value::String(_)) => Err(bad(format!(
+            "unsupported envelope {name}: only \"{expected}\" is accepted"
+        ))),
+        Some(_) => Err(bad(format!("envelope field '{name}' must be a string"))),
+    }
+}
+
+/// Strict standard base64 (padding required, no whitespace) into a plain vector.
+fn b64_public(text: &str, path: &str) -> CoreResult<Vec<u8>> {
+    B64.decode(text)
+        .map_err(|_| bad(format!("envelope field '{path}' is not valid standard base64")))
+}
+
+/// Check and decrypt a response envelope with `keypair`.
+pub fn open(body: &[u8], keypair: &ClientKeyPair) -> CoreResult<Opened> {
+    if body.len() > MAX_ENVELOPE_BYTES {
+        return Err(CoreError::TooLarge(format!(
+            "the response envelope is {} bytes; the limit is {MAX_ENVELOPE_BYTES} bytes",
+            body.len()
+        )));
+    }
+    let doc: Value = serde_json::from_slice(body).map_err(|e| {
+        bad(format!(
+            "the response envelope is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let top = doc
+        .as_object()
+        .ok_or_else(|| bad("the response envelope must be a JSON object"))?;
+
+    // Version and algorithm first: no downgrade, whatever else the envelope says.
+    let version = string_field(top, "", "version")?;
+    if version != VERSION {
+        return Err(bad(format!("unsupported envelope version: only \"{VERSION}\" is accepted")));
+    }
+    let algorithm = string_field(top, "", "algorithm")?;
+    if algorithm != ALGORITHM {
+        return Err(bad(format!("unsupported envelope algorithm: only \"{ALGORITHM}\" is accepted")));
+    }
+    optional_label(top, "key_algorithm", KEY_ALGORITHM)?;
+    optional_label(top, "payload_algorithm", PAYLOAD_ALGORITHM)?;
+
+    let processed_at = match top.get("processed_at") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(n.clone()),
+        Some(_) => return Err(bad("envelope field 'processed_at' must be a number or null")),
+    };
+
+    let payload = field(top, "", "encrypted_payload")?
+        .as_object()
+        .ok_or_else(|| bad("envelope field 'encrypted_payload' must be an object"))?;
+    let p = "encrypted_payload.";
+    let ciphertext_b64 = string_field(payload, p, "ciphertext")?;
+    let nonce = b64_public(string_field(payload, p, "nonce")?, "encrypted_payload.nonce")?;
+    if nonce.len() != NONCE_LEN {
+        return Err(bad(format!(
+            "envelope field 'encrypted_payload.nonce' must decode to {NONCE_LEN} bytes, not {}",
+            nonce.len()
+        )));
+    }
+    let tag = b64_public(string_field(payload, p, "tag")?, "encrypted_payload.tag")?;
+    if tag.len() != TAG_LEN {
+        return Err(bad(format!(
+            "envelope field 'encrypted_payload.tag' must decode to {TAG_LEN} bytes, not {}",
+            tag.len()
+        )));
+    }
+    let wrapped = b64_public(string_field(top, "", "encrypted_aes_key")?, "encrypted_aes_key")?;
+    if wrapped.len() != keypair.modulus_bytes() {
+        return Err(bad(format!(
+            "envelope field 'encrypted_aes_key' must decode to {} bytes (the key's modulus), not {}",
+            keypair.modulus_bytes(),
+            wrapped.len()
+        )));
+    }
+
+    // The ciphertext goes straight into locked memory, with room for the tag.
+    let estimate = base64::decoded_len_estimate(ciphertext_b64.len());
+    let mut buf = LockedBuf::zeroed(estimate + TAG_LEN)?;
+    let written = B64
+        .decode_slice(ciphertext_b64, buf.as_mut_slice())
+        .map_err(|_| bad("envelope field 'encrypted_payload.ciphertext' is not valid standard base64"))?;
+    buf.truncate(written);
+
+    let key = oaep_unwrap(&wrapped, keypair)?;
+    if key.len() != AES_KEY_LEN {
+        return Err(CoreError::Crypto);
+    }
+    gcm_open_in_place(&key, &nonce, b"", &mut buf, &tag)?;
+    Ok(Opened { plaintext: buf, processed_at, algorithm: algorithm.to_owned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::OnceLock;
+
+    fn keypair() -> &'static ClientKeyPair {
+        static KP: OnceLock<ClientKeyPair> = OnceLock::new();
+        KP.get_or_init(|| ClientKeyPair::generate(2048).unwrap())
+    }
+
+    fn sealed(plain: &[u8]) -> Value {
+        let mut buf = LockedBuf::from_slice(plain).unwrap();
+        let env = seal(&mut buf, &keypair().public_key().unwrap()).unwrap();
+        serde_json::from_slice(&env).unwrap()
+    }
+
+    fn open_value(v: &Value) -> CoreResult<Opened> {
+        open(&serde_json::to_vec(v).unwrap(), keypair())
+    }
+
+    fn envelope_err(v: &Value) -> String {
+        match open_value(v) {
+            Err(CoreError::Envelope(m)) => m,
+            Err(e) => panic!("expected an envelope error, got {e:?}"),
+            Ok(_) => panic!("expected an envelope error, got success"),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_exact_shape() {
+        let v = sealed(br#"{"model":"m","messages":[]}"#);
+        let obj = v.as_object().unwrap();
+        let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            sorted,
+            [
+                "algorithm",
+                "encrypted_aes_key",
+                "encrypted_payload",
+                "key_algorithm",
+                "payload_algorithm",
+                "version"
+            ]
+        );
+        assert_eq!(v["version"], "1.0");
+        assert_eq!(v["algorithm"], "hybrid-aes256-rsa4096");
+        assert_eq!(v["key_algorithm"], "RSA-OAEP-SHA256");
+        assert_eq!(v["payload_algorithm"], "AES-256-GCM");
+        let opened = open_value(&v).unwrap();
+        assert_eq!(opened.plaintext.as_slice(), br#"{"model":"m","messages":[]}"#);
+        assert!(opened.processed_at.is_none());
+        assert_eq!(opened.algorithm, ALGORITHM);
+    }
+
+    #[test]
+    fn fresh_key_and_nonce_every_call() {
+        let a = sealed(b"same");
+        let b = sealed(b"same");
+        assert_ne!(a["encrypted_payload"]["nonce"], b["encrypted_payload"]["nonce"]);
+        assert_ne!(a["encrypted_aes_key"], b["encrypted_aes_key"]);
+        assert_ne!(a["encrypted_payload"]["ciphertext"], b["encrypted_payload"]["ciphertext"]);
+    }
+
+    #[test]
+    fn processed_at_is_carried() {
+        let mut v = sealed(b"{}");
+        v["processed_at"] = serde_json::json!(1700000000.25);
+        assert_eq!(open_value(&v).unwrap().processed_at.unwrap().as_f64(), Some(1700000000.25));
+        v["processed_at"] = serde_json::json!("yesterday");
+        assert!(envelope_err(&v).contains("processed_at"));
+    }
+
+    #[test]
+    fn version_and_algorithms_are_pinned() {
+        let good = sealed(b"{}");
+        for (field, value) in [
+            ("version", serde_json::json!("2.0")),
+            ("version", serde_json::json!(1.0)),
+            ("algorithm", serde_json::json!("hybrid-aes128-rsa2048")),
+            ("key_algorithm", serde_json::json!("RSA-OAEP-SHA1")),
+            ("payload_algorithm", serde_json::json!("AES-128-GCM")),
+        ] {
+            let mut v = good.clone();
+            v[field] = value;
+            assert!(envelope_err(&v).contains(field), "{field}");
+        }
+        let mut v = good.clone();
+        v.as_object_mut().unwrap().remove("key_algorithm");
+        v.as_object_mut().unwrap().remove("payload_algorithm");
+        assert!(open_value(&v).is_ok(), "the optional labels may be absent");
+    }
+
+    #[test]
+    fn field_rules() {
+        let good = sealed(b"{}");
+        let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+            ("nonce", Box::new(|v| v["encrypted_payload"]["nonce"] = "AAAA".into())),
+            ("nonce", Box::new(|v| v["encrypted_payload"]["nonce"] = "not base64!".into())),
+            ("tag", Box::new(|v| v["encrypted_payload"]["tag"] = "AAAAAAAAAAAAAAAAAAAA".into())),
+            ("tag", Box::new(|v| v["encrypted_payload"]["tag"] = 5.into())),
+            ("ciphertext", Box::new(|v| v["encrypted_payload"]["ciphertext"] = "A===".into())),
+            ("ciphertext", Box::new(|v| {
+                v["encrypted_payload"].as_object_mut().unwrap().remove("ciphertext");
+            })),
+            ("encrypted_aes_key", Box::new(|v| v["encrypted_aes_key"] = "AAAA".into())),
+            ("encrypted_payload", Box::new(|v| v["encrypted_payload"] = "x".into())),
+        ];
+        for (name, mutate) in cases {
+            let mut v = good.clone();
+            mutate(&mut v);
+            assert!(envelope_err(&v).contains(name), "{name}");
+        }
+        // Unpadded base64 is refused (strict standard alphabet with padding).
+        let mut v = good.clone();
+        let nonce = v["encrypted_payload"]["nonce"].as_str().unwrap().to_owned();
+        v["encrypted_payload"]["nonce"] = nonce.trim_end_matches('=').to_owned().into();
+        if v["encrypted_payload"]["nonce"].as_str().unwrap() != nonce {
+            assert!(envelope_err(&v).contains("nonce"));
+        }
+        assert!(matches!(open(b"[1,2]", keypair()), Err(CoreError::Envelope(_))));
+        assert!(matches!(open(b"{not json", keypair()), Err(CoreError::Envelope(_))));
+        assert!(matches!(open(b"\xff\xfe", keypair()), Err(CoreError::Envelope(_))));
+    }
+
+    #[test]
+    fn oversized_body_is_refused_before_parsing() {
+        let body = vec![b' '; MAX_ENVELOPE_BYTES + 1];
+        assert!(matches!(open(&body, keypair()), Err(CoreError::TooLarge(_))));
+        let mut big = LockedBuf::zeroed(MAX_PLAINTEXT_BYTES + 1).unwrap();
+        let server = keypair().public_key().unwrap();
+        assert!(matches!(seal(&mut big, &server), Err(CoreError::TooLarge(_))));
+    }
+
+    fn flip_b64(v: &mut Value, path: &[&str], index: usize) {
+        let mut node = &mut *v;
+        for p in path {
+            node = &mut node[*p];
+        }
+        let mut bytes = B64.decode(node.as_str().unwrap()).unwrap();
+        let i = index.min(bytes.len() - 1);
+        bytes[i] ^= 0x01;
+        *node = B64.encode(bytes).into();
+    }
+
+    #[test]
+    fn every_tamper_is_the_same_opaque_error() {
+        let good = sealed(b"{\"secret\":\"value\"}");
+        let targets: [&[&str]; 4] = [
+            &["encrypted_payload", "ciphertext"],
+            &["encrypted_payload", "tag"],
+            &["encrypted_payload", "nonce"],
+            &["encrypted_aes_key"],
+        ];
+        for path in targets {
+            for index in [0, 7, 1000] {
+                let mut v = good.clone();
+                flip_b64(&mut v, path, index);
+                let err = open_value(&v).err().expect("tampering must fail");
+                assert!(matches!(err, CoreError::Crypto), "{path:?}: {err:?}");
+                assert_eq!(err.to_string(), crate::error::CRYPTO_FAILURE_MESSAGE);
+            }
+        }
+        let other = ClientKeyPair::generate(2048).unwrap();
+        let body = serde_json::to_vec(&good).unwrap();
+        assert!(matches!(open(&body, &other), Err(CoreError::Crypto)));
+    }
+
+    #[test]
+    fn wrapped_key_of_wrong_length_is_opaque() {
+        // A correctly wrapped 16-byte key: right modulus size, wrong AES key size.
+        let server = keypair().public_key().unwrap();
+        let mut v = sealed(b"{}");
+        let mut wrapped = vec![0u8; server.modulus_bytes()];
+        let n = server.encrypt_oaep(&[7u8; 16], &mut wrapped).unwrap();
+        v["encrypted_aes_key"] = B64.encode(&wrapped[..n]).into();
+        assert!(matches!(open_value(&v), Err(CoreError::Crypto)));
+    }
+}
