@@ -546,6 +546,14 @@ def _tss_reason(exc: Exception) -> str:
     return text[:120] if text else type(exc).__name__
 
 
+def _contained(name: str, check: Callable[..., CheckResult], *args: Any) -> CheckResult:
+    """Run one check; an unexpected error from the TSS bindings fails it instead of escaping."""
+    try:
+        return check(*args)
+    except Exception as exc:
+        return CheckResult(name, False, f"could not be evaluated ({type(exc).__name__})")
+
+
 @dataclass(frozen=True)
 class _Parsed:
     """One field of the block, decoded or with the reason it could not be."""
@@ -598,12 +606,12 @@ class _Verifier:
         if aik.value is not None:
             fingerprint = _fingerprint_of(aik.value.publicArea.marshal())
         return AttestationResult(
-            signature=self._check_signature(aik, quote, signature),
-            magic_and_type=self._check_magic_and_type(quote),
-            qualifying_data=self._check_qualifying_data(quote),
-            pcr_digest=self._check_pcr_digest(quote, selection, values),
-            pcr_baseline=self._check_baseline(quote, values),
-            aik_trusted=self._check_aik(aik),
+            signature=_contained("signature", self._check_signature, aik, quote, signature),
+            magic_and_type=_contained("magic_and_type", self._check_magic_and_type, quote),
+            qualifying_data=_contained("qualifying_data", self._check_qualifying_data, quote),
+            pcr_digest=_contained("pcr_digest", self._check_pcr_digest, quote, selection, values),
+            pcr_baseline=_contained("pcr_baseline", self._check_baseline, quote, values),
+            aik_trusted=_contained("aik_trusted", self._check_aik, aik),
             available=True,
             aik_fingerprint=fingerprint,
             pcr_banks=_format_selection(selection.value) if selection.value else None,
@@ -671,6 +679,9 @@ class _Verifier:
 
     def _quote_selection(self, attest: Any) -> list[tuple[str, list[int]]]:
         """The PCR selection the TPM signed, in its order."""
+        if int(attest.type) != _TPM_ST_ATTEST_QUOTE:
+            # The union would be read as the wrong member: refuse rather than misinterpret.
+            raise _Malformed("quote_b64 holds no PCR quote (attest type is not a quote)")
         pcr_select = attest.attested.quote.pcrSelect
         selection: list[tuple[str, list[int]]] = []
         for i in range(int(pcr_select.count)):

@@ -343,3 +343,25 @@ def test_any_corrupted_byte_is_a_failed_result_never_an_exception(
         result = verify_attestation(block, PAYLOAD_ID, trusted_aik=pin_of(quotes[scheme]))
         assert not result.verified
         assert result.failed_checks
+
+
+@pytest.mark.parametrize("attest_type", [0x8017, 0x8019, 0x1234])  # certify, time, nonsense
+def test_attest_of_another_type_fails_magic_and_type(quotes: dict, attest_type: int) -> None:
+    block = dict(quotes[("ecdsa", "sha256")])
+    quote = bytearray(unb64(block["quote_b64"]))
+    quote[6:8] = attest_type.to_bytes(2, "big")  # after the TPM2B size and the magic
+    block["quote_b64"] = b64(bytes(quote))
+    result = verify_attestation(block, PAYLOAD_ID)
+    assert result.magic_and_type.passed is False
+    assert result.signature.passed is False and result.pcr_digest.passed is False
+    assert not result.verified
+
+
+def test_wrong_magic_fails_magic_and_type_and_signature(quotes: dict) -> None:
+    block = dict(quotes[("rsapss", "sha256")])
+    quote = bytearray(unb64(block["quote_b64"]))
+    quote[2:6] = b"\x00\x00\x00\x00"
+    block["quote_b64"] = b64(bytes(quote))
+    result = verify_attestation(block, PAYLOAD_ID)
+    assert failed(result) == {"magic_and_type", "signature"}
+    assert "not TPM_GENERATED_VALUE" in result.magic_and_type.detail
