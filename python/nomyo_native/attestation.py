@@ -175,7 +175,10 @@ class AttestationResult:
             proven.append("PCR values equal to the known-good baseline")
         text = "TPM quote verified: " + ", ".join(proven) + "."
         if self.aik_trusted.passed:
-            return text + " The AIK matches the pinned key, so the quote comes from that key."
+            return text + (
+                " The AIK matches the pinned key: the quote comes from that key, and is as"
+                " trustworthy as the way that key was vetted."
+            )
         return text + (
             " The AIK is ephemeral and not pinned: this proves binding to this request and"
             " consistency, not that the quote came from genuine TPM hardware."
@@ -260,7 +263,10 @@ def apply_attestation_policy(
 
 
 def aik_fingerprint(aik_pubkey_b64: str) -> str:
-    """``sha256:<hex>`` of the marshalled public area in ``aik_pubkey_b64`` (for pinning)."""
+    """``sha256:<hex>`` of the marshalled public area in ``aik_pubkey_b64`` (for pinning).
+
+    Raises ``ValueError`` naming the problem when the value is not a TPM2B_PUBLIC.
+    """
     tss = _load_tss()
     raw = _b64("aik_pubkey_b64", aik_pubkey_b64)
     public = _unmarshal_exact(tss.TPM2B_PUBLIC, raw, "aik_pubkey_b64")
@@ -507,7 +513,7 @@ def _parse_trusted_aik(value: str | bytes) -> _AikPin:
 # ---- verification ----------------------------------------------------------------------------
 
 
-class _Malformed(Exception):
+class _Malformed(ValueError):
     """A field of the block could not be decoded; the message names it (never secret)."""
 
 

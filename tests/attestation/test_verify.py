@@ -17,6 +17,7 @@ from nomyo_native.attestation import (
     CHECK_NAMES,
     AttestationResult,
     BaselineError,
+    aik_fingerprint,
     capture_baseline,
     verify_attestation,
 )
@@ -87,7 +88,7 @@ def test_valid_quote_passes_every_check(quotes: dict, scheme: tuple[str, str]) -
     result = verify_full(block, block)
     assert [c.passed for c in result.checks] == [True] * len(CHECK_NAMES), result.checks
     assert result.verified and result.available
-    assert result.aik_fingerprint == pin_of(block)
+    assert result.aik_fingerprint == pin_of(block) == aik_fingerprint(block["aik_pubkey_b64"])
     assert result.pcr_banks == "sha256:0,7,10"
     assert "pinned" in result.summary
 
@@ -318,6 +319,8 @@ def test_caller_errors_are_typed(quotes: dict) -> None:
         verify_attestation(block, PAYLOAD_ID, trusted_aik="-----BEGIN PUBLIC KEY-----\nxx")
     with pytest.raises(BaselineError):
         verify_attestation(block, PAYLOAD_ID, pcr_baseline={"sha256": {"0": "00"}})
+    with pytest.raises(ValueError, match="aik_pubkey_b64 is not a valid TPM2B_PUBLIC"):
+        aik_fingerprint(b64(unb64(block["aik_pubkey_b64"])[:-3]))
 
 
 @settings(
