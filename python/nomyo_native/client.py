@@ -869,7 +869,10 @@ class SecureCompletionClient:
         if not isinstance(encrypted_response, (bytes, bytearray)):
             raise ValueError("Encrypted response must be bytes")
         policy = self._policy_for(attestation, None)
-        await self._ensure_keys()
+        if self._keys.current is None:
+            raise SecurityError(
+                "Private key not initialized. Call generate_keys() or load_keys() first."
+            )
         keypair = self._keys.acquire()
         try:
             response = await self._open(bytes(encrypted_response), payload_id, keypair)
