@@ -1,4 +1,14 @@
-"""Module path compatibility: ``from nomyo.SecureCompletionClient import ...`` in nomyo 0.2.9."""
+"""Module path compatibility: ``from nomyo.SecureCompletionClient import ...`` in nomyo 0.2.9.
+
+In nomyo, ``nomyo.SecureCompletionClient`` is this *module* (Python binds a package attribute to
+a submodule of the same name when it is imported). So that ``nomyo_native.SecureCompletionClient``
+also works as the class, this module is callable and answers ``isinstance``/``issubclass`` for
+the class it holds.
+"""
+
+import sys
+import types
+from typing import Any
 
 from nomyo_native.client import SecureCompletionClient
 from nomyo_native.errors import (
@@ -25,3 +35,19 @@ __all__ = [
     "ServerError",
     "ServiceUnavailableError",
 ]
+
+
+class _ClassLikeModule(types.ModuleType):
+    """This module, standing in for the class when reached as a package attribute."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> SecureCompletionClient:
+        return SecureCompletionClient(*args, **kwargs)
+
+    def __instancecheck__(self, obj: object) -> bool:
+        return isinstance(obj, SecureCompletionClient)
+
+    def __subclasscheck__(self, cls: type) -> bool:
+        return issubclass(cls, SecureCompletionClient)
+
+
+sys.modules[__name__].__class__ = _ClassLikeModule

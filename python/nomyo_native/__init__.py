@@ -1,12 +1,12 @@
 """nomyo-native: a hardened, native-core drop-in for the ``nomyo`` client.
 
 ``import nomyo_native as nomyo``: the public names of nomyo 0.2.9, plus the OpenAI-style and
-synchronous clients.
+synchronous clients. As in nomyo, ``SecureCompletionClient`` is also the module of that name;
+here it is callable and works with ``isinstance``, like the class.
 """
 
-from nomyo_native import _core
+from nomyo_native import SecureCompletionClient, _core
 from nomyo_native.chat import SecureChatCompletion, SyncSecureChatCompletion
-from nomyo_native.client import SecureCompletionClient
 from nomyo_native.errors import (
     APIConnectionError,
     APIError,
