@@ -276,11 +276,10 @@ impl LockedBuf {
         let (start, span) = page_span(ptr.as_ptr() as usize - CANARY_SIZE, capacity + CANARY_SIZE);
         // SAFETY: these pages belong to the allocation just made.
         let locked = unsafe { os::lock(start as *mut u8, span) };
-        if locked {
-            // SAFETY: as above.
-            record_dump_exclusion(unsafe { os::exclude_from_dumps(start as *mut u8, span) });
-        }
         record_lock(locked, span);
+        // Wipe-only buffers are still kept out of core dumps (memsec's `free` re-enables dumping).
+        // SAFETY: as above.
+        record_dump_exclusion(unsafe { os::exclude_from_dumps(start as *mut u8, span) });
         Ok(LockedBuf {
             ptr,
             capacity,
