@@ -107,7 +107,8 @@ def seal(payload: Any, server_key: ServerPublicKey) -> bytes:
     """Serialize ``payload`` (dict/list/str/int/float/bool/None; tuples as lists) to JSON in
     locked memory and encrypt it as a PROTOCOL.md section 2 envelope; returns the envelope's
     UTF-8 JSON. Raises ``TypeError`` naming the type and path of a non-JSON value,
-    ``ValueError`` for NaN/Infinity or non-str dict keys, ``PayloadTooLargeError`` over
+    ``ValueError`` for NaN/Infinity, lone surrogates or nesting deeper than MAX_JSON_DEPTH,
+    ``TypeError`` for dict keys other than str/int/float/bool/None, ``PayloadTooLargeError`` over
     MAX_PLAINTEXT_BYTES (before any encryption)."""
 
 def open(body: bytes, keypair: ClientKeyPair) -> tuple[Any, int | float | None, str]:
@@ -177,3 +178,14 @@ class _LockedProbe:
 def _probe_overflow(size: int, past_end: int) -> None:
     """Allocate a LockedBuf and write ``past_end`` bytes beyond its end. Must crash the
     process (guard page / canary); call only in a subprocess."""
+
+def _json_roundtrip(obj: Any, max_len: int | None = None) -> Any:
+    """Serialize ``obj`` into locked memory exactly as ``seal`` does (cap ``max_len``, default
+    MAX_PLAINTEXT_BYTES) and parse it back with the reader ``open`` uses."""
+
+def _json_digest(obj: Any, max_len: int | None = None) -> tuple[str, int]:
+    """(hex SHA-256, length) of the JSON ``seal`` would encrypt for ``obj``: the bytes equal
+    ``json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)``."""
+
+def _json_loads(data: bytes) -> Any:
+    """Parse ``data`` with the strict reader ``open`` uses (raises ``EnvelopeError``)."""
