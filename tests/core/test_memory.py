@@ -1,0 +1,350 @@
+"""Locked memory, observed from outside the core: the kernel's own accounting (VmLck, smaps
+VmFlags), the process's memory read back through /proc/self/mem, and crashes of subprocesses."""
+
+from __future__ import annotations
+
+import array
+import ctypes
+import hashlib
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from nomyo_native import _core
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="reads Linux /proc accounting"
+)
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+
+def vmlck_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmLck:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmLck line in /proc/self/status")
+
+
+def vm_flags(address: int) -> set[str]:
+    """VmFlags of the mapping that contains `address`."""
+    with open("/proc/self/smaps") as f:
+        inside = False
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and ":" not in head:
+                start, end = (int(x, 16) for x in head.split("-"))
+                inside = start <= address < end
+            elif inside and line.startswith("VmFlags:"):
+                return set(line.split()[1:])
+    raise AssertionError(f"no mapping contains {address:#x}")
+
+
+def buffer_address(buf: bytearray) -> int:
+    return ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
+
+
+def run_python(code: str, *, prefix: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a fresh interpreter with core dumps disabled (crashes are expected)."""
+
+    def no_core() -> None:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    return subprocess.run(
+        [*(prefix or []), sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=no_core,
+        check=False,
+    )
+
+
+def without_lock_privilege() -> list[str]:
+    """Command prefix that makes RLIMIT_MEMLOCK binding: root's CAP_IPC_LOCK ignores it."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: cannot drop CAP_IPC_LOCK")
+    return [setpriv, "--bounding-set=-ipc_lock"]
+
+
+# ---- status ------------------------------------------------------------------------------------
+
+
+def test_memory_status_reports_the_process_state() -> None:
+    status = _core.memory_status()
+    assert set(status) == {
+        "method",
+        "platform",
+        "bytes_locked",
+        "buffers_live",
+        "lock_failures",
+        "dump_exclusion",
+        "guard_pages",
+        "lock_limit_bytes",
+    }
+    assert status["method"] in ("mlock", "zero-only")
+    assert status["platform"] == "linux"
+    assert status["dump_exclusion"] is True
+    assert status["guard_pages"] is True
+    soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    expected = None if soft == resource.RLIM_INFINITY else soft
+    assert status["lock_limit_bytes"] == expected
+    for key in ("bytes_locked", "buffers_live", "lock_failures"):
+        assert isinstance(status[key], int) and status[key] >= 0
+
+
+def test_constants() -> None:
+    assert _core.MAX_JSON_DEPTH == 128
+    assert _core.MAX_PLAINTEXT_BYTES == 10 * 1024 * 1024
+    assert _core.MAX_ENVELOPE_BYTES > _core.MAX_PLAINTEXT_BYTES * 4 // 3
+    assert _core.MIN_RSA_BITS == 2048
+
+
+# ---- LockedBuf probes ----------------------------------------------------------------------------
+
+
+def test_probe_is_locked_dump_excluded_and_counted() -> None:
+    size = 256 * 1024
+    before_kib = vmlck_kib()
+    before = _core.memory_status()
+    probe = _core._LockedProbe(size, 11)
+    try:
+        assert probe.size == size
+        assert probe.locked
+        assert vmlck_kib() - before_kib >= size // 1024
+        flags = vm_flags(probe.address)
+        assert "lo" in flags, flags  # VM_LOCKED
+        assert "dd" in flags, flags  # VM_DONTDUMP
+        during = _core.memory_status()
+        assert during["bytes_locked"] - before["bytes_locked"] >= size
+        assert during["buffers_live"] == before["buffers_live"] + 1
+        assert during["method"] == "mlock"
+        # The digest the core computes is the digest of the bytes at `address`.
+        with open("/proc/self/mem", "rb", buffering=0) as mem:
+            mem.seek(probe.address)
+            assert hashlib.sha256(mem.read(size)).hexdigest() == probe.pattern_digest()
+    finally:
+        probe.release()
+    after = _core.memory_status()
+    assert after["bytes_locked"] == before["bytes_locked"]
+    assert after["buffers_live"] == before["buffers_live"]
+    assert vmlck_kib() <= before_kib + 4  # page-granular noise only
+
+
+def test_pattern_depends_on_seed_and_is_not_zero() -> None:
+    a, b, c = (_core._LockedProbe(4096, s) for s in (1, 2, 1))
+    zero = hashlib.sha256(bytes(4096)).hexdigest()
+    assert a.pattern_digest() == c.pattern_digest()
+    assert a.pattern_digest() != b.pattern_digest()
+    assert a.pattern_digest() != zero
+    for p in (a, b, c):
+        p.release()
+
+
+@pytest.mark.parametrize("size", [100, 5000, 256 * 1024])
+def test_released_probe_bytes_are_gone(size: int) -> None:
+    probe = _core._LockedProbe(size, 99)
+    digest = probe.pattern_digest()
+    address = probe.address
+    # Everything the read needs is allocated before the release, so nothing reuses the pages.
+    fd = os.open("/proc/self/mem", os.O_RDONLY)
+    sink = bytearray(size)
+    try:
+        probe.release()
+        try:
+            n = os.preadv(fd, [sink], address)
+        except OSError:
+            return  # unmapped: nothing left to read
+        assert n == size
+        assert sink.count(0) == size, "released LockedBuf still holds non-zero bytes"
+        assert hashlib.sha256(sink).hexdigest() != digest
+    finally:
+        os.close(fd)
+    with pytest.raises(ValueError, match="released"):
+        probe.pattern_digest()
+    assert not probe.locked
+    probe.release()  # twice is harmless
+
+
+def test_zero_size_probe() -> None:
+    probe = _core._LockedProbe(0, 5)
+    assert probe.size == 0
+    assert probe.pattern_digest() == hashlib.sha256(b"").hexdigest()
+    probe.release()
+
+
+def test_probe_size_is_bounded() -> None:
+    with pytest.raises(ValueError, match="at most"):
+        _core._LockedProbe(1 << 40, 1)
+    with pytest.raises(OverflowError):
+        _core._LockedProbe(-1, 1)
+
+
+@pytest.mark.parametrize("size", [1, PAGE - 16, PAGE, 3 * PAGE + 7])
+def test_write_past_the_end_crashes(size: int) -> None:
+    result = run_python(f"from nomyo_native import _core; _core._probe_overflow({size}, 1)")
+    assert result.returncode in (-signal.SIGSEGV, -signal.SIGBUS), (
+        result.returncode,
+        result.stderr[-2000:],
+    )
+
+
+def test_probe_overflow_control_without_overflow_exits_cleanly() -> None:
+    result = run_python("from nomyo_native import _core; _core._probe_overflow(4000, 0)")
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_lock_failure_degrades_to_wipe_only_and_is_counted() -> None:
+    code = """
+        import hashlib, json, resource
+        from nomyo_native import _core
+        _soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (64 * 1024, hard))
+        s0 = _core.memory_status()
+        big = _core._LockedProbe(1 << 20, 5)
+        s1 = _core.memory_status()
+        with open("/proc/self/mem", "rb", buffering=0) as mem:
+            mem.seek(big.address)
+            content_ok = hashlib.sha256(mem.read(1 << 20)).hexdigest() == big.pattern_digest()
+        big_locked = big.locked
+        big.release()
+        s2 = _core.memory_status()
+        small = _core._LockedProbe(1000, 6)
+        s3 = _core.memory_status()
+        ba = bytearray(b"k" * (1 << 20))
+        lock = _core.BufferLock(ba)
+        buffer_locked = lock.locked
+        lock.wipe()
+        lock.release()
+        print(json.dumps(dict(s0=s0, s1=s1, s2=s2, s3=s3, big_locked=big_locked,
+                              small_locked=small.locked, content_ok=content_ok,
+                              buffer_locked=buffer_locked, buffer_wiped=ba.count(0) == len(ba),
+                              s4=_core.memory_status())))
+    """
+    result = run_python(code, prefix=without_lock_privilege())
+    assert result.returncode == 0, result.stderr[-2000:]
+    r = json.loads(result.stdout)
+    assert r["s0"]["lock_limit_bytes"] == 64 * 1024
+    assert r["big_locked"] is False
+    assert r["content_ok"] is True  # still a working buffer
+    assert r["s1"]["lock_failures"] == r["s0"]["lock_failures"] + 1
+    assert r["s1"]["method"] == "zero-only"
+    assert r["s1"]["buffers_live"] == r["s0"]["buffers_live"] + 1
+    assert r["s1"]["bytes_locked"] == r["s0"]["bytes_locked"]
+    assert r["s1"]["dump_exclusion"] is True  # wipe-only buffers stay out of core dumps
+    assert r["s2"]["buffers_live"] == r["s0"]["buffers_live"]
+    # Under the limit, locking works again.
+    assert r["small_locked"] is True
+    assert r["s3"]["method"] == "mlock"
+    assert r["s3"]["bytes_locked"] >= PAGE
+    # A caller's buffer over the limit is wipe-only too, and still wiped.
+    assert r["buffer_locked"] is False
+    assert r["buffer_wiped"] is True
+    assert r["s4"]["lock_failures"] == r["s1"]["lock_failures"] + 1
+
+
+# ---- BufferLock / wipe ---------------------------------------------------------------------------
+
+
+def test_buffer_lock_locks_excludes_and_blocks_resizing() -> None:
+    secret = bytearray(os.urandom(200_000))
+    before_kib = vmlck_kib()
+    with _core.BufferLock(secret) as lock:
+        assert lock.locked
+        assert lock.size == len(secret)
+        assert vmlck_kib() - before_kib >= len(secret) // 1024
+        flags = vm_flags(buffer_address(secret) + len(secret) // 2)
+        assert {"lo", "dd"} <= flags, flags
+        with pytest.raises(BufferError):
+            secret.append(1)
+        with pytest.raises(BufferError):
+            del secret[0]
+        assert secret.count(0) < len(secret)
+    assert secret.count(0) == len(secret)  # wiped on exit
+    assert vmlck_kib() <= before_kib + 4
+    secret.append(1)  # the export is gone: resizing works again
+    assert len(secret) == 200_001
+
+
+def test_buffer_lock_wipes_on_exception() -> None:
+    secret = bytearray(b"sk-live-" + os.urandom(64))
+    with pytest.raises(RuntimeError, match="boom"):
+        with _core.BufferLock(secret):
+            raise RuntimeError("boom")
+    assert secret == bytearray(len(secret))
+
+
+def test_buffer_lock_release_does_not_wipe() -> None:
+    data = bytearray(b"keep me")
+    lock = _core.BufferLock(data)
+    lock.release()
+    assert data == b"keep me"
+    assert not lock.locked
+    assert lock.size == 7
+    with pytest.raises(ValueError, match="released"):
+        lock.wipe()
+    lock.release()
+    data.extend(b"!")  # no longer exported
+    assert data == b"keep me!"
+
+
+def test_buffer_lock_refuses_unsuitable_buffers() -> None:
+    with pytest.raises(TypeError, match="read-only"):
+        _core.BufferLock(b"immutable bytes")
+    with pytest.raises(TypeError, match="read-only"):
+        _core.BufferLock(memoryview(bytearray(8)).toreadonly())
+    with pytest.raises(TypeError, match="writable buffer"):
+        _core.BufferLock("a str is not a buffer")
+    with pytest.raises(ValueError, match="contiguous"):
+        _core.BufferLock(memoryview(bytearray(16))[::2])
+
+
+def test_overlapping_page_locks_are_reference_counted() -> None:
+    # Two small buffers in one page: releasing the first must not unlock the second.
+    pool = bytearray(64)
+    view = memoryview(pool)
+    first, second = view[:32], view[32:]
+    lock_a = _core.BufferLock(first)
+    lock_b = _core.BufferLock(second)
+    address = buffer_address(pool)
+    assert lock_a.locked and lock_b.locked
+    lock_a.release()
+    assert "lo" in vm_flags(address)
+    lock_b.release()
+    view.release()
+
+
+def test_empty_buffer_lock() -> None:
+    with _core.BufferLock(bytearray()) as lock:
+        assert lock.size == 0
+        lock.wipe()
+
+
+def test_wipe_function() -> None:
+    data = bytearray(b"0123456789")
+    _core.wipe(memoryview(data)[2:5])
+    assert data == b"01\x00\x00\x0056789"
+    _core.wipe(data)
+    assert data == bytearray(10)
+    numbers = array.array("i", [1, 2, 3])
+    _core.wipe(numbers)
+    assert list(numbers) == [0, 0, 0]
+    with pytest.raises(TypeError, match="read-only"):
+        _core.wipe(b"bytes")
+    with pytest.raises(TypeError, match="writable buffer"):
+        _core.wipe(12)
+    data.append(1)  # wipe() does not keep the buffer exported
