@@ -486,3 +486,21 @@ async def test_closed_client_refuses_new_requests(make_chat, peer):
     await chat.aclose()
     with pytest.raises(nomyo.ClientClosedError):
         await chat.create(model="m", messages=USER)
+
+
+async def test_maximum_tier_without_attestation_is_refused_by_default(make_chat, peer):
+    async with make_chat() as chat:
+        with pytest.raises(nomyo.SecurityError, match="attestation"):
+            await chat.create(model="m", messages=USER, security_tier="maximum")
+        reply = await chat.create(model="m", messages=USER, security_tier="high")
+    assert peer.posts == 2
+    record = reply["_metadata"]["attestation_verification"]
+    assert record["verified"] is False, "auto records an unverified response and returns it"
+
+
+async def test_client_policy_require_applies_to_every_tier(make_chat, peer):
+    async with make_chat(attestation="require") as chat:
+        with pytest.raises(nomyo.SecurityError, match="attestation"):
+            await chat.create(model="m", messages=USER)
+        reply = await chat.create(model="m", messages=USER, attestation="off")
+    assert "attestation_verification" not in reply["_metadata"]
