@@ -400,7 +400,8 @@ mod tests {
     #[test]
     fn field_rules() {
         let good = sealed(b"{}");
-        let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             (
                 "nonce",
                 Box::new(|v| v["encrypted_payload"]["nonce"] = "AAAA".into()),
