@@ -1,0 +1,345 @@
+"""The core's JSON: byte-identical to json.dumps(separators=(",", ":"), ensure_ascii=False), a
+strict RFC 8259 reader, typed errors with paths, and round trips through seal/open."""
+
+from __future__ import annotations
+
+import collections
+import enum
+import functools
+import hashlib
+import json
+import math
+import re
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nomyo_native import _core
+
+DEPTH = _core.MAX_JSON_DEPTH
+
+# ---- strategies --------------------------------------------------------------------------------
+
+texts = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
+integers = (
+    st.integers()
+    | st.integers(min_value=2**63 - 3, max_value=2**64 + 3)
+    | st.integers(min_value=-(2**63) - 3, max_value=-(2**63) + 3)
+    | st.integers(min_value=-(10**60), max_value=10**60)
+)
+floats = st.floats(allow_nan=False, allow_infinity=False)
+scalars = st.none() | st.booleans() | integers | floats | texts
+json_values = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=6) | st.dictionaries(texts, children, max_size=6),
+    max_leaves=40,
+)
+
+
+def reference_bytes(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def expected_digest(value: object) -> tuple[str, int]:
+    data = reference_bytes(value)
+    return hashlib.sha256(data).hexdigest(), len(data)
+
+
+def nested_list(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def nested_dict(depth: int) -> dict:
+    value: dict = {}
+    for _ in range(depth - 1):
+        value = {"k": value}
+    return value
+
+
+@functools.cache
+def keys() -> tuple[_core.ClientKeyPair, _core.ServerPublicKey]:
+    kp = _core.ClientKeyPair.generate(2048)
+    return kp, _core.ServerPublicKey.from_pem(kp.public_key_pem)
+
+
+def seal_open(value: object) -> object:
+    kp, spk = keys()
+    payload, _processed_at, algorithm = _core.open(_core.seal(value, spk), kp)
+    assert algorithm == "hybrid-aes256-rsa4096"
+    return payload
+
+
+# ---- writer: exact bytes -------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_written_bytes_equal_json_dumps(value: object) -> None:
+    assert _core._json_digest(value) == expected_digest(value)
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        0.0,
+        -0.0,
+        0.1,
+        1.0,
+        1.5,
+        100.0,
+        1e15,
+        1e16,
+        1.5e16,
+        123456789012345.6,
+        0.0001,
+        0.00001,
+        1.25e-7,
+        5e-324,
+        2.2250738585072014e-308,
+        1.7976931348623157e308,
+        -3.14159,
+        2**53 + 0.0,
+    ],
+)
+def test_floats_are_written_as_python_repr(number: float) -> None:
+    assert _core._json_digest([number]) == expected_digest([number])
+    assert _core._json_roundtrip(number) == number
+    assert math.copysign(1, _core._json_roundtrip(number)) == math.copysign(1, number)
+
+
+@pytest.mark.parametrize(
+    "number",
+    [0, -1, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 10**100, -(10**300)],
+)
+def test_integers_of_any_size(number: int) -> None:
+    assert _core._json_digest(number) == expected_digest(number)
+    result = _core._json_roundtrip(number)
+    assert type(result) is int and result == number
+
+
+def test_strings_are_escaped_like_json_dumps() -> None:
+    value = 'quote" backslash\\ nl\n cr\r tab\t bs\b ff\f nul\x00 us\x1f del\x7f é ☃ 😀 \u2028'
+    assert _core._json_digest(value) == expected_digest(value)
+    assert _core._json_roundtrip(value) == value
+
+
+def test_keys_are_coerced_like_json_dumps() -> None:
+    value = {"s": 1, 2: "int", 2.5: "float", True: "bool", None: "none", 10**30: "big"}
+    assert _core._json_digest(value) == expected_digest(value)
+    assert _core._json_roundtrip(value) == json.loads(reference_bytes(value))
+
+
+def test_subclasses_and_tuples() -> None:
+    class Color(enum.IntEnum):
+        RED = 1
+
+    class Name(str):
+        pass
+
+    value = {
+        "ordered": collections.OrderedDict([("b", 1), ("a", 2)]),
+        "default": collections.defaultdict(int, {"x": 1}),
+        "enum": Color.RED,
+        "name": Name("n"),
+        "tuple": (1, (2, 3)),
+        "flag": True,
+    }
+    assert _core._json_digest(value) == expected_digest(value)
+    assert _core._json_roundtrip(value)["tuple"] == [1, [2, 3]]
+
+
+# ---- writer: errors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            {"messages": [{"role": "user"}, {"content": b"sk-secret"}]},
+            "$.messages[1].content: object of type bytes is not JSON serializable",
+        ),
+        ({"tags": {"a", "b"}}, "$.tags: object of type set is not JSON serializable"),
+        ([1, (2, object())], "$[1][1]: object of type object is not JSON serializable"),
+        ({"a b": [complex(1, 2)]}, '$["a b"][0]: object of type complex is not JSON serializable'),
+        ({(1, 2): "x"}, "dict keys must be str, int, float, bool or None, not tuple"),
+    ],
+)
+def test_non_json_values_raise_type_error_with_path(value: object, message: str) -> None:
+    with pytest.raises(TypeError) as info:
+        _core._json_roundtrip(value)
+    assert message in str(info.value)
+    assert "sk-secret" not in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_nan_and_infinity_are_refused(bad: float) -> None:
+    with pytest.raises(ValueError, match=re.escape("$.x[0]: NaN and Infinity")):
+        _core._json_roundtrip({"x": [bad]})
+    with pytest.raises(ValueError, match="NaN and Infinity"):
+        _core._json_roundtrip({bad: 1})
+
+
+def test_lone_surrogates_are_a_clear_error() -> None:
+    with pytest.raises(ValueError, match=re.escape("$.text: string contains a lone surrogate")):
+        _core._json_roundtrip({"text": "abc\ud800"})
+    with pytest.raises(ValueError, match="lone surrogate"):
+        _core._json_roundtrip({"key\udfff": 1})
+
+
+def test_error_paths_never_contain_string_values() -> None:
+    with pytest.raises(TypeError) as info:
+        _core._json_roundtrip({"user": "my password is hunter2", "blob": bytearray(b"hunter2")})
+    assert "hunter2" not in str(info.value)
+    assert "$.blob" in str(info.value)
+
+
+def test_nesting_up_to_the_limit_round_trips() -> None:
+    for value in (nested_list(DEPTH), nested_dict(DEPTH)):
+        assert _core._json_roundtrip(value) == value
+        assert _core._json_digest(value) == expected_digest(value)
+
+
+def test_nesting_over_the_limit_is_refused() -> None:
+    for value in (nested_list(DEPTH + 1), nested_dict(DEPTH + 1)):
+        with pytest.raises(ValueError, match=f"nesting deeper than {DEPTH} levels"):
+            _core._json_roundtrip(value)
+
+
+def test_circular_structures_are_refused_not_crashed() -> None:
+    loop: list = []
+    loop.append(loop)
+    with pytest.raises(ValueError, match="nesting deeper"):
+        _core._json_roundtrip(loop)
+
+
+def test_size_cap_is_exact() -> None:
+    value = "x" * 98  # '"' + 98 + '"' = 100 bytes
+    assert _core._json_digest(value, 100) == expected_digest(value)
+    with pytest.raises(_core.PayloadTooLargeError, match="99 bytes"):
+        _core._json_digest(value, 99)
+
+
+def test_default_cap_is_max_plaintext_bytes() -> None:
+    limit = _core.MAX_PLAINTEXT_BYTES
+    fits = "a" * (limit - 2)
+    assert _core._json_digest(fits)[1] == limit
+    with pytest.raises(_core.PayloadTooLargeError):
+        _core._json_digest(fits + "a")
+
+
+def test_huge_int_beyond_python_digit_limit_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match=r"\$\.n"):
+        _core._json_roundtrip({"n": 10**5000})
+
+
+# ---- reader --------------------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_values)
+def test_reader_parses_what_python_writes(value: object) -> None:
+    assert _core._json_loads(json.dumps(value).encode()) == value
+    assert _core._json_loads(json.dumps(value, ensure_ascii=False, indent=1).encode()) == value
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_values)
+def test_roundtrip_through_locked_memory(value: object) -> None:
+    assert _core._json_roundtrip(value) == value
+
+
+def test_reader_semantics_match_python() -> None:
+    text = (
+        b' {"a": 1, "a": 2, "big": 123456789012345678901234567890, "neg": -0, "negf": -0.0,'
+        b' "exp": 1E400, "esc": "\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\ud83d\\ude00",'
+        b' "lone": "\\ud800x", "arr": [true, false, null, [], {}]}\r\n'
+    )
+    assert _core._json_loads(text) == json.loads(text)
+    parsed = _core._json_loads(text)
+    assert parsed["a"] == 2  # last duplicate wins
+    assert math.copysign(1, parsed["negf"]) == -1.0
+    assert parsed["exp"] == math.inf  # as Python's json
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "unexpected end of data at byte 0"),
+        (b"   ", "unexpected end of data at byte 3"),
+        (b"[1,]", "unexpected character at byte 3"),
+        (b"[1 2]", "expected ',' or ']' at byte 3"),
+        (b'{"a" 1}', "expected ':' at byte 5"),
+        (b"{1: 2}", "expected a string key at byte 1"),
+        (b'{"a": 1,}', "expected a string key at byte 8"),
+        (b'{"a": 1} x', "unexpected data after the JSON value at byte 9"),
+        (b"01", "unexpected data after the JSON value at byte 1"),
+        (b"NaN", "NaN and Infinity are not valid JSON at byte 0"),
+        (b"[-Infinity]", "invalid number at byte 1"),
+        (b"[Infinity]", "NaN and Infinity are not valid JSON at byte 1"),
+        (b"1.", "invalid number at byte 0"),
+        (b"1e+", "invalid number at byte 0"),
+        (b"tru", "invalid literal at byte 0"),
+        (b'"abc', "unterminated string at byte 4"),
+        (b'"a\x01"', "control character in a string at byte 2"),
+        (b'"\\x"', "invalid escape at byte 1"),
+        (b'"\\u12zz"', "invalid \\u escape at byte 1"),
+        (b'"\\u12', "truncated \\u escape at byte 1"),
+        (b'["ok", "\xff"]', "invalid UTF-8 in a string at byte 8"),
+        (b'"\xed\xa0\x80"', "invalid UTF-8 in a string at byte 1"),
+        (b"\xef\xbb\xbf[]", "unexpected character at byte 0"),
+        (b"[" * (DEPTH + 1) + b"]" * (DEPTH + 1), f"nesting deeper than {DEPTH} levels"),
+    ],
+)
+def test_reader_refuses_invalid_json_with_offset(data: bytes, message: str) -> None:
+    with pytest.raises(_core.EnvelopeError) as info:
+        _core._json_loads(data)
+    assert message in str(info.value)
+
+
+def test_reader_errors_never_echo_content() -> None:
+    with pytest.raises(_core.EnvelopeError) as info:
+        _core._json_loads(b'{"api_key": "sk-live-abc123" oops}')
+    assert "sk-live" not in str(info.value)
+    assert "oops" not in str(info.value)
+
+
+def test_reader_accepts_the_depth_limit() -> None:
+    data = b"[" * DEPTH + b"]" * DEPTH
+    assert _core._json_loads(data) == nested_list(DEPTH)
+
+
+def test_reader_refuses_integers_beyond_python_digit_limit() -> None:
+    with pytest.raises(_core.EnvelopeError, match="integer too large at byte 1"):
+        _core._json_loads(b"[" + b"9" * 5000 + b"]")
+
+
+# ---- through seal / open -------------------------------------------------------------------------
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(json_values)
+def test_seal_open_round_trip(value: object) -> None:
+    assert seal_open(value) == value
+
+
+def test_seal_open_deep_nesting_and_unicode() -> None:
+    value = {"deep": nested_list(DEPTH - 1), "text": "héllo ☃ 😀 \u2028 \x00", "n": 10**40}
+    assert seal_open(value) == value
+
+
+def test_seal_refuses_non_json_and_oversize_before_encrypting() -> None:
+    _kp, spk = keys()
+    with pytest.raises(TypeError, match=re.escape("$.messages[0].content: object of type bytes")):
+        _core.seal({"messages": [{"content": b"x"}]}, spk)
+    with pytest.raises(ValueError, match="nesting deeper"):
+        _core.seal(nested_list(DEPTH + 1), spk)
+    with pytest.raises(_core.PayloadTooLargeError):
+        _core.seal({"content": "a" * _core.MAX_PLAINTEXT_BYTES}, spk)
