@@ -1,0 +1,101 @@
+"""The abi3 wheel: built by maturin, installed into a fresh venv, imported and used there.
+
+The fresh venv has no network and no dependencies (``--no-deps``), so the package's
+``__init__`` (which imports httpx) is not run: the native module is loaded straight from the
+installed files, which is exactly what must work on a user's machine.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+CHECK_INSTALLED = textwrap.dedent(
+    """
+    import importlib.util, json, os, sys, tempfile
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("nomyo_native")
+    package = Path(spec.origin).parent
+    assert "site-packages" in str(package), package
+    (so_file,) = [p for p in package.iterdir() if p.name.startswith("_core.") and p.suffix == ".so"]
+    core_spec = importlib.util.spec_from_file_location("nomyo_native._core", so_file)
+    core = importlib.util.module_from_spec(core_spec)
+    core_spec.loader.exec_module(core)
+
+    kp = core.ClientKeyPair.generate(2048)
+    server = core.ServerPublicKey.from_pem(kp.public_key_pem)
+    payload = {"model": "m", "messages": [{"role": "user", "content": "héllo"}]}
+    payload_out, processed_at, algorithm = core.open(core.seal(payload, server), kp)
+    assert payload_out == payload and processed_at is None, payload_out
+    with tempfile.TemporaryDirectory() as d:
+        kp.save(os.path.join(d, "k.pem"), os.path.join(d, "p.pem"), password="wheel-password")
+        again = core.ClientKeyPair.load(os.path.join(d, "k.pem"), "wheel-password")
+        assert again.fingerprint == kp.fingerprint
+    try:
+        core.open(b"{}", kp)
+    except core.EnvelopeError:
+        pass
+    else:
+        raise AssertionError("an empty envelope must be refused")
+    print(json.dumps({"so": so_file.name, "version": core.__version__, "alg": algorithm}))
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_wheel_installs_and_works_in_a_fresh_venv(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "maturin", "build", "--release", "-q", "-o", str(dist)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = dist.glob("*.whl")
+    assert "-cp310-abi3-" in wheel.name, wheel.name
+
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        (metadata_name,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        metadata = zf.read(metadata_name).decode()
+    assert any(n.startswith("nomyo_native/_core.") and n.endswith(".so") for n in names)
+    assert "nomyo_native/_core.pyi" in names
+    assert "Requires-Python: >=3.10" in metadata
+    assert "Requires-Dist: httpx" in metadata
+
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    clean_env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    clean_env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-index", "--no-deps", str(wheel)],
+        check=True,
+        capture_output=True,
+        env=clean_env,
+    )
+    # -I: isolated mode, so neither the repo nor the dev venv can leak onto sys.path.
+    result = subprocess.run(
+        [str(python), "-I", "-c", CHECK_INSTALLED],
+        cwd=tmp_path,
+        check=False,
+        capture_output=True,
+        text=True,
+        env=clean_env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert '"alg": "hybrid-aes256-rsa4096"' in result.stdout
+    wheel_version = wheel.name.split("-")[1]
+    assert f'"version": "{wheel_version}"' in result.stdout
