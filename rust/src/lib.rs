@@ -151,6 +151,8 @@ mod memory_py {
         wiped
     }
 
+    /// A buffer registered with `secret::lock_pages` (locked, or wipe-only when `locked` is
+    /// false) and still exported.
     struct Held {
         export: Option<Export>,
         addr: usize,
@@ -160,12 +162,11 @@ mod memory_py {
 
     impl Held {
         fn unlock(&mut self, py: Python<'_>) {
-            if self.locked {
-                // SAFETY: same range as the successful lock; the export is still held.
+            if let Some(export) = self.export.take() {
+                // SAFETY: the range given to `lock_pages`, released once (the export is taken),
+                // while the export still keeps it mapped.
                 unsafe { secret::unlock_pages(self.addr, self.len) };
                 self.locked = false;
-            }
-            if let Some(export) = self.export.take() {
                 export.release(py);
             }
         }
@@ -173,7 +174,7 @@ mod memory_py {
 
     impl Drop for Held {
         fn drop(&mut self) {
-            if self.locked || self.export.is_some() {
+            if self.export.is_some() {
                 Python::attach(|py| self.unlock(py));
             }
         }

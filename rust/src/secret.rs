@@ -119,21 +119,41 @@ fn page_span(addr: usize, len: usize) -> (usize, usize) {
     (start, end - start)
 }
 
-/// Pages of callers' buffers locked by `lock_pages`, with how many holders each has.
-fn shared_pages() -> &'static Mutex<HashMap<usize, usize>> {
-    static PAGES: OnceLock<Mutex<HashMap<usize, usize>>> = OnceLock::new();
+/// A page of a caller's buffer under `lock_pages`: how many ranges hold it, and whether it is
+/// locked (it is excluded from dumps either way).
+struct SharedPage {
+    holders: usize,
+    locked: bool,
+}
+
+fn shared_pages() -> &'static Mutex<HashMap<usize, SharedPage>> {
+    static PAGES: OnceLock<Mutex<HashMap<usize, SharedPage>>> = OnceLock::new();
     PAGES.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-/// Lock and exclude from dumps the pages under a caller-owned range (not a LockedBuf).
+/// Split sorted page addresses into contiguous runs: (first page, byte length).
+fn page_runs(pages: &[usize], page: usize) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &p in pages {
+        match runs.last_mut() {
+            Some((start, len)) if *start + *len == p => *len += page,
+            _ => runs.push((p, page)),
+        }
+    }
+    runs
+}
+
+/// Exclude from dumps and lock the pages under a caller-owned range (not a LockedBuf).
 ///
-/// Pages may be shared with other locked ranges, so each page is locked on its first holder and
-/// unlocked on its last (`unlock_pages`). Returns whether every page is locked; on failure no
-/// page is left counted for this range.
+/// Pages may be shared with other held ranges, so each page is counted per holder: excluded
+/// from dumps on its first holder, released on its last (`unlock_pages`). Returns whether
+/// every page of the range is locked now; when not, the range is wipe-only and one lock
+/// failure is counted. Every call must be paired with one `unlock_pages` of the same range,
+/// whatever it returned.
 ///
 /// # Safety
-/// `[addr, addr + len)` must be mapped memory of this process and stay so until
-/// `unlock_pages(addr, len, true)` is called with the same range.
+/// `[addr, addr + len)` must be mapped memory of this process and stay so until the matching
+/// `unlock_pages(addr, len)`.
 pub unsafe fn lock_pages(addr: usize, len: usize) -> bool {
     if len == 0 {
         return true;
@@ -141,49 +161,50 @@ pub unsafe fn lock_pages(addr: usize, len: usize) -> bool {
     let page = os::page_size();
     let (start, span) = page_span(addr, len);
     let mut pages = shared_pages().lock().unwrap_or_else(|p| p.into_inner());
-    let new: Vec<usize> = (start..start + span)
-        .step_by(page)
-        .filter(|p| !pages.contains_key(p))
-        .collect();
-    // Lock each contiguous run of new pages in one call.
-    let mut ok = true;
-    let mut locked_new = Vec::with_capacity(new.len());
-    let mut i = 0;
-    while i < new.len() {
-        let mut j = i + 1;
-        while j < new.len() && new[j] == new[j - 1] + page {
-            j += 1;
-        }
-        let run_len = (j - i) * page;
-        if os::lock(new[i] as *mut u8, run_len) {
-            record_dump_exclusion(os::exclude_from_dumps(new[i] as *mut u8, run_len));
-            locked_new.extend_from_slice(&new[i..j]);
-        } else {
-            ok = false;
-            break;
-        }
-        i = j;
-    }
-    if !ok {
-        for &p in &locked_new {
-            os::include_in_dumps(p as *mut u8, page);
-            os::unlock(p as *mut u8, page);
-        }
-        record_lock(false, 0);
-        return false;
-    }
+    let mut fresh = Vec::new();
+    let mut unlocked = Vec::new();
     for p in (start..start + span).step_by(page) {
-        *pages.entry(p).or_insert(0) += 1;
+        let state = pages.entry(p).or_insert(SharedPage { holders: 0, locked: false });
+        if state.holders == 0 {
+            fresh.push(p);
+        }
+        state.holders += 1;
+        if !state.locked {
+            unlocked.push(p);
+        }
     }
-    record_lock(true, new.len() * page);
-    true
+    for (run, run_len) in page_runs(&fresh, page) {
+        record_dump_exclusion(os::exclude_from_dumps(run as *mut u8, run_len));
+    }
+    if unlocked.is_empty() {
+        return true;
+    }
+    let mut all_locked = true;
+    let mut newly_locked = 0;
+    for (run, run_len) in page_runs(&unlocked, page) {
+        if os::lock(run as *mut u8, run_len) {
+            for p in (run..run + run_len).step_by(page) {
+                if let Some(state) = pages.get_mut(&p) {
+                    state.locked = true;
+                }
+            }
+            newly_locked += run_len;
+        } else {
+            // Undo a partial lock so that the page states stay true.
+            os::unlock(run as *mut u8, run_len);
+            all_locked = false;
+        }
+    }
+    BYTES_LOCKED.fetch_add(newly_locked, Ordering::SeqCst);
+    record_lock(all_locked, 0);
+    all_locked
 }
 
-/// Release a range locked by `lock_pages`: pages whose last holder this was are unlocked and
+/// Release a range held by `lock_pages`: pages whose last holder this was are unlocked and
 /// may be dumped again.
 ///
 /// # Safety
-/// Same range as a successful `lock_pages`, called once.
+/// Same range as one earlier `lock_pages`, called once for it.
 pub unsafe fn unlock_pages(addr: usize, len: usize) {
     if len == 0 {
         return;
@@ -191,19 +212,27 @@ pub unsafe fn unlock_pages(addr: usize, len: usize) {
     let page = os::page_size();
     let (start, span) = page_span(addr, len);
     let mut pages = shared_pages().lock().unwrap_or_else(|p| p.into_inner());
-    let mut freed = 0usize;
+    let mut released = Vec::new();
+    let mut to_unlock = Vec::new();
     for p in (start..start + span).step_by(page) {
-        if let Some(count) = pages.get_mut(&p) {
-            *count -= 1;
-            if *count == 0 {
+        if let Some(state) = pages.get_mut(&p) {
+            state.holders -= 1;
+            if state.holders == 0 {
+                if state.locked {
+                    to_unlock.push(p);
+                }
+                released.push(p);
                 pages.remove(&p);
-                os::include_in_dumps(p as *mut u8, page);
-                os::unlock(p as *mut u8, page);
-                freed += page;
             }
         }
     }
-    BYTES_LOCKED.fetch_sub(freed, Ordering::SeqCst);
+    for (run, run_len) in page_runs(&to_unlock, page) {
+        os::unlock(run as *mut u8, run_len);
+    }
+    for (run, run_len) in page_runs(&released, page) {
+        os::include_in_dumps(run as *mut u8, run_len);
+    }
+    BYTES_LOCKED.fetch_sub(to_unlock.len() * page, Ordering::SeqCst);
 }
 
 /// Zero `len` bytes at `ptr` in a way the optimizer keeps.
@@ -692,17 +721,30 @@ mod tests {
     fn lock_pages_is_reference_counted() {
         let mut data = vec![7u8; 3 * os::page_size()];
         let addr = data.as_mut_ptr() as usize;
+        let first_page = page_span(addr, 1).0;
+        let holders = |p: usize| shared_pages().lock().unwrap().get(&p).map(|s| s.holders);
         unsafe {
-            if lock_pages(addr, 10) {
-                assert!(lock_pages(addr + 5, 10));
-                unlock_pages(addr, 10);
-                // Still held by the second holder.
-                assert!(shared_pages().lock().unwrap().contains_key(&page_span(addr, 1).0));
-                unlock_pages(addr + 5, 10);
-                assert!(!shared_pages().lock().unwrap().contains_key(&page_span(addr, 1).0));
-            }
+            let locked = lock_pages(addr, 10);
+            assert_eq!(lock_pages(addr + 5, 10), locked);
+            assert_eq!(holders(first_page), Some(2));
+            unlock_pages(addr, 10);
+            // Still held by the second holder.
+            assert_eq!(holders(first_page), Some(1));
+            unlock_pages(addr + 5, 10);
+            assert_eq!(holders(first_page), None);
             wipe_raw(data.as_mut_ptr(), data.len());
         }
         assert!(data.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn page_runs_group_contiguous_pages() {
+        let page = 4096;
+        let pages = [page, 2 * page, 3 * page, 7 * page, 9 * page, 10 * page];
+        assert_eq!(
+            page_runs(&pages, page),
+            vec![(page, 3 * page), (7 * page, page), (9 * page, 2 * page)]
+        );
+        assert!(page_runs(&[], page).is_empty());
     }
 }

@@ -231,6 +231,16 @@ def test_default_cap_is_max_plaintext_bytes() -> None:
         _core._json_digest(fits + "a")
 
 
+def test_failed_serialization_frees_its_locked_buffers() -> None:
+    before = _core.memory_status()
+    for bad in ({"a": ["x" * 5000, b"bytes"]}, ["y" * 100_000]):
+        with pytest.raises((TypeError, _core.PayloadTooLargeError)):
+            _core._json_digest(bad, 50_000)
+    after = _core.memory_status()
+    assert after["buffers_live"] == before["buffers_live"]
+    assert after["bytes_locked"] == before["bytes_locked"]
+
+
 def test_huge_int_beyond_python_digit_limit_is_a_value_error() -> None:
     with pytest.raises(ValueError, match=r"\$\.n"):
         _core._json_roundtrip({"n": 10**5000})

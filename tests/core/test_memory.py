@@ -210,8 +210,19 @@ def test_probe_overflow_control_without_overflow_exits_cleanly() -> None:
 
 def test_lock_failure_degrades_to_wipe_only_and_is_counted() -> None:
     code = """
-        import hashlib, json, resource
+        import ctypes, hashlib, json, resource
         from nomyo_native import _core
+
+        def vm_flags(address):
+            inside = False
+            for line in open("/proc/self/smaps"):
+                head = line.split()[0]
+                if "-" in head and ":" not in head:
+                    start, end = (int(x, 16) for x in head.split("-"))
+                    inside = start <= address < end
+                elif inside and line.startswith("VmFlags:"):
+                    return line.split()[1:]
+
         _soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
         resource.setrlimit(resource.RLIMIT_MEMLOCK, (64 * 1024, hard))
         s0 = _core.memory_status()
@@ -221,6 +232,7 @@ def test_lock_failure_degrades_to_wipe_only_and_is_counted() -> None:
             mem.seek(big.address)
             content_ok = hashlib.sha256(mem.read(1 << 20)).hexdigest() == big.pattern_digest()
         big_locked = big.locked
+        big_flags = vm_flags(big.address)
         big.release()
         s2 = _core.memory_status()
         small = _core._LockedProbe(1000, 6)
@@ -228,11 +240,13 @@ def test_lock_failure_degrades_to_wipe_only_and_is_counted() -> None:
         ba = bytearray(b"k" * (1 << 20))
         lock = _core.BufferLock(ba)
         buffer_locked = lock.locked
+        buffer_flags = vm_flags(ctypes.addressof((ctypes.c_char * len(ba)).from_buffer(ba)) + 4096)
         lock.wipe()
         lock.release()
         print(json.dumps(dict(s0=s0, s1=s1, s2=s2, s3=s3, big_locked=big_locked,
                               small_locked=small.locked, content_ok=content_ok,
                               buffer_locked=buffer_locked, buffer_wiped=ba.count(0) == len(ba),
+                              big_flags=big_flags, buffer_flags=buffer_flags,
                               s4=_core.memory_status())))
     """
     result = run_python(code, prefix=without_lock_privilege())
@@ -245,7 +259,10 @@ def test_lock_failure_degrades_to_wipe_only_and_is_counted() -> None:
     assert r["s1"]["method"] == "zero-only"
     assert r["s1"]["buffers_live"] == r["s0"]["buffers_live"] + 1
     assert r["s1"]["bytes_locked"] == r["s0"]["bytes_locked"]
-    assert r["s1"]["dump_exclusion"] is True  # wipe-only buffers stay out of core dumps
+    # Wipe-only buffers stay out of core dumps.
+    assert r["s1"]["dump_exclusion"] is True
+    assert "dd" in r["big_flags"] and "lo" not in r["big_flags"]
+    assert "dd" in r["buffer_flags"] and "lo" not in r["buffer_flags"]
     assert r["s2"]["buffers_live"] == r["s0"]["buffers_live"]
     # Under the limit, locking works again.
     assert r["small_locked"] is True
