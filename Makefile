@@ -14,7 +14,7 @@ export CARGO_TERM_COLOR ?= never
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export HYPOTHESIS_STORAGE_DIRECTORY := .cache/hypothesis
 
-.PHONY: help demo test test-rust test-python lint build wheel bench fuzz system-deps clean
+.PHONY: help demo test test-rust test-python lint build wheel bench fuzz fuzz-build fuzz-smoke system-deps clean
 
 help:
 	@echo "make demo   - set everything up, start a local secure endpoint, send one encrypted chat"
@@ -26,7 +26,7 @@ help:
 demo: build
 	$(VENV)/bin/nomyo-native demo
 
-test: build test-rust lint test-python
+test: build test-rust lint test-python fuzz-smoke
 
 # ---- set-up -----------------------------------------------------------------------------
 system-deps:
@@ -72,6 +72,48 @@ wheel: $(STAMPS)/pydeps
 bench: build
 	$(PY) -m pytest benches -q -p no:cacheprovider --benchmark-only \
 	  --benchmark-json=.cache/bench.json --benchmark-columns=min,median,mean,max,ops
+
+# ---- fuzzing ----------------------------------------------------------------------------
+# libFuzzer targets over the core's public API (fuzz/, its own cargo workspace). No nightly
+# toolchain and no cargo-fuzz binary needed: the coverage instrumentation cargo-fuzz would add
+# (sancov) is made of stable rustc flags, applied to our own crates only by
+# fuzz/rustc-wrapper.sh, and the dependencies are linked from the main release build
+# (fuzz/seed_target_dir.py) instead of compiled again. `cargo fuzz run <target>` also works.
+FUZZ_TARGETS       := open_envelope load_key
+FUZZ_SECONDS       ?= 300
+FUZZ_SMOKE_SECONDS ?= 8
+FUZZ_BIN           := fuzz/target/release
+
+# The main lock file pins the versions the main build compiled; cargo adds libfuzzer-sys to it.
+fuzz/Cargo.lock: Cargo.lock
+	cp Cargo.lock $@
+
+fuzz-build: build fuzz/Cargo.lock
+	$(PY) fuzz/seed_target_dir.py target/release $(FUZZ_BIN)
+	cd fuzz && RUSTC_WRAPPER="$$PWD/rustc-wrapper.sh" cargo build --release --bins
+
+# Each target runs from its committed seeds plus the corpus grown by earlier runs; a crash,
+# panic, timeout (a hang) or an allocation past the RSS limit fails the run and leaves the
+# input in fuzz/artifacts/.
+define run_fuzz
+	@mkdir -p fuzz/artifacts $(addprefix fuzz/corpus/,$(FUZZ_TARGETS))
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz: $$t for $(1) s"; \
+	  if ! $(FUZZ_BIN)/$$t -max_total_time=$(1) -timeout=30 -rss_limit_mb=2048 -max_len=16384 \
+	      -print_final_stats=1 -artifact_prefix=fuzz/artifacts/$$t- \
+	      fuzz/corpus/$$t fuzz/seeds/$$t > fuzz/artifacts/$$t.log 2>&1; then \
+	    tail -n 40 fuzz/artifacts/$$t.log; echo "fuzz: $$t FAILED (input saved in fuzz/artifacts/)"; \
+	    exit 1; \
+	  fi; \
+	  grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units)' fuzz/artifacts/$$t.log; \
+	done
+endef
+
+fuzz: fuzz-build
+	$(call run_fuzz,$(FUZZ_SECONDS))
+
+fuzz-smoke: fuzz-build
+	$(call run_fuzz,$(FUZZ_SMOKE_SECONDS))
 
 clean:
 	rm -rf target dist .cache $(VENV) python/nomyo_native/*.so

@@ -1,0 +1,204 @@
+"""Write the seed inputs of the fuzz targets into fuzz/seeds/<target>/ (committed).
+
+Seeds give libFuzzer valid structures to mutate from, so that it reaches the deep paths
+(base64 fields, length checks, unwrap, PBES2) instead of stalling at the JSON or PEM parser.
+Every key here is a throwaway made for this purpose. The first byte of each seed selects the
+target's mode (see the targets' doc comments). Needs pyca/cryptography and the openssl CLI.
+
+usage: python fuzz/make_seeds.py
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+SEEDS = Path(__file__).resolve().parent / "seeds"
+RAW, ROUND_TRIP, TAMPER = b"\x00", b"\x01", b"\x02"
+NO_PASSWORD, PASSWORD, PUBLIC = b"\x00", b"\x01", b"\x02"
+SEED_PASSWORD = b"fuzz-password"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def envelope(public_key: rsa.RSAPublicKey, plaintext: bytes, **extra: object) -> bytes:
+    key, nonce = AESGCM.generate_key(256), os.urandom(12)
+    sealed = AESGCM(key).encrypt(nonce, plaintext, None)
+    oaep = padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(), None)
+    doc = {
+        "version": "1.0",
+        "algorithm": "hybrid-aes256-rsa4096",
+        "encrypted_payload": {
+            "ciphertext": _b64(sealed[:-16]),
+            "nonce": _b64(nonce),
+            "tag": _b64(sealed[-16:]),
+        },
+        "encrypted_aes_key": _b64(public_key.encrypt(key, oaep)),
+        "key_algorithm": "RSA-OAEP-SHA256",
+        "payload_algorithm": "AES-256-GCM",
+        **extra,
+    }
+    return json.dumps(doc).encode()
+
+
+def write(target: str, name: str, data: bytes) -> None:
+    directory = SEEDS / target
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / name).write_bytes(data)
+
+
+def envelope_seeds() -> None:
+    public = rsa.generate_private_key(65537, 2048).public_key()
+    reply = json.dumps(
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}],
+            "_metadata": {"payload_id": "p"},
+        }
+    ).encode()
+    write("open_envelope", "raw-valid", RAW + envelope(public, reply))
+    write("open_envelope", "raw-processed-at", RAW + envelope(public, b"{}", processed_at=1.5))
+    write("open_envelope", "raw-empty-object", RAW + b"{}")
+    write("open_envelope", "round-trip-reply", ROUND_TRIP + reply)
+    write("open_envelope", "round-trip-empty", ROUND_TRIP)
+    write("open_envelope", "tamper-nonce", TAMPER + bytes([0, 140, ord("A"), 1, 10, ord("x")]))
+
+
+def _openssl_pkcs8(private_pem: bytes, *options: str) -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "in"
+        source.write_bytes(private_pem)
+        command = [
+            "openssl",
+            "pkcs8",
+            "-topk8",
+            "-in",
+            str(source),
+            "-passout",
+            "pass:fuzz-password",
+        ]
+        return subprocess.run(  # noqa: S603 (fixed argv, no shell)
+            [*command, *options],
+            check=True,
+            capture_output=True,
+        ).stdout
+
+
+def _der(tag: int, body: bytes) -> bytes:
+    n = len(body)
+    if n < 0x80:
+        return bytes([tag, n]) + body
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + body
+
+
+def _int(value: int) -> bytes:
+    return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+
+def _oid(dotted: str) -> bytes:
+    first, second, *rest = (int(x) for x in dotted.split("."))
+    out = bytearray([40 * first + second])
+    for arc in rest:
+        chunk = [arc & 0x7F]
+        while arc > 0x7F:
+            arc >>= 7
+            chunk.append(0x80 | (arc & 0x7F))
+        out += bytes(reversed(chunk))
+    return _der(0x06, bytes(out))
+
+
+def hostile_pbes2_pem(kdf: bytes) -> bytes:
+    """An ENCRYPTED PRIVATE KEY whose KDF parameters are the attack: the key derivation runs
+    before any decryption, so the encrypted data itself can be random."""
+    seq = lambda *parts: _der(0x30, b"".join(parts))  # noqa: E731
+    aes = seq(_oid("2.16.840.1.101.3.4.1.42"), _der(0x04, os.urandom(16)))
+    algorithm = seq(_oid("1.2.840.113549.1.5.13"), seq(kdf, aes))
+    der = seq(algorithm, _der(0x04, os.urandom(1232)))
+    text = base64.b64encode(der).decode()
+    lines = "\n".join(text[i : i + 64] for i in range(0, len(text), 64))
+    label = "ENCRYPTED PRIVATE KEY"
+    return f"-----BEGIN {label}-----\n{lines}\n-----END {label}-----\n".encode()
+
+
+def scrypt_kdf(cost: int, block_size: int, parallelization: int) -> bytes:
+    params = _der(0x04, os.urandom(8)) + _int(cost) + _int(block_size) + _int(parallelization)
+    return _der(0x30, _oid("1.3.6.1.4.1.11591.4.11") + _der(0x30, params))
+
+
+def pbkdf2_kdf(iterations: int) -> bytes:
+    hmac_sha256 = _der(0x30, _oid("1.2.840.113549.2.9") + b"\x05\x00")
+    params = _der(0x04, os.urandom(8)) + _int(iterations) + hmac_sha256
+    return _der(0x30, _oid("1.2.840.113549.1.5.12") + _der(0x30, params))
+
+
+def key_seeds() -> None:
+    key = rsa.generate_private_key(65537, 2048)
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    write("load_key", "pkcs8", NO_PASSWORD + pkcs8)
+    pkcs1 = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    write("load_key", "pkcs1", NO_PASSWORD + pkcs1)
+    # Low KDF costs keep each fuzz iteration fast; the fuzzer mutates the parameters anyway.
+    write(
+        "load_key",
+        "pbes2-pbkdf2",
+        PASSWORD + _openssl_pkcs8(pkcs8, "-v2", "aes-256-cbc", "-iter", "1"),
+    )
+    write(
+        "load_key",
+        "pbes2-scrypt",
+        PASSWORD + _openssl_pkcs8(pkcs8, "-scrypt", "-scrypt_N", "2", "-scrypt_r", "1"),
+    )
+    # Regressions: each once aborted or could hang the process (see fuzz/seeds/load_key/regress-*).
+    write(
+        "load_key",
+        "regress-scrypt-huge-memory",
+        PASSWORD + hostile_pbes2_pem(scrypt_kdf(1 << 40, 8, 1)),
+    )
+    write(
+        "load_key",
+        "regress-scrypt-huge-work",
+        PASSWORD + hostile_pbes2_pem(scrypt_kdf(1 << 20, 8, 65535)),
+    )
+    write("load_key", "regress-pbkdf2-huge", PASSWORD + hostile_pbes2_pem(pbkdf2_kdf(2**31 - 1)))
+    public = key.public_key()
+    spki = public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    write("load_key", "spki", PUBLIC + spki)
+    write(
+        "load_key",
+        "pkcs1-public",
+        PUBLIC + public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.PKCS1),
+    )
+    ec_key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    write("load_key", "ec-pkcs8", NO_PASSWORD + ec_key)
+
+
+if __name__ == "__main__":
+    envelope_seeds()
+    key_seeds()
+    print(f"seeds written to {SEEDS}")
