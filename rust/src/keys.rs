@@ -47,6 +47,10 @@ pub const MIN_PASSWORD_CHARS: usize = 8;
 pub const PBKDF2_ITERATIONS: u32 = 600_000;
 /// Upper bound on rounds we accept when reading, so a hostile file cannot hang the process.
 const MAX_PBKDF2_ITERATIONS: u32 = 50_000_000;
+/// scrypt bounds for reading: memory 128*r*N at most OpenSSL's own 1 GiB limit, work N*r*p at
+/// most 2^26 (8x N=2^20, r=8, p=1), so that a hostile file can neither abort nor hang us.
+const MAX_SCRYPT_MEMORY: u128 = 1 << 30;
+const MAX_SCRYPT_WORK: u128 = 1 << 26;
 /// Largest key file we read (a 16384-bit encrypted key is ~13 KiB of PEM).
 const MAX_KEY_FILE_BYTES: u64 = 1024 * 1024;
 
@@ -495,6 +499,17 @@ fn derive_kek(kdf: &Kdf<'_>, password: &[u8], kek: &mut [u8]) -> CoreResult<()> 
             Ok(())
         }
         Kdf::Scrypt(p) => {
+            // Checked before pkcs5 sees them: it panics on a zero cost, and scrypt allocates
+            // 128*r*N bytes unchecked (found by fuzz/fuzz_targets/load_key.rs).
+            let (n, r) = (u128::from(p.cost_parameter), u128::from(p.block_size));
+            if n < 2
+                || 128 * r * n > MAX_SCRYPT_MEMORY
+                || n * r * u128::from(p.parallelization) > MAX_SCRYPT_WORK
+            {
+                return Err(CoreError::KeyFormat(
+                    "the key file's scrypt parameters are invalid".into(),
+                ));
+            }
             let params = pkcs5::scrypt::Params::try_from(p).map_err(|_| {
                 CoreError::KeyFormat("the key file's scrypt parameters are invalid".into())
             })?;
