@@ -1,0 +1,77 @@
+"""Everything that configures one endpoint, in one immutable-ish dataclass."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nomyo_native.server.policy import TierPolicy
+
+if TYPE_CHECKING:
+    from nomyo_native.server.backends import Backend
+    from nomyo_native.server.crypto import ServerKey
+    from nomyo_native.server.tpm import TpmQuoter
+
+# The largest request plaintext is 10 MiB; its base64 is ~13.4 MiB, plus the envelope framing.
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+DEFAULT_PORT = 12434
+
+
+@dataclass
+class ServerConfig:
+    """Options of :func:`nomyo_native.server.start_server` and ``nomyo-native serve``.
+
+    ``tpm``: ``"none"``, ``"swtpm"`` (start and own a swtpm process) or ``"tcti:<tcti>"``
+    (e.g. ``tcti:device:/dev/tpmrm0``). ``quoter`` injects an already open TPM (tests share
+    one swtpm); it is then not closed by the server.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    backend: str | Backend = "echo"
+    backend_api_key: str | None = None
+    backend_timeout: float = 300.0
+    api_keys: tuple[str, ...] = ()
+    tier_policy: TierPolicy = field(default_factory=TierPolicy)
+    server_key: ServerKey | None = None
+    key_file: Path | None = None
+    key_password: bytes | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_self_signed: bool = False
+    tls_dir: Path | None = None
+    tpm: str = "none"
+    quoter: TpmQuoter | None = None
+    tpm_scheme: str = "ecdsa"
+    tpm_hash: str = "sha256"
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    record_keys: bool = False
+    record_keys_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key must be given together")
+        if self.tls_self_signed and self.tls_cert is not None:
+            raise ValueError("choose either --tls-self-signed or --tls-cert/--tls-key")
+        if not (self.tpm in ("none", "swtpm") or self.tpm.startswith("tcti:")):
+            raise ValueError("tpm must be 'none', 'swtpm' or 'tcti:<tcti>'")
+        if self.tpm.startswith("tcti:") and len(self.tpm) == len("tcti:"):
+            raise ValueError("tpm 'tcti:' needs a TCTI, e.g. tcti:device:/dev/tpmrm0")
+        if self.max_body_bytes < 1024:
+            raise ValueError("max_body_bytes must be at least 1024")
+        if not 0 <= self.port <= 65535:
+            raise ValueError("port must be 0..65535 (0 picks a free port)")
+        if self.record_keys_path is not None:
+            self.record_keys = True
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls_self_signed or self.tls_cert is not None
+
+
+def key_password_from_env() -> bytes | None:
+    """The server key file password from ``NOMYO_SERVER_KEY_PASSWORD`` (never a CLI flag)."""
+    value = os.environ.get("NOMYO_SERVER_KEY_PASSWORD")
+    return value.encode("utf-8") if value else None

@@ -1,0 +1,87 @@
+"""Who may call the endpoint (API keys) and which models each security tier allows."""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+SECURITY_TIERS = ("standard", "high", "maximum")
+DEFAULT_TIER = "standard"
+API_KEYS_ENV = "NOMYO_SERVER_API_KEYS"
+
+
+class PolicyError(ValueError):
+    """A policy was configured with invalid values (bad tier name, empty key...)."""
+
+
+def api_keys_from_env(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """Comma-separated keys from ``NOMYO_SERVER_API_KEYS`` (blank entries ignored)."""
+    raw = (os.environ if environ is None else environ).get(API_KEYS_ENV, "")
+    return tuple(key.strip() for key in raw.split(",") if key.strip())
+
+
+@dataclass(frozen=True)
+class ApiKeyPolicy:
+    """Bearer API keys; with none configured the endpoint is open."""
+
+    keys: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for key in self.keys:
+            if not key or any(ch in key for ch in "\r\n ,") or not key.isprintable():
+                raise PolicyError("API keys must be non-empty printable text without spaces/commas")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys)
+
+    def check(self, authorization: str | None) -> str | None:
+        """None when allowed, else the 401 detail. Compares in constant time per key."""
+        if not self.keys:
+            return None
+        if not authorization:
+            return "missing API key (Authorization: Bearer <key>)"
+        scheme, _, presented = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not presented:
+            return "Authorization header must be 'Bearer <key>'"
+        candidate = presented.strip().encode("utf-8", "surrogateescape")
+        matched = False
+        for key in self.keys:
+            # No short-circuit: every key is compared, so timing does not reveal which matched.
+            matched |= hmac.compare_digest(candidate, key.encode("utf-8"))
+        return None if matched else "invalid API key"
+
+
+@dataclass(frozen=True)
+class TierPolicy:
+    """Models allowed per tier. A tier absent from ``allowed_models`` allows every model."""
+
+    allowed_models: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    default_tier: str = DEFAULT_TIER
+
+    def __post_init__(self) -> None:
+        for tier in (*self.allowed_models, self.default_tier):
+            if tier not in SECURITY_TIERS:
+                raise PolicyError(f"unknown security tier {tier!r}; use one of {SECURITY_TIERS}")
+
+    @classmethod
+    def from_specs(cls, specs: Iterable[str], default_tier: str = DEFAULT_TIER) -> TierPolicy:
+        """Parse ``TIER=MODEL[,MODEL...]`` strings (repeatable; a tier's lists are merged)."""
+        allowed: dict[str, set[str]] = {}
+        for spec in specs:
+            tier, sep, models = spec.partition("=")
+            tier = tier.strip()
+            names = {m.strip() for m in models.split(",") if m.strip()}
+            if not sep or not names:
+                raise PolicyError(f"expected TIER=MODEL[,MODEL...], got {spec!r}")
+            allowed.setdefault(tier, set()).update(names)
+        return cls({t: frozenset(m) for t, m in allowed.items()}, default_tier)
+
+    def check(self, tier: str, model: str) -> str | None:
+        """None when ``model`` may run at ``tier``, else the 403 detail."""
+        allowed = self.allowed_models.get(tier)
+        if allowed is None or model in allowed:
+            return None
+        return f"model '{model}' is not allowed for security tier '{tier}'"

@@ -1,0 +1,269 @@
+"""Build an endpoint from a :class:`ServerConfig` and serve it with uvicorn.
+
+:func:`start_server` runs it in a background thread on a port the OS chose (tests, the demo);
+:func:`serve` runs it in the foreground until interrupted (``nomyo-native serve``). Both own
+what they create (swtpm process, temporary TLS files, backend connections) and release it on
+stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import uvicorn
+
+from nomyo_native.server.app import EndpointState, create_app
+from nomyo_native.server.backends import Backend, make_backend
+from nomyo_native.server.config import ServerConfig
+from nomyo_native.server.crypto import ServerKey
+from nomyo_native.server.policy import ApiKeyPolicy
+from nomyo_native.server.recording import KeyRecorder, RecordedKeys
+from nomyo_native.server.tls import make_self_signed
+from nomyo_native.server.tpm import SwtpmProcess, TpmQuoter
+
+logger = logging.getLogger("nomyo_native.server")
+
+
+@dataclass
+class _Resources:
+    """What an endpoint owns, released in reverse order by :meth:`close`."""
+
+    state: EndpointState
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ca_path: Path | None = None
+    swtpm: SwtpmProcess | None = None
+    owns_quoter: bool = False
+    tempdirs: list[tempfile.TemporaryDirectory[str]] = field(default_factory=list)
+
+    def close(self) -> None:
+        if self.owns_quoter and self.state.quoter is not None:
+            self.state.quoter.close()
+        if self.swtpm is not None:
+            self.swtpm.stop()
+        for tempdir in self.tempdirs:
+            tempdir.cleanup()
+
+
+def _open_tpm(config: ServerConfig, resources: _Resources) -> TpmQuoter | None:
+    if config.quoter is not None:
+        return config.quoter
+    if config.tpm == "none":
+        return None
+    if config.tpm == "swtpm":
+        resources.swtpm = SwtpmProcess().start()
+        tcti = resources.swtpm.tcti
+    else:
+        tcti = config.tpm.removeprefix("tcti:")
+    resources.owns_quoter = True
+    return TpmQuoter(tcti)
+
+
+def build_resources(config: ServerConfig) -> _Resources:
+    """Keys, TLS files, TPM, backend and policies for one endpoint (raises on bad config)."""
+    if config.server_key is not None:
+        server_key = config.server_key
+    elif config.key_file is not None:
+        server_key = ServerKey.load_or_create(config.key_file, config.key_password)
+    else:
+        server_key = ServerKey.generate()
+    backend: Backend = (
+        make_backend(config.backend, api_key=config.backend_api_key, timeout=config.backend_timeout)
+        if isinstance(config.backend, str)
+        else config.backend
+    )
+    recorder = None
+    if config.record_keys:
+        recorder = KeyRecorder(config.record_keys_path)
+    state = EndpointState(
+        server_key=server_key,
+        backend=backend,
+        api_keys=ApiKeyPolicy(tuple(config.api_keys)),
+        tier_policy=config.tier_policy,
+        max_body_bytes=config.max_body_bytes,
+        tpm_scheme=config.tpm_scheme,
+        tpm_hash=config.tpm_hash,
+        recorder=recorder,
+    )
+    resources = _Resources(state=state)
+    try:
+        if config.tls_self_signed:
+            if config.tls_dir is not None:
+                tls_dir = Path(config.tls_dir)
+            else:
+                tempdir = tempfile.TemporaryDirectory(prefix="nomyo-tls-")
+                resources.tempdirs.append(tempdir)
+                tls_dir = Path(tempdir.name)
+            files = make_self_signed(tls_dir)
+            resources.ssl_certfile, resources.ssl_keyfile = files.cert_path, files.key_path
+            resources.ca_path = files.ca_path
+        elif config.tls_cert is not None:
+            resources.ssl_certfile, resources.ssl_keyfile = config.tls_cert, config.tls_key
+        state.quoter = _open_tpm(config, resources)
+    except BaseException:
+        resources.close()
+        raise
+    return resources
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        # A deep backlog: hundreds of clients may connect at once.
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _uvicorn_server(resources: _Resources) -> uvicorn.Server:
+    config = uvicorn.Config(
+        create_app(resources.state),
+        ssl_certfile=str(resources.ssl_certfile) if resources.ssl_certfile else None,
+        ssl_keyfile=str(resources.ssl_keyfile) if resources.ssl_keyfile else None,
+        log_config=None,  # leave the host application's logging alone
+        access_log=False,  # our handler logs one line per request, without secrets
+        lifespan="off",
+        server_header=False,
+        timeout_graceful_shutdown=5,
+    )
+    return uvicorn.Server(config)
+
+
+async def _serve(server: uvicorn.Server, sock: socket.socket, backend: Backend) -> None:
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        await backend.aclose()
+
+
+def _url(scheme: str, host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}:{port}"
+
+
+class RunningServer:
+    """An endpoint serving in a background thread. Stop it with :meth:`stop` or ``with``.
+
+    ``base_url`` is what clients use; ``ca_path`` is the CA to trust for a self-signed
+    endpoint (None for HTTP or a given certificate); ``recorded_keys`` lists the recorded AES
+    keys when key recording is on (test-only).
+    """
+
+    def __init__(self, resources: _Resources, host: str, port: int, tls: bool) -> None:
+        self._resources = resources
+        self.host = host
+        self.port = port
+        self.base_url = _url("https" if tls else "http", host, port)
+        self.ca_path: Path | None = resources.ca_path
+        self.server_key_fingerprint: str = resources.state.server_key.fingerprint
+        self.public_key_pem: str = resources.state.server_key.public_key_pem
+        self.quoter: TpmQuoter | None = resources.state.quoter
+        self.recorder: KeyRecorder | None = resources.state.recorder
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def tpm_available(self) -> bool:
+        return self.quoter is not None
+
+    @property
+    def recorded_keys(self) -> list[RecordedKeys]:
+        if self.recorder is None:
+            raise RuntimeError("key recording is off for this endpoint (record_keys=True)")
+        return self.recorder.records
+
+    def _start(self, sock: socket.socket, timeout: float) -> None:
+        server = _uvicorn_server(self._resources)
+        self._server = server
+
+        def run() -> None:
+            try:
+                asyncio.run(_serve(server, sock, self._resources.state.backend))
+            except BaseException as exc:  # reported to the starting thread
+                self._error = exc
+            finally:
+                sock.close()
+
+        self._thread = threading.Thread(target=run, name=f"nomyo-endpoint-{self.port}", daemon=True)
+        self._thread.start()
+        ready = threading.Event()
+        while not ready.wait(0.01):
+            if server.started:
+                return
+            if not self._thread.is_alive():
+                break
+            timeout -= 0.01
+            if timeout <= 0:
+                break
+        self.stop()
+        raise RuntimeError(f"endpoint did not start: {self._error!r}")
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        self._server = None
+        self._resources.close()
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def start_server(config: ServerConfig | None = None, *, timeout: float = 60.0) -> RunningServer:
+    """Start an endpoint in a background thread and return once it accepts connections.
+
+    ``config.port`` 0 lets the OS pick a free port (read it back from ``.port``).
+    """
+    config = config or ServerConfig(port=0)
+    resources = build_resources(config)
+    try:
+        sock = _bind(config.host, config.port)
+    except BaseException:
+        resources.close()
+        raise
+    port = sock.getsockname()[1]
+    running = RunningServer(resources, config.host, port, tls=config.uses_tls)
+    running._start(sock, timeout)
+    return running
+
+
+def serve(config: ServerConfig, on_ready: Callable[[RunningServer], None] | None = None) -> None:
+    """Serve in the foreground until SIGINT/SIGTERM (uvicorn handles the signals)."""
+    resources = build_resources(config)
+    try:
+        sock = _bind(config.host, config.port)
+        port = sock.getsockname()[1]
+        info = RunningServer(resources, config.host, port, tls=config.uses_tls)
+        if on_ready is not None:
+            on_ready(info)
+        server = _uvicorn_server(resources)
+        with contextlib.closing(sock):
+            asyncio.run(_serve(server, sock, resources.state.backend))
+    finally:
+        resources.close()

@@ -1,0 +1,319 @@
+"""TPM 2.0 quotes for responses (PROTOCOL.md section 5), and an owned swtpm for local use.
+
+``TpmQuoter`` talks to any TPM through a TCTI string (``swtpm:host=...,port=...``,
+``device:/dev/tpmrm0``...). Every quote uses a fresh AIK: a restricted signing primary key in
+the endorsement hierarchy whose template carries random ``unique`` bytes, so each derivation
+yields a new key. All TPM access goes through one lock: the ESAPI context is not thread-safe
+and the TPM executes one command at a time anyway. Callers on an event loop must run
+``quote`` in a worker thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+PCR_BANK = "sha256"
+PCR_INDEXES = (0, 7, 10)
+PCR_SELECTION = f"{PCR_BANK}:" + ",".join(str(i) for i in PCR_INDEXES)
+QUALIFYING_DATA_BYTES = 16
+
+# (scheme, hash) -> tpm2-tools style template; the symmetric part must be null for a signer.
+_TEMPLATES = {
+    ("ecdsa", "sha256"): "ecc256:ecdsa-sha256:null",
+    ("ecdsa", "sha384"): "ecc384:ecdsa-sha384:null",
+    ("rsassa", "sha256"): "rsa2048:rsassa-sha256:null",
+    ("rsassa", "sha384"): "rsa2048:rsassa-sha384:null",
+    ("rsassa", "sha512"): "rsa2048:rsassa-sha512:null",
+    ("rsapss", "sha256"): "rsa2048:rsapss-sha256:null",
+    ("rsapss", "sha384"): "rsa2048:rsapss-sha384:null",
+    ("rsapss", "sha512"): "rsa2048:rsapss-sha512:null",
+}
+SCHEMES = ("ecdsa", "rsassa", "rsapss")
+
+
+class TpmError(Exception):
+    """The TPM could not be started, reached or used."""
+
+
+class SwtpmNotFoundError(TpmError):
+    """The ``swtpm`` binary is not installed."""
+
+
+def qualifying_data(payload_id: str) -> bytes:
+    """``SHA-256(payload_id UTF-8)[:16]``: binds a quote to one request."""
+    return hashlib.sha256(payload_id.encode("utf-8")).digest()[:QUALIFYING_DATA_BYTES]
+
+
+def _tss() -> Any:
+    try:
+        import tpm2_pytss
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise TpmError(
+            "TPM support needs tpm2-pytss: pip install 'nomyo-native[server,tpm]'"
+        ) from exc
+    return tpm2_pytss
+
+
+def _consecutive_free_ports() -> int:
+    """A port p with p and p+1 free on 127.0.0.1 (the swtpm TCTI uses p+1 for control)."""
+    for _ in range(100):
+        with socket.socket() as first, socket.socket() as second:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            if port >= 65535:
+                continue
+            try:
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise TpmError("no pair of consecutive free loopback ports for swtpm")
+
+
+class SwtpmProcess:
+    """An owned ``swtpm socket --tpm2`` on loopback ports, with state in a temporary directory.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`. ``tcti`` is the string
+    to give :class:`TpmQuoter`.
+    """
+
+    def __init__(self, binary: str = "swtpm", *, start_timeout: float = 15.0) -> None:
+        self.binary = binary
+        self.start_timeout = start_timeout
+        self.port: int | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._state_dir: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def tcti(self) -> str:
+        if self.port is None or not self.running:
+            raise TpmError("swtpm is not running")
+        return f"swtpm:host=127.0.0.1,port={self.port}"
+
+    def start(self) -> SwtpmProcess:
+        if self.running:
+            return self
+        executable = shutil.which(self.binary)
+        if executable is None:
+            raise SwtpmNotFoundError(
+                f"'{self.binary}' not found on PATH: install the Debian packages swtpm and "
+                "swtpm-tools (apt-get install swtpm swtpm-tools), or run with --tpm none"
+            )
+        self._state_dir = tempfile.TemporaryDirectory(prefix="nomyo-swtpm-")
+        last_error = "unknown"
+        # A port can be taken between probing and swtpm's bind: retry with fresh ports.
+        for _ in range(5):
+            port = _consecutive_free_ports()
+            process = subprocess.Popen(  # noqa: S603 - fixed argv, resolved binary
+                [
+                    executable,
+                    "socket",
+                    "--tpm2",
+                    "--server",
+                    f"type=tcp,port={port},bindaddr=127.0.0.1",
+                    "--ctrl",
+                    f"type=tcp,port={port + 1},bindaddr=127.0.0.1",
+                    "--tpmstate",
+                    f"dir={self._state_dir.name}",
+                    "--flags",
+                    "not-need-init,startup-clear",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            if self._wait_ready(process, port + 1):
+                self._process, self.port = process, port
+                return self
+            last_error = self._reap(process)
+        self._cleanup_dir()
+        raise TpmError(f"swtpm did not start: {last_error}")
+
+    def _wait_ready(self, process: subprocess.Popen[bytes], ctrl_port: int) -> bool:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                return False
+            try:
+                socket.create_connection(("127.0.0.1", ctrl_port), timeout=1.0).close()
+                return True
+            except OSError:
+                time.sleep(0.02)
+        return False
+
+    @staticmethod
+    def _reap(process: subprocess.Popen[bytes]) -> str:
+        if process.poll() is None:
+            process.kill()
+        _, err = process.communicate(timeout=10)
+        text = err.decode("utf-8", "replace").strip()
+        return text.splitlines()[-1] if text else f"exit status {process.returncode}"
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=10)
+            if process.stderr is not None:
+                process.stderr.close()
+        self.port = None
+        self._cleanup_dir()
+
+    def _cleanup_dir(self) -> None:
+        if self._state_dir is not None:
+            self._state_dir.cleanup()
+            self._state_dir = None
+
+    def __enter__(self) -> SwtpmProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()
+
+
+class TpmQuoter:
+    """Quotes PCRs sha256:0,7,10 with a fresh AIK per call, bound to a payload id."""
+
+    def __init__(self, tcti: str) -> None:
+        tss = _tss()
+        name, _, conf = tcti.partition(":")
+        if not name:
+            raise TpmError("TCTI must look like 'swtpm:host=127.0.0.1,port=2321'")
+        self.tcti = tcti
+        self._lock = threading.Lock()
+        try:
+            self._tcti = tss.TCTILdr(name, conf or None)
+            self._esapi = tss.ESAPI(self._tcti)
+        except Exception as exc:
+            raise TpmError(f"cannot open TPM via TCTI {tcti!r}: {exc}") from None
+        self._closed = False
+
+    def quote(self, payload_id: str, *, scheme: str = "ecdsa", hash_alg: str = "sha256") -> dict:
+        """The ``tpm_attestation`` block of PROTOCOL.md section 5 for ``payload_id``."""
+        if not isinstance(payload_id, str):
+            raise TypeError("payload_id must be a str")
+        template = _TEMPLATES.get((scheme, hash_alg))
+        if template is None:
+            raise ValueError(
+                f"unsupported quote scheme {scheme!r}/{hash_alg!r}; supported: {sorted(_TEMPLATES)}"
+            )
+        tss = _tss()
+        types, constants = tss.types, tss.constants
+        attrs = constants.TPMA_OBJECT
+        public = types.TPMT_PUBLIC.parse(
+            template,
+            objectAttributes=attrs.RESTRICTED
+            | attrs.SIGN_ENCRYPT
+            | attrs.FIXEDTPM
+            | attrs.FIXEDPARENT
+            | attrs.SENSITIVEDATAORIGIN
+            | attrs.USERWITHAUTH,
+        )
+        # Random unique bytes make the primary derivation, and so the AIK, new every time.
+        if public.type == constants.TPM2_ALG.ECC:
+            public.unique.ecc.x = secrets.token_bytes(32)
+        else:
+            public.unique.rsa = secrets.token_bytes(32)
+        with self._lock:
+            self._check_open()
+            try:
+                handle, aik_public, _, _, _ = self._esapi.create_primary(
+                    None, types.TPM2B_PUBLIC(publicArea=public), constants.ESYS_TR.ENDORSEMENT
+                )
+                try:
+                    attest, signature = self._esapi.quote(
+                        handle, PCR_SELECTION, qualifying_data(payload_id)
+                    )
+                    # Read under the same lock, so nothing of ours extends in between.
+                    _, _, digests = self._esapi.pcr_read(PCR_SELECTION)
+                finally:
+                    self._esapi.flush_context(handle)
+            except tss.TSS2_Exception as exc:
+                raise TpmError(f"TPM quote failed: {exc}") from None
+        values = [bytes(d).hex() for d in digests]
+        if len(values) != len(PCR_INDEXES):
+            raise TpmError("TPM returned an incomplete PCR read")
+        return {
+            "is_available": True,
+            "pcr_banks": PCR_SELECTION,
+            "pcr_values": {PCR_BANK: {str(i): v for i, v in zip(PCR_INDEXES, values, strict=True)}},
+            "aik_pubkey_b64": base64.b64encode(aik_public.marshal()).decode("ascii"),
+            "quote_b64": base64.b64encode(attest.marshal()).decode("ascii"),
+            "signature_b64": base64.b64encode(signature.marshal()).decode("ascii"),
+        }
+
+    def pcr_extend(self, index: int, data: bytes) -> None:
+        """Extend sha256 PCR ``index`` with SHA-256(``data``) (tests use it to change a PCR)."""
+        if not 0 <= index <= 23:
+            raise ValueError("PCR index must be 0..23")
+        tss = _tss()
+        types, constants = tss.types, tss.constants
+        digest = types.TPMT_HA(
+            hashAlg=constants.TPM2_ALG.SHA256,
+            digest=types.TPMU_HA(sha256=hashlib.sha256(data).digest()),
+        )
+        with self._lock:
+            self._check_open()
+            try:
+                self._esapi.pcr_extend(
+                    constants.ESYS_TR.parse(f"PCR{index}"), types.TPML_DIGEST_VALUES([digest])
+                )
+            except tss.TSS2_Exception as exc:
+                raise TpmError(f"PCR extend failed: {exc}") from None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TpmError("TPM connection is closed")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._esapi.close()
+            self._tcti.close()
+
+    def __enter__(self) -> TpmQuoter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def digest_of_pcr_values(values: list[bytes]) -> bytes:
+    """SHA-256 of the concatenated PCR values (the quote's pcrDigest for a sha256 selection)."""
+    return hashlib.sha256(b"".join(values)).digest()
