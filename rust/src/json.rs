@@ -167,8 +167,10 @@ impl Writer<'_> {
             return Err(Fault::TooLarge);
         }
         if needed > self.out.capacity() {
-            // Grow geometrically, but never past the cap: a 10 MiB payload allocates <= 10 MiB.
+            // Grow geometrically (with slack after one big write, so that the closing bytes
+            // fit), but never past the cap: a 10 MiB payload allocates <= 10 MiB.
             let target = needed
+                .saturating_add(needed / 4)
                 .max(self.out.capacity().saturating_mul(2))
                 .max(INITIAL_CAPACITY)
                 .min(self.max_len);
@@ -303,7 +305,18 @@ impl Writer<'_> {
         self.put(b"\"")?;
         let bytes = text.as_bytes();
         let mut run_start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
+        let mut i = 0;
+        while i < bytes.len() {
+            // Skip 8 bytes at a time while none of them needs escaping.
+            if let Some(word) = bytes.get(i..i + 8) {
+                let word = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+                if !word_needs_escape(word) {
+                    i += 8;
+                    continue;
+                }
+            }
+            let b = bytes[i];
+            i += 1;
             let escape: &[u8] = match b {
                 b'"' => b"\\\"",
                 b'\\' => b"\\\\",
@@ -315,18 +328,31 @@ impl Writer<'_> {
                 0..=0x1f => b"",
                 _ => continue,
             };
-            self.put(&bytes[run_start..i])?;
+            self.put(&bytes[run_start..i - 1])?;
             if escape.is_empty() {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 self.put(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]])?;
             } else {
                 self.put(escape)?;
             }
-            run_start = i + 1;
+            run_start = i;
         }
         self.put(&bytes[run_start..])?;
         self.put(b"\"")
     }
+}
+
+/// Whether any of the 8 bytes in `word` is a control character, '"' or '\\' (SWAR: the
+/// classic has-zero-byte and has-less-than tests; bytes >= 0x80 never match).
+fn word_needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    let quote = word ^ (ONES * u64::from(b'"'));
+    let has_quote = quote.wrapping_sub(ONES) & !quote & HIGH;
+    let backslash = word ^ (ONES * u64::from(b'\\'));
+    let has_backslash = backslash.wrapping_sub(ONES) & !backslash & HIGH;
+    (below_space | has_quote | has_backslash) != 0
 }
 
 /// A small fixed stack buffer for one number's text, wiped after use.
@@ -605,7 +631,9 @@ impl<'py> Parser<'_, 'py> {
                 Some(_) => self.pos += 1,
             }
         }
+        // Decoded text is never longer than its escaped form: size the scratch once.
         self.scratch.clear();
+        self.scratch.reserve_exact(self.escaped_len(start))?;
         let mut run_start = start;
         let mut lone_surrogate = false;
         loop {
@@ -627,7 +655,23 @@ impl<'py> Parser<'_, 'py> {
         }
     }
 
+    /// Bytes from `start` to the closing quote (or the end of the input), escapes included.
+    fn escaped_len(&self, start: usize) -> usize {
+        let mut i = self.pos;
+        while let Some(&b) = self.s.get(i) {
+            match b {
+                b'"' => break,
+                b'\\' => i += 2,
+                _ => i += 1,
+            }
+        }
+        i.min(self.s.len()) - start
+    }
+
     fn flush_run(&mut self, run_start: usize) -> CoreResult<()> {
+        if run_start == self.pos {
+            return Ok(());
+        }
         self.check_utf8(run_start, self.pos)?;
         let run = &self.s[run_start..self.pos];
         self.scratch.extend_from_slice(run)
@@ -705,10 +749,13 @@ impl<'py> Parser<'_, 'py> {
             .ok_or_else(|| self.fail_at("truncated \\u escape", escape_at))?;
         let mut value = 0u32;
         for &d in digits {
-            let v = (d as char)
-                .to_digit(16)
-                .ok_or_else(|| self.fail_at("invalid \\u escape", escape_at))?;
-            value = value * 16 + v;
+            let v = match d {
+                b'0'..=b'9' => d - b'0',
+                b'a'..=b'f' => d - b'a' + 10,
+                b'A'..=b'F' => d - b'A' + 10,
+                _ => return Err(self.fail_at("invalid \\u escape", escape_at)),
+            };
+            value = value * 16 + u32::from(v);
         }
         self.pos += 4;
         Ok(value)

@@ -379,11 +379,11 @@ impl LockedBuf {
     }
 
     /// Append `data`; growing moves the content to a new locked buffer and wipes the old one.
+    #[inline]
     pub fn extend_from_slice(&mut self, data: &[u8]) -> CoreResult<()> {
-        if data.is_empty() {
-            return Ok(());
+        if data.len() > self.capacity - self.len {
+            self.reserve(data.len())?;
         }
-        self.reserve(data.len())?;
         // SAFETY: reserve guaranteed `len + data.len() <= capacity`; `data` cannot alias our
         // buffer mutably because we hold `&mut self`.
         unsafe {
@@ -417,6 +417,7 @@ impl LockedBuf {
             .ok_or_else(|| CoreError::Memory("locked buffer size overflow".into()))
     }
 
+    #[cold]
     fn grow_to(&mut self, capacity: usize) -> CoreResult<()> {
         let mut bigger = LockedBuf::with_capacity(capacity)?;
         if self.len > 0 {
