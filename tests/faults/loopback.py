@@ -1,0 +1,305 @@
+"""A purpose-built protocol peer on loopback that misbehaves on command.
+
+The local endpoint is a well-behaved server; fault injection needs one that drops connections
+mid-body, stalls, answers non-JSON errors or asks to retry later, at the socket level, where
+``httpx.MockTransport`` cannot reach. This peer speaks just enough HTTP/1.1 (keep-alive,
+Content-Length bodies) and the protocol of PROTOCOL.md on pyca/cryptography, independently of
+the Rust core. Every POST it receives is decrypted and recorded with its AES keys, so that the
+forensics scan can hunt for them in the client afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import threading
+import time
+import urllib.parse
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+COMPLETION_PATH = "/v1/chat/secure_completion"
+KEY_PATH = "/pki/public_key"
+ECHO_PREFIX = "ECHO<"
+_OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+@dataclass(frozen=True)
+class Action:
+    """What the peer does with one POST. ``kind``:
+
+    * ``ok``: a correct encrypted chat completion echoing the last user message;
+    * ``status``: answer ``status`` with ``body`` and ``headers`` (no encryption);
+    * ``drop_mid_body``: send the headers of a correct 200 and half its body, then close;
+    * ``close``: close the connection without answering;
+    * ``stall``: never answer (until the peer stops);
+    * ``body``: a 200 whose body is ``body`` as given (a broken envelope).
+    """
+
+    kind: str
+    status: int = 200
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+OK = Action("ok")
+DROP_MID_BODY = Action("drop_mid_body")
+CLOSE = Action("close")
+STALL = Action("stall")
+
+
+def status(code: int, body: bytes | str = b"", **headers: str) -> Action:
+    data = body.encode() if isinstance(body, str) else body
+    pairs = tuple((name.replace("_", "-"), value) for name, value in headers.items())
+    return Action("status", code, data, pairs)
+
+
+def json_status(code: int, detail: str, **headers: str) -> Action:
+    return status(code, json.dumps({"detail": detail}), content_type="application/json", **headers)
+
+
+@dataclass
+class Post:
+    """One POST as the peer saw it."""
+
+    arrived: float
+    action: str
+    payload_id: str
+    request: dict[str, Any] | None
+    request_key: bytes | None
+    response_key: bytes | None = None
+
+
+@dataclass
+class LoopbackPeer:
+    key: rsa.RSAPrivateKey
+    script: deque[Action] = field(default_factory=deque)
+    posts: list[Post] = field(default_factory=list)
+    key_fetches: int = 0
+
+    def __post_init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+        self._stopping: asyncio.Event | None = None
+        self._lock = threading.Lock()
+        self.port = 0
+
+    # ---- lifecycle (called from the test's thread) ------------------------------------------
+
+    def start(self) -> LoopbackPeer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(timeout=30)
+        return self
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        self._loop.close()
+
+    def __enter__(self) -> LoopbackPeer:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def then(self, *actions: Action) -> LoopbackPeer:
+        with self._lock:
+            self.script.extend(actions)
+        return self
+
+    def recorded_keys(self) -> list[bytes]:
+        """Every AES key of every exchange: the clients' request keys and our response keys."""
+        keys = []
+        for post in self.posts:
+            keys.extend(k for k in (post.request_key, post.response_key) if k is not None)
+        return keys
+
+    # ---- server (on the peer's own loop) ----------------------------------------------------
+
+    async def _listen(self) -> None:
+        self._stopping = asyncio.Event()
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _close(self) -> None:
+        assert self._stopping is not None and self._server is not None
+        self._stopping.set()
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                request = await _read_request(reader)
+                if request is None:
+                    return
+                method, path, headers, body = request
+                if method == "GET" and path == KEY_PATH:
+                    self.key_fetches += 1
+                    pem = self.key.public_key().public_bytes(
+                        serialization.Encoding.PEM,
+                        serialization.PublicFormat.SubjectPublicKeyInfo,
+                    )
+                    await _respond(writer, 200, pem, [("Content-Type", "text/plain")])
+                elif method == "POST" and path == COMPLETION_PATH:
+                    if not await self._post(writer, headers, body):
+                        return
+                else:
+                    await _respond(writer, 404, b'{"detail": "not found"}', [])
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
+
+    async def _post(
+        self, writer: asyncio.StreamWriter, headers: dict[str, str], body: bytes
+    ) -> bool:
+        """Handle one POST; False when the connection must end."""
+        with self._lock:
+            action = self.script.popleft() if self.script else OK
+        post = Post(time.monotonic(), action.kind, headers.get("x-payload-id", ""), None, None)
+        self.posts.append(post)
+        try:
+            post.request, post.request_key = _open_request(self.key, body)
+        except Exception:  # a client sending garbage is itself what a test may look for
+            post.request = None
+        if action.kind == "status":
+            await _respond(writer, action.status, action.body, list(action.headers))
+            return True
+        if action.kind == "body":
+            await _respond(writer, 200, action.body, [])
+            return True
+        if action.kind == "close":
+            return False
+        if action.kind == "stall":
+            assert self._stopping is not None
+            await self._stopping.wait()
+            return False
+        envelope, post.response_key = self._reply(headers, post)
+        if action.kind == "drop_mid_body":
+            head = _head(200, len(envelope), [("Content-Type", "application/octet-stream")])
+            writer.write(head + envelope[: len(envelope) // 2])
+            await writer.drain()
+            return False
+        await _respond(writer, 200, envelope, [("Content-Type", "application/octet-stream")])
+        return True
+
+    def _reply(self, headers: dict[str, str], post: Post) -> tuple[bytes, bytes]:
+        client_pem = urllib.parse.unquote(headers["x-public-key"]).encode()
+        client_key = serialization.load_pem_public_key(client_pem)
+        assert isinstance(client_key, rsa.RSAPublicKey)
+        messages = (post.request or {}).get("messages") or [{}]
+        last = messages[-1].get("content", "") if isinstance(messages[-1], dict) else ""
+        completion = {
+            "id": "chatcmpl-loopback",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": (post.request or {}).get("model", "loopback"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": f"{ECHO_PREFIX}{last}>"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            "_metadata": {
+                "payload_id": post.payload_id,
+                "tpm_attestation": {"is_available": False},
+            },
+        }
+        return _seal(client_key, json.dumps(completion).encode())
+
+
+def _open_request(key: rsa.RSAPrivateKey, body: bytes) -> tuple[dict[str, Any], bytes]:
+    envelope = json.loads(body)
+    aes_key = key.decrypt(base64.b64decode(envelope["encrypted_aes_key"]), _OAEP)
+    sealed = envelope["encrypted_payload"]
+    plaintext = AESGCM(aes_key).decrypt(
+        base64.b64decode(sealed["nonce"]),
+        base64.b64decode(sealed["ciphertext"]) + base64.b64decode(sealed["tag"]),
+        None,
+    )
+    return json.loads(plaintext), aes_key
+
+
+def _seal(public_key: rsa.RSAPublicKey, plaintext: bytes) -> tuple[bytes, bytes]:
+    aes_key, nonce = AESGCM.generate_key(256), os.urandom(12)
+    sealed = AESGCM(aes_key).encrypt(nonce, plaintext, None)
+    envelope = {
+        "version": "1.0",
+        "algorithm": "hybrid-aes256-rsa4096",
+        "encrypted_payload": {
+            "ciphertext": base64.b64encode(sealed[:-16]).decode(),
+            "nonce": base64.b64encode(nonce).decode(),
+            "tag": base64.b64encode(sealed[-16:]).decode(),
+        },
+        "encrypted_aes_key": base64.b64encode(public_key.encrypt(aes_key, _OAEP)).decode(),
+        "key_algorithm": "RSA-OAEP-SHA256",
+        "payload_algorithm": "AES-256-GCM",
+        "processed_at": time.time(),
+    }
+    return json.dumps(envelope).encode(), aes_key
+
+
+async def _read_request(
+    reader: asyncio.StreamReader,
+) -> tuple[str, str, dict[str, str], bytes] | None:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return None
+    lines = head.decode("latin-1").split("\r\n")
+    method, target, _version = lines[0].split(" ", 2)
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            name, value = line.split(":", 1)
+            headers[name.strip().lower()] = value.strip()
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return method, urllib.parse.urlsplit(target).path, headers, body
+
+
+def _head(code: int, length: int, headers: list[tuple[str, str]]) -> bytes:
+    lines = [f"HTTP/1.1 {code} {_REASONS.get(code, 'Status')}", f"Content-Length: {length}"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+async def _respond(
+    writer: asyncio.StreamWriter, code: int, body: bytes, headers: list[tuple[str, str]]
+) -> None:
+    writer.write(_head(code, len(body), headers) + body)
+    await writer.drain()
+
+
+def raw_body(data: bytes) -> Action:
+    """A 200 whose body is ``data`` verbatim (a broken or hostile envelope)."""
+    return Action("body", 200, data)
