@@ -1,0 +1,110 @@
+"""The attestation policy through the real client: quotes made by swtpm for each request id."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from tests.client.peer import Peer
+
+import nomyo_native as nomyo
+from nomyo_native.errors import SecurityError
+
+USER = [{"role": "user", "content": "attest this"}]
+
+
+class TpmPeer(Peer):
+    """The client suite's pyca peer, adding a swtpm quote bound to each request's payload id."""
+
+    quoter: Any = None
+    tamper: Callable[[dict[str, Any], str], dict[str, Any]] | None = None
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            payload_id = request.headers["x-payload-id"]
+            block = self.quoter.quote(payload_id, scheme="ecdsa")
+            if self.tamper is not None:
+                block = self.tamper(block, payload_id)
+            self.extra_metadata = {"tpm_attestation": block}
+        return super().handle(request)
+
+
+@pytest.fixture(scope="module")
+def peer_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture
+def tpm_peer(peer_key: rsa.RSAPrivateKey, tpm_quoter: Any) -> TpmPeer:
+    peer = TpmPeer(key=peer_key)
+    peer.quoter = tpm_quoter
+    return peer
+
+
+@pytest.fixture
+def make_chat(tpm_peer: TpmPeer) -> Callable[..., nomyo.SecureChatCompletion]:
+    def factory(**kwargs: Any) -> nomyo.SecureChatCompletion:
+        kwargs.setdefault("base_url", "https://peer.test")
+        kwargs.setdefault("key_size", 2048)
+        kwargs.setdefault("transport", tpm_peer.transport())
+        return nomyo.SecureChatCompletion(**kwargs)
+
+    return factory
+
+
+def flip_signature(block: dict[str, Any], _payload_id: str) -> dict[str, Any]:
+    sig = bytearray(base64.b64decode(block["signature_b64"]))
+    sig[-1] ^= 1
+    return dict(block, signature_b64=base64.b64encode(bytes(sig)).decode())
+
+
+async def test_require_returns_content_with_a_verified_record(make_chat: Callable) -> None:
+    async with make_chat(attestation="require") as chat:
+        reply = await chat.create(model="m", messages=USER)
+    assert reply["choices"][0]["message"]["content"] == "echo: attest this"
+    record = reply["_metadata"]["attestation_verification"]
+    assert record["verified"] is True
+    assert record["checks"]["qualifying_data"]["passed"] is True
+
+
+async def test_require_withholds_content_of_a_tampered_quote(
+    make_chat: Callable, tpm_peer: TpmPeer
+) -> None:
+    tpm_peer.tamper = flip_signature
+    async with make_chat(attestation="require") as chat:
+        with pytest.raises(SecurityError, match="signature"):
+            await chat.create(model="m", messages=USER)
+
+
+async def test_maximum_tier_defaults_to_require(make_chat: Callable, tpm_peer: TpmPeer) -> None:
+    tpm_peer.tamper = lambda block, _pid: {"is_available": False}
+    async with make_chat() as chat:
+        reply = await chat.create(model="m", messages=USER, security_tier="high")
+        assert reply["_metadata"]["attestation_verification"]["verified"] is False
+        with pytest.raises(SecurityError, match="no TPM"):
+            await chat.create(model="m", messages=USER, security_tier="maximum")
+
+
+async def test_auto_records_a_replayed_quote_and_returns(
+    make_chat: Callable, tpm_peer: TpmPeer, tpm_quoter: Any
+) -> None:
+    replayed = tpm_quoter.quote("an-earlier-request")
+    tpm_peer.tamper = lambda _block, _pid: replayed
+    async with make_chat(attestation="auto") as chat:
+        reply = await chat.create(model="m", messages=USER)
+        record = reply["_metadata"]["attestation_verification"]
+        assert record["verified"] is False
+        assert record["checks"]["qualifying_data"]["passed"] is False
+        with pytest.raises(SecurityError, match="qualifying_data"):
+            await chat.create(model="m", messages=USER, attestation="require")
+
+
+async def test_off_skips_verification(make_chat: Callable, tpm_peer: TpmPeer) -> None:
+    tpm_peer.tamper = flip_signature
+    async with make_chat(attestation="off") as chat:
+        reply = await chat.create(model="m", messages=USER, security_tier="maximum")
+    assert "attestation_verification" not in reply["_metadata"]
