@@ -62,7 +62,10 @@ struct WriteError {
 
 impl From<Fault> for WriteError {
     fn from(fault: Fault) -> Self {
-        WriteError { fault, path: Vec::new() }
+        WriteError {
+            fault,
+            path: Vec::new(),
+        }
     }
 }
 
@@ -93,9 +96,9 @@ impl WriteError {
     fn into_core(self, max_len: usize) -> CoreError {
         let path = self.path_text();
         match self.fault {
-            Fault::NotJson(t) => {
-                CoreError::NotJson(format!("{path}: object of type {t} is not JSON serializable"))
-            }
+            Fault::NotJson(t) => CoreError::NotJson(format!(
+                "{path}: object of type {t} is not JSON serializable"
+            )),
             Fault::BadKey(t) => CoreError::NotJson(format!(
                 "{path}: dict keys must be str, int, float, bool or None, not {t}"
             )),
@@ -112,9 +115,9 @@ impl WriteError {
                 "the serialized payload exceeds the limit of {max_len} bytes"
             )),
             Fault::Memory(e) => e,
-            Fault::Python(kind) => {
-                CoreError::InvalidArgument(format!("{path}: value could not be serialized ({kind})"))
-            }
+            Fault::Python(kind) => CoreError::InvalidArgument(format!(
+                "{path}: value could not be serialized ({kind})"
+            )),
         }
     }
 }
@@ -162,7 +165,11 @@ struct Writer<'b> {
 
 impl Writer<'_> {
     fn put(&mut self, data: &[u8]) -> Result<(), Fault> {
-        let needed = self.out.len().checked_add(data.len()).ok_or(Fault::TooLarge)?;
+        let needed = self
+            .out
+            .len()
+            .checked_add(data.len())
+            .ok_or(Fault::TooLarge)?;
         if needed > self.max_len {
             return Err(Fault::TooLarge);
         }
@@ -174,7 +181,9 @@ impl Writer<'_> {
                 .max(self.out.capacity().saturating_mul(2))
                 .max(INITIAL_CAPACITY)
                 .min(self.max_len);
-            self.out.reserve_exact(target - self.out.len()).map_err(Fault::Memory)?;
+            self.out
+                .reserve_exact(target - self.out.len())
+                .map_err(Fault::Memory)?;
         }
         self.out.extend_from_slice(data).map_err(Fault::Memory)
     }
@@ -221,7 +230,8 @@ impl Writer<'_> {
             if index > 0 {
                 self.put(b",")?;
             }
-            self.value(&item, depth).map_err(|e| e.at(Segment::Index(index)))?;
+            self.value(&item, depth)
+                .map_err(|e| e.at(Segment::Index(index)))?;
         }
         Ok(self.put(b"]")?)
     }
@@ -235,9 +245,11 @@ impl Writer<'_> {
             if index > 0 {
                 self.put(b",")?;
             }
-            self.key(&key).map_err(|f| WriteError::from(f).at(Segment::Key(key_label(&key))))?;
+            self.key(&key)
+                .map_err(|f| WriteError::from(f).at(Segment::Key(key_label(&key))))?;
             self.put(b":")?;
-            self.value(&value, depth).map_err(|e| e.at(Segment::Key(key_label(&key))))?;
+            self.value(&value, depth)
+                .map_err(|e| e.at(Segment::Key(key_label(&key))))?;
         }
         Ok(self.put(b"}")?)
     }
@@ -275,7 +287,9 @@ impl Writer<'_> {
             .get_type::<PyInt>()
             .call_method1("__repr__", (int,))
             .map_err(|e| python_fault(&e, py))?;
-        let text = text.cast::<PyString>().map_err(|_| Fault::Python("repr".into()))?;
+        let text = text
+            .cast::<PyString>()
+            .map_err(|_| Fault::Python("repr".into()))?;
         let digits = text.to_str().map_err(|e| python_fault(&e, py))?;
         self.put(digits.as_bytes())
     }
@@ -331,7 +345,14 @@ impl Writer<'_> {
             self.put(&bytes[run_start..i - 1])?;
             if escape.is_empty() {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
-                self.put(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]])?;
+                self.put(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 15) as usize],
+                ])?;
             } else {
                 self.put(escape)?;
             }
@@ -363,7 +384,10 @@ struct StackText {
 
 impl StackText {
     fn new() -> Self {
-        StackText { bytes: [0; 64], len: 0 }
+        StackText {
+            bytes: [0; 64],
+            len: 0,
+        }
     }
 
     fn as_bytes(&self) -> &[u8] {
@@ -465,7 +489,12 @@ fn python_float_repr(value: f64, out: &mut StackText) {
 
 /// Parse JSON bytes (from a LockedBuf) straight into Python objects.
 pub fn read_py<'py>(py: Python<'py>, json: &[u8]) -> CoreResult<Bound<'py, PyAny>> {
-    let mut parser = Parser { py, s: json, pos: 0, scratch: LockedBuf::with_capacity(0)? };
+    let mut parser = Parser {
+        py,
+        s: json,
+        pos: 0,
+        scratch: LockedBuf::with_capacity(0)?,
+    };
     parser.skip_ws();
     let value = parser.value(0)?;
     parser.skip_ws();
@@ -829,7 +858,9 @@ impl<'py> Parser<'_, 'py> {
         // SAFETY: the grammar above admits only ASCII.
         let text = unsafe { std::str::from_utf8_unchecked(text) };
         if is_float {
-            let value: f64 = text.parse().map_err(|_| self.fail_at("invalid number", start))?;
+            let value: f64 = text
+                .parse()
+                .map_err(|_| self.fail_at("invalid number", start))?;
             return Ok(PyFloat::new(self.py, value).into_any());
         }
         if let Ok(value) = text.parse::<i64>() {
@@ -844,7 +875,11 @@ impl<'py> Parser<'_, 'py> {
         let obj = unsafe {
             Bound::from_owned_ptr_or_err(
                 self.py,
-                pyo3::ffi::PyLong_FromString(self.scratch.as_ptr().cast(), std::ptr::null_mut(), 10),
+                pyo3::ffi::PyLong_FromString(
+                    self.scratch.as_ptr().cast(),
+                    std::ptr::null_mut(),
+                    10,
+                ),
             )
         };
         self.scratch.clear();

@@ -164,7 +164,10 @@ pub unsafe fn lock_pages(addr: usize, len: usize) -> bool {
     let mut fresh = Vec::new();
     let mut unlocked = Vec::new();
     for p in (start..start + span).step_by(page) {
-        let state = pages.entry(p).or_insert(SharedPage { holders: 0, locked: false });
+        let state = pages.entry(p).or_insert(SharedPage {
+            holders: 0,
+            locked: false,
+        });
         if state.holders == 0 {
             fresh.push(p);
         }
@@ -553,7 +556,10 @@ mod os {
     }
 
     pub fn lock_limit() -> Option<u64> {
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         // SAFETY: `lim` is a valid out-pointer.
         if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0
             || lim.rlim_cur == libc::RLIM_INFINITY

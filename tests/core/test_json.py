@@ -127,6 +127,14 @@ def test_strings_are_escaped_like_json_dumps() -> None:
     assert _core._json_roundtrip(value) == value
 
 
+def test_every_ascii_byte_at_every_word_offset_is_escaped_correctly() -> None:
+    # The writer scans 8 bytes at a time; put each ASCII character at each position of a word.
+    for code in range(0x80):
+        for offset in range(16):
+            value = "a" * offset + chr(code) + "é" * 3 + "b" * (15 - offset)
+            assert _core._json_digest(value) == expected_digest(value), (code, offset)
+
+
 def test_keys_are_coerced_like_json_dumps() -> None:
     value = {"s": 1, 2: "int", 2.5: "float", True: "bool", None: "none", 10**30: "big"}
     assert _core._json_digest(value) == expected_digest(value)
