@@ -13,8 +13,7 @@
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use aws_lc_rs::rand;
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
+use base64_simd::{AsOut, STANDARD as B64};
 use serde_json::{Map, Number, Value};
 
 use crate::error::{CoreError, CoreResult};
@@ -144,11 +143,8 @@ pub fn seal(plaintext: &mut LockedBuf, server_key: &ServerPublicKey) -> CoreResu
 
 fn push_b64(out: &mut Vec<u8>, data: &[u8]) {
     let start = out.len();
-    out.resize(
-        start + base64::encoded_len(data.len(), true).unwrap_or(0),
-        0,
-    );
-    let written = B64.encode_slice(data, &mut out[start..]).unwrap_or(0);
+    out.resize(start + B64.encoded_length(data.len()), 0);
+    let written = B64.encode(data, out[start..].as_out()).len();
     out.truncate(start + written);
 }
 
@@ -181,9 +177,9 @@ fn optional_label(obj: &Map<String, Value>, name: &str, expected: &str) -> CoreR
     }
 }
 
-/// Strict standard base64 (padding required, no whitespace) into a plain vector.
+/// Strict standard base64 (padding required, canonical, no whitespace) into a plain vector.
 fn b64_public(text: &str, path: &str) -> CoreResult<Vec<u8>> {
-    B64.decode(text).map_err(|_| {
+    B64.decode_to_vec(text).map_err(|_| {
         bad(format!(
             "envelope field '{path}' is not valid standard base64"
         ))
@@ -270,13 +266,16 @@ pub fn open(body: &[u8], keypair: &ClientKeyPair) -> CoreResult<Opened> {
     }
 
     // The ciphertext goes straight into locked memory, with room for the tag.
-    let estimate = base64::decoded_len_estimate(ciphertext_b64.len());
-    let mut buf = LockedBuf::zeroed(estimate + TAG_LEN)?;
+    let not_b64 =
+        || bad("envelope field 'encrypted_payload.ciphertext' is not valid standard base64");
+    let ct_len = B64
+        .decoded_length(ciphertext_b64.as_bytes())
+        .map_err(|_| not_b64())?;
+    let mut buf = LockedBuf::zeroed(ct_len + TAG_LEN)?;
     let written = B64
-        .decode_slice(ciphertext_b64, buf.as_mut_slice())
-        .map_err(|_| {
-            bad("envelope field 'encrypted_payload.ciphertext' is not valid standard base64")
-        })?;
+        .decode(ciphertext_b64.as_bytes(), buf.as_mut_slice().as_out())
+        .map_err(|_| not_b64())?
+        .len();
     buf.truncate(written);
 
     let key = oaep_unwrap(&wrapped, keypair)?;
@@ -294,6 +293,8 @@ pub fn open(body: &[u8], keypair: &ClientKeyPair) -> CoreResult<Opened> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
     use std::sync::OnceLock;
 
     fn keypair() -> &'static ClientKeyPair {
@@ -421,6 +422,11 @@ mod tests {
             (
                 "ciphertext",
                 Box::new(|v| v["encrypted_payload"]["ciphertext"] = "A===".into()),
+            ),
+            (
+                // Non-zero trailing bits: not the canonical encoding of any byte string.
+                "ciphertext",
+                Box::new(|v| v["encrypted_payload"]["ciphertext"] = "Zh==".into()),
             ),
             (
                 "ciphertext",

@@ -298,6 +298,8 @@ ENVELOPE_RULES: list[tuple[str, Mutation, str]] = [
     ("ciphertext whitespace", _set("encrypted_payload.ciphertext", "AAAA AAAA"), "ciphertext"),
     ("ciphertext url alphabet", _set("encrypted_payload.ciphertext", "-_-_"), "ciphertext"),
     ("ciphertext type", _set("encrypted_payload.ciphertext", 1234), "ciphertext"),
+    ("ciphertext non-canonical", _set("encrypted_payload.ciphertext", "Zh=="), "ciphertext"),
+    ("ciphertext missing padding", _set("encrypted_payload.ciphertext", "Zg"), "ciphertext"),
     ("nonce 8 bytes", _set("encrypted_payload.nonce", b64(b"\x00" * 8)), "nonce"),
     ("nonce 16 bytes", _set("encrypted_payload.nonce", b64(b"\x00" * 16)), "nonce"),
     ("nonce unpadded", _set("encrypted_payload.nonce", b64(b"\x01" * 11).rstrip("=")), "nonce"),

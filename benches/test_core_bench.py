@@ -1,0 +1,174 @@
+"""Core speed, side by side with pyca/cryptography doing the same steps in the same run.
+
+Targets (reported in the closing table, never asserted: a loaded machine must not fail CI):
+- ``open`` of a small response within 1.2x of pyca's RSA-4096 OAEP decrypt + AES-GCM (+ the
+  same JSON and base64 work);
+- ``seal`` + ``open`` of a 1 MiB request within 5 ms of CPU time;
+- 4096-bit key generation, median under 1 s.
+
+Run: ``.venv/bin/python -m pytest benches/test_core_bench.py --benchmark-only``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+
+from nomyo_native import _core
+
+OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=SHA256()), algorithm=SHA256(), label=None)
+
+
+# ---- pyca/cryptography doing the protocol's steps --------------------------------------------
+
+
+def pyca_seal(payload: Any, public: rsa.RSAPublicKey) -> bytes:
+    plaintext = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    key = os.urandom(32)
+    nonce = os.urandom(12)
+    sealed = AESGCM(key).encrypt(nonce, plaintext, None)
+    b64 = base64.b64encode
+    envelope = {
+        "version": "1.0",
+        "algorithm": "hybrid-aes256-rsa4096",
+        "encrypted_payload": {
+            "ciphertext": b64(sealed[:-16]).decode(),
+            "nonce": b64(nonce).decode(),
+            "tag": b64(sealed[-16:]).decode(),
+        },
+        "encrypted_aes_key": b64(public.encrypt(key, OAEP)).decode(),
+        "key_algorithm": "RSA-OAEP-SHA256",
+        "payload_algorithm": "AES-256-GCM",
+    }
+    return json.dumps(envelope, separators=(",", ":")).encode()
+
+
+def pyca_open(body: bytes, private: rsa.RSAPrivateKey) -> tuple[Any, Any, str]:
+    envelope = json.loads(body)
+    payload = envelope["encrypted_payload"]
+    key = private.decrypt(base64.b64decode(envelope["encrypted_aes_key"], validate=True), OAEP)
+    plaintext = AESGCM(key).decrypt(
+        base64.b64decode(payload["nonce"], validate=True),
+        base64.b64decode(payload["ciphertext"], validate=True)
+        + base64.b64decode(payload["tag"], validate=True),
+        None,
+    )
+    return json.loads(plaintext), envelope.get("processed_at"), envelope["algorithm"]
+
+
+def median_ms(benchmark: Any) -> float:
+    return float(benchmark.stats.stats.median) * 1000.0
+
+
+# ---- open of a small response ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_envelope(small_payload: dict[str, Any], pyca_private: rsa.RSAPrivateKey) -> bytes:
+    # Built by the pyca peer, as a server would; both sides open these very bytes.
+    return pyca_seal(small_payload, pyca_private.public_key())
+
+
+@pytest.mark.benchmark(group="open-small-4096")
+def test_open_small_core(
+    benchmark: Any,
+    small_envelope: bytes,
+    small_payload: dict[str, Any],
+    core_keypair: _core.ClientKeyPair,
+    targets: Any,
+) -> None:
+    payload, _, _ = benchmark(_core.open, small_envelope, core_keypair)
+    assert payload == small_payload
+    row = targets.row("open", "open small response (RSA-4096)", factor=1.2)
+    row.ours = median_ms(benchmark)
+
+
+@pytest.mark.benchmark(group="open-small-4096")
+def test_open_small_pyca(
+    benchmark: Any,
+    small_envelope: bytes,
+    small_payload: dict[str, Any],
+    pyca_private: rsa.RSAPrivateKey,
+    targets: Any,
+) -> None:
+    payload, _, _ = benchmark(pyca_open, small_envelope, pyca_private)
+    assert payload == small_payload
+    row = targets.row("open", "open small response (RSA-4096)", factor=1.2)
+    row.theirs = median_ms(benchmark)
+
+
+# ---- seal + open of 1 MiB, CPU time ----------------------------------------------------------
+
+
+@pytest.mark.benchmark(group="seal+open-1MiB-cpu", timer=time.process_time)
+def test_seal_open_1mib_core(
+    benchmark: Any,
+    mib_payload: dict[str, Any],
+    core_keypair: _core.ClientKeyPair,
+    server_key: _core.ServerPublicKey,
+    targets: Any,
+) -> None:
+    def round_trip() -> Any:
+        return _core.open(_core.seal(mib_payload, server_key), core_keypair)[0]
+
+    assert benchmark(round_trip) == mib_payload
+    row = targets.row("mib", "seal+open 1 MiB, CPU time (RSA-4096 keys)", limit=5.0)
+    row.ours = median_ms(benchmark)
+
+
+@pytest.mark.benchmark(group="seal+open-1MiB-cpu", timer=time.process_time)
+def test_seal_open_1mib_pyca(
+    benchmark: Any,
+    mib_payload: dict[str, Any],
+    pyca_private: rsa.RSAPrivateKey,
+    targets: Any,
+) -> None:
+    public = pyca_private.public_key()
+
+    def round_trip() -> Any:
+        return pyca_open(pyca_seal(mib_payload, public), pyca_private)[0]
+
+    assert benchmark(round_trip) == mib_payload
+    row = targets.row("mib", "seal+open 1 MiB, CPU time (RSA-4096 keys)", limit=5.0)
+    row.theirs = median_ms(benchmark)
+
+
+@pytest.mark.benchmark(group="seal+open-1MiB-cpu", timer=time.process_time)
+def test_symmetric_part_1mib_core(
+    benchmark: Any,
+    mib_payload: dict[str, Any],
+    core_keypair: _core.ClientKeyPair,
+    server_key: _core.ServerPublicKey,
+    targets: Any,
+) -> None:
+    """Only the seal (one RSA public op): isolates JSON + AES-GCM + base64 from the private op."""
+    body = benchmark(_core.seal, mib_payload, server_key)
+    assert _core.open(body, core_keypair)[0] == mib_payload
+    targets.row("seal", "seal 1 MiB alone, CPU time").ours = median_ms(benchmark)
+
+
+# ---- key generation --------------------------------------------------------------------------
+
+
+@pytest.mark.benchmark(group="keygen-4096", min_rounds=10, warmup=False)
+def test_keygen_4096_core(benchmark: Any, targets: Any) -> None:
+    kp = benchmark.pedantic(_core.ClientKeyPair.generate, args=(4096,), rounds=10, iterations=1)
+    assert kp.bits == 4096
+    row = targets.row("keygen", "RSA-4096 key generation", unit="ms", limit=1000.0)
+    row.ours = median_ms(benchmark)
+
+
+@pytest.mark.benchmark(group="keygen-4096", min_rounds=10, warmup=False)
+def test_keygen_4096_pyca(benchmark: Any, targets: Any) -> None:
+    key = benchmark.pedantic(rsa.generate_private_key, args=(65537, 4096), rounds=10, iterations=1)
+    assert key.key_size == 4096
+    row = targets.row("keygen", "RSA-4096 key generation", unit="ms", limit=1000.0)
+    row.theirs = median_ms(benchmark)
