@@ -1,0 +1,391 @@
+"""The ``nomyo-native`` command.
+
+Each subcommand is a pair: ``_add_<name>_parser(subparsers)`` declares its options and
+``_cmd_<name>(args) -> int`` runs it and returns the exit status. ``main`` wires the pairs
+listed in ``_SUBCOMMANDS``; add a pair there to add a subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+_SERVE_EPILOG = textwrap.dedent(
+    """\
+    examples:
+      # HTTPS with a throwaway CA, real TPM quotes from a private swtpm, echo answers:
+      nomyo-native serve --tls-self-signed --tpm swtpm
+      #   then point a client at it with the printed CA file and key fingerprint:
+      #   SecureChatCompletion(base_url="https://127.0.0.1:12434",
+      #                        ca_bundle="<CA path>", server_key_fingerprint="sha256:...")
+
+      # Put a local model behind it (Ollama, llama.cpp server, vLLM...):
+      nomyo-native serve --tls-self-signed --backend http://127.0.0.1:11434
+
+      # Plain HTTP for quick local tests (clients need allow_http=True):
+      nomyo-native serve
+
+      # Require API keys and restrict the 'maximum' tier to one model:
+      NOMYO_SERVER_API_KEYS=key-one,key-two nomyo-native serve --tls-self-signed \\
+          --tpm swtpm --allow-model maximum=llama3.1:8b
+
+    environment:
+      NOMYO_SERVER_API_KEYS      comma-separated API keys (added to --api-key)
+      NOMYO_SERVER_KEY_PASSWORD  password of an encrypted --key-file
+      NOMYO_BACKEND_API_KEY      bearer key sent to --backend (instead of --backend-api-key)
+    """
+)
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+# ---- serve ---------------------------------------------------------------------------------
+
+
+def _add_serve_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run a local secure endpoint (protocol peer for nomyo clients)",
+        description=(
+            "Run a local NOMYO secure-completion endpoint: GET /pki/public_key and "
+            "POST /v1/chat/secure_completion. Requests are decrypted here, answered by the "
+            "backend, and encrypted back to the client's key. The server key's fingerprint is "
+            "printed at start: give it to clients as server_key_fingerprint."
+        ),
+        epilog=_SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    net = parser.add_argument_group("network")
+    net.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    net.add_argument("--port", type=int, default=12434, help="port; 0 picks a free one")
+    net.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=None,
+        help="largest request body accepted (default 16 MiB: a 10 MiB plaintext, encrypted)",
+    )
+    tls = parser.add_argument_group("TLS (without any, the endpoint speaks plain HTTP)")
+    tls.add_argument("--tls-cert", type=Path, help="PEM certificate (chain) of the server")
+    tls.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    tls.add_argument(
+        "--tls-self-signed",
+        action="store_true",
+        help="make a throwaway CA and a certificate for localhost/127.0.0.1; prints the CA path",
+    )
+    tls.add_argument(
+        "--tls-dir", type=Path, help="where --tls-self-signed writes ca.pem (default: temp dir)"
+    )
+    sec = parser.add_argument_group("keys, access and attestation")
+    sec.add_argument(
+        "--key-file",
+        type=Path,
+        help="server RSA key (PKCS#8 PEM, mode 0600); created (4096 bits) if missing. "
+        "Default: a fresh key for every start",
+    )
+    sec.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="accept this bearer API key (repeatable); without any keys the endpoint is open",
+    )
+    sec.add_argument(
+        "--allow-model",
+        action="append",
+        default=[],
+        metavar="TIER=MODEL[,MODEL]",
+        help="models a security tier allows (repeatable); tiers not named allow every model",
+    )
+    sec.add_argument(
+        "--default-tier",
+        default="standard",
+        choices=("standard", "high", "maximum"),
+        help="tier for requests without X-Security-Tier (default standard)",
+    )
+    sec.add_argument(
+        "--tpm",
+        default="none",
+        metavar="{none,swtpm,tcti:<TCTI>}",
+        help="TPM for quotes in every response: 'swtpm' starts a private software TPM, "
+        "'tcti:device:/dev/tpmrm0' uses a real one. Tier 'maximum' needs a TPM (default none)",
+    )
+    sec.add_argument(
+        "--tpm-scheme",
+        default="ecdsa",
+        choices=("ecdsa", "rsassa", "rsapss"),
+        help="signature scheme of the per-request AIK (default ecdsa)",
+    )
+    back = parser.add_argument_group("backend")
+    back.add_argument(
+        "--backend",
+        default="echo",
+        metavar="{echo,URL}",
+        help="'echo' answers with the last user message (no model needed); a URL forwards to "
+        "an OpenAI-compatible /v1/chat/completions (default echo)",
+    )
+    back.add_argument("--backend-api-key", help="bearer key for --backend")
+    back.add_argument(
+        "--backend-timeout", type=_positive_float, default=300.0, help="seconds (default 300)"
+    )
+    dbg = parser.add_argument_group("diagnostics")
+    dbg.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    dbg.add_argument(
+        "--record-keys-insecure",
+        type=Path,
+        metavar="FILE",
+        help="TEST ONLY: append every request's and response's AES key to FILE. Anyone with "
+        "the file reads the traffic; never use it with real data",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`ServerConfig` that ``serve`` options describe (raises ValueError)."""
+    from nomyo_native.server.config import ServerConfig, key_password_from_env
+    from nomyo_native.server.policy import TierPolicy, api_keys_from_env
+
+    options: dict[str, Any] = {}
+    if args.max_body_bytes is not None:
+        options["max_body_bytes"] = args.max_body_bytes
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        backend=args.backend,
+        backend_api_key=args.backend_api_key or os.environ.get("NOMYO_BACKEND_API_KEY"),
+        backend_timeout=args.backend_timeout,
+        api_keys=(*args.api_key, *api_keys_from_env()),
+        tier_policy=TierPolicy.from_specs(args.allow_model, default_tier=args.default_tier),
+        key_file=args.key_file,
+        key_password=key_password_from_env(),
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_self_signed=args.tls_self_signed,
+        tls_dir=args.tls_dir,
+        tpm=args.tpm,
+        tpm_scheme=args.tpm_scheme,
+        record_keys_path=args.record_keys_insecure,
+        **options,
+    )
+
+
+def _describe(endpoint: Any, config: Any) -> list[str]:
+    tpm = "off (tier 'maximum' is refused with 503)"
+    if endpoint.tpm_available:
+        tpm = f"{config.tpm} ({config.tpm_scheme} quotes of sha256:0,7,10, fresh AIK per request)"
+    backend = config.backend if isinstance(config.backend, str) else type(config.backend).__name__
+    limits = ", ".join(
+        f"{tier}: {', '.join(sorted(models))}"
+        for tier, models in sorted(config.tier_policy.allowed_models.items())
+    )
+    lines = [
+        "nomyo-native secure endpoint",
+        f"  listening        {endpoint.base_url}",
+        f"  server key       {endpoint.server_key_fingerprint}",
+    ]
+    if endpoint.ca_path is not None:
+        lines.append(f"  TLS CA (trust)   {endpoint.ca_path}")
+    elif not config.uses_tls:
+        lines.append("  TLS              off: clients need allow_http=True")
+    lines += [
+        f"  TPM attestation  {tpm}",
+        f"  backend          {backend}",
+        f"  API keys         {len(config.api_keys) or 'none (open endpoint)'}",
+        f"  tier policy      {limits or 'every model in every tier'}",
+    ]
+    if config.record_keys:
+        lines.append("  !!! KEY RECORDING IS ON (test only): traffic keys are written to disk !!!")
+    return lines
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from nomyo_native.server import serve
+    from nomyo_native.server.process_info import disable_core_dumps
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"nomyo-native serve: {exc}", file=sys.stderr)
+        return 2
+    disable_core_dumps()
+
+    def ready(endpoint: Any) -> None:
+        print("\n".join(_describe(endpoint, config)), flush=True)
+
+    try:
+        serve(config, on_ready=ready)
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:
+        # Start-up failures (port in use, swtpm missing, bad key file) end with one clear line.
+        print(f"nomyo-native serve: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ---- demo ----------------------------------------------------------------------------------
+
+
+def _add_demo_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="start a local HTTPS endpoint with TPM attestation and send one encrypted chat",
+        description=(
+            "Start the secure endpoint in this process on a free loopback port, over HTTPS "
+            "with a throwaway CA and (when swtpm is installed) real TPM quotes; send one "
+            "encrypted chat completion with the nomyo-native client; verify the attestation; "
+            "print the reply, the server key fingerprint, the verdict and the timings."
+        ),
+    )
+    parser.add_argument("--message", default="Hello from nomyo-native!", help="text to send")
+    parser.add_argument(
+        "--no-tpm", action="store_true", help="skip swtpm even when it is installed"
+    )
+
+
+def _tpm_for_demo(no_tpm: bool) -> tuple[str, str]:
+    if no_tpm:
+        return "none", "TPM: off (--no-tpm)"
+    if shutil.which("swtpm") is None:
+        return "none", (
+            "TPM: swtpm is not installed, so responses carry no quote "
+            "(apt-get install swtpm swtpm-tools to see attestation)"
+        )
+    try:
+        import tpm2_pytss  # noqa: F401
+    except ImportError:
+        return "none", "TPM: tpm2-pytss is missing (pip install 'nomyo-native[tpm]')"
+    return "swtpm", "TPM: private swtpm, one fresh AIK per request"
+
+
+async def _demo_chat(
+    endpoint: Any, message: str, tier: str
+) -> tuple[dict[str, Any], list[tuple[str, float]]]:
+    import nomyo_native
+
+    client = nomyo_native.SecureChatCompletion(
+        base_url=endpoint.base_url,
+        ca_bundle=str(endpoint.ca_path),
+        server_key_fingerprint=endpoint.server_key_fingerprint,
+    )
+    messages = [{"role": "user", "content": message}]
+    timings = []
+    async with client:
+        started = time.perf_counter()
+        response = await client.create(model="demo-echo", messages=messages, security_tier=tier)
+        timings.append(
+            ("first request (client keygen, key fetch+pin)", time.perf_counter() - started)
+        )
+        started = time.perf_counter()
+        await client.create(model="demo-echo", messages=messages, security_tier=tier)
+        timings.append(
+            ("second request (warm: seal, TLS, quote, open)", time.perf_counter() - started)
+        )
+    return response, timings
+
+
+def _attestation_verdict(metadata: dict[str, Any]) -> str:
+    block = metadata.get("tpm_attestation") or {}
+    if not block.get("is_available"):
+        return "not available (the endpoint has no TPM)"
+    try:
+        from nomyo_native.attestation import verify_attestation
+    except ImportError as exc:
+        return f"not checked: attestation verification unavailable ({exc})"
+    result = verify_attestation(block, metadata["payload_id"])
+    return ("VERIFIED - " if result.verified else "FAILED - ") + result.summary
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from nomyo_native.server import ServerConfig, start_server
+
+    timings: list[tuple[str, float]] = []
+    tpm, tpm_note = _tpm_for_demo(args.no_tpm)
+    print(tpm_note)
+    with tempfile.TemporaryDirectory(prefix="nomyo-demo-") as tls_dir:
+        started = time.perf_counter()
+        try:
+            endpoint = start_server(
+                ServerConfig(port=0, tls_self_signed=True, tls_dir=Path(tls_dir), tpm=tpm)
+            )
+        except Exception as exc:
+            print(f"demo: the endpoint did not start: {exc}", file=sys.stderr)
+            return 1
+        timings.append(("start endpoint (RSA-4096 key, TLS, TPM)", time.perf_counter() - started))
+        with endpoint:
+            print(f"endpoint          {endpoint.base_url}")
+            print(f"server key        {endpoint.server_key_fingerprint}")
+            print(f"TLS CA            {endpoint.ca_path}")
+            tier = "maximum" if endpoint.tpm_available else "high"
+            try:
+                response, request_timings = asyncio.run(_demo_chat(endpoint, args.message, tier))
+            except Exception as exc:
+                print(f"demo: the encrypted request failed: {type(exc).__name__}: {exc}")
+                return 1
+            timings += request_timings
+            metadata = response.get("_metadata", {})
+            started = time.perf_counter()
+            verdict = _attestation_verdict(metadata)
+            timings.append(("verify attestation", time.perf_counter() - started))
+    reply = response["choices"][0]["message"].get("content")
+    print(f"security tier     {metadata.get('security_tier')}")
+    print(f"payload id        {metadata.get('payload_id')}")
+    print(f"reply             {reply}")
+    print(f"attestation       {verdict}")
+    print("timings")
+    for label, seconds in timings:
+        print(f"  {label:<46} {seconds * 1000:9.1f} ms")
+    return 0
+
+
+# ---- entry point ---------------------------------------------------------------------------
+
+_SUBCOMMANDS: list[tuple[Callable[[Any], None], Callable[[argparse.Namespace], int]]] = [
+    (_add_serve_parser, _cmd_serve),
+    (_add_demo_parser, _cmd_demo),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nomyo-native",
+        description="Hardened, native-core client for end-to-end encrypted LLM inference.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add_parser, command in _SUBCOMMANDS:
+        before = set(subparsers.choices)
+        add_parser(subparsers)
+        for name in set(subparsers.choices) - before:
+            subparsers.choices[name].set_defaults(handler=command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    return int(handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
