@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -355,11 +356,123 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- attest --------------------------------------------------------------------------------
+
+
+def _add_attest_parser(subparsers: Any) -> None:
+    attest = subparsers.add_parser(
+        "attest",
+        help="verify TPM attestation saved from a response, or capture a PCR baseline",
+        description=(
+            "FILE is a saved response (with _metadata), its _metadata, or the tpm_attestation "
+            "block itself, as JSON; '-' reads standard input."
+        ),
+    )
+    actions = attest.add_subparsers(dest="attest_command", metavar="{baseline,verify}")
+    actions.required = True
+
+    baseline = actions.add_parser(
+        "baseline",
+        help="capture known-good PCR values from a response you trust",
+        description=(
+            "Verify the quote in FILE and write its PCR values as a baseline JSON file for "
+            "'attest verify --baseline' and the client's pcr_baseline=. Exit status 2 when the "
+            "quote does not verify or the input is unreadable."
+        ),
+    )
+    baseline.add_argument("file", metavar="FILE", help="saved response/_metadata JSON, or '-'")
+    baseline.add_argument(
+        "--payload-id", help="also require the quote to be bound to this request id"
+    )
+    baseline.add_argument(
+        "-o", "--output", metavar="OUT", help="write the baseline here (default: stdout)"
+    )
+
+    verify = actions.add_parser(
+        "verify",
+        help="verify the TPM quote in a saved response",
+        description=(
+            "Verify every check of the quote in FILE. Exit status: 0 verified, 1 a check "
+            "failed, 2 unreadable input or options."
+        ),
+    )
+    verify.add_argument("file", metavar="FILE", help="saved response/_metadata JSON, or '-'")
+    verify.add_argument("--payload-id", required=True, help="the X-Payload-ID of that request")
+    verify.add_argument("--baseline", metavar="BASELINE", help="PCR baseline JSON file")
+    verify.add_argument(
+        "--trusted-aik",
+        metavar="AIK",
+        help="pinned AIK: 'sha256:<hex>' of its marshalled TPMT_PUBLIC, or a PEM file",
+    )
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _cmd_attest(args: argparse.Namespace) -> int:
+    from nomyo_native import attestation
+
+    try:
+        block = _read_attestation_block(args.file)
+        if args.attest_command == "baseline":
+            baseline = attestation.capture_baseline(block, args.payload_id)
+            if args.output:
+                attestation.save_baseline(baseline, args.output)
+                print(f"baseline of {baseline['pcr_banks']} written to {args.output}")
+            else:
+                print(json.dumps(baseline, indent=2, sort_keys=True))
+            return 0
+        trusted_aik = _read_trusted_aik(args.trusted_aik)
+        result = attestation.verify_attestation(
+            block, args.payload_id, pcr_baseline=args.baseline, trusted_aik=trusted_aik
+        )
+    except (OSError, ValueError, TypeError, attestation.TpmSupportMissingError) as exc:
+        print(f"nomyo-native attest: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        for check in result.checks:
+            mark = {True: "ok  ", False: "FAIL", None: "-   "}[check.passed]
+            print(f"{mark} {check.name:<16} {check.detail}")
+        if result.aik_fingerprint:
+            print(f"AIK  {result.aik_fingerprint}")
+        print(result.summary)
+    return 0 if result.verified else 1
+
+
+def _read_attestation_block(source: str) -> Any:
+    """The tpm_attestation block of a saved response, its _metadata, or the block itself."""
+    if source == "-":
+        text = sys.stdin.read()
+    else:
+        with open(source, encoding="utf-8") as handle:
+            text = handle.read()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{source} is not valid JSON: {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("_metadata"), dict):
+        data = data["_metadata"]
+    if isinstance(data, dict) and "tpm_attestation" in data:
+        return data["tpm_attestation"]
+    if isinstance(data, dict) and "is_available" in data:
+        return data
+    raise ValueError(f"{source} holds no tpm_attestation block")
+
+
+def _read_trusted_aik(value: str | None) -> str | None:
+    """A 'sha256:' fingerprint as is; anything else is the path of a PEM file."""
+    if value is None or value.startswith("sha256:"):
+        return value
+    with open(value, encoding="ascii") as handle:
+        return handle.read()
+
+
 # ---- entry point ---------------------------------------------------------------------------
 
 _SUBCOMMANDS: list[tuple[Callable[[Any], None], Callable[[argparse.Namespace], int]]] = [
     (_add_serve_parser, _cmd_serve),
     (_add_demo_parser, _cmd_demo),
+    (_add_attest_parser, _cmd_attest),
 ]
 
 
