@@ -1,24 +1,19 @@
-"""Real TPM quotes for the attestation tests: one swtpm for the whole session.
+"""Real TPM quotes for the attestation tests.
 
-Quotes come from the local endpoint's own producer (``nomyo_native.server.tpm``), so there is
-one quote producer in the repository and these tests verify exactly what the endpoint sends.
+Quotes come from the local endpoint's own producer (``nomyo_native.server.tpm``) on the
+session's one swtpm (``swtpm_quoter`` in tests/conftest.py), so there is one quote producer in
+the repository and these tests verify exactly what the endpoint sends.
 """
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 pytest.importorskip("tpm2_pytss")
 
-from nomyo_native.server.tpm import SwtpmProcess, TpmQuoter
-
 
 @pytest.fixture(scope="session")
-def tpm_quoter() -> Iterator[TpmQuoter]:
-    if shutil.which("swtpm") is None:
-        pytest.skip("swtpm is not installed (apt-get install swtpm swtpm-tools)")
-    with SwtpmProcess() as swtpm, TpmQuoter(swtpm.tcti) as quoter:
-        yield quoter
+def tpm_quoter(swtpm_quoter: Any) -> Any:
+    return swtpm_quoter
