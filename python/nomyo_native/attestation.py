@@ -41,6 +41,7 @@ from typing import Any, Literal
 __all__ = [
     "ATTESTATION_POLICIES",
     "BASELINE_FORMAT",
+    "CHECK_NAMES",
     "INSTALL_HINT",
     "AttestationResult",
     "BaselineError",
@@ -99,7 +100,7 @@ CHECK_NAMES: tuple[CheckName, ...] = (
     "aik_trusted",
 )
 
-# A PCR selection or set of values: [(bank name, {pcr index: digest bytes})] in selection order.
+# PCR values by bank name, then PCR index: {"sha256": {0: digest bytes, ...}}.
 PcrValues = dict[str, dict[int, bytes]]
 
 
