@@ -754,4 +754,76 @@ mod tests {
         );
         assert!(page_runs(&[], page).is_empty());
     }
+
+    /// Read this process's memory through the kernel (a file read, so reading freed memory is
+    /// not undefined behaviour); `None` when the range is unmapped.
+    #[cfg(target_os = "linux")]
+    fn read_own_memory(addr: usize, len: usize) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let mem = std::fs::File::open("/proc/self/mem").ok()?;
+        let mut out = vec![0u8; len];
+        mem.read_exact_at(&mut out, addr as u64).ok()?;
+        Some(out)
+    }
+
+    /// Chunks of `pattern` found at their own offsets in `memory` (other tests running in
+    /// parallel may reuse freed memory, but they cannot reproduce the random pattern).
+    #[cfg(target_os = "linux")]
+    fn surviving_chunks(memory: &[u8], pattern: &[u8]) -> usize {
+        memory
+            .chunks(32)
+            .zip(pattern.chunks(32))
+            .filter(|(m, p)| m == p)
+            .count()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn random_pattern(len: usize) -> Vec<u8> {
+        let mut pattern = vec![0u8; len];
+        aws_lc_rs::rand::fill(&mut pattern).unwrap();
+        pattern
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn dropped_buffer_is_wiped() {
+        let pattern = random_pattern(3 * os::page_size());
+        let buf = LockedBuf::from_slice(&pattern).unwrap();
+        let addr = buf.as_ptr() as usize;
+        assert_eq!(read_own_memory(addr, pattern.len()).unwrap(), pattern);
+        drop(buf);
+        if let Some(after) = read_own_memory(addr, pattern.len()) {
+            assert_eq!(surviving_chunks(&after, &pattern), 0);
+        }
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn buffer_is_wiped_when_a_panic_unwinds() {
+        let pattern = random_pattern(3 * os::page_size());
+        let buf = LockedBuf::from_slice(&pattern).unwrap();
+        let addr = buf.as_ptr() as usize;
+        let result = std::panic::catch_unwind(move || {
+            let _owned = buf;
+            panic!("unwinding through a LockedBuf");
+        });
+        assert!(result.is_err());
+        if let Some(after) = read_own_memory(addr, pattern.len()) {
+            assert_eq!(surviving_chunks(&after, &pattern), 0);
+        }
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn growth_wipes_the_old_buffer() {
+        let pattern = random_pattern(2 * os::page_size());
+        let mut buf = LockedBuf::from_slice(&pattern).unwrap();
+        let old_addr = buf.as_ptr() as usize;
+        buf.extend_from_slice(&[1; 64]).unwrap();
+        assert_ne!(buf.as_ptr() as usize, old_addr);
+        assert_eq!(&buf[..pattern.len()], &pattern[..]);
+        if let Some(after) = read_own_memory(old_addr, pattern.len()) {
+            assert_eq!(surviving_chunks(&after, &pattern), 0);
+        }
+    }
 }
