@@ -16,7 +16,8 @@ MAX_PLAINTEXT_BYTES: Final[int]
 MAX_ENVELOPE_BYTES: Final[int]
 """Largest response body ``open`` parses (the base64 of MAX_PLAINTEXT_BYTES plus framing)."""
 MAX_JSON_DEPTH: Final[int]
-"""Deepest nesting of lists/dicts that ``seal`` writes and ``open`` reads."""
+"""Deepest nesting of lists/dicts that ``seal`` writes and ``open`` reads (128; the
+outermost container is level 1)."""
 MIN_RSA_BITS: Final[int]
 """2048: no shorter RSA key is generated, loaded or accepted from a server."""
 
@@ -122,11 +123,15 @@ def memory_status() -> dict[str, Any]:
     """Process-wide status of the core's locked memory::
 
     {"method": "mlock" | "zero-only", "platform": "linux" | "darwin" | "windows" | ...,
-     "bytes_locked": int,        # locked by the core right now
+     "bytes_locked": int,        # whole pages locked by the core right now
      "buffers_live": int,        # LockedBufs alive right now
-     "lock_failures": int,       # allocations that fell back to wipe-only
+     "lock_failures": int,       # allocations/BufferLocks that fell back to wipe-only
      "dump_exclusion": bool,     # MADV_DONTDUMP applied (Linux)
      "guard_pages": bool, "lock_limit_bytes": int | None}
+
+    ``method`` is the outcome of the most recent lock attempt (a one-byte probe buffer is
+    allocated when none was made yet); ``lock_limit_bytes`` is the RLIMIT_MEMLOCK soft limit
+    (None when unlimited or not applicable).
     """
 
 class BufferLock:
