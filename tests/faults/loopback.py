@@ -52,7 +52,9 @@ class Action:
     * ``drop_mid_body``: send the headers of a correct 200 and half its body, then close;
     * ``close``: close the connection without answering;
     * ``stall``: never answer (until the peer stops);
-    * ``body``: a 200 whose body is ``body`` as given (a broken envelope).
+    * ``body``: a 200 whose body is ``body`` as given (a broken envelope);
+    * ``tamper``: a correct 200 envelope with one ciphertext bit flipped (it unwraps, then
+      fails authentication).
     """
 
     kind: str
@@ -65,6 +67,7 @@ OK = Action("ok")
 DROP_MID_BODY = Action("drop_mid_body")
 CLOSE = Action("close")
 STALL = Action("stall")
+TAMPER = Action("tamper")
 
 
 def status(code: int, body: bytes | str = b"", **headers: str) -> Action:
@@ -203,6 +206,8 @@ class LoopbackPeer:
             await self._stopping.wait()
             return False
         envelope, post.response_key = self._reply(headers, post)
+        if action.kind == "tamper":
+            envelope = _flip_ciphertext_bit(envelope)
         if action.kind == "drop_mid_body":
             head = _head(200, len(envelope), [("Content-Type", "application/octet-stream")])
             writer.write(head + envelope[: len(envelope) // 2])
@@ -267,6 +272,15 @@ def _seal(public_key: rsa.RSAPublicKey, plaintext: bytes) -> tuple[bytes, bytes]
         "processed_at": time.time(),
     }
     return json.dumps(envelope).encode(), aes_key
+
+
+def _flip_ciphertext_bit(envelope: bytes) -> bytes:
+    doc = json.loads(envelope)
+    sealed = doc["encrypted_payload"]
+    ciphertext = bytearray(base64.b64decode(sealed["ciphertext"]))
+    ciphertext[len(ciphertext) // 2] ^= 0x01
+    sealed["ciphertext"] = base64.b64encode(bytes(ciphertext)).decode()
+    return json.dumps(doc).encode()
 
 
 async def _read_request(

@@ -20,6 +20,7 @@ from .loopback import (
     ECHO_PREFIX,
     OK,
     STALL,
+    TAMPER,
     LoopbackPeer,
     json_status,
     raw_body,
@@ -183,3 +184,12 @@ async def test_peer_keeps_serving_after_faults(loopback, chat_to):
         second = await _create(chat)
     assert first["_metadata"]["payload_id"] != second["_metadata"]["payload_id"]
     assert len(loopback.posts) == 4
+
+
+async def test_tampered_response_is_the_opaque_security_error(loopback, chat_to):
+    loopback.then(TAMPER, OK)
+    async with chat_to(max_retries=2) as chat:
+        with pytest.raises(nomyo.SecurityError) as caught:
+            await _create(chat)
+    assert type(caught.value) is nomyo.SecurityError
+    assert len(loopback.posts) == 1

@@ -1,0 +1,112 @@
+"""The process under examination: runs chat requests with one client, then waits to be scanned.
+
+usage: python child.py --client ours|reference --url URL [--ca CA] --requests N --token TOKEN
+       [--max-retries R] [--timeout S]
+
+Request ``i`` sends the user message ``f"{token}-{i}"``. The child never serializes anything
+itself, so JSON-framed copies of that text (``"content": "<token>-i``) can only come from the
+client library. After the requests it drops every response, collects garbage, prints one JSON
+line (counts, error types, payload ids: nothing secret) and ``READY``, then blocks on stdin with
+the client still alive, as a long-running application would be between requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import sys
+from typing import Any
+
+_LEAKS: list[str] = []
+
+
+def _make_client(args: argparse.Namespace) -> Any:
+    if args.client == "reference":
+        if args.ca:
+            # nomyo 0.2.9 has no CA option; httpx honours SSL_CERT_FILE for verify=True.
+            os.environ["SSL_CERT_FILE"] = args.ca
+        import nomyo
+
+        return nomyo.SecureChatCompletion(
+            base_url=args.url, allow_http=args.url.startswith("http:"), max_retries=args.max_retries
+        )
+    import nomyo_native
+
+    options: dict[str, Any] = {"max_retries": args.max_retries, "timeout": args.timeout}
+    if args.ca:
+        options["ca_bundle"] = args.ca
+    if args.url.startswith("http:"):
+        options["allow_http"] = True
+        # The child's stderr is a pipe nobody reads while it runs; keep it quiet.
+        import warnings
+
+        warnings.simplefilter("ignore", UserWarning)
+    if args.retry_backoff is not None:
+        options["retry_backoff"] = args.retry_backoff
+    return nomyo_native.SecureChatCompletion(base_url=args.url, **options)
+
+
+async def _run(chat: Any, args: argparse.Namespace) -> dict[str, Any]:
+    outcome: dict[str, Any] = {
+        "ok": 0,
+        "errors": [],
+        "payload_ids": [],
+        "mismatches": 0,
+        "buffers_live": [],
+    }
+    for i in range(args.requests):
+        messages = [{"role": "user", "content": f"{args.token}-{i}"}]
+        if args.leak_json:
+            # Positive control: a copy the scan must find (the caller serializing a request).
+            _LEAKS.append(json.dumps({"messages": messages}, separators=(",", ":")))
+        try:
+            response = await chat.create(model=args.model, messages=messages)
+        except Exception as exc:  # every outcome is reported to the parent, which judges
+            outcome["errors"].append(type(exc).__name__)
+        else:
+            outcome["ok"] += 1
+            outcome["payload_ids"].append(response["_metadata"]["payload_id"])
+            # The reply must carry the request's text, or no real exchange happened.
+            content = response["choices"][0]["message"]["content"]
+            text = f"{args.token}-{i}"
+            if content not in (text, f"ECHO<{text}>"):
+                outcome["mismatches"] += 1
+            del response, content
+        del messages
+        if args.client == "ours":
+            # The core's count of live locked buffers after each request: it must not grow.
+            from nomyo_native import _core
+
+            outcome["buffers_live"].append(_core.memory_status()["buffers_live"])
+    return outcome
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--client", choices=("ours", "reference"), required=True)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--ca")
+    parser.add_argument("--requests", type=int, required=True)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--model", default="forensics-model")
+    parser.add_argument("--max-retries", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--retry-backoff", type=float)
+    parser.add_argument("--leak-json", action="store_true")
+    args = parser.parse_args()
+
+    chat = _make_client(args)
+    outcome = asyncio.run(_run(chat, args))
+    gc.collect()
+    print(json.dumps(outcome), flush=True)
+    print("READY", flush=True)
+    sys.stdin.readline()
+    # Only now may the client go: it was alive, as in a long-running process, during the scan.
+    del chat
+
+
+if __name__ == "__main__":
+    main()
