@@ -69,9 +69,13 @@ test-python: build
 wheel: $(STAMPS)/pydeps
 	$(VENV)/bin/maturin build --release -o dist
 
+# Core primitives beside pyca/cryptography, then end to end beside nomyo 0.2.9 (the endpoint in
+# its own process); report.py prints the side-by-side table with ratios and PASS/MISS per target.
 bench: build
+	@mkdir -p .cache
 	$(PY) -m pytest benches -q -p no:cacheprovider --benchmark-only \
 	  --benchmark-json=.cache/bench.json --benchmark-columns=min,median,mean,max,ops
+	$(PY) benches/report.py .cache/bench.json --output .cache/bench-report.json
 
 # ---- fuzzing ----------------------------------------------------------------------------
 # libFuzzer targets over the core's public API (fuzz/, its own cargo workspace). No nightly

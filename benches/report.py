@@ -62,29 +62,33 @@ E2E_METRICS = (
 
 
 def primitive_rows(benchmarks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per group: the core's median beside pyca's (benchmarks named ``test_*_core``/``_pyca``)."""
-    groups: dict[str, dict[str, dict[str, Any]]] = {}
+    """Per group: the core's median beside pyca's (benchmarks named ``test_*_core``/``_pyca``).
+
+    A row is named after its group, or ``group/stem`` when a group holds several comparisons.
+    """
+    pairs: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for bench in benchmarks:
         if "e2e_scenario" in bench.get("extra_info", {}):
             continue
-        name = bench["name"].split("[")[0]
-        side = "core" if name.endswith("_core") else "pyca" if name.endswith("_pyca") else name
-        stem = name.removesuffix("_core").removesuffix("_pyca").removeprefix("test_")
-        groups.setdefault(f"{bench.get('group') or ''}:{stem}", {})[side] = bench
+        name = bench["name"].split("[")[0].removeprefix("test_")
+        side = "core" if name.endswith("_core") else "pyca" if name.endswith("_pyca") else "-"
+        stem = name.removesuffix("_core").removesuffix("_pyca")
+        pairs.setdefault((bench.get("group") or "", stem), {})[side] = bench
+    stems_per_group: dict[str, int] = {}
+    for group, _ in pairs:
+        stems_per_group[group] = stems_per_group.get(group, 0) + 1
     rows = []
-    for key in sorted(groups):
-        sides = groups[key]
+    for (group, stem), sides in pairs.items():
+        label = group if group and stems_per_group[group] == 1 else f"{group}/{stem}"
         core, pyca = sides.get("core"), sides.get("pyca")
-        for side, bench in sides.items():
-            if side not in ("core", "pyca"):
-                rows.append({"benchmark": bench["name"], "median_ms": _median_ms(bench)})
+        row: dict[str, Any] = {"benchmark": label}
         if core is None and pyca is None:
-            continue
-        row: dict[str, Any] = {"benchmark": key.split(":", 1)[1], "group": key.split(":", 1)[0]}
-        row["core_median_ms"] = _median_ms(core) if core else None
-        row["pyca_median_ms"] = _median_ms(pyca) if pyca else None
-        if core and pyca:
-            row["ratio_core_over_pyca"] = row["core_median_ms"] / row["pyca_median_ms"]
+            row["median_ms"] = _median_ms(sides["-"])
+        else:
+            row["core_median_ms"] = _median_ms(core) if core else None
+            row["pyca_median_ms"] = _median_ms(pyca) if pyca else None
+            if core and pyca:
+                row["ratio_core_over_pyca"] = row["core_median_ms"] / row["pyca_median_ms"]
         rows.append(row)
     return rows
 
@@ -132,14 +136,14 @@ def render(primitives: list[dict[str, Any]], e2e: dict[str, Any]) -> str:
     lines: list[str] = []
     if primitives:
         lines.append("Primitives (median ms; ratio = core / pyca, lower is better)")
-        lines.append(f"{'benchmark':<34}{'core':>12}{'pyca':>12}{'ratio':>9}")
+        lines.append(f"{'benchmark':<44}{'core':>12}{'pyca':>12}{'ratio':>9}")
         for row in primitives:
             if "core_median_ms" not in row:
-                lines.append(f"{row['benchmark']:<34}{_fmt(row['median_ms'], 12)}")
+                lines.append(f"{row['benchmark']:<44}{_fmt(row['median_ms'], 12)}")
                 continue
             ratio = row.get("ratio_core_over_pyca")
             lines.append(
-                f"{row['benchmark']:<34}{_fmt(row['core_median_ms'], 12)}"
+                f"{row['benchmark']:<44}{_fmt(row['core_median_ms'], 12)}"
                 f"{_fmt(row['pyca_median_ms'], 12)}{_fmt(ratio, 9)}"
             )
         lines.append("")

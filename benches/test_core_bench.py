@@ -172,3 +172,85 @@ def test_keygen_4096_pyca(benchmark: Any, targets: Any) -> None:
     assert key.key_size == 4096
     row = targets.row("keygen", "RSA-4096 key generation", unit="ms", limit=1000.0)
     row.theirs = median_ms(benchmark)
+
+
+# ---- seal and open by size: 1 KiB, 1 MiB, 10 MiB ---------------------------------------------
+# CPU time of each step alone, core beside pyca doing the same steps; `benches/report.py` pairs
+# them (ratio core/pyca). 10 MiB is the largest plaintext the protocol allows, less the margin
+# the JSON framing takes.
+
+SIZES = {"1KiB": 1024, "1MiB": 1024 * 1024, "10MiB": 10 * 1024 * 1024 - 64}
+
+
+def payload_of_size(size: int) -> dict[str, Any]:
+    """A chat request whose compact JSON is exactly ``size`` bytes (ASCII content)."""
+    empty = {"model": "m", "messages": [{"role": "user", "content": ""}]}
+    overhead = len(json.dumps(empty, separators=(",", ":")))
+    payload = {"model": "m", "messages": [{"role": "user", "content": "a" * (size - overhead)}]}
+    assert len(json.dumps(payload, separators=(",", ":"))) == size
+    return payload
+
+
+@pytest.fixture(scope="module", params=list(SIZES))
+def sized(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    return request.param, payload_of_size(SIZES[request.param])
+
+
+def _size_group(benchmark: Any, step: str, label: str) -> None:
+    benchmark.group = f"{step}-{label}-cpu"
+
+
+@pytest.mark.benchmark(timer=time.process_time)
+def test_seal_sized_core(
+    benchmark: Any,
+    sized: tuple[str, dict[str, Any]],
+    core_keypair: _core.ClientKeyPair,
+    server_key: _core.ServerPublicKey,
+) -> None:
+    label, payload = sized
+    _size_group(benchmark, "seal", label)
+    body = benchmark(_core.seal, payload, server_key)
+    assert _core.open(body, core_keypair)[0] == payload
+
+
+@pytest.mark.benchmark(timer=time.process_time)
+def test_seal_sized_pyca(
+    benchmark: Any,
+    sized: tuple[str, dict[str, Any]],
+    core_keypair: _core.ClientKeyPair,
+    pyca_private: rsa.RSAPrivateKey,
+) -> None:
+    label, payload = sized
+    _size_group(benchmark, "seal", label)
+    body = benchmark(pyca_seal, payload, pyca_private.public_key())
+    assert _core.open(body, core_keypair)[0] == payload
+
+
+@pytest.fixture(scope="module")
+def sized_envelope(
+    sized: tuple[str, dict[str, Any]], pyca_private: rsa.RSAPrivateKey
+) -> tuple[str, dict[str, Any], bytes]:
+    label, payload = sized
+    return label, payload, pyca_seal(payload, pyca_private.public_key())
+
+
+@pytest.mark.benchmark(timer=time.process_time)
+def test_open_sized_core(
+    benchmark: Any,
+    sized_envelope: tuple[str, dict[str, Any], bytes],
+    core_keypair: _core.ClientKeyPair,
+) -> None:
+    label, payload, body = sized_envelope
+    _size_group(benchmark, "open", label)
+    assert benchmark(_core.open, body, core_keypair)[0] == payload
+
+
+@pytest.mark.benchmark(timer=time.process_time)
+def test_open_sized_pyca(
+    benchmark: Any,
+    sized_envelope: tuple[str, dict[str, Any], bytes],
+    pyca_private: rsa.RSAPrivateKey,
+) -> None:
+    label, payload, body = sized_envelope
+    _size_group(benchmark, "open", label)
+    assert benchmark(pyca_open, body, pyca_private)[0] == payload
