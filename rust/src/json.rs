@@ -420,9 +420,20 @@ impl std::fmt::Write for StackText {
 
 /// Format a finite float exactly as CPython's `repr(float)` does.
 fn python_float_repr(value: f64, out: &mut StackText) {
-    // `{:e}` gives the shortest round-trip digits as `d[.ddd]e[-]x`.
+    // `{:e}` gives the shortest round-trip digit count. When two such strings are equally
+    // close, Rust and CPython may pick different ones (562949953421312.25 has ".2" and ".3");
+    // CPython takes the correctly rounded one (ties to even), which is what an exact
+    // formatting at that precision produces.
     let mut sci = StackText::new();
     let _ = write!(sci, "{:e}", value.abs());
+    let shortest = sci
+        .as_bytes()
+        .iter()
+        .take_while(|&&b| b != b'e')
+        .filter(|b| b.is_ascii_digit())
+        .count();
+    sci.wipe();
+    let _ = write!(sci, "{:.*e}", shortest.saturating_sub(1), value.abs());
     let text = sci.as_bytes();
     let e_at = text.iter().position(|&b| b == b'e').unwrap_or(text.len());
     let mut digits = [0u8; 32];

@@ -103,6 +103,9 @@ def test_written_bytes_equal_json_dumps(value: object) -> None:
         1.7976931348623157e308,
         -3.14159,
         2**53 + 0.0,
+        562949953421312.2,  # two shortest candidates (.2/.3): CPython picks ties-to-even
+        0.3,
+        2.5e-5,
     ],
 )
 def test_floats_are_written_as_python_repr(number: float) -> None:
