@@ -96,6 +96,7 @@ def _ec_pem() -> str:
         ("X-Payload-ID", "x" * 129, "X-Payload-ID must be"),
         ("X-Public-Key", None, "missing X-Public-Key"),
         ("X-Public-Key", "not-a-key", "not a PEM public key"),
+        ("X-Public-Key", "%FF%FE-----BEGIN", "not a PEM public key"),
         ("X-Public-Key", "RSA_1024", "minimum is 2048"),
         ("X-Public-Key", "EC", "must be an RSA public key"),
         ("X-Security-Tier", "ultra", "X-Security-Tier must be one of"),

@@ -166,8 +166,8 @@ def parse_client_public_key(header_value: str) -> rsa.RSAPublicKey:
     """Decode X-Public-Key: ``quote(pem)`` or ``encodeURIComponent(pem)``, RSA >= 2048 bits."""
     if len(header_value) > MAX_PUBLIC_KEY_HEADER_CHARS:
         raise ClientKeyError("X-Public-Key is too long")
-    pem = urllib.parse.unquote(header_value, errors="strict")
     try:
+        pem = urllib.parse.unquote(header_value, errors="strict")
         key = serialization.load_pem_public_key(pem.encode("utf-8"))
     except (ValueError, UnicodeError):
         raise ClientKeyError("X-Public-Key is not a PEM public key") from None
