@@ -120,3 +120,12 @@ def test_key_record_file_round_trip(tmp_path):
     recorder.record("p2", b"\x03" * 32, b"\x04" * 32)
     assert read_key_record_file(path) == recorder.records
     assert recorder.for_payload("p2").response_aes_key == b"\x04" * 32
+
+
+def test_unreadable_certificate_fails_start_clearly(tmp_path, server_key):
+    from nomyo_native.server import ServerConfig, start_server
+
+    missing = tmp_path / "missing.pem"
+    config = ServerConfig(port=0, server_key=server_key, tls_cert=missing, tls_key=missing)
+    with pytest.raises(RuntimeError, match=r"endpoint did not start.*No such file"):
+        start_server(config, timeout=30)

@@ -14,6 +14,7 @@ import logging
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,15 +206,11 @@ class RunningServer:
 
         self._thread = threading.Thread(target=run, name=f"nomyo-endpoint-{self.port}", daemon=True)
         self._thread.start()
-        ready = threading.Event()
-        while not ready.wait(0.01):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._thread.is_alive():
             if server.started:
                 return
-            if not self._thread.is_alive():
-                break
-            timeout -= 0.01
-            if timeout <= 0:
-                break
+            time.sleep(0.01)
         self.stop()
         raise RuntimeError(f"endpoint did not start: {self._error!r}")
 
