@@ -467,12 +467,183 @@ def _read_trusted_aik(value: str | None) -> str | None:
         return handle.read()
 
 
+# ---- keys ----------------------------------------------------------------------------------
+
+
+def _add_keys_parser(subparsers: Any) -> None:
+    keys = subparsers.add_parser(
+        "keys",
+        help="generate a client key directory, or show the fingerprint of one",
+        description=(
+            "Client key directories hold private_key.pem (PKCS#8, mode 0600) and public_key.pem "
+            "(mode 0644), the layout nomyo 0.2.9 uses. The password comes from "
+            "NOMYO_KEY_PASSWORD (never from the command line)."
+        ),
+    )
+    actions = keys.add_subparsers(dest="keys_command", metavar="{generate,show}")
+    actions.required = True
+    generate = actions.add_parser(
+        "generate",
+        help="generate a key pair into DIR",
+        description=(
+            "Generate an RSA key pair in locked memory and save it into DIR, encrypted with "
+            "NOMYO_KEY_PASSWORD (at least 8 characters). Without that variable, pass "
+            "--unencrypted to save the private key in clear (not recommended)."
+        ),
+    )
+    generate.add_argument("dir", metavar="DIR", help="key directory (created 0700 if missing)")
+    generate.add_argument("--bits", type=int, choices=(2048, 3072, 4096), default=4096)
+    generate.add_argument(
+        "--unencrypted", action="store_true", help="allow saving without a password"
+    )
+    generate.add_argument(
+        "--force", action="store_true", help="replace an existing private_key.pem"
+    )
+    show = actions.add_parser(
+        "show",
+        help="show the fingerprint, size and file modes of the key pair in DIR",
+        description="Exit status: 0 fine, 1 the private key file is group/other accessible.",
+    )
+    show.add_argument("dir", metavar="DIR", help="key directory")
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from nomyo_native import _core
+
+    key_dir = Path(args.dir)
+    private_path, public_path = key_dir / "private_key.pem", key_dir / "public_key.pem"
+    try:
+        if args.keys_command == "generate":
+            password = os.environ.get("NOMYO_KEY_PASSWORD") or None
+            if password is None and not args.unencrypted:
+                raise ValueError("set NOMYO_KEY_PASSWORD, or pass --unencrypted")
+            if private_path.exists() and not args.force:
+                raise ValueError(f"{private_path} exists (pass --force to replace it)")
+            keypair = _core.ClientKeyPair.generate(args.bits)
+            key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            keypair.save(private_path, public_path, password)
+            print(f"key pair          {keypair.bits}-bit RSA")
+            print(
+                f"private key       {private_path} ({'encrypted' if password else 'UNENCRYPTED'})"
+            )
+            print(f"public key        {public_path}")
+            print(f"fingerprint       {keypair.fingerprint}")
+            keypair.wipe()
+            return 0
+        public = _core.ServerPublicKey.from_pem(public_path.read_bytes())
+    except (OSError, ValueError, _core.CoreError) as exc:
+        print(f"nomyo-native keys: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"public key        {public_path}")
+    print(f"fingerprint       {public.fingerprint}")
+    print(f"size              {public.bits} bits")
+    if not private_path.exists():
+        print(f"private key       {private_path} is missing")
+        return 0
+    mode = private_path.stat().st_mode & 0o777
+    encrypted = b"ENCRYPTED" in private_path.read_bytes()[:64]
+    print(
+        f"private key       {private_path} mode {mode:o}, "
+        f"{'encrypted' if encrypted else 'UNENCRYPTED'}"
+    )
+    if mode & 0o077:
+        print(
+            f"warning: {private_path} is accessible by group or others; "
+            f"fix with: chmod 600 {private_path}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+# ---- chat ----------------------------------------------------------------------------------
+
+
+def _add_chat_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "chat",
+        help="send one encrypted chat completion and print the reply",
+        description=(
+            "Send MESSAGE (or standard input with '-') as one end-to-end encrypted chat "
+            "completion. The API key comes from NOMYO_API_KEY, a key password from "
+            "NOMYO_KEY_PASSWORD (never from the command line). Exit status: 0 answered, "
+            "1 refused by the endpoint or a security check, 2 bad input."
+        ),
+    )
+    parser.add_argument("message", metavar="MESSAGE", help="the user message, or '-' for stdin")
+    parser.add_argument("--base-url", default="https://api.nomyo.ai", help="endpoint base URL")
+    parser.add_argument("--model", default="Qwen/Qwen3-0.6B", help="model name")
+    parser.add_argument("--system", help="an optional system message")
+    parser.add_argument("--tier", choices=("standard", "high", "maximum"), help="security tier")
+    parser.add_argument("--ca-bundle", metavar="PATH", help="CA file to trust for the endpoint")
+    parser.add_argument("--pin", metavar="SHA256", help="server key fingerprint 'sha256:<hex>'")
+    parser.add_argument("--key-dir", metavar="DIR", help="client key directory (load or create)")
+    parser.add_argument(
+        "--attestation",
+        choices=("auto", "require", "off"),
+        default="auto",
+        help="TPM attestation policy; with 'auto', tier maximum requires a verified quote",
+    )
+    parser.add_argument("--allow-http", action="store_true", help="allow plain http:// (dev)")
+    parser.add_argument("--timeout", type=_positive_float, default=900.0, help="seconds")
+    parser.add_argument("--max-retries", type=int, default=2, help="retries on 429/5xx/network")
+    parser.add_argument("--json", action="store_true", help="print the whole response as JSON")
+
+
+async def _chat_once(args: argparse.Namespace, messages: list[dict[str, str]]) -> dict[str, Any]:
+    import nomyo_native
+
+    async with nomyo_native.SecureChatCompletion(
+        base_url=args.base_url,
+        allow_http=args.allow_http,
+        key_dir=args.key_dir,
+        max_retries=args.max_retries,
+        timeout=args.timeout,
+        ca_bundle=args.ca_bundle,
+        server_key_fingerprint=args.pin,
+        attestation=args.attestation,
+    ) as client:
+        options: dict[str, Any] = {}
+        if args.tier:
+            options["security_tier"] = args.tier
+        return await client.create(model=args.model, messages=messages, **options)
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    import nomyo_native
+
+    text = sys.stdin.read() if args.message == "-" else args.message
+    messages = [{"role": "user", "content": text}]
+    if args.system:
+        messages.insert(0, {"role": "system", "content": args.system})
+    try:
+        response = asyncio.run(_chat_once(args, messages))
+    except (nomyo_native.APIError, nomyo_native.SecurityError, ConnectionError) as exc:
+        print(f"nomyo-native chat: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"nomyo-native chat: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(response, indent=2, ensure_ascii=False))
+        return 0
+    message = response["choices"][0]["message"]
+    if message.get("content") is not None:
+        print(message["content"])
+    for call in message.get("tool_calls") or []:
+        function = call.get("function", {})
+        print(f"[tool call] {function.get('name')}({function.get('arguments')})")
+    return 0
+
+
 # ---- entry point ---------------------------------------------------------------------------
 
 _SUBCOMMANDS: list[tuple[Callable[[Any], None], Callable[[argparse.Namespace], int]]] = [
     (_add_serve_parser, _cmd_serve),
     (_add_demo_parser, _cmd_demo),
     (_add_attest_parser, _cmd_attest),
+    (_add_keys_parser, _cmd_keys),
+    (_add_chat_parser, _cmd_chat),
 ]
 
 
