@@ -420,10 +420,10 @@ impl std::fmt::Write for StackText {
 
 /// Format a finite float exactly as CPython's `repr(float)` does.
 fn python_float_repr(value: f64, out: &mut StackText) {
-    // `{:e}` gives the shortest round-trip digit count. When two such strings are equally
-    // close, Rust and CPython may pick different ones (562949953421312.25 has ".2" and ".3");
-    // CPython takes the correctly rounded one (ties to even), which is what an exact
-    // formatting at that precision produces.
+    // `{:e}` gives a shortest round-trip string. When two strings of that length round-trip,
+    // CPython takes the one closest to the exact binary value (ties to even): the exact
+    // formatting at that precision, used whenever it round-trips (562949953421312.25 is
+    // ".2", where Rust's shortest says ".3"; for 2**-24 only "...063" round-trips).
     let mut sci = StackText::new();
     let _ = write!(sci, "{:e}", value.abs());
     let shortest = sci
@@ -432,8 +432,16 @@ fn python_float_repr(value: f64, out: &mut StackText) {
         .take_while(|&&b| b != b'e')
         .filter(|b| b.is_ascii_digit())
         .count();
-    sci.wipe();
-    let _ = write!(sci, "{:.*e}", shortest.saturating_sub(1), value.abs());
+    let mut exact = StackText::new();
+    let _ = write!(exact, "{:.*e}", shortest.saturating_sub(1), value.abs());
+    let round_trips = std::str::from_utf8(exact.as_bytes())
+        .ok()
+        .and_then(|t| t.parse::<f64>().ok())
+        .is_some_and(|parsed| parsed == value.abs());
+    if round_trips {
+        std::mem::swap(&mut sci, &mut exact);
+    }
+    exact.wipe();
     let text = sci.as_bytes();
     let e_at = text.iter().position(|&b| b == b'e').unwrap_or(text.len());
     let mut digits = [0u8; 32];
