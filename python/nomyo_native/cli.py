@@ -113,6 +113,13 @@ def _add_serve_parser(subparsers: Any) -> None:
         help="models a security tier allows (repeatable); tiers not named allow every model",
     )
     sec.add_argument(
+        "--rate-limit",
+        type=int,
+        metavar="N",
+        help="at most N requests a minute per API key (or client address without keys); "
+        "more get 429 with Retry-After (default: unlimited)",
+    )
+    sec.add_argument(
         "--default-tier",
         default="standard",
         choices=("standard", "high", "maximum"),
@@ -179,6 +186,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         tpm=args.tpm,
         tpm_scheme=args.tpm_scheme,
         record_keys_path=args.record_keys_insecure,
+        rate_limit_per_minute=args.rate_limit,
         **options,
     )
 
@@ -191,6 +199,11 @@ def _describe(endpoint: Any, config: Any) -> list[str]:
     limits = ", ".join(
         f"{tier}: {', '.join(sorted(models))}"
         for tier, models in sorted(config.tier_policy.allowed_models.items())
+    )
+    rate = (
+        f"{config.rate_limit_per_minute}/minute per caller"
+        if config.rate_limit_per_minute
+        else "none"
     )
     lines = [
         "nomyo-native secure endpoint",
@@ -205,6 +218,7 @@ def _describe(endpoint: Any, config: Any) -> list[str]:
         f"  TPM attestation  {tpm}",
         f"  backend          {backend}",
         f"  API keys         {len(config.api_keys) or 'none (open endpoint)'}",
+        f"  rate limit       {rate}",
         f"  tier policy      {limits or 'every model in every tier'}",
     ]
     if config.record_keys:

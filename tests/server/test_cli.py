@@ -58,6 +58,7 @@ def test_serve_options_become_a_config(monkeypatch, tmp_path):
             "--tpm-scheme", "rsapss",
             "--backend", "http://127.0.0.1:11434",
             "--max-body-bytes", "65536",
+            "--rate-limit", "30",
             "--record-keys-insecure", str(tmp_path / "keys.jsonl"),
         ]
     )  # fmt: skip
@@ -72,6 +73,7 @@ def test_serve_options_become_a_config(monkeypatch, tmp_path):
     assert config.tpm_scheme == "rsapss"
     assert config.backend == "http://127.0.0.1:11434"
     assert config.max_body_bytes == 65536
+    assert config.rate_limit_per_minute == 30
     assert config.record_keys is True
 
 

@@ -221,3 +221,12 @@ async def test_404_raises_api_error_when_secure_inference_is_missing(http_endpoi
             {"model": "m", "messages": [{"role": "user", "content": "hi"}]}, "pid-404"
         )
     assert info.value.status_code == 404
+
+
+async def test_429_raises_rate_limit_error(endpoint_factory):
+    endpoint = endpoint_factory(rate_limit_per_minute=1)
+    client = reference_client(endpoint.base_url)
+    await client.create(model="m", messages=[{"role": "user", "content": "first"}])
+    with pytest.raises(nomyo.RateLimitError) as info:
+        await client.create(model="m", messages=[{"role": "user", "content": "second"}])
+    assert info.value.status_code == 429

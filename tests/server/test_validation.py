@@ -324,3 +324,18 @@ def test_internal_backend_failure_is_500_and_server_keeps_serving(
         response = post(wire, headers, body)
         assert response.status_code == 500
         assert response.json() == {"detail": "internal server error"}
+
+
+def test_rate_limit_answers_429_with_retry_after(endpoint_factory, wire_for, client_key):
+    endpoint = endpoint_factory(rate_limit_per_minute=2, api_keys=("k1", "k2"))
+    first = wire_for(endpoint, api_key="k1")
+    for _ in range(2):
+        _, headers, body = first.request(CHAT)
+        assert post(first, headers, body).status_code == 200
+    _, headers, body = first.request(CHAT)
+    response = post(first, headers, body)
+    assert response.status_code == 429
+    assert response.json() == {"detail": "rate limit exceeded"}
+    assert 1 <= int(response.headers["retry-after"]) <= 30
+    # Another key has its own budget.
+    good_request_works(wire_for(endpoint, api_key="k2"), client_key)

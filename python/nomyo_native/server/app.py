@@ -8,8 +8,10 @@ Nothing logged here contains keys, plaintext or API keys.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -37,7 +39,7 @@ from nomyo_native.server.crypto import (
     parse_client_public_key,
     seal_response,
 )
-from nomyo_native.server.policy import SECURITY_TIERS, ApiKeyPolicy, TierPolicy
+from nomyo_native.server.policy import SECURITY_TIERS, ApiKeyPolicy, RateLimiter, TierPolicy
 from nomyo_native.server.process_info import memory_protection
 from nomyo_native.server.recording import KeyRecorder
 from nomyo_native.server.tpm import TpmError, TpmQuoter
@@ -52,10 +54,11 @@ _PAYLOAD_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 class Refusal(Exception):
     """Ends a request with ``status`` and ``{"detail": detail}``."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
+        self.headers = headers
 
 
 @dataclass
@@ -71,6 +74,7 @@ class EndpointState:
     tpm_scheme: str = "ecdsa"
     tpm_hash: str = "sha256"
     recorder: KeyRecorder | None = None
+    rate_limiter: RateLimiter | None = None
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -123,7 +127,9 @@ class SecureCompletionHandler:
             status = response.status_code
         except Refusal as refusal:
             status = refusal.status
-            response = JSONResponse({"detail": refusal.detail}, status_code=refusal.status)
+            response = JSONResponse(
+                {"detail": refusal.detail}, status_code=refusal.status, headers=refusal.headers
+            )
         except Exception as exc:  # keep serving; never echo internals to the client
             status = 500
             logger.error("secure_completion failed internally: %s", type(exc).__name__)
@@ -139,9 +145,23 @@ class SecureCompletionHandler:
     async def _handle(self, request: Request) -> tuple[str, Response]:
         state = self.state
         headers = request.headers
-        denied = state.api_keys.check(headers.get("authorization"))
+        authorization = headers.get("authorization")
+        denied = state.api_keys.check(authorization)
         if denied is not None:
             raise Refusal(401, denied)
+        if state.rate_limiter is not None:
+            # Authenticated callers are limited per key, anonymous ones per address.
+            if state.api_keys.enabled and authorization:
+                caller = (
+                    "key:" + hashlib.sha256(authorization.encode("utf-8", "replace")).hexdigest()
+                )
+            else:
+                caller = "addr:" + (request.client.host if request.client else "unknown")
+            wait = state.rate_limiter.acquire(caller)
+            if wait is not None:
+                raise Refusal(
+                    429, "rate limit exceeded", headers={"Retry-After": str(math.ceil(wait))}
+                )
         payload_id = headers.get("x-payload-id")
         if not payload_id:
             raise Refusal(400, "missing X-Payload-ID header")

@@ -47,6 +47,7 @@ class ServerConfig:
     tpm_scheme: str = "ecdsa"
     tpm_hash: str = "sha256"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    rate_limit_per_minute: int | None = None
     record_keys: bool = False
     record_keys_path: Path | None = None
 
@@ -61,6 +62,8 @@ class ServerConfig:
             raise ValueError("tpm 'tcti:' needs a TCTI, e.g. tcti:device:/dev/tpmrm0")
         if self.max_body_bytes < 1024:
             raise ValueError("max_body_bytes must be at least 1024")
+        if self.rate_limit_per_minute is not None and self.rate_limit_per_minute < 1:
+            raise ValueError("rate limit must be at least 1 request per minute")
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be 0..65535 (0 picks a free port)")
         if self.record_keys_path is not None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Iterable, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 SECURITY_TIERS = ("standard", "high", "maximum")
@@ -85,3 +87,40 @@ class TierPolicy:
         if allowed is None or model in allowed:
             return None
         return f"model '{model}' is not allowed for security tier '{tier}'"
+
+
+class RateLimiter:
+    """A token bucket per caller (API key, else client address): ``per_minute`` requests a
+    minute, bursts up to the same number. Refusals carry the seconds until the next token."""
+
+    _MAX_CALLERS = 10_000
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        if per_minute < 1:
+            raise PolicyError("rate limit must be at least 1 request per minute")
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, caller: str) -> float | None:
+        """None when the request may proceed, else the seconds to wait (for Retry-After)."""
+        now = self._clock()
+        with self._lock:
+            tokens, last = self._buckets.get(caller, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - last) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[caller] = (tokens - 1.0, now)
+                self._prune(now)
+                return None
+            self._buckets[caller] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+
+    def _prune(self, now: float) -> None:
+        # Bound memory: forget callers whose buckets have refilled completely.
+        if len(self._buckets) <= self._MAX_CALLERS:
+            return
+        for caller, (tokens, last) in list(self._buckets.items()):
+            if tokens + (now - last) * self.rate >= self.capacity:
+                del self._buckets[caller]

@@ -26,7 +26,7 @@ from nomyo_native.server.app import EndpointState, create_app
 from nomyo_native.server.backends import Backend, make_backend
 from nomyo_native.server.config import ServerConfig
 from nomyo_native.server.crypto import ServerKey
-from nomyo_native.server.policy import ApiKeyPolicy
+from nomyo_native.server.policy import ApiKeyPolicy, RateLimiter
 from nomyo_native.server.recording import KeyRecorder, RecordedKeys
 from nomyo_native.server.tls import make_self_signed
 from nomyo_native.server.tpm import SwtpmProcess, TpmQuoter
@@ -94,6 +94,9 @@ def build_resources(config: ServerConfig) -> _Resources:
         tpm_scheme=config.tpm_scheme,
         tpm_hash=config.tpm_hash,
         recorder=recorder,
+        rate_limiter=(
+            RateLimiter(config.rate_limit_per_minute) if config.rate_limit_per_minute else None
+        ),
     )
     resources = _Resources(state=state)
     try:
