@@ -64,6 +64,8 @@ async def user_script(nomyo: ModuleType, base_url: str, key_dir: str | None) -> 
             errors.append(("ValueError", None))
     out["errors"] = errors
     out["public_key_pem"] = client.client.public_key_pem.strip()
+    if hasattr(client, "aclose"):  # nomyo-native pools connections; let the endpoint stop at once
+        await client.aclose()
     return out
 
 
