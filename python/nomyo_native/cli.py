@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -191,6 +192,15 @@ def config_from_args(args: argparse.Namespace) -> Any:
     )
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _describe(endpoint: Any, config: Any) -> list[str]:
     tpm = "off (tier 'maximum' is refused with 503)"
     if endpoint.tpm_available:
@@ -214,6 +224,11 @@ def _describe(endpoint: Any, config: Any) -> list[str]:
         lines.append(f"  TLS CA (trust)   {endpoint.ca_path}")
     elif not config.uses_tls:
         lines.append("  TLS              off: clients need allow_http=True")
+        if not _is_loopback(config.host):
+            lines.append(
+                "  !!! plain HTTP on a non-loopback address: anyone on the path can swap the "
+                "server key. Use --tls-self-signed or --tls-cert/--tls-key !!!"
+            )
     lines += [
         f"  TPM attestation  {tpm}",
         f"  backend          {backend}",

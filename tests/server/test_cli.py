@@ -173,3 +173,15 @@ def test_demo_end_to_end():
         assert re.search(r"attestation\s+VERIFIED", out)
     else:
         assert "swtpm is not installed" in out
+
+
+def test_banner_warns_about_plain_http_off_loopback(http_endpoint):
+    from nomyo_native.cli import _describe
+    from nomyo_native.server import ServerConfig
+
+    local = _describe(http_endpoint, ServerConfig(host="127.0.0.1"))
+    assert not any("non-loopback" in line for line in local)
+    exposed = _describe(http_endpoint, ServerConfig(host="0.0.0.0"))
+    assert any("plain HTTP on a non-loopback address" in line for line in exposed)
+    tls = _describe(http_endpoint, ServerConfig(host="0.0.0.0", tls_self_signed=True))
+    assert not any("non-loopback" in line for line in tls)
