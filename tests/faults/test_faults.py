@@ -102,7 +102,7 @@ async def test_json_error_detail_is_carried(loopback, chat_to):
 
 async def test_stall_past_the_timeout_is_a_connection_error(loopback, chat_to):
     loopback.then(STALL)
-    async with chat_to(max_retries=0, timeout=0.5) as chat:
+    async with chat_to(max_retries=0, timeout=1.0) as chat:
         with pytest.raises(nomyo.APIConnectionError):
             await _create(chat)
     assert len(loopback.posts) == 1
@@ -110,7 +110,7 @@ async def test_stall_past_the_timeout_is_a_connection_error(loopback, chat_to):
 
 async def test_stall_then_answer_succeeds_on_retry(loopback, chat_to, sleeps):
     loopback.then(STALL, OK)
-    async with chat_to(max_retries=1, timeout=0.5) as chat:
+    async with chat_to(max_retries=1, timeout=1.0) as chat:
         response = await _create(chat)
     assert response["_metadata"]["payload_id"] == loopback.posts[1].payload_id
     assert len(sleeps.waits) == 1
