@@ -1,7 +1,7 @@
 """The process under examination: runs chat requests with one client, then waits to be scanned.
 
 usage: python child.py --client ours|reference --url URL [--ca CA] --requests N --token TOKEN
-       [--max-retries R] [--timeout S]
+       [--max-retries R] [--timeout S] [--retry-backoff S] [--pad BYTES] [--leak-json]
 
 Request ``i`` sends the user message ``f"{token}-{i}"``. The child never serializes anything
 itself, so JSON-framed copies of that text (``"content": "<token>-i``) can only come from the
@@ -58,7 +58,7 @@ async def _run(chat: Any, args: argparse.Namespace) -> dict[str, Any]:
         "buffers_live": [],
     }
     for i in range(args.requests):
-        messages = [{"role": "user", "content": f"{args.token}-{i}"}]
+        messages = [{"role": "user", "content": f"{args.token}-{i}" + "x" * args.pad}]
         if args.leak_json:
             # Positive control: a copy the scan must find (the caller serializing a request).
             _LEAKS.append(json.dumps({"messages": messages}, separators=(",", ":")))
@@ -71,7 +71,7 @@ async def _run(chat: Any, args: argparse.Namespace) -> dict[str, Any]:
             outcome["payload_ids"].append(response["_metadata"]["payload_id"])
             # The reply must carry the request's text, or no real exchange happened.
             content = response["choices"][0]["message"]["content"]
-            text = f"{args.token}-{i}"
+            text = f"{args.token}-{i}" + "x" * args.pad
             if content not in (text, f"ECHO<{text}>"):
                 outcome["mismatches"] += 1
             del response, content
@@ -96,6 +96,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--retry-backoff", type=float)
     parser.add_argument("--leak-json", action="store_true")
+    # Pad each message to exercise the large-payload paths (buffer growth, chunked reads).
+    parser.add_argument("--pad", type=int, default=0)
     args = parser.parse_args()
 
     chat = _make_client(args)

@@ -59,6 +59,23 @@ def test_our_client_leaves_no_key_and_no_plaintext(ours: Examination) -> None:
     assert ours.scan.regions_unreadable == 0
 
 
+def test_large_messages_leave_nothing_either(recording_endpoint) -> None:
+    # 1 MiB messages: the JSON writer and reader grow their locked buffers several times, and
+    # the response arrives in many chunks; no step may leave a copy behind.
+    large = examine(
+        "ours",
+        recording_endpoint.base_url,
+        _keys_of(recording_endpoint),
+        requests=2,
+        ca=str(recording_endpoint.ca_path),
+        extra_args=("--pad", str(2**20)),
+    )
+    assert large.outcome["ok"] == 2, large.outcome
+    assert large.outcome["mismatches"] == 0
+    found = {c: large.scan.counts[c] for c in CATEGORIES}
+    assert found == dict.fromkeys(CATEGORIES, 0), {c: large.scan.where(c) for c in CATEGORIES}
+
+
 def test_scan_finds_a_deliberate_copy_in_the_same_setting(recording_endpoint) -> None:
     # Positive control under the same conditions: the child itself keeps compact JSON of its
     # requests. If this count were 0, the zeros above would mean nothing.
