@@ -205,6 +205,9 @@ def _describe(endpoint: Any, config: Any) -> list[str]:
     tpm = "off (tier 'maximum' is refused with 503)"
     if endpoint.tpm_available:
         tpm = f"{config.tpm} ({config.tpm_scheme} quotes of sha256:0,7,10, fresh AIK per request)"
+        if endpoint.code_measurement is not None:
+            measured = endpoint.code_measurement.hex()[:16]
+            tpm += f"\n  PCR 10           extended with the endpoint code's SHA-256 {measured}..."
     backend = config.backend if isinstance(config.backend, str) else type(config.backend).__name__
     limits = ", ".join(
         f"{tier}: {', '.join(sorted(models))}"
@@ -378,6 +381,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"security tier     {metadata.get('security_tier')}")
     print(f"payload id        {metadata.get('payload_id')}")
     print(f"reply             {reply}")
+    block = metadata.get("tpm_attestation") or {}
+    if block.get("is_available"):
+        values = block.get("pcr_values", {}).get("sha256", {})
+        shown = ", ".join(f"{index}={value[:16]}..." for index, value in values.items())
+        print(f"quoted PCRs       {block.get('pcr_banks')}: {shown}")
+        print("                  (PCR 10: the endpoint measured its own code into swtpm at start)")
     print(f"attestation       {verdict}")
     print("timings")
     for label, seconds in timings:

@@ -185,3 +185,22 @@ def test_banner_warns_about_plain_http_off_loopback(http_endpoint):
     assert any("plain HTTP on a non-loopback address" in line for line in exposed)
     tls = _describe(http_endpoint, ServerConfig(host="0.0.0.0", tls_self_signed=True))
     assert not any("non-loopback" in line for line in tls)
+
+
+def test_demo_falls_back_clearly_without_swtpm(monkeypatch):
+    from nomyo_native import cli
+
+    monkeypatch.setattr(cli.shutil, "which", lambda name: None)
+    mode, note = cli._tpm_for_demo(no_tpm=False)
+    assert mode == "none"
+    assert "swtpm is not installed" in note and "apt-get install swtpm" in note
+    assert cli._tpm_for_demo(no_tpm=True)[0] == "none"
+
+
+@pytest.mark.slow
+def test_demo_without_tpm_still_completes(capsys):
+    assert main(["demo", "--no-tpm", "--message", "no tpm here"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"security tier\s+high", out)
+    assert re.search(r"reply\s+no tpm here", out)
+    assert "not available (the endpoint has no TPM)" in out

@@ -208,3 +208,21 @@ def test_server_with_owned_swtpm(endpoint_factory, wire_for, client_key):
     signature, _ = TPMT_SIGNATURE.unmarshal(base64.b64decode(block["signature_b64"]))
     assert signature.sigAlg == TPM2_ALG.RSAPSS
     verify_block(block, pid)
+
+
+def test_owned_swtpm_measures_the_server_code_into_pcr10(endpoint_factory, wire_for, client_key):
+    from nomyo_native.server.runner import measure_server_code
+
+    endpoint = endpoint_factory(tpm="swtpm")
+    assert endpoint.code_measurement == measure_server_code()
+    wire = wire_for(endpoint)
+    pid, headers, body = wire.request(
+        {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    )
+    response = httpx.post(endpoint.base_url + PATH, headers=headers, content=body, timeout=60)
+    block = open_response(response.content, client_key)[0]["_metadata"]["tpm_attestation"]
+    verify_block(block, pid)
+    # A fresh swtpm's PCR 10 is zero; one extend with SHA-256(measurement) gives this value.
+    expected = hashlib.sha256(b"\0" * 32 + hashlib.sha256(endpoint.code_measurement).digest())
+    assert block["pcr_values"]["sha256"]["10"] == expected.hexdigest()
+    assert block["pcr_values"]["sha256"]["0"] == "00" * 32

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import socket
 import tempfile
@@ -33,6 +34,8 @@ from nomyo_native.server.tpm import SwtpmProcess, TpmQuoter
 
 logger = logging.getLogger("nomyo_native.server")
 
+CODE_MEASUREMENT_PCR = 10
+
 
 @dataclass
 class _Resources:
@@ -44,6 +47,7 @@ class _Resources:
     ca_path: Path | None = None
     swtpm: SwtpmProcess | None = None
     owns_quoter: bool = False
+    code_measurement: bytes | None = None
     tempdirs: list[tempfile.TemporaryDirectory[str]] = field(default_factory=list)
 
     def close(self) -> None:
@@ -62,11 +66,29 @@ def _open_tpm(config: ServerConfig, resources: _Resources) -> TpmQuoter | None:
         return None
     if config.tpm == "swtpm":
         resources.swtpm = SwtpmProcess().start()
-        tcti = resources.swtpm.tcti
-    else:
-        tcti = config.tpm.removeprefix("tcti:")
+        resources.owns_quoter = True
+        quoter = TpmQuoter(resources.swtpm.tcti)
+        # Only our own swtpm: on a real TPM, PCR 10 belongs to the kernel's IMA log.
+        resources.code_measurement = measure_server_code()
+        quoter.pcr_extend(CODE_MEASUREMENT_PCR, resources.code_measurement)
+        return quoter
     resources.owns_quoter = True
-    return TpmQuoter(tcti)
+    return TpmQuoter(config.tpm.removeprefix("tcti:"))
+
+
+def measure_server_code() -> bytes:
+    """SHA-256 over this package's source files (path and content digest, sorted by path).
+
+    The owned swtpm starts with every PCR at zero; extending PCR 10 with this measurement
+    makes a quote change when the endpoint's code changes, which a client's PCR baseline can
+    then detect. It is a self-measurement: as trustworthy as the process that made it.
+    """
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for source in sorted(package.rglob("*.py")):
+        relative = source.relative_to(package).as_posix().encode("utf-8")
+        digest.update(relative + b"\0" + hashlib.sha256(source.read_bytes()).digest())
+    return digest.digest()
 
 
 def build_resources(config: ServerConfig) -> _Resources:
@@ -180,6 +202,8 @@ class RunningServer:
         self.server_key_fingerprint: str = resources.state.server_key.fingerprint
         self.public_key_pem: str = resources.state.server_key.public_key_pem
         self.quoter: TpmQuoter | None = resources.state.quoter
+        # What an owned swtpm's PCR 10 was extended with at start (None otherwise).
+        self.code_measurement: bytes | None = resources.code_measurement
         self.recorder: KeyRecorder | None = resources.state.recorder
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
