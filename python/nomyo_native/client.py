@@ -47,6 +47,7 @@ from nomyo_native.errors import (
     ServiceUnavailableError,
 )
 from nomyo_native.keyring import KeyRing
+from nomyo_native.transport import native_tls_transport
 
 __all__ = [
     "ATTESTATION_POLICIES",
@@ -578,13 +579,19 @@ class SecureCompletionClient:
             if state is None:
                 if self._closed:
                     raise ClientClosedError("the client is closed")
+                limits = httpx.Limits(max_connections=100, max_keepalive_connections=32)
+                # Ours unless the caller gave one: TLS in asyncio's SSL transport (see
+                # nomyo_native.transport); httpx's default where that is unavailable.
+                transport = self._transport
+                if transport is None:
+                    transport = native_tls_transport(self._ssl_context, limits)
                 state = _LoopState(
                     http=httpx.AsyncClient(
                         timeout=self._timeout,
                         verify=self._ssl_context if self._ssl_context is not None else True,
                         follow_redirects=False,
-                        transport=self._transport,
-                        limits=httpx.Limits(max_connections=100, max_keepalive_connections=32),
+                        transport=transport,
+                        limits=limits,
                     ),
                     keys_lock=asyncio.Lock(),
                     server_key_lock=asyncio.Lock(),

@@ -1,0 +1,205 @@
+"""An httpx transport whose TCP and TLS run in asyncio's own transports.
+
+httpx's default async transport does TLS in anyio's memory-BIO stream: each TLS record (at most
+16 KiB) is decrypted by a separate ``SSLObject.read`` and climbs a dozen Python frames (timeout
+scope, exception map, h11 event) on its way up. asyncio's SSL protocol drains every record
+already received in one loop and hands back up to 64 KiB per read, so a 1 MiB chat request
+(a 1.4 MB envelope each way) costs the client about half the transport CPU.
+
+Same pool, same HTTP/1.1 machinery (httpcore's), same verification (the caller's
+``SSLContext``), same httpx exceptions; only the network layer changes. It needs
+``StreamWriter.start_tls`` (Python 3.11+): elsewhere :func:`native_tls_transport` returns
+``None`` and the caller keeps httpx's default transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import ssl
+import sys
+from collections.abc import Awaitable, Iterable
+from typing import Any, TypeVar
+
+import httpcore
+import httpx
+
+__all__ = [
+    "AsyncioNetworkBackend",
+    "AsyncioNetworkStream",
+    "NativeTLSTransport",
+    "native_tls_transport",
+]
+
+T = TypeVar("T")
+
+# httpcore asks for at most 64 KiB per read; let the transport buffer a few such reads ahead.
+_STREAM_LIMIT = 256 * 1024
+
+SocketOption = (
+    tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
+)
+
+
+async def _bounded(
+    awaitable: Awaitable[T], timeout: float | None, on_timeout: type[Exception]
+) -> T:
+    if timeout is None:
+        return await awaitable
+    try:
+        async with asyncio.timeout(timeout):  # type: ignore[attr-defined,unused-ignore]
+            return await awaitable
+    except TimeoutError:
+        raise on_timeout(f"timed out after {timeout} s") from None
+
+
+class AsyncioNetworkStream(httpcore.AsyncNetworkStream):
+    """One connection: an asyncio ``StreamReader``/``StreamWriter`` pair (TLS after start_tls)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        try:
+            # b"" at end of stream, as httpcore expects from a closed connection.
+            return await _bounded(self._reader.read(max_bytes), timeout, httpcore.ReadTimeout)
+        except OSError as exc:  # includes ssl.SSLError and ConnectionResetError
+            raise httpcore.ReadError(str(exc) or type(exc).__name__) from exc
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        if self._writer.is_closing():
+            raise httpcore.WriteError("the connection is closed")
+        try:
+            self._writer.write(buffer)
+            await _bounded(self._writer.drain(), timeout, httpcore.WriteTimeout)
+        except OSError as exc:
+            raise httpcore.WriteError(str(exc) or type(exc).__name__) from exc
+
+    async def aclose(self) -> None:
+        self._writer.close()
+        try:
+            await asyncio.wait_for(self._writer.wait_closed(), 5.0)
+        except (OSError, TimeoutError, asyncio.TimeoutError):
+            # Closing is best effort: the peer may be gone or never answer close_notify.
+            self._writer.transport.abort()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> AsyncioNetworkStream:
+        try:
+            await _bounded(
+                self._writer.start_tls(ssl_context, server_hostname=server_hostname),
+                timeout,
+                httpcore.ConnectTimeout,
+            )
+        except OSError as exc:  # certificate verification failures are ssl.SSLError
+            self._writer.transport.abort()
+            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+        return self
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "ssl_object":
+            return self._writer.get_extra_info("ssl_object")
+        if info == "client_addr":
+            return self._writer.get_extra_info("sockname")
+        if info == "server_addr":
+            return self._writer.get_extra_info("peername")
+        if info == "socket":
+            return self._writer.get_extra_info("socket")
+        if info == "is_readable":
+            return self._is_readable()
+        return None
+
+    def _is_readable(self) -> bool:
+        """For an idle keep-alive connection: has the server closed it or sent anything?"""
+        if self._reader.at_eof() or self._reader.exception() is not None:
+            return True
+        if self._writer.transport.is_closing():
+            return True
+        sock = self._writer.get_extra_info("socket")
+        if sock is None or sock.fileno() < 0:
+            return True
+        readable, _, _ = select.select([sock.fileno()], [], [], 0)
+        return bool(readable)
+
+
+class AsyncioNetworkBackend(httpcore.AsyncNetworkBackend):
+    """Opens :class:`AsyncioNetworkStream` connections (TCP_NODELAY is asyncio's default)."""
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[SocketOption] | None = None,
+    ) -> AsyncioNetworkStream:
+        local_addr = (local_address, 0) if local_address else None
+        try:
+            reader, writer = await _bounded(
+                asyncio.open_connection(host, port, limit=_STREAM_LIMIT, local_addr=local_addr),
+                timeout,
+                httpcore.ConnectTimeout,
+            )
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+        sock = writer.get_extra_info("socket")
+        for option in socket_options or ():
+            sock.setsockopt(*option)
+        return AsyncioNetworkStream(reader, writer)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[SocketOption] | None = None,
+    ) -> AsyncioNetworkStream:
+        try:
+            reader, writer = await _bounded(
+                asyncio.open_unix_connection(path, limit=_STREAM_LIMIT),
+                timeout,
+                httpcore.ConnectTimeout,
+            )
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+        return AsyncioNetworkStream(reader, writer)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class NativeTLSTransport(httpx.AsyncHTTPTransport):
+    """httpx's HTTP transport with its connection pool on :class:`AsyncioNetworkBackend`.
+
+    ``AsyncHTTPTransport`` keeps all its state in ``_pool`` (request and response mapping,
+    exception mapping and closing all go through it), so this builds the same pool as
+    ``AsyncHTTPTransport(verify=ssl_context, limits=limits)`` would, with another backend.
+    """
+
+    def __init__(self, ssl_context: ssl.SSLContext | None, limits: httpx.Limits) -> None:
+        # super().__init__ is not called on purpose: it would build a pool only to drop it.
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            http1=True,
+            http2=False,
+            network_backend=AsyncioNetworkBackend(),
+        )
+
+
+def native_tls_transport(
+    ssl_context: ssl.SSLContext | None, limits: httpx.Limits
+) -> httpx.AsyncBaseTransport | None:
+    """A :class:`NativeTLSTransport`, or ``None`` on Python < 3.11 (no ``start_tls`` on
+    asyncio streams): the caller then keeps httpx's default transport."""
+    if sys.version_info < (3, 11):
+        return None
+    return NativeTLSTransport(ssl_context, limits)

@@ -1,0 +1,193 @@
+"""The client's default transport: httpcore's pool over asyncio's own TCP and TLS transports.
+
+Checked against the real endpoint over HTTPS (verification, keep-alive reuse, 1 MiB each way)
+and against raw loopback servers for what a network does wrong (refused, stalled, closed idle
+connections), each ending in the httpx exception the client already maps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import certifi
+import httpx
+import pytest
+
+import nomyo_native as nomyo
+from nomyo_native.transport import (
+    AsyncioNetworkStream,
+    NativeTLSTransport,
+    native_tls_transport,
+)
+
+pytestmark = pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="asyncio streams gain start_tls in Python 3.11"
+)
+
+LIMITS = httpx.Limits(max_connections=10, max_keepalive_connections=5)
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def trusting(ca_path: Any) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca_path))
+
+
+@asynccontextmanager
+async def loopback_server(handler: Handler) -> AsyncIterator[str]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return await reader.readexactly(length) if length else b""
+
+
+def ok(body: bytes, *, close: bool = False) -> bytes:
+    extra = b"Connection: close\r\n" if close else b""
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+# ---- through the client, against the endpoint ------------------------------------------------
+
+
+async def test_the_client_uses_it_by_default_and_reuses_the_connection(secure_endpoint):
+    chat = nomyo.SecureChatCompletion(
+        base_url=secure_endpoint.base_url, ca_bundle=secure_endpoint.ca_path, key_size=2048
+    )
+    async with chat:
+        first = await chat.create("m", [{"role": "user", "content": "first"}])
+        second = await chat.create("m", [{"role": "user", "content": "second"}])
+        http = chat.client._state().http
+        assert isinstance(http._transport, NativeTLSTransport)
+        response = await http.get(f"{secure_endpoint.base_url}/pki/public_key")
+        # Key fetch, both requests and this GET went over one kept-alive connection.
+        assert len(http._transport._pool.connections) == 1
+    assert "first" in first["choices"][0]["message"]["content"]
+    assert "second" in second["choices"][0]["message"]["content"]
+    stream = response.extensions["network_stream"]
+    assert isinstance(stream, AsyncioNetworkStream)
+    assert stream.get_extra_info("ssl_object").version() in ("TLSv1.2", "TLSv1.3")
+
+
+async def test_a_mebibyte_each_way_arrives_intact(secure_endpoint):
+    prompt = "".join(chr(0x61 + i % 26) for i in range(1024 * 1024))
+    async with nomyo.SecureChatCompletion(
+        base_url=secure_endpoint.base_url, ca_bundle=secure_endpoint.ca_path, key_size=2048
+    ) as chat:
+        reply = await chat.create("m", [{"role": "user", "content": prompt}])
+    assert prompt in reply["choices"][0]["message"]["content"]
+
+
+async def test_an_untrusted_certificate_is_a_connection_error(secure_endpoint):
+    async with nomyo.SecureChatCompletion(
+        base_url=secure_endpoint.base_url, ca_bundle=certifi.where(), max_retries=0
+    ) as chat:
+        with pytest.raises(nomyo.APIConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+            await chat.create("m", [{"role": "user", "content": "hi"}])
+
+
+async def test_a_wrong_host_name_is_a_connection_error(secure_endpoint):
+    # The certificate names 127.0.0.1 and localhost only.
+    async with httpx.AsyncClient(
+        transport=NativeTLSTransport(trusting(secure_endpoint.ca_path), LIMITS)
+    ) as http:
+        url = secure_endpoint.base_url.replace("127.0.0.1", "127.0.0.2")
+        with pytest.raises(httpx.ConnectError):
+            await http.get(f"{url}/pki/public_key")
+
+
+# ---- what a network does wrong -----------------------------------------------------------------
+
+
+async def test_refused_connection_is_a_connect_error():
+    async with loopback_server(lambda r, w: asyncio.sleep(0)) as url:
+        pass  # closed again: nothing listens on the port now
+    async with httpx.AsyncClient(transport=NativeTLSTransport(None, LIMITS)) as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.get(url)
+
+
+async def test_stalled_response_is_a_read_timeout():
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(30)
+
+    async with loopback_server(stall) as url:
+        async with httpx.AsyncClient(
+            transport=NativeTLSTransport(None, LIMITS), timeout=httpx.Timeout(5.0, read=0.3)
+        ) as http:
+            with pytest.raises(httpx.ReadTimeout):
+                await http.get(url)
+
+
+async def test_body_cut_short_is_a_protocol_error():
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly this")
+        await writer.drain()
+        writer.close()
+
+    async with loopback_server(cut) as url:
+        async with httpx.AsyncClient(transport=NativeTLSTransport(None, LIMITS)) as http:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await http.get(url)
+
+
+async def test_idle_connection_closed_by_the_server_is_not_reused():
+    served: list[int] = []
+
+    async def once_per_connection(reader: asyncio.StreamReader, writer: Any) -> None:
+        body = await read_request(reader)
+        served.append(len(body))
+        writer.write(ok(b"done"))  # keep-alive announced, then closed anyway
+        await writer.drain()
+        writer.close()
+
+    async with loopback_server(once_per_connection) as url:
+        async with httpx.AsyncClient(transport=NativeTLSTransport(None, LIMITS)) as http:
+            for i in range(3):
+                response = await http.post(url, content=b"x" * (i + 1))
+                assert response.content == b"done"
+                await asyncio.sleep(0.2)  # let the close arrive before the next request
+    assert served == [1, 2, 3]
+
+
+async def test_keep_alive_connection_serves_many_requests():
+    connections: list[int] = []
+
+    async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        while True:
+            try:
+                body = await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(ok(body[::-1]))
+            await writer.drain()
+
+    async with loopback_server(keep_alive) as url:
+        async with httpx.AsyncClient(transport=NativeTLSTransport(None, LIMITS)) as http:
+            for i in range(5):
+                response = await http.post(url, content=f"request {i}".encode())
+                assert response.content == f"request {i}".encode()[::-1]
+    assert len(connections) == 1
+
+
+def test_older_pythons_keep_httpx_default(monkeypatch):
+    monkeypatch.setattr(sys, "version_info", (3, 10, 14))
+    assert native_tls_transport(None, LIMITS) is None
