@@ -221,3 +221,21 @@ async def test_debug_log_of_a_full_https_request_keeps_secrets_out(endpoint_fact
     assert any(r.name.startswith("httpcore") for r in client_side), "transport logs captured"
     assert "sk-canary-31f7c0de" not in text
     assert "PROMPT-canary-a04c9e71" not in text
+
+
+class StallingBackend(EchoBackend):
+    name = "stalling"
+
+    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(2.0)  # well past the client timeout below
+        return await super().complete(request)
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_timeout_option_bounds_a_stalled_request(endpoint_factory):
+    endpoint = endpoint_factory(tls_self_signed=True, backend=StallingBackend())
+    async with https_chat(endpoint, timeout=0.3, max_retries=0) as chat:
+        with pytest.raises(nomyo.APIConnectionError, match="Timeout"):
+            await chat.create(model="m", messages=USER)

@@ -504,3 +504,36 @@ async def test_client_policy_require_applies_to_every_tier(make_chat, peer):
             await chat.create(model="m", messages=USER)
         reply = await chat.create(model="m", messages=USER, attestation="off")
     assert "attestation_verification" not in reply["_metadata"]
+
+
+async def test_keygen_seal_and_open_run_off_the_event_loop_thread(make_chat, peer, monkeypatch):
+    import threading
+
+    seen: dict[str, set[str]] = {"generate": set(), "seal": set(), "open": set()}
+    real = {
+        "generate": _core.ClientKeyPair.generate,
+        "seal": _core.seal,
+        "open": _core.open,
+    }
+
+    def spy(name):
+        def wrapper(*args):
+            seen[name].add(threading.current_thread().name)
+            return real[name](*args)
+
+        return wrapper
+
+    monkeypatch.setattr(_core, "seal", spy("seal"))
+    monkeypatch.setattr(_core, "open", spy("open"))
+
+    class SpyKeyPair:
+        generate = staticmethod(spy("generate"))
+        load = staticmethod(_core.ClientKeyPair.load)
+
+    monkeypatch.setattr(_core, "ClientKeyPair", SpyKeyPair)
+    loop_thread = threading.current_thread().name
+    async with make_chat() as chat:
+        await chat.create(model="m", messages=USER)
+    for name, threads in seen.items():
+        assert threads, f"{name} was not called"
+        assert loop_thread not in threads, f"{name} ran on the event loop thread"
