@@ -310,3 +310,21 @@ def test_error_paths_release_every_buffer_and_do_not_grow(
     assert _core.memory_status()["buffers_live"] == buffers_before
     # 2400 failures: a leak of even one small buffer each would show as megabytes.
     assert rss_bytes() - rss_before < 16 * 2**20
+
+
+def test_envelope_at_the_size_cap_fails_cleanly(
+    client_public: rsa.RSAPublicKey, keypair: _core.ClientKeyPair
+) -> None:
+    # 10 MiB of ciphertext (more than RLIMIT_MEMLOCK allows to lock) under a forged tag: the
+    # core decodes it into a locked buffer, fails authentication, and gives everything back.
+    doc = envelope_dict(client_public, PLAINTEXT)
+    doc["encrypted_payload"]["ciphertext"] = b64(os.urandom(_core.MAX_PLAINTEXT_BYTES))
+    body = json.dumps(doc).encode()
+    assert len(body) <= _core.MAX_ENVELOPE_BYTES
+    buffers_before = _core.memory_status()["buffers_live"]
+    rss_before = rss_bytes()
+    for _round in range(5):
+        _result, exc = open_outcome(body, keypair)
+        assert isinstance(exc, _core.CryptoError), repr(exc)
+    assert _core.memory_status()["buffers_live"] == buffers_before
+    assert rss_bytes() - rss_before < 48 * 2**20

@@ -193,3 +193,23 @@ async def test_tampered_response_is_the_opaque_security_error(loopback, chat_to)
             await _create(chat)
     assert type(caught.value) is nomyo.SecurityError
     assert len(loopback.posts) == 1
+
+
+async def test_huge_error_body_is_not_buffered_whole(loopback, chat_to):
+    # 32 MiB of HTML behind a 500: the client reads at most its error-body cap and still maps
+    # the status.
+    loopback.then(status(500, b"<p>" * (32 * 2**20 // 3), content_type="text/html"))
+    async with chat_to(max_retries=0) as chat:
+        with pytest.raises(nomyo.ServerError) as caught:
+            await _create(chat)
+    assert caught.value.status_code == 500
+
+
+async def test_200_body_over_the_envelope_cap_is_refused(loopback, chat_to):
+    from nomyo_native import _core
+
+    loopback.then(raw_body(b" " * (_core.MAX_ENVELOPE_BYTES + 1)), OK)
+    async with chat_to(max_retries=2) as chat:
+        with pytest.raises(nomyo.SecurityError):
+            await _create(chat)
+    assert len(loopback.posts) == 1
