@@ -537,3 +537,17 @@ async def test_keygen_seal_and_open_run_off_the_event_loop_thread(make_chat, pee
     for name, threads in seen.items():
         assert threads, f"{name} was not called"
         assert loop_thread not in threads, f"{name} ran on the event loop thread"
+
+
+async def test_oversized_response_body_is_refused_without_buffering_it(
+    make_chat, peer, monkeypatch
+):
+    monkeypatch.setattr(_core, "MAX_ENVELOPE_BYTES", 4096)
+    peer.script.append(httpx.Response(200, content=b"{" + b" " * 10_000 + b"}"))
+    peer.script.append(httpx.Response(503, content=b"x" * 100_000))
+    async with make_chat(max_retries=0) as chat:
+        with pytest.raises(nomyo.ResponseFormatError, match="larger than 4096"):
+            await chat.create(model="m", messages=USER)
+        with pytest.raises(nomyo.ServiceUnavailableError) as info:
+            await chat.create(model="m", messages=USER)
+    assert info.value.error_details is None, "a huge error body is dropped, not kept"
