@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import logging
 import os
@@ -176,6 +177,14 @@ def _tls_context(
         if not os.path.exists(cafile):
             raise FileNotFoundError(f"CA bundle not found: {os.fspath(cafile)}")
         return ssl.create_default_context(cafile=os.fspath(cafile))
+    return _default_tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.lru_cache(maxsize=4)
+def _default_tls_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    """httpx's default trust store (certifi, or SSL_CERT_FILE/SSL_CERT_DIR), built once per
+    process: loading a CA bundle costs tens of milliseconds, and contexts are shareable."""
+    del cert_file, cert_dir  # the cache key: httpx reads the same variables
     return httpx.create_ssl_context()
 
 
@@ -389,9 +398,10 @@ class SecureCompletionClient:
         """A client for another base URL sharing this one's key pair and options (but not the
         server-key pin, which belongs to this URL's server)."""
         self._check_usable()
-        return SecureCompletionClient(
-            router_url, self.allow_http, _keyring=self._keys, **self._options
-        )
+        options = dict(self._options)
+        if self._ssl_context is not None:
+            options["verify"], options["ca_bundle"] = self._ssl_context, None
+        return SecureCompletionClient(router_url, self.allow_http, _keyring=self._keys, **options)
 
     # ---- compatibility attributes ------------------------------------------------------------
 
