@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from nomyo_native import _core
+from nomyo_native.errors import ClientClosedError
 
 __all__ = ["KeyRing"]
 
@@ -61,7 +62,8 @@ class KeyRing:
         with self._lock:
             keypair = self._current
             if keypair is None:
-                raise RuntimeError("no client key pair installed")
+                # Only dispose() empties an installed ring while requests may still arrive.
+                raise ClientClosedError("no client key pair: the client was disposed")
             self._leases[id(keypair)] = self._leases.get(id(keypair), 0) + 1
             return keypair
 
