@@ -78,6 +78,11 @@ class SecureChatCompletion:
     def _keys_initialized(self) -> bool:
         return self.client.private_key is not None
 
+    async def _ensure_keys(self) -> None:
+        """Load or generate the key pair now (nomyo 0.2.9 has this helper; some code calls it
+        to pay for key generation up front)."""
+        await self.client._ensure_keys()
+
     def _client_for(self, base_url: str | None) -> SecureCompletionClient:
         if base_url is None or base_url.rstrip("/") == self.client.router_url:
             return self.client

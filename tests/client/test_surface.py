@@ -175,3 +175,11 @@ def test_generate_keys_result_is_awaitable_and_plain():
     result = client.generate_keys()
     assert result.result() is None
     assert json.dumps(client.client_key_fingerprint).startswith('"sha256:')
+
+
+async def test_keys_can_be_prepared_up_front_like_the_reference():
+    chat = nomyo_native.SecureChatCompletion(key_size=2048)
+    assert chat._keys_initialized is False
+    await chat._ensure_keys()
+    assert chat._keys_initialized is True
+    assert chat.client.private_key.bits == 2048
