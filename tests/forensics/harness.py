@@ -7,6 +7,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,15 +84,18 @@ def examine(
     if ca:
         argv += ["--ca", ca]
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    # stderr goes to a file: a pipe nobody reads could fill up and block the child.
+    errors = tempfile.TemporaryFile()
     child = subprocess.Popen(
-        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, env=env
     )
-    assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+    assert child.stdin is not None and child.stdout is not None
     try:
         line = child.stdout.readline()
         if not line:
             child.wait(timeout=timeout)
-            raise AssertionError(f"child failed: {child.stderr.read().decode()[-4000:]}")
+            errors.seek(0)
+            raise AssertionError(f"child failed: {errors.read().decode()[-4000:]}")
         outcome = json.loads(line)
         assert child.stdout.readline().strip() == b"READY"
         keys = keys_for(outcome)
@@ -105,5 +109,5 @@ def examine(
             child.kill()
             child.wait()
         child.stdout.close()
-        child.stderr.close()
+        errors.close()
     return Examination(label or client, outcome, len(keys), scan)
