@@ -551,3 +551,25 @@ async def test_oversized_response_body_is_refused_without_buffering_it(
         with pytest.raises(nomyo.ServiceUnavailableError) as info:
             await chat.create(model="m", messages=USER)
     assert info.value.error_details is None, "a huge error body is dropped, not kept"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("7", 7.0),
+        ("0", 0.0),
+        ("-3", 0.0),
+        ("Wed, 21 Oct 2015 07:28:30 GMT", 30.0),
+        ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),
+        ("soon", None),
+        ("nan", None),
+        (None, None),
+    ],
+)
+def test_retry_after_parsing(header, expected):
+    from email.utils import parsedate_to_datetime
+
+    from nomyo_native.client import _parse_retry_after
+
+    now = parsedate_to_datetime("Wed, 21 Oct 2015 07:28:00 GMT").timestamp()
+    assert _parse_retry_after(header, now) == expected
