@@ -3,8 +3,9 @@
 //! `write_py` walks the caller's objects and appends compact JSON to a LockedBuf; it produces
 //! the same bytes as `json.dumps(obj, separators=(",", ":"), ensure_ascii=False,
 //! allow_nan=False)`, so the server sees exactly what the reference client would send. No
-//! serialized plaintext is ever held outside locked memory (only single numbers pass through
-//! small stack buffers that are wiped).
+//! serialized plaintext is ever held outside locked memory: single numbers pass through small
+//! stack buffers that are wiped, and an integer beyond 64 bits through CPython's own
+//! `int.__repr__` string (a copy of that one number, as `json.dumps` makes).
 //!
 //! `read_py` is a strict RFC 8259 parser that builds Python objects directly; decoded strings go
 //! through a LockedBuf scratch. Errors name the problem and the byte offset, never content.

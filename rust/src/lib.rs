@@ -60,7 +60,14 @@ mod memory_py {
     pub fn memory_status(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
         let status = no_panic(|| Ok(secret::memory_status()))?;
         let d = PyDict::new(py);
-        d.set_item("method", if status.mlock_works { "mlock" } else { "zero-only" })?;
+        d.set_item(
+            "method",
+            if status.mlock_works {
+                "mlock"
+            } else {
+                "zero-only"
+            },
+        )?;
         d.set_item("platform", status.platform)?;
         d.set_item("bytes_locked", status.bytes_locked)?;
         d.set_item("buffers_live", status.buffers_live)?;
@@ -134,7 +141,12 @@ mod memory_py {
             let addr: usize = ctypes.call_method1("addressof", (&array,))?.extract()?;
             (Some(array.unbind()), addr)
         };
-        Ok(Export { view: view.into_any().unbind(), array, addr, len })
+        Ok(Export {
+            view: view.into_any().unbind(),
+            array,
+            addr,
+            len,
+        })
     }
 
     /// Zero a writable buffer in a way the optimizer keeps.
@@ -203,7 +215,15 @@ mod memory_py {
             let (addr, len) = (export.addr, export.len);
             // SAFETY: the export keeps the range mapped until `Held` unlocks it.
             let locked = no_panic(|| Ok(unsafe { secret::lock_pages(addr, len) }))?;
-            Ok(BufferLock { held: Some(Held { export: Some(export), addr, len, locked }), size: len })
+            Ok(BufferLock {
+                held: Some(Held {
+                    export: Some(export),
+                    addr,
+                    len,
+                    locked,
+                }),
+                size: len,
+            })
         }
 
         /// True when mlock succeeded (False: wipe-only, or released).
@@ -246,7 +266,11 @@ mod memory_py {
             _exc: Option<&Bound<'_, PyAny>>,
             _tb: Option<&Bound<'_, PyAny>>,
         ) -> PyResult<bool> {
-            let wiped = if self.held.is_some() { self.wipe() } else { Ok(()) };
+            let wiped = if self.held.is_some() {
+                self.wipe()
+            } else {
+                Ok(())
+            };
             self.release(py);
             wiped.map(|_| false)
         }
@@ -297,7 +321,11 @@ mod memory_py {
                 Ok(buf)
             })?;
             let address = buf.as_ptr() as usize;
-            Ok(LockedProbe { buf: Some(buf), size, address })
+            Ok(LockedProbe {
+                buf: Some(buf),
+                size,
+                address,
+            })
         }
 
         #[getter]
@@ -366,7 +394,9 @@ mod memory_py {
     ) -> PyResult<Bound<'py, PyAny>> {
         let buf = serialize(obj, max_len)?;
         let py = obj.py();
-        no_panic(AssertUnwindSafe(|| crate::json::read_py(py, buf.as_slice())))
+        no_panic(AssertUnwindSafe(|| {
+            crate::json::read_py(py, buf.as_slice())
+        }))
     }
 
     /// Test probe: (hex SHA-256, length) of the JSON `seal` would encrypt for `obj`.
@@ -378,7 +408,13 @@ mod memory_py {
     ) -> PyResult<Bound<'py, PyTuple>> {
         let buf = serialize(obj, max_len)?;
         let digest = no_panic(AssertUnwindSafe(|| Ok(hex_sha256(buf.as_slice()))))?;
-        PyTuple::new(obj.py(), [digest.into_pyobject(obj.py())?.into_any(), buf.len().into_pyobject(obj.py())?.into_any()])
+        PyTuple::new(
+            obj.py(),
+            [
+                digest.into_pyobject(obj.py())?.into_any(),
+                buf.len().into_pyobject(obj.py())?.into_any(),
+            ],
+        )
     }
 
     /// Test probe: parse JSON bytes with the strict reader `open` uses.
