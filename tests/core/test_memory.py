@@ -71,6 +71,20 @@ def run_python(code: str, *, prefix: list[str] | None = None) -> subprocess.Comp
     )
 
 
+def require_lock_budget(size: int) -> None:
+    """Skip when this process may not lock `size` more bytes (RLIMIT_MEMLOCK minus what is
+    locked already, unless CAP_IPC_LOCK lifts the limit): the core would rightly degrade."""
+    with open("/proc/self/status") as f:
+        cap_eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    if cap_eff & (1 << 14):  # CAP_IPC_LOCK
+        return
+    soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    if soft == resource.RLIM_INFINITY:
+        return
+    if soft - vmlck_kib() * 1024 < size + 16 * PAGE:
+        pytest.skip(f"RLIMIT_MEMLOCK ({soft} bytes) leaves no room to lock {size} bytes")
+
+
 def without_lock_privilege() -> list[str]:
     """Command prefix that makes RLIMIT_MEMLOCK binding: root's CAP_IPC_LOCK ignores it."""
     if os.geteuid() != 0:
@@ -119,6 +133,7 @@ def test_constants() -> None:
 
 def test_probe_is_locked_dump_excluded_and_counted() -> None:
     size = 256 * 1024
+    require_lock_budget(size)
     before_kib = vmlck_kib()
     before = _core.memory_status()
     probe = _core._LockedProbe(size, 11)
@@ -279,6 +294,7 @@ def test_lock_failure_degrades_to_wipe_only_and_is_counted() -> None:
 
 def test_buffer_lock_locks_excludes_and_blocks_resizing() -> None:
     secret = bytearray(os.urandom(200_000))
+    require_lock_budget(len(secret))
     before_kib = vmlck_kib()
     with _core.BufferLock(secret) as lock:
         assert lock.locked
@@ -332,6 +348,7 @@ def test_buffer_lock_refuses_unsuitable_buffers() -> None:
 
 def test_overlapping_page_locks_are_reference_counted() -> None:
     # Two small buffers in one page: releasing the first must not unlock the second.
+    require_lock_budget(2 * PAGE)
     pool = bytearray(64)
     view = memoryview(pool)
     first, second = view[:32], view[32:]
