@@ -78,7 +78,7 @@ def seal_open(value: object) -> object:
 # ---- writer: exact bytes -------------------------------------------------------------------------
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(json_values)
 def test_written_bytes_equal_json_dumps(value: object) -> None:
     assert _core._json_digest(value) == expected_digest(value)
@@ -277,14 +277,14 @@ def test_huge_int_beyond_python_digit_limit_is_a_value_error() -> None:
 # ---- reader --------------------------------------------------------------------------------------
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(json_values)
 def test_reader_parses_what_python_writes(value: object) -> None:
     assert _core._json_loads(json.dumps(value).encode()) == value
     assert _core._json_loads(json.dumps(value, ensure_ascii=False, indent=1).encode()) == value
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(json_values)
 def test_roundtrip_through_locked_memory(value: object) -> None:
     assert _core._json_roundtrip(value) == value
@@ -361,6 +361,7 @@ def test_reader_refuses_integers_beyond_python_digit_limit() -> None:
 @settings(
     max_examples=40,
     deadline=None,
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(json_values)
