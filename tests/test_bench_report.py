@@ -1,0 +1,152 @@
+"""benches/report.py: pairs the two clients, computes ratios ours/reference and target verdicts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPORT_PATH = Path(__file__).resolve().parent.parent / "benches" / "report.py"
+
+
+@pytest.fixture(scope="module")
+def report() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_report", REPORT_PATH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def e2e(client: str, scenario: str, cpu: float, rps: float) -> dict[str, Any]:
+    return {
+        "name": f"test_x[{client}]",
+        "group": "e2e",
+        "stats": {"median": 0.01},
+        "extra_info": {
+            "e2e_client": client,
+            "e2e_scenario": scenario,
+            "requests": 10,
+            "cpu_per_request_ms": cpu,
+            "p50_ms": 10.0,
+            "p99_ms": 20.0,
+            "requests_per_s": rps,
+            "server_cpu_per_request_ms": 3.0,
+        },
+    }
+
+
+def primitive(name: str, group: str, median_s: float) -> dict[str, Any]:
+    return {"name": name, "group": group, "stats": {"median": median_s}, "extra_info": {}}
+
+
+BENCHMARKS = [
+    e2e("ours", "sequential small requests", cpu=5.0, rps=50.0),
+    e2e("reference", "sequential small requests", cpu=50.0, rps=5.0),  # 0.1 <= 1/8: PASS
+    e2e("ours", "16 concurrent requests", cpu=6.0, rps=20.0),
+    e2e("reference", "16 concurrent requests", cpu=60.0, rps=10.0),  # 2x < 3x: MISS
+    e2e("ours", "1 MiB prompts", cpu=15.0, rps=8.0),
+    primitive("test_seal_sized_core[1KiB]", "seal-1KiB-cpu", 0.002),
+    primitive("test_seal_sized_pyca[1KiB]", "seal-1KiB-cpu", 0.004),
+    primitive("test_keygen_4096_core", "keygen-4096", 0.5),
+]
+
+
+def test_ratios_and_verdicts(report):
+    result = report.e2e_results(BENCHMARKS)
+    ratios = result["scenarios"]["sequential small requests"]["ratios"]
+    assert ratios["cpu_per_request_ms"] == pytest.approx(0.1)
+    assert ratios["requests_per_s"] == pytest.approx(10.0)
+    verdicts = {t["metric"] + "@" + t["scenario"]: t for t in result["targets"]}
+    assert verdicts["cpu_per_request_ms@sequential small requests"]["verdict"] == "PASS"
+    concurrent = verdicts["requests_per_s@16 concurrent requests"]
+    assert concurrent["ratio"] == pytest.approx(2.0)
+    assert concurrent["verdict"] == "MISS"
+    # The reference's 1 MiB run is missing: no ratio, and the table says so.
+    assert verdicts["cpu_per_request_ms@1 MiB prompts"]["verdict"] == "NOT RUN"
+
+
+def test_primitives_pair_core_with_pyca(report):
+    rows = {row["benchmark"]: row for row in report.primitive_rows(BENCHMARKS)}
+    assert rows["seal-1KiB-cpu"]["core_median_ms"] == pytest.approx(2.0)
+    assert rows["seal-1KiB-cpu"]["ratio_core_over_pyca"] == pytest.approx(0.5)
+    assert rows["keygen-4096"]["pyca_median_ms"] is None
+    assert not any("e2e" in name for name in rows)
+
+
+def test_main_prints_the_table_and_writes_the_summary(report, tmp_path, capsys):
+    source = tmp_path / "bench.json"
+    source.write_text(json.dumps({"benchmarks": BENCHMARKS, "machine_info": {}}))
+    output = tmp_path / "report.json"
+    assert report.main([str(source), "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "requests/s at 16 concurrent" in printed and "MISS" in printed and "PASS" in printed
+    summary = json.loads(output.read_text())
+    assert [t["verdict"] for t in summary["e2e"]["targets"]] == ["PASS", "MISS", "NOT RUN"]
+
+
+def test_unreadable_input_is_a_clear_error(report, tmp_path, capsys):
+    bad = tmp_path / "bench.json"
+    bad.write_text("{not json")
+    assert report.main([str(bad)]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+# ---- the benches' endpoint harness, against the real `nomyo-native serve` ----------------------
+
+BENCHES = REPORT_PATH.parent
+
+
+@pytest.fixture(scope="module")
+def endpoint_harness() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_e2e_endpoint", BENCHES / "e2e_endpoint.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_startup_lines_are_understood_in_text_and_json(endpoint_harness):
+    fp = "sha256:" + "ab" * 32
+    text = endpoint_harness.Startup()
+    for line in (
+        "  listening        https://127.0.0.1:43210",
+        f"  server key       {fp}",
+        "  TLS CA (trust)   /tmp/nomyo-tls-x/ca.pem",
+    ):
+        endpoint_harness.parse_startup_line(line, text)
+    assert (text.base_url, str(text.ca_path), text.fingerprint) == (
+        "https://127.0.0.1:43210",
+        "/tmp/nomyo-tls-x/ca.pem",
+        fp,
+    )
+    announced = endpoint_harness.Startup()
+    endpoint_harness.parse_startup_line(
+        json.dumps({"base_url": "https://127.0.0.1:5/", "ca_path": "/c.pem", "fingerprint": fp}),
+        announced,
+    )
+    assert announced.complete() and announced.base_url == "https://127.0.0.1:5"
+    # Port 0 is what was asked for, not where it listens.
+    unbound = endpoint_harness.Startup()
+    endpoint_harness.parse_startup_line("binding https://127.0.0.1:0", unbound)
+    assert unbound.base_url is None
+
+
+def test_the_real_serve_command_is_started_read_and_stopped(endpoint_harness, tmp_path):
+    with endpoint_harness.EndpointProcess() as endpoint:
+        # start() already fetched the key over TLS trusting only the announced CA and compared
+        # its fingerprint with the announced one.
+        assert endpoint.base_url.startswith("https://127.0.0.1:")
+        assert endpoint.fingerprint.startswith("sha256:")
+        assert endpoint.cpu_seconds() > 0  # the RSA-4096 key was generated in that process
+        bundle = endpoint_harness.write_trust_bundle(endpoint.ca_path, tmp_path / "bundle.pem")
+        assert bundle.read_bytes().endswith(endpoint.ca_path.read_bytes())
+        assert bundle.stat().st_size > 100_000  # certifi's roots are in it too
+        process = endpoint._proc
+    assert process is not None and process.returncode is not None  # stopped and reaped
