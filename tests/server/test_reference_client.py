@@ -208,7 +208,11 @@ async def test_404_raises_api_error_when_secure_inference_is_missing(http_endpoi
     # 404 comes from a router that has the key endpoint but no secure inference.
     from nomyo.SecureCompletionClient import SecureCompletionClient
 
-    client = SecureCompletionClient(router_url=http_endpoint.base_url + "/missing", allow_http=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # its HTTP warning
+        client = SecureCompletionClient(
+            router_url=http_endpoint.base_url + "/missing", allow_http=True
+        )
     client.key_size = 2048
     client.generate_keys()
 
