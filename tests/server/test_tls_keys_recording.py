@@ -129,3 +129,26 @@ def test_unreadable_certificate_fails_start_clearly(tmp_path, server_key):
     config = ServerConfig(port=0, server_key=server_key, tls_cert=missing, tls_key=missing)
     with pytest.raises(RuntimeError, match=r"endpoint did not start.*No such file"):
         start_server(config, timeout=30)
+
+
+def test_self_signed_certificate_covers_a_specific_bind_address():
+    from nomyo_native.server.runner import _certificate_hosts
+
+    assert _certificate_hosts("127.0.0.1") == ("localhost", "127.0.0.1", "::1")
+    assert _certificate_hosts("0.0.0.0") == ("localhost", "127.0.0.1", "::1")
+    assert _certificate_hosts("192.0.2.7")[-1] == "192.0.2.7"
+
+
+def test_config_rejects_inconsistent_options(tmp_path):
+    from nomyo_native.server import ServerConfig
+
+    with pytest.raises(ValueError, match="unsupported TPM quote scheme ecdsa/sha512"):
+        ServerConfig(tpm_scheme="ecdsa", tpm_hash="sha512")
+    with pytest.raises(ValueError, match="either --tls-self-signed or --tls-cert"):
+        ServerConfig(tls_self_signed=True, tls_cert=tmp_path / "c", tls_key=tmp_path / "k")
+    with pytest.raises(ValueError, match="rate limit"):
+        ServerConfig(rate_limit_per_minute=0)
+    with pytest.raises(ValueError, match="max_body_bytes"):
+        ServerConfig(max_body_bytes=10)
+    with pytest.raises(ValueError, match="tcti"):
+        ServerConfig(tpm="tcti:")

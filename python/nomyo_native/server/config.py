@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nomyo_native.server.policy import TierPolicy
+from nomyo_native.server.tpm import supported_quote_schemes
 
 if TYPE_CHECKING:
     from nomyo_native.server.backends import Backend
@@ -60,6 +61,11 @@ class ServerConfig:
             raise ValueError("tpm must be 'none', 'swtpm' or 'tcti:<tcti>'")
         if self.tpm.startswith("tcti:") and len(self.tpm) == len("tcti:"):
             raise ValueError("tpm 'tcti:' needs a TCTI, e.g. tcti:device:/dev/tpmrm0")
+        if (self.tpm_scheme, self.tpm_hash) not in supported_quote_schemes():
+            raise ValueError(
+                f"unsupported TPM quote scheme {self.tpm_scheme}/{self.tpm_hash}; "
+                f"supported: {', '.join(f'{s}/{h}' for s, h in supported_quote_schemes())}"
+            )
         if self.max_body_bytes < 1024:
             raise ValueError("max_body_bytes must be at least 1024")
         if self.rate_limit_per_minute is not None and self.rate_limit_per_minute < 1:

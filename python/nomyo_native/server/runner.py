@@ -29,7 +29,7 @@ from nomyo_native.server.config import ServerConfig
 from nomyo_native.server.crypto import ServerKey
 from nomyo_native.server.policy import ApiKeyPolicy, RateLimiter
 from nomyo_native.server.recording import KeyRecorder, RecordedKeys
-from nomyo_native.server.tls import make_self_signed
+from nomyo_native.server.tls import DEFAULT_HOSTS, make_self_signed
 from nomyo_native.server.tpm import SwtpmProcess, TpmQuoter
 
 logger = logging.getLogger("nomyo_native.server")
@@ -91,6 +91,13 @@ def measure_server_code() -> bytes:
     return digest.digest()
 
 
+def _certificate_hosts(bind_host: str) -> tuple[str, ...]:
+    """Loopback names, plus the bind address when it is a specific one (not a wildcard)."""
+    if bind_host in (*DEFAULT_HOSTS, "0.0.0.0", "::", ""):  # noqa: S104 - compared, not bound
+        return DEFAULT_HOSTS
+    return (*DEFAULT_HOSTS, bind_host)
+
+
 def build_resources(config: ServerConfig) -> _Resources:
     """Keys, TLS files, TPM, backend and policies for one endpoint (raises on bad config)."""
     if config.server_key is not None:
@@ -129,7 +136,7 @@ def build_resources(config: ServerConfig) -> _Resources:
                 tempdir = tempfile.TemporaryDirectory(prefix="nomyo-tls-")
                 resources.tempdirs.append(tempdir)
                 tls_dir = Path(tempdir.name)
-            files = make_self_signed(tls_dir)
+            files = make_self_signed(tls_dir, _certificate_hosts(config.host))
             resources.ssl_certfile, resources.ssl_keyfile = files.cert_path, files.key_path
             resources.ca_path = files.ca_path
         elif config.tls_cert is not None:

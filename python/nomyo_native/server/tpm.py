@@ -42,6 +42,11 @@ _TEMPLATES = {
 SCHEMES = ("ecdsa", "rsassa", "rsapss")
 
 
+def supported_quote_schemes() -> tuple[tuple[str, str], ...]:
+    """The (scheme, hash) pairs :meth:`TpmQuoter.quote` accepts."""
+    return tuple(sorted(_TEMPLATES))
+
+
 class TpmError(Exception):
     """The TPM could not be started, reached or used."""
 
