@@ -35,6 +35,7 @@ T = TypeVar("T")
 
 # httpcore asks for at most 64 KiB per read; let the transport buffer a few such reads ahead.
 _STREAM_LIMIT = 256 * 1024
+_CLOSE_TIMEOUT = 1.0
 
 SocketOption = (
     tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
@@ -81,7 +82,8 @@ class AsyncioNetworkStream(httpcore.AsyncNetworkStream):
     async def aclose(self) -> None:
         self._writer.close()
         try:
-            await asyncio.wait_for(self._writer.wait_closed(), 5.0)
+            # Bounded: a peer that never answers close_notify must not stall client.close().
+            await asyncio.wait_for(self._writer.wait_closed(), _CLOSE_TIMEOUT)
         except (OSError, TimeoutError, asyncio.TimeoutError):
             # Closing is best effort: the peer may be gone or never answer close_notify.
             self._writer.transport.abort()
