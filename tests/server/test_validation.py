@@ -287,8 +287,9 @@ def test_tier_policy_forbids_models(endpoint_factory, wire_for, client_key):
     response = post(wire, headers, body)
     assert response.status_code == 403
     assert response.json()["detail"] == (
-        "model 'random-model' is not allowed for security tier 'high'"
+        "the requested model is not allowed for security tier 'high'"
     )
+    assert "random-model" not in response.text  # encrypted content is never echoed in clear
     for model in ("approved-model", "other-approved"):
         _, headers, body = wire.request({**payload, "model": model}, tier="high")
         assert post(wire, headers, body).status_code == 200

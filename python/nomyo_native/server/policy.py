@@ -86,7 +86,8 @@ class TierPolicy:
         allowed = self.allowed_models.get(tier)
         if allowed is None or model in allowed:
             return None
-        return f"model '{model}' is not allowed for security tier '{tier}'"
+        # The model name came encrypted; the refusal travels in clear, so it is not echoed.
+        return f"the requested model is not allowed for security tier '{tier}'"
 
 
 class RateLimiter:
