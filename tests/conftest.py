@@ -16,8 +16,14 @@ Session-scoped, shared by the whole run (start-up is costly: RSA-4096 keygen, TL
                           ``swtpm_quoter.pcr_extend`` show up in its responses)
 
 Per test: ``endpoint_factory(**options)`` starts an endpoint with any ``ServerConfig`` option
-(``api_keys=``, ``tier_policy=``, ``backend=``, ``record_keys=``, ``tls_self_signed=``,
-``quoter=``...) on a free port, with the shared server key, and stops it after the test.
+(``api_keys=``, ``tier_policy=``, ``backend=`` ("echo", a URL or a Backend object),
+``record_keys=``, ``tls_self_signed=``, ``quoter=``, ``tpm="swtpm"`` for a private swtpm,
+``rate_limit_per_minute=``, ``max_body_bytes=``...) on a free port, with the shared server
+key, and stops it after the test.
+
+For a server in another process (memory forensics), run ``nomyo-native serve --port 0
+--record-keys-insecure FILE`` and read FILE with
+``nomyo_native.server.recording.read_key_record_file``.
 """
 
 from __future__ import annotations
