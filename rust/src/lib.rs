@@ -6,6 +6,7 @@
 pub mod envelope;
 pub mod error;
 pub mod keys;
+pub mod lc_heap;
 pub mod secret;
 
 #[cfg(feature = "python")]
@@ -17,6 +18,8 @@ use pyo3::prelude::*;
 #[cfg(feature = "python")]
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Before aws-lc allocates anything: its keys and contexts go to locked, wiped memory.
+    lc_heap::install();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     error::py::register(m)?;
     register_memory(m)?;
