@@ -696,6 +696,7 @@ class SecureCompletionClient:
                 if status == 200:
                     return data
                 error = _error_from_response(status, data)
+                error.retry_after = retry_after
                 if status not in RETRYABLE_STATUS_CODES or attempt + 1 >= attempts:
                     raise error
                 if retry_after is not None:

@@ -74,6 +74,8 @@ class APIError(Exception):
         self.message = message
         self.status_code = status_code if status_code is not None else self.default_status
         self.error_details = error_details
+        # Seconds the server asked to wait (Retry-After), when it said so.
+        self.retry_after: float | None = None
         super().__init__(message)
 
     def __str__(self) -> str:

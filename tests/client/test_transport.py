@@ -206,8 +206,9 @@ async def test_429_retry_after_is_honoured(make_chat, peer, sleeps):
 async def test_retry_after_beyond_the_bound_is_not_waited(make_chat, peer, sleeps):
     peer.script.append(httpx.Response(429, json={"detail": "x"}, headers={"Retry-After": "3600"}))
     async with make_chat(max_retry_after=60) as chat:
-        with pytest.raises(nomyo.RateLimitError):
+        with pytest.raises(nomyo.RateLimitError) as info:
             await chat.create(model="m", messages=USER)
+    assert info.value.retry_after == 3600.0, "the caller learns how long to wait"
     assert sleeps.waits == []
     assert peer.posts == 1
 
