@@ -7,9 +7,10 @@
 //! Every unwrap or authentication failure is the one opaque `CoreError::Crypto`.
 //!
 //! On key hygiene inside aws-lc: the AES-GCM context (whose key schedule starts with the raw
-//! key) lives in an `EVP_AEAD_CTX` allocated with `OPENSSL_malloc`; aws-lc-rs frees it with
-//! `EVP_AEAD_CTX_free`, whose `OPENSSL_free` cleanses the whole allocation. The RSA private key's
-//! numbers are freed the same way. So nothing here keeps a copy that outlives the call.
+//! key) lives in an `EVP_AEAD_CTX` allocated with `OPENSSL_malloc` and freed with
+//! `EVP_AEAD_CTX_free`; the OAEP scratch buffers likewise. aws-lc's default `OPENSSL_free`
+//! cleanses every allocation, and with `lc_heap` installed (module init) those allocations also
+//! sit in locked, dump-excluded slabs and are zeroed on free by `lc_heap` itself.
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use aws_lc_rs::rand;

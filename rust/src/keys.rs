@@ -1,7 +1,7 @@
 //! RSA key handles: the client's key pair and a server's public key.
 //!
-//! The private key exists only inside aws-lc (whose `OPENSSL_free` cleanses every allocation)
-//! and, transiently, in buffers that are zeroized on drop: the PEM text read from disk, the
+//! The private key exists only inside aws-lc (in `lc_heap`'s locked slabs once installed; every
+//! block is zeroed on free) and, transiently, in buffers that are zeroized on drop: the PEM text read from disk, the
 //! decoded DER, the PBES2 key-encryption key and the decrypted PKCS#8 document. Nothing here
 //! hands private key bytes to a caller.
 //!

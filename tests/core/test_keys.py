@@ -8,10 +8,12 @@ own typed error.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -498,3 +500,45 @@ def test_error_classes_share_the_core_base() -> None:
         _core.KeyDisposedError,
     ):
         assert issubclass(cls, _core.CoreError)
+
+
+# ---- where the private key lives -------------------------------------------------------------
+
+LOCKED_KEY_PROBE = """
+import json, re
+from nomyo_native import _core
+
+def vmlck_kib():
+    return int(re.search(r"VmLck:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+
+def locked_dump_excluded_kib():
+    total, size, flags = 0, 0, ""
+    for line in open("/proc/self/smaps"):
+        if line.startswith("Size:"):
+            size = int(line.split()[1])
+        elif line.startswith("VmFlags:"):
+            flags = line.split()[1:]
+            if "lo" in flags and "dd" in flags:
+                total += size
+    return total
+
+before = (vmlck_kib(), locked_dump_excluded_kib())
+kp = _core.ClientKeyPair.generate(2048)
+during = (vmlck_kib(), locked_dump_excluded_kib())
+status = _core.memory_status()
+print(json.dumps({"before": before, "during": during, "core_buffers": status["buffers_live"]}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+def test_private_key_lives_in_locked_dump_excluded_memory() -> None:
+    # A fresh process: no LockedBuf is alive there, so any locked, dump-excluded memory that
+    # appears with the key pair is aws-lc's own heap (the RSA numbers and their contexts).
+    result = subprocess.run(
+        [sys.executable, "-c", LOCKED_KEY_PROBE], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    r = json.loads(result.stdout)
+    assert r["core_buffers"] == 0
+    assert r["during"][0] > r["before"][0], r
+    assert r["during"][1] > r["before"][1], r
