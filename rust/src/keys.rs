@@ -1,9 +1,9 @@
 //! RSA key handles: the client's key pair and a server's public key.
 //!
 //! The private key exists only inside aws-lc (in `lc_heap`'s locked slabs once installed; every
-//! block is zeroed on free) and, transiently, in buffers that are zeroized on drop: the PEM text read from disk, the
-//! decoded DER, the PBES2 key-encryption key and the decrypted PKCS#8 document. Nothing here
-//! hands private key bytes to a caller.
+//! block is zeroed on free) and, transiently, in buffers that are zeroized on drop: the PEM text
+//! read from disk, the decoded DER, the PBES2 key-encryption key and the decrypted PKCS#8
+//! document. Nothing here hands private key bytes to a caller.
 //!
 //! Key files are PKCS#8 PEM, optionally PBES2-encrypted, so that pyca/cryptography (and the
 //! reference client) read ours and we read theirs. The PBES2 structures are parsed with
