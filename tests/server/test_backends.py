@@ -213,3 +213,22 @@ async def test_unreachable_backend_is_503(endpoint_factory, wire_for):
         _, response = await wire.chat(http, "hello")
     assert response.status_code == 503
     assert "backend unreachable" in response.json()["detail"]
+
+
+async def test_non_finite_numbers_from_a_backend_are_502(endpoint_factory, wire_for):
+    class NotANumber:
+        name = "nan"
+
+        async def complete(self, request):
+            completion = await EchoBackend().complete(request)
+            completion["usage"]["prompt_tokens"] = float("nan")
+            return completion
+
+        async def aclose(self):
+            return None
+
+    wire = wire_for(endpoint_factory(backend=NotANumber()))
+    async with httpx.AsyncClient(timeout=60) as http:
+        _, response = await wire.chat(http, "hello")
+    assert response.status_code == 502
+    assert "not valid JSON" in response.json()["detail"]

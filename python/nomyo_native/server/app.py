@@ -203,7 +203,11 @@ class SecureCompletionHandler:
             "cuda_device": {"available": False, "device_hash": None},
             "tpm_attestation": await self._attest(payload_id, tier),
         }
-        plaintext = json.dumps(completion).encode("utf-8")
+        try:
+            # Strict JSON: NaN/Infinity would break every standards-following client parser.
+            plaintext = json.dumps(completion, allow_nan=False).encode("utf-8")
+        except (ValueError, TypeError):
+            raise Refusal(502, "backend returned a completion that is not valid JSON") from None
         sealed = await run_in_threadpool(seal_response, plaintext, client_key)
         if state.recorder is not None:
             state.recorder.record(payload_id, opened.aes_key, sealed.aes_key)
