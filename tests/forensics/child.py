@@ -2,6 +2,7 @@
 
 usage: python child.py --client ours|reference --url URL [--ca CA] --requests N --token TOKEN
        [--max-retries R] [--timeout S] [--retry-backoff S] [--pad BYTES] [--leak-json]
+       [--key-dir DIR] [--dispose]
 
 Request ``i`` sends the user message ``f"{token}-{i}"``. The child never serializes anything
 itself, so JSON-framed copies of that text (``"content": "<token>-i``) can only come from the
@@ -31,11 +32,16 @@ def _make_client(args: argparse.Namespace) -> Any:
         import nomyo
 
         return nomyo.SecureChatCompletion(
-            base_url=args.url, allow_http=args.url.startswith("http:"), max_retries=args.max_retries
+            base_url=args.url,
+            allow_http=args.url.startswith("http:"),
+            max_retries=args.max_retries,
+            key_dir=args.key_dir,
         )
     import nomyo_native
 
     options: dict[str, Any] = {"max_retries": args.max_retries, "timeout": args.timeout}
+    if args.key_dir:
+        options["key_dir"] = args.key_dir
     if args.ca:
         options["ca_bundle"] = args.ca
     if args.url.startswith("http:"):
@@ -96,12 +102,17 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--retry-backoff", type=float)
     parser.add_argument("--leak-json", action="store_true")
+    parser.add_argument("--key-dir")
+    parser.add_argument("--dispose", action="store_true")
     # Pad each message to exercise the large-payload paths (buffer growth, chunked reads).
     parser.add_argument("--pad", type=int, default=0)
     args = parser.parse_args()
 
     chat = _make_client(args)
     outcome = asyncio.run(_run(chat, args))
+    if args.dispose:
+        # Wipes the key pair: afterwards no private-key material may be left anywhere.
+        chat.dispose()
     gc.collect()
     print(json.dumps(outcome), flush=True)
     print("READY", flush=True)

@@ -75,6 +75,7 @@ def examine(
     extra_args: Sequence[str] = (),
     timeout: float = 240.0,
     label: str | None = None,
+    extra_needles: dict[str, list[bytes]] | None = None,
 ) -> Examination:
     """Run ``requests`` chats in a child with ``client`` (``ours`` / ``reference``), pause it,
     and count every needle in its whole readable memory."""
@@ -100,7 +101,9 @@ def examine(
         assert child.stdout.readline().strip() == b"READY"
         keys = keys_for(outcome)
         with Paused(child.pid):
-            scan = count_in_process(child.pid, needles(token, keys, reply_prefix))
+            wanted = needles(token, keys, reply_prefix)
+            wanted.update(extra_needles or {})
+            scan = count_in_process(child.pid, wanted)
     finally:
         child.stdin.close()
         try:
