@@ -149,19 +149,19 @@ def render(primitives: list[dict[str, Any]], e2e: dict[str, Any]) -> str:
         lines.append("")
     if e2e["scenarios"]:
         lines.append("End to end over HTTPS: nomyo_native (ours) vs nomyo 0.2.9 (reference)")
-        header = f"{'scenario':<28}{'client':<11}{'requests':>9}"
+        header = f"{'scenario':<28}{'client':<16}{'requests':>9}"
         header += "".join(f"{label:>18}" for _, label in E2E_METRICS)
         lines.append(header)
         for scenario, entry in e2e["scenarios"].items():
-            for name in ("ours", "reference"):
-                info = entry["clients"].get(name)
-                if info is None:
-                    continue
-                line = f"{scenario:<28}{name:<11}{info['requests']:>9}"
+            # ours and the reference first, then variants (e.g. ours on httpx's default TLS)
+            names = sorted(entry["clients"], key=lambda n: (n != "ours", n != "reference", n))
+            for name in names:
+                info = entry["clients"][name]
+                line = f"{scenario:<28}{name:<16}{info['requests']:>9}"
                 line += "".join(_fmt(info[metric], 18) for metric, _ in E2E_METRICS)
                 lines.append(line)
             if entry["ratios"]:
-                line = f"{'':<28}{'ours/ref':<11}{'':>9}"
+                line = f"{'':<28}{'ours/ref':<16}{'':>9}"
                 line += "".join(_fmt(entry["ratios"].get(m), 18) for m, _ in E2E_METRICS)
                 lines.append(line)
         lines.append("")
