@@ -1,9 +1,10 @@
 //! RSA key handles: the client's key pair and a server's public key.
 //!
 //! The private key exists only inside aws-lc (in `lc_heap`'s locked slabs once installed; every
-//! block is zeroed on free) and, transiently, in buffers that are zeroized on drop: the PEM text
-//! read from disk, the decoded DER, the PBES2 key-encryption key and the decrypted PKCS#8
-//! document. Nothing here hands private key bytes to a caller.
+//! block is zeroed on free) and, transiently, in LockedBufs: the PEM text read from disk, the
+//! decoded DER, the PBES2 key-encryption key and the decrypted PKCS#8 document. The one copy we
+//! cannot place is aws-lc-rs's `Pkcs8V1Der` on save (a Vec it zeroizes on drop). Nothing here
+//! hands private key bytes to a caller.
 //!
 //! Key files are PKCS#8 PEM, optionally PBES2-encrypted, so that pyca/cryptography (and the
 //! reference client) read ours and we read theirs. The PBES2 structures are parsed with
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
 use aws_lc_rs::cipher::{
-    DecryptionContext, EncryptionContext, PaddedBlockDecryptingKey, PaddedBlockEncryptingKey,
+    DecryptionContext, EncryptingKey, EncryptionContext, PaddedBlockDecryptingKey,
     UnboundCipherKey, AES_128, AES_192, AES_256,
 };
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
@@ -31,9 +32,9 @@ use pkcs8::der::asn1::{AnyRef, BitStringRef, ObjectIdentifier};
 use pkcs8::der::pem::{self, LineEnding};
 use pkcs8::der::{Decode, Encode};
 use pkcs8::{AlgorithmIdentifierRef, EncryptedPrivateKeyInfo, PrivateKeyInfo};
-use zeroize::Zeroizing;
 
 use crate::error::{CoreError, CoreResult};
+use crate::secret::LockedBuf;
 
 /// No shorter RSA key is generated, loaded or accepted from a server.
 pub const MIN_RSA_BITS: usize = 2048;
@@ -208,8 +209,8 @@ impl ClientKeyPair {
     }
 
     /// The private key as PKCS#8 PEM, PBES2-encrypted (PBKDF2-HMAC-SHA256, AES-256-CBC) when a
-    /// password is given. The returned text is zeroized on drop.
-    pub fn private_pem(&self, password: Option<&[u8]>) -> CoreResult<Zeroizing<Vec<u8>>> {
+    /// password is given, in locked memory.
+    pub fn private_pem(&self, password: Option<&[u8]>) -> CoreResult<LockedBuf> {
         if let Some(p) = password {
             check_new_password(p)?;
         }
@@ -389,16 +390,16 @@ fn rsa_algorithm_identifier() -> AlgorithmIdentifierRef<'static> {
     }
 }
 
-/// Decode one PEM block into a zeroized buffer; returns its label and DER.
-fn decode_pem(text: &[u8]) -> CoreResult<(String, Zeroizing<Vec<u8>>)> {
+/// Decode one PEM block into locked memory; returns its label and DER.
+fn decode_pem(text: &[u8]) -> CoreResult<(String, LockedBuf)> {
     let text = trim_ascii(text);
     let label = pem::decode_label(text)
         .map_err(|_| CoreError::KeyFormat("the key is not valid PEM".into()))?
         .to_owned();
-    // Decode straight into a buffer that is wiped on drop: base64 never grows the data.
-    let mut buf = Zeroizing::new(vec![0u8; text.len()]);
+    // Decode straight into locked memory: base64 never grows the data.
+    let mut buf = LockedBuf::zeroed(text.len())?;
     let len = {
-        let (_, der) = pem::decode(text, &mut buf).map_err(|e| {
+        let (_, der) = pem::decode(text, buf.as_mut_slice()).map_err(|e| {
             if matches!(e, pem::Error::HeaderDisallowed) {
                 CoreError::KeyFormat(
                     "legacy OpenSSL-encrypted PEM is not supported: convert the key to PKCS#8 \
@@ -427,25 +428,25 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
     &b[start..end]
 }
 
-fn encode_pem(label: &str, der: &[u8]) -> CoreResult<Zeroizing<Vec<u8>>> {
+fn encode_pem(label: &str, der: &[u8]) -> CoreResult<LockedBuf> {
     let bad = |_| CoreError::KeyFormat("the key could not be PEM-encoded".into());
     let len = pem::encapsulated_len(label, LineEnding::LF, der.len()).map_err(bad)?;
-    let mut out = Zeroizing::new(vec![0u8; len]);
-    let written = pem::encode(label, LineEnding::LF, der, &mut out)
+    let mut out = LockedBuf::zeroed(len)?;
+    let written = pem::encode(label, LineEnding::LF, der, out.as_mut_slice())
         .map_err(bad)?
         .len();
     out.truncate(written);
     Ok(out)
 }
 
-/// PKCS#1 `RSAPrivateKey` -> PKCS#8 `PrivateKeyInfo`, in a zeroized buffer.
-fn wrap_pkcs1_private(pkcs1: &[u8]) -> CoreResult<Zeroizing<Vec<u8>>> {
+/// PKCS#1 `RSAPrivateKey` -> PKCS#8 `PrivateKeyInfo`, in locked memory.
+fn wrap_pkcs1_private(pkcs1: &[u8]) -> CoreResult<LockedBuf> {
     let info = PrivateKeyInfo::new(rsa_algorithm_identifier(), pkcs1);
     let bad = |_| CoreError::KeyFormat("the RSA private key is malformed".into());
     let len = usize::try_from(info.encoded_len().map_err(bad)?)
         .map_err(|_| CoreError::KeyFormat("the RSA private key is malformed".into()))?;
-    let mut out = Zeroizing::new(vec![0u8; len]);
-    info.encode_to_slice(&mut out).map_err(bad)?;
+    let mut out = LockedBuf::zeroed(len)?;
+    info.encode_to_slice(out.as_mut_slice()).map_err(bad)?;
     Ok(out)
 }
 
@@ -524,7 +525,7 @@ fn derive_kek(kdf: &Kdf<'_>, password: &[u8], kek: &mut [u8]) -> CoreResult<()> 
 }
 
 /// `EncryptedPrivateKeyInfo` DER -> `PrivateKeyInfo` DER (zeroized buffer).
-fn decrypt_pkcs8(der: &[u8], password: &[u8]) -> CoreResult<Zeroizing<Vec<u8>>> {
+fn decrypt_pkcs8(der: &[u8], password: &[u8]) -> CoreResult<LockedBuf> {
     let info = EncryptedPrivateKeyInfo::from_der(der).map_err(|_| {
         CoreError::KeyFormat("the encrypted private key is not valid PKCS#8 DER".into())
     })?;
@@ -544,15 +545,14 @@ fn decrypt_pkcs8(der: &[u8], password: &[u8]) -> CoreResult<Zeroizing<Vec<u8>>> 
             ))
         }
     };
-    let mut kek = Zeroizing::new([0u8; 32]);
-    let kek = &mut kek[..key_len];
-    derive_kek(&params.kdf, password, kek)?;
-    let key = UnboundCipherKey::new(algorithm, kek)
+    let mut kek = LockedBuf::zeroed(key_len)?;
+    derive_kek(&params.kdf, password, kek.as_mut_slice())?;
+    let key = UnboundCipherKey::new(algorithm, &kek)
         .and_then(PaddedBlockDecryptingKey::cbc_pkcs7)
         .map_err(|_| CoreError::KeyFormat("the key file's cipher parameters are invalid".into()))?;
-    let mut buf = Zeroizing::new(info.encrypted_data.to_vec());
+    let mut buf = LockedBuf::from_slice(info.encrypted_data)?;
     let len = key
-        .decrypt(&mut buf, DecryptionContext::Iv128(iv.into()))
+        .decrypt(buf.as_mut_slice(), DecryptionContext::Iv128(iv.into()))
         .map_err(|_| wrong_password())?
         .len();
     buf.truncate(len);
@@ -566,36 +566,38 @@ fn encrypt_pkcs8(der: &[u8], password: &[u8]) -> CoreResult<Vec<u8>> {
     let mut iv = [0u8; 16];
     rand::fill(&mut salt).map_err(|_| failed())?;
     rand::fill(&mut iv).map_err(|_| failed())?;
-    let mut kek = Zeroizing::new([0u8; 32]);
+    let mut kek = LockedBuf::zeroed(32)?;
     let rounds = NonZeroU32::new(PBKDF2_ITERATIONS).ok_or_else(failed)?;
     pbkdf2::derive(
         pbkdf2::PBKDF2_HMAC_SHA256,
         rounds,
         &salt,
         password,
-        &mut kek[..],
+        kek.as_mut_slice(),
     );
-    let key = UnboundCipherKey::new(&AES_256, &kek[..])
-        .and_then(PaddedBlockEncryptingKey::cbc_pkcs7)
+    let key = UnboundCipherKey::new(&AES_256, &kek)
+        .and_then(EncryptingKey::cbc)
         .map_err(|_| failed())?;
-    // Room for the padding up front, so the plaintext is never reallocated (and left behind).
-    let mut buf = Zeroizing::new(Vec::with_capacity(der.len() + 16));
-    buf.extend_from_slice(der);
-    key.less_safe_encrypt(&mut *buf, EncryptionContext::Iv128((&iv).into()))
+    // PKCS#7 padding added here, so the plaintext is encrypted in place in locked memory.
+    let pad = 16 - der.len() % 16;
+    let mut buf = LockedBuf::with_capacity(der.len() + pad)?;
+    buf.extend_from_slice(der)?;
+    buf.extend_from_slice(&[pad as u8; 16][..pad])?;
+    key.less_safe_encrypt(buf.as_mut_slice(), EncryptionContext::Iv128((&iv).into()))
         .map_err(|_| failed())?;
     let params = pbes2::Parameters::pbkdf2_sha256_aes256cbc(PBKDF2_ITERATIONS, &salt, &iv)
         .map_err(|_| failed())?;
     let info = EncryptedPrivateKeyInfo {
         encryption_algorithm: params.into(),
-        encrypted_data: &buf,
+        encrypted_data: buf.as_slice(),
     };
     info.to_der().map_err(|_| failed())
 }
 
 // ---- files ---------------------------------------------------------------------------------
 
-/// Read a private key file into a zeroized buffer after checking its permissions.
-fn read_private_key_file(path: &Path) -> CoreResult<Zeroizing<Vec<u8>>> {
+/// Read a private key file into locked memory after checking its permissions.
+fn read_private_key_file(path: &Path) -> CoreResult<LockedBuf> {
     let mut file = File::open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
@@ -623,12 +625,18 @@ fn read_private_key_file(path: &Path) -> CoreResult<Zeroizing<Vec<u8>>> {
             path.display()
         )));
     }
-    let mut buf = Zeroizing::new(Vec::with_capacity(meta.len() as usize + 1));
-    // `take` bounds the read even if the file grows; capacity was reserved so no reallocation
-    // leaves key text behind unless the file grew meanwhile.
-    Read::by_ref(&mut file)
-        .take(MAX_KEY_FILE_BYTES)
-        .read_to_end(&mut buf)?;
+    // Read straight into locked memory; a file that grows meanwhile is cut at its stat size.
+    let mut buf = LockedBuf::zeroed(meta.len() as usize)?;
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf.as_mut_slice()[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    buf.truncate(filled);
     Ok(buf)
 }
 
