@@ -51,6 +51,7 @@ class Action:
     * ``status``: answer ``status`` with ``body`` and ``headers`` (no encryption);
     * ``drop_mid_body``: send the headers of a correct 200 and half its body, then close;
     * ``close``: close the connection without answering;
+    * ``close_before_body``: close after the request headers, before reading the body;
     * ``stall``: never answer (until the peer stops);
     * ``body``: a 200 whose body is ``body`` as given (a broken envelope);
     * ``tamper``: a correct 200 envelope with one ciphertext bit flipped (it unwraps, then
@@ -68,6 +69,7 @@ DROP_MID_BODY = Action("drop_mid_body")
 CLOSE = Action("close")
 STALL = Action("stall")
 TAMPER = Action("tamper")
+CLOSE_BEFORE_BODY = Action("close_before_body")
 
 
 def status(code: int, body: bytes | str = b"", **headers: str) -> Action:
@@ -137,6 +139,10 @@ class LoopbackPeer:
             self.script.extend(actions)
         return self
 
+    def _next_is(self, kind: str) -> bool:
+        with self._lock:
+            return bool(self.script) and self.script[0].kind == kind
+
     def recorded_keys(self) -> list[bytes]:
         """Every AES key of every exchange: the clients' request keys and our response keys."""
         keys = []
@@ -160,10 +166,17 @@ class LoopbackPeer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                request = await _read_request(reader)
-                if request is None:
+                head = await _read_head(reader)
+                if head is None:
                     return
-                method, path, headers, body = request
+                method, path, headers = head
+                if method == "POST" and self._next_is("close_before_body"):
+                    # Hang up while the client is still sending its request body.
+                    with self._lock:
+                        self.script.popleft()
+                    self.posts.append(Post(time.monotonic(), "close_before_body", "", None, None))
+                    return
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
                 if method == "GET" and path == KEY_PATH:
                     self.key_fetches += 1
                     pem = self.key.public_key().public_bytes(
@@ -283,9 +296,7 @@ def _flip_ciphertext_bit(envelope: bytes) -> bytes:
     return json.dumps(doc).encode()
 
 
-async def _read_request(
-    reader: asyncio.StreamReader,
-) -> tuple[str, str, dict[str, str], bytes] | None:
+async def _read_head(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]] | None:
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError:
@@ -297,8 +308,7 @@ async def _read_request(
         if ":" in line:
             name, value = line.split(":", 1)
             headers[name.strip().lower()] = value.strip()
-    body = await reader.readexactly(int(headers.get("content-length", "0")))
-    return method, urllib.parse.urlsplit(target).path, headers, body
+    return method, urllib.parse.urlsplit(target).path, headers
 
 
 def _head(code: int, length: int, headers: list[tuple[str, str]]) -> bytes:

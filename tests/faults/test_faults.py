@@ -16,6 +16,7 @@ import nomyo_native as nomyo
 
 from .loopback import (
     CLOSE,
+    CLOSE_BEFORE_BODY,
     DROP_MID_BODY,
     ECHO_PREFIX,
     OK,
@@ -213,3 +214,14 @@ async def test_200_body_over_the_envelope_cap_is_refused(loopback, chat_to):
         with pytest.raises(nomyo.SecurityError):
             await _create(chat)
     assert len(loopback.posts) == 1
+
+
+async def test_hang_up_during_a_large_upload_is_retried(loopback, chat_to, sleeps):
+    # A 4 MiB prompt: the peer closes after the headers, while the body is still being sent.
+    loopback.then(CLOSE_BEFORE_BODY, OK)
+    big = [{"role": "user", "content": "u" * (4 * 2**20)}]
+    async with chat_to(max_retries=2) as chat:
+        response = await chat.create(model="loopback-model", messages=big)
+    assert response["choices"][0]["message"]["content"] == f"{ECHO_PREFIX}{'u' * 4 * 2**20}>"
+    assert [post.action for post in loopback.posts] == ["close_before_body", "ok"]
+    assert len(sleeps.waits) == 1
