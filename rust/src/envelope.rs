@@ -101,14 +101,68 @@ pub fn oaep_unwrap(wrapped: &[u8], keypair: &ClientKeyPair) -> CoreResult<Locked
 
 // ---- seal ----------------------------------------------------------------------------------
 
-/// Encrypt `plaintext` (in place: it holds the ciphertext afterwards) for `server_key`; returns
-/// the envelope's UTF-8 JSON exactly as PROTOCOL.md section 2.
-pub fn seal(plaintext: &mut LockedBuf, server_key: &ServerPublicKey) -> CoreResult<Vec<u8>> {
+/// The envelope's fixed framing, in order; the four base64 fields go between the pieces.
+const FRAME: [&str; 5] = [
+    r#"{"version":"1.0","algorithm":"hybrid-aes256-rsa4096","encrypted_payload":{"ciphertext":""#,
+    r#"","nonce":""#,
+    r#"","tag":""#,
+    r#""},"encrypted_aes_key":""#,
+    r#"","key_algorithm":"RSA-OAEP-SHA256","payload_algorithm":"AES-256-GCM"}"#,
+];
+
+/// Exact size of the envelope `seal_into` writes for a plaintext of `plaintext_len` bytes.
+pub fn sealed_len(plaintext_len: usize, server_key: &ServerPublicKey) -> usize {
+    FRAME.iter().map(|f| f.len()).sum::<usize>()
+        + B64.encoded_length(plaintext_len)
+        + B64.encoded_length(NONCE_LEN)
+        + B64.encoded_length(TAG_LEN)
+        + B64.encoded_length(server_key.modulus_bytes())
+}
+
+/// Writes pieces into a caller's buffer of exactly the right size.
+struct Cursor<'a> {
+    out: &'a mut [u8],
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn put(&mut self, bytes: &[u8]) -> CoreResult<()> {
+        let end = self.pos + bytes.len();
+        let dst = self.out.get_mut(self.pos..end).ok_or_else(short_output)?;
+        dst.copy_from_slice(bytes);
+        self.pos = end;
+        Ok(())
+    }
+
+    fn put_b64(&mut self, data: &[u8]) -> CoreResult<()> {
+        let end = self.pos + B64.encoded_length(data.len());
+        let dst = self.out.get_mut(self.pos..end).ok_or_else(short_output)?;
+        let written = B64.encode(data, dst.as_out()).len();
+        self.pos += written;
+        Ok(())
+    }
+}
+
+fn short_output() -> CoreError {
+    CoreError::Memory("the envelope buffer is too small".into())
+}
+
+/// Encrypt `plaintext` (in place: it holds the ciphertext afterwards) for `server_key` and write
+/// the envelope's UTF-8 JSON, exactly as PROTOCOL.md section 2, into `out`, which must be
+/// `sealed_len` bytes long (so the caller can hand us the final Python `bytes` to fill).
+pub fn seal_into(
+    plaintext: &mut LockedBuf,
+    server_key: &ServerPublicKey,
+    out: &mut [u8],
+) -> CoreResult<()> {
     if plaintext.len() > MAX_PLAINTEXT_BYTES {
         return Err(CoreError::TooLarge(format!(
             "the serialized request is {} bytes; the limit is {MAX_PLAINTEXT_BYTES} bytes (10 MiB)",
             plaintext.len()
         )));
+    }
+    if out.len() != sealed_len(plaintext.len(), server_key) {
+        return Err(short_output());
     }
     let mut key = LockedBuf::zeroed(AES_KEY_LEN)?;
     rand::fill(key.as_mut_slice()).map_err(|_| CoreError::Memory("no randomness".into()))?;
@@ -118,35 +172,32 @@ pub fn seal(plaintext: &mut LockedBuf, server_key: &ServerPublicKey) -> CoreResu
     let tag = gcm_seal_in_place(&key, &nonce, b"", plaintext.as_mut_slice())?;
     let mut wrapped = vec![0u8; server_key.modulus_bytes()];
     let wrapped_len = server_key.encrypt_oaep(&key, &mut wrapped)?;
-    wrapped.truncate(wrapped_len);
     drop(key);
+    if wrapped_len != wrapped.len() {
+        return Err(CoreError::Crypto);
+    }
 
-    let mut out = Vec::with_capacity(256 + 4 * plaintext.len().div_ceil(3) + 2 * wrapped_len);
-    out.extend_from_slice(br#"{"version":""#);
-    out.extend_from_slice(VERSION.as_bytes());
-    out.extend_from_slice(br#"","algorithm":""#);
-    out.extend_from_slice(ALGORITHM.as_bytes());
-    out.extend_from_slice(br#"","encrypted_payload":{"ciphertext":""#);
-    push_b64(&mut out, plaintext.as_slice());
-    out.extend_from_slice(br#"","nonce":""#);
-    push_b64(&mut out, &nonce);
-    out.extend_from_slice(br#"","tag":""#);
-    push_b64(&mut out, &tag);
-    out.extend_from_slice(br#""},"encrypted_aes_key":""#);
-    push_b64(&mut out, &wrapped);
-    out.extend_from_slice(br#"","key_algorithm":""#);
-    out.extend_from_slice(KEY_ALGORITHM.as_bytes());
-    out.extend_from_slice(br#"","payload_algorithm":""#);
-    out.extend_from_slice(PAYLOAD_ALGORITHM.as_bytes());
-    out.extend_from_slice(br#""}"#);
-    Ok(out)
+    let mut cur = Cursor { out, pos: 0 };
+    cur.put(FRAME[0].as_bytes())?;
+    cur.put_b64(plaintext.as_slice())?;
+    cur.put(FRAME[1].as_bytes())?;
+    cur.put_b64(&nonce)?;
+    cur.put(FRAME[2].as_bytes())?;
+    cur.put_b64(&tag)?;
+    cur.put(FRAME[3].as_bytes())?;
+    cur.put_b64(&wrapped)?;
+    cur.put(FRAME[4].as_bytes())?;
+    if cur.pos != cur.out.len() {
+        return Err(short_output());
+    }
+    Ok(())
 }
 
-fn push_b64(out: &mut Vec<u8>, data: &[u8]) {
-    let start = out.len();
-    out.resize(start + B64.encoded_length(data.len()), 0);
-    let written = B64.encode(data, out[start..].as_out()).len();
-    out.truncate(start + written);
+/// `seal_into` a fresh vector.
+pub fn seal(plaintext: &mut LockedBuf, server_key: &ServerPublicKey) -> CoreResult<Vec<u8>> {
+    let mut out = vec![0u8; sealed_len(plaintext.len(), server_key)];
+    seal_into(plaintext, server_key, &mut out)?;
+    Ok(out)
 }
 
 // ---- open ----------------------------------------------------------------------------------

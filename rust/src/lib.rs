@@ -622,9 +622,15 @@ mod crypto_py {
             json::write_py(payload, &mut plaintext, envelope::MAX_PLAINTEXT_BYTES)
         }))?;
         let key = &server_key.get().0;
-        let body =
-            py.detach(|| no_panic(AssertUnwindSafe(|| envelope::seal(&mut plaintext, key))))?;
-        Ok(PyBytes::new(py, &body))
+        // The envelope is written straight into the returned `bytes` (no second copy).
+        let len = envelope::sealed_len(plaintext.len(), key);
+        PyBytes::new_with(py, len, |out| {
+            py.detach(|| {
+                no_panic(AssertUnwindSafe(|| {
+                    envelope::seal_into(&mut plaintext, key, out)
+                }))
+            })
+        })
     }
 
     /// Check, unwrap and decrypt `body`; build the payload straight from locked memory.
