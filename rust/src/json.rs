@@ -666,14 +666,16 @@ impl<'py> Parser<'_, 'py> {
         let start = self.pos;
         // Fast path: no escapes, the string is a slice of the input.
         loop {
+            self.skip_plain();
             match self.s.get(self.pos) {
                 None => return Err(self.fail("unterminated string")),
                 Some(b'"') => {
-                    self.check_utf8(start, self.pos)?;
-                    // SAFETY: validated just above.
-                    let text = unsafe { std::str::from_utf8_unchecked(&self.s[start..self.pos]) };
+                    // CPython's strict decoder validates while it builds the str; Rust's
+                    // validator only runs to locate an error.
+                    let text = PyString::from_bytes(self.py, &self.s[start..self.pos]);
+                    let text = self.decoded(text, start, self.pos)?;
                     self.pos += 1;
-                    return Ok(PyString::new(self.py, text));
+                    return Ok(text);
                 }
                 Some(b'\\') => break,
                 Some(0..=0x1f) => return Err(self.fail("control character in a string")),
@@ -681,17 +683,19 @@ impl<'py> Parser<'_, 'py> {
             }
         }
         // Decoded text is never longer than its escaped form: size the scratch once.
+        let end = start + self.escaped_len(start);
         self.scratch.clear();
-        self.scratch.reserve_exact(self.escaped_len(start))?;
+        self.scratch.reserve_exact(end - start)?;
         let mut run_start = start;
         let mut lone_surrogate = false;
         loop {
+            self.skip_plain();
             match self.s.get(self.pos) {
                 None => return Err(self.fail("unterminated string")),
                 Some(b'"') => {
                     self.flush_run(run_start)?;
                     self.pos += 1;
-                    return self.finish_string(lone_surrogate);
+                    return self.finish_string(lone_surrogate, start, end);
                 }
                 Some(b'\\') => {
                     self.flush_run(run_start)?;
@@ -707,28 +711,68 @@ impl<'py> Parser<'_, 'py> {
     /// Bytes from `start` to the closing quote (or the end of the input), escapes included.
     fn escaped_len(&self, start: usize) -> usize {
         let mut i = self.pos;
-        while let Some(&b) = self.s.get(i) {
-            match b {
-                b'"' => break,
-                b'\\' => i += 2,
-                _ => i += 1,
+        loop {
+            while let Some(word) = self.s.get(i..i + 8) {
+                if word_needs_escape(u64::from_le_bytes(word.try_into().unwrap_or([0; 8]))) {
+                    break;
+                }
+                i += 8;
+            }
+            match self.s.get(i) {
+                None | Some(b'"') => break,
+                Some(b'\\') => i += 2,
+                Some(_) => i += 1,
             }
         }
         i.min(self.s.len()) - start
     }
 
+    /// Append the raw run `[run_start, pos)` to the scratch (validated when the str is built).
     fn flush_run(&mut self, run_start: usize) -> CoreResult<()> {
         if run_start == self.pos {
             return Ok(());
         }
-        self.check_utf8(run_start, self.pos)?;
         let run = &self.s[run_start..self.pos];
         self.scratch.extend_from_slice(run)
     }
 
-    fn finish_string(&mut self, lone_surrogate: bool) -> CoreResult<Bound<'py, PyString>> {
+    /// Advance over string bytes that need no attention, 8 at a time.
+    fn skip_plain(&mut self) {
+        while let Some(word) = self.s.get(self.pos..self.pos + 8) {
+            let word = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+            if word_needs_escape(word) {
+                break;
+            }
+            self.pos += 8;
+        }
+    }
+
+    /// The str CPython decoded from `[start, end)` of the input (or from the scratch holding
+    /// its unescaped form), or the offset of the invalid UTF-8 that made it fail.
+    fn decoded(
+        &self,
+        text: PyResult<Bound<'py, PyString>>,
+        start: usize,
+        end: usize,
+    ) -> CoreResult<Bound<'py, PyString>> {
+        text.or_else(|_| {
+            // Escapes split the raw text only at ASCII bytes, so its first invalid byte is
+            // the one that made the decoded text invalid.
+            self.check_utf8(start, end)?;
+            Err(self.fail_at("could not build the Python value", start))
+        })
+    }
+
+    fn finish_string(
+        &mut self,
+        lone_surrogate: bool,
+        start: usize,
+        end: usize,
+    ) -> CoreResult<Bound<'py, PyString>> {
         let bytes = self.scratch.as_slice();
         if lone_surrogate {
+            // surrogatepass would also let encoded surrogates in the raw text through.
+            self.check_utf8(start, end)?;
             // Python's json accepts "\ud800"; build the same str via the surrogatepass codec.
             // SAFETY: pointer and length describe `bytes`; the codec name is NUL-terminated.
             let obj = unsafe {
@@ -744,9 +788,8 @@ impl<'py> Parser<'_, 'py> {
             let obj = self.built(obj)?;
             return self.built(obj.cast_into::<PyString>().map_err(PyErr::from));
         }
-        // SAFETY: raw runs were validated and escapes were encoded as UTF-8 scalar values.
-        let text = unsafe { std::str::from_utf8_unchecked(bytes) };
-        Ok(PyString::new(self.py, text))
+        let text = PyString::from_bytes(self.py, bytes);
+        self.decoded(text, start, end)
     }
 
     /// Decode one escape into the scratch buffer; returns true when it wrote a lone surrogate.

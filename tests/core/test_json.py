@@ -328,6 +328,8 @@ def test_reader_semantics_match_python() -> None:
         (b'"\\u12', "truncated \\u escape at byte 1"),
         (b'["ok", "\xff"]', "invalid UTF-8 in a string at byte 8"),
         (b'"\xed\xa0\x80"', "invalid UTF-8 in a string at byte 1"),
+        (b'["a\\n\xff"]', "invalid UTF-8 in a string at byte 5"),
+        (b'"\\ud800\xed\xa0\x80"', "invalid UTF-8 in a string at byte 7"),
         (b"\xef\xbb\xbf[]", "unexpected character at byte 0"),
         (b"[" * (DEPTH + 1) + b"]" * (DEPTH + 1), f"nesting deeper than {DEPTH} levels"),
     ],
