@@ -103,6 +103,9 @@ class AsyncioNetworkStream(httpcore.AsyncNetworkStream):
         except OSError as exc:  # certificate verification failures are ssl.SSLError
             self._writer.transport.abort()
             raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+        except BaseException:  # timeout or cancellation: never leave the socket behind
+            self._writer.transport.abort()
+            raise
         return self
 
     def get_extra_info(self, info: str) -> Any:

@@ -122,6 +122,19 @@ async def test_refused_connection_is_a_connect_error():
             await http.get(url)
 
 
+async def test_stalled_tls_handshake_is_a_connect_timeout(secure_endpoint):
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)  # reads no ClientHello, answers nothing
+
+    async with loopback_server(silent) as url:
+        async with httpx.AsyncClient(
+            transport=NativeTLSTransport(trusting(secure_endpoint.ca_path), LIMITS),
+            timeout=httpx.Timeout(5.0, connect=0.3),
+        ) as http:
+            with pytest.raises(httpx.ConnectTimeout):
+                await http.get(url.replace("http://", "https://"))
+
+
 async def test_stalled_response_is_a_read_timeout():
     async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
