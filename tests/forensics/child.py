@@ -2,7 +2,7 @@
 
 usage: python child.py --client ours|reference --url URL [--ca CA] --requests N --token TOKEN
        [--max-retries R] [--timeout S] [--retry-backoff S] [--pad BYTES] [--leak-json]
-       [--key-dir DIR] [--dispose]
+       [--key-dir DIR] [--dispose] [--concurrency C]
 
 Request ``i`` sends the user message ``f"{token}-{i}"``. The child never serializes anything
 itself, so JSON-framed copies of that text (``"content": "<token>-i``) can only come from the
@@ -63,7 +63,8 @@ async def _run(chat: Any, args: argparse.Namespace) -> dict[str, Any]:
         "mismatches": 0,
         "buffers_live": [],
     }
-    for i in range(args.requests):
+
+    async def one(i: int) -> None:
         messages = [{"role": "user", "content": f"{args.token}-{i}" + "x" * args.pad}]
         if args.leak_json:
             # Positive control: a copy the scan must find (the caller serializing a request).
@@ -82,8 +83,13 @@ async def _run(chat: Any, args: argparse.Namespace) -> dict[str, Any]:
                 outcome["mismatches"] += 1
             del response, content
         del messages
+
+    # Batches of `concurrency` requests in flight at once (1: strictly sequential).
+    for start in range(0, args.requests, args.concurrency):
+        batch = range(start, min(start + args.concurrency, args.requests))
+        await asyncio.gather(*(one(i) for i in batch))
         if args.client == "ours":
-            # The core's count of live locked buffers after each request: it must not grow.
+            # The core's count of live locked buffers after each batch: it must not grow.
             from nomyo_native import _core
 
             outcome["buffers_live"].append(_core.memory_status()["buffers_live"])
@@ -102,6 +108,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--retry-backoff", type=float)
     parser.add_argument("--leak-json", action="store_true")
+    parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--key-dir")
     parser.add_argument("--dispose", action="store_true")
     # Pad each message to exercise the large-payload paths (buffer growth, chunked reads).

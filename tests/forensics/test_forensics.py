@@ -76,6 +76,25 @@ def test_large_messages_leave_nothing_either(recording_endpoint) -> None:
     assert found == dict.fromkeys(CATEGORIES, 0), {c: large.scan.where(c) for c in CATEGORIES}
 
 
+def test_concurrent_requests_leave_nothing_either(recording_endpoint) -> None:
+    # 16 requests in flight at once: seal and open run on several worker threads together,
+    # whose stacks and buffers are scanned as well.
+    concurrent = examine(
+        "ours",
+        recording_endpoint.base_url,
+        _keys_of(recording_endpoint),
+        requests=32,
+        ca=str(recording_endpoint.ca_path),
+        extra_args=("--concurrency", "16"),
+    )
+    assert concurrent.outcome["ok"] == 32, concurrent.outcome
+    assert concurrent.outcome["mismatches"] == 0
+    assert concurrent.keys_hunted == 64
+    assert len(set(concurrent.outcome["buffers_live"])) == 1, concurrent.outcome
+    found = {c: concurrent.scan.counts[c] for c in CATEGORIES}
+    assert found == dict.fromkeys(CATEGORIES, 0), {c: concurrent.scan.where(c) for c in CATEGORIES}
+
+
 def test_scan_finds_a_deliberate_copy_in_the_same_setting(recording_endpoint) -> None:
     # Positive control under the same conditions: the child itself keeps compact JSON of its
     # requests. If this count were 0, the zeros above would mean nothing.
