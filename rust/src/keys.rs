@@ -235,6 +235,11 @@ impl ClientKeyPair {
         public_path: &Path,
         password: Option<&[u8]>,
     ) -> CoreResult<()> {
+        if private_path == public_path {
+            return Err(CoreError::InvalidArgument(
+                "the private and public key paths must differ".into(),
+            ));
+        }
         let private_pem = self.private_pem(password)?;
         write_atomic(private_path, &private_pem, 0o600)?;
         write_atomic(public_path, self.public.pem.as_bytes(), 0o644)
@@ -598,7 +603,7 @@ fn encrypt_pkcs8(der: &[u8], password: &[u8]) -> CoreResult<Vec<u8>> {
 
 /// Read a private key file into locked memory after checking its permissions.
 fn read_private_key_file(path: &Path) -> CoreResult<LockedBuf> {
-    let mut file = File::open(path)?;
+    let mut file = open_for_reading(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(CoreError::KeyFormat(format!(
@@ -674,6 +679,21 @@ fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> CoreResult<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Open without blocking on a FIFO or device (only regular files are read afterwards).
+#[cfg(unix)]
+fn open_for_reading(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn open_for_reading(path: &Path) -> std::io::Result<File> {
+    File::open(path)
 }
 
 #[cfg(unix)]

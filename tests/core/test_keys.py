@@ -542,3 +542,17 @@ def test_private_key_lives_in_locked_dump_excluded_memory() -> None:
     assert r["core_buffers"] == 0
     assert r["during"][0] > r["before"][0], r
     assert r["during"][1] > r["before"][1], r
+
+
+def test_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "key.pem"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(_core.KeyFormatError, match="not a regular file"):
+        _core.ClientKeyPair.load(fifo)
+
+
+def test_save_refuses_one_path_for_both_keys(keypair: _core.ClientKeyPair, tmp_path: Path) -> None:
+    same = tmp_path / "key.pem"
+    with pytest.raises(ValueError, match="differ"):
+        keypair.save(same, same)
+    assert not same.exists()
