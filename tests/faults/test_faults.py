@@ -225,3 +225,20 @@ async def test_hang_up_during_a_large_upload_is_retried(loopback, chat_to, sleep
     assert response["choices"][0]["message"]["content"] == f"{ECHO_PREFIX}{'u' * 4 * 2**20}>"
     assert [post.action for post in loopback.posts] == ["close_before_body", "ok"]
     assert len(sleeps.waits) == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"\xff\xfe\x00garbage", b"[1, 2]", b'"just a string"', b'{"detail": {"nested": 1}}', b"null"],
+    ids=["binary", "json-list", "json-string", "detail-object", "json-null"],
+)
+@pytest.mark.parametrize(
+    ("code", "error"), [(400, nomyo.InvalidRequestError), (503, nomyo.ServiceUnavailableError)]
+)
+async def test_odd_error_bodies_still_map_by_status(loopback, chat_to, body, code, error):
+    loopback.then(status(code, body, content_type="application/json"))
+    async with chat_to(max_retries=0) as chat:
+        with pytest.raises(error) as caught:
+            await _create(chat)
+    assert type(caught.value) is error
+    assert caught.value.status_code == code
