@@ -104,7 +104,7 @@ define run_fuzz
 	@for t in $(FUZZ_TARGETS); do \
 	  echo "fuzz: $$t for $(1) s"; \
 	  if ! $(FUZZ_BIN)/$$t -max_total_time=$(1) -timeout=30 -rss_limit_mb=2048 -max_len=16384 \
-	      -print_final_stats=1 -artifact_prefix=fuzz/artifacts/$$t- \
+	      -print_final_stats=1 -artifact_prefix=fuzz/artifacts/$$t- -dict=fuzz/dicts/$$t.dict \
 	      fuzz/corpus/$$t fuzz/seeds/$$t > fuzz/artifacts/$$t.log 2>&1; then \
 	    tail -n 40 fuzz/artifacts/$$t.log; echo "fuzz: $$t FAILED (input saved in fuzz/artifacts/)"; \
 	    exit 1; \
