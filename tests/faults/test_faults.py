@@ -242,3 +242,33 @@ async def test_odd_error_bodies_still_map_by_status(loopback, chat_to, body, cod
             await _create(chat)
     assert type(caught.value) is error
     assert caught.value.status_code == code
+
+
+async def test_fault_paths_log_no_secret(loopback, chat_to, caplog):
+    # Error and retry paths log more than the happy path: none of it may carry the API key,
+    # the prompt, or the reply.
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    api_key = "sk-fault-" + "7" * 24
+    prompt = "prompt-marker-" + "q" * 12
+    loopback.then(
+        DROP_MID_BODY,
+        json_status(503, "down"),
+        STALL,
+        status(500, NON_JSON, content_type="text/html"),
+        OK,
+        TAMPER,
+    )
+    errors: list[str] = []
+    async with chat_to(max_retries=4, timeout=1.0, api_key=api_key) as chat:
+        messages = [{"role": "user", "content": prompt}]
+        response = await chat.create(model="loopback-model", messages=messages)
+        assert response["choices"][0]["message"]["content"] == f"{ECHO_PREFIX}{prompt}>"
+        with pytest.raises(nomyo.SecurityError) as caught:
+            await chat.create(model="loopback-model", messages=messages)
+        errors.append(repr(caught.value))
+    assert any("retrying" in record.getMessage() for record in caplog.records)
+    text = caplog.text + "\n".join(errors)
+    for secret in (api_key, "7" * 24, prompt, "q" * 12):
+        assert secret not in text
