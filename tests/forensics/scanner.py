@@ -163,4 +163,13 @@ def json_string_framings(key: str, value_prefix: str) -> list[bytes]:
 
 
 def supported() -> bool:
-    return sys.platform.startswith("linux") and os.path.exists("/proc/self/mem")
+    """Linux with /proc, and ptrace rights over our own children (Yama ``ptrace_scope`` 2
+    and 3 deny them to non-root users)."""
+    if not (sys.platform.startswith("linux") and os.path.exists("/proc/self/mem")):
+        return False
+    try:
+        with open("/proc/sys/kernel/yama/ptrace_scope") as scope:
+            level = int(scope.read().strip())
+    except (OSError, ValueError):
+        return True  # no Yama: classic ptrace rules, a parent may read its child
+    return level <= 1 or (level == 2 and os.geteuid() == 0)
