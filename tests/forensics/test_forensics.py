@@ -16,7 +16,9 @@ from .harness import CATEGORIES, Examination, examine
 from .scanner import supported
 
 pytestmark = [
-    pytest.mark.skipif(not supported(), reason="needs Linux /proc/PID/mem"),
+    pytest.mark.skipif(
+        not supported(), reason="needs Linux /proc/PID/mem and ptrace rights over a child"
+    ),
     pytest.mark.filterwarnings("ignore:KEY RECORDING IS ON:RuntimeWarning"),
 ]
 

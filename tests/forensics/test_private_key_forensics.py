@@ -19,7 +19,9 @@ from .harness import Examination, examine
 from .scanner import supported
 
 pytestmark = [
-    pytest.mark.skipif(not supported(), reason="needs Linux /proc/PID/mem"),
+    pytest.mark.skipif(
+        not supported(), reason="needs Linux /proc/PID/mem and ptrace rights over a child"
+    ),
     pytest.mark.filterwarnings("ignore:KEY RECORDING IS ON:RuntimeWarning"),
 ]
 KEY_CATEGORIES = ("pem_text", "pkcs8_der", "secret_numbers")
