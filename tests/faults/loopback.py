@@ -139,9 +139,13 @@ class LoopbackPeer:
             self.script.extend(actions)
         return self
 
-    def _next_is(self, kind: str) -> bool:
+    def _pop_if(self, kind: str) -> bool:
+        """Consume the next scripted action when it is ``kind``."""
         with self._lock:
-            return bool(self.script) and self.script[0].kind == kind
+            if self.script and self.script[0].kind == kind:
+                self.script.popleft()
+                return True
+            return False
 
     def recorded_keys(self) -> list[bytes]:
         """Every AES key of every exchange: the clients' request keys and our response keys."""
@@ -170,10 +174,8 @@ class LoopbackPeer:
                 if head is None:
                     return
                 method, path, headers = head
-                if method == "POST" and self._next_is("close_before_body"):
+                if method == "POST" and self._pop_if("close_before_body"):
                     # Hang up while the client is still sending its request body.
-                    with self._lock:
-                        self.script.popleft()
                     self.posts.append(Post(time.monotonic(), "close_before_body", "", None, None))
                     return
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
