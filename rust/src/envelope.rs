@@ -58,6 +58,7 @@ pub fn gcm_seal_in_place(
     aad: &[u8],
     in_out: &mut [u8],
 ) -> CoreResult<[u8; TAG_LEN]> {
+    let _lc = crate::lc_heap::enter();
     let key = gcm_key(key)?;
     let tag = key.seal_in_place_separate_tag(
         Nonce::assume_unique_for_key(*nonce),
@@ -78,6 +79,7 @@ pub fn gcm_open_in_place(
     buf: &mut LockedBuf,
     tag: &[u8],
 ) -> CoreResult<()> {
+    let _lc = crate::lc_heap::enter();
     let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CoreError::Crypto)?;
     if tag.len() != TAG_LEN {
         return Err(CoreError::Crypto);
@@ -93,6 +95,7 @@ pub fn gcm_open_in_place(
 
 /// RSA-OAEP unwrap of `wrapped` into locked memory. Any failure is `CoreError::Crypto`.
 pub fn oaep_unwrap(wrapped: &[u8], keypair: &ClientKeyPair) -> CoreResult<LockedBuf> {
+    let _lc = crate::lc_heap::enter();
     let mut out = LockedBuf::zeroed(keypair.modulus_bytes())?;
     let n = keypair.decrypt_oaep(wrapped, out.as_mut_slice())?;
     out.truncate(n);
@@ -155,6 +158,7 @@ pub fn seal_into(
     server_key: &ServerPublicKey,
     out: &mut [u8],
 ) -> CoreResult<()> {
+    let _lc = crate::lc_heap::enter();
     if plaintext.len() > MAX_PLAINTEXT_BYTES {
         return Err(CoreError::TooLarge(format!(
             "the serialized request is {} bytes; the limit is {MAX_PLAINTEXT_BYTES} bytes (10 MiB)",
@@ -240,6 +244,7 @@ fn b64_public(text: &str, path: &str) -> CoreResult<Vec<u8>> {
 
 /// Check and decrypt a response envelope with `keypair`.
 pub fn open(body: &[u8], keypair: &ClientKeyPair) -> CoreResult<Opened> {
+    let _lc = crate::lc_heap::enter();
     if body.len() > MAX_ENVELOPE_BYTES {
         return Err(CoreError::TooLarge(format!(
             "the response envelope is {} bytes; the limit is {MAX_ENVELOPE_BYTES} bytes",

@@ -123,6 +123,7 @@ impl std::fmt::Debug for ClientKeyPair {
 impl ClientKeyPair {
     /// A fresh key pair of 2048, 3072 or 4096 bits (public exponent 65537).
     pub fn generate(bits: usize) -> CoreResult<Self> {
+        let _lc = crate::lc_heap::enter();
         let size = match bits {
             2048 => KeySize::Rsa2048,
             3072 => KeySize::Rsa3072,
@@ -150,6 +151,7 @@ impl ClientKeyPair {
 
     /// Parse an unencrypted PKCS#8 `PrivateKeyInfo` (DER) holding an RSA key >= 2048 bits.
     pub fn from_pkcs8_der(der: &[u8]) -> CoreResult<Self> {
+        let _lc = crate::lc_heap::enter();
         let info = PrivateKeyInfo::from_der(der)
             .map_err(|_| CoreError::KeyFormat("the private key is not valid PKCS#8 DER".into()))?;
         if info.algorithm.oid != RSA_ENCRYPTION_OID {
@@ -171,6 +173,7 @@ impl ClientKeyPair {
     /// Parse a private key PEM: PKCS#8 (`PRIVATE KEY`), PBES2-encrypted PKCS#8
     /// (`ENCRYPTED PRIVATE KEY`, needs `password`) or PKCS#1 (`RSA PRIVATE KEY`).
     pub fn from_pem(pem_text: &[u8], password: Option<&[u8]>) -> CoreResult<Self> {
+        let _lc = crate::lc_heap::enter();
         let (label, der) = decode_pem(pem_text)?;
         match label.as_str() {
             LABEL_PRIVATE | LABEL_PKCS1_PRIVATE if password.is_some() => {
@@ -211,6 +214,7 @@ impl ClientKeyPair {
     /// The private key as PKCS#8 PEM, PBES2-encrypted (PBKDF2-HMAC-SHA256, AES-256-CBC) when a
     /// password is given, in locked memory.
     pub fn private_pem(&self, password: Option<&[u8]>) -> CoreResult<LockedBuf> {
+        let _lc = crate::lc_heap::enter();
         if let Some(p) = password {
             check_new_password(p)?;
         }
@@ -248,6 +252,7 @@ impl ClientKeyPair {
     /// RSA-OAEP (SHA-256, MGF1-SHA-256, empty label) decryption into `out`; returns the length.
     /// Every failure is the opaque `CoreError::Crypto` (except use after `wipe`).
     pub fn decrypt_oaep(&self, ciphertext: &[u8], out: &mut [u8]) -> CoreResult<usize> {
+        let _lc = crate::lc_heap::enter();
         let guard = self.private.read().map_err(|_| CoreError::KeyDisposed)?;
         let key = guard.as_ref().ok_or(CoreError::KeyDisposed)?;
         if ciphertext.len() != key.key_size_bytes() {
@@ -287,6 +292,7 @@ impl ClientKeyPair {
 
     /// Free the private key now (aws-lc cleanses its big numbers on free).
     pub fn wipe(&self) {
+        let _lc = crate::lc_heap::enter();
         let mut guard = match self.private.write() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -315,6 +321,7 @@ impl std::fmt::Debug for ServerPublicKey {
 impl ServerPublicKey {
     /// Parse SubjectPublicKeyInfo DER holding an RSA key >= 2048 bits.
     pub fn from_spki_der(der: &[u8]) -> CoreResult<Self> {
+        let _lc = crate::lc_heap::enter();
         let spki = pkcs8::spki::SubjectPublicKeyInfoRef::from_der(der).map_err(|_| {
             CoreError::KeyFormat("the public key is not valid SubjectPublicKeyInfo DER".into())
         })?;
@@ -339,6 +346,7 @@ impl ServerPublicKey {
 
     /// Parse a public key PEM: SPKI (`PUBLIC KEY`) or PKCS#1 (`RSA PUBLIC KEY`).
     pub fn from_pem(pem_text: &[u8]) -> CoreResult<Self> {
+        let _lc = crate::lc_heap::enter();
         let (label, der) = decode_pem(pem_text)?;
         match label.as_str() {
             LABEL_PUBLIC => Self::from_spki_der(&der),
@@ -363,6 +371,7 @@ impl ServerPublicKey {
     /// RSA-OAEP (SHA-256, MGF1-SHA-256, empty label) encryption of `plaintext` into `out`
     /// (at least `modulus_bytes()` long); returns the ciphertext length.
     pub fn encrypt_oaep(&self, plaintext: &[u8], out: &mut [u8]) -> CoreResult<usize> {
+        let _lc = crate::lc_heap::enter();
         let ct = self
             .key
             .encrypt(&OAEP_SHA256_MGF1SHA256, plaintext, out, None)?;

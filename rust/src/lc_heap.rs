@@ -12,10 +12,17 @@
 //!
 //! `install` must run before aws-lc allocates anything (module init does it); a pointer that was
 //! allocated earlier by aws-lc's default allocator is still recognised and freed correctly.
+//!
+//! It also makes the core fork-safe: every entry into aws-lc holds an `InsideLc`, and a
+//! `pthread_atfork` prepare handler waits until none is held (and takes the pool lock), so a
+//! child never inherits a key whose state another thread was updating.
 
+use std::cell::{Cell, UnsafeCell};
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
 use std::os::raw::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, Once};
+use std::sync::Once;
 
 use zeroize::Zeroize;
 
@@ -51,14 +58,135 @@ struct Pool {
     end: *mut u8,
 }
 
-// SAFETY: the raw pointers are only touched with the mutex held.
-unsafe impl Send for Pool {}
+/// The pool behind a spin lock rather than a `Mutex`: `fork` must be able to take it in its
+/// prepare handler and release it in the child (see `install`), so that a child forked while
+/// another thread was inside aws-lc does not inherit a held lock or a half-updated free list.
+struct PoolLock {
+    held: AtomicBool,
+    pool: UnsafeCell<Pool>,
+}
 
-static POOL: Mutex<Pool> = Mutex::new(Pool {
-    free: [std::ptr::null_mut(); CLASSES],
-    cursor: std::ptr::null_mut(),
-    end: std::ptr::null_mut(),
-});
+// SAFETY: `pool` is only reached through `PoolGuard`, which holds `held`.
+unsafe impl Sync for PoolLock {}
+
+static POOL: PoolLock = PoolLock {
+    held: AtomicBool::new(false),
+    pool: UnsafeCell::new(Pool {
+        free: [std::ptr::null_mut(); CLASSES],
+        cursor: std::ptr::null_mut(),
+        end: std::ptr::null_mut(),
+    }),
+};
+
+impl PoolLock {
+    fn acquire(&self) {
+        while self
+            .held
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::thread::yield_now();
+        }
+    }
+
+    fn release(&self) {
+        self.held.store(false, Ordering::Release);
+    }
+}
+
+struct PoolGuard;
+
+impl Deref for PoolGuard {
+    type Target = Pool;
+    fn deref(&self) -> &Pool {
+        // SAFETY: the guard exists only while `held` is ours.
+        unsafe { &*POOL.pool.get() }
+    }
+}
+
+impl DerefMut for PoolGuard {
+    fn deref_mut(&mut self) -> &mut Pool {
+        // SAFETY: as above, and there is one guard at a time.
+        unsafe { &mut *POOL.pool.get() }
+    }
+}
+
+impl Drop for PoolGuard {
+    fn drop(&mut self) {
+        POOL.release();
+    }
+}
+
+fn lock_pool() -> PoolGuard {
+    POOL.acquire();
+    PoolGuard
+}
+
+// ---- fork gate ---------------------------------------------------------------------------
+
+static FORKING: AtomicBool = AtomicBool::new(false);
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static DEPTH: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Held while a thread is inside aws-lc through the core. `fork` waits until no thread holds
+/// one: a child forked in the middle of an RSA operation inherits aws-lc state (blinding
+/// slots, locks) that is half-updated, and aborts or hangs when it uses the key.
+pub struct InsideLc {
+    _not_send: PhantomData<*const ()>,
+}
+
+/// Enter aws-lc (re-entrant within a thread); blocks while a `fork` is in progress.
+pub fn enter() -> InsideLc {
+    DEPTH.with(|depth| {
+        if depth.get() == 0 {
+            loop {
+                while FORKING.load(Ordering::SeqCst) {
+                    std::thread::yield_now();
+                }
+                ACTIVE.fetch_add(1, Ordering::SeqCst);
+                if !FORKING.load(Ordering::SeqCst) {
+                    break;
+                }
+                ACTIVE.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        depth.set(depth.get() + 1);
+    });
+    InsideLc {
+        _not_send: PhantomData,
+    }
+}
+
+impl Drop for InsideLc {
+    fn drop(&mut self) {
+        DEPTH.with(|depth| {
+            depth.set(depth.get() - 1);
+            if depth.get() == 0 {
+                ACTIVE.fetch_sub(1, Ordering::SeqCst);
+            }
+        });
+    }
+}
+
+/// `fork` prepare handler: let every thread inside aws-lc finish, then hold the pool.
+#[cfg(unix)]
+extern "C" fn before_fork() {
+    FORKING.store(true, Ordering::SeqCst);
+    while ACTIVE.load(Ordering::SeqCst) != 0 {
+        std::thread::yield_now();
+    }
+    POOL.acquire();
+}
+
+/// `fork` parent and child handler.
+#[cfg(unix)]
+extern "C" fn after_fork() {
+    POOL.release();
+    FORKING.store(false, Ordering::SeqCst);
+}
 
 /// What the pool holds right now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -82,8 +210,9 @@ pub fn stats() -> Stats {
     }
 }
 
-/// Route aws-lc's allocations through this heap. Returns whether it is in place (false on
-/// platforms without mmap/mlock, or if aws-lc already had custom memory functions).
+/// Route aws-lc's allocations through this heap and make `fork` wait for threads inside
+/// aws-lc (`enter`). Returns whether the heap is in place (false on platforms without
+/// mmap/mlock, or if aws-lc already had custom memory functions).
 pub fn install() -> bool {
     #[cfg(unix)]
     INSTALL.call_once(|| {
@@ -91,6 +220,8 @@ pub fn install() -> bool {
         let ok = unsafe {
             aws_lc_sys::CRYPTO_set_mem_functions(Some(lc_malloc), Some(lc_realloc), Some(lc_free))
         };
+        // SAFETY: plain functions without captured state, valid for the process lifetime.
+        unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork)) };
         INSTALLED.store(ok == 1, Ordering::SeqCst);
     });
     INSTALLED.load(Ordering::SeqCst)
@@ -112,12 +243,6 @@ pub fn free_blocks_are_wiped() -> bool {
         }
     }
     true
-}
-
-fn lock_pool() -> std::sync::MutexGuard<'static, Pool> {
-    // A panic cannot happen while the lock is held (nothing in here panics), but never let a
-    // poisoned lock turn into a panic inside an extern "C" callback.
-    POOL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn class_of(total: usize) -> Option<usize> {

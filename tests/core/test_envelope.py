@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -473,3 +475,58 @@ def test_threads_seal_and_open_concurrently(keypair: _core.ClientKeyPair) -> Non
     for t in threads:
         t.join(timeout=120)
     assert errors == []
+
+
+# ---- fork safety -----------------------------------------------------------------------------
+
+FORK_WHILE_BUSY = """
+import os, threading, time
+from nomyo_native import _core
+
+kp = _core.ClientKeyPair.generate(2048)
+server = _core.ServerPublicKey.from_pem(kp.public_key_pem)
+stop = threading.Event()
+
+def hammer():
+    while not stop.is_set():
+        _core.open(_core.seal({"x": "y" * 5000}, server), kp)
+
+threads = [threading.Thread(target=hammer) for _ in range(3)]
+for t in threads:
+    t.start()
+failures = []
+for i in range(40):
+    pid = os.fork()
+    if pid == 0:
+        # The child uses the very key the parent's threads were using at fork time.
+        ok = _core.open(_core.seal({"child": i}, server), kp)[0] == {"child": i}
+        os._exit(0 if ok else 3)
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            if os.waitstatus_to_exitcode(status) != 0:
+                failures.append(os.waitstatus_to_exitcode(status))
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            failures.append("hung")
+            break
+        time.sleep(0.005)
+stop.set()
+for t in threads:
+    t.join()
+print(failures)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_while_other_threads_use_the_key() -> None:
+    # Without the core's fork gate, children abort in aws-lc (RSA blinding state caught mid-
+    # update) or hang on a lock held by a thread that does not exist in the child.
+    result = subprocess.run(
+        [sys.executable, "-c", FORK_WHILE_BUSY], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]", result.stdout
