@@ -29,7 +29,11 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from nomyo_native import _core
-from nomyo_native.attestation import apply_attestation_policy
+from nomyo_native.attestation import (
+    apply_attestation_policy,
+    prepare_baseline,
+    validate_trusted_aik,
+)
 from nomyo_native.errors import (
     OPAQUE_CRYPTO_MESSAGE,
     APIConnectionError,
@@ -188,6 +192,24 @@ def _default_tls_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSL
     return httpx.create_ssl_context()
 
 
+def _attempt_deadline(
+    timeout: float | httpx.Timeout | None, deadline: float | None
+) -> float | None:
+    """How long one attempt (send, wait, read the whole body) may take in all.
+
+    httpx's timeouts bound each operation (connect, every read), so a peer trickling a byte at
+    a time could hold a request for ever; a numeric ``timeout`` therefore also bounds the
+    attempt as a whole unless ``deadline`` says otherwise.
+    """
+    if deadline is not None:
+        if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or deadline <= 0:
+            raise ValueError("deadline must be a number of seconds > 0, or None")
+        return float(deadline)
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        return float(timeout)
+    return None
+
+
 def _parse_retry_after(value: str | None, now: float) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
     if value is None:
@@ -255,7 +277,8 @@ class SecureCompletionClient:
     """Client for ``/v1/chat/secure_completion`` (same constructor and methods as nomyo 0.2.9).
 
     Extra keyword-only options harden and tune it: ``api_key`` (else ``NOMYO_API_KEY``),
-    ``timeout``, ``verify``/``ca_bundle`` (TLS verification is never off for https),
+    ``timeout`` (each connect/read/write) and ``deadline`` (one whole attempt, by default a
+    numeric ``timeout``), ``verify``/``ca_bundle`` (TLS verification is never off for https),
     ``server_key_fingerprint`` (pin), ``server_key_pin_file`` (trust on first use),
     ``key_size``, ``key_dir``/``key_password`` (load-or-generate-and-save),
     ``key_rotation_interval`` (seconds, 0 disables), ``key_rotation_dir``/``key_rotation_password``,
@@ -279,6 +302,7 @@ class SecureCompletionClient:
         *,
         api_key: str | None = None,
         timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        deadline: float | None = None,
         verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
         ca_bundle: str | os.PathLike[str] | None = None,
         server_key_fingerprint: str | None = None,
@@ -327,6 +351,7 @@ class SecureCompletionClient:
         self._https = parsed.scheme == "https"
         self._secure_memory = secure_memory
         self._timeout = timeout
+        self._deadline = _attempt_deadline(timeout, deadline)
         self._ssl_context = _tls_context(verify, ca_bundle) if self._https else None
         self._pin = (
             normalize_fingerprint(server_key_fingerprint)
@@ -339,7 +364,10 @@ class SecureCompletionClient:
         self._rotation_dir = Path(key_rotation_dir) if key_rotation_dir is not None else None
         self._rotation_password = key_rotation_password
         self.attestation = validate_attestation_policy(attestation)
-        self.pcr_baseline = pcr_baseline
+        # Checked now: a bad baseline or pin must fail here, not after a prompt was sent.
+        self.pcr_baseline = prepare_baseline(pcr_baseline) if pcr_baseline is not None else None
+        if trusted_aik is not None:
+            validate_trusted_aik(trusted_aik)
         self.trusted_aik = trusted_aik
         self._retry_backoff = retry_backoff
         self._max_backoff = max_backoff
@@ -364,12 +392,13 @@ class SecureCompletionClient:
             "max_retries": max_retries,
             "api_key": self.api_key,
             "timeout": timeout,
+            "deadline": deadline,
             "verify": verify,
             "ca_bundle": ca_bundle,
             "server_key_pin_file": server_key_pin_file,
             "key_size": key_size,
             "attestation": attestation,
-            "pcr_baseline": pcr_baseline,
+            "pcr_baseline": self.pcr_baseline,
             "trusted_aik": trusted_aik,
             "retry_backoff": retry_backoff,
             "max_backoff": max_backoff,
@@ -640,6 +669,28 @@ class SecureCompletionClient:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    async def _attempt(
+        self,
+        http: httpx.AsyncClient,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        content: bytes | None,
+        ok_cap: int,
+    ) -> tuple[int, bytes, float | None]:
+        """Send one attempt and read its body (capped): (status, body, Retry-After seconds)."""
+        async with http.stream(method, url, headers=headers, content=content) as response:
+            status = response.status_code
+            cap = ok_cap if status == 200 else MAX_ERROR_BODY_BYTES
+            try:
+                data = await self._read_capped(response, cap)
+            except ResponseFormatError:
+                if status == 200:
+                    raise
+                data = b""
+            retry_after = _parse_retry_after(response.headers.get("retry-after"), time.time())
+        return status, data, retry_after
+
     async def _request(
         self,
         method: str,
@@ -661,21 +712,23 @@ class SecureCompletionClient:
             logger.debug("%s %s attempt %d/%d", method, path, attempt + 1, attempts)
             delay: float | None = None
             try:
-                async with http.stream(method, url, headers=headers, content=content) as response:
-                    status = response.status_code
-                    cap = ok_cap if status == 200 else MAX_ERROR_BODY_BYTES
-                    try:
-                        data = await self._read_capped(response, cap)
-                    except ResponseFormatError:
-                        if status == 200:
-                            raise
-                        data = b""
-                    retry_after = _parse_retry_after(
-                        response.headers.get("retry-after"), time.time()
-                    )
-            except httpx.TransportError as exc:
+                status, data, retry_after = await asyncio.wait_for(
+                    self._attempt(http, method, url, headers, content, ok_cap), self._deadline
+                )
+            except asyncio.TimeoutError as exc:
+                # A peer that keeps trickling bytes never trips a per-read timeout; the
+                # per-attempt deadline bounds it, and the attempt counts as a network failure.
                 elapsed = (time.perf_counter() - started) * 1000
                 error: APIError | APIConnectionError = APIConnectionError(
+                    f"Request to {self.router_url} exceeded its {self._deadline:g} s deadline"
+                )
+                logger.debug("%s %s deadline exceeded after %.1f ms", method, path, elapsed)
+                if attempt + 1 >= attempts:
+                    raise error from exc
+                delay = self._backoff(attempt)
+            except httpx.TransportError as exc:
+                elapsed = (time.perf_counter() - started) * 1000
+                error = APIConnectionError(
                     f"Failed to connect to {self.router_url}: {type(exc).__name__}: {exc}"
                 )
                 logger.debug(

@@ -574,3 +574,10 @@ def test_retry_after_parsing(header, expected):
 
     now = parsedate_to_datetime("Wed, 21 Oct 2015 07:28:00 GMT").timestamp()
     assert _parse_retry_after(header, now) == expected
+
+
+@pytest.mark.parametrize("deadline", [0, -1.0, "5", True])
+def test_deadline_must_be_a_positive_number(make_chat, peer, deadline):
+    with pytest.raises(ValueError, match="deadline"):
+        make_chat(deadline=deadline)
+    assert peer.posts == 0

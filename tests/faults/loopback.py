@@ -53,6 +53,9 @@ class Action:
     * ``close``: close the connection without answering;
     * ``close_before_body``: close after the request headers, before reading the body;
     * ``stall``: never answer (until the peer stops);
+    * ``trickle``: send the headers of a correct 200, then its body one byte every
+      ``TRICKLE_INTERVAL`` seconds (a slow-loris answer that never idles long enough for a read
+      timeout);
     * ``body``: a 200 whose body is ``body`` as given (a broken envelope);
     * ``tamper``: a correct 200 envelope with one ciphertext bit flipped (it unwraps, then
       fails authentication).
@@ -70,6 +73,8 @@ CLOSE = Action("close")
 STALL = Action("stall")
 TAMPER = Action("tamper")
 CLOSE_BEFORE_BODY = Action("close_before_body")
+TRICKLE = Action("trickle")
+TRICKLE_INTERVAL = 0.2
 
 
 def status(code: int, body: bytes | str = b"", **headers: str) -> Action:
@@ -227,6 +232,13 @@ class LoopbackPeer:
             head = _head(200, len(envelope), [("Content-Type", "application/octet-stream")])
             writer.write(head + envelope[: len(envelope) // 2])
             await writer.drain()
+            return False
+        if action.kind == "trickle":
+            writer.write(_head(200, len(envelope), [("Content-Type", "application/octet-stream")]))
+            for offset in range(len(envelope)):
+                writer.write(envelope[offset : offset + 1])
+                await writer.drain()
+                await asyncio.sleep(TRICKLE_INTERVAL)
             return False
         await _respond(writer, 200, envelope, [("Content-Type", "application/octet-stream")])
         return True

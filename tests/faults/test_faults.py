@@ -22,6 +22,7 @@ from .loopback import (
     OK,
     STALL,
     TAMPER,
+    TRICKLE,
     LoopbackPeer,
     json_status,
     raw_body,
@@ -107,6 +108,28 @@ async def test_stall_past_the_timeout_is_a_connection_error(loopback, chat_to):
         with pytest.raises(nomyo.APIConnectionError):
             await _create(chat)
     assert len(loopback.posts) == 1
+
+
+async def test_trickling_answer_is_cut_at_the_timeout(loopback, chat_to):
+    # One byte every 0.2 s never trips httpx's per-read timeout; the per-attempt deadline must.
+    loopback.then(TRICKLE)
+    started = time.monotonic()
+    async with chat_to(max_retries=0, timeout=1.0) as chat:
+        with pytest.raises(nomyo.APIConnectionError, match="deadline"):
+            await _create(chat)
+    # The full trickle would take minutes; a bound far above the 1 s deadline still fails
+    # without the deadline.
+    assert time.monotonic() - started < 30
+    assert len(loopback.posts) == 1
+
+
+async def test_trickle_then_answer_succeeds_on_retry(loopback, chat_to, sleeps):
+    loopback.then(TRICKLE, OK)
+    async with chat_to(max_retries=1, timeout=1.0) as chat:
+        response = await _create(chat)
+    assert response["_metadata"]["payload_id"] == loopback.posts[1].payload_id
+    assert len(sleeps.waits) == 1
+    _assert_fresh_sealing(loopback)
 
 
 async def test_stall_then_answer_succeeds_on_retry(loopback, chat_to, sleeps):
