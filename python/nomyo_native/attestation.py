@@ -51,7 +51,9 @@ __all__ = [
     "apply_attestation_policy",
     "capture_baseline",
     "load_baseline",
+    "prepare_baseline",
     "save_baseline",
+    "validate_trusted_aik",
     "verify_attestation",
 ]
 
@@ -324,6 +326,18 @@ def load_baseline(source: Mapping[str, Any] | str | os.PathLike[str]) -> PcrValu
     if not any(values.values()):
         raise BaselineError("invalid PCR baseline: it lists no PCR values")
     return values
+
+
+def prepare_baseline(source: Mapping[str, Any] | str | os.PathLike[str]) -> dict[str, Any]:
+    """Load and validate a baseline now (a mapping or a JSON file) and return it in the plain
+    ``{bank: {index: hex}}`` form that :func:`verify_attestation` accepts, so that a client can
+    refuse a bad baseline when it is configured rather than after a request was sent."""
+    return _values_to_json(load_baseline(source))
+
+
+def validate_trusted_aik(value: str | bytes) -> None:
+    """Raise ``ValueError``/``TypeError`` now if ``value`` is not a usable AIK pin."""
+    _parse_trusted_aik(value)
 
 
 def save_baseline(baseline: Mapping[str, Any], path: str | os.PathLike[str]) -> None:

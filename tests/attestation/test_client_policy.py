@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.client.peer import Peer
 
 import nomyo_native as nomyo
+from nomyo_native import attestation as nomyo_attestation
 from nomyo_native.errors import SecurityError
 
 USER = [{"role": "user", "content": "attest this"}]
@@ -108,3 +109,33 @@ async def test_off_skips_verification(make_chat: Callable, tpm_peer: TpmPeer) ->
     async with make_chat(attestation="off") as chat:
         reply = await chat.create(model="m", messages=USER, security_tier="maximum")
     assert "attestation_verification" not in reply["_metadata"]
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"pcr_baseline": {"sha256": {"0": "not-hex"}}}, ValueError),
+        ({"pcr_baseline": "/nonexistent/baseline.json"}, ValueError),
+        ({"trusted_aik": "sha256:1234"}, ValueError),
+        ({"trusted_aik": 42}, TypeError),
+    ],
+)
+def test_bad_baseline_or_pin_is_refused_at_construction(
+    make_chat: Callable, tpm_peer: TpmPeer, options: dict[str, Any], error: type[Exception]
+) -> None:
+    # Refused before any request: a bad policy input must never let a prompt leave first.
+    with pytest.raises(error):
+        make_chat(**options)
+    assert tpm_peer.posts == 0
+
+
+async def test_baseline_file_is_read_once_at_construction(
+    make_chat: Callable, tpm_quoter: Any, tmp_path: Any
+) -> None:
+    baseline = nomyo_attestation.capture_baseline(tpm_quoter.quote("baseline-source"))
+    path = tmp_path / "baseline.json"
+    nomyo_attestation.save_baseline(baseline, path)
+    async with make_chat(attestation="require", pcr_baseline=path) as chat:
+        path.unlink()  # the client holds the validated values, not the path
+        reply = await chat.create(model="m", messages=USER)
+    assert reply["_metadata"]["attestation_verification"]["checks"]["pcr_baseline"]["passed"]
