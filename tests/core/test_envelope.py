@@ -239,6 +239,20 @@ def test_unknown_extra_fields_are_ignored(
     assert _core.open(dumps(env), keypair)[0] == "x"
 
 
+def test_escaped_slashes_are_accepted(
+    keypair: _core.ClientKeyPair, client_public: rsa.RSAPublicKey
+) -> None:
+    # Some JSON encoders (PHP's json_encode) write "/" as "\\/": still the same string.
+    for _ in range(20):
+        env = pyca_envelope(b'{"ok": true}', client_public)
+        body = dumps(env)
+        if b"/" in body:
+            break
+    escaped = body.replace(b"/", b"\\/")
+    assert escaped != body
+    assert _core.open(escaped, keypair)[0] == {"ok": True}
+
+
 def test_empty_plaintext_is_not_json(
     keypair: _core.ClientKeyPair, client_public: rsa.RSAPublicKey
 ) -> None:
