@@ -7,53 +7,23 @@ bodies, headers or a wrong ``payload_id``.
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from tests.pyca_envelope import open_envelope, seal_json
 
 
 def seal_to(public_key: rsa.RSAPublicKey, payload: Any, **extra: Any) -> bytes:
-    aes_key, nonce = os.urandom(32), os.urandom(12)
-    sealed = AESGCM(aes_key).encrypt(nonce, json.dumps(payload).encode(), None)
-    envelope = {
-        "version": "1.0",
-        "algorithm": "hybrid-aes256-rsa4096",
-        "encrypted_payload": {
-            "ciphertext": b64(sealed[:-16]),
-            "nonce": b64(nonce),
-            "tag": b64(sealed[-16:]),
-        },
-        "encrypted_aes_key": b64(public_key.encrypt(aes_key, OAEP)),
-        "key_algorithm": "RSA-OAEP-SHA256",
-        "payload_algorithm": "AES-256-GCM",
-        **extra,
-    }
-    return json.dumps(envelope).encode()
+    return seal_json(public_key, payload, **extra)[0]
 
 
 def open_with(private_key: rsa.RSAPrivateKey, body: bytes) -> tuple[dict, dict]:
-    envelope = json.loads(body)
-    aes_key = private_key.decrypt(base64.b64decode(envelope["encrypted_aes_key"]), OAEP)
-    enc = envelope["encrypted_payload"]
-    plaintext = AESGCM(aes_key).decrypt(
-        base64.b64decode(enc["nonce"]),
-        base64.b64decode(enc["ciphertext"]) + base64.b64decode(enc["tag"]),
-        None,
-    )
+    plaintext, _key, envelope = open_envelope(private_key, body)
     return json.loads(plaintext), envelope
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import threading
 import time
 import urllib.parse
@@ -21,14 +20,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from tests.pyca_envelope import open_envelope, seal_json
 
 COMPLETION_PATH = "/v1/chat/secure_completion"
 KEY_PATH = "/pki/public_key"
 ECHO_PREFIX = "ECHO<"
-_OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 _REASONS = {
     200: "OK",
     400: "Bad Request",
@@ -271,34 +269,12 @@ class LoopbackPeer:
 
 
 def _open_request(key: rsa.RSAPrivateKey, body: bytes) -> tuple[dict[str, Any], bytes]:
-    envelope = json.loads(body)
-    aes_key = key.decrypt(base64.b64decode(envelope["encrypted_aes_key"]), _OAEP)
-    sealed = envelope["encrypted_payload"]
-    plaintext = AESGCM(aes_key).decrypt(
-        base64.b64decode(sealed["nonce"]),
-        base64.b64decode(sealed["ciphertext"]) + base64.b64decode(sealed["tag"]),
-        None,
-    )
+    plaintext, aes_key, _envelope = open_envelope(key, body)
     return json.loads(plaintext), aes_key
 
 
 def _seal(public_key: rsa.RSAPublicKey, plaintext: bytes) -> tuple[bytes, bytes]:
-    aes_key, nonce = AESGCM.generate_key(256), os.urandom(12)
-    sealed = AESGCM(aes_key).encrypt(nonce, plaintext, None)
-    envelope = {
-        "version": "1.0",
-        "algorithm": "hybrid-aes256-rsa4096",
-        "encrypted_payload": {
-            "ciphertext": base64.b64encode(sealed[:-16]).decode(),
-            "nonce": base64.b64encode(nonce).decode(),
-            "tag": base64.b64encode(sealed[-16:]).decode(),
-        },
-        "encrypted_aes_key": base64.b64encode(public_key.encrypt(aes_key, _OAEP)).decode(),
-        "key_algorithm": "RSA-OAEP-SHA256",
-        "payload_algorithm": "AES-256-GCM",
-        "processed_at": time.time(),
-    }
-    return json.dumps(envelope).encode(), aes_key
+    return seal_json(public_key, plaintext, processed_at=time.time())
 
 
 def _flip_ciphertext_bit(envelope: bytes) -> bytes:

@@ -9,8 +9,9 @@ import urllib.parse
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from tests.pyca_envelope import b64
 
-from .wire import PATH, b64, encode_uri_component, open_response, public_pem, seal
+from .wire import PATH, encode_uri_component, open_response, public_pem, seal
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
 

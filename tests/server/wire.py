@@ -6,27 +6,18 @@ the native client, and open the responses the endpoint seals.
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from tests.pyca_envelope import build_envelope, open_envelope
 
-OAEP = padding.OAEP(
-    mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None
-)
 PATH = "/v1/chat/secure_completion"
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 def public_pem(key: rsa.RSAPrivateKey) -> str:
@@ -49,36 +40,14 @@ def seal(
     server_key = serialization.load_pem_public_key(server_public_pem.encode())
     assert isinstance(server_key, rsa.RSAPublicKey)
     plaintext = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    key = aes_key or os.urandom(32)
-    nonce = os.urandom(12)
-    sealed = AESGCM(key).encrypt(nonce, plaintext, None)
-    envelope = {
-        "version": "1.0",
-        "algorithm": "hybrid-aes256-rsa4096",
-        "encrypted_payload": {
-            "ciphertext": b64(sealed[:-16]),
-            "nonce": b64(nonce),
-            "tag": b64(sealed[-16:]),
-        },
-        "encrypted_aes_key": b64(server_key.encrypt(key, OAEP)),
-        "key_algorithm": "RSA-OAEP-SHA256",
-        "payload_algorithm": "AES-256-GCM",
-    }
-    return envelope, key
+    return build_envelope(server_key, plaintext, aes_key=aes_key)
 
 
 def open_response(body: bytes, client_key: rsa.RSAPrivateKey) -> tuple[dict[str, Any], bytes]:
     """The decrypted response object and the AES key the server chose."""
-    envelope = json.loads(body)
+    plaintext, key, envelope = open_envelope(client_key, body)
     assert envelope["version"] == "1.0"
     assert envelope["algorithm"] == "hybrid-aes256-rsa4096"
-    key = client_key.decrypt(base64.b64decode(envelope["encrypted_aes_key"]), OAEP)
-    inner = envelope["encrypted_payload"]
-    plaintext = AESGCM(key).decrypt(
-        base64.b64decode(inner["nonce"]),
-        base64.b64decode(inner["ciphertext"]) + base64.b64decode(inner["tag"]),
-        None,
-    )
     return json.loads(plaintext), key
 
 
