@@ -720,7 +720,8 @@ class SecureCompletionClient:
                 # per-attempt deadline bounds it, and the attempt counts as a network failure.
                 elapsed = (time.perf_counter() - started) * 1000
                 error: APIError | APIConnectionError = APIConnectionError(
-                    f"Request to {self.router_url} exceeded its {self._deadline:g} s deadline"
+                    f"Request to {self.router_url} timed out: the attempt exceeded its "
+                    f"{self._deadline:g} s deadline"
                 )
                 logger.debug("%s %s deadline exceeded after %.1f ms", method, path, elapsed)
                 if attempt + 1 >= attempts:
