@@ -26,7 +26,7 @@ help:
 demo: build
 	$(VENV)/bin/nomyo-native demo
 
-test: build test-rust lint test-python fuzz-smoke
+test: build test-rust lint fuzz-smoke test-python
 
 # ---- set-up -----------------------------------------------------------------------------
 system-deps:
