@@ -3,18 +3,14 @@ every mutated case must pass: a typed error (or the original plaintext), in boun
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import time
 from collections.abc import Callable
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.asymmetric import rsa
+from tests.pyca_envelope import OAEP, b64, build_envelope
 
-OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 # A hang guard, not a speed target: one open of a small envelope takes about a millisecond.
 CALL_TIME_BOUND = 10.0
 
@@ -35,10 +31,6 @@ REPLY: dict[str, Any] = {
 }
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
 def envelope_dict(
     public_key: rsa.RSAPublicKey,
     plaintext: bytes,
@@ -46,25 +38,23 @@ def envelope_dict(
     aes_key: bytes | None = None,
     nonce: bytes | None = None,
 ) -> dict[str, Any]:
-    """The PROTOCOL.md section 3 envelope of ``plaintext`` for ``public_key``."""
-    key = aes_key if aes_key is not None else AESGCM.generate_key(256)
-    iv = nonce if nonce is not None else os.urandom(12)
-    sealed = AESGCM(key if len(key) in (16, 24, 32) else os.urandom(32)).encrypt(
-        iv, plaintext, None
+    """The PROTOCOL.md section 3 envelope of ``plaintext`` for ``public_key``.
+
+    An ``aes_key`` of a length AES cannot use is wrapped as given while the payload is encrypted
+    under a random key: the wrong-length-key case.
+    """
+    usable = aes_key is None or len(aes_key) in (16, 24, 32)
+    envelope, _key = build_envelope(
+        public_key,
+        plaintext,
+        aes_key=aes_key if usable else None,
+        nonce=nonce,
+        processed_at=1700000000.25,
     )
-    return {
-        "version": "1.0",
-        "algorithm": "hybrid-aes256-rsa4096",
-        "encrypted_payload": {
-            "ciphertext": b64(sealed[:-16]),
-            "nonce": b64(iv),
-            "tag": b64(sealed[-16:]),
-        },
-        "encrypted_aes_key": b64(public_key.encrypt(key, OAEP)),
-        "key_algorithm": "RSA-OAEP-SHA256",
-        "payload_algorithm": "AES-256-GCM",
-        "processed_at": 1700000000.25,
-    }
+    if not usable:
+        assert aes_key is not None
+        envelope["encrypted_aes_key"] = b64(public_key.encrypt(aes_key, OAEP))
+    return envelope
 
 
 def envelope_bytes(public_key: rsa.RSAPublicKey, plaintext: bytes, **kw: Any) -> bytes:
