@@ -123,8 +123,10 @@ def memory_status() -> dict[str, Any]:
     """Process-wide status of the core's locked memory::
 
     {"method": "mlock" | "zero-only", "platform": "linux" | "darwin" | "windows" | ...,
-     "bytes_locked": int,        # whole pages locked by the core right now
-     "buffers_live": int,        # LockedBufs alive right now
+     "bytes_locked": int,        # whole pages locked by the core right now (pool included)
+     "buffers_live": int,        # LockedBufs in use right now (pooled ones not counted)
+     "bytes_pooled": int,        # of bytes_locked: wiped buffers kept for reuse
+     "pool_limit_bytes": int,    # most the pool keeps: min(12 MiB, RLIMIT_MEMLOCK / 2)
      "lock_failures": int,       # allocations/BufferLocks that fell back to wipe-only
      "dump_exclusion": bool,     # MADV_DONTDUMP applied (Linux)
      "guard_pages": bool, "lock_limit_bytes": int | None}
@@ -132,7 +134,15 @@ def memory_status() -> dict[str, Any]:
     ``method`` is the outcome of the most recent lock attempt (a one-byte probe buffer is
     allocated when none was made yet); ``lock_limit_bytes`` is the RLIMIT_MEMLOCK soft limit
     (None when unlimited or not applicable).
+
+    Dropped locked buffers of 64 KiB to 16 MiB are wiped and kept mapped, locked, guarded and
+    dump-excluded for reuse (at most two per power-of-two size class, at most
+    ``pool_limit_bytes``); an allocation whose lock fails empties the pool first. A fork child
+    drops the pool it inherits (its copies are not locked).
     """
+
+def _release_pool() -> int:
+    """Test hook: free the wiped buffers kept for reuse; returns the bytes released."""
 
 class BufferLock:
     """A caller's writable buffer (bytearray, memoryview, ...) locked in RAM (mlock) and

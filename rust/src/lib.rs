@@ -18,6 +18,8 @@ use pyo3::prelude::*;
 #[cfg(feature = "python")]
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // First, so that `fork` takes the LockedBuf pool after lc_heap has let aws-lc users finish.
+    secret::install_fork_handlers();
     // Before aws-lc allocates anything: its keys and contexts go to locked, wiped memory.
     lc_heap::install();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -35,6 +37,7 @@ fn register_memory(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_JSON_DEPTH", json::MAX_JSON_DEPTH)?;
     m.add_function(wrap_pyfunction!(memory_py::memory_status, m)?)?;
     m.add_function(wrap_pyfunction!(memory_py::wipe, m)?)?;
+    m.add_function(wrap_pyfunction!(memory_py::release_pool, m)?)?;
     m.add_class::<memory_py::BufferLock>()?;
     m.add_class::<memory_py::LockedProbe>()?;
     m.add_function(wrap_pyfunction!(memory_py::probe_overflow, m)?)?;
@@ -74,11 +77,20 @@ mod memory_py {
         d.set_item("platform", status.platform)?;
         d.set_item("bytes_locked", status.bytes_locked)?;
         d.set_item("buffers_live", status.buffers_live)?;
+        d.set_item("bytes_pooled", status.bytes_pooled)?;
+        d.set_item("pool_limit_bytes", status.pool_limit_bytes)?;
         d.set_item("lock_failures", status.lock_failures)?;
         d.set_item("dump_exclusion", status.dump_exclusion)?;
         d.set_item("guard_pages", status.guard_pages)?;
         d.set_item("lock_limit_bytes", status.lock_limit_bytes)?;
         Ok(d)
+    }
+
+    /// Free the wiped buffers kept for reuse; returns the bytes released.
+    #[pyfunction]
+    #[pyo3(name = "_release_pool")]
+    pub fn release_pool() -> PyResult<usize> {
+        no_panic(|| Ok(secret::release_pool()))
     }
 
     /// A caller's buffer held exported (so it cannot be resized) through a memoryview, with a

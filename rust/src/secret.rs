@@ -10,6 +10,13 @@
 //! works (wipe-only) and the failure is counted. Drop wipes with `zeroize`, then memsec's `free`
 //! zeroes the whole page range again, restores dumping, unlocks and frees.
 //!
+//! Mapping and locking fresh pages is most of the cost of a big buffer (mlock faults in every
+//! page), so buffers of at least `POOL_MIN_SPAN` bytes that were locked are not freed when
+//! dropped but wiped and kept, still guarded, locked and dump-excluded, in a small bounded pool
+//! (`pool`) that later allocations take from. A reused mapping is at least as big as asked
+//! for; the data is placed flush against its trailing guard page as before, and the slack
+//! before it stays zero.
+//!
 //! The same page helpers lock a caller's Python buffer (`BufferLock`): those pages are shared
 //! with other heap objects, so their locks are reference-counted per page.
 
@@ -33,6 +40,8 @@ const MIN_GROW_CAPACITY: usize = 256;
 
 static BYTES_LOCKED: AtomicUsize = AtomicUsize::new(0);
 static BUFFERS_LIVE: AtomicUsize = AtomicUsize::new(0);
+/// Locked bytes (whole pages) held by the pool: part of `BYTES_LOCKED`, not in use.
+static BYTES_POOLED: AtomicUsize = AtomicUsize::new(0);
 static LOCK_FAILURES: AtomicU64 = AtomicU64::new(0);
 static LOCK_ATTEMPTS: AtomicU64 = AtomicU64::new(0);
 /// Outcome of the most recent lock attempt (`TRI_*`).
@@ -50,9 +59,14 @@ pub struct MemoryStatus {
     /// True when the most recent lock attempt succeeded (otherwise buffers are wipe-only).
     pub mlock_works: bool,
     pub platform: &'static str,
-    /// Bytes (whole pages) the core holds locked right now.
+    /// Bytes (whole pages) the core holds locked right now, pooled buffers included.
     pub bytes_locked: usize,
+    /// LockedBufs in use (pooled mappings are not counted).
     pub buffers_live: usize,
+    /// Of `bytes_locked`, the bytes of wiped buffers kept in the reuse pool.
+    pub bytes_pooled: usize,
+    /// Most bytes the reuse pool keeps (`pool_limit`).
+    pub pool_limit_bytes: usize,
     pub lock_failures: u64,
     pub lock_attempts: u64,
     /// MADV_DONTDUMP applied successfully (always false off Linux).
@@ -70,11 +84,15 @@ pub fn memory_status() -> MemoryStatus {
         // An allocation failure here just leaves the state unknown (reported as not working).
         let _probe = LockedBuf::zeroed(1);
     }
+    // First: in a fork child this drops the inherited pool, which changes `BYTES_LOCKED`.
+    let bytes_pooled = pool::bytes();
     MemoryStatus {
         mlock_works: LAST_LOCK.load(Ordering::SeqCst) == TRI_YES,
         platform: os::PLATFORM,
         bytes_locked: BYTES_LOCKED.load(Ordering::SeqCst),
         buffers_live: BUFFERS_LIVE.load(Ordering::SeqCst),
+        bytes_pooled,
+        pool_limit_bytes: pool::limit(),
         lock_failures: LOCK_FAILURES.load(Ordering::SeqCst),
         lock_attempts: LOCK_ATTEMPTS.load(Ordering::SeqCst),
         dump_exclusion: DUMP_EXCLUSION.load(Ordering::SeqCst) == TRI_YES,
@@ -250,15 +268,119 @@ pub unsafe fn wipe_raw(ptr: *mut u8, len: usize) {
 
 // ---- LockedBuf ---------------------------------------------------------------------------------
 
+/// One memsec allocation: the user pointer (just after memsec's canary) and size, and the
+/// whole pages that were locked for it (canary and data, ending at the trailing guard page).
+struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+    span: usize,
+    locked: bool,
+}
+
+/// memsec's canary, copied from the first allocation (memsec keeps it private): pooled
+/// mappings are checked against it on the way into the pool and out of it.
+static CANARY: OnceLock<[u8; CANARY_SIZE]> = OnceLock::new();
+
+/// Bytes of whole pages a memsec allocation of `len` bytes locks (canary included).
+fn mapping_span(len: usize) -> usize {
+    (len + CANARY_SIZE).div_ceil(os::page_size()) * os::page_size()
+}
+
+impl Mapping {
+    /// A fresh memsec allocation of `len` bytes, locked (when the limit allows; the pool is
+    /// emptied and the lock retried once when it fails) and excluded from dumps.
+    fn allocate(len: usize) -> CoreResult<Mapping> {
+        // SAFETY: memsec returns either None or `len` writable bytes between guard pages.
+        let Some(slice) = (unsafe { memsec::malloc_sized(len) }) else {
+            return Err(CoreError::Memory(format!(
+                "cannot allocate a locked buffer of {len} bytes"
+            )));
+        };
+        let base = slice.cast::<u8>();
+        CANARY.get_or_init(|| {
+            let mut canary = [0u8; CANARY_SIZE];
+            // SAFETY: memsec wrote its canary in the CANARY_SIZE bytes before the user pointer.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    base.as_ptr().sub(CANARY_SIZE),
+                    canary.as_mut_ptr(),
+                    CANARY_SIZE,
+                )
+            };
+            canary
+        });
+        let (start, span) = page_span(base.as_ptr() as usize - CANARY_SIZE, len + CANARY_SIZE);
+        // SAFETY: these pages belong to the allocation just made.
+        let mut locked = unsafe { os::lock(start as *mut u8, span) };
+        if !locked && pool::release_all() > 0 {
+            // Pooled buffers may be what stands between this one and RLIMIT_MEMLOCK.
+            // SAFETY: as above.
+            locked = unsafe { os::lock(start as *mut u8, span) };
+        }
+        record_lock(locked, span);
+        // Wipe-only buffers are still kept out of core dumps (memsec's `free` re-enables dumping).
+        // SAFETY: as above.
+        record_dump_exclusion(unsafe { os::exclude_from_dumps(start as *mut u8, span) });
+        Ok(Mapping {
+            base,
+            len,
+            span,
+            locked,
+        })
+    }
+
+    /// True when memsec's canary before the data is unchanged.
+    fn canary_intact(&self) -> bool {
+        let Some(expected) = CANARY.get() else {
+            return false;
+        };
+        // SAFETY: the canary bytes precede `base` inside the mapping's unprotected pages.
+        let actual =
+            unsafe { std::slice::from_raw_parts(self.base.as_ptr().sub(CANARY_SIZE), CANARY_SIZE) };
+        actual == expected
+    }
+
+    /// Abort like memsec does when something wrote before the start of the buffer: the
+    /// process's memory can no longer be trusted.
+    fn check_canary(&self) {
+        if !self.canary_intact() {
+            std::process::abort();
+        }
+    }
+
+    /// Zero every data byte of the mapping.
+    fn wipe(&self) {
+        // SAFETY: `len` bytes from `base` are the mapping's data.
+        unsafe { wipe_raw(self.base.as_ptr(), self.len) };
+    }
+
+    /// Give the pages back (the caller wiped them): memsec checks the canary, restores
+    /// dumping, unlocks and frees.
+    fn free(self) {
+        if self.locked {
+            BYTES_LOCKED.fetch_sub(self.span, Ordering::SeqCst);
+        }
+        // SAFETY: allocated by memsec::malloc_sized and freed once (`self` is consumed).
+        unsafe {
+            memsec::free(NonNull::new_unchecked(std::ptr::slice_from_raw_parts_mut(
+                self.base.as_ptr(),
+                self.len,
+            )))
+        };
+    }
+}
+
 /// A guarded, locked (when possible), dump-excluded buffer that is wiped when dropped.
 pub struct LockedBuf {
-    /// memsec user pointer (dangling when `capacity == 0`: nothing is allocated).
+    /// First data byte (dangling when `capacity == 0`: nothing is allocated). It sits
+    /// `capacity` bytes before the mapping's trailing guard page.
     ptr: NonNull<u8>,
     capacity: usize,
     len: usize,
-    locked: bool,
-    /// Bytes (whole pages) this buffer added to `BYTES_LOCKED`.
-    locked_bytes: usize,
+    /// Largest `len` before a `truncate` (which wipes what it cuts): everything ever written.
+    high_water: usize,
+    /// `None` when `capacity == 0`.
+    mapping: Option<Mapping>,
 }
 
 // SAFETY: LockedBuf owns its allocation exclusively; `&LockedBuf` only reads it.
@@ -268,8 +390,8 @@ unsafe impl Sync for LockedBuf {}
 impl LockedBuf {
     /// A buffer of exactly `len` bytes, all zero.
     pub fn zeroed(len: usize) -> CoreResult<LockedBuf> {
-        let mut buf = Self::with_capacity(len)?;
-        if len > 0 {
+        let (mut buf, known_zero) = Self::allocate(len)?;
+        if len > 0 && !known_zero {
             // SAFETY: capacity >= len; memsec filled it with garbage bytes, overwritten here.
             unsafe { std::ptr::write_bytes(buf.ptr.as_ptr(), 0, len) };
         }
@@ -279,46 +401,55 @@ impl LockedBuf {
 
     /// An empty buffer with room for `capacity` bytes.
     pub fn with_capacity(capacity: usize) -> CoreResult<LockedBuf> {
-        BUFFERS_LIVE.fetch_add(1, Ordering::SeqCst);
+        Self::allocate(capacity).map(|(buf, _)| buf)
+    }
+
+    /// An empty buffer of exactly `capacity` bytes, from the pool when it has a fitting
+    /// mapping; also says whether its bytes are known to be zero (pooled mappings are).
+    fn allocate(capacity: usize) -> CoreResult<(LockedBuf, bool)> {
         if capacity == 0 {
             // Nothing to protect: no pages are allocated.
-            return Ok(LockedBuf {
+            BUFFERS_LIVE.fetch_add(1, Ordering::SeqCst);
+            let buf = LockedBuf {
                 ptr: NonNull::dangling(),
                 capacity: 0,
                 len: 0,
-                locked: true,
-                locked_bytes: 0,
-            });
+                high_water: 0,
+                mapping: None,
+            };
+            return Ok((buf, true));
         }
         if capacity > isize::MAX as usize / 2 {
-            BUFFERS_LIVE.fetch_sub(1, Ordering::SeqCst);
             return Err(CoreError::Memory(format!(
                 "cannot allocate a locked buffer of {capacity} bytes"
             )));
         }
-        // SAFETY: memsec returns either None or `capacity` writable bytes between guard pages.
-        let Some(slice) = (unsafe { memsec::malloc_sized(capacity) }) else {
-            BUFFERS_LIVE.fetch_sub(1, Ordering::SeqCst);
-            return Err(CoreError::Memory(format!(
-                "cannot allocate a locked buffer of {capacity} bytes"
-            )));
+        let span = mapping_span(capacity);
+        let (mapping, known_zero) = if pool::poolable(span) {
+            match pool::take(capacity, span) {
+                Some(mapping) => (mapping, true),
+                None => {
+                    // Fill the whole pages, so that the mapping can serve any request up to
+                    // their size once it is pooled, and zero them: pooled memory is all zero.
+                    let mapping = Mapping::allocate(span - CANARY_SIZE)?;
+                    mapping.wipe();
+                    (mapping, true)
+                }
+            }
+        } else {
+            (Mapping::allocate(capacity)?, false)
         };
-        let ptr = slice.cast::<u8>();
-        // The pages memsec tried to lock: canary and data, ending at the trailing guard page.
-        let (start, span) = page_span(ptr.as_ptr() as usize - CANARY_SIZE, capacity + CANARY_SIZE);
-        // SAFETY: these pages belong to the allocation just made.
-        let locked = unsafe { os::lock(start as *mut u8, span) };
-        record_lock(locked, span);
-        // Wipe-only buffers are still kept out of core dumps (memsec's `free` re-enables dumping).
-        // SAFETY: as above.
-        record_dump_exclusion(unsafe { os::exclude_from_dumps(start as *mut u8, span) });
-        Ok(LockedBuf {
+        BUFFERS_LIVE.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: `capacity <= mapping.len`, so the data ends exactly at the guard page.
+        let ptr = unsafe { mapping.base.add(mapping.len - capacity) };
+        let buf = LockedBuf {
             ptr,
             capacity,
             len: 0,
-            locked,
-            locked_bytes: if locked { span } else { 0 },
-        })
+            high_water: 0,
+            mapping: Some(mapping),
+        };
+        Ok((buf, known_zero))
     }
 
     /// A buffer holding a copy of `data`.
@@ -342,7 +473,7 @@ impl LockedBuf {
 
     /// True when the buffer's pages are locked in RAM (false: wipe-only).
     pub fn is_locked(&self) -> bool {
-        self.locked
+        self.mapping.as_ref().is_none_or(|m| m.locked)
     }
 
     pub fn as_slice(&self) -> &[u8] {
@@ -381,7 +512,7 @@ impl LockedBuf {
         self.grow_to(needed)
     }
 
-    /// Append `data`; growing moves the content to a new locked buffer and wipes the old one.
+    /// Append `data`, growing when needed.
     #[inline]
     pub fn extend_from_slice(&mut self, data: &[u8]) -> CoreResult<()> {
         if data.len() > self.capacity - self.len {
@@ -403,6 +534,7 @@ impl LockedBuf {
     /// Shorten to `len` bytes, wiping the dropped tail. No effect when `len >= self.len()`.
     pub fn truncate(&mut self, len: usize) {
         if len < self.len {
+            self.high_water = self.high_water.max(self.len);
             // SAFETY: `[len, self.len)` is inside the initialized part.
             unsafe { wipe_raw(self.ptr.as_ptr().add(len), self.len - len) };
             self.len = len;
@@ -430,7 +562,7 @@ impl LockedBuf {
             }
         }
         bigger.len = self.len;
-        // The old buffer is wiped and freed when `bigger` (now holding it) drops.
+        // The old buffer is wiped (and pooled or freed) when `bigger` (now holding it) drops.
         std::mem::swap(self, &mut bigger);
         Ok(())
     }
@@ -439,21 +571,263 @@ impl LockedBuf {
 impl Drop for LockedBuf {
     fn drop(&mut self) {
         BUFFERS_LIVE.fetch_sub(1, Ordering::SeqCst);
-        if self.capacity == 0 {
+        let Some(mapping) = self.mapping.take() else {
             return;
-        }
-        // SAFETY: the whole capacity is ours; wipe all of it, not only `len`.
-        unsafe { wipe_raw(self.ptr.as_ptr(), self.capacity) };
-        BYTES_LOCKED.fetch_sub(self.locked_bytes, Ordering::SeqCst);
-        // SAFETY: allocated by memsec::malloc_sized and freed once; memsec zeroes the pages
-        // again, restores dumping, unlocks and checks the canary.
-        unsafe {
-            memsec::free(NonNull::new_unchecked(std::ptr::slice_from_raw_parts_mut(
-                self.ptr.as_ptr(),
-                self.capacity,
-            )))
         };
+        // Everything this buffer ever wrote; the mapping before `ptr` was zero already.
+        // SAFETY: `[ptr, ptr + max(len, high_water))` is inside the buffer's capacity.
+        unsafe { wipe_raw(self.ptr.as_ptr(), self.len.max(self.high_water)) };
+        let mapping = if mapping.locked && pool::poolable(mapping.span) {
+            mapping.check_canary();
+            match pool::put(mapping) {
+                Ok(()) => return,
+                Err(mapping) => mapping,
+            }
+        } else {
+            mapping
+        };
+        // Leaving our hands: wipe all of it, not only what this buffer wrote.
+        mapping.wipe();
+        mapping.free();
     }
+}
+
+// ---- reuse pool ----------------------------------------------------------------------------------
+
+/// Wiped, still locked mappings kept for reuse.
+///
+/// Bounds: mappings of `MIN_SPAN` (64 KiB) up to `MAX_SPAN` (16 MiB) of locked pages are
+/// pooled, at most `PER_CLASS` per power-of-two size class, and at most `limit()` bytes in
+/// all: 12 MiB, or half of RLIMIT_MEMLOCK when that is lower (4 MiB under the usual 8 MiB),
+/// so that buffers in use always keep the other half. Only locked mappings are pooled, and
+/// what is counted is their locked pages. An allocation whose lock fails empties the pool and
+/// tries again.
+///
+/// A request takes the smallest pooled mapping that holds it and is at most twice its size
+/// (so a reused mapping never locks more than double what a fresh one would).
+///
+/// Like aws-lc's heap (`lc_heap`), the pool sits behind a spin lock that `fork` holds across
+/// the fork: a child never inherits it held or half-updated. The child's copies of the pooled
+/// pages are not locked (mlock is not inherited), so the child drops them on its first use of
+/// the pool.
+mod pool {
+    use std::cell::UnsafeCell;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Once;
+
+    use super::{Mapping, BYTES_POOLED};
+
+    pub const MIN_SPAN: usize = 64 * 1024;
+    pub const MAX_SPAN: usize = 16 * 1024 * 1024;
+    pub const MAX_BYTES: usize = 12 * 1024 * 1024;
+    pub const PER_CLASS: usize = 2;
+    const CLASSES: usize = (MAX_SPAN.trailing_zeros() - MIN_SPAN.trailing_zeros()) as usize + 1;
+    const SLOTS: usize = CLASSES * PER_CLASS;
+
+    struct Pool {
+        slots: [Option<Mapping>; SLOTS],
+        bytes: usize,
+        /// Set in a fork child: every slot is the parent's and no longer locked.
+        inherited: bool,
+    }
+
+    struct PoolLock {
+        held: AtomicBool,
+        pool: UnsafeCell<Pool>,
+    }
+
+    // SAFETY: `pool` is only reached while `held` is ours (`with_pool`, the fork handlers).
+    unsafe impl Sync for PoolLock {}
+
+    const EMPTY: Option<Mapping> = None;
+    static POOL: PoolLock = PoolLock {
+        held: AtomicBool::new(false),
+        pool: UnsafeCell::new(Pool {
+            slots: [EMPTY; SLOTS],
+            bytes: 0,
+            inherited: false,
+        }),
+    };
+
+    fn acquire() {
+        while POOL
+            .held
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::thread::yield_now();
+        }
+    }
+
+    fn release() {
+        POOL.held.store(false, Ordering::Release);
+    }
+
+    /// Run `f` on the pool under its lock, after dropping what a fork child inherited. `f`
+    /// must neither allocate through the pool nor panic (it only moves slots and adds).
+    fn with_pool<R>(f: impl FnOnce(&mut Pool) -> R) -> R {
+        install_fork_handlers();
+        acquire();
+        // SAFETY: the lock is ours until `release`.
+        let pool = unsafe { &mut *POOL.pool.get() };
+        let stale = if pool.inherited {
+            pool.inherited = false;
+            Some(take_all(pool))
+        } else {
+            None
+        };
+        let result = f(pool);
+        release();
+        if let Some(stale) = stale {
+            free_all(stale);
+        }
+        result
+    }
+
+    fn take_all(pool: &mut Pool) -> [Option<Mapping>; SLOTS] {
+        pool.bytes = 0;
+        std::mem::replace(&mut pool.slots, [EMPTY; SLOTS])
+    }
+
+    /// Free mappings taken out of the pool (they are all zero already).
+    fn free_all(slots: [Option<Mapping>; SLOTS]) -> usize {
+        let mut freed = 0;
+        for mapping in slots.into_iter().flatten() {
+            BYTES_POOLED.fetch_sub(mapping.span, Ordering::SeqCst);
+            freed += mapping.span;
+            mapping.free();
+        }
+        freed
+    }
+
+    /// `fork` prepare handler: hold the pool so no thread is halfway through an update.
+    #[cfg(unix)]
+    extern "C" fn before_fork() {
+        acquire();
+    }
+
+    #[cfg(unix)]
+    extern "C" fn after_fork_parent() {
+        release();
+    }
+
+    #[cfg(unix)]
+    extern "C" fn after_fork_child() {
+        // SAFETY: the prepare handler holds the lock for this (now the only) thread.
+        unsafe { (*POOL.pool.get()).inherited = true };
+        release();
+    }
+
+    /// Register the fork handlers (once). Module init calls this before `lc_heap::install`, so
+    /// that `fork` runs this prepare handler after lc_heap's: a thread inside aws-lc may still
+    /// drop a buffer into the pool while lc_heap waits for it to leave.
+    pub fn install_fork_handlers() {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            #[cfg(unix)]
+            // SAFETY: plain functions without captured state, valid for the process lifetime.
+            unsafe {
+                libc::pthread_atfork(
+                    Some(before_fork),
+                    Some(after_fork_parent),
+                    Some(after_fork_child),
+                );
+            }
+        });
+    }
+
+    /// The size class of a span: 0 for 64 KiB up to (not including) 128 KiB, and so on.
+    pub fn class(span: usize) -> Option<usize> {
+        poolable(span).then(|| (span.ilog2() - MIN_SPAN.ilog2()) as usize)
+    }
+
+    pub fn poolable(span: usize) -> bool {
+        (MIN_SPAN..=MAX_SPAN).contains(&span)
+    }
+
+    /// Most bytes the pool keeps: `MAX_BYTES`, or half of RLIMIT_MEMLOCK when lower.
+    pub fn limit() -> usize {
+        match super::os::lock_limit() {
+            Some(lock_limit) => MAX_BYTES.min(usize::try_from(lock_limit / 2).unwrap_or(MAX_BYTES)),
+            None => MAX_BYTES,
+        }
+    }
+
+    /// The smallest pooled mapping with room for `capacity` bytes and at most twice `span`.
+    pub fn take(capacity: usize, span: usize) -> Option<Mapping> {
+        let mapping = with_pool(|pool| {
+            let best = pool
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, slot)| slot.as_ref().map(|m| (i, m)))
+                .filter(|(_, m)| m.len >= capacity && m.span <= span.saturating_mul(2))
+                .min_by_key(|(_, m)| m.span)
+                .map(|(i, _)| i)?;
+            let mapping = pool.slots[best].take()?;
+            pool.bytes -= mapping.span;
+            BYTES_POOLED.fetch_sub(mapping.span, Ordering::SeqCst);
+            Some(mapping)
+        })?;
+        mapping.check_canary();
+        Some(mapping)
+    }
+
+    /// Keep a wiped, locked mapping, or hand it back when its class is full or the pool would
+    /// pass its limit.
+    pub fn put(mapping: Mapping) -> Result<(), Mapping> {
+        let Some(class) = class(mapping.span) else {
+            return Err(mapping);
+        };
+        let limit = limit();
+        with_pool(|pool| {
+            if pool.bytes + mapping.span > limit {
+                return Err(mapping);
+            }
+            let slots = &mut pool.slots[class * PER_CLASS..(class + 1) * PER_CLASS];
+            let Some(free) = slots.iter_mut().find(|s| s.is_none()) else {
+                return Err(mapping);
+            };
+            pool.bytes += mapping.span;
+            BYTES_POOLED.fetch_add(mapping.span, Ordering::SeqCst);
+            *free = Some(mapping);
+            Ok(())
+        })
+    }
+
+    /// Free every pooled mapping; returns the bytes released.
+    pub fn release_all() -> usize {
+        free_all(with_pool(take_all))
+    }
+
+    /// The pooled bytes (settling first what a fork child inherited).
+    pub fn bytes() -> usize {
+        with_pool(|pool| pool.bytes)
+    }
+
+    /// The pooled bytes, and whether every pooled mapping is all zero (for tests).
+    #[cfg(test)]
+    pub fn audit() -> (usize, bool) {
+        with_pool(|pool| {
+            let zero = pool.slots.iter().flatten().all(|m| {
+                // SAFETY: a pooled mapping's `len` data bytes are mapped and only we touch them.
+                let data = unsafe { std::slice::from_raw_parts(m.base.as_ptr(), m.len) };
+                data.iter().all(|&b| b == 0)
+            });
+            (pool.bytes, zero)
+        })
+    }
+}
+
+/// Free the wiped buffers the reuse pool holds (their pages are unlocked and unmapped);
+/// returns the bytes released. The pool refills as buffers are dropped.
+pub fn release_pool() -> usize {
+    pool::release_all()
+}
+
+/// Register the pool's `fork` handlers: call before `lc_heap::install` (see `pool`).
+pub fn install_fork_handlers() {
+    pool::install_fork_handlers();
 }
 
 impl Deref for LockedBuf {
@@ -485,7 +859,7 @@ impl fmt::Debug for LockedBuf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LockedBuf")
             .field("len", &self.len)
-            .field("locked", &self.locked)
+            .field("locked", &self.is_locked())
             .finish_non_exhaustive()
     }
 }
@@ -717,6 +1091,67 @@ mod tests {
     }
 
     #[test]
+    fn pool_size_classes() {
+        let page = os::page_size();
+        let k = 1024;
+        assert_eq!(pool::class(64 * k - page), None);
+        assert_eq!(pool::class(64 * k), Some(0));
+        assert_eq!(pool::class(128 * k - page), Some(0));
+        assert_eq!(pool::class(128 * k), Some(1));
+        assert_eq!(pool::class(1024 * k + page), Some(4));
+        assert_eq!(pool::class(16 * 1024 * k), Some(8));
+        assert_eq!(pool::class(16 * 1024 * k + page), None);
+        // A mapping's span: its data and memsec's canary, in whole pages.
+        assert_eq!(mapping_span(64 * k - CANARY_SIZE), 64 * k);
+        assert_eq!(mapping_span(64 * k - CANARY_SIZE + 1), 64 * k + page);
+        assert!(pool::limit() <= pool::MAX_BYTES);
+        if let Some(lock_limit) = os::lock_limit() {
+            assert!(pool::limit() as u64 <= lock_limit / 2);
+        }
+    }
+
+    #[test]
+    fn pooled_buffers_are_reused_zeroed_and_guarded() {
+        // An odd size no other test asks for, so that the mapping is normally ours to reuse.
+        let size = 700_001;
+        let pattern = random_bytes(size);
+        let buf = LockedBuf::from_slice(&pattern).unwrap();
+        let first = buf.as_ptr() as usize;
+        let locked = buf.is_locked();
+        drop(buf);
+        let again = LockedBuf::with_capacity(size).unwrap();
+        assert_eq!(again.capacity(), size);
+        // Whatever mapping it is, every byte of it is zero, data and slack before it.
+        let mapping = again.mapping.as_ref().unwrap();
+        let whole = unsafe { std::slice::from_raw_parts(mapping.base.as_ptr(), mapping.len) };
+        assert!(whole.iter().all(|&b| b == 0));
+        // The data still ends at the trailing guard page.
+        assert_eq!(
+            again.as_ptr() as usize + size,
+            mapping.base.as_ptr() as usize + mapping.len
+        );
+        assert!(mapping.canary_intact());
+        if locked && again.as_ptr() as usize == first {
+            assert!(again.is_locked());
+        }
+        let zeroed = LockedBuf::zeroed(size).unwrap();
+        assert!(zeroed.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn pool_stays_within_its_bounds_and_wiped() {
+        let spans = [70_000usize, 70_000, 70_000, 300_000, 1_500_000, 3_000_000];
+        let bufs: Vec<LockedBuf> = spans
+            .iter()
+            .map(|&n| LockedBuf::from_slice(&vec![0x5A; n]).unwrap())
+            .collect();
+        drop(bufs);
+        let (bytes, zero) = pool::audit();
+        assert!(bytes <= pool::limit(), "{bytes} > {}", pool::limit());
+        assert!(zero, "a pooled mapping holds non-zero bytes");
+    }
+
+    #[test]
     fn page_span_covers_whole_pages() {
         let page = os::page_size();
         assert_eq!(page_span(page * 3 + 5, 1), (page * 3, page));
@@ -777,6 +1212,12 @@ mod tests {
             .count()
     }
 
+    fn random_bytes(len: usize) -> Vec<u8> {
+        let mut bytes = vec![0u8; len];
+        aws_lc_rs::rand::fill(&mut bytes).unwrap();
+        bytes
+    }
+
     #[cfg(target_os = "linux")]
     fn random_pattern(len: usize) -> Vec<u8> {
         let mut pattern = vec![0u8; len];
@@ -792,6 +1233,19 @@ mod tests {
         let addr = buf.as_ptr() as usize;
         assert_eq!(read_own_memory(addr, pattern.len()).unwrap(), pattern);
         drop(buf);
+        if let Some(after) = read_own_memory(addr, pattern.len()) {
+            assert_eq!(surviving_chunks(&after, &pattern), 0);
+        }
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn pooled_buffer_is_wiped_in_place() {
+        let pattern = random_pattern(200_003);
+        let buf = LockedBuf::from_slice(&pattern).unwrap();
+        let addr = buf.as_ptr() as usize;
+        drop(buf);
+        // Pooled: still mapped, and zero; freed: unmapped or wiped before the free.
         if let Some(after) = read_own_memory(addr, pattern.len()) {
             assert_eq!(surviving_chunks(&after, &pattern), 0);
         }

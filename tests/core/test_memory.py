@@ -105,6 +105,8 @@ def test_memory_status_reports_the_process_state() -> None:
         "platform",
         "bytes_locked",
         "buffers_live",
+        "bytes_pooled",
+        "pool_limit_bytes",
         "lock_failures",
         "dump_exclusion",
         "guard_pages",
@@ -117,8 +119,12 @@ def test_memory_status_reports_the_process_state() -> None:
     soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
     expected = None if soft == resource.RLIM_INFINITY else soft
     assert status["lock_limit_bytes"] == expected
-    for key in ("bytes_locked", "buffers_live", "lock_failures"):
+    for key in ("bytes_locked", "buffers_live", "bytes_pooled", "lock_failures"):
         assert isinstance(status[key], int) and status[key] >= 0
+    # The pool keeps at most 12 MiB, and at most half of RLIMIT_MEMLOCK.
+    pool_limit = 12 << 20 if expected is None else min(12 << 20, expected // 2)
+    assert status["pool_limit_bytes"] == pool_limit
+    assert status["bytes_pooled"] <= min(status["bytes_locked"], pool_limit)
 
 
 def test_constants() -> None:
@@ -133,6 +139,7 @@ def test_constants() -> None:
 
 def test_probe_is_locked_dump_excluded_and_counted() -> None:
     size = 256 * 1024
+    _core._release_pool()  # so that the probe gets fresh pages, locked by this test
     require_lock_budget(size)
     before_kib = vmlck_kib()
     before = _core.memory_status()
@@ -155,9 +162,185 @@ def test_probe_is_locked_dump_excluded_and_counted() -> None:
     finally:
         probe.release()
     after = _core.memory_status()
-    assert after["bytes_locked"] == before["bytes_locked"]
     assert after["buffers_live"] == before["buffers_live"]
+    # Its pages went to the pool (still locked) or were freed: nothing else stays locked.
+    pooled = after["bytes_pooled"] - before["bytes_pooled"]
+    assert after["bytes_locked"] - before["bytes_locked"] == pooled
+    released = _core._release_pool()
+    assert released == after["bytes_pooled"]
+    final = _core.memory_status()
+    assert final["bytes_pooled"] == 0
+    assert final["bytes_locked"] == before["bytes_locked"] - before["bytes_pooled"]
     assert vmlck_kib() <= before_kib + 4  # page-granular noise only
+
+
+# ---- the reuse pool ------------------------------------------------------------------------------
+
+
+def read_memory(address: int, size: int) -> bytes | None:
+    """`size` bytes at `address` of this process; None when unmapped."""
+    fd = os.open("/proc/self/mem", os.O_RDONLY)
+    try:
+        return os.pread(fd, size, address)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def test_released_buffer_waits_in_the_pool_wiped_locked_and_dump_excluded() -> None:
+    size = 300_000
+    _core._release_pool()
+    require_lock_budget(2 * size)
+    before = _core.memory_status()
+    probe = _core._LockedProbe(size, 21)
+    address, digest = probe.address, probe.pattern_digest()
+    probe.release()
+    pooled = _core.memory_status()
+    assert pooled["buffers_live"] == before["buffers_live"]
+    assert pooled["bytes_pooled"] - before["bytes_pooled"] >= size
+    assert pooled["bytes_locked"] - before["bytes_locked"] == pooled["bytes_pooled"]
+    # Still mapped, still locked and out of dumps, and every byte zero.
+    content = read_memory(address, size)
+    assert content is not None, "a pooled buffer must stay mapped"
+    assert content.count(0) == size, "a pooled buffer still holds non-zero bytes"
+    flags = vm_flags(address)
+    assert "lo" in flags and "dd" in flags, flags
+
+    # The next buffer of that size reuses the mapping: same address, pool and counters back.
+    again = _core._LockedProbe(size, 22)
+    try:
+        assert again.address == address
+        assert again.locked
+        reused = _core.memory_status()
+        assert reused["bytes_pooled"] == before["bytes_pooled"]
+        assert reused["bytes_locked"] == pooled["bytes_locked"]
+        assert reused["buffers_live"] == before["buffers_live"] + 1
+        content = read_memory(address, size)
+        assert content is not None
+        assert hashlib.sha256(content).hexdigest() == again.pattern_digest() != digest
+    finally:
+        again.release()
+
+
+def test_reused_buffer_starts_zeroed() -> None:
+    # A JSON document serialized into a pooled buffer that held a pattern before: any stale
+    # byte would show up in the digest of the exact output.
+    size = 200_000
+    _core._release_pool()
+    _core._LockedProbe(size, 31).release()
+    assert _core.memory_status()["bytes_pooled"] >= size
+    text = "z" * (size - 2)
+    digest, length = _core._json_digest(text)
+    assert length == size
+    assert digest == hashlib.sha256(json.dumps(text).encode()).hexdigest()
+    probe = _core._LockedProbe(size, 0)
+    try:
+        # seed 0 still fills a pattern: the probe overwrote every byte it was given.
+        assert probe.pattern_digest() != hashlib.sha256(bytes(size)).hexdigest()
+    finally:
+        probe.release()
+
+
+def test_pool_keeps_two_per_size_class_and_stays_under_its_limit() -> None:
+    _core._release_pool()
+    limit = _core.memory_status()["pool_limit_bytes"]
+    # Three of one class: only two are kept.
+    size = 100_000
+    require_lock_budget(3 * size)
+    before = _core.memory_status()
+    same = [_core._LockedProbe(size, i) for i in range(3)]
+    for p in same:
+        p.release()
+    span = (size + 16 + PAGE - 1) // PAGE * PAGE
+    kept = _core.memory_status()
+    assert kept["bytes_pooled"] - before["bytes_pooled"] == 2 * span
+    # Buffers of distinct classes adding up to more than the limit: the pool stops at it.
+    sizes = [limit * 6 // 10, limit * 3 // 10, limit * 15 // 100]
+    require_lock_budget(sum(sizes) + 2 * span)
+    big = [_core._LockedProbe(n, 7) for n in sizes]
+    assert all(p.locked for p in big)
+    for p in big:
+        p.release()
+    status = _core.memory_status()
+    assert status["bytes_pooled"] <= limit
+    assert status["bytes_pooled"] < 2 * span + sum(sizes)  # something was refused
+    assert status["bytes_locked"] - status["bytes_pooled"] == (
+        before["bytes_locked"] - before["bytes_pooled"]
+    )
+    assert _core._release_pool() == status["bytes_pooled"]
+    assert _core.memory_status()["bytes_pooled"] == 0
+
+
+def test_release_pool_unmaps_the_pooled_buffers() -> None:
+    size = 150_000
+    _core._release_pool()
+    before_kib = vmlck_kib()
+    probe = _core._LockedProbe(size, 41)
+    address = probe.address
+    probe.release()
+    assert _core.memory_status()["bytes_pooled"] >= size
+    # Allocated before the pool is freed, so that nothing lands in the freed pages.
+    fd = os.open("/proc/self/mem", os.O_RDONLY)
+    sink = bytearray(size)
+    try:
+        assert _core._release_pool() >= size
+        try:
+            n = os.preadv(fd, [sink], address)
+        except OSError:
+            n = None  # unmapped
+    finally:
+        os.close(fd)
+    assert n is None or sink.count(0) == size
+    assert _core.memory_status()["bytes_pooled"] == 0
+    assert vmlck_kib() <= before_kib + 4
+
+
+def test_fork_child_drops_the_inherited_pool() -> None:
+    code = """
+        import json, os
+        from nomyo_native import _core
+
+        def vmlck_kib():
+            for line in open("/proc/self/status"):
+                if line.startswith("VmLck:"):
+                    return int(line.split()[1])
+
+        _core._LockedProbe(300_000, 1).release()
+        parent = _core.memory_status()
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_end)
+            inherited = _core.memory_status()
+            probe = _core._LockedProbe(300_000, 2)
+            during = (_core.memory_status(), probe.locked, vmlck_kib())
+            probe.release()
+            after = _core.memory_status()
+            os.write(write_end, json.dumps([inherited, during, after]).encode())
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end) as r:
+            child = json.loads(r.read())
+        _pid, status = os.waitpid(pid, 0)
+        print(json.dumps(dict(parent=parent, child=child, status=status,
+                              parent_after=_core.memory_status())))
+    """
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr[-2000:]
+    r = json.loads(result.stdout)
+    assert r["status"] == 0
+    parent, (inherited, (during, child_locked, child_kib), after) = r["parent"], r["child"]
+    assert parent["bytes_pooled"] >= 300_000
+    # The child's copies of the pooled pages are not locked (mlock is not inherited): dropped.
+    assert inherited["bytes_pooled"] == 0
+    assert inherited["bytes_locked"] == parent["bytes_locked"] - parent["bytes_pooled"]
+    assert child_locked is True
+    assert child_kib >= 300_000 // 1024
+    assert during["buffers_live"] == inherited["buffers_live"] + 1
+    assert after["bytes_pooled"] >= 300_000  # the child has its own pool now
+    # The parent's pool is untouched.
+    assert r["parent_after"]["bytes_pooled"] == parent["bytes_pooled"]
 
 
 def test_pattern_depends_on_seed_and_is_not_zero() -> None:
