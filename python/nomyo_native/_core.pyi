@@ -135,7 +135,7 @@ def memory_status() -> dict[str, Any]:
     allocated when none was made yet); ``lock_limit_bytes`` is the RLIMIT_MEMLOCK soft limit
     (None when unlimited or not applicable).
 
-    Dropped locked buffers of 64 KiB to 16 MiB are wiped and kept mapped, locked, guarded and
+    Dropped locked buffers of one page to 16 MiB are wiped and kept mapped, locked, guarded and
     dump-excluded for reuse (at most two per power-of-two size class, at most
     ``pool_limit_bytes``); an allocation whose lock fails empties the pool first. A fork child
     drops the pool it inherits (its copies are not locked).

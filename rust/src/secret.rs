@@ -10,12 +10,12 @@
 //! works (wipe-only) and the failure is counted. Drop wipes with `zeroize`, then memsec's `free`
 //! zeroes the whole page range again, restores dumping, unlocks and frees.
 //!
-//! Mapping and locking fresh pages is most of the cost of a big buffer (mlock faults in every
-//! page), so buffers of at least `POOL_MIN_SPAN` bytes that were locked are not freed when
-//! dropped but wiped and kept, still guarded, locked and dump-excluded, in a small bounded pool
-//! (`pool`) that later allocations take from. A reused mapping is at least as big as asked
-//! for; the data is placed flush against its trailing guard page as before, and the slack
-//! before it stays zero.
+//! Mapping and locking fresh pages is most of the cost of a buffer (mlock faults in every page
+//! of a big one; a small one costs about ten system calls), so locked buffers are not freed
+//! when dropped but wiped and kept, still guarded, locked and dump-excluded, in a small
+//! bounded pool (`pool`) that later allocations take from. A reused mapping is at least as big
+//! as asked for; the data is placed flush against its trailing guard page as before, and the
+//! slack before it stays zero.
 //!
 //! The same page helpers lock a caller's Python buffer (`BufferLock`): those pages are shared
 //! with other heap objects, so their locks are reference-counted per page.
@@ -596,7 +596,7 @@ impl Drop for LockedBuf {
 
 /// Wiped, still locked mappings kept for reuse.
 ///
-/// Bounds: mappings of `MIN_SPAN` (64 KiB) up to `MAX_SPAN` (16 MiB) of locked pages are
+/// Bounds: mappings of `MIN_SPAN` (4 KiB) up to `MAX_SPAN` (16 MiB) of locked pages are
 /// pooled, at most `PER_CLASS` per power-of-two size class, and at most `limit()` bytes in
 /// all: 12 MiB, or half of RLIMIT_MEMLOCK when that is lower (4 MiB under the usual 8 MiB),
 /// so that buffers in use always keep the other half. Only locked mappings are pooled, and
@@ -617,7 +617,7 @@ mod pool {
 
     use super::{Mapping, BYTES_POOLED};
 
-    pub const MIN_SPAN: usize = 64 * 1024;
+    pub const MIN_SPAN: usize = 4 * 1024;
     pub const MAX_SPAN: usize = 16 * 1024 * 1024;
     pub const MAX_BYTES: usize = 12 * 1024 * 1024;
     pub const PER_CLASS: usize = 2;
@@ -736,7 +736,7 @@ mod pool {
         });
     }
 
-    /// The size class of a span: 0 for 64 KiB up to (not including) 128 KiB, and so on.
+    /// The size class of a span: 0 for 4 KiB up to (not including) 8 KiB, and so on.
     pub fn class(span: usize) -> Option<usize> {
         poolable(span).then(|| (span.ilog2() - MIN_SPAN.ilog2()) as usize)
     }
@@ -1094,12 +1094,15 @@ mod tests {
     fn pool_size_classes() {
         let page = os::page_size();
         let k = 1024;
-        assert_eq!(pool::class(64 * k - page), None);
-        assert_eq!(pool::class(64 * k), Some(0));
-        assert_eq!(pool::class(128 * k - page), Some(0));
-        assert_eq!(pool::class(128 * k), Some(1));
-        assert_eq!(pool::class(1024 * k + page), Some(4));
-        assert_eq!(pool::class(16 * 1024 * k), Some(8));
+        assert_eq!(pool::class(0), None);
+        assert_eq!(pool::class(4 * k - 1), None);
+        assert_eq!(pool::class(4 * k), Some(0));
+        assert_eq!(pool::class(8 * k - 1), Some(0));
+        assert_eq!(pool::class(8 * k), Some(1));
+        assert_eq!(pool::class(64 * k), Some(4));
+        assert_eq!(pool::class(128 * k - page), Some(4));
+        assert_eq!(pool::class(1024 * k + page), Some(8));
+        assert_eq!(pool::class(16 * 1024 * k), Some(12));
         assert_eq!(pool::class(16 * 1024 * k + page), None);
         // A mapping's span: its data and memsec's canary, in whole pages.
         assert_eq!(mapping_span(64 * k - CANARY_SIZE), 64 * k);

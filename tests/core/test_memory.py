@@ -456,7 +456,9 @@ def test_lock_failure_degrades_to_wipe_only_and_is_counted() -> None:
     assert r["s1"]["lock_failures"] == r["s0"]["lock_failures"] + 1
     assert r["s1"]["method"] == "zero-only"
     assert r["s1"]["buffers_live"] == r["s0"]["buffers_live"] + 1
-    assert r["s1"]["bytes_locked"] == r["s0"]["bytes_locked"]
+    # The failed lock emptied the pool (to make room) before it was retried, and failed again.
+    assert r["s1"]["bytes_pooled"] == 0
+    assert r["s1"]["bytes_locked"] == r["s0"]["bytes_locked"] - r["s0"]["bytes_pooled"]
     # Wipe-only buffers stay out of core dumps.
     assert r["s1"]["dump_exclusion"] is True
     assert "dd" in r["big_flags"] and "lo" not in r["big_flags"]
@@ -470,6 +472,33 @@ def test_lock_failure_degrades_to_wipe_only_and_is_counted() -> None:
     assert r["buffer_locked"] is False
     assert r["buffer_wiped"] is True
     assert r["s4"]["lock_failures"] == r["s1"]["lock_failures"] + 1
+
+
+def test_pool_gives_way_when_the_lock_limit_is_reached() -> None:
+    code = """
+        import json, resource
+        from nomyo_native import _core
+
+        _soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (512 * 1024, hard))
+        held = [_core._LockedProbe(100_000, seed) for seed in (1, 2)]
+        del held  # both pooled
+        s0 = _core.memory_status()
+        probe = _core._LockedProbe(400_000, 3)
+        s1 = _core.memory_status()
+        print(json.dumps(dict(s0=s0, s1=s1, locked=probe.locked)))
+    """
+    result = run_python(code, prefix=without_lock_privilege())
+    assert result.returncode == 0, result.stderr[-2000:]
+    r = json.loads(result.stdout)
+    s0, s1 = r["s0"], r["s1"]
+    assert s0["pool_limit_bytes"] == 256 * 1024
+    assert s0["bytes_pooled"] >= 200_000
+    # 400 kB do not fit next to the pool under 512 KiB; emptying the pool made room.
+    assert r["locked"] is True
+    assert s1["lock_failures"] == s0["lock_failures"]
+    assert s1["bytes_pooled"] == 0
+    assert s1["bytes_locked"] >= 400_000
 
 
 # ---- BufferLock / wipe ---------------------------------------------------------------------------
