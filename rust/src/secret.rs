@@ -1155,6 +1155,34 @@ mod tests {
     }
 
     #[test]
+    fn pool_never_hands_one_mapping_to_two_threads() {
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    for i in 0..150usize {
+                        let size = [100, 5_000, 70_000, 300_000][(i + t as usize) % 4];
+                        let fill = t.wrapping_mul(31).wrapping_add(i as u8) | 1;
+                        let mut held = LockedBuf::zeroed(size).unwrap();
+                        assert!(held.iter().all(|&b| b == 0), "reused buffer not zero");
+                        held.as_mut_slice().fill(fill);
+                        std::thread::yield_now();
+                        assert!(
+                            held.iter().all(|&b| b == fill),
+                            "buffer shared with a thread"
+                        );
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let (bytes, zero) = pool::audit();
+        assert!(bytes <= pool::limit());
+        assert!(zero);
+    }
+
+    #[test]
     fn page_span_covers_whole_pages() {
         let page = os::page_size();
         assert_eq!(page_span(page * 3 + 5, 1), (page * 3, page));
