@@ -1183,6 +1183,18 @@ mod tests {
     }
 
     #[test]
+    fn canary_check_sees_a_write_before_the_data() {
+        let buf = LockedBuf::zeroed(70_000).unwrap();
+        let mapping = buf.mapping.as_ref().unwrap();
+        assert!(mapping.canary_intact());
+        let canary = unsafe { mapping.base.as_ptr().sub(1) };
+        unsafe { canary.write_volatile(canary.read_volatile() ^ 0x01) };
+        assert!(!mapping.canary_intact());
+        unsafe { canary.write_volatile(canary.read_volatile() ^ 0x01) };
+        assert!(mapping.canary_intact());
+    }
+
+    #[test]
     fn page_span_covers_whole_pages() {
         let page = os::page_size();
         assert_eq!(page_span(page * 3 + 5, 1), (page * 3, page));

@@ -296,6 +296,25 @@ def test_release_pool_unmaps_the_pooled_buffers() -> None:
     assert vmlck_kib() <= before_kib + 4
 
 
+@pytest.mark.parametrize("size", [100, 300_000])
+def test_overwritten_canary_aborts_on_the_way_into_the_pool(size: int) -> None:
+    # The canary fills the 16 bytes at the start of the mapping's pages; the data ends at the
+    # trailing guard page.
+    span = (size + 16 + PAGE - 1) // PAGE * PAGE
+    code = f"""
+        import ctypes
+        from nomyo_native import _core
+
+        probe = _core._LockedProbe({size}, 1)
+        ctypes.memset(probe.address + {size} - {span}, 0x41, 1)
+        probe.release()
+        print("released")
+    """
+    result = run_python(code)
+    assert result.returncode == -signal.SIGABRT, (result.returncode, result.stderr[-2000:])
+    assert "released" not in result.stdout
+
+
 def test_fork_child_drops_the_inherited_pool() -> None:
     code = """
         import json, os
