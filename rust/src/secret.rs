@@ -7,8 +7,9 @@
 //! data pages but ignores both results, so we repeat both calls on the same pages and record
 //! what really happened: re-locking already locked pages succeeds without charging
 //! RLIMIT_MEMLOCK twice, and a failed lock fails again. When locking fails the buffer still
-//! works (wipe-only) and the failure is counted. Drop wipes with `zeroize`, then memsec's `free`
-//! zeroes the whole page range again, restores dumping, unlocks and frees.
+//! works (wipe-only) and the failure is counted. Drop wipes with `zeroize`; memsec's `free`
+//! (memsec 0.7) then checks the canary, unlocks and frees, but neither zeroes nor re-enables
+//! dumping, so the wipe is ours alone.
 //!
 //! Mapping and locking fresh pages is most of the cost of a buffer (mlock faults in every page
 //! of a big one; a small one costs about ten system calls), so locked buffers are not freed
@@ -318,7 +319,7 @@ impl Mapping {
             locked = unsafe { os::lock(start as *mut u8, span) };
         }
         record_lock(locked, span);
-        // Wipe-only buffers are still kept out of core dumps (memsec's `free` re-enables dumping).
+        // Wipe-only buffers are still kept out of core dumps.
         // SAFETY: as above.
         record_dump_exclusion(unsafe { os::exclude_from_dumps(start as *mut u8, span) });
         Ok(Mapping {
@@ -354,8 +355,8 @@ impl Mapping {
         unsafe { wipe_raw(self.base.as_ptr(), self.len) };
     }
 
-    /// Give the pages back (the caller wiped them): memsec checks the canary, restores
-    /// dumping, unlocks and frees.
+    /// Give the pages back (the caller wiped them): memsec checks the canary, unlocks and
+    /// frees.
     fn free(self) {
         if self.locked {
             BYTES_LOCKED.fetch_sub(self.span, Ordering::SeqCst);
