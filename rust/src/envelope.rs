@@ -15,7 +15,11 @@
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use aws_lc_rs::rand;
 use base64_simd::{AsOut, STANDARD as B64};
-use serde_json::{Map, Number, Value};
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Number;
 
 use crate::error::{CoreError, CoreResult};
 use crate::keys::{ClientKeyPair, ServerPublicKey};
@@ -210,26 +214,149 @@ fn bad(msg: impl Into<String>) -> CoreError {
     CoreError::Envelope(msg.into())
 }
 
-fn field<'a>(obj: &'a Map<String, Value>, path: &str, name: &str) -> CoreResult<&'a Value> {
-    obj.get(name)
-        .ok_or_else(|| bad(format!("envelope field '{path}{name}' is missing")))
+/// A JSON object's members, borrowed from the body: every value stays raw (the 1.4 MB base64
+/// ciphertext of a 1 MiB reply is never copied before it is checked), a key named twice is
+/// refused rather than silently overridden by its last occurrence, and members the protocol does
+/// not name are kept only to check their nesting depth.
+struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for RawObject<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = RawObject<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut seen = std::collections::HashSet::new();
+                let mut members = Vec::new();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    if !seen.insert(key.clone()) {
+                        return Err(serde::de::Error::custom(format!("duplicate field `{key}`")));
+                    }
+                    members.push((key, value));
+                }
+                Ok(RawObject(members))
+            }
+        }
+        deserializer.deserialize_map(Members)
+    }
 }
 
-fn string_field<'a>(obj: &'a Map<String, Value>, path: &str, name: &str) -> CoreResult<&'a str> {
-    field(obj, path, name)?
-        .as_str()
-        .ok_or_else(|| bad(format!("envelope field '{path}{name}' must be a string")))
+impl<'a> RawObject<'a> {
+    fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.0
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| *value)
+    }
+
+    /// Members outside `known` may carry anything, but no deeper than MAX_JSON_DEPTH.
+    fn check_unknown_depth(&self, known: &[&str], what: &str) -> CoreResult<()> {
+        for (key, value) in &self.0 {
+            if !known.contains(&key.as_ref()) && nesting_depth(value.get()) > MAX_JSON_DEPTH {
+                return Err(bad(format!(
+                    "{what} nests deeper than {MAX_JSON_DEPTH} levels"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Deepest bracket nesting of a JSON text that serde_json already validated (strings skipped).
+fn nesting_depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &byte in text.as_bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// The envelope nests no deeper than the JSON the core reads (the plaintext reader's limit).
+const MAX_JSON_DEPTH: usize = 128;
+const ENVELOPE_FIELDS: [&str; 7] = [
+    "version",
+    "algorithm",
+    "key_algorithm",
+    "payload_algorithm",
+    "processed_at",
+    "encrypted_payload",
+    "encrypted_aes_key",
+];
+const PAYLOAD_FIELDS: [&str; 3] = ["ciphertext", "nonce", "tag"];
+
+/// Parse `text` as a JSON object; errors name `what`, never content.
+fn object_of<'a>(text: &'a str, what: &str) -> CoreResult<RawObject<'a>> {
+    serde_json::from_str(text).map_err(|e| {
+        if !text.trim_start().starts_with('{') {
+            bad(format!("{what} must be a JSON object"))
+        } else if e.classify() == serde_json::error::Category::Data {
+            // Members are read raw, so the one data error an object can have is a repeated key.
+            let message = e.to_string();
+            let rule = message
+                .split(" at line ")
+                .next()
+                .unwrap_or("a field is repeated");
+            bad(format!("{what} is ambiguous: {rule}"))
+        } else {
+            bad(format!(
+                "{what} is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        }
+    })
+}
+
+fn field<'a>(raw: Option<&'a RawValue>, path: &str) -> CoreResult<&'a RawValue> {
+    raw.ok_or_else(|| bad(format!("envelope field '{path}' is missing")))
+}
+
+/// A string field, borrowed from the body unless it holds JSON escapes.
+fn string_field<'a>(raw: Option<&'a RawValue>, path: &str) -> CoreResult<Cow<'a, str>> {
+    let text = field(raw, path)?.get();
+    if let Ok(s) = serde_json::from_str::<&'a str>(text) {
+        return Ok(Cow::Borrowed(s));
+    }
+    serde_json::from_str::<String>(text)
+        .map(Cow::Owned)
+        .map_err(|_| bad(format!("envelope field '{path}' must be a string")))
 }
 
 /// Check an optional algorithm label: absent is fine, anything but `expected` is refused.
-fn optional_label(obj: &Map<String, Value>, name: &str, expected: &str) -> CoreResult<()> {
-    match obj.get(name) {
-        None => Ok(()),
-        Some(Value::String(s)) if s == expected => Ok(()),
-        Some(Value::String(_)) => Err(bad(format!(
+fn optional_label(raw: Option<&RawValue>, name: &str, expected: &str) -> CoreResult<()> {
+    if raw.is_none() {
+        return Ok(());
+    }
+    if string_field(raw, name)? == expected {
+        Ok(())
+    } else {
+        Err(bad(format!(
             "unsupported envelope {name}: only \"{expected}\" is accepted"
-        ))),
-        Some(_) => Err(bad(format!("envelope field '{name}' must be a string"))),
+        )))
     }
 }
 
@@ -251,50 +378,45 @@ pub fn open(body: &[u8], keypair: &ClientKeyPair) -> CoreResult<Opened> {
             body.len()
         )));
     }
-    let doc: Value = serde_json::from_slice(body).map_err(|e| {
-        bad(format!(
-            "the response envelope is not valid JSON (line {}, column {})",
-            e.line(),
-            e.column()
-        ))
-    })?;
-    let top = doc
-        .as_object()
-        .ok_or_else(|| bad("the response envelope must be a JSON object"))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|_| bad("the response envelope is not valid JSON (it is not UTF-8)"))?;
+    let top = object_of(text, "the response envelope")?;
+    top.check_unknown_depth(&ENVELOPE_FIELDS, "the response envelope")?;
 
     // Version and algorithm first: no downgrade, whatever else the envelope says.
-    let version = string_field(top, "", "version")?;
+    let version = string_field(top.get("version"), "version")?;
     if version != VERSION {
         return Err(bad(format!(
             "unsupported envelope version: only \"{VERSION}\" is accepted"
         )));
     }
-    let algorithm = string_field(top, "", "algorithm")?;
+    let algorithm = string_field(top.get("algorithm"), "algorithm")?;
     if algorithm != ALGORITHM {
         return Err(bad(format!(
             "unsupported envelope algorithm: only \"{ALGORITHM}\" is accepted"
         )));
     }
-    optional_label(top, "key_algorithm", KEY_ALGORITHM)?;
-    optional_label(top, "payload_algorithm", PAYLOAD_ALGORITHM)?;
+    optional_label(top.get("key_algorithm"), "key_algorithm", KEY_ALGORITHM)?;
+    optional_label(
+        top.get("payload_algorithm"),
+        "payload_algorithm",
+        PAYLOAD_ALGORITHM,
+    )?;
 
     let processed_at = match top.get("processed_at") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(n.clone()),
-        Some(_) => {
-            return Err(bad(
-                "envelope field 'processed_at' must be a number or null",
-            ))
-        }
+        None => None,
+        Some(raw) => serde_json::from_str::<Option<Number>>(raw.get())
+            .map_err(|_| bad("envelope field 'processed_at' must be a number or null"))?,
     };
 
-    let payload = field(top, "", "encrypted_payload")?
-        .as_object()
-        .ok_or_else(|| bad("envelope field 'encrypted_payload' must be an object"))?;
-    let p = "encrypted_payload.";
-    let ciphertext_b64 = string_field(payload, p, "ciphertext")?;
+    let payload = object_of(
+        field(top.get("encrypted_payload"), "encrypted_payload")?.get(),
+        "envelope field 'encrypted_payload'",
+    )?;
+    payload.check_unknown_depth(&PAYLOAD_FIELDS, "envelope field 'encrypted_payload'")?;
+    let ciphertext_b64 = string_field(payload.get("ciphertext"), "encrypted_payload.ciphertext")?;
     let nonce = b64_public(
-        string_field(payload, p, "nonce")?,
+        &string_field(payload.get("nonce"), "encrypted_payload.nonce")?,
         "encrypted_payload.nonce",
     )?;
     if nonce.len() != NONCE_LEN {
@@ -303,7 +425,10 @@ pub fn open(body: &[u8], keypair: &ClientKeyPair) -> CoreResult<Opened> {
             nonce.len()
         )));
     }
-    let tag = b64_public(string_field(payload, p, "tag")?, "encrypted_payload.tag")?;
+    let tag = b64_public(
+        &string_field(payload.get("tag"), "encrypted_payload.tag")?,
+        "encrypted_payload.tag",
+    )?;
     if tag.len() != TAG_LEN {
         return Err(bad(format!(
             "envelope field 'encrypted_payload.tag' must decode to {TAG_LEN} bytes, not {}",
@@ -311,7 +436,7 @@ pub fn open(body: &[u8], keypair: &ClientKeyPair) -> CoreResult<Opened> {
         )));
     }
     let wrapped = b64_public(
-        string_field(top, "", "encrypted_aes_key")?,
+        &string_field(top.get("encrypted_aes_key"), "encrypted_aes_key")?,
         "encrypted_aes_key",
     )?;
     if wrapped.len() != keypair.modulus_bytes() {
@@ -343,7 +468,7 @@ pub fn open(body: &[u8], keypair: &ClientKeyPair) -> CoreResult<Opened> {
     Ok(Opened {
         plaintext: buf,
         processed_at,
-        algorithm: algorithm.to_owned(),
+        algorithm: algorithm.into_owned(),
     })
 }
 
@@ -352,6 +477,7 @@ mod tests {
     use super::*;
     use base64::engine::general_purpose::STANDARD as B64;
     use base64::Engine;
+    use serde_json::Value;
     use std::sync::OnceLock;
 
     fn keypair() -> &'static ClientKeyPair {
@@ -527,6 +653,40 @@ mod tests {
             open(b"\xff\xfe", keypair()),
             Err(CoreError::Envelope(_))
         ));
+    }
+
+    #[test]
+    fn a_field_named_twice_is_refused() {
+        // Last-one-wins would let a tampering proxy smuggle a second value past one reader and
+        // not another; the envelope must be unambiguous.
+        let good = serde_json::to_string(&sealed(b"{}")).unwrap();
+        let twice_top = good.replacen('{', "{\"version\":\"0.9\",", 1);
+        let err = open(twice_top.as_bytes(), keypair())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("duplicate field `version`"), "{err}");
+        let twice_nested = good.replacen(
+            "\"encrypted_payload\":{",
+            "\"encrypted_payload\":{\"nonce\":\"AAAAAAAAAAAAAAAA\",",
+            1,
+        );
+        assert_ne!(twice_nested, good);
+        let err = open(twice_nested.as_bytes(), keypair())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("duplicate field `nonce`"), "{err}");
+    }
+
+    #[test]
+    fn escaped_string_fields_still_open() {
+        // JSON escapes (`\u0031` for '1', `\/` as some encoders write in base64) spell the
+        // same strings, so the envelope still opens: escaped fields are read owned, not borrowed.
+        let good = serde_json::to_string(&sealed(b"{}")).unwrap();
+        let escaped = good.replace("\"1.0\"", "\"\\u0031.0\"").replace('/', "\\/");
+        assert_ne!(escaped, good);
+        assert!(open(escaped.as_bytes(), keypair()).is_ok());
     }
 
     #[test]
