@@ -58,6 +58,7 @@ test-rust: system-deps
 	cargo test --release --no-default-features
 
 lint: $(STAMPS)/pydeps
+	cargo fmt --check
 	cargo clippy --release --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python tests benches
 	$(VENV)/bin/ruff format --check python tests benches

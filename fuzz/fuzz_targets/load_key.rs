@@ -24,7 +24,8 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(key) = ServerPublicKey::from_pem(pem) {
                 // What loads must be usable: a key the core accepted wraps an AES key.
                 let mut out = vec![0u8; key.modulus_bytes()];
-                key.encrypt_oaep(&[7u8; 32], &mut out).expect("OAEP with an accepted key");
+                key.encrypt_oaep(&[7u8; 32], &mut out)
+                    .expect("OAEP with an accepted key");
             }
         }
     }

@@ -19,7 +19,9 @@ const TAMPER_PLAINTEXT: &[u8] =
 
 fn sealed(plaintext: &[u8]) -> Vec<u8> {
     let mut buf = LockedBuf::from_slice(plaintext).expect("locked buffer");
-    let server_key = keypair().public_key().expect("public half of the fixture key");
+    let server_key = keypair()
+        .public_key()
+        .expect("public half of the fixture key");
     seal(&mut buf, &server_key).expect("sealing a valid plaintext")
 }
 

@@ -8,7 +8,8 @@
 use std::fmt;
 
 /// The single message of every unwrap/authentication failure.
-pub const CRYPTO_FAILURE_MESSAGE: &str = "decryption failed: the response could not be authenticated";
+pub const CRYPTO_FAILURE_MESSAGE: &str =
+    "decryption failed: the response could not be authenticated";
 
 #[derive(Debug)]
 pub enum CoreError {
@@ -40,7 +41,9 @@ impl fmt::Display for CoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CoreError::Crypto => f.write_str(CRYPTO_FAILURE_MESSAGE),
-            CoreError::KeyDisposed => f.write_str("the key pair was wiped and can no longer be used"),
+            CoreError::KeyDisposed => {
+                f.write_str("the key pair was wiped and can no longer be used")
+            }
             CoreError::Io(e) => write!(f, "{e}"),
             CoreError::Envelope(m)
             | CoreError::TooLarge(m)
@@ -78,14 +81,54 @@ pub mod py {
     use pyo3::exceptions::{PyException, PyMemoryError, PyOSError, PyTypeError, PyValueError};
     use pyo3::prelude::*;
 
-    pyo3::create_exception!(_core, CoreError, PyException, "Base of every error the core raises.");
-    pyo3::create_exception!(_core, CryptoError, CoreError, "Unwrapping or authentication failed (opaque).");
-    pyo3::create_exception!(_core, EnvelopeError, CoreError, "The envelope is malformed or unsupported.");
-    pyo3::create_exception!(_core, PayloadTooLargeError, CoreError, "A plaintext or envelope exceeds the size caps.");
-    pyo3::create_exception!(_core, KeyFormatError, CoreError, "A key is malformed, not RSA, or too short.");
-    pyo3::create_exception!(_core, KeyPasswordError, CoreError, "A key password is missing, wrong or too short.");
-    pyo3::create_exception!(_core, KeyPermissionError, CoreError, "A private key file is accessible by others.");
-    pyo3::create_exception!(_core, KeyDisposedError, CoreError, "The key handle was wiped.");
+    pyo3::create_exception!(
+        _core,
+        CoreError,
+        PyException,
+        "Base of every error the core raises."
+    );
+    pyo3::create_exception!(
+        _core,
+        CryptoError,
+        CoreError,
+        "Unwrapping or authentication failed (opaque)."
+    );
+    pyo3::create_exception!(
+        _core,
+        EnvelopeError,
+        CoreError,
+        "The envelope is malformed or unsupported."
+    );
+    pyo3::create_exception!(
+        _core,
+        PayloadTooLargeError,
+        CoreError,
+        "A plaintext or envelope exceeds the size caps."
+    );
+    pyo3::create_exception!(
+        _core,
+        KeyFormatError,
+        CoreError,
+        "A key is malformed, not RSA, or too short."
+    );
+    pyo3::create_exception!(
+        _core,
+        KeyPasswordError,
+        CoreError,
+        "A key password is missing, wrong or too short."
+    );
+    pyo3::create_exception!(
+        _core,
+        KeyPermissionError,
+        CoreError,
+        "A private key file is accessible by others."
+    );
+    pyo3::create_exception!(
+        _core,
+        KeyDisposedError,
+        CoreError,
+        "The key handle was wiped."
+    );
 
     impl From<Rust> for PyErr {
         fn from(e: Rust) -> PyErr {
@@ -112,7 +155,10 @@ pub mod py {
         m.add("CoreError", py.get_type::<CoreError>())?;
         m.add("CryptoError", py.get_type::<CryptoError>())?;
         m.add("EnvelopeError", py.get_type::<EnvelopeError>())?;
-        m.add("PayloadTooLargeError", py.get_type::<PayloadTooLargeError>())?;
+        m.add(
+            "PayloadTooLargeError",
+            py.get_type::<PayloadTooLargeError>(),
+        )?;
         m.add("KeyFormatError", py.get_type::<KeyFormatError>())?;
         m.add("KeyPasswordError", py.get_type::<KeyPasswordError>())?;
         m.add("KeyPermissionError", py.get_type::<KeyPermissionError>())?;
@@ -122,7 +168,9 @@ pub mod py {
 
     /// Run `f`, turning a Rust panic into the opaque crypto error so that no panic ever crosses
     /// into Python (the secrets on the unwinding stack are wiped by their `Drop`).
-    pub fn no_panic<T>(f: impl FnOnce() -> Result<T, Rust> + std::panic::UnwindSafe) -> PyResult<T> {
+    pub fn no_panic<T>(
+        f: impl FnOnce() -> Result<T, Rust> + std::panic::UnwindSafe,
+    ) -> PyResult<T> {
         match std::panic::catch_unwind(f) {
             Ok(r) => r.map_err(PyErr::from),
             Err(_) => Err(CryptoError::new_err(super::CRYPTO_FAILURE_MESSAGE)),

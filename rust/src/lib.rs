@@ -598,7 +598,9 @@ mod crypto_py {
         #[staticmethod]
         fn from_pem(pem: &Bound<'_, PyAny>) -> PyResult<Self> {
             let pem = text_bytes(pem, "pem")?;
-            Ok(Self(no_panic(AssertUnwindSafe(|| keys::ServerPublicKey::from_pem(pem)))?))
+            Ok(Self(no_panic(AssertUnwindSafe(|| {
+                keys::ServerPublicKey::from_pem(pem)
+            }))?))
         }
 
         #[getter]
