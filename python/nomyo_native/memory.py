@@ -173,7 +173,7 @@ def get_memory_protection_info() -> dict[str, Any]:
         level = "full"
     else:
         level = "zeroing_only"
-    return {
+    info: dict[str, Any] = {
         "enabled": enabled,
         "platform": sys.platform,
         "protection_level": level,
@@ -182,14 +182,11 @@ def get_memory_protection_info() -> dict[str, Any]:
         "supports_full_protection": level == "full",
         "page_size": mmap.PAGESIZE,
         "backend": "nomyo-native core",
-        "method": status.get("method"),
-        "bytes_locked": status.get("bytes_locked"),
-        "buffers_live": status.get("buffers_live"),
-        "lock_failures": status.get("lock_failures"),
-        "dump_exclusion": status.get("dump_exclusion"),
-        "guard_pages": status.get("guard_pages"),
-        "lock_limit_bytes": status.get("lock_limit_bytes"),
     }
+    # Every live counter of the core (method, bytes locked and pooled, failures, ...), so new
+    # ones reach users without a change here; nomyo's own "platform" key keeps its meaning.
+    info.update((key, value) for key, value in status.items() if key != "platform")
+    return info
 
 
 def disable_secure_memory() -> None:
