@@ -168,6 +168,12 @@ class LoopbackPeer:
         assert self._stopping is not None and self._server is not None
         self._stopping.set()
         self._server.close()
+        # Connection handlers (a stalled or trickling answer) would otherwise still be pending
+        # when the loop closes; on this loop every other task is one of them.
+        handlers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
         await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
