@@ -70,9 +70,12 @@ def primitive_rows(benchmarks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for bench in benchmarks:
         if "e2e_scenario" in bench.get("extra_info", {}):
             continue
-        name = bench["name"].split("[")[0].removeprefix("test_")
+        full = bench["name"].removeprefix("test_")
+        name = full.split("[")[0]
         side = "core" if name.endswith("_core") else "pyca" if name.endswith("_pyca") else "-"
-        stem = name.removesuffix("_core").removesuffix("_pyca")
+        # Paired benchmarks meet on their stem; an unpaired one keeps its parameters, so that
+        # each case of a parametrized benchmark gets its own row.
+        stem = name.removesuffix("_core").removesuffix("_pyca") if side != "-" else full
         pairs.setdefault((bench.get("group") or "", stem), {})[side] = bench
     stems_per_group: dict[str, int] = {}
     for group, _ in pairs:

@@ -79,6 +79,20 @@ def test_primitives_pair_core_with_pyca(report):
     assert not any("e2e" in name for name in rows)
 
 
+def test_unpaired_parametrized_benchmarks_keep_a_row_each(report):
+    rows = {
+        row["benchmark"]: row
+        for row in report.primitive_rows(
+            [
+                primitive("test_quote[ecdsa]", "tpm-quote", 0.003),
+                primitive("test_quote[rsassa]", "tpm-quote", 0.040),
+            ]
+        )
+    }
+    assert rows["tpm-quote/quote[ecdsa]"]["median_ms"] == pytest.approx(3.0)
+    assert rows["tpm-quote/quote[rsassa]"]["median_ms"] == pytest.approx(40.0)
+
+
 def test_main_prints_the_table_and_writes_the_summary(report, tmp_path, capsys):
     source = tmp_path / "bench.json"
     source.write_text(json.dumps({"benchmarks": BENCHMARKS, "machine_info": {}}))
