@@ -165,7 +165,7 @@ class BufferLock:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None: ...
+    ) -> bool: ...
 
 def wipe(buffer: Any) -> None:
     """Zero a writable buffer in a way the optimizer keeps."""

@@ -295,8 +295,9 @@ fn nesting_depth(text: &str) -> usize {
     deepest
 }
 
-/// The envelope nests no deeper than the JSON the core reads (the plaintext reader's limit).
-const MAX_JSON_DEPTH: usize = 128;
+/// Deepest nesting of lists/dicts the core writes and reads, in an envelope or a plaintext
+/// (the outermost container is level 1).
+pub const MAX_JSON_DEPTH: usize = 128;
 const ENVELOPE_FIELDS: [&str; 7] = [
     "version",
     "algorithm",
@@ -634,13 +635,13 @@ mod tests {
             mutate(&mut v);
             assert!(envelope_err(&v).contains(name), "{name}");
         }
-        // Unpadded base64 is refused (strict standard alphabet with padding).
+        // Unpadded base64 is refused (strict standard alphabet with padding). The 16-byte tag
+        // is 24 characters ending in "==" (the 12-byte nonce has no padding to strip).
         let mut v = good.clone();
-        let nonce = v["encrypted_payload"]["nonce"].as_str().unwrap().to_owned();
-        v["encrypted_payload"]["nonce"] = nonce.trim_end_matches('=').to_owned().into();
-        if v["encrypted_payload"]["nonce"].as_str().unwrap() != nonce {
-            assert!(envelope_err(&v).contains("nonce"));
-        }
+        let tag = v["encrypted_payload"]["tag"].as_str().unwrap().to_owned();
+        assert!(tag.ends_with("=="));
+        v["encrypted_payload"]["tag"] = tag.trim_end_matches('=').to_owned().into();
+        assert!(envelope_err(&v).contains("tag"));
         assert!(matches!(
             open(b"[1,2]", keypair()),
             Err(CoreError::Envelope(_))

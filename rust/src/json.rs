@@ -20,8 +20,7 @@ use zeroize::Zeroize;
 use crate::error::{CoreError, CoreResult};
 use crate::secret::LockedBuf;
 
-/// Deepest nesting of lists/dicts written and read (the outermost container is level 1).
-pub const MAX_JSON_DEPTH: usize = 128;
+pub use crate::envelope::MAX_JSON_DEPTH;
 
 /// Smallest buffer the writer grows to: most requests fit without a second allocation.
 const INITIAL_CAPACITY: usize = 16 * 1024;
@@ -445,11 +444,12 @@ fn python_float_repr(value: f64, out: &mut StackText) {
     exact.wipe();
     let text = sci.as_bytes();
     let e_at = text.iter().position(|&b| b == b'e').unwrap_or(text.len());
-    let mut digits = [0u8; 32];
+    // Digits of a caller's number: plaintext, so wiped before returning.
+    let mut digit_buf = [0u8; 32];
     let mut n_digits = 0;
     for &b in &text[..e_at] {
-        if b.is_ascii_digit() && n_digits < digits.len() {
-            digits[n_digits] = b;
+        if b.is_ascii_digit() && n_digits < digit_buf.len() {
+            digit_buf[n_digits] = b;
             n_digits += 1;
         }
     }
@@ -466,7 +466,7 @@ fn python_float_repr(value: f64, out: &mut StackText) {
         exponent = -exponent;
     }
     sci.wipe();
-    let digits = &digits[..n_digits];
+    let digits = &digit_buf[..n_digits];
 
     if value.is_sign_negative() {
         out.push(b'-');
@@ -503,6 +503,7 @@ fn python_float_repr(value: f64, out: &mut StackText) {
         }
         digits.iter().for_each(|&d| out.push(d));
     }
+    digit_buf.zeroize();
 }
 
 // ---- reader ------------------------------------------------------------------------------------
