@@ -107,7 +107,6 @@ class _LoopState:
     """Per-event-loop resources: httpx connections and asyncio locks belong to one loop."""
 
     http: httpx.AsyncClient
-    keys_lock: asyncio.Lock
     server_key_lock: asyncio.Lock
 
 
@@ -599,8 +598,7 @@ class SecureCompletionClient:
         """Load or generate the key pair on first use; rotate when the interval has passed."""
         if self._keys.current is not None and not self._keys.rotation_due():
             return
-        state = self._state()
-        async with state.keys_lock:
+        async with self._keys.creation_lock():
             if self._keys.current is None:
                 keypair, rotatable = await asyncio.to_thread(self._initial_keypair)
                 self._keys.install(keypair, rotatable=rotatable)
@@ -632,7 +630,6 @@ class SecureCompletionClient:
                         transport=transport,
                         limits=limits,
                     ),
-                    keys_lock=asyncio.Lock(),
                     server_key_lock=asyncio.Lock(),
                 )
                 self._loop_states[loop] = state

@@ -7,8 +7,10 @@ key zeroed in the core) as soon as its last lease is returned.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 from nomyo_native import _core
@@ -33,14 +35,36 @@ class KeyRing:
         self._installed_at = 0.0
         self._leases: dict[int, int] = {}
         self._retired: dict[int, _core.ClientKeyPair] = {}
+        self._disposed = False
+        self._creation_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @property
     def current(self) -> _core.ClientKeyPair | None:
         return self._current
 
-    def install(self, keypair: _core.ClientKeyPair, *, rotatable: bool) -> None:
-        """Make ``keypair`` current; the previous one is wiped once no request uses it."""
+    def creation_lock(self) -> asyncio.Lock:
+        """The lock that serialises key creation on the running loop. It belongs to the ring, so
+        every client sharing it (siblings for other base URLs too) generates one pair on first
+        use or rotation, not one each."""
+        loop = asyncio.get_running_loop()
         with self._lock:
+            lock = self._creation_locks.get(loop)
+            if lock is None:
+                lock = self._creation_locks[loop] = asyncio.Lock()
+            return lock
+
+    def install(self, keypair: _core.ClientKeyPair, *, rotatable: bool) -> None:
+        """Make ``keypair`` current; the previous one is wiped once no request uses it.
+
+        After :meth:`wipe_all` the ring stays disposed: ``keypair`` is wiped and refused, so a
+        sibling client cannot bring a disposed ring back to life.
+        """
+        with self._lock:
+            if self._disposed:
+                keypair.wipe()
+                raise ClientClosedError("the client was disposed: its keys are wiped")
             previous = self._current
             self._current = keypair
             self._rotatable = rotatable
@@ -81,6 +105,7 @@ class KeyRing:
     def wipe_all(self) -> None:
         """Zero every key pair now (dispose): in-flight requests will fail to decrypt."""
         with self._lock:
+            self._disposed = True
             doomed = list(self._retired.values())
             if self._current is not None:
                 doomed.append(self._current)

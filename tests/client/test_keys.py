@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 import nomyo_native as nomyo
+from nomyo_native.client import SecureCompletionClient as ClientClass
 
 USER = [{"role": "user", "content": "hello"}]
 PASSWORD = "correct horse battery"
@@ -221,6 +222,34 @@ async def test_dispose_wipes_the_keys_and_ends_the_client(make_chat, peer):
     assert chat.client.private_key is None
     with pytest.raises(nomyo.ClientClosedError):
         await chat.create(model="m", messages=USER)
+
+
+async def test_a_client_and_its_sibling_generate_one_key_pair(make_chat, monkeypatch):
+    # Siblings (other base URLs) share the key ring; first use on both at once must not make
+    # (and, with key_dir, save) two different pairs.
+    generated = []
+    original = ClientClass._generate_keypair
+
+    def counting(self):
+        generated.append(self.router_url)
+        return original(self)
+
+    monkeypatch.setattr(ClientClass, "_generate_keypair", counting)
+    chat = make_chat()
+    sibling = chat.client.clone_for("https://other.test")
+    await asyncio.gather(chat.client._ensure_keys(), sibling._ensure_keys())
+    assert len(generated) == 1
+    assert chat.client.private_key is sibling.private_key
+
+
+async def test_a_sibling_cannot_revive_a_disposed_key_ring(make_chat, peer):
+    chat = make_chat()
+    await chat.create(model="m", messages=USER)
+    sibling = chat.client.clone_for("https://other.test")
+    chat.client.dispose()
+    with pytest.raises(nomyo.ClientClosedError):
+        await sibling._ensure_keys()
+    assert sibling.private_key is None, "no fresh pair was installed in the disposed ring"
 
 
 @pytest.mark.slow
