@@ -191,6 +191,9 @@ def _default_tls_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSL
     return httpx.create_ssl_context()
 
 
+_PIN_FILE_LOCK = threading.Lock()
+
+
 def _attempt_deadline(
     timeout: float | httpx.Timeout | None, deadline: float | None
 ) -> float | None:
@@ -808,6 +811,12 @@ class SecureCompletionClient:
 
     def _check_pin_file(self, fingerprint: str) -> None:
         """Trust on first use: record the fingerprint, refuse a different one later."""
+        # Clients for several URLs may share one pin file (siblings do): without one lock around
+        # the read-modify-write, a concurrent first use could drop another URL's pin.
+        with _PIN_FILE_LOCK:
+            self._check_pin_file_locked(fingerprint)
+
+    def _check_pin_file_locked(self, fingerprint: str) -> None:
         assert self._pin_file is not None
         pins: dict[str, str] = {}
         if self._pin_file.exists():

@@ -581,3 +581,20 @@ def test_deadline_must_be_a_positive_number(make_chat, peer, deadline):
     with pytest.raises(ValueError, match="deadline"):
         make_chat(deadline=deadline)
     assert peer.posts == 0
+
+
+def test_concurrent_first_pins_for_many_urls_are_all_kept(tmp_path, peer):
+    # Siblings share one pin file; every URL's first pin must survive concurrent recording.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from nomyo_native.client import SecureCompletionClient as ClientClass
+
+    pin_file = tmp_path / "pins.json"
+    clients = [
+        ClientClass(f"https://host{n}.test", server_key_pin_file=pin_file, key_size=2048)
+        for n in range(40)
+    ]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda c: c._check_pin_file(peer.fingerprint), clients))
+    pins = json.loads(pin_file.read_text())
+    assert pins == {c.router_url: peer.fingerprint for c in clients}
