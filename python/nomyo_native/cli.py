@@ -579,7 +579,10 @@ def _cmd_keys(args: argparse.Namespace) -> int:
         print(f"private key       {private_path} is missing")
         return 0
     mode = private_path.stat().st_mode & 0o777
-    encrypted = b"ENCRYPTED" in private_path.read_bytes()[:64]
+    # Only the PEM header, read unbuffered: the rest of the file (maybe an unencrypted private
+    # key) must not become a Python object.
+    with open(private_path, "rb", buffering=0) as handle:
+        encrypted = b"ENCRYPTED" in handle.read(64)
     print(
         f"private key       {private_path} mode {mode:o}, "
         f"{'encrypted' if encrypted else 'UNENCRYPTED'}"

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import builtins
 import io
 import json
 import os
+import pathlib
 import stat
 
 import nomyo
 import pytest
 
+from nomyo_native import cli
 from nomyo_native.cli import main
 
 PASSWORD = "cli-password-123"
@@ -99,3 +102,44 @@ def test_chat_with_a_wrong_pin_fails_with_status_1(secure_endpoint, capsys):
 def test_chat_with_a_malformed_pin_is_bad_input(bad_pin, capsys):
     assert main(["chat", "--pin", bad_pin, "hello"]) == 2
     assert "sha256" in capsys.readouterr().err
+
+
+def test_keys_show_reads_only_the_pem_header_of_the_private_key(tmp_path, capsys, monkeypatch):
+    # An unencrypted private key must not become a Python object just to tell its format.
+    monkeypatch.delenv("NOMYO_KEY_PASSWORD", raising=False)
+    key_dir = tmp_path / "k"
+    assert main(["keys", "generate", str(key_dir), "--bits", "2048", "--unencrypted"]) == 0
+    capsys.readouterr()
+    size = (key_dir / "private_key.pem").stat().st_size
+    reads: list[int] = []
+
+    class Spy:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def read(self, n=-1):
+            data = self.handle.read(n)
+            reads.append(len(data))
+            return data
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+    def spying_open(path, *args, **kwargs):
+        return Spy(builtins.open(path, *args, **kwargs))
+
+    monkeypatch.setattr(cli, "open", spying_open, raising=False)
+    real_read_bytes = pathlib.Path.read_bytes
+
+    def guarded_read_bytes(self):
+        if self.name == "private_key.pem":
+            pytest.fail("the whole private key file was read into Python")
+        return real_read_bytes(self)
+
+    monkeypatch.setattr(pathlib.Path, "read_bytes", guarded_read_bytes)
+    assert main(["keys", "show", str(key_dir)]) == 0
+    assert "UNENCRYPTED" in capsys.readouterr().out
+    assert reads and max(reads) <= 64 < size
