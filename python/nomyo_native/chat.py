@@ -4,14 +4,13 @@ and a synchronous client, all over one :class:`SecureCompletionClient`."""
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import uuid
 from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from nomyo_native.client import SecureCompletionClient, validate_api_key, validate_security_tier
+from nomyo_native.client import SecureCompletionClient, validate_security_tier
 
 __all__ = ["SecureChatCompletion", "SyncSecureChatCompletion"]
 
@@ -55,9 +54,8 @@ class SecureChatCompletion:
         max_retries: int = 2,
         **options: Any,
     ) -> None:
-        api_key = validate_api_key(
-            api_key if api_key is not None else os.environ.get("NOMYO_API_KEY")
-        )
+        # The client resolves the key (argument, else NOMYO_API_KEY) and validates it once;
+        # this object reports the same key the client sends.
         self.client = SecureCompletionClient(
             base_url,
             allow_http,
@@ -67,7 +65,7 @@ class SecureChatCompletion:
             key_dir=key_dir,
             **options,
         )
-        self.api_key = api_key
+        self.api_key = self.client.api_key
         self._key_dir = key_dir
         self._secure_memory_enabled = secure_memory
         self._siblings: dict[str, SecureCompletionClient] = {}

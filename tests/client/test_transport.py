@@ -406,6 +406,19 @@ async def test_api_key_from_environment_and_per_call_override(make_chat, peer, m
     assert peer.received[1].headers["authorization"] == "Bearer sk-per-call"
 
 
+async def test_empty_api_key_means_none_and_the_chat_reports_what_is_sent(
+    make_chat, peer, monkeypatch
+):
+    # An explicit empty key is "no key": the environment is not consulted behind the
+    # caller's back, and SecureChatCompletion.api_key agrees with the header actually sent.
+    monkeypatch.setenv("NOMYO_API_KEY", "sk-from-env")
+    async with make_chat(api_key="") as chat:
+        assert chat.api_key is None
+        assert chat.client.api_key is None
+        await chat.create(model="m", messages=USER)
+    assert "authorization" not in peer.received[0].headers
+
+
 async def test_oversized_payload_refused_before_sending(make_chat, peer):
     huge = [{"role": "user", "content": "x" * (10 * 1024 * 1024)}]
     async with make_chat() as chat:
