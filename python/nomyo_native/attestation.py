@@ -424,7 +424,7 @@ def _pcr_index(key: Any) -> int:
     if isinstance(key, bool) or not isinstance(key, (str, int)):
         raise ValueError(f"PCR index {key!r} must be a decimal string")
     text = str(key)
-    if not text.isdigit() or (len(text) > 1 and text.startswith("0")):
+    if not (text.isascii() and text.isdigit()) or (len(text) > 1 and text.startswith("0")):
         raise ValueError(f"PCR index {key!r} must be a decimal number")
     index = int(text)
     if index >= _PCR_COUNT:

@@ -658,7 +658,12 @@ class SecureCompletionClient:
 
     async def _read_capped(self, response: httpx.Response, cap: int) -> bytes:
         declared = response.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > cap:
+        if (
+            declared is not None
+            and declared.isascii()
+            and declared.isdigit()
+            and int(declared) > cap
+        ):
             raise ResponseFormatError(f"response body larger than {cap} bytes refused")
         chunks: list[bytes] = []
         size = 0

@@ -341,3 +341,20 @@ def test_rate_limit_answers_429_with_retry_after(endpoint_factory, wire_for, cli
     assert 1 <= int(response.headers["retry-after"]) <= 30
     # Another key has its own budget.
     good_request_works(wire_for(endpoint, api_key="k2"), client_key)
+
+
+@pytest.mark.parametrize("declared", ["\u00b2", "\u0661\u0662", "-1", "1e3"])
+async def test_content_length_that_is_not_ascii_digits_is_a_400(declared):
+    # str.isdigit() accepts "²" and Arabic-Indic digits, which int() then rejects: a 500 before.
+    from nomyo_native.server.app import Refusal, _read_body
+
+    class Request:
+        def __init__(self) -> None:
+            self.headers = {"content-length": declared}
+
+        async def stream(self):
+            yield b""
+
+    with pytest.raises(Refusal) as refused:
+        await _read_body(Request(), 1024)
+    assert refused.value.status == 400

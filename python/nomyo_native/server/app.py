@@ -80,7 +80,7 @@ class EndpointState:
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):  # "²".isdigit() is True too
             raise Refusal(400, "invalid Content-Length")
         if int(declared) > limit:
             raise Refusal(400, f"request body exceeds the limit of {limit} bytes")
