@@ -30,11 +30,13 @@ def build_envelope(
     *,
     aes_key: bytes | None = None,
     nonce: bytes | None = None,
+    oaep: padding.OAEP = OAEP,
     **extra: Any,
 ) -> tuple[dict[str, Any], bytes]:
     """The envelope of ``plaintext`` for ``public_key`` (as a dict) and the AES key used.
 
-    ``extra`` adds or overrides top-level fields (``processed_at``, a downgraded ``version``...).
+    ``oaep`` lets a test wrap the key with other OAEP parameters; ``extra`` adds or overrides
+    top-level fields (``processed_at``, a downgraded ``version``...).
     """
     key = aes_key if aes_key is not None else AESGCM.generate_key(256)
     iv = nonce if nonce is not None else os.urandom(12)
@@ -47,7 +49,7 @@ def build_envelope(
             "nonce": b64(iv),
             "tag": b64(sealed[-16:]),
         },
-        "encrypted_aes_key": b64(public_key.encrypt(key, OAEP)),
+        "encrypted_aes_key": b64(public_key.encrypt(key, oaep)),
         "key_algorithm": "RSA-OAEP-SHA256",
         "payload_algorithm": "AES-256-GCM",
         **extra,
@@ -62,16 +64,21 @@ def seal_json(public_key: rsa.RSAPublicKey, payload: Any, **extra: Any) -> tuple
     return json.dumps(envelope).encode(), key
 
 
+def b64decode_strict(text: str) -> bytes:
+    """Standard alphabet, padding required: what PROTOCOL.md allows, nothing more."""
+    return base64.b64decode(text, validate=True)
+
+
 def open_envelope(
     private_key: rsa.RSAPrivateKey, body: bytes | dict[str, Any]
 ) -> tuple[bytes, bytes, dict[str, Any]]:
     """Unwrap and decrypt: the plaintext, the AES key and the parsed envelope."""
     envelope = json.loads(body) if isinstance(body, bytes) else body
-    key = private_key.decrypt(base64.b64decode(envelope["encrypted_aes_key"]), OAEP)
+    key = private_key.decrypt(b64decode_strict(envelope["encrypted_aes_key"]), OAEP)
     inner = envelope["encrypted_payload"]
     plaintext = AESGCM(key).decrypt(
-        base64.b64decode(inner["nonce"]),
-        base64.b64decode(inner["ciphertext"]) + base64.b64decode(inner["tag"]),
+        b64decode_strict(inner["nonce"]),
+        b64decode_strict(inner["ciphertext"]) + b64decode_strict(inner["tag"]),
         None,
     )
     return plaintext, key, envelope

@@ -6,7 +6,6 @@ What ``seal`` builds must open with pyca; what pyca builds in the protocol shape
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -22,10 +21,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA1, SHA256
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.pyca_envelope import OAEP, b64, build_envelope, open_envelope
+from tests.pyca_envelope import b64decode_strict as strict_b64decode
 
 from nomyo_native import _core
 
-OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=SHA256()), algorithm=SHA256(), label=None)
 ENVELOPE_KEYS = {
     "version",
     "algorithm",
@@ -42,14 +42,6 @@ PAYLOAD = {
     "stream": False,
     "tools": None,
 }
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def strict_b64decode(text: str) -> bytes:
-    return base64.b64decode(text, validate=True)
 
 
 @pytest.fixture(scope="module")
@@ -79,15 +71,7 @@ def client_public(keypair: _core.ClientKeyPair) -> rsa.RSAPublicKey:
 
 
 def pyca_open(body: bytes, private: rsa.RSAPrivateKey) -> Any:
-    env = json.loads(body)
-    key = private.decrypt(strict_b64decode(env["encrypted_aes_key"]), OAEP)
-    payload = env["encrypted_payload"]
-    plain = AESGCM(key).decrypt(
-        strict_b64decode(payload["nonce"]),
-        strict_b64decode(payload["ciphertext"]) + strict_b64decode(payload["tag"]),
-        None,
-    )
-    return json.loads(plain)
+    return json.loads(open_envelope(private, body)[0])
 
 
 def pyca_envelope(
@@ -100,23 +84,7 @@ def pyca_envelope(
     **extra: Any,
 ) -> dict[str, Any]:
     """A response envelope as a server on pyca/cryptography builds it."""
-    key = os.urandom(32) if key is None else key
-    nonce = os.urandom(12) if nonce is None else nonce
-    sealed = AESGCM(key).encrypt(nonce, plaintext, None)
-    env: dict[str, Any] = {
-        "version": "1.0",
-        "algorithm": "hybrid-aes256-rsa4096",
-        "encrypted_payload": {
-            "ciphertext": b64(sealed[:-16]),
-            "nonce": b64(nonce),
-            "tag": b64(sealed[-16:]),
-        },
-        "encrypted_aes_key": b64(public.encrypt(key, oaep)),
-        "key_algorithm": "RSA-OAEP-SHA256",
-        "payload_algorithm": "AES-256-GCM",
-    }
-    env.update(extra)
-    return env
+    return build_envelope(public, plaintext, aes_key=key, nonce=nonce, oaep=oaep, **extra)[0]
 
 
 def dumps(env: dict[str, Any]) -> bytes:
