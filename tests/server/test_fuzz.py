@@ -94,11 +94,18 @@ def test_random_envelopes_get_400(app_client, server_key, client_key, fields, in
 )
 @given(
     body=st.binary(max_size=2000),
-    payload_id=st.text(max_size=40).filter(lambda s: "\r" not in s and "\n" not in s),
-    public_key=st.text(max_size=200).filter(lambda s: "\r" not in s and "\n" not in s),
+    payload_id=st.one_of(
+        st.just("fuzz"), st.text(max_size=40).filter(lambda s: "\r" not in s and "\n" not in s)
+    ),
+    # A valid client key most of the time, so that the body and tier are reached too.
+    use_real_key=st.booleans(),
+    junk_key=st.text(max_size=200).filter(lambda s: "\r" not in s and "\n" not in s),
     tier=st.sampled_from([None, "standard", "high", "maximum", "bogus"]),
 )
-def test_random_headers_and_bodies_never_500(app_client, body, payload_id, public_key, tier):
+def test_random_headers_and_bodies_never_500(
+    app_client, client_key, body, payload_id, use_real_key, junk_key, tier
+):
+    public_key = urllib.parse.quote(public_pem(client_key)) if use_real_key else junk_key
     headers = {"X-Payload-ID": payload_id, "X-Public-Key": public_key}
     if tier is not None:
         headers["X-Security-Tier"] = tier
