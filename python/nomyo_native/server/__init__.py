@@ -11,8 +11,6 @@ from nomyo_native.server.policy import ApiKeyPolicy, TierPolicy
 from nomyo_native.server.recording import RecordedKeys
 from nomyo_native.server.runner import RunningServer, serve, start_server
 
-run_server = start_server
-
 __all__ = [
     "ApiKeyPolicy",
     "RecordedKeys",
@@ -20,7 +18,6 @@ __all__ = [
     "ServerConfig",
     "ServerKey",
     "TierPolicy",
-    "run_server",
     "serve",
     "start_server",
 ]

@@ -39,7 +39,6 @@ _TEMPLATES = {
     ("rsapss", "sha384"): "rsa2048:rsapss-sha384:null",
     ("rsapss", "sha512"): "rsa2048:rsapss-sha512:null",
 }
-SCHEMES = ("ecdsa", "rsassa", "rsapss")
 
 
 def supported_quote_schemes() -> tuple[tuple[str, str], ...]:
@@ -317,8 +316,3 @@ class TpmQuoter:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def digest_of_pcr_values(values: list[bytes]) -> bytes:
-    """SHA-256 of the concatenated PCR values (the quote's pcrDigest for a sha256 selection)."""
-    return hashlib.sha256(b"".join(values)).digest()
