@@ -220,6 +220,10 @@ def verify_attestation(
         raise TypeError(f"payload_id must be a str, not {type(payload_id).__name__}")
     baseline = load_baseline(pcr_baseline) if pcr_baseline is not None else None
     pin = _parse_trusted_aik(trusted_aik) if trusted_aik is not None else None
+    if isinstance(tpm_attestation, Mapping) and tpm_attestation.get("is_available") is False:
+        # Nothing to verify: saying so needs no TSS bindings, and "tpm2-pytss missing" would
+        # misreport a server that simply has no TPM.
+        return _Verifier(None, tpm_attestation, payload_id, baseline, pin)._not_available()
     tss = _load_tss()
     return _Verifier(tss, tpm_attestation, payload_id, baseline, pin).run()
 

@@ -136,6 +136,15 @@ def test_missing_tpm2_pytss_auto_records_the_hint(block: dict[str, Any], without
     assert "tpm2-pytss missing (pip install 'nomyo-native[tpm]')" in record["summary"]
 
 
+def test_a_server_without_tpm_is_reported_as_such_without_tpm2_pytss(without_tss: None) -> None:
+    result = verify_attestation({"is_available": False}, PAYLOAD_ID)
+    assert result.available is False and result.verified is False
+    assert "no TPM" in result.summary and INSTALL_HINT not in result.summary
+    metadata: dict[str, Any] = {"tpm_attestation": {"is_available": False}}
+    with pytest.raises(SecurityError, match="no TPM"):
+        apply_attestation_policy(metadata, PAYLOAD_ID, "require")
+
+
 def test_missing_tpm2_pytss_require_fails_closed(block: dict[str, Any], without_tss: None) -> None:
     metadata = {"tpm_attestation": block}
     with pytest.raises(SecurityError, match=r"pip install 'nomyo-native\[tpm\]'"):
