@@ -575,10 +575,11 @@ impl Drop for LockedBuf {
         let Some(mapping) = self.mapping.take() else {
             return;
         };
-        // Everything this buffer ever wrote; the mapping before `ptr` was zero already.
-        // SAFETY: `[ptr, ptr + max(len, high_water))` is inside the buffer's capacity.
-        unsafe { wipe_raw(self.ptr.as_ptr(), self.len.max(self.high_water)) };
         let mapping = if mapping.locked && pool::poolable(mapping.span) {
+            // Kept for reuse: wipe everything this buffer ever wrote (the mapping before `ptr`
+            // is zero already). A mapping that is freed instead is wiped whole below, once.
+            // SAFETY: `[ptr, ptr + max(len, high_water))` is inside the buffer's capacity.
+            unsafe { wipe_raw(self.ptr.as_ptr(), self.len.max(self.high_water)) };
             mapping.check_canary();
             match pool::put(mapping) {
                 Ok(()) => return,
