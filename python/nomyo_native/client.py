@@ -194,6 +194,15 @@ def _default_tls_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSL
 _PIN_FILE_LOCK = threading.Lock()
 
 
+def _key_password(*preferred: str | None) -> str | None:
+    """The first non-empty of ``preferred``, else ``NOMYO_KEY_PASSWORD``. An empty string means
+    "not given" everywhere (as an empty environment variable always did)."""
+    for candidate in preferred:
+        if candidate:
+            return candidate
+    return os.environ.get("NOMYO_KEY_PASSWORD") or None
+
+
 def _attempt_deadline(
     timeout: float | httpx.Timeout | None, deadline: float | None
 ) -> float | None:
@@ -535,8 +544,7 @@ class SecureCompletionClient:
         public_key_path: str | os.PathLike[str] | None,
         password: str | None,
     ) -> _core.ClientKeyPair:
-        if password is None:
-            password = os.environ.get("NOMYO_KEY_PASSWORD") or None
+        password = _key_password(password)
         started = time.perf_counter()
         try:
             keypair = _core.ClientKeyPair.load(private_key_path, password)
@@ -574,7 +582,7 @@ class SecureCompletionClient:
             return self._generate_keypair(), True
         private_path = self._key_dir / "private_key.pem"
         public_path = self._key_dir / "public_key.pem"
-        password = self._key_password or os.environ.get("NOMYO_KEY_PASSWORD") or None
+        password = _key_password(self._key_password)
         if private_path.exists():
             keypair = self._load_keypair(
                 private_path, public_path if public_path.exists() else None, password
@@ -588,12 +596,7 @@ class SecureCompletionClient:
         keypair = self._generate_keypair()
         target = self._rotation_dir if self._rotation_dir is not None else self._key_dir
         if target is not None:
-            password = (
-                self._rotation_password
-                or self._key_password
-                or os.environ.get("NOMYO_KEY_PASSWORD")
-                or None
-            )
+            password = _key_password(self._rotation_password, self._key_password)
             self._save_keypair(keypair, target, password)
         return keypair
 

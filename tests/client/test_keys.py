@@ -261,3 +261,14 @@ async def test_default_key_is_4096_bits_in_memory_only(make_chat, peer, tmp_path
     default = nomyo.SecureChatCompletion()
     assert default.client.key_size == 4096
     assert list(tmp_path.iterdir()) == [], "nothing written anywhere"
+
+
+def test_an_empty_password_means_not_given_when_loading_too(tmp_path, monkeypatch):
+    # key_dir loading, rotation and load_keys all treat "" as "no password given" and fall back
+    # to NOMYO_KEY_PASSWORD; load_keys alone used to pass "" on to the core.
+    writer = nomyo.SecureCompletionClient(key_size=2048)
+    writer.generate_keys(save_to_file=True, key_dir=str(tmp_path), password=PASSWORD)
+    monkeypatch.setenv("NOMYO_KEY_PASSWORD", PASSWORD)
+    reader = nomyo.SecureCompletionClient()
+    reader.load_keys(str(tmp_path / "private_key.pem"), password="")
+    assert reader.client_key_fingerprint == writer.client_key_fingerprint
