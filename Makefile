@@ -30,28 +30,26 @@ test: build test-rust lint fuzz-smoke test-python
 
 # ---- set-up -----------------------------------------------------------------------------
 system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
-	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	@scripts/apt-install.sh $(APT_PACKAGES)
 
 $(PY):
-	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	@scripts/quietly.sh "creating $(VENV)" python3 -m venv $(VENV)
+	@scripts/quietly.sh "upgrading pip" $(PY) -m pip install -q --upgrade pip
 
 # Python dependencies (our extras and the reference client); redone when pyproject.toml changes.
 $(STAMPS)/pydeps: pyproject.toml | $(PY) system-deps
 	@mkdir -p $(STAMPS)
-	$(PY) -m pip install -q "maturin>=1.7,<2"
-	$(VENV)/bin/maturin develop -q --release -E server,tpm,test
-	$(PY) -m pip install -q $(REFERENCE)
+	@scripts/quietly.sh "installing maturin" $(PY) -m pip install -q "maturin>=1.7,<2"
+	@scripts/quietly.sh "building the native core and installing the extras (server, tpm, test)" \
+	  $(VENV)/bin/maturin develop -q --release -E server,tpm,test
+	@scripts/quietly.sh "installing the reference client $(REFERENCE) (a test peer)" \
+	  $(PY) -m pip install -q $(REFERENCE)
 	@touch $@
 
 # The native module, rebuilt incrementally by cargo on every run.
 build: $(STAMPS)/pydeps
-	$(VENV)/bin/maturin develop -q --release --skip-install
+	@scripts/quietly.sh "building the native core (cargo, incremental)" \
+	  $(VENV)/bin/maturin develop -q --release --skip-install
 
 # ---- checks -----------------------------------------------------------------------------
 test-rust: system-deps
