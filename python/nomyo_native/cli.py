@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
 import logging
 import os
@@ -76,6 +75,12 @@ def _add_serve_parser(subparsers: Any) -> None:
     net.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     net.add_argument("--port", type=int, default=12434, help="port; 0 picks a free one")
     net.add_argument(
+        "--allow-open",
+        action="store_true",
+        help="serve a non-loopback --host without API keys (refused otherwise): anyone who "
+        "reaches the address may use the endpoint and its backend",
+    )
+    net.add_argument(
         "--max-body-bytes",
         type=int,
         default=None,
@@ -90,7 +95,12 @@ def _add_serve_parser(subparsers: Any) -> None:
         help="make a throwaway CA and a certificate for localhost/127.0.0.1; prints the CA path",
     )
     tls.add_argument(
-        "--tls-dir", type=Path, help="where --tls-self-signed writes ca.pem (default: temp dir)"
+        "--tls-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep --tls-self-signed's CA, certificate and key in DIR (0700) so a restarted "
+        "endpoint keeps its certificate: reused when present (must be yours, mode 0600, not "
+        "symlinks), made when absent (default: a temporary directory removed on exit)",
     )
     sec = parser.add_argument_group("keys, access and attestation")
     sec.add_argument(
@@ -132,6 +142,13 @@ def _add_serve_parser(subparsers: Any) -> None:
         metavar="{none,swtpm,tcti:<TCTI>}",
         help="TPM for quotes in every response: 'swtpm' starts a private software TPM, "
         "'tcti:device:/dev/tpmrm0' uses a real one. Tier 'maximum' needs a TPM (default none)",
+    )
+    sec.add_argument(
+        "--tpm-state",
+        type=Path,
+        metavar="DIR",
+        help="with --tpm swtpm: keep the TPM's state (its persistent keys) in DIR across "
+        "restarts; created 0700, never deleted (default: a temporary directory removed on exit)",
     )
     sec.add_argument(
         "--tpm-scheme",
@@ -185,23 +202,18 @@ def config_from_args(args: argparse.Namespace) -> Any:
         tls_self_signed=args.tls_self_signed,
         tls_dir=args.tls_dir,
         tpm=args.tpm,
+        tpm_state=args.tpm_state,
         tpm_scheme=args.tpm_scheme,
         record_keys_path=args.record_keys_insecure,
         rate_limit_per_minute=args.rate_limit,
+        allow_open=args.allow_open,
         **options,
     )
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _describe(endpoint: Any, config: Any) -> list[str]:
+    from nomyo_native.server.config import is_loopback_host
+
     tpm = "off (tier 'maximum' is refused with 503)"
     if endpoint.tpm_available:
         tpm = f"{config.tpm} ({config.tpm_scheme} quotes of sha256:0,7,10, fresh AIK per request)"
@@ -227,18 +239,26 @@ def _describe(endpoint: Any, config: Any) -> list[str]:
         lines.append(f"  TLS CA (trust)   {endpoint.ca_path}")
     elif not config.uses_tls:
         lines.append("  TLS              off: clients need allow_http=True")
-        if not _is_loopback(config.host):
+        if not is_loopback_host(config.host):
             lines.append(
                 "  !!! plain HTTP on a non-loopback address: anyone on the path can swap the "
                 "server key. Use --tls-self-signed or --tls-cert/--tls-key !!!"
             )
+    lines.append(f"  TPM attestation  {tpm}")
+    if endpoint.tpm_state is not None:
+        lines.append(f"  TPM state        {endpoint.tpm_state} (kept across restarts)")
     lines += [
-        f"  TPM attestation  {tpm}",
         f"  backend          {backend}",
         f"  API keys         {len(config.api_keys) or 'none (open endpoint)'}",
         f"  rate limit       {rate}",
         f"  tier policy      {limits or 'every model in every tier'}",
     ]
+    if config.is_open_to_network:
+        lines.append(
+            f"  !!! OPEN ENDPOINT (--allow-open): anyone who reaches {config.host} may use it"
+            + (", on your backend API key" if config.backend_api_key else "")
+            + " !!!"
+        )
     if config.record_keys:
         lines.append("  !!! KEY RECORDING IS ON (test only): traffic keys are written to disk !!!")
     return lines

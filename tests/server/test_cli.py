@@ -98,7 +98,9 @@ def _read_banner(process: subprocess.Popen[str], timeout: float = 90.0) -> dict[
         line = process.stdout.readline()
         if not line:
             break
-        match = re.match(r"\s+(listening|server key|TLS CA \(trust\)|TPM attestation)\s+(.*)", line)
+        match = re.match(
+            r"\s+(listening|server key|TLS CA \(trust\)|TPM attestation|TPM state)\s+(.*)", line
+        )
         if match:
             fields[match.group(1)] = match.group(2).strip()
         if "tier policy" in line:
@@ -181,9 +183,11 @@ def test_banner_warns_about_plain_http_off_loopback(http_endpoint):
 
     local = _describe(http_endpoint, ServerConfig(host="127.0.0.1"))
     assert not any("non-loopback" in line for line in local)
-    exposed = _describe(http_endpoint, ServerConfig(host="0.0.0.0"))
+    exposed = _describe(http_endpoint, ServerConfig(host="0.0.0.0", allow_open=True))
     assert any("plain HTTP on a non-loopback address" in line for line in exposed)
-    tls = _describe(http_endpoint, ServerConfig(host="0.0.0.0", tls_self_signed=True))
+    tls = _describe(
+        http_endpoint, ServerConfig(host="0.0.0.0", tls_self_signed=True, api_keys=("k",))
+    )
     assert not any("non-loopback" in line for line in tls)
 
 

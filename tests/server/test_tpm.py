@@ -164,9 +164,9 @@ def test_swtpm_process_lifecycle():
     try:
         tcti = swtpm.tcti
         assert tcti.startswith("swtpm:host=127.0.0.1,port=")
-        state_dir = swtpm._state_dir.name
+        state_dir = swtpm.state_dir
         assert os.path.isdir(state_dir)
-        pid = swtpm._process.pid
+        pid = swtpm.pid
         with TpmQuoter(tcti) as quoter:
             verify_block(quoter.quote("own"), "own")
         with pytest.raises(TpmError, match="closed"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,8 @@ class ServerConfig:
 
     ``tpm``: ``"none"``, ``"swtpm"`` (start and own a swtpm process) or ``"tcti:<tcti>"``
     (e.g. ``tcti:device:/dev/tpmrm0``). ``quoter`` injects an already open TPM (tests share
-    one swtpm); it is then not closed by the server.
+    one swtpm); it is then not closed by the server. ``tpm_state`` keeps the owned swtpm's
+    state (its persistent keys) in that directory across restarts; it is never deleted.
     """
 
     host: str = "127.0.0.1"
@@ -44,6 +46,7 @@ class ServerConfig:
     tls_self_signed: bool = False
     tls_dir: Path | None = None
     tpm: str = "none"
+    tpm_state: Path | None = None
     quoter: TpmQuoter | None = None
     tpm_scheme: str = "ecdsa"
     tpm_hash: str = "sha256"
@@ -51,6 +54,9 @@ class ServerConfig:
     rate_limit_per_minute: int | None = None
     record_keys: bool = False
     record_keys_path: Path | None = None
+    # Serve a non-loopback address without API keys: anyone who reaches it may use the
+    # endpoint (and the operator's --backend-api-key). Refused unless asked for explicitly.
+    allow_open: bool = False
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -61,6 +67,10 @@ class ServerConfig:
             raise ValueError("tpm must be 'none', 'swtpm' or 'tcti:<tcti>'")
         if self.tpm.startswith("tcti:") and len(self.tpm) == len("tcti:"):
             raise ValueError("tpm 'tcti:' needs a TCTI, e.g. tcti:device:/dev/tpmrm0")
+        if self.tpm_state is not None and self.tpm != "swtpm":
+            raise ValueError(
+                "--tpm-state keeps the state of an owned swtpm: use it with --tpm swtpm"
+            )
         if (self.tpm_scheme, self.tpm_hash) not in supported_quote_schemes():
             raise ValueError(
                 f"unsupported TPM quote scheme {self.tpm_scheme}/{self.tpm_hash}; "
@@ -74,10 +84,35 @@ class ServerConfig:
             raise ValueError("port must be 0..65535 (0 picks a free port)")
         if self.record_keys_path is not None:
             self.record_keys = True
+        if not self.api_keys and not self.allow_open and not is_loopback_host(self.host):
+            raise ValueError(
+                f"refusing to serve {self.host} (not a loopback address) without API keys: "
+                "anyone on the network could use the endpoint"
+                + (" and your backend API key" if self.backend_api_key else "")
+                + ". Give keys (--api-key-file, NOMYO_SERVER_API_KEYS) or pass --allow-open"
+            )
+
+    @property
+    def is_open_to_network(self) -> bool:
+        """Reachable beyond this machine with no API key required (only with allow_open)."""
+        return not self.api_keys and not is_loopback_host(self.host)
 
     @property
     def uses_tls(self) -> bool:
         return self.tls_self_signed or self.tls_cert is not None
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses; wildcards and other names are not."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:127.0.0.1 (older Pythons call it not loopback)
+    return address.is_loopback
 
 
 def key_password_from_env() -> bytes | None:

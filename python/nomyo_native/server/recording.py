@@ -15,6 +15,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from nomyo_native.server.private_files import open_private_append
+
 logger = logging.getLogger("nomyo_native.server")
 
 WARNING_TEXT = (
@@ -39,17 +41,24 @@ class KeyRecorder:
         self._lock = threading.Lock()
         self._records: list[RecordedKeys] = []
         self.path = Path(path) if path is not None else None
+        self._fd: int | None = None
         logger.warning(WARNING_TEXT)
         warnings.warn(WARNING_TEXT, RuntimeWarning, stacklevel=2)
         if self.path is not None:
-            # Created 0600: the file holds keys.
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+            # A new 0600 file (O_EXCL|O_NOFOLLOW): the file holds keys, so an existing file or
+            # a planted symlink is refused, never appended to. Kept open: no second lookup.
+            try:
+                self._fd = open_private_append(self.path)
+            except FileExistsError:
+                raise FileExistsError(
+                    f"key record file {self.path} already exists; give a new path"
+                ) from None
 
     def record(self, payload_id: str, request_aes_key: bytes, response_aes_key: bytes) -> None:
         entry = RecordedKeys(payload_id, bytes(request_aes_key), bytes(response_aes_key))
         with self._lock:
             self._records.append(entry)
-            if self.path is not None:
+            if self._fd is not None:
                 line = json.dumps(
                     {
                         "payload_id": entry.payload_id,
@@ -57,8 +66,14 @@ class KeyRecorder:
                         "response_aes_key": entry.response_aes_key.hex(),
                     }
                 )
-                with self.path.open("a", encoding="utf-8") as handle:
-                    handle.write(line + "\n")
+                os.write(self._fd, (line + "\n").encode("ascii"))
+
+    def close(self) -> None:
+        """Close the record file (the in-memory records stay readable)."""
+        with self._lock:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
     @property
     def records(self) -> list[RecordedKeys]:

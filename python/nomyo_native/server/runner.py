@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import signal
 import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -29,7 +30,7 @@ from nomyo_native.server.config import ServerConfig
 from nomyo_native.server.crypto import ServerKey
 from nomyo_native.server.policy import ApiKeyPolicy, RateLimiter
 from nomyo_native.server.recording import KeyRecorder, RecordedKeys
-from nomyo_native.server.tls import DEFAULT_HOSTS, make_self_signed
+from nomyo_native.server.tls import DEFAULT_HOSTS, load_or_create_tls_dir, make_self_signed
 from nomyo_native.server.tpm import SwtpmProcess, TpmQuoter
 
 logger = logging.getLogger("nomyo_native.server")
@@ -51,12 +52,20 @@ class _Resources:
     tempdirs: list[tempfile.TemporaryDirectory[str]] = field(default_factory=list)
 
     def close(self) -> None:
-        if self.owns_quoter and self.state.quoter is not None:
-            self.state.quoter.close()
-        if self.swtpm is not None:
-            self.swtpm.stop()
-        for tempdir in self.tempdirs:
-            tempdir.cleanup()
+        # Each step runs even when an earlier one fails: the temporary TLS key must go.
+        try:
+            if self.owns_quoter and self.state.quoter is not None:
+                self.state.quoter.close()
+        finally:
+            try:
+                if self.swtpm is not None:
+                    self.swtpm.stop()
+            finally:
+                for tempdir in self.tempdirs:
+                    tempdir.cleanup()
+                self.tempdirs.clear()
+                if self.state.recorder is not None:
+                    self.state.recorder.close()
 
 
 def _open_tpm(config: ServerConfig, resources: _Resources) -> TpmQuoter | None:
@@ -65,7 +74,7 @@ def _open_tpm(config: ServerConfig, resources: _Resources) -> TpmQuoter | None:
     if config.tpm == "none":
         return None
     if config.tpm == "swtpm":
-        resources.swtpm = SwtpmProcess().start()
+        resources.swtpm = SwtpmProcess(state_dir=config.tpm_state).start()
         resources.owns_quoter = True
         quoter = TpmQuoter(resources.swtpm.tcti)
         # Only our own swtpm: on a real TPM, PCR 10 belongs to the kernel's IMA log.
@@ -130,13 +139,14 @@ def build_resources(config: ServerConfig) -> _Resources:
     resources = _Resources(state=state)
     try:
         if config.tls_self_signed:
+            hosts = _certificate_hosts(config.host)
             if config.tls_dir is not None:
-                tls_dir = Path(config.tls_dir)
+                files = load_or_create_tls_dir(config.tls_dir, hosts)
             else:
+                # mkdtemp makes it 0700; removed on every exit path the process reaches.
                 tempdir = tempfile.TemporaryDirectory(prefix="nomyo-tls-")
                 resources.tempdirs.append(tempdir)
-                tls_dir = Path(tempdir.name)
-            files = make_self_signed(tls_dir, _certificate_hosts(config.host))
+                files = make_self_signed(Path(tempdir.name), hosts)
             resources.ssl_certfile, resources.ssl_keyfile = files.cert_path, files.key_path
             resources.ca_path = files.ca_path
         elif config.tls_cert is not None:
@@ -211,6 +221,9 @@ class RunningServer:
         self.quoter: TpmQuoter | None = resources.state.quoter
         # What an owned swtpm's PCR 10 was extended with at start (None otherwise).
         self.code_measurement: bytes | None = resources.code_measurement
+        # The owned swtpm's kept state directory (--tpm-state), None when temporary or no swtpm.
+        swtpm = resources.swtpm
+        self.tpm_state: Path | None = swtpm.state_dir if swtpm and swtpm.persistent else None
         self.recorder: KeyRecorder | None = resources.state.recorder
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -287,17 +300,48 @@ def start_server(config: ServerConfig | None = None, *, timeout: float = 60.0) -
     return running
 
 
-def serve(config: ServerConfig, on_ready: Callable[[RunningServer], None] | None = None) -> None:
-    """Serve in the foreground until SIGINT/SIGTERM (uvicorn handles the signals)."""
-    resources = build_resources(config)
+@contextlib.contextmanager
+def _termination_unwinds() -> Iterator[None]:
+    """Make SIGTERM and SIGHUP end the process through ``finally`` blocks (main thread only).
+
+    By default they kill the interpreter on the spot, leaving swtpm and the temporary TLS
+    key behind. uvicorn captures SIGTERM while serving and, after its graceful shutdown,
+    raises it again with the previous handler restored: ours, which then unwinds the stack.
+    A second signal during that cleanup is ignored, so the cleanup itself finishes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    wanted = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {signum: signal.getsignal(signum) for signum in wanted}
+
+    def unwind(signum: int, _frame: object) -> None:
+        for other in wanted:
+            signal.signal(other, signal.SIG_IGN)
+        raise SystemExit(0)
+
+    for signum in wanted:
+        signal.signal(signum, unwind)
     try:
-        sock = _bind(config.host, config.port)
-        port = sock.getsockname()[1]
-        info = RunningServer(resources, config.host, port, tls=config.uses_tls)
-        if on_ready is not None:
-            on_ready(info)
-        server = _uvicorn_server(resources)
-        with contextlib.closing(sock):
-            asyncio.run(_serve(server, sock, resources.state.backend))
+        yield
     finally:
-        resources.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def serve(config: ServerConfig, on_ready: Callable[[RunningServer], None] | None = None) -> None:
+    """Serve in the foreground until SIGINT (KeyboardInterrupt), SIGTERM or SIGHUP
+    (``SystemExit(0)``); every path out releases what the endpoint created."""
+    with _termination_unwinds():
+        resources = build_resources(config)
+        try:
+            sock = _bind(config.host, config.port)
+            port = sock.getsockname()[1]
+            info = RunningServer(resources, config.host, port, tls=config.uses_tls)
+            if on_ready is not None:
+                on_ready(info)
+            server = _uvicorn_server(resources)
+            with contextlib.closing(sock):
+                asyncio.run(_serve(server, sock, resources.state.backend))
+        finally:
+            resources.close()

@@ -13,20 +13,26 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import os
 import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from nomyo_native.server.private_files import UnsafePathError, ensure_private_dir
 
 PCR_BANK = "sha256"
 PCR_INDEXES = (0, 7, 10)
 PCR_SELECTION = f"{PCR_BANK}:" + ",".join(str(i) for i in PCR_INDEXES)
 QUALIFYING_DATA_BYTES = 16
+_GUARD = Path(__file__).with_name("swtpm_guard.py")
 
 # (scheme, hash) -> tpm2-tools style template; the symmetric part must be null for a signer.
 _TEMPLATES = {
@@ -86,22 +92,43 @@ def _consecutive_free_ports() -> int:
 
 
 class SwtpmProcess:
-    """An owned ``swtpm socket --tpm2`` on loopback ports, with state in a temporary directory.
+    """An owned ``swtpm socket --tpm2`` on loopback ports.
 
-    Use as a context manager, or call :meth:`start` and :meth:`stop`. ``tcti`` is the string
-    to give :class:`TpmQuoter`.
+    ``state_dir`` keeps the TPM's state (persistent keys, NV) across restarts: it is created
+    0700 or must already be private, and it is never deleted. Without it the state lives in a
+    temporary ``nomyo-swtpm-*`` directory that is removed when swtpm stops.
+
+    swtpm runs under a small guard process (``swtpm_guard.py``) that stops it, and removes a
+    temporary state directory, as soon as this process goes away by any path, SIGKILL
+    included. Use as a context manager, or call :meth:`start` and :meth:`stop`. ``tcti`` is
+    the string to give :class:`TpmQuoter`.
     """
 
-    def __init__(self, binary: str = "swtpm", *, start_timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        binary: str = "swtpm",
+        *,
+        state_dir: str | os.PathLike[str] | None = None,
+        start_timeout: float = 15.0,
+    ) -> None:
         self.binary = binary
         self.start_timeout = start_timeout
+        self.persistent = state_dir is not None
+        self._requested_state_dir = Path(state_dir) if state_dir is not None else None
+        self.state_dir: Path | None = None
         self.port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
-        self._state_dir: tempfile.TemporaryDirectory[str] | None = None
+        # Write end of the guard's watch pipe: closing it (or dying) stops swtpm.
+        self._watch_fd: int | None = None
 
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The guard's process id (swtpm is its only child)."""
+        return self._process.pid if self._process is not None else None
 
     @property
     def tcti(self) -> str:
@@ -118,35 +145,66 @@ class SwtpmProcess:
                 f"'{self.binary}' not found on PATH: install the Debian packages swtpm and "
                 "swtpm-tools (apt-get install swtpm swtpm-tools), or run with --tpm none"
             )
-        self._state_dir = tempfile.TemporaryDirectory(prefix="nomyo-swtpm-")
+        if self._requested_state_dir is not None:
+            try:
+                self.state_dir = ensure_private_dir(self._requested_state_dir, "--tpm-state")
+            except (OSError, UnsafePathError) as exc:
+                raise TpmError(str(exc)) from None
+        else:
+            # mkdtemp makes it 0700.
+            self.state_dir = Path(tempfile.mkdtemp(prefix="nomyo-swtpm-"))
         last_error = "unknown"
-        # A port can be taken between probing and swtpm's bind: retry with fresh ports.
-        for _ in range(5):
-            port = _consecutive_free_ports()
-            process = subprocess.Popen(  # noqa: S603 - fixed argv, resolved binary
-                [
-                    executable,
-                    "socket",
-                    "--tpm2",
-                    "--server",
-                    f"type=tcp,port={port},bindaddr=127.0.0.1",
-                    "--ctrl",
-                    f"type=tcp,port={port + 1},bindaddr=127.0.0.1",
-                    "--tpmstate",
-                    f"dir={self._state_dir.name}",
-                    "--flags",
-                    "not-need-init,startup-clear",
-                ],
+        try:
+            # A port can be taken between probing and swtpm's bind: retry with fresh ports.
+            for _ in range(5):
+                port = _consecutive_free_ports()
+                process, watch_fd = self._spawn(executable, port)
+                if self._wait_ready(process, port + 1):
+                    self._process, self._watch_fd, self.port = process, watch_fd, port
+                    return self
+                os.close(watch_fd)
+                last_error = self._reap(process)
+        except BaseException:
+            self._cleanup_dir()
+            raise
+        self._cleanup_dir()
+        if self.persistent:
+            last_error += " (is another endpoint using this --tpm-state directory?)"
+        raise TpmError(f"swtpm did not start: {last_error}")
+
+    def _spawn(self, executable: str, port: int) -> tuple[subprocess.Popen[bytes], int]:
+        assert self.state_dir is not None
+        read_fd, write_fd = os.pipe()  # both non-inheritable; the guard gets read_fd only
+        swtpm = [
+            executable,
+            "socket",
+            "--tpm2",
+            "--server",
+            f"type=tcp,port={port},bindaddr=127.0.0.1",
+            "--ctrl",
+            f"type=tcp,port={port + 1},bindaddr=127.0.0.1",
+            "--tpmstate",
+            f"dir={self.state_dir},mode=0600",
+            "--flags",
+            "not-need-init,startup-clear",
+        ]
+        remove = "-" if self.persistent else str(self.state_dir)
+        try:
+            process = subprocess.Popen(  # noqa: S603 - fixed argv, resolved binaries
+                [sys.executable, "-I", "-S", str(_GUARD), str(read_fd), remove, "--", *swtpm],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
+                pass_fds=(read_fd,),
+                # Out of our process group: a terminal's Ctrl-C is for us, we stop swtpm.
+                start_new_session=True,
             )
-            if self._wait_ready(process, port + 1):
-                self._process, self.port = process, port
-                return self
-            last_error = self._reap(process)
-        self._cleanup_dir()
-        raise TpmError(f"swtpm did not start: {last_error}")
+        except BaseException:
+            os.close(write_fd)
+            raise
+        finally:
+            os.close(read_fd)
+        return process, write_fd
 
     def _wait_ready(self, process: subprocess.Popen[bytes], ctrl_port: int) -> bool:
         deadline = time.monotonic() + self.start_timeout
@@ -170,23 +228,25 @@ class SwtpmProcess:
 
     def stop(self) -> None:
         process, self._process = self._process, None
+        watch_fd, self._watch_fd = self._watch_fd, None
+        if watch_fd is not None:
+            os.close(watch_fd)  # the guard sees EOF and stops swtpm
         if process is not None:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=10)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()  # swtpm follows through PR_SET_PDEATHSIG
+                process.wait(timeout=10)
             if process.stderr is not None:
                 process.stderr.close()
         self.port = None
         self._cleanup_dir()
 
     def _cleanup_dir(self) -> None:
-        if self._state_dir is not None:
-            self._state_dir.cleanup()
-            self._state_dir = None
+        # Only the temporary default: state the user asked to keep is never deleted.
+        if self.state_dir is not None and not self.persistent:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+        self.state_dir = None
 
     def __enter__(self) -> SwtpmProcess:
         return self.start()

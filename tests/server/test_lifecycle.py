@@ -1,0 +1,270 @@
+"""What the endpoint leaves behind when it stops (issue 10, item 14) and the TPM state it keeps.
+
+swtpm must die with the endpoint however the endpoint ends (SIGTERM, SIGKILL, an owner
+process killed), the temporary ``nomyo-swtpm-*``/``nomyo-tls-*`` directories are removed on
+every exit path the process reaches, and ``--tpm-state DIR`` is private and never deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nomyo_native.server import ServerConfig
+
+from .test_cli import _read_banner
+
+needs_swtpm = pytest.mark.skipif(shutil.which("swtpm") is None, reason="swtpm is not installed")
+PERSISTENT_HANDLE = 0x81000010
+
+
+def _live_swtpm_pids(marker: Path) -> list[int]:
+    """Running (not zombie) swtpm processes whose command line mentions ``marker``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if (
+            os.path.basename(argv[0]) == b"swtpm"
+            and str(marker).encode() in b" ".join(argv)
+            and state != "Z"
+        ):
+            pids.append(int(entry))
+    return pids
+
+
+def _eventually(predicate: Callable[[], bool], within: float = 60.0) -> bool:
+    """Poll ``predicate`` until true or ``within`` seconds passed (a bound, not a speed test)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def _leftovers(tmpdir: Path) -> list[str]:
+    return sorted(p.name for p in tmpdir.iterdir() if p.name.startswith("nomyo-"))
+
+
+def _esapi(tcti: str) -> tuple[Any, Any, Any]:
+    tss = pytest.importorskip("tpm2_pytss")
+    name, _, conf = tcti.partition(":")
+    tcti_ctx = tss.TCTILdr(name, conf)
+    return tss, tcti_ctx, tss.ESAPI(tcti_ctx)
+
+
+def _persistent_handles(tcti: str) -> list[int]:
+    tss, tcti_ctx, esapi = _esapi(tcti)
+    try:
+        _, data = esapi.get_capability(
+            tss.constants.TPM2_CAP.HANDLES, tss.constants.TPM2_HC.PERSISTENT_FIRST, 64
+        )
+        return [int(handle) for handle in data.data.handles]
+    finally:
+        esapi.close()
+        tcti_ctx.close()
+
+
+def _make_persistent_key(tcti: str) -> None:
+    tss, tcti_ctx, esapi = _esapi(tcti)
+    try:
+        attrs = tss.constants.TPMA_OBJECT
+        template = tss.types.TPMT_PUBLIC.parse(
+            "ecc256:ecdsa-sha256:null",
+            objectAttributes=attrs.SIGN_ENCRYPT
+            | attrs.FIXEDTPM
+            | attrs.FIXEDPARENT
+            | attrs.SENSITIVEDATAORIGIN
+            | attrs.USERWITHAUTH,
+        )
+        public = tss.types.TPM2B_PUBLIC(publicArea=template)
+        handle, *_ = esapi.create_primary(None, public, tss.constants.ESYS_TR.OWNER)
+        esapi.evict_control(tss.constants.ESYS_TR.OWNER, handle, PERSISTENT_HANDLE)
+        esapi.flush_context(handle)
+    finally:
+        esapi.close()
+        tcti_ctx.close()
+
+
+@needs_swtpm
+def test_tpm_state_dir_is_private_and_kept_across_restarts(tmp_path):
+    from nomyo_native.server.tpm import SwtpmProcess
+
+    state = tmp_path / "tpm-state"
+    with SwtpmProcess(state_dir=state) as swtpm:
+        assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
+        _make_persistent_key(swtpm.tcti)
+    # Stopping keeps the state the user asked for; the TPM's state files are private too
+    # (swtpm's empty .lock file is 0640, inside the 0700 directory).
+    files = list(state.glob("tpm2-*"))
+    assert files
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+    with SwtpmProcess(state_dir=state) as swtpm:
+        assert PERSISTENT_HANDLE in _persistent_handles(swtpm.tcti)
+    assert state.is_dir()
+
+
+@needs_swtpm
+def test_tpm_state_dir_open_to_others_or_a_symlink_is_refused(tmp_path):
+    from nomyo_native.server.tpm import SwtpmProcess, TpmError
+
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    with pytest.raises(TpmError, match="open to group or others"):
+        SwtpmProcess(state_dir=shared).start()
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    with pytest.raises(TpmError, match="symlink"):
+        SwtpmProcess(state_dir=link).start()
+    assert _live_swtpm_pids(tmp_path) == []
+
+
+@needs_swtpm
+def test_tpm_state_dir_in_use_by_another_swtpm_is_a_clear_error(tmp_path):
+    from nomyo_native.server.tpm import SwtpmProcess, TpmError
+
+    state = tmp_path / "state"
+    with SwtpmProcess(state_dir=state):
+        with pytest.raises(TpmError, match="swtpm did not start"):
+            SwtpmProcess(state_dir=state, start_timeout=5).start()
+    assert state.is_dir()
+
+
+def test_tpm_state_needs_an_owned_swtpm(tmp_path):
+    with pytest.raises(ValueError, match="--tpm-state"):
+        ServerConfig(tpm="none", tpm_state=tmp_path)
+    with pytest.raises(ValueError, match="--tpm-state"):
+        ServerConfig(tpm="tcti:device:/dev/tpmrm0", tpm_state=tmp_path)
+
+
+@needs_swtpm
+def test_swtpm_dies_with_a_killed_owner_and_its_temp_state_goes(tmp_path):
+    owner_tmp = tmp_path / "tmp"
+    owner_tmp.mkdir()
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from nomyo_native.server.tpm import SwtpmProcess
+        swtpm = SwtpmProcess().start()
+        print(swtpm.state_dir, flush=True)
+        time.sleep(600)
+        """
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(owner_tmp)},
+    )
+    try:
+        state_dir = Path(owner.stdout.readline().strip())
+        assert state_dir.parent == owner_tmp and state_dir.is_dir()
+        assert len(_live_swtpm_pids(owner_tmp)) == 1
+    finally:
+        owner.kill()
+        owner.wait()
+        owner.stdout.close()
+    assert _eventually(lambda: not _live_swtpm_pids(owner_tmp)), "swtpm outlived its owner"
+    assert _eventually(lambda: not state_dir.exists()), "temporary TPM state left behind"
+
+
+def _start_serve(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], Path, dict]:
+    server_tmp = tmp_path / "tmp"
+    server_tmp.mkdir()
+    stderr = (tmp_path / "stderr.log").open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "nomyo_native.cli", "serve", "--port", "0",
+            "--tls-self-signed", "--tpm", "swtpm", *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        env={**os.environ, "TMPDIR": str(server_tmp)},
+    )  # fmt: skip
+    stderr.close()
+    try:
+        banner = _read_banner(process)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process, server_tmp, banner
+
+
+@needs_swtpm
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_serve_terminated_leaves_no_swtpm_and_no_temp_dirs(tmp_path, signum):
+    process, server_tmp, banner = _start_serve(tmp_path)
+    try:
+        assert banner["TPM attestation"].startswith("swtpm")
+        assert len(_live_swtpm_pids(server_tmp)) == 1
+        created = _leftovers(server_tmp)
+        assert any(name.startswith("nomyo-tls-") for name in created)
+        assert any(name.startswith("nomyo-swtpm-") for name in created)
+        # The directory holding the TLS private key is private.
+        tls_dir = Path(banner["TLS CA (trust)"]).parent
+        assert stat.S_IMODE(os.stat(tls_dir).st_mode) == 0o700
+        process.send_signal(signum)
+        code = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+    assert code == 0, (tmp_path / "stderr.log").read_text()
+    assert _live_swtpm_pids(server_tmp) == []
+    assert _leftovers(server_tmp) == []
+
+
+@needs_swtpm
+@pytest.mark.slow
+def test_serve_killed_leaves_no_swtpm(tmp_path):
+    process, server_tmp, _ = _start_serve(tmp_path)
+    try:
+        assert len(_live_swtpm_pids(server_tmp)) == 1
+    finally:
+        process.kill()
+        process.wait()
+        process.stdout.close()
+    assert _eventually(lambda: not _live_swtpm_pids(server_tmp)), "swtpm outlived serve"
+    # The guard also removes swtpm's temporary state; only the TLS temp dir can remain.
+    assert _eventually(
+        lambda: not any(n.startswith("nomyo-swtpm-") for n in _leftovers(server_tmp))
+    )
+
+
+@needs_swtpm
+@pytest.mark.slow
+def test_serve_keeps_tpm_state_across_restarts(tmp_path):
+    state = tmp_path / "kept-state"
+    process, server_tmp, banner = _start_serve(tmp_path, "--tpm-state", str(state))
+    try:
+        assert str(state) in banner["TPM state"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+        process.stdout.close()
+    assert state.is_dir() and any(state.iterdir())
+    assert _leftovers(server_tmp) == []
