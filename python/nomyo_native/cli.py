@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import json
 import logging
 import os
@@ -40,10 +42,16 @@ _SERVE_EPILOG = textwrap.dedent(
       NOMYO_SERVER_API_KEYS=key-one,key-two nomyo-native serve --tls-self-signed \\
           --tpm swtpm --allow-model maximum=llama3.1:8b
 
-    environment:
-      NOMYO_SERVER_API_KEYS      comma-separated API keys (added to --api-key)
+    secrets (command-line values are visible to every local user in `ps`; prefer these):
+      NOMYO_SERVER_API_KEYS      comma-separated API keys (added to --api-key/--api-key-file)
+      --api-key-file FILE        API keys, one per line ('#' comments)
       NOMYO_SERVER_KEY_PASSWORD  password of an encrypted --key-file
-      NOMYO_BACKEND_API_KEY      bearer key sent to --backend (instead of --backend-api-key)
+      NOMYO_BACKEND_API_KEY      bearer key sent to --backend (when no --backend-api-key[-file])
+      --backend-api-key-file FILE  that bearer key, read from FILE
+
+    identity: every start makes a new server key and (with --tls-self-signed) a new CA, so
+    clients' pins and trust break on restart, unless --key-file and --tls-dir keep them
+    (and --tpm-state keeps the swtpm's keys).
     """
 )
 
@@ -56,6 +64,34 @@ def _positive_float(text: str) -> float:
 
 
 # ---- serve ---------------------------------------------------------------------------------
+
+# Top-level modules of the 'server' extra (pyproject.toml): missing one means the extra is.
+_SERVER_EXTRA_MODULES = frozenset({"starlette", "uvicorn", "cryptography", "h11", "anyio"})
+SERVER_EXTRA_HINT = "pip install 'nomyo-native[server]'"
+
+
+def _needs_server_extra(
+    command: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """Run ``command``; a module of the server extra that cannot be imported ends it with one
+    line naming the extra to install (exit status 1), not a traceback."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except ImportError as exc:
+            missing = (exc.name or "").partition(".")[0]
+            if missing not in _SERVER_EXTRA_MODULES:
+                raise
+            print(
+                f"nomyo-native {args.command}: the local endpoint needs the 'server' extra "
+                f"({missing} is not installed): {SERVER_EXTRA_HINT}",
+                file=sys.stderr,
+            )
+            return 1
+
+    return run
 
 
 def _add_serve_parser(subparsers: Any) -> None:
@@ -114,7 +150,16 @@ def _add_serve_parser(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="KEY",
-        help="accept this bearer API key (repeatable); without any keys the endpoint is open",
+        help="accept this bearer API key (repeatable; visible in ps: prefer --api-key-file or "
+        "NOMYO_SERVER_API_KEYS); without any keys the endpoint is open",
+    )
+    sec.add_argument(
+        "--api-key-file",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="accept the API keys in FILE, one per line (repeatable)",
     )
     sec.add_argument(
         "--allow-model",
@@ -164,7 +209,15 @@ def _add_serve_parser(subparsers: Any) -> None:
         help="'echo' answers with the last user message (no model needed); a URL forwards to "
         "an OpenAI-compatible /v1/chat/completions (default echo)",
     )
-    back.add_argument("--backend-api-key", help="bearer key for --backend")
+    back.add_argument(
+        "--backend-api-key",
+        metavar="KEY",
+        help="bearer key for --backend (visible in ps: prefer --backend-api-key-file or "
+        "NOMYO_BACKEND_API_KEY)",
+    )
+    back.add_argument(
+        "--backend-api-key-file", type=Path, metavar="FILE", help="read --backend's key from FILE"
+    )
     back.add_argument(
         "--backend-timeout", type=_positive_float, default=300.0, help="seconds (default 300)"
     )
@@ -182,18 +235,31 @@ def _add_serve_parser(subparsers: Any) -> None:
 def config_from_args(args: argparse.Namespace) -> Any:
     """The :class:`ServerConfig` that ``serve`` options describe (raises ValueError)."""
     from nomyo_native.server.config import ServerConfig, key_password_from_env
-    from nomyo_native.server.policy import TierPolicy, api_keys_from_env
+    from nomyo_native.server.policy import (
+        TierPolicy,
+        api_keys_from_env,
+        api_keys_from_file,
+        read_secret_text,
+    )
 
     options: dict[str, Any] = {}
     if args.max_body_bytes is not None:
         options["max_body_bytes"] = args.max_body_bytes
+    if args.backend_api_key and args.backend_api_key_file:
+        raise ValueError("give --backend-api-key or --backend-api-key-file, not both")
+    backend_api_key = args.backend_api_key
+    if args.backend_api_key_file is not None:
+        backend_api_key = read_secret_text(args.backend_api_key_file, "backend key file").strip()
+        if not backend_api_key:
+            raise ValueError(f"backend key file {args.backend_api_key_file} is empty")
+    file_keys = [key for path in args.api_key_file for key in api_keys_from_file(path)]
     return ServerConfig(
         host=args.host,
         port=args.port,
         backend=args.backend,
-        backend_api_key=args.backend_api_key or os.environ.get("NOMYO_BACKEND_API_KEY"),
+        backend_api_key=backend_api_key or os.environ.get("NOMYO_BACKEND_API_KEY"),
         backend_timeout=args.backend_timeout,
-        api_keys=(*args.api_key, *api_keys_from_env()),
+        api_keys=(*args.api_key, *file_keys, *api_keys_from_env()),
         tier_policy=TierPolicy.from_specs(args.allow_model, default_tier=args.default_tier),
         key_file=args.key_file,
         key_password=key_password_from_env(),
@@ -235,8 +301,18 @@ def _describe(endpoint: Any, config: Any) -> list[str]:
         f"  listening        {endpoint.base_url}",
         f"  server key       {endpoint.server_key_fingerprint}",
     ]
+    if config.key_file is None and config.server_key is None:
+        lines.append(
+            "                   new at every start: pins on it break when the endpoint "
+            "restarts (keep it with --key-file)"
+        )
     if endpoint.ca_path is not None:
         lines.append(f"  TLS CA (trust)   {endpoint.ca_path}")
+        if config.tls_dir is None:
+            lines.append(
+                "                   new at every start and removed on exit: clients must trust "
+                "it again after a restart (keep it with --tls-dir)"
+            )
     elif not config.uses_tls:
         lines.append("  TLS              off: clients need allow_http=True")
         if not is_loopback_host(config.host):
@@ -264,6 +340,7 @@ def _describe(endpoint: Any, config: Any) -> list[str]:
     return lines
 
 
+@_needs_server_extra
 def _cmd_serve(args: argparse.Namespace) -> int:
     from nomyo_native.server import serve
     from nomyo_native.server.process_info import disable_core_dumps
@@ -366,6 +443,7 @@ def _attestation_verdict(metadata: dict[str, Any]) -> str:
     return ("VERIFIED - " if result.verified else "FAILED - ") + result.summary
 
 
+@_needs_server_extra
 def _cmd_demo(args: argparse.Namespace) -> int:
     from nomyo_native.server import ServerConfig, start_server
 
@@ -565,6 +643,26 @@ def _add_keys_parser(subparsers: Any) -> None:
     show.add_argument("dir", metavar="DIR", help="key directory")
 
 
+def _make_private_dirs(path: Path) -> list[Path]:
+    """Create ``path`` and its missing parents 0700; return the created ones, outermost first."""
+    missing: list[Path] = []
+    current = path
+    while not os.path.lexists(current):
+        missing.append(current)
+        current = current.parent
+    created = []
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700)
+        created.append(directory)
+    return created
+
+
+def _remove_if_empty(created: list[Path]) -> None:
+    for directory in reversed(created):
+        with contextlib.suppress(OSError):  # not empty (someone else's files): keep it
+            directory.rmdir()
+
+
 def _cmd_keys(args: argparse.Namespace) -> int:
     from nomyo_native import _core
 
@@ -578,8 +676,14 @@ def _cmd_keys(args: argparse.Namespace) -> int:
             if private_path.exists() and not args.force:
                 raise ValueError(f"{private_path} exists (pass --force to replace it)")
             keypair = _core.ClientKeyPair.generate(args.bits)
-            key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            keypair.save(private_path, public_path, password)
+            created = _make_private_dirs(key_dir)
+            try:
+                keypair.save(private_path, public_path, password)
+            except BaseException:
+                # A refused password (or a failed write) leaves no empty directory behind.
+                keypair.wipe()
+                _remove_if_empty(created)
+                raise
             print(f"key pair          {keypair.bits}-bit RSA")
             print(
                 f"private key       {private_path} ({'encrypted' if password else 'UNENCRYPTED'})"

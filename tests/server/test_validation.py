@@ -358,3 +358,20 @@ async def test_content_length_that_is_not_ascii_digits_is_a_400(declared):
     with pytest.raises(Refusal) as refused:
         await _read_body(Request(), 1024)
     assert refused.value.status == 400
+
+
+@pytest.mark.parametrize("stream", [True, 1, "true", {"on": True}])
+def test_stream_true_is_refused_with_400(wire, client_key, stream):
+    _, headers, body = wire.request({**CHAT, "stream": stream})
+    response = post(wire, headers, body)
+    assert response.status_code == 400
+    assert "no streaming" in response.json()["detail"]
+    good_request_works(wire, client_key)
+
+
+@pytest.mark.parametrize("stream", [False, None])
+def test_stream_false_or_null_is_answered(wire, client_key, stream):
+    pid, headers, body = wire.request({**CHAT, "stream": stream})
+    response = post(wire, headers, body)
+    assert response.status_code == 200
+    assert open_response(response.content, client_key)[0]["_metadata"]["payload_id"] == pid

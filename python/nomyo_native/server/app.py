@@ -111,6 +111,12 @@ def _parse_chat_request(plaintext: bytes) -> dict[str, Any]:
         raise Refusal(400, "'messages' must be a non-empty list")
     if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
         raise Refusal(400, "each message must be an object with a 'role'")
+    # Like the NOMYO servers: a request that asks for a stream is refused, not quietly
+    # answered in one piece (the caller's code would wait for chunks that never come).
+    if chat.get("stream") not in (None, False):
+        raise Refusal(
+            400, "the secure completion protocol has no streaming: send 'stream': false or omit it"
+        )
     return chat
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nomyo_native.server.policy import TierPolicy
+from nomyo_native.server.policy import ApiKeyPolicy, TierPolicy
 from nomyo_native.server.tpm import supported_quote_schemes
 
 if TYPE_CHECKING:
@@ -84,6 +84,8 @@ class ServerConfig:
             raise ValueError("port must be 0..65535 (0 picks a free port)")
         if self.record_keys_path is not None:
             self.record_keys = True
+        self.api_keys = tuple(self.api_keys)
+        ApiKeyPolicy(self.api_keys)  # a malformed key is a configuration error, found now
         if not self.api_keys and not self.allow_open and not is_loopback_host(self.host):
             raise ValueError(
                 f"refusing to serve {self.host} (not a loopback address) without API keys: "

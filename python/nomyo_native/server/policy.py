@@ -24,6 +24,36 @@ def api_keys_from_env(environ: Mapping[str, str] | None = None) -> tuple[str, ..
     return tuple(key.strip() for key in raw.split(",") if key.strip())
 
 
+_SECRET_FILE_LIMIT = 1 << 20
+
+
+def read_secret_text(path: str | os.PathLike[str], what: str) -> str:
+    """The text of a file holding secrets (at most 1 MiB). Errors name the file, never its
+    content. Mode and symlinks are not checked: mounted secrets are often both."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(_SECRET_FILE_LIMIT + 1)
+    except OSError as exc:
+        raise PolicyError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > _SECRET_FILE_LIMIT:
+        raise PolicyError(f"{what} {path} is larger than 1 MiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PolicyError(f"{what} {path} is not UTF-8 text") from None
+
+
+def api_keys_from_file(path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """One API key per line; blank lines and lines starting with '#' are ignored."""
+    lines = read_secret_text(path, "API key file").splitlines()
+    keys = tuple(
+        line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")
+    )
+    if not keys:
+        raise PolicyError(f"API key file {path} holds no key")
+    return keys
+
+
 @dataclass(frozen=True)
 class ApiKeyPolicy:
     """Bearer API keys; with none configured the endpoint is open."""

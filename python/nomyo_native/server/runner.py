@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import signal
@@ -158,6 +159,10 @@ def build_resources(config: ServerConfig) -> _Resources:
     return resources
 
 
+class PortUnavailableError(OSError):
+    """The endpoint's address cannot be bound (in use, or a privileged port)."""
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto IPPROTO_TCP (not 0): asyncio sets TCP_NODELAY only on accepted sockets whose proto
@@ -169,8 +174,21 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
         # A deep backlog: hundreds of clients may connect at once.
         sock.listen(2048)
-    except OSError:
+    except OSError as exc:
         sock.close()
+        shown = f"[{host}]" if ":" in host else host
+        if exc.errno == errno.EADDRINUSE:
+            raise PortUnavailableError(
+                exc.errno,
+                f"port {port} on {shown} is already in use (another endpoint?): choose another "
+                "with --port, or --port 0 to let the system pick a free one",
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise PortUnavailableError(
+                exc.errno,
+                f"no permission to bind port {port} on {shown} (ports below 1024 need "
+                "privileges): use a port above 1023, or --port 0 for a free one",
+            ) from None
         raise
     sock.set_inheritable(True)
     return sock
@@ -288,11 +306,12 @@ def start_server(config: ServerConfig | None = None, *, timeout: float = 60.0) -
     ``config.port`` 0 lets the OS pick a free port (read it back from ``.port``).
     """
     config = config or ServerConfig(port=0)
-    resources = build_resources(config)
+    # Bound first: a busy port fails at once, before key generation and swtpm.
+    sock = _bind(config.host, config.port)
     try:
-        sock = _bind(config.host, config.port)
+        resources = build_resources(config)
     except BaseException:
-        resources.close()
+        sock.close()
         raise
     port = sock.getsockname()[1]
     running = RunningServer(resources, config.host, port, tls=config.uses_tls)
@@ -333,15 +352,16 @@ def serve(config: ServerConfig, on_ready: Callable[[RunningServer], None] | None
     """Serve in the foreground until SIGINT (KeyboardInterrupt), SIGTERM or SIGHUP
     (``SystemExit(0)``); every path out releases what the endpoint created."""
     with _termination_unwinds():
-        resources = build_resources(config)
-        try:
-            sock = _bind(config.host, config.port)
-            port = sock.getsockname()[1]
-            info = RunningServer(resources, config.host, port, tls=config.uses_tls)
-            if on_ready is not None:
-                on_ready(info)
-            server = _uvicorn_server(resources)
-            with contextlib.closing(sock):
+        # Bound first: a busy port fails at once, before key generation and swtpm.
+        sock = _bind(config.host, config.port)
+        with contextlib.closing(sock):
+            resources = build_resources(config)
+            try:
+                port = sock.getsockname()[1]
+                info = RunningServer(resources, config.host, port, tls=config.uses_tls)
+                if on_ready is not None:
+                    on_ready(info)
+                server = _uvicorn_server(resources)
                 asyncio.run(_serve(server, sock, resources.state.backend))
-        finally:
-            resources.close()
+            finally:
+                resources.close()
