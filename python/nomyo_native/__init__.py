@@ -22,6 +22,7 @@ from nomyo_native.errors import (
     SecurityError,
     ServerError,
     ServiceUnavailableError,
+    UnsupportedContentEncodingError,
 )
 from nomyo_native.memory import (
     SecureBuffer,
@@ -53,6 +54,7 @@ __all__ = [
     "ServerError",
     "ServiceUnavailableError",
     "SyncSecureChatCompletion",
+    "UnsupportedContentEncodingError",
     "__version__",
     "disable_secure_memory",
     "enable_secure_memory",

@@ -12,10 +12,10 @@ import email.utils
 import functools
 import json
 import logging
+import math
 import os
 import random
 import ssl
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -29,6 +29,21 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from nomyo_native import _core
+from nomyo_native._binding import CLIENT_METADATA_KEYS, echo_matches, enforce_binding
+from nomyo_native._headers import validate_api_key, validate_payload_id
+from nomyo_native._hints import option
+from nomyo_native._http_body import (
+    IDENTITY_ENCODING,
+    read_raw_capped,
+    refuse_encoded,
+    refused_codings,
+)
+from nomyo_native._pinfile import PinFile, normalize_fingerprint
+from nomyo_native._retry import (
+    RETRYABLE_STATUS_CODES,
+    is_permanent_tpm_refusal,
+    tls_verification_failure,
+)
 from nomyo_native.attestation import (
     apply_attestation_policy,
     prepare_baseline,
@@ -68,7 +83,6 @@ T = TypeVar("T")
 
 VALID_SECURITY_TIERS = ("standard", "high", "maximum")
 ATTESTATION_POLICIES = ("auto", "require", "off")
-RETRYABLE_STATUS_CODES = frozenset({429, 500, 502, 503, 504})
 DEFAULT_KEY_ROTATION_INTERVAL = 24 * 3600.0
 DEFAULT_TIMEOUT = 900.0
 PUBLIC_KEY_PATH = "/pki/public_key"
@@ -76,7 +90,16 @@ COMPLETION_PATH = "/v1/chat/secure_completion"
 # Error bodies and the server key are small; a response envelope is capped by the core.
 MAX_ERROR_BODY_BYTES = 64 * 1024
 MAX_PUBLIC_KEY_BYTES = 64 * 1024
-_FINGERPRINT_HEX_LEN = 64
+# The attestation record under attestation="off": the client's own, so that a verdict the
+# server wrote into _metadata never survives.
+_NOT_CHECKED: dict[str, Any] = {
+    "verified": False,
+    "bound": False,
+    "hardware_rooted": False,
+    "available": None,
+    "summary": "not checked: attestation='off'",
+    "reason": "attestation policy 'off'",
+}
 
 
 class _Completed(Generic[T]):
@@ -108,35 +131,6 @@ class _LoopState:
 
     http: httpx.AsyncClient
     server_key_lock: asyncio.Lock
-
-
-def normalize_fingerprint(value: str) -> str:
-    """``"sha256:<64 hex>"`` in lower case; colons inside the hex are tolerated."""
-    if not isinstance(value, str):
-        raise TypeError("server_key_fingerprint must be a str like 'sha256:<hex>'")
-    algo, sep, digest = value.strip().partition(":")
-    digest = digest.replace(":", "").lower()
-    if (
-        not sep
-        or algo.lower() != "sha256"
-        or len(digest) != _FINGERPRINT_HEX_LEN
-        or any(c not in "0123456789abcdef" for c in digest)
-    ):
-        raise ValueError("server_key_fingerprint must be 'sha256:' followed by 64 hex digits")
-    return "sha256:" + digest
-
-
-def validate_api_key(api_key: str | None) -> str | None:
-    """Refuse what could inject headers or is not a token: CR, LF, NUL, other controls."""
-    if api_key is None:
-        return None
-    if not isinstance(api_key, str):
-        raise TypeError("api_key must be a str")
-    if any(ch in api_key for ch in "\r\n\0"):
-        raise SecurityError("API key contains CR, LF or NUL (HTTP header injection refused)")
-    if any(not (0x20 <= ord(ch) < 0x7F) for ch in api_key):
-        raise SecurityError("API key contains control or non-ASCII characters")
-    return api_key or None
 
 
 def validate_security_tier(security_tier: str | None) -> str | None:
@@ -191,9 +185,6 @@ def _default_tls_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSL
     return httpx.create_ssl_context()
 
 
-_PIN_FILE_LOCK = threading.Lock()
-
-
 def _key_password(*preferred: str | None) -> str | None:
     """The first non-empty of ``preferred``, else ``NOMYO_KEY_PASSWORD``. An empty string means
     "not given" everywhere (as an empty environment variable always did)."""
@@ -203,22 +194,45 @@ def _key_password(*preferred: str | None) -> str | None:
     return os.environ.get("NOMYO_KEY_PASSWORD") or None
 
 
-def _attempt_deadline(
-    timeout: float | httpx.Timeout | None, deadline: float | None
-) -> float | None:
+class _Unset:
+    """The default of ``deadline=``: distinguishes "not given" from an explicit ``None``."""
+
+    def __repr__(self) -> str:
+        return "<from timeout>"
+
+
+_FROM_TIMEOUT: Any = _Unset()
+
+
+def _attempt_deadline(timeout: float | httpx.Timeout | None, deadline: Any) -> float | None:
     """How long one attempt (send, wait, read the whole body) may take in all.
 
     httpx's timeouts bound each operation (connect, every read), so a peer trickling a byte at
-    a time could hold a request for ever; a numeric ``timeout`` therefore also bounds the
-    attempt as a whole unless ``deadline`` says otherwise.
+    a time could hold a request for ever. An explicit ``deadline`` wins; otherwise a numeric
+    ``timeout`` is the deadline, and an ``httpx.Timeout`` gives the sum of its finite connect,
+    write and read timeouts (a pool wait happens before anything is sent). There is no
+    deadline only when the caller says so: ``deadline=None`` with ``timeout=None``.
     """
-    if deadline is not None:
-        if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or deadline <= 0:
+    if deadline is not _FROM_TIMEOUT and deadline is not None:
+        if isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
+            raise ValueError("deadline must be a number of seconds > 0, or None")
+        if not (0 < deadline < math.inf):
             raise ValueError("deadline must be a number of seconds > 0, or None")
         return float(deadline)
-    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
-        return float(timeout)
-    return None
+    if timeout is None:
+        return None if deadline is None else DEFAULT_TIMEOUT
+    if isinstance(timeout, httpx.Timeout):
+        finite = [
+            float(part)
+            for part in (timeout.connect, timeout.write, timeout.read)
+            if part is not None and 0 < part < math.inf
+        ]
+        return sum(finite) if finite else DEFAULT_TIMEOUT
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError("timeout must be a number of seconds, an httpx.Timeout, or None")
+    if not (0 < timeout < math.inf):
+        raise ValueError("timeout must be a number of seconds > 0, or None")
+    return float(timeout)
 
 
 def _parse_retry_after(value: str | None, now: float) -> float | None:
@@ -297,9 +311,12 @@ class SecureCompletionClient:
     ``retry_backoff``/``max_backoff``/``max_retry_after`` (seconds), and for tests or custom
     runtimes ``transport`` (an httpx transport), ``sleep`` and ``clock``.
 
-    Keys generated by the client itself (in memory, or in ``key_dir``) rotate after
-    ``key_rotation_interval``; a rotated pair is saved to ``key_rotation_dir`` (else ``key_dir``,
-    else nowhere). Pairs installed with ``load_keys`` are never rotated automatically.
+    The client's own pair (generated in memory, or loaded from or first saved to ``key_dir``)
+    rotates after ``key_rotation_interval``, in memory: a rotated pair is saved only to
+    ``key_rotation_dir`` when given, and the files in ``key_dir`` are never overwritten. Pairs
+    installed with ``load_keys`` are never rotated automatically. ``require_payload_echo=True``
+    refuses a response that does not echo the request's payload id (tier ``maximum`` always
+    needs the echo or a TPM quote bound to it).
     ``secure_memory`` is accepted for compatibility: the core holds every secret in locked,
     wiped memory whatever its value.
     """
@@ -313,7 +330,7 @@ class SecureCompletionClient:
         *,
         api_key: str | None = None,
         timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
-        deadline: float | None = None,
+        deadline: float | None = _FROM_TIMEOUT,
         verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
         ca_bundle: str | os.PathLike[str] | None = None,
         server_key_fingerprint: str | None = None,
@@ -330,6 +347,7 @@ class SecureCompletionClient:
         retry_backoff: float = 1.0,
         max_backoff: float = 30.0,
         max_retry_after: float = 60.0,
+        require_payload_echo: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -369,7 +387,7 @@ class SecureCompletionClient:
             if server_key_fingerprint is not None
             else None
         )
-        self._pin_file = Path(server_key_pin_file) if server_key_pin_file is not None else None
+        self._pin_file = PinFile(server_key_pin_file) if server_key_pin_file is not None else None
         self._key_dir = Path(key_dir) if key_dir is not None else None
         self._key_password = key_password
         self._rotation_dir = Path(key_rotation_dir) if key_rotation_dir is not None else None
@@ -381,6 +399,7 @@ class SecureCompletionClient:
             validate_trusted_aik(trusted_aik)
         self.trusted_aik = trusted_aik
         self._retry_backoff = retry_backoff
+        self._require_payload_echo = bool(require_payload_echo)
         self._max_backoff = max_backoff
         self._max_retry_after = max_retry_after
         self._transport = transport
@@ -414,6 +433,7 @@ class SecureCompletionClient:
             "retry_backoff": retry_backoff,
             "max_backoff": max_backoff,
             "max_retry_after": max_retry_after,
+            "require_payload_echo": require_payload_echo,
             "transport": transport,
             "sleep": sleep,
             "clock": clock,
@@ -593,11 +613,13 @@ class SecureCompletionClient:
         return keypair, True
 
     def _rotated_keypair(self) -> _core.ClientKeyPair:
+        """A fresh pair, saved only to ``key_rotation_dir``. ``key_dir`` holds the user's pair
+        and is never overwritten: a client that rotated away from it loads it again on its
+        next start, as intended."""
         keypair = self._generate_keypair()
-        target = self._rotation_dir if self._rotation_dir is not None else self._key_dir
-        if target is not None:
+        if self._rotation_dir is not None:
             password = _key_password(self._rotation_password, self._key_password)
-            self._save_keypair(keypair, target, password)
+            self._save_keypair(keypair, self._rotation_dir, password)
         return keypair
 
     async def _ensure_keys(self) -> None:
@@ -659,24 +681,6 @@ class SecureCompletionClient:
         ceiling = min(self._max_backoff, self._retry_backoff * (2**retry_index))
         return random.uniform(ceiling / 2, ceiling)
 
-    async def _read_capped(self, response: httpx.Response, cap: int) -> bytes:
-        declared = response.headers.get("content-length")
-        if (
-            declared is not None
-            and declared.isascii()
-            and declared.isdigit()
-            and int(declared) > cap
-        ):
-            raise ResponseFormatError(f"response body larger than {cap} bytes refused")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > cap:
-                raise ResponseFormatError(f"response body larger than {cap} bytes refused")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
     async def _attempt(
         self,
         http: httpx.AsyncClient,
@@ -686,18 +690,50 @@ class SecureCompletionClient:
         content: bytes | None,
         ok_cap: int,
     ) -> tuple[int, bytes, float | None]:
-        """Send one attempt and read its body (capped): (status, body, Retry-After seconds)."""
+        """Send one attempt and read its body (raw, capped): (status, body, Retry-After s)."""
         async with http.stream(method, url, headers=headers, content=content) as response:
             status = response.status_code
+            retry_after = _parse_retry_after(response.headers.get("retry-after"), time.time())
+            refused = refused_codings(response.headers)
+            if refused:
+                if status == 200:
+                    raise refuse_encoded(refused)
+                # Dropped unread: the status alone says what went wrong.
+                return status, b"", retry_after
             cap = ok_cap if status == 200 else MAX_ERROR_BODY_BYTES
             try:
-                data = await self._read_capped(response, cap)
+                data = await read_raw_capped(response, cap)
             except ResponseFormatError:
                 if status == 200:
                     raise
                 data = b""
-            retry_after = _parse_retry_after(response.headers.get("retry-after"), time.time())
         return status, data, retry_after
+
+    def _connection_error(self, exc: httpx.TransportError) -> APIConnectionError:
+        tls_failure = tls_verification_failure(exc)
+        if tls_failure is not None:
+            reason = tls_failure.verify_message or tls_failure.reason or "verification failed"
+            return APIConnectionError(
+                f"TLS certificate verification failed for {self.router_url} "
+                f"(CERTIFICATE_VERIFY_FAILED: {reason}). If the server uses a private CA, trust "
+                f"it with {option('ca_bundle', 'ca.pem')} (or SSL_CERT_FILE); check that the "
+                "URL's host name is one the certificate names. Not retried."
+            )
+        return APIConnectionError(
+            f"Failed to connect to {self.router_url}: {type(exc).__name__}: {exc}"
+        )
+
+    def _status_error(self, status: int, data: bytes) -> APIError:
+        error = _error_from_response(status, data)
+        parts = urllib.parse.urlsplit(self.router_url)
+        if status == 404 and parts.path.rstrip("/"):
+            # The common mistake: an OpenAI-style base URL ending in /v1.
+            origin = urllib.parse.urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+            error.message += (
+                f" (the base URL {self.router_url} has a path, but it takes none: use "
+                f"{option('base_url', origin)}, without /v1)"
+            )
+        return error
 
     async def _request(
         self,
@@ -706,6 +742,7 @@ class SecureCompletionClient:
         headers: dict[str, str],
         body: Callable[[], Awaitable[bytes]] | None,
         ok_cap: int,
+        tier: str | None = None,
     ) -> bytes:
         """One logical request with retries; returns the 200 body or raises the mapped error.
 
@@ -713,12 +750,14 @@ class SecureCompletionClient:
         """
         url = self.router_url + path
         http = self._state().http
+        headers = {**headers, **IDENTITY_ENCODING}
         attempts = self.max_retries + 1
         for attempt in range(attempts):
             content = await body() if body is not None else None
             started = time.perf_counter()
             logger.debug("%s %s attempt %d/%d", method, path, attempt + 1, attempts)
             delay: float | None = None
+            refused_locally = False
             try:
                 status, data, retry_after = await asyncio.wait_for(
                     self._attempt(http, method, url, headers, content, ok_cap), self._deadline
@@ -735,11 +774,15 @@ class SecureCompletionClient:
                 if attempt + 1 >= attempts:
                     raise error from exc
                 delay = self._backoff(attempt)
+            except (httpx.LocalProtocolError, UnicodeEncodeError):
+                # Our own HTTP layer refused the request (a header value it cannot send): no
+                # retry can change that, and its message quotes the value (maybe a bearer
+                # token). Raised below, outside this handler, so that the original is not even
+                # kept as the new exception's __context__.
+                refused_locally = True
             except httpx.TransportError as exc:
                 elapsed = (time.perf_counter() - started) * 1000
-                error = APIConnectionError(
-                    f"Failed to connect to {self.router_url}: {type(exc).__name__}: {exc}"
-                )
+                error = self._connection_error(exc)
                 logger.debug(
                     "%s %s network error after %.1f ms: %s",
                     method,
@@ -747,7 +790,7 @@ class SecureCompletionClient:
                     elapsed,
                     type(exc).__name__,
                 )
-                if attempt + 1 >= attempts:
+                if attempt + 1 >= attempts or tls_verification_failure(exc) is not None:
                     raise error from exc
                 delay = self._backoff(attempt)
             else:
@@ -757,8 +800,14 @@ class SecureCompletionClient:
                 )
                 if status == 200:
                     return data
-                error = _error_from_response(status, data)
+                error = self._status_error(status, data)
                 error.retry_after = retry_after
+                if is_permanent_tpm_refusal(error, tier):
+                    error.message += (
+                        " (not retried: this server cannot serve tier 'maximum'; use "
+                        f"{option('security_tier', 'high')} or a server with a TPM)"
+                    )
+                    raise error
                 if status not in RETRYABLE_STATUS_CODES or attempt + 1 >= attempts:
                     raise error
                 if retry_after is not None:
@@ -770,6 +819,12 @@ class SecureCompletionClient:
                     delay = retry_after
                 else:
                     delay = self._backoff(attempt)
+            if refused_locally:
+                raise InvalidRequestError(
+                    "the request was refused by the local HTTP layer before the server answered "
+                    "(a header value could not be encoded); not retried",
+                    None,
+                )
             logger.warning(
                 "retrying %s %s in %.2f s (attempt %d/%d failed: %s)",
                 method,
@@ -819,47 +874,8 @@ class SecureCompletionClient:
 
     def _check_pin_file(self, fingerprint: str) -> None:
         """Trust on first use: record the fingerprint, refuse a different one later."""
-        # Clients for several URLs may share one pin file (siblings do): without one lock around
-        # the read-modify-write, a concurrent first use could drop another URL's pin.
-        with _PIN_FILE_LOCK:
-            self._check_pin_file_locked(fingerprint)
-
-    def _check_pin_file_locked(self, fingerprint: str) -> None:
         assert self._pin_file is not None
-        pins: dict[str, str] = {}
-        if self._pin_file.exists():
-            try:
-                loaded = json.loads(self._pin_file.read_text(encoding="utf-8"))
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise SecurityError(f"pin file {self._pin_file} is not valid JSON") from exc
-            if not isinstance(loaded, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in loaded.items()
-            ):
-                raise SecurityError(f"pin file {self._pin_file} must map URLs to fingerprints")
-            pins = loaded
-        known = pins.get(self.router_url)
-        if known is not None:
-            if normalize_fingerprint(known) != fingerprint:
-                raise SecurityError(
-                    f"Server public key fingerprint {fingerprint} differs from {known} recorded "
-                    f"in {self._pin_file} for {self.router_url}: refusing (key changed or MITM)"
-                )
-            return
-        pins[self.router_url] = fingerprint
-        self._pin_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".pins-", dir=self._pin_file.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(pins, fh, indent=2, sort_keys=True)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self._pin_file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        logger.info(
-            "pinned server key %s for %s in %s", fingerprint, self.router_url, self._pin_file
-        )
+        self._pin_file.check(self.router_url, fingerprint)
 
     # ---- envelope ----------------------------------------------------------------------------
 
@@ -869,6 +885,14 @@ class SecureCompletionClient:
             raise ValueError("Payload must be a dictionary")
         if not payload:
             raise ValueError("Payload cannot be empty")
+        if payload.get("stream"):
+            # NOMYO servers answer 400 to it (nomyo 0.2.9 documents as much): refuse it before
+            # the prompt is sealed and sent for nothing.
+            raise InvalidRequestError(
+                "stream=True is not supported: the secure completion protocol has no streaming "
+                "(each answer is one encrypted response); leave stream out or set it to False",
+                None,
+            )
 
     @staticmethod
     async def _seal(payload: dict[str, Any], server_key: _core.ServerPublicKey) -> bytes:
@@ -917,14 +941,15 @@ class SecureCompletionClient:
             metadata = {}
         elif not isinstance(metadata, dict):
             raise ResponseFormatError("Decrypted response has a non-object _metadata")
-        echoed = metadata.get("payload_id")
-        if echoed is not None and echoed != payload_id:
-            raise SecurityError(
-                "Response payload_id does not match the request's (replay or mix-up): refused"
-            )
+        verified = echo_matches(metadata, payload_id)
+        for key in CLIENT_METADATA_KEYS:
+            metadata.pop(key, None)  # ours to compute: nothing the server sent survives
         metadata.update(
             {
+                # nomyo's field, always the request's own id; whether the server vouched for it
+                # is payload_id_verified.
                 "payload_id": payload_id,
+                "payload_id_verified": verified,
                 "processed_at": processed_at,
                 "is_encrypted": True,
                 "encryption_algorithm": algorithm,
@@ -933,16 +958,22 @@ class SecureCompletionClient:
         payload["_metadata"] = metadata
         return payload
 
-    def _apply_attestation(self, metadata: dict[str, Any], payload_id: str, policy: str) -> None:
-        # Raises SecurityError under "require" when verification fails: the decrypted content
-        # is then never handed out.
-        apply_attestation_policy(
-            metadata,
-            payload_id,
-            policy,
-            pcr_baseline=self.pcr_baseline,
-            trusted_aik=self.trusted_aik,
-        )
+    def _finish(
+        self, metadata: dict[str, Any], payload_id: str, policy: str, tier: str | None
+    ) -> None:
+        """Attestation policy, then binding: raises SecurityError when the response must not be
+        handed out (the decrypted content is then dropped)."""
+        if policy == "off":
+            metadata["attestation_verification"] = dict(_NOT_CHECKED)
+        else:
+            apply_attestation_policy(
+                metadata,
+                payload_id,
+                policy,
+                pcr_baseline=self.pcr_baseline,
+                trusted_aik=self.trusted_aik,
+            )
+        enforce_binding(metadata, tier=tier, require_echo=self._require_payload_echo)
 
     def _policy_for(self, attestation: str | None, security_tier: str | None) -> str:
         if attestation is not None:
@@ -971,7 +1002,7 @@ class SecureCompletionClient:
             response = await self._open(bytes(encrypted_response), payload_id, keypair)
         finally:
             self._keys.release(keypair)
-        self._apply_attestation(response["_metadata"], payload_id, policy)
+        self._finish(response["_metadata"], payload_id, policy, None)
         return response
 
     def _public_key_header(self, keypair: _core.ClientKeyPair) -> str:
@@ -995,8 +1026,7 @@ class SecureCompletionClient:
         self._check_usable()
         tier = validate_security_tier(security_tier)
         bearer = validate_api_key(api_key) if api_key is not None else self.api_key
-        if not isinstance(payload_id, str) or not payload_id:
-            raise ValueError("payload_id must be a non-empty str")
+        validate_payload_id(payload_id)
         self._validate_payload(payload)
         policy = self._policy_for(attestation, tier)
         server_key = await self._server_public_key()
@@ -1017,12 +1047,12 @@ class SecureCompletionClient:
                 return await self._seal(payload, server_key)
 
             body = await self._request(
-                "POST", COMPLETION_PATH, headers, seal_fresh, _core.MAX_ENVELOPE_BYTES
+                "POST", COMPLETION_PATH, headers, seal_fresh, _core.MAX_ENVELOPE_BYTES, tier
             )
             response = await self._open(body, payload_id, keypair)
         finally:
             self._keys.release(keypair)
-        self._apply_attestation(response["_metadata"], payload_id, policy)
+        self._finish(response["_metadata"], payload_id, policy, tier)
         return response
 
     # ---- lifecycle ---------------------------------------------------------------------------

@@ -28,9 +28,20 @@ __all__ = [
     "SecurityError",
     "ServerError",
     "ServiceUnavailableError",
+    "UnsupportedContentEncodingError",
 ]
 
 OPAQUE_CRYPTO_MESSAGE = "Decryption failed: integrity check or authentication failed"
+
+
+class _DefaultStatus:
+    """Marks "status_code not given" so that an explicit ``None`` (nothing was sent) survives."""
+
+    def __repr__(self) -> str:
+        return "<the class's status>"
+
+
+_DEFAULT_STATUS: Any = _DefaultStatus()
 
 
 class SecurityError(Exception):
@@ -41,6 +52,14 @@ class ResponseFormatError(SecurityError, ValueError):
     """The response envelope is malformed or names an unsupported version/algorithm.
 
     A ``ValueError`` too, because nomyo 0.2.9 raised ``ValueError`` for these.
+    """
+
+
+class UnsupportedContentEncodingError(ResponseFormatError):
+    """The server compressed a response (``Content-Encoding`` other than ``identity``).
+
+    The client asks for ``identity`` and never runs a decoder: a few KiB of gzip can inflate to
+    gigabytes, and an envelope is incompressible ciphertext anyway.
     """
 
 
@@ -68,11 +87,13 @@ class APIError(Exception):
     def __init__(
         self,
         message: str,
-        status_code: int | None = None,
+        status_code: int | None = _DEFAULT_STATUS,
         error_details: dict[str, Any] | None = None,
     ) -> None:
         self.message = message
-        self.status_code = status_code if status_code is not None else self.default_status
+        # Left out: the class's status (400 for InvalidRequestError...). An explicit None says
+        # the client refused the request itself and nothing reached the server.
+        self.status_code = self.default_status if status_code is _DEFAULT_STATUS else status_code
         self.error_details = error_details
         # Seconds the server asked to wait (Retry-After), when it said so.
         self.retry_after: float | None = None

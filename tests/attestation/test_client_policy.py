@@ -108,7 +108,11 @@ async def test_off_skips_verification(make_chat: Callable, tpm_peer: TpmPeer) ->
     tpm_peer.tamper = flip_signature
     async with make_chat(attestation="off") as chat:
         reply = await chat.create(model="m", messages=USER, security_tier="maximum")
-    assert "attestation_verification" not in reply["_metadata"]
+    # The client writes its own record even with "off" (a server must not pre-fill a verdict):
+    # it says nothing was checked, and the tampered quote was not looked at.
+    record = reply["_metadata"]["attestation_verification"]
+    assert record["verified"] is False and "checks" not in record
+    assert record["summary"] == "not checked: attestation='off'"
 
 
 @pytest.mark.parametrize(

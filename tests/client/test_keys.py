@@ -272,3 +272,56 @@ def test_an_empty_password_means_not_given_when_loading_too(tmp_path, monkeypatc
     reader = nomyo.SecureCompletionClient()
     reader.load_keys(str(tmp_path / "private_key.pem"), password="")
     assert reader.client_key_fingerprint == writer.client_key_fingerprint
+
+
+def _files(key_dir) -> dict[str, bytes]:
+    return {name: (key_dir / name).read_bytes() for name in ("private_key.pem", "public_key.pem")}
+
+
+@pytest.mark.parametrize("existing", [True, False], ids=["loaded", "first-saved"])
+async def test_key_dir_pair_is_rotated_in_memory_only(make_chat, peer, tmp_path, existing):
+    # Issue 10 item 7: the user's key_dir files are never overwritten by a rotation, whether
+    # the pair was loaded from them or generated and saved there on first use.
+    key_dir = tmp_path / "keys"
+    if existing:
+        writer = nomyo.SecureCompletionClient(key_size=2048)
+        writer.generate_keys(save_to_file=True, key_dir=str(key_dir), password=PASSWORD)
+    clock = Clock()
+    async with make_chat(
+        key_dir=str(key_dir), key_password=PASSWORD, key_rotation_interval=60, clock=clock
+    ) as chat:
+        await chat.create(model="m", messages=USER)
+        before = _files(key_dir)
+        first = chat.client.client_key_fingerprint
+        clock.now += 61
+        await chat.create(model="m", messages=USER)
+        rotated = chat.client.client_key_fingerprint
+    assert rotated != first, "the pair was rotated"
+    assert peer.received[0].headers["x-public-key"] != peer.received[1].headers["x-public-key"]
+    assert _files(key_dir) == before, "key_dir was not touched"
+    assert sorted(p.name for p in key_dir.iterdir()) == ["private_key.pem", "public_key.pem"]
+    # The next start loads the user's pair again.
+    again = make_chat(key_dir=str(key_dir), key_password=PASSWORD)
+    await again.client._ensure_keys()
+    assert again.client.client_key_fingerprint == first
+
+
+async def test_key_dir_rotation_writes_only_to_the_rotation_dir(make_chat, peer, tmp_path):
+    key_dir, rotation_dir = tmp_path / "keys", tmp_path / "rotated"
+    clock = Clock()
+    async with make_chat(
+        key_dir=str(key_dir),
+        key_password=PASSWORD,
+        key_rotation_interval=60,
+        key_rotation_dir=str(rotation_dir),
+        clock=clock,
+    ) as chat:
+        await chat.create(model="m", messages=USER)
+        before = _files(key_dir)
+        clock.now += 61
+        await chat.create(model="m", messages=USER)
+        rotated = chat.client.client_key_fingerprint
+    assert _files(key_dir) == before
+    reader = nomyo.SecureCompletionClient()
+    reader.load_keys(str(rotation_dir / "private_key.pem"), password=PASSWORD)
+    assert reader.client_key_fingerprint == rotated

@@ -517,7 +517,9 @@ async def test_client_policy_require_applies_to_every_tier(make_chat, peer):
         with pytest.raises(nomyo.SecurityError, match="attestation"):
             await chat.create(model="m", messages=USER)
         reply = await chat.create(model="m", messages=USER, attestation="off")
-    assert "attestation_verification" not in reply["_metadata"]
+    assert reply["_metadata"]["attestation_verification"]["summary"] == (
+        "not checked: attestation='off'"
+    )
 
 
 async def test_keygen_seal_and_open_run_off_the_event_loop_thread(make_chat, peer, monkeypatch):

@@ -101,6 +101,9 @@ class Post:
 class LoopbackPeer:
     key: rsa.RSAPrivateKey
     script: deque[Action] = field(default_factory=deque)
+    # Answers to GET /pki/public_key, in order: a ``status`` action is sent as scripted, any
+    # other (and an empty script) sends the key.
+    key_script: deque[Action] = field(default_factory=deque)
     posts: list[Post] = field(default_factory=list)
     key_fetches: int = 0
 
@@ -190,6 +193,13 @@ class LoopbackPeer:
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 if method == "GET" and path == KEY_PATH:
                     self.key_fetches += 1
+                    with self._lock:
+                        scripted = self.key_script.popleft() if self.key_script else OK
+                    if scripted.kind == "status":
+                        await _respond(
+                            writer, scripted.status, scripted.body, list(scripted.headers)
+                        )
+                        continue
                     pem = self.key.public_key().public_bytes(
                         serialization.Encoding.PEM,
                         serialization.PublicFormat.SubjectPublicKeyInfo,

@@ -1,0 +1,126 @@
+"""Issue 10 item 2: an API key is ``1*VCHAR`` or refused with SecurityError before anything is
+built, and no header value ever reaches an exception, its chain, a traceback or a log."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+
+import httpx
+import pytest
+
+import nomyo_native as nomyo
+
+USER = [{"role": "user", "content": "hello"}]
+SECRET = "sk-Secret0123456789"
+
+# Every whitespace and control character a pasted key could carry, and non-ASCII lookalikes.
+BAD_CHARACTERS = [
+    *[chr(code) for code in range(0x00, 0x21)],  # C0 controls and the space
+    "\x7f",
+    *[chr(code) for code in range(0x80, 0xA1)],  # C1 controls and NBSP
+    "\u1680",
+    "\u2000",
+    "\u200b",
+    "\u2028",
+    "\u2029",
+    "\u202f",
+    "\u3000",
+    "\ufeff",
+    "é",
+]
+POSITIONS = ["leading", "trailing", "inside"]
+
+
+def _with(bad: str, where: str) -> str:
+    if where == "leading":
+        return bad + SECRET
+    if where == "trailing":
+        return SECRET + bad
+    return SECRET[:6] + bad + SECRET[6:]
+
+
+def _everything_said_about(exc: BaseException) -> str:
+    """The exception's text, repr, details, whole chain and formatted traceback."""
+    parts = ["".join(traceback.format_exception(exc))]
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts += [str(current), repr(current), repr(current.args)]
+        parts.append(repr(getattr(current, "error_details", None)))
+        current = current.__cause__ or current.__context__
+    return "\n".join(parts)
+
+
+def _assert_secret_absent(exc: BaseException) -> None:
+    said = _everything_said_about(exc)
+    assert SECRET not in said
+    assert SECRET[:6] not in said and SECRET[6:] not in said
+
+
+@pytest.mark.parametrize("where", POSITIONS)
+@pytest.mark.parametrize("bad", BAD_CHARACTERS, ids=lambda ch: f"U+{ord(ch):04X}")
+async def test_api_key_with_whitespace_or_control_is_refused_before_anything_is_built(
+    make_chat, peer, bad, where
+):
+    key = _with(bad, where)
+    with pytest.raises(nomyo.SecurityError) as at_construction:
+        make_chat(api_key=key)
+    _assert_secret_absent(at_construction.value)
+    assert f"U+{ord(bad):04X}" in str(at_construction.value)
+
+    async with make_chat() as chat:
+        with pytest.raises(nomyo.SecurityError) as per_call:
+            await chat.create(model="m", messages=USER, api_key=key)
+    _assert_secret_absent(per_call.value)
+    assert peer.key_fetches == 0 and peer.posts == 0, "nothing may be fetched or sent"
+
+
+@pytest.mark.parametrize("bad", [" ", "\t", "\n", "\r\n"], ids=repr)
+def test_api_key_from_environment_is_held_to_the_same_rule(make_chat, monkeypatch, bad):
+    monkeypatch.setenv("NOMYO_API_KEY", SECRET + bad)
+    with pytest.raises(nomyo.SecurityError) as refused:
+        make_chat()
+    _assert_secret_absent(refused.value)
+
+
+def test_every_visible_ascii_character_is_accepted(make_chat):
+    key = "".join(chr(code) for code in range(0x21, 0x7F))
+    assert make_chat(api_key=key).api_key == key
+    assert make_chat(api_key="").api_key is None, "an empty key still means no key"
+
+
+async def test_a_header_refused_by_the_http_layer_is_not_retried_nor_quoted(make_chat, peer):
+    # Defence in depth: whatever still reaches h11/httpx and is refused there (its message
+    # quotes the header value) ends as one local error, not a retried network error.
+    attempts = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/pki/public_key":
+            return peer.handle(request)
+        attempts.append(request)
+        raise httpx.LocalProtocolError(f"Illegal header value b'Bearer {SECRET} '")
+
+    async with make_chat(api_key=SECRET, transport=httpx.MockTransport(refuse)) as chat:
+        with pytest.raises(nomyo.InvalidRequestError) as refused:
+            await chat.create(model="m", messages=USER)
+    assert len(attempts) == 1, "a local error is not retried"
+    assert refused.value.status_code is None
+    _assert_secret_absent(refused.value)
+
+
+async def test_logs_never_carry_the_api_key(make_chat, peer, caplog):
+    caplog.set_level(logging.DEBUG)
+    peer.script = [httpx.Response(503, json={"detail": "busy"})]
+    async with make_chat(api_key=SECRET) as chat:
+        await chat.create(model="m", messages=USER)
+    assert SECRET not in caplog.text
+
+
+@pytest.mark.parametrize("bad", ["id with space", "id\r\nX-Evil: 1", "id\x00", "ïd", "x" * 257])
+async def test_payload_id_is_a_header_value_too(make_chat, peer, bad):
+    async with make_chat() as chat:
+        with pytest.raises(ValueError, match="payload_id"):
+            await chat.client.send_secure_request({"model": "m", "messages": USER}, bad)
+    assert peer.posts == 0
