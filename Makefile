@@ -14,19 +14,20 @@ export CARGO_TERM_COLOR ?= never
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export HYPOTHESIS_STORAGE_DIRECTORY := .cache/hypothesis
 
-.PHONY: help demo test test-rust test-python lint build wheel bench fuzz fuzz-build fuzz-smoke system-deps clean
+.PHONY: help demo test test-rust test-python lint build wheel wheels cross-deps bench fuzz fuzz-build fuzz-smoke system-deps clean
 
 help:
 	@echo "make demo   - set everything up, start a local secure endpoint, send one encrypted chat"
 	@echo "make test   - set everything up, run cargo test, lints and pytest"
 	@echo "make bench  - benchmarks side by side with the reference client (table + JSON)"
-	@echo "make wheel  - build the abi3 wheel into dist/"
+	@echo "make wheel  - build and inspect the manylinux2014 x86_64 abi3 wheel into dist/"
+	@echo "make wheels - every release wheel (Linux x86_64/aarch64 glibc+musl, Windows, macOS) + sdist"
 	@echo "make fuzz   - run the cargo-fuzz targets for a bounded time"
 
 demo: build
 	$(VENV)/bin/nomyo-native demo
 
-test: build test-rust lint fuzz-smoke test-python
+test: build test-rust lint wheel fuzz-smoke test-python
 
 # ---- set-up -----------------------------------------------------------------------------
 system-deps:
@@ -58,15 +59,39 @@ test-rust: system-deps
 lint: $(STAMPS)/pydeps
 	cargo fmt --check
 	cargo clippy --release --all-targets -- -D warnings
-	$(VENV)/bin/ruff check python tests benches
-	$(VENV)/bin/ruff format --check python tests benches
+	$(VENV)/bin/ruff check python tests benches scripts
+	$(VENV)/bin/ruff format --check python tests benches scripts
 
 test-python: build
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# ---- wheels -----------------------------------------------------------------------------
+# Built by scripts/build_wheels.sh (zig links the Linux and macOS wheels; Debian's rustc-web
+# builds std for the targets rustup cannot fetch) and checked by scripts/inspect_wheel.py: tags,
+# architecture, glibc floor, imported DLLs, linked dylibs. `make test` builds and inspects the
+# manylinux2014 x86_64 wheel (the one users of Linux x86_64 get); tests/test_wheel.py installs it.
+WHEEL_TOOLS := ziglang==0.17.1
+WHEEL_DIR   := .cache/wheelhouse
+
+$(STAMPS)/wheel-tools: Makefile | $(STAMPS)/pydeps
+	@scripts/quietly.sh "installing the wheel tools ($(WHEEL_TOOLS))" $(PY) -m pip install -q $(WHEEL_TOOLS)
+	@touch $@
+
+# Toolchains for the other targets and for the emulated test runs (apt, rustup link).
+cross-deps: system-deps
+	@scripts/cross-setup.sh
+
+wheel: $(STAMPS)/wheel-tools
+	@scripts/quietly.sh "building the manylinux2014 x86_64 wheel (zig, glibc 2.17)" \
+	  scripts/build_wheels.sh manylinux2014-x86_64
+	$(PY) scripts/inspect_wheel.py $(WHEEL_DIR)/manylinux2014-x86_64 --expect 1
+
+wheels: $(STAMPS)/wheel-tools cross-deps
+	rm -f dist/*.whl dist/*.tar.gz
+	scripts/build_wheels.sh
+	$(PY) scripts/inspect_wheel.py dist --expect 7
+
 # ---- extras -----------------------------------------------------------------------------
-wheel: $(STAMPS)/pydeps
-	$(VENV)/bin/maturin build --release -o dist
 
 # Core primitives beside pyca/cryptography, then end to end beside nomyo 0.2.9 (the endpoint in
 # its own process); report.py prints the side-by-side table with ratios and PASS/MISS per target.
