@@ -56,11 +56,22 @@ build: $(STAMPS)/pydeps
 test-rust: system-deps
 	cargo test --release --no-default-features
 
-lint: $(STAMPS)/pydeps
+# The release workflow cannot run here: it is validated offline, against GitHub's workflow
+# schema (vendored in check-jsonschema) and by zizmor's security audits (pinned actions, no
+# template injection, least permissions), neither of which downloads anything.
+LINT_TOOLS := check-jsonschema>=0.29 zizmor>=1.5
+
+$(STAMPS)/lint-tools: Makefile | $(STAMPS)/pydeps
+	@scripts/quietly.sh "installing the workflow linters ($(LINT_TOOLS))" $(PY) -m pip install -q $(LINT_TOOLS)
+	@touch $@
+
+lint: $(STAMPS)/pydeps $(STAMPS)/lint-tools
 	cargo fmt --check
 	cargo clippy --release --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python tests benches scripts
 	$(VENV)/bin/ruff format --check python tests benches scripts
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(VENV)/bin/zizmor --offline --no-progress .github/workflows
 
 test-python: build
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -7,6 +7,11 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pytest
+
+# Debian set-up scripts (apt-get, dpkg): run on Linux only.
+pytestmark = pytest.mark.linux_only
+
 ROOT = Path(__file__).resolve().parent.parent
 QUIETLY = ROOT / "scripts" / "quietly.sh"
 APT_INSTALL = ROOT / "scripts" / "apt-install.sh"

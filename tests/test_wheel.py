@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+# Builds the manylinux wheel with scripts/build_wheels.sh (bash, zig): Linux only.
+pytestmark = pytest.mark.linux_only
+
 REPO = Path(__file__).resolve().parent.parent
 WHEELHOUSE = REPO / ".cache/wheelhouse/manylinux2014-x86_64"
 

@@ -25,9 +25,12 @@ from .loopback import (
     status,
 )
 
-pytestmark = pytest.mark.skipif(
-    not supported(), reason="needs Linux /proc/PID/mem and ptrace rights over a child"
-)
+pytestmark = [
+    pytest.mark.linux_only,
+    pytest.mark.skipif(
+        not supported(), reason="needs Linux /proc/PID/mem and ptrace rights over a child"
+    ),
+]
 
 
 def test_no_secret_left_behind_after_faults(loopback) -> None:

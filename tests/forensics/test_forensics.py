@@ -16,6 +16,7 @@ from .harness import CATEGORIES, Examination, examine
 from .scanner import supported
 
 pytestmark = [
+    pytest.mark.linux_only,
     pytest.mark.skipif(
         not supported(), reason="needs Linux /proc/PID/mem and ptrace rights over a child"
     ),

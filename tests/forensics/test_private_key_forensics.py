@@ -19,6 +19,7 @@ from .harness import Examination, examine
 from .scanner import supported
 
 pytestmark = [
+    pytest.mark.linux_only,
     pytest.mark.skipif(
         not supported(), reason="needs Linux /proc/PID/mem and ptrace rights over a child"
     ),

@@ -10,9 +10,12 @@ import pytest
 
 from forensics.scanner import Paused, count_in_process, json_string_framings, supported
 
-pytestmark = pytest.mark.skipif(
-    not supported(), reason="needs Linux /proc/PID/mem and ptrace rights over a child"
-)
+pytestmark = [
+    pytest.mark.linux_only,
+    pytest.mark.skipif(
+        not supported(), reason="needs Linux /proc/PID/mem and ptrace rights over a child"
+    ),
+]
 
 # The child derives its pattern from a seed with integer arithmetic, so the pattern is never a
 # literal in its argv or source, and no temporary bytes object holds a copy of it.
