@@ -3,7 +3,8 @@
 Seeds give libFuzzer valid structures to mutate from, so that it reaches the deep paths
 (base64 fields, length checks, unwrap, PBES2) instead of stalling at the JSON or PEM parser.
 Every key here is a throwaway made for this purpose. The first byte of each seed selects the
-target's mode (see the targets' doc comments). Needs pyca/cryptography and the openssl CLI.
+target's mode (see the targets' doc comments). Needs pyca/cryptography and the openssl CLI, and
+for the TPM seeds swtpm and tpm2-pytss (the project's .venv has them).
 
 usage: python fuzz/make_seeds.py
 """
@@ -198,7 +199,31 @@ def key_seeds() -> None:
     write("load_key", "ec-pkcs8", NO_PASSWORD + ec_key)
 
 
+def tpm_seeds() -> None:
+    """Real swtpm quotes, one per scheme the endpoint offers (needs swtpm and tpm2-pytss)."""
+    import struct
+
+    from nomyo_native.server.tpm import SwtpmProcess, TpmQuoter, supported_quote_schemes
+
+    public_mode, attest_mode, signature_mode, verify_mode = b"\x00", b"\x01", b"\x02", b"\x03"
+    with SwtpmProcess() as swtpm, TpmQuoter(swtpm.tcti) as quoter:
+        for scheme, hash_alg in supported_quote_schemes():
+            block = quoter.quote("fuzz-seed", scheme=scheme, hash_alg=hash_alg)
+            public, quote, signature = (
+                base64.b64decode(block[field])
+                for field in ("aik_pubkey_b64", "quote_b64", "signature_b64")
+            )
+            name = f"{scheme}-{hash_alg}"
+            write("tpm_structures", f"public-{name}", public_mode + public)
+            write("tpm_structures", f"attest-{name}", attest_mode + quote)
+            write("tpm_structures", f"signature-{name}", signature_mode + signature)
+            signed = quote[2:]  # TPM2B_ATTEST's content: the TPMS_ATTEST the TPM signed
+            parts = b"".join(struct.pack(">H", len(p)) + p for p in (public, signature))
+            write("tpm_structures", f"verify-{name}", verify_mode + parts + signed)
+
+
 if __name__ == "__main__":
     envelope_seeds()
     key_seeds()
+    tpm_seeds()
     print(f"seeds written to {SEEDS}")

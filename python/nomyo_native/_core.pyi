@@ -204,3 +204,30 @@ def _json_digest(obj: Any, max_len: int | None = None) -> tuple[str, int]:
 
 def _json_loads(data: bytes) -> Any:
     """Parse ``data`` with the strict reader ``open`` uses (raises ``EnvelopeError``)."""
+
+# ---- TPM structures (rust/src/tpm): bounded parsers and the quote-signature verifier --------
+
+class TpmFormatError(ValueError):
+    """A TPM structure is malformed or unsupported, or its signature does not verify; the
+    message names the field and the rule (the inputs are public)."""
+
+def tpm_parse_public(data: bytes) -> dict[str, Any]:
+    """Parse a marshalled TPM2B_PUBLIC: ``public_area`` (the TPMT_PUBLIC bytes), ``type``,
+    ``name_alg``, ``object_attributes``, ``auth_policy``, the type's parameters (``symmetric``,
+    ``scheme``, ``key_bits``/``exponent``/``unique`` or ``curve``/``kdf``/``x``/``y``) and
+    ``spki_der`` (the DER SubjectPublicKeyInfo of an RSA >= 2048 or P-256/P-384 key, else None)."""
+
+def tpm_parse_attest(data: bytes) -> dict[str, Any]:
+    """Parse a marshalled TPM2B_ATTEST holding a quote or a certify structure: ``attest`` (the
+    signed TPMS_ATTEST bytes), ``magic``, ``type``, ``qualified_signer``, ``extra_data``, the
+    clock fields, ``firmware_version``, then ``pcr_select`` (list of (hash, bitmap)) and
+    ``pcr_digest`` for a quote or ``name`` and ``qualified_name`` for a certify."""
+
+def tpm_parse_signature(data: bytes) -> dict[str, Any]:
+    """Parse a marshalled TPMT_SIGNATURE: ``sig_alg`` and, by its shape, ``hash`` with ``sig``
+    (RSA), ``r``/``s`` (ECC) or ``digest`` (HMAC)."""
+
+def tpm_verify_signature(public: bytes, signature: bytes, message: bytes) -> str:
+    """Verify ``signature`` (TPMT_SIGNATURE) by the restricted signing key ``public``
+    (TPM2B_PUBLIC) over ``message``: RSASSA, RSA-PSS (salt of the digest length or the
+    maximum) or ECDSA on P-256/P-384, with SHA-256/384/512. Returns what verified."""

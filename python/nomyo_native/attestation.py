@@ -20,8 +20,9 @@ consistency, not genuine hardware; the result's ``summary`` says so in plain wor
 whose nameAlg is SHA-256 this is its TPM Name without the ``000b`` prefix, as printed by
 ``tpm2_readpublic`` (``name:``).
 
-The TSS structures are unmarshalled with ``tpm2-pytss`` (optional extra ``nomyo-native[tpm]``);
-the signature is checked with pyca/cryptography. Nothing here touches a secret.
+The TSS structures are parsed, and the signature verified, by the native core (``rust/src/tpm``:
+bounded parsers, aws-lc signatures), so verification needs no optional package and no C code
+unmarshals server input. Nothing here touches a secret.
 """
 
 from __future__ import annotations
@@ -38,15 +39,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from nomyo_native import _core
+
 __all__ = [
     "ATTESTATION_POLICIES",
     "BASELINE_FORMAT",
     "CHECK_NAMES",
-    "INSTALL_HINT",
     "AttestationResult",
     "BaselineError",
     "CheckResult",
-    "TpmSupportMissingError",
     "aik_fingerprint",
     "apply_attestation_policy",
     "capture_baseline",
@@ -58,18 +59,12 @@ __all__ = [
 ]
 
 ATTESTATION_POLICIES: tuple[str, ...] = ("off", "auto", "require")
-INSTALL_HINT = "tpm2-pytss missing (pip install 'nomyo-native[tpm]')"
 BASELINE_FORMAT = "nomyo-native/pcr-baseline/v1"
 
-# Wire constants (TPM 2.0 Library, Part 2). Kept here rather than read from tpm2-pytss so that
-# the module imports, and can explain itself, without the optional extra.
+# Wire constants (TPM 2.0 Library, Part 2) the Python checks need; the structures themselves are
+# parsed, and signatures verified, by the core (rust/src/tpm).
 _TPM_GENERATED_VALUE = 0xFF544347
 _TPM_ST_ATTEST_QUOTE = 0x8018
-_ALG_RSA, _ALG_ECC = 0x0001, 0x0023
-_ALG_RSASSA, _ALG_RSAPSS, _ALG_ECDSA, _ALG_NULL = 0x0014, 0x0016, 0x0018, 0x0010
-_ECC_NIST_P256, _ECC_NIST_P384 = 0x0003, 0x0004
-_ATTR_RESTRICTED, _ATTR_SIGN = 0x00010000, 0x00040000
-_MIN_RSA_BITS = 2048
 _PCR_COUNT = 24  # PC Client platforms implement PCRs 0-23.
 
 # PCR banks we understand: TPM algorithm id -> (name used in pcr_banks/pcr_values, digest size).
@@ -80,15 +75,14 @@ _BANKS: dict[int, tuple[str, int]] = {
     0x000D: ("sha512", 64),
 }
 _BANK_IDS = {name: alg for alg, (name, _) in _BANKS.items()}
-_SIG_HASHES: dict[int, str] = {0x000B: "sha256", 0x000C: "sha384", 0x000D: "sha512"}
 # The quote's PCR digest uses the signing scheme's hash; its size tells us which.
 _DIGEST_BY_SIZE = {32: "sha256", 48: "sha384", 64: "sha512"}
-_SCHEME_NAMES = {_ALG_RSASSA: "RSASSA-PKCS1v1.5", _ALG_RSAPSS: "RSA-PSS", _ALG_ECDSA: "ECDSA"}
 
 # Generous caps: a real block is well under 2 KiB per field.
 _MAX_B64_CHARS = 16 * 1024
 _MAX_BASELINE_FILE_BYTES = 1024 * 1024
 _FINGERPRINT_RE = re.compile(r"sha256:([0-9a-fA-F]{64})")
+_PEM_SPKI_RE = re.compile(r"-----BEGIN PUBLIC KEY-----([A-Za-z0-9+/=\s]+)-----END PUBLIC KEY-----")
 
 CheckName = Literal[
     "signature", "magic_and_type", "qualifying_data", "pcr_digest", "pcr_baseline", "aik_trusted"
@@ -104,13 +98,6 @@ CHECK_NAMES: tuple[CheckName, ...] = (
 
 # PCR values by bank name, then PCR index: {"sha256": {0: digest bytes, ...}}.
 PcrValues = dict[str, dict[int, bytes]]
-
-
-class TpmSupportMissingError(ImportError):
-    """tpm2-pytss (the optional extra ``nomyo-native[tpm]``) is not importable."""
-
-    def __init__(self) -> None:
-        super().__init__(f"TPM attestation cannot be verified: {INSTALL_HINT}")
 
 
 class BaselineError(ValueError):
@@ -214,18 +201,13 @@ def verify_attestation(
     A malformed block never raises: the checks that depend on the broken field fail and name
     it. Raises ``TypeError`` for a non-string ``payload_id``, :class:`BaselineError` or
     ``ValueError`` for a malformed ``pcr_baseline`` / ``trusted_aik`` (caller configuration),
-    and :class:`TpmSupportMissingError` when tpm2-pytss is not installed.
+    Needs no optional package: the core parses the TPM structures and verifies the signature.
     """
     if not isinstance(payload_id, str):
         raise TypeError(f"payload_id must be a str, not {type(payload_id).__name__}")
     baseline = load_baseline(pcr_baseline) if pcr_baseline is not None else None
     pin = _parse_trusted_aik(trusted_aik) if trusted_aik is not None else None
-    if isinstance(tpm_attestation, Mapping) and tpm_attestation.get("is_available") is False:
-        # Nothing to verify: saying so needs no TSS bindings, and "tpm2-pytss missing" would
-        # misreport a server that simply has no TPM.
-        return _Verifier(None, tpm_attestation, payload_id, baseline, pin)._not_available()
-    tss = _load_tss()
-    return _Verifier(tss, tpm_attestation, payload_id, baseline, pin).run()
+    return _Verifier(tpm_attestation, payload_id, baseline, pin).run()
 
 
 def apply_attestation_policy(
@@ -239,7 +221,7 @@ def apply_attestation_policy(
     """Apply ``policy`` ("off", "auto" or "require") to a response's ``_metadata``.
 
     Records the outcome in ``metadata["attestation_verification"]``. Under "require" a missing
-    or unavailable block, a failed check or a missing tpm2-pytss raises
+    or unavailable block or a failed check raises
     :class:`nomyo_native.errors.SecurityError` (after recording), so the caller must not hand
     out the response content.
     """
@@ -255,15 +237,9 @@ def apply_attestation_policy(
         if policy == "require":
             _raise_security("TPM attestation required but the response carries none")
         return
-    try:
-        result = verify_attestation(
-            block, payload_id, pcr_baseline=pcr_baseline, trusted_aik=trusted_aik
-        )
-    except TpmSupportMissingError:
-        _record_unverified(metadata, INSTALL_HINT, available=_claims_available(block))
-        if policy == "require":
-            _raise_security(f"TPM attestation required but cannot be verified: {INSTALL_HINT}")
-        return
+    result = verify_attestation(
+        block, payload_id, pcr_baseline=pcr_baseline, trusted_aik=trusted_aik
+    )
     metadata["attestation_verification"] = result.to_dict()
     if policy == "require" and not result.verified:
         _raise_security(f"TPM attestation required but not verified: {result.summary}")
@@ -274,10 +250,8 @@ def aik_fingerprint(aik_pubkey_b64: str) -> str:
 
     Raises ``ValueError`` naming the problem when the value is not a TPM2B_PUBLIC.
     """
-    tss = _load_tss()
     raw = _b64("aik_pubkey_b64", aik_pubkey_b64)
-    public = _unmarshal_exact(tss.TPM2B_PUBLIC, raw, "aik_pubkey_b64")
-    return _fingerprint_of(public.publicArea.marshal())
+    return _fingerprint_of(_parse_structure("aik_pubkey_b64", raw)["public_area"])
 
 
 def capture_baseline(tpm_attestation: Mapping[str, Any], payload_id: str | None = None) -> dict:
@@ -372,24 +346,11 @@ def _record_unverified(metadata: dict[str, Any], reason: str, *, available: bool
     }
 
 
-def _claims_available(block: Any) -> bool:
-    return isinstance(block, Mapping) and block.get("is_available") is True
-
-
 def _raise_security(message: str) -> None:
     # Imported here so that this module does not depend on the client package at import time.
     from nomyo_native.errors import SecurityError
 
     raise SecurityError(message)
-
-
-def _load_tss() -> Any:
-    """The tpm2-pytss types module, or TpmSupportMissingError."""
-    try:
-        from tpm2_pytss import types as tss_types
-    except ImportError:
-        raise TpmSupportMissingError() from None
-    return tss_types
 
 
 # ---- value parsing ---------------------------------------------------------------------------
@@ -500,6 +461,36 @@ def _fingerprint_of(public_area: bytes) -> str:
     return "sha256:" + hashlib.sha256(public_area).hexdigest()
 
 
+def _pem_spki(text: str) -> bytes:
+    """The DER SubjectPublicKeyInfo in a ``PUBLIC KEY`` PEM block (compared byte for byte with
+    the AIK's, which the core encodes as OpenSSL does)."""
+    match = _PEM_SPKI_RE.fullmatch(text)
+    if match is None:
+        raise ValueError(
+            "trusted_aik is not a valid PEM public key (one '-----BEGIN PUBLIC KEY-----' block)"
+        )
+    try:
+        der = base64.b64decode("".join(match.group(1).split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("trusted_aik is not a valid PEM public key (bad base64)") from None
+    if not _is_der_sequence(der):
+        raise ValueError("trusted_aik is not a valid PEM public key (no DER SPKI in it)")
+    return der
+
+
+def _is_der_sequence(der: bytes) -> bool:
+    """A DER SEQUENCE whose length field covers the whole value exactly."""
+    if len(der) < 2 or der[0] != 0x30:
+        return False
+    first = der[1]
+    if first < 0x80:
+        return first == len(der) - 2
+    width = first & 0x7F
+    if not 1 <= width <= 2 or len(der) < 2 + width:
+        return False
+    return int.from_bytes(der[2 : 2 + width], "big") == len(der) - 2 - width
+
+
 def _parse_trusted_aik(value: str | bytes) -> _AikPin:
     if isinstance(value, bytes):
         try:
@@ -513,16 +504,7 @@ def _parse_trusted_aik(value: str | bytes) -> _AikPin:
     if match:
         return _AikPin(fingerprint="sha256:" + match.group(1).lower())
     if text.startswith("-----BEGIN"):
-        from cryptography.hazmat.primitives import serialization
-
-        try:
-            key = serialization.load_pem_public_key(text.encode("ascii"))
-        except (ValueError, TypeError):
-            raise ValueError("trusted_aik is not a valid PEM public key") from None
-        der = key.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        return _AikPin(spki_der=der)
+        return _AikPin(spki_der=_pem_spki(text))
     raise ValueError(
         "trusted_aik must be 'sha256:<64 hex digits>' (SHA-256 of the AIK's marshalled "
         "TPMT_PUBLIC) or a PEM public key"
@@ -550,29 +532,25 @@ def _b64(field: str, value: Any) -> bytes:
     return raw
 
 
-def _unmarshal_exact(cls: Any, raw: bytes, field: str) -> Any:
-    """Unmarshal ``raw`` as ``cls``: every byte consumed, and canonical (re-marshals equal)."""
+# Each wire field, the TPM structure it holds, and the core parser for it (bounded, in Rust).
+_STRUCTURES: dict[str, tuple[str, Callable[[bytes], dict[str, Any]]]] = {
+    "aik_pubkey_b64": ("TPM2B_PUBLIC", _core.tpm_parse_public),
+    "quote_b64": ("TPM2B_ATTEST", _core.tpm_parse_attest),
+    "signature_b64": ("TPMT_SIGNATURE", _core.tpm_parse_signature),
+}
+
+
+def _parse_structure(field: str, raw: bytes) -> dict[str, Any]:
+    """Parse ``raw`` as the structure ``field`` carries: every byte consumed, within bounds."""
+    structure, parse = _STRUCTURES[field]
     try:
-        obj, consumed = cls.unmarshal(raw)
-        canonical = obj.marshal()
-    except Exception as exc:  # TSS2_Exception, cffi errors: all mean "not this structure"
-        raise _Malformed(f"{field} is not a valid {cls.__name__} ({_tss_reason(exc)})") from None
-    if consumed != len(raw):
-        raise _Malformed(
-            f"{field} has {len(raw) - consumed} trailing bytes after the {cls.__name__}"
-        )
-    if canonical != raw:
-        raise _Malformed(f"{field} is not a canonical {cls.__name__} encoding")
-    return obj
-
-
-def _tss_reason(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text[:120] if text else type(exc).__name__
+        return parse(raw)
+    except _core.TpmFormatError as exc:
+        raise _Malformed(f"{field} is not a valid {structure} ({exc})") from None
 
 
 def _contained(name: str, check: Callable[..., CheckResult], *args: Any) -> CheckResult:
-    """Run one check; an unexpected error from the TSS bindings fails it instead of escaping."""
+    """Run one check; an unexpected error fails it instead of escaping."""
     try:
         return check(*args)
     except Exception as exc:
@@ -594,16 +572,22 @@ def _parse(fn: Callable[[], Any]) -> _Parsed:
         return _Parsed(error=str(exc))
 
 
+@dataclass(frozen=True)
+class _Structure:
+    """A TPM structure from the block: its wire bytes and the core's parse of them."""
+
+    raw: bytes
+    fields: dict[str, Any]
+
+
 class _Verifier:
     def __init__(
         self,
-        tss: Any,
         block: Any,
         payload_id: str,
         baseline: PcrValues | None,
         pin: _AikPin | None,
     ) -> None:
-        self.tss = tss
         self.block = block
         self.payload_id = payload_id
         self.baseline = baseline
@@ -621,15 +605,15 @@ class _Verifier:
         if available is not True:
             return self._all_failed("is_available must be true or false", available=False)
 
-        aik = _parse(lambda: self._field_b64_struct("aik_pubkey_b64", self.tss.TPM2B_PUBLIC))
-        quote = _parse(self._parse_quote)
-        signature = _parse(lambda: self._field_b64_struct("signature_b64", self.tss.TPMT_SIGNATURE))
+        aik = _parse(lambda: self._field_struct("aik_pubkey_b64"))
+        quote = _parse(lambda: self._field_struct("quote_b64"))
+        signature = _parse(lambda: self._field_struct("signature_b64"))
         selection = _parse(lambda: self._field_json("pcr_banks", _parse_pcr_banks))
         values = _parse(lambda: self._field_json("pcr_values", _normalize_values))
 
         fingerprint = None
         if aik.value is not None:
-            fingerprint = _fingerprint_of(aik.value.publicArea.marshal())
+            fingerprint = _fingerprint_of(aik.value.fields["public_area"])
         return AttestationResult(
             signature=_contained("signature", self._check_signature, aik, quote, signature),
             magic_and_type=_contained("magic_and_type", self._check_magic_and_type, quote),
@@ -652,16 +636,11 @@ class _Verifier:
         except ValueError as exc:
             raise _Malformed(f"{field}: {exc}") from None
 
-    def _field_b64_struct(self, field: str, cls: Any) -> Any:
+    def _field_struct(self, field: str) -> _Structure:
         if field not in self.block:
             raise _Malformed(f"{field} is missing")
-        return _unmarshal_exact(cls, _b64(field, self.block[field]), field)
-
-    def _parse_quote(self) -> tuple[bytes, Any]:
-        """(the signed TPMS_ATTEST bytes, the unmarshalled TPMS_ATTEST)."""
-        wrapped = self._field_b64_struct("quote_b64", self.tss.TPM2B_ATTEST)
-        attest_bytes = bytes(wrapped)
-        return attest_bytes, _unmarshal_exact(self.tss.TPMS_ATTEST, attest_bytes, "quote_b64")
+        raw = _b64(field, self.block[field])
+        return _Structure(raw, _parse_structure(field, raw))
 
     # -- checks --
 
@@ -671,8 +650,10 @@ class _Verifier:
             if parsed.error:
                 return CheckResult(name, False, parsed.error)
         try:
-            detail = _verify_quote_signature(aik.value.publicArea, sig.value, quote.value[0])
-        except _Malformed as exc:
+            detail = _core.tpm_verify_signature(
+                aik.value.raw, sig.value.raw, quote.value.fields["attest"]
+            )
+        except _core.TpmFormatError as exc:
             return CheckResult(name, False, str(exc))
         return CheckResult(name, True, detail)
 
@@ -680,8 +661,8 @@ class _Verifier:
         name = "magic_and_type"
         if quote.error:
             return CheckResult(name, False, quote.error)
-        attest = quote.value[1]
-        magic, st = int(attest.magic), int(attest.type)
+        attest = quote.value.fields
+        magic, st = attest["magic"], attest["type"]
         if magic != _TPM_GENERATED_VALUE:
             return CheckResult(name, False, f"magic is {magic:#010x}, not TPM_GENERATED_VALUE")
         if st != _TPM_ST_ATTEST_QUOTE:
@@ -693,7 +674,7 @@ class _Verifier:
         if quote.error:
             return CheckResult(name, False, quote.error)
         expected = hashlib.sha256(self.payload_id.encode("utf-8")).digest()[:16]
-        actual = bytes(quote.value[1].extraData)
+        actual = quote.value.fields["extra_data"]
         if actual != expected:
             return CheckResult(
                 name,
@@ -702,27 +683,23 @@ class _Verifier:
             )
         return CheckResult(name, True, "extraData == SHA-256(payload_id)[:16]")
 
-    def _quote_selection(self, attest: Any) -> list[tuple[str, list[int]]]:
+    def _quote_selection(self, attest: dict[str, Any]) -> list[tuple[str, list[int]]]:
         """The PCR selection the TPM signed, in its order."""
-        if int(attest.type) != _TPM_ST_ATTEST_QUOTE:
-            # The union would be read as the wrong member: refuse rather than misinterpret.
+        if attest["type"] != _TPM_ST_ATTEST_QUOTE:
+            # A certify structure has no PCRs: refuse rather than misinterpret.
             raise _Malformed("quote_b64 holds no PCR quote (attest type is not a quote)")
-        pcr_select = attest.attested.quote.pcrSelect
         selection: list[tuple[str, list[int]]] = []
-        for i in range(int(pcr_select.count)):
-            entry = pcr_select.pcrSelections[i]
-            alg = int(entry.hash)
+        for alg, bits in attest["pcr_select"]:
             if alg not in _BANKS:
                 raise _Malformed(f"quote selects PCR bank {alg:#06x}, which is not supported")
-            bits = bytes(entry.pcrSelect[j] for j in range(int(entry.sizeofSelect)))
             # Bit b of byte n selects PCR 8n + b; the TPM hashes them in ascending order.
             chosen = [pcr for pcr in range(8 * len(bits)) if bits[pcr // 8] >> (pcr % 8) & 1]
             if chosen:
                 selection.append((_BANKS[alg][0], chosen))
         return selection
 
-    def _signed_digest(self, attest: Any) -> tuple[str, bytes]:
-        digest = bytes(attest.attested.quote.pcrDigest)
+    def _signed_digest(self, attest: dict[str, Any]) -> tuple[str, bytes]:
+        digest = attest["pcr_digest"]
         alg = _DIGEST_BY_SIZE.get(len(digest))
         if alg is None:
             raise _Malformed(f"quote PCR digest has an unsupported size ({len(digest)} bytes)")
@@ -742,8 +719,8 @@ class _Verifier:
             if parsed.error:
                 return CheckResult(name, False, parsed.error)
         try:
-            signed = self._quote_selection(quote.value[1])
-            alg, digest = self._signed_digest(quote.value[1])
+            signed = self._quote_selection(quote.value.fields)
+            alg, digest = self._signed_digest(quote.value.fields)
         except _Malformed as exc:
             return CheckResult(name, False, str(exc))
         if signed != selection.value:
@@ -769,8 +746,8 @@ class _Verifier:
         if quote.error:
             return CheckResult(name, False, quote.error)
         try:
-            signed = self._quote_selection(quote.value[1])
-            alg, digest = self._signed_digest(quote.value[1])
+            signed = self._quote_selection(quote.value.fields)
+            alg, digest = self._signed_digest(quote.value.fields)
         except _Malformed as exc:
             return CheckResult(name, False, str(exc))
         quoted = {(bank, index) for bank, indices in signed for index in indices}
@@ -824,15 +801,12 @@ class _Verifier:
             )
         if aik.error:
             return CheckResult(name, False, aik.error)
-        public_area = aik.value.publicArea
         if self.pin.fingerprint is not None:
-            actual = _fingerprint_of(public_area.marshal())
-            matches = actual == self.pin.fingerprint
+            matches = _fingerprint_of(aik.value.fields["public_area"]) == self.pin.fingerprint
         else:
-            try:
-                spki = _public_key(public_area).public_bytes(*_spki_format())
-            except _Malformed as exc:
-                return CheckResult(name, False, str(exc))
+            spki = aik.value.fields["spki_der"]
+            if spki is None:
+                return CheckResult(name, False, "the AIK is neither an RSA nor a P-256/P-384 key")
             matches = spki == self.pin.spki_der
         if not matches:
             return CheckResult(name, False, f"the AIK is not {self.pin.describe()}")
@@ -852,125 +826,3 @@ class _Verifier:
         reason = "not run: the server reported no TPM"
         checks = {name: CheckResult(name, None, reason) for name in CHECK_NAMES}
         return AttestationResult(**checks, available=False)
-
-
-# ---- signature verification (pyca/cryptography) ---------------------------------------------
-
-
-def _spki_format() -> tuple[Any, Any]:
-    from cryptography.hazmat.primitives import serialization
-
-    return serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-
-
-def _public_key(public_area: Any) -> Any:
-    """The AIK's public key as a pyca/cryptography object (RSA >= 2048, P-256 or P-384)."""
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
-    key_type = int(public_area.type)
-    if key_type == _ALG_RSA:
-        detail = public_area.parameters.rsaDetail
-        bits = int(detail.keyBits)
-        modulus = bytes(public_area.unique.rsa)
-        if bits < _MIN_RSA_BITS or len(modulus) * 8 != bits:
-            raise _Malformed(f"AIK RSA key has {len(modulus) * 8} bits (need >= {_MIN_RSA_BITS})")
-        exponent = int(detail.exponent) or 65537  # 0 means the default, 2^16 + 1
-        try:
-            return rsa.RSAPublicNumbers(exponent, int.from_bytes(modulus, "big")).public_key()
-        except ValueError:
-            raise _Malformed("AIK RSA public key is invalid") from None
-    if key_type == _ALG_ECC:
-        curve_id = int(public_area.parameters.eccDetail.curveID)
-        curves: dict[int, ec.EllipticCurve] = {
-            _ECC_NIST_P256: ec.SECP256R1(),
-            _ECC_NIST_P384: ec.SECP384R1(),
-        }
-        if curve_id not in curves:
-            raise _Malformed(f"AIK curve {curve_id:#06x} is not NIST P-256 or P-384")
-        x = int.from_bytes(bytes(public_area.unique.ecc.x), "big")
-        y = int.from_bytes(bytes(public_area.unique.ecc.y), "big")
-        try:
-            return ec.EllipticCurvePublicNumbers(x, y, curves[curve_id]).public_key()
-        except ValueError:
-            raise _Malformed("AIK ECC point is not on its curve") from None
-    raise _Malformed(f"AIK key type {key_type:#06x} is neither RSA nor ECC")
-
-
-def _verify_quote_signature(public_area: Any, sig: Any, attest_bytes: bytes) -> str:
-    """Verify ``sig`` over ``attest_bytes``; returns a description, raises _Malformed."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
-
-    attrs = int(public_area.objectAttributes)
-    # Only a restricted signing key refuses to sign data that starts with TPM_GENERATED_VALUE,
-    # which is what makes the magic check mean "the TPM produced this structure".
-    if not attrs & _ATTR_SIGN or not attrs & _ATTR_RESTRICTED:
-        raise _Malformed("AIK is not a restricted signing key")
-    scheme = int(sig.sigAlg)
-    if scheme not in _SCHEME_NAMES:
-        raise _Malformed(f"signature scheme {scheme:#06x} is not RSASSA, RSAPSS or ECDSA")
-    if scheme == _ALG_ECDSA:
-        body = sig.signature.ecdsa
-    elif scheme == _ALG_RSAPSS:
-        body = sig.signature.rsapss
-    else:
-        body = sig.signature.rsassa
-    hash_alg = int(body.hash)
-    if hash_alg not in _SIG_HASHES:
-        raise _Malformed(f"signature hash {hash_alg:#06x} is not SHA-256, SHA-384 or SHA-512")
-    hash_name = _SIG_HASHES[hash_alg]
-    key_scheme = _key_scheme(public_area)
-    if key_scheme is not None and key_scheme != (scheme, hash_alg):
-        raise _Malformed("signature scheme differs from the AIK's fixed scheme")
-
-    key = _public_key(public_area)
-    algorithm: hashes.HashAlgorithm = {
-        "sha256": hashes.SHA256(),
-        "sha384": hashes.SHA384(),
-        "sha512": hashes.SHA512(),
-    }[hash_name]
-    try:
-        if scheme == _ALG_ECDSA:
-            if not isinstance(key, ec.EllipticCurvePublicKey):
-                raise _Malformed("ECDSA signature but the AIK is not an ECC key")
-            r = int.from_bytes(bytes(body.signatureR), "big")
-            s = int.from_bytes(bytes(body.signatureS), "big")
-            key.verify(utils.encode_dss_signature(r, s), attest_bytes, ec.ECDSA(algorithm))
-        else:
-            from cryptography.hazmat.primitives.asymmetric import rsa
-
-            if not isinstance(key, rsa.RSAPublicKey):
-                raise _Malformed("RSA signature but the AIK is not an RSA key")
-            raw = bytes(body.sig)
-            if len(raw) != (key.key_size + 7) // 8:
-                raise _Malformed("RSA signature length does not match the AIK modulus")
-            pad: padding.AsymmetricPadding
-            if scheme == _ALG_RSAPSS:
-                # The TPM picks the salt length (libtpms: the digest size); AUTO accepts any.
-                pad = padding.PSS(mgf=padding.MGF1(algorithm), salt_length=padding.PSS.AUTO)
-            else:
-                pad = padding.PKCS1v15()
-            key.verify(raw, attest_bytes, pad, algorithm)
-    except InvalidSignature:
-        raise _Malformed("signature does not verify over the quote with the AIK") from None
-    return f"{_SCHEME_NAMES[scheme]}-{hash_name.upper()} by {_key_label(key)} verifies"
-
-
-def _key_scheme(public_area: Any) -> tuple[int, int] | None:
-    """The (scheme, hash) fixed in the AIK's public area, or None when it is TPM_ALG_NULL."""
-    if int(public_area.type) == _ALG_RSA:
-        scheme = public_area.parameters.rsaDetail.scheme
-    else:
-        scheme = public_area.parameters.eccDetail.scheme
-    if int(scheme.scheme) == _ALG_NULL:
-        return None
-    return int(scheme.scheme), int(scheme.details.anySig.hashAlg)
-
-
-def _key_label(key: Any) -> str:
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return {"secp256r1": "P-256", "secp384r1": "P-384"}[key.curve.name] + " AIK"
-    return f"RSA-{key.key_size} AIK"

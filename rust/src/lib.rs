@@ -8,6 +8,7 @@ pub mod error;
 pub mod keys;
 pub mod lc_heap;
 pub mod secret;
+pub mod tpm;
 
 #[cfg(feature = "python")]
 pub mod json;
@@ -26,6 +27,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     error::py::register(m)?;
     register_memory(m)?;
     register_crypto(m)?;
+    tpm::py::register(m)?;
     Ok(())
 }
 
