@@ -28,6 +28,7 @@ from pathlib import Path
 
 import httpx
 
+from nomyo_native._hints import option
 from nomyo_native.errors import SecurityError
 
 __all__ = ["PinFile", "normalize_fingerprint", "normalize_origin"]
@@ -44,7 +45,7 @@ _THREAD_LOCK = threading.Lock()
 def normalize_fingerprint(value: str) -> str:
     """``"sha256:<64 hex>"`` in lower case; colons inside the hex are tolerated."""
     if not isinstance(value, str):
-        raise TypeError("server_key_fingerprint must be a str like 'sha256:<hex>'")
+        raise TypeError(f"{option('server_key_fingerprint', 'sha256:<hex>')} must be a str")
     algo, sep, digest = value.strip().partition(":")
     digest = digest.replace(":", "").lower()
     if (
@@ -53,7 +54,10 @@ def normalize_fingerprint(value: str) -> str:
         or len(digest) != _FINGERPRINT_HEX_LEN
         or any(c not in "0123456789abcdef" for c in digest)
     ):
-        raise ValueError("server_key_fingerprint must be 'sha256:' followed by 64 hex digits")
+        raise ValueError(
+            f"{option('server_key_fingerprint', 'sha256:<64 hex digits>')} expected, got "
+            f"{value[:80]!r}; get the server's with: nomyo-native pin URL"
+        )
     return "sha256:" + digest
 
 

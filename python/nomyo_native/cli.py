@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from nomyo_native._hints import cli_spelling
+
 _SERVE_EPILOG = textwrap.dedent(
     """\
     examples:
@@ -663,6 +665,19 @@ def _remove_if_empty(created: list[Path]) -> None:
             directory.rmdir()
 
 
+def _new_key_password(unencrypted: bool) -> str | None:
+    """The password a command saving a new private key uses: ``NOMYO_KEY_PASSWORD``, or none
+    only when the user passed ``--unencrypted`` (one rule for ``keys generate`` and ``chat
+    --key-dir``). Raises ValueError otherwise."""
+    password = os.environ.get("NOMYO_KEY_PASSWORD") or None
+    if password is None and not unencrypted:
+        raise ValueError(
+            "a new private key would be saved without a password: set NOMYO_KEY_PASSWORD "
+            "(at least 8 characters), or pass --unencrypted"
+        )
+    return password
+
+
 def _cmd_keys(args: argparse.Namespace) -> int:
     from nomyo_native import _core
 
@@ -670,9 +685,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     private_path, public_path = key_dir / "private_key.pem", key_dir / "public_key.pem"
     try:
         if args.keys_command == "generate":
-            password = os.environ.get("NOMYO_KEY_PASSWORD") or None
-            if password is None and not args.unencrypted:
-                raise ValueError("set NOMYO_KEY_PASSWORD, or pass --unencrypted")
+            password = _new_key_password(args.unencrypted)
             if private_path.exists() and not args.force:
                 raise ValueError(f"{private_path} exists (pass --force to replace it)")
             keypair = _core.ClientKeyPair.generate(args.bits)
@@ -741,8 +754,28 @@ def _add_chat_parser(subparsers: Any) -> None:
     parser.add_argument("--system", help="an optional system message")
     parser.add_argument("--tier", choices=("standard", "high", "maximum"), help="security tier")
     parser.add_argument("--ca-bundle", metavar="PATH", help="CA file to trust for the endpoint")
-    parser.add_argument("--pin", metavar="SHA256", help="server key fingerprint 'sha256:<hex>'")
-    parser.add_argument("--key-dir", metavar="DIR", help="client key directory (load or create)")
+    parser.add_argument(
+        "--pin",
+        metavar="SHA256",
+        help="server key fingerprint 'sha256:<hex>' (get it with: nomyo-native pin URL)",
+    )
+    parser.add_argument(
+        "--pin-file",
+        metavar="FILE",
+        help="trust on first use: record the server key's fingerprint in FILE, refuse a "
+        "different key later",
+    )
+    parser.add_argument(
+        "--key-dir",
+        metavar="DIR",
+        help="client key directory: loaded, or created with a new key pair encrypted with "
+        "NOMYO_KEY_PASSWORD",
+    )
+    parser.add_argument(
+        "--unencrypted",
+        action="store_true",
+        help="allow --key-dir to save a new private key without a password (not recommended)",
+    )
     parser.add_argument(
         "--attestation",
         choices=("auto", "require", "off"),
@@ -766,6 +799,7 @@ async def _chat_once(args: argparse.Namespace, messages: list[dict[str, str]]) -
         timeout=args.timeout,
         ca_bundle=args.ca_bundle,
         server_key_fingerprint=args.pin,
+        server_key_pin_file=args.pin_file,
         attestation=args.attestation,
     ) as client:
         options: dict[str, Any] = {}
@@ -777,12 +811,19 @@ async def _chat_once(args: argparse.Namespace, messages: list[dict[str, str]]) -
 def _cmd_chat(args: argparse.Namespace) -> int:
     import nomyo_native
 
+    if args.key_dir and not (Path(args.key_dir) / "private_key.pem").exists():
+        try:
+            _new_key_password(args.unencrypted)
+        except ValueError as exc:
+            print(f"nomyo-native chat: error: --key-dir {args.key_dir}: {exc}", file=sys.stderr)
+            return 2
     text = sys.stdin.read() if args.message == "-" else args.message
     messages = [{"role": "user", "content": text}]
     if args.system:
         messages.insert(0, {"role": "system", "content": args.system})
     try:
-        response = asyncio.run(_chat_once(args, messages))
+        with cli_spelling():
+            response = asyncio.run(_chat_once(args, messages))
     except (nomyo_native.APIError, nomyo_native.SecurityError, ConnectionError) as exc:
         print(f"nomyo-native chat: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -801,6 +842,77 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- pin -----------------------------------------------------------------------------------
+
+
+def _add_pin_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "pin",
+        help="fetch a server's public key over verified TLS and print its fingerprint",
+        description=(
+            "Fetch the public key of the endpoint at URL over verified HTTPS and print its "
+            "fingerprint on standard output: give it to clients as server_key_fingerprint= "
+            "(or --pin). With --write FILE, also record it in a pin file (trust on first use; "
+            "a different key already recorded there is refused). Exit status: 0 printed, "
+            "1 the key could not be fetched or was refused, 2 bad input."
+        ),
+    )
+    parser.add_argument("url", metavar="URL", help="endpoint base URL, e.g. https://api.nomyo.ai")
+    parser.add_argument("--ca-bundle", metavar="PATH", help="CA file to trust for the endpoint")
+    parser.add_argument(
+        "--allow-http", action="store_true", help="allow plain http:// (dev; nothing verified)"
+    )
+    parser.add_argument("--write", metavar="FILE", help="also record the fingerprint in FILE")
+    parser.add_argument("--timeout", type=_positive_float, default=30.0, help="seconds")
+
+
+async def _fetch_fingerprint(args: argparse.Namespace) -> str:
+    from nomyo_native.client import SecureCompletionClient
+
+    async with SecureCompletionClient(
+        args.url,
+        args.allow_http,
+        max_retries=1,
+        ca_bundle=args.ca_bundle,
+        server_key_pin_file=args.write,
+        timeout=args.timeout,
+    ) as client:
+        await client.fetch_server_public_key()
+        fingerprint = client.server_key_fingerprint
+    assert fingerprint is not None
+    return fingerprint
+
+
+def _cmd_pin(args: argparse.Namespace) -> int:
+    import nomyo_native
+
+    try:
+        with cli_spelling():
+            fingerprint = asyncio.run(_fetch_fingerprint(args))
+    except (nomyo_native.APIError, nomyo_native.SecurityError, ConnectionError) as exc:
+        print(f"nomyo-native pin: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"nomyo-native pin: error: {exc}", file=sys.stderr)
+        return 2
+    print(fingerprint)
+    url = args.url.rstrip("/")
+    if url.startswith("http://"):
+        print(
+            "warning: fetched over plain HTTP: anyone on the path could have swapped this key",
+            file=sys.stderr,
+        )
+    if args.write:
+        print(f"recorded for {url} in {args.write}", file=sys.stderr)
+    print(
+        f"use it: SecureChatCompletion(base_url={url!r}, "
+        f"server_key_fingerprint={fingerprint!r})\n"
+        f"    or: nomyo-native chat --base-url {url} --pin {fingerprint} MESSAGE",
+        file=sys.stderr,
+    )
+    return 0
+
+
 # ---- entry point ---------------------------------------------------------------------------
 
 _SUBCOMMANDS: list[tuple[Callable[[Any], None], Callable[[argparse.Namespace], int]]] = [
@@ -809,6 +921,7 @@ _SUBCOMMANDS: list[tuple[Callable[[Any], None], Callable[[argparse.Namespace], i
     (_add_attest_parser, _cmd_attest),
     (_add_keys_parser, _cmd_keys),
     (_add_chat_parser, _cmd_chat),
+    (_add_pin_parser, _cmd_pin),
 ]
 
 

@@ -358,7 +358,10 @@ class SecureCompletionClient:
         self.router_url = router_url.rstrip("/")
         parsed = urllib.parse.urlsplit(self.router_url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(f"router_url must be an http(s) URL, got {router_url!r}")
+            raise ValueError(
+                f"{option('base_url', router_url)} is not an http(s) URL with a host "
+                "(e.g. https://api.nomyo.ai)"
+            )
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError("max_retries must be an int >= 0")
         if key_size not in (2048, 3072, 4096):
@@ -552,9 +555,16 @@ class SecureCompletionClient:
         try:
             keypair.save(key_dir / "private_key.pem", key_dir / "public_key.pem", password)
         except _core.KeyPasswordError as exc:
-            raise KeyLoadError(str(exc)) from None
+            hint = f"the password comes from {option('key_password')}"
+            raise KeyLoadError(f"{exc} ({hint})") from None
         if not password:
-            logger.warning("private key saved UNENCRYPTED in %s (set a password)", key_dir)
+            # nomyo 0.2.9 saves without a password when none is given; so do we, but loudly.
+            message = (
+                f"private key saved UNENCRYPTED in {key_dir}: anyone who can read that file can "
+                f"decrypt your responses. Set a password with {option('key_password')}"
+            )
+            warnings.warn(message, UserWarning, stacklevel=4)
+            logger.warning("%s", message)
         else:
             logger.debug("key pair saved (password-protected) in %s", key_dir)
 
@@ -574,7 +584,12 @@ class SecureCompletionClient:
                 f"Private key file {path} is readable or writable by group or others; "
                 f"refusing to use it. Fix with: chmod 600 {path}"
             ) from None
-        except (_core.KeyFormatError, _core.KeyPasswordError) as exc:
+        except _core.KeyPasswordError as exc:
+            raise KeyLoadError(
+                f"Failed to load private key {os.fspath(private_key_path)}: {exc}. "
+                f"Give its password with {option('key_password')}"
+            ) from None
+        except _core.KeyFormatError as exc:
             raise KeyLoadError(f"Failed to load private key: {exc}") from None
         if public_key_path is not None:
             with open(public_key_path, "rb") as fh:
@@ -673,8 +688,8 @@ class SecureCompletionClient:
         if not self._https and not self.allow_http:
             raise SecurityError(
                 "Server public key must be fetched over HTTPS to prevent MITM attacks. "
-                "For local development, initialize with allow_http=True: "
-                "SecureChatCompletion(base_url='http://localhost:12434', allow_http=True)"
+                f"For local development only, pass {option('allow_http')} to allow "
+                f"{self.router_url}"
             )
 
     def _backoff(self, retry_index: int) -> float:
@@ -864,7 +879,10 @@ class SecureCompletionClient:
             if self._pin is not None and fingerprint != self._pin:
                 raise SecurityError(
                     f"Server public key fingerprint {fingerprint} does not match the pinned "
-                    f"{self._pin}: refusing to encrypt anything to it"
+                    f"{self._pin} ({option('server_key_fingerprint', self._pin)}): refusing "
+                    "to encrypt anything to it. If the server's key really changed (a local "
+                    "endpoint makes a new one at every start unless --key-file keeps it), "
+                    f"check it with: nomyo-native pin {self.router_url}"
                 )
             if self._pin_file is not None:
                 await asyncio.to_thread(self._check_pin_file, fingerprint)
