@@ -97,6 +97,15 @@ def _needs_server_extra(
 
 
 def _add_serve_parser(subparsers: Any) -> None:
+    # Plain constants (no server dependency): --help works without the server extra.
+    from nomyo_native.server.limits import (
+        DEFAULT_BODY_TIMEOUT,
+        DEFAULT_HEADER_TIMEOUT,
+        DEFAULT_MAX_CONNECTIONS,
+        DEFAULT_REQUEST_TIMEOUT,
+        DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    )
+
     parser = subparsers.add_parser(
         "serve",
         help="run a local secure endpoint (protocol peer for nomyo clients)",
@@ -123,6 +132,53 @@ def _add_serve_parser(subparsers: Any) -> None:
         type=int,
         default=None,
         help="largest request body accepted (default 16 MiB: a 10 MiB plaintext, encrypted)",
+    )
+    lim = parser.add_argument_group(
+        "limits (what slow or idle clients may hold; 408/503 beyond them)"
+    )
+    lim.add_argument(
+        "--header-timeout",
+        type=_positive_float,
+        default=DEFAULT_HEADER_TIMEOUT,
+        metavar="S",
+        help=f"seconds for a request's headers to arrive (default {DEFAULT_HEADER_TIMEOUT:g})",
+    )
+    lim.add_argument(
+        "--body-timeout",
+        type=_positive_float,
+        default=DEFAULT_BODY_TIMEOUT,
+        metavar="S",
+        help=f"longest pause within a request body (default {DEFAULT_BODY_TIMEOUT:g})",
+    )
+    lim.add_argument(
+        "--request-timeout",
+        type=_positive_float,
+        default=DEFAULT_REQUEST_TIMEOUT,
+        metavar="S",
+        help="seconds for a whole request body to arrive after its headers "
+        f"(default {DEFAULT_REQUEST_TIMEOUT:g})",
+    )
+    lim.add_argument(
+        "--tls-handshake-timeout",
+        type=_positive_float,
+        default=DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+        metavar="S",
+        help=f"seconds for a TLS handshake (default {DEFAULT_TLS_HANDSHAKE_TIMEOUT:g})",
+    )
+    lim.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help=f"connections served at once; more get 503 (default {DEFAULT_MAX_CONNECTIONS})",
+    )
+    lim.add_argument(
+        "--max-inflight-body-bytes",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="request-body bytes buffered at once across all requests; more get 503 "
+        "(default: 4 x --max-body-bytes, at least 64 MiB)",
     )
     tls = parser.add_argument_group("TLS (without any, the endpoint speaks plain HTTP)")
     tls.add_argument("--tls-cert", type=Path, help="PEM certificate (chain) of the server")
@@ -275,6 +331,12 @@ def config_from_args(args: argparse.Namespace) -> Any:
         record_keys_path=args.record_keys_insecure,
         rate_limit_per_minute=args.rate_limit,
         allow_open=args.allow_open,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        request_timeout=args.request_timeout,
+        tls_handshake_timeout=args.tls_handshake_timeout,
+        max_connections=args.max_connections,
+        max_inflight_body_bytes=args.max_inflight_body_bytes,
         **options,
     )
 

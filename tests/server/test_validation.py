@@ -346,7 +346,10 @@ def test_rate_limit_answers_429_with_retry_after(endpoint_factory, wire_for, cli
 @pytest.mark.parametrize("declared", ["\u00b2", "\u0661\u0662", "-1", "1e3"])
 async def test_content_length_that_is_not_ascii_digits_is_a_400(declared):
     # str.isdigit() accepts "²" and Arabic-Indic digits, which int() then rejects: a 500 before.
-    from nomyo_native.server.app import Refusal, _read_body
+    from types import SimpleNamespace
+
+    from nomyo_native.server.app import Refusal, _read_body, _Reservation
+    from nomyo_native.server.limits import BodyBudget, ConnectionLimits
 
     class Request:
         def __init__(self) -> None:
@@ -356,7 +359,10 @@ async def test_content_length_that_is_not_ascii_digits_is_a_400(declared):
             yield b""
 
     with pytest.raises(Refusal) as refused:
-        await _read_body(Request(), 1024)
+        state = SimpleNamespace(
+            max_body_bytes=1024, limits=ConnectionLimits(), body_budget=BodyBudget(4096)
+        )
+        await _read_body(Request(), state, _Reservation())
     assert refused.value.status == 400
 
 

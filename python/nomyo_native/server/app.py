@@ -8,13 +8,14 @@ Nothing logged here contains keys, plaintext or API keys.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
@@ -39,6 +40,7 @@ from nomyo_native.server.crypto import (
     parse_client_public_key,
     seal_response,
 )
+from nomyo_native.server.limits import BodyBudget, ConnectionLimits
 from nomyo_native.server.policy import SECURITY_TIERS, ApiKeyPolicy, RateLimiter, TierPolicy
 from nomyo_native.server.process_info import memory_protection
 from nomyo_native.server.recording import KeyRecorder
@@ -75,25 +77,70 @@ class EndpointState:
     tpm_hash: str = "sha256"
     recorder: KeyRecorder | None = None
     rate_limiter: RateLimiter | None = None
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    body_budget: BodyBudget = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.body_budget = BodyBudget(self.limits.max_inflight_body_bytes)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+@dataclass
+class _Reservation:
+    """Body bytes one request holds in the shared :class:`BodyBudget` (given back at its end)."""
+
+    size: int = 0
+
+
+_CLOSE = {"Connection": "close"}
+
+
+def _reserve(state: EndpointState, reservation: _Reservation, total: int) -> None:
+    """Grow ``reservation`` to ``total`` bytes, or refuse with 503 when the budget is spent."""
+    if total > reservation.size:
+        if not state.body_budget.take(total - reservation.size):
+            raise Refusal(
+                503,
+                "server busy: too many request bodies in transit; retry shortly",
+                headers={"Retry-After": "1", **_CLOSE},
+            )
+        reservation.size = total
+
+
+async def _read_body(request: Request, state: EndpointState, reservation: _Reservation) -> bytes:
+    """The whole body, within the size limit, the shared body budget, and the body deadlines
+    (``body_timeout`` between chunks, ``request_timeout`` in total): 400, 503 or 408."""
+    limit, limits = state.max_body_bytes, state.limits
     declared = request.headers.get("content-length")
     if declared is not None:
         if not (declared.isascii() and declared.isdigit()):  # "²".isdigit() is True too
             raise Refusal(400, "invalid Content-Length")
         if int(declared) > limit:
-            raise Refusal(400, f"request body exceeds the limit of {limit} bytes")
-    chunks: list[bytes] = []
+            raise Refusal(400, f"request body exceeds the limit of {limit} bytes", _CLOSE)
+        # Reserved up front: a client announcing a large body cannot outbid the budget later.
+        _reserve(state, reservation, int(declared))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limits.request_timeout
+    chunks = request.stream().__aiter__()
+    parts: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        wait = min(limits.body_timeout, deadline - loop.time())
+        try:
+            if wait <= 0:
+                raise asyncio.TimeoutError
+            chunk = await asyncio.wait_for(chunks.__anext__(), wait)
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise Refusal(408, "request body arrived too slowly", _CLOSE) from None
         size += len(chunk)
         if size > limit:
-            raise Refusal(400, f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+            raise Refusal(400, f"request body exceeds the limit of {limit} bytes", _CLOSE)
+        _reserve(state, reservation, size)
+        parts.append(chunk)
     if size == 0:
         raise Refusal(400, "request body is empty")
-    return b"".join(chunks)
+    return b"".join(parts)
 
 
 def _parse_chat_request(plaintext: bytes) -> dict[str, Any]:
@@ -128,8 +175,9 @@ class SecureCompletionHandler:
     async def respond(self, request: Request) -> Response:
         started = time.perf_counter()
         payload_id = "-"
+        reservation = _Reservation()
         try:
-            payload_id, response = await self._handle(request)
+            payload_id, response = await self._handle(request, reservation)
             status = response.status_code
         except Refusal as refusal:
             status = refusal.status
@@ -140,6 +188,8 @@ class SecureCompletionHandler:
             status = 500
             logger.error("secure_completion failed internally: %s", type(exc).__name__)
             response = JSONResponse({"detail": "internal server error"}, status_code=500)
+        finally:
+            self.state.body_budget.give_back(reservation.size)
         logger.info(
             "secure_completion payload_id=%s status=%d %.1fms",
             payload_id if _PAYLOAD_ID.fullmatch(payload_id) else "-",
@@ -148,7 +198,7 @@ class SecureCompletionHandler:
         )
         return response
 
-    async def _handle(self, request: Request) -> tuple[str, Response]:
+    async def _handle(self, request: Request, reservation: _Reservation) -> tuple[str, Response]:
         state = self.state
         headers = request.headers
         authorization = headers.get("authorization")
@@ -186,7 +236,7 @@ class SecureCompletionHandler:
         if tier == "maximum" and state.quoter is None:
             raise Refusal(503, "security tier 'maximum' requires a TPM and this server has none")
 
-        body = await _read_body(request, state.max_body_bytes)
+        body = await _read_body(request, state, reservation)
         try:
             opened = await run_in_threadpool(open_request, body, state.server_key)
         except EnvelopeError as exc:

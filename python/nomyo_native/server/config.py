@@ -8,6 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nomyo_native.server.limits import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_INFLIGHT_BODY_BYTES,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    ConnectionLimits,
+)
 from nomyo_native.server.policy import ApiKeyPolicy, TierPolicy
 from nomyo_native.server.tpm import supported_quote_schemes
 
@@ -51,6 +60,13 @@ class ServerConfig:
     tpm_scheme: str = "ecdsa"
     tpm_hash: str = "sha256"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # What slow or idle clients may hold (see nomyo_native.server.limits).
+    tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_inflight_body_bytes: int | None = None  # default: 4 bodies of max_body_bytes
     rate_limit_per_minute: int | None = None
     record_keys: bool = False
     record_keys_path: Path | None = None
@@ -78,6 +94,13 @@ class ServerConfig:
             )
         if self.max_body_bytes < 1024:
             raise ValueError("max_body_bytes must be at least 1024")
+        if self.max_inflight_body_bytes is None:
+            self.max_inflight_body_bytes = max(
+                4 * self.max_body_bytes, DEFAULT_MAX_INFLIGHT_BODY_BYTES
+            )
+        if self.max_inflight_body_bytes < self.max_body_bytes:
+            raise ValueError("max_inflight_body_bytes must be at least max_body_bytes")
+        self.limits  # noqa: B018 - validates the connection limits now
         if self.rate_limit_per_minute is not None and self.rate_limit_per_minute < 1:
             raise ValueError("rate limit must be at least 1 request per minute")
         if not 0 <= self.port <= 65535:
@@ -98,6 +121,18 @@ class ServerConfig:
     def is_open_to_network(self) -> bool:
         """Reachable beyond this machine with no API key required (only with allow_open)."""
         return not self.api_keys and not is_loopback_host(self.host)
+
+    @property
+    def limits(self) -> ConnectionLimits:
+        assert self.max_inflight_body_bytes is not None
+        return ConnectionLimits(
+            tls_handshake_timeout=self.tls_handshake_timeout,
+            header_timeout=self.header_timeout,
+            body_timeout=self.body_timeout,
+            request_timeout=self.request_timeout,
+            max_connections=self.max_connections,
+            max_inflight_body_bytes=self.max_inflight_body_bytes,
+        )
 
     @property
     def uses_tls(self) -> bool:

@@ -29,7 +29,9 @@ from nomyo_native.server.app import EndpointState, create_app
 from nomyo_native.server.backends import Backend, make_backend
 from nomyo_native.server.config import ServerConfig
 from nomyo_native.server.crypto import ServerKey
+from nomyo_native.server.limits import ConnectionLimits
 from nomyo_native.server.policy import ApiKeyPolicy, RateLimiter
+from nomyo_native.server.protocol import guarded_protocol
 from nomyo_native.server.recording import KeyRecorder, RecordedKeys
 from nomyo_native.server.tls import DEFAULT_HOSTS, load_or_create_tls_dir, make_self_signed
 from nomyo_native.server.tpm import SwtpmProcess, TpmQuoter
@@ -136,6 +138,7 @@ def build_resources(config: ServerConfig) -> _Resources:
         rate_limiter=(
             RateLimiter(config.rate_limit_per_minute) if config.rate_limit_per_minute else None
         ),
+        limits=config.limits,
     )
     resources = _Resources(state=state)
     try:
@@ -194,9 +197,50 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _BoundedServer(uvicorn.Server):
+    """uvicorn's server with a TLS handshake deadline (uvicorn leaves asyncio's 60 s).
+
+    Only the path this module uses is replaced: serving sockets we bound ourselves.
+    """
+
+    def __init__(self, config: uvicorn.Config, limits: ConnectionLimits) -> None:
+        super().__init__(config)
+        self.limits = limits
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if sockets is None:
+            raise RuntimeError("the endpoint serves sockets it bound itself")
+        await self.lifespan.startup()
+        config = self.config
+        loop = asyncio.get_running_loop()
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config,
+                server_state=self.server_state,
+                app_state=self.lifespan.state,
+                _loop=_loop,
+            )
+
+        handshake = self.limits.tls_handshake_timeout if config.ssl is not None else None
+        self.servers = [
+            await loop.create_server(
+                create_protocol,
+                sock=sock,
+                ssl=config.ssl,
+                backlog=config.backlog,
+                ssl_handshake_timeout=handshake,
+            )
+            for sock in sockets
+        ]
+        self.started = True
+
+
 def _uvicorn_server(resources: _Resources) -> uvicorn.Server:
+    limits = resources.state.limits
     config = uvicorn.Config(
         create_app(resources.state),
+        http=guarded_protocol(limits),
         ssl_certfile=str(resources.ssl_certfile) if resources.ssl_certfile else None,
         ssl_keyfile=str(resources.ssl_keyfile) if resources.ssl_keyfile else None,
         log_config=None,  # leave the host application's logging alone
@@ -205,7 +249,7 @@ def _uvicorn_server(resources: _Resources) -> uvicorn.Server:
         server_header=False,
         timeout_graceful_shutdown=5,
     )
-    return uvicorn.Server(config)
+    return _BoundedServer(config, limits)
 
 
 async def _serve(server: uvicorn.Server, sock: socket.socket, backend: Backend) -> None:

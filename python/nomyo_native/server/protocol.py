@@ -1,0 +1,120 @@
+"""uvicorn's h11 protocol with a connection cap and a header deadline.
+
+See :mod:`nomyo_native.server.limits` for what is bounded and why. This subclass keeps to
+uvicorn's documented extension point (``Config(http=<protocol class>)``) and to the
+attributes every uvicorn h11 protocol has had for years (``conn``, ``cycle``, ``transport``,
+``connections``); the suite's slow-client tests fail if an upgrade changes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from nomyo_native.server.limits import ConnectionLimits
+
+
+def raw_response(
+    status: int, reason: str, detail: str, extra: dict[str, str] | None = None
+) -> bytes:
+    """A complete ``Connection: close`` HTTP/1.1 response with a ``{"detail": ...}`` body, for
+    answering outside a request cycle (before headers arrived, or instead of serving)."""
+    body = json.dumps({"detail": detail}).encode("ascii")
+    headers = {
+        "content-type": "application/json",
+        "content-length": str(len(body)),
+        "connection": "close",
+        **(extra or {}),
+    }
+    head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return head.encode("ascii") + b"\r\n" + body
+
+
+# After answering outside a request cycle, read and drop what the client still sends for this
+# long before closing: closing at once would answer its next bytes with a TCP reset, which
+# can destroy the response before the client reads it (a "lingering close", as httpd does).
+LINGER_SECONDS = 1.0
+
+_TOO_MANY_CONNECTIONS = raw_response(
+    503, "Service Unavailable", "too many connections; retry shortly", {"retry-after": "1"}
+)
+_HEADER_TIMEOUT = raw_response(408, "Request Timeout", "request headers took too long")
+
+
+def guarded_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
+    """uvicorn's h11 protocol with a connection cap and a header deadline (``limits``)."""
+
+    class GuardedH11Protocol(H11Protocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # Answered outside a request cycle (503 or 408): input is dropped until closed.
+            self._refused = False
+            # In uvicorn's connection set (counted against the cap, released on loss).
+            self._registered = False
+            self._header_timer: asyncio.TimerHandle | None = None
+            # Bytes of a next request arrived (a partial request, not an idle connection).
+            self._partial_request = False
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            if len(self.connections) >= limits.max_connections:
+                self.transport = transport
+                self._answer_and_close(_TOO_MANY_CONNECTIONS)
+                return
+            super().connection_made(transport)
+            self._registered = True
+            self._arm_header_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_header_timer()
+            if self._registered:
+                super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return
+            if self._between_requests():
+                self._partial_request = True
+            super().data_received(data)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            # The next request's headers (or this one's unread body) get their own deadline.
+            self._partial_request = False
+            if not self.transport.is_closing():
+                self._arm_header_timer()
+
+        def _between_requests(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def _arm_header_timer(self) -> None:
+            self._cancel_header_timer()
+            self._header_timer = self.loop.call_later(limits.header_timeout, self._header_deadline)
+
+        def _cancel_header_timer(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _header_deadline(self) -> None:
+            self._header_timer = None
+            if self.transport.is_closing() or not self._between_requests():
+                return  # a request is being served: the app's body deadlines apply
+            self._unset_keepalive_if_required()
+            if self.conn.their_state is h11.IDLE and self._partial_request:
+                self._answer_and_close(_HEADER_TIMEOUT)
+            else:
+                self.transport.close()
+
+        def _answer_and_close(self, response: bytes) -> None:
+            self._refused = True
+            transport = self.transport
+            transport.write(response)
+            if transport.can_write_eof():
+                transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, transport.close)
+
+    return GuardedH11Protocol
