@@ -11,6 +11,7 @@ import types
 from typing import Any
 
 from nomyo_native.client import SecureCompletionClient
+from nomyo_native.client import logger as logger  # nomyo.SecureCompletionClient.logger
 from nomyo_native.errors import (
     APIConnectionError,
     APIError,
@@ -22,6 +23,11 @@ from nomyo_native.errors import (
     ServerError,
     ServiceUnavailableError,
 )
+from nomyo_native.memory import _get_secure_memory as _get_secure_memory
+from nomyo_native.memory import secure_bytearray as secure_bytearray
+
+# nomyo 0.2.9 sets this when its SecureMemory module imports; ours always does.
+_SECURE_MEMORY_AVAILABLE = True
 
 __all__ = [
     "APIConnectionError",

@@ -5,7 +5,10 @@ synchronous clients. As in nomyo, ``SecureCompletionClient`` is also the module 
 here it is callable and works with ``isinstance``, like the class.
 """
 
+# The submodules nomyo 0.2.9 binds as package attributes (nomyo.SecureMemory..., nomyo.nomyo).
 from nomyo_native import SecureCompletionClient, _core
+from nomyo_native import SecureMemory as SecureMemory
+from nomyo_native import nomyo as nomyo
 from nomyo_native.chat import SecureChatCompletion, SyncSecureChatCompletion
 from nomyo_native.errors import (
     APIConnectionError,

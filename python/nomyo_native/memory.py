@@ -15,13 +15,16 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import Enum
 from types import TracebackType
 from typing import Any
 
 from nomyo_native import _core
 
 __all__ = [
+    "MemoryProtectionLevel",
     "SecureBuffer",
+    "SecureMemory",
     "disable_secure_memory",
     "enable_secure_memory",
     "get_memory_protection_info",
@@ -129,6 +132,94 @@ class SecureBuffer:
 
     def __repr__(self) -> str:
         return f"<SecureBuffer size={self._size} locked={self.locked}>"
+
+
+class MemoryProtectionLevel(Enum):
+    """What protection caller buffers get (nomyo 0.2.9's names and values)."""
+
+    NONE = "none"
+    ZEROING_ONLY = "zeroing_only"
+    FULL = "full"
+
+
+class SecureMemory:
+    """nomyo 0.2.9's memory handler, on the core: locking by the core's ``BufferLock``, wiping
+    by the core's ``wipe`` (no ctypes calls into libc from Python).
+
+    Prefer :func:`secure_bytearray` or :class:`SecureBuffer`; this class exists so that code
+    written against nomyo's ``SecureMemory`` keeps working.
+    """
+
+    def __init__(self, enable: bool = True) -> None:
+        self.enabled = enable
+        self.platform = sys.platform
+        self.has_mlock = enable and _core.memory_status().get("method") == "mlock"
+        self.has_secure_zero = enable
+        if not enable:
+            self.protection_level = MemoryProtectionLevel.NONE
+        elif self.has_mlock:
+            self.protection_level = MemoryProtectionLevel.FULL
+        else:
+            self.protection_level = MemoryProtectionLevel.ZEROING_ONLY
+        # Locks by id() of the locked bytearray, released by unlock_memory().
+        self._locks: dict[int, _core.BufferLock] = {}
+        self._locks_guard = threading.Lock()
+
+    def create_secure_buffer(self, data: bytes | bytearray) -> SecureBuffer:
+        return SecureBuffer(data, self)
+
+    def lock_memory(self, data: bytearray) -> bool:
+        """Lock ``data`` in RAM until :meth:`unlock_memory`; False when not possible."""
+        if not isinstance(data, bytearray) or not data or not self.enabled:
+            return False
+        with self._locks_guard:
+            if id(data) in self._locks:
+                return self._locks[id(data)].locked
+            lock = _core.BufferLock(data)
+            if not lock.locked:
+                lock.release()
+                return False
+            self._locks[id(data)] = lock
+            return True
+
+    def unlock_memory(self, data: bytearray) -> bool:
+        if not isinstance(data, bytearray):
+            return False
+        with self._locks_guard:
+            lock = self._locks.pop(id(data), None)
+        if lock is None:
+            return False
+        lock.release()
+        return True
+
+    def zero_memory(self, data: bytearray) -> None:
+        """Wipe ``data`` in place (bytes are immutable and cannot be wiped)."""
+        if not self.enabled or not isinstance(data, bytearray) or not data:
+            return
+        _core.wipe(data)
+
+    def get_protection_info(self) -> dict[str, Any]:
+        return {
+            "enabled": self.enabled,
+            "platform": self.platform,
+            "protection_level": self.protection_level.value,
+            "has_memory_locking": self.has_mlock,
+            "has_secure_zeroing": self.has_secure_zero,
+            "supports_full_protection": self.protection_level is MemoryProtectionLevel.FULL,
+            "page_size": mmap.PAGESIZE,
+        }
+
+
+_secure_memory: SecureMemory | None = None
+
+
+def _get_secure_memory() -> SecureMemory:
+    """The process-wide :class:`SecureMemory` (nomyo 0.2.9 has this helper)."""
+    global _secure_memory
+    with _state_lock:
+        if _secure_memory is None:
+            _secure_memory = SecureMemory()
+        return _secure_memory
 
 
 @contextmanager
