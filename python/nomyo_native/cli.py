@@ -148,7 +148,8 @@ def _add_serve_parser(subparsers: Any) -> None:
         type=_positive_float,
         default=DEFAULT_BODY_TIMEOUT,
         metavar="S",
-        help=f"longest pause within a request body (default {DEFAULT_BODY_TIMEOUT:g})",
+        help="longest pause within a request body, and while a client takes nothing of its "
+        f"response (default {DEFAULT_BODY_TIMEOUT:g})",
     )
     lim.add_argument(
         "--request-timeout",

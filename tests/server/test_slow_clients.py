@@ -280,3 +280,31 @@ def test_dropped_clients_free_their_connection_slots(endpoint_factory, wire_for,
             assert time.monotonic() < deadline, "dropped connections still counted"
             time.sleep(0.05)
         _good_request(wire, client_key)
+
+
+@pytest.mark.slow
+def test_client_that_never_reads_its_response_is_dropped(endpoint_factory, wire_for, client_key):
+    endpoint = endpoint_factory(body_timeout=1.0, request_timeout=60.0)
+    wire = wire_for(endpoint)
+    # A ~8 MiB sealed answer: far more than the socket buffers between us can hold.
+    big = {"model": "m", "messages": [{"role": "user", "content": "x" * (6 * 1024 * 1024)}]}
+    _, _, body = wire.request(big)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(DROP_BOUND_SECONDS)
+    try:
+        sock.connect(_address(endpoint))
+        sock.sendall(_request_head(wire, len(body)) + body)
+        connections = endpoint._server.server_state.connections
+        deadline = time.monotonic() + DROP_BOUND_SECONDS
+        while not connections:  # the request is being answered
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        # Never reading, the client is dropped with the response buffered for it ...
+        while connections:
+            assert time.monotonic() < deadline, "a client that never reads was kept"
+            time.sleep(0.05)
+        # ... and others are served.
+        _good_request(wire, client_key)
+    finally:
+        sock.close()

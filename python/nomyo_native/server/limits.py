@@ -8,7 +8,8 @@ memory) for as long as it likes. Here:
 - a request's headers must arrive within ``header_timeout`` of the connection opening or of
   the previous response (a partial request gets 408, an idle connection is closed);
 - the body may pause at most ``body_timeout`` between chunks and must be complete within
-  ``request_timeout`` of the headers (408, then the connection is closed);
+  ``request_timeout`` of the headers (408, then the connection is closed); a client that
+  takes nothing of its response for ``body_timeout`` loses the connection;
 - at most ``max_connections`` connections are served at once; more get 503 and are closed;
 - at most ``max_inflight_body_bytes`` of request bodies are buffered at once across all
   requests; a request that would exceed it gets 503 with ``Retry-After``.

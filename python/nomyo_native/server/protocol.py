@@ -56,6 +56,8 @@ def guarded_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
             # In uvicorn's connection set (counted against the cap, released on loss).
             self._registered = False
             self._header_timer: asyncio.TimerHandle | None = None
+            # Armed while the send buffer is full: a client that stops reading is dropped.
+            self._write_timer: asyncio.TimerHandle | None = None
             # Bytes of a next request arrived (a partial request, not an idle connection).
             self._partial_request = False
 
@@ -70,6 +72,7 @@ def guarded_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_header_timer()
+            self._cancel_write_timer()
             if self._registered:
                 super().connection_lost(exc)
 
@@ -108,6 +111,26 @@ def guarded_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
                 self._answer_and_close(_HEADER_TIMEOUT)
             else:
                 self.transport.close()
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            if self._write_timer is None:
+                self._write_timer = self.loop.call_later(limits.body_timeout, self._write_stalled)
+
+        def resume_writing(self) -> None:
+            self._cancel_write_timer()
+            super().resume_writing()
+
+        def _cancel_write_timer(self) -> None:
+            if self._write_timer is not None:
+                self._write_timer.cancel()
+                self._write_timer = None
+
+        def _write_stalled(self) -> None:
+            # The client took nothing of the response for body_timeout: drop it and what we
+            # buffered for it (abort, not close, which would wait for the buffer to drain).
+            self._write_timer = None
+            self.transport.abort()
 
         def _answer_and_close(self, response: bytes) -> None:
             self._refused = True
