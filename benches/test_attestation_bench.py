@@ -92,7 +92,7 @@ SCHEME_IDS = [f"{scheme}-{hash_alg}" for scheme, hash_alg in supported_quote_sch
 def test_verify_core(benchmark: Any, verify_blocks: dict[str, Any], scheme: str) -> None:
     benchmark.group = f"tpm-verify {scheme}"
     result = benchmark(verify_attestation, verify_blocks[scheme], "bench-verify")
-    assert not result.failed_checks, result.summary
+    assert result.bound, result.summary
 
 
 @pytest.mark.parametrize("scheme", SCHEME_IDS)

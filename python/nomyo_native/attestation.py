@@ -12,8 +12,15 @@ values. :func:`verify_attestation` checks each property separately, so that a ca
 ``pcr_baseline``     the signed digest agrees with the caller's known-good values (if given)
 ``aik_trusted``      the AIK is the one the caller pinned (if given)
 
-An unpinned AIK is created by the server itself, so a verified quote then proves binding and
-consistency, not genuine hardware; the result's ``summary`` says so in plain words.
+Two verdicts come out of those checks (PROTOCOL.md section 5): ``bound`` (the first four, and
+the baseline when given: consistent, and made for this request) and ``hardware_rooted`` (the
+signing key is one the caller trusts, pinned or enrolled). ``verified`` is both. An unpinned AIK
+is created by the server itself, so it proves binding, never hardware: a server with no TPM can
+make a bound quote with a software key.
+
+Policies: ``"off"``; ``"auto"`` (verify and record, never refuse); ``"bound"`` (refuse a response
+whose quote is not bound); ``"require"`` (refuse unless verified, so it needs a trust anchor).
+:func:`resolve_policy` picks the policy of a request from the explicit one and the tier.
 
 ``trusted_aik`` is either a PEM public key (compared as SubjectPublicKeyInfo) or
 ``"sha256:<hex>"``: the SHA-256 of the AIK's marshalled ``TPMT_PUBLIC`` public area. For a key
@@ -45,6 +52,7 @@ __all__ = [
     "ATTESTATION_POLICIES",
     "BASELINE_FORMAT",
     "CHECK_NAMES",
+    "NO_TRUST_ANCHOR_HINT",
     "AttestationResult",
     "BaselineError",
     "CheckResult",
@@ -53,12 +61,21 @@ __all__ = [
     "capture_baseline",
     "load_baseline",
     "prepare_baseline",
+    "resolve_policy",
     "save_baseline",
     "validate_trusted_aik",
     "verify_attestation",
 ]
 
-ATTESTATION_POLICIES: tuple[str, ...] = ("off", "auto", "require")
+ATTESTATION_POLICIES: tuple[str, ...] = ("off", "auto", "bound", "require")
+# Said wherever "require" meets a client with nothing to root a quote in.
+NO_TRUST_ANCHOR_HINT = (
+    "attestation='require' needs a trust anchor for the server's attestation key, else no quote"
+    " can ever be verified: pin it with trusted_aik='sha256:<fingerprint>' (the AIK fingerprint"
+    " `nomyo-native serve --tpm swtpm` prints at start, or that `nomyo-native attest verify`"
+    " shows for a response you trust), or use attestation='bound' to require only a quote bound"
+    " to each request"
+)
 BASELINE_FORMAT = "nomyo-native/pcr-baseline/v1"
 
 # Wire constants (TPM 2.0 Library, Part 2) the Python checks need; the structures themselves are
@@ -118,11 +135,13 @@ class CheckResult:
 
 @dataclass(frozen=True)
 class AttestationResult:
-    """What :func:`verify_attestation` proved, one field per check.
+    """What :func:`verify_attestation` proved, one field per check, and two verdicts.
 
-    ``verified`` is True only when the server reported a TPM and every check that ran passed;
-    ``pcr_baseline`` and ``aik_trusted`` are not run (``passed is None``) unless the caller gave
-    a baseline or a pinned AIK.
+    ``bound``: the server reported a TPM and the quote is consistent and made for this request
+    (signature by the AIK in the block, magic and type, qualifying data, PCR digest, and the
+    baseline when one was given). A server with no TPM can produce a bound quote with a
+    software key. ``hardware_rooted``: the signing key is one the caller trusts (pinned with
+    ``trusted_aik``, or enrolled) and it signed this quote. ``verified`` is both.
     """
 
     signature: CheckResult
@@ -144,17 +163,36 @@ class AttestationResult:
         return tuple(check for check in self.checks if check.passed is False)
 
     @property
+    def bound(self) -> bool:
+        required = (self.signature, self.magic_and_type, self.qualifying_data, self.pcr_digest)
+        return (
+            self.available
+            and all(check.passed is True for check in required)
+            and self.pcr_baseline.passed is not False
+        )
+
+    @property
+    def hardware_rooted(self) -> bool:
+        return self.available and self.signature.passed is True and self.aik_trusted.passed is True
+
+    @property
     def verified(self) -> bool:
-        ran = [check for check in self.checks if check.passed is not None]
-        return self.available and bool(ran) and all(check.passed for check in ran)
+        return self.bound and self.hardware_rooted
+
+    @property
+    def level(self) -> Literal["none", "bound", "rooted"]:
+        """The README's three levels: ``rooted`` is a verified quote."""
+        if self.verified:
+            return "rooted"
+        return "bound" if self.bound else "none"
 
     @property
     def summary(self) -> str:
-        if self.failed_checks:
-            failed = "; ".join(f"{c.name}: {c.detail}" for c in self.failed_checks)
-            return f"TPM quote NOT verified. Failed: {failed}."
-        if not self.verified:
-            return "Not verified: the server reported no TPM (is_available is false)."
+        failed = "; ".join(f"{c.name}: {c.detail}" for c in self.failed_checks)
+        if failed and not self.bound:
+            return f"TPM quote NOT bound (not verified). Failed: {failed}."
+        if not self.available:
+            return "None: the server reported no TPM (is_available is false)."
         proven = [
             "signed by the AIK in the response",
             "a TPM-generated quote",
@@ -163,21 +201,30 @@ class AttestationResult:
         ]
         if self.pcr_baseline.passed:
             proven.append("PCR values equal to the known-good baseline")
-        text = "TPM quote verified: " + ", ".join(proven) + "."
-        if self.aik_trusted.passed:
-            return text + (
-                " The AIK matches the pinned key: the quote comes from that key, and is as"
-                " trustworthy as the way that key was vetted."
+        text = ", ".join(proven) + "."
+        if self.verified:
+            return (
+                f"TPM quote verified (bound and hardware-rooted): {text} The AIK is the trusted"
+                " key, so a TPM holding it made this quote. The quote is bound to the payload id"
+                " only: it proves which TPM quoted, not which host decrypted the request."
             )
-        return text + (
-            " The AIK is ephemeral and not pinned: this proves binding to this request and"
-            " consistency, not that the quote came from genuine TPM hardware."
-        )
+        if self.aik_trusted.passed is None:
+            why = (
+                "the AIK is not pinned or enrolled, so this proves binding to this request and"
+                " consistency, not genuine TPM hardware: a server without a TPM can make such a"
+                " quote with a software key"
+            )
+        else:
+            why = f"the AIK is not the trusted key ({self.aik_trusted.detail})"
+        return f"TPM quote bound, NOT hardware-rooted: {text} Not verified: {why}."
 
     def to_dict(self) -> dict[str, Any]:
         """The record stored in ``_metadata["attestation_verification"]`` (JSON-safe)."""
         return {
             "verified": self.verified,
+            "bound": self.bound,
+            "hardware_rooted": self.hardware_rooted,
+            "level": self.level,
             "available": self.available,
             "summary": self.summary,
             "aik_fingerprint": self.aik_fingerprint,
@@ -210,6 +257,31 @@ def verify_attestation(
     return _Verifier(tpm_attestation, payload_id, baseline, pin).run()
 
 
+def resolve_policy(explicit: str | None, tier: str | None, *, has_anchor: bool) -> str:
+    """The policy a request runs under: an explicit one always wins; otherwise tier ``maximum``
+    asks for ``"require"`` when a trust anchor is configured and ``"bound"`` when none is, and
+    every other tier for ``"auto"``. Raises ``ValueError`` for an unknown policy, and for
+    ``"require"`` without an anchor (:data:`NO_TRUST_ANCHOR_HINT`): that answer would be
+    refused whatever the server sent, so the request must not be sent."""
+    if explicit is not None:
+        policy = validate_policy(explicit)
+    elif tier == "maximum":
+        policy = "require" if has_anchor else "bound"
+    else:
+        policy = "auto"
+    if policy == "require" and not has_anchor:
+        raise ValueError(NO_TRUST_ANCHOR_HINT)
+    return policy
+
+
+def validate_policy(policy: Any) -> str:
+    if policy not in ATTESTATION_POLICIES:
+        raise ValueError(
+            f"attestation policy must be one of {', '.join(ATTESTATION_POLICIES)}, not {policy!r}"
+        )
+    return str(policy)
+
+
 def apply_attestation_policy(
     metadata: dict[str, Any],
     payload_id: str,
@@ -218,29 +290,28 @@ def apply_attestation_policy(
     pcr_baseline: Mapping[str, Any] | str | os.PathLike[str] | None = None,
     trusted_aik: str | bytes | None = None,
 ) -> None:
-    """Apply ``policy`` ("off", "auto" or "require") to a response's ``_metadata``.
+    """Apply ``policy`` ("off", "auto", "bound" or "require") to a response's ``_metadata``.
 
-    Records the outcome in ``metadata["attestation_verification"]``. Under "require" a missing
-    or unavailable block or a failed check raises
-    :class:`nomyo_native.errors.SecurityError` (after recording), so the caller must not hand
-    out the response content.
+    Records the outcome in ``metadata["attestation_verification"]``. Under "bound" a missing or
+    unavailable block or a quote that is not bound, and under "require" any quote that is not
+    verified (bound and hardware-rooted), raise :class:`nomyo_native.errors.SecurityError`
+    (after recording), so the caller must not hand out the response content.
     """
-    if policy not in ATTESTATION_POLICIES:
-        raise ValueError(
-            f"attestation policy must be one of {ATTESTATION_POLICIES}, not {policy!r}"
-        )
+    validate_policy(policy)
     if policy == "off":
         return
     block = metadata.get("tpm_attestation")
     if block is None:
         _record_unverified(metadata, "no tpm_attestation block in the response", available=False)
-        if policy == "require":
-            _raise_security("TPM attestation required but the response carries none")
+        if policy in ("bound", "require"):
+            _raise_security(f"TPM attestation '{policy}' but the response carries none")
         return
     result = verify_attestation(
         block, payload_id, pcr_baseline=pcr_baseline, trusted_aik=trusted_aik
     )
     metadata["attestation_verification"] = result.to_dict()
+    if policy == "bound" and not result.bound:
+        _raise_security(f"TPM attestation 'bound' but the quote is not bound: {result.summary}")
     if policy == "require" and not result.verified:
         _raise_security(f"TPM attestation required but not verified: {result.summary}")
 
@@ -340,6 +411,9 @@ def save_baseline(baseline: Mapping[str, Any], path: str | os.PathLike[str]) -> 
 def _record_unverified(metadata: dict[str, Any], reason: str, *, available: bool) -> None:
     metadata["attestation_verification"] = {
         "verified": False,
+        "bound": False,
+        "hardware_rooted": False,
+        "level": "none",
         "available": available,
         "summary": f"not verified: {reason}",
         "reason": reason,

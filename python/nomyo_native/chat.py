@@ -98,8 +98,8 @@ class SecureChatCompletion:
         """Create an encrypted chat completion; OpenAI parameters pass through in ``kwargs``.
 
         Client-only options: ``base_url``, ``security_tier`` (``standard``/``high``/
-        ``maximum``), ``api_key`` (per-call override), ``attestation`` (``auto``/``require``/
-        ``off``).
+        ``maximum``), ``api_key`` (per-call override), ``attestation`` (``off``/``auto``/
+        ``bound``/``require``).
         """
         base_url = kwargs.pop("base_url", None)
         security_tier = validate_security_tier(kwargs.pop("security_tier", None))

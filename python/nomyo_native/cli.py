@@ -505,7 +505,17 @@ def _attestation_verdict(metadata: dict[str, Any]) -> str:
     except ImportError as exc:
         return f"not checked: attestation verification unavailable ({exc})"
     result = verify_attestation(block, metadata["payload_id"])
-    return ("VERIFIED - " if result.verified else "FAILED - ") + result.summary
+    return f"{verdict_label(result)} - {result.summary}"
+
+
+def verdict_label(result: Any) -> str:
+    """The verdict in the words of issue 11: VERIFIED (bound and hardware-rooted), BOUND (not
+    hardware-rooted: what any server, TPM or not, can produce), NOT BOUND, or NONE (no TPM)."""
+    if result.verified:
+        return "VERIFIED (bound, hardware-rooted)"
+    if result.bound:
+        return "BOUND (not hardware-rooted)"
+    return "NOT BOUND" if result.available or result.failed_checks else "NONE (no TPM)"
 
 
 @_needs_server_extra
@@ -576,9 +586,11 @@ def _add_attest_parser(subparsers: Any) -> None:
         "baseline",
         help="capture known-good PCR values from a response you trust",
         description=(
-            "Verify the quote in FILE and write its PCR values as a baseline JSON file for "
-            "'attest verify --baseline' and the client's pcr_baseline=. Exit status 2 when the "
-            "quote does not verify or the input is unreadable."
+            "Check that the quote in FILE is bound (signed by the AIK in it, TPM-generated, PCR "
+            "digest consistent; and made for --payload-id when given) and write its PCR values "
+            "as a baseline JSON file for 'attest verify --baseline' and the client's "
+            "pcr_baseline=. The AIK need not be pinned: capture from a response you trust. Exit "
+            "status 2 when the quote is not bound or the input is unreadable."
         ),
     )
     baseline.add_argument("file", metavar="FILE", help="saved response/_metadata JSON, or '-'")
@@ -593,8 +605,11 @@ def _add_attest_parser(subparsers: Any) -> None:
         "verify",
         help="verify the TPM quote in a saved response",
         description=(
-            "Verify every check of the quote in FILE. Exit status: 0 verified, 1 a check "
-            "failed, 2 unreadable input or options."
+            "Run every check of the quote in FILE and print the verdict: VERIFIED (bound and "
+            "hardware-rooted: signed by the --trusted-aik key), BOUND (consistent and made for "
+            "this request, but by a key nobody vouches for: a server without a TPM can make "
+            "such a quote) or NOT BOUND. Exit status: 0 when the quote is bound and, with "
+            "--trusted-aik, verified; 1 otherwise; 2 unreadable input or options."
         ),
     )
     verify.add_argument("file", metavar="FILE", help="saved response/_metadata JSON, or '-'")
@@ -636,8 +651,9 @@ def _cmd_attest(args: argparse.Namespace) -> int:
             print(f"{mark} {check.name:<16} {check.detail}")
         if result.aik_fingerprint:
             print(f"AIK  {result.aik_fingerprint}")
+        print(f"verdict: {verdict_label(result)}")
         print(result.summary)
-    return 0 if result.verified else 1
+    return 0 if (result.verified if trusted_aik is not None else result.bound) else 1
 
 
 def _read_attestation_block(source: str) -> Any:
@@ -841,9 +857,13 @@ def _add_chat_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--attestation",
-        choices=("auto", "require", "off"),
-        default="auto",
-        help="TPM attestation policy; with 'auto', tier maximum requires a verified quote",
+        choices=("off", "auto", "bound", "require"),
+        default=None,
+        help=(
+            "TPM attestation policy (default: 'auto', and at tier maximum 'bound'): 'bound' "
+            "refuses a reply whose quote is not bound to the request, 'require' one that is not "
+            "also signed by a pinned attestation key (needs a trust anchor)"
+        ),
     )
     parser.add_argument("--allow-http", action="store_true", help="allow plain http:// (dev)")
     parser.add_argument("--timeout", type=_positive_float, default=900.0, help="seconds")

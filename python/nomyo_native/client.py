@@ -45,8 +45,10 @@ from nomyo_native._retry import (
     tls_verification_failure,
 )
 from nomyo_native.attestation import (
+    ATTESTATION_POLICIES,
     apply_attestation_policy,
     prepare_baseline,
+    resolve_policy,
     validate_trusted_aik,
 )
 from nomyo_native.errors import (
@@ -82,7 +84,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 VALID_SECURITY_TIERS = ("standard", "high", "maximum")
-ATTESTATION_POLICIES = ("auto", "require", "off")
 DEFAULT_KEY_ROTATION_INTERVAL = 24 * 3600.0
 DEFAULT_TIMEOUT = 900.0
 PUBLIC_KEY_PATH = "/pki/public_key"
@@ -96,6 +97,7 @@ _NOT_CHECKED: dict[str, Any] = {
     "verified": False,
     "bound": False,
     "hardware_rooted": False,
+    "level": "none",
     "available": None,
     "summary": "not checked: attestation='off'",
     "reason": "attestation policy 'off'",
@@ -307,7 +309,9 @@ class SecureCompletionClient:
     ``server_key_fingerprint`` (pin), ``server_key_pin_file`` (trust on first use),
     ``key_size``, ``key_dir``/``key_password`` (load-or-generate-and-save),
     ``key_rotation_interval`` (seconds, 0 disables), ``key_rotation_dir``/``key_rotation_password``,
-    ``attestation`` (``"auto"``/``"require"``/``"off"``), ``pcr_baseline``, ``trusted_aik``,
+    ``attestation`` (``"off"``/``"auto"``/``"bound"``/``"require"``; unset, tier ``maximum``
+    requires ``"require"`` with a ``trusted_aik`` and ``"bound"`` without), ``pcr_baseline``,
+    ``trusted_aik``,
     ``retry_backoff``/``max_backoff``/``max_retry_after`` (seconds), and for tests or custom
     runtimes ``transport`` (an httpx transport), ``sleep`` and ``clock``.
 
@@ -341,7 +345,7 @@ class SecureCompletionClient:
         key_rotation_interval: float = DEFAULT_KEY_ROTATION_INTERVAL,
         key_rotation_dir: str | os.PathLike[str] | None = None,
         key_rotation_password: str | None = None,
-        attestation: str = "auto",
+        attestation: str | None = None,
         pcr_baseline: dict[str, Any] | str | os.PathLike[str] | None = None,
         trusted_aik: Any = None,
         retry_backoff: float = 1.0,
@@ -395,12 +399,18 @@ class SecureCompletionClient:
         self._key_password = key_password
         self._rotation_dir = Path(key_rotation_dir) if key_rotation_dir is not None else None
         self._rotation_password = key_rotation_password
-        self.attestation = validate_attestation_policy(attestation)
-        # Checked now: a bad baseline or pin must fail here, not after a prompt was sent.
+        # Checked now: a bad baseline or pin, or "require" with nothing to root a quote in, must
+        # fail here, not after a prompt was sent.
         self.pcr_baseline = prepare_baseline(pcr_baseline) if pcr_baseline is not None else None
         if trusted_aik is not None:
             validate_trusted_aik(trusted_aik)
         self.trusted_aik = trusted_aik
+        self._explicit_attestation = attestation
+        if attestation is not None:
+            resolve_policy(
+                validate_attestation_policy(attestation), None, has_anchor=self._has_anchor
+            )
+        self.attestation = attestation if attestation is not None else "auto"
         self._retry_backoff = retry_backoff
         self._require_payload_echo = bool(require_payload_echo)
         self._max_backoff = max_backoff
@@ -993,12 +1003,16 @@ class SecureCompletionClient:
             )
         enforce_binding(metadata, tier=tier, require_echo=self._require_payload_echo)
 
+    @property
+    def _has_anchor(self) -> bool:
+        """Whether a quote can be rooted: a pinned attestation key."""
+        return self.trusted_aik is not None
+
     def _policy_for(self, attestation: str | None, security_tier: str | None) -> str:
         if attestation is not None:
-            return validate_attestation_policy(attestation)
-        if security_tier == "maximum" and self.attestation == "auto":
-            return "require"
-        return self.attestation
+            validate_attestation_policy(attestation)
+        explicit = attestation if attestation is not None else self._explicit_attestation
+        return resolve_policy(explicit, security_tier, has_anchor=self._has_anchor)
 
     async def decrypt_response(
         self, encrypted_response: bytes, payload_id: str, *, attestation: str | None = None

@@ -46,7 +46,7 @@ def test_file_round_trip(block: dict[str, Any], tmp_path: Path) -> None:
     )
     assert [p.name for p in tmp_path.iterdir()] == ["baseline.json"]  # no temp file left
     result = verify_attestation(block, PAYLOAD_ID, pcr_baseline=path)
-    assert result.pcr_baseline.passed is True and result.verified
+    assert result.pcr_baseline.passed is True and result.bound
 
 
 def test_bare_bank_mapping_is_accepted(block: dict[str, Any]) -> None:

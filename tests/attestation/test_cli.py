@@ -48,7 +48,9 @@ def test_baseline_then_verify(saved: Path, tmp_path: Path, capsys: pytest.Captur
         assert f"ok   {name}" in out
     assert "-    aik_trusted" in out
     assert f"AIK  {aik_fingerprint(block['aik_pubkey_b64'])}" in out
-    assert "not that the quote came from genuine TPM hardware" in out
+    # Issue 11: an unpinned quote is reported as bound, not verified (exit 0: bound was asked).
+    assert "verdict: BOUND (not hardware-rooted)" in out
+    assert "not genuine TPM hardware" in out
 
 
 def test_baseline_to_stdout_and_from_stdin(
@@ -67,7 +69,7 @@ def test_verify_for_another_request_fails(saved: Path, capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert "FAIL qualifying_data" in out
     assert "ok   signature" in out
-    assert "NOT verified" in out
+    assert "verdict: NOT BOUND" in out
 
 
 def test_verify_json_output_and_aik_pins(
@@ -78,7 +80,7 @@ def test_verify_json_output_and_aik_pins(
     args = ["attest", "verify", str(saved), "--payload-id", PAYLOAD_ID, "--json"]
     assert main([*args, "--trusted-aik", fingerprint]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["verified"] is True
+    assert record["verified"] is True and record["hardware_rooted"] is True
     assert record["checks"]["aik_trusted"]["passed"] is True
 
     import base64

@@ -15,6 +15,8 @@ import nomyo_native as nomyo
 from nomyo_native import attestation as nomyo_attestation
 from nomyo_native.errors import SecurityError
 
+from .forge import forge_block
+
 USER = [{"role": "user", "content": "attest this"}]
 
 
@@ -23,11 +25,16 @@ class TpmPeer(Peer):
 
     quoter: Any = None
     tamper: Callable[[dict[str, Any], str], dict[str, Any]] | None = None
+    # A software key in place of the TPM (a bound quote anyone can make; pinned in some tests).
+    software_aik: bool = False
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         if request.method == "POST":
             payload_id = request.headers["x-payload-id"]
             block = self.quoter.quote(payload_id, scheme="ecdsa")
+            if self.software_aik:
+                values = block["pcr_values"]["sha256"]
+                block = forge_block(payload_id, values, seed=1).block
             if self.tamper is not None:
                 block = self.tamper(block, payload_id)
             self.extra_metadata = {"tpm_attestation": block}
@@ -63,31 +70,98 @@ def flip_signature(block: dict[str, Any], _payload_id: str) -> dict[str, Any]:
     return dict(block, signature_b64=base64.b64encode(bytes(sig)).decode())
 
 
-async def test_require_returns_content_with_a_verified_record(make_chat: Callable) -> None:
-    async with make_chat(attestation="require") as chat:
+SOFTWARE_AIK = forge_block("-", {"0": "00" * 32, "7": "00" * 32, "10": "00" * 32}, seed=1)
+
+
+def test_require_without_a_trust_anchor_fails_at_construction(
+    make_chat: Callable, tpm_peer: TpmPeer
+) -> None:
+    """Issue 11: "require" can only be met by a rooted quote; with nothing to root it in, the
+    client refuses to exist (no prompt is ever sent) and says how to get an anchor."""
+    with pytest.raises(ValueError, match="trust anchor") as raised:
+        make_chat(attestation="require")
+    assert "trusted_aik=" in str(raised.value) and "attestation='bound'" in str(raised.value)
+    assert tpm_peer.posts == 0
+
+
+async def test_require_per_call_without_anchor_sends_nothing(
+    make_chat: Callable, tpm_peer: TpmPeer
+) -> None:
+    async with make_chat() as chat:
+        with pytest.raises(ValueError, match="trust anchor"):
+            await chat.create(model="m", messages=USER, attestation="require")
+    assert tpm_peer.posts == 0
+
+
+async def test_require_returns_content_with_a_verified_record(
+    make_chat: Callable, tpm_peer: TpmPeer
+) -> None:
+    tpm_peer.software_aik = True  # a key the caller pinned: rooted by the caller's trust
+    async with make_chat(attestation="require", trusted_aik=SOFTWARE_AIK.fingerprint) as chat:
         reply = await chat.create(model="m", messages=USER)
     assert reply["choices"][0]["message"]["content"] == "echo: attest this"
     record = reply["_metadata"]["attestation_verification"]
-    assert record["verified"] is True
+    assert record["verified"] is True and record["bound"] and record["hardware_rooted"]
     assert record["checks"]["qualifying_data"]["passed"] is True
 
 
-async def test_require_withholds_content_of_a_tampered_quote(
-    make_chat: Callable, tpm_peer: TpmPeer
+async def test_require_withholds_a_genuine_tpm_quote_by_another_key(make_chat: Callable) -> None:
+    """A real swtpm quote is bound, but not by the pinned key: refused under "require"."""
+    async with make_chat(attestation="require", trusted_aik=SOFTWARE_AIK.fingerprint) as chat:
+        with pytest.raises(SecurityError, match="NOT hardware-rooted"):
+            await chat.create(model="m", messages=USER)
+
+
+@pytest.mark.parametrize("policy", ["bound", "require"])
+async def test_bound_or_require_withholds_content_of_a_tampered_quote(
+    make_chat: Callable, tpm_peer: TpmPeer, policy: str
 ) -> None:
     tpm_peer.tamper = flip_signature
-    async with make_chat(attestation="require") as chat:
+    tpm_peer.software_aik = policy == "require"
+    async with make_chat(attestation=policy, trusted_aik=SOFTWARE_AIK.fingerprint) as chat:
         with pytest.raises(SecurityError, match="signature"):
             await chat.create(model="m", messages=USER)
 
 
-async def test_maximum_tier_defaults_to_require(make_chat: Callable, tpm_peer: TpmPeer) -> None:
-    tpm_peer.tamper = lambda block, _pid: {"is_available": False}
+async def test_maximum_tier_without_anchor_defaults_to_bound(
+    make_chat: Callable, tpm_peer: TpmPeer
+) -> None:
+    """Issue 11: unset policy + tier maximum + no anchor = "bound": a genuine (unpinned) quote is
+    accepted and recorded as not hardware-rooted; no TPM is refused."""
     async with make_chat() as chat:
+        reply = await chat.create(model="m", messages=USER, security_tier="maximum")
+        record = reply["_metadata"]["attestation_verification"]
+        assert record["bound"] is True and record["hardware_rooted"] is False
+        tpm_peer.tamper = lambda block, _pid: {"is_available": False}
         reply = await chat.create(model="m", messages=USER, security_tier="high")
         assert reply["_metadata"]["attestation_verification"]["verified"] is False
         with pytest.raises(SecurityError, match="no TPM"):
             await chat.create(model="m", messages=USER, security_tier="maximum")
+
+
+async def test_maximum_tier_with_anchor_defaults_to_require(
+    make_chat: Callable, tpm_peer: TpmPeer
+) -> None:
+    """With a trust anchor, tier maximum requires a verified quote: the swtpm's fresh AIK is
+    bound but not the pinned key, so it is refused; the pinned key's quote is accepted."""
+    async with make_chat(trusted_aik=SOFTWARE_AIK.fingerprint) as chat:
+        with pytest.raises(SecurityError, match="NOT hardware-rooted"):
+            await chat.create(model="m", messages=USER, security_tier="maximum")
+        tpm_peer.software_aik = True
+        reply = await chat.create(model="m", messages=USER, security_tier="maximum")
+        assert reply["_metadata"]["attestation_verification"]["verified"] is True
+
+
+async def test_explicit_policy_wins_over_the_tier(make_chat: Callable, tpm_peer: TpmPeer) -> None:
+    tpm_peer.tamper = lambda block, _pid: {"is_available": False}
+    async with make_chat(attestation="auto") as chat:
+        reply = await chat.create(model="m", messages=USER, security_tier="maximum")
+        assert reply["_metadata"]["attestation_verification"]["bound"] is False
+    async with make_chat() as chat:
+        reply = await chat.create(
+            model="m", messages=USER, security_tier="maximum", attestation="auto"
+        )
+        assert reply["_metadata"]["attestation_verification"]["available"] is False
 
 
 async def test_auto_records_a_replayed_quote_and_returns(
@@ -101,7 +175,7 @@ async def test_auto_records_a_replayed_quote_and_returns(
         assert record["verified"] is False
         assert record["checks"]["qualifying_data"]["passed"] is False
         with pytest.raises(SecurityError, match="qualifying_data"):
-            await chat.create(model="m", messages=USER, attestation="require")
+            await chat.create(model="m", messages=USER, attestation="bound")
 
 
 async def test_off_skips_verification(make_chat: Callable, tpm_peer: TpmPeer) -> None:
@@ -139,7 +213,7 @@ async def test_baseline_file_is_read_once_at_construction(
     baseline = nomyo_attestation.capture_baseline(tpm_quoter.quote("baseline-source"))
     path = tmp_path / "baseline.json"
     nomyo_attestation.save_baseline(baseline, path)
-    async with make_chat(attestation="require", pcr_baseline=path) as chat:
+    async with make_chat(attestation="bound", pcr_baseline=path) as chat:
         path.unlink()  # the client holds the validated values, not the path
         reply = await chat.create(model="m", messages=USER)
     assert reply["_metadata"]["attestation_verification"]["checks"]["pcr_baseline"]["passed"]

@@ -45,13 +45,15 @@ def test_off_records_nothing(block: dict[str, Any]) -> None:
     assert "attestation_verification" not in metadata
 
 
-def test_auto_records_a_verified_quote(block: dict[str, Any]) -> None:
+def test_auto_records_a_bound_quote(block: dict[str, Any]) -> None:
     metadata: dict[str, Any] = {"payload_id": PAYLOAD_ID, "tpm_attestation": block}
     apply_attestation_policy(
         metadata, PAYLOAD_ID, "auto", pcr_baseline=capture_baseline(block, PAYLOAD_ID)
     )
     record = metadata["attestation_verification"]
-    assert record["verified"] is True and record["available"] is True
+    # Issue 11: unpinned, so bound and not verified (this asserted verified before).
+    assert record["bound"] is True and record["available"] is True
+    assert record["verified"] is False and record["hardware_rooted"] is False
     assert record["checks"]["pcr_baseline"]["passed"] is True
     assert record["checks"]["aik_trusted"]["passed"] is None
     assert json.loads(json.dumps(record)) == record
@@ -69,7 +71,8 @@ def test_auto_records_a_failure_without_raising(block: dict[str, Any]) -> None:
     record = metadata["attestation_verification"]
     assert record["verified"] is False
     assert record["checks"]["signature"]["passed"] is False
-    assert "NOT verified" in record["summary"]
+    assert record["bound"] is False
+    assert "NOT bound" in record["summary"]
 
 
 def test_auto_without_a_block_records_why() -> None:
@@ -81,8 +84,43 @@ def test_auto_without_a_block_records_why() -> None:
 
 def test_require_accepts_a_verified_quote(block: dict[str, Any]) -> None:
     metadata = {"tpm_attestation": block}
-    apply_attestation_policy(metadata, PAYLOAD_ID, "require")
+    pin = verify_attestation(block, PAYLOAD_ID).aik_fingerprint
+    apply_attestation_policy(metadata, PAYLOAD_ID, "require", trusted_aik=pin)
     assert metadata["attestation_verification"]["verified"] is True
+    assert metadata["attestation_verification"]["hardware_rooted"] is True
+
+
+def test_require_refuses_a_bound_quote_from_an_unpinned_aik(block: dict[str, Any]) -> None:
+    """Issue 11: "require" means verified; a bound quote alone is refused (after recording)."""
+    metadata = {"tpm_attestation": block}
+    with pytest.raises(SecurityError, match="NOT hardware-rooted"):
+        apply_attestation_policy(metadata, PAYLOAD_ID, "require")
+    record = metadata["attestation_verification"]
+    assert record["bound"] is True and record["verified"] is False
+
+
+def test_bound_accepts_an_unpinned_bound_quote(block: dict[str, Any]) -> None:
+    metadata = {"tpm_attestation": block}
+    apply_attestation_policy(metadata, PAYLOAD_ID, "bound")
+    record = metadata["attestation_verification"]
+    assert record["bound"] is True and record["hardware_rooted"] is False
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [{}, {"tpm_attestation": {"is_available": False}}, {"tpm_attestation": "garbage"}],
+)
+def test_bound_refuses_a_missing_or_unavailable_block(metadata: dict) -> None:
+    with pytest.raises(SecurityError):
+        apply_attestation_policy(metadata, PAYLOAD_ID, "bound")
+    assert metadata["attestation_verification"]["bound"] is False
+
+
+def test_bound_refuses_a_tampered_or_replayed_quote(block: dict[str, Any]) -> None:
+    with pytest.raises(SecurityError, match="signature"):
+        apply_attestation_policy({"tpm_attestation": tampered(block)}, PAYLOAD_ID, "bound")
+    with pytest.raises(SecurityError, match="qualifying_data"):
+        apply_attestation_policy({"tpm_attestation": block}, "another-request", "bound")
 
 
 @pytest.mark.parametrize(

@@ -87,22 +87,26 @@ def test_valid_quote_passes_every_check(quotes: dict, scheme: tuple[str, str]) -
     block = quotes[scheme]
     result = verify_full(block, block)
     assert [c.passed for c in result.checks] == [True] * len(CHECK_NAMES), result.checks
-    assert result.verified and result.available
+    assert result.verified and result.bound and result.hardware_rooted and result.available
+    assert result.level == "rooted"
     assert result.aik_fingerprint == pin_of(block) == aik_fingerprint(block["aik_pubkey_b64"])
     assert result.pcr_banks == "sha256:0,7,10"
-    assert "pinned" in result.summary
+    assert "verified (bound and hardware-rooted)" in result.summary
 
 
 @pytest.mark.parametrize("scheme", SCHEMES, ids="-".join)
 def test_unpinned_quote_says_it_proves_no_hardware(quotes: dict, scheme: tuple[str, str]) -> None:
+    # Issue 11: an unpinned quote is bound, never verified (it asserted verified before).
     result = verify_attestation(quotes[scheme], PAYLOAD_ID)
-    assert result.verified
+    assert result.bound and not result.hardware_rooted and not result.verified
     assert result.pcr_baseline.passed is None and result.aik_trusted.passed is None
-    assert "not that the quote came from genuine TPM hardware" in result.summary
+    assert "NOT hardware-rooted" in result.summary
+    assert "not genuine TPM hardware" in result.summary
     record = result.to_dict()
     assert json.loads(json.dumps(record)) == record
     assert record["checks"]["aik_trusted"]["passed"] is None
-    assert record["verified"] is True
+    assert record["verified"] is False and record["bound"] is True
+    assert record["hardware_rooted"] is False and record["level"] == "bound"
 
 
 def test_signature_detail_names_scheme_and_hash(quotes: dict) -> None:
@@ -185,7 +189,7 @@ def test_pcr_extended_after_baseline_fails_only_baseline(tpm_quoter: Any) -> Non
     assert failed(result) == {"pcr_baseline"}
     assert "sha256:10" in result.pcr_baseline.detail
     # The same baseline still accepts the quote taken before the extend.
-    assert verify_attestation(before, "before-extend", pcr_baseline=baseline).verified
+    assert verify_attestation(before, "before-extend", pcr_baseline=baseline).bound
 
 
 def test_baseline_pcr_outside_the_quote_fails_baseline(quotes: dict) -> None:

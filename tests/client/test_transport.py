@@ -512,8 +512,10 @@ async def test_maximum_tier_without_attestation_is_refused_by_default(make_chat,
     assert record["verified"] is False, "auto records an unverified response and returns it"
 
 
-async def test_client_policy_require_applies_to_every_tier(make_chat, peer):
-    async with make_chat(attestation="require") as chat:
+async def test_client_policy_bound_applies_to_every_tier(make_chat, peer):
+    # Issue 11: "require" now needs a trust anchor (refused at construction without one), so the
+    # every-tier policy is exercised with "bound", which this peer (no TPM) can never satisfy.
+    async with make_chat(attestation="bound") as chat:
         with pytest.raises(nomyo.SecurityError, match="attestation"):
             await chat.create(model="m", messages=USER)
         reply = await chat.create(model="m", messages=USER, attestation="off")
