@@ -14,7 +14,7 @@ export CARGO_TERM_COLOR ?= never
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export HYPOTHESIS_STORAGE_DIRECTORY := .cache/hypothesis
 
-.PHONY: help demo test test-rust test-python lint build wheel wheels cross-deps bench fuzz fuzz-build fuzz-smoke system-deps clean
+.PHONY: help demo test test-rust test-python lint build build-test wheel wheels cross-deps bench fuzz fuzz-build fuzz-smoke system-deps clean
 
 help:
 	@echo "make demo   - set everything up, start a local secure endpoint, send one encrypted chat"
@@ -47,14 +47,35 @@ $(STAMPS)/pydeps: pyproject.toml | $(PY) system-deps
 	  $(PY) -m pip install -q $(REFERENCE)
 	@touch $@
 
-# The native module, rebuilt incrementally by cargo on every run.
+# Each cargo configuration has its own target directory, so that alternating between them
+# recompiles nothing (our crate is a cdylib: its files carry no feature hash, and one build
+# would overwrite the other's). Dependencies compile the same way in all of them, so the others
+# are seeded with copies of the release build's (fuzz/seed_target_dir.py) instead of
+# compiling aws-lc again.
+#   target/          the release module (`make build`, the wheel, `make demo`)
+#   target/testing   the same plus `_core._testing`, the probes pytest uses (feature `testing`)
+#   target/rust      `cargo test --no-default-features` (the pure-Rust core, no libpython)
+#   target/lint      clippy over every feature
+TESTING_TARGET := target/testing
+RUST_TARGET    := target/rust
+LINT_TARGET    := target/lint
+SEED_TARGET    := $(PY) fuzz/seed_target_dir.py target/release
+
+# The release module, rebuilt incrementally by cargo on every run.
 build: $(STAMPS)/pydeps
 	@scripts/quietly.sh "building the native core (cargo, incremental)" \
 	  $(VENV)/bin/maturin develop -q --release --skip-install
 
+# The module pytest imports: the release module plus `_core._testing` (never in a wheel).
+build-test: build
+	@$(SEED_TARGET) $(TESTING_TARGET)/release >/dev/null
+	@CARGO_TARGET_DIR=$(TESTING_TARGET) scripts/quietly.sh "building the test module (feature testing)" \
+	  $(VENV)/bin/maturin develop -q --release --skip-install --features testing,pyo3/extension-module
+
 # ---- checks -----------------------------------------------------------------------------
-test-rust: system-deps
-	cargo test --release --no-default-features
+test-rust: build
+	@$(SEED_TARGET) $(RUST_TARGET)/release >/dev/null
+	CARGO_TARGET_DIR=$(RUST_TARGET) cargo test --release --no-default-features
 
 # The release workflow cannot run here: it is validated offline, against GitHub's workflow
 # schema (vendored in check-jsonschema) and by zizmor's security audits (pinned actions, no
@@ -65,15 +86,17 @@ $(STAMPS)/lint-tools: Makefile | $(STAMPS)/pydeps
 	@scripts/quietly.sh "installing the workflow linters ($(LINT_TOOLS))" $(PY) -m pip install -q $(LINT_TOOLS)
 	@touch $@
 
-lint: $(STAMPS)/pydeps $(STAMPS)/lint-tools
+lint: build $(STAMPS)/lint-tools
 	cargo fmt --check
-	cargo clippy --release --all-targets -- -D warnings
+	@$(SEED_TARGET) $(LINT_TARGET)/release >/dev/null
+	CARGO_TARGET_DIR=$(LINT_TARGET) cargo clippy --release --all-targets --features testing \
+	  -- -D warnings
 	$(VENV)/bin/ruff check python tests benches scripts
 	$(VENV)/bin/ruff format --check python tests benches scripts
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(VENV)/bin/zizmor --offline --no-progress .github/workflows
 
-test-python: build
+test-python: build-test
 	$(PY) -m pytest -q -p no:cacheprovider
 
 # ---- wheels -----------------------------------------------------------------------------

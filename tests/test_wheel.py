@@ -38,6 +38,11 @@ CHECK_INSTALLED = textwrap.dedent(
     core = importlib.util.module_from_spec(core_spec)
     core_spec.loader.exec_module(core)
 
+    # The test probes (issue 10 finding 12) exist only in the test build.
+    leaked = [n for n in dir(core) if "probe" in n.lower() or "testing" in n]
+    assert leaked == [] and "nomyo_native._core._testing" not in sys.modules, leaked
+    assert b"probe_overflow" not in so_file.read_bytes()
+
     kp = core.ClientKeyPair.generate(2048)
     server = core.ServerPublicKey.from_pem(kp.public_key_pem)
     payload = {"model": "m", "messages": [{"role": "user", "content": "héllo"}]}

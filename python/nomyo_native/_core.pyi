@@ -3,6 +3,9 @@
 Every operation that touches a secret happens here. Python only ever holds opaque handles
 (``ClientKeyPair``, ``ServerPublicKey``) and ciphertext; no AES key, private-key byte, request
 plaintext or raw response plaintext is ever returned as a Python object.
+
+The test build (cargo feature ``testing``, ``make build-test``) adds a ``_testing`` submodule of
+probes; it is never in a wheel. Its stub is ``tests/stubs/nomyo_native/_core/_testing.pyi``.
 """
 
 import os
@@ -141,9 +144,6 @@ def memory_status() -> dict[str, Any]:
     drops the pool it inherits (its copies are not locked).
     """
 
-def _release_pool() -> int:
-    """Test hook: free the wiped buffers kept for reuse; returns the bytes released."""
-
 class BufferLock:
     """A caller's writable buffer (bytearray, memoryview, ...) locked in RAM (mlock) and
     excluded from core dumps until ``release()``; ``wipe()`` zeroes it. As a context manager
@@ -169,41 +169,6 @@ class BufferLock:
 
 def wipe(buffer: Any) -> None:
     """Zero a writable buffer in a way the optimizer keeps."""
-
-# ---- test probes (not public API) -----------------------------------------------------------
-
-class _LockedProbe:
-    """A LockedBuf of ``size`` bytes filled with a pattern derived from ``seed`` inside the
-    core (so the pattern never exists as a Python object). For tests of locking, dump
-    exclusion and wiping."""
-
-    def __init__(self, size: int, seed: int) -> None: ...
-    @property
-    def address(self) -> int:
-        """Address of the first byte of the buffer's data."""
-    @property
-    def size(self) -> int: ...
-    @property
-    def locked(self) -> bool: ...
-    def pattern_digest(self) -> str:
-        """hex SHA-256 of the buffer's current content."""
-    def release(self) -> None:
-        """Drop (wipe and free) the LockedBuf now."""
-
-def _probe_overflow(size: int, past_end: int) -> None:
-    """Allocate a LockedBuf and write ``past_end`` bytes beyond its end. Must crash the
-    process (guard page / canary); call only in a subprocess."""
-
-def _json_roundtrip(obj: Any, max_len: int | None = None) -> Any:
-    """Serialize ``obj`` into locked memory exactly as ``seal`` does (cap ``max_len``, default
-    MAX_PLAINTEXT_BYTES) and parse it back with the reader ``open`` uses."""
-
-def _json_digest(obj: Any, max_len: int | None = None) -> tuple[str, int]:
-    """(hex SHA-256, length) of the JSON ``seal`` would encrypt for ``obj``: the bytes equal
-    ``json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)``."""
-
-def _json_loads(data: bytes) -> Any:
-    """Parse ``data`` with the strict reader ``open`` uses (raises ``EnvelopeError``)."""
 
 # ---- TPM structures (rust/src/tpm): bounded parsers and the quote-signature verifier --------
 

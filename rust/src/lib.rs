@@ -13,6 +13,10 @@ pub mod tpm;
 #[cfg(feature = "python")]
 pub mod json;
 
+/// `_core._testing`: probes for the test suite, compiled only with the `testing` feature.
+#[cfg(feature = "testing")]
+mod testing;
+
 #[cfg(feature = "python")]
 use pyo3::prelude::*;
 
@@ -28,10 +32,12 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     register_memory(m)?;
     register_crypto(m)?;
     tpm::py::register(m)?;
+    #[cfg(feature = "testing")]
+    testing::register(m)?;
     Ok(())
 }
 
-// ---- memory bindings: memory_status, BufferLock, wipe, test probes ---------------------------
+// ---- memory bindings: memory_status, BufferLock, wipe ----------------------------------------
 
 #[cfg(feature = "python")]
 fn register_memory(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -39,30 +45,18 @@ fn register_memory(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_JSON_DEPTH", json::MAX_JSON_DEPTH)?;
     m.add_function(wrap_pyfunction!(memory_py::memory_status, m)?)?;
     m.add_function(wrap_pyfunction!(memory_py::wipe, m)?)?;
-    m.add_function(wrap_pyfunction!(memory_py::release_pool, m)?)?;
     m.add_class::<memory_py::BufferLock>()?;
-    m.add_class::<memory_py::LockedProbe>()?;
-    m.add_function(wrap_pyfunction!(memory_py::probe_overflow, m)?)?;
-    m.add_function(wrap_pyfunction!(memory_py::json_roundtrip, m)?)?;
-    m.add_function(wrap_pyfunction!(memory_py::json_digest, m)?)?;
-    m.add_function(wrap_pyfunction!(memory_py::json_loads, m)?)?;
     Ok(())
 }
 
 #[cfg(feature = "python")]
 mod memory_py {
-    use std::panic::AssertUnwindSafe;
-
     use pyo3::exceptions::{PyTypeError, PyValueError};
     use pyo3::prelude::*;
-    use pyo3::types::{PyDict, PyMemoryView, PyTuple, PyType};
+    use pyo3::types::{PyDict, PyMemoryView, PyType};
 
     use crate::error::py::no_panic;
-    use crate::error::CoreError;
-    use crate::secret::{self, LockedBuf};
-
-    /// Largest `_LockedProbe`: enough to exceed RLIMIT_MEMLOCK, small enough for a test box.
-    const MAX_PROBE_BYTES: usize = 256 * 1024 * 1024;
+    use crate::secret;
 
     #[pyfunction]
     pub fn memory_status(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
@@ -86,13 +80,6 @@ mod memory_py {
         d.set_item("guard_pages", status.guard_pages)?;
         d.set_item("lock_limit_bytes", status.lock_limit_bytes)?;
         Ok(d)
-    }
-
-    /// Free the wiped buffers kept for reuse; returns the bytes released.
-    #[pyfunction]
-    #[pyo3(name = "_release_pool")]
-    pub fn release_pool() -> PyResult<usize> {
-        no_panic(|| Ok(secret::release_pool()))
     }
 
     /// A caller's buffer held exported (so it cannot be resized) through a memoryview, with a
@@ -295,153 +282,6 @@ mod memory_py {
         fn __repr__(&self) -> String {
             format!("<BufferLock size={} locked={}>", self.size, self.locked())
         }
-    }
-
-    /// Fill a buffer with a reproducible, non-zero-heavy pattern (splitmix64 of `seed`).
-    fn fill_pattern(data: &mut [u8], seed: u64) {
-        let mut state = seed;
-        for chunk in data.chunks_mut(8) {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
-        }
-    }
-
-    fn hex_sha256(data: &[u8]) -> String {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
-        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    /// A LockedBuf filled inside the core, for tests of locking, dump exclusion and wiping.
-    #[pyclass(module = "nomyo_native._core", name = "_LockedProbe")]
-    pub struct LockedProbe {
-        buf: Option<LockedBuf>,
-        size: usize,
-        address: usize,
-    }
-
-    #[pymethods]
-    impl LockedProbe {
-        #[new]
-        fn new(size: usize, seed: u64) -> PyResult<Self> {
-            if size > MAX_PROBE_BYTES {
-                return Err(PyValueError::new_err(format!(
-                    "a probe holds at most {MAX_PROBE_BYTES} bytes"
-                )));
-            }
-            let buf = no_panic(|| {
-                let mut buf = LockedBuf::zeroed(size)?;
-                fill_pattern(buf.as_mut_slice(), seed);
-                Ok(buf)
-            })?;
-            let address = buf.as_ptr() as usize;
-            Ok(LockedProbe {
-                buf: Some(buf),
-                size,
-                address,
-            })
-        }
-
-        #[getter]
-        fn address(&self) -> usize {
-            self.address
-        }
-
-        #[getter]
-        fn size(&self) -> usize {
-            self.size
-        }
-
-        #[getter]
-        fn locked(&self) -> bool {
-            self.buf.as_ref().is_some_and(LockedBuf::is_locked)
-        }
-
-        fn pattern_digest(&self) -> PyResult<String> {
-            let buf = self
-                .buf
-                .as_ref()
-                .ok_or_else(|| PyValueError::new_err("the probe was released"))?;
-            no_panic(AssertUnwindSafe(|| Ok(hex_sha256(buf.as_slice()))))
-        }
-
-        /// Drop (wipe and free) the LockedBuf now.
-        fn release(&mut self) {
-            self.buf = None;
-        }
-    }
-
-    /// Allocate a LockedBuf and write `past_end` bytes beyond its end: must crash the process.
-    #[pyfunction]
-    #[pyo3(name = "_probe_overflow")]
-    pub fn probe_overflow(size: usize, past_end: usize) -> PyResult<()> {
-        if size > MAX_PROBE_BYTES {
-            return Err(PyValueError::new_err(format!(
-                "a probe holds at most {MAX_PROBE_BYTES} bytes"
-            )));
-        }
-        let buf = LockedBuf::zeroed(size)?;
-        let base = buf.as_ptr().cast_mut();
-        for i in 0..past_end {
-            // SAFETY: deliberately out of bounds; the guard page makes this fault.
-            unsafe { std::ptr::write_volatile(base.wrapping_add(size + i), 0xA5) };
-        }
-        drop(buf);
-        Ok(())
-    }
-
-    fn serialize(obj: &Bound<'_, PyAny>, max_len: Option<usize>) -> PyResult<LockedBuf> {
-        let max_len = max_len.unwrap_or(crate::envelope::MAX_PLAINTEXT_BYTES);
-        no_panic(AssertUnwindSafe(|| {
-            let mut out = LockedBuf::with_capacity(0)?;
-            crate::json::write_py(obj, &mut out, max_len)?;
-            Ok::<_, CoreError>(out)
-        }))
-    }
-
-    /// Test probe: serialize `obj` into locked memory and parse it back.
-    #[pyfunction]
-    #[pyo3(name = "_json_roundtrip", signature = (obj, max_len=None))]
-    pub fn json_roundtrip<'py>(
-        obj: &Bound<'py, PyAny>,
-        max_len: Option<usize>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let buf = serialize(obj, max_len)?;
-        let py = obj.py();
-        no_panic(AssertUnwindSafe(|| {
-            crate::json::read_py(py, buf.as_slice())
-        }))
-    }
-
-    /// Test probe: (hex SHA-256, length) of the JSON `seal` would encrypt for `obj`.
-    #[pyfunction]
-    #[pyo3(name = "_json_digest", signature = (obj, max_len=None))]
-    pub fn json_digest<'py>(
-        obj: &Bound<'py, PyAny>,
-        max_len: Option<usize>,
-    ) -> PyResult<Bound<'py, PyTuple>> {
-        let buf = serialize(obj, max_len)?;
-        let digest = no_panic(AssertUnwindSafe(|| Ok(hex_sha256(buf.as_slice()))))?;
-        PyTuple::new(
-            obj.py(),
-            [
-                digest.into_pyobject(obj.py())?.into_any(),
-                buf.len().into_pyobject(obj.py())?.into_any(),
-            ],
-        )
-    }
-
-    /// Test probe: parse JSON bytes with the strict reader `open` uses.
-    #[pyfunction]
-    #[pyo3(name = "_json_loads")]
-    pub fn json_loads<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-        no_panic(AssertUnwindSafe(|| {
-            let buf = LockedBuf::from_slice(data)?;
-            crate::json::read_py(py, buf.as_slice())
-        }))
     }
 }
 

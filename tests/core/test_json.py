@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nomyo_native import _core
+from nomyo_native._core import _testing
 
 DEPTH = _core.MAX_JSON_DEPTH
 
@@ -81,7 +82,7 @@ def seal_open(value: object) -> object:
 @settings(max_examples=200, deadline=None, derandomize=True)
 @given(json_values)
 def test_written_bytes_equal_json_dumps(value: object) -> None:
-    assert _core._json_digest(value) == expected_digest(value)
+    assert _testing.json_digest(value) == expected_digest(value)
 
 
 @pytest.mark.parametrize(
@@ -112,9 +113,9 @@ def test_written_bytes_equal_json_dumps(value: object) -> None:
     ],
 )
 def test_floats_are_written_as_python_repr(number: float) -> None:
-    assert _core._json_digest([number]) == expected_digest([number])
-    assert _core._json_roundtrip(number) == number
-    assert math.copysign(1, _core._json_roundtrip(number)) == math.copysign(1, number)
+    assert _testing.json_digest([number]) == expected_digest([number])
+    assert _testing.json_roundtrip(number) == number
+    assert math.copysign(1, _testing.json_roundtrip(number)) == math.copysign(1, number)
 
 
 def test_many_doubles_match_repr() -> None:
@@ -128,7 +129,7 @@ def test_many_doubles_match_repr() -> None:
         if math.isfinite(value):
             values.append(value)
     values = [v for v in values if math.isfinite(v)]
-    assert _core._json_digest(values) == expected_digest(values)
+    assert _testing.json_digest(values) == expected_digest(values)
 
 
 @pytest.mark.parametrize(
@@ -136,15 +137,15 @@ def test_many_doubles_match_repr() -> None:
     [0, -1, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 10**100, -(10**300)],
 )
 def test_integers_of_any_size(number: int) -> None:
-    assert _core._json_digest(number) == expected_digest(number)
-    result = _core._json_roundtrip(number)
+    assert _testing.json_digest(number) == expected_digest(number)
+    result = _testing.json_roundtrip(number)
     assert type(result) is int and result == number
 
 
 def test_strings_are_escaped_like_json_dumps() -> None:
     value = 'quote" backslash\\ nl\n cr\r tab\t bs\b ff\f nul\x00 us\x1f del\x7f é ☃ 😀 \u2028'
-    assert _core._json_digest(value) == expected_digest(value)
-    assert _core._json_roundtrip(value) == value
+    assert _testing.json_digest(value) == expected_digest(value)
+    assert _testing.json_roundtrip(value) == value
 
 
 def test_every_ascii_byte_at_every_word_offset_is_escaped_correctly() -> None:
@@ -152,13 +153,13 @@ def test_every_ascii_byte_at_every_word_offset_is_escaped_correctly() -> None:
     for code in range(0x80):
         for offset in range(16):
             value = "a" * offset + chr(code) + "é" * 3 + "b" * (15 - offset)
-            assert _core._json_digest(value) == expected_digest(value), (code, offset)
+            assert _testing.json_digest(value) == expected_digest(value), (code, offset)
 
 
 def test_keys_are_coerced_like_json_dumps() -> None:
     value = {"s": 1, 2: "int", 2.5: "float", True: "bool", None: "none", 10**30: "big"}
-    assert _core._json_digest(value) == expected_digest(value)
-    assert _core._json_roundtrip(value) == json.loads(reference_bytes(value))
+    assert _testing.json_digest(value) == expected_digest(value)
+    assert _testing.json_roundtrip(value) == json.loads(reference_bytes(value))
 
 
 def test_subclasses_and_tuples() -> None:
@@ -176,8 +177,8 @@ def test_subclasses_and_tuples() -> None:
         "tuple": (1, (2, 3)),
         "flag": True,
     }
-    assert _core._json_digest(value) == expected_digest(value)
-    assert _core._json_roundtrip(value)["tuple"] == [1, [2, 3]]
+    assert _testing.json_digest(value) == expected_digest(value)
+    assert _testing.json_roundtrip(value)["tuple"] == [1, [2, 3]]
 
 
 # ---- writer: errors ------------------------------------------------------------------------------
@@ -198,7 +199,7 @@ def test_subclasses_and_tuples() -> None:
 )
 def test_non_json_values_raise_type_error_with_path(value: object, message: str) -> None:
     with pytest.raises(TypeError) as info:
-        _core._json_roundtrip(value)
+        _testing.json_roundtrip(value)
     assert message in str(info.value)
     assert "sk-secret" not in str(info.value)
 
@@ -206,64 +207,64 @@ def test_non_json_values_raise_type_error_with_path(value: object, message: str)
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_nan_and_infinity_are_refused(bad: float) -> None:
     with pytest.raises(ValueError, match=re.escape("$.x[0]: NaN and Infinity")):
-        _core._json_roundtrip({"x": [bad]})
+        _testing.json_roundtrip({"x": [bad]})
     with pytest.raises(ValueError, match="NaN and Infinity"):
-        _core._json_roundtrip({bad: 1})
+        _testing.json_roundtrip({bad: 1})
 
 
 def test_lone_surrogates_are_a_clear_error() -> None:
     with pytest.raises(ValueError, match=re.escape("$.text: string contains a lone surrogate")):
-        _core._json_roundtrip({"text": "abc\ud800"})
+        _testing.json_roundtrip({"text": "abc\ud800"})
     with pytest.raises(ValueError, match="lone surrogate"):
-        _core._json_roundtrip({"key\udfff": 1})
+        _testing.json_roundtrip({"key\udfff": 1})
 
 
 def test_error_paths_never_contain_string_values() -> None:
     with pytest.raises(TypeError) as info:
-        _core._json_roundtrip({"user": "my password is hunter2", "blob": bytearray(b"hunter2")})
+        _testing.json_roundtrip({"user": "my password is hunter2", "blob": bytearray(b"hunter2")})
     assert "hunter2" not in str(info.value)
     assert "$.blob" in str(info.value)
 
 
 def test_nesting_up_to_the_limit_round_trips() -> None:
     for value in (nested_list(DEPTH), nested_dict(DEPTH)):
-        assert _core._json_roundtrip(value) == value
-        assert _core._json_digest(value) == expected_digest(value)
+        assert _testing.json_roundtrip(value) == value
+        assert _testing.json_digest(value) == expected_digest(value)
 
 
 def test_nesting_over_the_limit_is_refused() -> None:
     for value in (nested_list(DEPTH + 1), nested_dict(DEPTH + 1)):
         with pytest.raises(ValueError, match=f"nesting deeper than {DEPTH} levels"):
-            _core._json_roundtrip(value)
+            _testing.json_roundtrip(value)
 
 
 def test_circular_structures_are_refused_not_crashed() -> None:
     loop: list = []
     loop.append(loop)
     with pytest.raises(ValueError, match="nesting deeper"):
-        _core._json_roundtrip(loop)
+        _testing.json_roundtrip(loop)
 
 
 def test_size_cap_is_exact() -> None:
     value = "x" * 98  # '"' + 98 + '"' = 100 bytes
-    assert _core._json_digest(value, 100) == expected_digest(value)
+    assert _testing.json_digest(value, 100) == expected_digest(value)
     with pytest.raises(_core.PayloadTooLargeError, match="99 bytes"):
-        _core._json_digest(value, 99)
+        _testing.json_digest(value, 99)
 
 
 def test_default_cap_is_max_plaintext_bytes() -> None:
     limit = _core.MAX_PLAINTEXT_BYTES
     fits = "a" * (limit - 2)
-    assert _core._json_digest(fits)[1] == limit
+    assert _testing.json_digest(fits)[1] == limit
     with pytest.raises(_core.PayloadTooLargeError):
-        _core._json_digest(fits + "a")
+        _testing.json_digest(fits + "a")
 
 
 def test_failed_serialization_frees_its_locked_buffers() -> None:
     before = _core.memory_status()
     for bad in ({"a": ["x" * 5000, b"bytes"]}, ["y" * 100_000]):
         with pytest.raises((TypeError, _core.PayloadTooLargeError)):
-            _core._json_digest(bad, 50_000)
+            _testing.json_digest(bad, 50_000)
     after = _core.memory_status()
     assert after["buffers_live"] == before["buffers_live"]
     assert after["bytes_locked"] == before["bytes_locked"]
@@ -271,7 +272,7 @@ def test_failed_serialization_frees_its_locked_buffers() -> None:
 
 def test_huge_int_beyond_python_digit_limit_is_a_value_error() -> None:
     with pytest.raises(ValueError, match=r"\$\.n"):
-        _core._json_roundtrip({"n": 10**5000})
+        _testing.json_roundtrip({"n": 10**5000})
 
 
 # ---- reader --------------------------------------------------------------------------------------
@@ -280,14 +281,14 @@ def test_huge_int_beyond_python_digit_limit_is_a_value_error() -> None:
 @settings(max_examples=200, deadline=None, derandomize=True)
 @given(json_values)
 def test_reader_parses_what_python_writes(value: object) -> None:
-    assert _core._json_loads(json.dumps(value).encode()) == value
-    assert _core._json_loads(json.dumps(value, ensure_ascii=False, indent=1).encode()) == value
+    assert _testing.json_loads(json.dumps(value).encode()) == value
+    assert _testing.json_loads(json.dumps(value, ensure_ascii=False, indent=1).encode()) == value
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)
 @given(json_values)
 def test_roundtrip_through_locked_memory(value: object) -> None:
-    assert _core._json_roundtrip(value) == value
+    assert _testing.json_roundtrip(value) == value
 
 
 def test_reader_semantics_match_python() -> None:
@@ -296,8 +297,8 @@ def test_reader_semantics_match_python() -> None:
         b' "exp": 1E400, "esc": "\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\ud83d\\ude00",'
         b' "lone": "\\ud800x", "arr": [true, false, null, [], {}]}\r\n'
     )
-    assert _core._json_loads(text) == json.loads(text)
-    parsed = _core._json_loads(text)
+    assert _testing.json_loads(text) == json.loads(text)
+    parsed = _testing.json_loads(text)
     assert parsed["a"] == 2  # last duplicate wins
     assert math.copysign(1, parsed["negf"]) == -1.0
     assert parsed["exp"] == math.inf  # as Python's json
@@ -336,25 +337,25 @@ def test_reader_semantics_match_python() -> None:
 )
 def test_reader_refuses_invalid_json_with_offset(data: bytes, message: str) -> None:
     with pytest.raises(_core.EnvelopeError) as info:
-        _core._json_loads(data)
+        _testing.json_loads(data)
     assert message in str(info.value)
 
 
 def test_reader_errors_never_echo_content() -> None:
     with pytest.raises(_core.EnvelopeError) as info:
-        _core._json_loads(b'{"api_key": "sk-live-abc123" oops}')
+        _testing.json_loads(b'{"api_key": "sk-live-abc123" oops}')
     assert "sk-live" not in str(info.value)
     assert "oops" not in str(info.value)
 
 
 def test_reader_accepts_the_depth_limit() -> None:
     data = b"[" * DEPTH + b"]" * DEPTH
-    assert _core._json_loads(data) == nested_list(DEPTH)
+    assert _testing.json_loads(data) == nested_list(DEPTH)
 
 
 def test_reader_refuses_integers_beyond_python_digit_limit() -> None:
     with pytest.raises(_core.EnvelopeError, match="integer too large at byte 1"):
-        _core._json_loads(b"[" + b"9" * 5000 + b"]")
+        _testing.json_loads(b"[" + b"9" * 5000 + b"]")
 
 
 # ---- through seal / open -------------------------------------------------------------------------

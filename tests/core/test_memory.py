@@ -18,6 +18,7 @@ import textwrap
 import pytest
 
 from nomyo_native import _core
+from nomyo_native._core import _testing
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="reads Linux /proc accounting"
@@ -139,11 +140,11 @@ def test_constants() -> None:
 
 def test_probe_is_locked_dump_excluded_and_counted() -> None:
     size = 256 * 1024
-    _core._release_pool()  # so that the probe gets fresh pages, locked by this test
+    _testing.release_pool()  # so that the probe gets fresh pages, locked by this test
     require_lock_budget(size)
     before_kib = vmlck_kib()
     before = _core.memory_status()
-    probe = _core._LockedProbe(size, 11)
+    probe = _testing.LockedProbe(size, 11)
     try:
         assert probe.size == size
         assert probe.locked
@@ -166,7 +167,7 @@ def test_probe_is_locked_dump_excluded_and_counted() -> None:
     # Its pages went to the pool (still locked) or were freed: nothing else stays locked.
     pooled = after["bytes_pooled"] - before["bytes_pooled"]
     assert after["bytes_locked"] - before["bytes_locked"] == pooled
-    released = _core._release_pool()
+    released = _testing.release_pool()
     assert released == after["bytes_pooled"]
     final = _core.memory_status()
     assert final["bytes_pooled"] == 0
@@ -190,10 +191,10 @@ def read_memory(address: int, size: int) -> bytes | None:
 
 def test_released_buffer_waits_in_the_pool_wiped_locked_and_dump_excluded() -> None:
     size = 300_000
-    _core._release_pool()
+    _testing.release_pool()
     require_lock_budget(2 * size)
     before = _core.memory_status()
-    probe = _core._LockedProbe(size, 21)
+    probe = _testing.LockedProbe(size, 21)
     address, digest = probe.address, probe.pattern_digest()
     probe.release()
     pooled = _core.memory_status()
@@ -208,7 +209,7 @@ def test_released_buffer_waits_in_the_pool_wiped_locked_and_dump_excluded() -> N
     assert "lo" in flags and "dd" in flags, flags
 
     # The next buffer of that size reuses the mapping: same address, pool and counters back.
-    again = _core._LockedProbe(size, 22)
+    again = _testing.LockedProbe(size, 22)
     try:
         assert again.address == address
         assert again.locked
@@ -227,14 +228,14 @@ def test_reused_buffer_starts_zeroed() -> None:
     # A JSON document serialized into a pooled buffer that held a pattern before: any stale
     # byte would show up in the digest of the exact output.
     size = 200_000
-    _core._release_pool()
-    _core._LockedProbe(size, 31).release()
+    _testing.release_pool()
+    _testing.LockedProbe(size, 31).release()
     assert _core.memory_status()["bytes_pooled"] >= size
     text = "z" * (size - 2)
-    digest, length = _core._json_digest(text)
+    digest, length = _testing.json_digest(text)
     assert length == size
     assert digest == hashlib.sha256(json.dumps(text).encode()).hexdigest()
-    probe = _core._LockedProbe(size, 0)
+    probe = _testing.LockedProbe(size, 0)
     try:
         # seed 0 still fills a pattern: the probe overwrote every byte it was given.
         assert probe.pattern_digest() != hashlib.sha256(bytes(size)).hexdigest()
@@ -243,13 +244,13 @@ def test_reused_buffer_starts_zeroed() -> None:
 
 
 def test_pool_keeps_two_per_size_class_and_stays_under_its_limit() -> None:
-    _core._release_pool()
+    _testing.release_pool()
     limit = _core.memory_status()["pool_limit_bytes"]
     # Three of one class: only two are kept.
     size = 100_000
     require_lock_budget(3 * size)
     before = _core.memory_status()
-    same = [_core._LockedProbe(size, i) for i in range(3)]
+    same = [_testing.LockedProbe(size, i) for i in range(3)]
     for p in same:
         p.release()
     span = (size + 16 + PAGE - 1) // PAGE * PAGE
@@ -258,7 +259,7 @@ def test_pool_keeps_two_per_size_class_and_stays_under_its_limit() -> None:
     # Buffers of distinct classes adding up to more than the limit: the pool stops at it.
     sizes = [limit * 6 // 10, limit * 3 // 10, limit * 15 // 100]
     require_lock_budget(sum(sizes) + 2 * span)
-    big = [_core._LockedProbe(n, 7) for n in sizes]
+    big = [_testing.LockedProbe(n, 7) for n in sizes]
     assert all(p.locked for p in big)
     for p in big:
         p.release()
@@ -268,15 +269,15 @@ def test_pool_keeps_two_per_size_class_and_stays_under_its_limit() -> None:
     assert status["bytes_locked"] - status["bytes_pooled"] == (
         before["bytes_locked"] - before["bytes_pooled"]
     )
-    assert _core._release_pool() == status["bytes_pooled"]
+    assert _testing.release_pool() == status["bytes_pooled"]
     assert _core.memory_status()["bytes_pooled"] == 0
 
 
 def test_release_pool_unmaps_the_pooled_buffers() -> None:
     size = 150_000
-    _core._release_pool()
+    _testing.release_pool()
     before_kib = vmlck_kib()
-    probe = _core._LockedProbe(size, 41)
+    probe = _testing.LockedProbe(size, 41)
     address = probe.address
     probe.release()
     assert _core.memory_status()["bytes_pooled"] >= size
@@ -284,7 +285,7 @@ def test_release_pool_unmaps_the_pooled_buffers() -> None:
     fd = os.open("/proc/self/mem", os.O_RDONLY)
     sink = bytearray(size)
     try:
-        assert _core._release_pool() >= size
+        assert _testing.release_pool() >= size
         try:
             n = os.preadv(fd, [sink], address)
         except OSError:
@@ -304,8 +305,9 @@ def test_overwritten_canary_aborts_on_the_way_into_the_pool(size: int) -> None:
     code = f"""
         import ctypes
         from nomyo_native import _core
+        from nomyo_native._core import _testing
 
-        probe = _core._LockedProbe({size}, 1)
+        probe = _testing.LockedProbe({size}, 1)
         ctypes.memset(probe.address + {size} - {span}, 0x41, 1)
         probe.release()
         print("released")
@@ -319,20 +321,21 @@ def test_fork_child_drops_the_inherited_pool() -> None:
     code = """
         import json, os
         from nomyo_native import _core
+        from nomyo_native._core import _testing
 
         def vmlck_kib():
             for line in open("/proc/self/status"):
                 if line.startswith("VmLck:"):
                     return int(line.split()[1])
 
-        _core._LockedProbe(300_000, 1).release()
+        _testing.LockedProbe(300_000, 1).release()
         parent = _core.memory_status()
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(read_end)
             inherited = _core.memory_status()
-            probe = _core._LockedProbe(300_000, 2)
+            probe = _testing.LockedProbe(300_000, 2)
             during = (_core.memory_status(), probe.locked, vmlck_kib())
             probe.release()
             after = _core.memory_status()
@@ -363,7 +366,7 @@ def test_fork_child_drops_the_inherited_pool() -> None:
 
 
 def test_pattern_depends_on_seed_and_is_not_zero() -> None:
-    a, b, c = (_core._LockedProbe(4096, s) for s in (1, 2, 1))
+    a, b, c = (_testing.LockedProbe(4096, s) for s in (1, 2, 1))
     zero = hashlib.sha256(bytes(4096)).hexdigest()
     assert a.pattern_digest() == c.pattern_digest()
     assert a.pattern_digest() != b.pattern_digest()
@@ -374,7 +377,7 @@ def test_pattern_depends_on_seed_and_is_not_zero() -> None:
 
 @pytest.mark.parametrize("size", [100, 5000, 256 * 1024])
 def test_released_probe_bytes_are_gone(size: int) -> None:
-    probe = _core._LockedProbe(size, 99)
+    probe = _testing.LockedProbe(size, 99)
     digest = probe.pattern_digest()
     address = probe.address
     # Everything the read needs is allocated before the release, so nothing reuses the pages.
@@ -398,7 +401,7 @@ def test_released_probe_bytes_are_gone(size: int) -> None:
 
 
 def test_zero_size_probe() -> None:
-    probe = _core._LockedProbe(0, 5)
+    probe = _testing.LockedProbe(0, 5)
     assert probe.size == 0
     assert probe.pattern_digest() == hashlib.sha256(b"").hexdigest()
     probe.release()
@@ -406,14 +409,16 @@ def test_zero_size_probe() -> None:
 
 def test_probe_size_is_bounded() -> None:
     with pytest.raises(ValueError, match="at most"):
-        _core._LockedProbe(1 << 40, 1)
+        _testing.LockedProbe(1 << 40, 1)
     with pytest.raises(OverflowError):
-        _core._LockedProbe(-1, 1)
+        _testing.LockedProbe(-1, 1)
 
 
 @pytest.mark.parametrize("size", [1, PAGE - 16, PAGE, 3 * PAGE + 7])
 def test_write_past_the_end_crashes(size: int) -> None:
-    result = run_python(f"from nomyo_native import _core; _core._probe_overflow({size}, 1)")
+    result = run_python(
+        f"from nomyo_native._core import _testing; _testing.probe_overflow({size}, 1)"
+    )
     assert result.returncode in (-signal.SIGSEGV, -signal.SIGBUS), (
         result.returncode,
         result.stderr[-2000:],
@@ -421,7 +426,7 @@ def test_write_past_the_end_crashes(size: int) -> None:
 
 
 def test_probe_overflow_control_without_overflow_exits_cleanly() -> None:
-    result = run_python("from nomyo_native import _core; _core._probe_overflow(4000, 0)")
+    result = run_python("from nomyo_native._core import _testing; _testing.probe_overflow(4000, 0)")
     assert result.returncode == 0, result.stderr[-2000:]
 
 
@@ -429,6 +434,7 @@ def test_lock_failure_degrades_to_wipe_only_and_is_counted() -> None:
     code = """
         import ctypes, hashlib, json, resource
         from nomyo_native import _core
+        from nomyo_native._core import _testing
 
         def vm_flags(address):
             inside = False
@@ -443,7 +449,7 @@ def test_lock_failure_degrades_to_wipe_only_and_is_counted() -> None:
         _soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
         resource.setrlimit(resource.RLIMIT_MEMLOCK, (64 * 1024, hard))
         s0 = _core.memory_status()
-        big = _core._LockedProbe(1 << 20, 5)
+        big = _testing.LockedProbe(1 << 20, 5)
         s1 = _core.memory_status()
         with open("/proc/self/mem", "rb", buffering=0) as mem:
             mem.seek(big.address)
@@ -452,7 +458,7 @@ def test_lock_failure_degrades_to_wipe_only_and_is_counted() -> None:
         big_flags = vm_flags(big.address)
         big.release()
         s2 = _core.memory_status()
-        small = _core._LockedProbe(1000, 6)
+        small = _testing.LockedProbe(1000, 6)
         s3 = _core.memory_status()
         ba = bytearray(b"k" * (1 << 20))
         lock = _core.BufferLock(ba)
@@ -497,13 +503,14 @@ def test_pool_gives_way_when_the_lock_limit_is_reached() -> None:
     code = """
         import json, resource
         from nomyo_native import _core
+        from nomyo_native._core import _testing
 
         _soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
         resource.setrlimit(resource.RLIMIT_MEMLOCK, (512 * 1024, hard))
-        held = [_core._LockedProbe(100_000, seed) for seed in (1, 2)]
+        held = [_testing.LockedProbe(100_000, seed) for seed in (1, 2)]
         del held  # both pooled
         s0 = _core.memory_status()
-        probe = _core._LockedProbe(400_000, 3)
+        probe = _testing.LockedProbe(400_000, 3)
         s1 = _core.memory_status()
         print(json.dumps(dict(s0=s0, s1=s1, locked=probe.locked)))
     """

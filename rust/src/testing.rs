@@ -1,0 +1,189 @@
+//! `nomyo_native._core._testing`: probes the test suite uses to look inside the core.
+//!
+//! Compiled only with the cargo feature `testing` (the test build, `make build-test`), never
+//! into the wheel: `probe_overflow` writes past the end of a buffer on purpose, and the others
+//! expose what release code keeps private (locked buffers filled in the core, the exact JSON
+//! `seal` encrypts, the pool). Stub: `tests/stubs/nomyo_native/_core/_testing.pyi`.
+
+use std::panic::AssertUnwindSafe;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyModule, PyTuple};
+
+use crate::error::py::no_panic;
+use crate::error::CoreError;
+use crate::secret::{self, LockedBuf};
+
+/// Largest `LockedProbe`: enough to exceed RLIMIT_MEMLOCK, small enough for a test box.
+const MAX_PROBE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Add `_testing` to `_core`, importable as `nomyo_native._core._testing` too.
+pub fn register(core: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = core.py();
+    let m = PyModule::new(py, "_testing")?;
+    m.add_class::<LockedProbe>()?;
+    m.add_function(wrap_pyfunction!(probe_overflow, &m)?)?;
+    m.add_function(wrap_pyfunction!(release_pool, &m)?)?;
+    m.add_function(wrap_pyfunction!(json_roundtrip, &m)?)?;
+    m.add_function(wrap_pyfunction!(json_digest, &m)?)?;
+    m.add_function(wrap_pyfunction!(json_loads, &m)?)?;
+    core.add_submodule(&m)?;
+    // `add_submodule` sets the attribute only: `import a.b.c` looks in sys.modules, and
+    // pickling and reprs use the qualified name.
+    let name = "nomyo_native._core._testing";
+    m.setattr("__name__", name)?;
+    py.import("sys")?.getattr("modules")?.set_item(name, &m)?;
+    Ok(())
+}
+
+/// Free the wiped buffers kept for reuse; returns the bytes released.
+#[pyfunction]
+fn release_pool() -> PyResult<usize> {
+    no_panic(|| Ok(secret::release_pool()))
+}
+
+/// Fill a buffer with a reproducible, non-zero-heavy pattern (splitmix64 of `seed`).
+fn fill_pattern(data: &mut [u8], seed: u64) {
+    let mut state = seed;
+    for chunk in data.chunks_mut(8) {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+    }
+}
+
+fn hex_sha256(data: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A LockedBuf filled inside the core, for tests of locking, dump exclusion and wiping.
+#[pyclass(module = "nomyo_native._core._testing", name = "LockedProbe")]
+struct LockedProbe {
+    buf: Option<LockedBuf>,
+    size: usize,
+    address: usize,
+}
+
+#[pymethods]
+impl LockedProbe {
+    #[new]
+    fn new(size: usize, seed: u64) -> PyResult<Self> {
+        if size > MAX_PROBE_BYTES {
+            return Err(PyValueError::new_err(format!(
+                "a probe holds at most {MAX_PROBE_BYTES} bytes"
+            )));
+        }
+        let buf = no_panic(|| {
+            let mut buf = LockedBuf::zeroed(size)?;
+            fill_pattern(buf.as_mut_slice(), seed);
+            Ok(buf)
+        })?;
+        let address = buf.as_ptr() as usize;
+        Ok(LockedProbe {
+            buf: Some(buf),
+            size,
+            address,
+        })
+    }
+
+    #[getter]
+    fn address(&self) -> usize {
+        self.address
+    }
+
+    #[getter]
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    #[getter]
+    fn locked(&self) -> bool {
+        self.buf.as_ref().is_some_and(LockedBuf::is_locked)
+    }
+
+    fn pattern_digest(&self) -> PyResult<String> {
+        let buf = self
+            .buf
+            .as_ref()
+            .ok_or_else(|| PyValueError::new_err("the probe was released"))?;
+        no_panic(AssertUnwindSafe(|| Ok(hex_sha256(buf.as_slice()))))
+    }
+
+    /// Drop (wipe and free) the LockedBuf now.
+    fn release(&mut self) {
+        self.buf = None;
+    }
+}
+
+/// Allocate a LockedBuf and write `past_end` bytes beyond its end: must crash the process.
+#[pyfunction]
+fn probe_overflow(size: usize, past_end: usize) -> PyResult<()> {
+    if size > MAX_PROBE_BYTES {
+        return Err(PyValueError::new_err(format!(
+            "a probe holds at most {MAX_PROBE_BYTES} bytes"
+        )));
+    }
+    let buf = LockedBuf::zeroed(size)?;
+    let base = buf.as_ptr().cast_mut();
+    for i in 0..past_end {
+        // SAFETY: deliberately out of bounds; the guard page makes this fault.
+        unsafe { std::ptr::write_volatile(base.wrapping_add(size + i), 0xA5) };
+    }
+    drop(buf);
+    Ok(())
+}
+
+fn serialize(obj: &Bound<'_, PyAny>, max_len: Option<usize>) -> PyResult<LockedBuf> {
+    let max_len = max_len.unwrap_or(crate::envelope::MAX_PLAINTEXT_BYTES);
+    no_panic(AssertUnwindSafe(|| {
+        let mut out = LockedBuf::with_capacity(0)?;
+        crate::json::write_py(obj, &mut out, max_len)?;
+        Ok::<_, CoreError>(out)
+    }))
+}
+
+/// serialize `obj` into locked memory and parse it back.
+#[pyfunction]
+#[pyo3(signature = (obj, max_len=None))]
+fn json_roundtrip<'py>(
+    obj: &Bound<'py, PyAny>,
+    max_len: Option<usize>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let buf = serialize(obj, max_len)?;
+    let py = obj.py();
+    no_panic(AssertUnwindSafe(|| {
+        crate::json::read_py(py, buf.as_slice())
+    }))
+}
+
+/// (hex SHA-256, length) of the JSON `seal` would encrypt for `obj`.
+#[pyfunction]
+#[pyo3(signature = (obj, max_len=None))]
+fn json_digest<'py>(
+    obj: &Bound<'py, PyAny>,
+    max_len: Option<usize>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let buf = serialize(obj, max_len)?;
+    let digest = no_panic(AssertUnwindSafe(|| Ok(hex_sha256(buf.as_slice()))))?;
+    PyTuple::new(
+        obj.py(),
+        [
+            digest.into_pyobject(obj.py())?.into_any(),
+            buf.len().into_pyobject(obj.py())?.into_any(),
+        ],
+    )
+}
+
+/// parse JSON bytes with the strict reader `open` uses.
+#[pyfunction]
+fn json_loads<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    no_panic(AssertUnwindSafe(|| {
+        let buf = LockedBuf::from_slice(data)?;
+        crate::json::read_py(py, buf.as_slice())
+    }))
+}

@@ -1,0 +1,43 @@
+"""Type stub for ``nomyo_native._core._testing``: probes for the test suite.
+
+Exists only in the test build of the core (cargo feature ``testing``, built by
+``make build-test`` into ``target/testing``); the release module and every wheel lack it.
+"""
+
+from typing import Any
+
+def release_pool() -> int:
+    """Free the wiped buffers the core keeps for reuse; returns the bytes released."""
+
+class LockedProbe:
+    """A LockedBuf of ``size`` bytes filled with a pattern derived from ``seed`` inside the
+    core (so the pattern never exists as a Python object). For tests of locking, dump
+    exclusion and wiping."""
+
+    def __init__(self, size: int, seed: int) -> None: ...
+    @property
+    def address(self) -> int:
+        """Address of the first byte of the buffer's data."""
+    @property
+    def size(self) -> int: ...
+    @property
+    def locked(self) -> bool: ...
+    def pattern_digest(self) -> str:
+        """hex SHA-256 of the buffer's current content."""
+    def release(self) -> None:
+        """Drop (wipe and free) the LockedBuf now."""
+
+def probe_overflow(size: int, past_end: int) -> None:
+    """Allocate a LockedBuf and write ``past_end`` bytes beyond its end. Must crash the
+    process (guard page / canary); call only in a subprocess."""
+
+def json_roundtrip(obj: Any, max_len: int | None = None) -> Any:
+    """Serialize ``obj`` into locked memory exactly as ``seal`` does (cap ``max_len``, default
+    MAX_PLAINTEXT_BYTES) and parse it back with the reader ``open`` uses."""
+
+def json_digest(obj: Any, max_len: int | None = None) -> tuple[str, int]:
+    """(hex SHA-256, length) of the JSON ``seal`` would encrypt for ``obj``: the bytes equal
+    ``json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)``."""
+
+def json_loads(data: bytes) -> Any:
+    """Parse ``data`` with the strict reader ``open`` uses (raises ``EnvelopeError``)."""
