@@ -124,11 +124,23 @@ fn lock_pool() -> PoolGuard {
 
 // ---- fork gate ---------------------------------------------------------------------------
 
-static FORKING: AtomicBool = AtomicBool::new(false);
-static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+/// The gate's whole state in one word, so that checking for a fork and counting an entry are
+/// one atomic step: the low bits count threads inside aws-lc, the bits from `FORK_UNIT` up
+/// count threads in `fork`. An entry is counted only while no fork is pending (a CAS on a
+/// state without fork bits), so once a fork's bit is set the count can only fall, and when the
+/// fork sees it at zero no thread can be inside or on its way in: the child never inherits a
+/// count of a thread it does not have.
+static GATE: AtomicUsize = AtomicUsize::new(0);
+const FORK_UNIT: usize = 1 << (usize::BITS - 8);
+const ENTRIES: usize = FORK_UNIT - 1;
 
 thread_local! {
     static DEPTH: Cell<usize> = const { Cell::new(0) };
+    /// Tests: run after `enter` saw the gate open, and after it was counted.
+    #[cfg(test)]
+    static AFTER_CHECK: Cell<Option<fn()>> = const { Cell::new(None) };
+    #[cfg(test)]
+    static AFTER_COUNT: Cell<Option<fn()>> = const { Cell::new(None) };
 }
 
 /// Held while a thread is inside aws-lc through the core. `fork` waits until no thread holds
@@ -142,15 +154,30 @@ pub struct InsideLc {
 pub fn enter() -> InsideLc {
     DEPTH.with(|depth| {
         if depth.get() == 0 {
+            let mut state = GATE.load(Ordering::SeqCst);
             loop {
-                while FORKING.load(Ordering::SeqCst) {
+                if state & !ENTRIES != 0 {
                     std::thread::yield_now();
+                    state = GATE.load(Ordering::SeqCst);
+                    continue;
                 }
-                ACTIVE.fetch_add(1, Ordering::SeqCst);
-                if !FORKING.load(Ordering::SeqCst) {
-                    break;
+                #[cfg(test)]
+                if let Some(hook) = AFTER_CHECK.take() {
+                    hook();
                 }
-                ACTIVE.fetch_sub(1, Ordering::SeqCst);
+                match GATE.compare_exchange_weak(
+                    state,
+                    state + 1,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                ) {
+                    Ok(_) => break,
+                    Err(now) => state = now,
+                }
+            }
+            #[cfg(test)]
+            if let Some(hook) = AFTER_COUNT.take() {
+                hook();
             }
         }
         depth.set(depth.get() + 1);
@@ -165,27 +192,44 @@ impl Drop for InsideLc {
         DEPTH.with(|depth| {
             depth.set(depth.get() - 1);
             if depth.get() == 0 {
-                ACTIVE.fetch_sub(1, Ordering::SeqCst);
+                GATE.fetch_sub(1, Ordering::SeqCst);
             }
         });
+    }
+}
+
+/// Threads inside aws-lc right now (for tests and the fork handlers).
+fn entries() -> usize {
+    GATE.load(Ordering::SeqCst) & ENTRIES
+}
+
+/// Close the gate: no new entry from now on, and return once every thread inside has left.
+fn close_gate() {
+    GATE.fetch_add(FORK_UNIT, Ordering::SeqCst);
+    while entries() != 0 {
+        std::thread::yield_now();
     }
 }
 
 /// `fork` prepare handler: let every thread inside aws-lc finish, then hold the pool.
 #[cfg(unix)]
 extern "C" fn before_fork() {
-    FORKING.store(true, Ordering::SeqCst);
-    while ACTIVE.load(Ordering::SeqCst) != 0 {
-        std::thread::yield_now();
-    }
+    close_gate();
     POOL.acquire();
 }
 
-/// `fork` parent and child handler.
+/// `fork` parent handler: this fork is done (another thread's may still be pending).
 #[cfg(unix)]
-extern "C" fn after_fork() {
+extern "C" fn after_fork_parent() {
     POOL.release();
-    FORKING.store(false, Ordering::SeqCst);
+    GATE.fetch_sub(FORK_UNIT, Ordering::SeqCst);
+}
+
+/// `fork` child handler: the child has one thread, this one, outside aws-lc.
+#[cfg(unix)]
+extern "C" fn after_fork_child() {
+    POOL.release();
+    GATE.store(0, Ordering::SeqCst);
 }
 
 /// What the pool holds right now.
@@ -221,7 +265,13 @@ pub fn install() -> bool {
             aws_lc_sys::CRYPTO_set_mem_functions(Some(lc_malloc), Some(lc_realloc), Some(lc_free))
         };
         // SAFETY: plain functions without captured state, valid for the process lifetime.
-        unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork)) };
+        unsafe {
+            libc::pthread_atfork(
+                Some(before_fork),
+                Some(after_fork_parent),
+                Some(after_fork_child),
+            )
+        };
         INSTALLED.store(ok == 1, Ordering::SeqCst);
     });
     INSTALLED.load(Ordering::SeqCst)
@@ -410,6 +460,49 @@ mod tests {
         assert_eq!(class_of(33), Some(1));
         assert_eq!(class_of(MAX_BLOCK), Some(CLASSES - 1));
         assert_eq!(class_of(MAX_BLOCK + 1), None);
+    }
+
+    /// Issue 10 finding 11: `enter` looked at the gate and then counted itself, so a `fork`
+    /// that saw a count of zero in between copied a count of 1 into the child, whose next fork
+    /// then waited forever. Here a thread stops right after its look at the open gate, the
+    /// gate closes (as `fork` closes it), and the thread resumes: it must not be counted
+    /// before the gate opens again.
+    #[test]
+    fn finding11_closed_gate_never_counts_an_entry() {
+        use std::sync::mpsc::{channel, Receiver, Sender};
+        use std::sync::Mutex;
+        use std::time::Duration;
+        type Step = (Sender<&'static str>, Receiver<()>);
+        static STEP: Mutex<Option<Step>> = Mutex::new(None);
+        fn report(what: &'static str) {
+            let guard = STEP.lock().unwrap();
+            let (to_test, from_test) = guard.as_ref().unwrap();
+            to_test.send(what).unwrap();
+            from_test.recv().unwrap();
+        }
+        let (to_test, events) = channel();
+        let (resume, from_test) = channel();
+        *STEP.lock().unwrap() = Some((to_test, from_test));
+        let thread = std::thread::spawn(|| {
+            AFTER_CHECK.set(Some(|| report("checked")));
+            AFTER_COUNT.set(Some(|| report("counted")));
+            let _inside = enter();
+        });
+        assert_eq!(events.recv().unwrap(), "checked");
+        close_gate();
+        resume.send(()).unwrap();
+        // A child forked now would inherit the count: the thread must wait at the gate.
+        let while_closed = events.recv_timeout(Duration::from_secs(2));
+        let count_while_closed = entries();
+        GATE.fetch_sub(FORK_UNIT, Ordering::SeqCst);
+        if while_closed.is_err() {
+            // Opened: now it gets in.
+            assert_eq!(events.recv().unwrap(), "counted");
+        }
+        resume.send(()).unwrap();
+        thread.join().unwrap();
+        assert!(while_closed.is_err(), "counted while the gate was closed");
+        assert_eq!(count_while_closed, 0);
     }
 
     #[test]
