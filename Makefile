@@ -80,10 +80,10 @@ test-rust: build
 # The release workflow cannot run here: it is validated offline, against GitHub's workflow
 # schema (vendored in check-jsonschema) and by zizmor's security audits (pinned actions, no
 # template injection, least permissions), neither of which downloads anything.
-LINT_TOOLS := check-jsonschema>=0.29 zizmor>=1.5
+LINT_TOOLS := "check-jsonschema>=0.29" "zizmor>=1.5"
 
 $(STAMPS)/lint-tools: Makefile | $(STAMPS)/pydeps
-	@scripts/quietly.sh "installing the workflow linters ($(LINT_TOOLS))" $(PY) -m pip install -q $(LINT_TOOLS)
+	@scripts/quietly.sh "installing the workflow linters (check-jsonschema, zizmor)" $(PY) -m pip install -q $(LINT_TOOLS)
 	@touch $@
 
 lint: build $(STAMPS)/lint-tools

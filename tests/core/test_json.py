@@ -18,7 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nomyo_native import _core
-from nomyo_native._core import _testing
+
+from ._probes import probes_module
+
+_testing = probes_module()
 
 DEPTH = _core.MAX_JSON_DEPTH
 

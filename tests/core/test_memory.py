@@ -18,7 +18,10 @@ import textwrap
 import pytest
 
 from nomyo_native import _core
-from nomyo_native._core import _testing
+
+from ._probes import probes_module
+
+_testing = probes_module()
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="reads Linux /proc accounting"

@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 
 from nomyo_native import _core
-from nomyo_native._core import _testing
+
+from ._probes import probes_module
+
+_testing = probes_module()
 
 REPO = Path(__file__).resolve().parents[2]
 STUB = REPO / "tests" / "stubs" / "nomyo_native" / "_core" / "_testing.pyi"
