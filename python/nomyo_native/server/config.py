@@ -100,7 +100,7 @@ class ServerConfig:
             )
         if self.max_inflight_body_bytes < self.max_body_bytes:
             raise ValueError("max_inflight_body_bytes must be at least max_body_bytes")
-        self.limits  # noqa: B018 - validates the connection limits now
+        _ = self.limits  # built now, so that a bad limit is a configuration error
         if self.rate_limit_per_minute is not None and self.rate_limit_per_minute < 1:
             raise ValueError("rate limit must be at least 1 request per minute")
         if not 0 <= self.port <= 65535:
