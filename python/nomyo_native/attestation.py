@@ -101,6 +101,7 @@ _MAX_BASELINE_FILE_BYTES = 1024 * 1024
 _FINGERPRINT_RE = re.compile(r"sha256:([0-9a-fA-F]{64})")
 _PEM_SPKI_RE = re.compile(r"-----BEGIN PUBLIC KEY-----([A-Za-z0-9+/=\s]+)-----END PUBLIC KEY-----")
 
+Binding = Literal["payload_id", "payload_id+server_key"]
 CheckName = Literal[
     "signature", "magic_and_type", "qualifying_data", "pcr_digest", "pcr_baseline", "aik_trusted"
 ]
@@ -153,6 +154,8 @@ class AttestationResult:
     available: bool
     aik_fingerprint: str | None = None
     pcr_banks: str | None = None
+    # What the qualifying data binds: "payload_id" (published) or "payload_id+server_key".
+    binding: Binding | None = None
 
     @property
     def checks(self) -> tuple[CheckResult, ...]:
@@ -203,10 +206,18 @@ class AttestationResult:
             proven.append("PCR values equal to the known-good baseline")
         text = ", ".join(proven) + "."
         if self.verified:
-            return (
+            rooted = (
                 f"TPM quote verified (bound and hardware-rooted): {text} The AIK is the trusted"
-                " key, so a TPM holding it made this quote. The quote is bound to the payload id"
-                " only: it proves which TPM quoted, not which host decrypted the request."
+                " key, so a TPM holding it made this quote."
+            )
+            if self.binding == "payload_id+server_key":
+                return rooted + (
+                    " It is also bound to the server key the request was encrypted to, so it was"
+                    " not relayed from another server."
+                )
+            return rooted + (
+                " The quote is bound to the payload id only: it proves which TPM quoted, not"
+                " which host decrypted the request."
             )
         if self.aik_trusted.passed is None:
             why = (
@@ -229,6 +240,7 @@ class AttestationResult:
             "summary": self.summary,
             "aik_fingerprint": self.aik_fingerprint,
             "pcr_banks": self.pcr_banks,
+            "binding": self.binding,
             "checks": {check.name: check.to_dict() for check in self.checks},
         }
 
@@ -242,6 +254,7 @@ def verify_attestation(
     *,
     pcr_baseline: Mapping[str, Any] | str | os.PathLike[str] | None = None,
     trusted_aik: str | bytes | None = None,
+    server_key_fingerprint: str | None = None,
 ) -> AttestationResult:
     """Verify a ``_metadata.tpm_attestation`` block for the request ``payload_id``.
 
@@ -254,7 +267,9 @@ def verify_attestation(
         raise TypeError(f"payload_id must be a str, not {type(payload_id).__name__}")
     baseline = load_baseline(pcr_baseline) if pcr_baseline is not None else None
     pin = _parse_trusted_aik(trusted_aik) if trusted_aik is not None else None
-    return _Verifier(tpm_attestation, payload_id, baseline, pin).run()
+    if server_key_fingerprint is not None and not isinstance(server_key_fingerprint, str):
+        raise TypeError("server_key_fingerprint must be a str")
+    return _Verifier(tpm_attestation, payload_id, baseline, pin, server_key_fingerprint).run()
 
 
 def resolve_policy(explicit: str | None, tier: str | None, *, has_anchor: bool) -> str:
@@ -289,6 +304,7 @@ def apply_attestation_policy(
     *,
     pcr_baseline: Mapping[str, Any] | str | os.PathLike[str] | None = None,
     trusted_aik: str | bytes | None = None,
+    server_key_fingerprint: str | None = None,
 ) -> None:
     """Apply ``policy`` ("off", "auto", "bound" or "require") to a response's ``_metadata``.
 
@@ -307,7 +323,11 @@ def apply_attestation_policy(
             _raise_security(f"TPM attestation '{policy}' but the response carries none")
         return
     result = verify_attestation(
-        block, payload_id, pcr_baseline=pcr_baseline, trusted_aik=trusted_aik
+        block,
+        payload_id,
+        pcr_baseline=pcr_baseline,
+        trusted_aik=trusted_aik,
+        server_key_fingerprint=server_key_fingerprint,
     )
     metadata["attestation_verification"] = result.to_dict()
     if policy == "bound" and not result.bound:
@@ -403,6 +423,29 @@ def save_baseline(baseline: Mapping[str, Any], path: str | os.PathLike[str]) -> 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# ---- qualifying data --------------------------------------------------------------------------
+
+
+_KEY_BINDING_LABEL = b"nomyo-native/quote-binding/v1\x00"
+
+
+def _published_qualifying_data(payload_id: str) -> bytes:
+    """PROTOCOL.md section 5: ``SHA-256(payload_id UTF-8)[:16]``."""
+    return hashlib.sha256(payload_id.encode("utf-8")).digest()[:16]
+
+
+def _key_bound_qualifying_data(payload_id: str, server_key_fingerprint: str) -> bytes:
+    """The extension (README, "Attestation extension"): ``SHA-256(label || payload_id || 0x00 ||
+    server key fingerprint)[:16]``, so that a quote relayed from another server fails."""
+    material = (
+        _KEY_BINDING_LABEL
+        + payload_id.encode("utf-8")
+        + b"\x00"
+        + server_key_fingerprint.encode("utf-8")
+    )
+    return hashlib.sha256(material).digest()[:16]
 
 
 # ---- policy helpers --------------------------------------------------------------------------
@@ -661,11 +704,13 @@ class _Verifier:
         payload_id: str,
         baseline: PcrValues | None,
         pin: _AikPin | None,
+        server_key_fingerprint: str | None = None,
     ) -> None:
         self.block = block
         self.payload_id = payload_id
         self.baseline = baseline
         self.pin = pin
+        self.server_key_fingerprint = server_key_fingerprint
 
     def run(self) -> AttestationResult:
         block = self.block
@@ -698,6 +743,7 @@ class _Verifier:
             available=True,
             aik_fingerprint=fingerprint,
             pcr_banks=_format_selection(selection.value) if selection.value else None,
+            binding=self._binding(quote),
         )
 
     # -- decoding --
@@ -743,19 +789,50 @@ class _Verifier:
             return CheckResult(name, False, f"attest type is {st:#06x}, not TPM_ST_ATTEST_QUOTE")
         return CheckResult(name, True, "TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE")
 
+    def _binding(self, quote: _Parsed) -> Binding | None:
+        """Which binding the quote's qualifying data carries, if any we can recompute."""
+        if quote.error:
+            return None
+        actual = quote.value.fields["extra_data"]
+        if actual == _published_qualifying_data(self.payload_id):
+            return "payload_id"
+        fingerprint = self.server_key_fingerprint
+        if fingerprint is not None and actual == _key_bound_qualifying_data(
+            self.payload_id, fingerprint
+        ):
+            return "payload_id+server_key"
+        return None
+
     def _check_qualifying_data(self, quote: _Parsed) -> CheckResult:
         name = "qualifying_data"
         if quote.error:
             return CheckResult(name, False, quote.error)
-        expected = hashlib.sha256(self.payload_id.encode("utf-8")).digest()[:16]
-        actual = quote.value.fields["extra_data"]
-        if actual != expected:
+        binding = self._binding(quote)
+        if binding == "payload_id":
+            return CheckResult(name, True, "extraData == SHA-256(payload_id)[:16]")
+        if binding == "payload_id+server_key":
+            return CheckResult(
+                name,
+                True,
+                f"extraData binds the payload id and the server key {self.server_key_fingerprint}",
+            )
+        if (
+            self.server_key_fingerprint is None
+            and self.block.get("binding") == "payload_id+server_key"
+        ):
             return CheckResult(
                 name,
                 False,
-                "extraData is not SHA-256(payload_id)[:16]: quote is for another request",
+                "extraData binds the payload id and a server key: give the fingerprint of the "
+                "server key the request was encrypted to (server_key_fingerprint) to check it",
             )
-        return CheckResult(name, True, "extraData == SHA-256(payload_id)[:16]")
+        return CheckResult(
+            name,
+            False,
+            "extraData binds neither this payload id nor this payload id with the server key "
+            "the request was encrypted to: the quote is for another request, or was relayed "
+            "from another server",
+        )
 
     def _quote_selection(self, attest: dict[str, Any]) -> list[tuple[str, list[int]]]:
         """The PCR selection the TPM signed, in its order."""

@@ -258,7 +258,17 @@ def _add_serve_parser(subparsers: Any) -> None:
         "--tpm-scheme",
         default="ecdsa",
         choices=("ecdsa", "rsassa", "rsapss"),
-        help="signature scheme of the per-request AIK (default ecdsa)",
+        help="signature scheme of the attestation key (default ecdsa)",
+    )
+    sec.add_argument(
+        "--aik",
+        default="persistent",
+        choices=("persistent", "per-request"),
+        help="attestation key: 'persistent' (default) is one key per TPM, kept with the TPM's "
+        "state (--tpm-state), whose fingerprint is printed at start for clients to pin "
+        "(trusted_aik=); its quotes also bind the server key, so a relayed quote fails. "
+        "'per-request' makes a fresh AIK for every quote (the published protocol): such "
+        "quotes can only ever be bound, never hardware-rooted",
     )
     back = parser.add_argument_group("backend")
     back.add_argument(
@@ -329,6 +339,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         tpm=args.tpm,
         tpm_state=args.tpm_state,
         tpm_scheme=args.tpm_scheme,
+        aik=args.aik,
         record_keys_path=args.record_keys_insecure,
         rate_limit_per_minute=args.rate_limit,
         allow_open=args.allow_open,
@@ -347,7 +358,12 @@ def _describe(endpoint: Any, config: Any) -> list[str]:
 
     tpm = "off (tier 'maximum' is refused with 503)"
     if endpoint.tpm_available:
-        tpm = f"{config.tpm} ({config.tpm_scheme} quotes of sha256:0,7,10, fresh AIK per request)"
+        aik = (
+            "fresh AIK per request"
+            if endpoint.aik_fingerprint is None
+            else "persistent AIK, quotes bind the server key"
+        )
+        tpm = f"{config.tpm} ({config.tpm_scheme} quotes of sha256:0,7,10, {aik})"
         if endpoint.code_measurement is not None:
             measured = endpoint.code_measurement.hex()[:16]
             tpm += f"\n  PCR 10           extended with the endpoint code's SHA-256 {measured}..."
@@ -386,6 +402,13 @@ def _describe(endpoint: Any, config: Any) -> list[str]:
                 "server key. Use --tls-self-signed or --tls-cert/--tls-key !!!"
             )
     lines.append(f"  TPM attestation  {tpm}")
+    if endpoint.aik_fingerprint is not None:
+        lines.append(f"  AIK (trust)      {endpoint.aik_fingerprint}")
+        if endpoint.tpm_state is None and config.tpm == "swtpm":
+            lines.append(
+                "                   new at every start: pins on it break when the endpoint "
+                "restarts (keep the TPM with --tpm-state)"
+            )
     if endpoint.tpm_state is not None:
         lines.append(f"  TPM state        {endpoint.tpm_state} (kept across restarts)")
     lines += [
@@ -467,7 +490,10 @@ def _tpm_for_demo(no_tpm: bool) -> tuple[str, str]:
         import tpm2_pytss  # noqa: F401
     except ImportError:
         return "none", "TPM: tpm2-pytss is missing (pip install 'nomyo-native[tpm]')"
-    return "swtpm", "TPM: private swtpm, one fresh AIK per request"
+    return "swtpm", (
+        "TPM: private swtpm with a persistent attestation key; the demo started that TPM "
+        "itself, so it pins the key (trusted_aik) and its quotes can be verified"
+    )
 
 
 async def _demo_chat(
@@ -479,6 +505,7 @@ async def _demo_chat(
         base_url=endpoint.base_url,
         ca_bundle=str(endpoint.ca_path),
         server_key_fingerprint=endpoint.server_key_fingerprint,
+        trusted_aik=endpoint.aik_fingerprint,
     )
     messages = [{"role": "user", "content": message}]
     timings = []
@@ -496,7 +523,7 @@ async def _demo_chat(
     return response, timings
 
 
-def _attestation_verdict(metadata: dict[str, Any]) -> str:
+def _attestation_verdict(metadata: dict[str, Any], endpoint: Any) -> str:
     block = metadata.get("tpm_attestation") or {}
     if not block.get("is_available"):
         return "not available (the endpoint has no TPM)"
@@ -504,7 +531,12 @@ def _attestation_verdict(metadata: dict[str, Any]) -> str:
         from nomyo_native.attestation import verify_attestation
     except ImportError as exc:
         return f"not checked: attestation verification unavailable ({exc})"
-    result = verify_attestation(block, metadata["payload_id"])
+    result = verify_attestation(
+        block,
+        metadata["payload_id"],
+        trusted_aik=endpoint.aik_fingerprint,
+        server_key_fingerprint=endpoint.server_key_fingerprint,
+    )
     return f"{verdict_label(result)} - {result.summary}"
 
 
@@ -538,6 +570,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         with endpoint:
             print(f"endpoint          {endpoint.base_url}")
             print(f"server key        {endpoint.server_key_fingerprint}")
+            if endpoint.aik_fingerprint is not None:
+                print(f"AIK (pinned)      {endpoint.aik_fingerprint}")
             print(f"TLS CA            {endpoint.ca_path}")
             tier = "maximum" if endpoint.tpm_available else "high"
             try:
@@ -548,7 +582,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             timings += request_timings
             metadata = response.get("_metadata", {})
             started = time.perf_counter()
-            verdict = _attestation_verdict(metadata)
+            verdict = _attestation_verdict(metadata, endpoint)
             timings.append(("verify attestation", time.perf_counter() - started))
     reply = response["choices"][0]["message"].get("content")
     print(f"security tier     {metadata.get('security_tier')}")
@@ -620,6 +654,12 @@ def _add_attest_parser(subparsers: Any) -> None:
         metavar="AIK",
         help="pinned AIK: 'sha256:<hex>' of its marshalled TPMT_PUBLIC, or a PEM file",
     )
+    verify.add_argument(
+        "--server-key",
+        metavar="FP",
+        help="fingerprint 'sha256:<hex>' of the server key the request was encrypted to: checks "
+        "the extension's binding (quotes by a persistent AIK bind it, so a relayed one fails)",
+    )
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -638,7 +678,11 @@ def _cmd_attest(args: argparse.Namespace) -> int:
             return 0
         trusted_aik = _read_trusted_aik(args.trusted_aik)
         result = attestation.verify_attestation(
-            block, args.payload_id, pcr_baseline=args.baseline, trusted_aik=trusted_aik
+            block,
+            args.payload_id,
+            pcr_baseline=args.baseline,
+            trusted_aik=trusted_aik,
+            server_key_fingerprint=args.server_key,
         )
     except (OSError, ValueError, TypeError) as exc:
         print(f"nomyo-native attest: error: {exc}", file=sys.stderr)

@@ -987,7 +987,12 @@ class SecureCompletionClient:
         return payload
 
     def _finish(
-        self, metadata: dict[str, Any], payload_id: str, policy: str, tier: str | None
+        self,
+        metadata: dict[str, Any],
+        payload_id: str,
+        policy: str,
+        tier: str | None,
+        sealed_to: _core.ServerPublicKey | None,
     ) -> None:
         """Attestation policy, then binding: raises SecurityError when the response must not be
         handed out (the decrypted content is then dropped)."""
@@ -1000,6 +1005,9 @@ class SecureCompletionClient:
                 policy,
                 pcr_baseline=self.pcr_baseline,
                 trusted_aik=self.trusted_aik,
+                # The key this request was encrypted to: a quote relayed from another server is
+                # bound to that server's key and fails (the attestation extension).
+                server_key_fingerprint=sealed_to.fingerprint if sealed_to is not None else None,
             )
         enforce_binding(metadata, tier=tier, require_echo=self._require_payload_echo)
 
@@ -1034,7 +1042,7 @@ class SecureCompletionClient:
             response = await self._open(bytes(encrypted_response), payload_id, keypair)
         finally:
             self._keys.release(keypair)
-        self._finish(response["_metadata"], payload_id, policy, None)
+        self._finish(response["_metadata"], payload_id, policy, None, self._server_key)
         return response
 
     def _public_key_header(self, keypair: _core.ClientKeyPair) -> str:
@@ -1084,7 +1092,7 @@ class SecureCompletionClient:
             response = await self._open(body, payload_id, keypair)
         finally:
             self._keys.release(keypair)
-        self._finish(response["_metadata"], payload_id, policy, tier)
+        self._finish(response["_metadata"], payload_id, policy, tier, server_key)
         return response
 
     # ---- lifecycle ---------------------------------------------------------------------------

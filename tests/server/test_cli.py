@@ -172,7 +172,9 @@ def test_demo_end_to_end():
     assert "second request" in out
     if shutil.which("swtpm"):
         assert re.search(r"security tier\s+maximum", out)
-        assert re.search(r"attestation\s+BOUND \(not hardware-rooted\)", out)
+        # The demo owns its swtpm and pins its persistent AIK: a rooted, key-bound quote.
+        assert re.search(r"attestation\s+VERIFIED \(bound, hardware-rooted\)", out)
+        assert "not relayed from another server" in out
     else:
         assert "swtpm is not installed" in out
 

@@ -37,8 +37,12 @@ def aik_public_key(public: TPM2B_PUBLIC):
     return ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
 
 
-def verify_block(block: dict, payload_id: str) -> TPMS_ATTEST:
-    """Raises on any failed check; returns the parsed attest structure."""
+def verify_block(
+    block: dict, payload_id: str, server_key_fingerprint: str | None = None
+) -> TPMS_ATTEST:
+    """Raises on any failed check; returns the parsed attest structure. With
+    ``server_key_fingerprint``, the quote must carry the extension's binding (persistent AIK):
+    SHA-256("nomyo-native/quote-binding/v1" 0x00 payload_id 0x00 fingerprint)[:16]."""
     public, _ = TPM2B_PUBLIC.unmarshal(base64.b64decode(block["aik_pubkey_b64"]))
     attest_2b = base64.b64decode(block["quote_b64"])
     size = int.from_bytes(attest_2b[:2], "big")
@@ -67,7 +71,16 @@ def verify_block(block: dict, payload_id: str) -> TPMS_ATTEST:
     attest, _ = TPMS_ATTEST.unmarshal(attest_bytes)
     assert attest.magic == TPM2_GENERATED.VALUE
     assert attest.type == TPM2_ST.ATTEST_QUOTE
-    assert bytes(attest.extraData) == hashlib.sha256(payload_id.encode()).digest()[:16]
+    if server_key_fingerprint is None:
+        expected = hashlib.sha256(payload_id.encode()).digest()[:16]
+    else:
+        material = b"nomyo-native/quote-binding/v1\0%s\0%s" % (
+            payload_id.encode(),
+            server_key_fingerprint.encode(),
+        )
+        expected = hashlib.sha256(material).digest()[:16]
+        assert block["binding"] == "payload_id+server_key"
+    assert bytes(attest.extraData) == expected
     selection = attest.attested.quote.pcrSelect
     assert selection.count == 1
     assert selection.pcrSelections[0].hash == TPM2_ALG.SHA256
@@ -207,7 +220,7 @@ def test_server_with_owned_swtpm(endpoint_factory, wire_for, client_key):
     block = open_response(response.content, client_key)[0]["_metadata"]["tpm_attestation"]
     signature, _ = TPMT_SIGNATURE.unmarshal(base64.b64decode(block["signature_b64"]))
     assert signature.sigAlg == TPM2_ALG.RSAPSS
-    verify_block(block, pid)
+    verify_block(block, pid, endpoint.server_key_fingerprint)
 
 
 def test_owned_swtpm_measures_the_server_code_into_pcr10(endpoint_factory, wire_for, client_key):
@@ -221,7 +234,7 @@ def test_owned_swtpm_measures_the_server_code_into_pcr10(endpoint_factory, wire_
     )
     response = httpx.post(endpoint.base_url + PATH, headers=headers, content=body, timeout=60)
     block = open_response(response.content, client_key)[0]["_metadata"]["tpm_attestation"]
-    verify_block(block, pid)
+    verify_block(block, pid, endpoint.server_key_fingerprint)
     # A fresh swtpm's PCR 10 is zero; one extend with SHA-256(measurement) gives this value.
     expected = hashlib.sha256(b"\0" * 32 + hashlib.sha256(endpoint.code_measurement).digest())
     assert block["pcr_values"]["sha256"]["10"] == expected.hexdigest()

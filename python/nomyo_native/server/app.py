@@ -9,6 +9,7 @@ Nothing logged here contains keys, plaintext or API keys.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -285,8 +286,16 @@ class SecureCompletionHandler:
         if quoter is None:
             return {"is_available": False}
         try:
+            # A persistent AIK also binds the server key (the extension); a fresh one does not.
+            bind_key = self.state.server_key.fingerprint if quoter.persistent else None
             return await run_in_threadpool(
-                quoter.quote, payload_id, scheme=self.state.tpm_scheme, hash_alg=self.state.tpm_hash
+                functools.partial(
+                    quoter.quote,
+                    payload_id,
+                    scheme=self.state.tpm_scheme,
+                    hash_alg=self.state.tpm_hash,
+                    server_key_fingerprint=bind_key,
+                )
             )
         except TpmError as exc:
             logger.error("TPM quote failed: %s", exc)

@@ -18,7 +18,7 @@ from nomyo_native.server.limits import (
     ConnectionLimits,
 )
 from nomyo_native.server.policy import ApiKeyPolicy, TierPolicy
-from nomyo_native.server.tpm import supported_quote_schemes
+from nomyo_native.server.tpm import AIK_MODES, supported_quote_schemes
 
 if TYPE_CHECKING:
     from nomyo_native.server.backends import Backend
@@ -56,6 +56,9 @@ class ServerConfig:
     tls_dir: Path | None = None
     tpm: str = "none"
     tpm_state: Path | None = None
+    # The attestation key: "persistent" (one per TPM, pinnable; quotes also bind the server
+    # key) or "per-request" (a fresh AIK per quote, the published protocol).
+    aik: str = "persistent"
     quoter: TpmQuoter | None = None
     tpm_scheme: str = "ecdsa"
     tpm_hash: str = "sha256"
@@ -87,6 +90,8 @@ class ServerConfig:
             raise ValueError(
                 "--tpm-state keeps the state of an owned swtpm: use it with --tpm swtpm"
             )
+        if self.aik not in AIK_MODES:
+            raise ValueError(f"aik must be one of {', '.join(AIK_MODES)}, not {self.aik!r}")
         if (self.tpm_scheme, self.tpm_hash) not in supported_quote_schemes():
             raise ValueError(
                 f"unsupported TPM quote scheme {self.tpm_scheme}/{self.tpm_hash}; "

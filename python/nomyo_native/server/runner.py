@@ -79,13 +79,13 @@ def _open_tpm(config: ServerConfig, resources: _Resources) -> TpmQuoter | None:
     if config.tpm == "swtpm":
         resources.swtpm = SwtpmProcess(state_dir=config.tpm_state).start()
         resources.owns_quoter = True
-        quoter = TpmQuoter(resources.swtpm.tcti)
+        quoter = TpmQuoter(resources.swtpm.tcti, aik=config.aik)
         # Only our own swtpm: on a real TPM, PCR 10 belongs to the kernel's IMA log.
         resources.code_measurement = measure_server_code()
         quoter.pcr_extend(CODE_MEASUREMENT_PCR, resources.code_measurement)
         return quoter
     resources.owns_quoter = True
-    return TpmQuoter(config.tpm.removeprefix("tcti:"))
+    return TpmQuoter(config.tpm.removeprefix("tcti:"), aik=config.aik)
 
 
 def measure_server_code() -> bytes:
@@ -281,6 +281,14 @@ class RunningServer:
         self.server_key_fingerprint: str = resources.state.server_key.fingerprint
         self.public_key_pem: str = resources.state.server_key.public_key_pem
         self.quoter: TpmQuoter | None = resources.state.quoter
+        # The persistent AIK's fingerprint for the configured scheme: what clients pin as
+        # trusted_aik (None without a TPM or with a fresh AIK per request).
+        state = resources.state
+        self.aik_fingerprint: str | None = (
+            state.quoter.aik_fingerprint(scheme=state.tpm_scheme, hash_alg=state.tpm_hash)
+            if state.quoter is not None and state.quoter.persistent
+            else None
+        )
         # What an owned swtpm's PCR 10 was extended with at start (None otherwise).
         self.code_measurement: bytes | None = resources.code_measurement
         # The owned swtpm's kept state directory (--tpm-state), None when temporary or no swtpm.

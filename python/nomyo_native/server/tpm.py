@@ -1,9 +1,9 @@
 """TPM 2.0 quotes for responses (PROTOCOL.md section 5), and an owned swtpm for local use.
 
 ``TpmQuoter`` talks to any TPM through a TCTI string (``swtpm:host=...,port=...``,
-``device:/dev/tpmrm0``...). Every quote uses a fresh AIK: a restricted signing primary key in
-the endorsement hierarchy whose template carries random ``unique`` bytes, so each derivation
-yields a new key. All TPM access goes through one lock: the ESAPI context is not thread-safe
+``device:/dev/tpmrm0``...). Its AIK is a restricted signing primary key in the endorsement
+hierarchy: fresh per quote (the published protocol), or persistent per TPM (the extension, see
+:class:`TpmQuoter`). All TPM access goes through one lock: the ESAPI context is not thread-safe
 and the TPM executes one command at a time anyway. Callers on an event loop must run
 ``quote`` in a worker thread.
 """
@@ -264,16 +264,47 @@ class SwtpmProcess:
             self.stop()
 
 
-class TpmQuoter:
-    """Quotes PCRs sha256:0,7,10 with a fresh AIK per call, bound to a payload id."""
+AIK_MODES = ("persistent", "per-request")
+# The extension's qualifying data (README, "Attestation extension"): the payload id and the
+# fingerprint of the server key the client encrypted to, so that a quote relayed from another
+# server (bound to that server's key) fails at the client.
+KEY_BINDING_LABEL = b"nomyo-native/quote-binding/v1\x00"
 
-    def __init__(self, tcti: str) -> None:
+
+def key_bound_qualifying_data(payload_id: str, server_key_fingerprint: str) -> bytes:
+    """``SHA-256(label || payload_id || 0x00 || server_key_fingerprint)[:16]``."""
+    material = (
+        KEY_BINDING_LABEL
+        + payload_id.encode("utf-8")
+        + b"\x00"
+        + server_key_fingerprint.encode("ascii")
+    )
+    return hashlib.sha256(material).digest()[:QUALIFYING_DATA_BYTES]
+
+
+class TpmQuoter:
+    """Quotes PCRs sha256:0,7,10, bound to a payload id, with the AIK mode chosen at start.
+
+    ``aik="per-request"`` (the published protocol): a fresh AIK per quote, whose template
+    carries random ``unique`` bytes; the quote binds the payload id only. ``aik="persistent"``
+    (the extension): one restricted signing primary key per scheme in the endorsement
+    hierarchy, derived from a fixed template, so the same TPM (same endorsement seed, e.g. an
+    swtpm with ``--tpm-state``) yields the same key at every start; it stays loaded for the
+    quoter's life, and its quotes also bind the server key (:func:`key_bound_qualifying_data`).
+    """
+
+    def __init__(self, tcti: str, *, aik: str = "per-request") -> None:
+        if aik not in AIK_MODES:
+            raise ValueError(f"aik must be one of {AIK_MODES}, not {aik!r}")
         tss = _tss()
         name, _, conf = tcti.partition(":")
         if not name:
             raise TpmError("TCTI must look like 'swtpm:host=127.0.0.1,port=2321'")
         self.tcti = tcti
+        self.aik_mode = aik
         self._lock = threading.Lock()
+        # (scheme, hash) -> (ESYS handle, marshalled TPM2B_PUBLIC) of the persistent AIKs.
+        self._aiks: dict[tuple[str, str], tuple[Any, bytes]] = {}
         try:
             self._tcti = tss.TCTILdr(name, conf or None)
             self._esapi = tss.ESAPI(self._tcti)
@@ -281,10 +312,11 @@ class TpmQuoter:
             raise TpmError(f"cannot open TPM via TCTI {tcti!r}: {exc}") from None
         self._closed = False
 
-    def quote(self, payload_id: str, *, scheme: str = "ecdsa", hash_alg: str = "sha256") -> dict:
-        """The ``tpm_attestation`` block of PROTOCOL.md section 5 for ``payload_id``."""
-        if not isinstance(payload_id, str):
-            raise TypeError("payload_id must be a str")
+    @property
+    def persistent(self) -> bool:
+        return self.aik_mode == "persistent"
+
+    def _aik_template(self, scheme: str, hash_alg: str, *, fresh: bool) -> Any:
         template = _TEMPLATES.get((scheme, hash_alg))
         if template is None:
             raise ValueError(
@@ -302,38 +334,107 @@ class TpmQuoter:
             | attrs.SENSITIVEDATAORIGIN
             | attrs.USERWITHAUTH,
         )
-        # Random unique bytes make the primary derivation, and so the AIK, new every time.
-        if public.type == constants.TPM2_ALG.ECC:
-            public.unique.ecc.x = secrets.token_bytes(32)
-        else:
-            public.unique.rsa = secrets.token_bytes(32)
+        if fresh:
+            # Random unique bytes make the primary derivation, and so the AIK, new every time.
+            if public.type == constants.TPM2_ALG.ECC:
+                public.unique.ecc.x = secrets.token_bytes(32)
+            else:
+                public.unique.rsa = secrets.token_bytes(32)
+        return types.TPM2B_PUBLIC(publicArea=public)
+
+    def _persistent_aik(self, scheme: str, hash_alg: str) -> tuple[Any, bytes]:
+        """The loaded persistent AIK for a scheme (created on first use); call under the lock."""
+        key = (scheme, hash_alg)
+        if key not in self._aiks:
+            tss = _tss()
+            template = self._aik_template(scheme, hash_alg, fresh=False)
+            handle, public, _, _, _ = self._esapi.create_primary(
+                None, template, tss.constants.ESYS_TR.ENDORSEMENT
+            )
+            self._aiks[key] = (handle, public.marshal())
+        return self._aiks[key]
+
+    def aik_public(self, *, scheme: str = "ecdsa", hash_alg: str = "sha256") -> bytes:
+        """The marshalled TPM2B_PUBLIC of the persistent AIK for a scheme."""
+        if not self.persistent:
+            raise TpmError("this quoter makes a fresh AIK per request: there is no AIK to pin")
+        self._aik_template(scheme, hash_alg, fresh=False)  # validates the scheme
+        tss = _tss()
         with self._lock:
             self._check_open()
             try:
-                handle, aik_public, _, _, _ = self._esapi.create_primary(
-                    None, types.TPM2B_PUBLIC(publicArea=public), constants.ESYS_TR.ENDORSEMENT
-                )
-                try:
-                    attest, signature = self._esapi.quote(
-                        handle, PCR_SELECTION, qualifying_data(payload_id)
+                return self._persistent_aik(scheme, hash_alg)[1]
+            except tss.TSS2_Exception as exc:
+                raise TpmError(f"TPM could not create the attestation key: {exc}") from None
+
+    def aik_fingerprint(self, *, scheme: str = "ecdsa", hash_alg: str = "sha256") -> str:
+        """``sha256:<hex>`` of the persistent AIK's TPMT_PUBLIC: the client's ``trusted_aik``."""
+        public = self.aik_public(scheme=scheme, hash_alg=hash_alg)
+        return "sha256:" + hashlib.sha256(public[2:]).hexdigest()
+
+    def quote(
+        self,
+        payload_id: str,
+        *,
+        scheme: str = "ecdsa",
+        hash_alg: str = "sha256",
+        server_key_fingerprint: str | None = None,
+    ) -> dict:
+        """The ``tpm_attestation`` block of PROTOCOL.md section 5 for ``payload_id``.
+
+        A persistent AIK quotes only with the extension's binding, so it needs the fingerprint
+        of the server key the request was encrypted to (a quote by it never carries the
+        published binding, which a relay could reuse).
+        """
+        if not isinstance(payload_id, str):
+            raise TypeError("payload_id must be a str")
+        if self.persistent and server_key_fingerprint is None:
+            raise ValueError(
+                "a persistent AIK quotes with the server key binding: pass its fingerprint"
+            )
+        if not self.persistent and server_key_fingerprint is not None:
+            raise ValueError("a per-request AIK quotes with the published binding only")
+        template = self._aik_template(scheme, hash_alg, fresh=not self.persistent)
+        extra = (
+            key_bound_qualifying_data(payload_id, server_key_fingerprint)
+            if server_key_fingerprint is not None
+            else qualifying_data(payload_id)
+        )
+        tss = _tss()
+        with self._lock:
+            self._check_open()
+            try:
+                if self.persistent:
+                    handle, aik_public = self._persistent_aik(scheme, hash_alg)
+                else:
+                    handle, public, _, _, _ = self._esapi.create_primary(
+                        None, template, tss.constants.ESYS_TR.ENDORSEMENT
                     )
+                    aik_public = public.marshal()
+                try:
+                    attest, signature = self._esapi.quote(handle, PCR_SELECTION, extra)
                     # Read under the same lock, so nothing of ours extends in between.
                     _, _, digests = self._esapi.pcr_read(PCR_SELECTION)
                 finally:
-                    self._esapi.flush_context(handle)
+                    if not self.persistent:
+                        self._esapi.flush_context(handle)
             except tss.TSS2_Exception as exc:
                 raise TpmError(f"TPM quote failed: {exc}") from None
         values = [bytes(d).hex() for d in digests]
         if len(values) != len(PCR_INDEXES):
             raise TpmError("TPM returned an incomplete PCR read")
-        return {
+        block = {
             "is_available": True,
             "pcr_banks": PCR_SELECTION,
             "pcr_values": {PCR_BANK: {str(i): v for i, v in zip(PCR_INDEXES, values, strict=True)}},
-            "aik_pubkey_b64": base64.b64encode(aik_public.marshal()).decode("ascii"),
+            "aik_pubkey_b64": base64.b64encode(aik_public).decode("ascii"),
             "quote_b64": base64.b64encode(attest.marshal()).decode("ascii"),
             "signature_b64": base64.b64encode(signature.marshal()).decode("ascii"),
         }
+        if server_key_fingerprint is not None:
+            # Informational (the client recomputes the binding, it never trusts this field).
+            block["binding"] = "payload_id+server_key"
+        return block
 
     def pcr_extend(self, index: int, data: bytes) -> None:
         """Extend sha256 PCR ``index`` with SHA-256(``data``) (tests use it to change a PCR)."""
@@ -363,6 +464,10 @@ class TpmQuoter:
             if self._closed:
                 return
             self._closed = True
+            for handle, _ in self._aiks.values():
+                with contextlib.suppress(Exception):  # the TPM may already be gone
+                    self._esapi.flush_context(handle)
+            self._aiks.clear()
             self._esapi.close()
             self._tcti.close()
 
