@@ -754,9 +754,9 @@ class SecureCompletionClient:
         if status == 404 and parts.path.rstrip("/"):
             # The common mistake: an OpenAI-style base URL ending in /v1.
             origin = urllib.parse.urlunsplit((parts.scheme, parts.netloc, "", "", ""))
-            error.message += (
-                f" (the base URL {self.router_url} has a path, but it takes none: use "
-                f"{option('base_url', origin)}, without /v1)"
+            error.add_hint(
+                f"the base URL {self.router_url} has a path, but it takes none: use "
+                f"{option('base_url', origin)}, without /v1"
             )
         return error
 
@@ -828,9 +828,9 @@ class SecureCompletionClient:
                 error = self._status_error(status, data)
                 error.retry_after = retry_after
                 if is_permanent_tpm_refusal(error, tier):
-                    error.message += (
-                        " (not retried: this server cannot serve tier 'maximum'; use "
-                        f"{option('security_tier', 'high')} or a server with a TPM)"
+                    error.add_hint(
+                        "not retried: this server cannot serve tier 'maximum'; use "
+                        f"{option('security_tier', 'high')} or a server with a TPM"
                     )
                     raise error
                 if status not in RETRYABLE_STATUS_CODES or attempt + 1 >= attempts:

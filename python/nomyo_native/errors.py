@@ -102,6 +102,11 @@ class APIError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def add_hint(self, hint: str) -> None:
+        """Append advice the client can give (e.g. which option to change) to the message."""
+        self.message = f"{self.message} ({hint})"
+        self.args = (self.message, *self.args[1:])
+
 
 class InvalidRequestError(APIError):
     """HTTP 400: the endpoint refused the request."""
