@@ -17,7 +17,13 @@ __all__ = ["SecureChatCompletion", "SyncSecureChatCompletion"]
 T = TypeVar("T")
 
 # Options that steer the client and never enter the encrypted OpenAI request.
-CLIENT_ONLY_OPTIONS = ("base_url", "security_tier", "api_key", "attestation")
+CLIENT_ONLY_OPTIONS = (
+    "base_url",
+    "security_tier",
+    "api_key",
+    "attestation",
+    "require_payload_echo",
+)
 
 
 class _Completions:
@@ -99,12 +105,14 @@ class SecureChatCompletion:
 
         Client-only options: ``base_url``, ``security_tier`` (``standard``/``high``/
         ``maximum``), ``api_key`` (per-call override), ``attestation`` (``off``/``auto``/
-        ``bound``/``require``).
+        ``bound``/``require``), ``require_payload_echo`` (refuse an answer that does not echo
+        the request's payload id).
         """
         base_url = kwargs.pop("base_url", None)
         security_tier = validate_security_tier(kwargs.pop("security_tier", None))
         api_key = kwargs.pop("api_key", None)
         attestation = kwargs.pop("attestation", None)
+        require_payload_echo = kwargs.pop("require_payload_echo", None)
         client = self._client_for(base_url)
         payload: dict[str, Any] = {"model": model, "messages": messages, **kwargs}
         return await client.send_secure_request(
@@ -113,6 +121,7 @@ class SecureChatCompletion:
             api_key if api_key is not None else self.api_key,
             security_tier,
             attestation=attestation,
+            require_payload_echo=require_payload_echo,
         )
 
     async def acreate(

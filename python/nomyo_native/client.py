@@ -993,6 +993,7 @@ class SecureCompletionClient:
         policy: str,
         tier: str | None,
         sealed_to: _core.ServerPublicKey | None,
+        require_echo: bool | None = None,
     ) -> None:
         """Attestation policy, then binding: raises SecurityError when the response must not be
         handed out (the decrypted content is then dropped)."""
@@ -1009,7 +1010,9 @@ class SecureCompletionClient:
                 # bound to that server's key and fails (the attestation extension).
                 server_key_fingerprint=sealed_to.fingerprint if sealed_to is not None else None,
             )
-        enforce_binding(metadata, tier=tier, require_echo=self._require_payload_echo)
+        if require_echo is None:
+            require_echo = self._require_payload_echo
+        enforce_binding(metadata, tier=tier, require_echo=require_echo)
 
     @property
     def _has_anchor(self) -> bool:
@@ -1023,10 +1026,16 @@ class SecureCompletionClient:
         return resolve_policy(explicit, security_tier, has_anchor=self._has_anchor)
 
     async def decrypt_response(
-        self, encrypted_response: bytes, payload_id: str, *, attestation: str | None = None
+        self,
+        encrypted_response: bytes,
+        payload_id: str,
+        *,
+        attestation: str | None = None,
+        require_payload_echo: bool | None = None,
     ) -> dict[str, Any]:
         """Open a response envelope with the current key pair, check the payload id binding,
-        fill ``_metadata`` and apply the attestation policy."""
+        fill ``_metadata`` and apply the attestation policy (``require_payload_echo`` overrides
+        the client's setting for this call)."""
         self._check_usable()
         if not encrypted_response:
             raise ValueError("Empty encrypted response")
@@ -1042,7 +1051,14 @@ class SecureCompletionClient:
             response = await self._open(bytes(encrypted_response), payload_id, keypair)
         finally:
             self._keys.release(keypair)
-        self._finish(response["_metadata"], payload_id, policy, None, self._server_key)
+        self._finish(
+            response["_metadata"],
+            payload_id,
+            policy,
+            None,
+            self._server_key,
+            require_payload_echo,
+        )
         return response
 
     def _public_key_header(self, keypair: _core.ClientKeyPair) -> str:
@@ -1061,8 +1077,10 @@ class SecureCompletionClient:
         security_tier: str | None = None,
         *,
         attestation: str | None = None,
+        require_payload_echo: bool | None = None,
     ) -> dict[str, Any]:
-        """Seal ``payload``, POST it (with retries), open and check the response."""
+        """Seal ``payload``, POST it (with retries), open and check the response
+        (``require_payload_echo`` overrides the client's setting for this call)."""
         self._check_usable()
         tier = validate_security_tier(security_tier)
         bearer = validate_api_key(api_key) if api_key is not None else self.api_key
@@ -1092,7 +1110,9 @@ class SecureCompletionClient:
             response = await self._open(body, payload_id, keypair)
         finally:
             self._keys.release(keypair)
-        self._finish(response["_metadata"], payload_id, policy, tier, server_key)
+        self._finish(
+            response["_metadata"], payload_id, policy, tier, server_key, require_payload_echo
+        )
         return response
 
     # ---- lifecycle ---------------------------------------------------------------------------

@@ -123,3 +123,16 @@ async def test_decrypt_response_records_the_binding_too(make_chat, peer):
         body = seal_to(public, {"choices": [], "_metadata": {"payload_id": "pid-1"}})
         reply = await client.decrypt_response(body, "pid-1")
     assert reply["_metadata"]["payload_id_verified"] is True
+
+
+async def test_require_payload_echo_per_call_is_client_only_and_enforced(make_chat, peer):
+    peer.echo_payload_id = None
+    async with make_chat() as chat:
+        with pytest.raises(nomyo.SecurityError, match="echo"):
+            await chat.create(model="m", messages=USER, require_payload_echo=True)
+        reply = await chat.create(model="m", messages=USER, require_payload_echo=False)
+    assert reply["_metadata"]["payload_id_verified"] is False
+    assert all("require_payload_echo" not in got.request for got in peer.received)
+    async with make_chat(require_payload_echo=True) as chat:
+        # A per-call False overrides the client's setting.
+        await chat.create(model="m", messages=USER, require_payload_echo=False)
