@@ -14,7 +14,7 @@ export CARGO_TERM_COLOR ?= never
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export HYPOTHESIS_STORAGE_DIRECTORY := .cache/hypothesis
 
-.PHONY: help demo test test-rust test-python lint build build-test wheel wheels cross-deps bench fuzz fuzz-build fuzz-smoke system-deps clean
+.PHONY: help demo test test-rust test-python lint build build-test wheel wheels cross-deps cross-check cross-test bench fuzz fuzz-build fuzz-smoke system-deps clean
 
 help:
 	@echo "make demo   - set everything up, start a local secure endpoint, send one encrypted chat"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench  - benchmarks side by side with the reference client (table + JSON)"
 	@echo "make wheel  - build and inspect the manylinux2014 x86_64 abi3 wheel into dist/"
 	@echo "make wheels - every release wheel (Linux x86_64/aarch64 glibc+musl, Windows, macOS) + sdist"
+	@echo "make cross-test - the Rust tests under wine and qemu-aarch64, the arm64 wheel in emulated Debian"
 	@echo "make fuzz   - run the cargo-fuzz targets for a bounded time"
 
 demo: build
@@ -104,7 +105,7 @@ test-python: build-test
 # builds std for the targets rustup cannot fetch) and checked by scripts/inspect_wheel.py: tags,
 # architecture, glibc floor, imported DLLs, linked dylibs. `make test` builds and inspects the
 # manylinux2014 x86_64 wheel (the one users of Linux x86_64 get); tests/test_wheel.py installs it.
-WHEEL_TOOLS := ziglang==0.17.1
+WHEEL_TOOLS := ziglang==0.17.1 cargo-zigbuild==0.24.1
 WHEEL_DIR   := .cache/wheelhouse
 
 $(STAMPS)/wheel-tools: Makefile | $(STAMPS)/pydeps
@@ -124,6 +125,16 @@ wheels: $(STAMPS)/wheel-tools cross-deps
 	rm -f dist/*.whl dist/*.tar.gz
 	scripts/build_wheels.sh
 	$(PY) scripts/inspect_wheel.py dist --expect 7
+
+# The Rust core's whole test suite for x86_64-pc-windows-gnu under wine and for aarch64 Linux
+# under qemu-aarch64, and the aarch64 wheel installed and used in an emulated arm64 Debian
+# (debootstrap, cached in .cache/cross/arm64-root). Not part of `make test`: see the README.
+cross-test: cross-check
+	$(PY) scripts/cross_test.py
+
+# Clippy -D warnings for Windows, aarch64 and musl Linux and both macOS targets (their cfg code).
+cross-check: $(STAMPS)/wheel-tools cross-deps
+	scripts/cross_check.sh
 
 # ---- extras -----------------------------------------------------------------------------
 
