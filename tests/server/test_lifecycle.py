@@ -226,6 +226,8 @@ def test_serve_terminated_leaves_no_swtpm_and_no_temp_dirs(tmp_path, signum):
         # The directory holding the TLS private key is private.
         tls_dir = Path(banner["TLS CA (trust)"]).parent
         assert stat.S_IMODE(os.stat(tls_dir).st_mode) == 0o700
+        # The throwaway TLS key left the disk once loaded; only public files stay.
+        assert sorted(p.name for p in tls_dir.iterdir()) == ["ca.pem", "server.pem"]
         process.send_signal(signum)
         code = process.wait(timeout=60)
     finally:
@@ -249,10 +251,13 @@ def test_serve_killed_leaves_no_swtpm(tmp_path):
         process.wait()
         process.stdout.close()
     assert _eventually(lambda: not _live_swtpm_pids(server_tmp)), "swtpm outlived serve"
-    # The guard also removes swtpm's temporary state; only the TLS temp dir can remain.
+    # The guard also removes swtpm's temporary state; only the TLS temp dir can remain,
+    # and it holds no secret: the throwaway key was deleted from disk once loaded.
     assert _eventually(
         lambda: not any(n.startswith("nomyo-swtpm-") for n in _leftovers(server_tmp))
     )
+    for name in _leftovers(server_tmp):
+        assert sorted(p.name for p in (server_tmp / name).iterdir()) == ["ca.pem", "server.pem"]
 
 
 @needs_swtpm

@@ -2,8 +2,8 @@
 
 Stalled TLS handshakes, unfinished headers and stalled or trickled bodies are dropped (408
 where a request was under way) while good requests keep being served; connections beyond the
-cap and bodies beyond the in-flight budget get 503. The deadlines here are short (about a
-second); each wait below is bounded generously so the tests never depend on timing, only on
+cap and bodies beyond the in-flight budget get 503. The deadlines here are short (a few
+seconds); each wait below is bounded generously so the tests never depend on timing, only on
 the server eventually closing what the old endpoint held forever.
 """
 
@@ -30,7 +30,8 @@ from .wire import PATH, WireClient, open_response
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "still served"}]}
 # Far above the configured deadlines: only a server that never drops a client reaches it.
 DROP_BOUND_SECONDS = 60.0
-SHORT = dict(header_timeout=1.0, body_timeout=1.0, request_timeout=4.0, tls_handshake_timeout=1.0)
+# Short, yet long enough that a good request on a loaded machine is never cut.
+SHORT = dict(header_timeout=3.0, body_timeout=3.0, request_timeout=8.0, tls_handshake_timeout=3.0)
 
 
 def _address(endpoint: RunningServer) -> tuple[str, int]:
@@ -143,7 +144,8 @@ def test_slow_loris_on_a_kept_alive_connection_is_dropped(endpoint_factory, wire
         rest = first.split(b"\r\n\r\n", 1)[1]
         while len(rest) < length:
             rest += sock.recv(65536)
-        for byte in b"POST / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n":
+        # 0.2 s a byte: 12 s in all, far beyond the 3 s header deadline.
+        for byte in b"POST / HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: 1\r\n" * 3:
             if select.select([sock], [], [], 0.2)[0]:
                 break  # the server answered: stop sending
             try:
@@ -284,7 +286,7 @@ def test_dropped_clients_free_their_connection_slots(endpoint_factory, wire_for,
 
 @pytest.mark.slow
 def test_client_that_never_reads_its_response_is_dropped(endpoint_factory, wire_for, client_key):
-    endpoint = endpoint_factory(body_timeout=1.0, request_timeout=60.0)
+    endpoint = endpoint_factory(body_timeout=3.0, request_timeout=60.0)
     wire = wire_for(endpoint)
     # A ~8 MiB sealed answer: far more than the socket buffers between us can hold.
     big = {"model": "m", "messages": [{"role": "user", "content": "x" * (6 * 1024 * 1024)}]}

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import signal
 import socket
+import ssl
 import tempfile
 import threading
 import time
@@ -48,6 +49,8 @@ class _Resources:
     state: EndpointState
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+    # Loaded at once for a throwaway key, whose file is then deleted; else at server start.
+    ssl_context: ssl.SSLContext | None = None
     ca_path: Path | None = None
     swtpm: SwtpmProcess | None = None
     owns_quoter: bool = False
@@ -151,6 +154,10 @@ def build_resources(config: ServerConfig) -> _Resources:
                 tempdir = tempfile.TemporaryDirectory(prefix="nomyo-tls-")
                 resources.tempdirs.append(tempdir)
                 files = make_self_signed(Path(tempdir.name), hosts)
+                # From here the throwaway key exists only in this process's memory, so not
+                # even a SIGKILL leaves it on disk.
+                resources.ssl_context = _load_ssl_context(files.cert_path, files.key_path)
+                files.key_path.unlink()
             resources.ssl_certfile, resources.ssl_keyfile = files.cert_path, files.key_path
             resources.ca_path = files.ca_path
         elif config.tls_cert is not None:
@@ -197,15 +204,32 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-class _BoundedServer(uvicorn.Server):
-    """uvicorn's server with a TLS handshake deadline (uvicorn leaves asyncio's 60 s).
+def _load_ssl_context(certfile: Path, keyfile: Path) -> ssl.SSLContext:
+    """A server TLS context (TLS 1.2+, no client certificates) for this certificate and key."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certfile, keyfile)
+    return context
 
-    Only the path this module uses is replaced: serving sockets we bound ourselves.
+
+def _server_ssl_context(resources: _Resources) -> ssl.SSLContext | None:
+    if resources.ssl_context is not None:
+        return resources.ssl_context
+    if resources.ssl_certfile is None or resources.ssl_keyfile is None:
+        return None  # plain HTTP
+    return _load_ssl_context(resources.ssl_certfile, resources.ssl_keyfile)
+
+
+class _BoundedServer(uvicorn.Server):
+    """uvicorn's server with our TLS context and a TLS handshake deadline (uvicorn leaves
+    asyncio's 60 s). Only the path this module uses is replaced: serving sockets we bound.
     """
 
-    def __init__(self, config: uvicorn.Config, limits: ConnectionLimits) -> None:
+    def __init__(
+        self, config: uvicorn.Config, limits: ConnectionLimits, resources: _Resources
+    ) -> None:
         super().__init__(config)
         self.limits = limits
+        self.resources = resources
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         if sockets is None:
@@ -222,12 +246,13 @@ class _BoundedServer(uvicorn.Server):
                 _loop=_loop,
             )
 
-        handshake = self.limits.tls_handshake_timeout if config.ssl is not None else None
+        context = _server_ssl_context(self.resources)
+        handshake = self.limits.tls_handshake_timeout if context is not None else None
         self.servers = [
             await loop.create_server(
                 create_protocol,
                 sock=sock,
-                ssl=config.ssl,
+                ssl=context,
                 backlog=config.backlog,
                 ssl_handshake_timeout=handshake,
             )
@@ -241,15 +266,13 @@ def _uvicorn_server(resources: _Resources) -> uvicorn.Server:
     config = uvicorn.Config(
         create_app(resources.state),
         http=guarded_protocol(limits),
-        ssl_certfile=str(resources.ssl_certfile) if resources.ssl_certfile else None,
-        ssl_keyfile=str(resources.ssl_keyfile) if resources.ssl_keyfile else None,
         log_config=None,  # leave the host application's logging alone
         access_log=False,  # our handler logs one line per request, without secrets
         lifespan="off",
         server_header=False,
         timeout_graceful_shutdown=5,
     )
-    return _BoundedServer(config, limits)
+    return _BoundedServer(config, limits, resources)
 
 
 async def _serve(server: uvicorn.Server, sock: socket.socket, backend: Backend) -> None:
