@@ -353,6 +353,24 @@ def config_from_args(args: argparse.Namespace) -> Any:
     )
 
 
+def _describe_limits(config: Any) -> str:
+    return (
+        f"TLS handshake {config.tls_handshake_timeout:g} s, headers {config.header_timeout:g} s, "
+        f"body pauses {config.body_timeout:g} s, body {config.request_timeout:g} s (408); "
+        f"{config.max_connections} connections, "
+        f"{config.max_inflight_body_bytes // (1024 * 1024)} MiB of bodies in transit (503)"
+    )
+
+
+def _open_file_limit() -> int | None:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
 def _describe(endpoint: Any, config: Any) -> list[str]:
     from nomyo_native.server.config import is_loopback_host
 
@@ -416,7 +434,15 @@ def _describe(endpoint: Any, config: Any) -> list[str]:
         f"  API keys         {len(config.api_keys) or 'none (open endpoint)'}",
         f"  rate limit       {rate}",
         f"  tier policy      {limits or 'every model in every tier'}",
+        f"  client limits    {_describe_limits(config)}",
     ]
+    open_files = _open_file_limit()
+    if open_files is not None and config.max_connections + 64 > open_files:
+        lines.append(
+            f"  !!! --max-connections {config.max_connections} is close to or above the "
+            f"open-file limit {open_files} (ulimit -n): new connections may fail instead of "
+            "getting 503 !!!"
+        )
     if config.is_open_to_network:
         lines.append(
             f"  !!! OPEN ENDPOINT (--allow-open): anyone who reaches {config.host} may use it"

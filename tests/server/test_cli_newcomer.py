@@ -152,3 +152,22 @@ def test_keys_generate_with_a_refused_password_leaves_no_directory(
     assert main(["keys", "generate", str(existing / "keys"), "--bits", "2048"]) == 2
     assert [p.name for p in existing.iterdir()] == ["notes.txt"]
     assert Path(existing).is_dir()
+
+
+def test_start_banner_states_the_client_limits(http_endpoint):
+    config = ServerConfig(header_timeout=7, body_timeout=9, max_connections=33)
+    (line,) = [line for line in _describe(http_endpoint, config) if "client limits" in line]
+    assert "headers 7 s" in line and "body pauses 9 s" in line and "33 connections" in line
+    assert "64 MiB" in line
+
+
+def test_start_banner_warns_when_connections_exceed_the_open_file_limit(http_endpoint, monkeypatch):
+    from nomyo_native import cli
+
+    monkeypatch.setattr(cli, "_open_file_limit", lambda: 100)
+    lines = _describe(http_endpoint, ServerConfig(max_connections=256))
+    assert any("open-file limit 100" in line for line in lines)
+    assert not any(
+        "open-file limit" in line
+        for line in _describe(http_endpoint, ServerConfig(max_connections=20))
+    )
