@@ -214,7 +214,7 @@ def _start_serve(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], Pa
 
 @needs_swtpm
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT])
 def test_serve_terminated_leaves_no_swtpm_and_no_temp_dirs(tmp_path, signum):
     process, server_tmp, banner = _start_serve(tmp_path)
     try:

@@ -396,7 +396,8 @@ def start_server(config: ServerConfig | None = None, *, timeout: float = 60.0) -
 
 @contextlib.contextmanager
 def _termination_unwinds() -> Iterator[None]:
-    """Make SIGTERM and SIGHUP end the process through ``finally`` blocks (main thread only).
+    """Make SIGTERM, SIGHUP and SIGQUIT end the process through ``finally`` blocks (main
+    thread only).
 
     By default they kill the interpreter on the spot, leaving swtpm and the temporary TLS
     key behind. uvicorn captures SIGTERM while serving and, after its graceful shutdown,
@@ -406,7 +407,10 @@ def _termination_unwinds() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    wanted = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    # SIGHUP and SIGQUIT do not exist on Windows.
+    wanted = [signal.SIGTERM] + [
+        getattr(signal, name) for name in ("SIGHUP", "SIGQUIT") if hasattr(signal, name)
+    ]
     previous = {signum: signal.getsignal(signum) for signum in wanted}
 
     def unwind(signum: int, _frame: object) -> None:
@@ -424,7 +428,7 @@ def _termination_unwinds() -> Iterator[None]:
 
 
 def serve(config: ServerConfig, on_ready: Callable[[RunningServer], None] | None = None) -> None:
-    """Serve in the foreground until SIGINT (KeyboardInterrupt), SIGTERM or SIGHUP
+    """Serve in the foreground until SIGINT (KeyboardInterrupt), SIGTERM, SIGHUP or SIGQUIT
     (``SystemExit(0)``); every path out releases what the endpoint created."""
     with _termination_unwinds():
         # Bound first: a busy port fails at once, before key generation and swtpm.
