@@ -196,3 +196,8 @@ def tpm_verify_signature(public: bytes, signature: bytes, message: bytes) -> str
     """Verify ``signature`` (TPMT_SIGNATURE) by the restricted signing key ``public``
     (TPM2B_PUBLIC) over ``message``: RSASSA, RSA-PSS (salt of the digest length or the
     maximum) or ECDSA on P-256/P-384, with SHA-256/384/512. Returns what verified."""
+
+def tpm_make_credential(ek_public: bytes, name: bytes, credential: bytes) -> tuple[bytes, bytes]:
+    """TPM2_MakeCredential in software: seal ``credential`` for the object named ``name``
+    (nameAlg || digest of its public area) under the RSA endorsement key ``ek_public``
+    (TPM2B_PUBLIC). Returns the marshalled (TPM2B_ID_OBJECT, TPM2B_ENCRYPTED_SECRET)."""

@@ -73,8 +73,9 @@ NO_TRUST_ANCHOR_HINT = (
     "attestation='require' needs a trust anchor for the server's attestation key, else no quote"
     " can ever be verified: pin it with trusted_aik='sha256:<fingerprint>' (the AIK fingerprint"
     " `nomyo-native serve --tpm swtpm` prints at start, or that `nomyo-native attest verify`"
-    " shows for a response you trust), or use attestation='bound' to require only a quote bound"
-    " to each request"
+    " shows for a response you trust), or enroll the server's key with `nomyo-native attest"
+    " enroll URL --pin-file FILE` and pass aik_pin_file=FILE; or use attestation='bound' to"
+    " require only a quote bound to each request"
 )
 BASELINE_FORMAT = "nomyo-native/pcr-baseline/v1"
 

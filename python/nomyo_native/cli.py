@@ -639,8 +639,24 @@ def _add_attest_parser(subparsers: Any) -> None:
             "block itself, as JSON; '-' reads standard input."
         ),
     )
-    actions = attest.add_subparsers(dest="attest_command", metavar="{baseline,verify}")
+    actions = attest.add_subparsers(dest="attest_command", metavar="{baseline,verify,enroll}")
     actions.required = True
+
+    enroll = actions.add_parser(
+        "enroll",
+        help="enroll a server's attestation key (credential activation) and pin it",
+        description=(
+            "Fetch the server's endorsement key and persistent attestation key, challenge it "
+            "with TPM2_MakeCredential (made here) and check its TPM2_ActivateCredential answer: "
+            "only the TPM holding both keys can answer. Then pin the attestation key in "
+            "--pin-file; clients given aik_pin_file= root quotes in it. The EK itself is "
+            "trusted on first use (its certificate chain is not checked). Exit status 0 "
+            "enrolled, 1 refused (failed challenge, changed key), 2 unreachable or bad options."
+        ),
+    )
+    enroll.add_argument("url", metavar="URL", help="the server's base URL")
+    enroll.add_argument("--pin-file", required=True, metavar="FILE", help="AIK pin file")
+    enroll.add_argument("--ca-bundle", metavar="PATH", help="CA file to trust for the server")
 
     baseline = actions.add_parser(
         "baseline",
@@ -692,6 +708,8 @@ def _add_attest_parser(subparsers: Any) -> None:
 def _cmd_attest(args: argparse.Namespace) -> int:
     from nomyo_native import attestation
 
+    if args.attest_command == "enroll":
+        return _cmd_attest_enroll(args)
     try:
         block = _read_attestation_block(args.file)
         if args.attest_command == "baseline":
@@ -724,6 +742,30 @@ def _cmd_attest(args: argparse.Namespace) -> int:
         print(f"verdict: {verdict_label(result)}")
         print(result.summary)
     return 0 if (result.verified if trusted_aik is not None else result.bound) else 1
+
+
+def _cmd_attest_enroll(args: argparse.Namespace) -> int:
+    import ssl
+
+    import httpx
+
+    from nomyo_native.enrollment import enroll
+    from nomyo_native.errors import SecurityError
+
+    try:
+        verify = ssl.create_default_context(cafile=args.ca_bundle) if args.ca_bundle else True
+        done = enroll(args.url, args.pin_file, verify=verify)
+    except SecurityError as exc:
+        print(f"nomyo-native attest enroll: refused: {exc}", file=sys.stderr)
+        return 1
+    except (httpx.HTTPError, OSError, ValueError) as exc:
+        print(f"nomyo-native attest enroll: error: {exc}", file=sys.stderr)
+        return 2
+    state = "enrolled" if done.newly_pinned else "already enrolled (unchanged)"
+    print(f"{done.origin}: {state}")
+    print(f"  AIK   {done.aik_fingerprint}  (pinned in {args.pin_file})")
+    print(f"  EK    {done.ek_fingerprint}  (trusted on first use)")
+    return 0
 
 
 def _read_attestation_block(source: str) -> Any:

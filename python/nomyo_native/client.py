@@ -51,6 +51,7 @@ from nomyo_native.attestation import (
     resolve_policy,
     validate_trusted_aik,
 )
+from nomyo_native.enrollment import enrolled_aik
 from nomyo_native.errors import (
     OPAQUE_CRYPTO_MESSAGE,
     APIConnectionError,
@@ -102,6 +103,20 @@ _NOT_CHECKED: dict[str, Any] = {
     "summary": "not checked: attestation='off'",
     "reason": "attestation policy 'off'",
 }
+
+
+def _enrolled_aik(pin_file: str | os.PathLike[str], router_url: str, trusted_aik: Any) -> str:
+    """The attestation key enrolled for ``router_url``: refused now (before any prompt is
+    sent) when the server is not enrolled or a different ``trusted_aik`` was also given."""
+    enrolled = enrolled_aik(pin_file, router_url)
+    if enrolled is None:
+        raise ValueError(
+            f"{router_url} has no attestation key enrolled in {pin_file}: run "
+            f"'nomyo-native attest enroll {router_url} --pin-file {pin_file}' first"
+        )
+    if trusted_aik is not None and str(trusted_aik).strip().lower() != enrolled:
+        raise ValueError("trusted_aik differs from the attestation key enrolled in aik_pin_file")
+    return enrolled
 
 
 class _Completed(Generic[T]):
@@ -311,7 +326,8 @@ class SecureCompletionClient:
     ``key_rotation_interval`` (seconds, 0 disables), ``key_rotation_dir``/``key_rotation_password``,
     ``attestation`` (``"off"``/``"auto"``/``"bound"``/``"require"``; unset, tier ``maximum``
     requires ``"require"`` with a ``trusted_aik`` and ``"bound"`` without), ``pcr_baseline``,
-    ``trusted_aik``,
+    ``trusted_aik`` (or ``aik_pin_file``: the AIK enrolled for this server with
+    ``nomyo-native attest enroll``),
     ``retry_backoff``/``max_backoff``/``max_retry_after`` (seconds), and for tests or custom
     runtimes ``transport`` (an httpx transport), ``sleep`` and ``clock``.
 
@@ -348,6 +364,7 @@ class SecureCompletionClient:
         attestation: str | None = None,
         pcr_baseline: dict[str, Any] | str | os.PathLike[str] | None = None,
         trusted_aik: Any = None,
+        aik_pin_file: str | os.PathLike[str] | None = None,
         retry_backoff: float = 1.0,
         max_backoff: float = 30.0,
         max_retry_after: float = 60.0,
@@ -405,6 +422,8 @@ class SecureCompletionClient:
         if trusted_aik is not None:
             validate_trusted_aik(trusted_aik)
         self.trusted_aik = trusted_aik
+        if aik_pin_file is not None:
+            self.trusted_aik = _enrolled_aik(aik_pin_file, self.router_url, trusted_aik)
         self._explicit_attestation = attestation
         if attestation is not None:
             resolve_policy(
@@ -443,6 +462,7 @@ class SecureCompletionClient:
             "attestation": attestation,
             "pcr_baseline": self.pcr_baseline,
             "trusted_aik": trusted_aik,
+            "aik_pin_file": aik_pin_file,
             "retry_backoff": retry_backoff,
             "max_backoff": max_backoff,
             "max_retry_after": max_retry_after,

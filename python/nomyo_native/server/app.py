@@ -336,4 +336,8 @@ def create_app(state: EndpointState) -> Starlette:
         Route(SECURE_COMPLETION_PATH, SecureCompletionHandler(state).respond, methods=["POST"]),
         _health_route(state),
     ]
+    # The attestation extension (enrollment), imported here: it builds on this module.
+    from nomyo_native.server.enrollment import enrollment_routes
+
+    routes += enrollment_routes(state)
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})

@@ -265,6 +265,8 @@ class SwtpmProcess:
 
 
 AIK_MODES = ("persistent", "per-request")
+# PolicySecret(TPM_RH_ENDORSEMENT): the authPolicy of the TCG default EK templates.
+_EK_POLICY = bytes.fromhex("837197674484b3f81a90cc8d46a5d724fd52d76e06520b64f2a1da1b331469aa")
 # The extension's qualifying data (README, "Attestation extension"): the payload id and the
 # fingerprint of the server key the client encrypted to, so that a quote relayed from another
 # server (bound to that server's key) fails at the client.
@@ -435,6 +437,93 @@ class TpmQuoter:
             # Informational (the client recomputes the binding, it never trusts this field).
             block["binding"] = "payload_id+server_key"
         return block
+
+    # -- enrollment (the extension): the endorsement key and credential activation --
+
+    @staticmethod
+    def _ek_template() -> Any:
+        """The TCG default RSA 2048 EK template (EK Credential Profile, template L-1): the key an
+        EK certificate certifies; its policy is PolicySecret(TPM_RH_ENDORSEMENT)."""
+        tss = _tss()
+        types, constants = tss.types, tss.constants
+        attrs = constants.TPMA_OBJECT
+        public = types.TPMT_PUBLIC.parse(
+            "rsa2048:aes128cfb",
+            nameAlg="sha256",
+            objectAttributes=attrs.FIXEDTPM
+            | attrs.FIXEDPARENT
+            | attrs.SENSITIVEDATAORIGIN
+            | attrs.ADMINWITHPOLICY
+            | attrs.RESTRICTED
+            | attrs.DECRYPT,
+        )
+        public.authPolicy = types.TPM2B_DIGEST(_EK_POLICY)
+        public.unique.rsa = bytes(256)
+        return types.TPM2B_PUBLIC(publicArea=public)
+
+    def ek_public(self) -> bytes:
+        """The marshalled TPM2B_PUBLIC of the TPM's RSA endorsement key."""
+        tss = _tss()
+        with self._lock:
+            self._check_open()
+            try:
+                handle, public, _, _, _ = self._esapi.create_primary(
+                    None, self._ek_template(), tss.constants.ESYS_TR.ENDORSEMENT
+                )
+                self._esapi.flush_context(handle)
+            except tss.TSS2_Exception as exc:
+                raise TpmError(f"TPM could not create the endorsement key: {exc}") from None
+        return public.marshal()
+
+    def activate_credential(
+        self,
+        id_object: bytes,
+        encrypted_secret: bytes,
+        *,
+        scheme: str = "ecdsa",
+        hash_alg: str = "sha256",
+    ) -> bytes:
+        """TPM2_ActivateCredential for the persistent AIK of a scheme under the EK: the
+        credential a verifier sealed with MakeCredential, or TpmError when it was not sealed
+        for this TPM's EK and this AIK's name."""
+        if not self.persistent:
+            raise TpmError("credential activation needs the persistent attestation key")
+        tss = _tss()
+        types, constants = tss.types, tss.constants
+        try:
+            blob, used = types.TPM2B_ID_OBJECT.unmarshal(id_object)
+            secret, used_secret = types.TPM2B_ENCRYPTED_SECRET.unmarshal(encrypted_secret)
+        except Exception:
+            raise ValueError("not a TPM2B_ID_OBJECT and a TPM2B_ENCRYPTED_SECRET") from None
+        if used != len(id_object) or used_secret != len(encrypted_secret):
+            raise ValueError("trailing bytes after the credential structures")
+        with self._lock:
+            self._check_open()
+            ek = session = None
+            try:
+                aik, _ = self._persistent_aik(scheme, hash_alg)
+                ek, _, _, _, _ = self._esapi.create_primary(
+                    None, self._ek_template(), constants.ESYS_TR.ENDORSEMENT
+                )
+                session = self._esapi.start_auth_session(
+                    constants.ESYS_TR.NONE,
+                    constants.ESYS_TR.NONE,
+                    constants.TPM2_SE.POLICY,
+                    types.TPMT_SYM_DEF(algorithm=constants.TPM2_ALG.NULL),
+                    constants.TPM2_ALG.SHA256,
+                )
+                self._esapi.policy_secret(constants.ESYS_TR.ENDORSEMENT, session)
+                credential = self._esapi.activate_credential(
+                    aik, ek, blob, secret, session1=constants.ESYS_TR.PASSWORD, session2=session
+                )
+            except tss.TSS2_Exception as exc:
+                raise TpmError(f"credential activation failed: {exc}") from None
+            finally:
+                for handle in (session, ek):
+                    if handle is not None:
+                        with contextlib.suppress(Exception):
+                            self._esapi.flush_context(handle)
+        return bytes(credential)
 
     def pcr_extend(self, index: int, data: bytes) -> None:
         """Extend sha256 PCR ``index`` with SHA-256(``data``) (tests use it to change a PCR)."""

@@ -6,6 +6,7 @@
 //! quote's signature (RSASSA, RSA-PSS, ECDSA over P-256/P-384 with SHA-256/384/512) on aws-lc.
 //! Nothing here touches a secret: the inputs are public, so errors name the field and the rule.
 
+pub mod credential;
 pub mod parse;
 pub mod verify;
 

@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use super::parse::{self, Attested, FormatError, PublicDetail, Scheme, Signature, SymDef};
-use super::verify;
+use super::{credential, verify};
 
 pyo3::create_exception!(
     _core,
@@ -21,6 +21,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tpm_parse_attest, m)?)?;
     m.add_function(wrap_pyfunction!(tpm_parse_signature, m)?)?;
     m.add_function(wrap_pyfunction!(tpm_verify_signature, m)?)?;
+    m.add_function(wrap_pyfunction!(tpm_make_credential, m)?)?;
     Ok(())
 }
 
@@ -205,4 +206,27 @@ fn tpm_verify_signature(
         let sig = parse::parse_signature(signature)?;
         verify::verify_quote_signature(&key, &sig, message)
     })
+}
+
+/// TPM2_MakeCredential in software: seal `credential` for the object named `name` under the
+/// RSA endorsement key `ek_public` (TPM2B_PUBLIC). Returns the marshalled (TPM2B_ID_OBJECT,
+/// TPM2B_ENCRYPTED_SECRET) for TPM2_ActivateCredential.
+#[pyfunction]
+fn tpm_make_credential<'py>(
+    py: Python<'py>,
+    ek_public: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyAny>,
+    credential: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+    let ek_public = bytes_arg(ek_public, "ek_public")?;
+    let name = bytes_arg(name, "name")?;
+    let credential = bytes_arg(credential, "credential")?;
+    let made = guarded(|| {
+        let ek = parse::parse_public(ek_public)?;
+        credential::make_credential(&ek, name, credential)
+    })?;
+    Ok((
+        PyBytes::new(py, &made.id_object),
+        PyBytes::new(py, &made.encrypted_secret),
+    ))
 }

@@ -1,0 +1,153 @@
+"""Enrollment of a server's attestation key (the attestation extension, README).
+
+:func:`enroll` fetches the server's endorsement key (EK) and persistent attestation key (AIK),
+seals a random credential for that EK and that AIK's name with ``TPM2_MakeCredential`` (in the
+native core: RSA-OAEP "IDENTITY", KDFa, AES-CFB, HMAC), and asks the server to recover it with
+``TPM2_ActivateCredential``. Only a TPM that holds both the EK's private key and the AIK can, so
+a correct answer proves the AIK lives in the TPM of that EK. The AIK's fingerprint is then
+pinned in a pin file (keyed, locked and written like the server-key pin file); a client given
+that file roots quotes in it (:func:`enrolled_aik`).
+
+What this does not prove: that the EK belongs to genuine hardware. That needs the EK certificate
+chain to a manufacturer CA, which is not verified here yet: the EK is trusted on first use.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from nomyo_native import _core
+from nomyo_native._pinfile import PinFile, normalize_origin
+from nomyo_native.errors import SecurityError
+
+__all__ = ["ACTIVATE_PATH", "ENROLLMENT_PATH", "Enrollment", "enroll", "enrolled_aik"]
+
+ENROLLMENT_PATH = "/v1/attestation/enrollment"
+ACTIVATE_PATH = "/v1/attestation/activate"
+_MAX_RESPONSE_BYTES = 64 * 1024
+_ATTR_RESTRICTED, _ATTR_SIGN = 0x00010000, 0x00040000
+_NAME_ALGS = {0x000B: hashlib.sha256, 0x000C: hashlib.sha384}
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    origin: str
+    aik_fingerprint: str
+    ek_fingerprint: str
+    newly_pinned: bool
+
+
+def _fingerprint(public_area: bytes) -> str:
+    return "sha256:" + hashlib.sha256(public_area).hexdigest()
+
+
+def _b64_field(data: Any, name: str) -> bytes:
+    value = data.get(name) if isinstance(data, dict) else None
+    if not isinstance(value, str) or len(value) > _MAX_RESPONSE_BYTES:
+        raise SecurityError(f"enrollment: the server's '{name}' is missing or not a string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise SecurityError(f"enrollment: the server's '{name}' is not valid base64") from None
+
+
+def _json(response: httpx.Response, what: str) -> Any:
+    if len(response.content) > _MAX_RESPONSE_BYTES:
+        raise SecurityError(f"enrollment: the {what} answer is too large")
+    try:
+        return json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        raise SecurityError(f"enrollment: the {what} answer is not JSON") from None
+
+
+def _aik_name(aik: dict[str, Any]) -> bytes:
+    """The AIK's TPM Name (nameAlg || H(TPMT_PUBLIC)), computed here, never taken from the
+    server."""
+    hash_fn = _NAME_ALGS.get(aik["name_alg"])
+    if hash_fn is None:
+        raise SecurityError("enrollment: the AIK's nameAlg is not SHA-256 or SHA-384")
+    return aik["name_alg"].to_bytes(2, "big") + hash_fn(aik["public_area"]).digest()
+
+
+def enroll(
+    base_url: str,
+    pin_file: str | os.PathLike[str],
+    *,
+    verify: bool | str | ssl.SSLContext = True,
+    timeout: float = 60.0,
+    transport: httpx.BaseTransport | None = None,
+) -> Enrollment:
+    """Enroll ``base_url``'s attestation key and pin it in ``pin_file``.
+
+    Raises :class:`SecurityError` when the server offers no valid keys, fails the activation
+    challenge, or its AIK differs from the one pinned for it (a TPM reset or another TPM:
+    the message says how to re-enroll); ``httpx`` errors when it cannot be reached.
+    """
+    origin = normalize_origin(base_url)
+    base = base_url.rstrip("/")
+    with httpx.Client(verify=verify, timeout=timeout, transport=transport) as http:
+        offer = http.get(base + ENROLLMENT_PATH)
+        if offer.status_code != 200:
+            raise SecurityError(
+                f"enrollment: {origin} offers no enrollment (HTTP {offer.status_code}); it needs "
+                "a persistent attestation key (nomyo-native serve --tpm swtpm --aik persistent)"
+            )
+        data = _json(offer, "enrollment")
+        ek_raw = _b64_field(data, "ek_public_b64")
+        aik_raw = _b64_field(data, "aik_public_b64")
+        try:
+            ek = _core.tpm_parse_public(ek_raw)
+            aik = _core.tpm_parse_public(aik_raw)
+        except _core.TpmFormatError as exc:
+            raise SecurityError(f"enrollment: the server's keys are malformed ({exc})") from None
+        attrs = aik["object_attributes"]
+        if not (attrs & _ATTR_RESTRICTED and attrs & _ATTR_SIGN):
+            raise SecurityError("enrollment: the offered AIK is not a restricted signing key")
+        challenge = secrets.token_bytes(32)
+        try:
+            blob, secret = _core.tpm_make_credential(ek_raw, _aik_name(aik), challenge)
+        except _core.TpmFormatError as exc:
+            raise SecurityError(f"enrollment: cannot challenge this EK ({exc})") from None
+        answer = http.post(
+            base + ACTIVATE_PATH,
+            json={
+                "credential_blob_b64": base64.b64encode(blob).decode("ascii"),
+                "encrypted_secret_b64": base64.b64encode(secret).decode("ascii"),
+            },
+        )
+    recovered = (
+        _b64_field(_json(answer, "activation"), "credential_b64") if answer.is_success else b""
+    )
+    if not hmac.compare_digest(recovered, challenge):
+        raise SecurityError(
+            f"enrollment: {origin} failed the credential-activation challenge (HTTP "
+            f"{answer.status_code}): its AIK is not resident in the TPM of the EK it offered"
+        )
+    aik_fp = _fingerprint(aik["public_area"])
+    pins = PinFile(pin_file)
+    known = pins.pinned(base_url)
+    if known is not None and known != aik_fp:
+        raise SecurityError(
+            f"enrollment: the attestation key of {origin} is {aik_fp}, but {known} is enrolled "
+            f"in {pins.path} (the TPM was reset or replaced, or someone is in the middle). If "
+            f"the change is expected, remove the line for {origin} from {pins.path} and run "
+            f"'nomyo-native attest enroll {origin} --pin-file {pins.path}' again."
+        )
+    pins.check(base_url, aik_fp)
+    return Enrollment(origin, aik_fp, _fingerprint(ek["public_area"]), known is None)
+
+
+def enrolled_aik(pin_file: str | os.PathLike[str], base_url: str) -> str | None:
+    """The AIK fingerprint enrolled for ``base_url`` in ``pin_file`` (None if not enrolled)."""
+    return PinFile(pin_file).pinned(base_url)
