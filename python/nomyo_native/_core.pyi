@@ -126,13 +126,20 @@ def memory_status() -> dict[str, Any]:
     """Process-wide status of the core's locked memory::
 
     {"method": "mlock" | "zero-only", "platform": "linux" | "darwin" | "windows" | ...,
-     "bytes_locked": int,        # whole pages locked by the core right now (pool included)
+     "bytes_locked": int,        # whole pages locked right now: buffers (pool included),
+                                 # BufferLocks and aws-lc's heap
+     "bytes_unlocked": int,      # bytes holding secrets that are NOT locked right now
+                                 # (wipe-only buffers, aws-lc heap past the limit, fork child)
      "buffers_live": int,        # LockedBufs in use right now (pooled ones not counted)
      "bytes_pooled": int,        # of bytes_locked: wiped buffers kept for reuse
      "pool_limit_bytes": int,    # most the pool keeps: min(12 MiB, RLIMIT_MEMLOCK / 2)
-     "lock_failures": int,       # allocations/BufferLocks that fell back to wipe-only
+     "lock_failures": int,       # buffers, BufferLocks and aws-lc heap pages left unlocked
      "dump_exclusion": bool,     # MADV_DONTDUMP applied (Linux)
-     "guard_pages": bool, "lock_limit_bytes": int | None}
+     "guard_pages": bool, "lock_limit_bytes": int | None,
+     "aws_lc_heap": {"installed": bool, "bytes_locked": int, "bytes_unlocked": int,
+                     "small_blocks_unlocked": int,  # of bytes_unlocked: pages of blocks up
+                                                    # to 32 KiB (the private key's numbers)
+                     "lock_failures": int}}   # where aws-lc keeps keys, contexts, RNG state
 
     ``method`` is the outcome of the most recent lock attempt (a one-byte probe buffer is
     allocated when none was made yet); ``lock_limit_bytes`` is the RLIMIT_MEMLOCK soft limit
@@ -141,7 +148,8 @@ def memory_status() -> dict[str, Any]:
     Dropped locked buffers of one page to 16 MiB are wiped and kept mapped, locked, guarded and
     dump-excluded for reuse (at most two per power-of-two size class, at most
     ``pool_limit_bytes``); an allocation whose lock fails empties the pool first. A fork child
-    drops the pool it inherits (its copies are not locked).
+    drops the pool it inherits (its copies are not locked) and counts the buffers it inherited as
+    unlocked; it locks aws-lc's heap again on its first use of the core or of this call.
     """
 
 class BufferLock:

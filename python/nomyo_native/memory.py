@@ -254,14 +254,23 @@ def secure_bytes(data: bytes, lock: bool = True) -> Iterator[SecureBuffer]:
 
 
 def get_memory_protection_info() -> dict[str, Any]:
-    """The keys nomyo 0.2.9 reports, plus the core's live status."""
+    """The keys nomyo 0.2.9 reports, plus the core's live status.
+
+    ``protection_level`` is ``"full"`` only while everything holding a secret is locked in RAM,
+    ``"partial"`` when part of it is not (``bytes_unlocked`` says how much), ``"zeroing_only"``
+    when nothing could be locked, ``"none"`` after ``disable_secure_memory()``."""
     status = _core.memory_status()
     enabled = _is_enabled()
     can_lock = status.get("method") == "mlock"
+    # "full" only while every secret the core holds (its buffers and aws-lc's heap, where the
+    # private key lives) is locked; "partial" when some of it is not (RLIMIT_MEMLOCK reached,
+    # or a fork child that could not lock again what it inherited).
     if not enabled:
         level = "none"
-    elif can_lock:
+    elif can_lock and status["bytes_unlocked"] == 0:
         level = "full"
+    elif status["bytes_locked"] > 0:
+        level = "partial"
     else:
         level = "zeroing_only"
     info: dict[str, Any] = {

@@ -6,9 +6,18 @@
 //! included in core dumps for as long as it lives, which for a client key pair is the whole
 //! session. `install` routes those allocations here instead (`CRYPTO_set_mem_functions`):
 //!
-//! - blocks up to `MAX_BLOCK` bytes come from slabs that are `mlock`ed (within `MAX_LOCKED_BYTES`,
-//!   so LockedBufs keep most of RLIMIT_MEMLOCK) and `MADV_DONTDUMP`; larger ones from `malloc`;
-//! - every block is zeroed when freed, whatever its origin.
+//! - blocks up to `MAX_BLOCK` bytes come from slabs that are `MADV_DONTDUMP` and `mlock`ed page
+//!   by page as blocks are placed in them (within `MAX_LOCKED_BYTES`, so LockedBufs keep most
+//!   of RLIMIT_MEMLOCK). A page's lock follows its use: when the limit left pages in use
+//!   unlocked (key generation's peak), pages that fall empty give their lock to those, so what
+//!   stays live (the key) ends up locked under a small limit (64 KiB, a common container
+//!   default), where locking whole slabs left it in unlocked memory;
+//! - larger blocks (scrypt's tables) get a mapping each, dump-excluded and locked when the limit
+//!   allows;
+//! - every block is zeroed when freed, whatever its origin;
+//! - what could not be locked is counted (`stats`), and `secret::memory_status` reports it;
+//! - a fork child re-locks the slabs it inherited (locks are not inherited) the first time it
+//!   enters aws-lc or reads the status; big blocks it inherited are reported as unlocked.
 //!
 //! `install` must run before aws-lc allocates anything (module init does it); a pointer that was
 //! allocated earlier by aws-lc's default allocator is still recognised and freed correctly.
@@ -21,7 +30,7 @@ use std::cell::{Cell, UnsafeCell};
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::os::raw::{c_char, c_int, c_void};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Once;
 
 use zeroize::Zeroize;
@@ -29,7 +38,10 @@ use zeroize::Zeroize;
 const MAGIC: u32 = 0x4e4c_434b; // "NLCK"
 const HEADER: usize = 16;
 const KIND_POOL: u8 = 1;
+/// From `malloc` (platforms without the mapping calls): neither locked nor dump-excluded.
 const KIND_SYSTEM: u8 = 2;
+/// A mapping of its own (blocks over `MAX_BLOCK`).
+const KIND_MAPPED: u8 = 3;
 /// Smallest block: 32 bytes (2^5), header included.
 const MIN_SHIFT: usize = 5;
 /// Largest pooled block: 32 KiB (2^15), header included.
@@ -37,25 +49,60 @@ const MAX_SHIFT: usize = 15;
 const CLASSES: usize = MAX_SHIFT - MIN_SHIFT + 1;
 pub const MAX_BLOCK: usize = 1 << MAX_SHIFT;
 const SLAB_BYTES: usize = 128 * 1024;
-/// Locked memory the pool may take; beyond it slabs are dump-excluded and wiped, not locked.
+/// Locked slab pages the heap may take; beyond it they are dump-excluded and wiped, not locked.
 pub const MAX_LOCKED_BYTES: usize = 1024 * 1024;
+/// Most slabs (16 MiB of small blocks); past it small blocks get mappings of their own.
+const MAX_SLABS: usize = 128;
+/// Most pages per slab the page tables below track (a 2 KiB page at least).
+const MAX_SLAB_PAGES: usize = 64;
+/// Big blocks remembered for re-locking in a fork child (others count as unlocked there).
+const MAX_TRACKED_BIG: usize = 32;
 /// aws-lc's default allocator stores the size in the 8 bytes before the pointer.
 const FOREIGN_PREFIX: usize = 8;
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 static INSTALL: Once = Once::new();
-static LOCKED_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// Slab pages locked now (in use, or empty and kept locked for reuse), and slab pages in use
+/// that are not locked (the limit was reached, or a fork child could not lock them again).
+static SLAB_LOCKED: AtomicUsize = AtomicUsize::new(0);
+static SLAB_UNLOCKED: AtomicUsize = AtomicUsize::new(0);
+/// Pages of live big blocks (and `malloc` blocks, never locked).
+static MAPPED_LOCKED: AtomicUsize = AtomicUsize::new(0);
+static MAPPED_UNLOCKED: AtomicUsize = AtomicUsize::new(0);
 static SLAB_TOTAL: AtomicUsize = AtomicUsize::new(0);
 static LOCK_FAILURES: AtomicUsize = AtomicUsize::new(0);
 static LIVE_POOL_BLOCKS: AtomicUsize = AtomicUsize::new(0);
-static LIVE_SYSTEM_BLOCKS: AtomicUsize = AtomicUsize::new(0);
+static LIVE_MAPPED_BLOCKS: AtomicUsize = AtomicUsize::new(0);
+/// Bumped in every fork child: a big block locked under another generation is not locked here.
+static GENERATION: AtomicU8 = AtomicU8::new(0);
+/// Set in a fork child until its inherited slab pages are locked again (`relock_after_fork`).
+static RELOCK_PENDING: AtomicBool = AtomicBool::new(false);
 
-/// Free lists (one per size class; the next pointer lives in a free block's first 8 bytes) and
-/// the unused tail of the current slab.
+/// Subtract without wrapping (counts inherited across a fork may already have been moved).
+fn sub(counter: &AtomicUsize, n: usize) {
+    let _ = counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+        Some(v.saturating_sub(n))
+    });
+}
+
+/// A slab, which of its pages are locked (bit i: page i) and how many live blocks each holds.
+#[derive(Clone, Copy)]
+struct Slab {
+    start: *mut u8,
+    locked_pages: u64,
+    live: [u16; MAX_SLAB_PAGES],
+}
+
+/// Free lists (one per size class; the next pointer lives in a free block's first 8 bytes),
+/// the unused tail of the current slab, and the slabs made so far.
 struct Pool {
     free: [*mut u8; CLASSES],
     cursor: *mut u8,
     end: *mut u8,
+    slabs: [Slab; MAX_SLABS],
+    slab_count: usize,
+    /// Live big blocks that are locked (start of the mapping, length); null: a free entry.
+    big: [(*mut u8, usize); MAX_TRACKED_BIG],
 }
 
 /// The pool behind a spin lock rather than a `Mutex`: `fork` must be able to take it in its
@@ -75,6 +122,13 @@ static POOL: PoolLock = PoolLock {
         free: [std::ptr::null_mut(); CLASSES],
         cursor: std::ptr::null_mut(),
         end: std::ptr::null_mut(),
+        slabs: [Slab {
+            start: std::ptr::null_mut(),
+            locked_pages: 0,
+            live: [0; MAX_SLAB_PAGES],
+        }; MAX_SLABS],
+        slab_count: 0,
+        big: [(std::ptr::null_mut(), 0); MAX_TRACKED_BIG],
     }),
 };
 
@@ -179,6 +233,7 @@ pub fn enter() -> InsideLc {
             if let Some(hook) = AFTER_COUNT.take() {
                 hook();
             }
+            relock_after_fork();
         }
         depth.set(depth.get() + 1);
     });
@@ -225,32 +280,94 @@ extern "C" fn after_fork_parent() {
     GATE.fetch_sub(FORK_UNIT, Ordering::SeqCst);
 }
 
-/// `fork` child handler: the child has one thread, this one, outside aws-lc.
+/// `fork` child handler: the child has one thread, this one, outside aws-lc. Its copies of
+/// the heap's pages are not locked (locks are not inherited): they are locked again on the
+/// next entry into aws-lc or status read (a system call per page is too much for every fork
+/// that is followed by exec).
 #[cfg(unix)]
 extern "C" fn after_fork_child() {
+    GENERATION.fetch_add(1, Ordering::SeqCst);
+    RELOCK_PENDING.store(true, Ordering::SeqCst);
     POOL.release();
     GATE.store(0, Ordering::SeqCst);
+}
+
+/// In a fork child: lock the inherited slab pages that were locked in the parent again; pages
+/// in use that cannot be locked, and every inherited big block, count as unlocked.
+fn relock_after_fork() {
+    if !RELOCK_PENDING.load(Ordering::SeqCst) {
+        return;
+    }
+    let mut pool = lock_pool();
+    if !RELOCK_PENDING.swap(false, Ordering::SeqCst) {
+        return;
+    }
+    SLAB_LOCKED.store(0, Ordering::SeqCst);
+    let page = sys::page_size();
+    let count = pool.slab_count;
+    for slab in &mut pool.slabs[..count] {
+        for i in 0..MAX_SLAB_PAGES {
+            if slab.locked_pages & (1 << i) == 0 {
+                continue;
+            }
+            // SAFETY: a page of one of our slabs, mapped for the process's lifetime.
+            if unsafe { sys::lock(slab.start.add(i * page), page) } {
+                SLAB_LOCKED.fetch_add(page, Ordering::SeqCst);
+            } else {
+                slab.locked_pages &= !(1 << i);
+                LOCK_FAILURES.fetch_add(1, Ordering::SeqCst);
+                if slab.live[i] > 0 {
+                    SLAB_UNLOCKED.fetch_add(page, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+    let inherited_big = MAPPED_LOCKED.swap(0, Ordering::SeqCst);
+    let mut relocked_big = 0;
+    for (start, len) in pool.big.iter_mut().filter(|(start, _)| !start.is_null()) {
+        // SAFETY: a live big block's mapping.
+        if unsafe { sys::lock(*start, *len) } {
+            relocked_big += *len;
+            // SAFETY: the block's header, written by `allocate`.
+            unsafe { start.add(6).write(GENERATION.load(Ordering::SeqCst)) };
+        } else {
+            *start = std::ptr::null_mut();
+            LOCK_FAILURES.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    MAPPED_LOCKED.fetch_add(relocked_big, Ordering::SeqCst);
+    MAPPED_UNLOCKED.fetch_add(inherited_big.saturating_sub(relocked_big), Ordering::SeqCst);
 }
 
 /// What the pool holds right now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub installed: bool,
+    /// Slab pages in use and big blocks that are locked in RAM now.
     pub locked_bytes: usize,
+    /// Slab pages in use and big blocks that are not (limit reached, or a fork child's).
+    pub unlocked_bytes: usize,
+    /// Of `unlocked_bytes`: pages of small blocks (keys, contexts).
+    pub small_unlocked_bytes: usize,
     pub slab_bytes: usize,
     pub lock_failures: usize,
     pub live_pool_blocks: usize,
-    pub live_system_blocks: usize,
+    pub live_mapped_blocks: usize,
 }
 
+/// The heap's counters (in a fork child, after re-locking what it inherited).
 pub fn stats() -> Stats {
+    relock_after_fork();
     Stats {
         installed: INSTALLED.load(Ordering::SeqCst),
-        locked_bytes: LOCKED_BYTES.load(Ordering::SeqCst),
+        locked_bytes: SLAB_LOCKED.load(Ordering::SeqCst) + MAPPED_LOCKED.load(Ordering::SeqCst),
+        unlocked_bytes: SLAB_UNLOCKED.load(Ordering::SeqCst)
+            + MAPPED_UNLOCKED.load(Ordering::SeqCst),
+        small_unlocked_bytes: SLAB_UNLOCKED.load(Ordering::SeqCst),
         slab_bytes: SLAB_TOTAL.load(Ordering::SeqCst),
         lock_failures: LOCK_FAILURES.load(Ordering::SeqCst),
         live_pool_blocks: LIVE_POOL_BLOCKS.load(Ordering::SeqCst),
-        live_system_blocks: LIVE_SYSTEM_BLOCKS.load(Ordering::SeqCst),
+        live_mapped_blocks: LIVE_MAPPED_BLOCKS.load(Ordering::SeqCst),
     }
 }
 
@@ -303,35 +420,111 @@ fn class_of(total: usize) -> Option<usize> {
     Some(shift.max(MIN_SHIFT) - MIN_SHIFT)
 }
 
-#[cfg(unix)]
-unsafe fn new_slab() -> Option<(*mut u8, *mut u8)> {
-    let p = libc::mmap(
-        std::ptr::null_mut(),
-        SLAB_BYTES,
-        libc::PROT_READ | libc::PROT_WRITE,
-        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-        -1,
-        0,
-    );
-    if p == libc::MAP_FAILED {
-        return None;
+/// A fresh slab, dump-excluded; its pages are locked as blocks are placed in them.
+unsafe fn new_slab(pool: &mut Pool) -> bool {
+    if pool.slab_count == MAX_SLABS || SLAB_BYTES / sys::page_size() > MAX_SLAB_PAGES {
+        return false;
     }
-    #[cfg(target_os = "linux")]
-    libc::madvise(p, SLAB_BYTES, libc::MADV_DONTDUMP);
-    let within_budget = LOCKED_BYTES.load(Ordering::SeqCst) + SLAB_BYTES <= MAX_LOCKED_BYTES;
-    if within_budget && libc::mlock(p, SLAB_BYTES) == 0 {
-        LOCKED_BYTES.fetch_add(SLAB_BYTES, Ordering::SeqCst);
-    } else {
-        LOCK_FAILURES.fetch_add(1, Ordering::SeqCst);
-    }
+    let Some(start) = sys::map(SLAB_BYTES) else {
+        return false;
+    };
     SLAB_TOTAL.fetch_add(SLAB_BYTES, Ordering::SeqCst);
-    let start = p as *mut u8;
-    Some((start, start.add(SLAB_BYTES)))
+    pool.slabs[pool.slab_count] = Slab {
+        start,
+        locked_pages: 0,
+        live: [0; MAX_SLAB_PAGES],
+    };
+    pool.slab_count += 1;
+    pool.cursor = start;
+    pool.end = start.add(SLAB_BYTES);
+    true
 }
 
-#[cfg(not(unix))]
-unsafe fn new_slab() -> Option<(*mut u8, *mut u8)> {
-    None
+/// The slab holding `block`, and the first and last page of `len` bytes from it.
+fn pages_of(pool: &Pool, block: *mut u8, len: usize) -> Option<(usize, usize, usize)> {
+    let at = block as usize;
+    let index = pool.slabs[..pool.slab_count]
+        .iter()
+        .rposition(|s| (s.start as usize..s.start as usize + SLAB_BYTES).contains(&at))?;
+    let offset = at - pool.slabs[index].start as usize;
+    let page = sys::page_size();
+    Some((index, offset / page, (offset + len - 1) / page))
+}
+
+/// Lock one page of a slab if the budget and the limit allow.
+unsafe fn lock_page(slab: &mut Slab, i: usize) -> bool {
+    let page = sys::page_size();
+    if SLAB_LOCKED.load(Ordering::SeqCst) + page > MAX_LOCKED_BYTES
+        || !sys::lock(slab.start.add(i * page), page)
+    {
+        return false;
+    }
+    slab.locked_pages |= 1 << i;
+    SLAB_LOCKED.fetch_add(page, Ordering::SeqCst);
+    true
+}
+
+/// A block of `len` bytes is placed at `block`: its pages are in use (locked when possible).
+unsafe fn use_pages(pool: &mut Pool, block: *mut u8, len: usize) {
+    let Some((index, first, last)) = pages_of(pool, block, len) else {
+        return;
+    };
+    let slab = &mut pool.slabs[index];
+    for i in first..=last {
+        slab.live[i] += 1;
+        if slab.live[i] == 1 && slab.locked_pages & (1 << i) == 0 && !lock_page(slab, i) {
+            // Wiped buffers kept for reuse may be what stands between aws-lc's memory (the
+            // key) and RLIMIT_MEMLOCK: they give way, as they do for a new LockedBuf.
+            if crate::secret::release_pool() > 0 && lock_page(slab, i) {
+                continue;
+            }
+            SLAB_UNLOCKED.fetch_add(sys::page_size(), Ordering::SeqCst);
+            LOCK_FAILURES.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The block at `block` was freed. A page it leaves empty keeps its lock (for reuse, without a
+/// system call per allocation) unless pages in use are waiting for one: then it hands it over.
+unsafe fn unuse_pages(pool: &mut Pool, block: *mut u8, len: usize) {
+    let Some((index, first, last)) = pages_of(pool, block, len) else {
+        return;
+    };
+    let page = sys::page_size();
+    let mut handed_over = false;
+    let slab = &mut pool.slabs[index];
+    for i in first..=last {
+        slab.live[i] -= 1;
+        if slab.live[i] != 0 {
+            continue;
+        }
+        if slab.locked_pages & (1 << i) == 0 {
+            sub(&SLAB_UNLOCKED, page);
+        } else if SLAB_UNLOCKED.load(Ordering::SeqCst) > 0 {
+            sys::unlock(slab.start.add(i * page), page);
+            slab.locked_pages &= !(1 << i);
+            sub(&SLAB_LOCKED, page);
+            handed_over = true;
+        }
+    }
+    if handed_over {
+        lock_waiting_pages(pool);
+    }
+}
+
+/// Lock pages in use that are not locked, while the limit allows.
+unsafe fn lock_waiting_pages(pool: &mut Pool) {
+    let count = pool.slab_count;
+    for slab in &mut pool.slabs[..count] {
+        for i in 0..MAX_SLAB_PAGES {
+            if slab.live[i] > 0 && slab.locked_pages & (1 << i) == 0 {
+                if !lock_page(slab, i) {
+                    return;
+                }
+                sub(&SLAB_UNLOCKED, sys::page_size());
+            }
+        }
+    }
 }
 
 unsafe fn write_header(block: *mut u8, kind: u8, class: u8, size: usize) {
@@ -339,7 +532,14 @@ unsafe fn write_header(block: *mut u8, kind: u8, class: u8, size: usize) {
     (h as *mut u32).write_unaligned(MAGIC);
     h.add(4).write(kind);
     h.add(5).write(class);
+    h.add(6).write(GENERATION.load(Ordering::SeqCst));
     (h.add(8) as *mut u64).write_unaligned(size as u64);
+}
+
+/// Bytes of the mapping behind a big block of `size` bytes (header included).
+fn mapped_len(size: usize) -> usize {
+    let page = sys::page_size();
+    (size + HEADER).div_ceil(page) * page
 }
 
 unsafe fn allocate(size: usize) -> *mut u8 {
@@ -354,17 +554,16 @@ unsafe fn allocate(size: usize) -> *mut u8 {
             pool.free[class] = (block as *mut *mut u8).read();
             (block as *mut *mut u8).write(std::ptr::null_mut());
         } else {
-            if pool.cursor.is_null() || (pool.end as usize) - (pool.cursor as usize) < block_size {
-                if let Some((start, end)) = new_slab() {
-                    pool.cursor = start;
-                    pool.end = end;
-                }
-            }
-            if !pool.cursor.is_null() && (pool.end as usize) - (pool.cursor as usize) >= block_size
-            {
+            let room = |p: &Pool| {
+                !p.cursor.is_null() && (p.end as usize) - (p.cursor as usize) >= block_size
+            };
+            if room(&pool) || (new_slab(&mut pool) && room(&pool)) {
                 block = pool.cursor;
                 pool.cursor = pool.cursor.add(block_size);
             }
+        }
+        if !block.is_null() {
+            use_pages(&mut pool, block, block_size);
         }
         drop(pool);
         if !block.is_null() {
@@ -373,12 +572,36 @@ unsafe fn allocate(size: usize) -> *mut u8 {
             return block.add(HEADER);
         }
     }
+    if total >= isize::MAX as usize / 2 {
+        return std::ptr::null_mut();
+    }
+    let len = mapped_len(size);
+    if let Some(block) = sys::map(len) {
+        let locked = sys::lock(block, len);
+        if locked {
+            MAPPED_LOCKED.fetch_add(len, Ordering::SeqCst);
+            let mut pool = lock_pool();
+            if let Some(entry) = pool.big.iter_mut().find(|(start, _)| start.is_null()) {
+                *entry = (block, len);
+            }
+        } else {
+            MAPPED_UNLOCKED.fetch_add(len, Ordering::SeqCst);
+            LOCK_FAILURES.fetch_add(1, Ordering::SeqCst);
+        }
+        write_header(block, KIND_MAPPED, u8::from(locked), size);
+        LIVE_MAPPED_BLOCKS.fetch_add(1, Ordering::SeqCst);
+        return block.add(HEADER);
+    }
+    if sys::MAPS {
+        return std::ptr::null_mut(); // out of memory
+    }
     let block = libc::malloc(total) as *mut u8;
     if block.is_null() {
         return block;
     }
     write_header(block, KIND_SYSTEM, 0, size);
-    LIVE_SYSTEM_BLOCKS.fetch_add(1, Ordering::SeqCst);
+    MAPPED_UNLOCKED.fetch_add(total, Ordering::SeqCst);
+    LIVE_MAPPED_BLOCKS.fetch_add(1, Ordering::SeqCst);
     block.add(HEADER)
 }
 
@@ -403,20 +626,130 @@ unsafe fn release(ptr: *mut u8) {
         return;
     }
     let kind = block.add(4).read();
-    if kind == KIND_POOL {
-        let class = block.add(5).read() as usize;
-        let block_size = 1usize << (class + MIN_SHIFT);
-        std::slice::from_raw_parts_mut(block, block_size).zeroize();
-        let mut pool = lock_pool();
-        (block as *mut *mut u8).write(pool.free[class]);
-        pool.free[class] = block;
-        LIVE_POOL_BLOCKS.fetch_sub(1, Ordering::SeqCst);
-    } else {
-        let size = (block.add(8) as *const u64).read_unaligned() as usize;
-        std::slice::from_raw_parts_mut(block, size + HEADER).zeroize();
-        libc::free(block as *mut c_void);
-        LIVE_SYSTEM_BLOCKS.fetch_sub(1, Ordering::SeqCst);
+    let size = (block.add(8) as *const u64).read_unaligned() as usize;
+    match kind {
+        KIND_POOL => {
+            let class = block.add(5).read() as usize;
+            let block_size = 1usize << (class + MIN_SHIFT);
+            std::slice::from_raw_parts_mut(block, block_size).zeroize();
+            let mut pool = lock_pool();
+            (block as *mut *mut u8).write(pool.free[class]);
+            pool.free[class] = block;
+            unuse_pages(&mut pool, block, block_size);
+            LIVE_POOL_BLOCKS.fetch_sub(1, Ordering::SeqCst);
+        }
+        KIND_MAPPED => {
+            let len = mapped_len(size);
+            // Locked by this process (not inherited across a fork) or not.
+            let locked = block.add(5).read() == 1
+                && block.add(6).read() == GENERATION.load(Ordering::SeqCst);
+            if locked {
+                let mut pool = lock_pool();
+                if let Some(entry) = pool.big.iter_mut().find(|(start, _)| *start == block) {
+                    *entry = (std::ptr::null_mut(), 0);
+                }
+            }
+            std::slice::from_raw_parts_mut(block, len).zeroize();
+            sub(
+                if locked {
+                    &MAPPED_LOCKED
+                } else {
+                    &MAPPED_UNLOCKED
+                },
+                len,
+            );
+            sys::unmap(block, len);
+            LIVE_MAPPED_BLOCKS.fetch_sub(1, Ordering::SeqCst);
+        }
+        _ => {
+            std::slice::from_raw_parts_mut(block, size + HEADER).zeroize();
+            libc::free(block as *mut c_void);
+            sub(&MAPPED_UNLOCKED, size + HEADER);
+            LIVE_MAPPED_BLOCKS.fetch_sub(1, Ordering::SeqCst);
+        }
     }
+}
+
+/// The calls the heap needs from the platform: anonymous dump-excluded mappings and locking.
+#[cfg(unix)]
+mod sys {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Big blocks get their own mapping (false: they come from `malloc`, unprotected).
+    pub const MAPS: bool = true;
+
+    pub fn page_size() -> usize {
+        static PAGE: AtomicUsize = AtomicUsize::new(0);
+        match PAGE.load(Ordering::Relaxed) {
+            0 => {
+                // SAFETY: sysconf has no preconditions.
+                let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+                    n if n > 0 => n as usize,
+                    _ => 4096,
+                };
+                PAGE.store(page, Ordering::Relaxed);
+                page
+            }
+            page => page,
+        }
+    }
+
+    /// `len` bytes of fresh, zeroed, dump-excluded memory (`len` a multiple of the page size).
+    pub unsafe fn map(len: usize) -> Option<*mut u8> {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        #[cfg(target_os = "linux")]
+        libc::madvise(p, len, libc::MADV_DONTDUMP);
+        Some(p as *mut u8)
+    }
+
+    pub unsafe fn unmap(p: *mut u8, len: usize) {
+        libc::munmap(p.cast(), len);
+    }
+
+    /// # Safety
+    /// Page-aligned range of one of our mappings.
+    pub unsafe fn lock(p: *mut u8, len: usize) -> bool {
+        libc::mlock(p.cast(), len) == 0
+    }
+
+    /// # Safety
+    /// Page-aligned range of one of our mappings.
+    pub unsafe fn unlock(p: *mut u8, len: usize) {
+        libc::munlock(p.cast(), len);
+    }
+}
+
+/// No mappings here yet (the Windows heap is the portability issue's): big and small blocks
+/// come from `malloc`, and are counted as unlocked.
+#[cfg(not(unix))]
+mod sys {
+    pub const MAPS: bool = false;
+
+    pub fn page_size() -> usize {
+        4096
+    }
+
+    pub unsafe fn map(_len: usize) -> Option<*mut u8> {
+        None
+    }
+
+    pub unsafe fn unmap(_p: *mut u8, _len: usize) {}
+
+    pub unsafe fn lock(_p: *mut u8, _len: usize) -> bool {
+        false
+    }
+
+    pub unsafe fn unlock(_p: *mut u8, _len: usize) {}
 }
 
 unsafe extern "C" fn lc_malloc(size: usize, _file: *const c_char, _line: c_int) -> *mut c_void {

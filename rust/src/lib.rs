@@ -72,6 +72,7 @@ mod memory_py {
         )?;
         d.set_item("platform", status.platform)?;
         d.set_item("bytes_locked", status.bytes_locked)?;
+        d.set_item("bytes_unlocked", status.bytes_unlocked)?;
         d.set_item("buffers_live", status.buffers_live)?;
         d.set_item("bytes_pooled", status.bytes_pooled)?;
         d.set_item("pool_limit_bytes", status.pool_limit_bytes)?;
@@ -79,6 +80,13 @@ mod memory_py {
         d.set_item("dump_exclusion", status.dump_exclusion)?;
         d.set_item("guard_pages", status.guard_pages)?;
         d.set_item("lock_limit_bytes", status.lock_limit_bytes)?;
+        let heap = PyDict::new(py);
+        heap.set_item("installed", status.lc_heap.installed)?;
+        heap.set_item("bytes_locked", status.lc_heap.locked_bytes)?;
+        heap.set_item("bytes_unlocked", status.lc_heap.unlocked_bytes)?;
+        heap.set_item("small_blocks_unlocked", status.lc_heap.small_unlocked_bytes)?;
+        heap.set_item("lock_failures", status.lc_heap.lock_failures)?;
+        d.set_item("aws_lc_heap", heap)?;
         Ok(d)
     }
 

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use zeroize::Zeroize;
@@ -40,6 +40,11 @@ const MIN_GROW_CAPACITY: usize = 256;
 // ---- process-wide status ---------------------------------------------------------------------
 
 static BYTES_LOCKED: AtomicUsize = AtomicUsize::new(0);
+/// Pages of live LockedBufs that are not locked: wipe-only ones, and in a fork child every
+/// one it inherited (locks are not inherited).
+static BYTES_UNLOCKED: AtomicUsize = AtomicUsize::new(0);
+/// Bumped in every fork child: a mapping locked under another generation is not locked here.
+static GENERATION: AtomicU32 = AtomicU32::new(0);
 static BUFFERS_LIVE: AtomicUsize = AtomicUsize::new(0);
 /// Locked bytes (whole pages) held by the pool: part of `BYTES_LOCKED`, not in use.
 static BYTES_POOLED: AtomicUsize = AtomicUsize::new(0);
@@ -60,16 +65,23 @@ pub struct MemoryStatus {
     /// True when the most recent lock attempt succeeded (otherwise buffers are wipe-only).
     pub mlock_works: bool,
     pub platform: &'static str,
-    /// Bytes (whole pages) the core holds locked right now, pooled buffers included.
+    /// Bytes (whole pages) the core holds locked right now: LockedBufs (pooled ones included),
+    /// callers' BufferLocks and aws-lc's heap.
     pub bytes_locked: usize,
+    /// Bytes holding secrets that are not locked right now: wipe-only LockedBufs, aws-lc heap
+    /// pages past the limit, and in a fork child what it inherited and could not lock again.
+    pub bytes_unlocked: usize,
     /// LockedBufs in use (pooled mappings are not counted).
     pub buffers_live: usize,
     /// Of `bytes_locked`, the bytes of wiped buffers kept in the reuse pool.
     pub bytes_pooled: usize,
     /// Most bytes the reuse pool keeps (`pool_limit`).
     pub pool_limit_bytes: usize,
+    /// Failed lock attempts of LockedBufs, BufferLocks and aws-lc's heap.
     pub lock_failures: u64,
     pub lock_attempts: u64,
+    /// aws-lc's locked heap (its part of the totals above).
+    pub lc_heap: crate::lc_heap::Stats,
     /// MADV_DONTDUMP applied successfully (always false off Linux).
     pub dump_exclusion: bool,
     /// memsec guard pages surround every buffer on the supported platforms.
@@ -85,21 +97,32 @@ pub fn memory_status() -> MemoryStatus {
         // An allocation failure here just leaves the state unknown (reported as not working).
         let _probe = LockedBuf::zeroed(1);
     }
-    // First: in a fork child this drops the inherited pool, which changes `BYTES_LOCKED`.
+    // First: in a fork child this drops the inherited pool, which changes `BYTES_UNLOCKED`,
+    // and re-locks aws-lc's heap.
     let bytes_pooled = pool::bytes();
+    let lc_heap = crate::lc_heap::stats();
     MemoryStatus {
         mlock_works: LAST_LOCK.load(Ordering::SeqCst) == TRI_YES,
         platform: os::PLATFORM,
-        bytes_locked: BYTES_LOCKED.load(Ordering::SeqCst),
+        bytes_locked: BYTES_LOCKED.load(Ordering::SeqCst) + lc_heap.locked_bytes,
+        bytes_unlocked: BYTES_UNLOCKED.load(Ordering::SeqCst) + lc_heap.unlocked_bytes,
         buffers_live: BUFFERS_LIVE.load(Ordering::SeqCst),
         bytes_pooled,
         pool_limit_bytes: pool::limit(),
-        lock_failures: LOCK_FAILURES.load(Ordering::SeqCst),
+        lock_failures: LOCK_FAILURES.load(Ordering::SeqCst) + lc_heap.lock_failures as u64,
         lock_attempts: LOCK_ATTEMPTS.load(Ordering::SeqCst),
+        lc_heap,
         dump_exclusion: DUMP_EXCLUSION.load(Ordering::SeqCst) == TRI_YES,
         guard_pages: os::GUARD_PAGES,
         lock_limit_bytes: os::lock_limit(),
     }
+}
+
+/// Subtract without wrapping (counts inherited across a fork may already have been moved).
+fn sub(counter: &AtomicUsize, n: usize) {
+    let _ = counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+        Some(v.saturating_sub(n))
+    });
 }
 
 fn record_lock(ok: bool, bytes: usize) {
@@ -254,7 +277,7 @@ pub unsafe fn unlock_pages(addr: usize, len: usize) {
     for (run, run_len) in page_runs(&released, page) {
         os::include_in_dumps(run as *mut u8, run_len);
     }
-    BYTES_LOCKED.fetch_sub(to_unlock.len() * page, Ordering::SeqCst);
+    sub(&BYTES_LOCKED, to_unlock.len() * page);
 }
 
 /// Zero `len` bytes at `ptr` in a way the optimizer keeps.
@@ -276,6 +299,8 @@ struct Mapping {
     len: usize,
     span: usize,
     locked: bool,
+    /// `GENERATION` when it was locked: a fork child's copy is not locked.
+    generation: u32,
 }
 
 /// memsec's canary, copied from the first allocation (memsec keeps it private): pooled
@@ -319,6 +344,9 @@ impl Mapping {
             locked = unsafe { os::lock(start as *mut u8, span) };
         }
         record_lock(locked, span);
+        if !locked {
+            BYTES_UNLOCKED.fetch_add(span, Ordering::SeqCst);
+        }
         // Wipe-only buffers are still kept out of core dumps.
         // SAFETY: as above.
         record_dump_exclusion(unsafe { os::exclude_from_dumps(start as *mut u8, span) });
@@ -327,7 +355,13 @@ impl Mapping {
             len,
             span,
             locked,
+            generation: GENERATION.load(Ordering::SeqCst),
         })
+    }
+
+    /// Locked in this process (a fork child inherits the pages, not the lock).
+    fn locked_now(&self) -> bool {
+        self.locked && self.generation == GENERATION.load(Ordering::SeqCst)
     }
 
     /// True when memsec's canary before the data is unchanged.
@@ -358,8 +392,10 @@ impl Mapping {
     /// Give the pages back (the caller wiped them): memsec checks the canary, unlocks and
     /// frees.
     fn free(self) {
-        if self.locked {
-            BYTES_LOCKED.fetch_sub(self.span, Ordering::SeqCst);
+        if self.locked_now() {
+            sub(&BYTES_LOCKED, self.span);
+        } else {
+            sub(&BYTES_UNLOCKED, self.span);
         }
         // SAFETY: allocated by memsec::malloc_sized and freed once (`self` is consumed).
         unsafe {
@@ -474,7 +510,7 @@ impl LockedBuf {
 
     /// True when the buffer's pages are locked in RAM (false: wipe-only).
     pub fn is_locked(&self) -> bool {
-        self.mapping.as_ref().is_none_or(|m| m.locked)
+        self.mapping.as_ref().is_none_or(Mapping::locked_now)
     }
 
     pub fn as_slice(&self) -> &[u8] {
@@ -575,7 +611,7 @@ impl Drop for LockedBuf {
         let Some(mapping) = self.mapping.take() else {
             return;
         };
-        let mapping = if mapping.locked && pool::poolable(mapping.span) {
+        let mapping = if mapping.locked_now() && pool::poolable(mapping.span) {
             // Kept for reuse: wipe everything this buffer ever wrote (the mapping before `ptr`
             // is zero already). A mapping that is freed instead is wiped whole below, once.
             // SAFETY: `[ptr, ptr + max(len, high_water))` is inside the buffer's capacity.
@@ -715,6 +751,11 @@ mod pool {
 
     #[cfg(unix)]
     extern "C" fn after_fork_child() {
+        // Nothing the child inherited is locked: every live buffer (and the pool, dropped on
+        // its first use) counts as unlocked from now on.
+        super::GENERATION.fetch_add(1, Ordering::SeqCst);
+        let inherited = super::BYTES_LOCKED.swap(0, Ordering::SeqCst);
+        super::BYTES_UNLOCKED.fetch_add(inherited, Ordering::SeqCst);
         // SAFETY: the prepare handler holds the lock for this (now the only) thread.
         unsafe { (*POOL.pool.get()).inherited = true };
         release();

@@ -108,6 +108,8 @@ def test_memory_status_reports_the_process_state() -> None:
         "method",
         "platform",
         "bytes_locked",
+        "bytes_unlocked",
+        "aws_lc_heap",
         "buffers_live",
         "bytes_pooled",
         "pool_limit_bytes",
