@@ -515,6 +515,7 @@ pub fn read_py<'py>(py: Python<'py>, json: &[u8]) -> CoreResult<Bound<'py, PyAny
         s: json,
         pos: 0,
         scratch: LockedBuf::with_capacity(0)?,
+        path: Vec::new(),
     };
     parser.skip_ws();
     let value = parser.value(0)?;
@@ -531,6 +532,14 @@ struct Parser<'a, 'py> {
     pos: usize,
     /// Decoded string content (escapes resolved); wiped when the parser drops.
     scratch: LockedBuf,
+    /// Where the parser is, outermost first: errors name this path, never content.
+    path: Vec<Step<'py>>,
+}
+
+/// One level of the reader's position: an array index, an object member (its key once read).
+enum Step<'py> {
+    Index(usize),
+    Member(Option<Bound<'py, PyString>>),
 }
 
 impl<'py> Parser<'_, 'py> {
@@ -539,7 +548,33 @@ impl<'py> Parser<'_, 'py> {
     }
 
     fn fail_at(&self, problem: &str, pos: usize) -> CoreError {
-        CoreError::Envelope(format!("invalid JSON payload: {problem} at byte {pos}"))
+        let path = self.path_text();
+        CoreError::Envelope(format!(
+            "invalid JSON payload: {problem} at byte {pos} (path {path})"
+        ))
+    }
+
+    /// The current position as `$.key[3]...`; a member whose key is not read yet (the error is
+    /// in the key) shows as `.<key>`.
+    fn path_text(&self) -> String {
+        let mut text = String::from("$");
+        for step in &self.path {
+            match step {
+                Step::Index(i) => {
+                    let _ = write!(text, "[{i}]");
+                }
+                Step::Member(None) => text.push_str(".<key>"),
+                Step::Member(Some(key)) => {
+                    let label = key_label(key.as_any());
+                    if is_identifier(&label) {
+                        let _ = write!(text, ".{label}");
+                    } else {
+                        let _ = write!(text, "[{label:?}]");
+                    }
+                }
+            }
+        }
+        text
     }
 
     fn built<T>(&self, r: PyResult<T>) -> CoreResult<T> {
@@ -599,15 +634,22 @@ impl<'py> Parser<'_, 'py> {
             self.pos += 1;
             return Ok(list.into_any());
         }
+        self.path.push(Step::Index(0));
+        let mut index = 0;
         loop {
             self.skip_ws();
+            if let Some(step) = self.path.last_mut() {
+                *step = Step::Index(index);
+            }
             let item = self.value(depth)?;
             self.built(list.append(item))?;
+            index += 1;
             self.skip_ws();
             match self.s.get(self.pos) {
                 Some(b',') => self.pos += 1,
                 Some(b']') => {
                     self.pos += 1;
+                    self.path.pop();
                     return Ok(list.into_any());
                 }
                 None => return Err(self.fail("unexpected end of data in an array")),
@@ -625,14 +667,21 @@ impl<'py> Parser<'_, 'py> {
             self.pos += 1;
             return Ok(dict.into_any());
         }
+        self.path.push(Step::Member(None));
         loop {
             self.skip_ws();
+            if let Some(step) = self.path.last_mut() {
+                *step = Step::Member(None);
+            }
             match self.s.get(self.pos) {
                 Some(b'"') => {}
                 None => return Err(self.fail("unexpected end of data in an object")),
                 Some(_) => return Err(self.fail("expected a string key")),
             }
             let key = self.string()?;
+            if let Some(step) = self.path.last_mut() {
+                *step = Step::Member(Some(key.clone()));
+            }
             self.skip_ws();
             if self.s.get(self.pos) != Some(&b':') {
                 return Err(self.fail("expected ':'"));
@@ -647,6 +696,7 @@ impl<'py> Parser<'_, 'py> {
                 Some(b',') => self.pos += 1,
                 Some(b'}') => {
                     self.pos += 1;
+                    self.path.pop();
                     return Ok(dict.into_any());
                 }
                 None => return Err(self.fail("unexpected end of data in an object")),
@@ -671,10 +721,7 @@ impl<'py> Parser<'_, 'py> {
             match self.s.get(self.pos) {
                 None => return Err(self.fail("unterminated string")),
                 Some(b'"') => {
-                    // CPython's strict decoder validates while it builds the str; Rust's
-                    // validator only runs to locate an error.
-                    let text = PyString::from_bytes(self.py, &self.s[start..self.pos]);
-                    let text = self.decoded(text, start, self.pos)?;
+                    let text = self.new_str(&self.s[start..self.pos], start, self.pos)?;
                     self.pos += 1;
                     return Ok(text);
                 }
@@ -748,20 +795,19 @@ impl<'py> Parser<'_, 'py> {
         }
     }
 
-    /// The str CPython decoded from `[start, end)` of the input (or from the scratch holding
-    /// its unescaped form), or the offset of the invalid UTF-8 that made it fail.
-    fn decoded(
-        &self,
-        text: PyResult<Bound<'py, PyString>>,
-        start: usize,
-        end: usize,
-    ) -> CoreResult<Bound<'py, PyString>> {
-        text.or_else(|_| {
-            // Escapes split the raw text only at ASCII bytes, so its first invalid byte is
-            // the one that made the decoded text invalid.
-            self.check_utf8(start, end)?;
-            Err(self.fail_at("could not build the Python value", start))
-        })
+    /// A str of `bytes` (the raw text `[start, end)` of the input, or its unescaped form in the
+    /// scratch), validated as UTF-8 here first: CPython's decoder, given invalid bytes, would
+    /// raise a UnicodeDecodeError holding a `bytes` copy of them, which nobody wipes.
+    fn new_str(&self, bytes: &[u8], start: usize, end: usize) -> CoreResult<Bound<'py, PyString>> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Ok(PyString::new(self.py, text)),
+            Err(_) => {
+                // Escapes split the raw text only at ASCII bytes, so its first invalid byte is
+                // the one that made the decoded text invalid.
+                self.check_utf8(start, end)?;
+                Err(self.fail_at("invalid UTF-8 in a string", start))
+            }
+        }
     }
 
     fn finish_string(
@@ -789,8 +835,7 @@ impl<'py> Parser<'_, 'py> {
             let obj = self.built(obj)?;
             return self.built(obj.cast_into::<PyString>().map_err(PyErr::from));
         }
-        let text = PyString::from_bytes(self.py, bytes);
-        self.decoded(text, start, end)
+        self.new_str(bytes, start, end)
     }
 
     /// Decode one escape into the scratch buffer; returns true when it wrote a lone surrogate.

@@ -388,3 +388,25 @@ def test_seal_refuses_non_json_and_oversize_before_encrypting() -> None:
         _core.seal(nested_list(DEPTH + 1), spk)
     with pytest.raises(_core.PayloadTooLargeError):
         _core.seal({"content": "a" * _core.MAX_PLAINTEXT_BYTES}, spk)
+
+
+@pytest.mark.parametrize(
+    ("data", "path"),
+    [
+        (b'{"a": [1, {"b": "ok\xff"}]}', "$.a[1].b"),
+        (b'{"a": [1, {"b": "\\n\xc3("}]}', "$.a[1].b"),
+        (b'[{"x y": ["\xed\xa0\x80"]}]', '$[0]["x y"][0]'),
+        (b'{"k": 1, "bad\xffkey": 2}', "$.<key>"),
+        (b'"\xf4\x90\x80\x80"', "$"),
+    ],
+)
+def test_finding3_invalid_utf8_is_refused_in_rust_naming_the_path(data: bytes, path: str) -> None:
+    # Validated before any Python string exists: no UnicodeDecodeError (with its bytes copy
+    # of the text) is ever made, so none is chained to the error either.
+    with pytest.raises(_core.EnvelopeError) as info:
+        _testing.json_loads(data)
+    message = str(info.value)
+    assert "invalid UTF-8 in a string" in message
+    assert f"(path {path})" in message
+    assert "ok" not in message.replace("(path", "") and "bad" not in message
+    assert info.value.__context__ is None and info.value.__cause__ is None
