@@ -251,13 +251,8 @@ def test_serve_killed_leaves_no_swtpm(tmp_path):
         process.wait()
         process.stdout.close()
     assert _eventually(lambda: not _live_swtpm_pids(server_tmp)), "swtpm outlived serve"
-    # The guard also removes swtpm's temporary state; only the TLS temp dir can remain,
-    # and it holds no secret: the throwaway key was deleted from disk once loaded.
-    assert _eventually(
-        lambda: not any(n.startswith("nomyo-swtpm-") for n in _leftovers(server_tmp))
-    )
-    for name in _leftovers(server_tmp):
-        assert sorted(p.name for p in (server_tmp / name).iterdir()) == ["ca.pem", "server.pem"]
+    # The guards also remove the temporary TPM state and TLS directories.
+    assert _eventually(lambda: _leftovers(server_tmp) == []), _leftovers(server_tmp)
 
 
 @needs_swtpm
@@ -273,3 +268,33 @@ def test_serve_keeps_tpm_state_across_restarts(tmp_path):
         process.stdout.close()
     assert state.is_dir() and any(state.iterdir())
     assert _leftovers(server_tmp) == []
+
+
+def test_killed_library_endpoint_leaves_no_temp_dirs(tmp_path):
+    owner_tmp = tmp_path / "tmp"
+    owner_tmp.mkdir()
+    script = textwrap.dedent(
+        """
+        import time
+        from nomyo_native.server import ServerConfig, ServerKey, start_server
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        key = ServerKey(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+        endpoint = start_server(ServerConfig(port=0, server_key=key, tls_self_signed=True))
+        print(endpoint.ca_path, flush=True)
+        time.sleep(600)
+        """
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(owner_tmp)},
+    )
+    try:
+        ca_path = Path(owner.stdout.readline().strip())
+        assert ca_path.parent.parent == owner_tmp and ca_path.is_file()
+    finally:
+        owner.kill()
+        owner.wait()
+        owner.stdout.close()
+    assert _eventually(lambda: _leftovers(owner_tmp) == []), _leftovers(owner_tmp)

@@ -30,6 +30,7 @@ from nomyo_native.server.app import EndpointState, create_app
 from nomyo_native.server.backends import Backend, make_backend
 from nomyo_native.server.config import ServerConfig
 from nomyo_native.server.crypto import ServerKey
+from nomyo_native.server.exit_guard import Guard, start_guard
 from nomyo_native.server.limits import ConnectionLimits
 from nomyo_native.server.policy import ApiKeyPolicy, RateLimiter
 from nomyo_native.server.protocol import guarded_protocol
@@ -56,6 +57,8 @@ class _Resources:
     owns_quoter: bool = False
     code_measurement: bytes | None = None
     tempdirs: list[tempfile.TemporaryDirectory[str]] = field(default_factory=list)
+    # Delete the temporary directories even if this process is killed (SIGKILL included).
+    guards: list[Guard] = field(default_factory=list)
 
     def close(self) -> None:
         # Each step runs even when an earlier one fails: the temporary TLS key must go.
@@ -70,6 +73,9 @@ class _Resources:
                 for tempdir in self.tempdirs:
                     tempdir.cleanup()
                 self.tempdirs.clear()
+                for guard in self.guards:
+                    guard.stop()
+                self.guards.clear()
                 if self.state.recorder is not None:
                     self.state.recorder.close()
 
@@ -153,6 +159,7 @@ def build_resources(config: ServerConfig) -> _Resources:
                 # mkdtemp makes it 0700; removed on every exit path the process reaches.
                 tempdir = tempfile.TemporaryDirectory(prefix="nomyo-tls-")
                 resources.tempdirs.append(tempdir)
+                resources.guards.append(start_guard(remove=[tempdir.name]))
                 files = make_self_signed(Path(tempdir.name), hosts)
                 # From here the throwaway key exists only in this process's memory, so not
                 # even a SIGKILL leaves it on disk.

@@ -18,7 +18,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -26,13 +25,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from nomyo_native.server.exit_guard import Guard, start_guard
 from nomyo_native.server.private_files import UnsafePathError, ensure_private_dir
 
 PCR_BANK = "sha256"
 PCR_INDEXES = (0, 7, 10)
 PCR_SELECTION = f"{PCR_BANK}:" + ",".join(str(i) for i in PCR_INDEXES)
 QUALIFYING_DATA_BYTES = 16
-_GUARD = Path(__file__).with_name("swtpm_guard.py")
 
 # (scheme, hash) -> tpm2-tools style template; the symmetric part must be null for a signer.
 _TEMPLATES = {
@@ -98,7 +97,7 @@ class SwtpmProcess:
     0700 or must already be private, and it is never deleted. Without it the state lives in a
     temporary ``nomyo-swtpm-*`` directory that is removed when swtpm stops.
 
-    swtpm runs under a small guard process (``swtpm_guard.py``) that stops it, and removes a
+    swtpm runs under a small guard process (``exit_guard.py``) that stops it, and removes a
     temporary state directory, as soon as this process goes away by any path, SIGKILL
     included. Use as a context manager, or call :meth:`start` and :meth:`stop`. ``tcti`` is
     the string to give :class:`TpmQuoter`.
@@ -117,18 +116,17 @@ class SwtpmProcess:
         self._requested_state_dir = Path(state_dir) if state_dir is not None else None
         self.state_dir: Path | None = None
         self.port: int | None = None
-        self._process: subprocess.Popen[bytes] | None = None
-        # Write end of the guard's watch pipe: closing it (or dying) stops swtpm.
-        self._watch_fd: int | None = None
+        # swtpm's guard: releasing it (or our death) stops swtpm.
+        self._guard: Guard | None = None
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._guard is not None and self._guard.process.poll() is None
 
     @property
     def pid(self) -> int | None:
         """The guard's process id (swtpm is its only child)."""
-        return self._process.pid if self._process is not None else None
+        return self._guard.pid if self._guard is not None else None
 
     @property
     def tcti(self) -> str:
@@ -158,12 +156,11 @@ class SwtpmProcess:
             # A port can be taken between probing and swtpm's bind: retry with fresh ports.
             for _ in range(5):
                 port = _consecutive_free_ports()
-                process, watch_fd = self._spawn(executable, port)
-                if self._wait_ready(process, port + 1):
-                    self._process, self._watch_fd, self.port = process, watch_fd, port
+                guard = self._spawn(executable, port)
+                if self._wait_ready(guard.process, port + 1):
+                    self._guard, self.port = guard, port
                     return self
-                os.close(watch_fd)
-                last_error = self._reap(process)
+                last_error = self._reap(guard)
         except BaseException:
             self._cleanup_dir()
             raise
@@ -172,9 +169,8 @@ class SwtpmProcess:
             last_error += " (is another endpoint using this --tpm-state directory?)"
         raise TpmError(f"swtpm did not start: {last_error}")
 
-    def _spawn(self, executable: str, port: int) -> tuple[subprocess.Popen[bytes], int]:
+    def _spawn(self, executable: str, port: int) -> Guard:
         assert self.state_dir is not None
-        read_fd, write_fd = os.pipe()  # both non-inheritable; the guard gets read_fd only
         swtpm = [
             executable,
             "socket",
@@ -188,23 +184,8 @@ class SwtpmProcess:
             "--flags",
             "not-need-init,startup-clear",
         ]
-        remove = "-" if self.persistent else str(self.state_dir)
-        try:
-            process = subprocess.Popen(  # noqa: S603 - fixed argv, resolved binaries
-                [sys.executable, "-I", "-S", str(_GUARD), str(read_fd), remove, "--", *swtpm],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                pass_fds=(read_fd,),
-                # Out of our process group: a terminal's Ctrl-C is for us, we stop swtpm.
-                start_new_session=True,
-            )
-        except BaseException:
-            os.close(write_fd)
-            raise
-        finally:
-            os.close(read_fd)
-        return process, write_fd
+        # The guard deletes only the temporary default, never a kept --tpm-state.
+        return start_guard(remove=() if self.persistent else (self.state_dir,), command=swtpm)
 
     def _wait_ready(self, process: subprocess.Popen[bytes], ctrl_port: int) -> bool:
         deadline = time.monotonic() + self.start_timeout
@@ -219,26 +200,22 @@ class SwtpmProcess:
         return False
 
     @staticmethod
-    def _reap(process: subprocess.Popen[bytes]) -> str:
-        if process.poll() is None:
+    def _reap(guard: Guard) -> str:
+        """Stop a guard whose swtpm did not come up; swtpm's last error line."""
+        guard.release()
+        process = guard.process
+        try:
+            _, err = process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
             process.kill()
-        _, err = process.communicate(timeout=10)
+            _, err = process.communicate(timeout=10)
         text = err.decode("utf-8", "replace").strip()
         return text.splitlines()[-1] if text else f"exit status {process.returncode}"
 
     def stop(self) -> None:
-        process, self._process = self._process, None
-        watch_fd, self._watch_fd = self._watch_fd, None
-        if watch_fd is not None:
-            os.close(watch_fd)  # the guard sees EOF and stops swtpm
-        if process is not None:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()  # swtpm follows through PR_SET_PDEATHSIG
-                process.wait(timeout=10)
-            if process.stderr is not None:
-                process.stderr.close()
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            guard.stop()
         self.port = None
         self._cleanup_dir()
 
