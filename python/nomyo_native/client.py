@@ -616,8 +616,8 @@ class SecureCompletionClient:
             ) from None
         except _core.KeyPasswordError as exc:
             raise KeyLoadError(
-                f"Failed to load private key {os.fspath(private_key_path)}: {exc}. "
-                f"Give its password with {option('key_password')}"
+                f"Failed to load private key {os.fspath(private_key_path)}: {exc} "
+                f"(the password comes from {option('key_password')})"
             ) from None
         except _core.KeyFormatError as exc:
             raise KeyLoadError(f"Failed to load private key: {exc}") from None
