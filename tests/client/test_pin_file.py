@@ -138,5 +138,6 @@ def test_a_broken_pin_file_is_refused_not_overwritten(tmp_path, content):
 
 def test_pin_file_path_expands_the_home_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("USERPROFILE", str(tmp_path))  # what expanduser reads on Windows
     ClientClass("https://peer.test", server_key_pin_file="~/pins.json")._check_pin_file(FP_A)
     assert json.loads((tmp_path / "pins.json").read_text()) == {"https://peer.test": FP_A}

@@ -17,6 +17,7 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.reference
 pytest.importorskip("nomyo")
 
 RESOLVE = textwrap.dedent(

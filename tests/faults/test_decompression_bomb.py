@@ -20,7 +20,11 @@ import pytest
 
 from .loopback import OK, LoopbackPeer, status
 
-pytestmark = pytest.mark.filterwarnings("ignore:WARNING. Using HTTP:UserWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:WARNING. Using HTTP:UserWarning"),
+    # ru_maxrss is KiB on Linux only (bytes on macOS; no resource module on Windows).
+    pytest.mark.linux_only,
+]
 
 BOMB_SIZE = 128 * 1024 * 1024
 _WBITS = {"gzip": 31, "deflate": 15}  # HTTP "deflate" is the zlib format
