@@ -18,6 +18,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use zeroize::Zeroize;
 
 use crate::error::{CoreError, CoreResult};
+use crate::pystr::StrError;
 use crate::secret::LockedBuf;
 
 pub use crate::envelope::MAX_JSON_DEPTH;
@@ -315,7 +316,14 @@ impl Writer<'_> {
     }
 
     fn string(&mut self, s: &Bound<'_, PyString>) -> Result<(), Fault> {
-        let text = s.to_str().map_err(|_| Fault::LoneSurrogate)?;
+        // Never `to_str()`: it would cache a UTF-8 copy in a non-ASCII caller's str (pystr).
+        let text = match crate::pystr::utf8(s, self.max_len) {
+            Ok(text) => text,
+            Err(StrError::LoneSurrogate) => return Err(Fault::LoneSurrogate),
+            Err(StrError::TooLong) => return Err(Fault::TooLarge),
+            Err(StrError::Memory(e)) => return Err(Fault::Memory(e)),
+            Err(StrError::Python(e)) => return Err(python_fault(&e, s.py())),
+        };
         self.put(b"\"")?;
         let bytes = text.as_bytes();
         let mut run_start = 0;

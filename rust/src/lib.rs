@@ -12,6 +12,8 @@ pub mod tpm;
 
 #[cfg(feature = "python")]
 pub mod json;
+#[cfg(feature = "python")]
+pub mod pystr;
 
 /// `_core._testing`: probes for the test suite, compiled only with the `testing` feature.
 #[cfg(feature = "testing")]
@@ -314,22 +316,53 @@ mod crypto_py {
     use std::panic::AssertUnwindSafe;
     use std::path::PathBuf;
 
-    use pyo3::exceptions::PyTypeError;
+    use pyo3::exceptions::{PyTypeError, PyValueError};
     use pyo3::prelude::*;
     use pyo3::types::{PyBytes, PyInt, PyString, PyTuple};
 
     use crate::error::py::no_panic;
     use crate::secret::LockedBuf;
-    use crate::{envelope, json, keys};
+    use crate::{envelope, json, keys, pystr};
 
-    /// `str` (UTF-8) or `bytes` password, borrowed from the Python object.
-    fn password_bytes<'a>(password: Option<&'a Bound<'_, PyAny>>) -> PyResult<Option<&'a [u8]>> {
+    /// Longest password accepted (any real one is far shorter).
+    const MAX_PASSWORD_BYTES: usize = 64 * 1024;
+
+    /// A password's bytes: a `bytes` password borrowed, a `str` one as UTF-8 (borrowed when
+    /// ASCII, else encoded in locked memory, so that no UTF-8 copy is cached in the caller's
+    /// `str`).
+    enum Password<'a> {
+        Bytes(&'a [u8]),
+        Text(pystr::Utf8<'a>),
+    }
+
+    impl Password<'_> {
+        fn as_bytes(&self) -> &[u8] {
+            match self {
+                Password::Bytes(b) => b,
+                Password::Text(t) => t.as_bytes(),
+            }
+        }
+    }
+
+    fn password_bytes<'a>(
+        password: Option<&'a Bound<'_, PyAny>>,
+    ) -> PyResult<Option<Password<'a>>> {
         let Some(p) = password else { return Ok(None) };
         if let Ok(s) = p.cast::<PyString>() {
-            return Ok(Some(s.to_str()?.as_bytes()));
+            return match pystr::utf8(s, MAX_PASSWORD_BYTES) {
+                Ok(text) => Ok(Some(Password::Text(text))),
+                Err(pystr::StrError::Python(e)) => Err(e),
+                Err(pystr::StrError::Memory(e)) => Err(e.into()),
+                Err(pystr::StrError::LoneSurrogate) => Err(PyValueError::new_err(
+                    "password contains a lone surrogate and cannot be encoded as UTF-8",
+                )),
+                Err(pystr::StrError::TooLong) => Err(PyValueError::new_err(format!(
+                    "password longer than {MAX_PASSWORD_BYTES} bytes"
+                ))),
+            };
         }
         if let Ok(b) = p.cast::<PyBytes>() {
-            return Ok(Some(b.as_bytes()));
+            return Ok(Some(Password::Bytes(b.as_bytes())));
         }
         Err(PyTypeError::new_err(format!(
             "password must be str or bytes, not {}",
@@ -380,6 +413,7 @@ mod crypto_py {
             password: Option<&Bound<'_, PyAny>>,
         ) -> PyResult<Self> {
             let password = password_bytes(password)?;
+            let password = password.as_ref().map(Password::as_bytes);
             let kp = py.detach(|| {
                 no_panic(AssertUnwindSafe(|| {
                     keys::ClientKeyPair::load(&private_key_path, password)
@@ -397,6 +431,7 @@ mod crypto_py {
             password: Option<&Bound<'_, PyAny>>,
         ) -> PyResult<()> {
             let password = password_bytes(password)?;
+            let password = password.as_ref().map(Password::as_bytes);
             let kp = &self.0;
             py.detach(|| {
                 no_panic(AssertUnwindSafe(|| {

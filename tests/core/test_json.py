@@ -12,6 +12,7 @@ import math
 import random
 import re
 import struct
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -410,3 +411,50 @@ def test_finding3_invalid_utf8_is_refused_in_rust_naming_the_path(data: bytes, p
     assert f"(path {path})" in message
     assert "ok" not in message.replace("(path", "") and "bad" not in message
     assert info.value.__context__ is None and info.value.__cause__ is None
+
+
+# ---- issue 10 finding 4: no UTF-8 copy cached in the caller's str ---------------------------
+
+NON_ASCII = [
+    "héllo wörld, " * 20,  # 1-byte kind, Latin-1 range
+    "prix: 10 €, Ελληνικά, Кириллица; " * 10,  # 2-byte kind
+    "emoji 🔐 and 𝄞 music; " * 10,  # 4-byte kind
+    '控制字符\n\t"\\ 引号 ',  # escapes among CJK
+]
+
+
+@pytest.mark.parametrize("text", NON_ASCII)
+def test_finding4_seal_leaves_no_utf8_copy_in_the_callers_str(text: str) -> None:
+    kp = _core.ClientKeyPair.generate(2048)
+    server = _core.ServerPublicKey.from_pem(kp.public_key_pem)
+    key = "clé-" + text[:5]
+    value = "".join([text, "!"])  # a fresh str, so no earlier test cached anything in it
+    payload = {"messages": [{"role": "user", "content": value}], key: (value, [value])}
+    sizes = (sys.getsizeof(value), sys.getsizeof(key))
+    opened = _core.open(_core.seal(payload, server), kp)[0]
+    assert (sys.getsizeof(value), sys.getsizeof(key)) == sizes
+    assert opened == json.loads(json.dumps(payload))
+    # The bytes written are exactly what json.dumps writes.
+    digest, length = _testing.json_digest(payload)
+    expected = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    assert (digest, length) == (hashlib.sha256(expected).hexdigest(), len(expected))
+
+
+def test_finding4_a_non_ascii_password_leaves_no_utf8_copy(tmp_path) -> None:
+    kp = _core.ClientKeyPair.generate(2048)
+    password = "".join(["pässwörd-🔑-", "ключ"])
+    size = sys.getsizeof(password)
+    kp.save(tmp_path / "k.pem", tmp_path / "p.pem", password=password)
+    again = _core.ClientKeyPair.load(tmp_path / "k.pem", password)
+    assert again.fingerprint == kp.fingerprint
+    assert sys.getsizeof(password) == size
+    # The same password as UTF-8 bytes opens it: the encoding is UTF-8.
+    by_bytes = _core.ClientKeyPair.load(tmp_path / "k.pem", password.encode())
+    assert by_bytes.fingerprint == kp.fingerprint
+
+
+def test_finding4_lone_surrogates_are_still_refused() -> None:
+    with pytest.raises(ValueError, match="lone surrogate"):
+        _testing.json_digest({"a": ["ok", "x\ud800y"]})
+    with pytest.raises(ValueError, match="lone surrogate"):
+        _testing.json_digest({"k\udfff": 1})

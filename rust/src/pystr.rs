@@ -1,0 +1,106 @@
+//! The UTF-8 of a caller's `str` without leaving a copy in the caller's object.
+//!
+//! `PyUnicode_AsUTF8AndSize` (pyo3's `to_str`) makes CPython attach a UTF-8 copy to every
+//! non-ASCII `str` it is asked for, and that copy lives as long as the caller's object: a
+//! request's plaintext or a password would then sit, unwiped, in the caller's heap. Within the
+//! stable ABI the abi3 wheel is built for, a non-ASCII `str` is read as UCS-4 into a locked
+//! buffer instead (`PyUnicode_AsUCS4`), encoded to UTF-8 into another, and the UCS-4 copy is
+//! wiped when it drops. An ASCII `str` is its own UTF-8 (CPython makes no copy for it), so it
+//! is borrowed as before.
+
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+
+use crate::error::CoreError;
+use crate::secret::LockedBuf;
+
+/// The UTF-8 bytes of a `str`: borrowed from an ASCII `str`, or encoded in locked memory.
+pub enum Utf8<'a> {
+    Ascii(&'a [u8]),
+    Locked(LockedBuf),
+}
+
+impl Utf8<'_> {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Utf8::Ascii(bytes) => bytes,
+            Utf8::Locked(buf) => buf.as_slice(),
+        }
+    }
+}
+
+/// Why a `str` has no UTF-8 form here.
+pub enum StrError {
+    /// A lone surrogate (`"\ud800"`): not encodable as UTF-8.
+    LoneSurrogate,
+    /// Longer than `max_bytes` characters (its UTF-8 is at least that long).
+    TooLong,
+    Memory(CoreError),
+    Python(PyErr),
+}
+
+/// The UTF-8 of `s`, refused when it has more than `max_bytes` characters.
+pub fn utf8<'a>(s: &'a Bound<'_, PyString>, max_bytes: usize) -> Result<Utf8<'a>, StrError> {
+    let py = s.py();
+    let ascii = s
+        .call_method0(intern!(py, "isascii"))
+        .and_then(|r| r.is_truthy())
+        .map_err(StrError::Python)?;
+    if ascii {
+        // No cache is made for an ASCII str: its data already is its UTF-8.
+        let text = s.to_str().map_err(StrError::Python)?;
+        if text.len() > max_bytes {
+            return Err(StrError::TooLong);
+        }
+        return Ok(Utf8::Ascii(text.as_bytes()));
+    }
+    // SAFETY: `s` is a live str.
+    let chars = unsafe { ffi::PyUnicode_GetLength(s.as_ptr()) };
+    let chars = usize::try_from(chars).map_err(|_| StrError::Python(PyErr::fetch(py)))?;
+    if chars > max_bytes {
+        return Err(StrError::TooLong);
+    }
+    let bytes = chars.checked_mul(4).ok_or(StrError::TooLong)?;
+    // A buffer of exactly `bytes` ends at a page boundary, so its start is 4-byte aligned.
+    let mut ucs4 = LockedBuf::zeroed(bytes).map_err(StrError::Memory)?;
+    if ucs4.as_ptr().align_offset(4) != 0 {
+        return Err(StrError::Memory(CoreError::Memory(
+            "misaligned buffer for a str's code points".into(),
+        )));
+    }
+    if chars > 0 {
+        // SAFETY: `ucs4` has room for `chars` code points, aligned; no NUL is appended.
+        let filled = unsafe {
+            ffi::PyUnicode_AsUCS4(
+                s.as_ptr(),
+                ucs4.as_mut_slice().as_mut_ptr().cast::<ffi::Py_UCS4>(),
+                chars as ffi::Py_ssize_t,
+                0,
+            )
+        };
+        if filled.is_null() {
+            return Err(StrError::Python(PyErr::fetch(py)));
+        }
+    }
+    // Encoded straight into a buffer of the largest size it can take, then cut to length.
+    let mut out = LockedBuf::zeroed(bytes).map_err(StrError::Memory)?;
+    let dst = out.as_mut_slice();
+    let mut len = 0;
+    for unit in ucs4.as_slice().chunks_exact(4) {
+        let code = u32::from_ne_bytes([unit[0], unit[1], unit[2], unit[3]]);
+        if code < 0x80 {
+            dst[len] = code as u8;
+            len += 1;
+            continue;
+        }
+        let Some(c) = char::from_u32(code) else {
+            return Err(StrError::LoneSurrogate);
+        };
+        len += c.encode_utf8(&mut dst[len..]).len();
+    }
+    out.truncate(len);
+    // `ucs4` is wiped as it drops here; `out` is wiped when the caller drops it.
+    Ok(Utf8::Locked(out))
+}
