@@ -209,3 +209,10 @@ def tpm_make_credential(ek_public: bytes, name: bytes, credential: bytes) -> tup
     """TPM2_MakeCredential in software: seal ``credential`` for the object named ``name``
     (nameAlg || digest of its public area) under the RSA endorsement key ``ek_public``
     (TPM2B_PUBLIC). Returns the marshalled (TPM2B_ID_OBJECT, TPM2B_ENCRYPTED_SECRET)."""
+
+def x509_verify_signature(
+    algorithm: str, public_key: bytes, message: bytes, signature: bytes
+) -> bool:
+    """Verify an X.509 certificate signature: ``algorithm`` is ``rsa-pkcs1-sha256/384/512`` or
+    ``ecdsa-p256-sha256/384``/``ecdsa-p384-sha256/384``; ``public_key`` a PKCS#1 RSAPublicKey
+    or an uncompressed EC point. Raises TpmFormatError for an unsupported algorithm."""

@@ -255,6 +255,13 @@ def _add_serve_parser(subparsers: Any) -> None:
         "restarts; created 0700, never deleted (default: a temporary directory removed on exit)",
     )
     sec.add_argument(
+        "--ek-chain",
+        type=Path,
+        metavar="PEM",
+        help="PEM file of the certificates that issued the TPM's EK certificate (intermediates "
+        "up to the manufacturer's root), served with it for 'attest enroll --ek-ca'",
+    )
+    sec.add_argument(
         "--tpm-scheme",
         default="ecdsa",
         choices=("ecdsa", "rsassa", "rsapss"),
@@ -338,6 +345,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         tls_dir=args.tls_dir,
         tpm=args.tpm,
         tpm_state=args.tpm_state,
+        ek_chain=args.ek_chain,
         tpm_scheme=args.tpm_scheme,
         aik=args.aik,
         record_keys_path=args.record_keys_insecure,
@@ -649,14 +657,21 @@ def _add_attest_parser(subparsers: Any) -> None:
             "Fetch the server's endorsement key and persistent attestation key, challenge it "
             "with TPM2_MakeCredential (made here) and check its TPM2_ActivateCredential answer: "
             "only the TPM holding both keys can answer. Then pin the attestation key in "
-            "--pin-file; clients given aik_pin_file= root quotes in it. The EK itself is "
-            "trusted on first use (its certificate chain is not checked). Exit status 0 "
+            "--pin-file; clients given aik_pin_file= root quotes in it. With --ek-ca the EK's "
+            "certificate chain must lead to that CA; without it the EK is trusted on first "
+            "use. Exit status 0 "
             "enrolled, 1 refused (failed challenge, changed key), 2 unreachable or bad options."
         ),
     )
     enroll.add_argument("url", metavar="URL", help="the server's base URL")
     enroll.add_argument("--pin-file", required=True, metavar="FILE", help="AIK pin file")
     enroll.add_argument("--ca-bundle", metavar="PATH", help="CA file to trust for the server")
+    enroll.add_argument(
+        "--ek-ca",
+        metavar="CA.pem",
+        help="trusted EK CA certificates: the server's EK certificate chain must lead to one "
+        "(the TCG EK profile: empty subject, critical SAN and EKU 2.23.133.8.1 are accepted)",
+    )
 
     baseline = actions.add_parser(
         "baseline",
@@ -754,7 +769,7 @@ def _cmd_attest_enroll(args: argparse.Namespace) -> int:
 
     try:
         verify = ssl.create_default_context(cafile=args.ca_bundle) if args.ca_bundle else True
-        done = enroll(args.url, args.pin_file, verify=verify)
+        done = enroll(args.url, args.pin_file, verify=verify, ek_ca=args.ek_ca)
     except SecurityError as exc:
         print(f"nomyo-native attest enroll: refused: {exc}", file=sys.stderr)
         return 1
@@ -764,7 +779,8 @@ def _cmd_attest_enroll(args: argparse.Namespace) -> int:
     state = "enrolled" if done.newly_pinned else "already enrolled (unchanged)"
     print(f"{done.origin}: {state}")
     print(f"  AIK   {done.aik_fingerprint}  (pinned in {args.pin_file})")
-    print(f"  EK    {done.ek_fingerprint}  (trusted on first use)")
+    how = "certificate chain verified" if done.ek_certificate_verified else "trusted on first use"
+    print(f"  EK    {done.ek_fingerprint}  ({how})")
     return 0
 
 

@@ -8,8 +8,9 @@ a correct answer proves the AIK lives in the TPM of that EK. The AIK's fingerpri
 pinned in a pin file (keyed, locked and written like the server-key pin file); a client given
 that file roots quotes in it (:func:`enrolled_aik`).
 
-What this does not prove: that the EK belongs to genuine hardware. That needs the EK certificate
-chain to a manufacturer CA, which is not verified here yet: the EK is trusted on first use.
+With ``ek_ca``, the EK itself is checked too: its certificate, served by the endpoint with its
+issuers, must chain to a CA the caller trusts (the TPM's manufacturer; for swtpm, the local CA
+``swtpm_setup --create-ek-cert`` used). Without it the EK is trusted on first use.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Enrollment:
     aik_fingerprint: str
     ek_fingerprint: str
     newly_pinned: bool
+    ek_certificate_verified: bool = False
 
 
 def _fingerprint(public_area: bytes) -> str:
@@ -87,8 +89,13 @@ def enroll(
     verify: bool | str | ssl.SSLContext = True,
     timeout: float = 60.0,
     transport: httpx.BaseTransport | None = None,
+    ek_ca: str | os.PathLike[str] | None = None,
 ) -> Enrollment:
     """Enroll ``base_url``'s attestation key and pin it in ``pin_file``.
+
+    With ``ek_ca`` (a PEM file of trusted EK CAs), the EK certificate chain the server serves
+    must lead from the EK it offers to one of them (:func:`nomyo_native.ekcert.verify_ek_chain`);
+    without it the EK is trusted on first use.
 
     Raises :class:`SecurityError` when the server offers no valid keys, fails the activation
     challenge, or its AIK differs from the one pinned for it (a TPM reset or another TPM:
@@ -111,6 +118,9 @@ def enroll(
             aik = _core.tpm_parse_public(aik_raw)
         except _core.TpmFormatError as exc:
             raise SecurityError(f"enrollment: the server's keys are malformed ({exc})") from None
+        ek_verified = ek_ca is not None
+        if ek_ca is not None:
+            _verify_ek_certificate(data, ek, ek_ca)
         attrs = aik["object_attributes"]
         if not (attrs & _ATTR_RESTRICTED and attrs & _ATTR_SIGN):
             raise SecurityError("enrollment: the offered AIK is not a restricted signing key")
@@ -145,7 +155,21 @@ def enroll(
             f"'nomyo-native attest enroll {origin} --pin-file {pins.path}' again."
         )
     pins.check(base_url, aik_fp)
-    return Enrollment(origin, aik_fp, _fingerprint(ek["public_area"]), known is None)
+    return Enrollment(origin, aik_fp, _fingerprint(ek["public_area"]), known is None, ek_verified)
+
+
+def _verify_ek_certificate(offer: Any, ek: dict[str, Any], ek_ca: str | os.PathLike[str]) -> None:
+    from nomyo_native.ekcert import EkChainError, load_pem_certificates, verify_ek_chain
+
+    with open(ek_ca, encoding="ascii") as handle:
+        trusted = load_pem_certificates(handle.read(1024 * 1024))
+    chain_pem = offer.get("ek_certificate_chain_pem") if isinstance(offer, dict) else None
+    if not isinstance(chain_pem, list) or not all(isinstance(c, str) for c in chain_pem):
+        raise EkChainError("enrollment: the server serves no EK certificate chain")
+    chain = [der for pem in chain_pem for der in load_pem_certificates(pem)]
+    if ek["spki_der"] is None:
+        raise EkChainError("enrollment: the offered EK is not an RSA or P-256/P-384 key")
+    verify_ek_chain(chain, trusted, ek["spki_der"])
 
 
 def enrolled_aik(pin_file: str | os.PathLike[str], base_url: str) -> str | None:

@@ -76,6 +76,8 @@ class EndpointState:
     quoter: TpmQuoter | None = None
     tpm_scheme: str = "ecdsa"
     tpm_hash: str = "sha256"
+    # PEM certificates that issued the TPM's EK certificate (served for enrollment).
+    ek_chain_pem: tuple[str, ...] = ()
     recorder: KeyRecorder | None = None
     rate_limiter: RateLimiter | None = None
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)

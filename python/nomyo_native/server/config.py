@@ -59,6 +59,9 @@ class ServerConfig:
     # The attestation key: "persistent" (one per TPM, pinnable; quotes also bind the server
     # key) or "per-request" (a fresh AIK per quote, the published protocol).
     aik: str = "persistent"
+    # PEM file of the EK certificate's issuers (intermediates, up to the manufacturer's root):
+    # served with the TPM's EK certificate for enrollment (attest enroll --ek-ca).
+    ek_chain: Path | None = None
     quoter: TpmQuoter | None = None
     tpm_scheme: str = "ecdsa"
     tpm_hash: str = "sha256"

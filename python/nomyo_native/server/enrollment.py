@@ -35,6 +35,11 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
+def _pem(der: bytes) -> str:
+    body = base64.encodebytes(der).decode("ascii")
+    return f"-----BEGIN CERTIFICATE-----\n{body}-----END CERTIFICATE-----\n"
+
+
 def _field(body: dict[str, Any], name: str) -> bytes:
     value = body.get(name)
     if not isinstance(value, str):
@@ -57,17 +62,17 @@ def enrollment_routes(state: EndpointState) -> list[Route]:
             scheme = {"scheme": state.tpm_scheme, "hash_alg": state.tpm_hash}
             ek = await run_in_threadpool(tpm.ek_public)
             aik = await run_in_threadpool(lambda: tpm.aik_public(**scheme))
+            ek_cert = await run_in_threadpool(tpm.ek_certificate)
         except Refusal as refusal:
             return JSONResponse({"detail": refusal.detail}, status_code=refusal.status)
         except TpmError as exc:
             logger.error("enrollment offer failed: %s", exc)
             return JSONResponse({"detail": "TPM unavailable"}, status_code=503)
-        return JSONResponse(
-            {
-                "ek_public_b64": _b64(ek),
-                "aik_public_b64": _b64(aik),
-            }
-        )
+        offer = {"ek_public_b64": _b64(ek), "aik_public_b64": _b64(aik)}
+        if ek_cert is not None:
+            # The whole chain the verifier needs: the TPM's own certificate, then its issuers.
+            offer["ek_certificate_chain_pem"] = [_pem(ek_cert), *state.ek_chain_pem]
+        return JSONResponse(offer)
 
     async def activate(request: Request) -> Response:
         reservation = _Reservation()

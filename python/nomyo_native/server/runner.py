@@ -13,6 +13,7 @@ import contextlib
 import errno
 import hashlib
 import logging
+import re
 import signal
 import socket
 import ssl
@@ -80,6 +81,19 @@ class _Resources:
                     self.state.recorder.close()
 
 
+def _read_ek_chain(path: Path | None) -> tuple[str, ...]:
+    """The PEM certificates of --ek-chain, each block on its own (refused if it holds none)."""
+    if path is None:
+        return ()
+    text = path.read_text(encoding="ascii")
+    blocks = re.findall(
+        r"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+?-----END CERTIFICATE-----", text
+    )
+    if not blocks:
+        raise ValueError(f"--ek-chain {path} holds no PEM certificate")
+    return tuple(block + "\n" for block in blocks)
+
+
 def _open_tpm(config: ServerConfig, resources: _Resources) -> TpmQuoter | None:
     if config.quoter is not None:
         return config.quoter
@@ -143,6 +157,7 @@ def build_resources(config: ServerConfig) -> _Resources:
         max_body_bytes=config.max_body_bytes,
         tpm_scheme=config.tpm_scheme,
         tpm_hash=config.tpm_hash,
+        ek_chain_pem=_read_ek_chain(config.ek_chain),
         recorder=recorder,
         rate_limiter=(
             RateLimiter(config.rate_limit_per_minute) if config.rate_limit_per_minute else None

@@ -243,6 +243,8 @@ class SwtpmProcess:
 
 AIK_MODES = ("persistent", "per-request")
 # PolicySecret(TPM_RH_ENDORSEMENT): the authPolicy of the TCG default EK templates.
+_EK_CERT_NV_INDEX = 0x01C00002  # TCG: the RSA 2048 EK certificate
+_NV_CHUNK = 512
 _EK_POLICY = bytes.fromhex("837197674484b3f81a90cc8d46a5d724fd52d76e06520b64f2a1da1b331469aa")
 # The extension's qualifying data (README, "Attestation extension"): the payload id and the
 # fingerprint of the server key the client encrypted to, so that a quote relayed from another
@@ -451,6 +453,32 @@ class TpmQuoter:
             except tss.TSS2_Exception as exc:
                 raise TpmError(f"TPM could not create the endorsement key: {exc}") from None
         return public.marshal()
+
+    def ek_certificate(self) -> bytes | None:
+        """The DER RSA EK certificate in the TPM's NV index 0x01C00002 (TCG), or None when the
+        TPM has none (an swtpm made without ``swtpm_setup --create-ek-cert``)."""
+        tss = _tss()
+        with self._lock:
+            self._check_open()
+            try:
+                index = self._esapi.tr_from_tpmpublic(_EK_CERT_NV_INDEX)
+            except tss.TSS2_Exception:
+                return None
+            try:
+                public, _ = self._esapi.nv_read_public(index)
+                size = int(public.nvPublic.dataSize)
+                data = b""
+                while len(data) < size:
+                    chunk = self._esapi.nv_read(
+                        index, min(_NV_CHUNK, size - len(data)), len(data), auth_handle=index
+                    )
+                    data += bytes(chunk)
+            except tss.TSS2_Exception as exc:
+                raise TpmError(f"cannot read the EK certificate: {exc}") from None
+            finally:
+                with contextlib.suppress(Exception):
+                    self._esapi.tr_close(index)
+        return data
 
     def activate_credential(
         self,

@@ -22,6 +22,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tpm_parse_signature, m)?)?;
     m.add_function(wrap_pyfunction!(tpm_verify_signature, m)?)?;
     m.add_function(wrap_pyfunction!(tpm_make_credential, m)?)?;
+    m.add_function(wrap_pyfunction!(x509_verify_signature, m)?)?;
     Ok(())
 }
 
@@ -229,4 +230,18 @@ fn tpm_make_credential<'py>(
         PyBytes::new(py, &made.id_object),
         PyBytes::new(py, &made.encrypted_secret),
     ))
+}
+
+/// Verify an X.509 signature (EK certificate chains): see `verify::verify_certificate_signature`.
+#[pyfunction]
+fn x509_verify_signature(
+    algorithm: &str,
+    public_key: &Bound<'_, PyAny>,
+    message: &Bound<'_, PyAny>,
+    signature: &Bound<'_, PyAny>,
+) -> PyResult<bool> {
+    let public_key = bytes_arg(public_key, "public_key")?;
+    let message = bytes_arg(message, "message")?;
+    let signature = bytes_arg(signature, "signature")?;
+    guarded(|| verify::verify_certificate_signature(algorithm, public_key, message, signature))
 }

@@ -329,6 +329,34 @@ fn rsa_pss_verify(n: &[u8], e: &[u8], hash: u16, message: &[u8], signature: &[u8
     }
 }
 
+/// Verify an X.509 certificate signature (an EK certificate chain): `algorithm` names the
+/// signature algorithm, `public_key` is the issuer's key as a PKCS#1 RSAPublicKey (RSA, >= 2048
+/// bits) or an uncompressed point (P-256/P-384).
+pub fn verify_certificate_signature(
+    algorithm: &str,
+    public_key: &[u8],
+    message: &[u8],
+    signature: &[u8],
+) -> ParseResult<bool> {
+    let alg: &dyn VerificationAlgorithm = match algorithm {
+        "rsa-pkcs1-sha256" => &sig::RSA_PKCS1_2048_8192_SHA256,
+        "rsa-pkcs1-sha384" => &sig::RSA_PKCS1_2048_8192_SHA384,
+        "rsa-pkcs1-sha512" => &sig::RSA_PKCS1_2048_8192_SHA512,
+        "ecdsa-p256-sha256" => &sig::ECDSA_P256_SHA256_ASN1,
+        "ecdsa-p256-sha384" => &sig::ECDSA_P256_SHA384_ASN1,
+        "ecdsa-p384-sha256" => &sig::ECDSA_P384_SHA256_ASN1,
+        "ecdsa-p384-sha384" => &sig::ECDSA_P384_SHA384_ASN1,
+        other => {
+            return refuse(format!(
+                "certificate signature algorithm {other} is not supported"
+            ))
+        }
+    };
+    Ok(UnparsedPublicKey::new(alg, public_key)
+        .verify(message, signature)
+        .is_ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
