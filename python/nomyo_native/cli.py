@@ -1033,8 +1033,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     if args.system:
         messages.insert(0, {"role": "system", "content": args.system})
     try:
-        with cli_spelling():
-            response = asyncio.run(_chat_once(args, messages))
+        response = asyncio.run(_chat_once(args, messages))
     except (nomyo_native.APIError, nomyo_native.SecurityError, ConnectionError) as exc:
         print(f"nomyo-native chat: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -1098,8 +1097,7 @@ def _cmd_pin(args: argparse.Namespace) -> int:
     import nomyo_native
 
     try:
-        with cli_spelling():
-            fingerprint = asyncio.run(_fetch_fingerprint(args))
+        fingerprint = asyncio.run(_fetch_fingerprint(args))
     except (nomyo_native.APIError, nomyo_native.SecurityError, ConnectionError) as exc:
         print(f"nomyo-native pin: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -1157,7 +1155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return 2
-    return int(handler(args))
+    # Every command's messages name CLI flags (--base-url, --ca-bundle...), not the Python
+    # parameters the library's messages name.
+    with cli_spelling():
+        return int(handler(args))
 
 
 if __name__ == "__main__":
