@@ -201,6 +201,7 @@ def key_seeds() -> None:
 
 def tpm_seeds() -> None:
     """Real swtpm quotes, one per scheme the endpoint offers (needs swtpm and tpm2-pytss)."""
+    import hashlib
     import struct
 
     from nomyo_native.server.tpm import SwtpmProcess, TpmQuoter, supported_quote_schemes
@@ -220,6 +221,12 @@ def tpm_seeds() -> None:
             signed = quote[2:]  # TPM2B_ATTEST's content: the TPMS_ATTEST the TPM signed
             parts = b"".join(struct.pack(">H", len(p)) + p for p in (public, signature))
             write("tpm_structures", f"verify-{name}", verify_mode + parts + signed)
+    # MakeCredential (mode 4): a TPM's EK, its persistent AIK's name, a 32-byte credential.
+    with SwtpmProcess() as swtpm, TpmQuoter(swtpm.tcti, aik="persistent") as persistent:
+        ek, aik = persistent.ek_public(), persistent.aik_public()
+    aik_name = b"\x00\x0b" + hashlib.sha256(aik[2:]).digest()
+    parts = b"".join(struct.pack(">H", len(p)) + p for p in (ek, aik_name))
+    write("tpm_structures", "make-credential-rsa-ek", b"\x04" + parts + b"c" * 32)
 
 
 if __name__ == "__main__":
