@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 from nomyo_native import _core
 from nomyo_native.errors import SecurityError
 
-__all__ = ["EkChainError", "load_pem_certificates", "verify_ek_chain"]
+__all__ = [
+    "Certificate",
+    "EkChainError",
+    "load_pem_certificates",
+    "parse_certificate",
+    "verify_ek_chain",
+]
 
 MAX_CERT_BYTES = 16 * 1024
 MAX_CHAIN = 6

@@ -21,7 +21,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from nomyo_native.ekcert import EkChainError, load_pem_certificates, verify_ek_chain
+from nomyo_native.ekcert import (
+    EkChainError,
+    load_pem_certificates,
+    parse_certificate,
+    verify_ek_chain,
+)
 from nomyo_native.enrollment import ENROLLMENT_PATH, enroll
 from nomyo_native.server.runner import RunningServer
 
@@ -252,3 +257,31 @@ def test_mutated_certificates_only_ever_raise_the_typed_error() -> None:
             verify_ek_chain([bytes(data)], [root], _spki(ek))
         except EkChainError:
             pass
+
+
+def test_der_reader_agrees_with_pyca_on_real_swtpm_certificates(
+    endpoints: tuple[RunningServer, RunningServer], cas: tuple[EkCa, EkCa]
+) -> None:
+    """An independent reading of the same certificates: pyca/cryptography's X.509 parser."""
+    chain = [der for pem in offer_of(endpoints[0])["ek_certificate_chain_pem"]
+             for der in load_pem_certificates(pem)]  # fmt: skip
+    chain += load_pem_certificates(cas[0].root.read_text())
+    for der in chain:
+        ours = parse_certificate(der)
+        theirs = x509.load_der_x509_certificate(der)
+        assert ours.subject == theirs.subject.public_bytes()
+        assert ours.issuer == theirs.issuer.public_bytes()
+        assert ours.not_before == theirs.not_valid_before_utc
+        assert ours.not_after == theirs.not_valid_after_utc
+        assert ours.tbs == theirs.tbs_certificate_bytes
+        assert ours.signature == theirs.signature
+        assert ours.sig_alg == theirs.signature_algorithm_oid.dotted_string
+        assert ours.spki == theirs.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        assert {oid: critical for oid, (critical, _) in ours.extensions.items()} == {
+            ext.oid.dotted_string: ext.critical for ext in theirs.extensions
+        }
+        assert (
+            ours.is_ca == theirs.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        )
