@@ -64,11 +64,23 @@ def _b64_field(data: Any, name: str) -> bytes:
         raise SecurityError(f"enrollment: the server's '{name}' is not valid base64") from None
 
 
-def _json(response: httpx.Response, what: str) -> Any:
-    if len(response.content) > _MAX_RESPONSE_BYTES:
-        raise SecurityError(f"enrollment: the {what} answer is too large")
+def _send(http: httpx.Client, method: str, url: str, what: str, **kwargs: Any) -> tuple[int, Any]:
+    """(status, parsed JSON or None), reading at most _MAX_RESPONSE_BYTES of the body: the
+    server is not trusted yet, so it cannot make us hold more."""
+    # Identity encoding: the cap applies to what we hold, not to a compressed body.
+    with http.stream(method, url, headers={"Accept-Encoding": "identity"}, **kwargs) as response:
+        if response.headers.get("content-encoding", "identity").lower() != "identity":
+            raise SecurityError(f"enrollment: the {what} answer is compressed (not asked for)")
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > _MAX_RESPONSE_BYTES:
+                raise SecurityError(f"enrollment: the {what} answer is too large")
+        status = response.status_code
+    if status != 200:
+        return status, None
     try:
-        return json.loads(response.content)
+        return status, json.loads(bytes(body))
     except (ValueError, UnicodeDecodeError):
         raise SecurityError(f"enrollment: the {what} answer is not JSON") from None
 
@@ -104,13 +116,12 @@ def enroll(
     origin = normalize_origin(base_url)
     base = base_url.rstrip("/")
     with httpx.Client(verify=verify, timeout=timeout, transport=transport) as http:
-        offer = http.get(base + ENROLLMENT_PATH)
-        if offer.status_code != 200:
+        status, data = _send(http, "GET", base + ENROLLMENT_PATH, "enrollment")
+        if status != 200:
             raise SecurityError(
-                f"enrollment: {origin} offers no enrollment (HTTP {offer.status_code}); it needs "
+                f"enrollment: {origin} offers no enrollment (HTTP {status}); it needs "
                 "a persistent attestation key (nomyo-native serve --tpm swtpm --aik persistent)"
             )
-        data = _json(offer, "enrollment")
         ek_raw = _b64_field(data, "ek_public_b64")
         aik_raw = _b64_field(data, "aik_public_b64")
         try:
@@ -129,20 +140,21 @@ def enroll(
             blob, secret = _core.tpm_make_credential(ek_raw, _aik_name(aik), challenge)
         except _core.TpmFormatError as exc:
             raise SecurityError(f"enrollment: cannot challenge this EK ({exc})") from None
-        answer = http.post(
+        status, answer = _send(
+            http,
+            "POST",
             base + ACTIVATE_PATH,
+            "activation",
             json={
                 "credential_blob_b64": base64.b64encode(blob).decode("ascii"),
                 "encrypted_secret_b64": base64.b64encode(secret).decode("ascii"),
             },
         )
-    recovered = (
-        _b64_field(_json(answer, "activation"), "credential_b64") if answer.is_success else b""
-    )
+    recovered = _b64_field(answer, "credential_b64") if status == 200 else b""
     if not hmac.compare_digest(recovered, challenge):
         raise SecurityError(
             f"enrollment: {origin} failed the credential-activation challenge (HTTP "
-            f"{answer.status_code}): its AIK is not resident in the TPM of the EK it offered"
+            f"{status}): its AIK is not resident in the TPM of the EK it offered"
         )
     aik_fp = _fingerprint(aik["public_area"])
     pins = PinFile(pin_file)

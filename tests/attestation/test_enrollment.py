@@ -181,3 +181,19 @@ def test_cli_attest_enroll(
     other = ["attest", "enroll", genuine.base_url, "--pin-file", str(tmp_path / "other.json")]
     assert main([*other, "--ca-bundle", str(genuine.ca_path)]) == 1
     assert "remove the line" in capsys.readouterr().err
+
+
+def test_an_oversized_offer_is_refused_without_being_held(tmp_path: Path) -> None:
+    sent = {"bytes": 0}
+
+    def stream() -> Any:
+        for _ in range(64):
+            sent["bytes"] += 16 * 1024
+            yield b" " * (16 * 1024)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=stream())
+
+    with pytest.raises(SecurityError, match="too large"):
+        enroll("https://huge.test", tmp_path / "p.json", transport=httpx.MockTransport(handler))
+    assert sent["bytes"] < 1024 * 1024  # stopped reading long before the end
