@@ -144,6 +144,27 @@ def pbkdf2_kdf(iterations: int) -> bytes:
     return _der(0x30, _oid("1.2.840.113549.1.5.12") + _der(0x30, params))
 
 
+def scrypt_budget_seeds() -> None:
+    """scrypt parameters past the 256 MiB budget in each of its tables (issue 10 finding 9):
+    B = p·r·128 (4 GiB here, which the old bound missed), V + B + T just over the budget, and
+    a wide p·r with the smallest N."""
+    write(
+        "load_key",
+        "regress-scrypt-huge-b",
+        PASSWORD + hostile_pbes2_pem(scrypt_kdf(2, 65535, 512)),
+    )
+    write(
+        "load_key",
+        "regress-scrypt-just-over-budget",
+        PASSWORD + hostile_pbes2_pem(scrypt_kdf(1 << 18, 8, 2)),
+    )
+    write(
+        "load_key",
+        "regress-scrypt-wide-pr",
+        PASSWORD + hostile_pbes2_pem(scrypt_kdf(2, 32768, 70)),
+    )
+
+
 def key_seeds() -> None:
     key = rsa.generate_private_key(65537, 2048)
     pkcs8 = key.private_bytes(
@@ -181,6 +202,7 @@ def key_seeds() -> None:
         PASSWORD + hostile_pbes2_pem(scrypt_kdf(1 << 20, 8, 65535)),
     )
     write("load_key", "regress-pbkdf2-huge", PASSWORD + hostile_pbes2_pem(pbkdf2_kdf(2**31 - 1)))
+    scrypt_budget_seeds()
     public = key.public_key()
     spki = public.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo

@@ -48,10 +48,13 @@ pub const MIN_PASSWORD_CHARS: usize = 8;
 pub const PBKDF2_ITERATIONS: u32 = 600_000;
 /// Upper bound on rounds we accept when reading, so a hostile file cannot hang the process.
 const MAX_PBKDF2_ITERATIONS: u32 = 50_000_000;
-/// scrypt bounds for reading: memory 128*r*N at most OpenSSL's own 1 GiB limit, work N*r*p at
-/// most 2^26 (8x N=2^20, r=8, p=1), so that a hostile file can neither abort nor hang us.
-const MAX_SCRYPT_MEMORY: u128 = 1 << 30;
-const MAX_SCRYPT_WORK: u128 = 1 << 26;
+/// scrypt for reading, bounded like OpenSSL's `maxmem`: every table the KDF allocates (B: p·r·128,
+/// T: r·128 and V: N·r·128 bytes, one allocation in aws-lc's heap, where it is dump-excluded,
+/// locked where RLIMIT_MEMLOCK allows, counted, and wiped when freed) fits in 256 MiB; and the
+/// work N·r·p is at most 2^22 (N=2^18, r=8, p=2: about two seconds), so that a hostile file can
+/// neither abort nor hang us.
+pub const MAX_SCRYPT_MEMORY: u64 = 256 * 1024 * 1024;
+const MAX_SCRYPT_WORK: u128 = 1 << 22;
 /// Largest key file we read (a 16384-bit encrypted key is ~13 KiB of PEM).
 const MAX_KEY_FILE_BYTES: u64 = 1024 * 1024;
 
@@ -483,6 +486,61 @@ fn check_new_password(password: &[u8]) -> CoreResult<()> {
     Ok(())
 }
 
+/// scrypt (RFC 7914) by aws-lc, after our bounds: its tables then live in `lc_heap`.
+fn scrypt(n: u64, r: u64, p: u64, salt: &[u8], password: &[u8], kek: &mut [u8]) -> CoreResult<()> {
+    let invalid = |why: String| {
+        CoreError::KeyFormat(format!(
+            "the key file's scrypt parameters are invalid: {why}"
+        ))
+    };
+    if n < 2 || !n.is_power_of_two() {
+        return Err(invalid("N must be a power of two, at least 2".into()));
+    }
+    if r == 0 || p == 0 {
+        return Err(invalid("r and p must be at least 1".into()));
+    }
+    let (n, r, p) = (u128::from(n), u128::from(r), u128::from(p));
+    let memory = 128 * r * (n + p + 1);
+    if memory > u128::from(MAX_SCRYPT_MEMORY) {
+        return Err(invalid(format!(
+            "they need {} MiB (128·r·(N+p+1) bytes), more than the {} MiB allowed",
+            memory.div_ceil(1 << 20),
+            MAX_SCRYPT_MEMORY >> 20
+        )));
+    }
+    if n * r * p > MAX_SCRYPT_WORK {
+        return Err(invalid(format!(
+            "their work N·r·p is {}, more than the {MAX_SCRYPT_WORK} allowed",
+            n * r * p
+        )));
+    }
+    let _lc = crate::lc_heap::enter();
+    // SAFETY: pointers and lengths describe live slices; aws-lc checks the parameters again
+    // (also N < 2^(16·r)) and allocates at most `max_mem` bytes.
+    let ok = unsafe {
+        aws_lc_sys::EVP_PBE_scrypt(
+            password.as_ptr().cast(),
+            password.len(),
+            salt.as_ptr(),
+            salt.len(),
+            n as u64,
+            r as u64,
+            p as u64,
+            MAX_SCRYPT_MEMORY as usize,
+            kek.as_mut_ptr(),
+            kek.len(),
+        )
+    };
+    if ok != 1 {
+        // SAFETY: clears this thread's aws-lc error queue.
+        unsafe { aws_lc_sys::ERR_clear_error() };
+        return Err(invalid(
+            "refused by scrypt (N too large for r, or out of memory)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Derive the PBES2 key-encryption key into `kek`.
 fn derive_kek(kdf: &Kdf<'_>, password: &[u8], kek: &mut [u8]) -> CoreResult<()> {
     if let Some(len) = kdf.key_length() {
@@ -513,25 +571,14 @@ fn derive_kek(kdf: &Kdf<'_>, password: &[u8], kek: &mut [u8]) -> CoreResult<()> 
             pbkdf2::derive(prf, rounds, p.salt, password, kek);
             Ok(())
         }
-        Kdf::Scrypt(p) => {
-            // Checked before pkcs5 sees them: it panics on a zero cost, and scrypt allocates
-            // 128*r*N bytes unchecked (found by fuzz/fuzz_targets/load_key.rs).
-            let (n, r) = (u128::from(p.cost_parameter), u128::from(p.block_size));
-            if n < 2
-                || 128 * r * n > MAX_SCRYPT_MEMORY
-                || n * r * u128::from(p.parallelization) > MAX_SCRYPT_WORK
-            {
-                return Err(CoreError::KeyFormat(
-                    "the key file's scrypt parameters are invalid".into(),
-                ));
-            }
-            let params = pkcs5::scrypt::Params::try_from(p).map_err(|_| {
-                CoreError::KeyFormat("the key file's scrypt parameters are invalid".into())
-            })?;
-            pkcs5::scrypt::scrypt(password, p.salt, &params, kek).map_err(|_| {
-                CoreError::KeyFormat("the key file's scrypt parameters are invalid".into())
-            })
-        }
+        Kdf::Scrypt(p) => scrypt(
+            p.cost_parameter,
+            u64::from(p.block_size),
+            u64::from(p.parallelization),
+            p.salt,
+            password,
+            kek,
+        ),
         _ => Err(CoreError::KeyFormat(
             "unsupported key derivation in the key file".into(),
         )),
@@ -752,6 +799,59 @@ fn sync_dir(_dir: &Path) -> CoreResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn scrypt_matches_rfc7914_vectors() {
+        let mut out = [0u8; 64];
+        scrypt(16, 1, 1, b"", b"", &mut out).unwrap();
+        assert_eq!(
+            hex(&out),
+            "77d6576238657b203b19ca42c18a0497f16b4844e3074ae8dfdffa3fede21442\
+             fcd0069ded0948f8326a753a0fc81f17e8d3e0fb2e0d3628cf35e20c38d18906"
+        );
+        scrypt(1024, 8, 16, b"NaCl", b"password", &mut out).unwrap();
+        assert_eq!(
+            hex(&out),
+            "fdbabe1c9d3472007856e7190d01e9fe7c6ad7cbc8237830e77376634b373162\
+             2eaf30d92e22a3886ff109279d9830dac727afb94a83ee6d8360cbdfa2cc0640"
+        );
+    }
+
+    /// Issue 10 finding 9: every table scrypt allocates is bounded before anything is
+    /// allocated (B = p·r·128 was not: N=2, r=65535, p=512 asked for 4 GiB).
+    #[test]
+    fn finding9_scrypt_refuses_every_allocation_past_the_budget() {
+        let cases: [(u64, u64, u64, &str); 8] = [
+            (2, 65535, 512, "MiB"),        // B: p·r·128 = 4 GiB
+            (2, 32768, 70, "MiB"),         // B alone over 256 MiB, work within bounds
+            (1 << 20, 8, 1, "MiB"),        // V: N·r·128 = 1 GiB
+            (1 << 18, 8, 2, "MiB"),        // V + B + T: just over 256 MiB
+            (1 << 40, 8, 1, "MiB"),        // V: 2^50 bytes
+            (1 << 16, 8, 64, "work"),      // 64 MiB but N·r·p = 2^25
+            (3, 8, 1, "power of two"),     // not a power of two
+            (1 << 14, 0, 1, "at least 1"), // r = 0
+        ];
+        for (n, r, p, reason) in cases {
+            let mut out = [0u8; 32];
+            match scrypt(n, r, p, b"salt", b"password", &mut out) {
+                Err(CoreError::KeyFormat(m)) => {
+                    assert!(m.contains("scrypt parameters are invalid"), "{m}");
+                    assert!(m.contains(reason), "N={n} r={r} p={p}: {m}");
+                }
+                other => panic!("N={n} r={r} p={p}: {other:?}"),
+            }
+        }
+        // Within the budget: aws-lc's own check (N < 2^(16·r)) is a typed error too.
+        let mut out = [0u8; 32];
+        assert!(matches!(
+            scrypt(1 << 16, 1, 1, b"s", b"p", &mut out),
+            Err(CoreError::KeyFormat(_))
+        ));
+    }
 
     #[test]
     fn generate_refuses_odd_sizes() {
