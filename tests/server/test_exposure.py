@@ -24,6 +24,9 @@ from nomyo_native.server.private_files import UnsafePathError
 from nomyo_native.server.recording import KeyRecorder
 from nomyo_native.server.tls import TlsDirError, load_or_create_tls_dir, make_self_signed
 
+posix_only = pytest.mark.skipif(
+    os.name != "posix", reason="file modes, owners and symlinks as POSIX has them"
+)
 NON_LOOPBACK = ["0.0.0.0", "::", "192.0.2.7", "10.0.0.1", "2001:db8::1", "example.org", ""]
 LOOPBACK = ["127.0.0.1", "127.0.0.2", "::1", "localhost", "LOCALHOST", "::ffff:127.0.0.1"]
 
@@ -66,6 +69,7 @@ def test_open_non_loopback_bind_is_announced_at_start(http_endpoint):
 # ---- key record file -------------------------------------------------------------------
 
 
+@posix_only
 def test_key_record_file_is_created_exclusive_private_and_no_symlink(tmp_path):
     path = tmp_path / "keys.jsonl"
     with pytest.warns(RuntimeWarning):
@@ -101,9 +105,10 @@ def test_tls_dir_keeps_the_certificate_across_restarts(tmp_path, server_key):
     with start_server(ServerConfig(**config)) as first:
         ca_before = _ca_fingerprint(first.ca_path)
         key_before = (tls_dir / "server-key.pem").read_bytes()
-    assert stat.S_IMODE(os.stat(tls_dir).st_mode) == 0o700
-    for name in ("ca.pem", "server.pem", "server-key.pem"):
-        assert stat.S_IMODE(os.stat(tls_dir / name).st_mode) == 0o600
+    if os.name == "posix":
+        assert stat.S_IMODE(os.stat(tls_dir).st_mode) == 0o700
+        for name in ("ca.pem", "server.pem", "server-key.pem"):
+            assert stat.S_IMODE(os.stat(tls_dir / name).st_mode) == 0o600
     with start_server(ServerConfig(**config)) as second:
         assert _ca_fingerprint(second.ca_path) == ca_before
         assert (tls_dir / "server-key.pem").read_bytes() == key_before
@@ -113,6 +118,7 @@ def test_tls_dir_keeps_the_certificate_across_restarts(tmp_path, server_key):
         assert response.status_code == 200
 
 
+@posix_only
 def test_tls_dir_refuses_symlinked_or_open_files(tmp_path):
     tls_dir = tmp_path / "tls"
     make_self_signed(tls_dir)

@@ -25,7 +25,13 @@ from nomyo_native.server import ServerConfig
 
 from .test_cli import _read_banner
 
-needs_swtpm = pytest.mark.skipif(shutil.which("swtpm") is None, reason="swtpm is not installed")
+
+def needs_swtpm(test: Callable[..., None]) -> Callable[..., None]:
+    """The swtpm marker (deselected where swtpm is absent) and a skip without the binary."""
+    skip = pytest.mark.skipif(shutil.which("swtpm") is None, reason="swtpm is not installed")
+    return pytest.mark.swtpm(skip(test))
+
+
 PERSISTENT_HANDLE = 0x81000010
 
 
@@ -270,6 +276,7 @@ def test_serve_keeps_tpm_state_across_restarts(tmp_path):
     assert _leftovers(server_tmp) == []
 
 
+@pytest.mark.skipif(os.name != "posix", reason="exit guards are POSIX")
 def test_killed_library_endpoint_leaves_no_temp_dirs(tmp_path):
     owner_tmp = tmp_path / "tmp"
     owner_tmp.mkdir()

@@ -24,6 +24,9 @@ from collections.abc import Sequence
 
 _PR_SET_PDEATHSIG = 1
 _STOP_GRACE_SECONDS = 5.0
+# Inheriting one pipe end (pass_fds) and new sessions are POSIX; elsewhere the endpoint
+# cleans up only on the exit paths it reaches itself.
+GUARDS_SUPPORTED = os.name == "posix"
 
 
 class Guard:
@@ -61,7 +64,10 @@ def start_guard(
     """A guard that deletes ``remove`` and stops ``command`` (if any) when we go away.
 
     The guard's stderr is a pipe (``guard.process.stderr``): ``command``'s error output.
+    Raises ``OSError`` where guards are not supported (see :data:`GUARDS_SUPPORTED`).
     """
+    if not GUARDS_SUPPORTED:
+        raise OSError("exit guards need a POSIX system")
     read_fd, write_fd = os.pipe()  # both non-inheritable; the guard gets read_fd only
     argv = [sys.executable, "-I", "-S", os.path.abspath(__file__), str(read_fd)]
     argv += [os.fspath(path) for path in remove]
@@ -133,10 +139,12 @@ def main(argv: list[str]) -> int:
                 # Safe here: the guard has a single thread.
                 preexec_fn=_die_with_guard,
             )
-        poller = select.poll()
-        poller.register(watch_fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-        # Any event on the pipe (EOF when the endpoint is gone) or a SIGTERM ends the wait.
-        while (child is None or child.poll() is None) and not stopping and not poller.poll(200):
+        # The pipe turning readable (EOF when the endpoint is gone) or a SIGTERM ends the wait.
+        while (
+            (child is None or child.poll() is None)
+            and not stopping
+            and not select.select([watch_fd], [], [], 0.2)[0]
+        ):
             pass
         # The child ending on its own (a start failure) is reported; being stopped is not.
         failed = child is not None and child.poll() not in (None, 0)

@@ -31,7 +31,7 @@ from nomyo_native.server.app import EndpointState, create_app
 from nomyo_native.server.backends import Backend, make_backend
 from nomyo_native.server.config import ServerConfig
 from nomyo_native.server.crypto import ServerKey
-from nomyo_native.server.exit_guard import Guard, start_guard
+from nomyo_native.server.exit_guard import GUARDS_SUPPORTED, Guard, start_guard
 from nomyo_native.server.limits import ConnectionLimits
 from nomyo_native.server.policy import ApiKeyPolicy, RateLimiter
 from nomyo_native.server.protocol import guarded_protocol
@@ -174,7 +174,8 @@ def build_resources(config: ServerConfig) -> _Resources:
                 # mkdtemp makes it 0700; removed on every exit path the process reaches.
                 tempdir = tempfile.TemporaryDirectory(prefix="nomyo-tls-")
                 resources.tempdirs.append(tempdir)
-                resources.guards.append(start_guard(remove=[tempdir.name]))
+                if GUARDS_SUPPORTED:
+                    resources.guards.append(start_guard(remove=[tempdir.name]))
                 files = make_self_signed(Path(tempdir.name), hosts)
                 # From here the throwaway key exists only in this process's memory, so not
                 # even a SIGKILL leaves it on disk.
@@ -201,7 +202,11 @@ def _bind(host: str, port: int) -> socket.socket:
     # says TCP; without it Nagle holds the response body behind the headers for a delayed ACK
     # (~40 ms on every keep-alive request).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if hasattr(socket, "SO_EXCLUSIVEADDRUSE"):
+        # Windows: SO_REUSEADDR there would let us share a port another server listens on.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+    else:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
         # A deep backlog: hundreds of clients may connect at once.

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from nomyo_native.server.exit_guard import Guard, start_guard
+from nomyo_native.server.exit_guard import GUARDS_SUPPORTED, Guard, start_guard
 from nomyo_native.server.private_files import UnsafePathError, ensure_private_dir
 
 PCR_BANK = "sha256"
@@ -143,6 +143,8 @@ class SwtpmProcess:
                 f"'{self.binary}' not found on PATH: install the Debian packages swtpm and "
                 "swtpm-tools (apt-get install swtpm swtpm-tools), or run with --tpm none"
             )
+        if not GUARDS_SUPPORTED:
+            raise TpmError("an owned swtpm needs a POSIX system (use --tpm tcti:...)")
         if self._requested_state_dir is not None:
             try:
                 self.state_dir = ensure_private_dir(self._requested_state_dir, "--tpm-state")
