@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from ._limits import limited, run
+from ._probes import probes_module
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="reads Linux /proc accounting"
@@ -117,6 +118,7 @@ print(json.dumps(dict(parent=parent, status=status, held_locked=held.locked,
 
 
 def test_finding10_fork_child_relocks_the_heap_and_reports_what_it_inherited() -> None:
+    probes_module()  # the child holds a LockedProbe: only in the test build
     soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
     if soft != resource.RLIM_INFINITY and soft < 2 * 1024 * 1024:
         with open("/proc/self/status") as f:
