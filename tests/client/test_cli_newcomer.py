@@ -199,3 +199,14 @@ def test_library_keeps_saving_unencrypted_without_a_password_but_warns(tmp_path,
         client.generate_keys(save_to_file=True, key_dir=str(tmp_path))
     assert any("UNENCRYPTED" in str(w.message) for w in caught)
     assert (tmp_path / "private_key.pem").read_bytes().startswith(b"-----BEGIN PRIVATE KEY")
+
+
+def test_chat_over_tls_that_does_not_verify_names_the_ca_bundle_flag(
+    secure_endpoint, capsys, monkeypatch
+):
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    assert main(["chat", "--base-url", secure_endpoint.base_url, "--max-retries", "3", "hi"]) == 1
+    err = capsys.readouterr().err
+    assert "--ca-bundle" in err and "SSL_CERT_FILE" in err and "Not retried" in err
+    _assert_cli_words_only(err)
