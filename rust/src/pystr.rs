@@ -44,8 +44,10 @@ pub enum StrError {
 /// The UTF-8 of `s`, refused when it has more than `max_bytes` characters.
 pub fn utf8<'a>(s: &'a Bound<'_, PyString>, max_bytes: usize) -> Result<Utf8<'a>, StrError> {
     let py = s.py();
-    let ascii = s
-        .call_method0(intern!(py, "isascii"))
+    // str.isascii itself, not a subclass's override.
+    let ascii = py
+        .get_type::<PyString>()
+        .call_method1(intern!(py, "isascii"), (s,))
         .and_then(|r| r.is_truthy())
         .map_err(StrError::Python)?;
     if ascii {

@@ -458,3 +458,16 @@ def test_finding4_lone_surrogates_are_still_refused() -> None:
         _testing.json_digest({"a": ["ok", "x\ud800y"]})
     with pytest.raises(ValueError, match="lone surrogate"):
         _testing.json_digest({"k\udfff": 1})
+
+
+def test_finding4_a_str_subclass_cannot_steer_the_ascii_fast_path() -> None:
+    class Liar(str):
+        def isascii(self) -> bool:
+            return True
+
+    value = Liar("".join(["déjà vu ", "🔐"]))
+    size = sys.getsizeof(value)
+    digest, length = _testing.json_digest([value])
+    expected = json.dumps([value], separators=(",", ":"), ensure_ascii=False).encode()
+    assert (digest, length) == (hashlib.sha256(expected).hexdigest(), len(expected))
+    assert sys.getsizeof(value) == size
