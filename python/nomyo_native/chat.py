@@ -154,7 +154,7 @@ class SecureChatCompletion:
         await self.aclose()
 
     def __repr__(self) -> str:
-        return f"<SecureChatCompletion {self.client.router_url}>"
+        return f"<SecureChatCompletion {self.client._shown_url}>"
 
 
 class _SyncCompletions:
@@ -228,4 +228,4 @@ class SyncSecureChatCompletion:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<SyncSecureChatCompletion {self.client.router_url}>"
+        return f"<SyncSecureChatCompletion {self.client._shown_url}>"

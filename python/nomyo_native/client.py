@@ -44,6 +44,7 @@ from nomyo_native._retry import (
     is_permanent_tpm_refusal,
     tls_verification_failure,
 )
+from nomyo_native._urls import redact_url, split_credentials
 from nomyo_native.attestation import (
     ATTESTATION_POLICIES,
     apply_attestation_policy,
@@ -110,9 +111,10 @@ def _enrolled_aik(pin_file: str | os.PathLike[str], router_url: str, trusted_aik
     sent) when the server is not enrolled or a different ``trusted_aik`` was also given."""
     enrolled = enrolled_aik(pin_file, router_url)
     if enrolled is None:
+        shown = redact_url(router_url)
         raise ValueError(
-            f"{router_url} has no attestation key enrolled in {pin_file}: run "
-            f"'nomyo-native attest enroll {router_url} --pin-file {pin_file}' first"
+            f"{shown} has no attestation key enrolled in {pin_file}: run "
+            f"'nomyo-native attest enroll {shown} --pin-file {pin_file}' first"
         )
     if trusted_aik is not None and str(trusted_aik).strip().lower() != enrolled:
         raise ValueError("trusted_aik differs from the attestation key enrolled in aik_pin_file")
@@ -377,12 +379,24 @@ class SecureCompletionClient:
         if not isinstance(router_url, str):
             raise TypeError("router_url must be a str")
         self.router_url = router_url.rstrip("/")
-        parsed = urllib.parse.urlsplit(self.router_url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(
-                f"{option('base_url', router_url)} is not an http(s) URL with a host "
-                "(e.g. https://api.nomyo.ai)"
-            )
+        # The URL as messages, reprs and logs show it: user:password in it never appears.
+        self._shown_url = redact_url(self.router_url)
+        invalid = ValueError(
+            f"{option('base_url', redact_url(router_url))} is not an http(s) URL with a host "
+            "(e.g. https://api.nomyo.ai)"
+        )
+        parsed: urllib.parse.SplitResult | None
+        try:
+            parsed = urllib.parse.urlsplit(self.router_url)
+            # Requests go to the URL without userinfo (httpx logs request URLs in full); the
+            # credentials it carried are sent as Basic auth, as httpx did from the URL.
+            self._request_url, self._url_auth = split_credentials(self.router_url)
+        except (ValueError, httpx.InvalidURL):
+            # Raised below, outside this handler: the parser's message quotes URL parts (a
+            # password taken for a port), and not even __context__ may keep it.
+            parsed = None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise invalid
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError("max_retries must be an int >= 0")
         if key_size not in (2048, 3072, 4096):
@@ -699,6 +713,7 @@ class SecureCompletionClient:
                     http=httpx.AsyncClient(
                         timeout=self._timeout,
                         verify=self._ssl_context if self._ssl_context is not None else True,
+                        auth=self._url_auth,
                         follow_redirects=False,
                         transport=transport,
                         limits=limits,
@@ -719,7 +734,7 @@ class SecureCompletionClient:
             raise SecurityError(
                 "Server public key must be fetched over HTTPS to prevent MITM attacks. "
                 f"For local development only, pass {option('allow_http')} to allow "
-                f"{self.router_url}"
+                f"{self._shown_url}"
             )
 
     def _backoff(self, retry_index: int) -> float:
@@ -759,23 +774,23 @@ class SecureCompletionClient:
         if tls_failure is not None:
             reason = tls_failure.verify_message or tls_failure.reason or "verification failed"
             return APIConnectionError(
-                f"TLS certificate verification failed for {self.router_url} "
+                f"TLS certificate verification failed for {self._shown_url} "
                 f"(CERTIFICATE_VERIFY_FAILED: {reason}). If the server uses a private CA, trust "
                 f"it with {option('ca_bundle', 'ca.pem')} (or SSL_CERT_FILE); check that the "
                 "URL's host name is one the certificate names. Not retried."
             )
         return APIConnectionError(
-            f"Failed to connect to {self.router_url}: {type(exc).__name__}: {exc}"
+            f"Failed to connect to {self._shown_url}: {type(exc).__name__}: {exc}"
         )
 
     def _status_error(self, status: int, data: bytes) -> APIError:
         error = _error_from_response(status, data)
-        parts = urllib.parse.urlsplit(self.router_url)
+        parts = urllib.parse.urlsplit(self._shown_url)
         if status == 404 and parts.path.rstrip("/"):
             # The common mistake: an OpenAI-style base URL ending in /v1.
             origin = urllib.parse.urlunsplit((parts.scheme, parts.netloc, "", "", ""))
             error.add_hint(
-                f"the base URL {self.router_url} has a path, but it takes none: use "
+                f"the base URL {self._shown_url} has a path, but it takes none: use "
                 f"{option('base_url', origin)}, without /v1"
             )
         return error
@@ -793,7 +808,7 @@ class SecureCompletionClient:
 
         ``body`` is called for every attempt, so every attempt is sealed afresh.
         """
-        url = self.router_url + path
+        url = self._request_url + path
         http = self._state().http
         headers = {**headers, **IDENTITY_ENCODING}
         attempts = self.max_retries + 1
@@ -812,7 +827,7 @@ class SecureCompletionClient:
                 # per-attempt deadline bounds it, and the attempt counts as a network failure.
                 elapsed = (time.perf_counter() - started) * 1000
                 error: APIError | APIConnectionError = APIConnectionError(
-                    f"Request to {self.router_url} timed out: the attempt exceeded its "
+                    f"Request to {self._shown_url} timed out: the attempt exceeded its "
                     f"{self._deadline:g} s deadline"
                 )
                 logger.debug("%s %s deadline exceeded after %.1f ms", method, path, elapsed)
@@ -912,7 +927,7 @@ class SecureCompletionClient:
                     f"{self._pin} ({option('server_key_fingerprint', self._pin)}): refusing "
                     "to encrypt anything to it. If the server's key really changed (a local "
                     "endpoint makes a new one at every start unless --key-file keeps it), "
-                    f"check it with: nomyo-native pin {self.router_url}"
+                    f"check it with: nomyo-native pin {self._shown_url}"
                 )
             if self._pin_file is not None:
                 await asyncio.to_thread(self._check_pin_file, fingerprint)
@@ -1194,4 +1209,4 @@ class SecureCompletionClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<SecureCompletionClient {self.router_url} closed={self._closed}>"
+        return f"<SecureCompletionClient {self._shown_url} closed={self._closed}>"

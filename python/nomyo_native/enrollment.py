@@ -30,6 +30,7 @@ import httpx
 
 from nomyo_native import _core
 from nomyo_native._pinfile import PinFile, normalize_origin
+from nomyo_native._urls import split_credentials
 from nomyo_native.errors import SecurityError
 
 __all__ = ["ACTIVATE_PATH", "ENROLLMENT_PATH", "Enrollment", "enroll", "enrolled_aik"]
@@ -114,8 +115,9 @@ def enroll(
     the message says how to re-enroll); ``httpx`` errors when it cannot be reached.
     """
     origin = normalize_origin(base_url)
-    base = base_url.rstrip("/")
-    with httpx.Client(verify=verify, timeout=timeout, transport=transport) as http:
+    # user:password in the URL goes as Basic auth, never into a URL httpx would log.
+    base, auth = split_credentials(base_url.rstrip("/"))
+    with httpx.Client(verify=verify, timeout=timeout, transport=transport, auth=auth) as http:
         status, data = _send(http, "GET", base + ENROLLMENT_PATH, "enrollment")
         if status != 200:
             raise SecurityError(

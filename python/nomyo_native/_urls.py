@@ -1,0 +1,40 @@
+"""Credentials in a base URL (``https://user:password@host``): used, never shown.
+
+A base URL may carry userinfo for a proxy's Basic authentication. The password must then appear
+in no exception, ``repr`` or log record, and httpx logs every request URL in full at INFO. So
+requests go to the URL without its userinfo, the credentials travel as an explicit
+``httpx.BasicAuth`` (what httpx derived from the URL before), and every message names the URL
+through :func:`redact_url`.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+__all__ = ["redact_url", "split_credentials"]
+
+_REDACTED = "***"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with everything before its last ``@`` after the scheme replaced by ``***``.
+
+    Deliberately coarse: a password may hold unescaped ``/``, ``?`` or ``#`` (the URL is then
+    broken, yet the secret must still not be printed), so no URL parser decides where it ends.
+    A path containing ``@`` is over-redacted, which is harmless in a message.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        scheme, rest = "", url
+    if "@" not in rest:
+        return url
+    return f"{scheme}{separator}{_REDACTED}@{rest.rpartition('@')[2]}"
+
+
+def split_credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
+    """The URL to send requests to (no userinfo) and the Basic credentials it carried."""
+    parsed = httpx.URL(url)
+    if not parsed.userinfo:
+        return url, None
+    auth = httpx.BasicAuth(parsed.username, parsed.password)
+    return str(parsed.copy_with(userinfo=b"")).rstrip("/"), auth
