@@ -335,7 +335,9 @@ class SecureCompletionClient:
 
     The client's own pair (generated in memory, or loaded from or first saved to ``key_dir``)
     rotates after ``key_rotation_interval``, in memory: a rotated pair is saved only to
-    ``key_rotation_dir`` when given, and the files in ``key_dir`` are never overwritten. Pairs
+    ``key_rotation_dir`` when given (never ``key_dir`` itself, nor a directory ``generate_keys``
+    saved to: a rotation never overwrites the user's pair), and the files in ``key_dir`` are
+    never overwritten. Pairs
     installed with ``load_keys`` are never rotated automatically. ``require_payload_echo=True``
     refuses a response that does not echo the request's payload id (tier ``maximum`` always
     needs the echo or a TPM quote bound to it).
@@ -429,6 +431,15 @@ class SecureCompletionClient:
         self._key_dir = Path(key_dir) if key_dir is not None else None
         self._key_password = key_password
         self._rotation_dir = Path(key_rotation_dir) if key_rotation_dir is not None else None
+        # Directories holding a pair the user asked for (key_dir, generate_keys' key_dir): a
+        # rotation never writes there, however the rotation dir is spelled.
+        self._user_key_dirs: list[Path] = [self._key_dir] if self._key_dir is not None else []
+        if self._rotation_dir is not None and self._is_user_key_dir(self._rotation_dir):
+            raise ValueError(
+                "key_rotation_dir is key_dir: rotated pairs would overwrite the pair you keep "
+                "there; give key_rotation_dir a directory of its own (or leave it out to rotate "
+                "in memory only)"
+            )
         self._rotation_password = key_rotation_password
         # Checked now: a bad baseline or pin, or "require" with nothing to root a quote in, must
         # fail here, not after a prompt was sent.
@@ -581,6 +592,7 @@ class SecureCompletionClient:
         keypair = self._generate_keypair()
         if save_to_file:
             self._save_keypair(keypair, Path(key_dir), password)
+            self._user_key_dirs.append(Path(key_dir))
         self._keys.install(keypair, rotatable=True)
 
     def _generate_keypair(self) -> _core.ClientKeyPair:
@@ -676,10 +688,33 @@ class SecureCompletionClient:
         and is never overwritten: a client that rotated away from it loads it again on its
         next start, as intended."""
         keypair = self._generate_keypair()
-        if self._rotation_dir is not None:
-            password = _key_password(self._rotation_password, self._key_password)
-            self._save_keypair(keypair, self._rotation_dir, password)
+        if self._rotation_dir is None:
+            return keypair
+        if self._is_user_key_dir(self._rotation_dir):
+            # Became one after construction (generate_keys saved there, or a symlink): the
+            # user's files win; the new pair lives in memory only.
+            logger.warning(
+                "rotated key pair not saved: key_rotation_dir %s holds your own key pair",
+                self._rotation_dir,
+            )
+            return keypair
+        password = _key_password(self._rotation_password, self._key_password)
+        self._save_keypair(keypair, self._rotation_dir, password)
         return keypair
+
+    def _is_user_key_dir(self, directory: Path) -> bool:
+        """Whether ``directory`` is (by path or, when both exist, by inode) one the user keeps
+        a pair in."""
+        resolved = os.path.realpath(directory.expanduser())
+        for user_dir in self._user_key_dirs:
+            if os.path.realpath(user_dir.expanduser()) == resolved:
+                return True
+            try:
+                if os.path.samefile(user_dir.expanduser(), directory.expanduser()):
+                    return True
+            except OSError:
+                continue  # one of them does not exist yet: the path comparison decided
+        return False
 
     async def _ensure_keys(self) -> None:
         """Load or generate the key pair on first use; rotate when the interval has passed."""

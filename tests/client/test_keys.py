@@ -325,3 +325,44 @@ async def test_key_dir_rotation_writes_only_to_the_rotation_dir(make_chat, peer,
     reader = nomyo.SecureCompletionClient()
     reader.load_keys(str(rotation_dir / "private_key.pem"), password=PASSWORD)
     assert reader.client_key_fingerprint == rotated
+
+
+@pytest.mark.parametrize("spelling", ["same", "trailing-slash", "dot-segments", "symlink"])
+def test_key_rotation_dir_that_is_key_dir_is_refused(tmp_path, spelling):
+    # Issue 10 item 7 at depth: however key_rotation_dir names key_dir, a rotation would
+    # overwrite the user's pair there; the combination is refused before anything is made.
+    key_dir = tmp_path / "keys"
+    key_dir.mkdir()
+    rotation_dir = {
+        "same": str(key_dir),
+        "trailing-slash": str(key_dir) + "/",
+        "dot-segments": str(tmp_path / "keys" / ".." / "keys" / "."),
+        "symlink": str(tmp_path / "link"),
+    }[spelling]
+    if spelling == "symlink":
+        os.symlink(key_dir, rotation_dir)
+    with pytest.raises(ValueError, match="key_rotation_dir is key_dir"):
+        nomyo.SecureChatCompletion(
+            base_url="https://peer.test", key_dir=str(key_dir), key_rotation_dir=rotation_dir
+        )
+    assert list(key_dir.iterdir()) == []
+
+
+async def test_key_rotation_dir_never_overwrites_a_pair_saved_by_generate_keys(
+    make_chat, peer, tmp_path
+):
+    # generate_keys(save_to_file=True, key_dir=D) keeps the user's pair in D too: a rotation
+    # with key_rotation_dir=D rotates in memory and leaves D's files alone.
+    saved_dir = tmp_path / "mine"
+    clock = Clock()
+    async with make_chat(
+        key_rotation_interval=60, clock=clock, key_rotation_dir=str(saved_dir)
+    ) as chat:
+        chat.client.generate_keys(save_to_file=True, key_dir=str(saved_dir), password=PASSWORD)
+        first = chat.client.client_key_fingerprint
+        before = _files(saved_dir)
+        await chat.create(model="m", messages=USER)
+        clock.now += 61
+        await chat.create(model="m", messages=USER)
+        assert chat.client.client_key_fingerprint != first, "the pair was rotated"
+    assert _files(saved_dir) == before
