@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 _MAX_PIN_FILE_BYTES = 4 * 1024 * 1024
 _FINGERPRINT_HEX_LEN = 64
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 # Threads of one process: flock is per open file description, but one lock costs nothing and
 # also covers platforms where a process's own locks do not exclude each other.
 _THREAD_LOCK = threading.Lock()
@@ -76,7 +77,9 @@ def normalize_origin(url: str) -> str:
         raise ValueError("an origin needs an http(s) scheme and a host")
     if ":" in host:
         host = f"[{ipaddress.IPv6Address(host.split('%', 1)[0]).compressed}]"
-    port = f":{parsed.port}" if parsed.port is not None else ""
+    # httpx drops a default port only when the scheme was written in lower case.
+    default_port = _DEFAULT_PORTS[parsed.scheme]
+    port = f":{parsed.port}" if parsed.port not in (None, default_port) else ""
     path = parsed.raw_path.decode("ascii").split("?", 1)[0].rstrip("/")
     return f"{parsed.scheme}://{host}{port}{path}"
 

@@ -141,3 +141,24 @@ def test_pin_file_path_expands_the_home_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("USERPROFILE", str(tmp_path))  # what expanduser reads on Windows
     ClientClass("https://peer.test", server_key_pin_file="~/pins.json")._check_pin_file(FP_A)
     assert json.loads((tmp_path / "pins.json").read_text()) == {"https://peer.test": FP_A}
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("HTTPS://peer.test:443", "https://peer.test"),
+        ("Https://Peer.Test:443/", "https://peer.test"),
+        ("HTTP://peer.test:80/", "http://peer.test"),
+        ("hTTp://peer.test:8080/", "http://peer.test:8080"),
+        ("HTTPS://[::1]:443/v1/", "https://[::1]/v1"),
+    ],
+)
+def test_default_port_is_dropped_whatever_the_case_of_the_scheme(tmp_path, url, origin):
+    # httpx recognises a default port only for a lower-case scheme: "HTTPS://host:443" kept
+    # ":443" and got a pin of its own, so a second spelling of a pinned server re-pinned.
+    assert normalize_origin(url) == origin
+    pin_file = tmp_path / "pins.json"
+    ClientClass(origin, server_key_pin_file=pin_file, allow_http=True)._check_pin_file(FP_A)
+    other = ClientClass(url, server_key_pin_file=pin_file, allow_http=True)
+    with pytest.raises(nomyo.SecurityError, match="differs"):
+        other._check_pin_file(FP_B)
