@@ -33,9 +33,18 @@ def refused_codings(headers: httpx.Headers) -> list[str]:
     return refused
 
 
+# The registered content codings (IANA HTTP Content Coding Registry): only these are named in
+# a message. Anything else in the header is the server's own text, and no header value is ever
+# quoted in an exception or log.
+_REGISTERED_CODINGS = frozenset(
+    {"aes128gcm", "br", "compress", "dcb", "dcz", "deflate", "exi", "gzip", "pack200-gzip"}
+    | {"x-compress", "x-gzip", "zstd"}
+)
+
+
 def refuse_encoded(codings: list[str]) -> UnsupportedContentEncodingError:
-    # The server's header value is attacker-chosen: name at most a few short codings.
-    shown = ", ".join(repr(coding[:20]) for coding in codings[:4])
+    named = [c if c in _REGISTERED_CODINGS else "an unregistered coding" for c in codings[:4]]
+    shown = ", ".join(dict.fromkeys(named))
     return UnsupportedContentEncodingError(
         f"the server compressed its response (Content-Encoding {shown}); this client accepts "
         "only uncompressed responses (it sends Accept-Encoding: identity) and decodes nothing"

@@ -117,3 +117,29 @@ async def test_compressed_error_body_is_dropped_and_the_status_error_raised(
     assert raised.value.status_code == code
     assert raised.value.error_details is None
     assert "compressed detail" not in str(raised.value)
+
+
+@pytest.mark.parametrize("status", [200, 503])
+@pytest.mark.parametrize(
+    "codings", ["Marker-7f3a", "gzip, Marker-7f3a", "x-Marker-7f3a-gzip", "br;Marker-7f3a"]
+)
+async def test_content_encoding_value_is_not_quoted_in_errors_or_logs(
+    make_chat, peer, caplog, codings, status
+):
+    # No header value reaches an exception or a log: a refused Content-Encoding is named only
+    # when it is a registered coding, never as the server's own text.
+    caplog.set_level("DEBUG")
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/pki/public_key":
+            return peer.handle(request)
+        return raw_response(status, gzip.compress(b"{}"), {"content-encoding": codings})
+
+    async with make_chat(transport=httpx.MockTransport(handle), max_retries=0) as chat:
+        with pytest.raises((nomyo.UnsupportedContentEncodingError, nomyo.APIError)) as refused:
+            await chat.create(model="m", messages=USER)
+    said = f"{refused.value!s} {refused.value!r} {refused.value.args!r}"
+    assert "marker" not in said.lower()
+    assert all("marker" not in r.getMessage().lower() for r in caplog.records)
+    if status == 200:
+        assert isinstance(refused.value, nomyo.UnsupportedContentEncodingError)
