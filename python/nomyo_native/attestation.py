@@ -10,7 +10,8 @@ values. :func:`verify_attestation` checks each property separately, so that a ca
 ``qualifying_data``  ``extraData == SHA-256(payload_id)[:16]``: bound to this request
 ``pcr_digest``       the claimed ``pcr_values`` hash, in selection order, to the signed digest
 ``pcr_baseline``     the signed digest agrees with the caller's known-good values (if given)
-``aik_trusted``      the AIK is the one the caller pinned (if given)
+``aik_trusted``      the AIK is the one the caller pinned (if given), and a key that cannot
+                     leave its TPM (fixedTPM, fixedParent, sensitiveDataOrigin)
 
 Two verdicts come out of those checks (PROTOCOL.md section 5): ``bound`` (the first four, and
 the baseline when given: consistent, and made for this request) and ``hardware_rooted`` (the
@@ -57,6 +58,7 @@ __all__ = [
     "BaselineError",
     "CheckResult",
     "aik_fingerprint",
+    "aik_residency_problem",
     "apply_attestation_policy",
     "capture_baseline",
     "load_baseline",
@@ -84,6 +86,18 @@ BASELINE_FORMAT = "nomyo-native/pcr-baseline/v1"
 _TPM_GENERATED_VALUE = 0xFF544347
 _TPM_ST_ATTEST_QUOTE = 0x8018
 _PCR_COUNT = 24  # PC Client platforms implement PCRs 0-23.
+# TPMA_OBJECT bits that keep a key's private part inside the TPM that made it: fixedTPM and
+# fixedParent (never duplicated, so never imported from software) and sensitiveDataOrigin (the
+# TPM generated it, nobody supplied it). A restricted signing key without them may have been
+# made in software and imported into a TPM: whoever holds the software copy signs any "quote".
+_ATTR_FIXED_TPM = 0x00000002
+_ATTR_FIXED_PARENT = 0x00000010
+_ATTR_SENSITIVE_DATA_ORIGIN = 0x00000020
+_RESIDENCY_ATTRS = (
+    (_ATTR_FIXED_TPM, "fixedTPM"),
+    (_ATTR_FIXED_PARENT, "fixedParent"),
+    (_ATTR_SENSITIVE_DATA_ORIGIN, "sensitiveDataOrigin"),
+)
 
 # PCR banks we understand: TPM algorithm id -> (name used in pcr_banks/pcr_values, digest size).
 _BANKS: dict[int, tuple[str, int]] = {
@@ -344,6 +358,18 @@ def aik_fingerprint(aik_pubkey_b64: str) -> str:
     """
     raw = _b64("aik_pubkey_b64", aik_pubkey_b64)
     return _fingerprint_of(_parse_structure("aik_pubkey_b64", raw)["public_area"])
+
+
+def aik_residency_problem(object_attributes: int) -> str | None:
+    """Why a key with these ``TPMA_OBJECT`` attributes cannot root a quote (its private part may
+    exist outside a TPM), or None when it is fixedTPM, fixedParent and sensitiveDataOrigin."""
+    missing = [name for bit, name in _RESIDENCY_ATTRS if not object_attributes & bit]
+    if not missing:
+        return None
+    return (
+        f"the AIK is not {', '.join(missing)}: its private key may have been made outside the"
+        " TPM (a duplicable or imported key), so its signature proves no TPM"
+    )
 
 
 def capture_baseline(tpm_attestation: Mapping[str, Any], payload_id: str | None = None) -> dict:
@@ -962,6 +988,9 @@ class _Verifier:
             matches = spki == self.pin.spki_der
         if not matches:
             return CheckResult(name, False, f"the AIK is not {self.pin.describe()}")
+        problem = aik_residency_problem(aik.value.fields["object_attributes"])
+        if problem is not None:
+            return CheckResult(name, False, f"{problem} (pinned as {self.pin.describe()})")
         return CheckResult(name, True, f"the AIK is {self.pin.describe()}")
 
     # -- whole-block outcomes --

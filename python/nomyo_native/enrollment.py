@@ -31,6 +31,7 @@ import httpx
 from nomyo_native import _core
 from nomyo_native._pinfile import PinFile, normalize_origin
 from nomyo_native._urls import split_credentials
+from nomyo_native.attestation import aik_residency_problem
 from nomyo_native.errors import SecurityError
 
 __all__ = ["ACTIVATE_PATH", "ENROLLMENT_PATH", "Enrollment", "enroll", "enrolled_aik"]
@@ -137,6 +138,11 @@ def enroll(
         attrs = aik["object_attributes"]
         if not (attrs & _ATTR_RESTRICTED and attrs & _ATTR_SIGN):
             raise SecurityError("enrollment: the offered AIK is not a restricted signing key")
+        # Activation proves the key is loaded in the EK's TPM, not that it was born there: a
+        # software key imported into the TPM activates too, and its software copy signs anything.
+        residency = aik_residency_problem(attrs)
+        if residency is not None:
+            raise SecurityError(f"enrollment: refused: {residency}")
         challenge = secrets.token_bytes(32)
         try:
             blob, secret = _core.tpm_make_credential(ek_raw, _aik_name(aik), challenge)

@@ -46,11 +46,16 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def public_area_for(key: Any, scheme: str, hash_alg: str, *, restricted: bool = True) -> Any:
+def public_area_for(
+    key: Any, scheme: str, hash_alg: str, *, restricted: bool = True, drop_attributes: int = 0
+) -> Any:
+    """The TPMT_PUBLIC of ``key`` as a TPM AIK; ``drop_attributes`` clears TPMA_OBJECT bits
+    (e.g. FIXEDTPM: a duplicable key, which may have been made in software and imported)."""
     attrs = constants.TPMA_OBJECT
     flags = attrs.SIGN_ENCRYPT | attrs.FIXEDTPM | attrs.FIXEDPARENT | attrs.SENSITIVEDATAORIGIN
     if restricted:
         flags |= attrs.RESTRICTED
+    flags &= ~drop_attributes
     if isinstance(key, ec.EllipticCurvePrivateKey):
         size = key.curve.key_size // 8
         prefix = "ecc256" if size == 32 else "ecc384"
@@ -115,11 +120,12 @@ def forge_block(
     key_kind: str = "p256",
     seed: int = 0,
     pss_salt: int | None = None,
+    drop_attributes: int = 0,
 ) -> Forged:
     """A bound quote for ``payload_id`` over sha256 PCRs 0,7,10 = ``pcr_values`` (hex by index),
     signed by a software key: everything a TPM-less server can produce."""
     key = software_key(key_kind, seed)
-    public = public_area_for(key, scheme, hash_alg)
+    public = public_area_for(key, scheme, hash_alg, drop_attributes=drop_attributes)
     digest = hashlib.new(hash_alg)
     for index in ("0", "7", "10"):
         digest.update(bytes.fromhex(pcr_values[index]))

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tpm2_pytss import constants
 
 import nomyo_native as nomyo
 from nomyo_native import _core
@@ -197,3 +198,42 @@ def test_an_oversized_offer_is_refused_without_being_held(tmp_path: Path) -> Non
     with pytest.raises(SecurityError, match="too large"):
         enroll("https://huge.test", tmp_path / "p.json", transport=httpx.MockTransport(handler))
     assert sent["bytes"] < 1024 * 1024  # stopped reading long before the end
+
+
+@pytest.mark.parametrize(
+    "dropped",
+    [
+        pytest.param(constants.TPMA_OBJECT.FIXEDTPM | constants.TPMA_OBJECT.FIXEDPARENT, id="dup"),
+        pytest.param(constants.TPMA_OBJECT.FIXEDTPM, id="no-fixedTPM"),
+        pytest.param(constants.TPMA_OBJECT.SENSITIVEDATAORIGIN, id="no-sensitiveDataOrigin"),
+    ],
+)
+def test_a_duplicable_aik_is_not_enrolled(
+    genuine: RunningServer, tmp_path: Path, dropped: int
+) -> None:
+    """Activation proves an AIK is loaded in the EK's TPM, not that it was born there: a key
+    made in software and imported (not fixedTPM/fixedParent/sensitiveDataOrigin) activates, and
+    its software copy then signs any quote. Such a key is refused before any challenge."""
+    assert genuine.quoter is not None
+    zeros = {"0": "00" * 32, "7": "00" * 32, "10": "00" * 32}
+    offered = forge_block("-", zeros, drop_attributes=dropped).block["aik_pubkey_b64"]
+    activations: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == ENROLLMENT_PATH:
+            offer = {
+                "ek_public_b64": base64.b64encode(genuine.quoter.ek_public()).decode(),
+                "aik_public_b64": offered,
+            }
+            return httpx.Response(200, json=offer)
+        # The imported key's TPM would answer correctly; the client must not even ask.
+        activations.append(request.content)
+        body = json.loads(request.content)
+        blob = base64.b64decode(body["credential_blob_b64"])
+        return httpx.Response(200, json={"credential_b64": base64.b64encode(blob).decode()})
+
+    pins = tmp_path / "pins.json"
+    with pytest.raises(SecurityError, match="made outside the TPM"):
+        enroll("https://imported.test", pins, transport=httpx.MockTransport(handler))
+    assert activations == []
+    assert not pins.exists()

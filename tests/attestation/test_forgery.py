@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from tpm2_pytss import constants
 
 from nomyo_native.attestation import (
     apply_attestation_policy,
@@ -20,7 +22,7 @@ from nomyo_native.attestation import (
 )
 from nomyo_native.errors import SecurityError
 
-from .forge import forge_block
+from .forge import forge_block, software_key
 
 PAYLOAD_ID = "7c1d2e3f-4a5b-4c6d-8e9f-0a1b2c3d4e5f"
 FORGERIES = [
@@ -110,3 +112,56 @@ def test_baseline_is_captured_from_a_bound_quote(genuine: dict[str, Any]) -> Non
     assert not verify_attestation(genuine, PAYLOAD_ID).verified
     captured = capture_baseline(genuine, PAYLOAD_ID)
     assert captured["pcr_values"] == genuine["pcr_values"]
+
+
+DUPLICABLE = [
+    pytest.param(constants.TPMA_OBJECT.FIXEDTPM, id="no-fixedTPM"),
+    pytest.param(constants.TPMA_OBJECT.FIXEDPARENT, id="no-fixedParent"),
+    pytest.param(constants.TPMA_OBJECT.SENSITIVEDATAORIGIN, id="no-sensitiveDataOrigin"),
+    pytest.param(
+        constants.TPMA_OBJECT.FIXEDTPM | constants.TPMA_OBJECT.FIXEDPARENT, id="duplicable"
+    ),
+]
+
+
+@pytest.mark.parametrize("dropped", DUPLICABLE)
+@pytest.mark.parametrize(("scheme", "hash_alg", "key_kind"), FORGERIES)
+def test_a_pinned_aik_that_may_live_outside_a_tpm_is_never_hardware_rooted(
+    genuine: dict[str, Any],
+    baseline: dict[str, Any],
+    dropped: int,
+    scheme: str,
+    hash_alg: str,
+    key_kind: str,
+) -> None:
+    """A restricted signing key without fixedTPM, fixedParent or sensitiveDataOrigin can be made
+    in software (and imported into a TPM to pass activation): the software copy signs any quote.
+    Pinned by fingerprint or by PEM, its quotes stay bound but never rooted."""
+    values = genuine["pcr_values"]["sha256"]
+    forged = forge_block(
+        PAYLOAD_ID,
+        values,
+        scheme=scheme,
+        hash_alg=hash_alg,
+        key_kind=key_kind,
+        drop_attributes=dropped,
+    )
+    pem = (
+        software_key(key_kind, 0)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    for pin in (forged.fingerprint, pem):
+        result = verify_attestation(
+            forged.block, PAYLOAD_ID, pcr_baseline=baseline, trusted_aik=pin
+        )
+        assert result.bound and result.signature.passed is True
+        assert result.aik_trusted.passed is False
+        assert "made outside the TPM" in result.aik_trusted.detail
+        assert not result.hardware_rooted and not result.verified
+        metadata: dict[str, Any] = {"tpm_attestation": forged.block}
+        with pytest.raises(SecurityError, match="not verified"):
+            apply_attestation_policy(
+                metadata, PAYLOAD_ID, "require", pcr_baseline=baseline, trusted_aik=pin
+            )
+        assert metadata["attestation_verification"]["hardware_rooted"] is False
