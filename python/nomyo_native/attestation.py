@@ -320,8 +320,12 @@ def apply_attestation_policy(
     pcr_baseline: Mapping[str, Any] | str | os.PathLike[str] | None = None,
     trusted_aik: str | bytes | None = None,
     server_key_fingerprint: str | None = None,
+    untrusted_key_hint: str | None = None,
 ) -> None:
     """Apply ``policy`` ("off", "auto", "bound" or "require") to a response's ``_metadata``.
+
+    ``untrusted_key_hint`` is appended to the refusal when the quote's key is not the trusted
+    one (e.g. how to re-enroll a server whose TPM was reset).
 
     Records the outcome in ``metadata["attestation_verification"]``. Under "bound" a missing or
     unavailable block or a quote that is not bound, and under "require" any quote that is not
@@ -348,7 +352,10 @@ def apply_attestation_policy(
     if policy == "bound" and not result.bound:
         _raise_security(f"TPM attestation 'bound' but the quote is not bound: {result.summary}")
     if policy == "require" and not result.verified:
-        _raise_security(f"TPM attestation required but not verified: {result.summary}")
+        message = f"TPM attestation required but not verified: {result.summary}"
+        if untrusted_key_hint is not None and result.aik_trusted.passed is False:
+            message = f"{message} {untrusted_key_hint}"
+        _raise_security(message)
 
 
 def aik_fingerprint(aik_pubkey_b64: str) -> str:

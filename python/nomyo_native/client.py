@@ -38,7 +38,7 @@ from nomyo_native._http_body import (
     refuse_encoded,
     refused_codings,
 )
-from nomyo_native._pinfile import PinFile, normalize_fingerprint
+from nomyo_native._pinfile import PinFile, normalize_fingerprint, normalize_origin
 from nomyo_native._retry import (
     RETRYABLE_STATUS_CODES,
     is_permanent_tpm_refusal,
@@ -116,9 +116,25 @@ def _enrolled_aik(pin_file: str | os.PathLike[str], router_url: str, trusted_aik
             f"{shown} has no attestation key enrolled in {pin_file}: run "
             f"'nomyo-native attest enroll {shown} --pin-file {pin_file}' first"
         )
-    if trusted_aik is not None and str(trusted_aik).strip().lower() != enrolled:
-        raise ValueError("trusted_aik differs from the attestation key enrolled in aik_pin_file")
+    if trusted_aik is not None:
+        if isinstance(trusted_aik, bytes):
+            trusted_aik = trusted_aik.decode("ascii", "replace")
+        if str(trusted_aik).strip().lower() != enrolled:
+            raise ValueError(
+                "trusted_aik differs from the attestation key enrolled in aik_pin_file"
+            )
     return enrolled
+
+
+def _re_enroll_hint(pin_file: str | os.PathLike[str], router_url: str) -> str:
+    """Said when a quote's key is not the one enrolled: a TPM reset or replacement changes it."""
+    origin = normalize_origin(router_url)
+    return (
+        f"The attestation key enrolled for {origin} in {pin_file} did not sign this quote (the "
+        f"server's TPM was reset or replaced, or someone is in the middle). If the change is "
+        f"expected, remove the line for {origin} from {pin_file} and run 'nomyo-native attest "
+        f"enroll {origin} --pin-file {pin_file}' again."
+    )
 
 
 class _Completed(Generic[T]):
@@ -447,8 +463,10 @@ class SecureCompletionClient:
         if trusted_aik is not None:
             validate_trusted_aik(trusted_aik)
         self.trusted_aik = trusted_aik
+        self._untrusted_key_hint: str | None = None
         if aik_pin_file is not None:
             self.trusted_aik = _enrolled_aik(aik_pin_file, self.router_url, trusted_aik)
+            self._untrusted_key_hint = _re_enroll_hint(aik_pin_file, self.router_url)
         self._explicit_attestation = attestation
         if attestation is not None:
             resolve_policy(
@@ -1079,6 +1097,7 @@ class SecureCompletionClient:
                 # The key this request was encrypted to: a quote relayed from another server is
                 # bound to that server's key and fails (the attestation extension).
                 server_key_fingerprint=sealed_to.fingerprint if sealed_to is not None else None,
+                untrusted_key_hint=self._untrusted_key_hint,
             )
         if require_echo is None:
             require_echo = self._require_payload_echo

@@ -237,3 +237,46 @@ def test_a_duplicable_aik_is_not_enrolled(
         enroll("https://imported.test", pins, transport=httpx.MockTransport(handler))
     assert activations == []
     assert not pins.exists()
+
+
+def test_a_client_whose_enrolled_key_changed_is_refused_with_how_to_re_enroll(
+    genuine: RunningServer, tmp_path: Path
+) -> None:
+    """After a TPM reset the server quotes with a new key: a client holding the old enrollment
+    refuses the answer and says how to re-enroll (as `attest enroll` does)."""
+    pins = tmp_path / "aik-pins.json"
+    PinFile(pins).check(genuine.base_url, "sha256:" + "00" * 32)  # enrolled before the reset
+    chat = nomyo.SyncSecureChatCompletion(
+        base_url=genuine.base_url,
+        ca_bundle=str(genuine.ca_path),
+        key_size=2048,
+        aik_pin_file=pins,
+        attestation="require",
+    )
+    with chat, pytest.raises(SecurityError, match=r"remove the line .* attest enroll") as caught:
+        chat.create("echo", USER, security_tier="maximum")
+    assert str(pins) in str(caught.value)
+    assert PinFile(pins).pinned(genuine.base_url) == "sha256:" + "00" * 32
+
+
+def test_trusted_aik_given_as_bytes_equal_to_the_enrolled_key_is_accepted(
+    genuine: RunningServer, tmp_path: Path
+) -> None:
+    pins = tmp_path / "aik-pins.json"
+    enroll(genuine.base_url, pins, verify=tls(genuine))
+    pinned = str(genuine.aik_fingerprint)
+    client = nomyo.SecureChatCompletion(
+        base_url=genuine.base_url,
+        key_size=2048,
+        aik_pin_file=pins,
+        trusted_aik=pinned.encode("ascii"),
+        attestation="require",
+    )
+    assert client is not None
+    with pytest.raises(ValueError, match="differs from the attestation key enrolled"):
+        nomyo.SecureChatCompletion(
+            base_url=genuine.base_url,
+            key_size=2048,
+            aik_pin_file=pins,
+            trusted_aik=("sha256:" + "11" * 32).encode("ascii"),
+        )
