@@ -409,6 +409,8 @@ class SecureCompletionClient:
             # Requests go to the URL without userinfo (httpx logs request URLs in full); the
             # credentials it carried are sent as Basic auth, as httpx did from the URL.
             self._request_url, self._url_auth = split_credentials(self.router_url)
+            userinfo = httpx.URL(self.router_url)
+            self._url_secrets = tuple(s for s in (userinfo.password, userinfo.username) if s)
         except (ValueError, httpx.InvalidURL):
             # Raised below, outside this handler: the parser's message quotes URL parts (a
             # password taken for a port), and not even __context__ may keep it.
@@ -836,8 +838,11 @@ class SecureCompletionClient:
             f"Failed to connect to {self._shown_url}: {type(exc).__name__}: {exc}"
         )
 
-    def _status_error(self, status: int, data: bytes) -> APIError:
+    def _status_error(self, status: int, data: bytes, secrets: tuple[str, ...] = ()) -> APIError:
         error = _error_from_response(status, data)
+        # A server may quote what it was sent ("invalid API key sk-..."): the credentials this
+        # request carried never reach the exception, whatever the server wrote.
+        error.redact((*secrets, *self._url_secrets, *([self.api_key] if self.api_key else [])))
         parts = urllib.parse.urlsplit(self._shown_url)
         if status == 404 and parts.path.rstrip("/"):
             # The common mistake: an OpenAI-style base URL ending in /v1.
@@ -913,7 +918,8 @@ class SecureCompletionClient:
                 )
                 if status == 200:
                     return data
-                error = self._status_error(status, data)
+                bearer = headers.get("Authorization", "").removeprefix("Bearer ")
+                error = self._status_error(status, data, (bearer,) if bearer else ())
                 error.retry_after = retry_after
                 if is_permanent_tpm_refusal(error, tier):
                     error.add_hint(

@@ -11,6 +11,7 @@ reference's errors are (a malformed response envelope is a ``SecurityError`` *an
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 __all__ = [
@@ -32,6 +33,22 @@ __all__ = [
 ]
 
 OPAQUE_CRYPTO_MESSAGE = "Decryption failed: integrity check or authentication failed"
+
+
+_MIN_REDACTED_LEN = 4
+
+
+def _scrub(value: Any, secrets: list[str]) -> Any:
+    """``value`` (JSON-like) with every string's occurrences of ``secrets`` replaced."""
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, "***")
+        return value
+    if isinstance(value, dict):
+        return {_scrub(k, secrets): _scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(item, secrets) for item in value]
+    return value
 
 
 class _DefaultStatus:
@@ -101,6 +118,17 @@ class APIError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def redact(self, secrets: Iterable[str]) -> None:
+        """Replace every occurrence of ``secrets`` (what the request carried: API key, URL
+        password) in the message and ``error_details`` by ``***``; the server wrote both."""
+        # Shorter strings would mangle ordinary words and protect nothing.
+        wanted = sorted({s for s in secrets if len(s) >= _MIN_REDACTED_LEN}, key=len, reverse=True)
+        if not wanted:
+            return
+        self.message = _scrub(self.message, wanted)
+        self.args = tuple(_scrub(arg, wanted) for arg in self.args)
+        self.error_details = _scrub(self.error_details, wanted)
 
     def add_hint(self, hint: str) -> None:
         """Append advice the client can give (e.g. which option to change) to the message."""

@@ -124,3 +124,53 @@ async def test_payload_id_is_a_header_value_too(make_chat, peer, bad):
         with pytest.raises(ValueError, match="payload_id"):
             await chat.client.send_secure_request({"model": "m", "messages": USER}, bad)
     assert peer.posts == 0
+
+
+def _echoing(status: int, shape: str, secret: str, peer=None):
+    """A server that quotes a credential back in its error body, in several shapes (with
+    ``peer``, only on the POST: ``peer`` serves the key)."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if peer is not None and request.url.path == "/pki/public_key":
+            return peer.handle(request)
+        text = f"invalid API key {secret} (you sent: Bearer {secret})"
+        if shape == "detail":
+            return httpx.Response(status, json={"detail": text})
+        if shape == "nested":
+            return httpx.Response(status, json={"detail": [{"msg": text, secret: [text]}]})
+        return httpx.Response(status, text=text)
+
+    return handle
+
+
+@pytest.mark.parametrize("shape", ["detail", "nested", "text"])
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 429, 500, 503])
+async def test_api_key_quoted_back_by_the_server_is_redacted_from_the_error(
+    make_chat, peer, status, shape
+):
+    # The server chose what to write; the key the request carried still appears nowhere in
+    # the exception (message, args, error_details, chain, traceback), per-call or from the
+    # client's own key.
+    for client_key, call_key in ((SECRET, None), (None, SECRET)):
+        async with make_chat(
+            api_key=client_key,
+            transport=httpx.MockTransport(_echoing(status, shape, SECRET, peer)),
+            max_retries=0,
+        ) as chat:
+            with pytest.raises(nomyo.APIError) as caught:
+                await chat.create(model="m", messages=USER, api_key=call_key)
+        assert caught.value.status_code == status
+        _assert_secret_absent(caught.value)
+
+
+@pytest.mark.parametrize("status", [401, 403, 500])
+async def test_url_password_quoted_back_by_the_server_is_redacted_from_the_error(make_chat, status):
+    password = "UrlPassw0rd-quoted"
+    async with make_chat(
+        base_url=f"https://someone:{password}@peer.test",
+        transport=httpx.MockTransport(_echoing(status, "detail", password)),
+        max_retries=0,
+    ) as chat:
+        with pytest.raises(nomyo.APIError) as caught:
+            await chat.client.fetch_server_public_key()
+    assert password not in _everything_said_about(caught.value)
