@@ -296,6 +296,12 @@ def verify_ek_chain(
             raise EkChainError("a certificate of the EK chain is outside its validity period")
         for anchor in anchors:
             if anchor.subject == current.issuer and _signed_by(current, anchor):
+                # An expired (or not yet valid) CA vouches for nothing, as OpenSSL and the web
+                # PKI treat a root: its key may be retired, or compromised long after.
+                if not anchor.not_before <= now <= anchor.not_after:
+                    raise EkChainError(
+                        "the trusted CA that issued the EK chain is outside its validity period"
+                    )
                 return leaf
         parent = next(
             (c for c in intermediates if c.subject == current.issuer and _signed_by(current, c)),

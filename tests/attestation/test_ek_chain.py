@@ -149,14 +149,16 @@ def test_a_server_without_an_ek_certificate_cannot_be_enrolled_with_ek_ca(
 # ---- the TCG EK profile, on certificates built here -------------------------------------------
 
 
-def _ca() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+def _ca(
+    not_before: dt.datetime | None = None, not_after: dt.datetime | None = None
+) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test EK root")])
     now = dt.datetime.now(dt.timezone.utc)
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(1).not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=10))
+        .serial_number(1).not_valid_before(not_before or now - dt.timedelta(days=1))
+        .not_valid_after(not_after or now + dt.timedelta(days=10))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )  # fmt: skip
@@ -285,3 +287,23 @@ def test_der_reader_agrees_with_pyca_on_real_swtpm_certificates(
         assert (
             ours.is_ca == theirs.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
         )
+
+
+@pytest.mark.parametrize(
+    ("not_before", "not_after"),
+    [
+        pytest.param(dt.timedelta(days=-3650), dt.timedelta(days=-1), id="expired"),
+        pytest.param(dt.timedelta(days=1), dt.timedelta(days=3650), id="not-yet-valid"),
+    ],
+)
+def test_an_ek_chain_to_a_trusted_ca_outside_its_validity_is_refused(
+    not_before: dt.timedelta, not_after: dt.timedelta
+) -> None:
+    """A trust anchor past its notAfter (or before its notBefore) vouches for nothing, even when
+    the EK certificate it signed is itself within its validity."""
+    now = dt.datetime.now(dt.timezone.utc)
+    ca = _ca(now + not_before, now + not_after)
+    ek = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    root = ca[1].public_bytes(serialization.Encoding.DER)
+    with pytest.raises(EkChainError, match=r"trusted CA .* validity"):
+        verify_ek_chain([_ek_cert(ca, ek)], [root], _spki(ek))
