@@ -68,6 +68,10 @@ def _positive_float(text: str) -> float:
 # ---- serve ---------------------------------------------------------------------------------
 
 # Top-level modules of the 'server' extra (pyproject.toml): missing one means the extra is.
+# Unix mode bits say who may read a file; on Windows st_mode says 0o666 for any writable file
+# and the core checks the file's ACL when it loads a key (rust/src/keys/windows.rs).
+MODE_BITS_MEAN_ACCESS = os.name == "posix"
+
 _SERVER_EXTRA_MODULES = frozenset({"starlette", "uvicorn", "cryptography", "h11", "anyio"})
 SERVER_EXTRA_HINT = "pip install 'nomyo-native[server]'"
 
@@ -927,11 +931,11 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     # key) must not become a Python object.
     with open(private_path, "rb", buffering=0) as handle:
         encrypted = b"ENCRYPTED" in handle.read(64)
+    access = f"mode {mode:o}" if MODE_BITS_MEAN_ACCESS else "access by ACL, checked on load"
     print(
-        f"private key       {private_path} mode {mode:o}, "
-        f"{'encrypted' if encrypted else 'UNENCRYPTED'}"
+        f"private key       {private_path} {access}, {'encrypted' if encrypted else 'UNENCRYPTED'}"
     )
-    if mode & 0o077:
+    if MODE_BITS_MEAN_ACCESS and mode & 0o077:
         print(
             f"warning: {private_path} is accessible by group or others; "
             f"fix with: chmod 600 {private_path}",

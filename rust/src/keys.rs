@@ -657,6 +657,9 @@ fn encrypt_pkcs8(der: &[u8], password: &[u8]) -> CoreResult<Vec<u8>> {
 
 // ---- files ---------------------------------------------------------------------------------
 
+#[cfg(windows)]
+mod windows;
+
 /// Read a private key file into locked memory after checking its permissions.
 fn read_private_key_file(path: &Path) -> CoreResult<LockedBuf> {
     let mut file = open_for_reading(path)?;
@@ -667,6 +670,8 @@ fn read_private_key_file(path: &Path) -> CoreResult<LockedBuf> {
             path.display()
         )));
     }
+    #[cfg(windows)]
+    windows::check_not_shared(path)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -724,6 +729,12 @@ fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> CoreResult<()> {
         {
             use std::os::unix::fs::PermissionsExt;
             file.set_permissions(fs::Permissions::from_mode(mode))?;
+        }
+        // Windows has no mode bits: an owner-only file gets an owner-only DACL instead,
+        // before anything is written to it.
+        #[cfg(windows)]
+        if mode & 0o077 == 0 {
+            windows::restrict_to_owner(&tmp)?;
         }
         file.write_all(contents)?;
         file.sync_all()?;

@@ -254,11 +254,13 @@ impl Drop for InsideLc {
 }
 
 /// Threads inside aws-lc right now (for tests and the fork handlers).
+#[cfg(any(unix, test))] // no fork on Windows
 fn entries() -> usize {
     GATE.load(Ordering::SeqCst) & ENTRIES
 }
 
 /// Close the gate: no new entry from now on, and return once every thread inside has left.
+#[cfg(any(unix, test))]
 fn close_gate() {
     GATE.fetch_add(FORK_UNIT, Ordering::SeqCst);
     while entries() != 0 {
@@ -375,13 +377,14 @@ pub fn stats() -> Stats {
 /// aws-lc (`enter`). Returns whether the heap is in place (false on platforms without
 /// mmap/mlock, or if aws-lc already had custom memory functions).
 pub fn install() -> bool {
-    #[cfg(unix)]
+    #[cfg(any(unix, windows))]
     INSTALL.call_once(|| {
         // SAFETY: the three callbacks follow aws-lc's malloc/realloc/free contracts.
         let ok = unsafe {
             aws_lc_sys::CRYPTO_set_mem_functions(Some(lc_malloc), Some(lc_realloc), Some(lc_free))
         };
         // SAFETY: plain functions without captured state, valid for the process lifetime.
+        #[cfg(unix)]
         unsafe {
             libc::pthread_atfork(
                 Some(before_fork),
@@ -729,9 +732,15 @@ mod sys {
     }
 }
 
-/// No mappings here yet (the Windows heap is the portability issue's): big and small blocks
-/// come from `malloc`, and are counted as unlocked.
-#[cfg(not(unix))]
+/// Windows: VirtualAlloc'ed pages, locked with VirtualLock within the working set (lc_heap/windows.rs).
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows as sys;
+
+/// No mappings on other platforms: big and small blocks come from `malloc`, and are counted as
+/// unlocked.
+#[cfg(not(any(unix, windows)))]
 mod sys {
     pub const MAPS: bool = false;
 

@@ -9,6 +9,8 @@ pub mod keys;
 pub mod lc_heap;
 pub mod secret;
 pub mod tpm;
+#[cfg(windows)]
+mod win;
 
 #[cfg(feature = "python")]
 pub mod json;

@@ -991,7 +991,7 @@ mod os {
 #[cfg(windows)]
 mod os {
     use std::sync::OnceLock;
-    use windows_sys::Win32::System::Memory::{VirtualLock, VirtualUnlock};
+    use windows_sys::Win32::System::Memory::VirtualUnlock;
     use windows_sys::Win32::System::SystemInformation::{GetSystemInfo, SYSTEM_INFO};
 
     pub const PLATFORM: &str = "windows";
@@ -1009,10 +1009,12 @@ mod os {
         })
     }
 
+    /// Within the working set, raised when its quota refuses (see win.rs).
+    ///
     /// # Safety
     /// Range of this process's committed memory.
     pub unsafe fn lock(addr: *mut u8, len: usize) -> bool {
-        VirtualLock(addr.cast(), len) != 0
+        crate::win::lock(addr, len)
     }
 
     /// # Safety

@@ -31,6 +31,9 @@ ALGORITHM = "hybrid-aes256-rsa4096"
 KEY_ALGORITHM = "RSA-OAEP-SHA256"
 PAYLOAD_ALGORITHM = "AES-256-GCM"
 MIN_RSA_BITS = 2048
+# Unix mode bits say who may read the server key; on Windows st_mode says 0o666 for any
+# writable file, so the mode check applies on POSIX systems only.
+MODE_BITS_MEAN_ACCESS = os.name == "posix"
 SERVER_KEY_BITS = 4096
 NONCE_BYTES = 12
 TAG_BYTES = 16
@@ -119,7 +122,8 @@ class ServerKey:
             key.save(key_path, password)
             return key
         mode = key_path.stat().st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        # Windows reports 0o666 for any writable file: mode bits say nothing about access there.
+        if MODE_BITS_MEAN_ACCESS and mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise ServerKeyFileError(
                 f"{key_path} is accessible by group or others; run: chmod 600 {key_path}"
             )
