@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nomyo_native._hints import cli_spelling
+from nomyo_native._urls import redact_url
 
 _SERVE_EPILOG = textwrap.dedent(
     """\
@@ -1109,7 +1110,8 @@ def _cmd_pin(args: argparse.Namespace) -> int:
         print(f"nomyo-native pin: error: {exc}", file=sys.stderr)
         return 2
     print(fingerprint)
-    url = args.url.rstrip("/")
+    # user:password in the URL is used, never printed (stderr ends up in logs).
+    url = redact_url(args.url.rstrip("/"))
     if url.startswith("http://"):
         print(
             "warning: fetched over plain HTTP: anyone on the path could have swapped this key",

@@ -38,6 +38,18 @@ def test_pin_prints_the_server_key_fingerprint(secure_endpoint, capsys):
     assert f"--pin {secure_endpoint.server_key_fingerprint}" in captured.err
 
 
+def test_pin_never_prints_credentials_in_the_url(secure_endpoint, tmp_path, capsys):
+    # A base URL with user:password (a proxy's Basic auth) is used, never echoed.
+    url = secure_endpoint.base_url.replace("://", "://pinuser:Pin-Passw0rd@")
+    pin_file = tmp_path / "pins.json"
+    ca = str(secure_endpoint.ca_path)
+    assert main(["pin", url, "--ca-bundle", ca, "--write", str(pin_file)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == secure_endpoint.server_key_fingerprint
+    for said in (captured.out, captured.err, pin_file.read_text()):
+        assert "Pin-Passw0rd" not in said and "pinuser" not in said
+
+
 def test_pin_writes_the_pin_file_and_chat_uses_it(secure_endpoint, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("NOMYO_KEY_PASSWORD", PASSWORD)
     pin_file = tmp_path / "pins.json"
