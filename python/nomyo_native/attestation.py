@@ -626,7 +626,67 @@ def _pem_spki(text: str) -> bytes:
         raise ValueError("trusted_aik is not a valid PEM public key (bad base64)") from None
     if not _is_der_sequence(der):
         raise ValueError("trusted_aik is not a valid PEM public key (no DER SPKI in it)")
+    # A key no AIK can ever be (the core verifies only these) would refuse every answer under
+    # "require": refused now, before a prompt is sent for an answer that cannot be accepted.
+    if not _is_usable_aik_spki(der):
+        raise ValueError(
+            "trusted_aik is not a key an AIK can be: it must be RSA of at least 2048 bits or an"
+            " uncompressed NIST P-256/P-384 key"
+        )
     return der
+
+
+_OID_RSA = bytes.fromhex("2a864886f70d010101")
+_OID_EC = bytes.fromhex("2a8648ce3d0201")
+_EC_POINT_SIZES = {bytes.fromhex("2a8648ce3d030107"): 65, bytes.fromhex("2b81040022"): 97}
+
+
+def _der_items(der: bytes) -> list[tuple[int, bytes]] | None:
+    """The (tag, content) TLVs that exactly fill ``der`` (short or 1-2 byte lengths), or None."""
+    items: list[tuple[int, bytes]] = []
+    pos = 0
+    while pos < len(der):
+        if pos + 2 > len(der):
+            return None
+        tag, length = der[pos], der[pos + 1]
+        pos += 2
+        if length & 0x80:
+            width = length & 0x7F
+            if not 1 <= width <= 2 or pos + width > len(der):
+                return None
+            length = int.from_bytes(der[pos : pos + width], "big")
+            pos += width
+        if pos + length > len(der):
+            return None
+        items.append((tag, der[pos : pos + length]))
+        pos += length
+    return items
+
+
+def _is_usable_aik_spki(der: bytes) -> bool:
+    """An RSA (>= 2048 bits) or uncompressed P-256/P-384 SubjectPublicKeyInfo."""
+    spki = _der_items(der)
+    if not spki or len(spki) != 1 or spki[0][0] != 0x30:
+        return False
+    body = _der_items(spki[0][1])
+    if not body or len(body) != 2 or body[0][0] != 0x30 or body[1][0] != 0x03:
+        return False
+    algorithm, (_, bits) = _der_items(body[0][1]) or [], body[1]
+    if not algorithm or algorithm[0][0] != 0x06 or not bits or bits[0] != 0:
+        return False
+    oid, key = algorithm[0][1], bits[1:]
+    if oid == _OID_EC:
+        size = _EC_POINT_SIZES.get(algorithm[1][1]) if len(algorithm) == 2 else None
+        return size is not None and len(key) == size and key[0] == 0x04
+    if oid != _OID_RSA:
+        return False
+    rsa_key = _der_items(key)
+    if not rsa_key or len(rsa_key) != 1 or rsa_key[0][0] != 0x30:
+        return False
+    numbers = _der_items(rsa_key[0][1])
+    if not numbers or len(numbers) != 2 or numbers[0][0] != 0x02:
+        return False
+    return int.from_bytes(numbers[0][1], "big").bit_length() >= 2048
 
 
 def _is_der_sequence(der: bytes) -> bool:

@@ -8,7 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from tests.client.peer import Peer
 
 import nomyo_native as nomyo
@@ -217,3 +218,54 @@ async def test_baseline_file_is_read_once_at_construction(
         path.unlink()  # the client holds the validated values, not the path
         reply = await chat.create(model="m", messages=USER)
     assert reply["_metadata"]["attestation_verification"]["checks"]["pcr_baseline"]["passed"]
+
+
+def _pem(key: Any, compressed: bool = False) -> str:
+    if compressed:  # a valid P-256 SPKI, but never how an AIK's point is encoded
+        point = key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint
+        )
+        algorithm = bytes.fromhex("301306072a8648ce3d020106082a8648ce3d030107")
+        bits = bytes([0x03, len(point) + 1, 0]) + point
+        der = bytes([0x30, len(algorithm) + len(bits)]) + algorithm + bits
+        b64 = base64.encodebytes(der).decode()
+        return f"-----BEGIN PUBLIC KEY-----\n{b64}-----END PUBLIC KEY-----\n"
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param(lambda: rsa.generate_private_key(65537, 1024), id="rsa1024"),
+        pytest.param(lambda: ec.generate_private_key(ec.SECP521R1()), id="p521"),
+        pytest.param(lambda: ec.generate_private_key(ec.SECP256K1()), id="secp256k1"),
+        pytest.param(lambda: ed25519.Ed25519PrivateKey.generate(), id="ed25519"),
+        pytest.param(lambda: (ec.generate_private_key(ec.SECP256R1()), True), id="compressed"),
+    ],
+)
+def test_a_pem_pin_that_no_aik_can_match_is_refused_at_construction(
+    make_chat: Callable, tpm_peer: TpmPeer, key: Callable[[], Any]
+) -> None:
+    """Under "require" every answer would be refused (the core verifies only RSA >= 2048 and
+    P-256/P-384 AIKs, encoded uncompressed): the prompt must not be sent."""
+    made = key()
+    pem = _pem(*made) if isinstance(made, tuple) else _pem(made)
+    with pytest.raises(ValueError, match="not a key an AIK can be"):
+        make_chat(trusted_aik=pem, attestation="require")
+    assert tpm_peer.posts == 0
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        lambda: rsa.generate_private_key(65537, 2048),
+        lambda: ec.generate_private_key(ec.SECP256R1()),
+        lambda: ec.generate_private_key(ec.SECP384R1()),
+    ],
+)
+def test_a_pem_pin_of_an_aik_kind_is_accepted(key: Callable[[], Any]) -> None:
+    nomyo_attestation.validate_trusted_aik(_pem(key()))
