@@ -15,7 +15,9 @@ import logging
 import math
 import os
 import random
+import shutil
 import ssl
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -627,12 +629,20 @@ class SecureCompletionClient:
 
     @staticmethod
     def _save_keypair(keypair: _core.ClientKeyPair, key_dir: Path, password: str | None) -> None:
+        SecureCompletionClient._write_keypair(keypair, key_dir, password)
+        SecureCompletionClient._report_saved(key_dir, password)
+
+    @staticmethod
+    def _write_keypair(keypair: _core.ClientKeyPair, key_dir: Path, password: str | None) -> None:
         key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             keypair.save(key_dir / "private_key.pem", key_dir / "public_key.pem", password)
         except _core.KeyPasswordError as exc:
             hint = f"the password comes from {option('key_password')}"
             raise KeyLoadError(f"{exc} ({hint})") from None
+
+    @staticmethod
+    def _report_saved(key_dir: Path, password: str | None) -> None:
         if not password:
             # nomyo 0.2.9 saves without a password when none is given; so do we, but loudly.
             message = (
@@ -700,8 +710,44 @@ class SecureCompletionClient:
             )
             return keypair, True
         keypair = self._generate_keypair()
-        self._save_keypair(keypair, self._key_dir, password)
-        return keypair, True
+        if self._save_first_keypair(keypair, self._key_dir, password):
+            return keypair, True
+        # Another process saved its pair there first: that one is the user's pair now (its
+        # public half may still be on its way: the private key alone is loaded).
+        keypair.wipe()
+        return self._load_keypair(private_path, None, password), True
+
+    @staticmethod
+    def _save_first_keypair(
+        keypair: _core.ClientKeyPair, key_dir: Path, password: str | None
+    ) -> bool:
+        """Save the first pair into ``key_dir`` without ever replacing a private key there:
+        False when one appeared meanwhile (clients in several processes starting at once).
+
+        The pair is written into a fresh directory beside, then hard-linked into place, which
+        fails if the name exists (a rename would silently replace it).
+        """
+        key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".nomyo-new-pair-", dir=key_dir))
+        try:
+            SecureCompletionClient._write_keypair(keypair, staging, password)
+            private_path = key_dir / "private_key.pem"
+            try:
+                os.link(staging / "private_key.pem", private_path)
+            except FileExistsError:
+                return False
+            except OSError:
+                # A file system without hard links: the check and the rename are not atomic
+                # together, but a pair already there is still never replaced knowingly.
+                if private_path.exists():
+                    return False
+                os.replace(staging / "private_key.pem", private_path)
+            # The public half belongs to the private key just placed.
+            os.replace(staging / "public_key.pem", key_dir / "public_key.pem")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        SecureCompletionClient._report_saved(key_dir, password)
+        return True
 
     def _rotated_keypair(self) -> _core.ClientKeyPair:
         """A fresh pair, saved only to ``key_rotation_dir``. ``key_dir`` holds the user's pair

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import subprocess
+import sys
 import urllib.parse
 
 import httpx
@@ -366,3 +368,66 @@ async def test_key_rotation_dir_never_overwrites_a_pair_saved_by_generate_keys(
         await chat.create(model="m", messages=USER)
         assert chat.client.client_key_fingerprint != first, "the pair was rotated"
     assert _files(saved_dir) == before
+
+
+async def test_key_dir_first_save_never_overwrites_a_pair_saved_meanwhile(
+    make_chat, peer, tmp_path, monkeypatch
+):
+    # Two clients (two processes) starting at once on an empty key_dir: the second to finish
+    # generating must not replace the pair the first saved; it uses that pair instead.
+    key_dir = tmp_path / "keys"
+    other = nomyo.SecureCompletionClient(key_size=2048)
+    original = ClientClass._generate_keypair
+    theirs: list[str] = []
+
+    def generate_while_another_saves(self):
+        keypair = original(self)
+        if not theirs:  # the other process saves its pair while this one generates
+            pair = original(other)
+            ClientClass._save_keypair(pair, key_dir, PASSWORD)
+            theirs.append(pair.fingerprint)
+        return keypair
+
+    monkeypatch.setattr(ClientClass, "_generate_keypair", generate_while_another_saves)
+    before = None
+    async with make_chat(key_dir=str(key_dir), key_password=PASSWORD) as chat:
+        await chat.client._ensure_keys()
+        before = _files(key_dir)
+        assert chat.client.client_key_fingerprint == theirs[0]
+    assert sorted(p.name for p in key_dir.iterdir()) == ["private_key.pem", "public_key.pem"]
+    reader = nomyo.SecureCompletionClient()
+    reader.load_keys(str(key_dir / "private_key.pem"), str(key_dir / "public_key.pem"), PASSWORD)
+    assert reader.client_key_fingerprint == theirs[0]
+    assert _files(key_dir) == before
+
+
+def test_key_dir_first_save_by_many_processes_keeps_one_pair(tmp_path):
+    key_dir = tmp_path / "keys"
+    script = (
+        "import asyncio, sys, nomyo_native as nomyo\n"
+        "c = nomyo.SecureCompletionClient(key_size=2048, key_dir=sys.argv[1], "
+        "key_password='pw-for-test')\n"
+        "asyncio.run(c._ensure_keys())\n"
+        "print(c.client_key_fingerprint)\n"
+    )
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(key_dir)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    fingerprints = set()
+    for child in children:
+        out, err = child.communicate(timeout=300)
+        assert child.returncode == 0, err[-2000:]
+        fingerprints.add(out.strip())
+    assert len(fingerprints) == 1, "every process uses the one pair in key_dir"
+    reader = nomyo.SecureCompletionClient()
+    reader.load_keys(
+        str(key_dir / "private_key.pem"), str(key_dir / "public_key.pem"), "pw-for-test"
+    )
+    assert {reader.client_key_fingerprint} == fingerprints
+    assert sorted(p.name for p in key_dir.iterdir()) == ["private_key.pem", "public_key.pem"]
