@@ -110,8 +110,12 @@ def _oid(content: bytes) -> str:
 def _time(tag: int, content: bytes) -> dt.datetime:
     text = content.decode("ascii", "replace")
     try:
-        if tag == 0x17:  # UTCTime
-            parsed = dt.datetime.strptime(text, "%y%m%d%H%M%SZ")
+        if tag == 0x17:  # UTCTime: YY >= 50 is 19YY, else 20YY (RFC 5280, 4.1.2.5.1), not
+            # strptime's %y pivot at 69, which read an expired 1950-1968 date as 2050-2068.
+            if len(text) != 13 or not text[:2].isdigit():
+                raise ValueError
+            century = "19" if int(text[:2]) >= 50 else "20"
+            parsed = dt.datetime.strptime(century + text, "%Y%m%d%H%M%SZ")
         elif tag == 0x18:  # GeneralizedTime
             parsed = dt.datetime.strptime(text, "%Y%m%d%H%M%SZ")
         else:

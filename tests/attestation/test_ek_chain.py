@@ -307,3 +307,20 @@ def test_an_ek_chain_to_a_trusted_ca_outside_its_validity_is_refused(
     root = ca[1].public_bytes(serialization.Encoding.DER)
     with pytest.raises(EkChainError, match=r"trusted CA .* validity"):
         verify_ek_chain([_ek_cert(ca, ek)], [root], _spki(ek))
+
+
+@pytest.mark.parametrize("year", [1950, 1965, 1968])
+def test_an_ek_certificate_that_expired_in_the_utctime_1950s_1960s_is_refused(year: int) -> None:
+    """UTCTime's two-digit years 50-99 are 1950-1999 (RFC 5280): a certificate that expired in
+    1965 must not be read as valid until 2065."""
+    ca = _ca()
+    ek = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    root = ca[1].public_bytes(serialization.Encoding.DER)
+    old = {
+        "not_before": dt.datetime(year, 1, 1, tzinfo=dt.timezone.utc),
+        "not_after": dt.datetime(year, 6, 1, tzinfo=dt.timezone.utc),
+    }
+    leaf = _ek_cert(ca, ek, **old)
+    assert parse_certificate(leaf).not_after.year == year
+    with pytest.raises(EkChainError, match="validity"):
+        verify_ek_chain([leaf], [root], _spki(ek))
