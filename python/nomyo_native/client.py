@@ -806,7 +806,7 @@ class SecureCompletionClient:
                     raise ClientClosedError("the client is closed")
                 limits = httpx.Limits(max_connections=100, max_keepalive_connections=32)
                 # Ours unless the caller gave one: TLS in asyncio's SSL transport (see
-                # nomyo_native.transport); httpx's default where that is unavailable.
+                # nomyo_native.transport).
                 transport = self._transport
                 if transport is None:
                     transport = native_tls_transport(self._ssl_context, limits)
@@ -926,7 +926,7 @@ class SecureCompletionClient:
                 status, data, retry_after = await asyncio.wait_for(
                     self._attempt(http, method, url, headers, content, ok_cap), self._deadline
                 )
-            except asyncio.TimeoutError as exc:
+            except TimeoutError as exc:
                 # A peer that keeps trickling bytes never trips a per-read timeout; the
                 # per-attempt deadline bounds it, and the attempt counts as a network failure.
                 elapsed = (time.perf_counter() - started) * 1000

@@ -122,7 +122,7 @@ def _time(tag: int, content: bytes) -> dt.datetime:
             raise ValueError
     except ValueError:
         raise EkChainError(f"certificate validity time {text!r} is malformed") from None
-    return parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed.replace(tzinfo=dt.UTC)
 
 
 @dataclass
@@ -284,7 +284,7 @@ def verify_ek_chain(
         raise EkChainError("the trusted EK CA file holds no certificate")
     if len(chain) > MAX_CHAIN:
         raise EkChainError(f"the EK certificate chain is longer than {MAX_CHAIN}")
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     leaf = parse_certificate(chain[0])
     intermediates = [parse_certificate(der) for der in chain[1:]]
     anchors = [parse_certificate(der) for der in trusted]

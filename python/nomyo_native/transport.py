@@ -8,8 +8,7 @@ already received in one loop and hands back up to 64 KiB per read, so a 1 MiB ch
 
 Same pool, same HTTP/1.1 machinery (httpcore's), same verification (the caller's
 ``SSLContext``), same httpx exceptions; only the network layer changes. It needs
-``StreamWriter.start_tls`` (Python 3.11+): elsewhere :func:`native_tls_transport` returns
-``None`` and the caller keeps httpx's default transport.
+``StreamWriter.start_tls``, which every Python the package supports (3.11+) has.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import select
 import ssl
-import sys
 from collections.abc import Awaitable, Iterable
 from typing import Any, TypeVar
 
@@ -84,7 +82,7 @@ class AsyncioNetworkStream(httpcore.AsyncNetworkStream):
         try:
             # Bounded: a peer that never answers close_notify must not stall client.close().
             await asyncio.wait_for(self._writer.wait_closed(), _CLOSE_TIMEOUT)
-        except (OSError, TimeoutError, asyncio.TimeoutError):
+        except (OSError, TimeoutError):
             # Closing is best effort: the peer may be gone or never answer close_notify.
             self._writer.transport.abort()
 
@@ -202,9 +200,6 @@ class NativeTLSTransport(httpx.AsyncHTTPTransport):
 
 def native_tls_transport(
     ssl_context: ssl.SSLContext | None, limits: httpx.Limits
-) -> httpx.AsyncBaseTransport | None:
-    """A :class:`NativeTLSTransport`, or ``None`` on Python < 3.11 (no ``start_tls`` on
-    asyncio streams): the caller then keeps httpx's default transport."""
-    if sys.version_info < (3, 11):
-        return None
+) -> httpx.AsyncBaseTransport:
+    """A :class:`NativeTLSTransport` verifying with ``ssl_context`` (``None``: the defaults)."""
     return NativeTLSTransport(ssl_context, limits)

@@ -154,7 +154,7 @@ def _ca(
 ) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test EK root")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(1).not_valid_before(not_before or now - dt.timedelta(days=1))
@@ -168,7 +168,7 @@ def _ca(
 def _ek_cert(
     ca: tuple[rsa.RSAPrivateKey, x509.Certificate], ek: rsa.RSAPublicKey, **options: Any
 ) -> bytes:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     tpm_attrs = x509.Name([x509.NameAttribute(x509.ObjectIdentifier("2.23.133.2.1"), "id:4E4F")])
     builder = (
         x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(ca[1].subject)
@@ -210,8 +210,8 @@ def test_tcg_profile_empty_subject_and_critical_san_are_accepted() -> None:
         ({"unknown_critical": True}, "unknown critical extension"),
         (
             {
-                "not_before": dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc),
-                "not_after": dt.datetime(2001, 1, 1, tzinfo=dt.timezone.utc),
+                "not_before": dt.datetime(2000, 1, 1, tzinfo=dt.UTC),
+                "not_after": dt.datetime(2001, 1, 1, tzinfo=dt.UTC),
             },
             "validity",
         ),
@@ -301,7 +301,7 @@ def test_an_ek_chain_to_a_trusted_ca_outside_its_validity_is_refused(
 ) -> None:
     """A trust anchor past its notAfter (or before its notBefore) vouches for nothing, even when
     the EK certificate it signed is itself within its validity."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca = _ca(now + not_before, now + not_after)
     ek = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
     root = ca[1].public_bytes(serialization.Encoding.DER)
@@ -317,8 +317,8 @@ def test_an_ek_certificate_that_expired_in_the_utctime_1950s_1960s_is_refused(ye
     ek = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
     root = ca[1].public_bytes(serialization.Encoding.DER)
     old = {
-        "not_before": dt.datetime(year, 1, 1, tzinfo=dt.timezone.utc),
-        "not_after": dt.datetime(year, 6, 1, tzinfo=dt.timezone.utc),
+        "not_before": dt.datetime(year, 1, 1, tzinfo=dt.UTC),
+        "not_after": dt.datetime(year, 6, 1, tzinfo=dt.UTC),
     }
     leaf = _ek_cert(ca, ek, **old)
     assert parse_certificate(leaf).not_after.year == year

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,11 +21,6 @@ import nomyo_native as nomyo
 from nomyo_native.transport import (
     AsyncioNetworkStream,
     NativeTLSTransport,
-    native_tls_transport,
-)
-
-pytestmark = pytest.mark.skipif(
-    sys.version_info < (3, 11), reason="asyncio streams gain start_tls in Python 3.11"
 )
 
 LIMITS = httpx.Limits(max_connections=10, max_keepalive_connections=5)
@@ -199,8 +193,3 @@ async def test_keep_alive_connection_serves_many_requests():
                 response = await http.post(url, content=f"request {i}".encode())
                 assert response.content == f"request {i}".encode()[::-1]
     assert len(connections) == 1
-
-
-def test_older_pythons_keep_httpx_default(monkeypatch):
-    monkeypatch.setattr(sys, "version_info", (3, 10, 14))
-    assert native_tls_transport(None, LIMITS) is None

@@ -8,9 +8,8 @@ it tests the abi3 floor, and it publishes only from a tag with trusted publishin
 from __future__ import annotations
 
 import re
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOW = (REPO / ".github/workflows/release.yml").read_text()

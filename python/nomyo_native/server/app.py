@@ -130,11 +130,11 @@ async def _read_body(request: Request, state: EndpointState, reservation: _Reser
         wait = min(limits.body_timeout, deadline - loop.time())
         try:
             if wait <= 0:
-                raise asyncio.TimeoutError
+                raise TimeoutError
             chunk = await asyncio.wait_for(chunks.__anext__(), wait)
         except StopAsyncIteration:
             break
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Refusal(408, "request body arrived too slowly", _CLOSE) from None
         size += len(chunk)
         if size > limit:

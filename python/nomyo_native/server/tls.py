@@ -72,7 +72,7 @@ def make_self_signed(
     """Write new ``ca.pem``, ``server.pem`` and ``server-key.pem`` (0600, ``O_EXCL``) into
     ``directory`` (created 0700, or checked to be private); existing files are never replaced."""
     out = ensure_private_dir(directory, "TLS directory")
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     not_before, not_after = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days)
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -200,7 +200,7 @@ def _check_reusable(files: TlsFiles, hosts: tuple[str, ...]) -> None:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ):
         raise TlsDirError(f"{files.key_path} is not the key of {files.cert_path}; {renew}")
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     if not leaf.not_valid_before_utc <= now < leaf.not_valid_after_utc:
         raise TlsDirError(
             f"{files.cert_path} is valid only from {leaf.not_valid_before_utc:%Y-%m-%d} to "
