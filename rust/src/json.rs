@@ -130,16 +130,19 @@ fn is_identifier(key: &str) -> bool {
 }
 
 /// A dict key as shown in an error path (keys are structure, not content; long ones shortened).
+/// A str key is read without `str()`/`to_str()`, which would cache a UTF-8 copy in the caller's
+/// key (issue 10 finding 4); other keys are shown by their `str()`, a new object of ours.
 fn key_label(key: &Bound<'_, PyAny>) -> String {
-    let text = match key.str() {
-        Ok(s) => s.to_string_lossy().into_owned(),
-        Err(_) => String::from("?"),
+    let text = match key.cast::<PyString>() {
+        Ok(s) => crate::pystr::label(s, MAX_KEY_IN_PATH),
+        Err(_) => key
+            .str()
+            .and_then(|s| crate::pystr::label(&s, MAX_KEY_IN_PATH)),
     };
-    if text.chars().count() > MAX_KEY_IN_PATH {
-        let short: String = text.chars().take(MAX_KEY_IN_PATH).collect();
-        format!("{short}...")
-    } else {
-        text
+    match text {
+        Ok((short, true)) => format!("{short}..."),
+        Ok((whole, false)) => whole,
+        Err(_) => String::from("?"),
     }
 }
 

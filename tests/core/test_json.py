@@ -471,3 +471,19 @@ def test_finding4_a_str_subclass_cannot_steer_the_ascii_fast_path() -> None:
     expected = json.dumps([value], separators=(",", ":"), ensure_ascii=False).encode()
     assert (digest, length) == (hashlib.sha256(expected).hexdigest(), len(expected))
     assert sys.getsizeof(value) == size
+
+
+@pytest.mark.parametrize("kind", ["clé-", "Ελλη-€", "🔐-𝄞", "long-é" * 30])
+@pytest.mark.parametrize("bad", [object(), math.nan, "x\ud800", {1j: 2}, nested_list(DEPTH + 2)])
+def test_finding4_an_error_path_naming_a_non_ascii_key_leaves_no_utf8_copy(
+    kind: str, bad: object
+) -> None:
+    # The error names the key's path; reading the key for that message must not make CPython
+    # cache a UTF-8 copy in the caller's key (Latin-1, UCS-2 and UCS-4 kinds, long keys).
+    key = "".join([kind, "!"])
+    size = sys.getsizeof(key)
+    with pytest.raises((TypeError, ValueError)) as info:
+        _testing.json_digest({"a": {key: bad}})
+    assert sys.getsizeof(key) == size
+    shown = key if len(key) <= 48 else key[:48] + "..."
+    assert f'$.a["{shown}"]' in str(info.value)
