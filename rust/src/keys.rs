@@ -46,8 +46,11 @@ pub const DEFAULT_BITS: usize = 4096;
 pub const MIN_PASSWORD_CHARS: usize = 8;
 /// PBKDF2-HMAC-SHA256 rounds for files we write (OWASP 2023 guidance for SHA-256).
 pub const PBKDF2_ITERATIONS: u32 = 600_000;
-/// Upper bound on rounds we accept when reading, so a hostile file cannot hang the process.
-const MAX_PBKDF2_ITERATIONS: u32 = 50_000_000;
+/// Upper bound on rounds we accept when reading, so a hostile file cannot hang the process: about
+/// the time scrypt's work bound allows (2-3 s), 16x the rounds we write. SHA-384/512 rounds cost
+/// twice as much, so half as many are allowed.
+const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
+const MAX_PBKDF2_ITERATIONS_SHA512: u32 = MAX_PBKDF2_ITERATIONS / 2;
 /// scrypt for reading, bounded like OpenSSL's `maxmem`: every table the KDF allocates (B: p·r·128,
 /// T: r·128 and V: N·r·128 bytes, one allocation in aws-lc's heap, where it is dump-excluded,
 /// locked where RLIMIT_MEMLOCK allows, counted, and wiped when freed) fits in 256 MiB; and the
@@ -552,11 +555,15 @@ fn derive_kek(kdf: &Kdf<'_>, password: &[u8], kek: &mut [u8]) -> CoreResult<()> 
     }
     match kdf {
         Kdf::Pbkdf2(p) => {
-            let prf = match p.prf {
-                Pbkdf2Prf::HmacWithSha1 => pbkdf2::PBKDF2_HMAC_SHA1,
-                Pbkdf2Prf::HmacWithSha256 => pbkdf2::PBKDF2_HMAC_SHA256,
-                Pbkdf2Prf::HmacWithSha384 => pbkdf2::PBKDF2_HMAC_SHA384,
-                Pbkdf2Prf::HmacWithSha512 => pbkdf2::PBKDF2_HMAC_SHA512,
+            let (prf, max_rounds) = match p.prf {
+                Pbkdf2Prf::HmacWithSha1 => (pbkdf2::PBKDF2_HMAC_SHA1, MAX_PBKDF2_ITERATIONS),
+                Pbkdf2Prf::HmacWithSha256 => (pbkdf2::PBKDF2_HMAC_SHA256, MAX_PBKDF2_ITERATIONS),
+                Pbkdf2Prf::HmacWithSha384 => {
+                    (pbkdf2::PBKDF2_HMAC_SHA384, MAX_PBKDF2_ITERATIONS_SHA512)
+                }
+                Pbkdf2Prf::HmacWithSha512 => {
+                    (pbkdf2::PBKDF2_HMAC_SHA512, MAX_PBKDF2_ITERATIONS_SHA512)
+                }
                 other => {
                     return Err(CoreError::KeyFormat(format!(
                         "unsupported PBKDF2 hash in the key file ({other:?})"
@@ -564,9 +571,12 @@ fn derive_kek(kdf: &Kdf<'_>, password: &[u8], kek: &mut [u8]) -> CoreResult<()> 
                 }
             };
             let rounds = NonZeroU32::new(p.iteration_count)
-                .filter(|n| n.get() <= MAX_PBKDF2_ITERATIONS)
+                .filter(|n| n.get() <= max_rounds)
                 .ok_or_else(|| {
-                    CoreError::KeyFormat("the key file's PBKDF2 iteration count is invalid".into())
+                    CoreError::KeyFormat(format!(
+                        "the key file's PBKDF2 iteration count is invalid (1 to {max_rounds} \
+                         for its hash)"
+                    ))
                 })?;
             pbkdf2::derive(prf, rounds, p.salt, password, kek);
             Ok(())

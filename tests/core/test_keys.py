@@ -7,6 +7,7 @@ own typed error.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -556,3 +557,83 @@ def test_save_refuses_one_path_for_both_keys(keypair: _core.ClientKeyPair, tmp_p
     with pytest.raises(ValueError, match="differ"):
         keypair.save(same, same)
     assert not same.exists()
+
+
+# ---- issue 10 finding 9: a hostile key file's KDF work is bounded, PBKDF2 as well as scrypt ----
+
+
+def der(tag: int, body: bytes) -> bytes:
+    if len(body) < 0x80:
+        return bytes([tag, len(body)]) + body
+    size = len(body).to_bytes((len(body).bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + body
+
+
+def der_oid(dotted: str) -> bytes:
+    first, second, *rest = (int(arc) for arc in dotted.split("."))
+    body = bytearray([40 * first + second])
+    for arc in rest:
+        chunk = [arc & 0x7F]
+        while arc := arc >> 7:
+            chunk.append(0x80 | (arc & 0x7F))
+        body += bytes(reversed(chunk))
+    return der(0x06, bytes(body))
+
+
+def pbkdf2_key_file(path: Path, rounds: int, hmac_oid: str) -> Path:
+    """An EncryptedPrivateKeyInfo (PBES2, PBKDF2 with `rounds`, AES-256-CBC) whose ciphertext
+    is junk: a bounded reader refuses it before deriving anything."""
+    seq = lambda *parts: der(0x30, b"".join(parts))  # noqa: E731
+    pbkdf2 = seq(
+        der_oid("1.2.840.113549.1.5.12"),
+        seq(
+            der(0x04, b"s" * 16),
+            der(0x02, rounds.to_bytes((rounds.bit_length() + 8) // 8, "big")),
+            seq(der_oid(hmac_oid), b"\x05\x00"),
+        ),
+    )
+    aes = seq(der_oid("2.16.840.1.101.3.4.1.42"), der(0x04, b"i" * 16))
+    info = seq(seq(der_oid("1.2.840.113549.1.5.13"), seq(pbkdf2, aes)), der(0x04, b"c" * 1232))
+    text = base64.b64encode(info).decode()
+    body = "".join(text[i : i + 64] + "\n" for i in range(0, len(text), 64))
+    pem = f"-----BEGIN ENCRYPTED PRIVATE KEY-----\n{body}-----END ENCRYPTED PRIVATE KEY-----\n"
+    return write_private(path, pem.encode())
+
+
+HMAC_SHA1, HMAC_SHA256 = "1.2.840.113549.2.7", "1.2.840.113549.2.9"
+HMAC_SHA384, HMAC_SHA512 = "1.2.840.113549.2.10", "1.2.840.113549.2.11"
+
+
+@pytest.mark.parametrize(
+    ("hmac_oid", "rounds"),
+    [
+        (HMAC_SHA1, 10_000_001),
+        (HMAC_SHA256, 10_000_001),
+        (HMAC_SHA256, 49_999_999),
+        (HMAC_SHA256, 2**31 - 1),
+        (HMAC_SHA256, 2**32 - 1),
+        (HMAC_SHA384, 5_000_001),
+        (HMAC_SHA512, 5_000_001),
+        (HMAC_SHA512, 40_000_000),
+        (HMAC_SHA256, 0),
+    ],
+)
+def test_finding9_pbkdf2_rounds_past_the_work_bound_are_refused_before_deriving(
+    tmp_path: Path, hmac_oid: str, rounds: int
+) -> None:
+    # 50 million SHA-512 rounds took ~30 s: a hostile file could hang a load far past the
+    # ~2 s scrypt's bounded work takes. Refused from the parameters, before any round runs.
+    path = pbkdf2_key_file(tmp_path / "key.pem", rounds, hmac_oid)
+    with pytest.raises(_core.KeyFormatError, match="PBKDF2 iteration count is invalid") as info:
+        _core.ClientKeyPair.load(path, PASSWORD)
+    assert PASSWORD not in str(info.value)
+
+
+def test_finding9_pbkdf2_rounds_within_the_bound_are_derived(tmp_path: Path) -> None:
+    # The same hand-built file with a modest count gets past the bound to the decryption,
+    # which fails on its junk ciphertext as a wrong password would: the bound is what refused.
+    for hmac_oid in (HMAC_SHA1, HMAC_SHA256, HMAC_SHA384, HMAC_SHA512):
+        path = pbkdf2_key_file(tmp_path / "key.pem", 1000, hmac_oid)
+        with pytest.raises(_core.KeyPasswordError):
+            _core.ClientKeyPair.load(path, PASSWORD)
+        path.unlink()
