@@ -375,6 +375,15 @@ def test_stream_true_is_refused_with_400(wire, client_key, stream):
     good_request_works(wire, client_key)
 
 
+@pytest.mark.parametrize("stream", [0, 0.0, -0.0, "false", "", [], {}])
+def test_stream_that_is_not_json_false_or_null_is_refused_with_400(wire, client_key, stream):
+    # Python's 0 == False must not let a number pass for the boolean.
+    _, headers, body = wire.request({**CHAT, "stream": stream})
+    response = post(wire, headers, body)
+    assert response.status_code == 400
+    assert "no streaming" in response.json()["detail"]
+
+
 @pytest.mark.parametrize("stream", [False, None])
 def test_stream_false_or_null_is_answered(wire, client_key, stream):
     pid, headers, body = wire.request({**CHAT, "stream": stream})

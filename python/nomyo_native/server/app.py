@@ -163,7 +163,10 @@ def _parse_chat_request(plaintext: bytes) -> dict[str, Any]:
         raise Refusal(400, "each message must be an object with a 'role'")
     # Like the NOMYO servers: a request that asks for a stream is refused, not quietly
     # answered in one piece (the caller's code would wait for chunks that never come).
-    if chat.get("stream") not in (None, False):
+    # Only JSON false or null (or no field) means no stream: 0 == False in Python, but a
+    # number is not the boolean the protocol names.
+    stream = chat.get("stream")
+    if stream is not None and stream is not False:
         raise Refusal(
             400, "the secure completion protocol has no streaming: send 'stream': false or omit it"
         )
