@@ -176,7 +176,9 @@ def _add_serve_parser(subparsers: Any) -> None:
         type=int,
         default=DEFAULT_MAX_CONNECTIONS,
         metavar="N",
-        help=f"connections served at once; more get 503 (default {DEFAULT_MAX_CONNECTIONS})",
+        help="connections held at once; a newcomer beyond them displaces the one waiting "
+        "longest for its client, or gets 503 when all are being answered "
+        f"(default {DEFAULT_MAX_CONNECTIONS})",
     )
     lim.add_argument(
         "--max-inflight-body-bytes",

@@ -9,9 +9,11 @@ the server eventually closing what the old endpoint held forever.
 
 from __future__ import annotations
 
+import asyncio
 import select
 import socket
 import ssl
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -157,6 +159,19 @@ def test_slow_loris_on_a_kept_alive_connection_is_dropped(endpoint_factory, wire
     _good_request(wire, client_key)
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_stalled_request_pipelined_behind_a_good_one_gets_408(endpoint_factory, tls):
+    endpoint = endpoint_factory(tls_self_signed=tls, **SHORT)
+    good = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with _connect(endpoint, tls) as sock:
+        sock.sendall(good + good[:20])  # the second request never finishes its headers
+        answer = _read_until_closed(sock)
+    first, _, rest = answer.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200 ")
+    assert b"HTTP/1.1 408 " in rest
+    assert b"request headers took too long" in rest
+
+
 @pytest.mark.slow
 def test_trickled_body_is_cut_at_the_request_timeout(endpoint_factory, wire_for, client_key):
     # Never idle for body_timeout, but never finished either.
@@ -183,20 +198,51 @@ def test_trickled_body_is_cut_at_the_request_timeout(endpoint_factory, wire_for,
     _good_request(wire, client_key)
 
 
+class _HeldBackend:
+    """Answers only once released: its requests are being served, not waiting on clients."""
+
+    name = "held"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.holding = 0
+
+    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.holding += 1
+        while not self.release.is_set():
+            await asyncio.sleep(0.02)
+        message = {"role": "assistant", "content": "released"}
+        return {"object": "chat.completion", "choices": [{"index": 0, "message": message}]}
+
+    async def aclose(self) -> None:
+        self.release.set()
+
+
 def test_connections_beyond_the_cap_get_503(endpoint_factory, wire_for, client_key):
-    endpoint = endpoint_factory(max_connections=5, header_timeout=60.0)
+    backend = _HeldBackend()
+    endpoint = endpoint_factory(max_connections=5, header_timeout=60.0, backend=backend)
     wire = wire_for(endpoint)
-    held = [socket.create_connection(_address(endpoint)) for _ in range(5)]
+    held = []
     try:
+        for _ in range(5):  # five requests being answered: none of them waits on its client
+            _, _, body = wire.request(CHAT)
+            sock = socket.create_connection(_address(endpoint), timeout=DROP_BOUND_SECONDS)
+            sock.sendall(_request_head(wire, len(body)) + body)
+            held.append(sock)
+        deadline = time.monotonic() + DROP_BOUND_SECONDS
+        while backend.holding < 5:
+            assert time.monotonic() < deadline, "the held requests never reached the backend"
+            time.sleep(0.05)
         with socket.create_connection(_address(endpoint), timeout=DROP_BOUND_SECONDS) as extra:
             answer = _read_until_closed(extra)
         assert answer.startswith(b"HTTP/1.1 503 ")
         assert b"retry-after: 1" in answer.lower()
         assert b"too many connections" in answer
     finally:
+        backend.release.set()
         for sock in held:
             sock.close()
-    # Once the held connections are gone, requests are served again.
+    # Once the held requests are answered, requests are served again.
     deadline = time.monotonic() + DROP_BOUND_SECONDS
     while True:
         try:
@@ -206,6 +252,62 @@ def test_connections_beyond_the_cap_get_503(endpoint_factory, wire_for, client_k
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def _stall(endpoint: RunningServer, wire: WireClient, kind: str, tls: bool) -> socket.socket:
+    """A client stalled in one way: connected and silent, mid-headers, mid-body (a
+    Content-Length or a chunked one), or idle on a kept-alive connection after a response."""
+    sock = _connect(endpoint, tls)
+    head = _request_head(wire, 5000)
+    if kind == "headers":
+        sock.sendall(head[:7])
+    elif kind == "body":
+        sock.sendall(head + b'{"version": ')
+    elif kind == "chunked":
+        chunked = head.replace(b"Content-Length: 5000", b"Transfer-Encoding: chunked")
+        sock.sendall(chunked + b'5\r\n{"ver\r\n')
+    elif kind == "keep-alive":
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = b""
+        while b'"status"' not in answer:
+            answer += sock.recv(65536)
+    return sock
+
+
+STALLS = ["silent", "headers", "body", "chunked", "keep-alive"]
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_stalled_clients_beyond_the_cap_do_not_lock_good_requests_out(
+    endpoint_factory, wire_for, client_key, tls
+):
+    # Deadlines far away: only displacing the stalled clients can let a good request in.
+    endpoint = endpoint_factory(
+        tls_self_signed=tls,
+        max_connections=4,
+        header_timeout=120.0,
+        body_timeout=120.0,
+        request_timeout=240.0,
+    )
+    wire = wire_for(endpoint)
+    stalled = [_stall(endpoint, wire, STALLS[i % len(STALLS)], tls) for i in range(4 * 6)]
+    try:
+        for _ in range(3):
+            _good_request(wire, client_key)
+        # Those displaced learned why where a request was under way, and are closed.
+        dropped = [_read_until_closed(sock) for sock in stalled[:12]]
+    finally:
+        for sock in stalled:
+            sock.close()
+    for index, answer in enumerate(dropped):
+        kind = STALLS[index % len(STALLS)]
+        if kind in ("headers", "body", "chunked"):
+            assert answer.startswith(b"HTTP/1.1 408 "), (kind, answer[:80])
+            assert b"connection limit" in answer
+        elif kind == "silent":
+            assert answer == b"", (kind, answer[:80])
+    assert len(endpoint._server.server_state.connections) <= 4
+    _good_request(wire, client_key)
 
 
 def test_request_bodies_beyond_the_in_flight_budget_get_503(endpoint_factory, wire_for, client_key):

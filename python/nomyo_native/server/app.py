@@ -22,7 +22,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -134,6 +134,8 @@ async def _read_body(request: Request, state: EndpointState, reservation: _Reser
             chunk = await asyncio.wait_for(chunks.__anext__(), wait)
         except StopAsyncIteration:
             break
+        except ClientDisconnect:  # gone, or displaced at the connection cap: nobody to answer
+            raise Refusal(400, "the client left before sending its whole body", _CLOSE) from None
         except TimeoutError:
             raise Refusal(408, "request body arrived too slowly", _CLOSE) from None
         size += len(chunk)

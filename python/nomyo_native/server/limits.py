@@ -10,7 +10,10 @@ memory) for as long as it likes. Here:
 - the body may pause at most ``body_timeout`` between chunks and must be complete within
   ``request_timeout`` of the headers (408, then the connection is closed); a client that
   takes nothing of its response for ``body_timeout`` loses the connection;
-- at most ``max_connections`` connections are served at once; more get 503 and are closed;
+- at most ``max_connections`` connections are held at once; a newcomer beyond that displaces
+  the connection that has waited longest for its client (idle, or still sending headers or a
+  body: 408 if a request was under way), and gets 503 only when every connection is being
+  answered;
 - at most ``max_inflight_body_bytes`` of request bodies are buffered at once across all
   requests; a request that would exceed it gets 503 with ``Retry-After``.
 

@@ -1,5 +1,10 @@
 """uvicorn's h11 protocol with a connection cap and a header deadline.
 
+At the cap, a new connection first displaces the connection that has waited longest for its
+client (idle between requests, or sending headers or a body) and has not yet been answered:
+stalled clients then cost each other their slots instead of locking good requests out until
+their deadlines pass. Only when every connection is being served does a newcomer get 503.
+
 See :mod:`nomyo_native.server.limits` for what is bounded and why. This subclass keeps to
 uvicorn's documented extension point (``Config(http=<protocol class>)``) and to the
 attributes every uvicorn h11 protocol has had for years (``conn``, ``cycle``, ``transport``,
@@ -43,6 +48,11 @@ _TOO_MANY_CONNECTIONS = raw_response(
     503, "Service Unavailable", "too many connections; retry shortly", {"retry-after": "1"}
 )
 _HEADER_TIMEOUT = raw_response(408, "Request Timeout", "request headers took too long")
+_EVICTED = raw_response(
+    408,
+    "Request Timeout",
+    "the server is at its connection limit and this request was the slowest to arrive",
+)
 
 
 def guarded_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
@@ -60,15 +70,55 @@ def guarded_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
             self._write_timer: asyncio.TimerHandle | None = None
             # Bytes of a next request arrived (a partial request, not an idle connection).
             self._partial_request = False
+            # When the client last sent anything (or connected): the eviction order at the cap.
+            self._last_input = self.loop.time()
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            if len(self.connections) >= limits.max_connections:
+            if len(self.connections) >= limits.max_connections and not self._evict_slowest():
                 self.transport = transport
                 self._answer_and_close(_TOO_MANY_CONNECTIONS)
                 return
             super().connection_made(transport)
             self._registered = True
+            self._last_input = self.loop.time()
             self._arm_header_timer()
+
+        def _evict_slowest(self) -> bool:
+            """Drop the connection that has waited longest for its client; False if none is
+            waiting (every one is being answered)."""
+            waiting = [
+                other
+                for other in self.connections
+                if isinstance(other, GuardedH11Protocol) and other._waiting_on_client()
+            ]
+            if not waiting:
+                return False
+            min(waiting, key=lambda other: other._last_input)._evict()
+            return True
+
+        def _waiting_on_client(self) -> bool:
+            """Idle, or the client still owes its request's headers or body (no answer yet)."""
+            if self._refused or self.transport.is_closing():
+                return False
+            if self._between_requests():
+                return True
+            assert self.cycle is not None
+            return self.conn.their_state is h11.SEND_BODY and not self.cycle.response_started
+
+        def _evict(self) -> None:
+            # The slot is the newcomer's at once, not after the lingering close.
+            self.connections.discard(self)
+            self._cancel_header_timer()
+            self._unset_keepalive_if_required()
+            if not self._between_requests():
+                # The app reading this body sees a disconnect, and its answer goes nowhere.
+                assert self.cycle is not None
+                self.cycle.disconnected = True
+                self.cycle.message_event.set()
+            elif not self._partial_request and self.conn.their_state is h11.IDLE:
+                self.transport.close()  # idle: nothing to answer
+                return
+            self._answer_and_close(_EVICTED)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_header_timer()
@@ -79,14 +129,16 @@ def guarded_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
         def data_received(self, data: bytes) -> None:
             if self._refused:
                 return
+            self._last_input = self.loop.time()
             if self._between_requests():
                 self._partial_request = True
             super().data_received(data)
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            # The next request's headers (or this one's unread body) get their own deadline.
-            self._partial_request = False
+            # The next request's headers (or this one's unread body) get their own deadline;
+            # bytes of it that came pipelined behind this request make it a partial request.
+            self._partial_request = bool(self.conn.trailing_data[0])
             if not self.transport.is_closing():
                 self._arm_header_timer()
 
