@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import importlib
 import json
 import logging
 import os
@@ -77,26 +78,46 @@ _SERVER_EXTRA_MODULES = frozenset({"starlette", "uvicorn", "cryptography", "h11"
 SERVER_EXTRA_HINT = "pip install 'nomyo-native[server]'"
 
 
+def _server_extra_missing(exc: ImportError) -> str | None:
+    """The missing module an ImportError names, when it is not one of this package's own."""
+    missing = (exc.name or "").partition(".")[0]
+    return missing if missing and missing != "nomyo_native" else None
+
+
 def _needs_server_extra(
     command: Callable[[argparse.Namespace], int],
 ) -> Callable[[argparse.Namespace], int]:
-    """Run ``command``; a module of the server extra that cannot be imported ends it with one
-    line naming the extra to install (exit status 1), not a traceback."""
+    """Run ``command`` once the endpoint and everything it imports can be imported; a module
+    that cannot (one of the extra's, or one they depend on, such as click or h11) ends it with
+    one line naming the extra to install (exit status 1), not a traceback."""
+
+    def explain(args: argparse.Namespace, missing: str) -> int:
+        print(
+            f"nomyo-native {args.command}: the local endpoint needs the 'server' extra "
+            f"({missing} is not installed): {SERVER_EXTRA_HINT}",
+            file=sys.stderr,
+        )
+        return 1
 
     @functools.wraps(command)
     def run(args: argparse.Namespace) -> int:
+        try:
+            # The endpoint's whole import graph, before anything starts: a missing dependency
+            # of a dependency is as fatal as a missing extra, and has the same cure.
+            importlib.import_module("nomyo_native.server.runner")
+            importlib.import_module("nomyo_native.server.enrollment")
+        except ImportError as exc:
+            missing = _server_extra_missing(exc)
+            if missing is None:
+                raise
+            return explain(args, missing)
         try:
             return command(args)
         except ImportError as exc:
             missing = (exc.name or "").partition(".")[0]
             if missing not in _SERVER_EXTRA_MODULES:
                 raise
-            print(
-                f"nomyo-native {args.command}: the local endpoint needs the 'server' extra "
-                f"({missing} is not installed): {SERVER_EXTRA_HINT}",
-                file=sys.stderr,
-            )
-            return 1
+            return explain(args, missing)
 
     return run
 

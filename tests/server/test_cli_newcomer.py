@@ -59,6 +59,16 @@ def test_serve_and_demo_without_the_server_extra_name_it(tmp_path, hidden, comma
     assert "Traceback" not in result.stderr + result.stdout
 
 
+# Modules only the extra's packages import in turn (uvicorn's click, cryptography's cffi
+# backend): a broken or partial install misses those as often.
+@pytest.mark.parametrize("hidden", ["click", "_cffi_backend"])
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["demo", "--no-tpm"]])
+def test_serve_and_demo_without_a_dependency_of_the_server_extra_name_the_extra(
+    tmp_path, hidden, command
+):
+    test_serve_and_demo_without_the_server_extra_name_it(tmp_path, hidden, command)
+
+
 def test_serve_on_a_busy_port_names_it_and_suggests_port_0(capsys):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
