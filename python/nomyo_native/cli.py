@@ -17,7 +17,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Sequence
@@ -614,17 +613,26 @@ def verdict_label(result: Any) -> str:
 
 @_needs_server_extra
 def _cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        return _run_demo(args)
+    except KeyboardInterrupt:  # Ctrl-C: everything was released on the way out
+        print("demo: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run_demo(args: argparse.Namespace) -> int:
     from nomyo_native.server import ServerConfig, start_server
+    from nomyo_native.server.runner import termination_unwinds
 
     timings: list[tuple[str, float]] = []
     tpm, tpm_note = _tpm_for_demo(args.no_tpm)
     print(tpm_note)
-    with tempfile.TemporaryDirectory(prefix="nomyo-demo-") as tls_dir:
+    # The endpoint's own temporary TLS directory (not a kept --tls-dir): guarded, so its key is
+    # gone on every exit, SIGKILL included; SIGTERM/SIGHUP/SIGQUIT unwind like Ctrl-C.
+    with termination_unwinds(as_interrupt=True):
         started = time.perf_counter()
         try:
-            endpoint = start_server(
-                ServerConfig(port=0, tls_self_signed=True, tls_dir=Path(tls_dir), tpm=tpm)
-            )
+            endpoint = start_server(ServerConfig(port=0, tls_self_signed=True, tpm=tpm))
         except Exception as exc:
             print(f"demo: the endpoint did not start: {exc}", file=sys.stderr)
             return 1

@@ -305,3 +305,59 @@ def test_killed_library_endpoint_leaves_no_temp_dirs(tmp_path):
         owner.wait()
         owner.stdout.close()
     assert _eventually(lambda: _leftovers(owner_tmp) == []), _leftovers(owner_tmp)
+
+
+def _demo_stopped_by(tmp_path: Path, signum: int, *extra: str) -> tuple[int, str, Path]:
+    """Run ``demo`` with its own TMPDIR, send ``signum`` as soon as its endpoint is up (the
+    client's 4096-bit key generation still lies ahead), and return its exit status, output
+    and TMPDIR."""
+    demo_tmp = tmp_path / "tmp"
+    demo_tmp.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nomyo_native.cli", "demo", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "TMPDIR": str(demo_tmp)},
+    )
+    output = ""
+    try:
+        while "TLS CA" not in output:
+            line = process.stdout.readline()
+            assert line, f"demo ended before its endpoint was up: {output}"
+            output += line
+        assert _leftovers(demo_tmp), "the demo's endpoint made no temporary directory"
+        process.send_signal(signum)
+        output += process.stdout.read()
+        code = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+    # Stopped, not finished: otherwise this test would prove nothing.
+    assert "reply " not in output, "the demo finished before the signal"
+    return code, output, demo_tmp
+
+
+@pytest.mark.skipif(os.name != "posix", reason="exit guards are POSIX")
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGKILL]
+)
+def test_demo_stopped_leaves_no_tls_key_or_temp_dir(tmp_path, signum):
+    code, output, demo_tmp = _demo_stopped_by(tmp_path, signum, "--no-tpm")
+    if signum == signal.SIGKILL:
+        assert code == -signal.SIGKILL
+    else:
+        assert code in (0, 130), output
+        assert "Traceback" not in output
+    assert _eventually(lambda: _leftovers(demo_tmp) == []), _leftovers(demo_tmp)
+
+
+@needs_swtpm
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_demo_stopped_leaves_no_swtpm(tmp_path, signum):
+    _, _, demo_tmp = _demo_stopped_by(tmp_path, signum)
+    assert _eventually(lambda: not _live_swtpm_pids(demo_tmp)), "swtpm outlived the demo"
+    assert _eventually(lambda: _leftovers(demo_tmp) == []), _leftovers(demo_tmp)

@@ -8,6 +8,7 @@ stop.
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import contextlib
 import errno
@@ -422,7 +423,7 @@ def start_server(config: ServerConfig | None = None, *, timeout: float = 60.0) -
 
 
 @contextlib.contextmanager
-def _termination_unwinds() -> Iterator[None]:
+def termination_unwinds(*, as_interrupt: bool = False) -> Iterator[None]:
     """Make SIGTERM, SIGHUP and SIGQUIT end the process through ``finally`` blocks (main
     thread only).
 
@@ -430,6 +431,10 @@ def _termination_unwinds() -> Iterator[None]:
     key behind. uvicorn captures SIGTERM while serving and, after its graceful shutdown,
     raises it again with the previous handler restored: ours, which then unwinds the stack.
     A second signal during that cleanup is ignored, so the cleanup itself finishes.
+
+    ``as_interrupt`` makes them act as Ctrl-C instead (``KeyboardInterrupt``), for callers
+    inside ``asyncio.run``: asyncio cancels its task for a SIGINT, where an exception raised
+    in the middle of a task would be reported as never retrieved.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -443,6 +448,9 @@ def _termination_unwinds() -> Iterator[None]:
     def unwind(signum: int, _frame: object) -> None:
         for other in wanted:
             signal.signal(other, signal.SIG_IGN)
+        if as_interrupt:
+            _thread.interrupt_main()
+            return
         raise SystemExit(0)
 
     for signum in wanted:
@@ -457,7 +465,7 @@ def _termination_unwinds() -> Iterator[None]:
 def serve(config: ServerConfig, on_ready: Callable[[RunningServer], None] | None = None) -> None:
     """Serve in the foreground until SIGINT (KeyboardInterrupt), SIGTERM, SIGHUP or SIGQUIT
     (``SystemExit(0)``); every path out releases what the endpoint created."""
-    with _termination_unwinds():
+    with termination_unwinds():
         # Bound first: a busy port fails at once, before key generation and swtpm.
         sock = _bind(config.host, config.port)
         with contextlib.closing(sock):
