@@ -202,6 +202,12 @@ def key_seeds() -> None:
         PASSWORD + hostile_pbes2_pem(scrypt_kdf(1 << 20, 8, 65535)),
     )
     write("load_key", "regress-pbkdf2-huge", PASSWORD + hostile_pbes2_pem(pbkdf2_kdf(2**31 - 1)))
+    # Within the old 50 million bound, past the work bound (~2 s) of issue 10 finding 9.
+    write(
+        "load_key",
+        "regress-pbkdf2-over-work-bound",
+        PASSWORD + hostile_pbes2_pem(pbkdf2_kdf(10_000_001)),
+    )
     scrypt_budget_seeds()
     public = key.public_key()
     spki = public.public_bytes(
