@@ -1053,9 +1053,11 @@ class SecureCompletionClient:
             raise ValueError("Payload must be a dictionary")
         if not payload:
             raise ValueError("Payload cannot be empty")
-        if payload.get("stream"):
-            # NOMYO servers answer 400 to it (nomyo 0.2.9 documents as much): refuse it before
-            # the prompt is sealed and sent for nothing.
+        stream = payload.get("stream")
+        if stream is not None and stream is not False:
+            # NOMYO servers answer 400 to any stream but JSON false or null (nomyo 0.2.9
+            # documents as much): refuse it before the prompt is sealed and sent for nothing.
+            # Identity, not truth: 0, "" and [] are JSON values a server refuses too.
             raise InvalidRequestError(
                 "stream=True is not supported: the secure completion protocol has no streaming "
                 "(each answer is one encrypted response); leave stream out or set it to False",

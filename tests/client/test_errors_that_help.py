@@ -33,7 +33,7 @@ NO_TPM = "security tier 'maximum' requires a TPM and this server has none"
 # ---- stream=True ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("stream", [True, 1, "yes"])
+@pytest.mark.parametrize("stream", [True, 1, "yes", 0, 0.0, "", [], {}, "false"])
 async def test_stream_true_is_refused_before_sealing(make_chat, peer, monkeypatch, stream):
     sealed = []
     original = nomyo._core.seal
@@ -51,6 +51,12 @@ async def test_stream_false_still_passes_through(make_chat, peer):
     async with make_chat() as chat:
         await chat.create(model="m", messages=USER, stream=False)
     assert peer.received[0].request["stream"] is False
+
+
+async def test_stream_null_still_passes_through(make_chat, peer):
+    async with make_chat() as chat:
+        await chat.create(model="m", messages=USER, stream=None)
+    assert peer.received[0].request.get("stream") is None
 
 
 # ---- TLS verification failures ---------------------------------------------------------------
