@@ -186,6 +186,8 @@ mod memory_py {
         addr: usize,
         len: usize,
         locked: bool,
+        /// The fork generation that locked it: a fork child inherits the pages, not the lock.
+        generation: u32,
     }
 
     impl Held {
@@ -237,15 +239,19 @@ mod memory_py {
                     addr,
                     len,
                     locked,
+                    generation: secret::fork_generation(),
                 }),
                 size: len,
             })
         }
 
-        /// True when mlock succeeded (False: wipe-only, or released).
+        /// True when mlock succeeded in this process (False: wipe-only, released, or
+        /// inherited by a fork child, which gets the pages but not their lock).
         #[getter]
         fn locked(&self) -> bool {
-            self.held.as_ref().is_some_and(|h| h.locked)
+            self.held
+                .as_ref()
+                .is_some_and(|h| h.locked && h.generation == secret::fork_generation())
         }
 
         #[getter]

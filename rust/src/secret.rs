@@ -162,10 +162,24 @@ fn page_span(addr: usize, len: usize) -> (usize, usize) {
 }
 
 /// A page of a caller's buffer under `lock_pages`: how many ranges hold it, and whether it is
-/// locked (it is excluded from dumps either way).
+/// locked (it is excluded from dumps either way). `generation` is the fork generation that
+/// locked it: a fork child inherits the page and this record, but not the lock.
 struct SharedPage {
     holders: usize,
     locked: bool,
+    generation: u32,
+}
+
+impl SharedPage {
+    fn locked_now(&self) -> bool {
+        self.locked && self.generation == fork_generation()
+    }
+}
+
+/// The fork generation of this process: bumped in every fork child, so that whatever was locked
+/// under another generation is known not to be locked here.
+pub fn fork_generation() -> u32 {
+    GENERATION.load(Ordering::SeqCst)
 }
 
 fn shared_pages() -> &'static Mutex<HashMap<usize, SharedPage>> {
@@ -209,12 +223,13 @@ pub unsafe fn lock_pages(addr: usize, len: usize) -> bool {
         let state = pages.entry(p).or_insert(SharedPage {
             holders: 0,
             locked: false,
+            generation: 0,
         });
         if state.holders == 0 {
             fresh.push(p);
         }
         state.holders += 1;
-        if !state.locked {
+        if !state.locked_now() {
             unlocked.push(p);
         }
     }
@@ -230,7 +245,12 @@ pub unsafe fn lock_pages(addr: usize, len: usize) -> bool {
         if os::lock(run as *mut u8, run_len) {
             for p in (run..run + run_len).step_by(page) {
                 if let Some(state) = pages.get_mut(&p) {
+                    if state.locked {
+                        // Locked by the parent, counted as unlocked since the fork: locked again.
+                        sub(&BYTES_UNLOCKED, page);
+                    }
                     state.locked = true;
+                    state.generation = fork_generation();
                 }
             }
             newly_locked += run_len;
@@ -259,18 +279,23 @@ pub unsafe fn unlock_pages(addr: usize, len: usize) {
     let mut pages = shared_pages().lock().unwrap_or_else(|p| p.into_inner());
     let mut released = Vec::new();
     let mut to_unlock = Vec::new();
+    let mut inherited = 0;
     for p in (start..start + span).step_by(page) {
         if let Some(state) = pages.get_mut(&p) {
             state.holders -= 1;
             if state.holders == 0 {
-                if state.locked {
+                if state.locked_now() {
                     to_unlock.push(p);
+                } else if state.locked {
+                    // The parent's lock, which this fork child never had: counted as unlocked.
+                    inherited += page;
                 }
                 released.push(p);
                 pages.remove(&p);
             }
         }
     }
+    sub(&BYTES_UNLOCKED, inherited);
     for (run, run_len) in page_runs(&to_unlock, page) {
         os::unlock(run as *mut u8, run_len);
     }
@@ -355,13 +380,13 @@ impl Mapping {
             len,
             span,
             locked,
-            generation: GENERATION.load(Ordering::SeqCst),
+            generation: fork_generation(),
         })
     }
 
     /// Locked in this process (a fork child inherits the pages, not the lock).
     fn locked_now(&self) -> bool {
-        self.locked && self.generation == GENERATION.load(Ordering::SeqCst)
+        self.locked && self.generation == fork_generation()
     }
 
     /// True when memsec's canary before the data is unchanged.
