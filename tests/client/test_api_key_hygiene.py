@@ -4,12 +4,13 @@ built, and no header value ever reaches an exception, its chain, a traceback or 
 from __future__ import annotations
 
 import logging
-import traceback
 
 import httpx
 import pytest
 
 import nomyo_native as nomyo
+
+from .disclosure import everything_said_about
 
 USER = [{"role": "user", "content": "hello"}]
 SECRET = "sk-Secret0123456789"
@@ -40,21 +41,8 @@ def _with(bad: str, where: str) -> str:
     return SECRET[:6] + bad + SECRET[6:]
 
 
-def _everything_said_about(exc: BaseException) -> str:
-    """The exception's text, repr, details, whole chain and formatted traceback."""
-    parts = ["".join(traceback.format_exception(exc))]
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        parts += [str(current), repr(current), repr(current.args)]
-        parts.append(repr(getattr(current, "error_details", None)))
-        current = current.__cause__ or current.__context__
-    return "\n".join(parts)
-
-
 def _assert_secret_absent(exc: BaseException) -> None:
-    said = _everything_said_about(exc)
+    said = everything_said_about(exc)
     assert SECRET not in said
     assert SECRET[:6] not in said and SECRET[6:] not in said
 
@@ -173,4 +161,4 @@ async def test_url_password_quoted_back_by_the_server_is_redacted_from_the_error
     ) as chat:
         with pytest.raises(nomyo.APIError) as caught:
             await chat.client.fetch_server_public_key()
-    assert password not in _everything_said_about(caught.value)
+    assert password not in everything_said_about(caught.value)

@@ -8,12 +8,13 @@ import asyncio
 import base64
 import logging
 import socket
-import traceback
 
 import httpx
 import pytest
 
 import nomyo_native as nomyo
+
+from .disclosure import everything_said_about
 
 USER = [{"role": "user", "content": "hello"}]
 NAME = "proxyuser7"
@@ -21,18 +22,6 @@ PASSWORD = "Pw0rd-5ecret"
 # Percent-encoded characters in the password must not leak in either spelling.
 ENCODED_PASSWORD = "Pw0rd%2D5ecret%40x"
 SECRETS = (NAME, PASSWORD, "Pw0rd-5ecret@x", ENCODED_PASSWORD)
-
-
-def _everything_said_about(exc: BaseException) -> str:
-    parts = ["".join(traceback.format_exception(exc))]
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        parts += [str(current), repr(current), repr(current.args)]
-        parts.append(repr(getattr(current, "error_details", None)))
-        current = current.__cause__ or current.__context__
-    return "\n".join(parts)
 
 
 def _assert_no_credentials(text: str) -> None:
@@ -67,7 +56,7 @@ async def test_url_credentials_never_appear_in_connection_errors(logs, scheme, p
     ) as chat:
         with pytest.raises(nomyo.APIConnectionError) as caught:
             await chat.create(model="m", messages=USER)
-    said = _everything_said_about(caught.value)
+    said = everything_said_about(caught.value)
     assert "127.0.0.1" in said, "the message still names the server"
     _assert_no_credentials(said)
     _assert_logs_clean(logs)
@@ -91,7 +80,7 @@ async def test_url_credentials_never_appear_in_a_deadline_error(logs):
     with pytest.raises(nomyo.APIConnectionError) as caught:
         await client.fetch_server_public_key()
     assert "deadline" in str(caught.value)
-    _assert_no_credentials(_everything_said_about(caught.value))
+    _assert_no_credentials(everything_said_about(caught.value))
     _assert_logs_clean(logs)
 
 
@@ -111,7 +100,7 @@ async def test_url_credentials_never_appear_in_status_errors_or_httpx_logs(logs,
     with pytest.raises(nomyo.APIError) as caught:
         await client.fetch_server_public_key()
     assert caught.value.status_code == status
-    _assert_no_credentials(_everything_said_about(caught.value))
+    _assert_no_credentials(everything_said_about(caught.value))
     _assert_logs_clean(logs)
     assert any(r.name.startswith("httpx") for r in logs.records), "httpx logged the request"
     # Still sent, as httpx did from the URL: as Basic auth, to a URL without userinfo.
@@ -129,7 +118,7 @@ async def test_url_credentials_never_appear_in_a_pin_mismatch(peer, make_chat, l
     )
     with pytest.raises(nomyo.SecurityError) as caught:
         await chat.create(model="m", messages=USER)
-    _assert_no_credentials(_everything_said_about(caught.value))
+    _assert_no_credentials(everything_said_about(caught.value))
     _assert_logs_clean(logs)
 
 
@@ -138,7 +127,7 @@ async def test_url_credentials_never_appear_in_the_plain_http_refusal(logs):
     with pytest.raises(nomyo.SecurityError) as caught:
         await client.fetch_server_public_key()
     assert "peer.test" in str(caught.value)
-    _assert_no_credentials(_everything_said_about(caught.value))
+    _assert_no_credentials(everything_said_about(caught.value))
     _assert_logs_clean(logs)
 
 
@@ -155,7 +144,7 @@ async def test_url_credentials_never_appear_in_the_plain_http_refusal(logs):
 def test_url_credentials_never_appear_when_the_url_is_refused(url):
     with pytest.raises(ValueError) as caught:
         nomyo.SecureCompletionClient(url)
-    _assert_no_credentials(_everything_said_about(caught.value))
+    _assert_no_credentials(everything_said_about(caught.value))
 
 
 def test_url_credentials_never_appear_in_a_client_repr():
