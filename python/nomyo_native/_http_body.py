@@ -66,9 +66,13 @@ async def read_raw_capped(response: httpx.Response, cap: int) -> bytes:
         if len(response.content) > cap:
             raise ResponseFormatError(f"response body larger than {cap} bytes refused")
         return response.content
-    body = bytearray()
+    # Chunks joined once at the end: a growing bytearray copied into bytes would copy a
+    # megabyte envelope two or three times on the hot path.
+    chunks: list[bytes] = []
+    size = 0
     async for chunk in response.aiter_raw():
-        if len(body) + len(chunk) > cap:
+        size += len(chunk)
+        if size > cap:
             raise ResponseFormatError(f"response body larger than {cap} bytes refused")
-        body += chunk
-    return bytes(body)
+        chunks.append(chunk)
+    return b"".join(chunks)
