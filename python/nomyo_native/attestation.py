@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nomyo_native import _core
+from nomyo_native._constants import ATTESTATION_POLICIES
 
 __all__ = [
     "ATTESTATION_POLICIES",
@@ -69,7 +70,6 @@ __all__ = [
     "verify_attestation",
 ]
 
-ATTESTATION_POLICIES: tuple[str, ...] = ("off", "auto", "bound", "require")
 # Said wherever "require" meets a client with nothing to root a quote in.
 NO_TRUST_ANCHOR_HINT = (
     "attestation='require' needs a trust anchor for the server's attestation key, else no quote"

@@ -23,6 +23,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from nomyo_native._constants import (
+    ATTESTATION_POLICIES,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_ROUTER_URL,
+    DEFAULT_TIMEOUT,
+    KEY_PASSWORD_ENV,
+    PRIVATE_KEY_FILE,
+    PUBLIC_KEY_FILE,
+    SECURITY_TIERS,
+)
 from nomyo_native._hints import cli_spelling
 from nomyo_native._urls import redact_url
 
@@ -264,7 +274,7 @@ def _add_serve_parser(subparsers: Any) -> None:
     sec.add_argument(
         "--default-tier",
         default="standard",
-        choices=("standard", "high", "maximum"),
+        choices=SECURITY_TIERS,
         help="tier for requests without X-Security-Tier (default standard)",
     )
     sec.add_argument(
@@ -912,7 +922,7 @@ def _new_key_password(unencrypted: bool) -> str | None:
     """The password a command saving a new private key uses: ``NOMYO_KEY_PASSWORD``, or none
     only when the user passed ``--unencrypted`` (one rule for ``keys generate`` and ``chat
     --key-dir``). Raises ValueError otherwise."""
-    password = os.environ.get("NOMYO_KEY_PASSWORD") or None
+    password = os.environ.get(KEY_PASSWORD_ENV) or None
     if password is None and not unencrypted:
         raise ValueError(
             "a new private key would be saved without a password: set NOMYO_KEY_PASSWORD "
@@ -925,7 +935,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     from nomyo_native import _core
 
     key_dir = Path(args.dir)
-    private_path, public_path = key_dir / "private_key.pem", key_dir / "public_key.pem"
+    private_path, public_path = key_dir / PRIVATE_KEY_FILE, key_dir / PUBLIC_KEY_FILE
     try:
         if args.keys_command == "generate":
             password = _new_key_password(args.unencrypted)
@@ -992,10 +1002,10 @@ def _add_chat_parser(subparsers: Any) -> None:
         ),
     )
     parser.add_argument("message", metavar="MESSAGE", help="the user message, or '-' for stdin")
-    parser.add_argument("--base-url", default="https://api.nomyo.ai", help="endpoint base URL")
+    parser.add_argument("--base-url", default=DEFAULT_ROUTER_URL, help="endpoint base URL")
     parser.add_argument("--model", default="Qwen/Qwen3-0.6B", help="model name")
     parser.add_argument("--system", help="an optional system message")
-    parser.add_argument("--tier", choices=("standard", "high", "maximum"), help="security tier")
+    parser.add_argument("--tier", choices=SECURITY_TIERS, help="security tier")
     parser.add_argument("--ca-bundle", metavar="PATH", help="CA file to trust for the endpoint")
     parser.add_argument(
         "--pin",
@@ -1021,7 +1031,7 @@ def _add_chat_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--attestation",
-        choices=("off", "auto", "bound", "require"),
+        choices=ATTESTATION_POLICIES,
         default=None,
         help=(
             "TPM attestation policy (default: 'auto', and at tier maximum 'bound'): 'bound' "
@@ -1030,8 +1040,10 @@ def _add_chat_parser(subparsers: Any) -> None:
         ),
     )
     parser.add_argument("--allow-http", action="store_true", help="allow plain http:// (dev)")
-    parser.add_argument("--timeout", type=_positive_float, default=900.0, help="seconds")
-    parser.add_argument("--max-retries", type=int, default=2, help="retries on 429/5xx/network")
+    parser.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT, help="seconds")
+    parser.add_argument(
+        "--max-retries", type=int, default=DEFAULT_MAX_RETRIES, help="retries on 429/5xx/network"
+    )
     parser.add_argument("--json", action="store_true", help="print the whole response as JSON")
 
 
@@ -1058,7 +1070,7 @@ async def _chat_once(args: argparse.Namespace, messages: list[dict[str, str]]) -
 def _cmd_chat(args: argparse.Namespace) -> int:
     import nomyo_native
 
-    if args.key_dir and not (Path(args.key_dir) / "private_key.pem").exists():
+    if args.key_dir and not (Path(args.key_dir) / PRIVATE_KEY_FILE).exists():
         try:
             _new_key_password(args.unencrypted)
         except ValueError as exc:

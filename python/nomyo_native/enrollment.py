@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 
 from nomyo_native import _core
+from nomyo_native._constants import ACTIVATE_PATH, ENROLLMENT_PATH
 from nomyo_native._pinfile import PinFile, normalize_origin
 from nomyo_native._urls import split_credentials
 from nomyo_native.attestation import aik_residency_problem
@@ -36,8 +37,6 @@ from nomyo_native.errors import SecurityError
 
 __all__ = ["ACTIVATE_PATH", "ENROLLMENT_PATH", "Enrollment", "enroll", "enrolled_aik"]
 
-ENROLLMENT_PATH = "/v1/attestation/enrollment"
-ACTIVATE_PATH = "/v1/attestation/activate"
 _MAX_RESPONSE_BYTES = 64 * 1024
 _ATTR_RESTRICTED, _ATTR_SIGN = 0x00010000, 0x00040000
 _NAME_ALGS = {0x000B: hashlib.sha256, 0x000C: hashlib.sha384}
