@@ -40,4 +40,4 @@ PRIVATE_KEY_FILE: Final = "private_key.pem"
 PUBLIC_KEY_FILE: Final = "public_key.pem"
 # Secrets are read from the environment, never from the command line.
 API_KEY_ENV: Final = "NOMYO_API_KEY"
-KEY_PASSWORD_ENV: Final = "NOMYO_KEY_PASSWORD"
+KEY_PASSWORD_ENV: Final = "NOMYO_KEY_PASSWORD"  # noqa: S105 (a variable name, not a password)
