@@ -81,10 +81,11 @@ test-rust: build
 # The release workflow cannot run here: it is validated offline, against GitHub's workflow
 # schema (vendored in check-jsonschema) and by zizmor's security audits (pinned actions, no
 # template injection, least permissions), neither of which downloads anything.
-LINT_TOOLS := "check-jsonschema>=0.29" "zizmor>=1.5"
+# mypy is pinned: a new release finds new things, and lint must give the same answer every day.
+LINT_TOOLS := "check-jsonschema>=0.29" "zizmor>=1.5" "mypy==2.4.1"
 
 $(STAMPS)/lint-tools: Makefile | $(STAMPS)/pydeps
-	@scripts/quietly.sh "installing the workflow linters (check-jsonschema, zizmor)" $(PY) -m pip install -q $(LINT_TOOLS)
+	@scripts/quietly.sh "installing the linters (check-jsonschema, zizmor, mypy)" $(PY) -m pip install -q $(LINT_TOOLS)
 	@touch $@
 
 lint: build $(STAMPS)/lint-tools
@@ -94,6 +95,7 @@ lint: build $(STAMPS)/lint-tools
 	  -- -D warnings
 	$(VENV)/bin/ruff check python tests benches scripts
 	$(VENV)/bin/ruff format --check python tests benches scripts
+	$(VENV)/bin/mypy
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(VENV)/bin/zizmor --offline --no-progress .github/workflows
 

@@ -89,10 +89,11 @@ def _send(http: httpx.Client, method: str, url: str, what: str, **kwargs: Any) -
 def _aik_name(aik: dict[str, Any]) -> bytes:
     """The AIK's TPM Name (nameAlg || H(TPMT_PUBLIC)), computed here, never taken from the
     server."""
-    hash_fn = _NAME_ALGS.get(aik["name_alg"])
+    name_alg: int = aik["name_alg"]
+    hash_fn = _NAME_ALGS.get(name_alg)
     if hash_fn is None:
         raise SecurityError("enrollment: the AIK's nameAlg is not SHA-256 or SHA-384")
-    return aik["name_alg"].to_bytes(2, "big") + hash_fn(aik["public_area"]).digest()
+    return name_alg.to_bytes(2, "big") + hash_fn(aik["public_area"]).digest()
 
 
 def enroll(

@@ -68,7 +68,7 @@ def enrollment_routes(state: EndpointState) -> list[Route]:
         except TpmError as exc:
             logger.error("enrollment offer failed: %s", exc)
             return JSONResponse({"detail": "TPM unavailable"}, status_code=503)
-        offer = {"ek_public_b64": _b64(ek), "aik_public_b64": _b64(aik)}
+        offer: dict[str, str | list[str]] = {"ek_public_b64": _b64(ek), "aik_public_b64": _b64(aik)}
         if ek_cert is not None:
             # The whole chain the verifier needs: the TPM's own certificate, then its issuers.
             offer["ek_certificate_chain_pem"] = [_pem(ek_cert), *state.ek_chain_pem]
