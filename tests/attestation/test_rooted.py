@@ -163,7 +163,7 @@ async def test_per_request_aik_keeps_the_published_protocol(
 
 
 def test_serve_banner_prints_the_aik_fingerprint(genuine: RunningServer) -> None:
-    from nomyo_native.cli import _describe
+    from nomyo_native.cli._serve_banner import describe as _describe
     from nomyo_native.server import ServerConfig
 
     lines = "\n".join(_describe(genuine, ServerConfig(tpm="swtpm", tls_self_signed=True)))

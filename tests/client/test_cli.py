@@ -12,7 +12,7 @@ import stat
 import nomyo
 import pytest
 
-from nomyo_native import cli
+from nomyo_native.cli import keys as keys_command
 from nomyo_native.cli import main
 
 PASSWORD = "cli-password-123"
@@ -131,7 +131,7 @@ def test_keys_show_reads_only_the_pem_header_of_the_private_key(tmp_path, capsys
     def spying_open(path, *args, **kwargs):
         return Spy(builtins.open(path, *args, **kwargs))
 
-    monkeypatch.setattr(cli, "open", spying_open, raising=False)
+    monkeypatch.setattr(keys_command, "open", spying_open, raising=False)
     real_read_bytes = pathlib.Path.read_bytes
 
     def guarded_read_bytes(self):

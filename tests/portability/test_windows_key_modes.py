@@ -11,6 +11,7 @@ import os
 import pytest
 
 from nomyo_native import cli
+from nomyo_native.cli import keys as keys_command
 from nomyo_native.server import crypto
 
 PASSWORD = "windows-mode-password"
@@ -27,7 +28,7 @@ def _key_dir(tmp_path, monkeypatch):
 def test_keys_show_does_not_judge_windows_mode_bits(tmp_path, capsys, monkeypatch):
     key_dir = _key_dir(tmp_path, monkeypatch)
     capsys.readouterr()
-    monkeypatch.setattr(cli, "MODE_BITS_MEAN_ACCESS", False)
+    monkeypatch.setattr(keys_command, "MODE_BITS_MEAN_ACCESS", False)
     assert cli.main(["keys", "show", str(key_dir)]) == 0
     out = capsys.readouterr()
     assert "access by ACL, checked on load" in out.out and "chmod" not in out.err
@@ -36,7 +37,7 @@ def test_keys_show_does_not_judge_windows_mode_bits(tmp_path, capsys, monkeypatc
 def test_keys_show_still_refuses_open_modes_on_posix(tmp_path, capsys, monkeypatch):
     key_dir = _key_dir(tmp_path, monkeypatch)
     capsys.readouterr()
-    monkeypatch.setattr(cli, "MODE_BITS_MEAN_ACCESS", True)
+    monkeypatch.setattr(keys_command, "MODE_BITS_MEAN_ACCESS", True)
     assert cli.main(["keys", "show", str(key_dir)]) == 1
     assert "chmod 600" in capsys.readouterr().err
 

@@ -180,7 +180,7 @@ def test_demo_end_to_end():
 
 
 def test_banner_warns_about_plain_http_off_loopback(http_endpoint):
-    from nomyo_native.cli import _describe
+    from nomyo_native.cli._serve_banner import describe as _describe
     from nomyo_native.server import ServerConfig
 
     local = _describe(http_endpoint, ServerConfig(host="127.0.0.1"))
@@ -194,13 +194,13 @@ def test_banner_warns_about_plain_http_off_loopback(http_endpoint):
 
 
 def test_demo_falls_back_clearly_without_swtpm(monkeypatch):
-    from nomyo_native import cli
+    from nomyo_native.cli import demo
 
-    monkeypatch.setattr(cli.shutil, "which", lambda name: None)
-    mode, note = cli._tpm_for_demo(no_tpm=False)
+    monkeypatch.setattr(demo.shutil, "which", lambda name: None)
+    mode, note = demo._tpm_for_demo(no_tpm=False)
     assert mode == "none"
     assert "swtpm is not installed" in note and "apt-get install swtpm" in note
-    assert cli._tpm_for_demo(no_tpm=True)[0] == "none"
+    assert demo._tpm_for_demo(no_tpm=True)[0] == "none"
 
 
 @pytest.mark.slow

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from nomyo_native.cli import _describe, build_parser, config_from_args, main
+from nomyo_native.cli import build_parser, config_from_args, main
+from nomyo_native.cli._serve_banner import describe as _describe
 from nomyo_native.server import ServerConfig
 
 _BLOCKER = textwrap.dedent(
@@ -172,9 +173,9 @@ def test_start_banner_states_the_client_limits(http_endpoint):
 
 
 def test_start_banner_warns_when_connections_exceed_the_open_file_limit(http_endpoint, monkeypatch):
-    from nomyo_native import cli
+    from nomyo_native.cli import _serve_banner
 
-    monkeypatch.setattr(cli, "_open_file_limit", lambda: 100)
+    monkeypatch.setattr(_serve_banner, "_open_file_limit", lambda: 100)
     lines = _describe(http_endpoint, ServerConfig(max_connections=256))
     assert any("open-file limit 100" in line for line in lines)
     assert not any(

@@ -56,7 +56,7 @@ def test_open_non_loopback_bind_is_refused_by_the_cli(capsys):
 
 
 def test_open_non_loopback_bind_is_announced_at_start(http_endpoint):
-    from nomyo_native.cli import _describe
+    from nomyo_native.cli._serve_banner import describe as _describe
 
     lines = _describe(
         http_endpoint, ServerConfig(host="0.0.0.0", allow_open=True, backend_api_key="b")
