@@ -68,10 +68,14 @@ build: $(STAMPS)/pydeps
 	  $(VENV)/bin/maturin develop -q --release --skip-install
 
 # The module pytest imports: the release module plus `_core._testing` (never in a wheel).
-build-test: build
+define install_test_module
 	@$(SEED_TARGET) $(TESTING_TARGET)/release >/dev/null
 	@CARGO_TARGET_DIR=$(TESTING_TARGET) scripts/quietly.sh "building the test module (feature testing)" \
 	  $(VENV)/bin/maturin develop -q --release --skip-install --features testing,pyo3/extension-module
+endef
+
+build-test: build
+	$(install_test_module)
 
 # ---- checks -----------------------------------------------------------------------------
 test-rust: build
@@ -88,6 +92,12 @@ $(STAMPS)/lint-tools: Makefile | $(STAMPS)/pydeps
 	@scripts/quietly.sh "installing the linters (check-jsonschema, zizmor, mypy)" $(PY) -m pip install -q $(LINT_TOOLS)
 	@touch $@
 
+# The stubs against the compiled modules: `_core.pyi` against the release module (what wheels
+# ship, as `make build` installed it), then the test build's `_core._testing` against its stub
+# (tests/stubs: the module is in no wheel, neither is its stub); lint leaves the test build
+# installed. No allowlist: stubtest models everything in these modules.
+stubtest = $(PY) -m mypy.stubtest $(1)
+
 lint: build $(STAMPS)/lint-tools
 	cargo fmt --check
 	@$(SEED_TARGET) $(LINT_TARGET)/release >/dev/null
@@ -97,6 +107,9 @@ lint: build $(STAMPS)/lint-tools
 	$(VENV)/bin/ruff format --check python tests benches scripts
 	$(VENV)/bin/mypy
 	$(PY) scripts/check_sizes.py
+	$(call stubtest,nomyo_native._core)
+	$(install_test_module)
+	MYPYPATH=tests/stubs $(call stubtest,nomyo_native._core._testing)
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(VENV)/bin/zizmor --offline --no-progress .github/workflows
 

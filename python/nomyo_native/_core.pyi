@@ -10,7 +10,40 @@ probes; it is never in a wheel. Its stub is ``tests/stubs/nomyo_native/_core/_te
 
 import os
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, final
+
+from nomyo_native.types import CoreMemoryStatus
+
+# PyO3 lists every name the module adds in __all__; stubtest keeps this list equal to it.
+__all__ = [
+    "MAX_ENVELOPE_BYTES",
+    "MAX_JSON_DEPTH",
+    "MAX_PLAINTEXT_BYTES",
+    "MIN_RSA_BITS",
+    "BufferLock",
+    "ClientKeyPair",
+    "CoreError",
+    "CryptoError",
+    "EnvelopeError",
+    "KeyDisposedError",
+    "KeyFormatError",
+    "KeyPasswordError",
+    "KeyPermissionError",
+    "PayloadTooLargeError",
+    "ServerPublicKey",
+    "TpmFormatError",
+    "__version__",
+    "memory_status",
+    "open",
+    "seal",
+    "tpm_make_credential",
+    "tpm_parse_attest",
+    "tpm_parse_public",
+    "tpm_parse_signature",
+    "tpm_verify_signature",
+    "wipe",
+    "x509_verify_signature",
+]
 
 __version__: str
 
@@ -57,12 +90,14 @@ class KeyDisposedError(CoreError):
 
 # ---- keys -----------------------------------------------------------------------------------
 
+@final
 class ClientKeyPair:
     """The client's RSA key pair. The private key lives only in native locked memory."""
 
     @staticmethod
-    def generate(bits: int = 4096) -> ClientKeyPair:
-        """A fresh key pair of 2048, 3072 or 4096 bits (others raise ``ValueError``).
+    def generate(bits: int | None = None) -> ClientKeyPair:
+        """A fresh key pair of 2048, 3072 or 4096 bits (others raise ``ValueError``; None:
+        4096).
         The GIL is released while the primes are searched."""
     @staticmethod
     def load(
@@ -91,6 +126,7 @@ class ClientKeyPair:
     def wipe(self) -> None:
         """Free and zero the private key now; later use raises ``KeyDisposedError``."""
 
+@final
 class ServerPublicKey:
     """A server's RSA public key (>= MIN_RSA_BITS), used to wrap request keys."""
 
@@ -122,7 +158,7 @@ def open(body: bytes, keypair: ClientKeyPair) -> tuple[Any, int | float | None, 
 
 # ---- memory ---------------------------------------------------------------------------------
 
-def memory_status() -> dict[str, Any]:
+def memory_status() -> CoreMemoryStatus:
     """Process-wide status of the core's locked memory::
 
     {"method": "mlock" | "zero-only", "platform": "linux" | "darwin" | "windows" | ...,
@@ -152,13 +188,14 @@ def memory_status() -> dict[str, Any]:
     unlocked; it locks aws-lc's heap again on its first use of the core or of this call.
     """
 
+@final
 class BufferLock:
     """A caller's writable buffer (bytearray, memoryview, ...) locked in RAM (mlock) and
     excluded from core dumps until ``release()``; ``wipe()`` zeroes it. As a context manager
     it wipes and releases on exit, also on exceptions. While held, the buffer cannot be
     resized (it is exported)."""
 
-    def __init__(self, buffer: Any) -> None: ...
+    def __new__(cls, buffer: Any) -> BufferLock: ...
     @property
     def locked(self) -> bool:
         """True when mlock succeeded (False: wipe-only)."""
@@ -170,9 +207,9 @@ class BufferLock:
     def __enter__(self) -> BufferLock: ...
     def __exit__(
         self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+        exc_type: type[BaseException] | None = None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
     ) -> bool: ...
 
 def wipe(buffer: Any) -> None:

@@ -4,17 +4,28 @@ Exists only in the test build of the core (cargo feature ``testing``, built by
 ``make build-test`` into ``target/testing``); the release module and every wheel lack it.
 """
 
-from typing import Any
+from typing import Any, final
+
+# PyO3 lists every name the module adds in __all__; stubtest keeps this list equal to it.
+__all__ = [
+    "LockedProbe",
+    "json_digest",
+    "json_loads",
+    "json_roundtrip",
+    "probe_overflow",
+    "release_pool",
+]
 
 def release_pool() -> int:
     """Free the wiped buffers the core keeps for reuse; returns the bytes released."""
 
+@final
 class LockedProbe:
     """A LockedBuf of ``size`` bytes filled with a pattern derived from ``seed`` inside the
     core (so the pattern never exists as a Python object). For tests of locking, dump
     exclusion and wiping."""
 
-    def __init__(self, size: int, seed: int) -> None: ...
+    def __new__(cls, size: int, seed: int) -> LockedProbe: ...
     @property
     def address(self) -> int:
         """Address of the first byte of the buffer's data."""
