@@ -160,7 +160,8 @@ bench: build
 	@mkdir -p .cache
 	$(PY) -m pytest benches -q -p no:cacheprovider --benchmark-only \
 	  --benchmark-json=.cache/bench.json --benchmark-columns=min,median,mean,max,ops
-	$(PY) benches/report.py .cache/bench.json --output .cache/bench-report.json
+	$(PY) benches/report.py .cache/bench.json --output .cache/bench-report.json \
+	  --markdown .cache/bench-table.md
 
 # ---- fuzzing ----------------------------------------------------------------------------
 # libFuzzer targets over the core's public API (fuzz/, its own cargo workspace). No nightly

@@ -1,13 +1,16 @@
 """The table ``make bench`` prints, from pytest-benchmark's JSON; ratios and verdicts saved too.
 
-Usage: ``python benches/report.py .cache/bench.json [--output .cache/bench-report.json]``
+Usage: ``python benches/report.py .cache/bench.json [--output .cache/bench-report.json]
+[--markdown .cache/bench-table.md]``
 
 Two sections:
 - primitives: each benchmark group of the core suite, ours (``*_core``) beside pyca/cryptography
   (``*_pyca``), medians and the ratio;
-- end to end: per scenario, ``nomyo_native`` beside ``nomyo==0.2.9`` (client CPU per request,
-  p50/p99 latency, requests/s, endpoint CPU per request), the ratios ours/reference, and
-  PASS/MISS for each target of issue 6.
+- end to end: per scenario, every client the worker processes measured (``nomyo_native``'s
+  async, sync and openai-SDK paths, ``nomyo==0.2.9``, the pyca floors) with client CPU per
+  request, p50/p99 latency, requests/s, endpoint CPU per request, peak RSS of the soak and the
+  first request's latency; the ratios ours/reference, and PASS/MISS for each target of issues
+  6, 12, 14 and 15. ``--markdown`` writes the targets as the README's table.
 """
 
 from __future__ import annotations
@@ -22,13 +25,17 @@ from typing import Any
 
 @dataclass(frozen=True)
 class E2ETarget:
-    """``ours/reference`` of ``metric`` must be <= ``at_most`` or >= ``at_least``."""
+    """``client``'s ``metric`` in ``scenario`` over ``against``'s (a client and a scenario;
+    default: the reference in the same scenario) must be <= ``at_most`` or >= ``at_least``."""
 
     scenario: str
     metric: str
     description: str
     at_most: float | None = None
     at_least: float | None = None
+    client: str = "ours"
+    against: tuple[str, str] | None = None
+    issue: int = 6
 
     def bound(self) -> str:
         return f"<= {self.at_most:g}" if self.at_most is not None else f">= {self.at_least:g}"
@@ -39,17 +46,53 @@ class E2ETarget:
         assert self.at_least is not None
         return ratio >= self.at_least
 
+    def yardstick(self) -> tuple[str, str]:
+        return self.against or ("reference", self.scenario)
 
-# Issue 6: CPU per small request <= 1/8 of the reference's; requests/s at 16 concurrent >= 3x;
-# CPU per 1 MiB request <= 1/10.
+
+SMALL, SMALL_NON_ASCII = "sequential small requests", "sequential small non-ASCII"
+MIB, MIB_NON_ASCII = "1 MiB prompts", "1 MiB non-ASCII prompts"
+CONCURRENT = "16 concurrent requests"
+FLOOR_SMALL, FLOOR_MIB = ("floor", "floor small"), ("floor", "floor 1 MiB")
+CPU = "cpu_per_request_ms"
+
 E2E_TARGETS = (
+    # Issue 6: CPU per small request <= 1/8 of the reference's; requests/s at 16 concurrent
+    # >= 3x; CPU per 1 MiB request <= 1/10.
+    E2ETarget(SMALL, CPU, "client CPU per small request", 1 / 8),
+    E2ETarget(CONCURRENT, "requests_per_s", "requests/s at 16 concurrent", at_least=3.0),
+    E2ETarget(MIB, CPU, "client CPU per 1 MiB request", 1 / 10),
+    # Issue 15: against the floors (the cryptography alone, measured in the same run), peak RSS
+    # under a mixed-size soak against the reference's, the first request after start-up.
+    E2ETarget(SMALL, CPU, "CPU per small request / floor", 1.6, against=FLOOR_SMALL, issue=15),
     E2ETarget(
-        "sequential small requests", "cpu_per_request_ms", "client CPU per small request", 1 / 8
+        SMALL_NON_ASCII, CPU, "CPU per small non-ASCII / floor", 1.6, against=FLOOR_SMALL, issue=15
+    ),
+    E2ETarget(MIB, CPU, "CPU per 1 MiB request / floor", 2.5, against=FLOOR_MIB, issue=15),
+    E2ETarget(
+        MIB_NON_ASCII, CPU, "CPU per 1 MiB non-ASCII / floor", 2.5, against=FLOOR_MIB, issue=15
+    ),
+    E2ETarget("soak", "peak_rss_mib", "peak RSS, 25 concurrent mixed sizes", 1.0, issue=15),
+    E2ETarget("first request", "first_request_ms", "first request after start-up", 0.25, issue=15),
+    # Issue 12: the sync client beside the async one; issue 14: the openai SDK path.
+    E2ETarget(
+        SMALL,
+        CPU,
+        "sync client CPU per small request / async",
+        1.25,
+        client="ours-sync",
+        against=("ours", SMALL),
+        issue=12,
     ),
     E2ETarget(
-        "16 concurrent requests", "requests_per_s", "requests/s at 16 concurrent", at_least=3.0
+        SMALL,
+        CPU,
+        "openai SDK CPU per small request / ours",
+        1.5,
+        client="openai",
+        against=("ours", SMALL),
+        issue=14,
     ),
-    E2ETarget("1 MiB prompts", "cpu_per_request_ms", "client CPU per 1 MiB request", 1 / 10),
 )
 
 E2E_METRICS = (
@@ -59,6 +102,8 @@ E2E_METRICS = (
     ("requests_per_s", "req/s"),
     ("server_cpu_per_request_ms", "server CPU/req ms"),
 )
+# Figures of the scenarios with a process each (soak, first request), shown beside the others.
+EXTRA_METRICS = (("peak_rss_mib", "peak RSS MiB"), ("first_request_ms", "first request ms"))
 
 
 def primitive_rows(benchmarks: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -68,7 +113,8 @@ def primitive_rows(benchmarks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     pairs: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for bench in benchmarks:
-        if "e2e_scenario" in bench.get("extra_info", {}):
+        info = bench.get("extra_info", {})
+        if "e2e_scenario" in info or "e2e_runs" in info:
             continue
         full = bench["name"].removeprefix("test_")
         name = full.split("[")[0]
@@ -100,28 +146,43 @@ def _median_ms(bench: dict[str, Any]) -> float:
     return float(bench["stats"]["median"]) * 1000.0
 
 
-def e2e_results(benchmarks: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per scenario: both clients' figures, the ratios ours/reference and the target verdicts."""
-    scenarios: dict[str, dict[str, dict[str, Any]]] = {}
+def e2e_runs(benchmarks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every (client, scenario) figure set: ``extra_info["e2e_runs"]`` of the worker-driven
+    benchmarks (one worker process reports several scenarios), or one scenario per benchmark."""
+    runs: list[dict[str, Any]] = []
     for bench in benchmarks:
         info = bench.get("extra_info", {})
+        for run in info.get("e2e_runs", []):
+            runs.append(run)
         if "e2e_scenario" in info:
-            scenarios.setdefault(info["e2e_scenario"], {})[info["e2e_client"]] = info
+            runs.append({**info, "client": info["e2e_client"], "scenario": info["e2e_scenario"]})
+    return runs
+
+
+def e2e_results(benchmarks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per scenario: every client's figures, the ratios ours/reference and the target verdicts."""
+    scenarios: dict[str, dict[str, dict[str, Any]]] = {}
+    for run in e2e_runs(benchmarks):
+        scenarios.setdefault(run["scenario"], {})[run["client"]] = run
     results: dict[str, Any] = {}
     for scenario, clients in scenarios.items():
         entry: dict[str, Any] = {"clients": clients, "ratios": {}}
         ours, reference = clients.get("ours"), clients.get("reference")
         if ours and reference:
-            for metric, _ in E2E_METRICS:
-                if reference.get(metric):
+            for metric, _ in (*E2E_METRICS, *EXTRA_METRICS):
+                if reference.get(metric) and ours.get(metric) is not None:
                     entry["ratios"][metric] = ours[metric] / reference[metric]
         results[scenario] = entry
     verdicts = []
     for target in E2E_TARGETS:
-        ratio = results.get(target.scenario, {}).get("ratios", {}).get(target.metric)
+        ours = _figure(results, target.client, target.scenario, target.metric)
+        theirs = _figure(results, *target.yardstick(), target.metric)
+        ratio = ours / theirs if ours is not None and theirs else None
         verdicts.append(
             {
                 **asdict(target),
+                "ours": ours,
+                "theirs": theirs,
                 "ratio": ratio,
                 "verdict": "NOT RUN" if ratio is None else "PASS" if target.met(ratio) else "MISS",
             }
@@ -129,10 +190,23 @@ def e2e_results(benchmarks: list[dict[str, Any]]) -> dict[str, Any]:
     return {"scenarios": results, "targets": verdicts}
 
 
+def _figure(results: dict[str, Any], client: str, scenario: str, metric: str) -> float | None:
+    value = results.get(scenario, {}).get("clients", {}).get(client, {}).get(metric)
+    return float(value) if isinstance(value, int | float) else None
+
+
 def _fmt(value: float | None, width: int = 10) -> str:
     if value is None:
         return "-".rjust(width)
     return f"{value:{width}.3f}" if abs(value) < 100 else f"{value:{width}.1f}"
+
+
+# Order of the clients in the table: ours and the reference first, then ours' other paths.
+CLIENT_ORDER = ("ours", "reference", "ours-sync", "openai", "ours-httpx-tls", "floor")
+
+
+def _client_rank(name: str) -> tuple[int, str]:
+    return (CLIENT_ORDER.index(name) if name in CLIENT_ORDER else len(CLIENT_ORDER), name)
 
 
 def render(primitives: list[dict[str, Any]], e2e: dict[str, Any]) -> str:
@@ -151,31 +225,41 @@ def render(primitives: list[dict[str, Any]], e2e: dict[str, Any]) -> str:
             )
         lines.append("")
     if e2e["scenarios"]:
-        lines.append("End to end over HTTPS: nomyo_native (ours) vs nomyo 0.2.9 (reference)")
-        header = f"{'scenario':<28}{'client':<16}{'requests':>9}"
-        header += "".join(f"{label:>18}" for _, label in E2E_METRICS)
-        lines.append(header)
-        for scenario, entry in e2e["scenarios"].items():
-            # ours and the reference first, then variants (e.g. ours on httpx's default TLS)
-            names = sorted(entry["clients"], key=lambda n: (n != "ours", n != "reference", n))
-            for name in names:
-                info = entry["clients"][name]
-                line = f"{scenario:<28}{name:<16}{info['requests']:>9}"
-                line += "".join(_fmt(info[metric], 18) for metric, _ in E2E_METRICS)
-                lines.append(line)
-            if entry["ratios"]:
-                line = f"{'':<28}{'ours/ref':<16}{'':>9}"
-                line += "".join(_fmt(entry["ratios"].get(m), 18) for m, _ in E2E_METRICS)
-                lines.append(line)
+        lines.extend(_render_scenarios(e2e["scenarios"]))
         lines.append("")
-        lines.append("Targets (issue 6)")
+        lines.append("Targets (issues 6, 12, 14, 15)")
         for t in e2e["targets"]:
             ratio = "-" if t["ratio"] is None else f"{t['ratio']:.3f}"
+            against = "ref" if t["against"] is None else t["against"][0]
             lines.append(
-                f"  {t['description']:<36} ours/ref {ratio:>7} "
+                f"  {t['description']:<44} {t['client']}/{against} {ratio:>7} "
                 f"(target {_bound_text(t)})  {t['verdict']}"
             )
     return "\n".join(lines)
+
+
+def _render_scenarios(scenarios: dict[str, Any]) -> list[str]:
+    lines = ["End to end over HTTPS: nomyo_native (ours) vs nomyo 0.2.9 (reference)"]
+    metrics = (*E2E_METRICS, *EXTRA_METRICS)
+    shown = [
+        (metric, label)
+        for metric, label in metrics
+        if any(metric in info for entry in scenarios.values() for info in entry["clients"].values())
+    ]
+    header = f"{'scenario':<28}{'client':<16}{'requests':>9}"
+    header += "".join(f"{label:>18}" for _, label in shown)
+    lines.append(header)
+    for scenario, entry in scenarios.items():
+        for name in sorted(entry["clients"], key=_client_rank):
+            info = entry["clients"][name]
+            line = f"{scenario:<28}{name:<16}{info.get('requests', 0):>9}"
+            line += "".join(_fmt(info.get(metric), 18) for metric, _ in shown)
+            lines.append(line)
+        if entry["ratios"]:
+            line = f"{'':<28}{'ours/ref':<16}{'':>9}"
+            line += "".join(_fmt(entry["ratios"].get(m), 18) for m, _ in shown)
+            lines.append(line)
+    return lines
 
 
 def _bound_text(target: dict[str, Any]) -> str:
@@ -184,10 +268,46 @@ def _bound_text(target: dict[str, Any]) -> str:
     return f">= {target['at_least']:.3f}"
 
 
+def markdown(e2e: dict[str, Any]) -> str:
+    """The README's benchmark table: one row per target, figures of this run."""
+    rows = [
+        "| measure | yardstick | ours | ratio | target |",
+        "|---|---|---|---|---|",
+    ]
+    for t in e2e["targets"]:
+        client = t["against"][0] if t["against"] else "reference"
+        unit = _unit(t["metric"])
+        yardstick = f"{_short(client)} {_md(t['theirs'], unit)}"
+        ours = f"{_short(t['client'])} {_md(t['ours'], unit)}"
+        ratio = "-" if t["ratio"] is None else f"{t['ratio']:.2f}x"
+        rows.append(
+            f"| {t['description']} | {yardstick} | {ours} | {ratio} | "
+            f"{_bound_text(t).replace('<=', '&le;').replace('>=', '&ge;')}: {t['verdict']} |"
+        )
+    return "\n".join(rows)
+
+
+def _unit(metric: str) -> str:
+    return {"requests_per_s": "req/s", "peak_rss_mib": "MiB"}.get(metric, "ms")
+
+
+def _short(client: str) -> str:
+    return {"reference": "nomyo 0.2.9", "floor": "floor", "ours": "ours"}.get(client, client)
+
+
+def _md(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f} {unit}" if value < 100 else f"{value:.0f} {unit}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bench_json", type=Path, help="pytest-benchmark --benchmark-json output")
     parser.add_argument("--output", type=Path, help="where to write ratios and verdicts (JSON)")
+    parser.add_argument(
+        "--markdown", type=Path, help="where to write the README's table of targets (Markdown)"
+    )
     args = parser.parse_args(argv)
     try:
         data = json.loads(args.bench_json.read_text(encoding="utf-8"))
@@ -198,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     primitives = primitive_rows(benchmarks)
     e2e = e2e_results(benchmarks)
     print(render(primitives, e2e))
+    if args.markdown is not None and e2e["targets"]:
+        args.markdown.write_text(markdown(e2e) + "\n", "utf-8")
+        print(f"\nwritten: {args.markdown}")
     if args.output is not None:
         summary = {
             "source": str(args.bench_json),
