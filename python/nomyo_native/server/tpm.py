@@ -79,7 +79,7 @@ def _consecutive_free_ports() -> int:
     for _ in range(100):
         with socket.socket() as first, socket.socket() as second:
             first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
+            port: int = first.getsockname()[1]
             if port >= 65535:
                 continue
             try:
@@ -362,7 +362,7 @@ class TpmQuoter:
         scheme: str = "ecdsa",
         hash_alg: str = "sha256",
         server_key_fingerprint: str | None = None,
-    ) -> dict:
+    ) -> dict[str, Any]:
         """The ``tpm_attestation`` block of PROTOCOL.md section 5 for ``payload_id``.
 
         A persistent AIK quotes only with the extension's binding, so it needs the fingerprint
@@ -454,7 +454,8 @@ class TpmQuoter:
                 self._esapi.flush_context(handle)
             except tss.TSS2_Exception as exc:
                 raise TpmError(f"TPM could not create the endorsement key: {exc}") from None
-        return public.marshal()
+        marshalled: bytes = public.marshal()  # tpm2-pytss is untyped
+        return marshalled
 
     def ek_certificate(self) -> bytes | None:
         """The DER RSA EK certificate in the TPM's NV index 0x01C00002 (TCG), or None when the
