@@ -156,6 +156,30 @@ def open(body: bytes, keypair: ClientKeyPair) -> tuple[Any, int | float | None, 
     locked memory. Returns ``(payload, processed_at, algorithm)``. Raises ``EnvelopeError``
     (format, naming the field), ``PayloadTooLargeError``, or ``CryptoError`` (opaque)."""
 
+class RequestBody:
+    """An openai SDK's serialized chat-completion request (immutable ``bytes``, never written
+    to), checked and compacted straight into locked memory: whitespace outside strings goes,
+    strings and numbers are kept as written (RFC 8259 checked; lone surrogate escapes and
+    numbers beyond the double range refused), so an SDK-written body becomes exactly what
+    ``seal`` writes for the same dict. Refuses a body that is not a non-empty object, a
+    top-level ``stream`` other than false/null and ``stream_options`` other than null
+    (``ValueError``; nothing is stripped), nesting deeper than MAX_JSON_DEPTH, and a result
+    over MAX_PLAINTEXT_BYTES (``PayloadTooLargeError``). Errors name the rule and the byte
+    offset, never content."""
+
+    def __init__(self, body: bytes) -> None: ...
+    @property
+    def size(self) -> int:
+        """Bytes of the compacted plaintext."""
+    @property
+    def consumed(self) -> bool:
+        """True once sealed or wiped."""
+    def seal(self, server_key: ServerPublicKey) -> bytes:
+        """Encrypt the plaintext in place as a PROTOCOL.md section 2 envelope (the same as
+        ``seal``), then wipe it. Once only: a second call raises ``ValueError``."""
+    def wipe(self) -> None:
+        """Drop and zero the plaintext without sealing it."""
+
 # ---- memory ---------------------------------------------------------------------------------
 
 def memory_status() -> CoreMemoryStatus:

@@ -7,6 +7,7 @@ pub mod envelope;
 pub mod error;
 pub mod keys;
 pub mod lc_heap;
+pub mod request_body;
 pub mod secret;
 pub mod tpm;
 #[cfg(windows)]
@@ -36,6 +37,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     register_memory(m)?;
     register_crypto(m)?;
     tpm::py::register(m)?;
+    request_body::py::register(m)?;
     #[cfg(feature = "testing")]
     testing::register(m)?;
     Ok(())
