@@ -30,6 +30,7 @@ __all__ = [
     "KeyPasswordError",
     "KeyPermissionError",
     "PayloadTooLargeError",
+    "RequestBody",
     "ServerPublicKey",
     "TpmFormatError",
     "__version__",
@@ -156,6 +157,7 @@ def open(body: bytes, keypair: ClientKeyPair) -> tuple[Any, int | float | None, 
     locked memory. Returns ``(payload, processed_at, algorithm)``. Raises ``EnvelopeError``
     (format, naming the field), ``PayloadTooLargeError``, or ``CryptoError`` (opaque)."""
 
+@final
 class RequestBody:
     """An openai SDK's serialized chat-completion request (immutable ``bytes``, never written
     to), checked and compacted straight into locked memory: whitespace outside strings goes,
@@ -167,7 +169,7 @@ class RequestBody:
     over MAX_PLAINTEXT_BYTES (``PayloadTooLargeError``). Errors name the rule and the byte
     offset, never content."""
 
-    def __init__(self, body: bytes) -> None: ...
+    def __new__(cls, body: bytes) -> RequestBody: ...
     @property
     def size(self) -> int:
         """Bytes of the compacted plaintext."""
