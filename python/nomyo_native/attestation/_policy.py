@@ -9,6 +9,7 @@ from typing import Any
 
 from nomyo_native._constants import ATTESTATION_POLICIES
 from nomyo_native.attestation._verify import verify_attestation
+from nomyo_native.types import AttestationVerification
 
 # Said wherever "require" meets a client with nothing to root a quote in.
 NO_TRUST_ANCHOR_HINT = (
@@ -93,7 +94,7 @@ def apply_attestation_policy(
 
 
 def _record_unverified(metadata: dict[str, Any], reason: str, *, available: bool) -> None:
-    metadata["attestation_verification"] = {
+    verdict: AttestationVerification = {
         "verified": False,
         "bound": False,
         "hardware_rooted": False,
@@ -102,6 +103,7 @@ def _record_unverified(metadata: dict[str, Any], reason: str, *, available: bool
         "summary": f"not verified: {reason}",
         "reason": reason,
     }
+    metadata["attestation_verification"] = verdict
 
 
 def _raise_security(message: str) -> None:

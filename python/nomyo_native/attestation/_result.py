@@ -4,7 +4,9 @@ check, and the verdicts built from them (``bound``, ``hardware_rooted``, ``verif
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
+
+from nomyo_native.types import AttestationChecks, AttestationVerification, CheckOutcome
 
 Binding = Literal["payload_id", "payload_id+server_key"]
 CheckName = Literal[
@@ -28,7 +30,7 @@ class CheckResult:
     passed: bool | None
     detail: str
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> CheckOutcome:
         return {"passed": self.passed, "detail": self.detail}
 
 
@@ -127,7 +129,7 @@ class AttestationResult:
             why = f"the AIK is not the trusted key ({self.aik_trusted.detail})"
         return f"TPM quote bound, NOT hardware-rooted: {text} Not verified: {why}."
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> AttestationVerification:
         """The record stored in ``_metadata["attestation_verification"]`` (JSON-safe)."""
         return {
             "verified": self.verified,
@@ -139,5 +141,16 @@ class AttestationResult:
             "aik_fingerprint": self.aik_fingerprint,
             "pcr_banks": self.pcr_banks,
             "binding": self.binding,
-            "checks": {check.name: check.to_dict() for check in self.checks},
+            "checks": self._checks_dict(),
+        }
+
+    def _checks_dict(self) -> AttestationChecks:
+        # Spelled out, in CHECK_NAMES order, so that the type checker sees every check's key.
+        return {
+            "signature": self.signature.to_dict(),
+            "magic_and_type": self.magic_and_type.to_dict(),
+            "qualifying_data": self.qualifying_data.to_dict(),
+            "pcr_digest": self.pcr_digest.to_dict(),
+            "pcr_baseline": self.pcr_baseline.to_dict(),
+            "aik_trusted": self.aik_trusted.to_dict(),
         }
