@@ -35,7 +35,6 @@ ALLOWLIST: Mapping[str, str] = {
     "server/protocol.py::guarded_protocol": _PENDING_ROOMS,
     "server/runner.py": _PENDING_ROOMS,
     "server/tls.py::make_self_signed": _PENDING_ROOMS,
-    "server/tpm.py": _PENDING_ROOMS,
 }
 
 
