@@ -33,7 +33,6 @@ ALLOWLIST: Mapping[str, str] = {
     "enrollment.py::enroll": _PENDING_ROOMS,
     "server/app.py::SecureCompletionHandler._handle": _PENDING_ROOMS,
     "server/protocol.py::guarded_protocol": _PENDING_ROOMS,
-    "server/runner.py": _PENDING_ROOMS,
     "server/tls.py::make_self_signed": _PENDING_ROOMS,
 }
 

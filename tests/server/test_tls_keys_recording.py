@@ -132,7 +132,7 @@ def test_unreadable_certificate_fails_start_clearly(tmp_path, server_key):
 
 
 def test_self_signed_certificate_covers_a_specific_bind_address():
-    from nomyo_native.server.runner import _certificate_hosts
+    from nomyo_native.server.resources import _certificate_hosts
 
     assert _certificate_hosts("127.0.0.1") == ("localhost", "127.0.0.1", "::1")
     assert _certificate_hosts("0.0.0.0") == ("localhost", "127.0.0.1", "::1")

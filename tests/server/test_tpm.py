@@ -224,7 +224,7 @@ def test_server_with_owned_swtpm(endpoint_factory, wire_for, client_key):
 
 
 def test_owned_swtpm_measures_the_server_code_into_pcr10(endpoint_factory, wire_for, client_key):
-    from nomyo_native.server.runner import measure_server_code
+    from nomyo_native.server.resources import measure_server_code
 
     endpoint = endpoint_factory(tpm="swtpm")
     assert endpoint.code_measurement == measure_server_code()
