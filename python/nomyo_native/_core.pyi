@@ -46,48 +46,32 @@ __all__ = [
     "x509_verify_signature",
 ]
 
+# The core raises the package's own classes (nomyo_native.errors), under these historical names.
+from nomyo_native.errors import CoreError as CoreError
+from nomyo_native.errors import CryptoError as CryptoError
+from nomyo_native.errors import EnvelopeError as EnvelopeError
+from nomyo_native.errors import KeyDisposedError as KeyDisposedError
+from nomyo_native.errors import KeyFormatError as KeyFormatError
+from nomyo_native.errors import KeyPasswordError as KeyPasswordError
+from nomyo_native.errors import KeyPermissionError as KeyPermissionError
+from nomyo_native.errors import SizeLimitError
+from nomyo_native.errors import TpmFormatError as TpmFormatError
+
+PayloadTooLargeError = SizeLimitError
+"""Either direction's size error: ``RequestTooLargeError`` (seal), ``ResponseTooLargeError``."""
+
 __version__: str
 
 MAX_PLAINTEXT_BYTES: Final[int]
 """Largest serialized request plaintext ``seal`` accepts: 10 MiB (10 * 1024 * 1024)."""
 MAX_ENVELOPE_BYTES: Final[int]
-"""Largest response body ``open`` parses (the base64 of MAX_PLAINTEXT_BYTES plus framing)."""
+"""Largest response body ``open_envelope`` parses (the base64 of MAX_PLAINTEXT_BYTES plus
+framing)."""
 MAX_JSON_DEPTH: Final[int]
-"""Deepest nesting of lists/dicts that ``seal`` writes and ``open`` reads (128; the
+"""Deepest nesting of lists/dicts that ``seal`` writes and ``open_envelope`` reads (128; the
 outermost container is level 1)."""
 MIN_RSA_BITS: Final[int]
 """2048: no shorter RSA key is generated, loaded or accepted from a server."""
-
-# ---- errors ---------------------------------------------------------------------------------
-
-class CoreError(Exception):
-    """Base of every error the core raises."""
-
-class CryptoError(CoreError):
-    """Unwrapping or authentication failed. One message for every cause, by design."""
-
-class EnvelopeError(CoreError):
-    """The envelope is malformed or of an unsupported version/algorithm.
-
-    The message names the field and the rule it broke, never secret content.
-    """
-
-class PayloadTooLargeError(CoreError):
-    """A plaintext or envelope exceeds the size caps."""
-
-class KeyFormatError(CoreError):
-    """A PEM/DER key is malformed, not RSA, or shorter than MIN_RSA_BITS."""
-
-class KeyPasswordError(CoreError):
-    """A key file needs a password and none was given, the password is wrong, or a new
-    password is too short (under 8 characters)."""
-
-class KeyPermissionError(CoreError):
-    """A private key file is readable or writable by group or others (the message says how
-    to fix it: ``chmod 600 <file>``)."""
-
-class KeyDisposedError(CoreError):
-    """The key handle was wiped with ``wipe()`` and can no longer be used."""
 
 # ---- keys -----------------------------------------------------------------------------------
 
@@ -149,13 +133,17 @@ def seal(payload: Any, server_key: ServerPublicKey) -> bytes:
     locked memory and encrypt it as a PROTOCOL.md section 2 envelope; returns the envelope's
     UTF-8 JSON. Raises ``TypeError`` naming the type and path of a non-JSON value,
     ``ValueError`` for NaN/Infinity, lone surrogates or nesting deeper than MAX_JSON_DEPTH,
-    ``TypeError`` for dict keys other than str/int/float/bool/None, ``PayloadTooLargeError`` over
-    MAX_PLAINTEXT_BYTES (before any encryption)."""
+    ``TypeError`` for dict keys other than str/int/float/bool/None, ``RequestTooLargeError`` (a
+    ``PayloadTooLargeError``) over MAX_PLAINTEXT_BYTES (before any encryption)."""
 
-def open(body: bytes, keypair: ClientKeyPair) -> tuple[Any, int | float | None, str]:
+def open_envelope(body: bytes, keypair: ClientKeyPair) -> tuple[Any, int | float | None, str]:
     """Check, unwrap and decrypt a response envelope; build the Python objects straight from
     locked memory. Returns ``(payload, processed_at, algorithm)``. Raises ``EnvelopeError``
-    (format, naming the field), ``PayloadTooLargeError``, or ``CryptoError`` (opaque)."""
+    (format, naming the field), ``ResponseTooLargeError`` over MAX_ENVELOPE_BYTES (both are
+    ``ResponseFormatError``), ``CryptoError`` (opaque) or ``KeyDisposedError``."""
+
+open = open_envelope
+"""The historical name of ``open_envelope`` (it shadows the builtin)."""
 
 @final
 class RequestBody:
@@ -242,10 +230,6 @@ def wipe(buffer: Any) -> None:
     """Zero a writable buffer in a way the optimizer keeps."""
 
 # ---- TPM structures (rust/src/tpm): bounded parsers and the quote-signature verifier --------
-
-class TpmFormatError(ValueError):
-    """A TPM structure is malformed or unsupported, or its signature does not verify; the
-    message names the field and the rule (the inputs are public)."""
 
 def tpm_parse_public(data: bytes) -> dict[str, Any]:
     """Parse a marshalled TPM2B_PUBLIC: ``public_area`` (the TPMT_PUBLIC bytes), ``type``,

@@ -19,16 +19,27 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "ClientClosedError",
+    "CoreError",
+    "CryptoError",
+    "EnvelopeError",
     "ForbiddenError",
     "InsecureKeyFileError",
     "InvalidRequestError",
+    "KeyDisposedError",
+    "KeyFormatError",
     "KeyLoadError",
+    "KeyPasswordError",
+    "KeyPermissionError",
     "PayloadTooLargeError",
     "RateLimitError",
+    "RequestTooLargeError",
     "ResponseFormatError",
+    "ResponseTooLargeError",
     "SecurityError",
     "ServerError",
     "ServiceUnavailableError",
+    "SizeLimitError",
+    "TpmFormatError",
     "UnsupportedContentEncodingError",
 ]
 
@@ -94,6 +105,57 @@ class PayloadTooLargeError(ValueError):
 
 class ClientClosedError(RuntimeError):
     """The client was closed or disposed and cannot send requests any more."""
+
+
+# ---- errors of the native core ------------------------------------------------------------
+# `nomyo_native._core` raises these classes itself (mapped once, in rust/src/error.rs), so each
+# is already the class a user catches: a crypto failure is a SecurityError, a malformed response
+# a ResponseFormatError, a bad key file a KeyLoadError... `CoreError` marks where they came from,
+# and `_core` keeps its old names for them (`_core.CryptoError is CryptoError`).
+
+
+class CoreError(Exception):
+    """Base of every error the native core raises."""
+
+
+class CryptoError(CoreError, SecurityError):
+    """Unwrapping or authentication failed. Opaque: one message for every cause."""
+
+
+class EnvelopeError(CoreError, ResponseFormatError):
+    """The response envelope (or the JSON inside it) is malformed or unsupported."""
+
+
+class SizeLimitError(CoreError, ValueError):
+    """A size cap was exceeded, in either direction (``_core.PayloadTooLargeError``)."""
+
+
+class RequestTooLargeError(SizeLimitError, PayloadTooLargeError):
+    """Sealing: the serialized request exceeds the plaintext cap (nomyo's ``ValueError``)."""
+
+
+class ResponseTooLargeError(SizeLimitError, ResponseFormatError):
+    """Opening: the response envelope exceeds its cap, a malformed response like any other."""
+
+
+class KeyFormatError(CoreError, KeyLoadError):
+    """A key is malformed, not RSA, or too short."""
+
+
+class KeyPasswordError(CoreError, KeyLoadError):
+    """A key password is missing, wrong or too short."""
+
+
+class KeyPermissionError(CoreError, InsecureKeyFileError):
+    """A private key file is readable or writable by group or others."""
+
+
+class KeyDisposedError(CoreError, ClientClosedError):
+    """The key pair was wiped (its client disposed) and can no longer be used."""
+
+
+class TpmFormatError(CoreError, ValueError):
+    """A TPM structure is malformed or unsupported, or its signature does not verify."""
 
 
 class APIError(Exception):

@@ -164,7 +164,7 @@ pub fn seal_into(
 ) -> CoreResult<()> {
     let _lc = crate::lc_heap::enter();
     if plaintext.len() > MAX_PLAINTEXT_BYTES {
-        return Err(CoreError::TooLarge(format!(
+        return Err(CoreError::RequestTooLarge(format!(
             "the serialized request is {} bytes; the limit is {MAX_PLAINTEXT_BYTES} bytes (10 MiB)",
             plaintext.len()
         )));
@@ -374,7 +374,7 @@ fn b64_public(text: &str, path: &str) -> CoreResult<Vec<u8>> {
 pub fn open(body: &[u8], keypair: &ClientKeyPair) -> CoreResult<Opened> {
     let _lc = crate::lc_heap::enter();
     if body.len() > MAX_ENVELOPE_BYTES {
-        return Err(CoreError::TooLarge(format!(
+        return Err(CoreError::ResponseTooLarge(format!(
             "the response envelope is {} bytes; the limit is {MAX_ENVELOPE_BYTES} bytes",
             body.len()
         )));
@@ -695,13 +695,13 @@ mod tests {
         let body = vec![b' '; MAX_ENVELOPE_BYTES + 1];
         assert!(matches!(
             open(&body, keypair()),
-            Err(CoreError::TooLarge(_))
+            Err(CoreError::ResponseTooLarge(_))
         ));
         let mut big = LockedBuf::zeroed(MAX_PLAINTEXT_BYTES + 1).unwrap();
         let server = keypair().public_key().unwrap();
         assert!(matches!(
             seal(&mut big, &server),
-            Err(CoreError::TooLarge(_))
+            Err(CoreError::RequestTooLarge(_))
         ));
     }
 

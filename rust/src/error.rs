@@ -17,8 +17,10 @@ pub enum CoreError {
     Crypto,
     /// The envelope is malformed or names an unsupported version/algorithm.
     Envelope(String),
-    /// A plaintext or envelope exceeds the size caps.
-    TooLarge(String),
+    /// Sealing: the serialized request exceeds the plaintext cap (the caller's mistake).
+    RequestTooLarge(String),
+    /// Opening: the response envelope exceeds its cap (a malformed response).
+    ResponseTooLarge(String),
     /// A key is malformed, not RSA, or too short.
     KeyFormat(String),
     /// A password is missing, wrong, or too short.
@@ -46,7 +48,8 @@ impl fmt::Display for CoreError {
             }
             CoreError::Io(e) => write!(f, "{e}"),
             CoreError::Envelope(m)
-            | CoreError::TooLarge(m)
+            | CoreError::RequestTooLarge(m)
+            | CoreError::ResponseTooLarge(m)
             | CoreError::KeyFormat(m)
             | CoreError::KeyPassword(m)
             | CoreError::KeyPermission(m)
@@ -76,59 +79,29 @@ pub type CoreResult<T> = Result<T, CoreError>;
 
 #[cfg(feature = "python")]
 pub mod py {
-    //! The Python exception classes of PROTOCOL.md's core errors, and the mapping to them.
+    //! The Python classes of the core's errors, and the one mapping to them.
+    //!
+    //! The classes are the package's own, defined in `nomyo_native/errors.py` with the bases a
+    //! user catches (`SecurityError`, `ResponseFormatError`, `KeyLoadError`...), so no layer
+    //! above has to translate them. `_core` re-exports them under its historical names.
     use super::CoreError as Rust;
-    use pyo3::exceptions::{PyException, PyMemoryError, PyOSError, PyTypeError, PyValueError};
+    use pyo3::exceptions::{PyMemoryError, PyOSError, PyTypeError, PyValueError};
     use pyo3::prelude::*;
 
-    pyo3::create_exception!(
-        _core,
-        CoreError,
-        PyException,
-        "Base of every error the core raises."
-    );
-    pyo3::create_exception!(
-        _core,
-        CryptoError,
-        CoreError,
-        "Unwrapping or authentication failed (opaque)."
-    );
-    pyo3::create_exception!(
-        _core,
-        EnvelopeError,
-        CoreError,
-        "The envelope is malformed or unsupported."
-    );
-    pyo3::create_exception!(
-        _core,
-        PayloadTooLargeError,
-        CoreError,
-        "A plaintext or envelope exceeds the size caps."
-    );
-    pyo3::create_exception!(
-        _core,
-        KeyFormatError,
-        CoreError,
-        "A key is malformed, not RSA, or too short."
-    );
-    pyo3::create_exception!(
-        _core,
-        KeyPasswordError,
-        CoreError,
-        "A key password is missing, wrong or too short."
-    );
-    pyo3::create_exception!(
-        _core,
-        KeyPermissionError,
-        CoreError,
-        "A private key file is accessible by others."
-    );
-    pyo3::create_exception!(
-        _core,
-        KeyDisposedError,
-        CoreError,
-        "The key handle was wiped."
-    );
+    /// Where the classes live; `register` imports it once, at module initialisation.
+    const ERRORS_MODULE: &str = "nomyo_native.errors";
+
+    pyo3::import_exception!(nomyo_native.errors, CoreError);
+    pyo3::import_exception!(nomyo_native.errors, CryptoError);
+    pyo3::import_exception!(nomyo_native.errors, EnvelopeError);
+    pyo3::import_exception!(nomyo_native.errors, SizeLimitError);
+    pyo3::import_exception!(nomyo_native.errors, RequestTooLargeError);
+    pyo3::import_exception!(nomyo_native.errors, ResponseTooLargeError);
+    pyo3::import_exception!(nomyo_native.errors, KeyFormatError);
+    pyo3::import_exception!(nomyo_native.errors, KeyPasswordError);
+    pyo3::import_exception!(nomyo_native.errors, KeyPermissionError);
+    pyo3::import_exception!(nomyo_native.errors, KeyDisposedError);
+    pyo3::import_exception!(nomyo_native.errors, TpmFormatError);
 
     impl From<Rust> for PyErr {
         fn from(e: Rust) -> PyErr {
@@ -136,7 +109,8 @@ pub mod py {
             match e {
                 Rust::Crypto => CryptoError::new_err(msg),
                 Rust::Envelope(_) => EnvelopeError::new_err(msg),
-                Rust::TooLarge(_) => PayloadTooLargeError::new_err(msg),
+                Rust::RequestTooLarge(_) => RequestTooLargeError::new_err(msg),
+                Rust::ResponseTooLarge(_) => ResponseTooLargeError::new_err(msg),
                 Rust::KeyFormat(_) => KeyFormatError::new_err(msg),
                 Rust::KeyPassword(_) => KeyPasswordError::new_err(msg),
                 Rust::KeyPermission(_) => KeyPermissionError::new_err(msg),
@@ -149,20 +123,21 @@ pub mod py {
         }
     }
 
-    /// Register the exception classes on the module.
+    /// Import the classes (a clear `ImportError` here, rather than a failure at the first error
+    /// raised) and expose them on `_core` under the names the tests and older callers use.
     pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         let py = m.py();
+        py.import(ERRORS_MODULE)?;
         m.add("CoreError", py.get_type::<CoreError>())?;
         m.add("CryptoError", py.get_type::<CryptoError>())?;
         m.add("EnvelopeError", py.get_type::<EnvelopeError>())?;
-        m.add(
-            "PayloadTooLargeError",
-            py.get_type::<PayloadTooLargeError>(),
-        )?;
+        // Both directions' size errors: `except _core.PayloadTooLargeError` catches either.
+        m.add("PayloadTooLargeError", py.get_type::<SizeLimitError>())?;
         m.add("KeyFormatError", py.get_type::<KeyFormatError>())?;
         m.add("KeyPasswordError", py.get_type::<KeyPasswordError>())?;
         m.add("KeyPermissionError", py.get_type::<KeyPermissionError>())?;
         m.add("KeyDisposedError", py.get_type::<KeyDisposedError>())?;
+        m.add("TpmFormatError", py.get_type::<TpmFormatError>())?;
         Ok(())
     }
 

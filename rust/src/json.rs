@@ -31,7 +31,7 @@ const MAX_KEY_IN_PATH: usize = 48;
 // ---- writer ------------------------------------------------------------------------------------
 
 /// Serialize a Python value as JSON into `out` (compact: no spaces), refusing once `out` would
-/// exceed `max_len` bytes (CoreError::TooLarge, before any encryption happens).
+/// exceed `max_len` bytes (CoreError::RequestTooLarge, before any encryption happens).
 pub fn write_py(obj: &Bound<'_, PyAny>, out: &mut LockedBuf, max_len: usize) -> CoreResult<()> {
     let mut writer = Writer { out, max_len };
     writer.value(obj, 0).map_err(|e| e.into_core(max_len))
@@ -112,7 +112,7 @@ impl WriteError {
             Fault::TooDeep => CoreError::InvalidArgument(format!(
                 "{path}: nesting deeper than {MAX_JSON_DEPTH} levels"
             )),
-            Fault::TooLarge => CoreError::TooLarge(format!(
+            Fault::TooLarge => CoreError::RequestTooLarge(format!(
                 "the serialized payload exceeds the limit of {max_len} bytes"
             )),
             Fault::Memory(e) => e,

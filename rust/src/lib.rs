@@ -305,7 +305,7 @@ mod memory_py {
     }
 }
 
-// ---- crypto bindings: ClientKeyPair, ServerPublicKey, seal, open ------------------------------
+// ---- crypto bindings: ClientKeyPair, ServerPublicKey, seal, open_envelope ----------------------
 
 #[cfg(feature = "python")]
 fn register_crypto(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -315,7 +315,9 @@ fn register_crypto(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<crypto_py::ClientKeyPair>()?;
     m.add_class::<crypto_py::ServerPublicKey>()?;
     m.add_function(wrap_pyfunction!(crypto_py::seal, m)?)?;
-    m.add_function(wrap_pyfunction!(crypto_py::open, m)?)?;
+    m.add_function(wrap_pyfunction!(crypto_py::open_envelope, m)?)?;
+    // The historical name (it shadows the builtin `open` in a star import, hence the rename).
+    m.add("open", m.getattr("open_envelope")?)?;
     Ok(())
 }
 
@@ -544,7 +546,7 @@ mod crypto_py {
 
     /// Check, unwrap and decrypt `body`; build the payload straight from locked memory.
     #[pyfunction]
-    pub fn open<'py>(
+    pub fn open_envelope<'py>(
         py: Python<'py>,
         body: &Bound<'py, PyAny>,
         keypair: &Bound<'py, ClientKeyPair>,

@@ -19,7 +19,8 @@ _testing = probes_module()
 
 REPO = Path(__file__).resolve().parents[2]
 STUB = REPO / "tests" / "stubs" / "nomyo_native" / "_core" / "_testing.pyi"
-CORE_STUB = REPO / "python" / "nomyo_native" / "_core.pyi"
+PACKAGE_DIR = REPO / "python" / "nomyo_native"
+CORE_STUB = PACKAGE_DIR / "_core.pyi"
 # Names the probes had at the top of `_core` before they moved, and their names now.
 OLD_PROBES = (
     "_LockedProbe",
@@ -42,6 +43,10 @@ def stub_names(path: Path) -> set[str]:
             names.add(node.name)
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             names.add(node.target.id)
+        elif isinstance(node, ast.Assign):  # an alias: `open = open_envelope`
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.ImportFrom):  # an explicit re-export: `import X as X`
+            names.update(a.asname for a in node.names if a.asname == a.name)
     return {n for n in names if not n.startswith("__")}
 
 
@@ -73,8 +78,13 @@ def test_finding12_release_module_has_no_probes() -> None:
     assert b"_core._testing" not in RELEASE_LIBRARY.read_bytes()
     code = textwrap.dedent(
         f"""
-        import importlib.util, sys
+        import importlib.util, sys, types
         path = {str(RELEASE_LIBRARY)!r}
+        # The core imports its exception classes from nomyo_native.errors: give it the package
+        # as a bare namespace, so that the installed (test) module is not imported alongside.
+        package = types.ModuleType("nomyo_native")
+        package.__path__ = [{str(PACKAGE_DIR)!r}]
+        sys.modules["nomyo_native"] = package
         spec = importlib.util.spec_from_file_location("nomyo_native._core", path)
         core = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(core)

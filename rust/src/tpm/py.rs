@@ -1,22 +1,15 @@
 //! Python bindings of the TPM parsers and verifier: each structure becomes a plain dict of
 //! ints and bytes (the fields a verifier and the differential test against tpm2-pytss need).
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use super::parse::{self, Attested, FormatError, PublicDetail, Scheme, Signature, SymDef};
 use super::{credential, verify};
-
-pyo3::create_exception!(
-    _core,
-    TpmFormatError,
-    PyValueError,
-    "A TPM structure is malformed or unsupported, or its signature does not verify."
-);
+use crate::error::py::TpmFormatError;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add("TpmFormatError", m.py().get_type::<TpmFormatError>())?;
     m.add_function(wrap_pyfunction!(tpm_parse_public, m)?)?;
     m.add_function(wrap_pyfunction!(tpm_parse_attest, m)?)?;
     m.add_function(wrap_pyfunction!(tpm_parse_signature, m)?)?;

@@ -1,0 +1,173 @@
+"""Issue 12 item 4: one exception tree. The core raises the package's own classes
+(``nomyo_native.errors``), each already the class a user catches; ``_core`` keeps its old names
+for them, and a size error says which direction it came from."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nomyo_native import _core, errors
+
+# `_core`'s historical names and the package classes they now are.
+ALIASES: dict[str, type[Exception]] = {
+    "CoreError": errors.CoreError,
+    "CryptoError": errors.CryptoError,
+    "EnvelopeError": errors.EnvelopeError,
+    "PayloadTooLargeError": errors.SizeLimitError,
+    "KeyFormatError": errors.KeyFormatError,
+    "KeyPasswordError": errors.KeyPasswordError,
+    "KeyPermissionError": errors.KeyPermissionError,
+    "KeyDisposedError": errors.KeyDisposedError,
+    "TpmFormatError": errors.TpmFormatError,
+}
+CRYPTO_FAILURE = "decryption failed: the response could not be authenticated"
+
+
+@pytest.fixture(scope="module")
+def keypair() -> Iterator[_core.ClientKeyPair]:
+    kp = _core.ClientKeyPair.generate(2048)
+    yield kp
+    kp.wipe()
+
+
+def own_server_key(kp: _core.ClientKeyPair) -> _core.ServerPublicKey:
+    return _core.ServerPublicKey.from_pem(kp.public_key_pem)
+
+
+def test_core_names_are_the_package_classes() -> None:
+    for name, cls in ALIASES.items():
+        assert getattr(_core, name) is cls, name
+        assert cls.__module__ == "nomyo_native.errors", name
+        assert issubclass(cls, errors.CoreError), name
+
+
+def test_one_class_is_named_payload_too_large() -> None:
+    """There used to be two (`_core`'s and the package's); now the package's is the only one."""
+    named = {
+        id(obj)
+        for module in (_core, errors)
+        for obj in vars(module).values()
+        if isinstance(obj, type) and obj.__name__ == "PayloadTooLargeError"
+    }
+    assert named == {id(errors.PayloadTooLargeError)}
+
+
+def test_crypto_failure_is_an_opaque_security_error(keypair: _core.ClientKeyPair) -> None:
+    other = _core.ClientKeyPair.generate(2048)
+    try:
+        sealed = _core.seal({"x": 1}, own_server_key(other))
+    finally:
+        other.wipe()
+    with pytest.raises(errors.CryptoError) as info:
+        _core.open_envelope(sealed, keypair)
+    assert isinstance(info.value, errors.SecurityError)
+    assert not isinstance(info.value, ValueError)
+    assert str(info.value) == CRYPTO_FAILURE
+    assert info.value.__cause__ is None and info.value.__context__ is None
+
+
+def test_malformed_envelope_is_a_response_format_error(keypair: _core.ClientKeyPair) -> None:
+    with pytest.raises(errors.EnvelopeError) as info:
+        _core.open_envelope(b"{}", keypair)
+    assert isinstance(info.value, errors.ResponseFormatError)
+    assert isinstance(info.value, errors.SecurityError)
+    assert isinstance(info.value, ValueError)  # nomyo 0.2.9 raised ValueError for these
+
+
+def test_oversized_response_is_a_response_format_error(keypair: _core.ClientKeyPair) -> None:
+    with pytest.raises(errors.ResponseTooLargeError) as info:
+        _core.open_envelope(b" " * (_core.MAX_ENVELOPE_BYTES + 1), keypair)
+    assert isinstance(info.value, errors.ResponseFormatError)
+    assert isinstance(info.value, _core.PayloadTooLargeError)
+    # Not the request-side error a caller catches to shrink what they send.
+    assert not isinstance(info.value, errors.PayloadTooLargeError)
+    assert str(info.value) == (
+        f"the response envelope is {_core.MAX_ENVELOPE_BYTES + 1} bytes; "
+        f"the limit is {_core.MAX_ENVELOPE_BYTES} bytes"
+    )
+
+
+def test_oversized_request_is_nomyos_payload_too_large(keypair: _core.ClientKeyPair) -> None:
+    with pytest.raises(errors.RequestTooLargeError) as info:
+        _core.seal({"content": "a" * _core.MAX_PLAINTEXT_BYTES}, own_server_key(keypair))
+    assert isinstance(info.value, errors.PayloadTooLargeError)
+    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, _core.PayloadTooLargeError)
+    assert not isinstance(info.value, (errors.SecurityError, errors.ResponseFormatError))
+
+
+def test_bad_key_is_a_key_load_error() -> None:
+    with pytest.raises(errors.KeyFormatError) as info:
+        _core.ServerPublicKey.from_pem(b"not a key")
+    assert isinstance(info.value, errors.KeyLoadError)
+    assert isinstance(info.value, ValueError)
+
+
+def test_bad_password_is_a_key_load_error(keypair: _core.ClientKeyPair, tmp_path: Path) -> None:
+    with pytest.raises(errors.KeyPasswordError, match="at least 8") as info:
+        keypair.save(tmp_path / "k.pem", tmp_path / "k.pub", "short")
+    assert isinstance(info.value, errors.KeyLoadError)
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_exposed_key_file_is_an_insecure_key_file_error(
+    keypair: _core.ClientKeyPair, tmp_path: Path
+) -> None:
+    private = tmp_path / "k.pem"
+    keypair.save(private, tmp_path / "k.pub", None)
+    private.chmod(0o644)
+    with pytest.raises(errors.KeyPermissionError) as info:
+        _core.ClientKeyPair.load(private)
+    assert isinstance(info.value, errors.InsecureKeyFileError)
+    assert isinstance(info.value, errors.SecurityError)
+    assert f"chmod 600 {private}" in str(info.value)
+
+
+def test_wiped_key_is_a_client_closed_error() -> None:
+    kp = _core.ClientKeyPair.generate(2048)
+    sealed = _core.seal({"x": 1}, own_server_key(kp))
+    kp.wipe()
+    with pytest.raises(errors.KeyDisposedError) as info:
+        _core.open_envelope(sealed, kp)
+    assert isinstance(info.value, errors.ClientClosedError)
+    assert isinstance(info.value, RuntimeError)
+
+
+def test_bad_tpm_structure_is_a_value_error() -> None:
+    with pytest.raises(errors.TpmFormatError) as info:
+        _core.tpm_parse_public(b"")
+    assert isinstance(info.value, ValueError)
+
+
+def test_open_is_an_alias_of_open_envelope() -> None:
+    assert _core.open is _core.open_envelope
+    assert _core.open_envelope.__name__ == "open_envelope"
+
+
+def test_core_imported_first_raises_the_package_classes() -> None:
+    """No import cycle: `_core` first in a fresh interpreter, then a core error."""
+    code = textwrap.dedent(
+        """
+        import nomyo_native._core as core
+        try:
+            core.ServerPublicKey.from_pem(b"not a key")
+        except core.KeyFormatError as exc:
+            import nomyo_native.errors as errors
+            assert type(exc) is errors.KeyFormatError, type(exc)
+            assert isinstance(exc, errors.KeyLoadError)
+            print("ok")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "ok"
