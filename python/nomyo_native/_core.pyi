@@ -12,6 +12,16 @@ import os
 from types import TracebackType
 from typing import Any, Final, final
 
+# The core raises the package's own classes (nomyo_native.errors), under its historical names.
+from nomyo_native.errors import CoreError as CoreError
+from nomyo_native.errors import CryptoError as CryptoError
+from nomyo_native.errors import EnvelopeError as EnvelopeError
+from nomyo_native.errors import KeyDisposedError as KeyDisposedError
+from nomyo_native.errors import KeyFormatError as KeyFormatError
+from nomyo_native.errors import KeyPasswordError as KeyPasswordError
+from nomyo_native.errors import KeyPermissionError as KeyPermissionError
+from nomyo_native.errors import SizeLimitError
+from nomyo_native.errors import TpmFormatError as TpmFormatError
 from nomyo_native.types import CoreMemoryStatus
 
 # PyO3 lists every name the module adds in __all__; stubtest keeps this list equal to it.
@@ -36,6 +46,7 @@ __all__ = [
     "__version__",
     "memory_status",
     "open",
+    "open_envelope",
     "seal",
     "tpm_make_credential",
     "tpm_parse_attest",
@@ -45,17 +56,6 @@ __all__ = [
     "wipe",
     "x509_verify_signature",
 ]
-
-# The core raises the package's own classes (nomyo_native.errors), under these historical names.
-from nomyo_native.errors import CoreError as CoreError
-from nomyo_native.errors import CryptoError as CryptoError
-from nomyo_native.errors import EnvelopeError as EnvelopeError
-from nomyo_native.errors import KeyDisposedError as KeyDisposedError
-from nomyo_native.errors import KeyFormatError as KeyFormatError
-from nomyo_native.errors import KeyPasswordError as KeyPasswordError
-from nomyo_native.errors import KeyPermissionError as KeyPermissionError
-from nomyo_native.errors import SizeLimitError
-from nomyo_native.errors import TpmFormatError as TpmFormatError
 
 PayloadTooLargeError = SizeLimitError
 """Either direction's size error: ``RequestTooLargeError`` (seal), ``ResponseTooLargeError``."""
