@@ -7,8 +7,13 @@ SHELL := /bin/bash
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMPS  := .cache/stamps
-# The reference client, installed beside ours as a test peer (its exact pins are compatible).
+# The reference client, installed beside ours as a test peer. Its pins are ours but one:
+# idna==3.14, where httpx2 needs idna>=3.18, so it goes in without dependencies and its stack
+# (every other pin of nomyo 0.2.9) is named here; the reference runs on the newer idna.
 REFERENCE := nomyo==0.2.9
+REFERENCE_STACK := httpx==0.28.1 httpcore==1.0.9 anyio==4.13.0 certifi==2026.4.22 \
+  cryptography==48.0.0 cffi==2.0.0 pycparser==3.0 h11==0.16.0 typing-extensions==4.15.0 \
+  exceptiongroup==1.3.1
 APT_PACKAGES := swtpm swtpm-tools libtss2-dev pkg-config cmake gcc
 export CARGO_TERM_COLOR ?= never
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -45,7 +50,7 @@ $(STAMPS)/pydeps: pyproject.toml | $(PY) system-deps
 	@scripts/quietly.sh "building the native core and installing the extras (server, tpm, test)" \
 	  $(VENV)/bin/maturin develop -q --release -E server,tpm,test
 	@scripts/quietly.sh "installing the reference client $(REFERENCE) (a test peer)" \
-	  $(PY) -m pip install -q $(REFERENCE)
+	  $(PY) -m pip install -q --no-deps $(REFERENCE) $(REFERENCE_STACK)
 	@touch $@
 
 # Each cargo configuration has its own target directory, so that alternating between them

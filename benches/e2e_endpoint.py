@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import certifi
-import httpx
+import httpx2
 from cryptography.hazmat.primitives import serialization
 
 # Overrides the command that starts the endpoint (tests of this harness, other endpoints).
@@ -184,8 +184,8 @@ class EndpointProcess:
         last_error = ""
         while time.monotonic() < deadline:
             try:
-                response = httpx.get(f"{self.base_url}/pki/public_key", verify=context, timeout=10)
-            except httpx.TransportError as exc:
+                response = httpx2.get(f"{self.base_url}/pki/public_key", verify=context, timeout=10)
+            except httpx2.TransportError as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
                 time.sleep(0.1)
                 continue

@@ -2,7 +2,7 @@
 
 `make test` builds it first (`make wheel`: scripts/build_wheels.sh, zig-linked against glibc
 2.17); run alone, this test builds it the same way. The fresh venv has no network and no
-dependencies (``--no-deps``), so the package's ``__init__`` (which imports httpx) is not run:
+dependencies (``--no-deps``), so the package's ``__init__`` (which imports httpx2) is not run:
 the native module is loaded straight from the installed files, which is exactly what must
 work on a user's machine.
 """
@@ -105,7 +105,7 @@ def test_wheel_installs_and_works_in_a_fresh_venv(tmp_path: Path) -> None:
     assert "nomyo_native/_core.abi3.so" in names
     assert "nomyo_native/_core.pyi" in names
     assert "Requires-Python: >=3.11" in metadata
-    assert "Requires-Dist: httpx" in metadata
+    assert "Requires-Dist: httpx2" in metadata
 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)

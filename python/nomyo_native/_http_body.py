@@ -1,6 +1,6 @@
 """Response bodies as wire bytes only: no content decoder ever runs, nothing beyond a cap.
 
-httpx decodes any ``Content-Encoding`` a server names, chains such as ``gzip, gzip`` included,
+httpx2 decodes any ``Content-Encoding`` a server names, chains such as ``gzip, gzip`` included,
 and each raw chunk is inflated whole before a caller sees it: 1.8 KB of nested gzip becomes
 gigabytes before any size check could run. The client therefore asks for ``identity``, reads
 the raw stream, and refuses a response that names any other coding.
@@ -8,7 +8,7 @@ the raw stream, and refuses a response that names any other coding.
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 
 from nomyo_native.errors import ResponseFormatError, UnsupportedContentEncodingError
 
@@ -18,7 +18,7 @@ __all__ = ["IDENTITY_ENCODING", "read_raw_capped", "refuse_encoded", "refused_co
 IDENTITY_ENCODING = {"Accept-Encoding": "identity"}
 
 
-def refused_codings(headers: httpx.Headers) -> list[str]:
+def refused_codings(headers: httpx2.Headers) -> list[str]:
     """Every content coding named by the response other than ``identity`` (in order).
 
     Each ``Content-Encoding`` field may list several codings, and a response may repeat the
@@ -51,7 +51,7 @@ def refuse_encoded(codings: list[str]) -> UnsupportedContentEncodingError:
     )
 
 
-async def read_raw_capped(response: httpx.Response, cap: int) -> bytes:
+async def read_raw_capped(response: httpx2.Response, cap: int) -> bytes:
     """The body exactly as it came off the wire, refused once it exceeds ``cap`` bytes.
 
     A declared ``Content-Length`` above the cap is refused before anything is read; otherwise
@@ -61,7 +61,7 @@ async def read_raw_capped(response: httpx.Response, cap: int) -> bytes:
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > cap:
         raise ResponseFormatError(f"response body larger than {cap} bytes refused")
     if response.is_stream_consumed:
-        # Built in memory by a custom transport (httpx.Response(content=...)): the body is
+        # Built in memory by a custom transport (httpx2.Response(content=...)): the body is
         # already there, and with no coding besides identity it is the wire bytes.
         if len(response.content) > cap:
             raise ResponseFormatError(f"response body larger than {cap} bytes refused")

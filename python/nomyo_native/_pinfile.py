@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
+import httpx2
 
 from nomyo_native._hints import option
 from nomyo_native.errors import SecurityError
@@ -69,15 +69,15 @@ def normalize_origin(url: str) -> str:
     Raises ``ValueError`` for a URL without an http(s) scheme and a host.
     """
     try:
-        parsed = httpx.URL(url.strip())
+        parsed = httpx2.URL(url.strip())
         host = parsed.raw_host.decode("ascii").lower()
-    except (httpx.InvalidURL, UnicodeError) as exc:
+    except (httpx2.InvalidURL, UnicodeError) as exc:
         raise ValueError(f"not a valid URL: {exc}") from None
     if parsed.scheme not in ("http", "https") or not host:
         raise ValueError("an origin needs an http(s) scheme and a host")
     if ":" in host:
         host = f"[{ipaddress.IPv6Address(host.split('%', 1)[0]).compressed}]"
-    # httpx drops a default port only when the scheme was written in lower case.
+    # httpx2 drops a default port only when the scheme was written in lower case.
     default_port = _DEFAULT_PORTS[parsed.scheme]
     port = f":{parsed.port}" if parsed.port not in (None, default_port) else ""
     path = parsed.raw_path.decode("ascii").split("?", 1)[0].rstrip("/")

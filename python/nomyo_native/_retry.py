@@ -25,7 +25,7 @@ _TRANSIENT = re.compile(r"temporar|try again|retry|busy|overload", re.IGNORECASE
 def tls_verification_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
     """The certificate (or hostname) verification error behind ``exc``, if that is the cause.
 
-    httpx and httpcore wrap it in their own ``ConnectError``; the original is on the chain.
+    httpx2 and httpcore2 wrap it in their own ``ConnectError``; the original is on the chain.
     """
     seen: set[int] = set()
     current: BaseException | None = exc

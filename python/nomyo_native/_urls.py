@@ -1,15 +1,15 @@
 """Credentials in a base URL (``https://user:password@host``): used, never shown.
 
 A base URL may carry userinfo for a proxy's Basic authentication. The password must then appear
-in no exception, ``repr`` or log record, and httpx logs every request URL in full at INFO. So
+in no exception, ``repr`` or log record, and httpx2 logs every request URL in full at INFO. So
 requests go to the URL without its userinfo, the credentials travel as an explicit
-``httpx.BasicAuth`` (what httpx derived from the URL before), and every message names the URL
+``httpx2.BasicAuth`` (what httpx2 derived from the URL before), and every message names the URL
 through :func:`redact_url`.
 """
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 
 __all__ = ["redact_url", "split_credentials"]
 
@@ -31,10 +31,10 @@ def redact_url(url: str) -> str:
     return f"{scheme}{separator}{_REDACTED}@{rest.rpartition('@')[2]}"
 
 
-def split_credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
+def split_credentials(url: str) -> tuple[str, httpx2.BasicAuth | None]:
     """The URL to send requests to (no userinfo) and the Basic credentials it carried."""
-    parsed = httpx.URL(url)
+    parsed = httpx2.URL(url)
     if not parsed.userinfo:
         return url, None
-    auth = httpx.BasicAuth(parsed.username, parsed.password)
+    auth = httpx2.BasicAuth(parsed.username, parsed.password)
     return str(parsed.copy_with(userinfo=b"")).rstrip("/"), auth

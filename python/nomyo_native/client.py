@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-import httpx
+import httpx2
 
 from nomyo_native import _core
+from nomyo_native._asyncio_tls_backend import AsyncioTLSTransport
 from nomyo_native._binding import CLIENT_METADATA_KEYS, echo_matches, enforce_binding
 from nomyo_native._headers import validate_api_key, validate_payload_id
 from nomyo_native._hints import option
@@ -73,7 +74,6 @@ from nomyo_native.errors import (
     ServiceUnavailableError,
 )
 from nomyo_native.keyring import KeyRing
-from nomyo_native.transport import native_tls_transport
 
 __all__ = [
     "ATTESTATION_POLICIES",
@@ -164,9 +164,9 @@ class _Completed(Generic[T]):
 
 @dataclass
 class _LoopState:
-    """Per-event-loop resources: httpx connections and asyncio locks belong to one loop."""
+    """Per-event-loop resources: httpx2 connections and asyncio locks belong to one loop."""
 
-    http: httpx.AsyncClient
+    http: httpx2.AsyncClient
     server_key_lock: asyncio.Lock
 
 
@@ -216,10 +216,10 @@ def _tls_context(
 
 @functools.lru_cache(maxsize=4)
 def _default_tls_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
-    """httpx's default trust store (certifi, or SSL_CERT_FILE/SSL_CERT_DIR), built once per
-    process: loading a CA bundle costs tens of milliseconds, and contexts are shareable."""
-    del cert_file, cert_dir  # the cache key: httpx reads the same variables
-    return httpx.create_ssl_context()
+    """httpx2's default trust store (SSL_CERT_FILE or SSL_CERT_DIR, else the OS store), built
+    once per process: loading a CA bundle costs tens of milliseconds, and contexts are shareable."""
+    del cert_file, cert_dir  # the cache key: httpx2 reads the same variables
+    return httpx2.create_ssl_context()
 
 
 def _key_password(*preferred: str | None) -> str | None:
@@ -241,12 +241,12 @@ class _Unset:
 _FROM_TIMEOUT: Any = _Unset()
 
 
-def _attempt_deadline(timeout: float | httpx.Timeout | None, deadline: Any) -> float | None:
+def _attempt_deadline(timeout: float | httpx2.Timeout | None, deadline: Any) -> float | None:
     """How long one attempt (send, wait, read the whole body) may take in all.
 
-    httpx's timeouts bound each operation (connect, every read), so a peer trickling a byte at
+    httpx2's timeouts bound each operation (connect, every read), so a peer trickling a byte at
     a time could hold a request for ever. An explicit ``deadline`` wins; otherwise a numeric
-    ``timeout`` is the deadline, and an ``httpx.Timeout`` gives the sum of its finite connect,
+    ``timeout`` is the deadline, and an ``httpx2.Timeout`` gives the sum of its finite connect,
     write and read timeouts (a pool wait happens before anything is sent). There is no
     deadline only when the caller says so: ``deadline=None`` with ``timeout=None``.
     """
@@ -258,7 +258,7 @@ def _attempt_deadline(timeout: float | httpx.Timeout | None, deadline: Any) -> f
         return float(deadline)
     if timeout is None:
         return None if deadline is None else DEFAULT_TIMEOUT
-    if isinstance(timeout, httpx.Timeout):
+    if isinstance(timeout, httpx2.Timeout):
         finite = [
             float(part)
             for part in (timeout.connect, timeout.write, timeout.read)
@@ -266,7 +266,7 @@ def _attempt_deadline(timeout: float | httpx.Timeout | None, deadline: Any) -> f
         ]
         return sum(finite) if finite else DEFAULT_TIMEOUT
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError("timeout must be a number of seconds, an httpx.Timeout, or None")
+        raise TypeError("timeout must be a number of seconds, an httpx2.Timeout, or None")
     if not (0 < timeout < math.inf):
         raise ValueError("timeout must be a number of seconds > 0, or None")
     return float(timeout)
@@ -349,7 +349,7 @@ class SecureCompletionClient:
     ``trusted_aik`` (or ``aik_pin_file``: the AIK enrolled for this server with
     ``nomyo-native attest enroll``),
     ``retry_backoff``/``max_backoff``/``max_retry_after`` (seconds), and for tests or custom
-    runtimes ``transport`` (an httpx transport), ``sleep`` and ``clock``.
+    runtimes ``transport`` (an httpx2 transport), ``sleep`` and ``clock``.
 
     The client's own pair (generated in memory, or loaded from or first saved to ``key_dir``)
     rotates after ``key_rotation_interval``, in memory: a rotated pair is saved only to
@@ -371,7 +371,7 @@ class SecureCompletionClient:
         max_retries: int = 2,
         *,
         api_key: str | None = None,
-        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        timeout: float | httpx2.Timeout | None = DEFAULT_TIMEOUT,
         deadline: float | None = _FROM_TIMEOUT,
         verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
         ca_bundle: str | os.PathLike[str] | None = None,
@@ -391,7 +391,7 @@ class SecureCompletionClient:
         max_backoff: float = 30.0,
         max_retry_after: float = 60.0,
         require_payload_echo: bool = False,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         _keyring: KeyRing | None = None,
@@ -408,12 +408,12 @@ class SecureCompletionClient:
         parsed: urllib.parse.SplitResult | None
         try:
             parsed = urllib.parse.urlsplit(self.router_url)
-            # Requests go to the URL without userinfo (httpx logs request URLs in full); the
-            # credentials it carried are sent as Basic auth, as httpx did from the URL.
+            # Requests go to the URL without userinfo (httpx2 logs request URLs in full); the
+            # credentials it carried are sent as Basic auth, as httpx2 did from the URL.
             self._request_url, self._url_auth = split_credentials(self.router_url)
-            userinfo = httpx.URL(self.router_url)
+            userinfo = httpx2.URL(self.router_url)
             self._url_secrets = tuple(s for s in (userinfo.password, userinfo.username) if s)
-        except (ValueError, httpx.InvalidURL):
+        except (ValueError, httpx2.InvalidURL):
             # Raised below, outside this handler: the parser's message quotes URL parts (a
             # password taken for a port), and not even __context__ may keep it.
             parsed = None
@@ -804,14 +804,14 @@ class SecureCompletionClient:
             if state is None:
                 if self._closed:
                     raise ClientClosedError("the client is closed")
-                limits = httpx.Limits(max_connections=100, max_keepalive_connections=32)
+                limits = httpx2.Limits(max_connections=100, max_keepalive_connections=32)
                 # Ours unless the caller gave one: TLS in asyncio's SSL transport (see
-                # nomyo_native.transport).
+                # nomyo_native._asyncio_tls_backend).
                 transport = self._transport
                 if transport is None:
-                    transport = native_tls_transport(self._ssl_context, limits)
+                    transport = AsyncioTLSTransport(self._ssl_context, limits)
                 state = _LoopState(
-                    http=httpx.AsyncClient(
+                    http=httpx2.AsyncClient(
                         timeout=self._timeout,
                         verify=self._ssl_context if self._ssl_context is not None else True,
                         auth=self._url_auth,
@@ -844,7 +844,7 @@ class SecureCompletionClient:
 
     async def _attempt(
         self,
-        http: httpx.AsyncClient,
+        http: httpx2.AsyncClient,
         method: str,
         url: str,
         headers: dict[str, str],
@@ -870,7 +870,7 @@ class SecureCompletionClient:
                 data = b""
         return status, data, retry_after
 
-    def _connection_error(self, exc: httpx.TransportError) -> APIConnectionError:
+    def _connection_error(self, exc: httpx2.TransportError) -> APIConnectionError:
         tls_failure = tls_verification_failure(exc)
         if tls_failure is not None:
             reason = tls_failure.verify_message or tls_failure.reason or "verification failed"
@@ -938,13 +938,13 @@ class SecureCompletionClient:
                 if attempt + 1 >= attempts:
                     raise error from exc
                 delay = self._backoff(attempt)
-            except (httpx.LocalProtocolError, UnicodeEncodeError):
+            except (httpx2.LocalProtocolError, UnicodeEncodeError):
                 # Our own HTTP layer refused the request (a header value it cannot send): no
                 # retry can change that, and its message quotes the value (maybe a bearer
                 # token). Raised below, outside this handler, so that the original is not even
                 # kept as the new exception's __context__.
                 refused_locally = True
-            except httpx.TransportError as exc:
+            except httpx2.TransportError as exc:
                 elapsed = (time.perf_counter() - started) * 1000
                 error = self._connection_error(exc)
                 logger.debug(

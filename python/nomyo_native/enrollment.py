@@ -26,7 +26,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import httpx2
 
 from nomyo_native import _core
 from nomyo_native._constants import ACTIVATE_PATH, ENROLLMENT_PATH
@@ -65,7 +65,7 @@ def _b64_field(data: Any, name: str) -> bytes:
         raise SecurityError(f"enrollment: the server's '{name}' is not valid base64") from None
 
 
-def _send(http: httpx.Client, method: str, url: str, what: str, **kwargs: Any) -> tuple[int, Any]:
+def _send(http: httpx2.Client, method: str, url: str, what: str, **kwargs: Any) -> tuple[int, Any]:
     """(status, parsed JSON or None), reading at most _MAX_RESPONSE_BYTES of the body: the
     server is not trusted yet, so it cannot make us hold more."""
     # Identity encoding: the cap applies to what we hold, not to a compressed body.
@@ -102,7 +102,7 @@ def enroll(
     *,
     verify: bool | str | ssl.SSLContext = True,
     timeout: float = 60.0,
-    transport: httpx.BaseTransport | None = None,
+    transport: httpx2.BaseTransport | None = None,
     ek_ca: str | os.PathLike[str] | None = None,
 ) -> Enrollment:
     """Enroll ``base_url``'s attestation key and pin it in ``pin_file``.
@@ -113,12 +113,12 @@ def enroll(
 
     Raises :class:`SecurityError` when the server offers no valid keys, fails the activation
     challenge, or its AIK differs from the one pinned for it (a TPM reset or another TPM:
-    the message says how to re-enroll); ``httpx`` errors when it cannot be reached.
+    the message says how to re-enroll); ``httpx2`` errors when it cannot be reached.
     """
     origin = normalize_origin(base_url)
-    # user:password in the URL goes as Basic auth, never into a URL httpx would log.
+    # user:password in the URL goes as Basic auth, never into a URL httpx2 would log.
     base, auth = split_credentials(base_url.rstrip("/"))
-    with httpx.Client(verify=verify, timeout=timeout, transport=transport, auth=auth) as http:
+    with httpx2.Client(verify=verify, timeout=timeout, transport=transport, auth=auth) as http:
         status, data = _send(http, "GET", base + ENROLLMENT_PATH, "enrollment")
         if status != 200:
             raise SecurityError(

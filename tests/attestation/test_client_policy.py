@@ -6,7 +6,7 @@ import base64
 from collections.abc import Callable
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -29,7 +29,7 @@ class TpmPeer(Peer):
     # A software key in place of the TPM (a bound quote anyone can make; pinned in some tests).
     software_aik: bool = False
 
-    def handle(self, request: httpx.Request) -> httpx.Response:
+    def handle(self, request: httpx2.Request) -> httpx2.Response:
         if request.method == "POST":
             payload_id = request.headers["x-payload-id"]
             block = self.quoter.quote(payload_id, scheme="ecdsa")

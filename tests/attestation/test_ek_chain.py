@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -64,7 +64,7 @@ def tls(server: RunningServer) -> ssl.SSLContext:
 
 
 def offer_of(server: RunningServer) -> dict[str, Any]:
-    return httpx.get(server.base_url + ENROLLMENT_PATH, verify=tls(server)).json()
+    return httpx2.get(server.base_url + ENROLLMENT_PATH, verify=tls(server)).json()
 
 
 def test_enroll_verifies_the_ek_chain_to_the_trusted_ca(
@@ -87,18 +87,18 @@ def test_an_ek_certificate_from_an_untrusted_ca_is_refused(
     assert not (tmp_path / "pins.json").exists()
 
 
-def _proxy(server: RunningServer, edit: Any) -> httpx.MockTransport:
+def _proxy(server: RunningServer, edit: Any) -> httpx2.MockTransport:
     """The genuine server, with its enrollment offer edited on the way."""
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         url = server.base_url + request.url.path
         if request.method == "GET":
-            return httpx.Response(200, json=edit(offer_of(server)))
-        forwarded = httpx.post(url, content=request.content, verify=tls(server),
+            return httpx2.Response(200, json=edit(offer_of(server)))
+        forwarded = httpx2.post(url, content=request.content, verify=tls(server),
                                headers={"content-type": "application/json"})  # fmt: skip
-        return httpx.Response(forwarded.status_code, content=forwarded.content)
+        return httpx2.Response(forwarded.status_code, content=forwarded.content)
 
-    return httpx.MockTransport(handler)
+    return httpx2.MockTransport(handler)
 
 
 def _flip_in_leaf(offer: dict[str, Any], offset_from_end: int) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from tpm2_pytss import constants
 
@@ -138,13 +138,13 @@ def test_a_key_whose_activation_fails_is_not_enrolled(
     zeros = {"0": "00" * 32, "7": "00" * 32, "10": "00" * 32}
     software_aik = base64.b64decode(forge_block("-", zeros).block["aik_pubkey_b64"])
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         if request.url.path == ENROLLMENT_PATH:
             offer = {
                 "ek_public_b64": base64.b64encode(genuine.quoter.ek_public()).decode(),
                 "aik_public_b64": base64.b64encode(software_aik).decode(),
             }
-            return httpx.Response(200, json=offer)
+            return httpx2.Response(200, json=offer)
         assert request.url.path == ACTIVATE_PATH
         body = json.loads(request.content)
         try:
@@ -153,12 +153,12 @@ def test_a_key_whose_activation_fails_is_not_enrolled(
                 base64.b64decode(body["encrypted_secret_b64"]),
             )
         except TpmError:
-            return httpx.Response(422, json={"detail": "credential activation failed"})
-        return httpx.Response(200, json={"credential_b64": base64.b64encode(credential).decode()})
+            return httpx2.Response(422, json={"detail": "credential activation failed"})
+        return httpx2.Response(200, json={"credential_b64": base64.b64encode(credential).decode()})
 
     pins = tmp_path / "pins.json"
     with pytest.raises(SecurityError, match="failed the credential-activation challenge"):
-        enroll("https://impostor.test", pins, transport=httpx.MockTransport(handler))
+        enroll("https://impostor.test", pins, transport=httpx2.MockTransport(handler))
     assert not pins.exists()
 
 
@@ -192,11 +192,11 @@ def test_an_oversized_offer_is_refused_without_being_held(tmp_path: Path) -> Non
             sent["bytes"] += 16 * 1024
             yield b" " * (16 * 1024)
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=stream())
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, content=stream())
 
     with pytest.raises(SecurityError, match="too large"):
-        enroll("https://huge.test", tmp_path / "p.json", transport=httpx.MockTransport(handler))
+        enroll("https://huge.test", tmp_path / "p.json", transport=httpx2.MockTransport(handler))
     assert sent["bytes"] < 1024 * 1024  # stopped reading long before the end
 
 
@@ -219,22 +219,22 @@ def test_a_duplicable_aik_is_not_enrolled(
     offered = forge_block("-", zeros, drop_attributes=dropped).block["aik_pubkey_b64"]
     activations: list[bytes] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         if request.url.path == ENROLLMENT_PATH:
             offer = {
                 "ek_public_b64": base64.b64encode(genuine.quoter.ek_public()).decode(),
                 "aik_public_b64": offered,
             }
-            return httpx.Response(200, json=offer)
+            return httpx2.Response(200, json=offer)
         # The imported key's TPM would answer correctly; the client must not even ask.
         activations.append(request.content)
         body = json.loads(request.content)
         blob = base64.b64decode(body["credential_blob_b64"])
-        return httpx.Response(200, json={"credential_b64": base64.b64encode(blob).decode()})
+        return httpx2.Response(200, json={"credential_b64": base64.b64encode(blob).decode()})
 
     pins = tmp_path / "pins.json"
     with pytest.raises(SecurityError, match="made outside the TPM"):
-        enroll("https://imported.test", pins, transport=httpx.MockTransport(handler))
+        enroll("https://imported.test", pins, transport=httpx2.MockTransport(handler))
     assert activations == []
     assert not pins.exists()
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from tests.client.peer import Peer
 
@@ -88,7 +88,7 @@ class RelayPeer(Peer):
 
     genuine: Any = None
 
-    def handle(self, request: httpx.Request) -> httpx.Response:
+    def handle(self, request: httpx2.Request) -> httpx2.Response:
         if request.method == "POST":
             payload_id = request.headers["x-payload-id"]
             self.extra_metadata = {

@@ -1,4 +1,4 @@
-"""Fixtures for the client suite: a scriptable pyca peer behind httpx.MockTransport."""
+"""Fixtures for the client suite: a scriptable pyca peer behind httpx2.MockTransport."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A scriptable protocol peer on pyca/cryptography for unit tests over ``httpx.MockTransport``.
+"""A scriptable protocol peer on pyca/cryptography for unit tests over ``httpx2.MockTransport``.
 
 It speaks PROTOCOL.md from the server side, independently of the Rust core, records what it
 received (headers and the decrypted request) and can be told to answer with given statuses,
@@ -12,7 +12,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import httpx2
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.pyca_envelope import open_envelope, seal_json
@@ -42,7 +42,7 @@ class Peer:
     key: rsa.RSAPrivateKey = field(
         default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)
     )
-    script: list[httpx.Response | Exception] = field(default_factory=list)
+    script: list[httpx2.Response | Exception] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
     key_fetches: int = 0
     posts: int = 0
@@ -68,13 +68,13 @@ class Peer:
         )
         return "sha256:" + hashlib.sha256(der).hexdigest()
 
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
+    def transport(self) -> httpx2.MockTransport:
+        return httpx2.MockTransport(self.handle)
 
-    def handle(self, request: httpx.Request) -> httpx.Response:
+    def handle(self, request: httpx2.Request) -> httpx2.Response:
         if request.method == "GET" and request.url.path == "/pki/public_key":
             self.key_fetches += 1
-            return httpx.Response(200, text=self.public_pem)
+            return httpx2.Response(200, text=self.public_pem)
         assert request.method == "POST" and request.url.path == "/v1/chat/secure_completion"
         self.posts += 1
         body = request.read()
@@ -115,4 +115,6 @@ class Peer:
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
             "_metadata": metadata,
         }
-        return httpx.Response(200, content=seal_to(client_key, completion, processed_at=1700000001))
+        return httpx2.Response(
+            200, content=seal_to(client_key, completion, processed_at=1700000001)
+        )

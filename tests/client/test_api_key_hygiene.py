@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-import httpx
+import httpx2
 import pytest
 
 import nomyo_native as nomyo
@@ -80,17 +80,17 @@ def test_every_visible_ascii_character_is_accepted(make_chat):
 
 
 async def test_a_header_refused_by_the_http_layer_is_not_retried_nor_quoted(make_chat, peer):
-    # Defence in depth: whatever still reaches h11/httpx and is refused there (its message
+    # Defence in depth: whatever still reaches h11/httpx2 and is refused there (its message
     # quotes the header value) ends as one local error, not a retried network error.
     attempts = []
 
-    def refuse(request: httpx.Request) -> httpx.Response:
+    def refuse(request: httpx2.Request) -> httpx2.Response:
         if request.url.path == "/pki/public_key":
             return peer.handle(request)
         attempts.append(request)
-        raise httpx.LocalProtocolError(f"Illegal header value b'Bearer {SECRET} '")
+        raise httpx2.LocalProtocolError(f"Illegal header value b'Bearer {SECRET} '")
 
-    async with make_chat(api_key=SECRET, transport=httpx.MockTransport(refuse)) as chat:
+    async with make_chat(api_key=SECRET, transport=httpx2.MockTransport(refuse)) as chat:
         with pytest.raises(nomyo.InvalidRequestError) as refused:
             await chat.create(model="m", messages=USER)
     assert len(attempts) == 1, "a local error is not retried"
@@ -100,7 +100,7 @@ async def test_a_header_refused_by_the_http_layer_is_not_retried_nor_quoted(make
 
 async def test_logs_never_carry_the_api_key(make_chat, peer, caplog):
     caplog.set_level(logging.DEBUG)
-    peer.script = [httpx.Response(503, json={"detail": "busy"})]
+    peer.script = [httpx2.Response(503, json={"detail": "busy"})]
     async with make_chat(api_key=SECRET) as chat:
         await chat.create(model="m", messages=USER)
     assert SECRET not in caplog.text
@@ -118,15 +118,15 @@ def _echoing(status: int, shape: str, secret: str, peer=None):
     """A server that quotes a credential back in its error body, in several shapes (with
     ``peer``, only on the POST: ``peer`` serves the key)."""
 
-    def handle(request: httpx.Request) -> httpx.Response:
+    def handle(request: httpx2.Request) -> httpx2.Response:
         if peer is not None and request.url.path == "/pki/public_key":
             return peer.handle(request)
         text = f"invalid API key {secret} (you sent: Bearer {secret})"
         if shape == "detail":
-            return httpx.Response(status, json={"detail": text})
+            return httpx2.Response(status, json={"detail": text})
         if shape == "nested":
-            return httpx.Response(status, json={"detail": [{"msg": text, secret: [text]}]})
-        return httpx.Response(status, text=text)
+            return httpx2.Response(status, json={"detail": [{"msg": text, secret: [text]}]})
+        return httpx2.Response(status, text=text)
 
     return handle
 
@@ -142,7 +142,7 @@ async def test_api_key_quoted_back_by_the_server_is_redacted_from_the_error(
     for client_key, call_key in ((SECRET, None), (None, SECRET)):
         async with make_chat(
             api_key=client_key,
-            transport=httpx.MockTransport(_echoing(status, shape, SECRET, peer)),
+            transport=httpx2.MockTransport(_echoing(status, shape, SECRET, peer)),
             max_retries=0,
         ) as chat:
             with pytest.raises(nomyo.APIError) as caught:
@@ -156,7 +156,7 @@ async def test_url_password_quoted_back_by_the_server_is_redacted_from_the_error
     password = "UrlPassw0rd-quoted"
     async with make_chat(
         base_url=f"https://someone:{password}@peer.test",
-        transport=httpx.MockTransport(_echoing(status, "detail", password)),
+        transport=httpx2.MockTransport(_echoing(status, "detail", password)),
         max_retries=0,
     ) as chat:
         with pytest.raises(nomyo.APIError) as caught:

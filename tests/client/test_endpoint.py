@@ -9,7 +9,7 @@ import ssl
 import uuid
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 import nomyo_native as nomyo
@@ -21,16 +21,16 @@ from .test_transport import OPENAI_PARAMETERS, TOOLS
 USER = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-class CountingTransport(httpx.AsyncBaseTransport):
+class CountingTransport(httpx2.AsyncBaseTransport):
     """Real HTTPS to the endpoint, counting requests and optionally replaying a response."""
 
     def __init__(self, ca_path: Any) -> None:
-        self._inner = httpx.AsyncHTTPTransport(verify=ssl.create_default_context(cafile=ca_path))
+        self._inner = httpx2.AsyncHTTPTransport(verify=ssl.create_default_context(cafile=ca_path))
         self.calls: list[tuple[str, str]] = []
         self.replay_first_response = False
         self._first_body: bytes | None = None
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         self.calls.append((request.method, request.url.path))
         response = await self._inner.handle_async_request(request)
         if request.method != "POST":
@@ -40,7 +40,7 @@ class CountingTransport(httpx.AsyncBaseTransport):
             self._first_body = body
         elif self.replay_first_response:
             body = self._first_body
-        return httpx.Response(response.status_code, headers=response.headers, content=body)
+        return httpx2.Response(response.status_code, headers=response.headers, content=body)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -218,7 +218,7 @@ async def test_debug_log_of_a_full_https_request_keeps_secrets_out(endpoint_fact
     ]
     text = "\n".join(f"{r.name} {r.getMessage()}" for r in client_side)
     assert "secure_completion" in text and "-> 200" in text
-    assert any(r.name.startswith("httpcore") for r in client_side), "transport logs captured"
+    assert any(r.name.startswith("httpcore2") for r in client_side), "transport logs captured"
     assert "sk-canary-31f7c0de" not in text
     assert "PROMPT-canary-a04c9e71" not in text
 

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 import nomyo_native as nomyo
-from nomyo_native.transport import NativeTLSTransport
+from nomyo_native._asyncio_tls_backend import AsyncioTLSTransport
 
 USER = [{"role": "user", "content": "help me"}]
 NO_TPM = "security tier 'maximum' requires a TPM and this server has none"
@@ -111,16 +111,16 @@ async def tls_server_named(tmp_path: Path, name: str) -> AsyncIterator[tuple[str
         await server.wait_closed()
 
 
-def _transports(ca: Path) -> dict[str, httpx.AsyncBaseTransport | None]:
+def _transports(ca: Path) -> dict[str, httpx2.AsyncBaseTransport | None]:
     context = ssl.create_default_context(cafile=str(ca))
-    limits = httpx.Limits()
+    limits = httpx2.Limits()
     return {
-        "native": NativeTLSTransport(context, limits),
-        "httpx": httpx.AsyncHTTPTransport(verify=context),
+        "native": AsyncioTLSTransport(context, limits),
+        "httpx2": httpx2.AsyncHTTPTransport(verify=context),
     }
 
 
-@pytest.mark.parametrize("which", ["native", "httpx"])
+@pytest.mark.parametrize("which", ["native", "httpx2"])
 async def test_hostname_mismatch_is_permanent_and_names_ca_bundle(tmp_path, sleeps, which):
     async with tls_server_named(tmp_path, "other.test") as (url, ca):
         chat = nomyo.SecureChatCompletion(
@@ -169,8 +169,8 @@ async def test_a_refused_connection_is_still_retried(sleeps):
 # ---- 503 at tier maximum ---------------------------------------------------------------------
 
 
-def _status(code: int, detail: str, headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.Response(code, json={"detail": detail}, headers=headers)
+def _status(code: int, detail: str, headers: dict[str, str] | None = None) -> httpx2.Response:
+    return httpx2.Response(code, json={"detail": detail}, headers=headers)
 
 
 @pytest.mark.parametrize(
@@ -225,10 +225,10 @@ async def test_the_local_endpoint_without_tpm_answers_maximum_once(secure_endpoi
 async def test_404_under_a_base_url_with_v1_says_the_base_url_takes_no_path(
     make_chat, peer, base_url
 ):
-    def not_found(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(404, json={"detail": "Not Found"})
+    def not_found(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(404, json={"detail": "Not Found"})
 
-    async with make_chat(base_url=base_url, transport=httpx.MockTransport(not_found)) as chat:
+    async with make_chat(base_url=base_url, transport=httpx2.MockTransport(not_found)) as chat:
         with pytest.raises(nomyo.APIError) as failed:
             await chat.create(model="m", messages=USER)
     assert failed.value.status_code == 404
@@ -237,7 +237,7 @@ async def test_404_under_a_base_url_with_v1_says_the_base_url_takes_no_path(
 
 
 async def test_404_without_a_path_gets_no_such_hint(make_chat, peer):
-    peer.script = [httpx.Response(404, json={"detail": "Secure inference not enabled"})]
+    peer.script = [httpx2.Response(404, json={"detail": "Secure inference not enabled"})]
     async with make_chat() as chat:
         with pytest.raises(nomyo.APIError) as failed:
             await chat.create(model="m", messages=USER)

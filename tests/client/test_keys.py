@@ -10,7 +10,7 @@ import subprocess
 import sys
 import urllib.parse
 
-import httpx
+import httpx2
 import pytest
 from cryptography.hazmat.primitives import serialization
 
@@ -151,14 +151,14 @@ async def test_rotation_after_the_interval_and_in_flight_requests_keep_the_old_k
 
     gate = {"armed": True}
 
-    async def gated(request: httpx.Request) -> httpx.Response:
+    async def gated(request: httpx2.Request) -> httpx2.Response:
         if request.method == "POST" and gate["armed"]:
             gate["armed"] = False
             first_arrived.set()
             await release_first.wait()
         return peer.handle(request)
 
-    chat = make_chat(key_rotation_interval=3600, clock=clock, transport=httpx.MockTransport(gated))
+    chat = make_chat(key_rotation_interval=3600, clock=clock, transport=httpx2.MockTransport(gated))
     await chat.client.agenerate_keys()
     old = chat.client.private_key
     old_pem = old.public_key_pem

@@ -154,7 +154,7 @@ def test_pin_file_path_expands_the_home_directory(tmp_path, monkeypatch):
     ],
 )
 def test_default_port_is_dropped_whatever_the_case_of_the_scheme(tmp_path, url, origin):
-    # httpx recognises a default port only for a lower-case scheme: "HTTPS://host:443" kept
+    # httpx2 recognises a default port only for a lower-case scheme: "HTTPS://host:443" kept
     # ":443" and got a pin of its own, so a second spelling of a pinned server re-pinned.
     assert normalize_origin(url) == origin
     pin_file = tmp_path / "pins.json"

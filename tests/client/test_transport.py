@@ -1,4 +1,4 @@
-"""The client against a scriptable peer (httpx.MockTransport): request shape, error mapping,
+"""The client against a scriptable peer (httpx2.MockTransport): request shape, error mapping,
 retries, pinning, replay refusal, transport policy and secrets kept out of logs."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import urllib.parse
 import uuid
 import warnings
 
-import httpx
+import httpx2
 import pytest
 
 import nomyo_native as nomyo
@@ -132,7 +132,7 @@ STATUS_CASES = [
 
 @pytest.mark.parametrize(("status", "exc_type"), STATUS_CASES)
 async def test_status_maps_to_exception_with_details(make_chat, peer, status, exc_type):
-    peer.script.append(httpx.Response(status, json={"detail": f"reason {status}"}))
+    peer.script.append(httpx2.Response(status, json={"detail": f"reason {status}"}))
     async with make_chat(max_retries=0) as chat:
         with pytest.raises(exc_type) as info:
             await chat.create(model="m", messages=USER)
@@ -147,7 +147,7 @@ async def test_status_maps_to_exception_with_details(make_chat, peer, status, ex
 
 @pytest.mark.parametrize(("status", "exc_type"), STATUS_CASES)
 async def test_non_json_error_bodies_are_handled(make_chat, peer, status, exc_type):
-    peer.script.append(httpx.Response(status, text="<html>upstream exploded</html>"))
+    peer.script.append(httpx2.Response(status, text="<html>upstream exploded</html>"))
     async with make_chat(max_retries=0) as chat:
         with pytest.raises(exc_type) as info:
             await chat.create(model="m", messages=USER)
@@ -156,7 +156,7 @@ async def test_non_json_error_bodies_are_handled(make_chat, peer, status, exc_ty
 
 
 async def test_redirects_are_not_followed(make_chat, peer):
-    peer.script.append(httpx.Response(302, headers={"location": "https://evil.test/steal"}))
+    peer.script.append(httpx2.Response(302, headers={"location": "https://evil.test/steal"}))
     async with make_chat(max_retries=3) as chat:
         with pytest.raises(nomyo.APIError) as info:
             await chat.create(model="m", messages=USER)
@@ -165,7 +165,7 @@ async def test_redirects_are_not_followed(make_chat, peer):
 
 
 async def test_503_then_200_succeeds_and_each_attempt_is_sealed_afresh(make_chat, peer, sleeps):
-    peer.script.append(httpx.Response(503, json={"detail": "backend down"}))
+    peer.script.append(httpx2.Response(503, json={"detail": "backend down"}))
     async with make_chat() as chat:
         reply = await chat.create(model="m", messages=USER)
     assert reply["choices"][0]["message"]["content"].startswith("echo:")
@@ -183,7 +183,7 @@ async def test_503_then_200_succeeds_and_each_attempt_is_sealed_afresh(make_chat
 
 
 async def test_backoff_grows_exponentially_and_retries_exhaust(make_chat, peer, sleeps):
-    peer.script.extend(httpx.Response(500, json={"detail": "boom"}) for _ in range(4))
+    peer.script.extend(httpx2.Response(500, json={"detail": "boom"}) for _ in range(4))
     async with make_chat(max_retries=3) as chat:
         with pytest.raises(nomyo.ServerError):
             await chat.create(model="m", messages=USER)
@@ -195,7 +195,7 @@ async def test_backoff_grows_exponentially_and_retries_exhaust(make_chat, peer, 
 
 async def test_429_retry_after_is_honoured(make_chat, peer, sleeps):
     peer.script.append(
-        httpx.Response(429, json={"detail": "slow down"}, headers={"Retry-After": "7"})
+        httpx2.Response(429, json={"detail": "slow down"}, headers={"Retry-After": "7"})
     )
     async with make_chat() as chat:
         await chat.create(model="m", messages=USER)
@@ -204,7 +204,7 @@ async def test_429_retry_after_is_honoured(make_chat, peer, sleeps):
 
 
 async def test_retry_after_beyond_the_bound_is_not_waited(make_chat, peer, sleeps):
-    peer.script.append(httpx.Response(429, json={"detail": "x"}, headers={"Retry-After": "3600"}))
+    peer.script.append(httpx2.Response(429, json={"detail": "x"}, headers={"Retry-After": "3600"}))
     async with make_chat(max_retry_after=60) as chat:
         with pytest.raises(nomyo.RateLimitError) as info:
             await chat.create(model="m", messages=USER)
@@ -214,7 +214,7 @@ async def test_retry_after_beyond_the_bound_is_not_waited(make_chat, peer, sleep
 
 
 async def test_max_retries_zero_disables_retries(make_chat, peer, sleeps):
-    peer.script.append(httpx.Response(503, json={"detail": "down"}))
+    peer.script.append(httpx2.Response(503, json={"detail": "down"}))
     async with make_chat(max_retries=0) as chat:
         with pytest.raises(nomyo.ServiceUnavailableError):
             await chat.create(model="m", messages=USER)
@@ -222,7 +222,7 @@ async def test_max_retries_zero_disables_retries(make_chat, peer, sleeps):
 
 
 async def test_non_retryable_statuses_are_not_retried(make_chat, peer, sleeps):
-    peer.script.append(httpx.Response(401, json={"detail": "bad key"}))
+    peer.script.append(httpx2.Response(401, json={"detail": "bad key"}))
     async with make_chat(max_retries=5) as chat:
         with pytest.raises(nomyo.AuthenticationError):
             await chat.create(model="m", messages=USER)
@@ -230,7 +230,7 @@ async def test_non_retryable_statuses_are_not_retried(make_chat, peer, sleeps):
 
 
 async def test_network_error_is_retried_then_succeeds(make_chat, peer, sleeps):
-    peer.script.append(httpx.ConnectError("connection refused"))
+    peer.script.append(httpx2.ConnectError("connection refused"))
     async with make_chat() as chat:
         reply = await chat.create(model="m", messages=USER)
     assert reply["_metadata"]["is_encrypted"] is True
@@ -238,7 +238,7 @@ async def test_network_error_is_retried_then_succeeds(make_chat, peer, sleeps):
 
 
 async def test_persistent_network_error_is_api_connection_error(make_chat, peer):
-    peer.script.extend(httpx.ReadError("reset") for _ in range(3))
+    peer.script.extend(httpx2.ReadError("reset") for _ in range(3))
     async with make_chat() as chat:
         with pytest.raises(nomyo.APIConnectionError) as info:
             await chat.create(model="m", messages=USER)
@@ -323,7 +323,7 @@ async def test_tampered_response_gets_one_opaque_security_error(make_chat, peer)
         other_key = json.loads(seal_to(peer.key.public_key(), {"choices": []}))
         messages = set()
         for body in (good, other_key):
-            peer.script.append(httpx.Response(200, content=json.dumps(body).encode()))
+            peer.script.append(httpx2.Response(200, content=json.dumps(body).encode()))
             with pytest.raises(nomyo.SecurityError) as info:
                 await chat.create(model="m", messages=USER)
             assert not isinstance(info.value, ValueError)
@@ -342,14 +342,14 @@ async def test_downgraded_response_is_refused(make_chat, peer, field, value):
         client_key = serialization.load_pem_public_key(chat.client.public_key_pem.encode())
         body = json.loads(seal_to(client_key, {"choices": []}))
         body[field] = value
-        peer.script.append(httpx.Response(200, content=json.dumps(body).encode()))
+        peer.script.append(httpx2.Response(200, content=json.dumps(body).encode()))
         with pytest.raises(nomyo.ResponseFormatError) as info:
             await chat.create(model="m", messages=USER)
     assert isinstance(info.value, nomyo.SecurityError) and isinstance(info.value, ValueError)
 
 
 async def test_non_envelope_200_body_is_a_format_error(make_chat, peer):
-    peer.script.append(httpx.Response(200, text="not json at all"))
+    peer.script.append(httpx2.Response(200, text="not json at all"))
     async with make_chat() as chat:
         with pytest.raises(nomyo.ResponseFormatError):
             await chat.create(model="m", messages=USER)
@@ -439,7 +439,7 @@ async def test_debug_log_of_a_full_request_has_no_api_key_or_prompt(make_chat, p
     secret_prompt = "PROMPT-canary-5f1e0c3a"
     api_key = "sk-canary-9b7d2e44"
     caplog.set_level(logging.DEBUG)
-    peer.script.append(httpx.Response(503, json={"detail": "retry me"}))
+    peer.script.append(httpx2.Response(503, json={"detail": "retry me"}))
     async with make_chat(api_key=api_key) as chat:
         reply = await chat.create(model="m", messages=[{"role": "user", "content": secret_prompt}])
     assert reply["choices"][0]["message"]["content"] == f"echo: {secret_prompt}"
@@ -561,8 +561,8 @@ async def test_oversized_response_body_is_refused_without_buffering_it(
     make_chat, peer, monkeypatch
 ):
     monkeypatch.setattr(_core, "MAX_ENVELOPE_BYTES", 4096)
-    peer.script.append(httpx.Response(200, content=b"{" + b" " * 10_000 + b"}"))
-    peer.script.append(httpx.Response(503, content=b"x" * 100_000))
+    peer.script.append(httpx2.Response(200, content=b"{" + b" " * 10_000 + b"}"))
+    peer.script.append(httpx2.Response(503, content=b"x" * 100_000))
     async with make_chat(max_retries=0) as chat:
         with pytest.raises(nomyo.ResponseFormatError, match="larger than 4096"):
             await chat.create(model="m", messages=USER)

@@ -1,5 +1,5 @@
 """A base URL carrying ``user:password`` (a proxy's Basic auth) never shows them: not in any
-exception (text, repr, chain, traceback), repr of a client, or log record (httpx's own request
+exception (text, repr, chain, traceback), repr of a client, or log record (httpx2's own request
 log included), whatever fails: connection, TLS, deadline, status, pin, transport policy."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import base64
 import logging
 import socket
 
-import httpx
+import httpx2
 import pytest
 
 import nomyo_native as nomyo
@@ -67,15 +67,15 @@ async def _no_sleep(seconds: float) -> None:
 
 
 async def test_url_credentials_never_appear_in_a_deadline_error(logs):
-    async def stall(request: httpx.Request) -> httpx.Response:
+    async def stall(request: httpx2.Request) -> httpx2.Response:
         await asyncio.sleep(30)
-        return httpx.Response(200)  # pragma: no cover - the deadline ends it first
+        return httpx2.Response(200)  # pragma: no cover - the deadline ends it first
 
     client = nomyo.SecureCompletionClient(
         f"https://{NAME}:{PASSWORD}@peer.test",
         max_retries=0,
         deadline=0.05,
-        transport=httpx.MockTransport(stall),
+        transport=httpx2.MockTransport(stall),
     )
     with pytest.raises(nomyo.APIConnectionError) as caught:
         await client.fetch_server_public_key()
@@ -86,24 +86,24 @@ async def test_url_credentials_never_appear_in_a_deadline_error(logs):
 
 @pytest.mark.parametrize("status", [401, 404, 500, 503])
 async def test_url_credentials_never_appear_in_status_errors_or_httpx_logs(logs, status):
-    seen: list[httpx.Request] = []
+    seen: list[httpx2.Request] = []
 
-    def answer(request: httpx.Request) -> httpx.Response:
+    def answer(request: httpx2.Request) -> httpx2.Response:
         seen.append(request)
-        return httpx.Response(status, json={"detail": "no"})
+        return httpx2.Response(status, json={"detail": "no"})
 
     client = nomyo.SecureCompletionClient(
         f"https://{NAME}:{PASSWORD}@peer.test/v1/",
         max_retries=0,
-        transport=httpx.MockTransport(answer),
+        transport=httpx2.MockTransport(answer),
     )
     with pytest.raises(nomyo.APIError) as caught:
         await client.fetch_server_public_key()
     assert caught.value.status_code == status
     _assert_no_credentials(everything_said_about(caught.value))
     _assert_logs_clean(logs)
-    assert any(r.name.startswith("httpx") for r in logs.records), "httpx logged the request"
-    # Still sent, as httpx did from the URL: as Basic auth, to a URL without userinfo.
+    assert any(r.name.startswith("httpx2") for r in logs.records), "httpx2 logged the request"
+    # Still sent, as httpx2 did from the URL: as Basic auth, to a URL without userinfo.
     request = seen[0]
     assert request.url.userinfo == b""
     assert str(request.url) == "https://peer.test/v1/pki/public_key"

@@ -2,7 +2,7 @@
 
 The local endpoint is a well-behaved server; fault injection needs one that drops connections
 mid-body, stalls, answers non-JSON errors or asks to retry later, at the socket level, where
-``httpx.MockTransport`` cannot reach. This peer speaks just enough HTTP/1.1 (keep-alive,
+``httpx2.MockTransport`` cannot reach. This peer speaks just enough HTTP/1.1 (keep-alive,
 Content-Length bodies) and the protocol of PROTOCOL.md on pyca/cryptography, independently of
 the Rust core. Every POST it receives is decrypted and recorded with its AES keys, so that the
 forensics scan can hunt for them in the client afterwards.

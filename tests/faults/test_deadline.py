@@ -1,6 +1,6 @@
 """Issue 10 item 8: no timeout setting switches the per-attempt deadline off by accident.
 
-An explicit ``deadline=`` wins; a number is the deadline; an ``httpx.Timeout`` gives the sum of
+An explicit ``deadline=`` wins; a number is the deadline; an ``httpx2.Timeout`` gives the sum of
 its finite connect, write and read timeouts (pool excluded); there is no deadline only with
 ``deadline=None`` and ``timeout=None`` together.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 
-import httpx
+import httpx2
 import pytest
 
 import nomyo_native as nomyo
@@ -28,15 +28,15 @@ MESSAGES = [{"role": "user", "content": "deadline probe"}]
     [
         ({"timeout": 7.5}, 7.5),
         ({"timeout": 7.5, "deadline": 2.0}, 2.0),
-        ({"timeout": httpx.Timeout(5.0)}, 15.0),
-        ({"timeout": httpx.Timeout(5.0, pool=1000.0)}, 15.0),
-        ({"timeout": httpx.Timeout(None, connect=2.0, read=3.0)}, 5.0),
-        ({"timeout": httpx.Timeout(1.0, connect=2.0, write=3.0, read=4.0)}, 9.0),
-        ({"timeout": httpx.Timeout(None, read=math.inf, connect=2.0)}, 2.0),
-        ({"timeout": httpx.Timeout(2.0), "deadline": 60.0}, 60.0),
-        ({"timeout": httpx.Timeout(None)}, DEFAULT_TIMEOUT),
+        ({"timeout": httpx2.Timeout(5.0)}, 15.0),
+        ({"timeout": httpx2.Timeout(5.0, pool=1000.0)}, 15.0),
+        ({"timeout": httpx2.Timeout(None, connect=2.0, read=3.0)}, 5.0),
+        ({"timeout": httpx2.Timeout(1.0, connect=2.0, write=3.0, read=4.0)}, 9.0),
+        ({"timeout": httpx2.Timeout(None, read=math.inf, connect=2.0)}, 2.0),
+        ({"timeout": httpx2.Timeout(2.0), "deadline": 60.0}, 60.0),
+        ({"timeout": httpx2.Timeout(None)}, DEFAULT_TIMEOUT),
         ({"timeout": None}, DEFAULT_TIMEOUT),
-        ({"timeout": httpx.Timeout(3.0), "deadline": None}, 9.0),
+        ({"timeout": httpx2.Timeout(3.0), "deadline": None}, 9.0),
         ({"timeout": 4.0, "deadline": None}, 4.0),
         ({"timeout": None, "deadline": None}, None),
         ({}, DEFAULT_TIMEOUT),
@@ -58,7 +58,7 @@ async def test_trickling_answer_is_cut_with_an_httpx_timeout_object(loopback, ch
     # (0.5 + 0.5 + 0.5 s here) can end it; before, a Timeout object meant no deadline at all.
     loopback.then(TRICKLE)
     started = time.monotonic()
-    async with chat_to(max_retries=0, timeout=httpx.Timeout(0.5)) as chat:
+    async with chat_to(max_retries=0, timeout=httpx2.Timeout(0.5)) as chat:
         with pytest.raises(nomyo.APIConnectionError, match="deadline"):
             await chat.create(model="loopback-model", messages=MESSAGES)
     # A generous bound: the full trickle takes minutes.

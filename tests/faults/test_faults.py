@@ -111,7 +111,7 @@ async def test_stall_past_the_timeout_is_a_connection_error(loopback, chat_to):
 
 
 async def test_trickling_answer_is_cut_at_the_timeout(loopback, chat_to):
-    # One byte every 0.2 s never trips httpx's per-read timeout; the per-attempt deadline must.
+    # One byte every 0.2 s never trips httpx2's per-read timeout; the per-attempt deadline must.
     loopback.then(TRICKLE)
     started = time.monotonic()
     async with chat_to(max_retries=0, timeout=1.0) as chat:

@@ -27,7 +27,7 @@ _LEAKS: list[str] = []
 def _make_client(args: argparse.Namespace) -> Any:
     if args.client == "reference":
         if args.ca:
-            # nomyo 0.2.9 has no CA option; httpx honours SSL_CERT_FILE for verify=True.
+            # nomyo 0.2.9 has no CA option; its httpx honours SSL_CERT_FILE for verify=True.
             os.environ["SSL_CERT_FILE"] = args.ca
         import nomyo
 

@@ -9,7 +9,7 @@ import socket
 import threading
 from collections.abc import Iterator
 
-import httpx
+import httpx2
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -166,7 +166,7 @@ async def test_forwarding_round_trip(forwarding_endpoint, fake_openai, wire_for,
     # false, and its stream_options, are still not forwarded: upstream answers in one piece.
     payload = {**CHAT, "temperature": 0.5, "stream": False, "stream_options": {}}
     pid, headers, body = wire.request(payload, tier="high")
-    async with httpx.AsyncClient(timeout=60) as http:
+    async with httpx2.AsyncClient(timeout=60) as http:
         response = await http.post(wire.base_url + PATH, headers=headers, content=body)
     assert response.status_code == 200
     reply, _ = open_response(response.content, client_key)
@@ -194,7 +194,7 @@ async def test_backend_failures(
 ):
     fake_openai.mode = mode
     wire = wire_for(forwarding_endpoint)
-    async with httpx.AsyncClient(timeout=60) as http:
+    async with httpx2.AsyncClient(timeout=60) as http:
         _, response = await wire.chat(http, "secret words")
         assert response.status_code == status
         assert detail in response.json()["detail"]
@@ -211,7 +211,7 @@ async def test_unreachable_backend_is_503(endpoint_factory, wire_for):
         closed_port = probe.getsockname()[1]
     endpoint = endpoint_factory(backend=f"http://127.0.0.1:{closed_port}")
     wire = wire_for(endpoint)
-    async with httpx.AsyncClient(timeout=60) as http:
+    async with httpx2.AsyncClient(timeout=60) as http:
         _, response = await wire.chat(http, "hello")
     assert response.status_code == 503
     assert "backend unreachable" in response.json()["detail"]
@@ -230,7 +230,7 @@ async def test_non_finite_numbers_from_a_backend_are_502(endpoint_factory, wire_
             return None
 
     wire = wire_for(endpoint_factory(backend=NotANumber()))
-    async with httpx.AsyncClient(timeout=60) as http:
+    async with httpx2.AsyncClient(timeout=60) as http:
         _, response = await wire.chat(http, "hello")
     assert response.status_code == 502
     assert "not valid JSON" in response.json()["detail"]

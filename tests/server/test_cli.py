@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-import httpx
+import httpx2
 import pytest
 
 from nomyo_native.cli import build_parser, config_from_args, main
@@ -129,12 +129,12 @@ def test_serve_runs_until_interrupted(tmp_path, client_key):
             assert banner["TLS CA (trust)"] == str(tmp_path / "tls" / "ca.pem")
             assert banner["TPM attestation"].startswith("off")
             context = ssl.create_default_context(cafile=banner["TLS CA (trust)"])
-            pem = httpx.get(base_url + "/pki/public_key", verify=context).text
+            pem = httpx2.get(base_url + "/pki/public_key", verify=context).text
             wire = WireClient(base_url, pem, client_key, verify=context)
             pid, headers, body = wire.request(
                 {"model": "m", "messages": [{"role": "user", "content": "via cli"}]}
             )
-            response = httpx.post(base_url + PATH, headers=headers, content=body, verify=context)
+            response = httpx2.post(base_url + PATH, headers=headers, content=body, verify=context)
             assert response.status_code == 200
             reply, response_key = open_response(response.content, client_key)
             assert reply["choices"][0]["message"]["content"] == "via cli"

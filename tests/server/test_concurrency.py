@@ -7,7 +7,7 @@ import asyncio
 import json
 import random
 
-import httpx
+import httpx2
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -34,8 +34,8 @@ def _clients(endpoint, keys, wire_for) -> list[WireClient]:
 
 async def test_200_concurrent_requests_all_succeed(secure_endpoint, client_keys, wire_for):
     wires = _clients(secure_endpoint, client_keys, wire_for)
-    limits = httpx.Limits(max_connections=REQUESTS // CLIENTS)
-    https = [httpx.AsyncClient(verify=w.verify, timeout=120, limits=limits) for w in wires]
+    limits = httpx2.Limits(max_connections=REQUESTS // CLIENTS)
+    https = [httpx2.AsyncClient(verify=w.verify, timeout=120, limits=limits) for w in wires]
     try:
 
         async def one(i: int) -> tuple[str, str, dict]:
@@ -83,7 +83,7 @@ async def test_malformed_requests_interleaved_with_good_ones(http_endpoint, clie
         wire_index = rng.randrange(CLIENTS)
         jobs.append(("good", wire_index, i) if i % 2 == 0 else ("bad", wire_index, i % 5))
 
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=60)) as http:
+    async with httpx2.AsyncClient(timeout=120, limits=httpx2.Limits(max_connections=60)) as http:
 
         async def run(job):
             kind, wire_index, n = job

@@ -12,7 +12,7 @@ import ssl
 import stat
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -114,7 +114,7 @@ def test_tls_dir_keeps_the_certificate_across_restarts(tmp_path, server_key):
         assert (tls_dir / "server-key.pem").read_bytes() == key_before
         # A client that trusted the first start's CA still connects.
         trust = ssl.create_default_context(cafile=str(tls_dir / "ca.pem"))
-        response = httpx.get(second.base_url + "/health", verify=trust)
+        response = httpx2.get(second.base_url + "/health", verify=trust)
         assert response.status_code == 200
 
 

@@ -8,7 +8,7 @@ import base64
 import json
 import urllib.parse
 
-import httpx
+import httpx2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -33,10 +33,10 @@ def app_client(server_key):
     )
     app = create_app(state)
 
-    def post(headers: dict, content: bytes) -> httpx.Response:
-        async def send() -> httpx.Response:
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://asgi") as client:
+    def post(headers: dict, content: bytes) -> httpx2.Response:
+        async def send() -> httpx2.Response:
+            transport = httpx2.ASGITransport(app=app)
+            async with httpx2.AsyncClient(transport=transport, base_url="http://asgi") as client:
                 return await client.post(PATH, headers=headers, content=content)
 
         return asyncio.run(send())

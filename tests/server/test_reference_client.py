@@ -1,6 +1,6 @@
 """The reference client nomyo==0.2.9 against our endpoint: the proof that it speaks the real
 protocol. Over HTTP (allow_http=True) and HTTPS (trusting the throwaway CA via SSL_CERT_FILE,
-which httpx reads whenever it builds a TLS context)."""
+which its httpx reads whenever it builds a TLS context)."""
 
 from __future__ import annotations
 

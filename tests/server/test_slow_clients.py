@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import httpx2
 import pytest
 
 from nomyo_native.server import RunningServer
@@ -77,7 +77,7 @@ def _request_head(wire: WireClient, content_length: int) -> bytes:
 
 def _good_request(wire: WireClient, client_key: Any) -> None:
     pid, headers, body = wire.request(CHAT)
-    response = httpx.post(wire.base_url + PATH, headers=headers, content=body, verify=wire.verify)
+    response = httpx2.post(wire.base_url + PATH, headers=headers, content=body, verify=wire.verify)
     assert response.status_code == 200
     assert open_response(response.content, client_key)[0]["_metadata"]["payload_id"] == pid
 
@@ -248,7 +248,7 @@ def test_connections_beyond_the_cap_get_503(endpoint_factory, wire_for, client_k
         try:
             _good_request(wire, client_key)
             break
-        except (AssertionError, httpx.TransportError):
+        except (AssertionError, httpx2.TransportError):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
@@ -328,7 +328,7 @@ def test_request_bodies_beyond_the_in_flight_budget_get_503(endpoint_factory, wi
             time.sleep(0.05)
         # A third large body does not fit: refused at once, before it is read.
         _, headers, _ = wire.request(CHAT)
-        response = httpx.post(wire.base_url + PATH, headers=headers, content=b"{" + b" " * 99_999)
+        response = httpx2.post(wire.base_url + PATH, headers=headers, content=b"{" + b" " * 99_999)
         assert response.status_code == 503
         assert response.headers["retry-after"] == "1"
         assert "retry shortly" in response.json()["detail"]

@@ -8,7 +8,7 @@ import os
 import ssl
 import stat
 
-import httpx
+import httpx2
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -27,10 +27,10 @@ from .wire import PATH, WireClient, open_response, seal
 def test_self_signed_endpoint_verifies_with_its_ca_only(secure_endpoint):
     assert secure_endpoint.base_url.startswith("https://127.0.0.1:")
     context = ssl.create_default_context(cafile=str(secure_endpoint.ca_path))
-    response = httpx.get(secure_endpoint.base_url + "/pki/public_key", verify=context)
+    response = httpx2.get(secure_endpoint.base_url + "/pki/public_key", verify=context)
     assert response.status_code == 200
-    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-        httpx.get(secure_endpoint.base_url + "/pki/public_key", verify=True)
+    with pytest.raises(httpx2.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx2.get(secure_endpoint.base_url + "/pki/public_key", verify=True)
 
 
 def test_certificate_names_localhost(tmp_path):
@@ -43,12 +43,12 @@ def test_certificate_names_localhost(tmp_path):
 
 
 def test_fingerprint_is_sha256_of_spki_der(http_endpoint):
-    pem = httpx.get(http_endpoint.base_url + "/pki/public_key").text
+    pem = httpx2.get(http_endpoint.base_url + "/pki/public_key").text
     der = serialization.load_pem_public_key(pem.encode()).public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     assert http_endpoint.server_key_fingerprint == "sha256:" + hashlib.sha256(der).hexdigest()
-    health = httpx.get(http_endpoint.base_url + "/health").json()
+    health = httpx2.get(http_endpoint.base_url + "/health").json()
     assert health["server_key_fingerprint"] == http_endpoint.server_key_fingerprint
 
 
@@ -91,7 +91,7 @@ def test_recording_endpoint_records_the_exchange_keys(recording_endpoint, client
         recording_endpoint.public_key_pem,
         aes_key=chosen_key,
     )
-    response = httpx.post(
+    response = httpx2.post(
         wire.base_url + PATH,
         headers=wire.headers(pid),
         content=json.dumps(envelope).encode(),

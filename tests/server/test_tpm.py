@@ -8,7 +8,7 @@ import hashlib
 import os
 import subprocess
 
-import httpx
+import httpx2
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -159,7 +159,7 @@ def test_bad_arguments_are_refused(swtpm_quoter):
 
 async def test_endpoint_responses_carry_verified_quotes(swtpm_endpoint, wire_for, client_key):
     wire = wire_for(swtpm_endpoint)
-    async with httpx.AsyncClient(verify=wire.verify, timeout=60) as http:
+    async with httpx2.AsyncClient(verify=wire.verify, timeout=60) as http:
         for tier in ("standard", "maximum"):
             pid, response = await wire.chat(http, "quote me", tier=tier)
             assert response.status_code == 200
@@ -215,7 +215,7 @@ def test_server_with_owned_swtpm(endpoint_factory, wire_for, client_key):
     pid, headers, body = wire.request(
         {"model": "m", "messages": [{"role": "user", "content": "hi"}]}, tier="maximum"
     )
-    response = httpx.post(endpoint.base_url + PATH, headers=headers, content=body, timeout=60)
+    response = httpx2.post(endpoint.base_url + PATH, headers=headers, content=body, timeout=60)
     assert response.status_code == 200
     block = open_response(response.content, client_key)[0]["_metadata"]["tpm_attestation"]
     signature, _ = TPMT_SIGNATURE.unmarshal(base64.b64decode(block["signature_b64"]))
@@ -232,7 +232,7 @@ def test_owned_swtpm_measures_the_server_code_into_pcr10(endpoint_factory, wire_
     pid, headers, body = wire.request(
         {"model": "m", "messages": [{"role": "user", "content": "x"}]}
     )
-    response = httpx.post(endpoint.base_url + PATH, headers=headers, content=body, timeout=60)
+    response = httpx2.post(endpoint.base_url + PATH, headers=headers, content=body, timeout=60)
     block = open_response(response.content, client_key)[0]["_metadata"]["tpm_attestation"]
     verify_block(block, pid, endpoint.server_key_fingerprint)
     # A fresh swtpm's PCR 10 is zero; one extend with SHA-256(measurement) gives this value.

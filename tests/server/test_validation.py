@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import urllib.parse
 
-import httpx
+import httpx2
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from tests.pyca_envelope import b64
@@ -21,8 +21,8 @@ def wire(http_endpoint, wire_for):
     return wire_for(http_endpoint)
 
 
-def post(wire, headers, body: bytes) -> httpx.Response:
-    return httpx.post(wire.base_url + PATH, headers=headers, content=body, timeout=60)
+def post(wire, headers, body: bytes) -> httpx2.Response:
+    return httpx2.post(wire.base_url + PATH, headers=headers, content=body, timeout=60)
 
 
 def good_request_works(wire, client_key) -> None:
@@ -61,7 +61,7 @@ def test_good_request_round_trip(wire, client_key, http_endpoint):
 
 
 def test_public_key_endpoint(http_endpoint):
-    response = httpx.get(http_endpoint.base_url + "/pki/public_key")
+    response = httpx2.get(http_endpoint.base_url + "/pki/public_key")
     assert response.status_code == 200
     assert response.text == http_endpoint.public_key_pem
     assert response.text.startswith("-----BEGIN PUBLIC KEY-----")
@@ -230,7 +230,7 @@ def test_body_over_the_cap_gets_400(endpoint_factory, wire_for, client_key):
         yield body[:4000]
         yield body[4000:]
 
-    response = httpx.post(wire.base_url + PATH, headers=headers, content=chunks(), timeout=60)
+    response = httpx2.post(wire.base_url + PATH, headers=headers, content=chunks(), timeout=60)
     assert response.status_code == 400
     assert "exceeds the limit" in response.json()["detail"]
     good_request_works(wire, client_key)
@@ -274,7 +274,7 @@ def test_api_keys_gate_requests(endpoint_factory, wire_for, client_key):
 
 def test_api_key_checked_before_anything_else(endpoint_factory, wire_for):
     endpoint = endpoint_factory(api_keys=("key-one",))
-    response = httpx.post(endpoint.base_url + PATH, content=b"garbage")
+    response = httpx2.post(endpoint.base_url + PATH, content=b"garbage")
     assert response.status_code == 401
 
 
@@ -300,10 +300,10 @@ def test_tier_policy_forbids_models(endpoint_factory, wire_for, client_key):
 
 
 def test_unknown_routes_and_methods_answer_json(http_endpoint):
-    response = httpx.get(http_endpoint.base_url + "/nope")
+    response = httpx2.get(http_endpoint.base_url + "/nope")
     assert response.status_code == 404
     assert response.json() == {"detail": "Not Found"}
-    response = httpx.get(http_endpoint.base_url + PATH)
+    response = httpx2.get(http_endpoint.base_url + PATH)
     assert response.status_code == 405
     assert "detail" in response.json()
 

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import httpx2
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.pyca_envelope import build_envelope, open_envelope
@@ -83,8 +83,8 @@ class WireClient:
         return pid, self.headers(pid, tier=tier), json.dumps(envelope).encode()
 
     async def chat(
-        self, http: httpx.AsyncClient, text: str, *, model: str = "m", tier: str | None = None
-    ) -> tuple[str, httpx.Response]:
+        self, http: httpx2.AsyncClient, text: str, *, model: str = "m", tier: str | None = None
+    ) -> tuple[str, httpx2.Response]:
         payload = {"model": model, "messages": [{"role": "user", "content": text}]}
         pid, headers, body = self.request(payload, tier=tier)
         return pid, await http.post(self.base_url + PATH, headers=headers, content=body)

@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
 def _cmd_attest_enroll(args: argparse.Namespace) -> int:
     import ssl
 
-    import httpx
+    import httpx2
 
     from nomyo_native.enrollment import enroll
     from nomyo_native.errors import SecurityError
@@ -155,7 +155,7 @@ def _cmd_attest_enroll(args: argparse.Namespace) -> int:
     except SecurityError as exc:
         print(f"nomyo-native attest enroll: refused: {exc}", file=sys.stderr)
         return 1
-    except (httpx.HTTPError, OSError, ValueError) as exc:
+    except (httpx2.HTTPError, OSError, ValueError) as exc:
         print(f"nomyo-native attest enroll: error: {exc}", file=sys.stderr)
         return 2
     state = "enrolled" if done.newly_pinned else "already enrolled (unchanged)"

@@ -337,7 +337,8 @@ async def _http_exception(_: Request, exc: Exception) -> Response:
 
 
 def create_app(state: EndpointState) -> Starlette:
-    """The endpoint as an ASGI app (serve it with uvicorn, or drive it with httpx.ASGITransport)."""
+    """The endpoint as an ASGI app (serve it with uvicorn, or drive it with
+    httpx2.ASGITransport)."""
     routes = [
         _public_key_route(state),
         Route(SECURE_COMPLETION_PATH, SecureCompletionHandler(state).respond, methods=["POST"]),

@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any, Protocol
 
-import httpx
+import httpx2
 
 
 class BackendUnavailable(Exception):
@@ -162,14 +162,14 @@ class OpenAIBackend:
             raise ValueError("backend URL must start with http:// or https://")
         self.url = completions_url(url)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(timeout=timeout, headers=headers)
+        self._client = httpx2.AsyncClient(timeout=timeout, headers=headers)
 
     async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
         # The encrypted channel carries one response, so streaming is switched off upstream.
         forwarded = {k: v for k, v in request.items() if k not in ("stream", "stream_options")}
         try:
             response = await self._client.post(self.url, json=forwarded)
-        except httpx.TransportError as exc:
+        except httpx2.TransportError as exc:
             raise BackendUnavailable(f"backend unreachable ({type(exc).__name__})") from None
         if response.status_code in (502, 503, 504):
             raise BackendUnavailable(f"backend returned HTTP {response.status_code}")

@@ -1,8 +1,8 @@
-"""The client's default transport: httpcore's pool over asyncio's own TCP and TLS transports.
+"""The client's default transport: httpcore2's pool over asyncio's own TCP and TLS transports.
 
 Checked against the real endpoint over HTTPS (verification, keep-alive reuse, 1 MiB each way)
 and against raw loopback servers for what a network does wrong (refused, stalled, closed idle
-connections), each ending in the httpx exception the client already maps.
+connections), each ending in the httpx2 exception the client already maps.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import certifi
-import httpx
+import httpx2
 import pytest
 
 import nomyo_native as nomyo
-from nomyo_native.transport import (
+from nomyo_native._asyncio_tls_backend import (
     AsyncioNetworkStream,
-    NativeTLSTransport,
+    AsyncioTLSTransport,
 )
 
-LIMITS = httpx.Limits(max_connections=10, max_keepalive_connections=5)
+LIMITS = httpx2.Limits(max_connections=10, max_keepalive_connections=5)
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
@@ -67,7 +67,7 @@ async def test_the_client_uses_it_by_default_and_reuses_the_connection(secure_en
         first = await chat.create("m", [{"role": "user", "content": "first"}])
         second = await chat.create("m", [{"role": "user", "content": "second"}])
         http = chat.client._state().http
-        assert isinstance(http._transport, NativeTLSTransport)
+        assert isinstance(http._transport, AsyncioTLSTransport)
         response = await http.get(f"{secure_endpoint.base_url}/pki/public_key")
         # Key fetch, both requests and this GET went over one kept-alive connection.
         assert len(http._transport._pool.connections) == 1
@@ -97,11 +97,11 @@ async def test_an_untrusted_certificate_is_a_connection_error(secure_endpoint):
 
 async def test_a_wrong_host_name_is_a_connection_error(secure_endpoint):
     # The certificate names 127.0.0.1 and localhost only.
-    async with httpx.AsyncClient(
-        transport=NativeTLSTransport(trusting(secure_endpoint.ca_path), LIMITS)
+    async with httpx2.AsyncClient(
+        transport=AsyncioTLSTransport(trusting(secure_endpoint.ca_path), LIMITS)
     ) as http:
         url = secure_endpoint.base_url.replace("127.0.0.1", "127.0.0.2")
-        with pytest.raises(httpx.ConnectError):
+        with pytest.raises(httpx2.ConnectError):
             await http.get(f"{url}/pki/public_key")
 
 
@@ -111,8 +111,8 @@ async def test_a_wrong_host_name_is_a_connection_error(secure_endpoint):
 async def test_refused_connection_is_a_connect_error():
     async with loopback_server(lambda r, w: asyncio.sleep(0)) as url:
         pass  # closed again: nothing listens on the port now
-    async with httpx.AsyncClient(transport=NativeTLSTransport(None, LIMITS)) as http:
-        with pytest.raises(httpx.ConnectError):
+    async with httpx2.AsyncClient(transport=AsyncioTLSTransport(None, LIMITS)) as http:
+        with pytest.raises(httpx2.ConnectError):
             await http.get(url)
 
 
@@ -121,11 +121,11 @@ async def test_stalled_tls_handshake_is_a_connect_timeout(secure_endpoint):
         await asyncio.sleep(30)  # reads no ClientHello, answers nothing
 
     async with loopback_server(silent) as url:
-        async with httpx.AsyncClient(
-            transport=NativeTLSTransport(trusting(secure_endpoint.ca_path), LIMITS),
-            timeout=httpx.Timeout(5.0, connect=0.3),
+        async with httpx2.AsyncClient(
+            transport=AsyncioTLSTransport(trusting(secure_endpoint.ca_path), LIMITS),
+            timeout=httpx2.Timeout(5.0, connect=0.3),
         ) as http:
-            with pytest.raises(httpx.ConnectTimeout):
+            with pytest.raises(httpx2.ConnectTimeout):
                 await http.get(url.replace("http://", "https://"))
 
 
@@ -135,10 +135,10 @@ async def test_stalled_response_is_a_read_timeout():
         await asyncio.sleep(30)
 
     async with loopback_server(stall) as url:
-        async with httpx.AsyncClient(
-            transport=NativeTLSTransport(None, LIMITS), timeout=httpx.Timeout(5.0, read=0.3)
+        async with httpx2.AsyncClient(
+            transport=AsyncioTLSTransport(None, LIMITS), timeout=httpx2.Timeout(5.0, read=0.3)
         ) as http:
-            with pytest.raises(httpx.ReadTimeout):
+            with pytest.raises(httpx2.ReadTimeout):
                 await http.get(url)
 
 
@@ -150,8 +150,8 @@ async def test_body_cut_short_is_a_protocol_error():
         writer.close()
 
     async with loopback_server(cut) as url:
-        async with httpx.AsyncClient(transport=NativeTLSTransport(None, LIMITS)) as http:
-            with pytest.raises(httpx.RemoteProtocolError):
+        async with httpx2.AsyncClient(transport=AsyncioTLSTransport(None, LIMITS)) as http:
+            with pytest.raises(httpx2.RemoteProtocolError):
                 await http.get(url)
 
 
@@ -166,7 +166,7 @@ async def test_idle_connection_closed_by_the_server_is_not_reused():
         writer.close()
 
     async with loopback_server(once_per_connection) as url:
-        async with httpx.AsyncClient(transport=NativeTLSTransport(None, LIMITS)) as http:
+        async with httpx2.AsyncClient(transport=AsyncioTLSTransport(None, LIMITS)) as http:
             for i in range(3):
                 response = await http.post(url, content=b"x" * (i + 1))
                 assert response.content == b"done"
@@ -188,7 +188,7 @@ async def test_keep_alive_connection_serves_many_requests():
             await writer.drain()
 
     async with loopback_server(keep_alive) as url:
-        async with httpx.AsyncClient(transport=NativeTLSTransport(None, LIMITS)) as http:
+        async with httpx2.AsyncClient(transport=AsyncioTLSTransport(None, LIMITS)) as http:
             for i in range(5):
                 response = await http.post(url, content=f"request {i}".encode())
                 assert response.content == f"request {i}".encode()[::-1]

@@ -1,13 +1,14 @@
-"""An httpx transport whose TCP and TLS run in asyncio's own transports.
+"""An httpcore2 network backend whose TCP and TLS run in asyncio's own transports, and the
+httpx2 transport that pools connections over it (the client's default).
 
-httpx's default async transport does TLS in anyio's memory-BIO stream: each TLS record (at most
+httpx2's default async transport does TLS in anyio's memory-BIO stream: each TLS record (at most
 16 KiB) is decrypted by a separate ``SSLObject.read`` and climbs a dozen Python frames (timeout
 scope, exception map, h11 event) on its way up. asyncio's SSL protocol drains every record
 already received in one loop and hands back up to 64 KiB per read, so a 1 MiB chat request
 (a 1.4 MB envelope each way) costs the client about half the transport CPU.
 
-Same pool, same HTTP/1.1 machinery (httpcore's), same verification (the caller's
-``SSLContext``), same httpx exceptions; only the network layer changes. It needs
+Same pool, same HTTP/1.1 machinery (httpcore2's), same verification (the caller's
+``SSLContext``), same httpx2 exceptions; only the network layer changes. It needs
 ``StreamWriter.start_tls``, which every Python the package supports (3.11+) has.
 """
 
@@ -19,19 +20,18 @@ import ssl
 from collections.abc import Awaitable, Iterable
 from typing import Any, TypeVar
 
-import httpcore
-import httpx
+import httpcore2
+import httpx2
 
 __all__ = [
     "AsyncioNetworkBackend",
     "AsyncioNetworkStream",
-    "NativeTLSTransport",
-    "native_tls_transport",
+    "AsyncioTLSTransport",
 ]
 
 T = TypeVar("T")
 
-# httpcore asks for at most 64 KiB per read; let the transport buffer a few such reads ahead.
+# httpcore2 asks for at most 64 KiB per read; let the transport buffer a few such reads ahead.
 _STREAM_LIMIT = 256 * 1024
 _CLOSE_TIMEOUT = 1.0
 
@@ -52,7 +52,7 @@ async def _bounded(
         raise on_timeout(f"timed out after {timeout} s") from None
 
 
-class AsyncioNetworkStream(httpcore.AsyncNetworkStream):
+class AsyncioNetworkStream(httpcore2.AsyncNetworkStream):
     """One connection: an asyncio ``StreamReader``/``StreamWriter`` pair (TLS after start_tls)."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -61,21 +61,21 @@ class AsyncioNetworkStream(httpcore.AsyncNetworkStream):
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         try:
-            # b"" at end of stream, as httpcore expects from a closed connection.
-            return await _bounded(self._reader.read(max_bytes), timeout, httpcore.ReadTimeout)
+            # b"" at end of stream, as httpcore2 expects from a closed connection.
+            return await _bounded(self._reader.read(max_bytes), timeout, httpcore2.ReadTimeout)
         except OSError as exc:  # includes ssl.SSLError and ConnectionResetError
-            raise httpcore.ReadError(str(exc) or type(exc).__name__) from exc
+            raise httpcore2.ReadError(str(exc) or type(exc).__name__) from exc
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if not buffer:
             return
         if self._writer.is_closing():
-            raise httpcore.WriteError("the connection is closed")
+            raise httpcore2.WriteError("the connection is closed")
         try:
             self._writer.write(buffer)
-            await _bounded(self._writer.drain(), timeout, httpcore.WriteTimeout)
+            await _bounded(self._writer.drain(), timeout, httpcore2.WriteTimeout)
         except OSError as exc:
-            raise httpcore.WriteError(str(exc) or type(exc).__name__) from exc
+            raise httpcore2.WriteError(str(exc) or type(exc).__name__) from exc
 
     async def aclose(self) -> None:
         self._writer.close()
@@ -96,11 +96,11 @@ class AsyncioNetworkStream(httpcore.AsyncNetworkStream):
             await _bounded(
                 self._writer.start_tls(ssl_context, server_hostname=server_hostname),
                 timeout,
-                httpcore.ConnectTimeout,
+                httpcore2.ConnectTimeout,
             )
         except OSError as exc:  # certificate verification failures are ssl.SSLError
             self._writer.transport.abort()
-            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+            raise httpcore2.ConnectError(str(exc) or type(exc).__name__) from exc
         except BaseException:  # timeout or cancellation: never leave the socket behind
             self._writer.transport.abort()
             raise
@@ -132,7 +132,7 @@ class AsyncioNetworkStream(httpcore.AsyncNetworkStream):
         return bool(readable)
 
 
-class AsyncioNetworkBackend(httpcore.AsyncNetworkBackend):
+class AsyncioNetworkBackend(httpcore2.AsyncNetworkBackend):
     """Opens :class:`AsyncioNetworkStream` connections (TCP_NODELAY is asyncio's default)."""
 
     async def connect_tcp(
@@ -148,10 +148,10 @@ class AsyncioNetworkBackend(httpcore.AsyncNetworkBackend):
             reader, writer = await _bounded(
                 asyncio.open_connection(host, port, limit=_STREAM_LIMIT, local_addr=local_addr),
                 timeout,
-                httpcore.ConnectTimeout,
+                httpcore2.ConnectTimeout,
             )
         except OSError as exc:
-            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+            raise httpcore2.ConnectError(str(exc) or type(exc).__name__) from exc
         sock = writer.get_extra_info("socket")
         for option in socket_options or ():
             sock.setsockopt(*option)
@@ -167,27 +167,27 @@ class AsyncioNetworkBackend(httpcore.AsyncNetworkBackend):
             reader, writer = await _bounded(
                 asyncio.open_unix_connection(path, limit=_STREAM_LIMIT),
                 timeout,
-                httpcore.ConnectTimeout,
+                httpcore2.ConnectTimeout,
             )
         except OSError as exc:
-            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+            raise httpcore2.ConnectError(str(exc) or type(exc).__name__) from exc
         return AsyncioNetworkStream(reader, writer)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
 
-class NativeTLSTransport(httpx.AsyncHTTPTransport):
-    """httpx's HTTP transport with its connection pool on :class:`AsyncioNetworkBackend`.
+class AsyncioTLSTransport(httpx2.AsyncHTTPTransport):
+    """httpx2's HTTP transport with its connection pool on :class:`AsyncioNetworkBackend`.
 
     ``AsyncHTTPTransport`` keeps all its state in ``_pool`` (request and response mapping,
     exception mapping and closing all go through it), so this builds the same pool as
     ``AsyncHTTPTransport(verify=ssl_context, limits=limits)`` would, with another backend.
     """
 
-    def __init__(self, ssl_context: ssl.SSLContext | None, limits: httpx.Limits) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None, limits: httpx2.Limits) -> None:
         # super().__init__ is not called on purpose: it would build a pool only to drop it.
-        self._pool = httpcore.AsyncConnectionPool(
+        self._pool = httpcore2.AsyncConnectionPool(
             ssl_context=ssl_context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
@@ -196,10 +196,3 @@ class NativeTLSTransport(httpx.AsyncHTTPTransport):
             http2=False,
             network_backend=AsyncioNetworkBackend(),
         )
-
-
-def native_tls_transport(
-    ssl_context: ssl.SSLContext | None, limits: httpx.Limits
-) -> httpx.AsyncBaseTransport:
-    """A :class:`NativeTLSTransport` verifying with ``ssl_context`` (``None``: the defaults)."""
-    return NativeTLSTransport(ssl_context, limits)
