@@ -14,7 +14,7 @@ REFERENCE := nomyo==0.2.9
 REFERENCE_STACK := httpx==0.28.1 httpcore==1.0.9 anyio==4.13.0 certifi==2026.4.22 \
   cryptography==48.0.0 cffi==2.0.0 pycparser==3.0 h11==0.16.0 typing-extensions==4.15.0 \
   exceptiongroup==1.3.1
-APT_PACKAGES := swtpm swtpm-tools libtss2-dev pkg-config cmake gcc
+APT_PACKAGES := swtpm swtpm-tools libtss2-dev pkg-config cmake gcc openssl
 export CARGO_TERM_COLOR ?= never
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export HYPOTHESIS_STORAGE_DIRECTORY := .cache/hypothesis
