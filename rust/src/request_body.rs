@@ -83,7 +83,7 @@ impl Compactor<'_, '_> {
 
     fn put(&mut self, bytes: &[u8]) -> CoreResult<()> {
         if self.out.len() + bytes.len() > self.max_len {
-            return Err(CoreError::TooLarge(format!(
+            return Err(CoreError::RequestTooLarge(format!(
                 "the serialized payload exceeds the limit of {} bytes",
                 self.max_len
             )));
@@ -593,7 +593,7 @@ mod tests {
         assert!(compact_request_capped(body, compact_len).is_ok());
         assert!(matches!(
             compact_request_capped(body, compact_len - 1),
-            Err(CoreError::TooLarge(_))
+            Err(CoreError::RequestTooLarge(_))
         ));
     }
 
