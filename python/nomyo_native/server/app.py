@@ -19,8 +19,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -208,41 +210,8 @@ class SecureCompletionHandler:
 
     async def _handle(self, request: Request, reservation: _Reservation) -> tuple[str, Response]:
         state = self.state
-        headers = request.headers
-        authorization = headers.get("authorization")
-        denied = state.api_keys.check(authorization)
-        if denied is not None:
-            raise Refusal(401, denied)
-        if state.rate_limiter is not None:
-            # Authenticated callers are limited per key, anonymous ones per address.
-            if state.api_keys.enabled and authorization:
-                caller = (
-                    "key:" + hashlib.sha256(authorization.encode("utf-8", "replace")).hexdigest()
-                )
-            else:
-                caller = "addr:" + (request.client.host if request.client else "unknown")
-            wait = state.rate_limiter.acquire(caller)
-            if wait is not None:
-                raise Refusal(
-                    429, "rate limit exceeded", headers={"Retry-After": str(math.ceil(wait))}
-                )
-        payload_id = headers.get("x-payload-id")
-        if not payload_id:
-            raise Refusal(400, "missing X-Payload-ID header")
-        if not _PAYLOAD_ID.fullmatch(payload_id):
-            raise Refusal(400, "X-Payload-ID must be 1-128 characters of [A-Za-z0-9._:-]")
-        public_key_header = headers.get("x-public-key")
-        if not public_key_header:
-            raise Refusal(400, "missing X-Public-Key header")
-        try:
-            client_key = parse_client_public_key(public_key_header)
-        except ClientKeyError as exc:
-            raise Refusal(400, str(exc)) from None
-        tier = headers.get("x-security-tier") or state.tier_policy.default_tier
-        if tier not in SECURITY_TIERS:
-            raise Refusal(400, f"X-Security-Tier must be one of {', '.join(SECURITY_TIERS)}")
-        if tier == "maximum" and state.quoter is None:
-            raise Refusal(503, "security tier 'maximum' requires a TPM and this server has none")
+        self._admit(request)
+        payload_id, client_key, tier = self._request_headers(request.headers)
 
         body = await _read_body(request, state, reservation)
         try:
@@ -276,6 +245,50 @@ class SecureCompletionHandler:
         if state.recorder is not None:
             state.recorder.record(payload_id, opened.aes_key, sealed.aes_key)
         return payload_id, Response(sealed.body, media_type="application/json")
+
+    def _admit(self, request: Request) -> None:
+        """Refuse a caller without a valid API key (401) or over its rate limit (429)."""
+        state = self.state
+        authorization = request.headers.get("authorization")
+        denied = state.api_keys.check(authorization)
+        if denied is not None:
+            raise Refusal(401, denied)
+        if state.rate_limiter is not None:
+            # Authenticated callers are limited per key, anonymous ones per address.
+            if state.api_keys.enabled and authorization:
+                caller = (
+                    "key:" + hashlib.sha256(authorization.encode("utf-8", "replace")).hexdigest()
+                )
+            else:
+                caller = "addr:" + (request.client.host if request.client else "unknown")
+            wait = state.rate_limiter.acquire(caller)
+            if wait is not None:
+                raise Refusal(
+                    429, "rate limit exceeded", headers={"Retry-After": str(math.ceil(wait))}
+                )
+
+    def _request_headers(self, headers: Headers) -> tuple[str, rsa.RSAPublicKey, str]:
+        """The payload id, the client's public key and the security tier the headers carry
+        (400 when one is missing or malformed; 503 for tier 'maximum' without a TPM)."""
+        state = self.state
+        payload_id = headers.get("x-payload-id")
+        if not payload_id:
+            raise Refusal(400, "missing X-Payload-ID header")
+        if not _PAYLOAD_ID.fullmatch(payload_id):
+            raise Refusal(400, "X-Payload-ID must be 1-128 characters of [A-Za-z0-9._:-]")
+        public_key_header = headers.get("x-public-key")
+        if not public_key_header:
+            raise Refusal(400, "missing X-Public-Key header")
+        try:
+            client_key = parse_client_public_key(public_key_header)
+        except ClientKeyError as exc:
+            raise Refusal(400, str(exc)) from None
+        tier = headers.get("x-security-tier") or state.tier_policy.default_tier
+        if tier not in SECURITY_TIERS:
+            raise Refusal(400, f"X-Security-Tier must be one of {', '.join(SECURITY_TIERS)}")
+        if tier == "maximum" and state.quoter is None:
+            raise Refusal(503, "security tier 'maximum' requires a TPM and this server has none")
+        return payload_id, client_key, tier
 
     async def _complete(self, chat: dict[str, Any]) -> dict[str, Any]:
         try:
