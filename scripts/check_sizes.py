@@ -27,10 +27,8 @@ _PENDING_PROTO = "pending: being split (issue 12, proto)"
 # Unit -> why it may exceed its limit. A unit is a module path relative to ROOT
 # ("client.py"), which excuses the module and everything in it, or "path::Qualified.name"
 # for one class or function.
-_PENDING_ROOMS = "pending: being split (issue 12, rooms)"
 ALLOWLIST: Mapping[str, str] = {
     "client.py": _PENDING_PROTO,
-    "enrollment.py::enroll": _PENDING_ROOMS,
 }
 
 

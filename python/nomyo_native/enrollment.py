@@ -125,24 +125,7 @@ def enroll(
                 f"enrollment: {origin} offers no enrollment (HTTP {status}); it needs "
                 "a persistent attestation key (nomyo-native serve --tpm swtpm --aik persistent)"
             )
-        ek_raw = _b64_field(data, "ek_public_b64")
-        aik_raw = _b64_field(data, "aik_public_b64")
-        try:
-            ek = _core.tpm_parse_public(ek_raw)
-            aik = _core.tpm_parse_public(aik_raw)
-        except _core.TpmFormatError as exc:
-            raise SecurityError(f"enrollment: the server's keys are malformed ({exc})") from None
-        ek_verified = ek_ca is not None
-        if ek_ca is not None:
-            _verify_ek_certificate(data, ek, ek_ca)
-        attrs = aik["object_attributes"]
-        if not (attrs & _ATTR_RESTRICTED and attrs & _ATTR_SIGN):
-            raise SecurityError("enrollment: the offered AIK is not a restricted signing key")
-        # Activation proves the key is loaded in the EK's TPM, not that it was born there: a
-        # software key imported into the TPM activates too, and its software copy signs anything.
-        residency = aik_residency_problem(attrs)
-        if residency is not None:
-            raise SecurityError(f"enrollment: refused: {residency}")
+        ek_raw, ek, aik = _offered_keys(data, ek_ca)
         challenge = secrets.token_bytes(32)
         try:
             blob, secret = _core.tpm_make_credential(ek_raw, _aik_name(aik), challenge)
@@ -165,6 +148,41 @@ def enroll(
             f"{status}): its AIK is not resident in the TPM of the EK it offered"
         )
     aik_fp = _fingerprint(aik["public_area"])
+    newly_pinned = _pin(pin_file, base_url, origin, aik_fp)
+    return Enrollment(
+        origin, aik_fp, _fingerprint(ek["public_area"]), newly_pinned, ek_ca is not None
+    )
+
+
+def _offered_keys(
+    offer: Any, ek_ca: str | os.PathLike[str] | None
+) -> tuple[bytes, dict[str, Any], dict[str, Any]]:
+    """The EK (marshalled, and parsed) and the AIK (parsed) the enrollment offer holds, once
+    they are well formed, the EK's certificate chain leads to ``ek_ca`` (when given), and the
+    AIK is a restricted signing key whose private part cannot have been made outside a TPM."""
+    ek_raw = _b64_field(offer, "ek_public_b64")
+    aik_raw = _b64_field(offer, "aik_public_b64")
+    try:
+        ek = _core.tpm_parse_public(ek_raw)
+        aik = _core.tpm_parse_public(aik_raw)
+    except _core.TpmFormatError as exc:
+        raise SecurityError(f"enrollment: the server's keys are malformed ({exc})") from None
+    if ek_ca is not None:
+        _verify_ek_certificate(offer, ek, ek_ca)
+    attrs = aik["object_attributes"]
+    if not (attrs & _ATTR_RESTRICTED and attrs & _ATTR_SIGN):
+        raise SecurityError("enrollment: the offered AIK is not a restricted signing key")
+    # Activation proves the key is loaded in the EK's TPM, not that it was born there: a
+    # software key imported into the TPM activates too, and its software copy signs anything.
+    residency = aik_residency_problem(attrs)
+    if residency is not None:
+        raise SecurityError(f"enrollment: refused: {residency}")
+    return ek_raw, ek, aik
+
+
+def _pin(pin_file: str | os.PathLike[str], base_url: str, origin: str, aik_fp: str) -> bool:
+    """Pin ``aik_fp`` for ``base_url``; True when it was not pinned before. A different key
+    already pinned is refused, with how to re-enroll when the change is expected."""
     pins = PinFile(pin_file)
     known = pins.pinned(base_url)
     if known is not None and known != aik_fp:
@@ -175,7 +193,7 @@ def enroll(
             f"'nomyo-native attest enroll {origin} --pin-file {pins.path}' again."
         )
     pins.check(base_url, aik_fp)
-    return Enrollment(origin, aik_fp, _fingerprint(ek["public_area"]), known is None, ek_verified)
+    return known is None
 
 
 def _verify_ek_certificate(offer: Any, ek: dict[str, Any], ek_ca: str | os.PathLike[str]) -> None:
