@@ -387,6 +387,112 @@ fn word_needs_escape(word: u64) -> bool {
     (below_space | has_quote | has_backslash) != 0
 }
 
+/// Position of the first '"' in `s` at or after `from` (SWAR: 8 bytes per step).
+fn find_quote(s: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while let Some(word) = s.get(i..i + 8) {
+        let quote =
+            u64::from_le_bytes(word.try_into().unwrap_or([0; 8])) ^ (ONES * u64::from(b'"'));
+        if quote.wrapping_sub(ONES) & !quote & HIGH != 0 {
+            break;
+        }
+        i += 8;
+    }
+    s.get(i..)?.iter().position(|&b| b == b'"').map(|p| i + p)
+}
+
+/// The value of each hex digit byte, 0x80 for every other byte.
+static HEX_VALUE: [u8; 256] = {
+    let mut table = [0x80u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// Where the reader decodes a string's escapes, moved into the scratch in one copy when full or
+/// at the string's end: text in which most characters are `\uXXXX` escapes (Python's
+/// `json.dumps` escapes every non-ASCII character) then costs a few instructions per character
+/// instead of two small copies. Wiped when dropped.
+struct Batch {
+    bytes: [u8; 512],
+    len: usize,
+}
+
+impl Batch {
+    fn new() -> Self {
+        Batch {
+            bytes: [0; 512],
+            len: 0,
+        }
+    }
+
+    fn room(&self) -> usize {
+        self.bytes.len() - self.len
+    }
+
+    fn filled(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    fn reset(&mut self) {
+        self.bytes[..self.len].zeroize();
+        self.len = 0;
+    }
+
+    /// Append `data`; the caller checked that it fits.
+    fn push(&mut self, data: &[u8]) {
+        self.bytes[self.len..self.len + data.len()].copy_from_slice(data);
+        self.len += data.len();
+    }
+
+    /// UTF-8 encode a code point (surrogates in the 3-byte form that Python's surrogatepass
+    /// codec reads); the caller checked that 4 bytes fit.
+    fn push_code_point(&mut self, code: u32) {
+        let out = &mut self.bytes[self.len..self.len + 4];
+        self.len += match code {
+            0..=0x7F => {
+                out[0] = code as u8;
+                1
+            }
+            0x80..=0x7FF => {
+                out[0] = 0xC0 | (code >> 6) as u8;
+                out[1] = 0x80 | (code & 0x3F) as u8;
+                2
+            }
+            0x800..=0xFFFF => {
+                out[0] = 0xE0 | (code >> 12) as u8;
+                out[1] = 0x80 | ((code >> 6) & 0x3F) as u8;
+                out[2] = 0x80 | (code & 0x3F) as u8;
+                3
+            }
+            _ => {
+                out[0] = 0xF0 | (code >> 18) as u8;
+                out[1] = 0x80 | ((code >> 12) & 0x3F) as u8;
+                out[2] = 0x80 | ((code >> 6) & 0x3F) as u8;
+                out[3] = 0x80 | (code & 0x3F) as u8;
+                4
+            }
+        };
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.bytes.zeroize();
+    }
+}
+
 /// A small fixed stack buffer for one number's text, wiped after use.
 struct StackText {
     bytes: [u8; 64],
@@ -745,6 +851,7 @@ impl<'py> Parser<'_, 'py> {
         let end = start + self.escaped_len(start);
         self.scratch.clear();
         self.scratch.reserve_exact(end - start)?;
+        let mut batch = Batch::new();
         let mut run_start = start;
         let mut lone_surrogate = false;
         loop {
@@ -752,13 +859,14 @@ impl<'py> Parser<'_, 'py> {
             match self.s.get(self.pos) {
                 None => return Err(self.fail("unterminated string")),
                 Some(b'"') => {
-                    self.flush_run(run_start)?;
+                    self.put_run(&mut batch, run_start)?;
+                    self.flush_batch(&mut batch)?;
                     self.pos += 1;
                     return self.finish_string(lone_surrogate, start, end);
                 }
                 Some(b'\\') => {
-                    self.flush_run(run_start)?;
-                    lone_surrogate |= self.escape()?;
+                    self.put_run(&mut batch, run_start)?;
+                    lone_surrogate |= self.escape(&mut batch)?;
                     run_start = self.pos;
                 }
                 Some(0..=0x1f) => return Err(self.fail("control character in a string")),
@@ -767,32 +875,41 @@ impl<'py> Parser<'_, 'py> {
         }
     }
 
-    /// Bytes from `start` to the closing quote (or the end of the input), escapes included.
+    /// Bytes from `start` to the closing quote (or the end of the input), escapes included:
+    /// the closing quote is the first '"' after an even number of backslashes.
     fn escaped_len(&self, start: usize) -> usize {
-        let mut i = self.pos;
-        loop {
-            while let Some(word) = self.s.get(i..i + 8) {
-                if word_needs_escape(u64::from_le_bytes(word.try_into().unwrap_or([0; 8]))) {
-                    break;
-                }
-                i += 8;
+        let mut from = self.pos;
+        while let Some(quote) = find_quote(self.s, from) {
+            let backslashes = self.s[start..quote]
+                .iter()
+                .rev()
+                .take_while(|&&b| b == b'\\')
+                .count();
+            if backslashes % 2 == 0 {
+                return quote - start;
             }
-            match self.s.get(i) {
-                None | Some(b'"') => break,
-                Some(b'\\') => i += 2,
-                Some(_) => i += 1,
-            }
+            from = quote + 1;
         }
-        i.min(self.s.len()) - start
+        self.s.len() - start
     }
 
-    /// Append the raw run `[run_start, pos)` to the scratch (validated when the str is built).
-    fn flush_run(&mut self, run_start: usize) -> CoreResult<()> {
-        if run_start == self.pos {
+    /// Append the raw run `[run_start, pos)` after what the batch holds (validated when the
+    /// str is built): into the batch when it fits, else straight into the scratch.
+    fn put_run(&mut self, batch: &mut Batch, run_start: usize) -> CoreResult<()> {
+        let run = &self.s[run_start..self.pos];
+        if run.len() <= batch.room() {
+            batch.push(run);
             return Ok(());
         }
-        let run = &self.s[run_start..self.pos];
+        self.flush_batch(batch)?;
         self.scratch.extend_from_slice(run)
+    }
+
+    /// Move what the batch holds into the scratch.
+    fn flush_batch(&mut self, batch: &mut Batch) -> CoreResult<()> {
+        let result = self.scratch.extend_from_slice(batch.filled());
+        batch.reset();
+        result
     }
 
     /// Advance over string bytes that need no attention, 8 at a time.
@@ -849,8 +966,11 @@ impl<'py> Parser<'_, 'py> {
         self.new_str(bytes, start, end)
     }
 
-    /// Decode one escape into the scratch buffer; returns true when it wrote a lone surrogate.
-    fn escape(&mut self) -> CoreResult<bool> {
+    /// Decode one escape into the batch; returns true when it wrote a lone surrogate.
+    fn escape(&mut self, batch: &mut Batch) -> CoreResult<bool> {
+        if batch.room() < 4 {
+            self.flush_batch(batch)?;
+        }
         let at = self.pos;
         self.pos += 1; // backslash
         let simple = match self.s.get(self.pos) {
@@ -881,13 +1001,14 @@ impl<'py> Parser<'_, 'py> {
                 } else {
                     first
                 };
-                return self.push_code_point(code);
+                batch.push_code_point(code);
+                return Ok((0xD800..0xE000).contains(&code));
             }
             None => return Err(self.fail_at("unterminated escape", at)),
             Some(_) => return Err(self.fail_at("invalid escape", at)),
         };
         self.pos += 1;
-        self.scratch.extend_from_slice(&[simple])?;
+        batch.push(&[simple]);
         Ok(false)
     }
 
@@ -896,52 +1017,18 @@ impl<'py> Parser<'_, 'py> {
             .s
             .get(self.pos..self.pos + 4)
             .ok_or_else(|| self.fail_at("truncated \\u escape", escape_at))?;
+        let nibbles = digits.iter().map(|&d| HEX_VALUE[usize::from(d)]);
         let mut value = 0u32;
-        for &d in digits {
-            let v = match d {
-                b'0'..=b'9' => d - b'0',
-                b'a'..=b'f' => d - b'a' + 10,
-                b'A'..=b'F' => d - b'A' + 10,
-                _ => return Err(self.fail_at("invalid \\u escape", escape_at)),
-            };
-            value = value * 16 + u32::from(v);
+        let mut invalid = 0u8;
+        for nibble in nibbles {
+            invalid |= nibble;
+            value = (value << 4) | u32::from(nibble & 0x0F);
+        }
+        if invalid & 0x80 != 0 {
+            return Err(self.fail_at("invalid \\u escape", escape_at));
         }
         self.pos += 4;
         Ok(value)
-    }
-
-    /// UTF-8 encode a code point into the scratch buffer (surrogates in the 3-byte form that
-    /// Python's surrogatepass codec reads).
-    fn push_code_point(&mut self, code: u32) -> CoreResult<bool> {
-        let mut bytes = [0u8; 4];
-        let len = match code {
-            0..=0x7F => {
-                bytes[0] = code as u8;
-                1
-            }
-            0x80..=0x7FF => {
-                bytes[0] = 0xC0 | (code >> 6) as u8;
-                bytes[1] = 0x80 | (code & 0x3F) as u8;
-                2
-            }
-            0x800..=0xFFFF => {
-                bytes[0] = 0xE0 | (code >> 12) as u8;
-                bytes[1] = 0x80 | ((code >> 6) & 0x3F) as u8;
-                bytes[2] = 0x80 | (code & 0x3F) as u8;
-                3
-            }
-            _ => {
-                bytes[0] = 0xF0 | (code >> 18) as u8;
-                bytes[1] = 0x80 | ((code >> 12) & 0x3F) as u8;
-                bytes[2] = 0x80 | ((code >> 6) & 0x3F) as u8;
-                bytes[3] = 0x80 | (code & 0x3F) as u8;
-                4
-            }
-        };
-        let result = self.scratch.extend_from_slice(&bytes[..len]);
-        bytes.zeroize();
-        result?;
-        Ok((0xD800..0xE000).contains(&code))
     }
 
     fn number(&mut self) -> CoreResult<Bound<'py, PyAny>> {

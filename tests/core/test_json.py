@@ -308,6 +308,19 @@ def test_reader_semantics_match_python() -> None:
     assert parsed["exp"] == math.inf  # as Python's json
 
 
+@pytest.mark.parametrize("length", [1, 100, 127, 128, 129, 255, 256, 257, 5000])
+@pytest.mark.parametrize(
+    "unit",
+    ["é", "Ελλάδα ", "漢字\n", "🔐", 'a"b\\', "héllo wörld Ελλάδα 漢字 🔐 ", "x" * 600 + "é"],
+)
+def test_reader_decodes_long_escaped_text_like_python(unit: str, length: int) -> None:
+    # Python's json.dumps escapes every non-ASCII character: escapes decode in batches, so
+    # lengths cross the batch boundary at every offset, with raw runs of every length between.
+    text = (unit * length)[: length * 2]
+    for document in (json.dumps([text, {"k": text}]), json.dumps(text + "\ud800" + text)):
+        assert _testing.json_loads(document.encode()) == json.loads(document)
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
