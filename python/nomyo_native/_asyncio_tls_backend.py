@@ -33,6 +33,12 @@ T = TypeVar("T")
 
 # httpcore2 asks for at most 64 KiB per read; let the transport buffer a few such reads ahead.
 _STREAM_LIMIT = 256 * 1024
+# A body goes to the TLS transport this much at a time, each slice drained before the next:
+# handed over whole, a megabyte envelope is encrypted at once into OpenSSL's outgoing memory BIO
+# (grown by realloc, each step copied and wiped), read out as one more bytes copy and, past
+# what the socket takes, copied again into the transport's buffer: four copies alive per
+# request, about 100 MiB of peak RSS under 25 concurrent requests of up to 4 MB.
+_WRITE_SLICE = 256 * 1024
 _CLOSE_TIMEOUT = 1.0
 
 SocketOption = (
@@ -72,10 +78,15 @@ class AsyncioNetworkStream(httpcore2.AsyncNetworkStream):
         if self._writer.is_closing():
             raise httpcore2.WriteError("the connection is closed")
         try:
-            self._writer.write(buffer)
-            await _bounded(self._writer.drain(), timeout, httpcore2.WriteTimeout)
+            await _bounded(self._write_sliced(buffer), timeout, httpcore2.WriteTimeout)
         except OSError as exc:
             raise httpcore2.WriteError(str(exc) or type(exc).__name__) from exc
+
+    async def _write_sliced(self, buffer: bytes) -> None:
+        view = memoryview(buffer)
+        for start in range(0, len(view), _WRITE_SLICE):
+            self._writer.write(view[start : start + _WRITE_SLICE])
+            await self._writer.drain()
 
     async def aclose(self) -> None:
         self._writer.close()

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import certifi
+import httpcore2
 import httpx2
 import pytest
 
@@ -193,3 +194,51 @@ async def test_keep_alive_connection_serves_many_requests():
                 response = await http.post(url, content=f"request {i}".encode())
                 assert response.content == f"request {i}".encode()[::-1]
     assert len(connections) == 1
+
+
+# ---- large bodies ----------------------------------------------------------------------------
+
+
+class RecordingWriter:
+    """A StreamWriter stand-in: records each write and whether a drain followed it."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int]] = []
+        self.received = bytearray()
+
+    def is_closing(self) -> bool:
+        return False
+
+    def write(self, data: Any) -> None:
+        self.events.append(("write", len(data)))
+        self.received += data
+
+    async def drain(self) -> None:
+        self.events.append(("drain", 0))
+
+
+async def test_a_large_body_goes_out_in_drained_slices():
+    writer = RecordingWriter()
+    stream = AsyncioNetworkStream(asyncio.StreamReader(), writer)  # type: ignore[arg-type]
+    body = bytes(range(256)) * (5 * 1024 + 3)  # 1.3 MB, not a multiple of the slice
+    await stream.write(body, timeout=30)
+    assert bytes(writer.received) == body
+    writes = [size for kind, size in writer.events if kind == "write"]
+    assert len(writes) > 1 and max(writes) <= 256 * 1024
+    # Every slice is drained before the next one is handed to the TLS transport.
+    assert writer.events == [event for size in writes for event in (("write", size), ("drain", 0))]
+
+
+async def test_a_peer_that_stops_reading_is_a_write_timeout():
+    async def never_reads(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    async with loopback_server(never_reads) as url:
+        port = int(url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        stream = AsyncioNetworkStream(reader, writer)
+        try:
+            with pytest.raises(httpcore2.WriteTimeout):
+                await stream.write(b"x" * (16 * 1024 * 1024), timeout=0.5)
+        finally:
+            writer.transport.abort()
