@@ -90,3 +90,8 @@ __all__ = [
     "validate_trusted_aik",
     "verify_attestation",
 ]
+
+# The classes show (in reprs, tracebacks and pickles) as the public path they are used by.
+for _public in (AttestationResult, BaselineError, CheckResult):
+    _public.__module__ = __name__
+del _public
