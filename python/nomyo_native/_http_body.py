@@ -8,14 +8,59 @@ the raw stream, and refuses a response that names any other coding.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from typing import NamedTuple
+
 import httpx2
 
+from nomyo_native._retry import parse_retry_after
 from nomyo_native.errors import ResponseFormatError, UnsupportedContentEncodingError
 
-__all__ = ["IDENTITY_ENCODING", "read_raw_capped", "refuse_encoded", "refused_codings"]
+__all__ = [
+    "IDENTITY_ENCODING",
+    "LIMITS",
+    "LOCAL_REFUSALS",
+    "NETWORK_FAILURES",
+    "Answer",
+    "answer_head",
+    "iter_raw_capped",
+    "read_raw_capped",
+    "refuse_encoded",
+    "refused_codings",
+]
 
 # Sent with every request: we accept no content coding at all.
 IDENTITY_ENCODING = {"Accept-Encoding": "identity"}
+# The pool of each driver's HTTP client.
+LIMITS = httpx2.Limits(max_connections=100, max_keepalive_connections=32)
+# Our own HTTP layer refusing a request (a header value it cannot encode): never retried, and
+# never chained (its message quotes the value).
+LOCAL_REFUSALS = (httpx2.LocalProtocolError, UnicodeEncodeError)
+# A failed attempt: the network, a per-operation timeout, or the whole attempt's deadline
+# (the builtin TimeoutError).
+NETWORK_FAILURES = (TimeoutError, httpx2.TransportError)
+
+
+class Answer(NamedTuple):
+    """What one attempt got back: status, the body (wire bytes, capped), Retry-After s."""
+
+    status: int
+    body: bytes
+    retry_after: float | None
+
+
+def answer_head(response: httpx2.Response) -> tuple[float | None, bool]:
+    """(Retry-After seconds, whether to read the body) from a response's head.
+
+    A compressed 200 is refused; any other compressed answer is dropped unread, as its status
+    alone says what went wrong.
+    """
+    retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
+    refused = refused_codings(response.headers)
+    if refused and response.status_code == 200:
+        raise refuse_encoded(refused)
+    return retry_after, not refused
 
 
 def refused_codings(headers: httpx2.Headers) -> list[str]:
@@ -51,12 +96,9 @@ def refuse_encoded(codings: list[str]) -> UnsupportedContentEncodingError:
     )
 
 
-async def read_raw_capped(response: httpx2.Response, cap: int) -> bytes:
-    """The body exactly as it came off the wire, refused once it exceeds ``cap`` bytes.
-
-    A declared ``Content-Length`` above the cap is refused before anything is read; otherwise
-    at most ``cap`` bytes plus one network read are ever held.
-    """
+def _in_memory_body(response: httpx2.Response, cap: int) -> bytes | None:
+    """The body when it needs no reading (or None), after refusing a declared length above
+    ``cap``."""
     declared = response.headers.get("content-length")
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > cap:
         raise ResponseFormatError(f"response body larger than {cap} bytes refused")
@@ -66,6 +108,39 @@ async def read_raw_capped(response: httpx2.Response, cap: int) -> bytes:
         if len(response.content) > cap:
             raise ResponseFormatError(f"response body larger than {cap} bytes refused")
         return response.content
+    return None
+
+
+def iter_raw_capped(response: httpx2.Response, cap: int) -> bytes:
+    """:func:`read_raw_capped` for a response of the sync client."""
+    body = _in_memory_body(response, cap)
+    if body is not None:
+        return body
+    return _join_capped(response.iter_raw(), cap)
+
+
+def _join_capped(chunks_in: Iterator[bytes], cap: int) -> bytes:
+    # Chunks joined once at the end: a growing bytearray copied into bytes would copy a
+    # megabyte envelope two or three times on the hot path.
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in chunks_in:
+        size += len(chunk)
+        if size > cap:
+            raise ResponseFormatError(f"response body larger than {cap} bytes refused")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_raw_capped(response: httpx2.Response, cap: int) -> bytes:
+    """The body exactly as it came off the wire, refused once it exceeds ``cap`` bytes.
+
+    A declared ``Content-Length`` above the cap is refused before anything is read; otherwise
+    at most ``cap`` bytes plus one network read are ever held.
+    """
+    body = _in_memory_body(response, cap)
+    if body is not None:
+        return body
     # Chunks joined once at the end: a growing bytearray copied into bytes would copy a
     # megabyte envelope two or three times on the hot path.
     chunks: list[bytes] = []

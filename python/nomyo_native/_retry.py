@@ -1,19 +1,34 @@
-"""Which failures are worth another attempt (no I/O here: the client's request loop asks).
+"""Which failures are worth another attempt, and how long to wait first (no I/O here).
 
-Retried: 429, 500, 502, 503, 504 and network failures (PROTOCOL.md section 4). Never retried,
-because another attempt gets the same answer: a failed certificate or hostname check, a request
-our own HTTP layer refused to encode, and a 503 that says tier ``maximum`` needs a TPM the
-server does not have.
+The drivers report each attempt's outcome; :class:`RetryPolicy` answers with a delay or with
+"stop" (``None``), and the driver sleeps or raises. Retried: 429, 500, 502, 503, 504 and
+network failures, timeouts included (PROTOCOL.md section 4). Never retried, because another
+attempt gets the same answer: a failed certificate or hostname check, a request our own HTTP
+layer refused to encode, a 503 that says tier ``maximum`` needs a TPM the server does not
+have, and a ``Retry-After`` longer than the caller allows.
 """
 
 from __future__ import annotations
 
+import email.utils
+import logging
+import random
 import re
 import ssl
+from dataclasses import dataclass
 
+from nomyo_native._hints import option
 from nomyo_native.errors import APIError
 
-__all__ = ["RETRYABLE_STATUS_CODES", "is_permanent_tpm_refusal", "tls_verification_failure"]
+__all__ = [
+    "RETRYABLE_STATUS_CODES",
+    "RetryPolicy",
+    "is_permanent_tpm_refusal",
+    "parse_retry_after",
+    "tls_verification_failure",
+]
+
+logger = logging.getLogger("nomyo_native.client")
 
 RETRYABLE_STATUS_CODES = frozenset({429, 500, 502, 503, 504})
 
@@ -50,3 +65,72 @@ def is_permanent_tpm_refusal(error: APIError, tier: str | None) -> bool:
     if not isinstance(detail, str):
         return False
     return bool(_NAMES_TPM.search(detail)) and not _TRANSIENT.search(detail)
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or None.
+
+    ``now`` is wall-clock time (an HTTP-date is an absolute time).
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - now
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """``max_retries`` more attempts after the first, exponential backoff with jitter between
+    ``retry_backoff`` and ``max_backoff`` seconds, and a server's ``Retry-After`` obeyed up to
+    ``max_retry_after`` seconds."""
+
+    max_retries: int = 2
+    retry_backoff: float = 1.0
+    max_backoff: float = 30.0
+    max_retry_after: float = 60.0
+
+    @property
+    def attempts(self) -> int:
+        return self.max_retries + 1
+
+    def backoff(self, retry_index: int) -> float:
+        """Full-ish jitter: between half and all of the exponential ceiling."""
+        ceiling = min(self.max_backoff, self.retry_backoff * (2**retry_index))
+        return random.uniform(ceiling / 2, ceiling)
+
+    def after_failure(self, attempt: int, *, permanent: bool) -> float | None:
+        """After a network failure or a missed deadline on ``attempt`` (0-based): the delay
+        before the next attempt, or None to give up (last attempt, or nothing would change)."""
+        if permanent or attempt + 1 >= self.attempts:
+            return None
+        return self.backoff(attempt)
+
+    def after_status(self, attempt: int, error: APIError, tier: str | None) -> float | None:
+        """After a non-200 answer (``error``, with its ``retry_after``): the delay before the
+        next attempt, or None to give up. A permanent refusal gets a hint saying why."""
+        if is_permanent_tpm_refusal(error, tier):
+            error.add_hint(
+                "not retried: this server cannot serve tier 'maximum'; use "
+                f"{option('security_tier', 'high')} or a server with a TPM"
+            )
+            return None
+        if error.status_code not in RETRYABLE_STATUS_CODES or attempt + 1 >= self.attempts:
+            return None
+        if error.retry_after is None:
+            return self.backoff(attempt)
+        if error.retry_after > self.max_retry_after:
+            logger.debug("Retry-After %.1f s exceeds the bound; not retrying", error.retry_after)
+            return None
+        return error.retry_after

@@ -8,6 +8,7 @@ key zeroed in the core) as soon as its last lease is returned.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import weakref
@@ -17,6 +18,8 @@ from nomyo_native import _core
 from nomyo_native.errors import ClientClosedError
 
 __all__ = ["KeyRing"]
+
+logger = logging.getLogger("nomyo_native.client")
 
 
 class KeyRing:
@@ -30,6 +33,9 @@ class KeyRing:
         self.rotation_interval = float(rotation_interval)
         self._clock = clock
         self._lock = threading.Lock()
+        # Held while a pair is made (seconds for 4096 bits): one pair per first use or
+        # rotation, however many threads or event loops ask at once.
+        self._making = threading.Lock()
         self._current: _core.ClientKeyPair | None = None
         self._rotatable = False
         self._installed_at = 0.0
@@ -71,6 +77,20 @@ class KeyRing:
             self._installed_at = self._clock()
             if previous is not None and previous is not keypair:
                 self._retire_locked(previous)
+
+    def refresh(
+        self,
+        initial: Callable[[], _core.ClientKeyPair],
+        rotated: Callable[[], _core.ClientKeyPair],
+    ) -> None:
+        """Install ``initial()`` when there is no pair, ``rotated()`` when rotation is due
+        (blocking: async callers run this in a worker thread)."""
+        with self._making:
+            if self._current is None:
+                self.install(initial(), rotatable=True)
+            elif self.rotation_due():
+                self.install(rotated(), rotatable=True)
+                logger.info("client key pair rotated")
 
     def rotation_due(self) -> bool:
         with self._lock:

@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 import nomyo_native as nomyo
-from nomyo_native.client import SecureCompletionClient as ClientClass
+from nomyo_native import _keys as nomyo_keys
 
 USER = [{"role": "user", "content": "hello"}]
 PASSWORD = "correct horse battery"
@@ -230,13 +230,13 @@ async def test_a_client_and_its_sibling_generate_one_key_pair(make_chat, monkeyp
     # Siblings (other base URLs) share the key ring; first use on both at once must not make
     # (and, with key_dir, save) two different pairs.
     generated = []
-    original = ClientClass._generate_keypair
+    original = nomyo_keys.generate_keypair
 
-    def counting(self):
-        generated.append(self.router_url)
-        return original(self)
+    def counting(bits):
+        generated.append(bits)
+        return original(bits)
 
-    monkeypatch.setattr(ClientClass, "_generate_keypair", counting)
+    monkeypatch.setattr(nomyo_keys, "generate_keypair", counting)
     chat = make_chat()
     sibling = chat.client.clone_for("https://other.test")
     await asyncio.gather(chat.client._ensure_keys(), sibling._ensure_keys())
@@ -377,18 +377,18 @@ async def test_key_dir_first_save_never_overwrites_a_pair_saved_meanwhile(
     # generating must not replace the pair the first saved; it uses that pair instead.
     key_dir = tmp_path / "keys"
     other = nomyo.SecureCompletionClient(key_size=2048)
-    original = ClientClass._generate_keypair
+    original = nomyo_keys.generate_keypair
     theirs: list[str] = []
 
-    def generate_while_another_saves(self):
-        keypair = original(self)
+    def generate_while_another_saves(bits):
+        keypair = original(bits)
         if not theirs:  # the other process saves its pair while this one generates
-            pair = original(other)
-            ClientClass._save_keypair(pair, key_dir, PASSWORD)
+            pair = original(other.key_size)
+            nomyo_keys.save_keypair(pair, key_dir, PASSWORD)
             theirs.append(pair.fingerprint)
         return keypair
 
-    monkeypatch.setattr(ClientClass, "_generate_keypair", generate_while_another_saves)
+    monkeypatch.setattr(nomyo_keys, "generate_keypair", generate_while_another_saves)
     before = None
     async with make_chat(key_dir=str(key_dir), key_password=PASSWORD) as chat:
         await chat.client._ensure_keys()

@@ -587,10 +587,10 @@ async def test_oversized_response_body_is_refused_without_buffering_it(
 def test_retry_after_parsing(header, expected):
     from email.utils import parsedate_to_datetime
 
-    from nomyo_native.client import _parse_retry_after
+    from nomyo_native._retry import parse_retry_after
 
     now = parsedate_to_datetime("Wed, 21 Oct 2015 07:28:00 GMT").timestamp()
-    assert _parse_retry_after(header, now) == expected
+    assert parse_retry_after(header, now) == expected
 
 
 @pytest.mark.parametrize("deadline", [0, -1.0, "5", True])

@@ -1,0 +1,332 @@
+"""What the async and the sync client share: every decision, no network I/O.
+
+A client is this state (options, key ring and key lifecycle, server-key trust and cache,
+attestation trust) plus a driver that moves bytes. The subclasses in ``client`` (async) and
+``_sync_client`` (sync) run the same steps in the same order, each with its own way of
+waiting: build with :meth:`_completion_headers`, send and judge each attempt with
+:meth:`_judge_answer`/:meth:`_judge_failure`, finish with :meth:`_finish`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from typing import Any
+
+from nomyo_native import _core, _protocol
+from nomyo_native._config import ClientOptions, RouterURL, attempt_deadline
+from nomyo_native._constants import API_KEY_ENV
+from nomyo_native._headers import validate_api_key
+from nomyo_native._http_body import Answer
+from nomyo_native._keys import KeyLifecycle, load_keypair
+from nomyo_native._pinfile import PinFile, normalize_fingerprint
+from nomyo_native._retry import RetryPolicy, tls_verification_failure
+from nomyo_native._trust import (
+    AttestationTrust,
+    ServerKeyTrust,
+    check_transport_policy,
+    enrolled_trusted_aik,
+    re_enroll_hint,
+    tls_context,
+    validate_attestation_policy,
+)
+from nomyo_native.attestation import prepare_baseline, resolve_policy, validate_trusted_aik
+from nomyo_native.errors import APIConnectionError, ClientClosedError, SecurityError
+from nomyo_native.keyring import KeyRing
+
+__all__ = ["ClientBase"]
+
+logger = logging.getLogger("nomyo_native.client")
+
+
+def _attestation_trust(options: ClientOptions, router_url: str) -> AttestationTrust:
+    """Checked now: a bad baseline or pin, or "require" with nothing to root a quote in, must
+    fail here, not after a prompt was sent."""
+    baseline = prepare_baseline(options.pcr_baseline) if options.pcr_baseline is not None else None
+    trusted_aik = options.trusted_aik
+    if trusted_aik is not None:
+        validate_trusted_aik(trusted_aik)
+    hint = None
+    if options.aik_pin_file is not None:
+        trusted_aik = enrolled_trusted_aik(options.aik_pin_file, router_url, trusted_aik)
+        hint = re_enroll_hint(options.aik_pin_file, router_url)
+    if options.attestation is not None:
+        validate_attestation_policy(options.attestation)
+        resolve_policy(options.attestation, None, has_anchor=trusted_aik is not None)
+    return AttestationTrust(
+        options.attestation, baseline, trusted_aik, hint, bool(options.require_payload_echo)
+    )
+
+
+class ClientBase:
+    """The state and decisions of one client for one base URL (see ``SecureCompletionClient``
+    for the options)."""
+
+    def _setup(self, options: ClientOptions) -> None:
+        url = RouterURL.parse(options.router_url)
+        options.check_numbers()
+        self.router_url = url.url
+        self._url = url
+        self._shown_url = url.shown
+        self.allow_http = options.allow_http
+        self._lifecycle = KeyLifecycle(
+            options.key_size,
+            options.key_dir,
+            options.key_password,
+            options.key_rotation_dir,
+            options.key_rotation_password,
+        )
+        self.api_key = validate_api_key(
+            options.api_key if options.api_key is not None else os.environ.get(API_KEY_ENV)
+        )
+        self._deadline = attempt_deadline(options.timeout, options.deadline)
+        self._ssl_context = tls_context(options.verify, options.ca_bundle) if url.https else None
+        fingerprint = options.server_key_fingerprint
+        self._trust = ServerKeyTrust(
+            url.url,
+            url.shown,
+            normalize_fingerprint(fingerprint) if fingerprint is not None else None,
+            PinFile(options.server_key_pin_file)
+            if options.server_key_pin_file is not None
+            else None,
+        )
+        self._attestation = _attestation_trust(options, url.url)
+        self._retry = RetryPolicy(
+            options.max_retries, options.retry_backoff, options.max_backoff, options.max_retry_after
+        )
+        self._keys: KeyRing = (
+            options._keyring
+            if options._keyring is not None
+            else KeyRing(options.key_rotation_interval, clock=options.clock)
+        )
+        self._server_key: _core.ServerPublicKey | None = None
+        self._quoted_public_key: tuple[_core.ClientKeyPair, str] | None = None
+        self._closed = False
+        self._disposed = False
+        # A sibling for another base_url gets these, with the prepared baseline.
+        self._options = options
+        self._warn_plain_http(url.https)
+
+    def _warn_plain_http(self, https: bool) -> None:
+        if https:
+            return
+        if self.allow_http:
+            warnings.warn(
+                "WARNING: Using HTTP instead of HTTPS. This is INSECURE and must only be used "
+                "for local development: a man in the middle can swap the server key.",
+                UserWarning,
+                stacklevel=4,
+            )
+        else:
+            logger.debug("non-HTTPS URL without allow_http: requests will be refused")
+
+    def _sibling_options(self, router_url: str) -> ClientOptions:
+        """This client's options for another base URL: same key ring, TLS context and settings,
+        but not the server-key pin, which belongs to this URL's server."""
+        self._check_usable()
+        options = self._options
+        changes: dict[str, Any] = {
+            "router_url": router_url,
+            "server_key_fingerprint": None,
+            "api_key": self.api_key,
+            "pcr_baseline": self._attestation.pcr_baseline,
+            "_keyring": self._keys,
+        }
+        if self._ssl_context is not None:
+            changes.update(verify=self._ssl_context, ca_bundle=None)
+        return ClientOptions(**{**options.__dict__, **changes})
+
+    # ---- compatibility attributes ------------------------------------------------------------
+
+    @property
+    def max_retries(self) -> int:
+        return self._retry.max_retries
+
+    @property
+    def key_size(self) -> int:
+        return self._lifecycle.key_size
+
+    @key_size.setter
+    def key_size(self, bits: int) -> None:
+        self._lifecycle.key_size = bits
+
+    @property
+    def attestation(self) -> str:
+        return self._attestation.explicit_policy or "auto"
+
+    @property
+    def pcr_baseline(self) -> dict[str, Any] | None:
+        return self._attestation.pcr_baseline
+
+    @property
+    def trusted_aik(self) -> Any:
+        return self._attestation.trusted_aik
+
+    @property
+    def private_key(self) -> _core.ClientKeyPair | None:
+        """The current key pair handle (opaque: the private key never leaves the core)."""
+        return self._keys.current
+
+    @property
+    def public_key_pem(self) -> str | None:
+        current = self._keys.current
+        return current.public_key_pem if current is not None else None
+
+    @property
+    def client_key_fingerprint(self) -> str | None:
+        current = self._keys.current
+        return current.fingerprint if current is not None else None
+
+    @property
+    def server_key_fingerprint(self) -> str | None:
+        """Fingerprint of the cached server key (None before the first fetch)."""
+        return self._server_key.fingerprint if self._server_key is not None else None
+
+    # ---- keys (blocking: key generation and file I/O) ----------------------------------------
+
+    def _generate_and_install(
+        self, save_to_file: bool, key_dir: str | os.PathLike[str], password: str | None
+    ) -> None:
+        keypair = self._lifecycle.generate(key_dir if save_to_file else None, password)
+        self._keys.install(keypair, rotatable=True)
+
+    def _load_and_install(
+        self,
+        private_key_path: str | os.PathLike[str],
+        public_key_path: str | os.PathLike[str] | None,
+        password: str | None,
+    ) -> None:
+        keypair = load_keypair(private_key_path, public_key_path, password)
+        self._keys.install(keypair, rotatable=False)
+
+    def _refresh_keys(self) -> None:
+        """Load or generate the pair on first use; rotate it when the interval has passed."""
+        self._keys.refresh(self._lifecycle.initial, self._lifecycle.rotated)
+
+    def _keys_ready(self) -> bool:
+        return self._keys.current is not None and not self._keys.rotation_due()
+
+    # ---- server key --------------------------------------------------------------------------
+
+    def _accept_server_key(self, body: bytes) -> _core.ServerPublicKey:
+        """The server key from its answer, refused unless it is the pinned one."""
+        key = _protocol.parse_server_key(body)
+        self._trust.check_pin(key)
+        return key
+
+    def _cache_server_key(self, key: _core.ServerPublicKey) -> None:
+        logger.debug("server key %s (%d bits) cached", key.fingerprint, key.bits)
+        self._server_key = key
+
+    def _check_pin_file(self, fingerprint: str) -> None:
+        """Trust on first use: record the fingerprint, refuse a different one later."""
+        self._trust.check_pin_file(fingerprint)
+
+    # ---- requests and responses --------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._disposed:
+            raise ClientClosedError("the client was disposed: its keys are wiped")
+        if self._closed:
+            raise ClientClosedError("the client is closed")
+
+    def _check_transport_policy(self) -> None:
+        check_transport_policy(self._url.https, self.allow_http, self._shown_url)
+
+    def _completion_headers(
+        self, payload_id: str, keypair: _core.ClientKeyPair, bearer: str | None, tier: str | None
+    ) -> dict[str, str]:
+        # Percent-encoding a 4096-bit PEM costs more than the rest of the headers: once per key.
+        cached = self._quoted_public_key
+        if cached is None or cached[0] is not keypair:
+            cached = (keypair, _protocol.quote_public_key(keypair))
+            self._quoted_public_key = cached
+        return _protocol.completion_headers(payload_id, cached[1], bearer, tier)
+
+    @staticmethod
+    def _log_answer(method: str, path: str, answer: Answer, started: float) -> None:
+        elapsed = (time.perf_counter() - started) * 1000
+        logger.debug(
+            "%s %s -> %d in %.1f ms (%d bytes)",
+            method,
+            path,
+            answer.status,
+            elapsed,
+            len(answer.body),
+        )
+
+    def _judge_answer(
+        self,
+        attempt: int,
+        status: int,
+        body: bytes,
+        retry_after: float | None,
+        headers: dict[str, str],
+        tier: str | None,
+    ) -> float:
+        """A non-200 answer to ``attempt``: the delay before the next one, or the error."""
+        bearer = headers.get("Authorization", "").removeprefix("Bearer ")
+        secrets: tuple[str, ...] = (bearer,) if bearer else ()
+        secrets += (*self._url.secrets, *([self.api_key] if self.api_key else []))
+        # A server may quote what it was sent ("invalid API key sk-..."): the credentials this
+        # request carried never reach the exception, whatever the server wrote.
+        error = _protocol.status_error(
+            status, body, retry_after, secrets=secrets, shown_url=self._shown_url
+        )
+        delay = self._retry.after_status(attempt, error, tier)
+        if delay is None:
+            raise error
+        return delay
+
+    def _judge_failure(self, attempt: int, exc: BaseException, started: float) -> float:
+        """A failed ``attempt`` (network failure, or its deadline passed): the delay before
+        the next one, or the error raised from ``exc``. Called inside the ``except`` block."""
+        elapsed = (time.perf_counter() - started) * 1000
+        error: APIConnectionError
+        if isinstance(exc, TimeoutError):
+            assert self._deadline is not None  # only a deadline raises the builtin
+            error = _protocol.deadline_error(self._shown_url, self._deadline)
+            logger.debug("attempt %d: deadline exceeded after %.1f ms", attempt + 1, elapsed)
+        else:
+            error = _protocol.connection_error(exc, self._shown_url)
+            logger.debug(
+                "attempt %d: network error after %.1f ms: %s",
+                attempt + 1,
+                elapsed,
+                type(exc).__name__,
+            )
+        permanent = tls_verification_failure(exc) is not None
+        delay = self._retry.after_failure(attempt, permanent=permanent)
+        if delay is None:
+            raise error from exc
+        return delay
+
+    def _policy_for(self, attestation: str | None, security_tier: str | None) -> str:
+        return self._attestation.policy_for(attestation, security_tier)
+
+    def _finish(
+        self,
+        metadata: dict[str, Any],
+        payload_id: str,
+        policy: str,
+        tier: str | None,
+        sealed_to: _core.ServerPublicKey | None,
+        require_echo: bool | None = None,
+    ) -> None:
+        self._attestation.judge(metadata, payload_id, policy, tier, sealed_to, require_echo)
+
+    def _decrypt_checks(self, encrypted_response: Any) -> None:
+        self._check_usable()
+        if not encrypted_response:
+            raise ValueError("Empty encrypted response")
+        if not isinstance(encrypted_response, (bytes, bytearray)):
+            raise ValueError("Encrypted response must be bytes")
+
+    def _require_keypair(self) -> _core.ClientKeyPair:
+        if self._keys.current is None:
+            raise SecurityError(
+                "Private key not initialized. Call generate_keys() or load_keys() first."
+            )
+        return self._keys.acquire()

@@ -1,0 +1,286 @@
+"""The secure completion protocol with no I/O: requests built, responses finished.
+
+Everything here is a function of its arguments (PROTOCOL.md sections 2-4): the request's
+headers and sealed body, the response opened and checked (payload-id binding, the client's
+``_metadata``), a non-200 answer turned into the typed exception, a failed attempt turned into
+the connection error. The drivers (``_aio``, ``_sync``) move bytes; the clients decide with
+these functions. Sealing and opening run in the Rust core, which releases the GIL: an async
+caller runs them off its event loop thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.parse
+from typing import Any, Final
+
+from nomyo_native import _core
+from nomyo_native._binding import CLIENT_METADATA_KEYS, echo_matches
+from nomyo_native._constants import COMPLETION_PATH, PUBLIC_KEY_PATH, SECURITY_TIERS
+from nomyo_native._hints import option
+from nomyo_native._retry import tls_verification_failure
+from nomyo_native.errors import (
+    OPAQUE_CRYPTO_MESSAGE,
+    APIConnectionError,
+    APIError,
+    AuthenticationError,
+    ClientClosedError,
+    ForbiddenError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    RateLimitError,
+    ResponseFormatError,
+    SecurityError,
+    ServerError,
+    ServiceUnavailableError,
+)
+
+__all__ = [
+    "COMPLETION_PATH",
+    "MAX_ERROR_BODY_BYTES",
+    "MAX_PUBLIC_KEY_BYTES",
+    "PUBLIC_KEY_PATH",
+    "VALID_SECURITY_TIERS",
+    "completion_headers",
+    "connection_error",
+    "deadline_error",
+    "error_from_response",
+    "locally_refused_error",
+    "open_response",
+    "parse_server_key",
+    "seal_payload",
+    "status_error",
+    "validate_payload",
+    "validate_security_tier",
+]
+
+logger = logging.getLogger("nomyo_native.client")
+
+VALID_SECURITY_TIERS: Final = SECURITY_TIERS
+# Error bodies and the server key are small; a response envelope is capped by the core.
+MAX_ERROR_BODY_BYTES: Final = 64 * 1024
+MAX_PUBLIC_KEY_BYTES: Final = 64 * 1024
+
+
+# ---- requests --------------------------------------------------------------------------------
+
+
+def validate_security_tier(security_tier: str | None) -> str | None:
+    if security_tier is None:
+        return None
+    if security_tier not in VALID_SECURITY_TIERS:
+        raise ValueError(
+            f"Invalid security_tier: {security_tier!r}. "
+            f"Must be one of: {', '.join(VALID_SECURITY_TIERS)}"
+        )
+    return security_tier
+
+
+def validate_payload(payload: Any) -> None:
+    """A non-empty dict without streaming, checked before anything is sealed."""
+    if not isinstance(payload, dict):
+        raise ValueError("Payload must be a dictionary")
+    if not payload:
+        raise ValueError("Payload cannot be empty")
+    stream = payload.get("stream")
+    if stream is not None and stream is not False:
+        # NOMYO servers answer 400 to any stream but JSON false or null (nomyo 0.2.9 documents
+        # as much): refuse it before the prompt is sealed and sent for nothing. Identity, not
+        # truth: 0, "" and [] are JSON values a server refuses too.
+        raise InvalidRequestError(
+            "stream=True is not supported: the secure completion protocol has no streaming "
+            "(each answer is one encrypted response); leave stream out or set it to False",
+            None,
+        )
+
+
+def completion_headers(
+    payload_id: str, quoted_public_key: str, bearer: str | None, tier: str | None
+) -> dict[str, str]:
+    """The headers of a completion request (section 2); ``quoted_public_key`` is the client's
+    public key PEM, percent-encoded (see :func:`quote_public_key`)."""
+    headers = {
+        "X-Payload-ID": payload_id,
+        "X-Public-Key": quoted_public_key,
+        "Content-Type": "application/octet-stream",
+    }
+    if bearer:
+        headers["Authorization"] = f"Bearer {bearer}"
+    if tier:
+        headers["X-Security-Tier"] = tier
+    return headers
+
+
+def quote_public_key(keypair: _core.ClientKeyPair) -> str:
+    """The ``X-Public-Key`` value: costly for a 4096-bit key, so callers cache it per pair."""
+    return urllib.parse.quote(keypair.public_key_pem)
+
+
+def seal_payload(payload: dict[str, Any], server_key: _core.ServerPublicKey) -> bytes:
+    """The request envelope JSON: ``payload`` sealed to ``server_key`` in the core."""
+    started = time.perf_counter()
+    try:
+        envelope = _core.seal(payload, server_key)
+    except _core.PayloadTooLargeError as exc:
+        raise PayloadTooLargeError(f"Payload too large: {exc}") from None
+    except _core.CoreError:
+        raise SecurityError("Encryption operation failed") from None
+    logger.debug(
+        "sealed request: %d bytes in %.1f ms",
+        len(envelope),
+        (time.perf_counter() - started) * 1000,
+    )
+    return envelope
+
+
+def parse_server_key(body: bytes) -> _core.ServerPublicKey:
+    """The server key from a ``/pki/public_key`` answer (trust is checked by ``_trust``)."""
+    try:
+        return _core.ServerPublicKey.from_pem(body)
+    except _core.KeyFormatError as exc:
+        raise ResponseFormatError(f"Server returned an invalid public key: {exc}") from None
+
+
+# ---- responses -------------------------------------------------------------------------------
+
+
+def open_response(body: bytes, payload_id: str, keypair: _core.ClientKeyPair) -> dict[str, Any]:
+    """Open a response envelope with ``keypair`` and write the client's ``_metadata`` fields.
+
+    Raises :class:`SecurityError` for a failed decryption (opaque), :class:`ResponseFormatError`
+    for a malformed envelope or plaintext, and when the server echoed another payload id.
+    """
+    started = time.perf_counter()
+    try:
+        payload, processed_at, algorithm = _core.open(body, keypair)
+    except _core.CryptoError:
+        raise SecurityError(OPAQUE_CRYPTO_MESSAGE) from None
+    except (_core.EnvelopeError, _core.PayloadTooLargeError) as exc:
+        raise ResponseFormatError(f"Invalid encrypted response: {exc}") from None
+    except _core.KeyDisposedError:
+        raise ClientClosedError("the client was disposed: its keys are wiped") from None
+    logger.debug(
+        "opened response: %d bytes in %.1f ms", len(body), (time.perf_counter() - started) * 1000
+    )
+    if not isinstance(payload, dict):
+        raise ResponseFormatError("Decrypted response is not a JSON object")
+    metadata = payload.get("_metadata")
+    if metadata is None:
+        metadata = {}
+    elif not isinstance(metadata, dict):
+        raise ResponseFormatError("Decrypted response has a non-object _metadata")
+    verified = echo_matches(metadata, payload_id)
+    for key in CLIENT_METADATA_KEYS:
+        metadata.pop(key, None)  # ours to compute: nothing the server sent survives
+    metadata.update(
+        {
+            # nomyo's field, always the request's own id; whether the server vouched for it is
+            # payload_id_verified.
+            "payload_id": payload_id,
+            "payload_id_verified": verified,
+            "processed_at": processed_at,
+            "is_encrypted": True,
+            "encryption_algorithm": algorithm,
+        }
+    )
+    payload["_metadata"] = metadata
+    return payload
+
+
+def _detail_of(body: bytes) -> tuple[str | None, dict[str, Any] | None]:
+    """The server's ``detail`` text and the error details, from an error body."""
+    try:
+        parsed = json.loads(body) if body else None
+    except (ValueError, UnicodeDecodeError):
+        parsed = None
+    if isinstance(parsed, dict):
+        raw_detail = parsed.get("detail")
+        detail = raw_detail if isinstance(raw_detail, str) else None
+        if detail is None and raw_detail is not None:
+            detail = json.dumps(raw_detail)[:500]
+        return detail, parsed
+    text = body[:500].decode("utf-8", "replace").strip()
+    return None, ({"body": text} if text else None)
+
+
+# status -> (class, message template); "{}" is the server's detail or the fallback.
+_STATUS_ERRORS: dict[int, tuple[type[APIError], str, str]] = {
+    400: (InvalidRequestError, "Bad request: {}", "Unknown error"),
+    401: (AuthenticationError, "{}", "Invalid API key or authentication failed"),
+    403: (ForbiddenError, "Forbidden: {}", "Model not allowed for the requested security tier"),
+    404: (APIError, "Endpoint not found: {}", "Secure inference not enabled"),
+    429: (RateLimitError, "Rate limit exceeded: {}", "unknown"),
+    500: (ServerError, "Server error: {}", "unknown"),
+    503: (ServiceUnavailableError, "Service unavailable: {}", "unknown"),
+}
+
+
+def error_from_response(status: int, body: bytes) -> APIError:
+    """Map a non-200 response to the exception of PROTOCOL.md section 4."""
+    detail, details = _detail_of(body)
+    known = _STATUS_ERRORS.get(status)
+    if known is None:
+        return APIError(f"Unexpected status code: {status} {detail or 'unknown'}", status, details)
+    cls, template, fallback = known
+    return cls(template.format(detail or fallback), status, details)
+
+
+def status_error(
+    status: int,
+    body: bytes,
+    retry_after: float | None,
+    *,
+    secrets: tuple[str, ...],
+    shown_url: str,
+) -> APIError:
+    """:func:`error_from_response`, with ``secrets`` (what the request carried: API key, URL
+    password) scrubbed from whatever the server wrote, and advice for a base URL with a path."""
+    error = error_from_response(status, body)
+    error.redact(secrets)
+    error.retry_after = retry_after
+    parts = urllib.parse.urlsplit(shown_url)
+    if status == 404 and parts.path.rstrip("/"):
+        # The common mistake: an OpenAI-style base URL ending in /v1.
+        origin = urllib.parse.urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+        error.add_hint(
+            f"the base URL {shown_url} has a path, but it takes none: use "
+            f"{option('base_url', origin)}, without /v1"
+        )
+    return error
+
+
+# ---- failed attempts -------------------------------------------------------------------------
+
+
+def connection_error(exc: BaseException, shown_url: str) -> APIConnectionError:
+    """The error for a network failure: certificate failures say how to fix them."""
+    tls_failure = tls_verification_failure(exc)
+    if tls_failure is not None:
+        reason = tls_failure.verify_message or tls_failure.reason or "verification failed"
+        return APIConnectionError(
+            f"TLS certificate verification failed for {shown_url} "
+            f"(CERTIFICATE_VERIFY_FAILED: {reason}). If the server uses a private CA, trust "
+            f"it with {option('ca_bundle', 'ca.pem')} (or SSL_CERT_FILE); check that the "
+            "URL's host name is one the certificate names. Not retried."
+        )
+    return APIConnectionError(f"Failed to connect to {shown_url}: {type(exc).__name__}: {exc}")
+
+
+def deadline_error(shown_url: str, deadline: float) -> APIConnectionError:
+    """A peer that keeps trickling bytes never trips a per-read timeout; the per-attempt
+    deadline bounds it, and the attempt counts as a network failure."""
+    return APIConnectionError(
+        f"Request to {shown_url} timed out: the attempt exceeded its {deadline:g} s deadline"
+    )
+
+
+def locally_refused_error() -> InvalidRequestError:
+    """Our own HTTP layer refused the request (a header value it cannot send): no retry can
+    change that. Raised with no context, as the refusal quotes the value (maybe a token)."""
+    return InvalidRequestError(
+        "the request was refused by the local HTTP layer before the server answered "
+        "(a header value could not be encoded); not retried",
+        None,
+    )
