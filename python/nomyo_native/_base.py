@@ -18,7 +18,7 @@ from typing import Any
 from nomyo_native import _core, _protocol
 from nomyo_native._config import ClientOptions, RouterURL, attempt_deadline
 from nomyo_native._constants import API_KEY_ENV
-from nomyo_native._headers import validate_api_key
+from nomyo_native._headers import validate_api_key, validate_payload_id
 from nomyo_native._http_body import Answer
 from nomyo_native._keys import KeyLifecycle, load_keypair
 from nomyo_native._pinfile import PinFile, normalize_fingerprint
@@ -302,6 +302,23 @@ class ClientBase:
         if delay is None:
             raise error from exc
         return delay
+
+    def _check_request(
+        self,
+        payload: Any,
+        payload_id: str,
+        api_key: str | None,
+        security_tier: str | None,
+        attestation: str | None,
+    ) -> tuple[str | None, str | None, str]:
+        """Everything about a completion request that can be refused before a byte is sent
+        or sealed: (tier, bearer token, attestation policy)."""
+        self._check_usable()
+        tier = _protocol.validate_security_tier(security_tier)
+        bearer = validate_api_key(api_key) if api_key is not None else self.api_key
+        validate_payload_id(payload_id)
+        _protocol.validate_payload(payload)
+        return tier, bearer, self._policy_for(attestation, tier)
 
     def _policy_for(self, attestation: str | None, security_tier: str | None) -> str:
         return self._attestation.policy_for(attestation, security_tier)

@@ -105,23 +105,27 @@ class RouterURL:
         if not isinstance(router_url, str):
             raise TypeError("router_url must be a str")
         url = router_url.rstrip("/")
-        parsed: urllib.parse.SplitResult | None
+        parsed: RouterURL | None
         try:
-            parsed = urllib.parse.urlsplit(url)
+            split = urllib.parse.urlsplit(url)
             # The credentials it carried are sent as Basic auth, as httpx2 did from the URL.
             request_url, auth = split_credentials(url)
             userinfo = httpx2.URL(url)
             secrets = tuple(s for s in (userinfo.password, userinfo.username) if s)
+            parsed = None
+            if split.scheme in ("http", "https") and split.hostname:
+                https = split.scheme == "https"
+                parsed = cls(url, redact_url(url), request_url, auth, secrets, https)
         except (ValueError, httpx2.InvalidURL):
             # Raised below, outside this handler: the parser's message quotes URL parts (a
             # password taken for a port), and not even __context__ may keep it.
             parsed = None
-        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname:
+        if parsed is None:
             raise ValueError(
                 f"{option('base_url', redact_url(router_url))} is not an http(s) URL with a "
                 "host (e.g. https://api.nomyo.ai)"
             )
-        return cls(url, redact_url(url), request_url, auth, secrets, parsed.scheme == "https")
+        return parsed
 
 
 def attempt_deadline(timeout: float | httpx2.Timeout | None, deadline: Any) -> float | None:

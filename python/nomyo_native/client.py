@@ -30,7 +30,6 @@ from nomyo_native._constants import (
     DEFAULT_ROUTER_URL,
     DEFAULT_TIMEOUT,
 )
-from nomyo_native._headers import validate_api_key, validate_payload_id
 from nomyo_native._http_body import IDENTITY_ENCODING, LOCAL_REFUSALS, NETWORK_FAILURES, Answer
 from nomyo_native._protocol import VALID_SECURITY_TIERS, validate_security_tier
 from nomyo_native._retry import RETRYABLE_STATUS_CODES
@@ -201,7 +200,7 @@ class SecureCompletionClient(ClientBase):
             content = await body() if body is not None else None
             logger.debug("%s %s attempt %d/%d", method, path, attempt + 1, attempts)
             started = time.perf_counter()
-            refused_locally = False
+            delay: float | None = None
             try:
                 answer: Answer = await self._driver.send(
                     method, url, headers, content, ok_cap, self._deadline
@@ -209,7 +208,7 @@ class SecureCompletionClient(ClientBase):
             except LOCAL_REFUSALS:
                 # Raised below, outside this handler: not even __context__ may keep the
                 # refusal, whose message quotes the value (maybe a bearer token).
-                refused_locally = True
+                pass
             except NETWORK_FAILURES as exc:
                 delay = self._judge_failure(attempt, exc, started)
             else:
@@ -217,7 +216,7 @@ class SecureCompletionClient(ClientBase):
                 if answer.status == 200:
                     return answer.body
                 delay = self._judge_answer(attempt, *answer, headers, tier)
-            if refused_locally:
+            if delay is None:
                 raise _protocol.locally_refused_error()
             logger.warning(
                 "retrying %s %s in %.2f s (attempt %d/%d failed)",
@@ -299,12 +298,9 @@ class SecureCompletionClient(ClientBase):
     ) -> dict[str, Any]:
         """Seal ``payload``, POST it (with retries), open and check the response
         (``require_payload_echo`` overrides the client's setting for this call)."""
-        self._check_usable()
-        tier = validate_security_tier(security_tier)
-        bearer = validate_api_key(api_key) if api_key is not None else self.api_key
-        validate_payload_id(payload_id)
-        _protocol.validate_payload(payload)
-        policy = self._policy_for(attestation, tier)
+        tier, bearer, policy = self._check_request(
+            payload, payload_id, api_key, security_tier, attestation
+        )
         server_key = await self._server_public_key()
         await self._ensure_keys()
         keypair = self._keys.acquire()
