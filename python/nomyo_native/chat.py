@@ -1,20 +1,24 @@
 """SecureChatCompletion: the OpenAI-shaped API of nomyo 0.2.9, plus ``chat.completions.create``
-and a synchronous client, all over one :class:`SecureCompletionClient`."""
+and a synchronous client, ``SyncSecureChatCompletion``.
+
+Both share one implementation of everything but waiting (:class:`_ChatBase`: the client per
+base URL, turning ``create``'s arguments into a payload and options) and one
+``chat.completions``; the async one runs on ``SecureCompletionClient``, the sync one on its
+blocking twin, with no event loop or helper thread of its own.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import uuid
-from collections.abc import Coroutine
-from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from nomyo_native.client import SecureCompletionClient, validate_security_tier
+from nomyo_native._config import ClientOptions
+from nomyo_native._protocol import validate_security_tier
+from nomyo_native._sync_client import SyncCompletionClient
+from nomyo_native.client import SecureCompletionClient
 
 __all__ = ["SecureChatCompletion", "SyncSecureChatCompletion"]
-
-T = TypeVar("T")
 
 # Options that steer the client and never enter the encrypted OpenAI request.
 CLIENT_ONLY_OPTIONS = (
@@ -25,23 +29,96 @@ CLIENT_ONLY_OPTIONS = (
     "require_payload_echo",
 )
 
+_Client = TypeVar("_Client", SecureCompletionClient, SyncCompletionClient)
+_Result = TypeVar("_Result", covariant=True)
 
-class _Completions:
-    """``client.chat.completions``: OpenAI-style spelling of ``create``."""
 
-    def __init__(self, owner: SecureChatCompletion) -> None:
+class _Creates(Protocol[_Result]):
+    def create(self, model: str, messages: list[dict[str, Any]], **kwargs: Any) -> _Result: ...
+
+
+class _Completions(Generic[_Result]):
+    """``client.chat.completions``: the OpenAI spelling of ``create`` (keyword-only model and
+    messages), for the async client (returns the awaitable) and the sync one alike."""
+
+    def __init__(self, owner: _Creates[_Result]) -> None:
         self._owner = owner
 
-    async def create(self, *, model: str, messages: list[dict[str, Any]], **kwargs: Any) -> dict:
-        return await self._owner.create(model, messages, **kwargs)
+    def create(self, *, model: str, messages: list[dict[str, Any]], **kwargs: Any) -> _Result:
+        return self._owner.create(model, messages, **kwargs)
 
 
-class _Chat:
-    def __init__(self, owner: SecureChatCompletion) -> None:
+class _Chat(Generic[_Result]):
+    def __init__(self, owner: _Creates[_Result]) -> None:
         self.completions = _Completions(owner)
 
 
-class SecureChatCompletion:
+class _ChatBase(Generic[_Client]):
+    """The client for each base URL (siblings share the key pair) and the request shaping."""
+
+    client: _Client
+
+    def _init_clients(self, client: _Client, key_dir: str | None, secure_memory: bool) -> None:
+        # The client resolves the key (argument, else NOMYO_API_KEY) and validates it once;
+        # this object reports the same key the client sends.
+        self.client = client
+        self.api_key = client.api_key
+        self._key_dir = key_dir
+        self._secure_memory_enabled = secure_memory
+        self._siblings: dict[str, _Client] = {}
+        self._siblings_lock = threading.Lock()
+
+    def _client_for(self, base_url: str | None) -> _Client:
+        if base_url is None or base_url.rstrip("/") == self.client.router_url:
+            return self.client
+        key = base_url.rstrip("/")
+        with self._siblings_lock:
+            sibling = self._siblings.get(key)
+            if sibling is None:
+                sibling = self._siblings[key] = self.client.clone_for(key)
+            return sibling
+
+    def _shape(
+        self, model: str, messages: list[dict[str, Any]], kwargs: dict[str, Any]
+    ) -> tuple[_Client, dict[str, Any], dict[str, Any]]:
+        """(client, payload, send_secure_request arguments) for one ``create`` call."""
+        base_url = kwargs.pop("base_url", None)
+        security_tier = validate_security_tier(kwargs.pop("security_tier", None))
+        api_key = kwargs.pop("api_key", None)
+        options = {
+            "payload_id": str(uuid.uuid4()),
+            "api_key": api_key if api_key is not None else self.api_key,
+            "security_tier": security_tier,
+            "attestation": kwargs.pop("attestation", None),
+            "require_payload_echo": kwargs.pop("require_payload_echo", None),
+        }
+        client = self._client_for(base_url)
+        return client, {"model": model, "messages": messages, **kwargs}, options
+
+    def _all_clients(self) -> list[_Client]:
+        clients = [self.client]
+        with self._siblings_lock:
+            clients.extend(self._siblings.values())
+        return clients
+
+    @property
+    def _keys_initialized(self) -> bool:
+        return self.client.private_key is not None
+
+    def close(self) -> None:
+        for client in self._all_clients():
+            client.close()
+
+    def dispose(self) -> None:
+        """Wipe the key pair (shared by all base URLs) and close every connection."""
+        for client in self._all_clients():
+            client.dispose()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.client._shown_url}>"
+
+
+class SecureChatCompletion(_ChatBase[SecureCompletionClient]):
     """OpenAI-compatible secure chat completion client (same constructor as nomyo 0.2.9).
 
     Extra keyword-only options are passed to :class:`SecureCompletionClient` (``timeout``,
@@ -60,9 +137,7 @@ class SecureChatCompletion:
         max_retries: int = 2,
         **options: Any,
     ) -> None:
-        # The client resolves the key (argument, else NOMYO_API_KEY) and validates it once;
-        # this object reports the same key the client sends.
-        self.client = SecureCompletionClient(
+        client = SecureCompletionClient(
             base_url,
             allow_http,
             secure_memory,
@@ -71,32 +146,13 @@ class SecureChatCompletion:
             key_dir=key_dir,
             **options,
         )
-        self.api_key = self.client.api_key
-        self._key_dir = key_dir
-        self._secure_memory_enabled = secure_memory
-        self._siblings: dict[str, SecureCompletionClient] = {}
-        self._siblings_lock = threading.Lock()
+        self._init_clients(client, key_dir, secure_memory)
         self.chat = _Chat(self)
-
-    @property
-    def _keys_initialized(self) -> bool:
-        return self.client.private_key is not None
 
     async def _ensure_keys(self) -> None:
         """Load or generate the key pair now (nomyo 0.2.9 has this helper; some code calls it
         to pay for key generation up front)."""
         await self.client._ensure_keys()
-
-    def _client_for(self, base_url: str | None) -> SecureCompletionClient:
-        if base_url is None or base_url.rstrip("/") == self.client.router_url:
-            return self.client
-        key = base_url.rstrip("/")
-        with self._siblings_lock:
-            sibling = self._siblings.get(key)
-            if sibling is None:
-                sibling = self.client.clone_for(key)
-                self._siblings[key] = sibling
-            return sibling
 
     async def create(
         self, model: str, messages: list[dict[str, Any]], **kwargs: Any
@@ -108,21 +164,8 @@ class SecureChatCompletion:
         ``bound``/``require``), ``require_payload_echo`` (refuse an answer that does not echo
         the request's payload id).
         """
-        base_url = kwargs.pop("base_url", None)
-        security_tier = validate_security_tier(kwargs.pop("security_tier", None))
-        api_key = kwargs.pop("api_key", None)
-        attestation = kwargs.pop("attestation", None)
-        require_payload_echo = kwargs.pop("require_payload_echo", None)
-        client = self._client_for(base_url)
-        payload: dict[str, Any] = {"model": model, "messages": messages, **kwargs}
-        return await client.send_secure_request(
-            payload,
-            str(uuid.uuid4()),
-            api_key if api_key is not None else self.api_key,
-            security_tier,
-            attestation=attestation,
-            require_payload_echo=require_payload_echo,
-        )
+        client, payload, options = self._shape(model, messages, kwargs)
+        return await client.send_secure_request(payload, **options)
 
     async def acreate(
         self, model: str, messages: list[dict[str, Any]], **kwargs: Any
@@ -130,22 +173,9 @@ class SecureChatCompletion:
         """Alias of :meth:`create` (OpenAI naming)."""
         return await self.create(model, messages, **kwargs)
 
-    def _all_clients(self) -> list[SecureCompletionClient]:
-        with self._siblings_lock:
-            return [self.client, *self._siblings.values()]
-
     async def aclose(self) -> None:
         for client in self._all_clients():
             await client.aclose()
-
-    def close(self) -> None:
-        for client in self._all_clients():
-            client.close()
-
-    def dispose(self) -> None:
-        """Wipe the key pair (shared by all base URLs) and close every connection."""
-        for client in self._all_clients():
-            client.dispose()
 
     async def __aenter__(self) -> SecureChatCompletion:
         return self
@@ -153,79 +183,44 @@ class SecureChatCompletion:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    def __repr__(self) -> str:
-        return f"<SecureChatCompletion {self.client._shown_url}>"
 
+class SyncSecureChatCompletion(_ChatBase[SyncCompletionClient]):
+    """Blocking client for scripts: the same arguments as :class:`SecureChatCompletion`, the
+    same behaviour (errors, retries, deadlines, caps, pins, ``_metadata``), on a synchronous
+    HTTP client; connections stay pooled between calls and it works where a loop is already
+    running. ``transport`` must be a sync httpx2 transport and ``sleep`` a plain callable."""
 
-class _SyncCompletions:
-    def __init__(self, owner: SyncSecureChatCompletion) -> None:
-        self._owner = owner
-
-    def create(self, *, model: str, messages: list[dict[str, Any]], **kwargs: Any) -> dict:
-        return self._owner.create(model, messages, **kwargs)
-
-
-class _SyncChat:
-    def __init__(self, owner: SyncSecureChatCompletion) -> None:
-        self.completions = _SyncCompletions(owner)
-
-
-class SyncSecureChatCompletion:
-    """Blocking client for scripts: the same machinery on a private event loop thread, so that
-    connections stay pooled between calls and it works even where a loop is already running."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="nomyo-native-sync", daemon=True
+    def __init__(
+        self,
+        base_url: str = "https://api.nomyo.ai",
+        allow_http: bool = False,
+        api_key: str | None = None,
+        secure_memory: bool = True,
+        key_dir: str | None = None,
+        max_retries: int = 2,
+        **options: Any,
+    ) -> None:
+        client = SyncCompletionClient(
+            ClientOptions(
+                base_url,
+                allow_http,
+                secure_memory,
+                max_retries,
+                api_key=api_key,
+                key_dir=key_dir,
+                **options,
+            )
         )
-        self._thread.start()
-        try:
-            self._async = SecureChatCompletion(*args, **kwargs)
-        except BaseException:
-            self._stop_loop()
-            raise
-        self.chat = _SyncChat(self)
-
-    @property
-    def client(self) -> SecureCompletionClient:
-        return self._async.client
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if self._loop.is_closed():
-            coro.close()
-            raise RuntimeError("the client is closed")
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        return future.result()
+        self._init_clients(client, key_dir, secure_memory)
+        self.chat = _Chat(self)
 
     def create(self, model: str, messages: list[dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
-        return self._run(self._async.create(model, messages, **kwargs))
-
-    def _stop_loop(self) -> None:
-        if self._loop.is_closed():
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
-
-    def close(self) -> None:
-        if self._loop.is_closed():
-            return
-        self._run(self._async.aclose())
-        self._stop_loop()
-
-    def dispose(self) -> None:
-        if not self._loop.is_closed():
-            self._run(self._async.aclose())
-        for client in self._async._all_clients():
-            client.dispose()
-        self._stop_loop()
+        """:meth:`SecureChatCompletion.create`, blocking."""
+        client, payload, options = self._shape(model, messages, kwargs)
+        return client.send_secure_request(payload, **options)
 
     def __enter__(self) -> SyncSecureChatCompletion:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        return f"<SyncSecureChatCompletion {self.client._shown_url}>"

@@ -39,19 +39,54 @@ def sleeps() -> Sleeps:
     return Sleeps()
 
 
-@pytest.fixture
-def chat_to(
-    loopback: LoopbackPeer, sleeps: Sleeps
-) -> Iterator[Callable[..., nomyo.SecureChatCompletion]]:
-    made: list[nomyo.SecureChatCompletion] = []
+class SyncAsAsync:
+    """A SyncSecureChatCompletion behind the async interface these tests use, so that each
+    test runs on both drivers. Its blocking calls run in the test's loop thread, which only
+    waits for them (the peer has a thread of its own)."""
 
-    def factory(**options: Any) -> nomyo.SecureChatCompletion:
+    def __init__(self, sync: nomyo.SyncSecureChatCompletion) -> None:
+        self._sync = sync
+        self.client = sync.client
+
+    async def create(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return self._sync.create(*args, **kwargs)
+
+    def close(self) -> None:
+        self._sync.close()
+
+    async def aclose(self) -> None:
+        self._sync.close()
+
+    async def __aenter__(self) -> SyncAsAsync:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._sync.close()
+
+
+@pytest.fixture(params=["async", "sync"])
+def driver(request: pytest.FixtureRequest) -> str:
+    """Which client the fault tests drive: SecureChatCompletion or SyncSecureChatCompletion."""
+    return str(request.param)
+
+
+@pytest.fixture
+def chat_to(loopback: LoopbackPeer, sleeps: Sleeps, driver: str) -> Iterator[Callable[..., Any]]:
+    made: list[Any] = []
+
+    def factory(**options: Any) -> Any:
         options.setdefault("base_url", loopback.url)
         options.setdefault("allow_http", True)
         options.setdefault("key_size", 2048)
         options.setdefault("sleep", sleeps)
         options.setdefault("timeout", 30.0)
-        chat = nomyo.SecureChatCompletion(**options)
+        chat: Any
+        if driver == "sync":
+            if options["sleep"] is sleeps:
+                options["sleep"] = sleeps.waits.append
+            chat = SyncAsAsync(nomyo.SyncSecureChatCompletion(**options))
+        else:
+            chat = nomyo.SecureChatCompletion(**options)
         made.append(chat)
         return chat
 

@@ -1,0 +1,199 @@
+"""The sync driver: send one attempt, read its body raw and capped within a deadline, sleep.
+
+Like the async driver it decides nothing. It runs on ``httpx2.Client`` over httpcore2's own sync
+network backend with the client's ``SSLContext`` (the native TLS backend of ``transport`` is
+asyncio-only; blocking sockets with the same verification are what a script wants). The
+whole-attempt deadline is kept by :class:`DeadlineBackend`: every connect, TLS handshake,
+write and read of an attempt gets at most the time the attempt has left, so a peer trickling
+a byte at a time cannot hold a request past its deadline (asyncio's ``wait_for`` plays this
+part in the async driver).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import httpcore2
+import httpx2
+
+from nomyo_native._http_body import LIMITS, Answer, answer_head, iter_raw_capped
+from nomyo_native._protocol import MAX_ERROR_BODY_BYTES
+from nomyo_native.errors import ClientClosedError, ResponseFormatError
+
+__all__ = ["DeadlineBackend", "DeadlineExceeded", "SyncDriver"]
+
+# When the running attempt must end (time.monotonic()), or None: no deadline.
+_ATTEMPT_ENDS: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "nomyo_native_attempt_ends", default=None
+)
+
+
+class DeadlineExceeded(TimeoutError):
+    """The attempt used up its deadline (the builtin TimeoutError, as in the async driver)."""
+
+
+def _bounded(timeout: float | None, on_timeout: type[Exception]) -> float | None:
+    """``timeout`` cut to what the running attempt has left; raises ``on_timeout`` if none."""
+    ends = _ATTEMPT_ENDS.get()
+    if ends is None:
+        return timeout
+    left = ends - time.monotonic()
+    if left <= 0:
+        raise on_timeout("the attempt's deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore2.NetworkStream):
+    """A sync network stream whose every operation ends by the attempt's deadline."""
+
+    def __init__(self, inner: httpcore2.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _bounded(timeout, httpcore2.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _bounded(timeout, httpcore2.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore2.NetworkStream:
+        bounded = _bounded(timeout, httpcore2.ConnectTimeout)
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, bounded))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class DeadlineBackend(httpcore2.NetworkBackend):
+    """httpcore2's sync backend, with connects and streams bound by the attempt's deadline."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore2.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore2.NetworkStream:
+        bounded = _bounded(timeout, httpcore2.ConnectTimeout)
+        stream = self._inner.connect_tcp(host, port, bounded, local_address, socket_options)
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore2.NetworkStream:
+        bounded = _bounded(timeout, httpcore2.ConnectTimeout)
+        return _DeadlineStream(self._inner.connect_unix_socket(path, bounded, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _DeadlineTransport(httpx2.HTTPTransport):
+    """httpx2's sync HTTP transport with its pool on :class:`DeadlineBackend`.
+
+    ``HTTPTransport`` keeps all its state in its pool, so this builds the pool
+    ``HTTPTransport(verify=ssl_context, limits=limits)`` would, with another backend (as
+    ``transport.NativeTLSTransport`` does for the async one).
+    """
+
+    def __init__(self, ssl_context: ssl.SSLContext | None, limits: httpx2.Limits) -> None:
+        # super().__init__ is not called on purpose: it would build a pool only to drop it.
+        self._pool = httpcore2.ConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            http1=True,
+            http2=False,
+            network_backend=DeadlineBackend(),
+        )
+
+
+class SyncDriver:
+    """One ``httpx2.Client`` (thread-safe pool) over :class:`DeadlineBackend`, or over the
+    caller's ``transport`` (a sync httpx2 transport)."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float | httpx2.Timeout | None,
+        ssl_context: ssl.SSLContext | None,
+        auth: httpx2.BasicAuth | None,
+        transport: httpx2.BaseTransport | None,
+        sleep: Callable[[float], Any] | None,
+    ) -> None:
+        if transport is not None and not isinstance(transport, httpx2.BaseTransport):
+            raise TypeError(
+                "the synchronous client needs a synchronous httpx2 transport "
+                "(an httpx2.BaseTransport, e.g. httpx2.MockTransport)"
+            )
+        self.sleep: Callable[[float], Any] = sleep if sleep is not None else time.sleep
+        self._http = httpx2.Client(
+            timeout=timeout,
+            verify=ssl_context if ssl_context is not None else True,
+            auth=auth,
+            follow_redirects=False,
+            transport=transport or _DeadlineTransport(ssl_context, LIMITS),
+            limits=LIMITS,
+        )
+        self.server_key_lock = threading.Lock()
+        self.closed = False
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        content: bytes | None,
+        ok_cap: int,
+        deadline: float | None,
+    ) -> Answer:
+        """One attempt within ``deadline`` seconds (:class:`DeadlineExceeded` past it)."""
+        if self.closed:
+            raise ClientClosedError("the client is closed")
+        ends = time.monotonic() + deadline if deadline is not None else None
+        token = _ATTEMPT_ENDS.set(ends)
+        try:
+            return self._attempt(method, url, headers, content, ok_cap)
+        except httpx2.TimeoutException as exc:
+            if ends is not None and time.monotonic() >= ends:
+                raise DeadlineExceeded(f"the attempt exceeded its {deadline:g} s deadline") from exc
+            raise
+        finally:
+            _ATTEMPT_ENDS.reset(token)
+
+    def _attempt(
+        self, method: str, url: str, headers: dict[str, str], content: bytes | None, ok_cap: int
+    ) -> Answer:
+        with self._http.stream(method, url, headers=headers, content=content) as response:
+            status = response.status_code
+            retry_after, readable = answer_head(response)
+            if not readable:
+                return Answer(status, b"", retry_after)
+            try:
+                data = iter_raw_capped(response, ok_cap if status == 200 else MAX_ERROR_BODY_BYTES)
+            except ResponseFormatError:
+                if status == 200:
+                    raise
+                data = b""  # an oversized error body: the status says enough
+        return Answer(status, data, retry_after)
+
+    def close(self) -> None:
+        self.closed = True
+        self._http.close()

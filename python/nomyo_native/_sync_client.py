@@ -1,0 +1,168 @@
+"""The blocking twin of ``SecureCompletionClient``: the same decisions (``_base``), the same
+steps in the same order, on the sync driver (``_sync``) in the caller's thread.
+
+No event loop and no helper thread: sealing, opening and key generation run in the calling
+thread (the core releases the GIL, so other threads keep running).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from nomyo_native import _core, _protocol
+from nomyo_native._base import ClientBase
+from nomyo_native._config import ClientOptions
+from nomyo_native._http_body import IDENTITY_ENCODING, LOCAL_REFUSALS, NETWORK_FAILURES, Answer
+from nomyo_native._sync import SyncDriver
+
+__all__ = ["SyncCompletionClient"]
+
+logger = logging.getLogger("nomyo_native.client")
+
+
+class SyncCompletionClient(ClientBase):
+    """A blocking secure completion client (the options of ``SecureCompletionClient``; a
+    ``transport`` must be a sync httpx2 transport and ``sleep`` a plain callable)."""
+
+    def __init__(self, options: ClientOptions) -> None:
+        self._setup(options)
+        self._driver = SyncDriver(
+            timeout=options.timeout,
+            ssl_context=self._ssl_context,
+            auth=self._url.auth,
+            transport=options.transport,
+            sleep=options.sleep,
+        )
+
+    def clone_for(self, router_url: str) -> SyncCompletionClient:
+        """A client for another base URL sharing this one's key pair and options."""
+        return SyncCompletionClient(self._sibling_options(router_url))
+
+    def generate_keys(
+        self, save_to_file: bool = False, key_dir: str = "client_keys", password: str | None = None
+    ) -> None:
+        self._check_usable()
+        self._generate_and_install(save_to_file, key_dir, password)
+
+    def _ensure_keys(self) -> None:
+        if not self._keys_ready():
+            self._refresh_keys()
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: Callable[[], bytes] | None,
+        ok_cap: int,
+        tier: str | None = None,
+    ) -> bytes:
+        """One logical request with retries (see ``SecureCompletionClient._request``)."""
+        url = self._url.request_url + path
+        headers = {**headers, **IDENTITY_ENCODING}
+        attempts = self._retry.attempts
+        for attempt in range(attempts):
+            content = body() if body is not None else None
+            logger.debug("%s %s attempt %d/%d", method, path, attempt + 1, attempts)
+            started = time.perf_counter()
+            delay: float | None = None
+            try:
+                answer: Answer = self._driver.send(
+                    method, url, headers, content, ok_cap, self._deadline
+                )
+            except LOCAL_REFUSALS:
+                pass  # raised below, outside this handler, so that nothing chains the value
+            except NETWORK_FAILURES as exc:
+                delay = self._judge_failure(attempt, exc, started)
+            else:
+                self._log_answer(method, path, answer, started)
+                if answer.status == 200:
+                    return answer.body
+                delay = self._judge_answer(attempt, *answer, headers, tier)
+            if delay is None:
+                raise _protocol.locally_refused_error()
+            logger.warning(
+                "retrying %s %s in %.2f s (attempt %d/%d failed)",
+                method,
+                path,
+                delay,
+                attempt + 1,
+                attempts,
+            )
+            self._driver.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def fetch_server_public_key(self) -> str:
+        return self._server_public_key().pem
+
+    def _server_public_key(self) -> _core.ServerPublicKey:
+        cached = self._server_key
+        if cached is not None:
+            return cached
+        self._check_transport_policy()
+        with self._driver.server_key_lock:
+            if self._server_key is not None:
+                return self._server_key
+            body = self._request(
+                "GET",
+                _protocol.PUBLIC_KEY_PATH,
+                {"Accept": "text/plain"},
+                None,
+                _protocol.MAX_PUBLIC_KEY_BYTES,
+            )
+            key = self._accept_server_key(body)
+            self._check_pin_file(key.fingerprint)
+            self._cache_server_key(key)
+            return key
+
+    def send_secure_request(
+        self,
+        payload: dict[str, Any],
+        payload_id: str,
+        api_key: str | None = None,
+        security_tier: str | None = None,
+        *,
+        attestation: str | None = None,
+        require_payload_echo: bool | None = None,
+    ) -> dict[str, Any]:
+        """Seal ``payload``, POST it (with retries), open and check the response."""
+        tier, bearer, policy = self._check_request(
+            payload, payload_id, api_key, security_tier, attestation
+        )
+        server_key = self._server_public_key()
+        self._ensure_keys()
+        keypair = self._keys.acquire()
+        try:
+            headers = self._completion_headers(payload_id, keypair, bearer, tier)
+            body = self._request(
+                "POST",
+                _protocol.COMPLETION_PATH,
+                headers,
+                lambda: _protocol.seal_payload(payload, server_key),
+                _core.MAX_ENVELOPE_BYTES,
+                tier,
+            )
+            response = _protocol.open_response(body, payload_id, keypair)
+        finally:
+            self._keys.release(keypair)
+        self._finish(
+            response["_metadata"], payload_id, policy, tier, server_key, require_payload_echo
+        )
+        return response
+
+    def close(self) -> None:
+        """Close the pooled connections (keys are kept; see :meth:`dispose`)."""
+        self._closed = True
+        self._driver.close()
+
+    def dispose(self) -> None:
+        """Wipe every key handle now and close the connections; the client is then unusable."""
+        self._disposed = True
+        self._keys.wipe_all()
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<SyncCompletionClient {self._shown_url} closed={self._closed}>"
