@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx2
 
+from nomyo_native._asyncio_tls_backend import AsyncioTLSTransport
 from nomyo_native._http_body import LIMITS, Answer, answer_head, read_raw_capped
 from nomyo_native._protocol import MAX_ERROR_BODY_BYTES
 from nomyo_native.errors import ClientClosedError, ResponseFormatError
-from nomyo_native._asyncio_tls_backend import AsyncioTLSTransport
 
 __all__ = ["AsyncDriver"]
 

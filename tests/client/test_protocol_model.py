@@ -78,4 +78,3 @@ def test_protocol_decisions_follow_the_model(script, max_retries) -> None:
     assert error is expected_error, [a.kind for a in script]
     assert attempts == expected_attempts
     assert waits == expected_attempts - 1
-
