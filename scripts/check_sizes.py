@@ -23,13 +23,10 @@ DEFAULT_ROOT = REPO / "python" / "nomyo_native"
 
 LIMITS: Mapping[str, int] = {"module": 400, "class": 250, "function": 60}
 
-_PENDING_PROTO = "pending: being split (issue 12, proto)"
 # Unit -> why it may exceed its limit. A unit is a module path relative to ROOT
 # ("client.py"), which excuses the module and everything in it, or "path::Qualified.name"
 # for one class or function.
-ALLOWLIST: Mapping[str, str] = {
-    "client.py": _PENDING_PROTO,
-}
+ALLOWLIST: Mapping[str, str] = {}
 
 
 @dataclass(frozen=True)

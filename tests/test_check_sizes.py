@@ -79,7 +79,7 @@ def test_the_allowlist_excuses_a_module_or_one_unit_and_reports_stale_entries(si
 
 
 def test_every_allowlist_entry_gives_its_reason(sizes):
-    assert sizes.ALLOWLIST
+    # Empty once every oversized module is split; any entry added later needs its reason.
     for entry, reason in sizes.ALLOWLIST.items():
         assert isinstance(reason, str) and len(reason.strip()) > 10, entry
 

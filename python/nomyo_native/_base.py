@@ -12,11 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-import warnings
 from typing import Any
 
 from nomyo_native import _core, _protocol
-from nomyo_native._config import ClientOptions, RouterURL, attempt_deadline
+from nomyo_native._config import ClientOptions, Completed, RouterURL, attempt_deadline
 from nomyo_native._constants import API_KEY_ENV
 from nomyo_native._headers import validate_api_key, validate_payload_id
 from nomyo_native._http_body import Answer
@@ -31,6 +30,7 @@ from nomyo_native._trust import (
     re_enroll_hint,
     tls_context,
     validate_attestation_policy,
+    warn_plain_http,
 )
 from nomyo_native.attestation import prepare_baseline, resolve_policy, validate_trusted_aik
 from nomyo_native.errors import APIConnectionError, ClientClosedError, SecurityError
@@ -60,7 +60,62 @@ def _attestation_trust(options: ClientOptions, router_url: str) -> AttestationTr
     )
 
 
-class ClientBase:
+class _Attributes:
+    """The attributes nomyo 0.2.9's client has (and a few more), read from the parts that now
+    hold them."""
+
+    _retry: RetryPolicy
+    _lifecycle: KeyLifecycle
+    _attestation: AttestationTrust
+    _keys: KeyRing
+    _server_key: _core.ServerPublicKey | None
+
+    @property
+    def max_retries(self) -> int:
+        return self._retry.max_retries
+
+    @property
+    def key_size(self) -> int:
+        return self._lifecycle.key_size
+
+    @key_size.setter
+    def key_size(self, bits: int) -> None:
+        self._lifecycle.key_size = bits
+
+    @property
+    def attestation(self) -> str:
+        return self._attestation.explicit_policy or "auto"
+
+    @property
+    def pcr_baseline(self) -> dict[str, Any] | None:
+        return self._attestation.pcr_baseline
+
+    @property
+    def trusted_aik(self) -> Any:
+        return self._attestation.trusted_aik
+
+    @property
+    def private_key(self) -> _core.ClientKeyPair | None:
+        """The current key pair handle (opaque: the private key never leaves the core)."""
+        return self._keys.current
+
+    @property
+    def public_key_pem(self) -> str | None:
+        current = self._keys.current
+        return current.public_key_pem if current is not None else None
+
+    @property
+    def client_key_fingerprint(self) -> str | None:
+        current = self._keys.current
+        return current.fingerprint if current is not None else None
+
+    @property
+    def server_key_fingerprint(self) -> str | None:
+        """Fingerprint of the cached server key (None before the first fetch)."""
+        return self._server_key.fingerprint if self._server_key is not None else None
+
+
+class ClientBase(_Attributes):
     """The state and decisions of one client for one base URL (see ``SecureCompletionClient``
     for the options)."""
 
@@ -107,20 +162,7 @@ class ClientBase:
         self._disposed = False
         # A sibling for another base_url gets these, with the prepared baseline.
         self._options = options
-        self._warn_plain_http(url.https)
-
-    def _warn_plain_http(self, https: bool) -> None:
-        if https:
-            return
-        if self.allow_http:
-            warnings.warn(
-                "WARNING: Using HTTP instead of HTTPS. This is INSECURE and must only be used "
-                "for local development: a man in the middle can swap the server key.",
-                UserWarning,
-                stacklevel=4,
-            )
-        else:
-            logger.debug("non-HTTPS URL without allow_http: requests will be refused")
+        warn_plain_http(url.https, self.allow_http)
 
     def _sibling_options(self, router_url: str) -> ClientOptions:
         """This client's options for another base URL: same key ring, TLS context and settings,
@@ -138,53 +180,27 @@ class ClientBase:
             changes.update(verify=self._ssl_context, ca_bundle=None)
         return ClientOptions(**{**options.__dict__, **changes})
 
-    # ---- compatibility attributes ------------------------------------------------------------
-
-    @property
-    def max_retries(self) -> int:
-        return self._retry.max_retries
-
-    @property
-    def key_size(self) -> int:
-        return self._lifecycle.key_size
-
-    @key_size.setter
-    def key_size(self, bits: int) -> None:
-        self._lifecycle.key_size = bits
-
-    @property
-    def attestation(self) -> str:
-        return self._attestation.explicit_policy or "auto"
-
-    @property
-    def pcr_baseline(self) -> dict[str, Any] | None:
-        return self._attestation.pcr_baseline
-
-    @property
-    def trusted_aik(self) -> Any:
-        return self._attestation.trusted_aik
-
-    @property
-    def private_key(self) -> _core.ClientKeyPair | None:
-        """The current key pair handle (opaque: the private key never leaves the core)."""
-        return self._keys.current
-
-    @property
-    def public_key_pem(self) -> str | None:
-        current = self._keys.current
-        return current.public_key_pem if current is not None else None
-
-    @property
-    def client_key_fingerprint(self) -> str | None:
-        current = self._keys.current
-        return current.fingerprint if current is not None else None
-
-    @property
-    def server_key_fingerprint(self) -> str | None:
-        """Fingerprint of the cached server key (None before the first fetch)."""
-        return self._server_key.fingerprint if self._server_key is not None else None
-
     # ---- keys (blocking: key generation and file I/O) ----------------------------------------
+
+    def generate_keys(
+        self, save_to_file: bool = False, key_dir: str = "client_keys", password: str | None = None
+    ) -> Completed[None]:
+        """Generate a key pair in locked memory (optionally saved). Works plain or awaited."""
+        self._check_usable()
+        self._generate_and_install(save_to_file, key_dir, password)
+        return Completed(None)
+
+    def load_keys(
+        self,
+        private_key_path: str | os.PathLike[str],
+        public_key_path: str | os.PathLike[str] | None = None,
+        password: str | None = None,
+    ) -> Completed[None]:
+        """Load a key pair (password from ``password`` or ``NOMYO_KEY_PASSWORD``).
+        Works plain or awaited."""
+        self._check_usable()
+        self._load_and_install(private_key_path, public_key_path, password)
+        return Completed(None)
 
     def _generate_and_install(
         self, save_to_file: bool, key_dir: str | os.PathLike[str], password: str | None
@@ -333,13 +349,6 @@ class ClientBase:
         require_echo: bool | None = None,
     ) -> None:
         self._attestation.judge(metadata, payload_id, policy, tier, sealed_to, require_echo)
-
-    def _decrypt_checks(self, encrypted_response: Any) -> None:
-        self._check_usable()
-        if not encrypted_response:
-            raise ValueError("Empty encrypted response")
-        if not isinstance(encrypted_response, (bytes, bytearray)):
-            raise ValueError("Encrypted response must be bytes")
 
     def _require_keypair(self) -> _core.ClientKeyPair:
         if self._keys.current is None:

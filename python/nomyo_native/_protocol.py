@@ -143,6 +143,14 @@ def parse_server_key(body: bytes) -> _core.ServerPublicKey:
         raise ResponseFormatError(f"Server returned an invalid public key: {exc}") from None
 
 
+def validate_encrypted_response(encrypted_response: object) -> None:
+    """``decrypt_response``'s argument: non-empty bytes."""
+    if not encrypted_response:
+        raise ValueError("Empty encrypted response")
+    if not isinstance(encrypted_response, (bytes, bytearray)):
+        raise ValueError("Encrypted response must be bytes")
+
+
 # ---- responses -------------------------------------------------------------------------------
 
 

@@ -41,12 +41,6 @@ class SyncCompletionClient(ClientBase):
         """A client for another base URL sharing this one's key pair and options."""
         return SyncCompletionClient(self._sibling_options(router_url))
 
-    def generate_keys(
-        self, save_to_file: bool = False, key_dir: str = "client_keys", password: str | None = None
-    ) -> None:
-        self._check_usable()
-        self._generate_and_install(save_to_file, key_dir, password)
-
     def _ensure_keys(self) -> None:
         if not self._keys_ready():
             self._refresh_keys()

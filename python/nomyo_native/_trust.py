@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import ssl
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ __all__ = [
     "re_enroll_hint",
     "tls_context",
     "validate_attestation_policy",
+    "warn_plain_http",
 ]
 
 logger = logging.getLogger("nomyo_native.client")
@@ -96,6 +98,21 @@ def check_transport_policy(https: bool, allow_http: bool, shown_url: str) -> Non
             "Server public key must be fetched over HTTPS to prevent MITM attacks. "
             f"For local development only, pass {option('allow_http')} to allow {shown_url}"
         )
+
+
+def warn_plain_http(https: bool, allow_http: bool) -> None:
+    """Say loudly, once per client, that plain http was allowed."""
+    if https:
+        return
+    if allow_http:
+        warnings.warn(
+            "WARNING: Using HTTP instead of HTTPS. This is INSECURE and must only be used "
+            "for local development: a man in the middle can swap the server key.",
+            UserWarning,
+            stacklevel=4,
+        )
+    else:
+        logger.debug("non-HTTPS URL without allow_http: requests will be refused")
 
 
 # ---- the server key --------------------------------------------------------------------------

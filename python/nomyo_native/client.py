@@ -16,14 +16,14 @@ import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Self
 
 import httpx2
 
 from nomyo_native import _core, _protocol
 from nomyo_native._aio import AsyncDriver
 from nomyo_native._base import ClientBase
-from nomyo_native._config import FROM_TIMEOUT, ClientOptions, Completed
+from nomyo_native._config import FROM_TIMEOUT, ClientOptions
 from nomyo_native._constants import (
     DEFAULT_KEY_ROTATION_INTERVAL,
     DEFAULT_MAX_RETRIES,
@@ -49,7 +49,79 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class SecureCompletionClient(ClientBase):
+class _Lifecycle:
+    """Closing and disposing an async client, and its context managers."""
+
+    _closed: bool
+    _disposed: bool
+    _driver: AsyncDriver
+    _keys: KeyRing
+
+    async def aclose(self) -> None:
+        """Close the pooled connections (keys are kept; see :meth:`dispose`)."""
+        self._closed = True
+        await self._driver.aclose()
+
+    def close(self) -> None:
+        """Close the pooled connections from synchronous code."""
+        self._closed = True
+        self._driver.close()
+
+    def dispose(self) -> None:
+        """Wipe every key handle now and close the connections; the client is then unusable."""
+        self._disposed = True
+        self._keys.wipe_all()
+        self.close()
+        logger.debug("client disposed: key pairs wiped")
+
+    async def adispose(self) -> None:
+        self._disposed = True
+        self._keys.wipe_all()
+        await self.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _AsyncKeys(ClientBase):
+    """The key pair made, loaded or rotated off the event loop thread."""
+
+    async def agenerate_keys(
+        self, save_to_file: bool = False, key_dir: str = "client_keys", password: str | None = None
+    ) -> None:
+        """:meth:`generate_keys` off the event loop thread."""
+        self._check_usable()
+        await asyncio.to_thread(self._generate_and_install, save_to_file, key_dir, password)
+
+    async def aload_keys(
+        self,
+        private_key_path: str | os.PathLike[str],
+        public_key_path: str | os.PathLike[str] | None = None,
+        password: str | None = None,
+    ) -> None:
+        """:meth:`load_keys` off the event loop thread."""
+        self._check_usable()
+        await asyncio.to_thread(self._load_and_install, private_key_path, public_key_path, password)
+
+    async def _ensure_keys(self) -> None:
+        """Load or generate the key pair on first use; rotate when the interval has passed."""
+        if self._keys_ready():
+            return
+        async with self._keys.creation_lock():
+            if not self._keys_ready():
+                await asyncio.to_thread(self._refresh_keys)
+
+
+class SecureCompletionClient(_Lifecycle, _AsyncKeys):
     """Client for ``/v1/chat/secure_completion`` (same constructor and methods as nomyo 0.2.9).
 
     Extra keyword-only options harden and tune it: ``api_key`` (else ``NOMYO_API_KEY``),
@@ -127,53 +199,6 @@ class SecureCompletionClient(ClientBase):
         server-key pin, which belongs to this URL's server)."""
         options = self._sibling_options(router_url)
         return SecureCompletionClient(**options.__dict__)
-
-    # ---- keys --------------------------------------------------------------------------------
-
-    def generate_keys(
-        self, save_to_file: bool = False, key_dir: str = "client_keys", password: str | None = None
-    ) -> Completed[None]:
-        """Generate a key pair in locked memory (optionally saved). Works plain or awaited."""
-        self._check_usable()
-        self._generate_and_install(save_to_file, key_dir, password)
-        return Completed(None)
-
-    async def agenerate_keys(
-        self, save_to_file: bool = False, key_dir: str = "client_keys", password: str | None = None
-    ) -> None:
-        """:meth:`generate_keys` off the event loop thread."""
-        self._check_usable()
-        await asyncio.to_thread(self._generate_and_install, save_to_file, key_dir, password)
-
-    def load_keys(
-        self,
-        private_key_path: str | os.PathLike[str],
-        public_key_path: str | os.PathLike[str] | None = None,
-        password: str | None = None,
-    ) -> Completed[None]:
-        """Load a key pair (password from ``password`` or ``NOMYO_KEY_PASSWORD``).
-        Works plain or awaited."""
-        self._check_usable()
-        self._load_and_install(private_key_path, public_key_path, password)
-        return Completed(None)
-
-    async def aload_keys(
-        self,
-        private_key_path: str | os.PathLike[str],
-        public_key_path: str | os.PathLike[str] | None = None,
-        password: str | None = None,
-    ) -> None:
-        """:meth:`load_keys` off the event loop thread."""
-        self._check_usable()
-        await asyncio.to_thread(self._load_and_install, private_key_path, public_key_path, password)
-
-    async def _ensure_keys(self) -> None:
-        """Load or generate the key pair on first use; rotate when the interval has passed."""
-        if self._keys_ready():
-            return
-        async with self._keys.creation_lock():
-            if not self._keys_ready():
-                await asyncio.to_thread(self._refresh_keys)
 
     # ---- requests ----------------------------------------------------------------------------
 
@@ -272,7 +297,8 @@ class SecureCompletionClient(ClientBase):
         """Open a response envelope with the current key pair, check the payload id binding,
         fill ``_metadata`` and apply the attestation policy (``require_payload_echo`` overrides
         the client's setting for this call)."""
-        self._decrypt_checks(encrypted_response)
+        self._check_usable()
+        _protocol.validate_encrypted_response(encrypted_response)
         policy = self._policy_for(attestation, None)
         keypair = self._require_keypair()
         try:
@@ -325,42 +351,6 @@ class SecureCompletionClient(ClientBase):
             response["_metadata"], payload_id, policy, tier, server_key, require_payload_echo
         )
         return response
-
-    # ---- lifecycle ---------------------------------------------------------------------------
-
-    async def aclose(self) -> None:
-        """Close the pooled connections (keys are kept; see :meth:`dispose`)."""
-        self._closed = True
-        await self._driver.aclose()
-
-    def close(self) -> None:
-        """Close the pooled connections from synchronous code."""
-        self._closed = True
-        self._driver.close()
-
-    def dispose(self) -> None:
-        """Wipe every key handle now and close the connections; the client is then unusable."""
-        self._disposed = True
-        self._keys.wipe_all()
-        self.close()
-        logger.debug("client disposed: key pairs wiped")
-
-    async def adispose(self) -> None:
-        self._disposed = True
-        self._keys.wipe_all()
-        await self.aclose()
-
-    async def __aenter__(self) -> SecureCompletionClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    def __enter__(self) -> SecureCompletionClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<SecureCompletionClient {self._shown_url} closed={self._closed}>"
