@@ -628,9 +628,9 @@ pub mod py {
     use pyo3::prelude::*;
     use pyo3::types::PyBytes;
 
-    use crate::crypto_py::ServerPublicKey;
     use crate::envelope;
     use crate::error::py::no_panic;
+    use crate::py::keys::ServerPublicKey;
     use crate::secret::LockedBuf;
 
     /// The request body an openai SDK serialized, checked and compacted into locked memory
@@ -707,10 +707,5 @@ pub mod py {
             let state = if self.consumed() { ", consumed" } else { "" };
             format!("RequestBody(size={}{state})", self.size)
         }
-    }
-
-    /// Register `RequestBody` on the module.
-    pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-        m.add_class::<RequestBody>()
     }
 }

@@ -68,6 +68,3 @@ pub fn digest_size(hash: u16) -> Option<usize> {
         _ => None,
     }
 }
-
-#[cfg(feature = "python")]
-pub mod py;

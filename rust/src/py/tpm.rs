@@ -5,19 +5,9 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
-use super::parse::{self, Attested, FormatError, PublicDetail, Scheme, Signature, SymDef};
-use super::{credential, verify};
 use crate::error::py::TpmFormatError;
-
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(tpm_parse_public, m)?)?;
-    m.add_function(wrap_pyfunction!(tpm_parse_attest, m)?)?;
-    m.add_function(wrap_pyfunction!(tpm_parse_signature, m)?)?;
-    m.add_function(wrap_pyfunction!(tpm_verify_signature, m)?)?;
-    m.add_function(wrap_pyfunction!(tpm_make_credential, m)?)?;
-    m.add_function(wrap_pyfunction!(x509_verify_signature, m)?)?;
-    Ok(())
-}
+use crate::tpm::parse::{self, Attested, FormatError, PublicDetail, Scheme, Signature, SymDef};
+use crate::tpm::{credential, verify};
 
 fn bytes_arg<'a>(value: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a [u8]> {
     value
@@ -54,7 +44,7 @@ fn scheme_dict<'py>(py: Python<'py>, s: &Scheme) -> PyResult<Bound<'py, PyDict>>
 
 /// Parse a marshalled TPM2B_PUBLIC.
 #[pyfunction]
-fn tpm_parse_public<'py>(
+pub fn tpm_parse_public<'py>(
     py: Python<'py>,
     data: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
@@ -114,7 +104,7 @@ fn tpm_parse_public<'py>(
 
 /// Parse a marshalled TPM2B_ATTEST holding a quote or a certify structure.
 #[pyfunction]
-fn tpm_parse_attest<'py>(
+pub fn tpm_parse_attest<'py>(
     py: Python<'py>,
     data: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
@@ -156,7 +146,7 @@ fn tpm_parse_attest<'py>(
 
 /// Parse a marshalled TPMT_SIGNATURE.
 #[pyfunction]
-fn tpm_parse_signature<'py>(
+pub fn tpm_parse_signature<'py>(
     py: Python<'py>,
     data: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
@@ -187,7 +177,7 @@ fn tpm_parse_signature<'py>(
 /// over `message` (the signed TPMS_ATTEST bytes). Returns what verified; raises TpmFormatError
 /// with the reason otherwise.
 #[pyfunction]
-fn tpm_verify_signature(
+pub fn tpm_verify_signature(
     public: &Bound<'_, PyAny>,
     signature: &Bound<'_, PyAny>,
     message: &Bound<'_, PyAny>,
@@ -206,7 +196,7 @@ fn tpm_verify_signature(
 /// RSA endorsement key `ek_public` (TPM2B_PUBLIC). Returns the marshalled (TPM2B_ID_OBJECT,
 /// TPM2B_ENCRYPTED_SECRET) for TPM2_ActivateCredential.
 #[pyfunction]
-fn tpm_make_credential<'py>(
+pub fn tpm_make_credential<'py>(
     py: Python<'py>,
     ek_public: &Bound<'py, PyAny>,
     name: &Bound<'py, PyAny>,
@@ -227,7 +217,7 @@ fn tpm_make_credential<'py>(
 
 /// Verify an X.509 signature (EK certificate chains): see `verify::verify_certificate_signature`.
 #[pyfunction]
-fn x509_verify_signature(
+pub fn x509_verify_signature(
     algorithm: &str,
     public_key: &Bound<'_, PyAny>,
     message: &Bound<'_, PyAny>,

@@ -1,0 +1,11 @@
+//! The PyO3 bindings of `nomyo_native._core`, one module per concern. Each converts arguments,
+//! releases the GIL around the slow operations and keeps panics out of Python (`no_panic`);
+//! the work itself is done by the pure-Rust modules of the crate.
+
+pub mod envelope;
+pub mod keys;
+pub mod memory;
+/// `_core._testing`: probes for the test suite, compiled only with the `testing` feature.
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod tpm;
