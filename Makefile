@@ -7,19 +7,19 @@ SHELL := /bin/bash
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMPS  := .cache/stamps
-# The reference client, installed beside ours as a test peer. Its pins are ours but one:
-# idna==3.14, where httpx2 needs idna>=3.18, so it goes in without dependencies and its stack
-# (every other pin of nomyo 0.2.9) is named here; the reference runs on the newer idna.
-REFERENCE := nomyo==0.2.9
-REFERENCE_STACK := httpx==0.28.1 httpcore==1.0.9 anyio==4.13.0 certifi==2026.4.22 \
-  cryptography==48.0.0 cffi==2.0.0 pycparser==3.0 h11==0.16.0 typing-extensions==4.15.0 \
-  exceptiongroup==1.3.1
+# The reference client, a test peer in a venv of its own: its exact pins (idna==3.14) conflict
+# with httpx2's (idna>=3.18). Tests and benches drive its interpreter, REFERENCE_PY, in
+# subprocesses. The stamp lives inside the venv, so deleting the venv redoes it.
+REFERENCE    := nomyo==0.2.9
+REFERENCE_VENV := .cache/reference-venv
+REFERENCE_PY := $(REFERENCE_VENV)/bin/python
+REFERENCE_STAMP := $(REFERENCE_VENV)/.installed-$(subst ==,-,$(REFERENCE))
 APT_PACKAGES := swtpm swtpm-tools libtss2-dev pkg-config cmake gcc openssl
 export CARGO_TERM_COLOR ?= never
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export HYPOTHESIS_STORAGE_DIRECTORY := .cache/hypothesis
 
-.PHONY: help demo test test-rust test-python lint build build-test wheel wheels cross-deps cross-check cross-test bench fuzz fuzz-build fuzz-smoke system-deps clean
+.PHONY: help demo test test-rust test-python lint build build-test reference-venv wheel wheels cross-deps cross-check cross-test bench fuzz fuzz-build fuzz-smoke system-deps clean
 
 help:
 	@echo "make demo   - set everything up, start a local secure endpoint, send one encrypted chat"
@@ -43,15 +43,23 @@ $(PY):
 	@scripts/quietly.sh "creating $(VENV)" python3 -m venv $(VENV)
 	@scripts/quietly.sh "upgrading pip" $(PY) -m pip install -q --upgrade pip
 
-# Python dependencies (our extras and the reference client); redone when pyproject.toml changes.
+# Python dependencies (our extras); redone when pyproject.toml changes.
 $(STAMPS)/pydeps: pyproject.toml | $(PY) system-deps
 	@mkdir -p $(STAMPS)
 	@scripts/quietly.sh "installing maturin" $(PY) -m pip install -q "maturin>=1.7,<2"
 	@scripts/quietly.sh "building the native core and installing the extras (server, tpm, test)" \
 	  $(VENV)/bin/maturin develop -q --release -E server,tpm,test
-	@scripts/quietly.sh "installing the reference client $(REFERENCE) (a test peer)" \
-	  $(PY) -m pip install -q --no-deps $(REFERENCE) $(REFERENCE_STACK)
 	@touch $@
+
+$(REFERENCE_STAMP):
+	@rm -rf $(REFERENCE_VENV)
+	@scripts/quietly.sh "creating $(REFERENCE_VENV) with the reference client $(REFERENCE)" \
+	  python3 -m venv $(REFERENCE_VENV)
+	@scripts/quietly.sh "installing the reference client $(REFERENCE) (a test peer)" \
+	  $(REFERENCE_PY) -m pip install -q $(REFERENCE)
+	@touch $@
+
+reference-venv: $(REFERENCE_STAMP)
 
 # Each cargo configuration has its own target directory, so that alternating between them
 # recompiles nothing (our crate is a cdylib: its files carry no feature hash, and one build
@@ -118,7 +126,7 @@ lint: build $(STAMPS)/lint-tools
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(VENV)/bin/zizmor --offline --no-progress .github/workflows
 
-test-python: build-test
+test-python: build-test reference-venv
 	$(PY) -m pytest -q -p no:cacheprovider
 
 # ---- wheels -----------------------------------------------------------------------------
@@ -161,7 +169,7 @@ cross-check: $(STAMPS)/wheel-tools cross-deps
 
 # Core primitives beside pyca/cryptography, then end to end beside nomyo 0.2.9 (the endpoint in
 # its own process); report.py prints the side-by-side table with ratios and PASS/MISS per target.
-bench: build
+bench: build reference-venv
 	@mkdir -p .cache
 	$(PY) -m pytest benches -q -p no:cacheprovider --benchmark-only \
 	  --benchmark-json=.cache/bench.json --benchmark-columns=min,median,mean,max,ops

@@ -9,8 +9,8 @@ import os
 import pathlib
 import stat
 
-import nomyo
 import pytest
+from tests.reference import run_reference
 
 from nomyo_native.cli import keys as keys_command
 from nomyo_native.cli import main
@@ -18,6 +18,7 @@ from nomyo_native.cli import main
 PASSWORD = "cli-password-123"
 
 
+@pytest.mark.reference
 def test_keys_generate_then_show(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("NOMYO_KEY_PASSWORD", PASSWORD)
     key_dir = tmp_path / "keys"
@@ -27,9 +28,11 @@ def test_keys_generate_then_show(tmp_path, capsys, monkeypatch):
     assert fingerprint.startswith("sha256:") and "encrypted" in out
     assert stat.S_IMODE(os.stat(key_dir / "private_key.pem").st_mode) == 0o600
 
-    # The directory is a nomyo 0.2.9 key directory.
-    ref = nomyo.SecureChatCompletion(base_url="https://unused.test").client
-    ref.load_keys(str(key_dir / "private_key.pem"), password=PASSWORD)
+    # The directory is a nomyo 0.2.9 key directory (loaded by the reference venv's nomyo).
+    ref = run_reference(
+        "load-keys", {"private": str(key_dir / "private_key.pem"), "password": PASSWORD}
+    )
+    assert ref["key_size"] == 2048
 
     assert main(["keys", "show", str(key_dir)]) == 0
     shown = capsys.readouterr().out

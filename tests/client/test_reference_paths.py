@@ -1,11 +1,12 @@
 """Issue 13 item 4: every attribute path of nomyo 0.2.9 resolves after
 ``import nomyo_native as nomyo``, and each is the same kind of thing.
 
-The paths are enumerated from the installed reference client itself: every module of the
-package, every name each module defines (or re-exports from the package), every public
-attribute of the classes it defines and every enum member. They are resolved in a fresh
-interpreter that runs nothing but ``import nomyo_native as nomyo``, so a submodule another
-test happened to import cannot make a path resolve by accident.
+The paths are enumerated from the reference client itself, by its own venv's interpreter
+(tests/reference/driver.py ``paths``): every module of the package, every name each module
+defines (or re-exports from the package), every public attribute of the classes it defines and
+every enum member. They are resolved in a fresh interpreter that runs nothing but
+``import nomyo_native as nomyo``, so a submodule another test happened to import cannot make a
+path resolve by accident.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import sys
 import textwrap
 
 import pytest
+from tests.reference import run_reference
 
 pytestmark = pytest.mark.reference
-pytest.importorskip("nomyo")
 
 RESOLVE = textwrap.dedent(
     """
@@ -50,50 +51,6 @@ RESOLVE = textwrap.dedent(
 )
 
 
-ENUMERATE = textwrap.dedent(
-    """
-    import enum, importlib, inspect, json, pkgutil, types
-    import nomyo
-
-    def kind(value):
-        if isinstance(value, types.ModuleType):
-            return "module"
-        if inspect.isclass(value):
-            return "class"
-        if callable(value):
-            return "callable"
-        return "value"
-
-    def is_ours(value):
-        # Defined by the nomyo package, not a stdlib, typing or third-party import.
-        if isinstance(value, types.ModuleType):
-            return value.__name__.split(".")[0] == "nomyo"
-        return (getattr(value, "__module__", None) or "").split(".")[0] == "nomyo"
-
-    modules = {"nomyo": nomyo}
-    for info in pkgutil.walk_packages(nomyo.__path__, "nomyo."):
-        modules[info.name] = importlib.import_module(info.name)
-    paths = {"nomyo.__version__": "value"}
-    for module_name, module in modules.items():
-        paths[module_name] = "module"
-        for name, value in vars(module).items():
-            if name.startswith("__"):
-                continue
-            path = module_name + "." + name
-            if is_ours(value) or (not name.startswith("_") and kind(value) == "value"):
-                paths[path] = kind(value)
-            if inspect.isclass(value) and is_ours(value):
-                if issubclass(value, enum.Enum):
-                    for member in value.__members__:
-                        paths[path + "." + member] = "value"
-                for attr in vars(value):
-                    if not attr.startswith("_"):
-                        paths[path + "." + attr] = kind(getattr(value, attr))
-    print(json.dumps({"version": nomyo.__version__, "paths": paths}))
-    """
-)
-
-
 def _run(script: str, stdin: str = "") -> dict:
     run = subprocess.run(
         [sys.executable, "-c", script],
@@ -108,9 +65,10 @@ def _run(script: str, stdin: str = "") -> dict:
 
 
 def reference_paths() -> dict[str, str]:
-    """``path -> kind`` for every attribute path of the installed nomyo 0.2.9, enumerated in
-    a fresh interpreter (module state other tests changed cannot add or hide a path)."""
-    enumerated = _run(ENUMERATE)
+    """``path -> kind`` for every attribute path of nomyo 0.2.9, enumerated in a fresh
+    interpreter of the reference venv (module state other tests changed cannot add or hide a
+    path)."""
+    enumerated = run_reference("paths")
     assert enumerated["version"] == "0.2.9"
     return enumerated["paths"]
 

@@ -1,17 +1,18 @@
 """The drop-in surface: every public name of nomyo 0.2.9 with compatible signatures, the module
-paths it is imported by, and the low-level SecureCompletionClient methods."""
+paths it is imported by, and the low-level SecureCompletionClient methods. The reference's side
+is read by its own interpreter (tests/reference/driver.py ``surface``)."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import uuid
+from typing import Any
 
-import nomyo
-import nomyo.nomyo
-import nomyo.SecureCompletionClient
 import pytest
 from cryptography.hazmat.primitives import serialization
+from tests.reference import run_reference
 
 import nomyo_native
 import nomyo_native.chat
@@ -33,12 +34,22 @@ REFERENCE_METHODS = {
 }
 
 
+@functools.cache
+def reference_surface() -> dict[str, Any]:
+    surface = run_reference("surface", REFERENCE_METHODS)
+    assert surface["version"] == "0.2.9"
+    return surface
+
+
+@pytest.mark.reference
 def test_every_reference_public_name_exists():
-    missing = [name for name in nomyo.__all__ if not hasattr(nomyo_native, name)]
+    reference_all = reference_surface()["all"]
+    missing = [name for name in reference_all if not hasattr(nomyo_native, name)]
     assert missing == []
-    assert set(nomyo.__all__) <= set(nomyo_native.__all__)
+    assert set(reference_all) <= set(nomyo_native.__all__)
 
 
+@pytest.mark.reference
 def test_module_paths_of_the_reference_work():
     from nomyo_native.nomyo import SecureChatCompletion
     from nomyo_native.SecureCompletionClient import SecureCompletionClient, SecurityError
@@ -52,29 +63,33 @@ def test_module_paths_of_the_reference_work():
     assert SecureChatCompletion is nomyo_native.SecureChatCompletion
     assert SecurityError is nomyo_native.SecurityError
     assert SecureBuffer is nomyo_native.SecureBuffer
-    for name in dir(nomyo.SecureCompletionClient):
-        if name.endswith("Error") and not name.startswith("_"):
-            assert hasattr(nomyo_native.SecureCompletionClient, name), name
+    errors = reference_surface()["client_module_errors"]
+    assert errors, "the reference's SecureCompletionClient module defines error classes"
+    for name in errors:
+        assert hasattr(nomyo_native.SecureCompletionClient, name), name
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize(
     ("cls", "method"), [(c, m) for c, methods in REFERENCE_METHODS.items() for m in methods]
 )
 def test_signatures_extend_the_reference(cls, method):
     """Every reference parameter is there, in the same position, with the same default."""
-    ref_cls = getattr(nomyo.nomyo, cls, None) or getattr(nomyo.SecureCompletionClient, cls)
     ours_cls = getattr(nomyo_native.chat, cls, None) or nomyo_native.client.SecureCompletionClient
-    ref = inspect.signature(getattr(ref_cls, method)).parameters
+    ref = reference_surface()["signatures"][cls][method]
     ours = inspect.signature(getattr(ours_cls, method)).parameters
-    ref_positional = [p for p in ref.values() if p.kind is not p.VAR_KEYWORD]
+    ref_positional = [p for p in ref if p["kind"] != "VAR_KEYWORD"]
     ours_list = list(ours.values())
     for index, param in enumerate(ref_positional):
-        assert ours_list[index].name == param.name
-        assert ours_list[index].default == param.default
-    if any(p.kind is p.VAR_KEYWORD for p in ref.values()):
+        assert ours_list[index].name == param["name"]
+        # Defaults are plain literals (None, numbers, strings, booleans): equal iff their
+        # reprs are, and a parameter without a default has inspect's marker on both sides.
+        assert repr(ours_list[index].default) == param["default"]
+    if any(p["kind"] == "VAR_KEYWORD" for p in ref):
         assert any(p.kind is p.VAR_KEYWORD for p in ours.values())
 
 
+@pytest.mark.reference
 def test_exception_hierarchy_matches_the_reference():
     for name in (
         "AuthenticationError",
@@ -87,7 +102,7 @@ def test_exception_hierarchy_matches_the_reference():
         ours = getattr(nomyo_native, name)
         assert issubclass(ours, nomyo_native.APIError)
         err = ours("msg")
-        assert err.status_code == getattr(nomyo, name)("msg").status_code
+        assert err.status_code == reference_surface()["status_codes"][name]
         assert str(err) == "msg" and err.error_details is None
     assert not issubclass(nomyo_native.APIConnectionError, nomyo_native.APIError)
     assert not issubclass(nomyo_native.SecurityError, nomyo_native.APIError)

@@ -21,6 +21,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.hashes import SHA256
+from tests.reference import run_reference
 
 from nomyo_native import _core
 
@@ -233,14 +234,12 @@ def test_save_into_unwritable_folder_is_an_os_error(
 @pytest.mark.reference
 @pytest.mark.parametrize("password", [None, PASSWORD])
 def test_reference_client_files_load(tmp_path: Path, password: str | None) -> None:
-    from nomyo.SecureCompletionClient import SecureCompletionClient
-
-    client = SecureCompletionClient()
-    client.key_size = 2048  # the reference's default is 4096; the format is the same
-    client.generate_keys(save_to_file=True, key_dir=str(tmp_path), password=password)
+    # Written by the reference venv's nomyo; 2048 bits: its default is 4096, the format the same.
+    job = {"key_dir": str(tmp_path), "password": password, "key_size": 2048}
+    reference_pem = run_reference("generate-keys", job)["public_key_pem"]
     loaded = _core.ClientKeyPair.load(tmp_path / "private_key.pem", password)
     assert loaded.bits == 2048
-    reference_public = serialization.load_pem_public_key(client.public_key_pem.encode())
+    reference_public = serialization.load_pem_public_key(reference_pem.encode())
     assert loaded.fingerprint == spki_fingerprint(reference_public)
     # Our public PEM is the same SPKI the reference wrote.
     assert (
@@ -508,6 +507,7 @@ def test_error_classes_share_the_core_base() -> None:
 LOCKED_KEY_PROBE = """
 import json, re
 from nomyo_native import _core
+from tests.reference import run_reference
 
 def vmlck_kib():
     return int(re.search(r"VmLck:\\s+(\\d+)", open("/proc/self/status").read()).group(1))

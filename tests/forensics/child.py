@@ -1,5 +1,7 @@
 """The process under examination: runs chat requests with one client, then waits to be scanned.
 
+Run by this venv's interpreter for ``ours``, by the reference venv's for ``reference``.
+
 usage: python child.py --client ours|reference --url URL [--ca CA] --requests N --token TOKEN
        [--max-retries R] [--timeout S] [--retry-backoff S] [--pad BYTES] [--leak-json]
        [--key-dir DIR] [--dispose] [--concurrency C]

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.reference import reference_python
+
 from .scanner import Paused, ScanResult, count_in_process
 
 CHILD = Path(__file__).with_name("child.py")
@@ -80,7 +82,9 @@ def examine(
     """Run ``requests`` chats in a child with ``client`` (``ours`` / ``reference``), pause it,
     and count every needle in its whole readable memory."""
     token = new_token()
-    argv = [sys.executable, str(CHILD), "--client", client, "--url", url]
+    # The reference runs under its own venv's interpreter (its pins conflict with ours).
+    python = str(reference_python()) if client == "reference" else sys.executable
+    argv = [python, str(CHILD), "--client", client, "--url", url]
     argv += ["--requests", str(requests), "--token", token, *extra_args]
     if ca:
         argv += ["--ca", ca]
