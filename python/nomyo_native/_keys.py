@@ -21,7 +21,7 @@ from nomyo_native import _core
 from nomyo_native._constants import KEY_PASSWORD_ENV, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE
 from nomyo_native._hints import option
 from nomyo_native._protocol import MAX_PUBLIC_KEY_BYTES
-from nomyo_native.errors import InsecureKeyFileError, KeyLoadError
+from nomyo_native.errors import KeyFormatError, KeyLoadError, KeyPasswordError
 
 __all__ = [
     "KeyLifecycle",
@@ -55,13 +55,24 @@ def generate_keypair(bits: int) -> _core.ClientKeyPair:
     return keypair
 
 
+def _explained(exc: KeyLoadError, message: str) -> KeyLoadError:
+    """The core's own error (its class kept), saying where the key or its password came from:
+    the option's spelling depends on the caller (Python or the CLI), which the core cannot
+    know."""
+    exc.args = (message,)
+    return exc
+
+
+def _password_hint() -> str:
+    return f"the password comes from {option('key_password')}"
+
+
 def _write_keypair(keypair: _core.ClientKeyPair, key_dir: Path, password: str | None) -> None:
     key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         keypair.save(key_dir / PRIVATE_KEY_FILE, key_dir / PUBLIC_KEY_FILE, password)
-    except _core.KeyPasswordError as exc:
-        hint = f"the password comes from {option('key_password')}"
-        raise KeyLoadError(f"{exc} ({hint})") from None
+    except KeyPasswordError as exc:
+        raise _explained(exc, f"{exc} ({_password_hint()})") from None
 
 
 def _report_saved(key_dir: Path, password: str | None) -> None:
@@ -120,9 +131,9 @@ def _check_public_half(
         public_pem = fh.read(MAX_PUBLIC_KEY_BYTES + 1)
     try:
         public_fp = _core.ServerPublicKey.from_pem(public_pem).fingerprint
-    except _core.KeyFormatError as exc:
+    except KeyFormatError as exc:
         keypair.wipe()
-        raise KeyLoadError(f"Failed to load public key: {exc}") from None
+        raise _explained(exc, f"Failed to load public key: {exc}") from None
     if public_fp != keypair.fingerprint:
         keypair.wipe()
         raise KeyLoadError(
@@ -139,21 +150,16 @@ def load_keypair(
     when given, must belong to the private key."""
     password = key_password(password)
     started = time.perf_counter()
+    # The core raises the package's classes: KeyPermissionError (an InsecureKeyFileError whose
+    # message gives the chmod fix), KeyPasswordError and KeyFormatError (KeyLoadErrors).
     try:
         keypair = _core.ClientKeyPair.load(private_key_path, password)
-    except _core.KeyPermissionError:
+    except KeyPasswordError as exc:
         path = os.fspath(private_key_path)
-        raise InsecureKeyFileError(
-            f"Private key file {path} is readable or writable by group or others; "
-            f"refusing to use it. Fix with: chmod 600 {path}"
-        ) from None
-    except _core.KeyPasswordError as exc:
-        raise KeyLoadError(
-            f"Failed to load private key {os.fspath(private_key_path)}: {exc} "
-            f"(the password comes from {option('key_password')})"
-        ) from None
-    except _core.KeyFormatError as exc:
-        raise KeyLoadError(f"Failed to load private key: {exc}") from None
+        message = f"Failed to load private key {path}: {exc} ({_password_hint()})"
+        raise _explained(exc, message) from None
+    except KeyFormatError as exc:
+        raise _explained(exc, f"Failed to load private key: {exc}") from None
     if public_key_path is not None:
         _check_public_half(keypair, public_key_path)
     logger.debug(

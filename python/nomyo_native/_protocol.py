@@ -26,10 +26,9 @@ from nomyo_native.errors import (
     APIConnectionError,
     APIError,
     AuthenticationError,
-    ClientClosedError,
+    CryptoError,
     ForbiddenError,
     InvalidRequestError,
-    PayloadTooLargeError,
     RateLimitError,
     ResponseFormatError,
     SecurityError,
@@ -119,14 +118,11 @@ def quote_public_key(keypair: _core.ClientKeyPair) -> str:
 
 
 def seal_payload(payload: dict[str, Any], server_key: _core.ServerPublicKey) -> bytes:
-    """The request envelope JSON: ``payload`` sealed to ``server_key`` in the core."""
+    """The request envelope JSON: ``payload`` sealed to ``server_key`` in the core, which
+    raises the package's own errors (``RequestTooLargeError``, a ``PayloadTooLargeError``;
+    ``TypeError``/``ValueError`` naming a value JSON cannot hold)."""
     started = time.perf_counter()
-    try:
-        envelope = _core.seal(payload, server_key)
-    except _core.PayloadTooLargeError as exc:
-        raise PayloadTooLargeError(f"Payload too large: {exc}") from None
-    except _core.CoreError:
-        raise SecurityError("Encryption operation failed") from None
+    envelope = _core.seal(payload, server_key)
     logger.debug(
         "sealed request: %d bytes in %.1f ms",
         len(envelope),
@@ -162,13 +158,15 @@ def open_response(body: bytes, payload_id: str, keypair: _core.ClientKeyPair) ->
     """
     started = time.perf_counter()
     try:
-        payload, processed_at, algorithm = _core.open(body, keypair)
-    except _core.CryptoError:
+        payload, processed_at, algorithm = _core.open_envelope(body, keypair)
+    except CryptoError:
+        # The client's own opaque text and the plain SecurityError nomyo 0.2.9 callers (and
+        # the retry model's exact-type checks) expect; the core's subclass would do otherwise.
         raise SecurityError(OPAQUE_CRYPTO_MESSAGE) from None
-    except (_core.EnvelopeError, _core.PayloadTooLargeError) as exc:
+    except ResponseFormatError as exc:
+        # EnvelopeError or ResponseTooLargeError: the same class nomyo callers catch, with the
+        # client's prefix (the core names the field or the cap).
         raise ResponseFormatError(f"Invalid encrypted response: {exc}") from None
-    except _core.KeyDisposedError:
-        raise ClientClosedError("the client was disposed: its keys are wiped") from None
     logger.debug(
         "opened response: %d bytes in %.1f ms", len(body), (time.perf_counter() - started) * 1000
     )

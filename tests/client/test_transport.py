@@ -531,7 +531,7 @@ async def test_keygen_seal_and_open_run_off_the_event_loop_thread(make_chat, pee
     real = {
         "generate": _core.ClientKeyPair.generate,
         "seal": _core.seal,
-        "open": _core.open,
+        "open": _core.open_envelope,
     }
 
     def spy(name):
@@ -542,7 +542,7 @@ async def test_keygen_seal_and_open_run_off_the_event_loop_thread(make_chat, pee
         return wrapper
 
     monkeypatch.setattr(_core, "seal", spy("seal"))
-    monkeypatch.setattr(_core, "open", spy("open"))
+    monkeypatch.setattr(_core, "open_envelope", spy("open"))
 
     class SpyKeyPair:
         generate = staticmethod(spy("generate"))
