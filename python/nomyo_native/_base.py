@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, cast
 
 from nomyo_native import _core, _protocol
 from nomyo_native._config import ClientOptions, Completed, RouterURL, attempt_deadline
@@ -35,6 +35,7 @@ from nomyo_native._trust import (
 from nomyo_native.attestation import prepare_baseline, resolve_policy, validate_trusted_aik
 from nomyo_native.errors import APIConnectionError, ClientClosedError, SecurityError
 from nomyo_native.keyring import KeyRing
+from nomyo_native.types import ChatCompletion
 
 __all__ = ["ClientBase"]
 
@@ -341,14 +342,20 @@ class ClientBase(_Attributes):
 
     def _finish(
         self,
-        metadata: dict[str, Any],
+        response: dict[str, Any],
         payload_id: str,
         policy: str,
         tier: str | None,
         sealed_to: _core.ServerPublicKey | None,
         require_echo: bool | None = None,
-    ) -> None:
+    ) -> ChatCompletion:
+        """The opened response once its ``_metadata`` passed the attestation policy and the
+        binding check (else SecurityError)."""
+        metadata = response["_metadata"]
         self._attestation.judge(metadata, payload_id, policy, tier, sealed_to, require_echo)
+        # The client built _metadata itself (open_response, judge); the rest is the server's
+        # chat.completion, described as PROTOCOL.md section 3 defines it, not validated here.
+        return cast(ChatCompletion, response)
 
     def _require_keypair(self) -> _core.ClientKeyPair:
         if self._keys.current is None:

@@ -17,6 +17,7 @@ from nomyo_native._base import ClientBase
 from nomyo_native._config import ClientOptions
 from nomyo_native._http_body import IDENTITY_ENCODING, LOCAL_REFUSALS, NETWORK_FAILURES, Answer
 from nomyo_native._sync import SyncDriver
+from nomyo_native.types import ChatCompletion
 
 __all__ = ["SyncCompletionClient"]
 
@@ -121,7 +122,7 @@ class SyncCompletionClient(ClientBase):
         *,
         attestation: str | None = None,
         require_payload_echo: bool | None = None,
-    ) -> dict[str, Any]:
+    ) -> ChatCompletion:
         """Seal ``payload``, POST it (with retries), open and check the response."""
         tier, bearer, policy = self._check_request(
             payload, payload_id, api_key, security_tier, attestation
@@ -142,10 +143,7 @@ class SyncCompletionClient(ClientBase):
             response = _protocol.open_response(body, payload_id, keypair)
         finally:
             self._keys.release(keypair)
-        self._finish(
-            response["_metadata"], payload_id, policy, tier, server_key, require_payload_echo
-        )
-        return response
+        return self._finish(response, payload_id, policy, tier, server_key, require_payload_echo)
 
     def close(self) -> None:
         """Close the pooled connections (keys are kept; see :meth:`dispose`)."""

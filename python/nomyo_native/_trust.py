@@ -29,6 +29,7 @@ from nomyo_native.attestation import (
 )
 from nomyo_native.enrollment import enrolled_aik
 from nomyo_native.errors import SecurityError
+from nomyo_native.types import AttestationVerification
 
 __all__ = [
     "AttestationTrust",
@@ -44,7 +45,7 @@ logger = logging.getLogger("nomyo_native.client")
 
 # The attestation record under attestation="off": the client's own, so that a verdict the
 # server wrote into _metadata never survives.
-_NOT_CHECKED: dict[str, Any] = {
+_NOT_CHECKED: AttestationVerification = {
     "verified": False,
     "bound": False,
     "hardware_rooted": False,
@@ -220,7 +221,7 @@ class AttestationTrust:
         """Attestation policy, then binding: raises SecurityError when the response must not
         be handed out (the decrypted content is then dropped)."""
         if policy == "off":
-            metadata["attestation_verification"] = dict(_NOT_CHECKED)
+            metadata["attestation_verification"] = _NOT_CHECKED.copy()
         else:
             apply_attestation_policy(
                 metadata,

@@ -17,6 +17,7 @@ from nomyo_native._config import ClientOptions
 from nomyo_native._protocol import validate_security_tier
 from nomyo_native._sync_client import SyncCompletionClient
 from nomyo_native.client import SecureCompletionClient
+from nomyo_native.types import ChatCompletion
 
 __all__ = ["SecureChatCompletion", "SyncSecureChatCompletion"]
 
@@ -156,7 +157,7 @@ class SecureChatCompletion(_ChatBase[SecureCompletionClient]):
 
     async def create(
         self, model: str, messages: list[dict[str, Any]], **kwargs: Any
-    ) -> dict[str, Any]:
+    ) -> ChatCompletion:
         """Create an encrypted chat completion; OpenAI parameters pass through in ``kwargs``.
 
         Client-only options: ``base_url``, ``security_tier`` (``standard``/``high``/
@@ -169,7 +170,7 @@ class SecureChatCompletion(_ChatBase[SecureCompletionClient]):
 
     async def acreate(
         self, model: str, messages: list[dict[str, Any]], **kwargs: Any
-    ) -> dict[str, Any]:
+    ) -> ChatCompletion:
         """Alias of :meth:`create` (OpenAI naming)."""
         return await self.create(model, messages, **kwargs)
 
@@ -214,7 +215,7 @@ class SyncSecureChatCompletion(_ChatBase[SyncCompletionClient]):
         self._init_clients(client, key_dir, secure_memory)
         self.chat = _Chat(self)
 
-    def create(self, model: str, messages: list[dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
+    def create(self, model: str, messages: list[dict[str, Any]], **kwargs: Any) -> ChatCompletion:
         """:meth:`SecureChatCompletion.create`, blocking."""
         client, payload, options = self._shape(model, messages, kwargs)
         return client.send_secure_request(payload, **options)

@@ -35,6 +35,7 @@ from nomyo_native._protocol import VALID_SECURITY_TIERS, validate_security_tier
 from nomyo_native._retry import RETRYABLE_STATUS_CODES
 from nomyo_native.attestation import ATTESTATION_POLICIES
 from nomyo_native.keyring import KeyRing
+from nomyo_native.types import ChatCompletion
 
 __all__ = [
     "ATTESTATION_POLICIES",
@@ -293,7 +294,7 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
         *,
         attestation: str | None = None,
         require_payload_echo: bool | None = None,
-    ) -> dict[str, Any]:
+    ) -> ChatCompletion:
         """Open a response envelope with the current key pair, check the payload id binding,
         fill ``_metadata`` and apply the attestation policy (``require_payload_echo`` overrides
         the client's setting for this call)."""
@@ -307,10 +308,9 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
             )
         finally:
             self._keys.release(keypair)
-        self._finish(
-            response["_metadata"], payload_id, policy, None, self._server_key, require_payload_echo
+        return self._finish(
+            response, payload_id, policy, None, self._server_key, require_payload_echo
         )
-        return response
 
     async def send_secure_request(
         self,
@@ -321,7 +321,7 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
         *,
         attestation: str | None = None,
         require_payload_echo: bool | None = None,
-    ) -> dict[str, Any]:
+    ) -> ChatCompletion:
         """Seal ``payload``, POST it (with retries), open and check the response
         (``require_payload_echo`` overrides the client's setting for this call)."""
         tier, bearer, policy = self._check_request(
@@ -347,10 +347,7 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
             response = await asyncio.to_thread(_protocol.open_response, body, payload_id, keypair)
         finally:
             self._keys.release(keypair)
-        self._finish(
-            response["_metadata"], payload_id, policy, tier, server_key, require_payload_echo
-        )
-        return response
+        return self._finish(response, payload_id, policy, tier, server_key, require_payload_echo)
 
     def __repr__(self) -> str:
         return f"<SecureCompletionClient {self._shown_url} closed={self._closed}>"

@@ -5,14 +5,21 @@ Dicts the client or the core builds entirely are also checked for keys the Typed
 
 from __future__ import annotations
 
+import typing
 from typing import Any
+
+import pytest
 
 import nomyo_native as nomyo
 from nomyo_native import _core
+from nomyo_native._sync_client import SyncCompletionClient
+from nomyo_native.attestation import AttestationResult
+from nomyo_native.client import SecureCompletionClient
 from nomyo_native.server import RunningServer
 from nomyo_native.types import (
     AttestationVerification,
     ChatCompletion,
+    CheckOutcome,
     CoreMemoryStatus,
     MemoryProtectionInfo,
     ProtectionInfo,
@@ -136,3 +143,30 @@ def test_memory_status_fits() -> None:
     legacy = nomyo.SecureMemory._get_secure_memory().get_protection_info()
     assert mismatches(legacy, ProtectionInfo) == []
     assert undeclared(legacy, ProtectionInfo) == set()
+
+
+# ---- the public signatures name them -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("function", "declared"),
+    [
+        (nomyo.SecureChatCompletion.create, ChatCompletion),
+        (nomyo.SecureChatCompletion.acreate, ChatCompletion),
+        (nomyo.SyncSecureChatCompletion.create, ChatCompletion),
+        (SecureCompletionClient.send_secure_request, ChatCompletion),
+        (SecureCompletionClient.decrypt_response, ChatCompletion),
+        (SyncCompletionClient.send_secure_request, ChatCompletion),
+        (AttestationResult.to_dict, AttestationVerification),
+        (nomyo.get_memory_protection_info, MemoryProtectionInfo),
+        (nomyo.SecureMemory.SecureMemory.get_protection_info, ProtectionInfo),
+    ],
+)
+def test_public_functions_return_the_typeddicts(function: Any, declared: Any) -> None:
+    assert typing.get_type_hints(function)["return"] is declared
+
+
+def test_check_results_are_check_outcomes() -> None:
+    hints = typing.get_type_hints(AttestationResult.to_dict)
+    checks = typing.get_type_hints(hints["return"])["checks"]
+    assert all(v is CheckOutcome for v in typing.get_type_hints(checks).values())

@@ -7,7 +7,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nomyo_native._constants import (
     ATTESTATION_POLICIES,
@@ -18,6 +18,9 @@ from nomyo_native._constants import (
     SECURITY_TIERS,
 )
 from nomyo_native.cli._common import new_key_password, positive_float
+
+if TYPE_CHECKING:
+    from nomyo_native.types import ChatCompletion
 
 
 def add_parser(subparsers: Any) -> None:
@@ -77,7 +80,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print the whole response as JSON")
 
 
-async def _chat_once(args: argparse.Namespace, messages: list[dict[str, str]]) -> dict[str, Any]:
+async def _chat_once(args: argparse.Namespace, messages: list[dict[str, str]]) -> ChatCompletion:
     import nomyo_native
 
     async with nomyo_native.SecureChatCompletion(

@@ -14,6 +14,7 @@ from nomyo_native.cli._common import needs_server_extra, verdict_label
 
 if TYPE_CHECKING:
     from nomyo_native.server.runner import RunningServer
+    from nomyo_native.types import ChatCompletion, ResponseMetadata
 
 
 def add_parser(subparsers: Any) -> None:
@@ -53,7 +54,7 @@ def _tpm_for_demo(no_tpm: bool) -> tuple[str, str]:
 
 async def _demo_chat(
     endpoint: RunningServer, message: str, tier: str
-) -> tuple[dict[str, Any], list[tuple[str, float]]]:
+) -> tuple[ChatCompletion, list[tuple[str, float]]]:
     import nomyo_native
 
     client = nomyo_native.SecureChatCompletion(
@@ -78,9 +79,9 @@ async def _demo_chat(
     return response, timings
 
 
-def _attestation_verdict(metadata: dict[str, Any], endpoint: RunningServer) -> str:
-    block = metadata.get("tpm_attestation") or {}
-    if not block.get("is_available"):
+def _attestation_verdict(metadata: ResponseMetadata, endpoint: RunningServer) -> str:
+    block = metadata.get("tpm_attestation")
+    if block is None or not block.get("is_available"):
         return "not available (the endpoint has no TPM)"
     try:
         from nomyo_native.attestation import verify_attestation
@@ -134,7 +135,7 @@ def _run_demo(args: argparse.Namespace) -> int:
                 print(f"demo: the encrypted request failed: {type(exc).__name__}: {exc}")
                 return 1
             timings += request_timings
-            metadata = response.get("_metadata", {})
+            metadata = response["_metadata"]
             started = time.perf_counter()
             verdict = _attestation_verdict(metadata, endpoint)
             timings.append(("verify attestation", time.perf_counter() - started))
@@ -142,8 +143,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     print(f"security tier     {metadata.get('security_tier')}")
     print(f"payload id        {metadata.get('payload_id')}")
     print(f"reply             {reply}")
-    block = metadata.get("tpm_attestation") or {}
-    if block.get("is_available"):
+    block = metadata.get("tpm_attestation")
+    if block is not None and block.get("is_available"):
         values = block.get("pcr_values", {}).get("sha256", {})
         shown = ", ".join(f"{index}={value[:16]}..." for index, value in values.items())
         print(f"quoted PCRs       {block.get('pcr_banks')}: {shown}")
