@@ -61,6 +61,13 @@ $(REFERENCE_STAMP):
 
 reference-venv: $(REFERENCE_STAMP)
 
+# A .venv made before the reference had a venv of its own still holds it (and its httpx 0.28):
+# removed once, so that no test can reach it in-process.
+$(STAMPS)/reference-out-of-venv: | $(STAMPS)/pydeps
+	@scripts/quietly.sh "removing the reference client from $(VENV) (it has a venv of its own)" \
+	  $(PY) -m pip uninstall -q -y nomyo httpx httpcore
+	@touch $@
+
 # Each cargo configuration has its own target directory, so that alternating between them
 # recompiles nothing (our crate is a cdylib: its files carry no feature hash, and one build
 # would overwrite the other's). Dependencies compile the same way in all of them, so the others
@@ -126,7 +133,7 @@ lint: build $(STAMPS)/lint-tools
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(VENV)/bin/zizmor --offline --no-progress .github/workflows
 
-test-python: build-test reference-venv
+test-python: build-test reference-venv $(STAMPS)/reference-out-of-venv
 	$(PY) -m pytest -q -p no:cacheprovider
 
 # ---- wheels -----------------------------------------------------------------------------

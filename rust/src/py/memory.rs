@@ -40,8 +40,9 @@ pub fn memory_status(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 }
 
 /// A caller's buffer held exported (so it cannot be resized) through a memoryview, with a
-/// ctypes array over it for the address: the limited API of CPython 3.10 (abi3) has no
-/// buffer-protocol calls, ctypes reaches the same export with stable calls only.
+/// ctypes array over it for the address, through stable calls only. (Chosen while the abi3
+/// floor was CPython 3.10, whose limited API has no buffer-protocol calls; since the floor is
+/// 3.11, pyo3's `PyBuffer` is available under abi3 as well.)
 struct Export {
     view: Py<PyAny>,
     array: Option<Py<PyAny>>,
