@@ -250,13 +250,11 @@ def httpx_default_transport(trust_bundle: str) -> Any:
     """The HTTP library's own transport (TLS in anyio's memory BIO): shows what ours saves."""
     import ssl
 
-    try:
-        import httpx2 as httpx  # type: ignore[import-not-found]
-    except ImportError:
-        import httpx
-    return httpx.AsyncHTTPTransport(
+    import httpx2
+
+    return httpx2.AsyncHTTPTransport(
         verify=ssl.create_default_context(cafile=trust_bundle),
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=32),
+        limits=httpx2.Limits(max_connections=100, max_keepalive_connections=32),
     )
 
 
