@@ -114,8 +114,9 @@ $(STAMPS)/lint-tools: Makefile | $(STAMPS)/pydeps
 
 # The stubs against the compiled modules: `_core.pyi` against the release module (what wheels
 # ship, as `make build` installed it), then the test build's `_core._testing` against its stub
-# (tests/stubs: the module is in no wheel, neither is its stub); lint leaves the test build
-# installed. No allowlist: stubtest models everything in these modules.
+# (tests/stubs: the module is in no wheel, neither is its stub; it is not in `_core.__all__`, so
+# `_core.pyi` holds for the test build too); lint leaves the test build installed. No
+# allowlist: stubtest models everything in these modules.
 stubtest = $(PY) -m mypy.stubtest $(1)
 
 lint: build $(STAMPS)/lint-tools

@@ -28,9 +28,11 @@ pub fn register(core: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(json_roundtrip, &m)?)?;
     m.add_function(wrap_pyfunction!(json_digest, &m)?)?;
     m.add_function(wrap_pyfunction!(json_loads, &m)?)?;
-    core.add_submodule(&m)?;
-    // `add_submodule` sets the attribute only: `import a.b.c` looks in sys.modules, and
-    // pickling and reprs use the qualified name.
+    // An attribute, not `add_submodule`, which would also list it in `_core.__all__`: the probes
+    // are private and test-only, so `_core`'s public names (and its stub) are the same in the
+    // release and the test build. The attribute alone does not make it importable: `import a.b.c`
+    // looks in sys.modules, and pickling and reprs use the qualified name.
+    core.setattr("_testing", &m)?;
     let name = "nomyo_native._core._testing";
     m.setattr("__name__", name)?;
     py.import("sys")?.getattr("modules")?.set_item(name, &m)?;
