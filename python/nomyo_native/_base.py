@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, NamedTuple, cast
 
 from nomyo_native import _core, _protocol
 from nomyo_native._config import ClientOptions, Completed, RouterURL, attempt_deadline
@@ -37,9 +38,46 @@ from nomyo_native.errors import APIConnectionError, ClientClosedError, SecurityE
 from nomyo_native.keyring import KeyRing
 from nomyo_native.types import ChatCompletion
 
-__all__ = ["ClientBase"]
+__all__ = ["Checked", "ClientBase", "Sealer", "log_answer", "log_retry"]
+
+# Seals the request for the server key it is given; called afresh for every attempt.
+Sealer = Callable[[_core.ServerPublicKey], bytes]
+# _check_request's "the caller seals the payload itself".
+_SEALED: Any = object()
+
+
+class Checked(NamedTuple):
+    """A completion request's settings, checked: tier, bearer token, attestation policy."""
+
+    tier: str | None
+    bearer: str | None
+    policy: str
+
 
 logger = logging.getLogger("nomyo_native.client")
+
+
+def log_answer(method: str, path: str, answer: Answer, started: float) -> None:
+    elapsed = (time.perf_counter() - started) * 1000
+    logger.debug(
+        "%s %s -> %d in %.1f ms (%d bytes)",
+        method,
+        path,
+        answer.status,
+        elapsed,
+        len(answer.body),
+    )
+
+
+def log_retry(method: str, path: str, delay: float, attempt: int, attempts: int) -> None:
+    logger.warning(
+        "retrying %s %s in %.2f s (attempt %d/%d failed)",
+        method,
+        path,
+        delay,
+        attempt + 1,
+        attempts,
+    )
 
 
 def _attestation_trust(options: ClientOptions, router_url: str) -> AttestationTrust:
@@ -262,18 +300,6 @@ class ClientBase(_Attributes):
             self._quoted_public_key = cached
         return _protocol.completion_headers(payload_id, cached[1], bearer, tier)
 
-    @staticmethod
-    def _log_answer(method: str, path: str, answer: Answer, started: float) -> None:
-        elapsed = (time.perf_counter() - started) * 1000
-        logger.debug(
-            "%s %s -> %d in %.1f ms (%d bytes)",
-            method,
-            path,
-            answer.status,
-            elapsed,
-            len(answer.body),
-        )
-
     def _judge_answer(
         self,
         attempt: int,
@@ -322,20 +348,21 @@ class ClientBase(_Attributes):
 
     def _check_request(
         self,
-        payload: Any,
         payload_id: str,
         api_key: str | None,
         security_tier: str | None,
         attestation: str | None,
-    ) -> tuple[str | None, str | None, str]:
+        payload: Any = _SEALED,
+    ) -> Checked:
         """Everything about a completion request that can be refused before a byte is sent
-        or sealed: (tier, bearer token, attestation policy)."""
+        or sealed (a payload already sealed by the caller was checked by the core)."""
         self._check_usable()
         tier = _protocol.validate_security_tier(security_tier)
         bearer = validate_api_key(api_key) if api_key is not None else self.api_key
         validate_payload_id(payload_id)
-        _protocol.validate_payload(payload)
-        return tier, bearer, self._policy_for(attestation, tier)
+        if payload is not _SEALED:
+            _protocol.validate_payload(payload)
+        return Checked(tier, bearer, self._policy_for(attestation, tier))
 
     def _policy_for(self, attestation: str | None, security_tier: str | None) -> str:
         return self._attestation.policy_for(attestation, security_tier)

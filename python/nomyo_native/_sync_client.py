@@ -7,13 +7,14 @@ thread (the core releases the GIL, so other threads keep running).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from nomyo_native import _core, _protocol
-from nomyo_native._base import ClientBase
+from nomyo_native._base import Checked, ClientBase, Sealer, log_answer, log_retry
 from nomyo_native._config import ClientOptions
 from nomyo_native._http_body import IDENTITY_ENCODING, LOCAL_REFUSALS, NETWORK_FAILURES, Answer
 from nomyo_native._sync import SyncDriver
@@ -73,20 +74,13 @@ class SyncCompletionClient(ClientBase):
             except NETWORK_FAILURES as exc:
                 delay = self._judge_failure(attempt, exc, started)
             else:
-                self._log_answer(method, path, answer, started)
+                log_answer(method, path, answer, started)
                 if answer.status == 200:
                     return answer.body
                 delay = self._judge_answer(attempt, *answer, headers, tier)
             if delay is None:
                 raise _protocol.locally_refused_error()
-            logger.warning(
-                "retrying %s %s in %.2f s (attempt %d/%d failed)",
-                method,
-                path,
-                delay,
-                attempt + 1,
-                attempts,
-            )
+            log_retry(method, path, delay, attempt, attempts)
             self._driver.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -124,9 +118,28 @@ class SyncCompletionClient(ClientBase):
         require_payload_echo: bool | None = None,
     ) -> ChatCompletion:
         """Seal ``payload``, POST it (with retries), open and check the response."""
-        tier, bearer, policy = self._check_request(
-            payload, payload_id, api_key, security_tier, attestation
-        )
+        checked = self._check_request(payload_id, api_key, security_tier, attestation, payload)
+        seal = functools.partial(_protocol.seal_payload, payload)
+        return self._send(seal, payload_id, checked, require_payload_echo)
+
+    def send_sealed_request(
+        self,
+        seal: Sealer,
+        payload_id: str,
+        api_key: str | None = None,
+        security_tier: str | None = None,
+        *,
+        attestation: str | None = None,
+        require_payload_echo: bool | None = None,
+    ) -> ChatCompletion:
+        """``SecureCompletionClient.send_sealed_request``, blocking."""
+        checked = self._check_request(payload_id, api_key, security_tier, attestation)
+        return self._send(seal, payload_id, checked, require_payload_echo)
+
+    def _send(
+        self, seal: Sealer, payload_id: str, checked: Checked, require_echo: bool | None
+    ) -> ChatCompletion:
+        tier, bearer, policy = checked
         server_key = self._server_public_key()
         self._ensure_keys()
         keypair = self._keys.acquire()
@@ -136,14 +149,14 @@ class SyncCompletionClient(ClientBase):
                 "POST",
                 _protocol.COMPLETION_PATH,
                 headers,
-                lambda: _protocol.seal_payload(payload, server_key),
+                lambda: seal(server_key),
                 _core.MAX_ENVELOPE_BYTES,
                 tier,
             )
             response = _protocol.open_response(body, payload_id, keypair)
         finally:
             self._keys.release(keypair)
-        return self._finish(response, payload_id, policy, tier, server_key, require_payload_echo)
+        return self._finish(response, payload_id, policy, tier, server_key, require_echo)
 
     def close(self) -> None:
         """Close the pooled connections (keys are kept; see :meth:`dispose`)."""

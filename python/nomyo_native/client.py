@@ -11,6 +11,7 @@ ciphertext and the final response dict.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import ssl
@@ -22,7 +23,7 @@ import httpx2
 
 from nomyo_native import _core, _protocol
 from nomyo_native._aio import AsyncDriver
-from nomyo_native._base import ClientBase
+from nomyo_native._base import Checked, ClientBase, Sealer, log_answer, log_retry
 from nomyo_native._config import FROM_TIMEOUT, ClientOptions
 from nomyo_native._constants import (
     DEFAULT_KEY_ROTATION_INTERVAL,
@@ -238,20 +239,13 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
             except NETWORK_FAILURES as exc:
                 delay = self._judge_failure(attempt, exc, started)
             else:
-                self._log_answer(method, path, answer, started)
+                log_answer(method, path, answer, started)
                 if answer.status == 200:
                     return answer.body
                 delay = self._judge_answer(attempt, *answer, headers, tier)
             if delay is None:
                 raise _protocol.locally_refused_error()
-            logger.warning(
-                "retrying %s %s in %.2f s (attempt %d/%d failed)",
-                method,
-                path,
-                delay,
-                attempt + 1,
-                attempts,
-            )
+            log_retry(method, path, delay, attempt, attempts)
             await self._driver.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -324,9 +318,30 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
     ) -> ChatCompletion:
         """Seal ``payload``, POST it (with retries), open and check the response
         (``require_payload_echo`` overrides the client's setting for this call)."""
-        tier, bearer, policy = self._check_request(
-            payload, payload_id, api_key, security_tier, attestation
-        )
+        checked = self._check_request(payload_id, api_key, security_tier, attestation, payload)
+        seal = functools.partial(_protocol.seal_payload, payload)
+        return await self._send(seal, payload_id, checked, require_payload_echo)
+
+    async def send_sealed_request(
+        self,
+        seal: Sealer,
+        payload_id: str,
+        api_key: str | None = None,
+        security_tier: str | None = None,
+        *,
+        attestation: str | None = None,
+        require_payload_echo: bool | None = None,
+    ) -> ChatCompletion:
+        """:meth:`send_secure_request` for a request the caller seals: ``seal(server_key)``
+        returns the envelope, afresh for every attempt (e.g. ``_core.RequestBody.seal``, the
+        openai SDK's request bytes read into locked memory)."""
+        checked = self._check_request(payload_id, api_key, security_tier, attestation)
+        return await self._send(seal, payload_id, checked, require_payload_echo)
+
+    async def _send(
+        self, seal: Sealer, payload_id: str, checked: Checked, require_echo: bool | None
+    ) -> ChatCompletion:
+        tier, bearer, policy = checked
         server_key = await self._server_public_key()
         await self._ensure_keys()
         keypair = self._keys.acquire()
@@ -334,7 +349,7 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
             headers = self._completion_headers(payload_id, keypair, bearer, tier)
 
             async def seal_fresh() -> bytes:
-                return await asyncio.to_thread(_protocol.seal_payload, payload, server_key)
+                return await asyncio.to_thread(seal, server_key)
 
             body = await self._request(
                 "POST",
@@ -347,7 +362,7 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
             response = await asyncio.to_thread(_protocol.open_response, body, payload_id, keypair)
         finally:
             self._keys.release(keypair)
-        return self._finish(response, payload_id, policy, tier, server_key, require_payload_echo)
+        return self._finish(response, payload_id, policy, tier, server_key, require_echo)
 
     def __repr__(self) -> str:
         return f"<SecureCompletionClient {self._shown_url} closed={self._closed}>"

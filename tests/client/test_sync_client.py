@@ -29,7 +29,10 @@ class Driven:
         self.chat: Any = cls(**options)
 
     def create(self, **kwargs: Any) -> dict[str, Any]:
-        call = self.chat.chat.completions.create(model="m", messages=USER, **kwargs)
+        return self.run(self.chat.chat.completions.create(model="m", messages=USER, **kwargs))
+
+    def run(self, call: Any) -> Any:
+        """The result of a client call: as it is (sync), or awaited (async)."""
         return call if self.kind == "sync" else asyncio.run(call)
 
     def close(self) -> None:
@@ -164,6 +167,42 @@ def test_another_base_url_shares_the_key_pair(driven, peer):
     chat.create(base_url="https://other.test")
     keys = {r.headers["x-public-key"] for r in peer.received}
     assert len(keys) == 1 and peer.key_fetches == 2
+
+
+def test_a_request_sealed_by_the_caller_is_sent_and_checked_like_any(driven, peer):
+    peer.script = [httpx2.Response(500, json={"detail": "once"})]
+    sealed: list[bytes] = []
+
+    def seal(server_key: _core.ServerPublicKey) -> bytes:
+        sealed.append(_core.seal({"model": "m", "messages": USER}, server_key))
+        return sealed[-1]
+
+    chat = driven(max_retries=1)
+    reply = chat.run(chat.chat.client.send_sealed_request(seal, "pid-sealed", "sk-x", "high"))
+    assert reply["_metadata"]["payload_id"] == "pid-sealed"
+    assert reply["_metadata"]["payload_id_verified"] is True
+    assert len(sealed) == 2 and sealed[0] != sealed[1], "each attempt sealed afresh"
+    assert [r.request for r in peer.received] == [{"model": "m", "messages": USER}] * 2
+    assert peer.received[1].headers["authorization"] == "Bearer sk-x"
+    assert peer.received[1].headers["x-security-tier"] == "high"
+
+
+def test_an_sdk_request_body_is_sealed_from_locked_memory_and_consumed(driven, peer):
+    body = _core.RequestBody(json.dumps({"model": "m", "messages": USER}, indent=2).encode())
+    chat = driven(max_retries=0)
+    reply = chat.run(chat.chat.client.send_sealed_request(body.seal, "pid-sdk"))
+    assert reply["choices"][0]["message"]["content"] == "echo: both drivers"
+    assert body.consumed
+    assert peer.received[0].request == {"model": "m", "messages": USER}
+
+
+def test_a_sealed_request_is_checked_before_sealing(driven, peer):
+    chat = driven()
+    with pytest.raises(ValueError, match="payload_id"):
+        chat.run(chat.chat.client.send_sealed_request(pytest.fail, "bad id"))
+    with pytest.raises(ValueError, match="security_tier"):
+        chat.run(chat.chat.client.send_sealed_request(pytest.fail, "pid", None, "ultra"))
+    assert peer.posts == 0
 
 
 # ---- the sync client's own -------------------------------------------------------------------
