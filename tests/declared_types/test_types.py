@@ -5,7 +5,9 @@ Dicts the client or the core builds entirely are also checked for keys the Typed
 
 from __future__ import annotations
 
+import shutil
 import typing
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -114,6 +116,19 @@ async def test_a_checked_quote_fits(swtpm_endpoint: RunningServer) -> None:
     assert metadata["tpm_attestation"]["is_available"] is True
     verdict = metadata["attestation_verification"]
     assert verdict["level"] == "bound" and "checks" in verdict
+    assert undeclared(verdict, AttestationVerification) == set()
+
+
+async def test_a_rooted_quote_fits(endpoint_factory: Callable[..., RunningServer]) -> None:
+    if shutil.which("swtpm") is None:
+        pytest.skip("swtpm is not installed (Debian packages swtpm, swtpm-tools)")
+    endpoint = endpoint_factory(tls_self_signed=True, tpm="swtpm")  # a persistent AIK
+    async with client_for(endpoint, trusted_aik=endpoint.aik_fingerprint) as chat:
+        reply = await chat.create(model="m", messages=USER, security_tier="maximum")
+    assert mismatches(reply, ChatCompletion) == []
+    verdict = reply["_metadata"]["attestation_verification"]
+    assert verdict["level"] == "rooted" and verdict["binding"] == "payload_id+server_key"
+    assert reply["_metadata"]["tpm_attestation"]["binding"] == "payload_id+server_key"
     assert undeclared(verdict, AttestationVerification) == set()
 
 
