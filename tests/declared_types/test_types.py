@@ -172,6 +172,8 @@ def test_memory_status_fits() -> None:
         (SecureCompletionClient.send_secure_request, ChatCompletion),
         (SecureCompletionClient.decrypt_response, ChatCompletion),
         (SyncCompletionClient.send_secure_request, ChatCompletion),
+        (SecureCompletionClient.send_sealed_request, ChatCompletion),
+        (SyncCompletionClient.send_sealed_request, ChatCompletion),
         (AttestationResult.to_dict, AttestationVerification),
         (nomyo.get_memory_protection_info, MemoryProtectionInfo),
         (nomyo.SecureMemory.SecureMemory.get_protection_info, ProtectionInfo),
