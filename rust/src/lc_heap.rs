@@ -268,16 +268,17 @@ fn close_gate() {
     }
 }
 
-/// `fork` prepare handler: let every thread inside aws-lc finish, then hold the pool.
+/// `fork` prepare handler (see `crate::fork`): let every thread inside aws-lc finish, then
+/// hold the pool.
 #[cfg(unix)]
-extern "C" fn before_fork() {
+pub(crate) fn before_fork() {
     close_gate();
     POOL.acquire();
 }
 
 /// `fork` parent handler: this fork is done (another thread's may still be pending).
 #[cfg(unix)]
-extern "C" fn after_fork_parent() {
+pub(crate) fn after_fork_parent() {
     POOL.release();
     GATE.fetch_sub(FORK_UNIT, Ordering::SeqCst);
 }
@@ -287,7 +288,7 @@ extern "C" fn after_fork_parent() {
 /// next entry into aws-lc or status read (a system call per page is too much for every fork
 /// that is followed by exec).
 #[cfg(unix)]
-extern "C" fn after_fork_child() {
+pub(crate) fn after_fork_child() {
     GENERATION.fetch_add(1, Ordering::SeqCst);
     RELOCK_PENDING.store(true, Ordering::SeqCst);
     POOL.release();
@@ -305,7 +306,7 @@ fn relock_after_fork() {
         return;
     }
     SLAB_LOCKED.store(0, Ordering::SeqCst);
-    let page = sys::page_size();
+    let page = crate::page::size();
     let count = pool.slab_count;
     for slab in &mut pool.slabs[..count] {
         for i in 0..MAX_SLAB_PAGES {
@@ -383,15 +384,7 @@ pub fn install() -> bool {
         let ok = unsafe {
             aws_lc_sys::CRYPTO_set_mem_functions(Some(lc_malloc), Some(lc_realloc), Some(lc_free))
         };
-        // SAFETY: plain functions without captured state, valid for the process lifetime.
-        #[cfg(unix)]
-        unsafe {
-            libc::pthread_atfork(
-                Some(before_fork),
-                Some(after_fork_parent),
-                Some(after_fork_child),
-            )
-        };
+        crate::fork::install();
         INSTALLED.store(ok == 1, Ordering::SeqCst);
     });
     INSTALLED.load(Ordering::SeqCst)
@@ -425,7 +418,7 @@ fn class_of(total: usize) -> Option<usize> {
 
 /// A fresh slab, dump-excluded; its pages are locked as blocks are placed in them.
 unsafe fn new_slab(pool: &mut Pool) -> bool {
-    if pool.slab_count == MAX_SLABS || SLAB_BYTES / sys::page_size() > MAX_SLAB_PAGES {
+    if pool.slab_count == MAX_SLABS || SLAB_BYTES / crate::page::size() > MAX_SLAB_PAGES {
         return false;
     }
     let Some(start) = sys::map(SLAB_BYTES) else {
@@ -450,13 +443,13 @@ fn pages_of(pool: &Pool, block: *mut u8, len: usize) -> Option<(usize, usize, us
         .iter()
         .rposition(|s| (s.start as usize..s.start as usize + SLAB_BYTES).contains(&at))?;
     let offset = at - pool.slabs[index].start as usize;
-    let page = sys::page_size();
+    let page = crate::page::size();
     Some((index, offset / page, (offset + len - 1) / page))
 }
 
 /// Lock one page of a slab if the budget and the limit allow.
 unsafe fn lock_page(slab: &mut Slab, i: usize) -> bool {
-    let page = sys::page_size();
+    let page = crate::page::size();
     if SLAB_LOCKED.load(Ordering::SeqCst) + page > MAX_LOCKED_BYTES
         || !sys::lock(slab.start.add(i * page), page)
     {
@@ -481,7 +474,7 @@ unsafe fn use_pages(pool: &mut Pool, block: *mut u8, len: usize) {
             if crate::secret::release_pool() > 0 && lock_page(slab, i) {
                 continue;
             }
-            SLAB_UNLOCKED.fetch_add(sys::page_size(), Ordering::SeqCst);
+            SLAB_UNLOCKED.fetch_add(crate::page::size(), Ordering::SeqCst);
             LOCK_FAILURES.fetch_add(1, Ordering::SeqCst);
         }
     }
@@ -493,7 +486,7 @@ unsafe fn unuse_pages(pool: &mut Pool, block: *mut u8, len: usize) {
     let Some((index, first, last)) = pages_of(pool, block, len) else {
         return;
     };
-    let page = sys::page_size();
+    let page = crate::page::size();
     let mut handed_over = false;
     let slab = &mut pool.slabs[index];
     for i in first..=last {
@@ -524,7 +517,7 @@ unsafe fn lock_waiting_pages(pool: &mut Pool) {
                 if !lock_page(slab, i) {
                     return;
                 }
-                sub(&SLAB_UNLOCKED, sys::page_size());
+                sub(&SLAB_UNLOCKED, crate::page::size());
             }
         }
     }
@@ -541,7 +534,7 @@ unsafe fn write_header(block: *mut u8, kind: u8, class: u8, size: usize) {
 
 /// Bytes of the mapping behind a big block of `size` bytes (header included).
 fn mapped_len(size: usize) -> usize {
-    let page = sys::page_size();
+    let page = crate::page::size();
     (size + HEADER).div_ceil(page) * page
 }
 
@@ -676,26 +669,8 @@ unsafe fn release(ptr: *mut u8) {
 /// The calls the heap needs from the platform: anonymous dump-excluded mappings and locking.
 #[cfg(unix)]
 mod sys {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
     /// Big blocks get their own mapping (false: they come from `malloc`, unprotected).
     pub const MAPS: bool = true;
-
-    pub fn page_size() -> usize {
-        static PAGE: AtomicUsize = AtomicUsize::new(0);
-        match PAGE.load(Ordering::Relaxed) {
-            0 => {
-                // SAFETY: sysconf has no preconditions.
-                let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-                    n if n > 0 => n as usize,
-                    _ => 4096,
-                };
-                PAGE.store(page, Ordering::Relaxed);
-                page
-            }
-            page => page,
-        }
-    }
 
     /// `len` bytes of fresh, zeroed, dump-excluded memory (`len` a multiple of the page size).
     pub unsafe fn map(len: usize) -> Option<*mut u8> {
@@ -743,10 +718,6 @@ use windows as sys;
 #[cfg(not(any(unix, windows)))]
 mod sys {
     pub const MAPS: bool = false;
-
-    pub fn page_size() -> usize {
-        4096
-    }
 
     pub unsafe fn map(_len: usize) -> Option<*mut u8> {
         None

@@ -6,8 +6,10 @@
 
 pub mod envelope;
 pub mod error;
+mod fork;
 pub mod keys;
 pub mod lc_heap;
+mod page;
 pub mod request_body;
 pub mod secret;
 pub mod tpm;
@@ -62,9 +64,8 @@ mod _core {
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
-        // First, so that `fork` takes the LockedBuf pool after lc_heap has let aws-lc users
-        // finish.
-        crate::secret::install_fork_handlers();
+        // First, so that a `fork` from now on never leaves a child a lock held (see fork.rs).
+        crate::fork::install();
         // Before aws-lc allocates anything: its keys and contexts go to locked, wiped memory.
         crate::lc_heap::install();
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;

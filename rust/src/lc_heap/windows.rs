@@ -3,25 +3,10 @@
 //! is what refuses (see win.rs). Windows has no per-page exclusion from crash dumps; every
 //! block is still wiped on free.
 
-use std::sync::OnceLock;
-
 use windows_sys::Win32::System::Memory::{VirtualFree, VirtualUnlock, MEM_RELEASE};
-use windows_sys::Win32::System::SystemInformation::{GetSystemInfo, SYSTEM_INFO};
 
 /// Big blocks get their own mapping, as on Unix.
 pub const MAPS: bool = true;
-
-pub fn page_size() -> usize {
-    static PAGE: OnceLock<usize> = OnceLock::new();
-    *PAGE.get_or_init(|| {
-        let mut info = std::mem::MaybeUninit::<SYSTEM_INFO>::zeroed();
-        // SAFETY: GetSystemInfo fills the struct it is given.
-        unsafe {
-            GetSystemInfo(info.as_mut_ptr());
-            info.assume_init().dwPageSize as usize
-        }
-    })
-}
 
 /// `len` bytes of fresh, zeroed memory (`len` a multiple of the page size).
 ///

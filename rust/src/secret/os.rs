@@ -1,0 +1,107 @@
+//! The platform calls behind `LockedBuf` and `BufferLock`: lock, unlock, dump exclusion,
+//! the lock limit.
+
+pub use crate::page::size as page_size;
+pub use imp::*;
+
+#[cfg(unix)]
+mod imp {
+    #[cfg(target_os = "linux")]
+    pub const PLATFORM: &str = "linux";
+    #[cfg(target_os = "macos")]
+    pub const PLATFORM: &str = "darwin";
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    pub const PLATFORM: &str = std::env::consts::OS;
+    pub const GUARD_PAGES: bool = true;
+
+    /// # Safety
+    /// Page-aligned range of this process's memory.
+    pub unsafe fn lock(addr: *mut u8, len: usize) -> bool {
+        libc::mlock(addr.cast(), len) == 0
+    }
+
+    /// # Safety
+    /// Page-aligned range of this process's memory.
+    pub unsafe fn unlock(addr: *mut u8, len: usize) {
+        libc::munlock(addr.cast(), len);
+    }
+
+    /// `Some(applied)` where the platform can exclude pages from core dumps, else `None`.
+    ///
+    /// # Safety
+    /// Page-aligned range of this process's memory.
+    pub unsafe fn exclude_from_dumps(addr: *mut u8, len: usize) -> Option<bool> {
+        #[cfg(target_os = "linux")]
+        {
+            Some(libc::madvise(addr.cast(), len, libc::MADV_DONTDUMP) == 0)
+        }
+        #[cfg(any(target_os = "freebsd", target_os = "dragonfly"))]
+        {
+            Some(libc::madvise(addr.cast(), len, libc::MADV_NOCORE) == 0)
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "freebsd", target_os = "dragonfly")))]
+        {
+            let _ = (addr, len);
+            None
+        }
+    }
+
+    /// # Safety
+    /// Page-aligned range of this process's memory.
+    pub unsafe fn include_in_dumps(addr: *mut u8, len: usize) {
+        #[cfg(target_os = "linux")]
+        libc::madvise(addr.cast(), len, libc::MADV_DODUMP);
+        #[cfg(any(target_os = "freebsd", target_os = "dragonfly"))]
+        libc::madvise(addr.cast(), len, libc::MADV_CORE);
+        let _ = (addr, len);
+    }
+
+    pub fn lock_limit() -> Option<u64> {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `lim` is a valid out-pointer.
+        if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0
+            || lim.rlim_cur == libc::RLIM_INFINITY
+        {
+            return None;
+        }
+        #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every unix
+        Some(lim.rlim_cur as u64)
+    }
+}
+
+#[cfg(windows)]
+mod imp {
+    use windows_sys::Win32::System::Memory::VirtualUnlock;
+
+    pub const PLATFORM: &str = "windows";
+    pub const GUARD_PAGES: bool = true;
+
+    /// Within the working set, raised when its quota refuses (see win.rs).
+    ///
+    /// # Safety
+    /// Range of this process's committed memory.
+    pub unsafe fn lock(addr: *mut u8, len: usize) -> bool {
+        crate::win::lock(addr, len)
+    }
+
+    /// # Safety
+    /// Range of this process's committed memory.
+    pub unsafe fn unlock(addr: *mut u8, len: usize) {
+        VirtualUnlock(addr.cast(), len);
+    }
+
+    /// Windows has no per-page dump exclusion.
+    pub unsafe fn exclude_from_dumps(_addr: *mut u8, _len: usize) -> Option<bool> {
+        None
+    }
+
+    pub unsafe fn include_in_dumps(_addr: *mut u8, _len: usize) {}
+
+    /// The working-set quota, not an RLIMIT, bounds VirtualLock on Windows.
+    pub fn lock_limit() -> Option<u64> {
+        None
+    }
+}
