@@ -86,6 +86,9 @@ class KeyRing:
         """Install ``initial()`` when there is no pair, ``rotated()`` when rotation is due
         (blocking: async callers run this in a worker thread)."""
         with self._making:
+            if self._disposed:
+                # Not even generated: a pair made for a disposed ring would only be wiped.
+                raise ClientClosedError("the client was disposed: its keys are wiped")
             if self._current is None:
                 self.install(initial(), rotatable=True)
             elif self.rotation_due():

@@ -131,3 +131,19 @@ def test_a_public_key_file_of_another_pair_is_refused(tmp_path):
 def test_key_sizes_are_checked(bits):
     with pytest.raises(ValueError, match="key_size"):
         _keys.KeyLifecycle(bits, None, None, None, None)
+
+
+def test_a_disposed_key_ring_makes_no_pair():
+    from nomyo_native.keyring import KeyRing
+
+    ring = KeyRing(3600.0)
+    ring.wipe_all()
+    made: list[int] = []
+
+    def make() -> _core.ClientKeyPair:
+        made.append(1)
+        return _keys.generate_keypair(2048)
+
+    with pytest.raises(nomyo.ClientClosedError):
+        ring.refresh(make, make)
+    assert made == [] and ring.current is None
