@@ -24,6 +24,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -47,6 +48,7 @@ from nomyo_native.server.limits import BodyBudget, ConnectionLimits
 from nomyo_native.server.policy import SECURITY_TIERS, ApiKeyPolicy, RateLimiter, TierPolicy
 from nomyo_native.server.process_info import memory_protection
 from nomyo_native.server.recording import KeyRecorder
+from nomyo_native.server.request_log import RequestLog, RequestLogMiddleware
 from nomyo_native.server.tpm import TpmError, TpmQuoter
 
 logger = logging.getLogger("nomyo_native.server")
@@ -83,6 +85,8 @@ class EndpointState:
     recorder: KeyRecorder | None = None
     rate_limiter: RateLimiter | None = None
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    # Method and path of every request received (tests check nothing arrived off-protocol).
+    request_log: RequestLog = field(default_factory=RequestLog)
     body_budget: BodyBudget = field(init=False)
 
     def __post_init__(self) -> None:
@@ -361,4 +365,8 @@ def create_app(state: EndpointState) -> Starlette:
     from nomyo_native.server.enrollment import enrollment_routes
 
     routes += enrollment_routes(state)
-    return Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
+    return Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _http_exception},
+        middleware=[Middleware(RequestLogMiddleware, log=state.request_log)],
+    )

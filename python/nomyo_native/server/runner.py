@@ -27,6 +27,7 @@ import uvicorn
 from nomyo_native.server.config import ServerConfig
 from nomyo_native.server.listener import bind_socket, serve_socket, uvicorn_server
 from nomyo_native.server.recording import KeyRecorder, RecordedKeys
+from nomyo_native.server.request_log import RequestLog
 from nomyo_native.server.resources import EndpointResources, build_resources
 from nomyo_native.server.tpm import TpmQuoter
 
@@ -67,6 +68,8 @@ class RunningServer:
         swtpm = resources.swtpm
         self.tpm_state: Path | None = swtpm.state_dir if swtpm and swtpm.persistent else None
         self.recorder: KeyRecorder | None = resources.state.recorder
+        # Method and path of every request this endpoint received (bounded, test aid).
+        self.request_log: RequestLog = resources.state.request_log
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
