@@ -47,8 +47,8 @@ $(PY):
 $(STAMPS)/pydeps: pyproject.toml | $(PY) system-deps
 	@mkdir -p $(STAMPS)
 	@scripts/quietly.sh "installing maturin" $(PY) -m pip install -q "maturin>=1.7,<2"
-	@scripts/quietly.sh "building the native core and installing the extras (server, tpm, test)" \
-	  $(VENV)/bin/maturin develop -q --release -E server,tpm,test
+	@scripts/quietly.sh "building the native core and installing the extras (server, tpm, test, openai)" \
+	  $(VENV)/bin/maturin develop -q --release -E server,tpm,test,openai
 	@touch $@
 
 $(REFERENCE_STAMP):

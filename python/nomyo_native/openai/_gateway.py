@@ -1,0 +1,155 @@
+"""The SDK transport's decisions, shared by the httpx2 (openai 3.x) and httpx (2.x) flavours.
+
+A request comes in as method, URL, headers and the SDK's body bytes; an :class:`Answer` (or an
+exception the SDK treats as it should) goes out. Nothing is sent for a request refused here: the
+path is checked first, then the body is read into locked memory by the core (which refuses
+``stream``), and only then does the client fetch the server key and POST.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from nomyo_native import _core
+from nomyo_native._retry import is_permanent_tpm_refusal, tls_verification_failure
+from nomyo_native.client import SecureCompletionClient, validate_security_tier
+from nomyo_native.errors import APIConnectionError, APIError, PayloadTooLargeError, SecurityError
+from nomyo_native.openai import _answers
+from nomyo_native.openai._answers import Answer
+from nomyo_native.openai._errors import as_openai_error, sdk_propagates_errors
+from nomyo_native.openai._exchange import LoopThread, exchange
+from nomyo_native.openai._gate import Gate, api_key_for, router_of, tier_for
+
+logger = logging.getLogger("nomyo_native.openai")
+
+DEBUG_WARNING = (
+    "the openai SDK's logger is at DEBUG: it logs every request's options, the prompt included, "
+    "in plaintext before nomyo_native seals it. Raise the 'openai' logger above DEBUG (and "
+    "unset OPENAI_LOG) for confidential prompts."
+)
+_debug_warned = False
+
+
+def warn_if_sdk_logs_plaintext() -> None:
+    """Warn once per process when the SDK's logger would log request bodies."""
+    global _debug_warned
+    if _debug_warned or not logging.getLogger("openai").isEnabledFor(logging.DEBUG):
+        return
+    _debug_warned = True
+    logger.warning(DEBUG_WARNING)
+    warnings.warn(DEBUG_WARNING, RuntimeWarning, stacklevel=3)
+
+
+class Failures(Protocol):
+    """The HTTP library's own exceptions for a transient failure (the SDK retries them)."""
+
+    def connect_error(self, message: str) -> Exception: ...
+
+    def timeout_error(self, message: str) -> Exception: ...
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request the gateway will send: its body in locked memory, key and tier."""
+
+    body: _core.RequestBody
+    api_key: str | None
+    tier: str | None
+
+
+class Gateway:
+    """Serves ``POST <router>/v1/chat/completions`` through a ``SecureCompletionClient``.
+
+    ``options`` are the client's own (``api_key``, pins, ``ca_bundle``, attestation policy,
+    ``key_dir``...) plus ``security_tier`` (the default tier; a request's ``X-Security-Tier``
+    header overrides it). Retries are the SDK's: ``max_retries`` goes to the SDK, not here.
+    """
+
+    def __init__(self, base_url: str, failures: Failures, **options: Any) -> None:
+        if "max_retries" in options:
+            raise TypeError(
+                "max_retries is the openai SDK's option: pass it to OpenAI(...)/AsyncOpenAI(...); "
+                "the transport sends each attempt once"
+            )
+        self.tier = validate_security_tier(options.pop("security_tier", None))
+        self.router_url = router_of(base_url)
+        self.client = SecureCompletionClient(self.router_url, max_retries=0, **options)
+        self.gate = Gate(self.router_url)
+        self._failures = failures
+
+    def prepare(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes
+    ) -> Prepared | Answer:
+        """Check the request and read its body into locked memory, or refuse it (nothing
+        sent). ``headers`` must look names up case-insensitively."""
+        refusal = self.gate.check(method, url)
+        if refusal is not None:
+            return _answers.refused(refusal)
+        try:
+            tier = tier_for(self.tier, headers)
+            api_key = api_key_for(self.client.api_key, headers)
+            return Prepared(_core.RequestBody(body), api_key, tier)
+        except (ValueError, TypeError, SecurityError) as exc:
+            return _answers.invalid_request(str(exc))
+        except _core.PayloadTooLargeError as exc:
+            return _answers.invalid_request(f"Payload too large: {exc}")
+
+    async def answer(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes
+    ) -> Answer:
+        """The answer to one SDK request (one attempt; raises for a transient failure)."""
+        warn_if_sdk_logs_plaintext()
+        prepared = self.prepare(method, url, headers, body)
+        if isinstance(prepared, Answer):
+            return prepared
+        try:
+            payload = await exchange(self.client, prepared.body, prepared.api_key, prepared.tier)
+        except SecurityError as exc:
+            return self._security_failure(exc)
+        except APIError as exc:
+            permanent = is_permanent_tpm_refusal(exc, prepared.tier)
+            return _answers.from_api_error(exc, permanent=permanent)
+        except APIConnectionError as exc:
+            return self._connection_failure(exc)
+        except PayloadTooLargeError as exc:
+            return _answers.invalid_request(str(exc))
+        return _answers.completion(payload)
+
+    def _security_failure(self, error: SecurityError) -> Answer:
+        if sdk_propagates_errors():
+            raise as_openai_error(error) from None
+        return _answers.security_failure(error)
+
+    def _connection_failure(self, error: APIConnectionError) -> Answer:
+        cause = error.__cause__
+        if cause is not None and tls_verification_failure(cause) is not None:
+            # A certificate the client cannot verify is no blip: never retried.
+            return self._security_failure(SecurityError(str(error)))
+        if isinstance(cause, TimeoutError) or type(cause).__name__.endswith("Timeout"):
+            raise self._failures.timeout_error(str(error)) from None
+        raise self._failures.connect_error(str(error)) from None
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class BlockingGateway:
+    """The gateway for a blocking transport: its client runs on a private loop thread."""
+
+    def __init__(self, base_url: str, failures: Failures, **options: Any) -> None:
+        self._loop = LoopThread()
+        self.gateway = Gateway(base_url, failures, **options)
+
+    def answer(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> Answer:
+        return self._loop.run(self.gateway.answer(method, url, headers, body))
+
+    def close(self) -> None:
+        try:
+            self._loop.run(self.gateway.aclose())
+        except RuntimeError:
+            pass
+        self._loop.close()
