@@ -19,11 +19,12 @@ export CARGO_TERM_COLOR ?= never
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export HYPOTHESIS_STORAGE_DIRECTORY := .cache/hypothesis
 
-.PHONY: help demo test test-rust test-python lint build build-test reference-venv wheel wheels cross-deps cross-check cross-test bench fuzz fuzz-build fuzz-smoke system-deps clean
+.PHONY: help demo test test-rust test-python test-ecosystem ecosystem-venvs lint build build-test reference-venv wheel wheels cross-deps cross-check cross-test bench fuzz fuzz-build fuzz-smoke system-deps clean
 
 help:
 	@echo "make demo   - set everything up, start a local secure endpoint, send one encrypted chat"
 	@echo "make test   - set everything up, run cargo test, lints and pytest"
+	@echo "make test-ecosystem - the openai SDK (2.x and 3.x), langchain, llama-index, pydantic-ai, instructor on our transport"
 	@echo "make bench  - benchmarks side by side with the reference client (table + JSON)"
 	@echo "make wheel  - build and inspect the manylinux2014 x86_64 abi3 wheel into dist/"
 	@echo "make wheels - every release wheel (Linux x86_64/aarch64 glibc+musl, Windows, macOS) + sdist"
@@ -33,7 +34,7 @@ help:
 demo: build
 	$(VENV)/bin/nomyo-native demo
 
-test: build test-rust lint wheel fuzz-smoke test-python
+test: build test-rust lint wheel fuzz-smoke test-python test-ecosystem
 
 # ---- set-up -----------------------------------------------------------------------------
 system-deps:
@@ -96,6 +97,27 @@ endef
 
 build-test: build
 	$(install_test_module)
+
+# ---- the openai SDK and libraries on it (issue 14) ---------------------------------------
+# One venv per pin set (tests/ecosystem/pins/NAME.txt): their pins conflict with each other
+# (llama-index needs openai<3, pydantic-ai openai>=3, instructor an older jiter than openai 3.x).
+# Each runs tests/ecosystem against our source tree and the native module `make build` made.
+ECOSYSTEMS := sdk3 sdk2 sdk3-min sdk2-min
+ECOSYSTEM_STAMPS := $(addprefix $(STAMPS)/ecosystem-,$(ECOSYSTEMS))
+
+$(STAMPS)/ecosystem-%: tests/ecosystem/pins/%.txt pyproject.toml scripts/ecosystem_venv.py | $(PY)
+	@mkdir -p $(STAMPS)
+	@scripts/quietly.sh "creating the ecosystem venv .cache/ecosystem/$*" python3 scripts/ecosystem_venv.py $*
+	@touch $@
+
+ecosystem-venvs: $(ECOSYSTEM_STAMPS)
+
+test-ecosystem: build ecosystem-venvs
+	@for name in $(ECOSYSTEMS); do \
+	  echo "ecosystem: $$name"; \
+	  NOMYO_ECOSYSTEM=$$name .cache/ecosystem/$$name/bin/python -m pytest tests/ecosystem -q \
+	    -p no:cacheprovider || exit 1; \
+	done
 
 # ---- checks -----------------------------------------------------------------------------
 test-rust: build

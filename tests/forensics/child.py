@@ -1,9 +1,10 @@
 """The process under examination: runs chat requests with one client, then waits to be scanned.
 
-Run by this venv's interpreter for ``ours``, by the reference venv's for ``reference``.
+Run by this venv's interpreter for ``ours`` (an ecosystem venv's for ``openai``), by the
+reference venv's for ``reference``.
 
-usage: python child.py --client ours|reference --url URL [--ca CA] --requests N --token TOKEN
-       [--max-retries R] [--timeout S] [--retry-backoff S] [--pad BYTES] [--leak-json]
+usage: python child.py --client ours|reference|openai --url URL [--ca CA] --requests N
+       --token TOKEN [--max-retries R] [--timeout S] [--retry-backoff S] [--pad BYTES] [--leak-json]
        [--key-dir DIR] [--dispose] [--concurrency C]
 
 Request ``i`` sends the user message ``f"{token}-{i}"``. The child never serializes anything
@@ -26,7 +27,36 @@ from typing import Any
 _LEAKS: list[str] = []
 
 
+class _SdkChat:
+    """The openai SDK on nomyo_native.openai's transport, answering as the native API does
+    (a dict of what the run checks; the SDK's own objects are dropped with the call)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from nomyo_native import openai as nomyo_openai
+
+        self._metadata = nomyo_openai.metadata
+        options: dict[str, Any] = {"timeout": args.timeout}
+        if args.ca:
+            options["ca_bundle"] = args.ca
+        self._sdk = nomyo_openai.AsyncOpenAI(
+            base_url=args.url, api_key="forensics", max_retries=args.max_retries, **options
+        )
+
+    async def create(self, model: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        completion = await self._sdk.chat.completions.create(model=model, messages=messages)
+        content = completion.choices[0].message.content
+        return {
+            "_metadata": self._metadata(completion),
+            "choices": [{"message": {"content": content}}],
+        }
+
+    def dispose(self) -> None:
+        """Nothing to wipe beyond what the transport's client holds."""
+
+
 def _make_client(args: argparse.Namespace) -> Any:
+    if args.client == "openai":
+        return _SdkChat(args)
     if args.client == "reference":
         if args.ca:
             # nomyo 0.2.9 has no CA option; its httpx honours SSL_CERT_FILE for verify=True.
@@ -90,7 +120,7 @@ async def _run(chat: Any, args: argparse.Namespace) -> dict[str, Any]:
     for start in range(0, args.requests, args.concurrency):
         batch = range(start, min(start + args.concurrency, args.requests))
         await asyncio.gather(*(one(i) for i in batch))
-        if args.client == "ours":
+        if args.client in ("ours", "openai"):
             # The core's count of live locked buffers after each batch: it must not grow.
             from nomyo_native import _core
 
@@ -100,7 +130,7 @@ async def _run(chat: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--client", choices=("ours", "reference"), required=True)
+    parser.add_argument("--client", choices=("ours", "reference", "openai"), required=True)
     parser.add_argument("--url", required=True)
     parser.add_argument("--ca")
     parser.add_argument("--requests", type=int, required=True)

@@ -1,0 +1,446 @@
+"""The openai SDK itself on our transport: completions, tools, structured output, every error
+status to its SDK exception, the SDK's retries (each attempt sealed afresh), security failures,
+and what is refused without a byte sent."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import openai
+import pydantic
+import pytest
+from tests.ecosystem.helpers import (
+    MODEL,
+    Wire,
+    async_sdk,
+    sdk,
+    security_failure_check,
+    user,
+)
+
+from nomyo_native import openai as nomyo_openai
+from nomyo_native.errors import SecurityError
+from nomyo_native.openai import _exchange, _gateway
+
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+def test_sync_completion_with_metadata(endpoint: Any, options: dict, posts: Callable) -> None:
+    with sdk(endpoint, options) as client:
+        completion = client.chat.completions.create(model=MODEL, messages=user("Grüße, 世界"))
+    assert isinstance(completion, openai.types.chat.ChatCompletion)
+    assert completion.choices[0].message.content == "Grüße, 世界"
+    metadata = nomyo_openai.metadata(completion)
+    assert metadata is not None
+    assert metadata["is_encrypted"] is True
+    assert metadata["payload_id_verified"] is True
+    assert completion.model_extra is not None
+    assert completion.model_extra["_metadata"] is metadata
+    # The payload id doubles as the SDK's request id.
+    assert completion._request_id == metadata["payload_id"]
+    assert posts() == 1
+
+
+async def test_async_completion(endpoint: Any, options: dict, posts: Callable) -> None:
+    async with async_sdk(endpoint, options) as client:
+        completion = await client.chat.completions.create(model=MODEL, messages=user("async"))
+    assert completion.choices[0].message.content == "async"
+    assert nomyo_openai.metadata(completion)["payload_id_verified"] is True
+    assert posts() == 1
+
+
+def test_the_prewired_client_gives_the_key_to_both(endpoint: Any, options: dict) -> None:
+    client = nomyo_openai.OpenAI(base_url=endpoint.base_url, api_key="nomyo-key", **options)
+    assert isinstance(client, openai.OpenAI)
+    assert str(client.base_url).rstrip("/") == endpoint.base_url + "/v1"
+    assert client.api_key == "nomyo-key"
+    with client:
+        completion = client.chat.completions.create(model=MODEL, messages=user("wired"))
+    assert completion.choices[0].message.content == "wired"
+
+
+async def test_the_prewired_async_client(endpoint: Any, options: dict) -> None:
+    client = nomyo_openai.AsyncOpenAI(base_url=endpoint.base_url, api_key="k", **options)
+    assert isinstance(client, openai.AsyncOpenAI)
+    async with client:
+        completion = await client.chat.completions.create(model=MODEL, messages=user("wired"))
+    assert completion.choices[0].message.content == "wired"
+
+
+def test_metadata_under_strict_validation_too(endpoint: Any, options: dict) -> None:
+    # The SDK validates models only when asked to; _metadata must survive both paths.
+    with sdk(endpoint, options, _strict_response_validation=True) as client:
+        completion = client.chat.completions.create(model=MODEL, messages=user("strict"))
+    assert completion.model_extra is not None
+    assert completion.model_extra["_metadata"]["is_encrypted"] is True
+    assert nomyo_openai.metadata(completion)["payload_id_verified"] is True
+
+
+def test_tools(endpoint: Any, options: dict) -> None:
+    with sdk(endpoint, options) as client:
+        completion = client.chat.completions.create(
+            model=MODEL, messages=user("Paris"), tools=[TOOL], tool_choice="auto"
+        )
+    call = completion.choices[0].message.tool_calls[0]
+    assert completion.choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
+
+
+class Weather(pydantic.BaseModel):
+    city: str
+    degrees: int
+
+
+def test_structured_output_with_parse(endpoint: Any, options: dict) -> None:
+    answer = json.dumps({"city": "Oslo", "degrees": -3})
+    with sdk(endpoint, options) as client:
+        completion = client.chat.completions.parse(
+            model=MODEL, messages=user(answer), response_format=Weather
+        )
+    assert completion.choices[0].message.parsed == Weather(city="Oslo", degrees=-3)
+
+
+def test_raw_response_headers_and_empty_body(endpoint: Any, options: dict) -> None:
+    with sdk(endpoint, options) as client:
+        raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=user("raw"))
+        completion = raw.parse()
+    assert completion.choices[0].message.content == "raw"
+    metadata = nomyo_openai.metadata(completion)
+    assert raw.headers["x-nomyo-payload-id"] == metadata["payload_id"]
+    assert raw.headers["x-nomyo-payload-id-verified"] == "true"
+    assert raw.headers["x-nomyo-attestation-level"] == "none"
+    assert raw.headers["content-type"] == "application/json"
+    # The decrypted JSON never exists as bytes or str: the body is empty, json() is the dict.
+    response = raw.http_response
+    assert response.content == b""
+    assert response.text == ""
+    assert list(response.iter_bytes()) == []
+    assert response.json()["choices"][0]["message"]["content"] == "raw"
+    assert nomyo_openai.metadata(raw)["payload_id"] == metadata["payload_id"]
+
+
+ERRORS = [
+    (400, openai.BadRequestError),
+    (401, openai.AuthenticationError),
+    (403, openai.PermissionDeniedError),
+    (404, openai.NotFoundError),
+    (429, openai.RateLimitError),
+    (500, openai.InternalServerError),
+    (502, openai.InternalServerError),
+    (503, openai.InternalServerError),
+    (504, openai.InternalServerError),
+]
+
+
+@pytest.mark.parametrize(("status", "exception"), ERRORS)
+def test_each_status_is_its_sdk_exception(
+    endpoint: Any, options: dict, posts: Callable, status: int, exception: type
+) -> None:
+    with sdk(endpoint, options, max_retries=0) as client:
+        with pytest.raises(exception) as caught:
+            client.chat.completions.create(model=f"status-{status}", messages=user("x"))
+    assert caught.value.status_code == status
+    assert f"scripted {status}" in str(caught.value)
+    assert isinstance(caught.value.body, dict)
+    assert f"scripted {status}" in caught.value.body["message"]
+    assert posts() == 1
+
+
+def test_retry_after_is_kept(endpoint: Any, options: dict) -> None:
+    with sdk(endpoint, options, max_retries=0) as client:
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.chat.completions.create(model="status-429-after-7", messages=user("x"))
+    assert caught.value.response.headers["retry-after"] == "7"
+    assert caught.value.response.headers["retry-after-ms"] == "7000"
+
+
+def test_our_transport_does_not_retry(endpoint: Any, options: dict, posts: Callable) -> None:
+    with sdk(endpoint, options, max_retries=0) as client:
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(model="flaky-1-once", messages=user("x"))
+    assert posts() == 1
+
+
+def test_sdk_retries_are_sealed_afresh(
+    endpoint: Any, options: dict, posts: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sealed: list[bytes] = []
+    real_seal = _exchange._seal
+
+    async def recording_seal(body: Any, key: Any) -> bytes:
+        envelope = await real_seal(body, key)
+        sealed.append(envelope)
+        return envelope
+
+    monkeypatch.setattr(_exchange, "_seal", recording_seal)
+    with sdk(endpoint, options, max_retries=2) as client:
+        completion = client.chat.completions.create(model="flaky-2-retry", messages=user("again"))
+    assert completion.choices[0].message.content == "again"
+    assert posts() == 3
+    envelopes = [json.loads(e) for e in sealed]
+    assert len({e["encrypted_aes_key"] for e in envelopes}) == 3
+    assert len({e["encrypted_payload"]["nonce"] for e in envelopes}) == 3
+
+
+def test_a_permanent_refusal_is_not_retried(endpoint: Any, options: dict, posts: Callable) -> None:
+    # Tier maximum on a server without a TPM: a 503 no retry can change.
+    with sdk(endpoint, options, max_retries=2) as client:
+        with pytest.raises(openai.InternalServerError) as caught:
+            client.chat.completions.create(
+                model=MODEL, messages=user("x"), extra_headers={"X-Security-Tier": "maximum"}
+            )
+    assert caught.value.status_code == 503
+    assert caught.value.response.headers["x-should-retry"] == "false"
+    assert posts() == 1
+
+
+def test_a_pin_mismatch_is_a_security_failure_sending_nothing(
+    endpoint: Any, options: dict, posts: Callable
+) -> None:
+    wrong = {**options, "server_key_fingerprint": "sha256:" + "0" * 64}
+    with sdk(endpoint, wrong, max_retries=2) as client:
+        with pytest.raises(openai.OpenAIError) as caught:
+            client.chat.completions.create(model=MODEL, messages=user("secret"))
+    security_failure_check(caught.value)
+    assert "does not match the pinned" in str(caught.value)
+    assert posts() == 0
+
+
+def flip_ciphertext(body: bytes) -> bytes:
+    envelope = json.loads(body)
+    text = envelope["encrypted_payload"]["ciphertext"]
+    envelope["encrypted_payload"]["ciphertext"] = ("B" if text[0] == "A" else "A") + text[1:]
+    return json.dumps(envelope).encode()
+
+
+def test_a_tampered_response_is_refused_not_retried(
+    endpoint: Any, options: dict, posts: Callable
+) -> None:
+    wire = Wire(options["ca_bundle"], rewrite=flip_ciphertext)
+    with sdk(endpoint, {**options, "transport": wire.transport}, max_retries=2) as client:
+        with pytest.raises(openai.OpenAIError) as caught:
+            client.chat.completions.create(model=MODEL, messages=user("secret"))
+    security_failure_check(caught.value)
+    assert "secret" not in str(caught.value)
+    assert posts() == 1
+
+
+def test_a_replayed_response_is_refused(endpoint: Any, options: dict, posts: Callable) -> None:
+    wire = Wire(options["ca_bundle"])
+    with sdk(endpoint, {**options, "transport": wire.transport}, max_retries=2) as client:
+        client.chat.completions.create(model=MODEL, messages=user("first"))
+        first = wire.bodies[0]
+        wire.rewrite = lambda _body: first
+        with pytest.raises(openai.OpenAIError) as caught:
+            client.chat.completions.create(model=MODEL, messages=user("second"))
+    security_failure_check(caught.value)
+    assert "payload" in str(caught.value).lower()
+    assert posts() == 2
+
+
+def test_the_sdks_headers_are_not_forwarded(endpoint: Any, options: dict) -> None:
+    wire = Wire(options["ca_bundle"])
+    with sdk(
+        endpoint,
+        {**options, "transport": wire.transport, "api_key": "nomyo-key"},
+        organization="org-1",
+        project="proj-1",
+    ) as client:
+        client.chat.completions.create(
+            model=MODEL, messages=user("x"), extra_headers={"X-Security-Tier": "high"}
+        )
+    post = wire.sent_headers[-1]
+    assert not [name for name in post if name.startswith("x-stainless")]
+    assert "openai-organization" not in post
+    assert "openai-project" not in post
+    assert post["authorization"] == "Bearer nomyo-key"
+    assert post["x-security-tier"] == "high"
+
+
+@pytest.mark.parametrize(
+    ("ours", "environment", "expected"),
+    [
+        ("option-key", "env-key", "option-key"),
+        (None, "env-key", "env-key"),
+        (None, None, "sdk-key"),
+    ],
+)
+def test_the_api_key_order(
+    endpoint: Any,
+    options: dict,
+    monkeypatch: pytest.MonkeyPatch,
+    ours: str | None,
+    environment: str | None,
+    expected: str,
+) -> None:
+    if environment is None:
+        monkeypatch.delenv("NOMYO_API_KEY", raising=False)
+    else:
+        monkeypatch.setenv("NOMYO_API_KEY", environment)
+    wire = Wire(options["ca_bundle"])
+    ours_options = {**options, "transport": wire.transport}
+    if ours is not None:
+        ours_options["api_key"] = ours
+    with sdk(endpoint, ours_options, api_key="sdk-key") as client:
+        client.chat.completions.create(model=MODEL, messages=user("x"))
+    assert wire.sent_headers[-1]["authorization"] == f"Bearer {expected}"
+
+
+def test_an_invalid_tier_header_is_refused_unsent(endpoint: Any, options: dict, log: Any) -> None:
+    with sdk(endpoint, options, max_retries=2) as client:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(
+                model=MODEL, messages=user("x"), extra_headers={"X-Security-Tier": "ultra"}
+            )
+    assert "ultra" not in str(caught.value)
+    assert log.lines == []
+
+
+@pytest.mark.parametrize("stream_options", [None, {"include_usage": True}])
+def test_stream_is_refused_without_a_byte_sent(
+    endpoint: Any, options: dict, log: Any, stream_options: Any
+) -> None:
+    extra = {} if stream_options is None else {"stream_options": stream_options}
+    with sdk(endpoint, options, max_retries=2) as client:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(
+                model=MODEL, messages=user("secret"), stream=True, **extra
+            )
+    assert "no streaming" in str(caught.value)
+    assert caught.value.response.headers["x-should-retry"] == "false"
+    assert log.lines == []
+
+
+def test_stream_options_alone_is_refused(endpoint: Any, options: dict, log: Any) -> None:
+    with sdk(endpoint, options) as client:
+        with pytest.raises(openai.BadRequestError, match="stream_options"):
+            client.chat.completions.create(
+                model=MODEL, messages=user("x"), extra_body={"stream_options": {}}
+            )
+    assert log.lines == []
+
+
+def test_other_apis_are_refused_without_a_byte_sent(endpoint: Any, options: dict, log: Any) -> None:
+    with sdk(endpoint, options, max_retries=2) as client:
+        with pytest.raises(openai.NotFoundError, match="refused in the transport"):
+            client.embeddings.create(model=MODEL, input="secret")
+        with pytest.raises(openai.NotFoundError):
+            client.models.list()
+        with pytest.raises(openai.NotFoundError):
+            client.responses.create(model=MODEL, input="secret")
+    assert log.lines == []
+
+
+def test_another_host_is_refused(endpoint: Any, options: dict, log: Any) -> None:
+    client = openai.OpenAI(
+        base_url="https://elsewhere.invalid/v1",
+        api_key="k",
+        http_client=nomyo_openai.http_client(base_url=endpoint.base_url, **options),
+        max_retries=2,
+    )
+    with client, pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model=MODEL, messages=user("secret"))
+    assert log.lines == []
+
+
+def test_max_retries_belongs_to_the_sdk(endpoint: Any) -> None:
+    with pytest.raises(TypeError, match="max_retries"):
+        nomyo_openai.http_client(base_url=endpoint.base_url, max_retries=3)
+
+
+def test_a_debug_sdk_logger_is_warned_about_once(
+    endpoint: Any, options: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_gateway, "_debug_warned", False)
+    sdk_logger = logging.getLogger("openai")
+    level = sdk_logger.level
+    sdk_logger.setLevel(logging.DEBUG)
+    try:
+        with sdk(endpoint, options) as client, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            client.chat.completions.create(model=MODEL, messages=user("x"))
+            client.chat.completions.create(model=MODEL, messages=user("y"))
+    finally:
+        sdk_logger.setLevel(level)
+    ours = [w for w in caught if "logger is at DEBUG" in str(w.message)]
+    assert len(ours) == 1
+
+
+def test_security_errors_are_ours_and_the_sdks() -> None:
+    if not nomyo_openai.sdk_propagates_errors():
+        pytest.skip("this SDK wraps transport exceptions: security failures are a 495")
+    from nomyo_native.openai._errors import as_openai_error
+
+    error = as_openai_error(SecurityError("refused"))
+    assert isinstance(error, SecurityError)
+    assert isinstance(error, openai.OpenAIError)
+    assert str(error) == "refused"
+
+
+def downgrade(body: bytes) -> bytes:
+    envelope = json.loads(body)
+    envelope["version"] = "0.9"
+    return json.dumps(envelope).encode()
+
+
+def test_a_downgraded_response_is_refused(endpoint: Any, options: dict, posts: Callable) -> None:
+    wire = Wire(options["ca_bundle"], rewrite=downgrade)
+    with sdk(endpoint, {**options, "transport": wire.transport}, max_retries=2) as client:
+        with pytest.raises(openai.OpenAIError) as caught:
+            client.chat.completions.create(model=MODEL, messages=user("x"))
+    security_failure_check(caught.value)
+    assert posts() == 1
+
+
+def test_an_attestation_refusal_is_a_security_failure(
+    endpoint: Any, options: dict, posts: Callable
+) -> None:
+    # The endpoint has no TPM: a policy that requires a verified quote refuses its answer.
+    with sdk(endpoint, {**options, "attestation": "bound"}, max_retries=2) as client:
+        with pytest.raises(openai.OpenAIError) as caught:
+            client.chat.completions.create(model=MODEL, messages=user("x"))
+    security_failure_check(caught.value)
+    assert posts() == 1
+
+
+def test_an_unverifiable_certificate_is_not_retried(endpoint: Any, options: dict, log: Any) -> None:
+    untrusted = {k: v for k, v in options.items() if k != "ca_bundle"}
+    with sdk(endpoint, untrusted, max_retries=2) as client:
+        with pytest.raises(openai.OpenAIError) as caught:
+            client.chat.completions.create(model=MODEL, messages=user("secret"))
+    security_failure_check(caught.value)
+    assert "certificate verification failed" in str(caught.value)
+    # The TLS handshake failed once: no request line ever reached the endpoint.
+    assert log.lines == []
+
+
+def test_a_network_failure_is_the_sdks_connection_error(options: dict) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    router = f"https://127.0.0.1:{port}"
+    client = openai.OpenAI(
+        base_url=router + "/v1",
+        api_key="k",
+        http_client=nomyo_openai.http_client(base_url=router, **options),
+        max_retries=0,
+    )
+    with client, pytest.raises(openai.APIConnectionError):
+        client.chat.completions.create(model=MODEL, messages=user("x"))
