@@ -103,14 +103,15 @@ build-test: build
 # (llama-index needs openai<3, pydantic-ai openai>=3, instructor an older jiter than openai 3.x).
 # Each runs tests/ecosystem against our source tree and the native module `make build` made.
 ECOSYSTEMS := sdk3 sdk2 sdk3-min sdk2-min
-ECOSYSTEM_STAMPS := $(addprefix $(STAMPS)/ecosystem-,$(ECOSYSTEMS))
 
-$(STAMPS)/ecosystem-%: tests/ecosystem/pins/%.txt pyproject.toml scripts/ecosystem_venv.py | $(PY)
+$(STAMPS)/ecosystem: $(ECOSYSTEMS:%=tests/ecosystem/pins/%.txt) pyproject.toml \
+  scripts/ecosystem_venv.py | $(PY)
 	@mkdir -p $(STAMPS)
-	@scripts/quietly.sh "creating the ecosystem venv .cache/ecosystem/$*" python3 scripts/ecosystem_venv.py $*
+	@scripts/quietly.sh "creating the ecosystem venvs in .cache/ecosystem ($(ECOSYSTEMS))" \
+	  python3 scripts/ecosystem_venv.py $(ECOSYSTEMS)
 	@touch $@
 
-ecosystem-venvs: $(ECOSYSTEM_STAMPS)
+ecosystem-venvs: $(STAMPS)/ecosystem
 
 test-ecosystem: build ecosystem-venvs
 	@for name in $(ECOSYSTEMS); do \

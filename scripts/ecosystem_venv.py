@@ -1,11 +1,12 @@
-"""Create one ecosystem venv: the openai SDK (and libraries on it) with our package, for tests.
+"""Create the ecosystem venvs: the openai SDK (and libraries on it) with our package, for tests.
 
-usage: python3 scripts/ecosystem_venv.py NAME
+usage: python3 scripts/ecosystem_venv.py NAME...
 
-``.cache/ecosystem/NAME`` gets: our runtime dependencies, the endpoint's extra (the tests start
-a local endpoint in-process), pytest, and the pins of ``tests/ecosystem/pins/NAME.txt``. Our
-package itself is the source tree (``python/``, with the native module ``make build`` put
-there), reached through a ``.pth`` file: nothing is compiled again per venv.
+Two at a time (pip waits on the network as much as on a core). ``.cache/ecosystem/NAME`` gets
+our runtime dependencies, the endpoint's extra (the tests start a local endpoint in-process),
+pytest, and the pins of ``tests/ecosystem/pins/NAME.txt``. Our package itself is the source tree
+(``python/``, with the native module ``make build`` put there), reached through a ``.pth``
+file: nothing is compiled again per venv.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tomllib
 import venv
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,15 +35,22 @@ def requirements() -> list[str]:
     return wanted
 
 
-def main(name: str) -> None:
+def create(name: str) -> None:
     pins = ROOT / "tests" / "ecosystem" / "pins" / f"{name}.txt"
     if not pins.is_file():
         raise SystemExit(f"no pin set {pins}")
     target = ROOT / ".cache" / "ecosystem" / name
     venv.create(target, clear=True, with_pip=True)
     python = target / "bin" / "python"
-    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, *requirements(), "-r", str(pins)], check=True)
+    # No .pyc compiling at install: only what the tests import gets compiled, on first import.
+    pip = [str(python), "-m", "pip", "install", "-q", "--no-compile", "--disable-pip-version-check"]
+    log = target.with_suffix(".log")
+    with log.open("w") as out:
+        done = subprocess.run(
+            [*pip, *requirements(), "-r", str(pins)], stdout=out, stderr=subprocess.STDOUT
+        )
+    if done.returncode != 0:
+        raise SystemExit(f"{name}: pip failed:\n{log.read_text()[-4000:]}")
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
         check=True,
@@ -51,7 +60,13 @@ def main(name: str) -> None:
     (Path(site) / "nomyo_native.pth").write_text(f"{ROOT / 'python'}\n")
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 2:
+def main(names: list[str]) -> None:
+    if not names:
         raise SystemExit(__doc__)
-    main(sys.argv[1])
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for _ in pool.map(create, names):
+            pass
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
