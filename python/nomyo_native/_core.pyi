@@ -154,7 +154,7 @@ class RequestBody:
     ``seal`` writes for the same dict. Refuses a body that is not a non-empty object, a
     top-level ``stream`` other than false/null and ``stream_options`` other than null
     (``ValueError``; nothing is stripped), nesting deeper than MAX_JSON_DEPTH, and a result
-    over MAX_PLAINTEXT_BYTES (``PayloadTooLargeError``). Errors name the rule and the byte
+    over MAX_PLAINTEXT_BYTES (``RequestTooLargeError``). Errors name the rule and the byte
     offset, never content."""
 
     def __new__(cls, body: bytes) -> RequestBody: ...

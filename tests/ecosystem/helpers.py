@@ -65,31 +65,46 @@ def security_failure_check(error: BaseException) -> None:
 
 class Wire:
     """Our client's transport to the endpoint, wrapped: it records each request's headers and
-    can rewrite each 200 response body (``rewrite(body) -> body``)."""
+    can rewrite each 200 response body (``rewrite(body) -> body``). ``transport`` is for the
+    blocking client (``http_client``), ``async_transport`` for the async one."""
 
     def __init__(self, ca_path: str, rewrite: Callable[[bytes], bytes] | None = None) -> None:
         http = client_http()
-        self.inner = http.AsyncHTTPTransport(verify=ssl.create_default_context(cafile=ca_path))
+        verify = ssl.create_default_context(cafile=ca_path)
         self.rewrite = rewrite
         self.sent_headers: list[dict[str, str]] = []
         self.bodies: list[bytes] = []
         wire = self
 
-        class Transport(http.AsyncBaseTransport):  # type: ignore[misc,name-defined]
+        def answer(request: Any, response: Any, body: bytes) -> Any:
+            if response.status_code == 200 and request.method == "POST":
+                wire.bodies.append(body)
+                if wire.rewrite is not None:
+                    body = wire.rewrite(body)
+            headers = [(k, v) for k, v in response.headers.items() if k.lower() != "content-length"]
+            return http.Response(response.status_code, headers=headers, content=body)
+
+        class Transport(http.BaseTransport):  # type: ignore[misc,name-defined]
+            inner = http.HTTPTransport(verify=verify)
+
+            def handle_request(self, request: Any) -> Any:
+                wire.sent_headers.append({k.lower(): v for k, v in request.headers.items()})
+                response = self.inner.handle_request(request)
+                return answer(request, response, response.read())
+
+            def close(self) -> None:
+                self.inner.close()
+
+        class AsyncTransport(http.AsyncBaseTransport):  # type: ignore[misc,name-defined]
+            inner = http.AsyncHTTPTransport(verify=verify)
+
             async def handle_async_request(self, request: Any) -> Any:
                 wire.sent_headers.append({k.lower(): v for k, v in request.headers.items()})
-                response = await wire.inner.handle_async_request(request)
-                body = await response.aread()
-                if response.status_code == 200 and request.method == "POST":
-                    wire.bodies.append(body)
-                    if wire.rewrite is not None:
-                        body = wire.rewrite(body)
-                headers = [
-                    (k, v) for k, v in response.headers.items() if k.lower() != "content-length"
-                ]
-                return http.Response(response.status_code, headers=headers, content=body)
+                response = await self.inner.handle_async_request(request)
+                return answer(request, response, await response.aread())
 
             async def aclose(self) -> None:
-                await wire.inner.aclose()
+                await self.inner.aclose()
 
         self.transport = Transport()
+        self.async_transport = AsyncTransport()

@@ -184,8 +184,8 @@ def test_sdk_retries_are_sealed_afresh(
     sealed: list[bytes] = []
     real_seal = _exchange._seal
 
-    async def recording_seal(body: Any, key: Any) -> bytes:
-        envelope = await real_seal(body, key)
+    def recording_seal(body: Any, key: Any) -> bytes:
+        envelope = real_seal(body, key)
         sealed.append(envelope)
         return envelope
 
@@ -444,3 +444,15 @@ def test_a_network_failure_is_the_sdks_connection_error(options: dict) -> None:
     )
     with client, pytest.raises(openai.APIConnectionError):
         client.chat.completions.create(model=MODEL, messages=user("x"))
+
+
+async def test_a_tampered_response_is_refused_async(
+    endpoint: Any, options: dict, posts: Callable
+) -> None:
+    wire = Wire(options["ca_bundle"], rewrite=flip_ciphertext)
+    async_options = {**options, "transport": wire.async_transport}
+    async with async_sdk(endpoint, async_options, max_retries=2) as client:
+        with pytest.raises(openai.OpenAIError) as caught:
+            await client.chat.completions.create(model=MODEL, messages=user("secret"))
+    security_failure_check(caught.value)
+    assert posts() == 1

@@ -15,13 +15,16 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from nomyo_native import _core
+from nomyo_native._config import ClientOptions
+from nomyo_native._protocol import validate_security_tier
 from nomyo_native._retry import is_permanent_tpm_refusal, tls_verification_failure
-from nomyo_native.client import SecureCompletionClient, validate_security_tier
+from nomyo_native._sync_client import SyncCompletionClient
+from nomyo_native.client import SecureCompletionClient
 from nomyo_native.errors import APIConnectionError, APIError, PayloadTooLargeError, SecurityError
 from nomyo_native.openai import _answers
 from nomyo_native.openai._answers import Answer
 from nomyo_native.openai._errors import as_openai_error, sdk_propagates_errors
-from nomyo_native.openai._exchange import LoopThread, exchange
+from nomyo_native.openai._exchange import exchange, exchange_blocking
 from nomyo_native.openai._gate import Gate, api_key_for, router_of, tier_for
 
 logger = logging.getLogger("nomyo_native.openai")
@@ -61,15 +64,19 @@ class Prepared:
     tier: str | None
 
 
-class Gateway:
-    """Serves ``POST <router>/v1/chat/completions`` through a ``SecureCompletionClient``.
+# What a send can fail with, each mapped to what the SDK must see (``_GatewayBase._failed``).
+SEND_FAILURES = (SecurityError, APIError, APIConnectionError, PayloadTooLargeError)
+
+
+class _GatewayBase:
+    """The decisions shared by the async and the blocking gateway.
 
     ``options`` are the client's own (``api_key``, pins, ``ca_bundle``, attestation policy,
     ``key_dir``...) plus ``security_tier`` (the default tier; a request's ``X-Security-Tier``
     header overrides it). Retries are the SDK's: ``max_retries`` goes to the SDK, not here.
     """
 
-    def __init__(self, base_url: str, failures: Failures, **options: Any) -> None:
+    def __init__(self, base_url: str, failures: Failures, options: dict[str, Any]) -> None:
         if "max_retries" in options:
             raise TypeError(
                 "max_retries is the openai SDK's option: pass it to OpenAI(...)/AsyncOpenAI(...); "
@@ -77,47 +84,35 @@ class Gateway:
             )
         self.tier = validate_security_tier(options.pop("security_tier", None))
         self.router_url = router_of(base_url)
-        self.client = SecureCompletionClient(self.router_url, max_retries=0, **options)
         self.gate = Gate(self.router_url)
         self._failures = failures
 
     def prepare(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes, own_key: str | None
     ) -> Prepared | Answer:
         """Check the request and read its body into locked memory, or refuse it (nothing
         sent). ``headers`` must look names up case-insensitively."""
+        warn_if_sdk_logs_plaintext()
         refusal = self.gate.check(method, url)
         if refusal is not None:
             return _answers.refused(refusal)
         try:
             tier = tier_for(self.tier, headers)
-            api_key = api_key_for(self.client.api_key, headers)
+            api_key = api_key_for(own_key, headers)
             return Prepared(_core.RequestBody(body), api_key, tier)
         except (ValueError, TypeError, SecurityError) as exc:
             return _answers.invalid_request(str(exc))
-        except _core.PayloadTooLargeError as exc:
-            return _answers.invalid_request(f"Payload too large: {exc}")
 
-    async def answer(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes
-    ) -> Answer:
-        """The answer to one SDK request (one attempt; raises for a transient failure)."""
-        warn_if_sdk_logs_plaintext()
-        prepared = self.prepare(method, url, headers, body)
-        if isinstance(prepared, Answer):
-            return prepared
-        try:
-            payload = await exchange(self.client, prepared.body, prepared.api_key, prepared.tier)
-        except SecurityError as exc:
-            return self._security_failure(exc)
-        except APIError as exc:
-            permanent = is_permanent_tpm_refusal(exc, prepared.tier)
-            return _answers.from_api_error(exc, permanent=permanent)
-        except APIConnectionError as exc:
-            return self._connection_failure(exc)
-        except PayloadTooLargeError as exc:
-            return _answers.invalid_request(str(exc))
-        return _answers.completion(payload)
+    def _failed(self, error: Exception, tier: str | None) -> Answer:
+        """What the SDK sees for a failed send (or the exception it must get)."""
+        if isinstance(error, SecurityError):
+            return self._security_failure(error)
+        if isinstance(error, APIError):
+            permanent = is_permanent_tpm_refusal(error, tier)
+            return _answers.from_api_error(error, permanent=permanent)
+        if isinstance(error, APIConnectionError):
+            return self._connection_failure(error)
+        return _answers.invalid_request(str(error))
 
     def _security_failure(self, error: SecurityError) -> Answer:
         if sdk_propagates_errors():
@@ -133,23 +128,48 @@ class Gateway:
             raise self._failures.timeout_error(str(error)) from None
         raise self._failures.connect_error(str(error)) from None
 
+
+class Gateway(_GatewayBase):
+    """Serves ``POST <router>/v1/chat/completions`` through a ``SecureCompletionClient``."""
+
+    def __init__(self, base_url: str, failures: Failures, **options: Any) -> None:
+        super().__init__(base_url, failures, options)
+        self.client = SecureCompletionClient(self.router_url, max_retries=0, **options)
+
+    async def answer(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes
+    ) -> Answer:
+        """The answer to one SDK request (one attempt; raises for a transient failure)."""
+        prepared = self.prepare(method, url, headers, body, self.client.api_key)
+        if isinstance(prepared, Answer):
+            return prepared
+        try:
+            payload = await exchange(self.client, prepared.body, prepared.api_key, prepared.tier)
+        except SEND_FAILURES as exc:
+            return self._failed(exc, prepared.tier)
+        return _answers.completion(payload)
+
     async def aclose(self) -> None:
         await self.client.aclose()
 
 
-class BlockingGateway:
-    """The gateway for a blocking transport: its client runs on a private loop thread."""
+class BlockingGateway(_GatewayBase):
+    """The same in the calling thread, through the blocking ``SyncCompletionClient`` (a
+    ``transport`` option is then a sync httpx2 transport)."""
 
     def __init__(self, base_url: str, failures: Failures, **options: Any) -> None:
-        self._loop = LoopThread()
-        self.gateway = Gateway(base_url, failures, **options)
+        super().__init__(base_url, failures, options)
+        self.client = SyncCompletionClient(ClientOptions(self.router_url, max_retries=0, **options))
 
     def answer(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> Answer:
-        return self._loop.run(self.gateway.answer(method, url, headers, body))
+        prepared = self.prepare(method, url, headers, body, self.client.api_key)
+        if isinstance(prepared, Answer):
+            return prepared
+        try:
+            payload = exchange_blocking(self.client, prepared.body, prepared.api_key, prepared.tier)
+        except SEND_FAILURES as exc:
+            return self._failed(exc, prepared.tier)
+        return _answers.completion(payload)
 
     def close(self) -> None:
-        try:
-            self._loop.run(self.gateway.aclose())
-        except RuntimeError:
-            pass
-        self._loop.close()
+        self.client.close()
