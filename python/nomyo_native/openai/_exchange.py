@@ -61,7 +61,7 @@ async def exchange(
     finally:
         body.wipe()
         client._keys.release(keypair)
-    client._finish(response["_metadata"], payload_id, policy, tier, server_key)
+    client._finish(response, payload_id, policy, tier, server_key)  # raises when refused
     return response
 
 
@@ -91,5 +91,5 @@ def exchange_blocking(
     finally:
         body.wipe()
         client._keys.release(keypair)
-    client._finish(response["_metadata"], payload_id, policy, tier, server_key)
+    client._finish(response, payload_id, policy, tier, server_key)  # raises when refused
     return response
