@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, cast
 
 from nomyo_native import _core, _protocol
+from nomyo_native._attributes import ClientAttributes
 from nomyo_native._config import ClientOptions, Completed, RouterURL, attempt_deadline
 from nomyo_native._constants import API_KEY_ENV
 from nomyo_native._headers import validate_api_key, validate_payload_id
@@ -99,62 +100,7 @@ def _attestation_trust(options: ClientOptions, router_url: str) -> AttestationTr
     )
 
 
-class _Attributes:
-    """The attributes nomyo 0.2.9's client has (and a few more), read from the parts that now
-    hold them."""
-
-    _retry: RetryPolicy
-    _lifecycle: KeyLifecycle
-    _attestation: AttestationTrust
-    _keys: KeyRing
-    _server_key: _core.ServerPublicKey | None
-
-    @property
-    def max_retries(self) -> int:
-        return self._retry.max_retries
-
-    @property
-    def key_size(self) -> int:
-        return self._lifecycle.key_size
-
-    @key_size.setter
-    def key_size(self, bits: int) -> None:
-        self._lifecycle.key_size = bits
-
-    @property
-    def attestation(self) -> str:
-        return self._attestation.explicit_policy or "auto"
-
-    @property
-    def pcr_baseline(self) -> dict[str, Any] | None:
-        return self._attestation.pcr_baseline
-
-    @property
-    def trusted_aik(self) -> Any:
-        return self._attestation.trusted_aik
-
-    @property
-    def private_key(self) -> _core.ClientKeyPair | None:
-        """The current key pair handle (opaque: the private key never leaves the core)."""
-        return self._keys.current
-
-    @property
-    def public_key_pem(self) -> str | None:
-        current = self._keys.current
-        return current.public_key_pem if current is not None else None
-
-    @property
-    def client_key_fingerprint(self) -> str | None:
-        current = self._keys.current
-        return current.fingerprint if current is not None else None
-
-    @property
-    def server_key_fingerprint(self) -> str | None:
-        """Fingerprint of the cached server key (None before the first fetch)."""
-        return self._server_key.fingerprint if self._server_key is not None else None
-
-
-class ClientBase(_Attributes):
+class ClientBase(ClientAttributes):
     """The state and decisions of one client for one base URL (see ``SecureCompletionClient``
     for the options)."""
 
@@ -187,6 +133,8 @@ class ClientBase(_Attributes):
             else None,
         )
         self._attestation = _attestation_trust(options, url.url)
+        # What the client was given (informational: the policy in force is per request).
+        self.attestation = options.attestation if options.attestation is not None else "auto"
         self._retry = RetryPolicy(
             options.max_retries, options.retry_backoff, options.max_backoff, options.max_retry_after
         )

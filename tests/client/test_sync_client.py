@@ -205,6 +205,20 @@ def test_a_sealed_request_is_checked_before_sealing(driven, peer):
     assert peer.posts == 0
 
 
+def test_client_attributes_stay_settable_and_apply_to_later_requests(driven, peer, sleeps):
+    chat = driven(max_retries=3)
+    client = chat.chat.client
+    client.max_retries = 0
+    client.key_size = 2048
+    client.trusted_aik = None
+    client.pcr_baseline = None
+    assert (client.max_retries, client.key_size, client.attestation) == (0, 2048, "auto")
+    peer.script = [httpx2.Response(500, json={"detail": "no retry now"})]
+    with pytest.raises(nomyo.ServerError):
+        chat.create()
+    assert peer.posts == 1 and sleeps.waits == []
+
+
 # ---- the sync client's own -------------------------------------------------------------------
 
 
