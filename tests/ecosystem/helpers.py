@@ -73,6 +73,7 @@ class Wire:
         verify = ssl.create_default_context(cafile=ca_path)
         self.rewrite = rewrite
         self.sent_headers: list[dict[str, str]] = []
+        self.sent_envelopes: list[bytes] = []
         self.bodies: list[bytes] = []
         wire = self
 
@@ -88,7 +89,7 @@ class Wire:
             inner = http.HTTPTransport(verify=verify)
 
             def handle_request(self, request: Any) -> Any:
-                wire.sent_headers.append({k.lower(): v for k, v in request.headers.items()})
+                wire.sent(request, request.read())
                 response = self.inner.handle_request(request)
                 return answer(request, response, response.read())
 
@@ -99,7 +100,7 @@ class Wire:
             inner = http.AsyncHTTPTransport(verify=verify)
 
             async def handle_async_request(self, request: Any) -> Any:
-                wire.sent_headers.append({k.lower(): v for k, v in request.headers.items()})
+                wire.sent(request, await request.aread())
                 response = await self.inner.handle_async_request(request)
                 return answer(request, response, await response.aread())
 
@@ -108,3 +109,8 @@ class Wire:
 
         self.transport = Transport()
         self.async_transport = AsyncTransport()
+
+    def sent(self, request: Any, content: bytes) -> None:
+        self.sent_headers.append({k.lower(): v for k, v in request.headers.items()})
+        if request.method == "POST":
+            self.sent_envelopes.append(content)

@@ -25,7 +25,7 @@ from tests.ecosystem.helpers import (
 
 from nomyo_native import openai as nomyo_openai
 from nomyo_native.errors import SecurityError
-from nomyo_native.openai import _exchange, _gateway
+from nomyo_native.openai import _gateway
 
 TOOL = {
     "type": "function",
@@ -178,25 +178,17 @@ def test_our_transport_does_not_retry(endpoint: Any, options: dict, posts: Calla
     assert posts() == 1
 
 
-def test_sdk_retries_are_sealed_afresh(
-    endpoint: Any, options: dict, posts: Callable, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    sealed: list[bytes] = []
-    real_seal = _exchange._seal
-
-    def recording_seal(body: Any, key: Any) -> bytes:
-        envelope = real_seal(body, key)
-        sealed.append(envelope)
-        return envelope
-
-    monkeypatch.setattr(_exchange, "_seal", recording_seal)
-    with sdk(endpoint, options, max_retries=2) as client:
+def test_sdk_retries_are_sealed_afresh(endpoint: Any, options: dict, posts: Callable) -> None:
+    wire = Wire(options["ca_bundle"])
+    with sdk(endpoint, {**options, "transport": wire.transport}, max_retries=2) as client:
         completion = client.chat.completions.create(model="flaky-2-retry", messages=user("again"))
     assert completion.choices[0].message.content == "again"
     assert posts() == 3
-    envelopes = [json.loads(e) for e in sealed]
+    envelopes = [json.loads(e) for e in wire.sent_envelopes]
+    assert len(envelopes) == 3
     assert len({e["encrypted_aes_key"] for e in envelopes}) == 3
     assert len({e["encrypted_payload"]["nonce"] for e in envelopes}) == 3
+    assert len({h["x-payload-id"] for h in wire.sent_headers if "x-payload-id" in h}) == 3
 
 
 def test_a_permanent_refusal_is_not_retried(endpoint: Any, options: dict, posts: Callable) -> None:

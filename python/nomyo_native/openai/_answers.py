@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +43,7 @@ class Answer:
 
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)
-    payload: dict[str, Any] | None = None
+    payload: Mapping[str, Any] | None = None
     body: bytes = b""
 
 
@@ -95,7 +96,7 @@ def security_failure(error: BaseException) -> Answer:
     )
 
 
-def completion(payload: dict[str, Any]) -> Answer:
+def completion(payload: Mapping[str, Any]) -> Answer:
     """The decrypted completion, with its ``_metadata`` summarized as response headers."""
     headers = [("content-type", JSON_TYPE), *metadata_headers(payload.get("_metadata"))]
     return Answer(200, headers, payload=payload)
