@@ -107,7 +107,7 @@ class SwtpmProcess:
             for _ in range(5):
                 port = _consecutive_free_ports()
                 guard = self._spawn(executable, port)
-                if self._wait_ready(guard.process, port + 1):
+                if self._wait_ready(guard.process, (port + 1, port)):
                     self._guard, self.port = guard, port
                     return self
                 last_error = self._reap(guard)
@@ -137,17 +137,23 @@ class SwtpmProcess:
         # The guard deletes only the temporary default, never a kept --tpm-state.
         return start_guard(remove=() if self.persistent else (self.state_dir,), command=swtpm)
 
-    def _wait_ready(self, process: subprocess.Popen[bytes], ctrl_port: int) -> bool:
+    def _wait_ready(self, process: subprocess.Popen[bytes], ports: tuple[int, ...]) -> bool:
+        """Whether swtpm came up listening on every one of ``ports``.
+
+        Both, not just the control port: swtpm binds them one after the other, and a client
+        that connects to the TPM port in between (or after another process took it) fails.
+        """
         deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
+        waiting = list(ports)
+        while waiting and time.monotonic() < deadline:
             if process.poll() is not None:
                 return False
             try:
-                socket.create_connection(("127.0.0.1", ctrl_port), timeout=1.0).close()
-                return True
+                socket.create_connection(("127.0.0.1", waiting[0]), timeout=1.0).close()
+                waiting.pop(0)
             except OSError:
                 time.sleep(0.02)
-        return False
+        return not waiting and process.poll() is None
 
     @staticmethod
     def _reap(guard: Guard) -> str:
