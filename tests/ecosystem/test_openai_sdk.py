@@ -130,6 +130,7 @@ def test_raw_response_headers_and_empty_body(endpoint: Any, options: dict) -> No
     # The decrypted JSON never exists as bytes or str: the body is empty, json() is the dict.
     response = raw.http_response
     assert response.content == b""
+    assert response.read() == b""
     assert response.text == ""
     assert list(response.iter_bytes()) == []
     assert response.json()["choices"][0]["message"]["content"] == "raw"
