@@ -12,6 +12,8 @@
 //! cleanses every allocation, and with `lc_heap` installed (module init) those allocations also
 //! sit in locked, dump-excluded slabs and are zeroed on free by `lc_heap` itself.
 
+#![forbid(unsafe_code)]
+
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use aws_lc_rs::rand;
 use base64_simd::{AsOut, STANDARD as B64};

@@ -5,6 +5,8 @@
 //! learns nothing from the message or the type. Format errors name the field and the rule,
 //! never any secret content.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 
 /// The single message of every unwrap/authentication failure.

@@ -86,6 +86,10 @@ fn sub(counter: &AtomicUsize, n: usize) {
 }
 
 /// A slab, which of its pages are locked (bit i: page i) and how many live blocks each holds.
+///
+/// Invariant: a `Slab` in `Pool::slabs[..slab_count]` was made by `new_slab` and its `start` is
+/// a live `SLAB_BYTES` mapping of this process (slabs are never unmapped), so any whole page of
+/// it may be locked or unlocked.
 #[derive(Clone, Copy)]
 struct Slab {
     start: *mut u8,
@@ -402,6 +406,7 @@ pub fn free_blocks_are_wiped() -> bool {
             if bytes[8..].iter().any(|&b| b != 0) {
                 return false;
             }
+            // SAFETY: a free block's first 8 bytes (aligned) hold the next one (`allocate`).
             block = unsafe { (block as *mut *mut u8).read() };
         }
     }
@@ -417,11 +422,12 @@ fn class_of(total: usize) -> Option<usize> {
 }
 
 /// A fresh slab, dump-excluded; its pages are locked as blocks are placed in them.
-unsafe fn new_slab(pool: &mut Pool) -> bool {
+fn new_slab(pool: &mut Pool) -> bool {
     if pool.slab_count == MAX_SLABS || SLAB_BYTES / crate::page::size() > MAX_SLAB_PAGES {
         return false;
     }
-    let Some(start) = sys::map(SLAB_BYTES) else {
+    // SAFETY: a new mapping, never unmapped: slabs live as long as the process.
+    let Some(start) = (unsafe { sys::map(SLAB_BYTES) }) else {
         return false;
     };
     SLAB_TOTAL.fetch_add(SLAB_BYTES, Ordering::SeqCst);
@@ -432,7 +438,8 @@ unsafe fn new_slab(pool: &mut Pool) -> bool {
     };
     pool.slab_count += 1;
     pool.cursor = start;
-    pool.end = start.add(SLAB_BYTES);
+    // One past the end of the mapping just made: in bounds for `add`.
+    pool.end = start.wrapping_add(SLAB_BYTES);
     true
 }
 
@@ -447,12 +454,15 @@ fn pages_of(pool: &Pool, block: *mut u8, len: usize) -> Option<(usize, usize, us
     Some((index, offset / page, (offset + len - 1) / page))
 }
 
-/// Lock one page of a slab if the budget and the limit allow.
-unsafe fn lock_page(slab: &mut Slab, i: usize) -> bool {
+/// Lock page `i` (< `MAX_SLAB_PAGES`) of a slab if the budget and the limit allow.
+fn lock_page(slab: &mut Slab, i: usize) -> bool {
     let page = crate::page::size();
-    if SLAB_LOCKED.load(Ordering::SeqCst) + page > MAX_LOCKED_BYTES
-        || !sys::lock(slab.start.add(i * page), page)
-    {
+    if SLAB_LOCKED.load(Ordering::SeqCst) + page > MAX_LOCKED_BYTES {
+        return false;
+    }
+    // SAFETY: a whole page of a live slab (`Slab`'s invariant; `new_slab` refuses a page size
+    // that would put page `MAX_SLAB_PAGES - 1` past its end).
+    if !unsafe { sys::lock(slab.start.wrapping_add(i * page), page) } {
         return false;
     }
     slab.locked_pages |= 1 << i;
@@ -461,7 +471,7 @@ unsafe fn lock_page(slab: &mut Slab, i: usize) -> bool {
 }
 
 /// A block of `len` bytes is placed at `block`: its pages are in use (locked when possible).
-unsafe fn use_pages(pool: &mut Pool, block: *mut u8, len: usize) {
+fn use_pages(pool: &mut Pool, block: *mut u8, len: usize) {
     let Some((index, first, last)) = pages_of(pool, block, len) else {
         return;
     };
@@ -482,7 +492,7 @@ unsafe fn use_pages(pool: &mut Pool, block: *mut u8, len: usize) {
 
 /// The block at `block` was freed. A page it leaves empty keeps its lock (for reuse, without a
 /// system call per allocation) unless pages in use are waiting for one: then it hands it over.
-unsafe fn unuse_pages(pool: &mut Pool, block: *mut u8, len: usize) {
+fn unuse_pages(pool: &mut Pool, block: *mut u8, len: usize) {
     let Some((index, first, last)) = pages_of(pool, block, len) else {
         return;
     };
@@ -497,7 +507,8 @@ unsafe fn unuse_pages(pool: &mut Pool, block: *mut u8, len: usize) {
         if slab.locked_pages & (1 << i) == 0 {
             sub(&SLAB_UNLOCKED, page);
         } else if SLAB_UNLOCKED.load(Ordering::SeqCst) > 0 {
-            sys::unlock(slab.start.add(i * page), page);
+            // SAFETY: a whole page of a live slab (`Slab`'s invariant), locked by `lock_page`.
+            unsafe { sys::unlock(slab.start.wrapping_add(i * page), page) };
             slab.locked_pages &= !(1 << i);
             sub(&SLAB_LOCKED, page);
             handed_over = true;
@@ -509,7 +520,7 @@ unsafe fn unuse_pages(pool: &mut Pool, block: *mut u8, len: usize) {
 }
 
 /// Lock pages in use that are not locked, while the limit allows.
-unsafe fn lock_waiting_pages(pool: &mut Pool) {
+fn lock_waiting_pages(pool: &mut Pool) {
     let count = pool.slab_count;
     for slab in &mut pool.slabs[..count] {
         for i in 0..MAX_SLAB_PAGES {
@@ -523,13 +534,21 @@ unsafe fn lock_waiting_pages(pool: &mut Pool) {
     }
 }
 
+/// Write a block's `HEADER` bytes: magic, kind, class (or locked flag), fork generation, size.
+///
+/// # Safety
+/// `block` must be valid for writes of `HEADER` bytes.
 unsafe fn write_header(block: *mut u8, kind: u8, class: u8, size: usize) {
     let h = block;
-    (h as *mut u32).write_unaligned(MAGIC);
-    h.add(4).write(kind);
-    h.add(5).write(class);
-    h.add(6).write(GENERATION.load(Ordering::SeqCst));
-    (h.add(8) as *mut u64).write_unaligned(size as u64);
+    // SAFETY: every write is inside the `HEADER` (16) bytes the caller vouches for; the u32 and
+    // u64 ones are unaligned writes.
+    unsafe {
+        (h as *mut u32).write_unaligned(MAGIC);
+        h.add(4).write(kind);
+        h.add(5).write(class);
+        h.add(6).write(GENERATION.load(Ordering::SeqCst));
+        (h.add(8) as *mut u64).write_unaligned(size as u64);
+    }
 }
 
 /// Bytes of the mapping behind a big block of `size` bytes (header included).
@@ -538,7 +557,10 @@ fn mapped_len(size: usize) -> usize {
     (size + HEADER).div_ceil(page) * page
 }
 
-unsafe fn allocate(size: usize) -> *mut u8 {
+/// `size` bytes for aws-lc (null when out of memory), after a `HEADER` that `release` and
+/// `usable_size` read back: a block of a slab's size class, a mapping of its own for a big one,
+/// or `malloc` where there are no mappings.
+fn allocate(size: usize) -> *mut u8 {
     let Some(total) = size.checked_add(HEADER) else {
         return std::ptr::null_mut();
     };
@@ -547,15 +569,21 @@ unsafe fn allocate(size: usize) -> *mut u8 {
         let mut pool = lock_pool();
         let mut block = pool.free[class];
         if !block.is_null() {
-            pool.free[class] = (block as *mut *mut u8).read();
-            (block as *mut *mut u8).write(std::ptr::null_mut());
+            // SAFETY: a free block of this class, inside a live slab and at least 32 bytes, of
+            // which the first 8 (8-aligned: blocks are placed at multiples of their power-of-two
+            // size in page-aligned slabs) hold the next free block; the pool lock is ours.
+            unsafe {
+                pool.free[class] = (block as *mut *mut u8).read();
+                (block as *mut *mut u8).write(std::ptr::null_mut());
+            }
         } else {
             let room = |p: &Pool| {
                 !p.cursor.is_null() && (p.end as usize) - (p.cursor as usize) >= block_size
             };
             if room(&pool) || (new_slab(&mut pool) && room(&pool)) {
                 block = pool.cursor;
-                pool.cursor = pool.cursor.add(block_size);
+                // At most the end of the slab (`room` checked it).
+                pool.cursor = pool.cursor.wrapping_add(block_size);
             }
         }
         if !block.is_null() {
@@ -563,17 +591,20 @@ unsafe fn allocate(size: usize) -> *mut u8 {
         }
         drop(pool);
         if !block.is_null() {
-            write_header(block, KIND_POOL, class as u8, size);
+            // SAFETY: the block is ours alone now and `block_size` >= `total` = `HEADER` + size.
+            unsafe { write_header(block, KIND_POOL, class as u8, size) };
             LIVE_POOL_BLOCKS.fetch_add(1, Ordering::SeqCst);
-            return block.add(HEADER);
+            return block.wrapping_add(HEADER);
         }
     }
     if total >= isize::MAX as usize / 2 {
         return std::ptr::null_mut();
     }
     let len = mapped_len(size);
-    if let Some(block) = sys::map(len) {
-        let locked = sys::lock(block, len);
+    // SAFETY: a new mapping, unmapped only by `release` of the block placed in it.
+    if let Some(block) = unsafe { sys::map(len) } {
+        // SAFETY: the whole mapping just made (`len` is a multiple of the page size).
+        let locked = unsafe { sys::lock(block, len) };
         if locked {
             MAPPED_LOCKED.fetch_add(len, Ordering::SeqCst);
             let mut pool = lock_pool();
@@ -584,52 +615,86 @@ unsafe fn allocate(size: usize) -> *mut u8 {
             MAPPED_UNLOCKED.fetch_add(len, Ordering::SeqCst);
             LOCK_FAILURES.fetch_add(1, Ordering::SeqCst);
         }
-        write_header(block, KIND_MAPPED, u8::from(locked), size);
+        // SAFETY: the mapping is `len` >= `HEADER` + size bytes, ours alone.
+        unsafe { write_header(block, KIND_MAPPED, u8::from(locked), size) };
         LIVE_MAPPED_BLOCKS.fetch_add(1, Ordering::SeqCst);
-        return block.add(HEADER);
+        return block.wrapping_add(HEADER);
     }
     if sys::MAPS {
         return std::ptr::null_mut(); // out of memory
     }
-    let block = libc::malloc(total) as *mut u8;
+    // SAFETY: malloc has no preconditions; its result is checked for null before use.
+    let block = unsafe { libc::malloc(total) } as *mut u8;
     if block.is_null() {
         return block;
     }
-    write_header(block, KIND_SYSTEM, 0, size);
+    // SAFETY: `total` = `HEADER` + size bytes just allocated.
+    unsafe { write_header(block, KIND_SYSTEM, 0, size) };
     MAPPED_UNLOCKED.fetch_add(total, Ordering::SeqCst);
     LIVE_MAPPED_BLOCKS.fetch_add(1, Ordering::SeqCst);
-    block.add(HEADER)
+    block.wrapping_add(HEADER)
 }
 
 /// Size of the caller's part of the allocation at `ptr`.
+///
+/// # Safety
+/// `ptr` must be a live allocation of `allocate`, or of aws-lc's default allocator (which
+/// keeps the size in the `FOREIGN_PREFIX` bytes before it).
 unsafe fn usable_size(ptr: *mut u8) -> usize {
-    let block = ptr.sub(HEADER);
-    if (block as *const u32).read_unaligned() == MAGIC {
-        (block.add(8) as *const u64).read_unaligned() as usize
-    } else {
-        (ptr.sub(FOREIGN_PREFIX) as *const usize).read_unaligned()
+    // SAFETY: both kinds of allocation keep at least `FOREIGN_PREFIX` (8) readable bytes before
+    // `ptr`; ours keep `HEADER` (16), whose magic tells them apart. An aws-lc allocation of
+    // fewer than 16 prefix bytes is a malloc'ed block (at least 16 bytes from malloc's own
+    // header on the heap), so the magic read stays inside mapped memory.
+    unsafe {
+        let block = ptr.sub(HEADER);
+        if (block as *const u32).read_unaligned() == MAGIC {
+            (block.add(8) as *const u64).read_unaligned() as usize
+        } else {
+            (ptr.sub(FOREIGN_PREFIX) as *const usize).read_unaligned()
+        }
     }
 }
 
+/// Wipe and free the allocation at `ptr` (its pages unlocked or kept for reuse).
+///
+/// # Safety
+/// `ptr` must be a live allocation of `allocate`, or of aws-lc's default allocator, and is
+/// not used afterwards.
 unsafe fn release(ptr: *mut u8) {
-    let block = ptr.sub(HEADER);
-    if (block as *const u32).read_unaligned() != MAGIC {
+    // SAFETY: as in `usable_size`, the header (or the foreign size prefix) precedes `ptr`.
+    let block = unsafe { ptr.sub(HEADER) };
+    // SAFETY: as above.
+    if unsafe { (block as *const u32).read_unaligned() } != MAGIC {
         // Allocated by aws-lc's default allocator before `install`: size prefix + malloc.
-        let start = ptr.sub(FOREIGN_PREFIX);
-        let size = (start as *const usize).read_unaligned();
-        std::slice::from_raw_parts_mut(start, size + FOREIGN_PREFIX).zeroize();
-        libc::free(start as *mut c_void);
+        // SAFETY: that allocator's layout: `malloc(size + 8)`, the size in the first 8 bytes,
+        // the caller's `size` bytes after them; freed once, by the caller's contract.
+        unsafe {
+            let start = ptr.sub(FOREIGN_PREFIX);
+            let size = (start as *const usize).read_unaligned();
+            std::slice::from_raw_parts_mut(start, size + FOREIGN_PREFIX).zeroize();
+            libc::free(start as *mut c_void);
+        }
         return;
     }
-    let kind = block.add(4).read();
-    let size = (block.add(8) as *const u64).read_unaligned() as usize;
+    // SAFETY: our `HEADER`, written by `write_header`.
+    let (kind, class_or_locked, generation, size) = unsafe {
+        (
+            block.add(4).read(),
+            block.add(5).read(),
+            block.add(6).read(),
+            (block.add(8) as *const u64).read_unaligned() as usize,
+        )
+    };
     match kind {
         KIND_POOL => {
-            let class = block.add(5).read() as usize;
+            let class = class_or_locked as usize;
             let block_size = 1usize << (class + MIN_SHIFT);
-            std::slice::from_raw_parts_mut(block, block_size).zeroize();
+            // SAFETY: the whole block of its size class, ours again (the caller is done).
+            unsafe { std::slice::from_raw_parts_mut(block, block_size).zeroize() };
             let mut pool = lock_pool();
-            (block as *mut *mut u8).write(pool.free[class]);
+            // SAFETY: the block's first 8 bytes (aligned, see `allocate`) now hold the free
+            // list's link; the pool lock is ours.
+            unsafe { (block as *mut *mut u8).write(pool.free[class]) };
             pool.free[class] = block;
             unuse_pages(&mut pool, block, block_size);
             LIVE_POOL_BLOCKS.fetch_sub(1, Ordering::SeqCst);
@@ -637,15 +702,15 @@ unsafe fn release(ptr: *mut u8) {
         KIND_MAPPED => {
             let len = mapped_len(size);
             // Locked by this process (not inherited across a fork) or not.
-            let locked = block.add(5).read() == 1
-                && block.add(6).read() == GENERATION.load(Ordering::SeqCst);
+            let locked = class_or_locked == 1 && generation == GENERATION.load(Ordering::SeqCst);
             if locked {
                 let mut pool = lock_pool();
                 if let Some(entry) = pool.big.iter_mut().find(|(start, _)| *start == block) {
                     *entry = (std::ptr::null_mut(), 0);
                 }
             }
-            std::slice::from_raw_parts_mut(block, len).zeroize();
+            // SAFETY: the block's own mapping of `len` bytes, made by `allocate`.
+            unsafe { std::slice::from_raw_parts_mut(block, len).zeroize() };
             sub(
                 if locked {
                     &MAPPED_LOCKED
@@ -654,12 +719,16 @@ unsafe fn release(ptr: *mut u8) {
                 },
                 len,
             );
-            sys::unmap(block, len);
+            // SAFETY: as above, unmapped once (the caller's contract).
+            unsafe { sys::unmap(block, len) };
             LIVE_MAPPED_BLOCKS.fetch_sub(1, Ordering::SeqCst);
         }
         _ => {
-            std::slice::from_raw_parts_mut(block, size + HEADER).zeroize();
-            libc::free(block as *mut c_void);
+            // SAFETY: `allocate`'s malloc of `HEADER` + size bytes, freed once.
+            unsafe {
+                std::slice::from_raw_parts_mut(block, size + HEADER).zeroize();
+                libc::free(block as *mut c_void);
+            }
             sub(&MAPPED_UNLOCKED, size + HEADER);
             LIVE_MAPPED_BLOCKS.fetch_sub(1, Ordering::SeqCst);
         }
@@ -673,37 +742,51 @@ mod sys {
     pub const MAPS: bool = true;
 
     /// `len` bytes of fresh, zeroed, dump-excluded memory (`len` a multiple of the page size).
+    ///
+    /// # Safety
+    /// The mapping is released only by `unmap`, once.
     pub unsafe fn map(len: usize) -> Option<*mut u8> {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
+        // SAFETY: a new anonymous private mapping; it overlaps nothing of ours.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
         if p == libc::MAP_FAILED {
             return None;
         }
+        // SAFETY: the mapping just made; madvise only changes how the kernel dumps it.
         #[cfg(target_os = "linux")]
-        libc::madvise(p, len, libc::MADV_DONTDUMP);
+        unsafe {
+            libc::madvise(p, len, libc::MADV_DONTDUMP)
+        };
         Some(p as *mut u8)
     }
 
+    /// # Safety
+    /// `p` and `len` are one mapping of `map`, not used afterwards.
     pub unsafe fn unmap(p: *mut u8, len: usize) {
-        libc::munmap(p.cast(), len);
+        // SAFETY: the caller's contract.
+        unsafe { libc::munmap(p.cast(), len) };
     }
 
     /// # Safety
     /// Page-aligned range of one of our mappings.
     pub unsafe fn lock(p: *mut u8, len: usize) -> bool {
-        libc::mlock(p.cast(), len) == 0
+        // SAFETY: the caller's contract; mlock changes residency, not contents.
+        unsafe { libc::mlock(p.cast(), len) == 0 }
     }
 
     /// # Safety
     /// Page-aligned range of one of our mappings.
     pub unsafe fn unlock(p: *mut u8, len: usize) {
-        libc::munlock(p.cast(), len);
+        // SAFETY: the caller's contract; munlock changes residency, not contents.
+        unsafe { libc::munlock(p.cast(), len) };
     }
 }
 
@@ -719,29 +802,51 @@ use windows as sys;
 mod sys {
     pub const MAPS: bool = false;
 
+    /// # Safety
+    /// None (nothing is mapped); unsafe to match the other platforms.
     pub unsafe fn map(_len: usize) -> Option<*mut u8> {
         None
     }
 
+    /// # Safety
+    /// None; see `map`.
     pub unsafe fn unmap(_p: *mut u8, _len: usize) {}
 
+    /// # Safety
+    /// None; see `map`.
     pub unsafe fn lock(_p: *mut u8, _len: usize) -> bool {
         false
     }
 
+    /// # Safety
+    /// None; see `map`.
     pub unsafe fn unlock(_p: *mut u8, _len: usize) {}
 }
 
+/// aws-lc's `OPENSSL_malloc` hook.
+///
+/// # Safety
+/// None beyond aws-lc's: the result is freed by `lc_free` (or resized by `lc_realloc`) once.
 unsafe extern "C" fn lc_malloc(size: usize, _file: *const c_char, _line: c_int) -> *mut c_void {
     allocate(size) as *mut c_void
 }
 
+/// aws-lc's `OPENSSL_free` hook.
+///
+/// # Safety
+/// `ptr` is null or a live allocation of `lc_malloc`/`lc_realloc` (or of aws-lc's default
+/// allocator, before `install`), not used afterwards.
 unsafe extern "C" fn lc_free(ptr: *mut c_void, _file: *const c_char, _line: c_int) {
     if !ptr.is_null() {
-        release(ptr as *mut u8);
+        // SAFETY: the caller's contract.
+        unsafe { release(ptr as *mut u8) };
     }
 }
 
+/// aws-lc's `OPENSSL_realloc` hook: a fresh block, the old one copied and wiped.
+///
+/// # Safety
+/// As `lc_free` for `ptr`, which is not used afterwards unless null is returned.
 unsafe extern "C" fn lc_realloc(
     ptr: *mut c_void,
     new_size: usize,
@@ -756,9 +861,13 @@ unsafe extern "C" fn lc_realloc(
     if fresh.is_null() {
         return std::ptr::null_mut();
     }
-    let keep = usable_size(old).min(new_size);
-    std::ptr::copy_nonoverlapping(old, fresh, keep);
-    release(old); // wipes the old copy
+    // SAFETY: `old` is a live allocation (the caller's contract) of `usable_size(old)` bytes,
+    // `fresh` a new one of `new_size`, distinct from it; `old` is released once, after the copy.
+    unsafe {
+        let keep = usable_size(old).min(new_size);
+        std::ptr::copy_nonoverlapping(old, fresh, keep);
+        release(old); // wipes the old copy
+    }
     fresh as *mut c_void
 }
 
@@ -821,6 +930,8 @@ mod tests {
     #[test]
     fn blocks_are_wiped_and_reused_without_installing() {
         // The allocator works on its own (install is tested in its own test binary).
+        // SAFETY: every pointer is one `allocate` or `lc_realloc` just returned, used within the
+        // size asked for and released once.
         unsafe {
             let p = allocate(100);
             assert!(!p.is_null());

@@ -1,6 +1,8 @@
 //! Envelope bindings: `seal` (JSON straight into locked memory, then the hybrid envelope) and
 //! `open_envelope` (check, unwrap, decrypt, and build the payload from locked memory).
 
+#![forbid(unsafe_code)]
+
 use std::panic::AssertUnwindSafe;
 
 use pyo3::exceptions::PyTypeError;

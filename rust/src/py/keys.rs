@@ -2,6 +2,8 @@
 //! Argument conversion, the GIL released around every RSA/KDF operation, `no_panic` around
 //! every entry point.
 
+#![forbid(unsafe_code)]
+
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 

@@ -116,8 +116,8 @@ fn export_writable(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Export> {
 pub fn wipe(buffer: &Bound<'_, PyAny>) -> PyResult<()> {
     let export = export_writable(buffer, "wipe()")?;
     let (addr, len) = (export.addr, export.len);
-    // SAFETY: the export keeps `[addr, addr + len)` alive and writable.
     let wiped = no_panic(|| {
+        // SAFETY: the export keeps `[addr, addr + len)` alive and writable.
         unsafe { secret::wipe_raw(addr as *mut u8, len) };
         Ok(())
     });
@@ -208,8 +208,9 @@ impl BufferLock {
     fn wipe(&self) -> PyResult<()> {
         let held = self.held()?;
         let (addr, len) = (held.addr, held.len);
-        // SAFETY: the export keeps `[addr, addr + len)` alive and writable.
         no_panic(|| {
+            // SAFETY: the export (held until `release`) keeps `[addr, addr + len)` alive and
+            // writable.
             unsafe { secret::wipe_raw(addr as *mut u8, len) };
             Ok(())
         })

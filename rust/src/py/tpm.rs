@@ -1,6 +1,8 @@
 //! Python bindings of the TPM parsers and verifier: each structure becomes a plain dict of
 //! ints and bytes (the fields a verifier and the differential test against tpm2-pytss need).
 
+#![forbid(unsafe_code)]
+
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};

@@ -27,8 +27,10 @@ pub struct LockedBuf {
     pub(super) mapping: Option<Mapping>,
 }
 
-// SAFETY: LockedBuf owns its allocation exclusively; `&LockedBuf` only reads it.
+// SAFETY: LockedBuf owns its allocation exclusively (no other handle to it exists), so moving
+// it to another thread moves the only access; the pool it returns to has its own lock.
 unsafe impl Send for LockedBuf {}
+// SAFETY: `&LockedBuf` only reads the allocation; every write needs `&mut LockedBuf`.
 unsafe impl Sync for LockedBuf {}
 
 impl LockedBuf {

@@ -50,6 +50,7 @@ use zeroize::Zeroize;
 /// `ptr` must be valid for writes of `len` bytes.
 pub unsafe fn wipe_raw(ptr: *mut u8, len: usize) {
     if len > 0 {
-        std::slice::from_raw_parts_mut(ptr, len).zeroize();
+        // SAFETY: the caller's contract (non-null and in bounds, as `len > 0`).
+        unsafe { std::slice::from_raw_parts_mut(ptr, len).zeroize() };
     }
 }

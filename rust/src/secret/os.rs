@@ -17,13 +17,15 @@ mod imp {
     /// # Safety
     /// Page-aligned range of this process's memory.
     pub unsafe fn lock(addr: *mut u8, len: usize) -> bool {
-        libc::mlock(addr.cast(), len) == 0
+        // SAFETY: the caller's contract; mlock changes residency, not contents.
+        unsafe { libc::mlock(addr.cast(), len) == 0 }
     }
 
     /// # Safety
     /// Page-aligned range of this process's memory.
     pub unsafe fn unlock(addr: *mut u8, len: usize) {
-        libc::munlock(addr.cast(), len);
+        // SAFETY: the caller's contract; munlock changes residency, not contents.
+        unsafe { libc::munlock(addr.cast(), len) };
     }
 
     /// `Some(applied)` where the platform can exclude pages from core dumps, else `None`.
@@ -33,11 +35,16 @@ mod imp {
     pub unsafe fn exclude_from_dumps(addr: *mut u8, len: usize) -> Option<bool> {
         #[cfg(target_os = "linux")]
         {
-            Some(libc::madvise(addr.cast(), len, libc::MADV_DONTDUMP) == 0)
+            // SAFETY: the caller's contract; the advice changes how the kernel dumps the pages,
+            // not their contents.
+            let applied = unsafe { libc::madvise(addr.cast(), len, libc::MADV_DONTDUMP) } == 0;
+            Some(applied)
         }
         #[cfg(any(target_os = "freebsd", target_os = "dragonfly"))]
         {
-            Some(libc::madvise(addr.cast(), len, libc::MADV_NOCORE) == 0)
+            // SAFETY: as above.
+            let applied = unsafe { libc::madvise(addr.cast(), len, libc::MADV_NOCORE) } == 0;
+            Some(applied)
         }
         #[cfg(not(any(target_os = "linux", target_os = "freebsd", target_os = "dragonfly")))]
         {
@@ -49,10 +56,16 @@ mod imp {
     /// # Safety
     /// Page-aligned range of this process's memory.
     pub unsafe fn include_in_dumps(addr: *mut u8, len: usize) {
+        // SAFETY: the caller's contract; as in `exclude_from_dumps`.
         #[cfg(target_os = "linux")]
-        libc::madvise(addr.cast(), len, libc::MADV_DODUMP);
+        unsafe {
+            libc::madvise(addr.cast(), len, libc::MADV_DODUMP)
+        };
+        // SAFETY: as above.
         #[cfg(any(target_os = "freebsd", target_os = "dragonfly"))]
-        libc::madvise(addr.cast(), len, libc::MADV_CORE);
+        unsafe {
+            libc::madvise(addr.cast(), len, libc::MADV_CORE)
+        };
         let _ = (addr, len);
     }
 
@@ -84,20 +97,27 @@ mod imp {
     /// # Safety
     /// Range of this process's committed memory.
     pub unsafe fn lock(addr: *mut u8, len: usize) -> bool {
-        crate::win::lock(addr, len)
+        // SAFETY: the caller's contract, which is win::lock's.
+        unsafe { crate::win::lock(addr, len) }
     }
 
     /// # Safety
     /// Range of this process's committed memory.
     pub unsafe fn unlock(addr: *mut u8, len: usize) {
-        VirtualUnlock(addr.cast(), len);
+        // SAFETY: the caller's contract; VirtualUnlock changes residency, not contents.
+        unsafe { VirtualUnlock(addr.cast(), len) };
     }
 
     /// Windows has no per-page dump exclusion.
+    ///
+    /// # Safety
+    /// None (nothing is done); unsafe to match the Unix call.
     pub unsafe fn exclude_from_dumps(_addr: *mut u8, _len: usize) -> Option<bool> {
         None
     }
 
+    /// # Safety
+    /// None; see `exclude_from_dumps`.
     pub unsafe fn include_in_dumps(_addr: *mut u8, _len: usize) {}
 
     /// The working-set quota, not an RLIMIT, bounds VirtualLock on Windows.

@@ -85,7 +85,9 @@ pub unsafe fn lock_pages(addr: usize, len: usize) -> bool {
         }
     }
     for (run, run_len) in page_runs(&fresh, page) {
-        record_dump_exclusion(os::exclude_from_dumps(run as *mut u8, run_len));
+        // SAFETY: whole pages under the caller's range, mapped (the caller's contract: a page
+        // holding a mapped byte is mapped whole).
+        record_dump_exclusion(unsafe { os::exclude_from_dumps(run as *mut u8, run_len) });
     }
     if unlocked.is_empty() {
         return true;
@@ -93,7 +95,8 @@ pub unsafe fn lock_pages(addr: usize, len: usize) -> bool {
     let mut all_locked = true;
     let mut newly_locked = 0;
     for (run, run_len) in page_runs(&unlocked, page) {
-        if os::lock(run as *mut u8, run_len) {
+        // SAFETY: as above.
+        if unsafe { os::lock(run as *mut u8, run_len) } {
             for p in (run..run + run_len).step_by(page) {
                 if let Some(state) = pages.get_mut(&p) {
                     if state.locked {
@@ -107,7 +110,8 @@ pub unsafe fn lock_pages(addr: usize, len: usize) -> bool {
             newly_locked += run_len;
         } else {
             // Undo a partial lock so that the page states stay true.
-            os::unlock(run as *mut u8, run_len);
+            // SAFETY: as above.
+            unsafe { os::unlock(run as *mut u8, run_len) };
             all_locked = false;
         }
     }
@@ -148,10 +152,13 @@ pub unsafe fn unlock_pages(addr: usize, len: usize) {
     }
     sub(&BYTES_UNLOCKED, inherited);
     for (run, run_len) in page_runs(&to_unlock, page) {
-        os::unlock(run as *mut u8, run_len);
+        // SAFETY: pages under the caller's range, which `lock_pages` locked and which are still
+        // mapped (the caller's contract); no other range holds them any more.
+        unsafe { os::unlock(run as *mut u8, run_len) };
     }
     for (run, run_len) in page_runs(&released, page) {
-        os::include_in_dumps(run as *mut u8, run_len);
+        // SAFETY: as above.
+        unsafe { os::include_in_dumps(run as *mut u8, run_len) };
     }
     sub(&BYTES_LOCKED, to_unlock.len() * page);
 }

@@ -1,5 +1,7 @@
 //! The process-wide counters of locked memory, and `memory_status`, which reads them.
 
+#![forbid(unsafe_code)]
+
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use super::{os, pool, LockedBuf};

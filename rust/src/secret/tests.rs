@@ -58,6 +58,7 @@ fn truncate_wipes_the_tail() {
     assert_eq!(buf.len(), 10);
     assert_eq!(buf.as_slice(), &[0xAA; 10]);
     // The bytes past the new length are zero inside the allocation.
+    // SAFETY: bytes 10..64 of the buffer's capacity (64), mapped and initialised.
     let tail = unsafe { std::slice::from_raw_parts(buf.as_ptr().add(10), 54) };
     assert!(tail.iter().all(|&b| b == 0));
     buf.truncate(100); // longer than len: no effect
@@ -134,6 +135,7 @@ fn pooled_buffers_are_reused_zeroed_and_guarded() {
     assert_eq!(again.capacity(), size);
     // Whatever mapping it is, every byte of it is zero, data and slack before it.
     let mapping = again.mapping.as_ref().unwrap();
+    // SAFETY: the mapping's `len` data bytes, owned by `again`, which is alive.
     let whole = unsafe { std::slice::from_raw_parts(mapping.base.as_ptr(), mapping.len) };
     assert!(whole.iter().all(|&b| b == 0));
     // The data still ends at the trailing guard page.
@@ -195,9 +197,12 @@ fn canary_check_sees_a_write_before_the_data() {
     let buf = LockedBuf::zeroed(70_000).unwrap();
     let mapping = buf.mapping.as_ref().unwrap();
     assert!(mapping.canary_intact());
+    // SAFETY: the last canary byte, just before the data in the mapping's unprotected pages.
     let canary = unsafe { mapping.base.as_ptr().sub(1) };
+    // SAFETY: as above; flipped back below before the buffer is dropped (free checks it).
     unsafe { canary.write_volatile(canary.read_volatile() ^ 0x01) };
     assert!(!mapping.canary_intact());
+    // SAFETY: as above, restoring the byte.
     unsafe { canary.write_volatile(canary.read_volatile() ^ 0x01) };
     assert!(mapping.canary_intact());
 }
@@ -216,6 +221,8 @@ fn lock_pages_is_reference_counted() {
     let addr = data.as_mut_ptr() as usize;
     let first_page = page_span(addr, 1).0;
     let holders = |p: usize| shared_pages().lock().unwrap().get(&p).map(|s| s.holders);
+    // SAFETY: ranges of `data`, alive until the end of the test; each lock is paired with one
+    // unlock of the same range.
     unsafe {
         let locked = lock_pages(addr, 10);
         assert_eq!(lock_pages(addr + 5, 10), locked);

@@ -12,6 +12,8 @@
 //!
 //! Only RSA endorsement keys are supported (an ECC EK derives the seed by ECDH).
 
+#![forbid(unsafe_code)]
+
 use aws_lc_rs::cipher::{EncryptingKey, EncryptionContext, UnboundCipherKey, AES_128, AES_256};
 use aws_lc_rs::hmac;
 use aws_lc_rs::rsa::{

@@ -11,6 +11,7 @@ pub mod parse;
 pub mod verify;
 
 /// TPM algorithm identifiers (Part 2, table "TPM_ALG_ID") used by the parser and verifier.
+#[forbid(unsafe_code)]
 pub mod alg {
     pub const RSA: u16 = 0x0001;
     pub const SHA1: u16 = 0x0004;

@@ -6,6 +6,8 @@
 //! structure must consume its input exactly. The parsed values borrow the input: nothing is
 //! copied until the caller asks for it.
 
+#![forbid(unsafe_code)]
+
 use super::{alg, digest_size, TPM_ST_ATTEST_CERTIFY, TPM_ST_ATTEST_QUOTE};
 use std::fmt;
 
