@@ -257,3 +257,17 @@ def test_a_disposed_sync_client_refuses_to_send(peer):
     assert chat.client.private_key is None
     with pytest.raises(nomyo.ClientClosedError):
         chat.create(model="m", messages=USER)
+
+
+def test_one_sync_client_serves_several_threads_with_one_key_fetch_and_one_pair(peer):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with nomyo.SyncSecureChatCompletion(
+        base_url="https://peer.test", key_size=2048, transport=peer.transport()
+    ) as chat:
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            replies = list(pool.map(lambda _: chat.create(model="m", messages=USER), range(12)))
+    assert all(r["_metadata"]["payload_id_verified"] is True for r in replies)
+    assert len({r["_metadata"]["payload_id"] for r in replies}) == 12
+    assert peer.key_fetches == 1
+    assert len({r.headers["x-public-key"] for r in peer.received}) == 1
