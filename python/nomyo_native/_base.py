@@ -24,13 +24,13 @@ from nomyo_native._http_body import Answer
 from nomyo_native._keys import KeyLifecycle, load_keypair
 from nomyo_native._pinfile import PinFile, normalize_fingerprint
 from nomyo_native._retry import RetryPolicy, tls_verification_failure
+from nomyo_native._tls import tls_context
 from nomyo_native._trust import (
     AttestationTrust,
     ServerKeyTrust,
     check_transport_policy,
     enrolled_trusted_aik,
     re_enroll_hint,
-    tls_context,
     validate_attestation_policy,
     warn_plain_http,
 )

@@ -242,3 +242,29 @@ def test_network_failures_retry_unless_permanent_or_last():
     assert policy.after_failure(1, permanent=False) is None
     assert policy.after_failure(0, permanent=True) is None
     assert RetryPolicy(max_retries=0).after_failure(0, permanent=False) is None
+
+
+# ---- the layer's boundary --------------------------------------------------------------------
+
+NO_IO_MODULES = ("_protocol", "_retry", "_trust", "_keys", "_base", "_attributes")
+IO_PACKAGES = {"httpx", "httpx2", "httpcore", "httpcore2", "asyncio", "socket", "anyio"}
+
+
+@pytest.mark.parametrize("name", NO_IO_MODULES)
+def test_the_protocol_layer_imports_no_network_or_event_loop(name):
+    import ast
+    import importlib
+
+    source = importlib.import_module(f"nomyo_native.{name}").__file__
+    with open(source, encoding="utf-8") as fh:
+        tree = ast.parse(fh.read())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            imported.update({node.module, node.module.split(".")[0]})
+            if node.module == "nomyo_native":
+                imported.update(f"nomyo_native.{alias.name}" for alias in node.names)
+    assert not imported & IO_PACKAGES, sorted(imported & IO_PACKAGES)
+    assert not imported & {"nomyo_native._aio", "nomyo_native._sync"}
