@@ -32,12 +32,18 @@ pub const MAX_PLAINTEXT_BYTES: usize = 10 * 1024 * 1024;
 /// Largest envelope `open` parses: the base64 of MAX_PLAINTEXT_BYTES plus 64 KiB of framing.
 pub const MAX_ENVELOPE_BYTES: usize = MAX_PLAINTEXT_BYTES.div_ceil(3) * 4 + 64 * 1024;
 
+/// The envelope's `version` (PROTOCOL.md section 2).
 pub const VERSION: &str = "1.0";
+/// The envelope's `algorithm`.
 pub const ALGORITHM: &str = "hybrid-aes256-rsa4096";
+/// The envelope's `key_algorithm`: how the AES key is wrapped.
 pub const KEY_ALGORITHM: &str = "RSA-OAEP-SHA256";
+/// The envelope's `payload_algorithm`: how the payload is encrypted.
 pub const PAYLOAD_ALGORITHM: &str = "AES-256-GCM";
 
+/// AES-256 key length in bytes.
 pub const AES_KEY_LEN: usize = 32;
+/// AES-GCM tag length in bytes.
 pub const TAG_LEN: usize = 16;
 
 /// A decrypted response.

@@ -13,6 +13,7 @@ use std::fmt;
 pub const CRYPTO_FAILURE_MESSAGE: &str =
     "decryption failed: the response could not be authenticated";
 
+/// Every failure of the core; its `Display` text is what Python sees (no secret in it).
 #[derive(Debug)]
 pub enum CoreError {
     /// Unwrapping or authentication failed. Deliberately carries nothing.
@@ -77,6 +78,7 @@ impl From<aws_lc_rs::error::Unspecified> for CoreError {
     }
 }
 
+/// The result of every fallible core operation.
 pub type CoreResult<T> = Result<T, CoreError>;
 
 #[cfg(feature = "python")]

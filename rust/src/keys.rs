@@ -280,18 +280,22 @@ impl ClientKeyPair {
         ServerPublicKey::from_spki_der(&self.public.spki_der)
     }
 
+    /// The public key as SubjectPublicKeyInfo PEM.
     pub fn public_key_pem(&self) -> &str {
         &self.public.pem
     }
 
+    /// `sha256:` and the hex SHA-256 of the SubjectPublicKeyInfo DER.
     pub fn fingerprint(&self) -> &str {
         &self.public.fingerprint
     }
 
+    /// The modulus length in bits.
     pub fn bits(&self) -> usize {
         self.public.bits
     }
 
+    /// True once `wipe` freed the private key.
     pub fn is_wiped(&self) -> bool {
         self.private.read().map(|g| g.is_none()).unwrap_or(true)
     }
@@ -384,18 +388,22 @@ impl ServerPublicKey {
         Ok(ct.len())
     }
 
+    /// The modulus length in bytes: the length of every RSA-OAEP ciphertext for this key.
     pub fn modulus_bytes(&self) -> usize {
         self.key.ciphertext_size()
     }
 
+    /// The key as SubjectPublicKeyInfo PEM.
     pub fn pem(&self) -> &str {
         &self.public.pem
     }
 
+    /// `sha256:` and the hex SHA-256 of the SubjectPublicKeyInfo DER.
     pub fn fingerprint(&self) -> &str {
         &self.public.fingerprint
     }
 
+    /// The modulus length in bits.
     pub fn bits(&self) -> usize {
         self.public.bits
     }

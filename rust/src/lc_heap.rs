@@ -47,6 +47,7 @@ const MIN_SHIFT: usize = 5;
 /// Largest pooled block: 32 KiB (2^15), header included.
 const MAX_SHIFT: usize = 15;
 const CLASSES: usize = MAX_SHIFT - MIN_SHIFT + 1;
+/// Largest block (header included) served from the slabs; bigger ones get a mapping each.
 pub const MAX_BLOCK: usize = 1 << MAX_SHIFT;
 const SLAB_BYTES: usize = 128 * 1024;
 /// Locked slab pages the heap may take; beyond it they are dump-excluded and wiped, not locked.
@@ -349,6 +350,7 @@ fn relock_after_fork() {
 /// What the pool holds right now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// `install` put the heap in place.
     pub installed: bool,
     /// Slab pages in use and big blocks that are locked in RAM now.
     pub locked_bytes: usize,
@@ -356,9 +358,13 @@ pub struct Stats {
     pub unlocked_bytes: usize,
     /// Of `unlocked_bytes`: pages of small blocks (keys, contexts).
     pub small_unlocked_bytes: usize,
+    /// Bytes of slabs mapped so far (slabs are kept for the process's lifetime).
     pub slab_bytes: usize,
+    /// Pages that could not be locked (each counted once).
     pub lock_failures: usize,
+    /// Live blocks served from the slabs.
     pub live_pool_blocks: usize,
+    /// Live big blocks (a mapping each, or `malloc` where there are no mappings).
     pub live_mapped_blocks: usize,
 }
 

@@ -18,11 +18,14 @@ use crate::secret::LockedBuf;
 
 /// The UTF-8 bytes of a `str`: borrowed from an ASCII `str`, or encoded in locked memory.
 pub enum Utf8<'a> {
+    /// An ASCII `str`'s own bytes (its UTF-8 form), borrowed.
     Ascii(&'a [u8]),
+    /// Any other `str`, encoded into locked memory.
     Locked(LockedBuf),
 }
 
 impl Utf8<'_> {
+    /// The UTF-8 bytes.
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             Utf8::Ascii(bytes) => bytes,
@@ -37,7 +40,9 @@ pub enum StrError {
     LoneSurrogate,
     /// Longer than `max_bytes` characters (its UTF-8 is at least that long).
     TooLong,
+    /// Locked memory could not be allocated.
     Memory(CoreError),
+    /// Python refused to hand out the characters.
     Python(PyErr),
 }
 

@@ -105,14 +105,17 @@ impl LockedBuf {
         Ok(buf)
     }
 
+    /// Bytes in use.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// True when no byte is in use.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// Bytes that fit without reallocating.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -122,11 +125,13 @@ impl LockedBuf {
         self.mapping.as_ref().is_none_or(Mapping::locked_now)
     }
 
+    /// The bytes in use.
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: `len <= capacity` bytes are initialized; a dangling pointer is fine for len 0.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
+    /// The bytes in use, writable.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as in `as_slice`, and `&mut self` makes the access exclusive.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }

@@ -31,6 +31,7 @@ const TRI_NO: u8 = 2;
 pub struct MemoryStatus {
     /// True when the most recent lock attempt succeeded (otherwise buffers are wipe-only).
     pub mlock_works: bool,
+    /// The platform name (`linux`, `darwin`, `windows`, ...).
     pub platform: &'static str,
     /// Bytes (whole pages) the core holds locked right now: LockedBufs (pooled ones included),
     /// callers' BufferLocks and aws-lc's heap.
@@ -46,6 +47,7 @@ pub struct MemoryStatus {
     pub pool_limit_bytes: usize,
     /// Failed lock attempts of LockedBufs, BufferLocks and aws-lc's heap.
     pub lock_failures: u64,
+    /// Lock attempts of LockedBufs and BufferLocks (successful or not).
     pub lock_attempts: u64,
     /// aws-lc's locked heap (its part of the totals above).
     pub lc_heap: crate::lc_heap::Stats,

@@ -28,7 +28,9 @@ use super::{alg, digest_size, ATTR_DECRYPT, ATTR_RESTRICTED};
 /// What the TPM expects in `TPM2_ActivateCredential`: the marshalled `TPM2B_ID_OBJECT` and
 /// `TPM2B_ENCRYPTED_SECRET`.
 pub struct Credential {
+    /// The marshalled `TPM2B_ID_OBJECT` (integrity HMAC and encrypted credential).
     pub id_object: Vec<u8>,
+    /// The marshalled `TPM2B_ENCRYPTED_SECRET` (the seed, RSA-OAEP encrypted to the EK).
     pub encrypted_secret: Vec<u8>,
 }
 

@@ -13,16 +13,25 @@ use std::fmt;
 
 /// Buffer sizes of the `TPM2B` types (Part 2, as `libtss2` compiles them).
 pub const MAX_DIGEST: usize = 64;
+/// `TPM2B_DATA`.
 pub const MAX_DATA: usize = 64;
+/// `TPM2B_NAME`: a name algorithm and a digest.
 pub const MAX_NAME: usize = 68;
+/// `TPM2B_PUBLIC_KEY_RSA`: a 4096-bit modulus.
 pub const MAX_RSA_KEY_BYTES: usize = 512;
+/// `TPM2B_ECC_PARAMETER`.
 pub const MAX_ECC_KEY_BYTES: usize = 128;
+/// `TPM2B_ATTEST`.
 pub const MAX_ATTEST: usize = 2304;
+/// `TPM2B_PUBLIC`.
 pub const MAX_PUBLIC: usize = 612;
+/// PCR banks in a `TPML_PCR_SELECTION`.
 pub const MAX_PCR_BANKS: u32 = 16;
+/// Bytes of one bank's PCR bitmap.
 pub const MAX_PCR_SELECT: u8 = 4;
 /// Largest TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET (enrollment structures).
 pub const MAX_ID_OBJECT: usize = 66 + 64 + 2;
+/// `TPM2B_ENCRYPTED_SECRET`.
 pub const MAX_ENCRYPTED_SECRET: usize = 512;
 
 /// A structure that is not what it claims to be; the message names the field and the rule.
@@ -37,6 +46,7 @@ impl fmt::Display for FormatError {
 
 impl std::error::Error for FormatError {}
 
+/// The result of every parser.
 pub type ParseResult<T> = Result<T, FormatError>;
 
 fn bad<T>(what: impl Into<String>) -> ParseResult<T> {
@@ -128,8 +138,11 @@ fn unknown<T>(structure: &str, field: &str, value: u16) -> ParseResult<T> {
 /// `TPMT_SYM_DEF_OBJECT`: algorithm, and key bits and mode when the algorithm has them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SymDef {
+    /// `TPM_ALG_NULL` or a symmetric algorithm (`TPM_ALG_AES`...).
     pub algorithm: u16,
+    /// Key size in bits (0 for NULL or XOR).
     pub key_bits: u16,
+    /// Block cipher mode (`TPM_ALG_CFB`...; the hash for XOR).
     pub mode: u16,
 }
 
@@ -137,9 +150,13 @@ pub struct SymDef {
 /// the selector, its hash (0 when the scheme has none), ECDAA's count, XOR's KDF.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scheme {
+    /// The scheme selector (`TPM_ALG_RSASSA`, `TPM_ALG_ECDSA`, `TPM_ALG_HMAC`, `TPM_ALG_NULL`...).
     pub scheme: u16,
+    /// The scheme's hash algorithm.
     pub hash: u16,
+    /// ECDAA's commit count.
     pub count: u16,
+    /// XOR's key derivation function.
     pub kdf: u16,
 }
 
@@ -157,27 +174,46 @@ impl Scheme {
 /// The type-specific parameters and unique field of a `TPMT_PUBLIC`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublicDetail<'a> {
+    /// `TPM_ALG_RSA`.
     Rsa {
+        /// The storage key's symmetric algorithm (NULL for others).
         symmetric: SymDef,
+        /// The signing or decryption scheme.
         scheme: Scheme,
+        /// The modulus size in bits.
         key_bits: u16,
+        /// The public exponent (0 means 65537).
         exponent: u32,
+        /// The modulus, big-endian.
         modulus: &'a [u8],
     },
+    /// `TPM_ALG_ECC`.
     Ecc {
+        /// The storage key's symmetric algorithm (NULL for others).
         symmetric: SymDef,
+        /// The signing or key-exchange scheme.
         scheme: Scheme,
+        /// The curve (`TPM_ECC_NIST_P256`...).
         curve: u16,
+        /// The key derivation function.
         kdf: Scheme,
+        /// The point's x coordinate, big-endian.
         x: &'a [u8],
+        /// The point's y coordinate, big-endian.
         y: &'a [u8],
     },
+    /// `TPM_ALG_KEYEDHASH`.
     KeyedHash {
+        /// The HMAC or XOR scheme.
         scheme: Scheme,
+        /// The digest of the sealed data or key.
         unique: &'a [u8],
     },
+    /// `TPM_ALG_SYMCIPHER`.
     SymCipher {
+        /// The cipher.
         symmetric: SymDef,
+        /// The digest of the key.
         unique: &'a [u8],
     },
 }
@@ -185,11 +221,17 @@ pub enum PublicDetail<'a> {
 /// A `TPMT_PUBLIC` (the public area), with its own marshalled bytes (hashed for its Name).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Public<'a> {
+    /// The whole marshalled `TPMT_PUBLIC` (what the Name hashes).
     pub area: &'a [u8],
+    /// `type`: `TPM_ALG_RSA`, `TPM_ALG_ECC`...
     pub key_type: u16,
+    /// `nameAlg`: the hash of the object's Name.
     pub name_alg: u16,
+    /// `objectAttributes` (`TPMA_OBJECT` bits).
     pub attributes: u32,
+    /// `authPolicy`: the policy digest (empty when none).
     pub auth_policy: &'a [u8],
+    /// The type's parameters and unique field.
     pub detail: PublicDetail<'a>,
 }
 
@@ -350,19 +392,27 @@ pub fn parse_public_area(data: &[u8]) -> ParseResult<Public<'_>> {
 /// One `TPMS_PCR_SELECTION`: a bank and its bitmap (bit b of byte n selects PCR 8n + b).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PcrSelection<'a> {
+    /// The bank's hash algorithm.
     pub hash: u16,
+    /// The bitmap of selected PCRs.
     pub select: &'a [u8],
 }
 
 /// The `attested` member of a `TPMS_ATTEST`, for the two types we verify.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attested<'a> {
+    /// `TPM_ST_ATTEST_QUOTE`: the PCRs quoted and their digest.
     Quote {
+        /// `pcrSelect`: the banks and PCRs quoted.
         selections: Vec<PcrSelection<'a>>,
+        /// `pcrDigest`: the hash of the selected PCRs' values.
         pcr_digest: &'a [u8],
     },
+    /// `TPM_ST_ATTEST_CERTIFY`: the certified object's names.
     Certify {
+        /// `name`: the certified object's Name.
         name: &'a [u8],
+        /// `qualifiedName`: its Name qualified by its parents'.
         qualified_name: &'a [u8],
     },
 }
@@ -370,16 +420,27 @@ pub enum Attested<'a> {
 /// A `TPMS_ATTEST`, with the exact bytes the TPM signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attest<'a> {
+    /// The marshalled `TPMS_ATTEST`: the bytes the signature covers.
     pub signed: &'a [u8],
+    /// `magic`: `TPM_GENERATED_VALUE` for a structure the TPM made.
     pub magic: u32,
+    /// `type`: `TPM_ST_ATTEST_QUOTE` or `TPM_ST_ATTEST_CERTIFY`.
     pub attest_type: u16,
+    /// `qualifiedSigner`: the signing key's qualified Name.
     pub qualified_signer: &'a [u8],
+    /// `extraData`: the caller's nonce.
     pub extra_data: &'a [u8],
+    /// `clockInfo.clock`: milliseconds the TPM has been powered.
     pub clock: u64,
+    /// `clockInfo.resetCount`: TPM resets since it was cleared.
     pub reset_count: u32,
+    /// `clockInfo.restartCount`: restarts and resumes since the last reset.
     pub restart_count: u32,
+    /// `clockInfo.safe`: 1 when the clock was not rolled back.
     pub safe: u8,
+    /// `firmwareVersion`.
     pub firmware_version: u64,
+    /// The type-specific part.
     pub attested: Attested<'a>,
 }
 
@@ -463,26 +524,37 @@ pub fn parse_attest(data: &[u8]) -> ParseResult<Attest<'_>> {
 pub enum Signature<'a> {
     /// RSASSA or RSAPSS: hash and the signature integer (big-endian, modulus-sized).
     Rsa {
+        /// `TPM_ALG_RSASSA` or `TPM_ALG_RSAPSS`.
         sig_alg: u16,
+        /// The hash signed.
         hash: u16,
+        /// The signature integer.
         sig: &'a [u8],
     },
     /// ECDSA, ECDAA, SM2, ECSCHNORR: hash and (r, s).
     Ecc {
+        /// `TPM_ALG_ECDSA`, `TPM_ALG_ECDAA`, `TPM_ALG_SM2` or `TPM_ALG_ECSCHNORR`.
         sig_alg: u16,
+        /// The hash signed.
         hash: u16,
+        /// The signature's r, big-endian.
         r: &'a [u8],
+        /// The signature's s, big-endian.
         s: &'a [u8],
     },
     /// HMAC: a `TPMT_HA`.
     Hmac {
+        /// The HMAC's hash algorithm.
         hash: u16,
+        /// The HMAC.
         digest: &'a [u8],
     },
+    /// `TPM_ALG_NULL`: no signature.
     Null,
 }
 
 impl Signature<'_> {
+    /// The signature algorithm (`sigAlg`).
     pub fn sig_alg(&self) -> u16 {
         match self {
             Signature::Rsa { sig_alg, .. } | Signature::Ecc { sig_alg, .. } => *sig_alg,
