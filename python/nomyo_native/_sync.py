@@ -12,6 +12,7 @@ part in the async driver).
 from __future__ import annotations
 
 import contextvars
+import os
 import ssl
 import threading
 import time
@@ -127,7 +128,12 @@ class _DeadlineTransport(httpx2.HTTPTransport):
 
 class SyncDriver:
     """One ``httpx2.Client`` (thread-safe pool) over :class:`DeadlineBackend`, or over the
-    caller's ``transport`` (a sync httpx2 transport)."""
+    caller's ``transport`` (a sync httpx2 transport).
+
+    A process forked after the client was used gets a pool of its own on first use: the
+    inherited one holds the parent's sockets (and TLS sessions), on which two processes would
+    interleave requests and read each other's answers.
+    """
 
     def __init__(
         self,
@@ -144,16 +150,36 @@ class SyncDriver:
                 "(an httpx2.BaseTransport, e.g. httpx2.MockTransport)"
             )
         self.sleep: Callable[[float], Any] = sleep if sleep is not None else time.sleep
+        self._timeout = timeout
+        self._ssl_context = ssl_context
+        self._auth = auth
+        self._transport = transport
+        self.closed = False
+        self._start_in_this_process()
+
+    def _start_in_this_process(self) -> None:
+        """A new pool and lock for this process (nothing inherited is closed: the sockets are
+        the parent's too, and a lock may have been held by a thread the child does not have)."""
+        self._pid = os.getpid()
         self._http = httpx2.Client(
-            timeout=timeout,
-            verify=ssl_context if ssl_context is not None else True,
-            auth=auth,
+            timeout=self._timeout,
+            verify=self._ssl_context if self._ssl_context is not None else True,
+            auth=self._auth,
             follow_redirects=False,
-            transport=transport or _DeadlineTransport(ssl_context, LIMITS),
+            transport=self._transport or _DeadlineTransport(self._ssl_context, LIMITS),
             limits=LIMITS,
         )
-        self.server_key_lock = threading.Lock()
-        self.closed = False
+        self._server_key_lock = threading.Lock()
+
+    def _check_process(self) -> None:
+        if self._pid != os.getpid() and not self.closed:
+            self._start_in_this_process()
+
+    @property
+    def server_key_lock(self) -> threading.Lock:
+        """Serialises fetching the server key (one fetch however many threads ask)."""
+        self._check_process()
+        return self._server_key_lock
 
     def send(
         self,
@@ -167,6 +193,7 @@ class SyncDriver:
         """One attempt within ``deadline`` seconds (:class:`DeadlineExceeded` past it)."""
         if self.closed:
             raise ClientClosedError("the client is closed")
+        self._check_process()
         ends = time.monotonic() + deadline if deadline is not None else None
         token = _ATTEMPT_ENDS.set(ends)
         try:
