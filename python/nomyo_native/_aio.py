@@ -45,6 +45,13 @@ class AsyncDriver:
         transport: httpx2.AsyncBaseTransport | None,
         sleep: Callable[[float], Awaitable[Any]] | None,
     ) -> None:
+        if transport is not None and not isinstance(transport, httpx2.AsyncBaseTransport):
+            # Refused now, as the sync driver refuses an async one: httpx2 would only fail at
+            # the first request, with an AttributeError naming its internals.
+            raise TypeError(
+                "the asynchronous client needs an asynchronous httpx2 transport "
+                "(an httpx2.AsyncBaseTransport, e.g. httpx2.MockTransport)"
+            )
         self._timeout = timeout
         self._ssl_context = ssl_context
         self._auth = auth
