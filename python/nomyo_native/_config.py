@@ -21,7 +21,7 @@ from nomyo_native._constants import (
     DEFAULT_TIMEOUT,
 )
 from nomyo_native._hints import option
-from nomyo_native._urls import redact_url, split_credentials
+from nomyo_native._urls import basic_token, redact_url, split_credentials
 
 __all__ = [
     "DEFAULT_KEY_ROTATION_INTERVAL",
@@ -112,6 +112,9 @@ class RouterURL:
             request_url, auth = split_credentials(url)
             userinfo = httpx2.URL(url)
             secrets = tuple(s for s in (userinfo.password, userinfo.username) if s)
+            if auth is not None:
+                # A server quoting the Authorization header it got must not leak them either.
+                secrets += (basic_token(userinfo.username, userinfo.password),)
             parsed = None
             if split.scheme in ("http", "https") and split.hostname:
                 https = split.scheme == "https"

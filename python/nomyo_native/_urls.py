@@ -9,9 +9,11 @@ through :func:`redact_url`.
 
 from __future__ import annotations
 
+import base64
+
 import httpx2
 
-__all__ = ["redact_url", "split_credentials"]
+__all__ = ["basic_token", "redact_url", "split_credentials"]
 
 _REDACTED = "***"
 
@@ -38,3 +40,10 @@ def split_credentials(url: str) -> tuple[str, httpx2.BasicAuth | None]:
         return url, None
     auth = httpx2.BasicAuth(parsed.username, parsed.password)
     return str(parsed.copy_with(userinfo=b"")).rstrip("/"), auth
+
+
+def basic_token(username: str, password: str) -> str:
+    """The token of the ``Authorization: Basic`` header httpx2 sends for these credentials
+    (base64 of ``username:password`` in UTF-8): a secret in its own right, as it decodes to the
+    password."""
+    return base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
