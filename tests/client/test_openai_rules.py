@@ -192,3 +192,18 @@ def test_a_security_error_becomes_one_the_sdk_propagates() -> None:
     assert error.args == ("refused",)
     assert error.detail == "kept"  # type: ignore[attr-defined]
     assert type(_errors.as_openai_error(SecurityError("again"))) is type(error)
+
+
+def test_without_the_sdk_the_import_names_the_extra() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['openai'] = None\n"
+        "try:\n    import nomyo_native.openai\n"
+        "except ModuleNotFoundError as exc:\n    print(exc)\n"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert "pip install 'nomyo-native[openai]'" in shown

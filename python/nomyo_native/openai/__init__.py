@@ -25,7 +25,13 @@ import os
 from importlib.metadata import version
 from typing import Any
 
-import openai as _openai
+try:
+    import openai as _openai
+except ModuleNotFoundError as missing:  # pragma: no cover - depends on the environment
+    raise ModuleNotFoundError(
+        "nomyo_native.openai needs the openai SDK: pip install 'nomyo-native[openai]'",
+        name=missing.name,
+    ) from None
 
 from nomyo_native.openai._errors import sdk_propagates_errors
 from nomyo_native.openai._flavor import Flavor
