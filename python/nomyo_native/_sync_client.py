@@ -107,6 +107,33 @@ class SyncCompletionClient(ClientBase):
             self._cache_server_key(key)
             return key
 
+    def encrypt_payload(self, payload: dict[str, Any]) -> bytes:
+        """``SecureCompletionClient.encrypt_payload``, blocking."""
+        self._check_usable()
+        _protocol.validate_payload(payload)
+        return _protocol.seal_payload(payload, self._server_public_key())
+
+    def decrypt_response(
+        self,
+        encrypted_response: bytes,
+        payload_id: str,
+        *,
+        attestation: str | None = None,
+        require_payload_echo: bool | None = None,
+    ) -> ChatCompletion:
+        """``SecureCompletionClient.decrypt_response``, blocking."""
+        self._check_usable()
+        _protocol.validate_encrypted_response(encrypted_response)
+        policy = self._policy_for(attestation, None)
+        keypair = self._require_keypair()
+        try:
+            response = _protocol.open_response(bytes(encrypted_response), payload_id, keypair)
+        finally:
+            self._keys.release(keypair)
+        return self._finish(
+            response, payload_id, policy, None, self._server_key, require_payload_echo
+        )
+
     def send_secure_request(
         self,
         payload: dict[str, Any],

@@ -6,13 +6,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import urllib.parse
+from typing import Any
 
 import httpx2
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 import nomyo_native as nomyo
 
 from .disclosure import everything_said_about
+from .peer import seal_to
+
+USER = [{"role": "user", "content": "both drivers"}]
 
 
 def test_a_sync_only_transport_is_refused_by_the_async_client_at_construction():
@@ -57,3 +62,46 @@ def test_a_server_quoting_the_basic_credentials_of_the_url_gets_them_scrubbed(ki
     assert "credentials refused" in said
     for secret in (BASIC_TOKEN, PASSWORD, NAME):
         assert secret not in said
+
+
+def test_the_sync_client_has_every_public_method_of_the_async_one():
+    # Before the split, SyncSecureChatCompletion.client was a SecureCompletionClient; its
+    # blocking twin must not silently lose a method (the a-prefixed async spellings aside).
+    from nomyo_native._sync_client import SyncCompletionClient
+    from nomyo_native.client import SecureCompletionClient
+
+    public = {name for name in dir(SecureCompletionClient) if not name.startswith("_")}
+    async_only = {name for name in public if name.startswith("a") and name[1:] in public}
+    missing = sorted(public - async_only - set(dir(SyncCompletionClient)))
+    assert missing == []
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+def test_encrypt_payload_and_decrypt_response_on_both_drivers(peer, kind):
+    # The caller seals, sends and opens by itself (nomyo 0.2.9's lower-level API).
+    cls = nomyo.SyncSecureChatCompletion if kind == "sync" else nomyo.SecureChatCompletion
+    chat = cls(base_url="https://peer.test", key_size=2048, transport=peer.transport())
+    client = chat.client
+
+    def run(call: Any) -> Any:
+        return asyncio.run(call) if kind == "async" else call
+
+    client.generate_keys()  # plain on both (nomyo 0.2.9's is not a coroutine)
+    envelope = run(client.encrypt_payload({"model": "m", "messages": USER}))
+    assert isinstance(envelope, bytes) and b'"encrypted_payload"' in envelope
+    with pytest.raises(ValueError, match="Payload must be a dictionary"):
+        run(client.encrypt_payload([]))
+    with pytest.raises(ValueError, match="Empty encrypted response"):
+        run(client.decrypt_response(b"", "p-1"))
+    with pytest.raises(nomyo.SecurityError):
+        run(client.decrypt_response(b'{"version": "1.0"}', "p-1"))
+    own_key = serialization.load_pem_public_key(client.public_key_pem.encode())
+    answer = {"id": "c", "choices": [], "_metadata": {"payload_id": "p-1", "is_encrypted": 0}}
+    opened = run(client.decrypt_response(seal_to(own_key, answer), "p-1"))
+    assert opened["_metadata"]["payload_id"] == "p-1"
+    assert opened["_metadata"]["is_encrypted"] is True  # the client's own, not the server's
+    with pytest.raises(nomyo.SecurityError):  # another request's answer
+        run(client.decrypt_response(seal_to(own_key, answer), "p-2"))
+    chat.dispose()
+    with pytest.raises(nomyo.ClientClosedError):
+        run(client.encrypt_payload({"model": "m", "messages": USER}))
