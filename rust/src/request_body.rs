@@ -605,6 +605,65 @@ mod tests {
         assert_eq!(out.as_slice(), br#"{"b":2}"#);
     }
 
+    /// serde_json as an independent oracle: a body is accepted exactly when it is one JSON
+    /// object serde_json reads (our extra rules aside), and what we keep reads back to the same
+    /// value.
+    #[test]
+    fn serde_json_agrees_on_what_is_json_and_what_it_means() {
+        let bodies: &[&[u8]] = &[
+            br#"{"a":1}"#,
+            br#" {"a" : [1, 2.5, -0.0, 1e10, -1E-3, true, false, null, "x\"y\\z\/"]} "#,
+            br#"{"a":"\ud83d\ude00 \u00e9 \t\n"}"#,
+            "{\"a\":\"é 🌍\"}".as_bytes(),
+            br#"{"a":{"b":{"c":[{},[],""]}}}"#,
+            br#"{"a":01}"#,
+            br#"{"a":1.}"#,
+            br#"{"a":.5}"#,
+            br#"{"a":+1}"#,
+            br#"{"a":1e}"#,
+            br#"{"a":-}"#,
+            br#"{"a":tru}"#,
+            br#"{"a":nul}"#,
+            br#"{"a" 1}"#,
+            br#"{"a":1,}"#,
+            br#"{,"a":1}"#,
+            br#"{"a":[1,]}"#,
+            br#"{"a":[,1]}"#,
+            br#"{"a":"\x"}"#,
+            br#"{"a":"\u12"}"#,
+            br#"{"a":"\uZZZZ"}"#,
+            br#"{"a":"\ud800"}"#,
+            br#"{"a":"\udc00\ud800"}"#,
+            br#"{a:1}"#,
+            br#"{'a':1}"#,
+            b"{\"a\":1}\x00",
+            b"\xef\xbb\xbf{\"a\":1}",
+            b"{\"a\":\"\t\"}",
+            b"{\"a\":1}\n\r\t ",
+            br#"{"a":123456789012345678901234567890}"#,
+            br#"{"a":1e308,"b":-1e-400}"#,
+            br#"{"a":1e309}"#,
+        ];
+        for body in bodies {
+            let ours = compact(body);
+            let theirs = serde_json::from_slice::<serde_json::Value>(body);
+            match (&ours, &theirs) {
+                (Ok(out), Ok(value)) => {
+                    let back: serde_json::Value = serde_json::from_slice(out).unwrap();
+                    assert_eq!(&back, value, "{}", String::from_utf8_lossy(body));
+                    assert!(out.len() <= body.len(), "compacting never grows a body");
+                }
+                (Err(_), Err(_)) => {}
+                _ => panic!(
+                    "disagreement on {:?}: ours {:?}, serde_json {:?}",
+                    String::from_utf8_lossy(body),
+                    ours.as_ref().map(|_| ()),
+                    theirs.as_ref().map(|_| ())
+                ),
+            }
+        }
+    }
+
     #[test]
     fn keys_are_decoded_only_as_far_as_the_names_we_check() {
         assert_eq!(decoded_ascii_key(b"stream").unwrap().as_slice(), b"stream");

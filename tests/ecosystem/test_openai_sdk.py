@@ -4,11 +4,13 @@ and what is refused without a byte sent."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import openai
@@ -449,3 +451,24 @@ async def test_a_tampered_response_is_refused_async(
             await client.chat.completions.create(model=MODEL, messages=user("secret"))
     security_failure_check(caught.value)
     assert posts() == 1
+
+
+async def test_concurrent_async_requests(endpoint: Any, options: dict, posts: Callable) -> None:
+    async with async_sdk(endpoint, options) as client:
+        results = await asyncio.gather(
+            *(client.chat.completions.create(model=MODEL, messages=user(f"n{i}")) for i in range(8))
+        )
+    assert [r.choices[0].message.content for r in results] == [f"n{i}" for i in range(8)]
+    assert len({nomyo_openai.metadata(r)["payload_id"] for r in results}) == 8
+    assert posts() == 8
+
+
+def test_threads_share_one_blocking_client(endpoint: Any, options: dict, posts: Callable) -> None:
+    def ask(i: int) -> str:
+        completion = client.chat.completions.create(model=MODEL, messages=user(f"t{i}"))
+        return str(completion.choices[0].message.content)
+
+    with sdk(endpoint, options) as client, ThreadPoolExecutor(4) as pool:
+        replies = list(pool.map(ask, range(8)))
+    assert replies == [f"t{i}" for i in range(8)]
+    assert posts() == 8
