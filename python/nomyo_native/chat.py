@@ -9,6 +9,7 @@ blocking twin, with no event loop or helper thread of its own.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
 from typing import Any, Generic, Protocol, TypeVar
@@ -29,6 +30,28 @@ CLIENT_ONLY_OPTIONS = (
     "attestation",
     "require_payload_echo",
 )
+
+# The client options a chat client takes as keywords beyond nomyo 0.2.9's own arguments.
+_EXTRA_OPTIONS = frozenset(field.name for field in dataclasses.fields(ClientOptions)) - {
+    "router_url",
+    "allow_http",
+    "secure_memory",
+    "max_retries",
+    "api_key",
+    "key_dir",
+    "_keyring",
+}
+
+
+def _refuse_unknown_options(owner: type, options: dict[str, Any]) -> None:
+    """Python's own TypeError for a keyword the constructor does not take, naming the class
+    the caller called (nomyo 0.2.9's message), not the private class it passes options to."""
+    for name in options:
+        if name not in _EXTRA_OPTIONS:
+            raise TypeError(
+                f"{owner.__name__}.__init__() got an unexpected keyword argument {name!r}"
+            )
+
 
 _Client = TypeVar("_Client", SecureCompletionClient, SyncCompletionClient)
 _Result = TypeVar("_Result", covariant=True)
@@ -138,6 +161,7 @@ class SecureChatCompletion(_ChatBase[SecureCompletionClient]):
         max_retries: int = 2,
         **options: Any,
     ) -> None:
+        _refuse_unknown_options(type(self), options)
         client = SecureCompletionClient(
             base_url,
             allow_http,
@@ -201,6 +225,7 @@ class SyncSecureChatCompletion(_ChatBase[SyncCompletionClient]):
         max_retries: int = 2,
         **options: Any,
     ) -> None:
+        _refuse_unknown_options(type(self), options)
         client = SyncCompletionClient(
             ClientOptions(
                 base_url,

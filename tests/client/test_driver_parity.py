@@ -105,3 +105,15 @@ def test_encrypt_payload_and_decrypt_response_on_both_drivers(peer, kind):
     chat.dispose()
     with pytest.raises(nomyo.ClientClosedError):
         run(client.encrypt_payload({"model": "m", "messages": USER}))
+
+
+@pytest.mark.parametrize("cls", [nomyo.SecureChatCompletion, nomyo.SyncSecureChatCompletion])
+@pytest.mark.parametrize("name", ["bogus", "router_url", "_keyring"])
+def test_an_unknown_keyword_is_the_type_error_naming_the_class_called(cls, name):
+    # nomyo 0.2.9's SecureChatCompletion(bogus=1) says so in Python's words; neither driver
+    # may name the private class its options go to (ClientOptions, SecureCompletionClient).
+    with pytest.raises(TypeError) as caught:
+        cls(**{name: 1})
+    assert str(caught.value) == (
+        f"{cls.__name__}.__init__() got an unexpected keyword argument {name!r}"
+    )
