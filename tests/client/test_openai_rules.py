@@ -207,3 +207,19 @@ def test_without_the_sdk_the_import_names_the_extra() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     assert "pip install 'nomyo-native[openai]'" in shown
+
+
+def test_the_old_httpx_is_imported_by_the_legacy_adapter_only() -> None:
+    import re
+    from pathlib import Path
+
+    import nomyo_native
+
+    package = Path(nomyo_native.__file__).parent
+    old_httpx = re.compile(r"^\s*(import httpx\b(?!2)|from httpx\b(?!2))", re.MULTILINE)
+    importers = sorted(
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if old_httpx.search(path.read_text())
+    )
+    assert importers == ["openai/_httpx_legacy.py"]
