@@ -1,0 +1,85 @@
+"""The library's own worker threads for the core's blocking calls: few, reused, fork-safe."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+from nomyo_native import _workers
+
+REQUEST = contextvars.ContextVar("REQUEST", default="unset")
+
+
+async def test_calls_run_on_a_few_reused_library_threads():
+    seen: set[str] = set()
+    lock = threading.Lock()
+    barrier_hits = 0
+
+    def work(i: int) -> int:
+        nonlocal barrier_hits
+        with lock:
+            seen.add(threading.current_thread().name)
+            barrier_hits += 1
+        return i * i
+
+    results = await asyncio.gather(*(_workers.run_blocking(work, i) for i in range(64)))
+    assert results == [i * i for i in range(64)]
+    assert barrier_hits == 64
+    assert 1 <= len(seen) <= _workers.worker_count() <= _workers.MAX_WORKERS
+    assert all(name.startswith(_workers.THREAD_NAME_PREFIX) for name in seen)
+    assert threading.current_thread().name not in seen
+
+
+async def test_the_callers_context_goes_along():
+    REQUEST.set("request-7")
+    assert await _workers.run_blocking(REQUEST.get) == "request-7"
+
+
+async def test_exceptions_reach_the_caller():
+    def fail() -> None:
+        raise ValueError("from the worker")
+
+    with pytest.raises(ValueError, match="from the worker"):
+        await _workers.run_blocking(fail)
+
+
+def test_worker_count_follows_the_cores_the_process_may_use(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert _workers.worker_count() == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert _workers.worker_count() == _workers.MAX_WORKERS
+
+
+FORK_CHILD = textwrap.dedent(
+    """
+    import asyncio, os
+    from nomyo_native import _workers
+
+    async def square(n):
+        return await _workers.run_blocking(pow, n, 2)
+
+    assert asyncio.run(square(3)) == 9  # the parent's pool exists now
+    pid = os.fork()
+    if pid == 0:
+        # The inherited pool's threads are not in the child: it must get a pool of its own.
+        os._exit(0 if asyncio.run(square(4)) == 16 else 1)
+    _, status = os.waitpid(pid, 0)
+    print(os.waitstatus_to_exitcode(status), asyncio.run(square(5)))
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_fork_child_gets_a_pool_of_its_own():
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_CHILD], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "25"]
