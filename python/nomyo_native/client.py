@@ -10,7 +10,6 @@ ciphertext and the final response dict.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import os
@@ -34,6 +33,7 @@ from nomyo_native._constants import (
 from nomyo_native._http_body import IDENTITY_ENCODING, LOCAL_REFUSALS, NETWORK_FAILURES, Answer
 from nomyo_native._protocol import VALID_SECURITY_TIERS, validate_security_tier
 from nomyo_native._retry import RETRYABLE_STATUS_CODES
+from nomyo_native._workers import run_blocking
 from nomyo_native.attestation import ATTESTATION_POLICIES
 from nomyo_native.keyring import KeyRing
 from nomyo_native.types import ChatCompletion
@@ -102,7 +102,7 @@ class _AsyncKeys(ClientBase):
     ) -> None:
         """:meth:`generate_keys` off the event loop thread."""
         self._check_usable()
-        await asyncio.to_thread(self._generate_and_install, save_to_file, key_dir, password)
+        await run_blocking(self._generate_and_install, save_to_file, key_dir, password)
 
     async def aload_keys(
         self,
@@ -112,7 +112,7 @@ class _AsyncKeys(ClientBase):
     ) -> None:
         """:meth:`load_keys` off the event loop thread."""
         self._check_usable()
-        await asyncio.to_thread(self._load_and_install, private_key_path, public_key_path, password)
+        await run_blocking(self._load_and_install, private_key_path, public_key_path, password)
 
     async def _ensure_keys(self) -> None:
         """Load or generate the key pair on first use; rotate when the interval has passed."""
@@ -120,7 +120,7 @@ class _AsyncKeys(ClientBase):
             return
         async with self._keys.creation_lock():
             if not self._keys_ready():
-                await asyncio.to_thread(self._refresh_keys)
+                await run_blocking(self._refresh_keys)
 
 
 class SecureCompletionClient(_Lifecycle, _AsyncKeys):
@@ -270,7 +270,7 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
                 _protocol.MAX_PUBLIC_KEY_BYTES,
             )
             key = self._accept_server_key(body)
-            await asyncio.to_thread(self._check_pin_file, key.fingerprint)
+            await run_blocking(self._check_pin_file, key.fingerprint)
             self._cache_server_key(key)
             return key
 
@@ -279,7 +279,7 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
         self._check_usable()
         _protocol.validate_payload(payload)
         server_key = await self._server_public_key()
-        return await asyncio.to_thread(_protocol.seal_payload, payload, server_key)
+        return await run_blocking(_protocol.seal_payload, payload, server_key)
 
     async def decrypt_response(
         self,
@@ -297,7 +297,7 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
         policy = self._policy_for(attestation, None)
         keypair = self._require_keypair()
         try:
-            response = await asyncio.to_thread(
+            response = await run_blocking(
                 _protocol.open_response, bytes(encrypted_response), payload_id, keypair
             )
         finally:
@@ -349,7 +349,7 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
             headers = self._completion_headers(payload_id, keypair, bearer, tier)
 
             async def seal_fresh() -> bytes:
-                return await asyncio.to_thread(seal, server_key)
+                return await run_blocking(seal, server_key)
 
             body = await self._request(
                 "POST",
@@ -359,7 +359,7 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
                 _core.MAX_ENVELOPE_BYTES,
                 tier,
             )
-            response = await asyncio.to_thread(_protocol.open_response, body, payload_id, keypair)
+            response = await run_blocking(_protocol.open_response, body, payload_id, keypair)
         finally:
             self._keys.release(keypair)
         return self._finish(response, payload_id, policy, tier, server_key, require_echo)
