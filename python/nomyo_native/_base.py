@@ -21,6 +21,7 @@ from nomyo_native._config import ClientOptions, Completed, RouterURL, attempt_de
 from nomyo_native._constants import API_KEY_ENV
 from nomyo_native._headers import validate_api_key, validate_payload_id
 from nomyo_native._http_body import Answer
+from nomyo_native._keygen import background_keygen_enabled
 from nomyo_native._keys import KeyLifecycle, load_keypair
 from nomyo_native._pinfile import PinFile, normalize_fingerprint
 from nomyo_native._retry import RetryPolicy, tls_verification_failure
@@ -100,6 +101,17 @@ def _attestation_trust(options: ClientOptions, router_url: str) -> AttestationTr
     )
 
 
+def _start_background_keygen(keys: KeyRing, options: ClientOptions) -> None:
+    """No key source configured: the first pair is made while the application starts up (a
+    sibling shares its original's ring, and so its pending pair)."""
+    if (
+        options._keyring is None
+        and options.key_dir is None
+        and background_keygen_enabled(options.background_keygen)
+    ):
+        keys.pregenerate(options.key_size)
+
+
 class ClientBase(ClientAttributes):
     """The state and decisions of one client for one base URL (see ``SecureCompletionClient``
     for the options)."""
@@ -150,6 +162,7 @@ class ClientBase(ClientAttributes):
         # A sibling for another base_url gets these, with the prepared baseline.
         self._options = options
         warn_plain_http(url.https, self.allow_http)
+        _start_background_keygen(self._keys, options)
 
     def _sibling_options(self, router_url: str) -> ClientOptions:
         """This client's options for another base URL: same key ring, TLS context and settings,
@@ -206,7 +219,11 @@ class ClientBase(ClientAttributes):
 
     def _refresh_keys(self) -> None:
         """Load or generate the pair on first use; rotate it when the interval has passed."""
-        self._keys.refresh(self._lifecycle.initial, self._lifecycle.rotated)
+        self._keys.refresh(self._first_keypair, self._lifecycle.rotated)
+
+    def _first_keypair(self) -> _core.ClientKeyPair:
+        pregenerated = self._keys.take_pregenerated(self._lifecycle.key_size)
+        return pregenerated if pregenerated is not None else self._lifecycle.initial()
 
     def _keys_ready(self) -> bool:
         return self._keys.current is not None and not self._keys.rotation_due()

@@ -78,6 +78,7 @@ class ClientOptions:
     transport: Any = None
     sleep: Callable[[float], Awaitable[None] | None] | None = None
     clock: Callable[[], float] = time.monotonic
+    background_keygen: bool | None = None
     _keyring: Any = None
 
     def check_numbers(self) -> None:

@@ -144,7 +144,10 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
     ``key_rotation_dir`` when given (never ``key_dir`` itself, nor a directory ``generate_keys``
     saved to: a rotation never overwrites the user's pair), and the files in ``key_dir`` are
     never overwritten. Pairs
-    installed with ``load_keys`` are never rotated automatically. ``require_payload_echo=True``
+    installed with ``load_keys`` are never rotated automatically. With no ``key_dir``, the
+    first pair is generated in the background from construction on, so that the first request
+    does not wait for it (``background_keygen=False`` or ``NOMYO_BACKGROUND_KEYGEN=0`` turns
+    that off; ``load_keys``/``generate_keys`` discard it). ``require_payload_echo=True``
     refuses a response that does not echo the request's payload id (tier ``maximum`` always
     needs the echo or a TPM quote bound to it).
     ``secure_memory`` is accepted for compatibility: the core holds every secret in locked,
@@ -182,6 +185,7 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
         transport: httpx2.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        background_keygen: bool | None = None,
         _keyring: KeyRing | None = None,
     ) -> None:
         # The signature is the option list (nomyo's four positional parameters first).

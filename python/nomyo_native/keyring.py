@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Callable
 
 from nomyo_native import _core
+from nomyo_native._keygen import PendingKeyPair
 from nomyo_native.errors import ClientClosedError
 
 __all__ = ["KeyRing"]
@@ -42,6 +43,8 @@ class KeyRing:
         self._leases: dict[int, int] = {}
         self._retired: dict[int, _core.ClientKeyPair] = {}
         self._disposed = False
+        # The first pair, generated in the background (see nomyo_native._keygen).
+        self._pending: PendingKeyPair | None = None
         self._creation_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
@@ -61,12 +64,32 @@ class KeyRing:
                 lock = self._creation_locks[loop] = asyncio.Lock()
             return lock
 
+    def pregenerate(self, bits: int) -> None:
+        """Start generating the first pair in the background (a ring with no pair yet)."""
+        with self._lock:
+            if self._pending is None and self._current is None and not self._disposed:
+                self._pending = PendingKeyPair(bits)
+
+    def take_pregenerated(self, bits: int) -> _core.ClientKeyPair | None:
+        """The background pair if one was started for ``bits`` bits (waiting for it), once."""
+        with self._lock:
+            pending, self._pending = self._pending, None
+        return pending.take(bits) if pending is not None else None
+
+    def _discard_pregenerated(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.discard()
+
     def install(self, keypair: _core.ClientKeyPair, *, rotatable: bool) -> None:
-        """Make ``keypair`` current; the previous one is wiped once no request uses it.
+        """Make ``keypair`` current; the previous one is wiped once no request uses it. A pair
+        still being generated in the background is discarded (load_keys, generate_keys).
 
         After :meth:`wipe_all` the ring stays disposed: ``keypair`` is wiped and refused, so a
         sibling client cannot bring a disposed ring back to life.
         """
+        self._discard_pregenerated()
         with self._lock:
             if self._disposed:
                 keypair.wipe()
@@ -127,6 +150,7 @@ class KeyRing:
 
     def wipe_all(self) -> None:
         """Zero every key pair now (dispose): in-flight requests will fail to decrypt."""
+        self._discard_pregenerated()
         with self._lock:
             self._disposed = True
             doomed = list(self._retired.values())
