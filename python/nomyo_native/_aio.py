@@ -98,9 +98,10 @@ class AsyncDriver:
     ) -> Answer:
         """One attempt within ``deadline`` seconds (TimeoutError past it)."""
         http = self.state().http
-        return await asyncio.wait_for(
-            self._attempt(http, method, url, headers, content, ok_cap), deadline
-        )
+        # A timeout scope, not wait_for: that runs the attempt as a task of its own, one more
+        # task and hand-off per request.
+        async with asyncio.timeout(deadline):
+            return await self._attempt(http, method, url, headers, content, ok_cap)
 
     @staticmethod
     async def _attempt(
