@@ -67,14 +67,7 @@ RUNS = [
 
 
 def reference_python() -> Path:
-    """The reference venv's interpreter; this venv's while the reference is still installed
-    here (before it moved to a venv of its own)."""
-    chosen = os.environ.get(REFERENCE_PYTHON_ENV)
-    if chosen:
-        return Path(chosen)
-    if not DEFAULT_REFERENCE_PYTHON.exists() and importlib.util.find_spec("nomyo") is not None:
-        return Path(sys.executable)
-    return DEFAULT_REFERENCE_PYTHON
+    return Path(os.environ.get(REFERENCE_PYTHON_ENV) or DEFAULT_REFERENCE_PYTHON)
 
 
 @pytest.fixture(scope="module")
