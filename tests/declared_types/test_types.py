@@ -172,6 +172,7 @@ def test_memory_status_fits() -> None:
         (SecureCompletionClient.send_secure_request, ChatCompletion),
         (SecureCompletionClient.decrypt_response, ChatCompletion),
         (SyncCompletionClient.send_secure_request, ChatCompletion),
+        (SyncCompletionClient.decrypt_response, ChatCompletion),
         (SecureCompletionClient.send_sealed_request, ChatCompletion),
         (SyncCompletionClient.send_sealed_request, ChatCompletion),
         (AttestationResult.to_dict, AttestationVerification),
