@@ -11,8 +11,10 @@ part in the async driver).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
+import socket
 import ssl
 import threading
 import time
@@ -62,6 +64,13 @@ class _DeadlineStream(httpcore2.NetworkStream):
         self._inner.write(buffer, _bounded(timeout, httpcore2.WriteTimeout))
 
     def close(self) -> None:
+        # Shut the socket down before closing it: a thread blocked reading it (its request in
+        # flight while another thread closes the client) wakes now with a closed connection,
+        # as on the async driver, instead of at its timeout with a descriptor gone under it.
+        sock = self._inner.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         self._inner.close()
 
     def start_tls(
