@@ -1,12 +1,12 @@
 """The sync driver: send one attempt, read its body raw and capped within a deadline, sleep.
 
 Like the async driver it decides nothing. It runs on ``httpx2.Client`` over httpcore2's own sync
-network backend with the client's ``SSLContext`` (the native TLS backend of ``transport`` is
-asyncio-only; blocking sockets with the same verification are what a script wants). The
-whole-attempt deadline is kept by :class:`DeadlineBackend`: every connect, TLS handshake,
-write and read of an attempt gets at most the time the attempt has left, so a peer trickling
-a byte at a time cannot hold a request past its deadline (asyncio's ``wait_for`` plays this
-part in the async driver).
+network backend with the client's ``SSLContext`` (``_asyncio_tls_backend`` is asyncio-only;
+blocking sockets with the same verification are what a script wants). The whole-attempt
+deadline is kept by :class:`DeadlineBackend`: every connect, TLS handshake, write and read of
+an attempt gets at most the time the attempt has left, so a peer trickling a byte at a time
+cannot hold a request past its deadline (asyncio's ``wait_for`` plays this part in the async
+driver).
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class _DeadlineTransport(httpx2.HTTPTransport):
 
     ``HTTPTransport`` keeps all its state in its pool, so this builds the pool
     ``HTTPTransport(verify=ssl_context, limits=limits)`` would, with another backend (as
-    ``transport.NativeTLSTransport`` does for the async one).
+    ``_asyncio_tls_backend.AsyncioTLSTransport`` does for the async one).
     """
 
     def __init__(self, ssl_context: ssl.SSLContext | None, limits: httpx2.Limits) -> None:
