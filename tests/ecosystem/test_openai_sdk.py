@@ -26,7 +26,7 @@ from tests.ecosystem.helpers import (
 )
 
 from nomyo_native import openai as nomyo_openai
-from nomyo_native.errors import SecurityError
+from nomyo_native.errors import ClientClosedError, SecurityError
 from nomyo_native.openai import _gateway
 
 TOOL = {
@@ -472,3 +472,22 @@ def test_threads_share_one_blocking_client(endpoint: Any, options: dict, posts: 
         replies = list(pool.map(ask, range(8)))
     assert replies == [f"t{i}" for i in range(8)]
     assert posts() == 8
+
+
+def test_a_disposed_client_is_refused_unretried_and_unsent(
+    endpoint: Any, options: dict, log: Any
+) -> None:
+    http = nomyo_openai.http_client(base_url=endpoint.base_url, **options)
+    client = openai.OpenAI(
+        base_url=endpoint.base_url + "/v1", api_key="k", http_client=http, max_retries=2
+    )
+    http._transport.gateway.client.dispose()  # keys wiped: the client can send nothing
+    with client, pytest.raises(openai.OpenAIError) as caught:
+        client.chat.completions.create(model=MODEL, messages=user("secret"))
+    if nomyo_openai.sdk_propagates_errors():
+        assert isinstance(caught.value, ClientClosedError)
+    else:
+        assert isinstance(caught.value, openai.BadRequestError)
+        assert caught.value.response.headers["x-should-retry"] == "false"
+    assert "disposed" in str(caught.value)
+    assert log.lines == []

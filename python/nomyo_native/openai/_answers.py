@@ -96,6 +96,14 @@ def security_failure(error: BaseException) -> Answer:
     )
 
 
+def client_closed(error: BaseException) -> Answer:
+    """Our client was closed or disposed (the SDK's http_client closed): nothing was sent, and
+    no retry can change it (for SDKs that would retry an exception)."""
+    return _error_answer(
+        400, f"{error}; nothing was sent", "nomyo_client_closed", retry=False, code="client_closed"
+    )
+
+
 def completion(payload: Mapping[str, Any]) -> Answer:
     """The decrypted completion, with its ``_metadata`` summarized as response headers."""
     headers = [("content-type", JSON_TYPE), *metadata_headers(payload.get("_metadata"))]

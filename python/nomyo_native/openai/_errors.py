@@ -1,4 +1,5 @@
-"""Security failures the openai SDK lets through untouched: ours and ``openai.OpenAIError``.
+"""Errors the openai SDK lets through untouched: ours and ``openai.OpenAIError`` (security
+failures, and a closed client).
 
 From openai 2.31 on, the SDK re-raises an ``OpenAIError`` from its transport as it is (no retry,
 no ``APIConnectionError`` wrapper); older SDKs wrap every transport exception in a retried
@@ -10,10 +11,9 @@ from __future__ import annotations
 
 import functools
 from importlib.metadata import PackageNotFoundError, version
+from typing import TypeVar, cast
 
 import openai
-
-from nomyo_native.errors import SecurityError
 
 # The first openai release that propagates an OpenAIError raised inside its transport.
 PROPAGATING_SDK = (2, 31)
@@ -39,19 +39,20 @@ def sdk_propagates_errors() -> bool:
     return _release(installed) >= PROPAGATING_SDK
 
 
-_dual_classes: dict[type[SecurityError], type[SecurityError]] = {}
+_dual_classes: dict[type[Exception], type[Exception]] = {}
+E = TypeVar("E", bound=Exception)
 
 
-def _dual_class(cls: type[SecurityError]) -> type[SecurityError]:
+def _dual_class(cls: type[E]) -> type[E]:
     """``cls`` that is also an ``openai.OpenAIError`` (same name, so messages read the same)."""
     dual = _dual_classes.get(cls)
     if dual is None:
         dual = type(cls.__name__, (cls, openai.OpenAIError), {"__module__": cls.__module__})
         _dual_classes[cls] = dual
-    return dual
+    return cast(type[E], dual)
 
 
-def as_openai_error(error: SecurityError) -> SecurityError:
+def as_openai_error(error: E) -> E:
     """A copy of ``error`` whose class is both its own and ``openai.OpenAIError``."""
     dual = _dual_class(type(error))
     copy = dual.__new__(dual)

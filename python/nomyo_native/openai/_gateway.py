@@ -20,7 +20,13 @@ from nomyo_native._protocol import validate_security_tier
 from nomyo_native._retry import is_permanent_tpm_refusal, tls_verification_failure
 from nomyo_native._sync_client import SyncCompletionClient
 from nomyo_native.client import SecureCompletionClient
-from nomyo_native.errors import APIConnectionError, APIError, PayloadTooLargeError, SecurityError
+from nomyo_native.errors import (
+    APIConnectionError,
+    APIError,
+    ClientClosedError,
+    PayloadTooLargeError,
+    SecurityError,
+)
 from nomyo_native.openai import _answers
 from nomyo_native.openai._answers import Answer
 from nomyo_native.openai._errors import as_openai_error, sdk_propagates_errors
@@ -65,7 +71,13 @@ class Prepared:
 
 
 # What a send can fail with, each mapped to what the SDK must see (``_GatewayBase._failed``).
-SEND_FAILURES = (SecurityError, APIError, APIConnectionError, PayloadTooLargeError)
+SEND_FAILURES = (
+    SecurityError,
+    APIError,
+    APIConnectionError,
+    PayloadTooLargeError,
+    ClientClosedError,
+)
 
 
 class _GatewayBase:
@@ -112,6 +124,10 @@ class _GatewayBase:
             return _answers.from_api_error(error, permanent=permanent)
         if isinstance(error, APIConnectionError):
             return self._connection_failure(error)
+        if isinstance(error, ClientClosedError):
+            if sdk_propagates_errors():
+                raise as_openai_error(error) from None
+            return _answers.client_closed(error)
         return _answers.invalid_request(str(error))
 
     def _security_failure(self, error: SecurityError) -> Answer:
