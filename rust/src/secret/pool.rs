@@ -19,7 +19,9 @@ use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::mapping::Mapping;
-use super::status::{BYTES_LOCKED, BYTES_POOLED, BYTES_UNLOCKED, GENERATION};
+use super::status::BYTES_POOLED;
+#[cfg(unix)]
+use super::status::{BYTES_LOCKED, BYTES_UNLOCKED, GENERATION};
 
 pub const MIN_SPAN: usize = 4 * 1024;
 pub const MAX_SPAN: usize = 16 * 1024 * 1024;
