@@ -67,6 +67,7 @@ def build(module: ModuleType) -> Flavor:
             self._completion = answer.payload
 
         def json(self, **kwargs: Any) -> Any:
+            # The core built the dict already: json.loads' options have nothing to act on.
             if self._completion is not None:
                 return self._completion
             return super().json(**kwargs)
@@ -80,9 +81,6 @@ def build(module: ModuleType) -> Flavor:
         response.request = request
         return response
 
-    def headers_of(request: Any) -> Any:
-        return request.headers  # case-insensitive lookups
-
     class SecureTransport(module.BaseTransport):  # type: ignore[name-defined,misc]
         """Blocking transport: every chat completion sealed, sent, opened and checked."""
 
@@ -91,9 +89,7 @@ def build(module: ModuleType) -> Flavor:
 
         def handle_request(self, request: Any) -> Any:
             body = request.read()
-            answer = self.gateway.answer(
-                request.method, str(request.url), headers_of(request), body
-            )
+            answer = self.gateway.answer(request.method, str(request.url), request.headers, body)
             return to_response(answer, request)
 
         def close(self) -> None:
@@ -108,7 +104,7 @@ def build(module: ModuleType) -> Flavor:
         async def handle_async_request(self, request: Any) -> Any:
             body = await request.aread()
             answer = await self.gateway.answer(
-                request.method, str(request.url), headers_of(request), body
+                request.method, str(request.url), request.headers, body
             )
             return to_response(answer, request)
 
