@@ -9,7 +9,7 @@ the raw stream, and refuses a response that names any other coding.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import httpx2
@@ -111,12 +111,25 @@ def _in_memory_body(response: httpx2.Response, cap: int) -> bytes | None:
     return None
 
 
-def iter_raw_capped(response: httpx2.Response, cap: int) -> bytes:
-    """:func:`read_raw_capped` for a response of the sync client."""
+def iter_raw_capped(
+    response: httpx2.Response, cap: int, each_chunk: Callable[[], None] | None = None
+) -> bytes:
+    """:func:`read_raw_capped` for a response of the sync client; ``each_chunk`` is called
+    before the body and after every chunk (the sync driver's deadline check)."""
     body = _in_memory_body(response, cap)
     if body is not None:
         return body
-    return _join_capped(response.iter_raw(), cap)
+    chunks = response.iter_raw()
+    if each_chunk is not None:
+        chunks = _checked(chunks, each_chunk)
+    return _join_capped(chunks, cap)
+
+
+def _checked(chunks: Iterator[bytes], check: Callable[[], None]) -> Iterator[bytes]:
+    check()
+    for chunk in chunks:
+        check()
+        yield chunk
 
 
 def _join_capped(chunks_in: Iterator[bytes], cap: int) -> bytes:

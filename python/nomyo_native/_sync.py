@@ -51,6 +51,13 @@ def _bounded(timeout: float | None, on_timeout: type[Exception]) -> float | None
     return left if timeout is None else min(timeout, left)
 
 
+def _check_deadline() -> None:
+    """Between two chunks of a body: a caller's transport has no socket for the deadline to
+    bound (``httpx2.MockTransport``, a test double streaming from a generator), so a body
+    trickling through it is cut here, as ``wait_for`` cuts it on the async driver."""
+    _bounded(None, DeadlineExceeded)
+
+
 class _DeadlineStream(httpcore2.NetworkStream):
     """A sync network stream whose every operation ends by the attempt's deadline."""
 
@@ -223,7 +230,8 @@ class SyncDriver:
             if not readable:
                 return Answer(status, b"", retry_after)
             try:
-                data = iter_raw_capped(response, ok_cap if status == 200 else MAX_ERROR_BODY_BYTES)
+                cap = ok_cap if status == 200 else MAX_ERROR_BODY_BYTES
+                data = iter_raw_capped(response, cap, _check_deadline)
             except ResponseFormatError:
                 if status == 200:
                     raise

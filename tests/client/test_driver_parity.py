@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 import urllib.parse
 from typing import Any
 
@@ -117,3 +118,57 @@ def test_an_unknown_keyword_is_the_type_error_naming_the_class_called(cls, name)
     assert str(caught.value) == (
         f"{cls.__name__}.__init__() got an unexpected keyword argument {name!r}"
     )
+
+
+class _Trickle:
+    """A 200 whose body comes a few bytes at a time for 10 s: through a custom transport (no
+    socket, so no per-read timeout), only the attempt's deadline can end it earlier."""
+
+    LIMIT = 200
+
+    def __init__(self, server_pem: bytes) -> None:
+        self.server_pem = server_pem
+        self.chunks = 0
+
+    def _answer(self, request: httpx2.Request, body: Any) -> httpx2.Response:
+        if request.url.path == "/pki/public_key":
+            return httpx2.Response(200, content=self.server_pem)
+        return httpx2.Response(200, content=body)
+
+    def sync(self) -> httpx2.MockTransport:
+        def body() -> Any:
+            while self.chunks < self.LIMIT:
+                self.chunks += 1
+                time.sleep(0.05)
+                yield b"{ "
+
+        return httpx2.MockTransport(lambda request: self._answer(request, body()))
+
+    def asynchronous(self) -> httpx2.MockTransport:
+        async def body() -> Any:
+            while self.chunks < self.LIMIT:
+                self.chunks += 1
+                await asyncio.sleep(0.05)
+                yield b"{ "
+
+        return httpx2.MockTransport(lambda request: self._answer(request, body()))
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+def test_a_trickling_body_from_a_custom_transport_is_cut_at_the_deadline(peer_key, kind):
+    server_pem = peer_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    trickle = _Trickle(server_pem)
+    options: dict[str, Any] = {"key_size": 2048, "max_retries": 0, "deadline": 1.0}
+    if kind == "sync":
+        chat: Any = nomyo.SyncSecureChatCompletion(transport=trickle.sync(), **options)
+        call = lambda: chat.create(model="m", messages=USER)  # noqa: E731
+    else:
+        chat = nomyo.SecureChatCompletion(transport=trickle.asynchronous(), **options)
+        call = lambda: asyncio.run(chat.create(model="m", messages=USER))  # noqa: E731
+    with pytest.raises(nomyo.APIConnectionError, match="deadline"):
+        call()
+    # At 20 chunks a second, the 1 s deadline ends it after about 20, long before the end.
+    assert trickle.chunks < trickle.LIMIT
+    chat.close()
