@@ -171,3 +171,95 @@ def test_core_imported_first_raises_the_package_classes() -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ok"
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+# Loads `_core` from its file under a stand-in package whose `errors` module defines what
+# FAKE_ERRORS says (the classes of a partially initialised or shadowing `nomyo_native.errors`).
+LOAD_CORE_UNDER_FAKE_ERRORS = """
+import importlib.util, sys, types
+core_file = CORE_FILE
+package = types.ModuleType("nomyo_native")
+package.__path__ = []
+sys.modules["nomyo_native"] = package
+fake = types.ModuleType("nomyo_native.errors")
+exec(FAKE_ERRORS, fake.__dict__)
+sys.modules["nomyo_native.errors"] = fake
+spec = importlib.util.spec_from_file_location("nomyo_native._core", core_file)
+try:
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+except ImportError as exc:
+    print("ImportError:", exc)
+else:
+    print("imported")
+"""
+
+# Every class the core raises except the two size errors: those must be checked too.
+ALL_BUT_THE_SIZE_ERRORS = """
+class CoreError(Exception): pass
+CryptoError = EnvelopeError = SizeLimitError = TpmFormatError = CoreError
+KeyFormatError = KeyPasswordError = KeyPermissionError = KeyDisposedError = CoreError
+"""
+
+
+@pytest.mark.parametrize(
+    ("fake_errors", "missing"),
+    [
+        ("class CoreError(Exception): pass", "CryptoError"),
+        (ALL_BUT_THE_SIZE_ERRORS, "RequestTooLargeError"),
+        (ALL_BUT_THE_SIZE_ERRORS + "RequestTooLargeError = dict", "RequestTooLargeError"),
+        (
+            ALL_BUT_THE_SIZE_ERRORS + "RequestTooLargeError = CoreError\nResponseTooLargeError = 7",
+            "ResponseTooLargeError",
+        ),
+    ],
+)
+def test_an_errors_module_without_the_cores_classes_is_a_clear_import_error(
+    fake_errors: str, missing: str
+) -> None:
+    """A `nomyo_native.errors` that lacks a class the core raises (or binds the name to something
+    that is not an exception class) fails the import with an ImportError naming the class: it
+    was a PanicException for the first classes, and for the two size errors an import that
+    succeeded and left a raise to fail later."""
+    code = LOAD_CORE_UNDER_FAKE_ERRORS.replace("CORE_FILE", repr(_core.__file__)).replace(
+        "FAKE_ERRORS", repr(fake_errors)
+    )
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("ImportError:"), result.stdout + result.stderr[-2000:]
+    assert f"nomyo_native.errors.{missing}" in result.stdout
+    assert "panicked" not in result.stderr
+
+
+def test_every_class_is_resolved_at_import_not_at_the_first_raise() -> None:
+    """The size errors were looked up in `nomyo_native.errors` on their first raise, while the
+    error was being raised: when the module was not there any more then, the process aborted.
+    Resolved at import, they are raised as the classes the package defined."""
+    result = run_python(
+        """
+        import sys, types
+        from nomyo_native import _core, errors
+        kp = _core.ClientKeyPair.generate(2048)
+        server = _core.ServerPublicKey.from_pem(kp.public_key_pem)
+        sys.modules["nomyo_native.errors"] = types.ModuleType("nomyo_native.errors")
+        try:
+            _core.seal({"content": "a" * _core.MAX_PLAINTEXT_BYTES}, server)
+        except errors.RequestTooLargeError:
+            print("request")
+        try:
+            _core.open_envelope(b" " * (_core.MAX_ENVELOPE_BYTES + 1), kp)
+        except errors.ResponseTooLargeError:
+            print("response")
+        """
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["request", "response"]
