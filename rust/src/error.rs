@@ -89,8 +89,11 @@ pub mod py {
     //! user catches (`SecurityError`, `ResponseFormatError`, `KeyLoadError`...), so no layer
     //! above has to translate them. `_core` re-exports them under its historical names.
     use super::CoreError as Rust;
-    use pyo3::exceptions::{PyMemoryError, PyOSError, PyTypeError, PyValueError};
+    use pyo3::exceptions::{
+        PyBaseException, PyImportError, PyMemoryError, PyOSError, PyTypeError, PyValueError,
+    };
     use pyo3::prelude::*;
+    use pyo3::types::PyType;
 
     /// Where the classes live; `register` imports it once, at module initialisation.
     const ERRORS_MODULE: &str = "nomyo_native.errors";
@@ -127,11 +130,49 @@ pub mod py {
         }
     }
 
-    /// Import the classes (a clear `ImportError` here, rather than a failure at the first error
-    /// raised) and expose them on `_core` under the names the tests and older callers use.
+    /// Every class `From<Rust> for PyErr` raises, by its name in `nomyo_native.errors`.
+    const RAISED: [&str; 11] = [
+        "CoreError",
+        "CryptoError",
+        "EnvelopeError",
+        "SizeLimitError",
+        "RequestTooLargeError",
+        "ResponseTooLargeError",
+        "KeyFormatError",
+        "KeyPasswordError",
+        "KeyPermissionError",
+        "KeyDisposedError",
+        "TpmFormatError",
+    ];
+
+    /// Import the classes and expose them on `_core` under the names the tests and older callers
+    /// use.
+    ///
+    /// Every class is checked and resolved here, once: `import_exception!` resolves a class on
+    /// the first error that needs it and panics when it cannot, and that happens while the error
+    /// is being raised, outside any `catch_unwind`, so the process aborts. A module that lacks a
+    /// class, or names something that is not an exception class (a partial import, a module
+    /// shadowing ours), is a clear `ImportError` now instead of a panic or a wrong class later.
     pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         let py = m.py();
-        py.import(ERRORS_MODULE)?;
+        let module = py.import(ERRORS_MODULE)?;
+        for name in RAISED {
+            let is_exception_class = module
+                .getattr(name)
+                .ok()
+                .and_then(|class| class.cast_into::<PyType>().ok())
+                .is_some_and(|class| class.is_subclass_of::<PyBaseException>().unwrap_or(false));
+            if !is_exception_class {
+                return Err(PyImportError::new_err(format!(
+                    "nomyo_native._core raises {ERRORS_MODULE}.{name}, which the module imported \
+                     as {ERRORS_MODULE} does not define as an exception class (a partially \
+                     initialised or shadowing module?)"
+                )));
+            }
+        }
+        // Resolved now (cached for the process), not at the first error that needs them.
+        py.get_type::<RequestTooLargeError>();
+        py.get_type::<ResponseTooLargeError>();
         m.add("CoreError", py.get_type::<CoreError>())?;
         m.add("CryptoError", py.get_type::<CryptoError>())?;
         m.add("EnvelopeError", py.get_type::<EnvelopeError>())?;
