@@ -149,6 +149,30 @@ def test_the_dict_path_refuses_the_same_lone_surrogate_and_infinity(
             _core.seal(json.loads(body), server_key)
 
 
+@pytest.mark.parametrize("sign", [b"", b"-"])
+def test_integers_past_pythons_digit_limit_are_refused_as_the_dict_path_refuses_them(
+    sign: bytes,
+) -> None:
+    """CPython reads at most 4300 digits into an int (its default int_max_str_digits): json.loads
+    refuses a longer integer, so neither the dict path nor the endpoint can read it. The body
+    reader copied it through and sealed a request the endpoint cannot parse."""
+    limit = 4300
+    longest = b'{"n":' + sign + b"9" * limit + b"}"
+    assert json.loads(longest)["n"] != 0
+    assert _core.RequestBody(longest).size == len(longest)
+    for digits in (limit + 1, 100_000):
+        body = b'{"n":' + sign + b"9" * digits + b"}"
+        with pytest.raises(ValueError, match="4300 digits"):
+            json.loads(body)
+        with pytest.raises(ValueError, match="digits") as caught:
+            _core.RequestBody(body)
+        assert "at byte 5" in str(caught.value)
+    # A fraction or an exponent makes it a float, which has no digit limit.
+    for body in (b'{"n":0.' + b"9" * 5000 + b"}", b'{"n":' + b"1" * 5000 + b"e-4990}"):
+        json.loads(body)
+        assert _core.RequestBody(body).size == len(body)
+
+
 def test_nesting_limit_is_the_dict_paths(server_key: _core.ServerPublicKey) -> None:
     def nested(levels: int) -> bytes:
         return b'{"a":' + b"[" * levels + b"]" * levels + b"}"
