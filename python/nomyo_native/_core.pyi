@@ -149,8 +149,9 @@ open = open_envelope
 class RequestBody:
     """An openai SDK's serialized chat-completion request (immutable ``bytes``, never written
     to), checked and compacted straight into locked memory: whitespace outside strings goes,
-    strings and numbers are kept as written (RFC 8259 checked; lone surrogate escapes and
-    numbers beyond the double range refused), so an SDK-written body becomes exactly what
+    strings and numbers are kept as written (RFC 8259 checked; lone surrogate escapes, numbers
+    beyond the double range and integers of more than 4300 digits refused, as json.loads
+    refuses them), so an SDK-written body becomes exactly what
     ``seal`` writes for the same dict. Refuses a body that is not a non-empty object, a
     top-level ``stream`` other than false/null and ``stream_options`` other than null
     (``ValueError``; nothing is stripped), nesting deeper than MAX_JSON_DEPTH, and a result

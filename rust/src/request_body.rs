@@ -12,7 +12,8 @@
 //! - refusing, at the top level, `stream` unless it is `false` or `null` (the protocol has no
 //!   streaming) and `stream_options` unless it is `null`; nothing is stripped;
 //! - refusing what the dict path refuses too: a body that is not a non-empty JSON object, a lone
-//!   surrogate escape, a number beyond the double range (Python reads it as infinity), nesting
+//!   surrogate escape, a number beyond the double range (Python reads it as infinity), an
+//!   integer of more digits than CPython reads (`MAX_INT_DIGITS`), nesting
 //!   deeper than `MAX_JSON_DEPTH`, and a result longer than the caller's cap.
 //!
 //! The output never outgrows the input, so its one allocation is sized by the body the caller
@@ -23,6 +24,10 @@
 use crate::envelope::MAX_JSON_DEPTH;
 use crate::error::{CoreError, CoreResult};
 use crate::secret::LockedBuf;
+
+/// Most digits CPython reads into an `int` (its default `sys.int_max_str_digits`): `json.loads`
+/// refuses a longer integer, so the endpoint could not read the request.
+const MAX_INT_DIGITS: usize = 4300;
 
 /// The user-facing reason `stream` is refused (the message the SDK caller sees).
 pub const STREAM_REFUSED: &str = "stream=true is not supported: the secure completion protocol \
@@ -349,11 +354,13 @@ impl Compactor<'_, '_> {
         if self.s.get(self.pos) == Some(&b'-') {
             self.pos += 1;
         }
+        let int_start = self.pos;
         match self.s.get(self.pos) {
             Some(b'0') => self.pos += 1,
             Some(b'1'..=b'9') => self.digits(),
             _ => return Err(self.fail_at("invalid number", start)),
         }
+        let int_digits = self.pos - int_start;
         let mut is_float = false;
         if self.s.get(self.pos) == Some(&b'.') {
             is_float = true;
@@ -373,6 +380,13 @@ impl Compactor<'_, '_> {
                 return Err(self.fail_at("invalid number", start));
             }
             self.digits();
+        }
+        if !is_float && int_digits > MAX_INT_DIGITS {
+            // Python's json.loads (the dict path's reader, and the endpoint's) refuses it.
+            return Err(self.fail_at(
+                &format!("integer of more than {MAX_INT_DIGITS} digits"),
+                start,
+            ));
         }
         if is_float {
             let finite = std::str::from_utf8(&self.s[start..self.pos])
@@ -559,6 +573,17 @@ mod tests {
             assert!(message.contains("at byte"), "{message}");
             assert!(!message.contains("secret"), "{message}");
         }
+    }
+
+    #[test]
+    fn integers_longer_than_python_reads_are_refused() {
+        let body = |digits: usize, tail: &str| format!("{{\"n\":-{}{tail}}}", "7".repeat(digits));
+        assert!(compact(body(MAX_INT_DIGITS, "").as_bytes()).is_ok());
+        let message = refused(body(MAX_INT_DIGITS + 1, "").as_bytes());
+        assert!(message.contains("4300 digits at byte 5"), "{message}");
+        // A float (in the double range): no digit limit.
+        let fraction = format!("{{\"n\":-0.{}}}", "7".repeat(MAX_INT_DIGITS + 1));
+        assert!(compact(fraction.as_bytes()).is_ok());
     }
 
     #[test]
