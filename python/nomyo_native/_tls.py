@@ -37,7 +37,11 @@ def tls_context(
         if not os.path.exists(cafile):
             raise FileNotFoundError(f"CA bundle not found: {os.fspath(cafile)}")
         return ssl.create_default_context(cafile=os.fspath(cafile))
-    return _default_tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    cert_file = os.environ.get("SSL_CERT_FILE")
+    if cert_file and not os.path.isfile(cert_file):
+        # ssl's own error names neither the variable nor the path.
+        raise FileNotFoundError(f"CA bundle not found: {cert_file} (named by SSL_CERT_FILE)")
+    return _default_tls_context(cert_file, os.environ.get("SSL_CERT_DIR"))
 
 
 @functools.lru_cache(maxsize=4)

@@ -172,3 +172,12 @@ def test_a_trickling_body_from_a_custom_transport_is_cut_at_the_deadline(peer_ke
     # At 20 chunks a second, the 1 s deadline ends it after about 20, long before the end.
     assert trickle.chunks < trickle.LIMIT
     chat.close()
+
+
+@pytest.mark.parametrize("cls", [nomyo.SecureChatCompletion, nomyo.SyncSecureChatCompletion])
+def test_an_ssl_cert_file_naming_no_file_is_a_clear_error(cls, monkeypatch, tmp_path):
+    missing = tmp_path / "no-such-ca.pem"
+    monkeypatch.setenv("SSL_CERT_FILE", str(missing))
+    with pytest.raises(FileNotFoundError, match="SSL_CERT_FILE") as caught:
+        cls(base_url="https://peer.test")
+    assert str(missing) in str(caught.value)
