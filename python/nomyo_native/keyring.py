@@ -69,6 +69,8 @@ class KeyRing:
         with self._lock:
             if self._pending is None and self._current is None and not self._disposed:
                 self._pending = PendingKeyPair(bits)
+                # A client dropped before its first request wastes no generation.
+                weakref.finalize(self, self._pending.discard)
 
     def take_pregenerated(self, bits: int) -> _core.ClientKeyPair | None:
         """The background pair if one was started for ``bits`` bits (waiting for it), once."""

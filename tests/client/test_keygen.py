@@ -3,6 +3,7 @@ request, and never used by a fork child. No timing is asserted: only what is han
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -252,3 +253,18 @@ def test_the_sync_client_uses_it_as_well(monkeypatch):
     made = generated(pending)
     chat.client._refresh_keys()
     assert chat.client.private_key is made
+
+
+def test_a_client_dropped_before_its_first_request_generates_nothing(monkeypatch):
+    monkeypatch.delenv(_keygen.BACKGROUND_KEYGEN_ENV, raising=False)
+    gate = GatedGeneration()
+    gate.release.set()
+    monkeypatch.setattr(_keys, "generate_keypair", gate)
+    monkeypatch.setattr(_keygen, "START_DELAY_S", 3600.0)  # only a discard can end the wait
+    client = nomyo.SecureCompletionClient(URL, key_size=BITS)
+    pending = pending_of(client)
+    assert pending is not None
+    del client
+    gc.collect()
+    pending._thread.join(60)
+    assert not pending._thread.is_alive() and pending.discarded and gate.calls == []
