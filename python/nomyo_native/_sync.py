@@ -240,4 +240,7 @@ class SyncDriver:
 
     def close(self) -> None:
         self.closed = True
-        self._http.close()
+        if self._pid == os.getpid():
+            self._http.close()
+        # else a forked child's inherited pool: those connections are the parent's to close
+        # (shutting them down here would end them for the parent too).

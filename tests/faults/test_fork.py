@@ -81,3 +81,15 @@ def test_the_parent_keeps_its_pooled_connection_after_a_child_used_the_client(lo
             assert len(peer.posts) == 3
         finally:
             chat.close()
+
+
+def test_a_child_closing_the_client_leaves_the_parents_connections_alone(loopback_key):
+    with CountingPeer(loopback_key) as peer:
+        chat, create = _client("sync", peer.url)
+        try:
+            create()
+            assert _in_child(chat.close) == 0
+            create()
+            assert peer.connections == 1, "the child's close() ended the parent's connection"
+        finally:
+            chat.close()
