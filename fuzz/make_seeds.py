@@ -257,7 +257,31 @@ def tpm_seeds() -> None:
     write("tpm_structures", "make-credential-rsa-ek", b"\x04" + parts + b"c" * 32)
 
 
+def request_body_seeds() -> None:
+    """SDK-shaped request bodies (first byte: the cap, see the target), with the spellings the
+    reader must handle: escapes, surrogate pairs, numbers, nesting, whitespace, stream."""
+    sdk = json.dumps(
+        {
+            "messages": [{"role": "user", "content": 'Gr\u00fc\u00dfe \U0001f30d "q" \\ /'}],
+            "model": "m",
+            "temperature": 0.5,
+            "n": 1,
+            "stream": False,
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode()
+    write("request_body", "sdk", b"\x00" + sdk)
+    write("request_body", "sdk-capped", b"\x01" + sdk)
+    spaced = b' {\n "model" : "m",\t"messages":[ ],"x":[1E+2,-0.0e-1,null,true,{}] } '
+    write("request_body", "whitespace-numbers", b"\x00" + spaced)
+    escaped = b'{"str\\u0065am":null,"a":"\\ud83c\\udf0d\\n\\u00e9","stream_options":null}'
+    write("request_body", "escapes", b"\x00" + escaped)
+
+
 if __name__ == "__main__":
+    request_body_seeds()
     envelope_seeds()
     key_seeds()
     tpm_seeds()
