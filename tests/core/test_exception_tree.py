@@ -4,6 +4,7 @@ for them, and a size error says which direction it came from."""
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -263,3 +264,25 @@ def test_every_class_is_resolved_at_import_not_at_the_first_raise() -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["request", "response"]
+
+
+def test_a_path_with_a_nul_byte_is_a_value_error_as_pythons_own_file_calls_raise(
+    keypair: _core.ClientKeyPair, tmp_path: Path
+) -> None:
+    """Python's open() (and nomyo 0.2.9's key loading on it) raise ValueError for a path with a
+    NUL byte; the core raised OSError with errno 0 ("[Errno 0] file name contained...")."""
+    bad = str(tmp_path / "key\0.pem")
+    with pytest.raises(ValueError):
+        open(bad, "rb")  # what Python itself raises
+    with pytest.raises(ValueError) as loading:
+        _core.ClientKeyPair.load(bad)
+    assert not isinstance(loading.value, OSError)
+    with pytest.raises(ValueError) as saving:
+        keypair.save(bad, str(tmp_path / "public.pem"))
+    assert not isinstance(saving.value, OSError)
+
+
+def test_file_system_errors_keep_their_errno_and_class(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError) as missing:
+        _core.ClientKeyPair.load(str(tmp_path / "absent.pem"))
+    assert missing.value.errno == errno.ENOENT
