@@ -124,9 +124,22 @@ pub mod py {
                 Rust::KeyDisposed => KeyDisposedError::new_err(msg),
                 Rust::InvalidArgument(_) => PyValueError::new_err(msg),
                 Rust::NotJson(_) => PyTypeError::new_err(msg),
-                Rust::Io(io) => PyOSError::new_err((io.raw_os_error().unwrap_or(0), msg)),
+                Rust::Io(io) => io_error(&io, msg),
                 Rust::Memory(_) => PyMemoryError::new_err(msg),
             }
+        }
+    }
+
+    /// A system call's failure is an `OSError` with its errno (Python picks the subclass:
+    /// `FileNotFoundError`...). The standard library's own refusals carry no errno: a path with
+    /// a NUL byte is a `ValueError`, as Python's `open()` raises it, and running out of memory a
+    /// `MemoryError`; nothing is reported as "errno 0".
+    fn io_error(io: &std::io::Error, msg: String) -> PyErr {
+        match (io.raw_os_error(), io.kind()) {
+            (Some(errno), _) => PyOSError::new_err((errno, msg)),
+            (None, std::io::ErrorKind::InvalidInput) => PyValueError::new_err(msg),
+            (None, std::io::ErrorKind::OutOfMemory) => PyMemoryError::new_err(msg),
+            (None, _) => PyOSError::new_err(msg),
         }
     }
 
