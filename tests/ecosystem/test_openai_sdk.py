@@ -85,6 +85,48 @@ async def test_the_prewired_async_client(endpoint: Any, options: dict) -> None:
     assert completion.choices[0].message.content == "wired"
 
 
+@pytest.mark.parametrize("environment", [None, "env-key"])
+def test_the_prewired_client_takes_a_key_provider(
+    endpoint: Any, options: dict, monkeypatch: pytest.MonkeyPatch, environment: str | None
+) -> None:
+    # Every SDK line takes a callable api_key (called per request): the pre-wired client gives
+    # it to the SDK, and its bearer is the key sent, ahead of NOMYO_API_KEY as an option is.
+    if environment is None:
+        monkeypatch.delenv("NOMYO_API_KEY", raising=False)
+    else:
+        monkeypatch.setenv("NOMYO_API_KEY", environment)
+    keys = iter(["first-key", "second-key"])
+    wire = Wire(options["ca_bundle"])
+    client = nomyo_openai.OpenAI(
+        base_url=endpoint.base_url, api_key=lambda: next(keys), transport=wire.transport, **options
+    )
+    with client:
+        client.chat.completions.create(model=MODEL, messages=user("a"))
+        client.chat.completions.create(model=MODEL, messages=user("b"))
+    posted = [sent["authorization"] for sent in wire.sent_headers if "authorization" in sent]
+    assert posted == ["Bearer first-key", "Bearer second-key"]
+
+
+async def test_the_prewired_async_client_takes_a_key_provider(
+    endpoint: Any, options: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NOMYO_API_KEY", "env-key")
+
+    async def provide() -> str:
+        return "provided-key"
+
+    wire = Wire(options["ca_bundle"])
+    client = nomyo_openai.AsyncOpenAI(
+        base_url=endpoint.base_url,
+        api_key=provide,
+        transport=wire.async_transport,
+        **options,
+    )
+    async with client:
+        await client.chat.completions.create(model=MODEL, messages=user("a"))
+    assert wire.sent_headers[-1]["authorization"] == "Bearer provided-key"
+
+
 def test_metadata_under_strict_validation_too(endpoint: Any, options: dict) -> None:
     # The SDK validates models only when asked to; _metadata must survive both paths.
     with sdk(endpoint, options, _strict_response_validation=True) as client:

@@ -71,12 +71,24 @@ def async_http_client(base_url: str, **options: Any) -> Any:
 
 
 def _sdk_arguments(
-    base_url: str, max_retries: int | None, sdk_options: dict[str, Any] | None, api_key: str | None
+    base_url: str,
+    max_retries: int | None,
+    sdk_options: dict[str, Any] | None,
+    options: dict[str, Any],
 ) -> dict[str, Any]:
+    """The SDK's arguments; ``options`` (our client's) lose a key provider to the SDK."""
     arguments = dict(sdk_options or {})
     arguments.setdefault("base_url", router_of(base_url) + "/v1")
     if max_retries is not None:
         arguments["max_retries"] = max_retries
+    api_key = options.get("api_key")
+    if callable(api_key):
+        # A key provider (openai >= 2.0 takes one) is the SDK's: it calls it for every request
+        # and sends the result as its bearer, which the transport takes. Our client gets ""
+        # (no key of its own) so that NOMYO_API_KEY cannot override the caller's explicit key.
+        options["api_key"] = ""
+        arguments.setdefault("api_key", api_key)
+        return arguments
     # The SDK insists on a key: ours (given, else NOMYO_API_KEY), else its own OPENAI_API_KEY.
     key = api_key if api_key is not None else os.environ.get("NOMYO_API_KEY")
     if key is not None:
@@ -92,9 +104,10 @@ def OpenAI(
     **options: Any,
 ) -> Any:
     """An ``openai.OpenAI`` pre-wired for NOMYO: base URL ``<router>/v1`` and our HTTP client.
-    ``api_key=`` goes to both; ``max_retries`` and ``sdk_options`` (``timeout``,
+    ``api_key=`` goes to both (a key provider, a callable, to the SDK only: the transport
+    takes the bearer it makes); ``max_retries`` and ``sdk_options`` (``timeout``,
     ``default_headers``...) to the SDK; the other options to our client."""
-    arguments = _sdk_arguments(base_url, max_retries, sdk_options, options.get("api_key"))
+    arguments = _sdk_arguments(base_url, max_retries, sdk_options, options)
     return _openai.OpenAI(http_client=http_client(base_url, **options), **arguments)
 
 
@@ -106,5 +119,5 @@ def AsyncOpenAI(
     **options: Any,
 ) -> Any:
     """An ``openai.AsyncOpenAI`` pre-wired for NOMYO (see :func:`OpenAI`)."""
-    arguments = _sdk_arguments(base_url, max_retries, sdk_options, options.get("api_key"))
+    arguments = _sdk_arguments(base_url, max_retries, sdk_options, options)
     return _openai.AsyncOpenAI(http_client=async_http_client(base_url, **options), **arguments)
