@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -410,14 +413,52 @@ def test_a_debug_sdk_logger_is_warned_about_once(
     level = sdk_logger.level
     sdk_logger.setLevel(logging.DEBUG)
     try:
-        with sdk(endpoint, options) as client, warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            client.chat.completions.create(model=MODEL, messages=user("x"))
-            client.chat.completions.create(model=MODEL, messages=user("y"))
+            # Made inside: the warning comes when our HTTP client is made.
+            with sdk(endpoint, options) as client:
+                client.chat.completions.create(model=MODEL, messages=user("x"))
+                client.chat.completions.create(model=MODEL, messages=user("y"))
     finally:
         sdk_logger.setLevel(level)
     ours = [w for w in caught if "logger is at DEBUG" in str(w.message)]
     assert len(ours) == 1
+
+
+def test_the_debug_warning_comes_before_the_first_request_is_logged(
+    endpoint: Any, options: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The SDK logs a request (its options, on the SDK lines that log them) before handing it
+    # to the transport: the warning must come when our HTTP client is made, not after that.
+    monkeypatch.setattr(_gateway, "_debug_warned", False)
+    sdk_logger = logging.getLogger("openai")
+    level = sdk_logger.level
+    sdk_logger.setLevel(logging.DEBUG)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            made = nomyo_openai.async_http_client(base_url=endpoint.base_url, **options)
+            at_construction = [w for w in caught if "logger is at DEBUG" in str(w.message)]
+    finally:
+        sdk_logger.setLevel(level)
+    asyncio.run(made.aclose())
+    assert len(at_construction) == 1
+
+
+def test_openai_log_debug_is_warned_about_before_any_request(endpoint: Any, options: dict) -> None:
+    # OPENAI_LOG=debug sets the SDK's logger when the SDK is imported.
+    script = (
+        "import warnings, openai\n"
+        "from nomyo_native import openai as nomyo_openai\n"
+        "warnings.simplefilter('always')\n"
+        f"nomyo_openai.http_client(base_url={endpoint.base_url!r}, key_size=2048).close()\n"
+    )
+    environment = {**os.environ, "OPENAI_LOG": "debug", "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.count("RuntimeWarning: the openai SDK's logger is at DEBUG") == 1
 
 
 def test_security_errors_are_ours_and_the_sdks() -> None:

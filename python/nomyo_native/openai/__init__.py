@@ -36,6 +36,7 @@ except ModuleNotFoundError as missing:  # pragma: no cover - depends on the envi
 from nomyo_native.openai._errors import sdk_propagates_errors
 from nomyo_native.openai._flavor import Flavor
 from nomyo_native.openai._gate import router_of
+from nomyo_native.openai._gateway import warn_if_sdk_logs_plaintext
 from nomyo_native.openai._metadata import metadata
 
 __all__ = [
@@ -62,11 +63,14 @@ def http_client(base_url: str, **options: Any) -> Any:
     completion for the NOMYO router at ``base_url``. ``options`` are the client's own
     (``api_key``, ``security_tier``, ``server_key_fingerprint``, ``ca_bundle``,
     ``attestation``, ``key_dir``...; see ``SecureCompletionClient``)."""
+    # Before the first request: the SDK logs a request before handing it to the transport.
+    warn_if_sdk_logs_plaintext()
     return _flavor().client(base_url, **options)
 
 
 def async_http_client(base_url: str, **options: Any) -> Any:
     """The same for ``openai.AsyncOpenAI(http_client=...)``."""
+    warn_if_sdk_logs_plaintext()
     return _flavor().async_client(base_url, **options)
 
 

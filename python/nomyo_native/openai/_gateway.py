@@ -36,15 +36,16 @@ from nomyo_native.openai._gate import Gate, api_key_for, router_of, tier_for
 logger = logging.getLogger("nomyo_native.openai")
 
 DEBUG_WARNING = (
-    "the openai SDK's logger is at DEBUG: it logs every request's options, the prompt included, "
-    "in plaintext before nomyo_native seals it. Raise the 'openai' logger above DEBUG (and "
-    "unset OPENAI_LOG) for confidential prompts."
+    "the openai SDK's logger is at DEBUG: the SDK can log every request's options, the prompt "
+    "included (openai 2.x and early 3.x releases do), in plaintext before nomyo_native seals it. "
+    "Raise the 'openai' logger above DEBUG (and unset OPENAI_LOG) for confidential prompts."
 )
 _debug_warned = False
 
 
 def warn_if_sdk_logs_plaintext() -> None:
-    """Warn once per process when the SDK's logger would log request bodies."""
+    """Warn once per process when the SDK's logger would log request bodies (when an HTTP
+    client is made, and at each request in case the level changed since)."""
     global _debug_warned
     if _debug_warned or not logging.getLogger("openai").isEnabledFor(logging.DEBUG):
         return
