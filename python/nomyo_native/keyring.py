@@ -84,9 +84,15 @@ class KeyRing:
         if pending is not None:
             pending.discard()
 
-    def install(self, keypair: _core.ClientKeyPair, *, rotatable: bool) -> None:
+    def install(
+        self, keypair: _core.ClientKeyPair, *, rotatable: bool, only_if_empty: bool = False
+    ) -> None:
         """Make ``keypair`` current; the previous one is wiped once no request uses it. A pair
         still being generated in the background is discarded (load_keys, generate_keys).
+
+        ``only_if_empty`` (the first use's pair): when a pair was installed meanwhile (by
+        load_keys or generate_keys while the first pair was being made), that one stays and
+        ``keypair`` is wiped.
 
         After :meth:`wipe_all` the ring stays disposed: ``keypair`` is wiped and refused, so a
         sibling client cannot bring a disposed ring back to life.
@@ -97,11 +103,15 @@ class KeyRing:
                 keypair.wipe()
                 raise ClientClosedError("the client was disposed: its keys are wiped")
             previous = self._current
-            self._current = keypair
-            self._rotatable = rotatable
-            self._installed_at = self._clock()
-            if previous is not None and previous is not keypair:
-                self._retire_locked(previous)
+            superseded = only_if_empty and previous is not None
+            if not superseded:
+                self._current = keypair
+                self._rotatable = rotatable
+                self._installed_at = self._clock()
+                if previous is not None and previous is not keypair:
+                    self._retire_locked(previous)
+        if superseded:
+            keypair.wipe()
 
     def refresh(
         self,
@@ -115,7 +125,7 @@ class KeyRing:
                 # Not even generated: a pair made for a disposed ring would only be wiped.
                 raise ClientClosedError("the client was disposed: its keys are wiped")
             if self._current is None:
-                self.install(initial(), rotatable=True)
+                self.install(initial(), rotatable=True, only_if_empty=True)
             elif self.rotation_due():
                 self.install(rotated(), rotatable=True)
                 logger.info("client key pair rotated")

@@ -268,3 +268,36 @@ def test_a_client_dropped_before_its_first_request_generates_nothing(monkeypatch
     gc.collect()
     pending._thread.join(60)
     assert not pending._thread.is_alive() and pending.discarded and gate.calls == []
+
+
+@pytest.mark.parametrize("install", ["load_keys", "generate_keys"])
+def test_keys_installed_while_the_first_request_waits_for_the_pair_are_kept(
+    monkeypatch, tmp_path, install
+):
+    # The first request has taken the pending pair and waits for it; load_keys/generate_keys
+    # meanwhile must win: the background pair is wiped, never installed over theirs.
+    monkeypatch.delenv(_keygen.BACKGROUND_KEYGEN_ENV, raising=False)
+    gate = GatedGeneration()
+    own = _core.ClientKeyPair.generate(BITS)
+    own.save(tmp_path / "private_key.pem", tmp_path / "public_key.pem")
+    with monkeypatch.context() as patched:  # only the background generation is gated
+        patched.setattr(_keys, "generate_keypair", gate)
+        client = nomyo.SecureCompletionClient(URL, key_size=BITS)
+    first_request = threading.Thread(target=client._refresh_keys)
+    first_request.start()
+    assert gate.entered.wait(60)
+    while pending_of(client) is not None:  # until the first request holds the pair
+        first_request.join(0.01)
+    if install == "load_keys":
+        client.load_keys(str(tmp_path / "private_key.pem"))
+    else:
+        client.generate_keys()
+    installed = client.private_key
+    gate.release.set()
+    first_request.join(60)
+    assert not first_request.is_alive()
+    assert client.private_key is installed and not installed.wiped
+    if install == "load_keys":
+        assert client.client_key_fingerprint == own.fingerprint
+    assert gate.made and all(made.wiped for made in gate.made)
+    client.dispose()
