@@ -109,8 +109,11 @@ class PendingKeyPair:
         return self._discarded
 
     def _after_fork_in_child(self) -> None:
-        # The parent's thread may have held the lock at fork time: the child gets a new one.
+        # The parent's thread may have held the lock, or an Event's inner lock (briefly, in
+        # wait() and set()), at fork time: the child gets new ones. Its take() never waits.
         self._lock = threading.Lock()
+        self._wanted = threading.Event()
+        self._done = threading.Event()
         self.discard()
 
 

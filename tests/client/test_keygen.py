@@ -301,3 +301,54 @@ def test_keys_installed_while_the_first_request_waits_for_the_pair_are_kept(
         assert client.client_key_fingerprint == own.fingerprint
     assert gate.made and all(made.wiped for made in gate.made)
     client.dispose()
+
+
+FORK_WHILE_EVENTS_HELD = textwrap.dedent(
+    """
+    import os, signal, threading, time
+    from nomyo_native import _keygen
+
+    pending = _keygen.PendingKeyPair(2048)
+    # The generating thread holds an Event's inner lock for a moment in wait() and set(): a
+    # fork at that moment must not leave the child waiting for a lock no thread will release.
+    held, finish = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with pending._wanted._cond, pending._done._cond:
+            held.set()
+            finish.wait()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if pending.take(2048) is None and pending.discarded else 1)
+    finish.set()
+    holder.join()
+    for _ in range(6000):  # up to a minute, then the child is taken for hung
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            print(os.waitstatus_to_exitcode(status))
+            break
+        time.sleep(0.01)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        print("hung")
+    pending.discard()
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_fork_while_the_generating_thread_holds_an_event_lock_does_not_hang_the_child():
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_WHILE_EVENTS_HELD],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0"]
