@@ -20,7 +20,7 @@ from nomyo_native._constants import (
     DEFAULT_ROUTER_URL,
     DEFAULT_TIMEOUT,
 )
-from nomyo_native._hints import option
+from nomyo_native._option_hints import option
 from nomyo_native._urls import basic_token, redact_url, split_credentials
 
 __all__ = [

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from nomyo_native import _core
 from nomyo_native._constants import KEY_PASSWORD_ENV, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE
-from nomyo_native._hints import option
+from nomyo_native._option_hints import option
 from nomyo_native._protocol import MAX_PUBLIC_KEY_BYTES
 from nomyo_native.errors import KeyFormatError, KeyLoadError, KeyPasswordError
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx2
 
-from nomyo_native._hints import option
+from nomyo_native._option_hints import option
 from nomyo_native.errors import SecurityError
 
 __all__ = ["PinFile", "normalize_fingerprint", "normalize_origin"]

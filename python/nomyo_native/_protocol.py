@@ -3,9 +3,9 @@
 Everything here is a function of its arguments (PROTOCOL.md sections 2-4): the request's
 headers and sealed body, the response opened and checked (payload-id binding, the client's
 ``_metadata``), a non-200 answer turned into the typed exception, a failed attempt turned into
-the connection error. The drivers (``_aio``, ``_sync``) move bytes; the clients decide with
-these functions. Sealing and opening run in the Rust core, which releases the GIL: an async
-caller runs them off its event loop thread.
+the connection error. The drivers (``_async_driver``, ``_sync_driver``) move bytes; the clients
+decide with these functions. Sealing and opening run in the Rust core, which releases the GIL:
+an async caller runs them off its event loop thread.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import urllib.parse
 from typing import Any, Final
 
 from nomyo_native import _core
-from nomyo_native._binding import CLIENT_METADATA_KEYS, echo_matches
 from nomyo_native._constants import COMPLETION_PATH, PUBLIC_KEY_PATH, SECURITY_TIERS
-from nomyo_native._hints import option
+from nomyo_native._option_hints import option
+from nomyo_native._payload_binding import CLIENT_METADATA_KEYS, echo_matches
 from nomyo_native._retry import tls_verification_failure
 from nomyo_native.errors import (
     OPAQUE_CRYPTO_MESSAGE,

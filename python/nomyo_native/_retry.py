@@ -17,7 +17,7 @@ import re
 import ssl
 from dataclasses import dataclass
 
-from nomyo_native._hints import option
+from nomyo_native._option_hints import option
 from nomyo_native.errors import APIError
 
 __all__ = [

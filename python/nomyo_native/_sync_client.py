@@ -1,5 +1,5 @@
-"""The blocking twin of ``SecureCompletionClient``: the same decisions (``_base``), the same
-steps in the same order, on the sync driver (``_sync``) in the caller's thread.
+"""The blocking twin of ``SecureCompletionClient``: the same decisions (``_client_base``), the
+same steps in the same order, on the sync driver (``_sync_driver``) in the caller's thread.
 
 No event loop and no helper thread: sealing, opening and key generation run in the calling
 thread (the core releases the GIL, so other threads keep running).
@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from nomyo_native import _core, _protocol
-from nomyo_native._base import Checked, ClientBase, Sealer, log_answer, log_retry
+from nomyo_native._client_base import Checked, ClientBase, Sealer, log_answer, log_retry
 from nomyo_native._config import ClientOptions
 from nomyo_native._http_body import IDENTITY_ENCODING, LOCAL_REFUSALS, NETWORK_FAILURES, Answer
-from nomyo_native._sync import SyncDriver
+from nomyo_native._sync_driver import SyncDriver
 from nomyo_native.types import ChatCompletion
 
 __all__ = ["SyncCompletionClient"]

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from nomyo_native import _core
-from nomyo_native._binding import enforce_binding
-from nomyo_native._hints import option
+from nomyo_native._option_hints import option
+from nomyo_native._payload_binding import enforce_binding
 from nomyo_native._pinfile import PinFile, normalize_origin
 from nomyo_native._urls import redact_url
 from nomyo_native.attestation import (

@@ -1,11 +1,11 @@
 """SecureCompletionClient: the async client of nomyo 0.2.9's API, a thin facade.
 
 Every decision (options, key lifecycle, trust, retries, sealing, opening, binding, attestation)
-is made by the protocol layer (``_protocol``, ``_retry``, ``_trust``, ``_keys``, ``_base``);
-this class runs those steps in order on the event loop, with ``_aio.AsyncDriver`` moving the
-bytes. Secret operations (keygen, seal, open) are calls into the Rust core, run off the event
-loop thread (the core releases the GIL). Python only ever holds key handles, the envelope
-ciphertext and the final response dict.
+is made by the protocol layer (``_protocol``, ``_retry``, ``_trust``, ``_keys``,
+``_client_base``); this class runs those steps in order on the event loop, with
+``_async_driver.AsyncDriver`` moving the bytes. Secret operations (keygen, seal, open) are
+calls into the Rust core, run off the event loop thread (the core releases the GIL). Python
+only ever holds key handles, the envelope ciphertext and the final response dict.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any, Self
 import httpx2
 
 from nomyo_native import _core, _protocol
-from nomyo_native._aio import AsyncDriver
-from nomyo_native._base import Checked, ClientBase, Sealer, log_answer, log_retry
+from nomyo_native._async_driver import AsyncDriver
+from nomyo_native._client_base import Checked, ClientBase, Sealer, log_answer, log_retry
 from nomyo_native._config import FROM_TIMEOUT, ClientOptions
 from nomyo_native._constants import (
     DEFAULT_KEY_ROTATION_INTERVAL,
@@ -31,11 +31,11 @@ from nomyo_native._constants import (
     DEFAULT_TIMEOUT,
 )
 from nomyo_native._http_body import IDENTITY_ENCODING, LOCAL_REFUSALS, NETWORK_FAILURES, Answer
+from nomyo_native._keyring import KeyRing
 from nomyo_native._protocol import VALID_SECURITY_TIERS, validate_security_tier
 from nomyo_native._retry import RETRYABLE_STATUS_CODES
 from nomyo_native._workers import run_blocking
 from nomyo_native.attestation import ATTESTATION_POLICIES
-from nomyo_native.keyring import KeyRing
 from nomyo_native.types import ChatCompletion
 
 __all__ = [

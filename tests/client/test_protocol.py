@@ -246,7 +246,14 @@ def test_network_failures_retry_unless_permanent_or_last():
 
 # ---- the layer's boundary --------------------------------------------------------------------
 
-NO_IO_MODULES = ("_protocol", "_retry", "_trust", "_keys", "_base", "_attributes")
+NO_IO_MODULES = (
+    "_protocol",
+    "_retry",
+    "_trust",
+    "_keys",
+    "_client_base",
+    "_client_attributes",
+)
 IO_PACKAGES = {"httpx", "httpx2", "httpcore", "httpcore2", "asyncio", "socket", "anyio"}
 
 
@@ -267,4 +274,4 @@ def test_the_protocol_layer_imports_no_network_or_event_loop(name):
             if node.module == "nomyo_native":
                 imported.update(f"nomyo_native.{alias.name}" for alias in node.names)
     assert not imported & IO_PACKAGES, sorted(imported & IO_PACKAGES)
-    assert not imported & {"nomyo_native._aio", "nomyo_native._sync"}
+    assert not imported & {"nomyo_native._async_driver", "nomyo_native._sync_driver"}

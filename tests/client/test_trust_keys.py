@@ -134,7 +134,7 @@ def test_key_sizes_are_checked(bits):
 
 
 def test_a_disposed_key_ring_makes_no_pair():
-    from nomyo_native.keyring import KeyRing
+    from nomyo_native._keyring import KeyRing
 
     ring = KeyRing(3600.0)
     ring.wipe_all()

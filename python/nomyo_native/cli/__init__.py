@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Sequence
 from types import ModuleType
 
-from nomyo_native._hints import cli_spelling
+from nomyo_native._option_hints import cli_spelling
 from nomyo_native.cli import attest, chat, demo, keys, pin, serve
 from nomyo_native.cli._common import verdict_label
 from nomyo_native.cli.serve import config_from_args

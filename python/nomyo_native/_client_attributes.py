@@ -8,10 +8,10 @@ import dataclasses
 from typing import Any
 
 from nomyo_native import _core
+from nomyo_native._keyring import KeyRing
 from nomyo_native._keys import KeyLifecycle
 from nomyo_native._retry import RetryPolicy
 from nomyo_native._trust import AttestationTrust
-from nomyo_native.keyring import KeyRing
 
 __all__ = ["ClientAttributes"]
 

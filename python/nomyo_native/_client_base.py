@@ -16,12 +16,13 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, cast
 
 from nomyo_native import _core, _protocol
-from nomyo_native._attributes import ClientAttributes
+from nomyo_native._client_attributes import ClientAttributes
 from nomyo_native._config import ClientOptions, Completed, RouterURL, attempt_deadline
 from nomyo_native._constants import API_KEY_ENV
 from nomyo_native._headers import validate_api_key, validate_payload_id
 from nomyo_native._http_body import Answer
 from nomyo_native._keygen import background_keygen_enabled
+from nomyo_native._keyring import KeyRing
 from nomyo_native._keys import KeyLifecycle, load_keypair
 from nomyo_native._pinfile import PinFile, normalize_fingerprint
 from nomyo_native._retry import RetryPolicy, tls_verification_failure
@@ -37,7 +38,6 @@ from nomyo_native._trust import (
 )
 from nomyo_native.attestation import prepare_baseline, resolve_policy, validate_trusted_aik
 from nomyo_native.errors import APIConnectionError, ClientClosedError, SecurityError
-from nomyo_native.keyring import KeyRing
 from nomyo_native.types import ChatCompletion
 
 __all__ = ["Checked", "ClientBase", "Sealer", "log_answer", "log_retry"]
