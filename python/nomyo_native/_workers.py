@@ -20,6 +20,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TypeVar
 
 __all__ = ["MAX_WORKERS", "run_blocking", "worker_count"]
@@ -33,13 +34,48 @@ _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
 
 
+# cgroup v2: the process's group (``0::/path``) and where the hierarchy is mounted.
+_PROC_CGROUP = "/proc/self/cgroup"
+_CGROUP_ROOT = "/sys/fs/cgroup"
+
+
 def worker_count() -> int:
-    """Cores this process may run on (its CPU affinity where known), between 1 and MAX_WORKERS."""
+    """Cores this process may use (its CPU affinity where known, and its cgroup's CPU quota),
+    between 1 and MAX_WORKERS."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        cores = min(cores, quota)
     return max(1, min(MAX_WORKERS, cores))
+
+
+def _cgroup_cpu_quota() -> int | None:
+    """CPUs (rounded up) the tightest ``cpu.max`` from the process's cgroup up to the root
+    allows; None when none limits it or it cannot be read. A container limited by a quota
+    (``docker --cpus``) still sees every core of the host in its affinity."""
+    try:
+        with open(_PROC_CGROUP, encoding="ascii") as entries:
+            path = next((line[3:].strip() for line in entries if line.startswith("0::")), None)
+    except (OSError, ValueError):
+        return None
+    if path is None:
+        return None
+    root = Path(_CGROUP_ROOT)
+    group = root / path.lstrip("/")
+    quotas: list[int] = []
+    for directory in (group, *group.parents):
+        if not directory.is_relative_to(root):
+            break
+        try:
+            limit, period = (directory / "cpu.max").read_text(encoding="ascii").split()
+            if limit != "max" and int(period) > 0:
+                quotas.append(max(1, -(-int(limit) // int(period))))
+        except (OSError, ValueError):
+            continue
+    return min(quotas, default=None)
 
 
 def _pool() -> ThreadPoolExecutor:

@@ -50,7 +50,9 @@ async def test_exceptions_reach_the_caller():
         await _workers.run_blocking(fail)
 
 
-def test_worker_count_follows_the_cores_the_process_may_use(monkeypatch):
+def test_worker_count_follows_the_cores_the_process_may_use(monkeypatch, tmp_path):
+    # No cgroup quota (the machine running the tests may have one).
+    monkeypatch.setattr(_workers, "_PROC_CGROUP", str(tmp_path / "absent"), raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert _workers.worker_count() == 1
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
@@ -83,3 +85,30 @@ def test_a_fork_child_gets_a_pool_of_its_own():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["0", "25"]
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "expected"),
+    [("50000 100000", 1), ("150000 100000", 2), ("max 100000", 4), ("garbage", 4)],
+)
+def test_worker_count_follows_a_cgroup_cpu_quota(monkeypatch, tmp_path, cpu_max, expected):
+    # A container limited to 1.5 CPUs by its cgroup (docker --cpus) sees every core of the host
+    # in its affinity; threads beyond the quota only add malloc arenas.
+    (tmp_path / "proc_cgroup").write_text("0::/app/worker\n")
+    (tmp_path / "app" / "worker").mkdir(parents=True)
+    (tmp_path / "app" / "worker" / "cpu.max").write_text(cpu_max + "\n")
+    (tmp_path / "app" / "cpu.max").write_text("max 100000\n")
+    monkeypatch.setattr(_workers, "_PROC_CGROUP", str(tmp_path / "proc_cgroup"), raising=False)
+    monkeypatch.setattr(_workers, "_CGROUP_ROOT", str(tmp_path), raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
+    assert _workers.worker_count() == expected
+
+
+def test_a_parent_cgroup_quota_limits_too(monkeypatch, tmp_path):
+    (tmp_path / "proc_cgroup").write_text("0::/app/worker\n")
+    (tmp_path / "app" / "worker").mkdir(parents=True)
+    (tmp_path / "app" / "cpu.max").write_text("100000 100000\n")
+    monkeypatch.setattr(_workers, "_PROC_CGROUP", str(tmp_path / "proc_cgroup"), raising=False)
+    monkeypatch.setattr(_workers, "_CGROUP_ROOT", str(tmp_path), raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
+    assert _workers.worker_count() == 1
