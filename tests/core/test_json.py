@@ -500,3 +500,35 @@ def test_finding4_an_error_path_naming_a_non_ascii_key_leaves_no_utf8_copy(
     assert sys.getsizeof(key) == size
     shown = key if len(key) <= 48 else key[:48] + "..."
     assert f'$.a["{shown}"]' in str(info.value)
+
+
+# Pieces of a JSON string's body, valid and not: escapes of every kind, surrogate pairs, lone
+# and reversed surrogates, bad hex, runs of backslashes (before a quote or not), raw non-ASCII.
+_STRING_PIECES = st.sampled_from(
+    [
+        "a", "é", "🔐", '\\"', "\\\\", "\\\\\\\\", '\\\\\\"', "\\/", "\\n", "\\u00e9",
+        "\\ud83d\\ude00", "\\ud83d", "\\ude00", "\\ude00\\ud83d", "\\uD800\\u0041",
+        "\\uDBFF\\uDFFF", "\\u0000", "\\u12", "\\uZZZZ", "\\u00G0", "\\x", "\\", '"',
+    ]
+)  # fmt: skip
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pad=st.integers(min_value=0, max_value=1100),
+    escaped=st.integers(min_value=0, max_value=300),
+    pieces=st.lists(_STRING_PIECES, max_size=12),
+)
+def test_reader_accepts_refuses_and_decodes_string_escapes_like_python(
+    pad: int, escaped: int, pieces: list[str]
+) -> None:
+    # Escapes decode into a 512-byte batch: `escaped` two-byte escapes and `pad` raw bytes put
+    # every piece at every offset from the batch's boundaries.
+    document = '["' + "x" * pad + "\\n" * escaped + "".join(pieces) + '"]'
+    try:
+        expected: object = json.loads(document)
+    except ValueError:
+        with pytest.raises(ValueError):
+            _testing.json_loads(document.encode())
+        return
+    assert _testing.json_loads(document.encode("utf-8", "surrogatepass")) == expected
