@@ -286,3 +286,30 @@ def test_file_system_errors_keep_their_errno_and_class(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError) as missing:
         _core.ClientKeyPair.load(str(tmp_path / "absent.pem"))
     assert missing.value.errno == errno.ENOENT
+
+
+@pytest.mark.parametrize("where", ["envelope", "payload"])
+def test_a_repeated_member_name_is_named_only_when_it_is_the_protocols(
+    keypair: _core.ClientKeyPair, where: str
+) -> None:
+    """The server chooses member names: a repeated one was echoed whole into the message (any
+    length, control characters and all, into the caller's logs). A protocol field is named."""
+    name = b"\\u001b[2J" + b"A" * 100_000
+    repeated = b'"' + name + b'":1,"' + name + b'":2'
+    sealed = _core.seal({"a": 1}, own_server_key(keypair))
+    if where == "envelope":
+        body = sealed.replace(b"{", b"{" + repeated + b",", 1)
+    else:
+        opening = b'"encrypted_payload":{'
+        assert opening in sealed
+        body = sealed.replace(opening, opening + repeated + b",", 1)
+    with pytest.raises(errors.EnvelopeError) as info:
+        _core.open_envelope(body, keypair)
+    message = str(info.value)
+    assert "AAAA" not in message
+    assert "\x1b" not in message
+    assert "u001b" not in message
+    assert "repeated" in message or "duplicate" in message
+    assert len(message) < 200
+    with pytest.raises(errors.EnvelopeError, match="duplicate field `version`"):
+        _core.open_envelope(b'{"version":"1.0","version":"1.0"}', keypair)
