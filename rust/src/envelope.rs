@@ -245,7 +245,14 @@ impl<'de> Deserialize<'de> for RawObject<'de> {
                 while let Some(key) = map.next_key::<Cow<'de, str>>()? {
                     let value: &'de RawValue = map.next_value()?;
                     if !seen.insert(key.clone()) {
-                        return Err(serde::de::Error::custom(format!("duplicate field `{key}`")));
+                        // The server chose the name: only the protocol's own are repeated in
+                        // the message (any other could be megabytes of control characters).
+                        let message = if is_protocol_field(&key) {
+                            format!("duplicate field `{key}`")
+                        } else {
+                            "a member name is repeated".to_owned()
+                        };
+                        return Err(serde::de::Error::custom(message));
                     }
                     members.push((key, value));
                 }
@@ -316,6 +323,11 @@ const ENVELOPE_FIELDS: [&str; 7] = [
     "encrypted_aes_key",
 ];
 const PAYLOAD_FIELDS: [&str; 3] = ["ciphertext", "nonce", "tag"];
+
+/// A member name the protocol defines (safe to name in an error message).
+fn is_protocol_field(name: &str) -> bool {
+    ENVELOPE_FIELDS.contains(&name) || PAYLOAD_FIELDS.contains(&name)
+}
 
 /// Parse `text` as a JSON object; errors name `what`, never content.
 fn object_of<'a>(text: &'a str, what: &str) -> CoreResult<RawObject<'a>> {
