@@ -64,6 +64,10 @@ class AsyncDriver:
         )
         self._lock = threading.Lock()
         self.closed = False
+        # Pools being closed by close() on their own running loop: the loop keeps only a weak
+        # reference to a task, so one waiting on a future nothing else holds could be collected
+        # before the connections are closed.
+        self._closing: set[asyncio.Task[None]] = set()
 
     def state(self) -> _LoopState:
         """The running loop's pool and locks, made on first use."""
@@ -152,7 +156,9 @@ class AsyncDriver:
             if loop.is_closed():
                 continue
             if loop is running:
-                loop.create_task(state.http.aclose())
+                task = loop.create_task(state.http.aclose())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
             elif loop.is_running():
                 asyncio.run_coroutine_threadsafe(state.http.aclose(), loop)
             else:

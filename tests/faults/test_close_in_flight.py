@@ -4,10 +4,15 @@ the connection error, the same on both drivers, not at its timeout (minutes by d
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
 from typing import Any
 
+import httpx2
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 import nomyo_native as nomyo
 
@@ -18,6 +23,11 @@ USER = [{"role": "user", "content": "in flight"}]
 # after this long was not ended by the close.
 PATIENCE = 20.0
 TIMEOUT = 300.0
+_SERVER_PEM = (
+    rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    .public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+)
 
 
 def _stalled_peer(loopback: Any) -> Any:
@@ -69,3 +79,63 @@ def test_closing_an_async_client_ends_a_request_in_flight(loopback):
         return exc
 
     assert isinstance(asyncio.run(scenario()), nomyo.APIConnectionError)
+
+
+class _CloseWaitsOnAFuture(httpx2.AsyncBaseTransport):
+    """A transport whose close waits on a future only the closing task holds: a task the loop
+    alone references (weakly) is collected at that point, and the close never finishes."""
+
+    def __init__(self) -> None:
+        self.waiting: weakref.ref[asyncio.Future[None]] | None = None
+        self.closed = False
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, content=_SERVER_PEM)
+
+    async def aclose(self) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting = weakref.ref(future)
+        await future
+        self.closed = True
+
+
+def test_close_on_the_running_loop_keeps_its_cleanup_task_until_it_completes():
+    transport = _CloseWaitsOnAFuture()
+
+    async def scenario() -> None:
+        client = nomyo.SecureCompletionClient(
+            "http://127.0.0.1:1", allow_http=True, transport=transport, background_keygen=False
+        )
+        await client.fetch_server_public_key()  # this loop's pool exists
+        client.close()  # from synchronous code on the running loop: closed by a task
+        await asyncio.sleep(0)  # the task runs until it waits on its future
+        gc.collect()
+        waiting = transport.waiting() if transport.waiting is not None else None
+        assert waiting is not None, "the cleanup task was collected before it completed"
+        waiting.set_result(None)
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+    assert transport.closed
+
+
+def test_close_on_the_running_loop_completes_before_asyncio_run_returns():
+    closed: list[bool] = []
+
+    class Recording(httpx2.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+            return httpx2.Response(200, content=_SERVER_PEM)
+
+        async def aclose(self) -> None:
+            closed.append(True)
+
+    async def scenario() -> None:
+        client = nomyo.SecureCompletionClient(
+            "http://127.0.0.1:1", allow_http=True, transport=Recording(), background_keygen=False
+        )
+        await client.fetch_server_public_key()
+        client.close()  # the last thing the program does: asyncio.run then shuts the loop down
+
+    asyncio.run(scenario())
+    assert closed == [True]
