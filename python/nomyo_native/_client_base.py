@@ -20,11 +20,11 @@ from nomyo_native._client_attributes import ClientAttributes
 from nomyo_native._config import ClientOptions, Completed, RouterURL, attempt_deadline
 from nomyo_native._constants import API_KEY_ENV
 from nomyo_native._headers import validate_api_key, validate_payload_id
-from nomyo_native._http_body import Answer
 from nomyo_native._keygen import background_keygen_enabled
 from nomyo_native._keyring import KeyRing
 from nomyo_native._keys import KeyLifecycle, load_keypair
 from nomyo_native._pinfile import PinFile, normalize_fingerprint
+from nomyo_native._protocol import Answer
 from nomyo_native._retry import RetryPolicy, tls_verification_failure
 from nomyo_native._tls import tls_context
 from nomyo_native._trust import (

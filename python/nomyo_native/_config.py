@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import ssl
+import sys
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Generator
@@ -149,7 +150,10 @@ def attempt_deadline(timeout: float | httpx2.Timeout | None, deadline: Any) -> f
         return float(deadline)
     if timeout is None:
         return None if deadline is None else DEFAULT_TIMEOUT
-    if isinstance(timeout, httpx2.Timeout):
+    # An httpx2.Timeout exists only once httpx2 is imported (by a driver): the options are
+    # checked without importing the HTTP stack.
+    httpx2_module = sys.modules.get("httpx2")
+    if httpx2_module is not None and isinstance(timeout, httpx2_module.Timeout):
         finite = [
             float(part)
             for part in (timeout.connect, timeout.write, timeout.read)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
 
 import httpx2
 
+from nomyo_native._protocol import Answer
 from nomyo_native._retry import parse_retry_after
 from nomyo_native.errors import ResponseFormatError, UnsupportedContentEncodingError
 
@@ -40,14 +40,6 @@ LOCAL_REFUSALS = (httpx2.LocalProtocolError, UnicodeEncodeError)
 # A failed attempt: the network, a per-operation timeout, or the whole attempt's deadline
 # (the builtin TimeoutError).
 NETWORK_FAILURES = (TimeoutError, httpx2.TransportError)
-
-
-class Answer(NamedTuple):
-    """What one attempt got back: status, the body (wire bytes, capped), Retry-After s."""
-
-    status: int
-    body: bytes
-    retry_after: float | None
 
 
 def answer_head(response: httpx2.Response) -> tuple[float | None, bool]:

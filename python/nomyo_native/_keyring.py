@@ -7,18 +7,20 @@ key zeroed in the core) as soon as its last lease is returned.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
 import weakref
 from collections.abc import Callable
+from typing import TypeVar, cast
 
 from nomyo_native import _core
 from nomyo_native._keygen import PendingKeyPair
 from nomyo_native.errors import ClientClosedError
 
 __all__ = ["KeyRing"]
+
+_Lock = TypeVar("_Lock")
 
 logger = logging.getLogger("nomyo_native.client")
 
@@ -45,7 +47,8 @@ class KeyRing:
         self._disposed = False
         # The first pair, generated in the background (see nomyo_native._keygen).
         self._pending: PendingKeyPair | None = None
-        self._creation_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+        # One creation lock per event loop (an asyncio lock belongs to one loop).
+        self._creation_locks: weakref.WeakKeyDictionary[object, object] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -53,16 +56,16 @@ class KeyRing:
     def current(self) -> _core.ClientKeyPair | None:
         return self._current
 
-    def creation_lock(self) -> asyncio.Lock:
-        """The lock that serialises key creation on the running loop. It belongs to the ring, so
-        every client sharing it (siblings for other base URLs too) generates one pair on first
-        use or rotation, not one each."""
-        loop = asyncio.get_running_loop()
+    def creation_lock(self, loop: object, make: Callable[[], _Lock]) -> _Lock:
+        """The lock that serialises key creation on ``loop`` (made by ``make`` on first use).
+        It belongs to the ring, so every client sharing it (siblings for other base URLs too)
+        generates one pair on first use or rotation, not one each."""
         with self._lock:
             lock = self._creation_locks.get(loop)
             if lock is None:
-                lock = self._creation_locks[loop] = asyncio.Lock()
-            return lock
+                lock = self._creation_locks[loop] = make()
+            # Only ``make`` fills an entry, and every caller passes the same kind of lock.
+            return cast(_Lock, lock)
 
     def pregenerate(self, bits: int) -> None:
         """Start generating the first pair in the background (a ring with no pair yet)."""

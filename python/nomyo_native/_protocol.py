@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import urllib.parse
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from nomyo_native import _core
 from nomyo_native._constants import COMPLETION_PATH, PUBLIC_KEY_PATH, SECURITY_TIERS
@@ -42,6 +42,7 @@ __all__ = [
     "MAX_PUBLIC_KEY_BYTES",
     "PUBLIC_KEY_PATH",
     "VALID_SECURITY_TIERS",
+    "Answer",
     "completion_headers",
     "connection_error",
     "deadline_error",
@@ -56,6 +57,15 @@ __all__ = [
 ]
 
 logger = logging.getLogger("nomyo_native.client")
+
+
+class Answer(NamedTuple):
+    """What one attempt got back: status, the body (wire bytes, capped), Retry-After s."""
+
+    status: int
+    body: bytes
+    retry_after: float | None
+
 
 VALID_SECURITY_TIERS: Final = SECURITY_TIERS
 # Error bodies and the server key are small; a response envelope is capped by the core.

@@ -10,15 +10,18 @@ have, and a ``Retry-After`` longer than the caller allows.
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
 import re
-import ssl
+import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 from nomyo_native._option_hints import option
 from nomyo_native.errors import APIError
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = [
     "RETRYABLE_STATUS_CODES",
@@ -42,11 +45,16 @@ def tls_verification_failure(exc: BaseException) -> ssl.SSLCertVerificationError
 
     httpx2 and httpcore2 wrap it in their own ``ConnectError``; the original is on the chain.
     """
+    # The decision layer imports no networking: an SSL error exists only once a driver has
+    # imported ssl, so without it loaded there is none to find.
+    ssl_module = sys.modules.get("ssl")
+    if ssl_module is None:
+        return None
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, ssl.SSLCertVerificationError):
-            return current
+        if isinstance(current, ssl_module.SSLCertVerificationError):
+            return cast("ssl.SSLCertVerificationError", current)
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
@@ -78,6 +86,10 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     try:
         seconds = float(value)
     except ValueError:
+        # Imported here: email.utils imports socket (for its message ids), and the decision
+        # layer loads nothing of the network until a server actually sends an HTTP-date.
+        import email.utils
+
         try:
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError):

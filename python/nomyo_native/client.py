@@ -10,6 +10,7 @@ only ever holds key handles, the envelope ciphertext and the final response dict
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -118,7 +119,7 @@ class _AsyncKeys(ClientBase):
         """Load or generate the key pair on first use; rotate when the interval has passed."""
         if self._keys_ready():
             return
-        async with self._keys.creation_lock():
+        async with self._keys.creation_lock(asyncio.get_running_loop(), asyncio.Lock):
             if not self._keys_ready():
                 await run_blocking(self._refresh_keys)
 

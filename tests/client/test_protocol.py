@@ -275,3 +275,56 @@ def test_the_protocol_layer_imports_no_network_or_event_loop(name):
                 imported.update(f"nomyo_native.{alias.name}" for alias in node.names)
     assert not imported & IO_PACKAGES, sorted(imported & IO_PACKAGES)
     assert not imported & {"nomyo_native._async_driver", "nomyo_native._sync_driver"}
+
+
+# Loaded without the package's __init__ (which imports the clients and their drivers): a
+# stand-in parent package, then the module, then what it pulled in.
+_IMPORT_ALONE = """
+import importlib, json, sys, types
+package = types.ModuleType("nomyo_native")
+package.__path__ = [sys.argv[1]]
+sys.modules["nomyo_native"] = package
+importlib.import_module("nomyo_native." + sys.argv[2])
+print(json.dumps(sorted(sys.modules)))
+"""
+# The decisions, with what they need of keys and retries: nothing of the network or an event
+# loop may be loaded with them, however indirectly.
+NO_IO_TRANSITIVELY = ("_protocol", "_retry", "_keys", "_keyring")
+NETWORK_OR_LOOP = IO_PACKAGES | {"ssl", "h11", "h2", "certifi", "truststore"}
+
+
+@pytest.mark.parametrize("name", NO_IO_TRANSITIVELY)
+def test_the_protocol_layer_loads_no_network_or_event_loop_transitively(name):
+    import os
+    import subprocess
+    import sys
+
+    package_dir = os.path.dirname(nomyo.__file__)
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_ALONE, package_dir, name],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    loaded = {module.split(".")[0] for module in json.loads(done.stdout)}
+    assert f"nomyo_native.{name}" in json.loads(done.stdout)
+    assert not loaded & NETWORK_OR_LOOP, sorted(loaded & NETWORK_OR_LOOP)
+
+
+def test_the_transitive_import_check_sees_what_a_driver_loads():
+    """The check above can fail: a driver module, loaded the same way, brings the network."""
+    import os
+    import subprocess
+    import sys
+
+    package_dir = os.path.dirname(nomyo.__file__)
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_ALONE, package_dir, "_sync_driver"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    loaded = {module.split(".")[0] for module in json.loads(done.stdout)}
+    assert {"httpx2", "ssl", "socket"} <= loaded
