@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
 from nomyo_native import _core, _protocol
 from nomyo_native._client_attributes import ClientAttributes
@@ -23,15 +23,14 @@ from nomyo_native._headers import validate_api_key, validate_payload_id
 from nomyo_native._keygen import background_keygen_enabled
 from nomyo_native._keyring import KeyRing
 from nomyo_native._keys import KeyLifecycle, load_keypair
-from nomyo_native._pinfile import PinFile, normalize_fingerprint
 from nomyo_native._protocol import Answer
 from nomyo_native._retry import RetryPolicy, tls_verification_failure
-from nomyo_native._tls import tls_context
 from nomyo_native._trust import (
     AttestationTrust,
     ServerKeyTrust,
     check_transport_policy,
     enrolled_trusted_aik,
+    normalize_fingerprint,
     re_enroll_hint,
     validate_attestation_policy,
     warn_plain_http,
@@ -40,12 +39,34 @@ from nomyo_native.attestation import prepare_baseline, resolve_policy, validate_
 from nomyo_native.errors import APIConnectionError, ClientClosedError, SecurityError
 from nomyo_native.types import ChatCompletion
 
+if TYPE_CHECKING:
+    import ssl
+
+    from nomyo_native._pinfile import PinFile
+
 __all__ = ["Checked", "ClientBase", "Sealer", "log_answer", "log_retry"]
 
 # Seals the request for the server key it is given; called afresh for every attempt.
 Sealer = Callable[[_core.ServerPublicKey], bytes]
 # _check_request's "the caller seals the payload itself".
 _SEALED: Any = object()
+
+
+class Edge(Protocol):
+    """What a client needs of the HTTP stack's URL parsing and TLS (``_http_edge``, on httpx2
+    and ssl): passed in, so that the decisions load nothing of the network."""
+
+    def parse_router_url(self, router_url: Any) -> RouterURL: ...
+
+    def tls_context(
+        self, verify: bool | str | os.PathLike[str] | ssl.SSLContext, ca_bundle: Any
+    ) -> ssl.SSLContext: ...
+
+    def pin_file(self, path: str | os.PathLike[str]) -> PinFile: ...
+
+    def enrolled_aik(self, pin_file: str | os.PathLike[str], base_url: str) -> str | None: ...
+
+    def normalize_origin(self, url: str) -> str: ...
 
 
 class Checked(NamedTuple):
@@ -82,7 +103,7 @@ def log_retry(method: str, path: str, delay: float, attempt: int, attempts: int)
     )
 
 
-def _attestation_trust(options: ClientOptions, router_url: str) -> AttestationTrust:
+def _attestation_trust(options: ClientOptions, router_url: str, edge: Edge) -> AttestationTrust:
     """Checked now: a bad baseline or pin, or "require" with nothing to root a quote in, must
     fail here, not after a prompt was sent."""
     baseline = prepare_baseline(options.pcr_baseline) if options.pcr_baseline is not None else None
@@ -91,8 +112,9 @@ def _attestation_trust(options: ClientOptions, router_url: str) -> AttestationTr
         validate_trusted_aik(trusted_aik)
     hint = None
     if options.aik_pin_file is not None:
-        trusted_aik = enrolled_trusted_aik(options.aik_pin_file, router_url, trusted_aik)
-        hint = re_enroll_hint(options.aik_pin_file, router_url)
+        enrolled = edge.enrolled_aik(options.aik_pin_file, router_url)
+        trusted_aik = enrolled_trusted_aik(enrolled, options.aik_pin_file, router_url, trusted_aik)
+        hint = re_enroll_hint(options.aik_pin_file, edge.normalize_origin(router_url))
     if options.attestation is not None:
         validate_attestation_policy(options.attestation)
         resolve_policy(options.attestation, None, has_anchor=trusted_aik is not None)
@@ -116,8 +138,8 @@ class ClientBase(ClientAttributes):
     """The state and decisions of one client for one base URL (see ``SecureCompletionClient``
     for the options)."""
 
-    def _setup(self, options: ClientOptions) -> None:
-        url = RouterURL.parse(options.router_url)
+    def _setup(self, options: ClientOptions, edge: Edge) -> None:
+        url = edge.parse_router_url(options.router_url)
         options.check_numbers()
         self.router_url = url.url
         self._url = url
@@ -134,17 +156,19 @@ class ClientBase(ClientAttributes):
             options.api_key if options.api_key is not None else os.environ.get(API_KEY_ENV)
         )
         self._deadline = attempt_deadline(options.timeout, options.deadline)
-        self._ssl_context = tls_context(options.verify, options.ca_bundle) if url.https else None
+        self._ssl_context = (
+            edge.tls_context(options.verify, options.ca_bundle) if url.https else None
+        )
         fingerprint = options.server_key_fingerprint
         self._trust = ServerKeyTrust(
             url.url,
             url.shown,
             normalize_fingerprint(fingerprint) if fingerprint is not None else None,
-            PinFile(options.server_key_pin_file)
+            edge.pin_file(options.server_key_pin_file)
             if options.server_key_pin_file is not None
             else None,
         )
-        self._attestation = _attestation_trust(options, url.url)
+        self._attestation = _attestation_trust(options, url.url, edge)
         # What the client was given (informational: the policy in force is per request).
         self.attestation = options.attestation if options.attestation is not None else "auto"
         self._retry = RetryPolicy(

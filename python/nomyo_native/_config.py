@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import math
 import os
-import ssl
 import sys
 import time
-import urllib.parse
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
-
-import httpx2
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from nomyo_native._constants import (
     DEFAULT_KEY_ROTATION_INTERVAL,
@@ -21,8 +17,11 @@ from nomyo_native._constants import (
     DEFAULT_ROUTER_URL,
     DEFAULT_TIMEOUT,
 )
-from nomyo_native._option_hints import option
-from nomyo_native._urls import basic_token, redact_url, split_credentials
+
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx2
 
 __all__ = [
     "DEFAULT_KEY_ROTATION_INTERVAL",
@@ -101,36 +100,6 @@ class RouterURL:
     auth: httpx2.BasicAuth | None
     secrets: tuple[str, ...]
     https: bool
-
-    @classmethod
-    def parse(cls, router_url: Any) -> RouterURL:
-        if not isinstance(router_url, str):
-            raise TypeError("router_url must be a str")
-        url = router_url.rstrip("/")
-        parsed: RouterURL | None
-        try:
-            split = urllib.parse.urlsplit(url)
-            # The credentials it carried are sent as Basic auth, as httpx2 did from the URL.
-            request_url, auth = split_credentials(url)
-            userinfo = httpx2.URL(url)
-            secrets = tuple(s for s in (userinfo.password, userinfo.username) if s)
-            if auth is not None:
-                # A server quoting the Authorization header it got must not leak them either.
-                secrets += (basic_token(userinfo.username, userinfo.password),)
-            parsed = None
-            if split.scheme in ("http", "https") and split.hostname:
-                https = split.scheme == "https"
-                parsed = cls(url, redact_url(url), request_url, auth, secrets, https)
-        except (ValueError, httpx2.InvalidURL):
-            # Raised below, outside this handler: the parser's message quotes URL parts (a
-            # password taken for a port), and not even __context__ may keep it.
-            parsed = None
-        if parsed is None:
-            raise ValueError(
-                f"{option('base_url', redact_url(router_url))} is not an http(s) URL with a "
-                "host (e.g. https://api.nomyo.ai)"
-            )
-        return parsed
 
 
 def attempt_deadline(timeout: float | httpx2.Timeout | None, deadline: Any) -> float | None:

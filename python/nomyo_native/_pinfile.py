@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx2
 
-from nomyo_native._option_hints import option
+from nomyo_native._trust import normalize_fingerprint
 from nomyo_native.errors import SecurityError
 
 __all__ = ["PinFile", "normalize_fingerprint", "normalize_origin"]
@@ -36,30 +36,10 @@ __all__ = ["PinFile", "normalize_fingerprint", "normalize_origin"]
 logger = logging.getLogger(__name__)
 
 _MAX_PIN_FILE_BYTES = 4 * 1024 * 1024
-_FINGERPRINT_HEX_LEN = 64
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Threads of one process: flock is per open file description, but one lock costs nothing and
 # also covers platforms where a process's own locks do not exclude each other.
 _THREAD_LOCK = threading.Lock()
-
-
-def normalize_fingerprint(value: str) -> str:
-    """``"sha256:<64 hex>"`` in lower case; colons inside the hex are tolerated."""
-    if not isinstance(value, str):
-        raise TypeError(f"{option('server_key_fingerprint', 'sha256:<hex>')} must be a str")
-    algo, sep, digest = value.strip().partition(":")
-    digest = digest.replace(":", "").lower()
-    if (
-        not sep
-        or algo.lower() != "sha256"
-        or len(digest) != _FINGERPRINT_HEX_LEN
-        or any(c not in "0123456789abcdef" for c in digest)
-    ):
-        raise ValueError(
-            f"{option('server_key_fingerprint', 'sha256:<64 hex digits>')} expected, got "
-            f"{value[:80]!r}; get the server's with: nomyo-native pin URL"
-        )
-    return "sha256:" + digest
 
 
 def normalize_origin(url: str) -> str:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from nomyo_native import _core, _protocol
+from nomyo_native import _core, _http_edge, _protocol
 from nomyo_native._client_base import Checked, ClientBase, Sealer, log_answer, log_retry
 from nomyo_native._config import ClientOptions
 from nomyo_native._http_body import IDENTITY_ENCODING, LOCAL_REFUSALS, NETWORK_FAILURES, Answer
@@ -30,7 +30,7 @@ class SyncCompletionClient(ClientBase):
     ``transport`` must be a sync httpx2 transport and ``sleep`` a plain callable)."""
 
     def __init__(self, options: ClientOptions) -> None:
-        self._setup(options)
+        self._setup(options, _http_edge)
         self._driver = SyncDriver(
             timeout=options.timeout,
             ssl_context=self._ssl_context,

@@ -11,26 +11,29 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nomyo_native import _core
 from nomyo_native._option_hints import option
 from nomyo_native._payload_binding import enforce_binding
-from nomyo_native._pinfile import PinFile, normalize_origin
 from nomyo_native._urls import redact_url
 from nomyo_native.attestation import (
     ATTESTATION_POLICIES,
     apply_attestation_policy,
     resolve_policy,
 )
-from nomyo_native.enrollment import enrolled_aik
 from nomyo_native.errors import SecurityError
 from nomyo_native.types import AttestationVerification
+
+if TYPE_CHECKING:
+    # Built by the caller (it normalizes origins with httpx2's URL parser): used, not made.
+    from nomyo_native._pinfile import PinFile
 
 __all__ = [
     "AttestationTrust",
     "ServerKeyTrust",
     "enrolled_trusted_aik",
+    "normalize_fingerprint",
     "re_enroll_hint",
     "validate_attestation_policy",
     "warn_plain_http",
@@ -49,6 +52,28 @@ _NOT_CHECKED: AttestationVerification = {
     "summary": "not checked: attestation='off'",
     "reason": "attestation policy 'off'",
 }
+
+
+_FINGERPRINT_HEX_LEN = 64
+
+
+def normalize_fingerprint(value: str) -> str:
+    """``"sha256:<64 hex>"`` in lower case; colons inside the hex are tolerated."""
+    if not isinstance(value, str):
+        raise TypeError(f"{option('server_key_fingerprint', 'sha256:<hex>')} must be a str")
+    algo, sep, digest = value.strip().partition(":")
+    digest = digest.replace(":", "").lower()
+    if (
+        not sep
+        or algo.lower() != "sha256"
+        or len(digest) != _FINGERPRINT_HEX_LEN
+        or any(c not in "0123456789abcdef" for c in digest)
+    ):
+        raise ValueError(
+            f"{option('server_key_fingerprint', 'sha256:<64 hex digits>')} expected, got "
+            f"{value[:80]!r}; get the server's with: nomyo-native pin URL"
+        )
+    return "sha256:" + digest
 
 
 # ---- transport -----------------------------------------------------------------------------------
@@ -122,11 +147,11 @@ def validate_attestation_policy(policy: str) -> str:
 
 
 def enrolled_trusted_aik(
-    pin_file: str | os.PathLike[str], router_url: str, trusted_aik: Any
+    enrolled: str | None, pin_file: str | os.PathLike[str], router_url: str, trusted_aik: Any
 ) -> str:
-    """The attestation key enrolled for ``router_url``: refused now (before any prompt is
-    sent) when the server is not enrolled or a different ``trusted_aik`` was also given."""
-    enrolled = enrolled_aik(pin_file, router_url)
+    """The attestation key ``enrolled`` for ``router_url`` in ``pin_file``: refused now (before
+    any prompt is sent) when the server is not enrolled or a different ``trusted_aik`` was also
+    given."""
     if enrolled is None:
         shown = redact_url(router_url)
         raise ValueError(
@@ -143,9 +168,9 @@ def enrolled_trusted_aik(
     return enrolled
 
 
-def re_enroll_hint(pin_file: str | os.PathLike[str], router_url: str) -> str:
-    """Said when a quote's key is not the one enrolled: a TPM reset or replacement changes it."""
-    origin = normalize_origin(router_url)
+def re_enroll_hint(pin_file: str | os.PathLike[str], origin: str) -> str:
+    """Said when a quote's key is not the one enrolled for ``origin`` (the base URL's pin-file
+    key): a TPM reset or replacement changes it."""
     return (
         f"The attestation key enrolled for {origin} in {pin_file} did not sign this quote (the "
         f"server's TPM was reset or replaced, or someone is in the middle). If the change is "

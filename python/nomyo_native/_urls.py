@@ -3,17 +3,15 @@
 A base URL may carry userinfo for a proxy's Basic authentication. The password must then appear
 in no exception, ``repr`` or log record, and httpx2 logs every request URL in full at INFO. So
 requests go to the URL without its userinfo, the credentials travel as an explicit
-``httpx2.BasicAuth`` (what httpx2 derived from the URL before), and every message names the URL
-through :func:`redact_url`.
+``httpx2.BasicAuth`` (what httpx2 derived from the URL before; split off in ``_http_edge``),
+and every message names the URL through :func:`redact_url`.
 """
 
 from __future__ import annotations
 
 import base64
 
-import httpx2
-
-__all__ = ["basic_token", "redact_url", "split_credentials"]
+__all__ = ["basic_token", "redact_url"]
 
 _REDACTED = "***"
 
@@ -31,15 +29,6 @@ def redact_url(url: str) -> str:
     if "@" not in rest:
         return url
     return f"{scheme}{separator}{_REDACTED}@{rest.rpartition('@')[2]}"
-
-
-def split_credentials(url: str) -> tuple[str, httpx2.BasicAuth | None]:
-    """The URL to send requests to (no userinfo) and the Basic credentials it carried."""
-    parsed = httpx2.URL(url)
-    if not parsed.userinfo:
-        return url, None
-    auth = httpx2.BasicAuth(parsed.username, parsed.password)
-    return str(parsed.copy_with(userinfo=b"")).rstrip("/"), auth
 
 
 def basic_token(username: str, password: str) -> str:

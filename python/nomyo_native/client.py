@@ -21,7 +21,7 @@ from typing import Any, Self
 
 import httpx2
 
-from nomyo_native import _core, _protocol
+from nomyo_native import _core, _http_edge, _protocol
 from nomyo_native._async_driver import AsyncDriver
 from nomyo_native._client_base import Checked, ClientBase, Sealer, log_answer, log_retry
 from nomyo_native._config import FROM_TIMEOUT, ClientOptions
@@ -192,7 +192,7 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
         # The signature is the option list (nomyo's four positional parameters first).
         arguments = dict(locals())
         del arguments["self"]
-        self._setup(ClientOptions(**arguments))
+        self._setup(ClientOptions(**arguments), _http_edge)
         self._driver = AsyncDriver(
             timeout=timeout,
             ssl_context=self._ssl_context,

@@ -30,8 +30,8 @@ import httpx2
 
 from nomyo_native import _core
 from nomyo_native._constants import ACTIVATE_PATH, ENROLLMENT_PATH
+from nomyo_native._http_edge import enrolled_aik, split_credentials
 from nomyo_native._pinfile import PinFile, normalize_origin
-from nomyo_native._urls import split_credentials
 from nomyo_native.attestation import aik_residency_problem
 from nomyo_native.errors import SecurityError
 
@@ -208,8 +208,3 @@ def _verify_ek_certificate(offer: Any, ek: dict[str, Any], ek_ca: str | os.PathL
     if ek["spki_der"] is None:
         raise EkChainError("enrollment: the offered EK is not an RSA or P-256/P-384 key")
     verify_ek_chain(chain, trusted, ek["spki_der"])
-
-
-def enrolled_aik(pin_file: str | os.PathLike[str], base_url: str) -> str | None:
-    """The AIK fingerprint enrolled for ``base_url`` in ``pin_file`` (None if not enrolled)."""
-    return PinFile(pin_file).pinned(base_url)

@@ -289,7 +289,7 @@ print(json.dumps(sorted(sys.modules)))
 """
 # The decisions, with what they need of keys and retries: nothing of the network or an event
 # loop may be loaded with them, however indirectly.
-NO_IO_TRANSITIVELY = ("_protocol", "_retry", "_keys", "_keyring")
+NO_IO_TRANSITIVELY = (*NO_IO_MODULES, "_keyring", "_config")
 NETWORK_OR_LOOP = IO_PACKAGES | {"ssl", "h11", "h2", "certifi", "truststore"}
 
 
