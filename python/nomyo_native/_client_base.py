@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from nomyo_native import _core, _protocol
-from nomyo_native._client_attributes import ClientAttributes
-from nomyo_native._config import ClientOptions, Completed, RouterURL, attempt_deadline
+from nomyo_native._attempt_decisions import AttemptDecisions, Edge
+from nomyo_native._config import ClientOptions, Completed, attempt_deadline
 from nomyo_native._constants import API_KEY_ENV
 from nomyo_native._headers import validate_api_key, validate_payload_id
 from nomyo_native._keygen import background_keygen_enabled
 from nomyo_native._keyring import KeyRing
 from nomyo_native._keys import KeyLifecycle, load_keypair
-from nomyo_native._protocol import Answer
-from nomyo_native._retry import RetryPolicy, tls_verification_failure
+from nomyo_native._retry import RetryPolicy
 from nomyo_native._trust import (
     AttestationTrust,
     ServerKeyTrust,
@@ -36,37 +34,18 @@ from nomyo_native._trust import (
     warn_plain_http,
 )
 from nomyo_native.attestation import prepare_baseline, resolve_policy, validate_trusted_aik
-from nomyo_native.errors import APIConnectionError, ClientClosedError, SecurityError
+from nomyo_native.errors import ClientClosedError, SecurityError
 from nomyo_native.types import ChatCompletion
 
 if TYPE_CHECKING:
-    import ssl
+    pass
 
-    from nomyo_native._pinfile import PinFile
-
-__all__ = ["Checked", "ClientBase", "Sealer", "log_answer", "log_retry"]
+__all__ = ["Checked", "ClientBase", "Edge", "Sealer"]
 
 # Seals the request for the server key it is given; called afresh for every attempt.
 Sealer = Callable[[_core.ServerPublicKey], bytes]
 # _check_request's "the caller seals the payload itself".
 _SEALED: Any = object()
-
-
-class Edge(Protocol):
-    """What a client needs of the HTTP stack's URL parsing and TLS (``_http_edge``, on httpx2
-    and ssl): passed in, so that the decisions load nothing of the network."""
-
-    def parse_router_url(self, router_url: Any) -> RouterURL: ...
-
-    def tls_context(
-        self, verify: bool | str | os.PathLike[str] | ssl.SSLContext, ca_bundle: Any
-    ) -> ssl.SSLContext: ...
-
-    def pin_file(self, path: str | os.PathLike[str]) -> PinFile: ...
-
-    def enrolled_aik(self, pin_file: str | os.PathLike[str], base_url: str) -> str | None: ...
-
-    def normalize_origin(self, url: str) -> str: ...
 
 
 class Checked(NamedTuple):
@@ -78,29 +57,6 @@ class Checked(NamedTuple):
 
 
 logger = logging.getLogger("nomyo_native.client")
-
-
-def log_answer(method: str, path: str, answer: Answer, started: float) -> None:
-    elapsed = (time.perf_counter() - started) * 1000
-    logger.debug(
-        "%s %s -> %d in %.1f ms (%d bytes)",
-        method,
-        path,
-        answer.status,
-        elapsed,
-        len(answer.body),
-    )
-
-
-def log_retry(method: str, path: str, delay: float, attempt: int, attempts: int) -> None:
-    logger.warning(
-        "retrying %s %s in %.2f s (attempt %d/%d failed)",
-        method,
-        path,
-        delay,
-        attempt + 1,
-        attempts,
-    )
 
 
 def _attestation_trust(options: ClientOptions, router_url: str, edge: Edge) -> AttestationTrust:
@@ -134,12 +90,15 @@ def _start_background_keygen(keys: KeyRing, options: ClientOptions) -> None:
         keys.pregenerate(options.key_size)
 
 
-class ClientBase(ClientAttributes):
+class ClientBase(AttemptDecisions):
     """The state and decisions of one client for one base URL (see ``SecureCompletionClient``
     for the options)."""
 
     def _setup(self, options: ClientOptions, edge: Edge) -> None:
         url = edge.parse_router_url(options.router_url)
+        self._edge = edge
+        # What a send may raise that the client answers (see _after_failure).
+        self._send_failures = (*edge.LOCAL_REFUSALS, *edge.NETWORK_FAILURES)
         options.check_numbers()
         self.router_url = url.url
         self._url = url
@@ -288,52 +247,6 @@ class ClientBase(ClientAttributes):
             cached = (keypair, _protocol.quote_public_key(keypair))
             self._quoted_public_key = cached
         return _protocol.completion_headers(payload_id, cached[1], bearer, tier)
-
-    def _judge_answer(
-        self,
-        attempt: int,
-        status: int,
-        body: bytes,
-        retry_after: float | None,
-        headers: dict[str, str],
-        tier: str | None,
-    ) -> float:
-        """A non-200 answer to ``attempt``: the delay before the next one, or the error."""
-        bearer = headers.get("Authorization", "").removeprefix("Bearer ")
-        secrets: tuple[str, ...] = (bearer,) if bearer else ()
-        secrets += (*self._url.secrets, *([self.api_key] if self.api_key else []))
-        # A server may quote what it was sent ("invalid API key sk-..."): the credentials this
-        # request carried never reach the exception, whatever the server wrote.
-        error = _protocol.status_error(
-            status, body, retry_after, secrets=secrets, shown_url=self._shown_url
-        )
-        delay = self._retry.after_status(attempt, error, tier)
-        if delay is None:
-            raise error
-        return delay
-
-    def _judge_failure(self, attempt: int, exc: BaseException, started: float) -> float:
-        """A failed ``attempt`` (network failure, or its deadline passed): the delay before
-        the next one, or the error raised from ``exc``. Called inside the ``except`` block."""
-        elapsed = (time.perf_counter() - started) * 1000
-        error: APIConnectionError
-        if isinstance(exc, TimeoutError):
-            assert self._deadline is not None  # only a deadline raises the builtin
-            error = _protocol.deadline_error(self._shown_url, self._deadline)
-            logger.debug("attempt %d: deadline exceeded after %.1f ms", attempt + 1, elapsed)
-        else:
-            error = _protocol.connection_error(exc, self._shown_url)
-            logger.debug(
-                "attempt %d: network error after %.1f ms: %s",
-                attempt + 1,
-                elapsed,
-                type(exc).__name__,
-            )
-        permanent = tls_verification_failure(exc) is not None
-        delay = self._retry.after_failure(attempt, permanent=permanent)
-        if delay is None:
-            raise error from exc
-        return delay
 
     def _check_request(
         self,

@@ -13,12 +13,16 @@ from typing import Any
 import httpx2
 
 from nomyo_native._config import RouterURL
+from nomyo_native._http_body import IDENTITY_ENCODING, LOCAL_REFUSALS, NETWORK_FAILURES
 from nomyo_native._option_hints import option
 from nomyo_native._pinfile import PinFile, normalize_origin
 from nomyo_native._tls import tls_context
 from nomyo_native._urls import basic_token, redact_url
 
 __all__ = [
+    "IDENTITY_ENCODING",
+    "LOCAL_REFUSALS",
+    "NETWORK_FAILURES",
     "enrolled_aik",
     "normalize_origin",
     "parse_router_url",

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
 from nomyo_native import _core, _http_edge, _protocol
-from nomyo_native._client_base import Checked, ClientBase, Sealer, log_answer, log_retry
+from nomyo_native._client_base import Checked, ClientBase, Sealer
 from nomyo_native._config import ClientOptions
-from nomyo_native._http_body import IDENTITY_ENCODING, LOCAL_REFUSALS, NETWORK_FAILURES, Answer
 from nomyo_native._sync_driver import SyncDriver
 from nomyo_native.types import ChatCompletion
 
@@ -57,31 +55,19 @@ class SyncCompletionClient(ClientBase):
         tier: str | None = None,
     ) -> bytes:
         """One logical request with retries (see ``SecureCompletionClient._request``)."""
-        url = self._url.request_url + path
-        headers = {**headers, **IDENTITY_ENCODING}
-        attempts = self._retry.attempts
-        for attempt in range(attempts):
+        url, headers = self._target(path, headers)
+        for attempt in range(self._retry.attempts):
             content = body() if body is not None else None
-            logger.debug("%s %s attempt %d/%d", method, path, attempt + 1, attempts)
-            started = time.perf_counter()
-            delay: float | None = None
+            started = self._attempt_starts(method, path, attempt)
             try:
-                answer: Answer = self._driver.send(
-                    method, url, headers, content, ok_cap, self._deadline
-                )
-            except LOCAL_REFUSALS:
-                pass  # raised below, outside this handler, so that nothing chains the value
-            except NETWORK_FAILURES as exc:
-                delay = self._judge_failure(attempt, exc, started)
+                answer = self._driver.send(method, url, headers, content, ok_cap, self._deadline)
+            except self._send_failures as exc:
+                delay = self._after_failure(attempt, exc, started)
             else:
-                log_answer(method, path, answer, started)
-                if answer.status == 200:
+                delay = self._after_answer((method, path, headers, tier), attempt, answer, started)
+                if delay is None:
                     return answer.body
-                delay = self._judge_answer(attempt, *answer, headers, tier)
-            if delay is None:
-                raise _protocol.locally_refused_error()
-            log_retry(method, path, delay, attempt, attempts)
-            self._driver.sleep(delay)
+            self._driver.sleep(self._retry_delay(method, path, attempt, delay))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def fetch_server_public_key(self) -> str:

@@ -23,7 +23,7 @@ import httpx2
 
 from nomyo_native import _core, _http_edge, _protocol
 from nomyo_native._async_driver import AsyncDriver
-from nomyo_native._client_base import Checked, ClientBase, Sealer, log_answer, log_retry
+from nomyo_native._client_base import Checked, ClientBase, Sealer
 from nomyo_native._config import FROM_TIMEOUT, ClientOptions
 from nomyo_native._constants import (
     DEFAULT_KEY_ROTATION_INTERVAL,
@@ -31,7 +31,6 @@ from nomyo_native._constants import (
     DEFAULT_ROUTER_URL,
     DEFAULT_TIMEOUT,
 )
-from nomyo_native._http_body import IDENTITY_ENCODING, LOCAL_REFUSALS, NETWORK_FAILURES, Answer
 from nomyo_native._keyring import KeyRing
 from nomyo_native._protocol import VALID_SECURITY_TIERS, validate_security_tier
 from nomyo_native._retry import RETRYABLE_STATUS_CODES
@@ -225,33 +224,21 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
 
         ``body`` is called for every attempt, so every attempt is sealed afresh.
         """
-        url = self._url.request_url + path
-        headers = {**headers, **IDENTITY_ENCODING}
-        attempts = self._retry.attempts
-        for attempt in range(attempts):
+        url, headers = self._target(path, headers)
+        for attempt in range(self._retry.attempts):
             content = await body() if body is not None else None
-            logger.debug("%s %s attempt %d/%d", method, path, attempt + 1, attempts)
-            started = time.perf_counter()
-            delay: float | None = None
+            started = self._attempt_starts(method, path, attempt)
             try:
-                answer: Answer = await self._driver.send(
+                answer = await self._driver.send(
                     method, url, headers, content, ok_cap, self._deadline
                 )
-            except LOCAL_REFUSALS:
-                # Raised below, outside this handler: not even __context__ may keep the
-                # refusal, whose message quotes the value (maybe a bearer token).
-                pass
-            except NETWORK_FAILURES as exc:
-                delay = self._judge_failure(attempt, exc, started)
+            except self._send_failures as exc:
+                delay = self._after_failure(attempt, exc, started)
             else:
-                log_answer(method, path, answer, started)
-                if answer.status == 200:
+                delay = self._after_answer((method, path, headers, tier), attempt, answer, started)
+                if delay is None:
                     return answer.body
-                delay = self._judge_answer(attempt, *answer, headers, tier)
-            if delay is None:
-                raise _protocol.locally_refused_error()
-            log_retry(method, path, delay, attempt, attempts)
-            await self._driver.sleep(delay)
+            await self._driver.sleep(self._retry_delay(method, path, attempt, delay))
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def fetch_server_public_key(self) -> str:

@@ -253,6 +253,7 @@ NO_IO_MODULES = (
     "_keys",
     "_client_base",
     "_client_attributes",
+    "_attempt_decisions",
 )
 IO_PACKAGES = {"httpx", "httpx2", "httpcore", "httpcore2", "asyncio", "socket", "anyio"}
 
