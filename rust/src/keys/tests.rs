@@ -1,3 +1,7 @@
+//! Unit tests of the key handles, their PEM/PKCS#8 encodings and the password KDF.
+
+#![forbid(unsafe_code)]
+
 use super::password::scrypt;
 use super::*;
 
