@@ -68,6 +68,9 @@ mod _core {
         crate::fork::install();
         // Before aws-lc allocates anything: its keys and contexts go to locked, wiped memory.
         crate::lc_heap::install();
+        // Locked memory's one-time set-up now, under the GIL, before any thread can allocate:
+        // a fork landing inside it would leave the child stuck (see secret::initialise).
+        crate::secret::initialise();
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         crate::error::py::register(m)?;
         // The historical name (it shadows the builtin `open` in a star import, hence the rename).

@@ -25,6 +25,7 @@ pub fn register(core: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<LockedProbe>()?;
     m.add_function(wrap_pyfunction!(probe_overflow, &m)?)?;
     m.add_function(wrap_pyfunction!(release_pool, &m)?)?;
+    m.add_function(wrap_pyfunction!(locked_memory_initialised, &m)?)?;
     m.add_function(wrap_pyfunction!(json_roundtrip, &m)?)?;
     m.add_function(wrap_pyfunction!(json_digest, &m)?)?;
     m.add_function(wrap_pyfunction!(json_loads, &m)?)?;
@@ -43,6 +44,12 @@ pub fn register(core: &Bound<'_, PyModule>) -> PyResult<()> {
 #[pyfunction]
 fn release_pool() -> PyResult<usize> {
     no_panic(|| Ok(secret::release_pool()))
+}
+
+/// True when locked memory's one-time set-up has run (module initialisation does it).
+#[pyfunction]
+fn locked_memory_initialised() -> bool {
+    secret::initialised()
 }
 
 /// Fill a buffer with a reproducible, non-zero-heavy pattern (splitmix64 of `seed`).

@@ -34,6 +34,48 @@ pub(super) fn mapping_span(len: usize) -> usize {
     (len + CANARY_SIZE).div_ceil(os::page_size()) * os::page_size()
 }
 
+/// Copy memsec's canary from the allocation at `base` (once per process).
+fn remember_canary(base: NonNull<u8>) {
+    CANARY.get_or_init(|| {
+        let mut canary = [0u8; CANARY_SIZE];
+        // SAFETY: memsec wrote its canary in the CANARY_SIZE bytes before the user pointer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                base.as_ptr().sub(CANARY_SIZE),
+                canary.as_mut_ptr(),
+                CANARY_SIZE,
+            )
+        };
+        canary
+    });
+}
+
+/// Run memsec's one-time setup (its page size and random canary, behind a `Once`) and fill
+/// `CANARY`, with one throw-away allocation that touches no counter and no pool.
+///
+/// Why: both are one-time initialisations behind a lock-like state. A `fork` from another
+/// thread while the first allocation is inside either leaves the child with that state
+/// "running" and no thread to finish it, so the child's first allocation waits forever.
+/// Module initialisation calls this under the GIL, before Python code can start a thread
+/// that allocates, so no fork can land inside it afterwards.
+pub(super) fn initialise() {
+    if CANARY.get().is_some() {
+        return;
+    }
+    // SAFETY: memsec returns either None or one writable byte between guard pages.
+    if let Some(slice) = unsafe { memsec::malloc_sized(1) } {
+        remember_canary(slice.cast::<u8>());
+        // SAFETY: allocated by memsec::malloc_sized just above and freed once; nothing was
+        // written to it.
+        unsafe { memsec::free(slice) };
+    }
+}
+
+/// True once memsec's setup ran and `CANARY` holds its canary.
+pub(super) fn initialised() -> bool {
+    CANARY.get().is_some()
+}
+
 impl Mapping {
     /// A fresh memsec allocation of `len` bytes, locked (when the limit allows; the pool is
     /// emptied and the lock retried once when it fails) and excluded from dumps.
@@ -45,18 +87,7 @@ impl Mapping {
             )));
         };
         let base = slice.cast::<u8>();
-        CANARY.get_or_init(|| {
-            let mut canary = [0u8; CANARY_SIZE];
-            // SAFETY: memsec wrote its canary in the CANARY_SIZE bytes before the user pointer.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    base.as_ptr().sub(CANARY_SIZE),
-                    canary.as_mut_ptr(),
-                    CANARY_SIZE,
-                )
-            };
-            canary
-        });
+        remember_canary(base);
         let (start, span) = page_span(base.as_ptr() as usize - CANARY_SIZE, len + CANARY_SIZE);
         // SAFETY: these pages belong to the allocation just made.
         let mut locked = unsafe { os::lock(start as *mut u8, span) };

@@ -44,6 +44,20 @@ pub use status::{fork_generation, memory_status, MemoryStatus};
 
 use zeroize::Zeroize;
 
+/// The one-time initialisations of locked memory (memsec's setup, its canary, the shared-page
+/// table), done at once rather than by the first allocation: a `fork` from another thread
+/// during a one-time initialisation leaves the child waiting forever on it (see
+/// `mapping::initialise`). Module initialisation calls it; later calls do nothing.
+pub fn initialise() {
+    mapping::initialise();
+    let _ = pages::shared_pages();
+}
+
+/// True when `initialise` has run (or an allocation did its work).
+pub fn initialised() -> bool {
+    mapping::initialised() && pages::shared_pages_ready()
+}
+
 /// Zero `len` bytes at `ptr` in a way the optimizer keeps.
 ///
 /// # Safety

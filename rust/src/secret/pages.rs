@@ -33,9 +33,15 @@ impl SharedPage {
     }
 }
 
+static PAGES: OnceLock<Mutex<HashMap<usize, SharedPage>>> = OnceLock::new();
+
 pub(super) fn shared_pages() -> &'static Mutex<HashMap<usize, SharedPage>> {
-    static PAGES: OnceLock<Mutex<HashMap<usize, SharedPage>>> = OnceLock::new();
     PAGES.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// True once the shared-page table exists.
+pub(super) fn shared_pages_ready() -> bool {
+    PAGES.get().is_some()
 }
 
 /// Split sorted page addresses into contiguous runs: (first page, byte length).

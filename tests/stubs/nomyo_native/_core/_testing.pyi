@@ -12,9 +12,13 @@ __all__ = [
     "json_digest",
     "json_loads",
     "json_roundtrip",
+    "locked_memory_initialised",
     "probe_overflow",
     "release_pool",
 ]
+
+def locked_memory_initialised() -> bool:
+    """True when locked memory's one-time set-up has run (importing ``_core`` does it)."""
 
 def release_pool() -> int:
     """Free the wiped buffers the core keeps for reuse; returns the bytes released."""
