@@ -18,6 +18,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use zeroize::Zeroize;
 
 use crate::error::{CoreError, CoreResult};
+use crate::json_number::scan_number;
 use crate::pystr::StrError;
 use crate::secret::LockedBuf;
 
@@ -1033,36 +1034,13 @@ impl<'py> Parser<'_, 'py> {
 
     fn number(&mut self) -> CoreResult<Bound<'py, PyAny>> {
         let start = self.pos;
-        if self.s.get(self.pos) == Some(&b'-') {
-            self.pos += 1;
-        }
-        match self.s.get(self.pos) {
-            Some(b'0') => self.pos += 1,
-            Some(b'1'..=b'9') => self.digits(),
-            _ => return Err(self.fail_at("invalid number", start)),
-        }
-        let mut is_float = false;
-        if self.s.get(self.pos) == Some(&b'.') {
-            is_float = true;
-            self.pos += 1;
-            if !matches!(self.s.get(self.pos), Some(b'0'..=b'9')) {
-                return Err(self.fail_at("invalid number", start));
-            }
-            self.digits();
-        }
-        if let Some(b'e' | b'E') = self.s.get(self.pos) {
-            is_float = true;
-            self.pos += 1;
-            if let Some(b'+' | b'-') = self.s.get(self.pos) {
-                self.pos += 1;
-            }
-            if !matches!(self.s.get(self.pos), Some(b'0'..=b'9')) {
-                return Err(self.fail_at("invalid number", start));
-            }
-            self.digits();
-        }
+        let Some(number) = scan_number(self.s, start) else {
+            return Err(self.fail_at("invalid number", start));
+        };
+        self.pos = number.end;
+        let is_float = number.is_float;
         let text = &self.s[start..self.pos];
-        // SAFETY: the grammar above admits only ASCII.
+        // SAFETY: the number grammar (scan_number) admits only ASCII.
         let text = unsafe { std::str::from_utf8_unchecked(text) };
         if is_float {
             let value: f64 = text
@@ -1091,11 +1069,5 @@ impl<'py> Parser<'_, 'py> {
         };
         self.scratch.clear();
         obj.map_err(|_| self.fail_at("integer too large", start))
-    }
-
-    fn digits(&mut self) {
-        while let Some(b'0'..=b'9') = self.s.get(self.pos) {
-            self.pos += 1;
-        }
     }
 }

@@ -7,6 +7,7 @@
 pub mod envelope;
 pub mod error;
 mod fork;
+pub mod json_number;
 pub mod keys;
 pub mod lc_heap;
 mod page;

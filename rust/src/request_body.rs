@@ -23,6 +23,7 @@
 
 use crate::envelope::MAX_JSON_DEPTH;
 use crate::error::{CoreError, CoreResult};
+use crate::json_number::{scan_number, NumberScan};
 use crate::secret::LockedBuf;
 
 /// Most digits CPython reads into an `int` (its default `sys.int_max_str_digits`): `json.loads`
@@ -351,36 +352,15 @@ impl Compactor<'_, '_> {
     /// stay within the double range (Python would read it as infinity, which JSON cannot carry).
     fn number(&mut self) -> CoreResult<()> {
         let start = self.pos;
-        if self.s.get(self.pos) == Some(&b'-') {
-            self.pos += 1;
-        }
-        let int_start = self.pos;
-        match self.s.get(self.pos) {
-            Some(b'0') => self.pos += 1,
-            Some(b'1'..=b'9') => self.digits(),
-            _ => return Err(self.fail_at("invalid number", start)),
-        }
-        let int_digits = self.pos - int_start;
-        let mut is_float = false;
-        if self.s.get(self.pos) == Some(&b'.') {
-            is_float = true;
-            self.pos += 1;
-            if !matches!(self.s.get(self.pos), Some(b'0'..=b'9')) {
-                return Err(self.fail_at("invalid number", start));
-            }
-            self.digits();
-        }
-        if let Some(b'e' | b'E') = self.s.get(self.pos) {
-            is_float = true;
-            self.pos += 1;
-            if let Some(b'+' | b'-') = self.s.get(self.pos) {
-                self.pos += 1;
-            }
-            if !matches!(self.s.get(self.pos), Some(b'0'..=b'9')) {
-                return Err(self.fail_at("invalid number", start));
-            }
-            self.digits();
-        }
+        let Some(NumberScan {
+            end,
+            int_digits,
+            is_float,
+        }) = scan_number(self.s, start)
+        else {
+            return Err(self.fail_at("invalid number", start));
+        };
+        self.pos = end;
         if !is_float && int_digits > MAX_INT_DIGITS {
             // Python's json.loads (the dict path's reader, and the endpoint's) refuses it.
             return Err(self.fail_at(
@@ -398,12 +378,6 @@ impl Compactor<'_, '_> {
             }
         }
         self.copy(start, self.pos)
-    }
-
-    fn digits(&mut self) {
-        while let Some(b'0'..=b'9') = self.s.get(self.pos) {
-            self.pos += 1;
-        }
     }
 }
 
