@@ -18,7 +18,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use zeroize::Zeroize;
 
 use crate::error::{CoreError, CoreResult};
-use crate::json_number::scan_number;
+use crate::json_scan::{scan_number, word_needs_escape};
 use crate::pystr::StrError;
 use crate::secret::LockedBuf;
 
@@ -373,19 +373,6 @@ impl Writer<'_> {
         self.put(&bytes[run_start..])?;
         self.put(b"\"")
     }
-}
-
-/// Whether any of the 8 bytes in `word` is a control character, '"' or '\\' (SWAR: the
-/// classic has-zero-byte and has-less-than tests; bytes >= 0x80 never match).
-fn word_needs_escape(word: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
-    let quote = word ^ (ONES * u64::from(b'"'));
-    let has_quote = quote.wrapping_sub(ONES) & !quote & HIGH;
-    let backslash = word ^ (ONES * u64::from(b'\\'));
-    let has_backslash = backslash.wrapping_sub(ONES) & !backslash & HIGH;
-    (below_space | has_quote | has_backslash) != 0
 }
 
 /// Position of the first '"' in `s` at or after `from` (SWAR: 8 bytes per step).

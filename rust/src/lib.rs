@@ -7,7 +7,7 @@
 pub mod envelope;
 pub mod error;
 mod fork;
-pub mod json_number;
+pub mod json_scan;
 pub mod keys;
 pub mod lc_heap;
 mod page;

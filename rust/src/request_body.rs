@@ -23,7 +23,7 @@
 
 use crate::envelope::MAX_JSON_DEPTH;
 use crate::error::{CoreError, CoreResult};
-use crate::json_number::{scan_number, NumberScan};
+use crate::json_scan::{scan_number, word_needs_escape, NumberScan};
 use crate::secret::LockedBuf;
 
 /// Most digits CPython reads into an `int` (its default `sys.int_max_str_digits`): `json.loads`
@@ -288,7 +288,7 @@ impl Compactor<'_, '_> {
     fn skip_plain(&mut self) {
         while let Some(word) = self.s.get(self.pos..self.pos + 8) {
             let word = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-            if word_needs_attention(word) {
+            if word_needs_escape(word) {
                 break;
             }
             self.pos += 8;
@@ -379,19 +379,6 @@ impl Compactor<'_, '_> {
         }
         self.copy(start, self.pos)
     }
-}
-
-/// Whether any of the 8 bytes is a control character, '"' or '\\' (SWAR: the classic
-/// has-zero-byte and has-less-than tests; bytes >= 0x80 never match).
-fn word_needs_attention(word: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
-    let quote = word ^ (ONES * u64::from(b'"'));
-    let has_quote = quote.wrapping_sub(ONES) & !quote & HIGH;
-    let backslash = word ^ (ONES * u64::from(b'\\'));
-    let has_backslash = backslash.wrapping_sub(ONES) & !backslash & HIGH;
-    (below_space | has_quote | has_backslash) != 0
 }
 
 /// The names we compare keys with are short and ASCII: longer keys are never one of them.

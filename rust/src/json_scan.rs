@@ -1,5 +1,6 @@
-//! The JSON number grammar (RFC 8259), shared by the two JSON readers: `json` (bytes to Python
-//! objects) and `request_body` (an SDK's request bytes compacted into locked memory).
+//! Byte-level JSON scanning shared by the two JSON readers, `json` (bytes to Python objects)
+//! and `request_body` (an SDK's request bytes compacted into locked memory): the number
+//! grammar (RFC 8259) and the 8-bytes-at-a-time test for what a string must escape.
 
 #![forbid(unsafe_code)]
 
@@ -60,9 +61,40 @@ pub fn scan_number(s: &[u8], start: usize) -> Option<NumberScan> {
     })
 }
 
+/// Whether any of the 8 bytes in `word` is a control character, '"' or '\\' (SWAR: the
+/// classic has-zero-byte and has-less-than tests; bytes >= 0x80 never match).
+pub fn word_needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    let quote = word ^ (ONES * u64::from(b'"'));
+    let has_quote = quote.wrapping_sub(ONES) & !quote & HIGH;
+    let backslash = word ^ (ONES * u64::from(b'\\'));
+    let has_backslash = backslash.wrapping_sub(ONES) & !backslash & HIGH;
+    (below_space | has_quote | has_backslash) != 0
+}
+
 #[cfg(test)]
 mod tests {
-    use super::scan_number;
+    use super::{scan_number, word_needs_escape};
+
+    #[test]
+    fn word_needs_escape_finds_each_special_byte_in_each_lane() {
+        assert!(!word_needs_escape(u64::from_le_bytes(*b"abcd 7~\x7f")));
+        assert!(!word_needs_escape(u64::from_le_bytes([
+            0xC3, 0xA9, 0x80, 0xFF, b' ', b'a', b'z', b'0'
+        ])));
+        for special in [0u8, 0x1F, b'\n', b'"', b'\\'] {
+            for lane in 0..8 {
+                let mut bytes = *b"abcdefgh";
+                bytes[lane] = special;
+                assert!(
+                    word_needs_escape(u64::from_le_bytes(bytes)),
+                    "{special:#x} at {lane}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn scans_the_grammar_and_reports_its_shape() {
