@@ -5,6 +5,9 @@
 - 1 MiB (1 MiB each way): the small floor plus the AES-GCM passes of the envelope (seal 1 MiB,
   open 1 MiB) and of TLS each way (the base64 envelope, 4/3 of the plaintext, encrypted on the
   way out and decrypted on the way in).
+- 1 MiB non-ASCII: the same definition at that row's sizes. The request's plaintext is its
+  UTF-8 JSON (1 MiB); the endpoint answers with ``json.dumps``' ASCII escapes (every non-ASCII
+  character as ``\\uXXXX``, an emoji as two), so its response plaintext is about twice as large.
 
 Measured as process CPU (``getrusage``) per request over many repetitions, in the same run as
 the clients it is the yardstick of.
@@ -12,6 +15,7 @@ the clients it is the yardstick of.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 from collections.abc import Callable
@@ -28,6 +32,8 @@ SMALL_REQUEST_BYTES = 110
 SMALL_RESPONSE_BYTES = 480
 SMALL_REPETITIONS = 200
 MIB_REPETITIONS = 40
+# Scenario names, in the order measure_floors returns them.
+FLOOR_SCENARIOS = ["floor small", "floor 1 MiB", "floor 1 MiB non-ASCII"]
 RESPONSE_NONCE = bytes(12)
 
 
@@ -67,22 +73,43 @@ def measure_floors(job: dict[str, Any]) -> list[dict[str, Any]]:
     small_response = _sealed(SMALL_RESPONSE_BYTES, client_key, sealed_key)
     small = _per_call_ms(lambda: exchange(small_request, small_response), SMALL_REPETITIONS)
 
-    mib_request = os.urandom(MIB)
-    mib_response = _sealed(MIB, client_key, sealed_key)
     tls = AESGCM(AESGCM.generate_key(256))
-    wire_out = os.urandom(_envelope_bytes(MIB))
-    wire_in = tls.encrypt(b"\0" * 12, os.urandom(_envelope_bytes(MIB)), None)
 
-    def mib_exchange() -> None:
-        exchange(mib_request, mib_response)
-        tls.encrypt(b"\0" * 12, wire_out, None)  # TLS out
-        tls.decrypt(b"\0" * 12, wire_in, None)  # TLS in
+    def sized_exchange(request_bytes: int, response_bytes: int) -> float:
+        request = os.urandom(request_bytes)
+        response = _sealed(response_bytes, client_key, sealed_key)
+        wire_out = os.urandom(_envelope_bytes(request_bytes))
+        wire_in = tls.encrypt(b"\0" * 12, os.urandom(_envelope_bytes(response_bytes)), None)
 
-    mib = _per_call_ms(mib_exchange, MIB_REPETITIONS)
-    return [
-        {"scenario": "floor small", "requests": SMALL_REPETITIONS, "cpu_per_request_ms": small},
-        {"scenario": "floor 1 MiB", "requests": MIB_REPETITIONS, "cpu_per_request_ms": mib},
+        def one() -> None:
+            exchange(request, response)
+            tls.encrypt(b"\0" * 12, wire_out, None)  # TLS out
+            tls.decrypt(b"\0" * 12, wire_in, None)  # TLS in
+
+        return _per_call_ms(one, MIB_REPETITIONS)
+
+    request_bytes, response_bytes = _non_ascii_plaintexts()
+    figures = [
+        ("floor small", SMALL_REPETITIONS, small),
+        ("floor 1 MiB", MIB_REPETITIONS, sized_exchange(MIB, MIB)),
+        ("floor 1 MiB non-ASCII", MIB_REPETITIONS, sized_exchange(request_bytes, response_bytes)),
     ]
+    return [
+        {"scenario": name, "requests": count, "cpu_per_request_ms": ms}
+        for name, count, ms in figures
+    ]
+
+
+def _non_ascii_plaintexts() -> tuple[int, int]:
+    """Plaintext bytes of the 1 MiB non-ASCII row: the request as UTF-8 JSON, the answer as
+    the endpoint's ASCII-escaped JSON (the prompt echoed, plus the small answer's framing)."""
+    from e2e_worker import MIB as PROMPT_BYTES
+    from e2e_worker import sized_prompt
+
+    prompt = sized_prompt(0, PROMPT_BYTES, non_ascii=True)
+    request = {"model": "bench-model", "messages": [{"role": "user", "content": prompt}]}
+    request_bytes = len(json.dumps(request, ensure_ascii=False).encode())
+    return request_bytes, len(json.dumps(prompt)) + SMALL_RESPONSE_BYTES
 
 
 def _sealed(size: int, client_key: rsa.RSAPrivateKey, sealed_key: bytes) -> bytes:

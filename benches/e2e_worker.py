@@ -6,9 +6,9 @@ in the reference venv), so both are measured the same way, like for like: the pr
 the endpoint's CPU (from /proc) and this process's peak RSS. Prints one JSON document.
 
 The job names a client (``ours``, ``ours-sync``, ``ours-httpx-tls``, ``openai``,
-``reference``, or ``floor`` for the pyca floors), the endpoint, and a plan: scenario names,
-each measured in turn after an untimed warm-up; ``soak`` and ``first`` want a process each
-(peak RSS and first-request latency are per process).
+``reference``, ``floor`` for the pyca floors, or ``core`` for the core's seal + open alone),
+the endpoint, and a plan: scenario names, each measured in turn after an untimed warm-up;
+``soak`` and ``first`` want a process each (peak RSS and first-request latency are per process).
 
 Only the standard library is imported at module level: each venv brings its own client.
 """
@@ -364,12 +364,26 @@ def run_floors(job: dict[str, Any]) -> list[dict[str, Any]]:
     return measure_floors(job)
 
 
+def run_core_share(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """The core's seal + open alone, on each planned scenario's prompts (see bench_core_share)."""
+    from bench_core_share import measure_core_share
+
+    planned = {}
+    for name in job["plan"]:
+        scenario = SCENARIOS[name]
+        prompts = [scenario.prompt(i) for i in range(min(scenario.requests, 8))]
+        planned[name] = (prompts, scenario.requests)
+    return measure_core_share(planned)
+
+
 def main(argv: list[str]) -> int:
     job = json.loads(argv[1])
     if job["client"] == "reference":
         check_reference_trust(job)
     if job["client"] == "floor":
         results = run_floors(job)
+    elif job["client"] == "core":
+        results = run_core_share(job)
     elif job["plan"] == ["soak"]:
         results = run_soak(job)
     elif job["plan"] == ["first request"]:

@@ -12,6 +12,8 @@ has its RSA-4096 key pair before anything is timed (warm-up), except in the firs
 
 What runs (one worker process per line):
 - the floors of issue 15: pyca/OpenSSL doing the request's cryptography and nothing else;
+- the core's share: ``_core.seal`` + ``_core.open_envelope`` alone on each single-request
+  scenario's payloads and the endpoint's answers (the rest of ours' CPU is HTTP, TLS, asyncio);
 - ours (async), the reference: small requests (ASCII and non-ASCII), 16 concurrent, 1 MiB
   prompts (ASCII and non-ASCII);
 - ours' sync client (issue 12) and the openai SDK on our transport (issue 14, when installed);
@@ -38,6 +40,7 @@ from typing import Any
 
 import pytest
 
+from bench_floors import FLOOR_SCENARIOS
 from e2e_endpoint import EndpointProcess, write_trust_bundle
 from e2e_worker import SCENARIOS
 
@@ -48,12 +51,16 @@ DEFAULT_REFERENCE_PYTHON = BENCHES.parent / ".cache" / "reference-venv" / "bin" 
 WORKER_TIMEOUT = 600.0
 
 MAIN_PLAN = list(SCENARIOS)
+SMALL, SMALL_NON_ASCII = "sequential small requests", "sequential small non-ASCII"
+MIB, MIB_NON_ASCII = "1 MiB prompts", "1 MiB non-ASCII prompts"
 SYNC_PLAN = ["sequential small requests", "16 concurrent requests", "1 MiB prompts"]
 OPENAI_PLAN = ["sequential small requests", "16 concurrent requests", "1 MiB prompts"]
 
 # (client, plan): one worker process each.
+SINGLE_REQUEST_PLAN = [SMALL, SMALL_NON_ASCII, MIB, MIB_NON_ASCII]
 RUNS = [
     ("floor", ["floors"]),
+    ("core", SINGLE_REQUEST_PLAN),
     ("ours", MAIN_PLAN),
     ("reference", MAIN_PLAN),
     ("ours-sync", SYNC_PLAN),
@@ -135,7 +142,7 @@ def test_e2e(
     results = benchmark.pedantic(
         run_worker, args=(python, job, tmp_path), rounds=1, iterations=1, warmup_rounds=0
     )
-    expected = ["floor small", "floor 1 MiB"] if client == "floor" else plan
+    expected = FLOOR_SCENARIOS if client == "floor" else plan
     assert [r["scenario"] for r in results] == expected
     assert all(r["client"] == client and r["requests"] > 0 for r in results)
     benchmark.extra_info["e2e_runs"] = results

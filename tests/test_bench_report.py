@@ -119,13 +119,18 @@ WORKER_RUNS = [
         [
             {"scenario": "floor small", "cpu_per_request_ms": 2.0},
             {"scenario": "floor 1 MiB", "cpu_per_request_ms": 4.0},
+            {"scenario": "floor 1 MiB non-ASCII", "cpu_per_request_ms": 8.0},
         ],
     ),
+    worker_run("core", [{"scenario": "sequential small requests", "cpu_per_request_ms": 1.25}]),
     worker_run(
         "ours",
         [
             {"scenario": "sequential small requests", "cpu_per_request_ms": 3.0},  # 1.5x: PASS
             {"scenario": "1 MiB prompts", "cpu_per_request_ms": 12.0},  # 3x floor: MISS
+            # 4x the ASCII floor (MISS), 2x its own (PASS).
+            {"scenario": "1 MiB non-ASCII prompts", "cpu_per_request_ms": 16.0},
+            {"scenario": "16 concurrent requests", "requests_per_s": 171.0},  # 0.75x of 228
         ],
     ),
     worker_run("ours", [{"scenario": "soak", "peak_rss_mib": 200.0}]),
@@ -151,7 +156,14 @@ def test_worker_runs_are_paired_with_the_floors_and_the_reference(report):
     sync = verdicts["sync client CPU per small request / async"]
     assert sync["ratio"] == pytest.approx(1.5) and sync["verdict"] == "MISS"
     assert verdicts["openai SDK CPU per small request / ours"]["verdict"] == "NOT RUN"
-    assert verdicts["CPU per 1 MiB non-ASCII / floor"]["verdict"] == "NOT RUN"
+    ascii_floor = verdicts["CPU per 1 MiB non-ASCII / floor"]
+    assert ascii_floor["ratio"] == pytest.approx(4.0) and ascii_floor["verdict"] == "MISS"
+    own_floor = verdicts["CPU per 1 MiB non-ASCII / its own floor"]
+    assert own_floor["theirs"] == 8.0 and own_floor["verdict"] == "PASS"
+    # Against the figure issue 15 recorded before its work (228 req/s), not another client.
+    throughput = verdicts["requests/s at 16 concurrent / before issue 15"]
+    assert throughput["theirs"] == 228.0 and throughput["ratio"] == pytest.approx(0.75)
+    assert throughput["verdict"] == "MISS"
     soak = result["scenarios"]["soak"]
     assert soak["ratios"]["peak_rss_mib"] == pytest.approx(0.8)
     # Worker-driven entries are end-to-end figures, never primitive rows.
@@ -171,6 +183,9 @@ def test_markdown_table_has_a_row_per_target_with_its_verdict(report, tmp_path, 
     assert "nomyo 0.2.9 250 MiB" in rss and "ours 200 MiB" in rss
     printed = capsys.readouterr().out
     assert "floor small" in printed and "peak RSS MiB" in printed
+    # The core's share split off ours' CPU: 3.0 ms in all, 1.25 in the core.
+    rest = next(line for line in printed.splitlines() if "ours - core" in line)
+    assert rest.split()[-1] == "1.750"
 
 
 def test_unreadable_input_is_a_clear_error(report, tmp_path, capsys):
