@@ -4,12 +4,12 @@ httpx2 transport that pools connections over it (the client's default).
 httpx2's default async transport does TLS in anyio's memory-BIO stream: each TLS record (at most
 16 KiB) is decrypted by a separate ``SSLObject.read`` and climbs a dozen Python frames (timeout
 scope, exception map, h11 event) on its way up. asyncio's SSL protocol drains every record
-already received in one loop and hands back up to 64 KiB per read, so a 1 MiB chat request
-(a 1.4 MB envelope each way) costs the client about half the transport CPU.
+already received in one loop, decrypting straight into the connection's receive buffer
+(``_asyncio_connection``), and a read hands over all of it at once.
 
 Same pool, same HTTP/1.1 machinery (httpcore2's), same verification (the caller's
 ``SSLContext``), same httpx2 exceptions; only the network layer changes. It needs
-``StreamWriter.start_tls``, which every Python the package supports (3.11+) has.
+``loop.start_tls``, which every Python the package supports (3.11+) has.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 import httpcore2
 import httpx2
 
+from nomyo_native._asyncio_connection import BufferedConnection, ReadTimedOut
+
 __all__ = [
     "AsyncioNetworkBackend",
     "AsyncioNetworkStream",
@@ -31,8 +33,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-# httpcore2 asks for at most 64 KiB per read; let the transport buffer a few such reads ahead.
-_STREAM_LIMIT = 256 * 1024
 # A body goes to the TLS transport this much at a time, each slice drained before the next:
 # handed over whole, a megabyte envelope is encrypted at once into OpenSSL's outgoing memory BIO
 # (grown by realloc, each step copied and wiped), read out as one more bytes copy and, past
@@ -59,43 +59,53 @@ async def _bounded(
 
 
 class AsyncioNetworkStream(httpcore2.AsyncNetworkStream):
-    """One connection: an asyncio ``StreamReader``/``StreamWriter`` pair (TLS after start_tls)."""
+    """One connection: an asyncio transport (TLS after start_tls) and its
+    :class:`BufferedConnection` protocol."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
+    def __init__(self, transport: asyncio.Transport, connection: BufferedConnection) -> None:
+        self._transport = transport
+        self._connection = connection
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        """Everything received so far, up to the connection's receive buffer (256 KiB), even
+        past ``max_bytes``: httpcore2 hands each read whole to h11, which takes any size (the
+        transport tests pin this against the installed versions). b"" at end of stream."""
+        connection = self._connection
         try:
-            # b"" at end of stream, as httpcore2 expects from a closed connection.
-            return await _bounded(self._reader.read(max_bytes), timeout, httpcore2.ReadTimeout)
+            if not connection.has_data:
+                await connection.wait_readable(timeout)
+            return connection.take()
+        except ReadTimedOut as exc:
+            raise httpcore2.ReadTimeout(str(exc)) from None
         except OSError as exc:  # includes ssl.SSLError and ConnectionResetError
             raise httpcore2.ReadError(str(exc) or type(exc).__name__) from exc
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if not buffer:
             return
-        if self._writer.is_closing():
+        if self._transport.is_closing():
             raise httpcore2.WriteError("the connection is closed")
+        ends = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        connection = self._connection
+        view = memoryview(buffer)
         try:
-            await _bounded(self._write_sliced(buffer), timeout, httpcore2.WriteTimeout)
+            for start in range(0, len(view), _WRITE_SLICE):
+                self._transport.write(view[start : start + _WRITE_SLICE])
+                if connection.must_wait_to_write:
+                    await connection.wait_writable(ends)
+        except TimeoutError:
+            raise httpcore2.WriteTimeout(f"timed out after {timeout} s") from None
         except OSError as exc:
             raise httpcore2.WriteError(str(exc) or type(exc).__name__) from exc
 
-    async def _write_sliced(self, buffer: bytes) -> None:
-        view = memoryview(buffer)
-        for start in range(0, len(view), _WRITE_SLICE):
-            self._writer.write(view[start : start + _WRITE_SLICE])
-            await self._writer.drain()
-
     async def aclose(self) -> None:
-        self._writer.close()
+        self._transport.close()
         try:
             # Bounded: a peer that never answers close_notify must not stall client.close().
-            await asyncio.wait_for(self._writer.wait_closed(), _CLOSE_TIMEOUT)
+            await asyncio.wait_for(self._connection.wait_closed(), _CLOSE_TIMEOUT)
         except (OSError, TimeoutError):
             # Closing is best effort: the peer may be gone or never answer close_notify.
-            self._writer.transport.abort()
+            self._transport.abort()
 
     async def start_tls(
         self,
@@ -103,40 +113,52 @@ class AsyncioNetworkStream(httpcore2.AsyncNetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> AsyncioNetworkStream:
+        loop = asyncio.get_running_loop()
         try:
-            await _bounded(
-                self._writer.start_tls(ssl_context, server_hostname=server_hostname),
+            tls = await _bounded(
+                loop.start_tls(
+                    self._transport,
+                    self._connection,
+                    ssl_context,
+                    server_hostname=server_hostname,
+                ),
                 timeout,
                 httpcore2.ConnectTimeout,
             )
         except OSError as exc:  # certificate verification failures are ssl.SSLError
-            self._writer.transport.abort()
+            self._transport.abort()
             raise httpcore2.ConnectError(str(exc) or type(exc).__name__) from exc
         except BaseException:  # timeout or cancellation: never leave the socket behind
-            self._writer.transport.abort()
+            self._transport.abort()
             raise
+        if tls is None:  # only for a transport already closing
+            self._transport.abort()
+            raise httpcore2.ConnectError("the connection closed during the TLS handshake")
+        self._connection.transport = tls
+        self._transport = tls
         return self
 
     def get_extra_info(self, info: str) -> Any:
         if info == "ssl_object":
-            return self._writer.get_extra_info("ssl_object")
+            return self._transport.get_extra_info("ssl_object")
         if info == "client_addr":
-            return self._writer.get_extra_info("sockname")
+            return self._transport.get_extra_info("sockname")
         if info == "server_addr":
-            return self._writer.get_extra_info("peername")
+            return self._transport.get_extra_info("peername")
         if info == "socket":
-            return self._writer.get_extra_info("socket")
+            return self._transport.get_extra_info("socket")
         if info == "is_readable":
             return self._is_readable()
         return None
 
     def _is_readable(self) -> bool:
         """For an idle keep-alive connection: has the server closed it or sent anything?"""
-        if self._reader.at_eof() or self._reader.exception() is not None:
+        connection = self._connection
+        if connection.eof or connection.error is not None or connection.has_data:
             return True
-        if self._writer.transport.is_closing():
+        if self._transport.is_closing():
             return True
-        sock = self._writer.get_extra_info("socket")
+        sock = self._transport.get_extra_info("socket")
         if sock is None or sock.fileno() < 0:
             return True
         readable, _, _ = select.select([sock.fileno()], [], [], 0)
@@ -155,18 +177,19 @@ class AsyncioNetworkBackend(httpcore2.AsyncNetworkBackend):
         socket_options: Iterable[SocketOption] | None = None,
     ) -> AsyncioNetworkStream:
         local_addr = (local_address, 0) if local_address else None
+        loop = asyncio.get_running_loop()
         try:
-            reader, writer = await _bounded(
-                asyncio.open_connection(host, port, limit=_STREAM_LIMIT, local_addr=local_addr),
+            transport, connection = await _bounded(
+                loop.create_connection(BufferedConnection, host, port, local_addr=local_addr),
                 timeout,
                 httpcore2.ConnectTimeout,
             )
         except OSError as exc:
             raise httpcore2.ConnectError(str(exc) or type(exc).__name__) from exc
-        sock = writer.get_extra_info("socket")
+        sock = transport.get_extra_info("socket")
         for option in socket_options or ():
             sock.setsockopt(*option)
-        return AsyncioNetworkStream(reader, writer)
+        return AsyncioNetworkStream(transport, connection)
 
     async def connect_unix_socket(
         self,
@@ -174,15 +197,16 @@ class AsyncioNetworkBackend(httpcore2.AsyncNetworkBackend):
         timeout: float | None = None,
         socket_options: Iterable[SocketOption] | None = None,
     ) -> AsyncioNetworkStream:
+        loop = asyncio.get_running_loop()
         try:
-            reader, writer = await _bounded(
-                asyncio.open_unix_connection(path, limit=_STREAM_LIMIT),
+            transport, connection = await _bounded(
+                loop.create_unix_connection(BufferedConnection, path),
                 timeout,
                 httpcore2.ConnectTimeout,
             )
         except OSError as exc:
             raise httpcore2.ConnectError(str(exc) or type(exc).__name__) from exc
-        return AsyncioNetworkStream(reader, writer)
+        return AsyncioNetworkStream(transport, connection)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

@@ -19,7 +19,9 @@ import httpx2
 import pytest
 
 import nomyo_native as nomyo
+from nomyo_native._asyncio_connection import RECEIVE_BUFFER_SIZE, BufferedConnection
 from nomyo_native._asyncio_tls_backend import (
+    AsyncioNetworkBackend,
     AsyncioNetworkStream,
     AsyncioTLSTransport,
 )
@@ -199,10 +201,13 @@ async def test_keep_alive_connection_serves_many_requests():
 # ---- large bodies ----------------------------------------------------------------------------
 
 
-class RecordingWriter:
-    """A StreamWriter stand-in: records each write and whether a drain followed it."""
+class RecordingTransport(asyncio.Transport):
+    """A transport stand-in whose buffer is full after every write: records each write and
+    each resume of writing, which it grants on the next loop iteration."""
 
-    def __init__(self) -> None:
+    def __init__(self, connection: BufferedConnection) -> None:
+        super().__init__()
+        self.connection = connection
         self.events: list[tuple[str, int]] = []
         self.received = bytearray()
 
@@ -210,23 +215,35 @@ class RecordingWriter:
         return False
 
     def write(self, data: Any) -> None:
+        assert not self.connection._writing_paused, "written to while paused"
         self.events.append(("write", len(data)))
         self.received += data
+        self.connection.pause_writing()
+        asyncio.get_running_loop().call_soon(self.resume)
 
-    async def drain(self) -> None:
-        self.events.append(("drain", 0))
+    def resume(self) -> None:
+        self.events.append(("drained", 0))
+        self.connection.resume_writing()
 
 
 async def test_a_large_body_goes_out_in_drained_slices():
-    writer = RecordingWriter()
-    stream = AsyncioNetworkStream(asyncio.StreamReader(), writer)  # type: ignore[arg-type]
+    connection = BufferedConnection()
+    transport = RecordingTransport(connection)
+    stream = AsyncioNetworkStream(transport, connection)
     body = bytes(range(256)) * (5 * 1024 + 3)  # 1.3 MB, not a multiple of the slice
     await stream.write(body, timeout=30)
-    assert bytes(writer.received) == body
-    writes = [size for kind, size in writer.events if kind == "write"]
+    assert bytes(transport.received) == body
+    writes = [size for kind, size in transport.events if kind == "write"]
     assert len(writes) > 1 and max(writes) <= 256 * 1024
     # Every slice is drained before the next one is handed to the TLS transport.
-    assert writer.events == [event for size in writes for event in (("write", size), ("drain", 0))]
+    assert transport.events == [
+        event for size in writes for event in (("write", size), ("drained", 0))
+    ]
+
+
+async def open_stream(url: str) -> AsyncioNetworkStream:
+    port = int(url.rsplit(":", 1)[1])
+    return await AsyncioNetworkBackend().connect_tcp("127.0.0.1", port, timeout=5)
 
 
 async def test_a_peer_that_stops_reading_is_a_write_timeout():
@@ -234,11 +251,100 @@ async def test_a_peer_that_stops_reading_is_a_write_timeout():
         await asyncio.sleep(30)
 
     async with loopback_server(never_reads) as url:
-        port = int(url.rsplit(":", 1)[1])
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        stream = AsyncioNetworkStream(reader, writer)
+        stream = await open_stream(url)
         try:
             with pytest.raises(httpcore2.WriteTimeout):
                 await stream.write(b"x" * (16 * 1024 * 1024), timeout=0.5)
         finally:
-            writer.transport.abort()
+            stream._transport.abort()
+
+
+# ---- reading into the connection's buffer ------------------------------------------------------
+
+
+async def test_a_read_hands_over_more_than_httpcore2_asks_and_the_body_arrives_intact():
+    """httpcore2 asks for READ_NUM_BYTES (64 KiB) per read and feeds each read whole to h11;
+    ours returns up to the receive buffer. Fails if either stops taking a larger read."""
+    body = bytes(range(256)) * 4096 * 4  # 4 MiB
+    sizes: list[int] = []
+
+    async def big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(ok(body))
+        await writer.drain()
+
+    class Measured(AsyncioNetworkStream):
+        async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            data = await super().read(max_bytes, timeout)
+            sizes.append(len(data) - max_bytes)
+            return data
+
+    class MeasuringBackend(AsyncioNetworkBackend):
+        async def connect_tcp(self, *args: Any, **kwargs: Any) -> AsyncioNetworkStream:
+            plain = await super().connect_tcp(*args, **kwargs)
+            return Measured(plain._transport, plain._connection)
+
+    transport = AsyncioTLSTransport(None, LIMITS)
+    transport._pool._network_backend = MeasuringBackend()
+    async with loopback_server(big) as url:
+        async with httpx2.AsyncClient(transport=transport) as http:
+            async with http.stream("GET", url) as response:
+                await asyncio.sleep(0.3)  # let the body pile up in the socket
+                received = b"".join([chunk async for chunk in response.aiter_raw()])
+    assert received == body
+    assert max(sizes) > 0, "no read returned more than httpcore2 asked for"
+
+
+async def test_the_receive_buffer_stays_bounded_while_nobody_reads():
+    body = b"y" * (8 * 1024 * 1024)
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(body)
+        await writer.drain()
+        writer.close()
+
+    async with loopback_server(flood) as url:
+        stream = await open_stream(url)
+        connection = stream._connection
+        await asyncio.sleep(0.5)  # the peer sends as fast as the client lets it
+        assert len(connection._buffer) == RECEIVE_BUFFER_SIZE
+        assert connection._reading_paused
+        received = bytearray()
+        while chunk := await stream.read(65536, timeout=5):
+            assert len(chunk) <= RECEIVE_BUFFER_SIZE
+            received += chunk
+        await stream.aclose()
+    assert len(connection._buffer) == RECEIVE_BUFFER_SIZE
+    assert received == body
+
+
+async def test_a_connection_lost_in_error_wakes_a_waiting_read_as_a_read_error():
+    connection = BufferedConnection()
+    stream = AsyncioNetworkStream(RecordingTransport(connection), connection)
+    reading = asyncio.ensure_future(stream.read(65536, timeout=30))
+    await asyncio.sleep(0)
+    assert not reading.done()
+    connection.connection_lost(ConnectionResetError("reset by peer"))
+    with pytest.raises(httpcore2.ReadError, match="reset by peer"):
+        await reading
+
+
+async def test_a_read_waiting_past_its_timeout_is_a_read_timeout_then_reads_what_came():
+    connection = BufferedConnection()
+    stream = AsyncioNetworkStream(RecordingTransport(connection), connection)
+    with pytest.raises(httpcore2.ReadTimeout, match=r"timed out after 0\.05 s"):
+        await stream.read(65536, timeout=0.05)
+    connection.get_buffer(-1)[:4] = b"late"
+    connection.buffer_updated(4)  # a wake-up after the timeout reaches no waiter
+    assert await stream.read(65536, timeout=0.05) == b"late"
+
+
+async def test_the_end_of_stream_after_data_reads_as_the_data_then_empty():
+    connection = BufferedConnection()
+    stream = AsyncioNetworkStream(RecordingTransport(connection), connection)
+    buffer = connection.get_buffer(-1)
+    buffer[:5] = b"hello"
+    connection.buffer_updated(5)
+    connection.eof_received()
+    assert await stream.read(65536) == b"hello"
+    assert await stream.read(65536) == b""

@@ -1,0 +1,165 @@
+"""The asyncio protocol under each connection of the async driver: what arrives is written
+into one buffer the connection keeps, and what is sent waits for the transport's flow control.
+
+asyncio's ``StreamReader`` copies every decrypted chunk into a bytearray, copies it out again
+per read and shifts the rest down; a megabyte envelope crossed it in 64 KiB reads, each under
+a timeout scope of its own. As a ``BufferedProtocol`` this class lets asyncio's SSL protocol
+(or the plain socket transport) decrypt or receive straight into ``_buffer``: a read takes
+everything received so far in one ``bytes``, and a timer exists only while a read waits.
+
+The buffer is fixed in size and never sized by the peer: when it is nearly full, reading
+pauses until the next read empties it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+__all__ = ["RECEIVE_BUFFER_SIZE", "BufferedConnection", "ReadTimedOut"]
+
+# asyncio's SSL protocol receives at most 256 KiB from the socket at a time; room for that
+# much plaintext per loop iteration. Each connection keeps one such buffer.
+RECEIVE_BUFFER_SIZE = 256 * 1024
+# Reading pauses when less room than one TLS record (16 KiB of plaintext) is left: asyncio's SSL
+# protocol would otherwise decrypt a few bytes at a time into the tail.
+_MIN_ROOM = 16 * 1024
+
+
+class ReadTimedOut(Exception):
+    """A read waited its whole timeout and nothing arrived."""
+
+
+class BufferedConnection(asyncio.BufferedProtocol):
+    """Receive buffer, end of stream, the error that ended the connection, write pausing."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray(RECEIVE_BUFFER_SIZE)
+        self._view = memoryview(self._buffer)
+        self._filled = 0
+        self._reading_paused = False
+        self._reader: asyncio.Future[bool] | None = None
+        self.eof = False
+        self.lost = False
+        self.error: BaseException | None = None
+        self._writing_paused = False
+        self._drainer: asyncio.Future[bool] | None = None
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+
+    # ---- asyncio.BufferedProtocol ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # Never empty: reading pauses before the room runs out (an empty buffer reads as EOF
+        # to the SSL protocol and is an error to the socket transport).
+        return self._view[self._filled :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._filled += nbytes
+        if len(self._buffer) - self._filled < _MIN_ROOM and not self._reading_paused:
+            self._reading_paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake_reader()
+        return False  # nothing more will be written after the peer's end: close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.eof = True
+        if exc is not None:
+            self.error = exc
+        self._wake_reader()
+        if self._drainer is not None and not self._drainer.done():
+            self._drainer.set_result(True)
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._drainer is not None and not self._drainer.done():
+            self._drainer.set_result(True)
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    @property
+    def has_data(self) -> bool:
+        return self._filled > 0
+
+    def take(self) -> bytes:
+        """Everything received so far; b"" at end of stream; the connection's error if it
+        ended in one (before any data left unread, as ``StreamReader`` does)."""
+        if self.error is not None:
+            raise self.error
+        data = bytes(self._view[: self._filled])
+        self._filled = 0
+        if self._reading_paused and not self.lost:
+            self._reading_paused = False
+            assert self.transport is not None
+            self.transport.resume_reading()
+        return data
+
+    async def wait_readable(self, timeout: float | None) -> None:
+        """Until something arrives, the stream ends or fails; ReadTimedOut after ``timeout``."""
+        if self._filled or self.eof or self.error is not None:
+            return
+        reader = self._reader = self._loop.create_future()
+        timer = None if timeout is None else self._loop.call_later(timeout, _expire, reader)
+        try:
+            arrived = await reader
+        finally:
+            self._reader = None
+            if timer is not None:
+                timer.cancel()
+        if not arrived:
+            raise ReadTimedOut(f"timed out after {timeout} s")
+
+    def _wake_reader(self) -> None:
+        if self._reader is not None and not self._reader.done():
+            self._reader.set_result(True)
+
+    # ---- writing and closing -------------------------------------------------------------------
+
+    @property
+    def must_wait_to_write(self) -> bool:
+        return self._writing_paused or self.lost
+
+    async def wait_writable(self, ends: float | None) -> None:
+        """Until the transport takes more (ConnectionResetError if the connection is gone;
+        TimeoutError at the loop time ``ends``)."""
+        while self._writing_paused and not self.lost:
+            drainer = self._drainer = self._loop.create_future()
+            left = None if ends is None else ends - self._loop.time()
+            if left is not None and left <= 0:
+                raise TimeoutError
+            timer = None if left is None else self._loop.call_later(left, _expire, drainer)
+            try:
+                await drainer
+            finally:
+                self._drainer = None
+                if timer is not None:
+                    timer.cancel()
+        if self.lost:
+            raise self.error if self.error is not None else ConnectionResetError("connection lost")
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._closed)
+
+    def extra(self, name: str) -> Any:
+        return None if self.transport is None else self.transport.get_extra_info(name)
+
+
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    """A timer's end: the waiter wakes with False (nothing arrived, not writable yet)."""
+    if not waiter.done():
+        waiter.set_result(False)
