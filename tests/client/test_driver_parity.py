@@ -181,3 +181,126 @@ def test_an_ssl_cert_file_naming_no_file_is_a_clear_error(cls, monkeypatch, tmp_
     with pytest.raises(FileNotFoundError, match="SSL_CERT_FILE") as caught:
         cls(base_url="https://peer.test")
     assert str(missing) in str(caught.value)
+
+
+# ---- the async driver builds its requests itself (no httpx2.AsyncClient.send) ----------------
+
+
+class _Recorder:
+    """Answers the server key with a cookie on the first fetch; records every request."""
+
+    def __init__(self, server_pem: bytes) -> None:
+        self.server_pem = server_pem
+        self.requests: list[httpx2.Request] = []
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        self.requests.append(request)
+        cookie = {"Set-Cookie": "route=r7; Path=/"} if len(self.requests) == 1 else {}
+        return httpx2.Response(401, headers=cookie, content=b"who are you")
+
+
+def _heads(kind: str, peer_key: Any, **options: Any) -> list[httpx2.Request]:
+    server_pem = peer_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    recorder = _Recorder(server_pem)
+    cls = nomyo.SyncSecureChatCompletion if kind == "sync" else nomyo.SecureChatCompletion
+    chat = cls(max_retries=0, transport=httpx2.MockTransport(recorder), **options)
+
+    async def twice() -> None:  # on one loop: its pool (and cookie jar) serves both
+        for _ in range(2):
+            with pytest.raises(nomyo.AuthenticationError):
+                await chat.client.fetch_server_public_key()
+
+    if kind == "async":
+        asyncio.run(twice())
+    else:
+        for _ in range(2):
+            with pytest.raises(nomyo.AuthenticationError):
+                chat.client.fetch_server_public_key()
+    chat.close()
+    return recorder.requests
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"base_url": f"https://{NAME}:{urllib.parse.quote(PASSWORD, safe='')}@peer.test:8443"},
+        {"timeout": httpx2.Timeout(3.0, connect=1.5)},
+    ],
+)
+def test_the_async_driver_sends_the_request_head_httpx2s_client_sends(peer_key, options):
+    # The sync driver still sends through httpx2.Client: both must put the same head on the
+    # wire (default headers in order, Host, Basic auth of the URL, cookies the server set),
+    # with the same timeouts for the transport.
+    sent = {kind: _heads(kind, peer_key, **options) for kind in ("async", "sync")}
+    for ours, httpx2s in zip(sent["async"], sent["sync"], strict=True):
+        assert ours.method == httpx2s.method
+        assert ours.url == httpx2s.url
+        assert ours.headers.raw == httpx2s.headers.raw
+        assert ours.extensions["timeout"] == httpx2s.extensions["timeout"]
+    second = sent["async"][1]
+    assert second.headers["cookie"] == "route=r7"
+    assert ("authorization" in second.headers) == ("base_url" in options)
+
+
+def test_a_cancelled_attempt_closes_its_response(peer_key):
+    # Cancelled while reading the body (the caller's own timeout, a task group failing): the
+    # response is closed at once, so the pool gets its connection back or drops it.
+    started = asyncio.Event()
+    closed: list[bool] = []
+
+    class Stalling(httpx2.AsyncByteStream):
+        async def __aiter__(self) -> Any:
+            started.set()
+            await asyncio.Event().wait()
+            yield b""  # pragma: no cover
+
+        async def aclose(self) -> None:
+            closed.append(True)
+
+    transport = httpx2.MockTransport(lambda request: httpx2.Response(200, stream=Stalling()))
+
+    async def scenario() -> None:
+        chat = nomyo.SecureChatCompletion(transport=transport, max_retries=0)
+        task = asyncio.ensure_future(chat.client.fetch_server_public_key())
+        await started.wait()
+        assert not closed
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await chat.aclose()
+
+    asyncio.run(scenario())
+    assert closed == [True]
+
+
+class _Unread(httpx2.AsyncByteStream):
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def __aiter__(self) -> Any:
+        yield b"\x1f\x8b never read"
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(200, nomyo.UnsupportedContentEncodingError), (503, nomyo.ServiceUnavailableError)],
+)
+def test_a_response_left_unread_is_closed(status, error):
+    # A compressed answer is refused (200) or dropped unread (an error status): either way its
+    # connection must not stay checked out of the pool.
+    streams: list[_Unread] = []
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        streams.append(_Unread())
+        return httpx2.Response(status, headers={"Content-Encoding": "gzip"}, stream=streams[-1])
+
+    chat = nomyo.SecureChatCompletion(transport=httpx2.MockTransport(answer), max_retries=0)
+    with pytest.raises(error):
+        asyncio.run(chat.client.fetch_server_public_key())
+    assert [stream.closed for stream in streams] == [True]
