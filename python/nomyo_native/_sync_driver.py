@@ -28,7 +28,11 @@ from nomyo_native._http_body import LIMITS, Answer, answer_head, iter_raw_capped
 from nomyo_native._protocol import MAX_ERROR_BODY_BYTES
 from nomyo_native.errors import ClientClosedError, ResponseFormatError
 
-__all__ = ["DeadlineBackend", "DeadlineExceeded", "SyncDriver"]
+__all__ = ["READ_AHEAD", "DeadlineBackend", "DeadlineExceeded", "SyncDriver"]
+
+# The most one read of a connection returns: what a TLS socket has already received is
+# gathered up to this much per trip through the HTTP layers.
+READ_AHEAD = 128 * 1024
 
 # When the running attempt must end (time.monotonic()), or None: no deadline.
 _ATTEMPT_ENDS: contextvars.ContextVar[float | None] = contextvars.ContextVar(
@@ -65,7 +69,24 @@ class _DeadlineStream(httpcore2.NetworkStream):
         self._inner = inner
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _bounded(timeout, httpcore2.ReadTimeout))
+        """What has arrived, up to :data:`READ_AHEAD` bytes even past ``max_bytes`` (httpcore2
+        hands each read whole to h11, which takes any size): one blocking read, then more only
+        while the TLS object or the socket already holds data. A TLS socket returns at most one
+        16 KiB record per read, and each read climbs h11, httpcore2 and httpx2 on its own: a
+        1.4 MB envelope took ~90 such trips."""
+        first = self._inner.read(READ_AHEAD, _bounded(timeout, httpcore2.ReadTimeout))
+        sock = self._inner.get_extra_info("socket")
+        if not first or not isinstance(sock, ssl.SSLSocket):
+            return first  # a plain socket's read already returns all that has arrived
+        pieces = [first]
+        size = len(first)
+        while size < READ_AHEAD and (sock.pending() or self._inner.get_extra_info("is_readable")):
+            piece = self._inner.read(READ_AHEAD - size, _bounded(timeout, httpcore2.ReadTimeout))
+            if not piece:
+                break  # the end of the stream: the next read returns b"" again
+            pieces.append(piece)
+            size += len(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._inner.write(buffer, _bounded(timeout, httpcore2.WriteTimeout))

@@ -1,0 +1,122 @@
+"""The sync driver's transport over TLS: reads gather what has already arrived.
+
+A TLS socket returns at most one 16 KiB record per read; the driver's stream gathers the
+records already received (up to ``READ_AHEAD``) into one read, past the 64 KiB httpcore2 asks
+for, and h11 takes it whole. Checked against a real TLS listener on loopback, over one
+kept-alive connection, with the installed httpcore2 and h11.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpcore2
+import httpx2
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from nomyo_native import _sync_driver
+from nomyo_native._http_body import LIMITS
+from nomyo_native._sync_driver import READ_AHEAD
+
+BODY = bytes(range(256)) * 4096 * 4  # 4 MiB
+
+
+def _certificate(tmp_path: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def _serve(listener: socket.socket, context: ssl.SSLContext, requests: int) -> None:
+    """Accepts one connection only; answers ``requests`` GETs on it with BODY each."""
+    raw, _ = listener.accept()
+    with context.wrap_socket(raw, server_side=True) as conn:
+        for _ in range(requests):
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BODY) + BODY)
+
+
+@pytest.fixture
+def tls_listener(tmp_path: Path) -> Iterator[tuple[str, ssl.SSLContext]]:
+    cert_path, key_path = _certificate(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert_path, key_path)
+    listener = socket.create_server(("127.0.0.1", 0))
+    thread = threading.Thread(target=_serve, args=(listener, server_context, 2), daemon=True)
+    thread.start()
+    try:
+        yield (
+            f"https://127.0.0.1:{listener.getsockname()[1]}",
+            ssl.create_default_context(cafile=str(cert_path)),
+        )
+    finally:
+        listener.close()
+        thread.join(timeout=10)
+
+
+def test_a_read_gathers_records_past_what_httpcore2_asks_and_the_body_arrives_intact(
+    tls_listener: tuple[str, ssl.SSLContext], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, client_context = tls_listener
+    sizes: list[tuple[int, int]] = []
+    read = _sync_driver._DeadlineStream.read
+
+    def measured(
+        self: httpcore2.NetworkStream, max_bytes: int, timeout: float | None = None
+    ) -> bytes:
+        data = read(self, max_bytes, timeout)  # type: ignore[arg-type]
+        sizes.append((max_bytes, len(data)))
+        return data
+
+    monkeypatch.setattr(_sync_driver._DeadlineStream, "read", measured)
+    transport = _sync_driver._DeadlineTransport(client_context, LIMITS)
+    with httpx2.Client(transport=transport, timeout=30) as http:
+        # Twice over the one connection the listener accepts: the first read-ahead left the
+        # connection at the end of its answer, reusable.
+        for _ in range(2):
+            with http.stream("GET", url) as response:
+                time.sleep(0.3)  # let the body pile up in the socket
+                received = b"".join(response.iter_raw())
+            assert received == BODY
+    asked = max(max_bytes for max_bytes, _ in sizes)
+    largest = max(size for _, size in sizes)
+    # httpcore2 asks for less than a read hands over, and h11 took it.
+    assert asked < largest <= READ_AHEAD
