@@ -19,7 +19,8 @@ use zeroize::Zeroize;
 
 use crate::error::{CoreError, CoreResult};
 use crate::json_scan::{scan_number, word_needs_escape};
-use crate::pystr::StrError;
+use crate::json_string::{self, EscapeStop, UnescapeError};
+use crate::pystr::{Chars, StrError};
 use crate::secret::LockedBuf;
 
 pub use crate::envelope::MAX_JSON_DEPTH;
@@ -170,10 +171,16 @@ struct Writer<'b> {
 
 impl Writer<'_> {
     fn put(&mut self, data: &[u8]) -> Result<(), Fault> {
+        self.make_room(data.len())?;
+        self.out.extend_from_slice(data).map_err(Fault::Memory)
+    }
+
+    /// Capacity for `additional` more bytes, refused past `max_len`.
+    fn make_room(&mut self, additional: usize) -> Result<(), Fault> {
         let needed = self
             .out
             .len()
-            .checked_add(data.len())
+            .checked_add(additional)
             .ok_or(Fault::TooLarge)?;
         if needed > self.max_len {
             return Err(Fault::TooLarge);
@@ -190,7 +197,7 @@ impl Writer<'_> {
                 .reserve_exact(target - self.out.len())
                 .map_err(Fault::Memory)?;
         }
-        self.out.extend_from_slice(data).map_err(Fault::Memory)
+        Ok(())
     }
 
     fn value(&mut self, obj: &Bound<'_, PyAny>, depth: usize) -> Result<(), WriteError> {
@@ -321,15 +328,69 @@ impl Writer<'_> {
 
     fn string(&mut self, s: &Bound<'_, PyString>) -> Result<(), Fault> {
         // Never `to_str()`: it would cache a UTF-8 copy in a non-ASCII caller's str (pystr).
-        let text = match crate::pystr::utf8(s, self.max_len) {
-            Ok(text) => text,
+        let chars = match crate::pystr::chars(s, self.max_len) {
+            Ok(chars) => chars,
             Err(StrError::LoneSurrogate) => return Err(Fault::LoneSurrogate),
             Err(StrError::TooLong) => return Err(Fault::TooLarge),
             Err(StrError::Memory(e)) => return Err(Fault::Memory(e)),
             Err(StrError::Python(e)) => return Err(python_fault(&e, s.py())),
         };
+        match chars {
+            Chars::Ascii(bytes) => self.ascii_string(bytes),
+            Chars::Ucs4(ucs4) => self.ucs4_string(ucs4),
+        }
+    }
+
+    /// A non-ASCII str's code points, escaped and encoded in place in their own locked buffer
+    /// (no second megabyte buffer), then appended to the output in one copy.
+    fn ucs4_string(&mut self, mut ucs4: LockedBuf) -> Result<(), Fault> {
         self.put(b"\"")?;
-        let bytes = text.as_bytes();
+        match json_string::escape_ucs4_in_place(ucs4.as_mut_slice()) {
+            Ok(len) => self.put(&ucs4[..len])?,
+            Err(EscapeStop::LoneSurrogate) => return Err(Fault::LoneSurrogate),
+            Err(EscapeStop::NoRoom { written, next }) => {
+                // A `\u00XX` escape too early in the text to fit in place: the rest goes
+                // through a small stack buffer, wiped after.
+                self.put(&ucs4[..written])?;
+                let mut batch = [0u8; 512];
+                let result = self.escape_from(&ucs4, next, &mut batch);
+                batch.zeroize();
+                result?;
+            }
+        }
+        self.put(b"\"")
+    }
+
+    /// Escape the code points of `ucs4` from index `next` on into the output, via `batch`.
+    fn escape_from(
+        &mut self,
+        ucs4: &[u8],
+        next: usize,
+        batch: &mut [u8; 512],
+    ) -> Result<(), Fault> {
+        let mut filled = 0;
+        for k in next..ucs4.len() / 4 {
+            if filled + 6 > batch.len() {
+                self.put(&batch[..filled])?;
+                filled = 0;
+            }
+            let code = json_string::code_at(ucs4, k).unwrap_or(0xD800);
+            filled += json_string::put_escaped(code, &mut batch[filled..]).map_err(|stop| {
+                match stop {
+                    EscapeStop::LoneSurrogate => Fault::LoneSurrogate,
+                    // Six bytes always fit: checked above.
+                    EscapeStop::NoRoom { .. } => {
+                        Fault::Memory(CoreError::Memory("the escape batch overflowed".into()))
+                    }
+                }
+            })?;
+        }
+        self.put(&batch[..filled])
+    }
+
+    /// An ASCII str's bytes, escaped where JSON needs it (runs copied whole).
+    fn ascii_string(&mut self, bytes: &[u8]) -> Result<(), Fault> {
+        self.put(b"\"")?;
         let mut run_start = 0;
         let mut i = 0;
         while i < bytes.len() {
@@ -375,110 +436,9 @@ impl Writer<'_> {
     }
 }
 
-/// Position of the first '"' in `s` at or after `from` (SWAR: 8 bytes per step).
+/// Position of the first '"' in `s` at or after `from` (a SIMD search).
 fn find_quote(s: &[u8], from: usize) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut i = from;
-    while let Some(word) = s.get(i..i + 8) {
-        let quote =
-            u64::from_le_bytes(word.try_into().unwrap_or([0; 8])) ^ (ONES * u64::from(b'"'));
-        if quote.wrapping_sub(ONES) & !quote & HIGH != 0 {
-            break;
-        }
-        i += 8;
-    }
-    s.get(i..)?.iter().position(|&b| b == b'"').map(|p| i + p)
-}
-
-/// The value of each hex digit byte, 0x80 for every other byte.
-static HEX_VALUE: [u8; 256] = {
-    let mut table = [0x80u8; 256];
-    let mut i = 0;
-    while i < 10 {
-        table[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        table[b'a' as usize + i] = 10 + i as u8;
-        table[b'A' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    table
-};
-
-/// Where the reader decodes a string's escapes, moved into the scratch in one copy when full or
-/// at the string's end: text in which most characters are `\uXXXX` escapes (Python's
-/// `json.dumps` escapes every non-ASCII character) then costs a few instructions per character
-/// instead of two small copies. Wiped when dropped.
-struct Batch {
-    bytes: [u8; 512],
-    len: usize,
-}
-
-impl Batch {
-    fn new() -> Self {
-        Batch {
-            bytes: [0; 512],
-            len: 0,
-        }
-    }
-
-    fn room(&self) -> usize {
-        self.bytes.len() - self.len
-    }
-
-    fn filled(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-
-    fn reset(&mut self) {
-        self.bytes[..self.len].zeroize();
-        self.len = 0;
-    }
-
-    /// Append `data`; the caller checked that it fits.
-    fn push(&mut self, data: &[u8]) {
-        self.bytes[self.len..self.len + data.len()].copy_from_slice(data);
-        self.len += data.len();
-    }
-
-    /// UTF-8 encode a code point (surrogates in the 3-byte form that Python's surrogatepass
-    /// codec reads); the caller checked that 4 bytes fit.
-    fn push_code_point(&mut self, code: u32) {
-        let out = &mut self.bytes[self.len..self.len + 4];
-        self.len += match code {
-            0..=0x7F => {
-                out[0] = code as u8;
-                1
-            }
-            0x80..=0x7FF => {
-                out[0] = 0xC0 | (code >> 6) as u8;
-                out[1] = 0x80 | (code & 0x3F) as u8;
-                2
-            }
-            0x800..=0xFFFF => {
-                out[0] = 0xE0 | (code >> 12) as u8;
-                out[1] = 0x80 | ((code >> 6) & 0x3F) as u8;
-                out[2] = 0x80 | (code & 0x3F) as u8;
-                3
-            }
-            _ => {
-                out[0] = 0xF0 | (code >> 18) as u8;
-                out[1] = 0x80 | ((code >> 12) & 0x3F) as u8;
-                out[2] = 0x80 | ((code >> 6) & 0x3F) as u8;
-                out[3] = 0x80 | (code & 0x3F) as u8;
-                4
-            }
-        };
-    }
-}
-
-impl Drop for Batch {
-    fn drop(&mut self) {
-        self.bytes.zeroize();
-    }
+    memchr::memchr(b'"', s.get(from..)?).map(|at| from + at)
 }
 
 /// A small fixed stack buffer for one number's text, wiped after use.
@@ -835,31 +795,60 @@ impl<'py> Parser<'_, 'py> {
                 Some(_) => self.pos += 1,
             }
         }
-        // Decoded text is never longer than its escaped form: size the scratch once.
+        // Decoded text is never longer than its escaped form: the scratch is sized once, with
+        // the 8 bytes of slack the word-at-a-time copy needs.
         let end = start + self.escaped_len(start);
+        let input = self.s;
         self.scratch.clear();
-        self.scratch.reserve_exact(end - start)?;
-        let mut batch = Batch::new();
-        let mut run_start = start;
-        let mut lone_surrogate = false;
-        loop {
-            self.skip_plain();
-            match self.s.get(self.pos) {
-                None => return Err(self.fail("unterminated string")),
-                Some(b'"') => {
-                    self.put_run(&mut batch, run_start)?;
-                    self.flush_batch(&mut batch)?;
-                    self.pos += 1;
-                    return self.finish_string(lone_surrogate, start, end);
+        let decoded =
+            self.scratch.append_with(end - start + 8, |dst| {
+                match json_string::unescape(&input[start..], dst) {
+                    Ok(done) => (done.written, Ok(done)),
+                    Err(error) => (0, Err(error)),
                 }
-                Some(b'\\') => {
-                    self.put_run(&mut batch, run_start)?;
-                    lone_surrogate |= self.escape(&mut batch)?;
-                    run_start = self.pos;
-                }
-                Some(0..=0x1f) => return Err(self.fail("control character in a string")),
-                Some(_) => self.pos += 1,
+            })?;
+        let decoded = decoded.map_err(|error| self.unescape_error(error, start))?;
+        let end = start + decoded.closing_quote;
+        self.pos = end + 1;
+        // Escapes split the raw text only at ASCII bytes and write UTF-8 themselves (lone
+        // surrogates aside), so the decoded text is UTF-8 exactly when the raw text is: checking
+        // the raw text (ASCII, fast, when the server escaped every non-ASCII character) also
+        // names the first bad byte where it is.
+        self.check_utf8(start, end)?;
+        let bytes = self.scratch.as_slice();
+        if decoded.lone_surrogate {
+            // Python's json accepts "\ud800"; build the same str via the surrogatepass codec.
+            // SAFETY: pointer and length describe `bytes`; the codec name is NUL-terminated.
+            let obj = unsafe {
+                Bound::from_owned_ptr_or_err(
+                    self.py,
+                    pyo3::ffi::PyUnicode_DecodeUTF8(
+                        bytes.as_ptr().cast(),
+                        bytes.len() as pyo3::ffi::Py_ssize_t,
+                        c"surrogatepass".as_ptr(),
+                    ),
+                )
+            };
+            let obj = self.built(obj)?;
+            return self.built(obj.cast_into::<PyString>().map_err(PyErr::from));
+        }
+        debug_assert!(std::str::from_utf8(bytes).is_ok());
+        // SAFETY: UTF-8 by the argument above (raw text checked, no lone surrogate written).
+        let text = unsafe { std::str::from_utf8_unchecked(bytes) };
+        Ok(PyString::new(self.py, text))
+    }
+
+    fn unescape_error(&self, error: UnescapeError, start: usize) -> CoreError {
+        match error {
+            UnescapeError::Unterminated => self.fail_at("unterminated string", self.s.len()),
+            UnescapeError::Control(at) => self.fail_at("control character in a string", start + at),
+            UnescapeError::InvalidEscape(at) => self.fail_at("invalid escape", start + at),
+            UnescapeError::UnterminatedEscape(at) => {
+                self.fail_at("unterminated escape", start + at)
             }
+            UnescapeError::TruncatedHex(at) => self.fail_at("truncated \\u escape", start + at),
+            UnescapeError::InvalidHex(at) => self.fail_at("invalid \\u escape", start + at),
+            UnescapeError::NoRoom => self.fail_at("string decoding overran its buffer", start),
         }
     }
 
@@ -879,25 +868,6 @@ impl<'py> Parser<'_, 'py> {
             from = quote + 1;
         }
         self.s.len() - start
-    }
-
-    /// Append the raw run `[run_start, pos)` after what the batch holds (validated when the
-    /// str is built): into the batch when it fits, else straight into the scratch.
-    fn put_run(&mut self, batch: &mut Batch, run_start: usize) -> CoreResult<()> {
-        let run = &self.s[run_start..self.pos];
-        if run.len() <= batch.room() {
-            batch.push(run);
-            return Ok(());
-        }
-        self.flush_batch(batch)?;
-        self.scratch.extend_from_slice(run)
-    }
-
-    /// Move what the batch holds into the scratch.
-    fn flush_batch(&mut self, batch: &mut Batch) -> CoreResult<()> {
-        let result = self.scratch.extend_from_slice(batch.filled());
-        batch.reset();
-        result
     }
 
     /// Advance over string bytes that need no attention, 8 at a time.
@@ -924,99 +894,6 @@ impl<'py> Parser<'_, 'py> {
                 Err(self.fail_at("invalid UTF-8 in a string", start))
             }
         }
-    }
-
-    fn finish_string(
-        &mut self,
-        lone_surrogate: bool,
-        start: usize,
-        end: usize,
-    ) -> CoreResult<Bound<'py, PyString>> {
-        let bytes = self.scratch.as_slice();
-        if lone_surrogate {
-            // surrogatepass would also let encoded surrogates in the raw text through.
-            self.check_utf8(start, end)?;
-            // Python's json accepts "\ud800"; build the same str via the surrogatepass codec.
-            // SAFETY: pointer and length describe `bytes`; the codec name is NUL-terminated.
-            let obj = unsafe {
-                Bound::from_owned_ptr_or_err(
-                    self.py,
-                    pyo3::ffi::PyUnicode_DecodeUTF8(
-                        bytes.as_ptr().cast(),
-                        bytes.len() as pyo3::ffi::Py_ssize_t,
-                        c"surrogatepass".as_ptr(),
-                    ),
-                )
-            };
-            let obj = self.built(obj)?;
-            return self.built(obj.cast_into::<PyString>().map_err(PyErr::from));
-        }
-        self.new_str(bytes, start, end)
-    }
-
-    /// Decode one escape into the batch; returns true when it wrote a lone surrogate.
-    fn escape(&mut self, batch: &mut Batch) -> CoreResult<bool> {
-        if batch.room() < 4 {
-            self.flush_batch(batch)?;
-        }
-        let at = self.pos;
-        self.pos += 1; // backslash
-        let simple = match self.s.get(self.pos) {
-            Some(b'"') => b'"',
-            Some(b'\\') => b'\\',
-            Some(b'/') => b'/',
-            Some(b'b') => 0x08,
-            Some(b'f') => 0x0c,
-            Some(b'n') => b'\n',
-            Some(b'r') => b'\r',
-            Some(b't') => b'\t',
-            Some(b'u') => {
-                self.pos += 1;
-                let first = self.hex4(at)?;
-                let code = if (0xD800..0xDC00).contains(&first)
-                    && self.s[self.pos..].starts_with(b"\\u")
-                {
-                    let save = self.pos;
-                    self.pos += 2;
-                    let second = self.hex4(save)?;
-                    if (0xDC00..0xE000).contains(&second) {
-                        0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
-                    } else {
-                        // Not a pair: decode the first alone, re-read the second next time.
-                        self.pos = save;
-                        first
-                    }
-                } else {
-                    first
-                };
-                batch.push_code_point(code);
-                return Ok((0xD800..0xE000).contains(&code));
-            }
-            None => return Err(self.fail_at("unterminated escape", at)),
-            Some(_) => return Err(self.fail_at("invalid escape", at)),
-        };
-        self.pos += 1;
-        batch.push(&[simple]);
-        Ok(false)
-    }
-
-    fn hex4(&mut self, escape_at: usize) -> CoreResult<u32> {
-        let digits = self
-            .s
-            .get(self.pos..self.pos + 4)
-            .ok_or_else(|| self.fail_at("truncated \\u escape", escape_at))?;
-        let nibbles = digits.iter().map(|&d| HEX_VALUE[usize::from(d)]);
-        let mut value = 0u32;
-        let mut invalid = 0u8;
-        for nibble in nibbles {
-            invalid |= nibble;
-            value = (value << 4) | u32::from(nibble & 0x0F);
-        }
-        if invalid & 0x80 != 0 {
-            return Err(self.fail_at("invalid \\u escape", escape_at));
-        }
-        self.pos += 4;
-        Ok(value)
     }
 
     fn number(&mut self) -> CoreResult<Bound<'py, PyAny>> {

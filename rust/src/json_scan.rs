@@ -64,6 +64,14 @@ pub fn scan_number(s: &[u8], start: usize) -> Option<NumberScan> {
 /// Whether any of the 8 bytes in `word` is a control character, '"' or '\\' (SWAR: the
 /// classic has-zero-byte and has-less-than tests; bytes >= 0x80 never match).
 pub fn word_needs_escape(word: u64) -> bool {
+    word_escape_mask(word) != 0
+}
+
+/// The high bit of each byte of `word` that is a control character, '"' or '\\', read as
+/// little-endian (first byte lowest). Lanes above the first flagged one may be flagged falsely
+/// (a borrow runs upwards), so only the lowest set bit is exact: `trailing_zeros() / 8` is the
+/// index of the first such byte.
+pub fn word_escape_mask(word: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
@@ -71,7 +79,7 @@ pub fn word_needs_escape(word: u64) -> bool {
     let has_quote = quote.wrapping_sub(ONES) & !quote & HIGH;
     let backslash = word ^ (ONES * u64::from(b'\\'));
     let has_backslash = backslash.wrapping_sub(ONES) & !backslash & HIGH;
-    (below_space | has_quote | has_backslash) != 0
+    below_space | has_quote | has_backslash
 }
 
 #[cfg(test)]
@@ -94,6 +102,30 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_lowest_flagged_lane_is_the_first_special_byte() {
+        // Every special byte in every lane, behind every mix of bytes that could borrow.
+        let fillers = [b'a', 0x21, 0x80, 0xFF, 0x20, 0x23, 0x5D, 0x5B];
+        for special in [0u8, 0x01, 0x1F, b'"', b'\\'] {
+            for lane in 0..8 {
+                for &filler in &fillers {
+                    let mut bytes = [filler; 8];
+                    bytes[lane] = special;
+                    // Anything may follow the first special byte, specials included.
+                    for tail in [filler, special, 0x00, b'"'] {
+                        bytes[lane + 1..].fill(tail);
+                        let mask = super::word_escape_mask(u64::from_le_bytes(bytes));
+                        assert_eq!(mask.trailing_zeros() / 8, lane as u32, "{bytes:?}");
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            super::word_escape_mask(u64::from_le_bytes(*b"plain ~\x7f")),
+            0
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod error;
 mod fork;
 pub mod json_scan;
+pub mod json_string;
 pub mod keys;
 pub mod lc_heap;
 mod page;

@@ -6,7 +6,8 @@
 //! stable ABI the abi3 wheel is built for, a non-ASCII `str` is read as UCS-4 into a locked
 //! buffer instead (`PyUnicode_AsUCS4`), encoded to UTF-8 into another, and the UCS-4 copy is
 //! wiped when it drops. An ASCII `str` is its own UTF-8 (CPython makes no copy for it), so it
-//! is borrowed as before.
+//! is borrowed as before. The JSON writer takes the UCS-4 itself (`chars`) and writes the
+//! escaped UTF-8 straight into its output (`json_string`); passwords are encoded here (`utf8`).
 
 use pyo3::ffi;
 use pyo3::intern;
@@ -46,8 +47,17 @@ pub enum StrError {
     Python(PyErr),
 }
 
-/// The UTF-8 of `s`, refused when it has more than `max_bytes` characters.
-pub fn utf8<'a>(s: &'a Bound<'_, PyString>, max_bytes: usize) -> Result<Utf8<'a>, StrError> {
+/// A `str`'s characters as the core reads them: an ASCII `str`'s own bytes, borrowed, or any
+/// other `str`'s code points as native-endian UCS-4 in locked memory (wiped when dropped).
+pub enum Chars<'a> {
+    /// An ASCII `str`'s own bytes (its UTF-8 form), borrowed.
+    Ascii(&'a [u8]),
+    /// Any other `str`: 4 bytes per code point, as `PyUnicode_AsUCS4` writes them.
+    Ucs4(LockedBuf),
+}
+
+/// The characters of `s`, refused when it has more than `max_chars` of them.
+pub fn chars<'a>(s: &'a Bound<'_, PyString>, max_chars: usize) -> Result<Chars<'a>, StrError> {
     let py = s.py();
     // str.isascii itself, not a subclass's override.
     let ascii = py
@@ -58,20 +68,21 @@ pub fn utf8<'a>(s: &'a Bound<'_, PyString>, max_bytes: usize) -> Result<Utf8<'a>
     if ascii {
         // No cache is made for an ASCII str: its data already is its UTF-8.
         let text = s.to_str().map_err(StrError::Python)?;
-        if text.len() > max_bytes {
+        if text.len() > max_chars {
             return Err(StrError::TooLong);
         }
-        return Ok(Utf8::Ascii(text.as_bytes()));
+        return Ok(Chars::Ascii(text.as_bytes()));
     }
     // SAFETY: `s` is a live str.
     let chars = unsafe { ffi::PyUnicode_GetLength(s.as_ptr()) };
     let chars = usize::try_from(chars).map_err(|_| StrError::Python(PyErr::fetch(py)))?;
-    if chars > max_bytes {
+    if chars > max_chars {
         return Err(StrError::TooLong);
     }
     let bytes = chars.checked_mul(4).ok_or(StrError::TooLong)?;
-    // A buffer of exactly `bytes` ends at a page boundary, so its start is 4-byte aligned.
-    let mut ucs4 = LockedBuf::zeroed(bytes).map_err(StrError::Memory)?;
+    // Every byte is overwritten by the copy below: no need to zero megabytes first. A buffer
+    // of exactly `bytes` ends at a page boundary, so its start is 4-byte aligned.
+    let mut ucs4 = LockedBuf::for_overwrite(bytes).map_err(StrError::Memory)?;
     if ucs4.as_ptr().align_offset(4) != 0 {
         return Err(StrError::Memory(CoreError::Memory(
             "misaligned buffer for a str's code points".into(),
@@ -91,17 +102,21 @@ pub fn utf8<'a>(s: &'a Bound<'_, PyString>, max_bytes: usize) -> Result<Utf8<'a>
             return Err(StrError::Python(PyErr::fetch(py)));
         }
     }
+    Ok(Chars::Ucs4(ucs4))
+}
+
+/// The UTF-8 of `s`, refused when it has more than `max_bytes` characters.
+pub fn utf8<'a>(s: &'a Bound<'_, PyString>, max_bytes: usize) -> Result<Utf8<'a>, StrError> {
+    let ucs4 = match chars(s, max_bytes)? {
+        Chars::Ascii(bytes) => return Ok(Utf8::Ascii(bytes)),
+        Chars::Ucs4(ucs4) => ucs4,
+    };
     // Encoded straight into a buffer of the largest size it can take, then cut to length.
-    let mut out = LockedBuf::zeroed(bytes).map_err(StrError::Memory)?;
+    let mut out = LockedBuf::zeroed(ucs4.len()).map_err(StrError::Memory)?;
     let dst = out.as_mut_slice();
     let mut len = 0;
     for unit in ucs4.as_slice().chunks_exact(4) {
         let code = u32::from_ne_bytes([unit[0], unit[1], unit[2], unit[3]]);
-        if code < 0x80 {
-            dst[len] = code as u8;
-            len += 1;
-            continue;
-        }
         let Some(c) = char::from_u32(code) else {
             return Err(StrError::LoneSurrogate);
         };

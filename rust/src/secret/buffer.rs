@@ -45,6 +45,15 @@ impl LockedBuf {
         Ok(buf)
     }
 
+    /// A buffer of exactly `len` bytes for a caller that overwrites all of them: their content
+    /// until then is unspecified (zero, or memsec's fill byte; never an earlier buffer's data,
+    /// since pooled mappings are wiped), which spares zeroing megabytes only to overwrite them.
+    pub fn for_overwrite(len: usize) -> CoreResult<LockedBuf> {
+        let (mut buf, _) = Self::allocate(len)?;
+        buf.len = len;
+        Ok(buf)
+    }
+
     /// An empty buffer with room for `capacity` bytes.
     pub fn with_capacity(capacity: usize) -> CoreResult<LockedBuf> {
         Self::allocate(capacity).map(|(buf, _)| buf)
@@ -180,6 +189,27 @@ impl LockedBuf {
         }
         self.len += data.len();
         Ok(())
+    }
+
+    /// Append what `fill` writes in place: it gets `max` writable bytes after the content
+    /// (unspecified as in `for_overwrite`) and returns how many it wrote at their start, with
+    /// its own result. All `max` bytes count as written, so the drop's wipe covers them even
+    /// when `fill` reports fewer (or panics).
+    pub fn append_with<T>(
+        &mut self,
+        max: usize,
+        fill: impl FnOnce(&mut [u8]) -> (usize, T),
+    ) -> CoreResult<T> {
+        if max > self.capacity - self.len {
+            self.reserve(max)?;
+        }
+        self.high_water = self.high_water.max(self.len + max);
+        // SAFETY: reserve guaranteed `len + max <= capacity`; every byte of the mapping is
+        // initialised (zero or memsec's fill byte), and `&mut self` makes the access exclusive.
+        let spare = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(self.len), max) };
+        let (written, result) = fill(spare);
+        self.len += written.min(max);
+        Ok(result)
     }
 
     /// Shorten to `len` bytes, wiping the dropped tail. No effect when `len >= self.len()`.

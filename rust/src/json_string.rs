@@ -1,0 +1,652 @@
+//! The bodies of JSON strings in bulk, both ways, on plain slices (no Python, no allocation):
+//! `unescape` decodes an escaped body into UTF-8 for the reader (`json`); `escape_ucs4_in_place` writes
+//! a caller's code points (a `str` read as UCS-4) as the escaped UTF-8
+//! `json.dumps(..., ensure_ascii=False)` makes, for the writer.
+//!
+//! Both copy runs that need no attention 8 bytes (or 8 code points) at a time and spend
+//! per-character work only on escapes and non-ASCII characters. Python's `json.dumps` escapes
+//! every non-ASCII character, so a response of 1 MiB of non-ASCII text arrives as about 2 MB
+//! of `\uXXXX`; decoding those is the reader's hot loop.
+
+#![forbid(unsafe_code)]
+
+use crate::json_scan::word_escape_mask;
+
+// ---- reading: escaped bytes -> UTF-8 ------------------------------------------------------------
+
+/// What `unescape` decoded.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Unescaped {
+    /// Bytes of UTF-8 written at the start of the output.
+    pub written: usize,
+    /// Offset of the closing quote in the input.
+    pub closing_quote: usize,
+    /// Whether a `\uXXXX` escape wrote a lone surrogate (in the 3-byte form Python's
+    /// `surrogatepass` codec reads): the output is then not UTF-8.
+    pub lone_surrogate: bool,
+}
+
+/// Why a string body does not decode; offsets are into the input.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UnescapeError {
+    /// The input ended before the closing quote.
+    Unterminated,
+    /// A raw control character (below U+0020) at this offset.
+    Control(usize),
+    /// A backslash at this offset is followed by no escape letter.
+    InvalidEscape(usize),
+    /// The input ends right after the backslash at this offset.
+    UnterminatedEscape(usize),
+    /// The `\u` escape at this offset has fewer than four bytes after it in the input.
+    TruncatedHex(usize),
+    /// The `\u` escape at this offset is not followed by four hex digits.
+    InvalidHex(usize),
+    /// The output was too short: the caller broke `unescape`'s size rule.
+    NoRoom,
+}
+
+/// The value of each hex digit byte, 0x80 for every other byte.
+static HEX_VALUE: [u8; 256] = {
+    let mut table = [0x80u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// The four hex digits after the `\u` at `at`.
+fn hex4(src: &[u8], at: usize) -> Result<u32, UnescapeError> {
+    let digits = src
+        .get(at + 2..at + 6)
+        .ok_or(UnescapeError::TruncatedHex(at))?;
+    let mut value = 0u32;
+    let mut invalid = 0u8;
+    for &digit in digits {
+        let nibble = HEX_VALUE[usize::from(digit)];
+        invalid |= nibble;
+        value = (value << 4) | u32::from(nibble & 0x0F);
+    }
+    if invalid & 0x80 != 0 {
+        return Err(UnescapeError::InvalidHex(at));
+    }
+    Ok(value)
+}
+
+/// UTF-8 of `code` (surrogates too, in their 3-byte form), packed little-endian into a word
+/// (first byte lowest, unused bytes zero), and its length. Branch-free: in mixed text the
+/// lengths change from character to character, where branches would mispredict.
+#[inline(always)]
+fn utf8_packed(code: u32) -> (u32, usize) {
+    let len =
+        1 + usize::from(code >= 0x80) + usize::from(code >= 0x800) + usize::from(code >= 0x10000);
+    // All four bytes of the 4-byte form, lead byte's payload first; the last `len` are kept.
+    let all = (code >> 18)
+        | ((0x80 | ((code >> 12) & 0x3F)) << 8)
+        | ((0x80 | ((code >> 6) & 0x3F)) << 16)
+        | ((0x80 | (code & 0x3F)) << 24);
+    let kept = all >> (8 * (4 - len));
+    // The first kept byte becomes the lead: its payload under the prefix of its length.
+    const LEAD: [u32; 5] = [0, 0, 0xC0, 0xE0, 0xF0];
+    let multi = (kept & !0xC0) | LEAD[len];
+    (if len == 1 { code } else { multi }, len)
+}
+
+/// Decode the escape at `src[at]` (a backslash): its UTF-8 into `out`, and the input length it
+/// took, the UTF-8 length, and whether it was a lone surrogate. A high surrogate followed by a
+/// `\u` low surrogate is one character; followed by anything else it stands alone, and what
+/// follows is read as the next escape (as Python's json does).
+#[inline(always)]
+fn escape(src: &[u8], at: usize, out: &mut [u8; 4]) -> Result<(usize, usize, bool), UnescapeError> {
+    let simple = match src.get(at + 1) {
+        Some(b'"') => b'"',
+        Some(b'\\') => b'\\',
+        Some(b'/') => b'/',
+        Some(b'b') => 0x08,
+        Some(b'f') => 0x0c,
+        Some(b'n') => b'\n',
+        Some(b'r') => b'\r',
+        Some(b't') => b'\t',
+        Some(b'u') => {
+            let first = hex4(src, at)?;
+            let mut taken = 6;
+            let mut code = first;
+            if (0xD800..0xDC00).contains(&first) && src.get(at + 6..at + 8) == Some(b"\\u") {
+                let second = hex4(src, at + 6)?;
+                if (0xDC00..0xE000).contains(&second) {
+                    code = 0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00);
+                    taken = 12;
+                }
+            }
+            let (packed, len) = utf8_packed(code);
+            *out = packed.to_le_bytes();
+            return Ok((taken, len, (0xD800..0xE000).contains(&code)));
+        }
+        None => return Err(UnescapeError::UnterminatedEscape(at)),
+        Some(_) => return Err(UnescapeError::InvalidEscape(at)),
+    };
+    out[0] = simple;
+    Ok((2, 1, false))
+}
+
+/// Decode the body of a JSON string, `src` starting just after its opening quote, into `dst`,
+/// up to the closing quote. Raw bytes are copied as they are (the caller checks that they are
+/// UTF-8: escapes split them only at ASCII bytes, so the output is UTF-8 whenever the raw text
+/// is and no lone surrogate was written). `dst` must be at least 8 bytes longer than the body
+/// (the decoded text is never longer than its escaped form, and runs are copied a word at a
+/// time); a shorter one gives `NoRoom`, never a panic.
+pub fn unescape(src: &[u8], dst: &mut [u8]) -> Result<Unescaped, UnescapeError> {
+    let (mut i, mut o) = (0usize, 0usize);
+    let mut lone_surrogate = false;
+    loop {
+        // Runs that need no attention: copy a word, keep the bytes before its first special one.
+        while let (Some(word), Some(out)) = (src.get(i..i + 8), dst.get_mut(o..o + 8)) {
+            // Fixed-size arrays, so that the copy is one load and one store, not a memmove call.
+            let word: [u8; 8] = word.try_into().unwrap_or([b'\\'; 8]);
+            if let Ok(out) = <&mut [u8; 8]>::try_from(out) {
+                *out = word;
+            }
+            let mask = word_escape_mask(u64::from_le_bytes(word));
+            if mask != 0 {
+                let plain = (mask.trailing_zeros() / 8) as usize;
+                i += plain;
+                o += plain;
+                break;
+            }
+            i += 8;
+            o += 8;
+        }
+        let Some(&byte) = src.get(i) else {
+            return Err(UnescapeError::Unterminated);
+        };
+        match byte {
+            b'"' => {
+                return Ok(Unescaped {
+                    written: o,
+                    closing_quote: i,
+                    lone_surrogate,
+                })
+            }
+            b'\\' => {
+                let mut code = [0u8; 4];
+                let (taken, len, lone) = escape(src, i, &mut code)?;
+                // All four bytes at once where they fit (the rule leaves room), only `len` count.
+                match dst.get_mut(o..o + 4) {
+                    Some(out) => {
+                        if let Ok(out) = <&mut [u8; 4]>::try_from(out) {
+                            *out = code;
+                        }
+                    }
+                    None => {
+                        for (k, &byte) in code[..len].iter().enumerate() {
+                            *dst.get_mut(o + k).ok_or(UnescapeError::NoRoom)? = byte;
+                        }
+                    }
+                }
+                lone_surrogate |= lone;
+                i += taken;
+                o += len;
+            }
+            0..=0x1F => return Err(UnescapeError::Control(i)),
+            _ => {
+                *dst.get_mut(o).ok_or(UnescapeError::NoRoom)? = byte;
+                i += 1;
+                o += 1;
+            }
+        }
+    }
+}
+
+// ---- writing: code points -> escaped UTF-8 ------------------------------------------------------
+
+/// Extra bytes the escape of each ASCII character takes beyond the character itself (`\"`,
+/// `\\`, `\n`... one more; other control characters `\u00XX`, five more).
+static ESCAPE_EXTRA: [u8; 128] = {
+    let mut table = [0u8; 128];
+    let mut c = 0;
+    while c < 0x20 {
+        table[c] = 5;
+        c += 1;
+    }
+    table[0x08] = 1;
+    table[0x09] = 1;
+    table[0x0A] = 1;
+    table[0x0C] = 1;
+    table[0x0D] = 1;
+    table[b'"' as usize] = 1;
+    table[b'\\' as usize] = 1;
+    table
+};
+
+/// The code points in `ucs4` (native-endian `u32`s, as `PyUnicode_AsUCS4` writes them).
+fn code_points(ucs4: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    ucs4.chunks_exact(4)
+        .map(|unit| u32::from_ne_bytes([unit[0], unit[1], unit[2], unit[3]]))
+}
+
+/// Whether none of 8 code points is outside printable ASCII or is '"' or '\\'.
+fn plain_ascii(block: &[u8]) -> bool {
+    let mut all = true;
+    for code in code_points(block) {
+        all &= (0x20..0x80).contains(&code) && code != u32::from(b'"') && code != 0x5C;
+    }
+    all
+}
+
+/// One code point as `json.dumps(..., ensure_ascii=False)` writes it: the bytes (at the
+/// start of the array) and their number.
+#[inline(always)]
+fn escape_code_point(code: u32) -> ([u8; 8], usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bytes = [0u8; 8];
+    if code >= 0x80 {
+        let (packed, len) = utf8_packed(code);
+        bytes[..4].copy_from_slice(&packed.to_le_bytes());
+        return (bytes, len);
+    }
+    let c = code as u8;
+    let len = match ESCAPE_EXTRA[usize::from(c)] {
+        0 => {
+            bytes[0] = c;
+            1
+        }
+        5 => {
+            let hex = [HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]];
+            bytes[..6].copy_from_slice(&[b'\\', b'u', b'0', b'0', hex[0], hex[1]]);
+            6
+        }
+        _ => {
+            let letter = match c {
+                0x08 => b'b',
+                0x09 => b't',
+                0x0A => b'n',
+                0x0C => b'f',
+                0x0D => b'r',
+                other => other,
+            };
+            bytes[..2].copy_from_slice(&[b'\\', letter]);
+            2
+        }
+    };
+    (bytes, len)
+}
+
+/// Whether `code` is written escaped: a control character, '"' or '\\'.
+#[inline(always)]
+fn needs_escape(code: u32) -> bool {
+    code < 0x20 || code == u32::from(b'"') || code == u32::from(b'\\')
+}
+
+/// Why `escape_ucs4_in_place` stopped short of the end.
+#[derive(Debug, PartialEq, Eq)]
+pub enum EscapeStop {
+    /// A code point of the UTF-16 surrogate range: a `str` holding one cannot be UTF-8.
+    LoneSurrogate,
+    /// The escape of the code point at index `next` (a `\u00XX`, 6 bytes) would overwrite
+    /// code points not read yet: the escaped text so far (`written` bytes at the start) and
+    /// the code points from `next` on are intact, for the caller to go on with elsewhere.
+    NoRoom {
+        /// Bytes of escaped text at the start of the buffer.
+        written: usize,
+        /// Index of the first code point not written.
+        next: usize,
+    },
+}
+
+/// The code point at index `k` of the UCS-4 buffer.
+#[inline(always)]
+pub fn code_at(buf: &[u8], k: usize) -> Option<u32> {
+    let unit: [u8; 4] = buf.get(4 * k..4 * k + 4)?.try_into().ok()?;
+    Some(u32::from_ne_bytes(unit))
+}
+
+/// Rewrite the native-endian UCS-4 in `buf` (as `PyUnicode_AsUCS4` writes it) in place as the
+/// escaped UTF-8 `json.dumps(..., ensure_ascii=False)` writes, from its start; returns the
+/// bytes of escaped text. In place because a code point's UTF-8 is never longer than its 4
+/// UCS-4 bytes: the output, written behind the input, never overtakes what is still to read.
+/// Only a `\u00XX` escape (6 bytes) can, and where it would, writing stops (`NoRoom`).
+pub fn escape_ucs4_in_place(buf: &mut [u8]) -> Result<usize, EscapeStop> {
+    let chars = buf.len() / 4;
+    // Invariant at the top of each step: o <= 4 * k (the output is behind the input).
+    let (mut o, mut k) = (0usize, 0usize);
+    while k < chars {
+        // Eight code points at a time: printable ASCII ones are one byte each, any other block
+        // is written code point by code point.
+        let block: [u8; 32] = match buf.get(4 * k..4 * k + 32) {
+            Some(block) => block.try_into().unwrap_or([0; 32]),
+            None => [0; 32],
+        };
+        let (end, plain) = if k + 8 <= chars {
+            (k + 8, plain_ascii(&block))
+        } else {
+            (chars, false)
+        };
+        if plain {
+            let mut bytes = [0u8; 8];
+            for (byte, code) in bytes.iter_mut().zip(code_points(&block)) {
+                *byte = code as u8;
+            }
+            buf[o..o + 8].copy_from_slice(&bytes);
+            o += 8;
+            k += 8;
+            continue;
+        }
+        while k < end {
+            let Some(code) = code_at(buf, k) else { break };
+            // Room up to the end of this code point's own 4 bytes, which are read already.
+            let room = 4 * k + 4 - o;
+            o += put_escaped(code, &mut buf[o..o + room]).map_err(|stop| match stop {
+                EscapeStop::NoRoom { .. } => EscapeStop::NoRoom {
+                    written: o,
+                    next: k,
+                },
+                other => other,
+            })?;
+            k += 1;
+        }
+    }
+    Ok(o)
+}
+
+const NO_ROOM: EscapeStop = EscapeStop::NoRoom {
+    written: 0,
+    next: 0,
+};
+
+/// Write one code point's escaped UTF-8 at the start of `dst` (6 bytes always fit); its length.
+#[inline(always)]
+pub fn put_escaped(code: u32, dst: &mut [u8]) -> Result<usize, EscapeStop> {
+    // Branches by length: in text the lengths come in runs (words of one script), which the
+    // branch predictor follows well.
+    if code < 0x80 && !needs_escape(code) {
+        *dst.first_mut().ok_or(NO_ROOM)? = code as u8;
+        return Ok(1);
+    }
+    if code >= 0x80 {
+        let (packed, len) = if code < 0x800 {
+            (0x80C0 | (code >> 6) | ((code & 0x3F) << 8), 2)
+        } else if code < 0x10000 {
+            if code & 0xF800 == 0xD800 {
+                return Err(EscapeStop::LoneSurrogate);
+            }
+            let packed = 0x0080_80E0 | (code >> 12) | (((code >> 6) & 0x3F) << 8);
+            (packed | ((code & 0x3F) << 16), 3)
+        } else {
+            let packed = 0x8080_80F0 | (code >> 18) | (((code >> 12) & 0x3F) << 8);
+            (
+                packed | (((code >> 6) & 0x3F) << 16) | ((code & 0x3F) << 24),
+                4,
+            )
+        };
+        // All four bytes stored at once where they fit; only `len` count.
+        if let Some(Ok(out)) = dst.get_mut(..4).map(<&mut [u8; 4]>::try_from) {
+            *out = u32::to_le_bytes(packed);
+        } else {
+            let out = dst.get_mut(..len).ok_or(NO_ROOM)?;
+            out.copy_from_slice(&packed.to_le_bytes()[..len]);
+        }
+        return Ok(len);
+    }
+    let (bytes, len) = escape_code_point(code);
+    let out = dst.get_mut(..len).ok_or(NO_ROOM)?;
+    out.copy_from_slice(&bytes[..len]);
+    Ok(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(body: &[u8]) -> Result<(Vec<u8>, usize, bool), UnescapeError> {
+        let mut dst = vec![0u8; body.len() + 8];
+        let done = unescape(body, &mut dst)?;
+        Ok((
+            dst[..done.written].to_vec(),
+            done.closing_quote,
+            done.lone_surrogate,
+        ))
+    }
+
+    #[test]
+    fn decodes_every_escape_kind() {
+        let body = br#"a\"b\\c\/d\be\ff\ng\rh\ti\u00e9\u20ac\ud83d\ude00\u0000z" tail"#;
+        let (text, quote, lone) = decode(body).unwrap();
+        assert_eq!(
+            text,
+            "a\"b\\c/d\x08e\x0cf\ng\rh\ti\u{e9}\u{20ac}\u{1f600}\0z".as_bytes()
+        );
+        assert_eq!(&body[quote..quote + 2], b"\" ");
+        assert!(!lone);
+    }
+
+    #[test]
+    fn lone_and_reversed_surrogates_stand_alone() {
+        for (body, expected) in [
+            (&br#"\ud800x""#[..], &b"\xed\xa0\x80x"[..]),
+            (br#"\ude00\ud83d""#, b"\xed\xb8\x80\xed\xa0\xbd"),
+            (br#"\ud800\u0041""#, b"\xed\xa0\x80A"),
+            (br#"\ud800\n""#, b"\xed\xa0\x80\n"),
+        ] {
+            let (text, _, lone) = decode(body).unwrap();
+            assert_eq!(text, expected, "{body:?}");
+            assert!(lone);
+        }
+    }
+
+    #[test]
+    fn errors_name_the_offending_offset() {
+        for (body, error) in [
+            (&b"abc"[..], UnescapeError::Unterminated),
+            (b"abcdefghijk", UnescapeError::Unterminated),
+            (b"ab\x01\"", UnescapeError::Control(2)),
+            (b"abcdefghij\x1f\"", UnescapeError::Control(10)),
+            (b"a\\x\"", UnescapeError::InvalidEscape(1)),
+            (b"a\\", UnescapeError::UnterminatedEscape(1)),
+            (b"\\u12", UnescapeError::TruncatedHex(0)),
+            (b"\\u12zz\"", UnescapeError::InvalidHex(0)),
+            (b"\\u12\"]", UnescapeError::InvalidHex(0)),
+            (b"x\\ud800\\u12", UnescapeError::TruncatedHex(7)),
+            (b"x\\ud800\\uzzzz\"", UnescapeError::InvalidHex(7)),
+        ] {
+            assert_eq!(decode(body), Err(error), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn words_across_every_boundary_match_a_byte_by_byte_decoding() {
+        // An escape or special byte at every offset of the word-at-a-time copy.
+        for pad in 0..20 {
+            for piece in ["\\n", "\\u00e9", "\\ud83d\\ude00", "é", "\\\\", "\\\""] {
+                let body = format!("{}{piece}{}\"", "x".repeat(pad), "y".repeat(pad % 9));
+                let expected: String = serde_json::from_str(&format!("\"{body}")).unwrap();
+                let (text, quote, _) = decode(body.as_bytes()).unwrap();
+                assert_eq!(text, expected.as_bytes(), "{body}");
+                assert_eq!(quote, body.len() - 1);
+            }
+        }
+    }
+
+    #[test]
+    fn a_short_output_is_an_error_not_a_panic() {
+        let body = b"0123456789abcdef\\u00e9\"";
+        for room in 0..body.len() {
+            let mut dst = vec![0u8; room];
+            let _ = unescape(body, &mut dst);
+        }
+        let mut dst = vec![0u8; 1];
+        assert_eq!(unescape(b"\\u00e9\"", &mut dst), Err(UnescapeError::NoRoom));
+    }
+
+    fn ucs4(text: &str) -> Vec<u8> {
+        text.chars()
+            .flat_map(|c| u32::from(c).to_ne_bytes())
+            .collect()
+    }
+
+    /// In place where it can be, then the rest one code point at a time, as `json` does.
+    fn escaped(text: &str) -> Vec<u8> {
+        let mut units = ucs4(text);
+        match escape_ucs4_in_place(&mut units) {
+            Ok(len) => units[..len].to_vec(),
+            Err(EscapeStop::NoRoom { written, next }) => {
+                let mut out = units[..written].to_vec();
+                for k in next..units.len() / 4 {
+                    let mut bytes = [0u8; 6];
+                    let len = put_escaped(code_at(&units, k).unwrap(), &mut bytes).unwrap();
+                    out.extend_from_slice(&bytes[..len]);
+                }
+                out
+            }
+            Err(stop) => panic!("{stop:?}"),
+        }
+    }
+
+    #[test]
+    fn writes_what_serde_json_writes_for_every_ascii_character_at_every_offset() {
+        // serde_json escapes exactly as json.dumps(ensure_ascii=False) does, lower-case hex.
+        for c in 0u8..128 {
+            for pad in 0..17 {
+                let text = format!("{}{}é🔐{}", "a".repeat(pad), c as char, "b".repeat(pad % 5));
+                let expected = serde_json::to_string(&text).unwrap();
+                assert_eq!(escaped(&text), &expected.as_bytes()[1..expected.len() - 1]);
+            }
+        }
+    }
+
+    #[test]
+    fn every_utf8_length_is_encoded() {
+        let text = "aé€🔐\u{7f}\u{80}\u{7ff}\u{800}\u{ffff}\u{10000}\u{10ffff}".repeat(5);
+        assert_eq!(escaped(&text), text.as_bytes());
+    }
+
+    #[test]
+    fn surrogates_are_refused() {
+        for code in [0xD800u32, 0xDBFF, 0xDC00, 0xDFFF] {
+            for pad in [0, 3, 10, 40] {
+                let mut units = ucs4(&"a".repeat(pad));
+                units.extend_from_slice(&code.to_ne_bytes());
+                units.extend_from_slice(&ucs4("tail"));
+                assert_eq!(
+                    escape_ucs4_in_place(&mut units),
+                    Err(EscapeStop::LoneSurrogate)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_six_byte_escape_stops_in_place_writing_only_where_it_would_overtake() {
+        // At the start nothing is gained yet; one ASCII character (3 bytes gained) or one
+        // 2-byte character makes room enough; 4-byte characters gain nothing.
+        for (text, stops_at) in [
+            ("\u{1}abc", Some((0, 0))),
+            ("a\u{1}bc", None),
+            ("é\u{1}bc", None),
+            ("🔐🔐\u{1}", Some((8, 2))),
+            ("🔐\u{1f}x", Some((4, 1))),
+            ("\u{1}\u{2}\u{3}", Some((0, 0))),
+        ] {
+            let mut units = ucs4(text);
+            let result = escape_ucs4_in_place(&mut units);
+            match stops_at {
+                Some((written, next)) => {
+                    assert_eq!(
+                        result,
+                        Err(EscapeStop::NoRoom { written, next }),
+                        "{text:?}"
+                    )
+                }
+                None => assert!(result.is_ok(), "{text:?}"),
+            }
+            let expected = serde_json::to_string(text).unwrap();
+            assert_eq!(escaped(text), &expected.as_bytes()[1..expected.len() - 1]);
+        }
+        // A long run of control characters after a long ASCII run: in place to the end.
+        let text = format!("{}{}", "a".repeat(200), "\u{1}".repeat(100));
+        let mut units = ucs4(&text);
+        assert_eq!(escape_ucs4_in_place(&mut units), Ok(200 + 600));
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    //! `cargo test --release --no-default-features --lib json_string::timing -- --ignored --nocapture`
+    use super::*;
+
+    #[test]
+    #[ignore = "timing, by hand"]
+    fn time_unescape_and_escape() {
+        let unit = "héllo wörld Ελλάδα 漢字 🔐 ";
+        let text = unit.repeat(1 << 20 >> 5);
+        let mut body: String = text
+            .chars()
+            .map(|c| {
+                if c.is_ascii() {
+                    c.to_string()
+                } else {
+                    let mut units = [0u16; 2];
+                    c.encode_utf16(&mut units)
+                        .iter()
+                        .map(|u| format!("\\u{u:04x}"))
+                        .collect()
+                }
+            })
+            .collect();
+        body.push('"');
+        let mut dst = vec![0u8; body.len() + 8];
+        let best = |f: &mut dyn FnMut()| {
+            (0..30)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    f();
+                    start.elapsed()
+                })
+                .min()
+                .unwrap_or_default()
+        };
+        let took = best(&mut || {
+            std::hint::black_box(unescape(body.as_bytes(), &mut dst).unwrap());
+        });
+        println!("unescape {} bytes: {took:?}", body.len());
+        let units: Vec<u8> = text
+            .chars()
+            .flat_map(|c| u32::from(c).to_ne_bytes())
+            .collect();
+        let mut scratch = units.clone();
+        let took = best(&mut || {
+            scratch.copy_from_slice(&units);
+            std::hint::black_box(escape_ucs4_in_place(&mut scratch).unwrap());
+        });
+        println!(
+            "escape in place (with a 3 MB copy) {} chars: {took:?}",
+            text.chars().count()
+        );
+        let took = best(&mut || {
+            scratch.copy_from_slice(&units);
+            std::hint::black_box(&mut scratch);
+        });
+        println!("the 3 MB copy alone: {took:?}");
+        let took = best(&mut || {
+            let mut len = 0;
+            for unit in units.chunks_exact(4) {
+                let code = u32::from_ne_bytes([unit[0], unit[1], unit[2], unit[3]]);
+                if code < 0x80 {
+                    dst[len] = code as u8;
+                    len += 1;
+                    continue;
+                }
+                let c = char::from_u32(code).unwrap();
+                len += c.encode_utf8(&mut dst[len..]).len();
+            }
+            std::hint::black_box(len);
+        });
+        println!("old utf8 loop: {took:?}");
+    }
+}
