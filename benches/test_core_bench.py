@@ -30,8 +30,8 @@ OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=SHA256()), algorithm=SHA256(), la
 # ---- pyca/cryptography doing the protocol's steps --------------------------------------------
 
 
-def pyca_seal(payload: Any, public: rsa.RSAPublicKey) -> bytes:
-    plaintext = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+def pyca_seal(payload: Any, public: rsa.RSAPublicKey, ensure_ascii: bool = False) -> bytes:
+    plaintext = json.dumps(payload, separators=(",", ":"), ensure_ascii=ensure_ascii).encode()
     key = os.urandom(32)
     nonce = os.urandom(12)
     sealed = AESGCM(key).encrypt(nonce, plaintext, None)
@@ -267,4 +267,35 @@ def test_open_sized_pyca(
 ) -> None:
     label, payload, body = sized_envelope
     _size_group(benchmark, "open", label)
+    assert benchmark(pyca_open, body, pyca_private)[0] == payload
+
+
+# ---- open of a 1 MiB non-ASCII reply as the endpoint writes it ---------------------------------
+# The endpoint's json.dumps escapes every non-ASCII character (ensure_ascii, its default): 1 MiB
+# of mixed text becomes about 2.2 MB of plaintext, mostly \uXXXX, and a 3 MB envelope.
+
+
+@pytest.fixture(scope="module")
+def escaped_envelope(pyca_private: rsa.RSAPrivateKey) -> tuple[dict[str, Any], bytes]:
+    payload = payload_of_size(NON_ASCII_SIZES["1MiB-non-ASCII"], non_ascii=True)
+    return payload, pyca_seal(payload, pyca_private.public_key(), ensure_ascii=True)
+
+
+@pytest.mark.benchmark(group="open-1MiB-non-ASCII-escaped-cpu", timer=time.process_time)
+def test_open_escaped_core(
+    benchmark: Any,
+    escaped_envelope: tuple[dict[str, Any], bytes],
+    core_keypair: _core.ClientKeyPair,
+) -> None:
+    payload, body = escaped_envelope
+    assert benchmark(_core.open, body, core_keypair)[0] == payload
+
+
+@pytest.mark.benchmark(group="open-1MiB-non-ASCII-escaped-cpu", timer=time.process_time)
+def test_open_escaped_pyca(
+    benchmark: Any,
+    escaped_envelope: tuple[dict[str, Any], bytes],
+    pyca_private: rsa.RSAPrivateKey,
+) -> None:
+    payload, body = escaped_envelope
     assert benchmark(pyca_open, body, pyca_private)[0] == payload
