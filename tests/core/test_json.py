@@ -532,3 +532,37 @@ def test_reader_accepts_refuses_and_decodes_string_escapes_like_python(
             _testing.json_loads(document.encode())
         return
     assert _testing.json_loads(document.encode("utf-8", "surrogatepass")) == expected
+
+
+# ---- the writer's in-place escaping of non-ASCII strings -----------------------------------------
+# A non-ASCII str is read as UCS-4 and escaped in place; a `\u00XX` escape (6 bytes) that would
+# overtake the code points not read yet sends the rest through a small batch instead.
+
+
+@pytest.mark.parametrize("kind", ["é", "Ω", "🔐"])  # 1-, 2- and 4-byte str kinds
+@pytest.mark.parametrize("special", ["\x00", "\x01", "\x1f", "\n", "\t", '"', "\\", "\x7f"])
+def test_every_special_character_at_every_offset_is_written_like_json_dumps(
+    kind: str, special: str
+) -> None:
+    for offset in range(0, 20):
+        for text in (
+            kind + "a" * offset + special + "tail",  # after ASCII: room gained in place
+            kind * (offset + 1) + special * 3 + "x" * 9,  # after wide characters: little room
+            special * offset + kind,  # at the very start, repeated
+            ("ab" + kind) * offset + special + kind * 9,  # across the 8-character blocks
+        ):
+            expected = json.dumps([text], separators=(",", ":"), ensure_ascii=False).encode()
+            digest, length = _testing.json_digest([text])
+            assert (digest, length) == (hashlib.sha256(expected).hexdigest(), len(expected)), repr(
+                text
+            )
+
+
+@pytest.mark.parametrize("offset", [0, 1, 7, 8, 9, 40, 4000])
+@pytest.mark.parametrize("surrogate", ["\ud800", "\udbff", "\udc00", "\udfff"])
+def test_a_lone_surrogate_anywhere_in_a_non_ascii_str_is_refused(
+    offset: int, surrogate: str
+) -> None:
+    for prefix in ("a" * offset, "é" * offset, "\x01" * offset):
+        with pytest.raises(ValueError, match="lone surrogate"):
+            _testing.json_digest({"k": prefix + "🔐" + surrogate + "tail"})
