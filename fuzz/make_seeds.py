@@ -280,7 +280,23 @@ def request_body_seeds() -> None:
     write("request_body", "escapes", b"\x00" + escaped)
 
 
+def json_string_seeds() -> None:
+    """String bodies (first byte 0: unescape) with every escape kind, surrogate pairs, lone and
+    reversed surrogates, raw UTF-8 and invalid bytes; code points (first byte 1: escape)."""
+    escaped = json.dumps("héllo wörld Ελ 漢 🔐 ")[1:-1].encode()
+    escaped += b' \\"q\\" \\\\ \\/ \\b\\f\\n\\r\\t end" tail'
+    write("json_string", "escaped", b"\x00h" + escaped[1:])
+    lone = b'lone \\ud800 and reversed \\ude00\\ud83d and \\ud800\\u0041"'
+    write("json_string", "surrogates", b"\x00" + lone)
+    raw = "raw héllo 🔐 and bad ".encode() + b'\xed\xa0\x80 \xff"'
+    write("json_string", "raw-utf8", b"\x00" + raw)
+    codes = [ord(c) for c in 'héllo \x01"\\ Ελλάδα 漢字 🔐 plain ascii run here']
+    codes += [0xD800, 0x41, 0x1F, 0x10FFFF]
+    write("json_string", "code-points", b"\x01" + b"".join(c.to_bytes(3, "big") for c in codes))
+
+
 if __name__ == "__main__":
+    json_string_seeds()
     request_body_seeds()
     envelope_seeds()
     key_seeds()

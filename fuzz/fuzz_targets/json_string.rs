@@ -1,0 +1,95 @@
+//! `json_string`, the JSON string bodies the core reads and writes in bulk, against serde_json
+//! as the independent reference. Two modes, chosen by the first byte:
+//!
+//! * unescape: the bytes are a string body after its opening quote. Decoded into an output of
+//!   the documented size, the outcome must agree with serde_json's reading of the same string:
+//!   accepted with the same text, or refused (serde_json refuses the lone surrogates the core
+//!   passes on for Python's `surrogatepass`, so those are checked on their own). Into a
+//!   shorter output, any outcome but a panic is fine.
+//! * escape: the bytes are code points (3 bytes each, taken modulo 0x110000: surrogates
+//!   included), escaped in place as the writer does, the rest after a `NoRoom` stop one code
+//!   point at a time; the text must be serde_json's (which escapes exactly as
+//!   `json.dumps(..., ensure_ascii=False)`), and a surrogate must be refused.
+#![no_main]
+
+use _core::json_string::{code_at, escape_ucs4_in_place, put_escaped, unescape, EscapeStop};
+use libfuzzer_sys::fuzz_target;
+use serde::Deserialize;
+
+/// serde_json's reading of the string that starts at `body` (after its opening quote).
+fn reference(body: &[u8]) -> Option<String> {
+    let mut doc = Vec::with_capacity(body.len() + 1);
+    doc.push(b'"');
+    doc.extend_from_slice(body);
+    let mut reader = serde_json::Deserializer::from_slice(&doc);
+    String::deserialize(&mut reader).ok()
+}
+
+fn check_unescape(body: &[u8], short: usize) {
+    let mut dst = vec![0u8; body.len() + 8];
+    let ours = unescape(body, &mut dst);
+    match (&ours, reference(body)) {
+        (Ok(done), Some(text)) => {
+            assert!(!done.lone_surrogate, "serde_json read a lone surrogate");
+            assert_eq!(&dst[..done.written], text.as_bytes(), "decoded text differs");
+            assert_eq!(body[done.closing_quote], b'"');
+        }
+        (Ok(done), None) => {
+            // Refused by serde_json: a lone surrogate, or raw bytes that are not UTF-8 (which
+            // the core's reader checks on the raw text after decoding).
+            let raw_utf8 = std::str::from_utf8(&body[..done.closing_quote]).is_ok();
+            assert!(done.lone_surrogate || !raw_utf8, "accepted what serde_json refuses");
+        }
+        (Err(error), Some(_)) => panic!("refused what serde_json accepts: {error:?}"),
+        (Err(_), None) => {}
+    }
+    let mut shorter = vec![0u8; short.min(body.len() + 8)];
+    let _ = unescape(body, &mut shorter);
+}
+
+fn check_escape(data: &[u8]) {
+    let codes: Vec<u32> = data
+        .chunks_exact(3)
+        .map(|c| (u32::from(c[0]) << 16 | u32::from(c[1]) << 8 | u32::from(c[2])) % 0x11_0000)
+        .collect();
+    let mut ucs4: Vec<u8> = codes.iter().flat_map(|c| c.to_ne_bytes()).collect();
+    let ours: Result<Vec<u8>, EscapeStop> = match escape_ucs4_in_place(&mut ucs4) {
+        Ok(len) => Ok(ucs4[..len].to_vec()),
+        Err(EscapeStop::NoRoom { written, next }) => {
+            let mut out = ucs4[..written].to_vec();
+            let mut result = Ok(());
+            for k in next..codes.len() {
+                let mut bytes = [0u8; 6];
+                match put_escaped(code_at(&ucs4, k).expect("in range"), &mut bytes) {
+                    Ok(len) => out.extend_from_slice(&bytes[..len]),
+                    Err(stop) => {
+                        result = Err(stop);
+                        break;
+                    }
+                }
+            }
+            result.map(|()| out)
+        }
+        Err(stop) => Err(stop),
+    };
+    let text: Option<String> = codes.iter().map(|&c| char::from_u32(c)).collect();
+    match (ours, text) {
+        (Ok(bytes), Some(text)) => {
+            let expected = serde_json::to_string(&text).expect("a String serialises");
+            assert_eq!(bytes, &expected.as_bytes()[1..expected.len() - 1]);
+        }
+        (Err(EscapeStop::LoneSurrogate), None) => {}
+        (ours, text) => panic!("escape {ours:?} for a text that is UTF-8: {}", text.is_some()),
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode % 2 == 0 {
+        check_unescape(rest, usize::from(mode));
+    } else {
+        check_escape(rest);
+    }
+});
