@@ -112,3 +112,52 @@ def test_a_parent_cgroup_quota_limits_too(monkeypatch, tmp_path):
     monkeypatch.setattr(_workers, "_CGROUP_ROOT", str(tmp_path), raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
     assert _workers.worker_count() == 1
+
+
+async def test_a_call_cancelled_while_queued_never_runs():
+    # Every worker busy, one more call queued; its caller gives up: it must not run later
+    # (a seal nobody sends, an open nobody reads).
+    release = threading.Event()
+    ran: list[str] = []
+    busy = [
+        asyncio.ensure_future(_workers.run_blocking(release.wait))
+        for _ in range(_workers.worker_count())
+    ]
+    queued = asyncio.ensure_future(_workers.run_blocking(ran.append, "queued"))
+    await asyncio.sleep(0)
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    release.set()
+    assert await asyncio.gather(*busy) == [True] * len(busy)
+    assert await _workers.run_blocking(ran.append, "after") is None  # behind the skipped one
+    assert ran == ["after"]
+
+
+async def test_stop_iteration_from_a_call_is_an_error_not_a_hang():
+    # A future cannot hold StopIteration: handed over as is, the awaiting task never wakes.
+    def exhausted() -> object:
+        return next(iter(()))
+
+    with pytest.raises(RuntimeError, match="StopIteration") as caught:
+        await asyncio.wait_for(_workers.run_blocking(exhausted), 30)
+    assert isinstance(caught.value.__cause__, StopIteration)
+
+
+def test_a_result_for_a_closed_loop_is_dropped_and_the_workers_carry_on():
+    started, release = threading.Event(), threading.Event()
+
+    def slow() -> str:
+        started.set()
+        release.wait()
+        return "late"
+
+    loop = asyncio.new_event_loop()
+    pending = loop.create_task(_workers.run_blocking(slow))
+    loop.run_until_complete(asyncio.sleep(0))
+    assert started.wait(30)
+    pending.cancel()
+    loop.run_until_complete(asyncio.gather(pending, return_exceptions=True))
+    loop.close()
+    release.set()  # the worker now finishes for a closed loop
+    assert asyncio.run(_workers.run_blocking(pow, 3, 2)) == 9
