@@ -7,9 +7,12 @@
 //! * tamper: a fixed plaintext is sealed, then the bytes overwrite parts of the envelope JSON; the
 //!   edited envelope may still open (e.g. an unknown field renamed) but then only to the
 //!   original plaintext: never to anything an attacker chose.
+//!
+//! In the raw and tamper modes, `open` must agree with `open_strict` (the strict reader alone,
+//! without the fast path for plain envelopes): same plaintext, or same error text.
 #![no_main]
 
-use _core::envelope::{open, seal};
+use _core::envelope::{open, open_strict, seal};
 use _core::secret::LockedBuf;
 use libfuzzer_sys::fuzz_target;
 use nomyo_native_fuzz::keypair;
@@ -38,8 +41,24 @@ fn check_tamper(edits: &[u8]) {
         let at = (usize::from(edit[0]) << 8 | usize::from(edit[1])) % envelope.len();
         envelope[at] = edit[2];
     }
+    check_fast_path(&envelope);
     if let Ok(opened) = open(&envelope, keypair()) {
         assert_eq!(opened.plaintext.as_slice(), TAMPER_PLAINTEXT);
+    }
+}
+
+/// `open` (with its fast path for plain envelopes) and `open_strict` (the strict reader
+/// alone) agree: the same plaintext, or the same error text.
+fn check_fast_path(body: &[u8]) {
+    let fast = open(body, keypair());
+    let strict = open_strict(body, keypair());
+    match (fast, strict) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a.plaintext.as_slice(), b.plaintext.as_slice());
+            assert_eq!((a.processed_at, a.algorithm), (b.processed_at, b.algorithm));
+        }
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+        (a, b) => panic!("fast path {:?} but strict reader {:?}", a.err(), b.err()),
     }
 }
 
@@ -49,7 +68,7 @@ fuzz_target!(|data: &[u8]| {
     };
     match mode % 3 {
         0 => {
-            let _ = open(rest, keypair());
+            check_fast_path(rest);
         }
         1 => check_round_trip(rest),
         _ => check_tamper(rest),

@@ -398,8 +398,29 @@ fn b64_public(text: &str, path: &str) -> CoreResult<Vec<u8>> {
     })
 }
 
+/// What `open` decrypts, read from the envelope and checked.
+struct Parts {
+    /// The decoded ciphertext, in locked memory with room for the tag.
+    ciphertext: LockedBuf,
+    nonce: Vec<u8>,
+    tag: Vec<u8>,
+    wrapped: Vec<u8>,
+    processed_at: Option<Number>,
+    algorithm: String,
+}
+
 /// Check and decrypt a response envelope with `keypair`.
 pub fn open(body: &[u8], keypair: &ClientKeyPair) -> CoreResult<Opened> {
+    open_with(body, keypair, true)
+}
+
+/// `open` without its fast path (`plain_parts`): the reference the fuzz target and the tests
+/// hold that path to (same outcome, same error text).
+pub fn open_strict(body: &[u8], keypair: &ClientKeyPair) -> CoreResult<Opened> {
+    open_with(body, keypair, false)
+}
+
+fn open_with(body: &[u8], keypair: &ClientKeyPair, fast: bool) -> CoreResult<Opened> {
     let _lc = crate::lc_heap::enter();
     if body.len() > MAX_ENVELOPE_BYTES {
         return Err(CoreError::ResponseTooLarge(format!(
@@ -409,6 +430,73 @@ pub fn open(body: &[u8], keypair: &ClientKeyPair) -> CoreResult<Opened> {
     }
     let text = std::str::from_utf8(body)
         .map_err(|_| bad("the response envelope is not valid JSON (it is not UTF-8)"))?;
+    // The plain shape at memory speed; anything else (and any fault) through the strict
+    // reader, which also words the error.
+    let parts = match fast.then(|| plain_parts(text, keypair)).flatten() {
+        Some(parts) => parts,
+        None => strict_parts(text, keypair)?,
+    };
+    let mut buf = parts.ciphertext;
+    let key = oaep_unwrap(&parts.wrapped, keypair)?;
+    if key.len() != AES_KEY_LEN {
+        return Err(CoreError::Crypto);
+    }
+    gcm_open_in_place(&key, &parts.nonce, b"", &mut buf, &parts.tag)?;
+    Ok(Opened {
+        plaintext: buf,
+        processed_at: parts.processed_at,
+        algorithm: parts.algorithm,
+    })
+}
+
+/// The parts of a plain envelope (`envelope_scan`) that passes every check `strict_parts`
+/// makes, or `None` for `strict_parts` to read (and refuse, if it must) instead.
+fn plain_parts(text: &str, keypair: &ClientKeyPair) -> Option<Parts> {
+    let fields = crate::envelope_scan::scan(text)?;
+    let labels_fit = fields.version == VERSION
+        && fields.algorithm == ALGORITHM
+        && fields
+            .key_algorithm
+            .is_none_or(|label| label == KEY_ALGORITHM)
+        && fields
+            .payload_algorithm
+            .is_none_or(|label| label == PAYLOAD_ALGORITHM);
+    if !labels_fit {
+        return None;
+    }
+    let processed_at = match fields.processed_at {
+        None => None,
+        Some(raw) => serde_json::from_str::<Option<Number>>(raw).ok()?,
+    };
+    let decoded = |text: &str, len: usize| B64.decode_to_vec(text).ok().filter(|v| v.len() == len);
+    Some(Parts {
+        nonce: decoded(fields.nonce, NONCE_LEN)?,
+        tag: decoded(fields.tag, TAG_LEN)?,
+        wrapped: decoded(fields.encrypted_aes_key, keypair.modulus_bytes())?,
+        ciphertext: decode_ciphertext(fields.ciphertext).ok()?,
+        processed_at,
+        algorithm: ALGORITHM.to_owned(),
+    })
+}
+
+/// The base64 ciphertext decoded straight into locked memory, with room for the tag.
+fn decode_ciphertext(text: &str) -> CoreResult<LockedBuf> {
+    let not_b64 =
+        || bad("envelope field 'encrypted_payload.ciphertext' is not valid standard base64");
+    let ct_len = B64.decoded_length(text.as_bytes()).map_err(|_| not_b64())?;
+    // Overwritten by the decoding (and the tag); what is left over is wiped by the truncate.
+    let mut buf = LockedBuf::for_overwrite(ct_len + TAG_LEN)?;
+    let written = B64
+        .decode(text.as_bytes(), buf.as_mut_slice().as_out())
+        .map_err(|_| not_b64())?
+        .len();
+    buf.truncate(written);
+    Ok(buf)
+}
+
+/// The envelope read by the strict reader, checked field by field in the protocol's order;
+/// errors name the field and the rule, never content.
+fn strict_parts(text: &str, keypair: &ClientKeyPair) -> CoreResult<Parts> {
     let top = object_of(text, "the response envelope")?;
     top.check_unknown_depth(&ENVELOPE_FIELDS, "the response envelope")?;
 
@@ -476,27 +564,11 @@ pub fn open(body: &[u8], keypair: &ClientKeyPair) -> CoreResult<Opened> {
         )));
     }
 
-    // The ciphertext goes straight into locked memory, with room for the tag.
-    let not_b64 =
-        || bad("envelope field 'encrypted_payload.ciphertext' is not valid standard base64");
-    let ct_len = B64
-        .decoded_length(ciphertext_b64.as_bytes())
-        .map_err(|_| not_b64())?;
-    // Overwritten by the decoding (and the tag); what is left over is wiped by the truncate.
-    let mut buf = LockedBuf::for_overwrite(ct_len + TAG_LEN)?;
-    let written = B64
-        .decode(ciphertext_b64.as_bytes(), buf.as_mut_slice().as_out())
-        .map_err(|_| not_b64())?
-        .len();
-    buf.truncate(written);
-
-    let key = oaep_unwrap(&wrapped, keypair)?;
-    if key.len() != AES_KEY_LEN {
-        return Err(CoreError::Crypto);
-    }
-    gcm_open_in_place(&key, &nonce, b"", &mut buf, &tag)?;
-    Ok(Opened {
-        plaintext: buf,
+    Ok(Parts {
+        ciphertext: decode_ciphertext(&ciphertext_b64)?,
+        nonce,
+        tag,
+        wrapped,
         processed_at,
         algorithm: algorithm.into_owned(),
     })
@@ -734,6 +806,52 @@ mod tests {
         // And a field that is an empty string is read as one.
         let empty = good.replacen("\"1.0\"", "\"\"", 1);
         assert!(envelope_err(&serde_json::from_str(&empty).unwrap()).contains("version"));
+    }
+
+    #[test]
+    fn the_plain_path_reads_only_what_the_strict_reader_reads_the_same() {
+        // Every byte of an envelope (spaced, with processed_at) replaced by each of a few
+        // bytes: whenever the plain path takes the body, the strict reader must read it too,
+        // to the same parts.
+        let good = serde_json::to_string(&sealed(b"{\"k\":1}"))
+            .unwrap()
+            .replacen('{', "{ \"processed_at\": 12.5 ,", 1);
+        let kp = keypair();
+        let mut plain_taken = 0;
+        for at in 0..good.len() {
+            for byte in [b' ', b'"', b'\\', b',', b'}', b'A', b'=', b'0', b'\n', 0x01] {
+                let mut body = good.clone().into_bytes();
+                body[at] = byte;
+                // Whole: the same outcome and the same error text with and without the path.
+                match (open(&body, kp), open_strict(&body, kp)) {
+                    (Ok(a), Ok(b)) => assert_eq!(a.plaintext.as_slice(), b.plaintext.as_slice()),
+                    (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                    (a, b) => panic!("{:?} / {:?} at {at}", a.err(), b.err()),
+                }
+                let Ok(text) = std::str::from_utf8(&body) else {
+                    continue;
+                };
+                let Some(plain) = plain_parts(text, kp) else {
+                    continue;
+                };
+                plain_taken += 1;
+                let strict = strict_parts(text, kp).expect("the strict reader agrees");
+                assert_eq!(plain.ciphertext.as_slice(), strict.ciphertext.as_slice());
+                assert_eq!(
+                    (&plain.nonce, &plain.tag, &plain.wrapped, &plain.algorithm),
+                    (
+                        &strict.nonce,
+                        &strict.tag,
+                        &strict.wrapped,
+                        &strict.algorithm
+                    )
+                );
+                assert_eq!(plain.processed_at, strict.processed_at);
+            }
+        }
+        // The unedited body and its whitespace variants did take the plain path.
+        assert!(plain_taken > good.len(), "{plain_taken}");
+        assert!(plain_parts(&good, kp).is_some());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! Python module: what it exports, and what must happen when it is first imported.
 
 pub mod envelope;
+pub mod envelope_scan;
 pub mod error;
 mod fork;
 pub mod json_scan;
