@@ -31,14 +31,21 @@ fn check_unescape(body: &[u8], short: usize) {
     match (&ours, reference(body)) {
         (Ok(done), Some(text)) => {
             assert!(!done.lone_surrogate, "serde_json read a lone surrogate");
-            assert_eq!(&dst[..done.written], text.as_bytes(), "decoded text differs");
+            assert_eq!(
+                &dst[..done.written],
+                text.as_bytes(),
+                "decoded text differs"
+            );
             assert_eq!(body[done.closing_quote], b'"');
         }
         (Ok(done), None) => {
             // Refused by serde_json: a lone surrogate, or raw bytes that are not UTF-8 (which
             // the core's reader checks on the raw text after decoding).
             let raw_utf8 = std::str::from_utf8(&body[..done.closing_quote]).is_ok();
-            assert!(done.lone_surrogate || !raw_utf8, "accepted what serde_json refuses");
+            assert!(
+                done.lone_surrogate || !raw_utf8,
+                "accepted what serde_json refuses"
+            );
         }
         (Err(error), Some(_)) => panic!("refused what serde_json accepts: {error:?}"),
         (Err(_), None) => {}
@@ -79,7 +86,10 @@ fn check_escape(data: &[u8]) {
             assert_eq!(bytes, &expected.as_bytes()[1..expected.len() - 1]);
         }
         (Err(EscapeStop::LoneSurrogate), None) => {}
-        (ours, text) => panic!("escape {ours:?} for a text that is UTF-8: {}", text.is_some()),
+        (ours, text) => panic!(
+            "escape {ours:?} for a text that is UTF-8: {}",
+            text.is_some()
+        ),
     }
 }
 
