@@ -34,6 +34,7 @@ from nomyo_native._constants import (
 from nomyo_native._keyring import KeyRing
 from nomyo_native._protocol import VALID_SECURITY_TIERS, validate_security_tier
 from nomyo_native._retry import RETRYABLE_STATUS_CODES
+from nomyo_native._seal_inline import seals_inline
 from nomyo_native._workers import run_blocking
 from nomyo_native.attestation import ATTESTATION_POLICIES
 from nomyo_native.types import ChatCompletion
@@ -312,7 +313,8 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
         (``require_payload_echo`` overrides the client's setting for this call)."""
         checked = self._check_request(payload_id, api_key, security_tier, attestation, payload)
         seal = functools.partial(_protocol.seal_payload, payload)
-        return await self._send(seal, payload_id, checked, require_payload_echo)
+        inline = seals_inline(payload)
+        return await self._send(seal, payload_id, checked, require_payload_echo, inline)
 
     async def send_sealed_request(
         self,
@@ -331,8 +333,15 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
         return await self._send(seal, payload_id, checked, require_payload_echo)
 
     async def _send(
-        self, seal: Sealer, payload_id: str, checked: Checked, require_echo: bool | None
+        self,
+        seal: Sealer,
+        payload_id: str,
+        checked: Checked,
+        require_echo: bool | None,
+        seal_inline: bool = False,
     ) -> ChatCompletion:
+        """``seal_inline``: the payload is small enough to seal on the loop thread (see
+        ``_seal_inline``); opening the response always runs on a worker."""
         tier, bearer, policy = checked
         server_key = await self._server_public_key()
         await self._ensure_keys()
@@ -341,6 +350,8 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
             headers = self._completion_headers(payload_id, keypair, bearer, tier)
 
             async def seal_fresh() -> bytes:
+                if seal_inline:
+                    return seal(server_key)
                 return await run_blocking(seal, server_key)
 
             body = await self._request(

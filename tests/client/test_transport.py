@@ -524,7 +524,8 @@ async def test_client_policy_bound_applies_to_every_tier(make_chat, peer):
     )
 
 
-async def test_keygen_seal_and_open_run_off_the_event_loop_thread(make_chat, peer, monkeypatch):
+def _spy_on_core_threads(monkeypatch) -> dict[str, set[str]]:
+    """The names of the threads the core's keygen, seal and open run on."""
     import threading
 
     seen: dict[str, set[str]] = {"generate": set(), "seal": set(), "open": set()}
@@ -549,12 +550,41 @@ async def test_keygen_seal_and_open_run_off_the_event_loop_thread(make_chat, pee
         load = staticmethod(_core.ClientKeyPair.load)
 
     monkeypatch.setattr(_core, "ClientKeyPair", SpyKeyPair)
+    return seen
+
+
+async def test_keygen_open_and_a_large_seal_run_off_the_event_loop_thread(
+    make_chat, peer, monkeypatch
+):
+    # RSA private-key work (keygen, opening) always leaves the loop's thread, and so does
+    # sealing a payload above the inline bound (nomyo_native._seal_inline).
+    import threading
+
+    from nomyo_native._seal_inline import INLINE_SEAL_MAX_BYTES
+
+    seen = _spy_on_core_threads(monkeypatch)
     loop_thread = threading.current_thread().name
+    large = [{"role": "user", "content": "x" * INLINE_SEAL_MAX_BYTES}]
     async with make_chat() as chat:
-        await chat.create(model="m", messages=USER)
+        await chat.create(model="m", messages=large)
     for name, threads in seen.items():
         assert threads, f"{name} was not called"
         assert loop_thread not in threads, f"{name} ran on the event loop thread"
+
+
+async def test_a_small_payload_is_sealed_on_the_loop_thread_and_opened_off_it(
+    make_chat, peer, monkeypatch
+):
+    # Sealing a small payload costs less than handing it to a worker and back (the rule and
+    # its figures: nomyo_native._seal_inline); opening its answer never runs on the loop.
+    import threading
+
+    seen = _spy_on_core_threads(monkeypatch)
+    loop_thread = threading.current_thread().name
+    async with make_chat() as chat:
+        await chat.create(model="m", messages=USER)
+    assert seen["seal"] == {loop_thread}
+    assert seen["open"] and loop_thread not in seen["open"]
 
 
 async def test_oversized_response_body_is_refused_without_buffering_it(
