@@ -344,8 +344,19 @@ impl Writer<'_> {
     /// A non-ASCII str's code points, escaped and encoded in place in their own locked buffer
     /// (no second megabyte buffer), then appended to the output in one copy.
     fn ucs4_string(&mut self, mut ucs4: LockedBuf) -> Result<(), Fault> {
+        // A lone surrogate is refused before anything is written, so before the size cap (as
+        // nomyo's `json.dumps(...).encode()` refuses it), wherever it lies in the str.
+        let escaped = json_string::escape_ucs4_in_place(ucs4.as_mut_slice());
+        let lone_surrogate = match escaped {
+            Ok(_) => false,
+            Err(EscapeStop::LoneSurrogate) => true,
+            Err(EscapeStop::NoRoom { next, .. }) => json_string::has_surrogate(&ucs4, next),
+        };
+        if lone_surrogate {
+            return Err(Fault::LoneSurrogate);
+        }
         self.put(b"\"")?;
-        match json_string::escape_ucs4_in_place(ucs4.as_mut_slice()) {
+        match escaped {
             Ok(len) => self.put(&ucs4[..len])?,
             Err(EscapeStop::LoneSurrogate) => return Err(Fault::LoneSurrogate),
             Err(EscapeStop::NoRoom { written, next }) => {

@@ -326,6 +326,11 @@ pub fn code_at(buf: &[u8], k: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(unit))
 }
 
+/// Whether any code point of the UCS-4 buffer from index `from` on is a UTF-16 surrogate.
+pub fn has_surrogate(buf: &[u8], from: usize) -> bool {
+    code_points(buf.get(4 * from..).unwrap_or_default()).any(|code| code & 0xFFFF_F800 == 0xD800)
+}
+
 /// Rewrite the native-endian UCS-4 in `buf` (as `PyUnicode_AsUCS4` writes it) in place as the
 /// escaped UTF-8 `json.dumps(..., ensure_ascii=False)` writes, from its start; returns the
 /// bytes of escaped text. In place because a code point's UTF-8 is never longer than its 4
@@ -558,6 +563,16 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn has_surrogate_looks_from_the_index_on() {
+        let mut units = ucs4("a\u{d7ff}");
+        units.extend_from_slice(&0xDFFFu32.to_ne_bytes());
+        units.extend_from_slice(&ucs4("\u{e000}\u{10000}"));
+        assert!(has_surrogate(&units, 0) && has_surrogate(&units, 2));
+        assert!(!has_surrogate(&units, 3) && !has_surrogate(&units, 9));
+        assert!(!has_surrogate(&ucs4("a\u{d7ff}\u{e000}"), 0));
     }
 
     #[test]

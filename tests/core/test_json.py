@@ -566,3 +566,17 @@ def test_a_lone_surrogate_anywhere_in_a_non_ascii_str_is_refused(
     for prefix in ("a" * offset, "é" * offset, "\x01" * offset):
         with pytest.raises(ValueError, match="lone surrogate"):
             _testing.json_digest({"k": prefix + "🔐" + surrogate + "tail"})
+
+
+def test_a_lone_surrogate_is_refused_as_such_even_where_the_text_would_not_fit() -> None:
+    # As json.dumps(...).encode() in nomyo: the str's lone surrogate is the error, not the size
+    # cap (once the str's character count fits it), wherever the surrogate lies behind escapes
+    # that write the text in batches.
+    for value, cap in (
+        (["\x01" * 100 + "\ud800"], 200),  # 600 bytes of escapes before the surrogate
+        (["\x01" + "é" * 300 + "\udfff"], 400),  # 302 characters fit the cap, 608 bytes not
+        (["x", "\ud800é"], 5),  # '["x",' fills the cap: not even the opening quote fits
+    ):
+        with pytest.raises(ValueError, match="lone surrogate") as info:
+            _testing.json_digest(value, cap)
+        assert not isinstance(info.value, _core.PayloadTooLargeError)
