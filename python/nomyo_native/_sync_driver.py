@@ -34,6 +34,10 @@ __all__ = ["READ_AHEAD", "DeadlineBackend", "DeadlineExceeded", "SyncDriver"]
 # gathered up to this much per trip through the HTTP layers.
 READ_AHEAD = 128 * 1024
 
+# What a non-blocking read of a TLS socket raises (httpcore2 maps it to ReadError) when no
+# whole record has arrived: not a failure of the connection.
+_NOTHING_WHOLE_YET = (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError)
+
 # When the running attempt must end (time.monotonic()), or None: no deadline.
 _ATTEMPT_ENDS: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "nomyo_native_attempt_ends", default=None
@@ -67,21 +71,38 @@ class _DeadlineStream(httpcore2.NetworkStream):
 
     def __init__(self, inner: httpcore2.NetworkStream) -> None:
         self._inner = inner
+        # A failure met while gathering, after data that is handed over first: the next read
+        # raises it (and the pool, asking is_readable, sees the connection as unusable).
+        self._failure: httpcore2.ReadError | None = None
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         """What has arrived, up to :data:`READ_AHEAD` bytes even past ``max_bytes`` (httpcore2
-        hands each read whole to h11, which takes any size): one blocking read, then more only
-        while the TLS object or the socket already holds data. A TLS socket returns at most one
+        hands each read whole to h11, which takes any size): one blocking read, then on a TLS
+        socket the records already received, without waiting. A TLS socket returns at most one
         16 KiB record per read, and each read climbs h11, httpcore2 and httpx2 on its own: a
         1.4 MB envelope took ~90 such trips."""
+        if self._failure is not None:
+            raise self._failure
         first = self._inner.read(READ_AHEAD, _bounded(timeout, httpcore2.ReadTimeout))
         sock = self._inner.get_extra_info("socket")
-        if not first or not isinstance(sock, ssl.SSLSocket):
+        if not first or len(first) >= READ_AHEAD or not isinstance(sock, ssl.SSLSocket):
             return first  # a plain socket's read already returns all that has arrived
+        return self._gather(first)
+
+    def _gather(self, first: bytes) -> bytes:
+        """``first`` and the records already received. Never waits (each further read has a
+        timeout of 0: the socket does not block): a record still on its way may belong to
+        nothing h11 needs (the answer can be complete), so it is left for a next read, which
+        then waits with its timeout and the attempt's deadline."""
         pieces = [first]
         size = len(first)
-        while size < READ_AHEAD and (sock.pending() or self._inner.get_extra_info("is_readable")):
-            piece = self._inner.read(READ_AHEAD - size, _bounded(timeout, httpcore2.ReadTimeout))
+        while size < READ_AHEAD:
+            try:
+                piece = self._inner.read(READ_AHEAD - size, 0.0)
+            except httpcore2.ReadError as exc:
+                if not isinstance(exc.__cause__, _NOTHING_WHOLE_YET):
+                    self._failure = exc
+                break
             if not piece:
                 break  # the end of the stream: the next read returns b"" again
             pieces.append(piece)
@@ -111,6 +132,8 @@ class _DeadlineStream(httpcore2.NetworkStream):
         return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, bounded))
 
     def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable" and self._failure is not None:
+            return True
         return self._inner.get_extra_info(info)
 
 

@@ -8,13 +8,15 @@ kept-alive connection, with the installed httpcore2 and h11.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
+import os
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpcore2
@@ -120,3 +122,81 @@ def test_a_read_gathers_records_past_what_httpcore2_asks_and_the_body_arrives_in
     largest = max(size for _, size in sizes)
     # httpcore2 asks for less than a read hands over, and h11 took it.
     assert asked < largest <= READ_AHEAD
+
+
+# ---- what follows a complete answer on the connection ---------------------------------------
+
+# A TLS application-data record header announcing 16 KiB, then three bytes of it: a record
+# that never completes.
+UNFINISHED_RECORD = b"\x17\x03\x03\x40\x00abc"
+# A complete record of 32 bytes that no key produced: decrypting it fails.
+FORGED_RECORD = b"\x17\x03\x03\x00\x20" + b"j" * 32
+
+
+def _answer_then(listener: socket.socket, context: ssl.SSLContext, raw: bytes) -> None:
+    """Answers one GET with b"hello", writes ``raw`` past TLS, and holds the connection open
+    until the client closes it."""
+    accepted, _ = listener.accept()
+    with context.wrap_socket(accepted, server_side=True) as conn:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        os.write(conn.fileno(), raw)
+        conn.settimeout(30)
+        with contextlib.suppress(OSError):
+            while conn.recv(65536):
+                pass
+
+
+@pytest.fixture
+def answering_then(tmp_path: Path) -> Iterator[Callable[[bytes], tuple[str, ssl.SSLContext]]]:
+    cert_path, key_path = _certificate(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert_path, key_path)
+    listener = socket.create_server(("127.0.0.1", 0))
+    threads: list[threading.Thread] = []
+
+    def start(raw: bytes) -> tuple[str, ssl.SSLContext]:
+        thread = threading.Thread(
+            target=_answer_then, args=(listener, server_context, raw), daemon=True
+        )
+        thread.start()
+        threads.append(thread)
+        url = f"https://127.0.0.1:{listener.getsockname()[1]}"
+        return url, ssl.create_default_context(cafile=str(cert_path))
+
+    try:
+        yield start
+    finally:
+        listener.close()
+        for thread in threads:
+            thread.join(timeout=10)
+
+
+def test_an_answer_followed_by_an_unfinished_record_is_returned_not_timed_out(
+    answering_then: Callable[[bytes], tuple[str, ssl.SSLContext]],
+) -> None:
+    """Gathering takes only what has arrived: a record still on its way (here one that never
+    completes) is left for a next read, which a complete answer never makes."""
+    url, client_context = answering_then(UNFINISHED_RECORD)
+    transport = _sync_driver._DeadlineTransport(client_context, LIMITS)
+    with httpx2.Client(transport=transport, timeout=3) as http:
+        response = http.get(url)
+        assert response.content == b"hello"
+
+
+def test_an_answer_followed_by_a_forged_record_is_returned_and_the_failure_kept_for_later(
+    answering_then: Callable[[bytes], tuple[str, ssl.SSLContext]],
+) -> None:
+    """The answer's records were authentic: what breaks after them fails the next read of the
+    connection, and the pool sees the connection as unusable, instead of losing the answer."""
+    url, client_context = answering_then(FORGED_RECORD)
+    transport = _sync_driver._DeadlineTransport(client_context, LIMITS)
+    with httpx2.Client(transport=transport, timeout=3) as http:
+        with http.stream("GET", url) as response:
+            assert response.read() == b"hello"
+            stream = response.extensions["network_stream"]
+            assert stream.get_extra_info("is_readable") is True
+            with pytest.raises(httpcore2.ReadError, match="BAD_RECORD_MAC"):
+                stream.read(65536)
