@@ -114,6 +114,11 @@ class AsyncioNetworkStream(httpcore2.AsyncNetworkStream):
         timeout: float | None = None,
     ) -> AsyncioNetworkStream:
         loop = asyncio.get_running_loop()
+        if self._connection.has_data:
+            # Sent in the clear (by anyone on the path): it would otherwise be read first, as
+            # if it had come over TLS. From here on loop.start_tls gives what arrives to TLS.
+            self._transport.abort()
+            raise httpcore2.ConnectError("the server sent data before the TLS handshake")
         try:
             tls = await _bounded(
                 loop.start_tls(

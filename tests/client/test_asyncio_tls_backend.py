@@ -8,9 +8,11 @@ connections), each ending in the httpx2 exception the client already maps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import certifi
@@ -25,6 +27,7 @@ from nomyo_native._asyncio_tls_backend import (
     AsyncioNetworkStream,
     AsyncioTLSTransport,
 )
+from nomyo_native.server.tls import make_self_signed
 
 LIMITS = httpx2.Limits(max_connections=10, max_keepalive_connections=5)
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -348,3 +351,38 @@ async def test_the_end_of_stream_after_data_reads_as_the_data_then_empty():
     connection.eof_received()
     assert await stream.read(65536) == b"hello"
     assert await stream.read(65536) == b""
+
+
+# ---- the TLS handshake -------------------------------------------------------------------------
+
+
+def server_tls(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a fresh loopback certificate, and a client context trusting it."""
+    files = make_self_signed(tmp_path / "tls")
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(files.cert_path, files.key_path)
+    return server, trusting(files.ca_path)
+
+
+async def test_bytes_received_before_the_tls_handshake_are_refused(tmp_path: Path) -> None:
+    """Whatever arrives in the clear before the handshake (an attacker on the path can send it)
+    must never be read as the server's answer over TLS."""
+    server_context, client_context = server_tls(tmp_path)
+
+    async def injects(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(ok(b"forged"))  # in the clear, before any TLS
+        with contextlib.suppress(OSError):  # the client aborts: no handshake
+            await writer.start_tls(server_context)
+            writer.write(ok(b"genuine"))
+            await writer.drain()
+            await reader.read()
+
+    async with loopback_server(injects) as url:
+        stream = await open_stream(url)
+        for _ in range(500):  # until the forged bytes are in (a yield between connect and TLS)
+            if stream._connection.has_data:
+                break
+            await asyncio.sleep(0.01)
+        with pytest.raises(httpcore2.ConnectError, match="before the TLS handshake"):
+            await stream.start_tls(client_context, "127.0.0.1", timeout=5)
+        assert stream._transport.is_closing()
