@@ -53,6 +53,16 @@ class BufferedConnection(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
+    def use_tls(self, tls: asyncio.Transport) -> None:
+        """From now on the connection runs over ``tls`` (loop.start_tls calls no
+        connection_made). At the peer's end of stream, asyncio's SSL protocol decrypts what it
+        still holds into one get_buffer() and drops the rest; it stops reading the socket once
+        it holds its read high-water mark, so that mark is set to what an emptied buffer takes."""
+        self.transport = tls
+        set_limits = getattr(tls, "set_read_buffer_limits", None)
+        if set_limits is not None:
+            set_limits(high=len(self._buffer))
+
     def get_buffer(self, sizehint: int) -> memoryview:
         # Never empty: reading pauses before the room runs out (an empty buffer reads as EOF
         # to the SSL protocol and is an error to the socket transport).

@@ -139,7 +139,7 @@ class AsyncioNetworkStream(httpcore2.AsyncNetworkStream):
         if tls is None:  # only for a transport already closing
             self._transport.abort()
             raise httpcore2.ConnectError("the connection closed during the TLS handshake")
-        self._connection.transport = tls
+        self._connection.use_tls(tls)
         self._transport = tls
         return self
 

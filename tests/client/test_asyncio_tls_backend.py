@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,6 +23,7 @@ import httpx2
 import pytest
 
 import nomyo_native as nomyo
+from nomyo_native import _asyncio_connection
 from nomyo_native._asyncio_connection import RECEIVE_BUFFER_SIZE, BufferedConnection
 from nomyo_native._asyncio_tls_backend import (
     AsyncioNetworkBackend,
@@ -386,3 +389,52 @@ async def test_bytes_received_before_the_tls_handshake_are_refused(tmp_path: Pat
         with pytest.raises(httpcore2.ConnectError, match="before the TLS handshake"):
             await stream.start_tls(client_context, "127.0.0.1", timeout=5)
         assert stream._transport.is_closing()
+
+
+def _answer_and_close(listener: socket.socket, context: ssl.SSLContext, body: bytes) -> None:
+    """Answers one GET with ``body`` and ``Connection: close``, sends close_notify and closes
+    the socket at once, without waiting for the client's (as many servers do)."""
+    accepted, _ = listener.accept()
+    conn = context.wrap_socket(accepted, server_side=True)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += conn.recv(65536)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body))
+    conn.sendall(body)
+    conn.setblocking(False)
+    with contextlib.suppress(ssl.SSLError):
+        conn.unwrap()  # sends close_notify; the client's is not waited for
+    conn.close()
+
+
+@pytest.mark.parametrize("buffer_size", [RECEIVE_BUFFER_SIZE, 64 * 1024])
+async def test_an_answer_the_server_closes_after_reaches_a_slow_reader_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, buffer_size: int
+) -> None:
+    """At the peer's end of stream asyncio's SSL protocol decrypts what it still holds into one
+    get_buffer() and drops the rest: it must never hold more than the connection's emptied
+    receive buffer takes, whatever that buffer's size."""
+    monkeypatch.setattr(_asyncio_connection, "RECEIVE_BUFFER_SIZE", buffer_size)
+    server_context, client_context = server_tls(tmp_path)
+    body = bytes(range(256)) * 4096 * 4  # 4 MiB
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = threading.Thread(
+        target=_answer_and_close, args=(listener, server_context, body), daemon=True
+    )
+    server.start()
+    try:
+        async with httpx2.AsyncClient(
+            transport=AsyncioTLSTransport(client_context, LIMITS), timeout=30
+        ) as http:
+            url = f"https://127.0.0.1:{listener.getsockname()[1]}"
+            async with http.stream("GET", url) as response:
+                await asyncio.sleep(0.3)  # the body and the end of stream pile up
+                received = bytearray()
+                async for chunk in response.aiter_raw():
+                    received += chunk
+                    await asyncio.sleep(0.002)  # a reader slower than the loopback
+        assert len(received) == len(body)
+        assert received == body
+    finally:
+        listener.close()
+        server.join(timeout=10)
