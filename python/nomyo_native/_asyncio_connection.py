@@ -123,6 +123,9 @@ class BufferedConnection(asyncio.BufferedProtocol):
         """Until something arrives, the stream ends or fails; ReadTimedOut after ``timeout``."""
         if self._filled or self.eof or self.error is not None:
             return
+        if self._reader is not None:
+            # One waiter at a time: a second would orphan the first, which then waits forever.
+            raise RuntimeError("another read is already waiting on this connection")
         reader = self._reader = self._loop.create_future()
         timer = None if timeout is None else self._loop.call_later(timeout, _expire, reader)
         try:
@@ -148,10 +151,12 @@ class BufferedConnection(asyncio.BufferedProtocol):
         """Until the transport takes more (ConnectionResetError if the connection is gone;
         TimeoutError at the loop time ``ends``)."""
         while self._writing_paused and not self.lost:
-            drainer = self._drainer = self._loop.create_future()
+            if self._drainer is not None:
+                raise RuntimeError("another write is already waiting on this connection")
             left = None if ends is None else ends - self._loop.time()
             if left is not None and left <= 0:
                 raise TimeoutError
+            drainer = self._drainer = self._loop.create_future()
             timer = None if left is None else self._loop.call_later(left, _expire, drainer)
             try:
                 await drainer

@@ -438,3 +438,53 @@ async def test_an_answer_the_server_closes_after_reaches_a_slow_reader_whole(
     finally:
         listener.close()
         server.join(timeout=10)
+
+
+# ---- one read and one write at a time ----------------------------------------------------------
+
+
+class StuckTransport(RecordingTransport):
+    """Its buffer is full after every write, until ``resume`` is called by the test."""
+
+    def write(self, data: Any) -> None:
+        self.received += data
+        self.connection.pause_writing()
+
+
+async def test_a_second_read_while_one_waits_is_refused_and_the_first_still_served() -> None:
+    connection = BufferedConnection()
+    stream = AsyncioNetworkStream(RecordingTransport(connection), connection)
+    first = asyncio.ensure_future(stream.read(65536))  # no timeout: only data ends it
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="already waiting"):
+        await stream.read(65536, timeout=0.05)
+    connection.get_buffer(-1)[:2] = b"hi"
+    connection.buffer_updated(2)
+    assert await asyncio.wait_for(first, 5) == b"hi"
+
+
+async def test_a_second_write_while_one_waits_is_refused_and_the_first_still_completes() -> None:
+    connection = BufferedConnection()
+    transport = StuckTransport(connection)
+    stream = AsyncioNetworkStream(transport, connection)
+    first = asyncio.ensure_future(stream.write(b"first"))  # no timeout: only a resume ends it
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="already waiting"):
+        await stream.write(b"second", timeout=0.05)
+    transport.resume()
+    await asyncio.wait_for(first, 5)
+    assert transport.received.startswith(b"first")
+
+
+async def test_a_write_timed_out_before_waiting_leaves_the_next_write_free() -> None:
+    connection = BufferedConnection()
+    transport = StuckTransport(connection)
+    stream = AsyncioNetworkStream(transport, connection)
+    with pytest.raises(httpcore2.WriteTimeout):
+        await stream.write(b"x", timeout=0)  # its time is up before it can wait
+    transport.resume()
+    second = asyncio.ensure_future(stream.write(b"y"))  # waits again, as the only writer
+    await asyncio.sleep(0)
+    transport.resume()
+    await asyncio.wait_for(second, 5)
+    assert transport.received == b"xy"
