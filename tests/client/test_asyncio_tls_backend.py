@@ -488,3 +488,40 @@ async def test_a_write_timed_out_before_waiting_leaves_the_next_write_free() -> 
     transport.resume()
     await asyncio.wait_for(second, 5)
     assert transport.received == b"xy"
+
+
+async def test_a_peer_flooding_over_tls_fills_no_more_than_two_buffers_while_nobody_reads(
+    tmp_path: Path,
+) -> None:
+    """What a peer sends past the receive buffer stays in the kernel: asyncio's SSL protocol
+    stops reading the socket at its high-water mark (the buffer's size) plus one socket read."""
+    server_context, client_context = server_tls(tmp_path)
+    body = b"z" * (8 * 1024 * 1024)
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(body)
+        with contextlib.suppress(OSError):
+            await writer.drain()
+            await reader.read()
+
+    server = await asyncio.start_server(flood, "127.0.0.1", 0, ssl=server_context)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        stream = await AsyncioNetworkBackend().connect_tcp("127.0.0.1", port, timeout=5)
+        stream = await stream.start_tls(client_context, "127.0.0.1", timeout=5)
+        connection = stream._connection
+        for _ in range(500):  # until the client stops taking more
+            if connection._reading_paused:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # the peer keeps sending meanwhile
+        assert connection._reading_paused
+        held = stream._transport.get_read_buffer_size()  # ciphertext asyncio holds
+        assert held <= RECEIVE_BUFFER_SIZE + 256 * 1024
+        received = 0
+        while received < len(body):
+            received += len(await stream.read(65536, timeout=5))
+        assert received == len(body)
+        await stream.aclose()
+    finally:
+        server.close()
