@@ -313,7 +313,8 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
         (``require_payload_echo`` overrides the client's setting for this call)."""
         checked = self._check_request(payload_id, api_key, security_tier, attestation, payload)
         seal = functools.partial(_protocol.seal_payload, payload)
-        inline = seals_inline(payload)
+        # Asked at each seal, not now: the caller's payload may grow before an attempt seals it.
+        inline = functools.partial(seals_inline, payload)
         return await self._send(seal, payload_id, checked, require_payload_echo, inline)
 
     async def send_sealed_request(
@@ -338,10 +339,10 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
         payload_id: str,
         checked: Checked,
         require_echo: bool | None,
-        seal_inline: bool = False,
+        seal_inline: Callable[[], bool] | None = None,
     ) -> ChatCompletion:
-        """``seal_inline``: the payload is small enough to seal on the loop thread (see
-        ``_seal_inline``); opening the response always runs on a worker."""
+        """``seal_inline``: whether the payload is, right now, small enough to seal on the loop
+        thread (see ``_seal_inline``); opening the response always runs on a worker."""
         tier, bearer, policy = checked
         server_key = await self._server_public_key()
         await self._ensure_keys()
@@ -350,7 +351,7 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
             headers = self._completion_headers(payload_id, keypair, bearer, tier)
 
             async def seal_fresh() -> bytes:
-                if seal_inline:
+                if seal_inline is not None and seal_inline():
                     return seal(server_key)
                 return await run_blocking(seal, server_key)
 

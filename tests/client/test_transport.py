@@ -645,3 +645,35 @@ def test_concurrent_first_pins_for_many_urls_are_all_kept(tmp_path, peer):
         list(pool.map(lambda c: c._check_pin_file(peer.fingerprint), clients))
     pins = json.loads(pin_file.read_text())
     assert pins == {c.router_url: peer.fingerprint for c in clients}
+
+
+async def test_a_payload_grown_before_its_seal_is_sealed_off_the_loop_thread(
+    make_chat, peer, monkeypatch
+):
+    # Whether a payload is small enough to seal on the loop thread is decided when it is
+    # sealed, not when the request starts: the caller's messages list may grow meanwhile (here
+    # during the retry wait), and a large payload must never stall the loop.
+    import threading
+
+    from nomyo_native._seal_inline import INLINE_SEAL_MAX_BYTES
+
+    calls: list[str] = []
+    real_seal = _core.seal
+
+    def spy(*args):
+        calls.append(threading.current_thread().name)
+        return real_seal(*args)
+
+    monkeypatch.setattr(_core, "seal", spy)
+    messages = [{"role": "user", "content": "hi"}]
+
+    async def grow_then_wait(seconds: float) -> None:
+        messages.append({"role": "user", "content": "x" * INLINE_SEAL_MAX_BYTES})
+
+    loop_thread = threading.current_thread().name
+    peer.script.append(httpx2.Response(503, json={"detail": "retry me"}))
+    async with make_chat(sleep=grow_then_wait) as chat:
+        await chat.create(model="m", messages=messages)
+    assert len(calls) == 2
+    assert calls[0] == loop_thread, "the small first attempt is sealed inline"
+    assert calls[1] != loop_thread, "the grown payload was sealed on the event loop thread"
