@@ -525,3 +525,65 @@ async def test_a_peer_flooding_over_tls_fills_no_more_than_two_buffers_while_nob
         await stream.aclose()
     finally:
         server.close()
+
+
+# ---- ends that must not pass for a complete answer ---------------------------------------------
+
+
+def _answer_half_and_close(listener: socket.socket, context: ssl.SSLContext, notify: bool) -> None:
+    """Declares 1 MiB, sends half of it, and closes: with close_notify, or with a bare FIN (an
+    attacker on the path can send the latter)."""
+    accepted, _ = listener.accept()
+    conn = context.wrap_socket(accepted, server_side=True)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += conn.recv(65536)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n" + b"a" * 524288)
+    if notify:
+        conn.setblocking(False)
+        with contextlib.suppress(ssl.SSLError):
+            conn.unwrap()
+    conn.close()
+
+
+@pytest.mark.parametrize("notify", [True, False], ids=["close_notify", "bare FIN"])
+async def test_a_tls_body_cut_short_is_a_protocol_error(tmp_path: Path, notify: bool) -> None:
+    server_context, client_context = server_tls(tmp_path)
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = threading.Thread(
+        target=_answer_half_and_close, args=(listener, server_context, notify), daemon=True
+    )
+    server.start()
+    try:
+        async with httpx2.AsyncClient(
+            transport=AsyncioTLSTransport(client_context, LIMITS), timeout=30
+        ) as http:
+            with pytest.raises(httpx2.RemoteProtocolError, match="received 524288 bytes"):
+                await http.get(f"https://127.0.0.1:{listener.getsockname()[1]}")
+    finally:
+        listener.close()
+        server.join(timeout=10)
+
+
+async def test_a_connection_lost_while_a_write_waits_is_a_write_error() -> None:
+    connection = BufferedConnection()
+    stream = AsyncioNetworkStream(StuckTransport(connection), connection)
+    writing = asyncio.ensure_future(stream.write(b"x", timeout=30))
+    await asyncio.sleep(0)
+    assert not writing.done()
+    connection.connection_lost(ConnectionResetError("reset by peer"))
+    with pytest.raises(httpcore2.WriteError, match="reset by peer"):
+        await writing
+
+
+async def test_a_cancelled_read_leaves_the_connection_to_the_next_read() -> None:
+    connection = BufferedConnection()
+    stream = AsyncioNetworkStream(RecordingTransport(connection), connection)
+    reading = asyncio.ensure_future(stream.read(65536, timeout=30))
+    await asyncio.sleep(0)
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    connection.get_buffer(-1)[:4] = b"next"
+    connection.buffer_updated(4)
+    assert await stream.read(65536, timeout=5) == b"next"

@@ -200,3 +200,42 @@ def test_an_answer_followed_by_a_forged_record_is_returned_and_the_failure_kept_
             assert stream.get_extra_info("is_readable") is True
             with pytest.raises(httpcore2.ReadError, match="BAD_RECORD_MAC"):
                 stream.read(65536)
+
+
+def _answer_half_and_close(listener: socket.socket, context: ssl.SSLContext, notify: bool) -> None:
+    """Declares 1 MiB, sends half, closes: with close_notify, or a bare FIN."""
+    accepted, _ = listener.accept()
+    conn = context.wrap_socket(accepted, server_side=True)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += conn.recv(65536)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n" + b"a" * 524288)
+    if notify:
+        conn.setblocking(False)
+        with contextlib.suppress(ssl.SSLError):
+            conn.unwrap()
+    conn.close()
+
+
+@pytest.mark.parametrize("notify", [True, False], ids=["close_notify", "bare FIN"])
+def test_a_tls_body_cut_short_is_a_protocol_error_however_the_gather_meets_the_end(
+    tmp_path: Path, notify: bool
+) -> None:
+    cert_path, key_path = _certificate(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert_path, key_path)
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = threading.Thread(
+        target=_answer_half_and_close, args=(listener, server_context, notify), daemon=True
+    )
+    server.start()
+    transport = _sync_driver._DeadlineTransport(
+        ssl.create_default_context(cafile=str(cert_path)), LIMITS
+    )
+    try:
+        with httpx2.Client(transport=transport, timeout=30) as http:
+            with pytest.raises(httpx2.RemoteProtocolError, match="received 524288 bytes"):
+                http.get(f"https://127.0.0.1:{listener.getsockname()[1]}")
+    finally:
+        listener.close()
+        server.join(timeout=10)
