@@ -162,3 +162,16 @@ async def test_url_password_quoted_back_by_the_server_is_redacted_from_the_error
         with pytest.raises(nomyo.APIError) as caught:
             await chat.client.fetch_server_public_key()
     assert password not in everything_said_about(caught.value)
+
+
+def test_visible_ascii_is_exactly_one_or_more_vchar():
+    # RFC 5234 VCHAR is %x21-7E: checked against every code point, alone and among visible
+    # characters, and the empty string.
+    from nomyo_native._headers import is_visible_ascii
+
+    assert not is_visible_ascii("")
+    for code in range(0x110000):
+        ch = chr(code)
+        vchar = 0x21 <= code <= 0x7E
+        assert is_visible_ascii(ch) is vchar, hex(code)
+        assert is_visible_ascii(f"ab{ch}cd") is vchar, hex(code)
