@@ -161,3 +161,49 @@ def test_a_result_for_a_closed_loop_is_dropped_and_the_workers_carry_on():
     loop.close()
     release.set()  # the worker now finishes for a closed loop
     assert asyncio.run(_workers.run_blocking(pow, 3, 2)) == 9
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, SystemExit])
+async def test_a_base_exception_in_a_call_reaches_its_caller_once_and_the_workers_carry_on(error):
+    # As run_in_executor did: the awaiting task gets it (it is not lost, nor raised on the
+    # worker thread, which would end that thread and leave the pool a worker short).
+    def interrupted() -> None:
+        raise error()
+
+    for _ in range(_workers.worker_count() + 1):
+        with pytest.raises(error):  # awaited as is: a task would re-raise it out of the loop
+            await _workers.run_blocking(interrupted)
+    assert await _workers.run_blocking(pow, 2, 5) == 32
+
+
+async def test_a_result_its_caller_gave_up_on_while_it_ran_is_dropped_not_kept():
+    # A caller cancelled while its call runs (a deadline, a closed app): what the call returns
+    # (a response opened for nobody) must not stay referenced by the hand-off.
+    import gc
+    import weakref
+
+    class Opened:
+        pass
+
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+    kept: list[weakref.ref[Opened]] = []
+
+    def opening() -> Opened:
+        started.set()
+        release.wait()
+        result = Opened()
+        kept.append(weakref.ref(result))
+        finished.set()
+        return result
+
+    call = asyncio.ensure_future(_workers.run_blocking(opening))
+    assert await asyncio.to_thread(started.wait, 30)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    release.set()
+    assert await asyncio.to_thread(finished.wait, 30)
+    assert await _workers.run_blocking(pow, 2, 3) == 8  # the hand-off of the result is past
+    await asyncio.sleep(0)
+    gc.collect()
+    assert kept and kept[0]() is None, "the result outlived its cancelled call"
