@@ -40,6 +40,8 @@ class BufferedConnection(asyncio.BufferedProtocol):
         self._view = memoryview(self._buffer)
         self._filled = 0
         self._reading_paused = False
+        # Between start_tls's first step and its end the TCP transport is the SSL protocol's.
+        self._handshaking = False
         self._reader: asyncio.Future[bool] | None = None
         self.eof = False
         self.lost = False
@@ -53,12 +55,22 @@ class BufferedConnection(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
+    def begin_tls(self) -> None:
+        """loop.start_tls is about to take the TCP transport over. Data that comes with the end
+        of the handshake is delivered before start_tls returns: a pause it causes is kept for
+        :meth:`use_tls` to give to the TLS transport (paused, the TCP transport would never be
+        resumed by the SSL protocol, whose own reading would go on into a full buffer)."""
+        self._handshaking = True
+
     def use_tls(self, tls: asyncio.Transport) -> None:
         """From now on the connection runs over ``tls`` (loop.start_tls calls no
         connection_made). At the peer's end of stream, asyncio's SSL protocol decrypts what it
         still holds into one get_buffer() and drops the rest; it stops reading the socket once
         it holds its read high-water mark, so that mark is set to what an emptied buffer takes."""
+        self._handshaking = False
         self.transport = tls
+        if self._reading_paused:
+            tls.pause_reading()
         set_limits = getattr(tls, "set_read_buffer_limits", None)
         if set_limits is not None:
             set_limits(high=len(self._buffer))
@@ -72,8 +84,9 @@ class BufferedConnection(asyncio.BufferedProtocol):
         self._filled += nbytes
         if len(self._buffer) - self._filled < _MIN_ROOM and not self._reading_paused:
             self._reading_paused = True
-            assert self.transport is not None
-            self.transport.pause_reading()
+            if not self._handshaking:
+                assert self.transport is not None
+                self.transport.pause_reading()
         self._wake_reader()
 
     def eof_received(self) -> bool:

@@ -119,6 +119,7 @@ class AsyncioNetworkStream(httpcore2.AsyncNetworkStream):
             # if it had come over TLS. From here on loop.start_tls gives what arrives to TLS.
             self._transport.abort()
             raise httpcore2.ConnectError("the server sent data before the TLS handshake")
+        self._connection.begin_tls()
         try:
             tls = await _bounded(
                 loop.start_tls(

@@ -587,3 +587,36 @@ async def test_a_cancelled_read_leaves_the_connection_to_the_next_read() -> None
     connection.get_buffer(-1)[:4] = b"next"
     connection.buffer_updated(4)
     assert await stream.read(65536, timeout=5) == b"next"
+
+
+class PausableTransport(RecordingTransport):
+    """Records its reading being paused and resumed."""
+
+    def __init__(self, connection: BufferedConnection) -> None:
+        super().__init__(connection)
+        self.reading = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+async def test_a_buffer_filled_during_the_handshake_pauses_the_tls_transport() -> None:
+    """asyncio's SSL protocol delivers data that came with the end of the handshake before
+    start_tls returns, while the connection still knows only the TCP transport. If that fills
+    the buffer, the pause belongs to the TLS transport: the TCP one (the SSL protocol's to
+    drive) must read on, and emptying the buffer must resume the TLS one."""
+    connection = BufferedConnection()
+    tcp = PausableTransport(connection)
+    connection.connection_made(tcp)
+    connection.begin_tls()
+    early = RECEIVE_BUFFER_SIZE - 1024  # past the point where reading pauses
+    connection.get_buffer(-1)[:early] = b"e" * early
+    connection.buffer_updated(early)
+    tls = PausableTransport(connection)
+    connection.use_tls(tls)
+    assert tcp.reading and not tls.reading
+    assert connection.take() == b"e" * early
+    assert tcp.reading and tls.reading
