@@ -18,7 +18,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use zeroize::Zeroize;
 
 use crate::error::{CoreError, CoreResult};
-use crate::json_scan::{scan_number, word_needs_escape};
+use crate::json_scan::{plain_prefix, scan_number};
 use crate::json_string::{self, EscapeStop, UnescapeError};
 use crate::pystr::{Chars, StrError};
 use crate::secret::LockedBuf;
@@ -401,19 +401,17 @@ impl Writer<'_> {
 
     /// An ASCII str's bytes, escaped where JSON needs it (runs copied whole).
     fn ascii_string(&mut self, bytes: &[u8]) -> Result<(), Fault> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         self.put(b"\"")?;
-        let mut run_start = 0;
         let mut i = 0;
-        while i < bytes.len() {
-            // Skip 8 bytes at a time while none of them needs escaping.
-            if let Some(word) = bytes.get(i..i + 8) {
-                let word = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-                if !word_needs_escape(word) {
-                    i += 8;
-                    continue;
-                }
-            }
-            let b = bytes[i];
+        loop {
+            let run = plain_prefix(&bytes[i..]);
+            self.put(&bytes[i..i + run])?;
+            i += run;
+            // What ends a run is a control character, '"' or '\\' (or the end).
+            let Some(&b) = bytes.get(i) else {
+                break;
+            };
             i += 1;
             let escape: &[u8] = match b {
                 b'"' => b"\\\"",
@@ -423,26 +421,17 @@ impl Writer<'_> {
                 b'\t' => b"\\t",
                 0x08 => b"\\b",
                 0x0c => b"\\f",
-                0..=0x1f => b"",
-                _ => continue,
-            };
-            self.put(&bytes[run_start..i - 1])?;
-            if escape.is_empty() {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                self.put(&[
+                _ => &[
                     b'\\',
                     b'u',
                     b'0',
                     b'0',
-                    HEX[(b >> 4) as usize],
-                    HEX[(b & 15) as usize],
-                ])?;
-            } else {
-                self.put(escape)?;
-            }
-            run_start = i;
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 15)],
+                ],
+            };
+            self.put(escape)?;
         }
-        self.put(&bytes[run_start..])?;
         self.put(b"\"")
     }
 }
@@ -883,13 +872,7 @@ impl<'py> Parser<'_, 'py> {
 
     /// Advance over string bytes that need no attention, 8 at a time.
     fn skip_plain(&mut self) {
-        while let Some(word) = self.s.get(self.pos..self.pos + 8) {
-            let word = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-            if word_needs_escape(word) {
-                break;
-            }
-            self.pos += 8;
-        }
+        self.pos += plain_prefix(self.s.get(self.pos..).unwrap_or_default());
     }
 
     /// A str of `bytes` (the raw text `[start, end)` of the input, or its unescaped form in the

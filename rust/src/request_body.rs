@@ -23,7 +23,7 @@
 
 use crate::envelope::MAX_JSON_DEPTH;
 use crate::error::{CoreError, CoreResult};
-use crate::json_scan::{scan_number, word_needs_escape, NumberScan};
+use crate::json_scan::{plain_prefix, scan_number, NumberScan};
 use crate::secret::LockedBuf;
 
 /// Most digits CPython reads into an `int` (its default `sys.int_max_str_digits`): `json.loads`
@@ -284,15 +284,9 @@ impl Compactor<'_, '_> {
         self.copy(start, self.pos)
     }
 
-    /// Advance over string bytes that need no attention, 8 at a time.
+    /// Advance over string bytes that need no attention (SIMD compares, `plain_prefix`).
     fn skip_plain(&mut self) {
-        while let Some(word) = self.s.get(self.pos..self.pos + 8) {
-            let word = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-            if word_needs_escape(word) {
-                break;
-            }
-            self.pos += 8;
-        }
+        self.pos += plain_prefix(self.s.get(self.pos..).unwrap_or_default());
     }
 
     /// Check one escape; a `\u` surrogate must be a high one followed by a low one.
