@@ -307,10 +307,16 @@ def test_killed_library_endpoint_leaves_no_temp_dirs(tmp_path):
     assert _eventually(lambda: _leftovers(owner_tmp) == []), _leftovers(owner_tmp)
 
 
-def _demo_stopped_by(tmp_path: Path, signum: int, *extra: str) -> tuple[int, str, Path]:
+def _demo_stopped_by(
+    tmp_path: Path, signum: int, *extra: str, sigint: Any = signal.SIG_DFL
+) -> tuple[int, str, Path]:
     """Run ``demo`` with its own TMPDIR, send ``signum`` as soon as its endpoint is up (the
     client's 4096-bit key generation still lies ahead), and return its exit status, output
-    and TMPDIR."""
+    and TMPDIR.
+
+    The demo starts with SIGINT's disposition ``sigint``, whatever this test run inherited: a
+    run started in the background by a script ignores SIGINT, and so would its children.
+    """
     demo_tmp = tmp_path / "tmp"
     demo_tmp.mkdir()
     process = subprocess.Popen(
@@ -319,6 +325,7 @@ def _demo_stopped_by(tmp_path: Path, signum: int, *extra: str) -> tuple[int, str
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "TMPDIR": str(demo_tmp)},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
     )
     output = ""
     try:
@@ -351,6 +358,16 @@ def test_demo_stopped_leaves_no_tls_key_or_temp_dir(tmp_path, signum):
     else:
         # Unwound through the cleanup (an interrupted request may still be logged).
         assert code in (0, 130), output
+    assert _eventually(lambda: _leftovers(demo_tmp) == []), _leftovers(demo_tmp)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="exit guards are POSIX")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT])
+def test_demo_started_with_sigint_ignored_still_stops_on_termination(tmp_path, signum):
+    # Its SIGINT ignored from the start (nohup, a script's background job): the termination
+    # signals, which the demo turns into an interrupt, must not be lost with it.
+    code, output, demo_tmp = _demo_stopped_by(tmp_path, signum, "--no-tpm", sigint=signal.SIG_IGN)
+    assert code == 130, output
     assert _eventually(lambda: _leftovers(demo_tmp) == []), _leftovers(demo_tmp)
 
 

@@ -173,8 +173,12 @@ def termination_unwinds(*, as_interrupt: bool = False) -> Iterator[None]:
         for other in wanted:
             signal.signal(other, signal.SIG_IGN)
         if as_interrupt:
-            _thread.interrupt_main()
-            return
+            if callable(signal.getsignal(signal.SIGINT)):
+                _thread.interrupt_main()
+                return
+            # SIGINT ignored since start-up (a background job of a script, nohup): simulating
+            # it would do nothing, so the stop would be lost; interrupt here instead.
+            raise KeyboardInterrupt
         raise SystemExit(0)
 
     for signum in wanted:
