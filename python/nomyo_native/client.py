@@ -4,8 +4,10 @@ Every decision (options, key lifecycle, trust, retries, sealing, opening, bindin
 is made by the protocol layer (``_protocol``, ``_retry``, ``_trust``, ``_keys``,
 ``_client_base``); this class runs those steps in order on the event loop, with
 ``_async_driver.AsyncDriver`` moving the bytes. Secret operations (keygen, seal, open) are
-calls into the Rust core, run off the event loop thread (the core releases the GIL). Python
-only ever holds key handles, the envelope ciphertext and the final response dict.
+calls into the Rust core, run off the event loop thread (the core releases the GIL), except
+sealing a payload small enough that a hand-off would cost more (``_seal_inline``); RSA
+private-key work never runs on the loop. Python only ever holds key handles, the envelope
+ciphertext and the final response dict.
 """
 
 from __future__ import annotations
