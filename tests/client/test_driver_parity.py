@@ -245,6 +245,87 @@ def test_the_async_driver_sends_the_request_head_httpx2s_client_sends(peer_key, 
     assert ("authorization" in second.headers) == ("base_url" in options)
 
 
+class _PostRecorder(_Recorder):
+    """Serves the server key; answers each completion POST 401, with a cookie the first time
+    (so the second POST carries it)."""
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        if request.method == "GET":
+            return httpx2.Response(200, content=self.server_pem)
+        return super().__call__(request)
+
+
+def _posts(kind: str, peer_key: Any, key_dir: Any, **options: Any) -> list[httpx2.Request]:
+    server_pem = peer_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    recorder = _PostRecorder(server_pem)
+    cls = nomyo.SyncSecureChatCompletion if kind == "sync" else nomyo.SecureChatCompletion
+    transport = httpx2.MockTransport(recorder)
+    chat = cls(
+        max_retries=0,
+        transport=transport,
+        key_dir=str(key_dir),
+        key_password="parity-pw",
+        **options,
+    )
+    payload = {"model": "m", "messages": USER}
+    calls = [{"api_key": None, "security_tier": None}, {"api_key": "sk-7", "security_tier": "high"}]
+
+    async def each() -> None:  # on one loop: its pool (and cookie jar) serves every call
+        for call in calls:
+            with pytest.raises(nomyo.AuthenticationError):
+                await chat.client.send_secure_request(payload, "p-1", **call)
+
+    if kind == "async":
+        asyncio.run(each())
+    else:
+        for call in calls:
+            with pytest.raises(nomyo.AuthenticationError):
+                chat.client.send_secure_request(payload, "p-1", **call)
+    chat.close()
+    return [request for request in recorder.requests if request.method == "POST"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"key_size": 2048},
+        {"key_size": 2048, "api_key": "sk-client"},
+        {
+            "key_size": 2048,
+            "base_url": f"https://{NAME}:{urllib.parse.quote(PASSWORD, safe='')}@peer.test:8443",
+        },
+        {"key_size": 2048, "timeout": httpx2.Timeout(3.0, connect=1.5)},
+    ],
+)
+def test_the_async_driver_sends_the_completion_head_httpx2s_client_sends(
+    peer_key, tmp_path, options
+):
+    # The completion POST's head is built without httpx2's header merging when there is no
+    # cookie or Basic auth to add: it must still be, byte for byte and in order, the head
+    # httpx2.Client puts on the wire (the sync driver's), and the body the one sent.
+    sent = {
+        kind: _posts(kind, peer_key, tmp_path / "keys", **options) for kind in ("async", "sync")
+    }
+    assert len(sent["async"]) == len(sent["sync"]) == 2
+    for ours, httpx2s in zip(sent["async"], sent["sync"], strict=True):
+        assert ours.method == httpx2s.method == "POST"
+        assert ours.url == httpx2s.url
+        assert ours.headers.raw == httpx2s.headers.raw
+        assert ours.extensions["timeout"] == httpx2s.extensions["timeout"]
+        assert ours.headers["content-length"] == str(len(ours.content))
+        assert ours.content.startswith(b"{")
+    first, second = sent["async"]
+    assert "cookie" not in first.headers
+    assert second.headers["cookie"] == "route=r7"
+    # The URL's Basic credentials take the Authorization header, as httpx2's auth flow does.
+    expected = f"Basic {BASIC_TOKEN}" if "base_url" in options else "Bearer sk-7"
+    assert second.headers["authorization"] == expected
+    assert second.headers["x-security-tier"] == "high"
+    assert first.headers["accept-encoding"] == "identity"
+
+
 def test_a_cancelled_attempt_closes_its_response(peer_key):
     # Cancelled while reading the body (the caller's own timeout, a task group failing): the
     # response is closed at once, so the pool gets its connection back or drops it.
