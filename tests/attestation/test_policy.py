@@ -199,3 +199,24 @@ def test_a_server_without_tpm_is_reported_as_such(without_optional_packages: Non
     metadata: dict[str, Any] = {"tpm_attestation": {"is_available": False}}
     with pytest.raises(SecurityError, match="no TPM"):
         apply_attestation_policy(metadata, PAYLOAD_ID, "require")
+
+
+def test_each_answer_from_a_server_without_a_tpm_gets_a_record_of_its_own() -> None:
+    # The verdict on "no TPM" is worked out once and shared; the record written into each
+    # answer's _metadata must still be new, so that a caller changing one changes no other.
+    first: dict[str, Any] = {"tpm_attestation": {"is_available": False}}
+    second: dict[str, Any] = {"tpm_attestation": {"is_available": False}}
+    apply_attestation_policy(first, PAYLOAD_ID, "auto")
+    record = first["attestation_verification"]
+    assert record["available"] is False and record["level"] == "none"
+    assert record["summary"] == "None: the server reported no TPM (is_available is false)."
+    assert record["checks"]["signature"] == {
+        "passed": None,
+        "detail": "not run: the server reported no TPM",
+    }
+    expected = json.loads(json.dumps(record))
+    record["summary"] = "changed by the caller"
+    record["checks"]["signature"]["passed"] = True
+    apply_attestation_policy(second, PAYLOAD_ID, "auto")
+    assert second["attestation_verification"] == expected
+    assert verify_attestation({"is_available": False}, PAYLOAD_ID).to_dict() == expected

@@ -4,6 +4,7 @@ check, and the verdicts built from them (``bound``, ``hardware_rooted``, ``verif
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 from nomyo_native.types import AttestationChecks, AttestationVerification, CheckOutcome
@@ -129,15 +130,23 @@ class AttestationResult:
             why = f"the AIK is not the trusted key ({self.aik_trusted.detail})"
         return f"TPM quote bound, NOT hardware-rooted: {text} Not verified: {why}."
 
+    @cached_property
+    def _verdicts(self) -> tuple[bool, bool, bool, Literal["none", "bound", "rooted"], str]:
+        # Worked out once per result (the fields never change): one is shared by every
+        # answer from a server without a TPM.
+        return self.verified, self.bound, self.hardware_rooted, self.level, self.summary
+
     def to_dict(self) -> AttestationVerification:
-        """The record stored in ``_metadata["attestation_verification"]`` (JSON-safe)."""
+        """The record stored in ``_metadata["attestation_verification"]`` (JSON-safe), new
+        for each call."""
+        verified, bound, hardware_rooted, level, summary = self._verdicts
         return {
-            "verified": self.verified,
-            "bound": self.bound,
-            "hardware_rooted": self.hardware_rooted,
-            "level": self.level,
+            "verified": verified,
+            "bound": bound,
+            "hardware_rooted": hardware_rooted,
+            "level": level,
             "available": self.available,
-            "summary": self.summary,
+            "summary": summary,
             "aik_fingerprint": self.aik_fingerprint,
             "pcr_banks": self.pcr_banks,
             "binding": self.binding,

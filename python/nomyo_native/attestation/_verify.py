@@ -296,9 +296,7 @@ class _Verifier:
         return _whole_block(checks, available=available)
 
     def _not_available(self) -> AttestationResult:
-        reason = "not run: the server reported no TPM"
-        checks = {name: CheckResult(name, None, reason) for name in CHECK_NAMES}
-        return _whole_block(checks, available=False)
+        return _NOT_AVAILABLE
 
 
 def _whole_block(checks: Mapping[CheckName, CheckResult], *, available: bool) -> AttestationResult:
@@ -312,3 +310,10 @@ def _whole_block(checks: Mapping[CheckName, CheckResult], *, available: bool) ->
         aik_trusted=checks["aik_trusted"],
         available=available,
     )
+
+
+# The verdict on a server with no TPM (most answers): always the same, and immutable.
+_NOT_AVAILABLE = _whole_block(
+    {name: CheckResult(name, None, "not run: the server reported no TPM") for name in CHECK_NAMES},
+    available=False,
+)
