@@ -54,6 +54,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+def _always() -> bool:
+    return True
+
+
 class _Lifecycle:
     """Closing and disposing an async client, and its context managers."""
 
@@ -328,12 +332,16 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
         *,
         attestation: str | None = None,
         require_payload_echo: bool | None = None,
+        seal_inline: bool = False,
     ) -> ChatCompletion:
         """:meth:`send_secure_request` for a request the caller seals: ``seal(server_key)``
         returns the envelope, afresh for every attempt (e.g. ``_core.RequestBody.seal``, the
-        openai SDK's request bytes read into locked memory)."""
+        openai SDK's request bytes read into locked memory). ``seal_inline``: the caller
+        knows the plaintext is at most ``_seal_inline.INLINE_SEAL_MAX_BYTES``, so ``seal``
+        runs on the event loop thread (else on a worker)."""
         checked = self._check_request(payload_id, api_key, security_tier, attestation)
-        return await self._send(seal, payload_id, checked, require_payload_echo)
+        inline = _always if seal_inline else None
+        return await self._send(seal, payload_id, checked, require_payload_echo, inline)
 
     async def _send(
         self,

@@ -137,3 +137,44 @@ def test_deciding_stops_early_however_large_the_payload(monkeypatch):
     messages = [{"role": "user", "content": "hi"}] * 5000
     assert not seals_inline({"model": "m", "messages": messages})
     assert visits <= _seal_inline._MAX_ENTRIES + 1
+
+
+class _SpiedBody:
+    """A real ``RequestBody`` whose seal records the thread it ran on."""
+
+    def __init__(self, body: _core.RequestBody) -> None:
+        self.body = body
+        self.size = body.size
+        self.threads: list[str] = []
+
+    def seal(self, server_key: _core.ServerPublicKey) -> bytes:
+        import threading
+
+        self.threads.append(threading.current_thread().name)
+        return self.body.seal(server_key)
+
+    def wipe(self) -> None:
+        self.body.wipe()
+
+
+@pytest.mark.parametrize("content_bytes", [30, INLINE_SEAL_MAX_BYTES])
+async def test_the_openai_transport_seals_a_small_body_on_the_loop_thread(
+    make_chat, peer, content_bytes
+):
+    # The SDK's body is sealed where the client seals a payload of its size: on the loop
+    # thread at most INLINE_SEAL_MAX_BYTES, else on a worker.
+    import threading
+
+    from nomyo_native.openai._exchange import exchange
+
+    chat = {"model": "m", "messages": [{"role": "user", "content": "x" * content_bytes}]}
+    body = _SpiedBody(_core.RequestBody(json.dumps(chat).encode()))
+    async with make_chat() as client:
+        answer = await exchange(client.client, body, None, None)  # type: ignore[arg-type]
+    assert answer["choices"][0]["message"]["content"] == "echo: " + "x" * content_bytes
+    assert peer.received[-1].request == chat
+    loop_thread = threading.current_thread().name
+    small = body.size <= INLINE_SEAL_MAX_BYTES
+    assert small == (content_bytes < INLINE_SEAL_MAX_BYTES)
+    assert (body.threads == [loop_thread]) == small
+    assert len(body.threads) == 1

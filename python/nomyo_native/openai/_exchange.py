@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 
 from nomyo_native import _core
+from nomyo_native._seal_inline import INLINE_SEAL_MAX_BYTES
 from nomyo_native._sync_client import SyncCompletionClient
 from nomyo_native.client import SecureCompletionClient
 from nomyo_native.types import ChatCompletion
@@ -26,8 +27,13 @@ async def exchange(
     """Seal ``body``, POST it once, open and check the answer: the completion, or the
     client's typed exception (APIError with status and Retry-After, APIConnectionError,
     SecurityError)."""
+    # A small body is sealed on the loop thread, as the client seals a small payload: a hand-off
+    # to a worker and back costs more (see _seal_inline).
+    inline = body.size <= INLINE_SEAL_MAX_BYTES
     try:
-        return await client.send_sealed_request(body.seal, str(uuid.uuid4()), api_key, tier)
+        return await client.send_sealed_request(
+            body.seal, str(uuid.uuid4()), api_key, tier, seal_inline=inline
+        )
     finally:
         body.wipe()
 
