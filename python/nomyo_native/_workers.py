@@ -13,7 +13,9 @@ library sizes and reuses its own few (as many as the process may use cores, at m
 A call's result goes back to its event loop in one ``call_soon_threadsafe`` that settles an
 asyncio future: ``loop.run_in_executor`` chains a ``concurrent.futures.Future`` to an asyncio one
 (``wrap_future``: callbacks both ways, a condition variable, a state copy), about a third of
-the CPU a hand-off costs, paid twice per request (seal and open).
+the CPU a hand-off costs, paid twice per request (seal and open). A call goes to the threads
+as one tuple on a ``SimpleQueue`` (:class:`_Pool`), not through ``ThreadPoolExecutor``, whose
+``Future``, work item and pure-Python semaphore per call cost another 15 us of CPU.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import os
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,7 +37,7 @@ MAX_WORKERS = 4
 THREAD_NAME_PREFIX = "nomyo-core"
 
 _lock = threading.Lock()
-_executor: ThreadPoolExecutor | None = None
+_pool_of_process: _Pool | None = None
 
 
 # cgroup v2: the process's group (``0::/path``) and where the hierarchy is mounted.
@@ -82,12 +84,93 @@ def _cgroup_cpu_quota() -> int | None:
     return min(quotas, default=None)
 
 
-def _pool() -> ThreadPoolExecutor:
-    global _executor
+# One call: the caller's loop and future, its context, the function and its arguments.
+_Call = tuple[
+    asyncio.AbstractEventLoop,
+    "asyncio.Future[Any]",
+    contextvars.Context,
+    Callable[..., Any],
+    tuple[object, ...],
+]
+
+
+class _Pool:
+    """Up to ``size`` threads taking calls from one queue, each started when a call finds
+    every thread busy (as ``ThreadPoolExecutor`` starts them). At interpreter exit the calls
+    already queued run, then the threads end and are joined (as ``concurrent.futures``
+    workers do), so no thread is left inside the core while Python finalizes."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._unfinished = 0  # calls queued or running
+        self._stopping = False
+
+    def submit(self, call: _Call) -> None:
+        thread = None
+        with self._lock:
+            if self._stopping:
+                raise RuntimeError("cannot run a call after the interpreter began to exit")
+            self._unfinished += 1
+            started = len(self._threads)
+            if self._unfinished > started and started < self._size:
+                name = f"{THREAD_NAME_PREFIX}_{started}"
+                thread = threading.Thread(target=self._serve, name=name, daemon=_DAEMON)
+                self._threads.append(thread)
+            self._calls.put(call)
+        if thread is not None:
+            thread.start()
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            self._serve_one(*call)
+            del call  # nothing of a finished call stays referenced while the thread waits
+
+    def _serve_one(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        done: asyncio.Future[Any],
+        context: contextvars.Context,
+        func: Callable[..., Any],
+        args: tuple[object, ...],
+    ) -> None:
+        outcome = _outcome(done, context, func, args)
+        # Counted idle before the hand-back wakes the caller: its next call then finds this
+        # thread free instead of starting another one.
+        with self._lock:
+            self._unfinished -= 1
+        if outcome is not None:
+            _hand_back(loop, done, *outcome)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            threads = list(self._threads)
+        for _ in threads:
+            self._calls.put(None)
+        for thread in threads:
+            thread.join()
+
+
+# CPython's hook run before it joins the threads at exit (what concurrent.futures uses);
+# without it, the threads are daemons.
+_register_at_exit: Callable[[Callable[[], None]], None] | None = getattr(
+    threading, "_register_atexit", None
+)
+_DAEMON = _register_at_exit is None
+
+
+def _pool() -> _Pool:
+    global _pool_of_process
     with _lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(worker_count(), thread_name_prefix=THREAD_NAME_PREFIX)
-        return _executor
+        if _pool_of_process is None:
+            pool = _Pool(worker_count())
+            if _register_at_exit is not None:
+                _register_at_exit(pool.stop)
+            _pool_of_process = pool
+        return _pool_of_process
 
 
 async def run_blocking(func: Callable[..., T], /, *args: object) -> T:
@@ -95,30 +178,37 @@ async def run_blocking(func: Callable[..., T], /, *args: object) -> T:
     ``asyncio.to_thread`` would)."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[T] = loop.create_future()
-    _pool().submit(_run, loop, done, contextvars.copy_context(), func, args)
+    _pool().submit((loop, done, contextvars.copy_context(), func, args))
     return await done
 
 
-def _run(
-    loop: asyncio.AbstractEventLoop,
+def _outcome(
     done: asyncio.Future[Any],
     context: contextvars.Context,
     func: Callable[..., Any],
     args: tuple[object, ...],
-) -> None:
-    """On a worker thread: the call, then its outcome handed to ``loop``."""
-    if done.cancelled():  # the caller gave up while the call was queued: skip it
-        return
-    result: Any = None
-    error: BaseException | None = None
+) -> tuple[Any, BaseException | None] | None:
+    """On a worker thread: (result, error) of the call, or None when its caller gave up while
+    it was queued (then it never runs: a seal nobody sends, an open nobody reads)."""
+    if done.cancelled():
+        return None
     try:
-        result = context.run(func, *args)
+        return context.run(func, *args), None
     except StopIteration as exc:
         # A future refuses StopIteration (it would end the awaiting coroutine silently).
         error = RuntimeError("the call raised StopIteration")
         error.__cause__ = exc
+        return None, error
     except BaseException as exc:  # every outcome goes to the awaiting task
-        error = exc
+        return None, exc
+
+
+def _hand_back(
+    loop: asyncio.AbstractEventLoop,
+    done: asyncio.Future[Any],
+    result: Any,
+    error: BaseException | None,
+) -> None:
     try:
         loop.call_soon_threadsafe(_settle, done, result, error)
     except RuntimeError:
@@ -136,9 +226,9 @@ def _settle(done: asyncio.Future[Any], result: Any, error: BaseException | None)
 
 def _forget_inherited_pool() -> None:
     # A fork child has none of the parent's threads: a pool it inherited would queue forever.
-    global _executor, _lock
+    global _pool_of_process, _lock
     _lock = threading.Lock()
-    _executor = None
+    _pool_of_process = None
 
 
 if hasattr(os, "register_at_fork"):

@@ -207,3 +207,67 @@ async def test_a_result_its_caller_gave_up_on_while_it_ran_is_dropped_not_kept()
     await asyncio.sleep(0)
     gc.collect()
     assert kept and kept[0]() is None, "the result outlived its cancelled call"
+
+
+ONE_AT_A_TIME = textwrap.dedent(
+    """
+    import asyncio, threading
+    from nomyo_native import _workers
+
+    async def main():
+        for _ in range(50):
+            await _workers.run_blocking(pow, 2, 10)
+
+    asyncio.run(main())
+    names = [t.name for t in threading.enumerate()]
+    print(sum(name.startswith(_workers.THREAD_NAME_PREFIX) for name in names))
+    """
+)
+
+
+def test_calls_one_at_a_time_keep_to_one_thread():
+    # A thread is started only when a call finds every started one busy, and a thread counts
+    # as free before its caller wakes: a client sending one request at a time keeps to one
+    # thread (each thread that allocates costs a malloc arena).
+    done = subprocess.run(
+        [sys.executable, "-c", ONE_AT_A_TIME], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1"]
+
+
+EXIT_WHILE_A_CALL_RUNS = textwrap.dedent(
+    """
+    import asyncio, sys, threading, time
+    from nomyo_native import _workers
+
+    started = threading.Event()
+
+    def slow():
+        started.set()
+        time.sleep(0.3)
+        sys.stdout.write("finished\\n")
+        sys.stdout.flush()
+
+    async def main():
+        asyncio.ensure_future(_workers.run_blocking(slow))
+        await asyncio.to_thread(started.wait, 30)
+
+    asyncio.new_event_loop().run_until_complete(main())
+    print("exiting", flush=True)  # the call is still running: the interpreter waits for it
+    """
+)
+
+
+def test_the_interpreter_waits_for_a_running_call_at_exit():
+    # As concurrent.futures' workers: a thread inside the core is joined, never abandoned
+    # while Python finalizes (it would wake in a finalized interpreter).
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_WHILE_A_CALL_RUNS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["exiting", "finished"]
