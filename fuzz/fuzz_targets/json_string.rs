@@ -5,14 +5,18 @@
 //!   the documented size, the outcome must agree with serde_json's reading of the same string:
 //!   accepted with the same text, or refused (serde_json refuses the lone surrogates the core
 //!   passes on for Python's `surrogatepass`, so those are checked on their own). Into a
-//!   shorter output, any outcome but a panic is fine.
+//!   shorter output, any outcome but a panic is fine. Decoded in place (`unescape_in_place`,
+//!   after a few bytes of something else), the outcome must be `unescape`'s exactly: the same
+//!   text, offsets and surrogate flag, or the same error.
 //! * escape: the bytes are code points (3 bytes each, taken modulo 0x110000: surrogates
 //!   included), escaped in place as the writer does, the rest after a `NoRoom` stop one code
 //!   point at a time; the text must be serde_json's (which escapes exactly as
 //!   `json.dumps(..., ensure_ascii=False)`), and a surrogate must be refused.
 #![no_main]
 
-use _core::json_string::{code_at, escape_ucs4_in_place, put_escaped, unescape, EscapeStop};
+use _core::json_string::{
+    code_at, escape_ucs4_in_place, put_escaped, unescape, unescape_in_place, EscapeStop,
+};
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
 
@@ -52,6 +56,28 @@ fn check_unescape(body: &[u8], short: usize) {
     }
     let mut shorter = vec![0u8; short.min(body.len() + 8)];
     let _ = unescape(body, &mut shorter);
+    check_in_place(body, &dst, ours);
+}
+
+/// `unescape_in_place` against `unescape`'s outcome `ours` (with its output `decoded`).
+fn check_in_place(
+    body: &[u8],
+    decoded: &[u8],
+    ours: Result<_core::json_string::Unescaped, _core::json_string::UnescapeError>,
+) {
+    const BEFORE: &[u8] = b"{\"k\":\"";
+    let mut buf = BEFORE.to_vec();
+    buf.extend_from_slice(body);
+    let in_place = unescape_in_place(&mut buf, BEFORE.len());
+    assert_eq!(&buf[..BEFORE.len()], BEFORE, "wrote before the start");
+    match (&in_place, &ours) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a, b, "in place: other offsets");
+            let text = &buf[BEFORE.len()..BEFORE.len() + a.written];
+            assert_eq!(text, &decoded[..b.written], "in place: other text");
+        }
+        (a, b) => assert_eq!(a, b, "in place: other outcome"),
+    }
 }
 
 fn check_escape(data: &[u8]) {

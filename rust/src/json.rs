@@ -7,8 +7,9 @@
 //! stack buffers that are wiped, and an integer beyond 64 bits through CPython's own
 //! `int.__repr__` string (a copy of that one number, as `json.dumps` makes).
 //!
-//! `read_py` is a strict RFC 8259 parser that builds Python objects directly; decoded strings go
-//! through a LockedBuf scratch. Errors name the problem and the byte offset, never content.
+//! `read_py` is a strict RFC 8259 parser that builds Python objects directly; escaped strings are
+//! decoded in place in the locked buffer it reads. Errors name the problem and the byte offset,
+//! never content.
 
 use std::fmt::Write as _;
 
@@ -573,8 +574,9 @@ fn python_float_repr(value: f64, out: &mut StackText) {
 
 // ---- reader ------------------------------------------------------------------------------------
 
-/// Parse JSON bytes (from a LockedBuf) straight into Python objects.
-pub fn read_py<'py>(py: Python<'py>, json: &[u8]) -> CoreResult<Bound<'py, PyAny>> {
+/// Parse JSON bytes (from a LockedBuf) straight into Python objects. Strings with escapes are
+/// decoded in place, over their raw text in `json` (which is left partly decoded).
+pub fn read_py<'py>(py: Python<'py>, json: &mut [u8]) -> CoreResult<Bound<'py, PyAny>> {
     let mut parser = Parser {
         py,
         s: json,
@@ -585,7 +587,7 @@ pub fn read_py<'py>(py: Python<'py>, json: &[u8]) -> CoreResult<Bound<'py, PyAny
     parser.skip_ws();
     let value = parser.value(0)?;
     parser.skip_ws();
-    if parser.pos != json.len() {
+    if parser.pos != parser.s.len() {
         return Err(parser.fail("unexpected data after the JSON value"));
     }
     Ok(value)
@@ -593,9 +595,10 @@ pub fn read_py<'py>(py: Python<'py>, json: &[u8]) -> CoreResult<Bound<'py, PyAny
 
 struct Parser<'a, 'py> {
     py: Python<'py>,
-    s: &'a [u8],
+    /// The JSON text; escaped strings are decoded over their raw text.
+    s: &'a mut [u8],
     pos: usize,
-    /// Decoded string content (escapes resolved); wiped when the parser drops.
+    /// A big integer's digits, NUL-terminated for CPython; wiped when the parser drops.
     scratch: LockedBuf,
     /// Where the parser is, outermost first: errors name this path, never content.
     path: Vec<Step<'py>>,
@@ -795,27 +798,19 @@ impl<'py> Parser<'_, 'py> {
                 Some(_) => self.pos += 1,
             }
         }
-        // Decoded text is never longer than its escaped form: the scratch is sized once, with
-        // the 8 bytes of slack the word-at-a-time copy needs.
+        // Decoded in place, over the raw text: the decoded text is never longer. The raw text
+        // is checked first, while it is still there; a decoding error is reported before it.
         let end = start + self.escaped_len(start);
-        let input = self.s;
-        self.scratch.clear();
-        let decoded =
-            self.scratch.append_with(end - start + 8, |dst| {
-                match json_string::unescape(&input[start..], dst) {
-                    Ok(done) => (done.written, Ok(done)),
-                    Err(error) => (0, Err(error)),
-                }
-            })?;
-        let decoded = decoded.map_err(|error| self.unescape_error(error, start))?;
-        let end = start + decoded.closing_quote;
-        self.pos = end + 1;
+        let raw_utf8 = self.check_utf8(start, end);
+        let decoded = json_string::unescape_in_place(self.s, start)
+            .map_err(|error| self.unescape_error(error, start))?;
+        self.pos = start + decoded.closing_quote + 1;
         // Escapes split the raw text only at ASCII bytes and write UTF-8 themselves (lone
         // surrogates aside), so the decoded text is UTF-8 exactly when the raw text is: checking
         // the raw text (ASCII, fast, when the server escaped every non-ASCII character) also
         // names the first bad byte where it is.
-        self.check_utf8(start, end)?;
-        let bytes = self.scratch.as_slice();
+        raw_utf8?;
+        let bytes = &self.s[start..start + decoded.written];
         if decoded.lone_surrogate {
             // Python's json accepts "\ud800"; build the same str via the surrogatepass codec.
             // SAFETY: pointer and length describe `bytes`; the codec name is NUL-terminated.
@@ -875,8 +870,8 @@ impl<'py> Parser<'_, 'py> {
         self.pos += plain_prefix(self.s.get(self.pos..).unwrap_or_default());
     }
 
-    /// A str of `bytes` (the raw text `[start, end)` of the input, or its unescaped form in the
-    /// scratch), validated as UTF-8 here first: CPython's decoder, given invalid bytes, would
+    /// A str of `bytes` (the raw text `[start, end)` of the input, which has no escapes),
+    /// validated as UTF-8 here first: CPython's decoder, given invalid bytes, would
     /// raise a UnicodeDecodeError holding a `bytes` copy of them, which nobody wipes.
     fn new_str(&self, bytes: &[u8], start: usize, end: usize) -> CoreResult<Bound<'py, PyString>> {
         match std::str::from_utf8(bytes) {

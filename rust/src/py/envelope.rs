@@ -50,8 +50,9 @@ pub fn open_envelope<'py>(
     let body = body.as_bytes();
     let kp = &keypair.get().0;
     let opened = py.detach(|| no_panic(AssertUnwindSafe(|| envelope::open(body, kp))))?;
-    let payload = no_panic(AssertUnwindSafe(|| json::read_py(py, &opened.plaintext)))?;
-    drop(opened.plaintext);
+    let mut plaintext = opened.plaintext;
+    let payload = no_panic(AssertUnwindSafe(|| json::read_py(py, &mut plaintext)))?;
+    drop(plaintext);
     let processed_at: Option<Bound<'py, PyAny>> = match opened.processed_at {
         None => None,
         Some(n) => Some(if let Some(i) = n.as_i64() {

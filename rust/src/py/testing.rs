@@ -163,10 +163,10 @@ fn json_roundtrip<'py>(
     obj: &Bound<'py, PyAny>,
     max_len: Option<usize>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let buf = serialize(obj, max_len)?;
+    let mut buf = serialize(obj, max_len)?;
     let py = obj.py();
     no_panic(AssertUnwindSafe(|| {
-        crate::json::read_py(py, buf.as_slice())
+        crate::json::read_py(py, buf.as_mut_slice())
     }))
 }
 
@@ -192,7 +192,7 @@ fn json_digest<'py>(
 #[pyfunction]
 fn json_loads<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
     no_panic(AssertUnwindSafe(|| {
-        let buf = LockedBuf::from_slice(data)?;
-        crate::json::read_py(py, buf.as_slice())
+        let mut buf = LockedBuf::from_slice(data)?;
+        crate::json::read_py(py, buf.as_mut_slice())
     }))
 }
