@@ -136,9 +136,14 @@ def seal(payload: Any, server_key: ServerPublicKey) -> bytes:
     ``TypeError`` for dict keys other than str/int/float/bool/None, ``RequestTooLargeError`` (a
     ``PayloadTooLargeError``) over MAX_PLAINTEXT_BYTES (before any encryption)."""
 
-def open_envelope(body: bytes, keypair: ClientKeyPair) -> tuple[Any, int | float | None, str]:
+def open_envelope(
+    body: bytes | bytearray | memoryview, keypair: ClientKeyPair
+) -> tuple[Any, int | float | None, str]:
     """Check, unwrap and decrypt a response envelope; build the Python objects straight from
-    locked memory. Returns ``(payload, processed_at, algorithm)``. Raises ``EnvelopeError``
+    locked memory. ``body`` is read in place: ``bytes``, or a C-contiguous buffer of unsigned
+    bytes (a ``bytearray``, a ``memoryview``), which must not be written to during the call
+    (the GIL is released; a ``bytearray`` cannot be resized meanwhile); anything else is a
+    ``TypeError``. Returns ``(payload, processed_at, algorithm)``. Raises ``EnvelopeError``
     (format, naming the field), ``ResponseTooLargeError`` over MAX_ENVELOPE_BYTES (both are
     ``ResponseFormatError``), ``CryptoError`` (opaque) or ``KeyDisposedError``."""
 

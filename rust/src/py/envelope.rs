@@ -5,10 +5,10 @@
 
 use std::panic::AssertUnwindSafe;
 
-use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
+use super::byte_buffer::BodyBytes;
 use super::keys::{ClientKeyPair, ServerPublicKey};
 use crate::error::py::no_panic;
 use crate::secret::LockedBuf;
@@ -44,12 +44,12 @@ pub fn open_envelope<'py>(
     body: &Bound<'py, PyAny>,
     keypair: &Bound<'py, ClientKeyPair>,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    let body = body
-        .cast::<PyBytes>()
-        .map_err(|_| PyTypeError::new_err("body must be bytes"))?;
-    let body = body.as_bytes();
+    // bytes, or the bytearray the HTTP layer received the body into: read in place.
+    let body = BodyBytes::extract(body)?;
+    let bytes = body.as_slice();
     let kp = &keypair.get().0;
-    let opened = py.detach(|| no_panic(AssertUnwindSafe(|| envelope::open(body, kp))))?;
+    let opened = py.detach(|| no_panic(AssertUnwindSafe(|| envelope::open(bytes, kp))))?;
+    drop(body);
     let mut plaintext = opened.plaintext;
     let payload = no_panic(AssertUnwindSafe(|| json::read_py(py, &mut plaintext)))?;
     drop(plaintext);

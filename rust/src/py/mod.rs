@@ -2,6 +2,8 @@
 //! releases the GIL around the slow operations and keeps panics out of Python (`no_panic`);
 //! the work itself is done by the pure-Rust modules of the crate.
 
+/// Response bodies taken as bytes or a contiguous byte buffer, without a copy.
+pub mod byte_buffer;
 pub mod envelope;
 pub mod keys;
 pub mod memory;
