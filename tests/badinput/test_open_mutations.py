@@ -10,6 +10,7 @@ paths must release every locked buffer, and thousands of them must not grow the 
 
 from __future__ import annotations
 
+import array
 import json
 import os
 from typing import Any
@@ -274,10 +275,32 @@ def test_authentic_but_hostile_plaintext(
         assert isinstance(exc, _core.CoreError), repr(exc)
 
 
-@pytest.mark.parametrize("body", ["a str", bytearray(b"{}"), memoryview(b"{}"), None, 3])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "a str",
+        None,
+        3,
+        memoryview(b"{}{}")[::2],  # not contiguous
+        memoryview(b"{}{}").cast("H"),  # not bytes
+        array.array("i", [0]),
+    ],
+    ids=["str", "None", "int", "strided", "uint16", "int32-array"],
+)
 def test_body_of_the_wrong_type_is_a_type_error(keypair: _core.ClientKeyPair, body: Any) -> None:
     _result, exc = open_outcome(body, keypair)
     assert isinstance(exc, TypeError), repr(exc)
+
+
+@pytest.mark.parametrize(
+    "wrap", [bytearray, memoryview, lambda b: memoryview(bytearray(b))], ids=range(3)
+)
+def test_a_byte_buffer_body_is_read_as_its_bytes(keypair: _core.ClientKeyPair, wrap: Any) -> None:
+    # The HTTP layer hands over the bytearray it received the body into: the same outcome as
+    # the same bytes, a typed error included.
+    _result, exc = open_outcome(wrap(b"{}"), keypair)
+    _result, expected = open_outcome(b"{}", keypair)
+    assert type(exc) is type(expected) and str(exc) == str(expected), repr(exc)
 
 
 def test_body_over_the_cap_is_refused_before_parsing(keypair: _core.ClientKeyPair) -> None:
