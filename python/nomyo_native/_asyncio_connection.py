@@ -9,6 +9,12 @@ everything received so far in one ``bytes``, and a timer exists only while a rea
 
 The buffer is fixed in size and never sized by the peer: when it is nearly full, reading
 pauses until the next read empties it.
+
+A response body of known length (``begin_body``) is received into a buffer of its own instead,
+the one handed on whole to the caller: what came with the head is moved there, the rest is
+decrypted straight into it. That buffer grows as data arrives (at most twice what has
+arrived, never past the declared length), and each view handed to asyncio ends where the body
+does, so nothing after the body lands in it.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ RECEIVE_BUFFER_SIZE = 256 * 1024
 # Reading pauses when less room than one TLS record (16 KiB of plaintext) is left: asyncio's SSL
 # protocol would otherwise decrypt a few bytes at a time into the tail.
 _MIN_ROOM = 16 * 1024
+# Room in a growing body buffer comes from these zeros (no temporary object per step).
+_ZEROS = memoryview(bytes(RECEIVE_BUFFER_SIZE))
 
 
 class ReadTimedOut(Exception):
@@ -49,6 +57,10 @@ class BufferedConnection(asyncio.BufferedProtocol):
         self._writing_paused = False
         self._drainer: asyncio.Future[bool] | None = None
         self._closed: asyncio.Future[None] = self._loop.create_future()
+        # The body being received (begin_body): its buffer, bytes in it, bytes owed in all.
+        self._body: bytearray | None = None
+        self.body_received = 0
+        self._body_length = 0
 
     # ---- asyncio.BufferedProtocol ------------------------------------------------------------
 
@@ -77,10 +89,17 @@ class BufferedConnection(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         # Never empty: reading pauses before the room runs out (an empty buffer reads as EOF
-        # to the SSL protocol and is an error to the socket transport).
+        # to the SSL protocol and is an error to the socket transport), and a body's view is
+        # handed out only while bytes are still owed.
+        if self._body is not None and self.body_received < self._body_length:
+            return self._body_room()
         return self._view[self._filled :]
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self._body is not None and self.body_received < self._body_length:
+            self.body_received += nbytes
+            self._wake_reader()
+            return
         self._filled += nbytes
         if len(self._buffer) - self._filled < _MIN_ROOM and not self._reading_paused:
             self._reading_paused = True
@@ -119,6 +138,19 @@ class BufferedConnection(asyncio.BufferedProtocol):
     def has_data(self) -> bool:
         return self._filled > 0
 
+    def pending(self) -> memoryview:
+        """What has been received and not yet taken (a view valid until the next read)."""
+        return self._view[: self._filled]
+
+    def consume(self, nbytes: int) -> None:
+        """Drop the first ``nbytes`` pending bytes (a response head the caller has parsed)."""
+        rest = self._filled - nbytes
+        if rest:
+            # Copied out first: a bytearray slice assigned from a view of itself may overlap.
+            self._buffer[:rest] = bytes(self._view[nbytes : self._filled])
+        self._filled = rest
+        self._resume_reading()
+
     def take(self) -> bytes:
         """Everything received so far; b"" at end of stream; the connection's error if it
         ended in one (before any data left unread, as ``StreamReader`` does)."""
@@ -126,15 +158,55 @@ class BufferedConnection(asyncio.BufferedProtocol):
             raise self.error
         data = bytes(self._view[: self._filled])
         self._filled = 0
-        if self._reading_paused and not self.lost:
+        self._resume_reading()
+        return data
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and not self.lost and len(self._buffer) - self._filled >= _MIN_ROOM:
             self._reading_paused = False
             assert self.transport is not None
             self.transport.resume_reading()
-        return data
 
-    async def wait_readable(self, timeout: float | None) -> None:
-        """Until something arrives, the stream ends or fails; ReadTimedOut after ``timeout``."""
-        if self._filled or self.eof or self.error is not None:
+    # ---- a body received into its own buffer ---------------------------------------------------
+
+    def begin_body(self, length: int) -> None:
+        """The next ``length`` bytes of the stream are a body: those pending move into its
+        buffer, the rest is received straight into it. The caller waits with
+        :meth:`wait_readable` until ``body_received == length`` (or the stream ends), then takes
+        it with :meth:`end_body`."""
+        taken = min(length, self._filled)
+        body = bytearray(self._view[:taken])
+        self.consume(taken)
+        self._body = body
+        self.body_received = len(body)
+        self._body_length = length
+
+    def end_body(self) -> bytearray:
+        """The body's buffer, exactly the body once ``body_received`` reached its length (the
+        buffer never grows past it); receiving goes back to the connection's own buffer."""
+        body, self._body = self._body, None
+        assert body is not None
+        return body
+
+    def _body_room(self) -> memoryview:
+        """A view of the body buffer from its first empty byte to at most the body's end, with
+        room for what asyncio's SSL protocol may hold (up to the receive buffer's size)."""
+        body = self._body
+        assert body is not None
+        got, length = self.body_received, self._body_length
+        wanted = got + min(length - got, len(self._buffer))
+        if len(body) < wanted:
+            # Twice what arrived keeps the steps (each a realloc) few, and the buffer at most
+            # twice what arrived (or the room above); never past the declared length.
+            grown = min(length, max(wanted, 2 * got))
+            while len(body) < grown:
+                body += _ZEROS[: grown - len(body)]
+        return memoryview(body)[got:]
+
+    async def wait_readable(self, timeout: float | None, beyond: int = 0) -> None:
+        """Until more than ``beyond`` bytes are pending (or a body's buffer gets any), the
+        stream ends or fails; ReadTimedOut after ``timeout``."""
+        if self._filled > beyond or self.eof or self.error is not None:
             return
         if self._reader is not None:
             # One waiter at a time: a second would orphan the first, which then waits forever.

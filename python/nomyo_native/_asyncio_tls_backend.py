@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import httpcore2
 import httpx2
 
+from nomyo_native._async_http11 import HTTP11ConnectionPool
 from nomyo_native._asyncio_connection import BufferedConnection, ReadTimedOut
 
 __all__ = [
@@ -79,6 +80,68 @@ class AsyncioNetworkStream(httpcore2.AsyncNetworkStream):
             raise httpcore2.ReadTimeout(str(exc)) from None
         except OSError as exc:  # includes ssl.SSLError and ConnectionResetError
             raise httpcore2.ReadError(str(exc) or type(exc).__name__) from exc
+
+    # ---- direct access for the HTTP/1.1 layer (nomyo_native._async_http11) ----------------------
+
+    def receiver(self) -> AsyncioNetworkStream | None:
+        """This stream, for the HTTP/1.1 layer to parse heads in the receive buffer and receive
+        bodies into their own buffers, bypassing :meth:`read`; None for a subclass whose
+        ``read`` does something else (a wrapper or an observer expects to see every byte)."""
+        return self if type(self).read is AsyncioNetworkStream.read else None
+
+    def pending(self) -> memoryview:
+        """What has arrived and not been consumed (valid until the next wait)."""
+        return self._connection.pending()
+
+    def consume(self, nbytes: int) -> None:
+        self._connection.consume(nbytes)
+
+    @property
+    def clean(self) -> bool:
+        """Nothing unread, no end of stream, no failure: fit for another request."""
+        connection = self._connection
+        return not (connection.has_data or connection.eof or connection.error is not None)
+
+    async def fill(self, timeout: float | None) -> bool:
+        """Waits until more than what is pending has arrived (True) or the stream ends
+        (False): a ReadError if it failed, a ReadTimeout after ``timeout``."""
+        connection = self._connection
+        before = connection.pending().nbytes
+        while connection.pending().nbytes == before:
+            if connection.error is not None:
+                raise _read_error(connection.error)
+            if connection.eof:
+                return False
+            await self._wait(timeout, before)
+        return True
+
+    async def receive_body(self, length: int, timeout: float | None) -> bytearray:
+        """The next ``length`` bytes of the stream in one buffer of their own, received into
+        directly: a RemoteProtocolError if the stream ends before, a ReadError if it fails, a
+        ReadTimeout after ``timeout`` with nothing new."""
+        connection = self._connection
+        connection.begin_body(length)
+        try:
+            while connection.body_received < length:
+                if connection.error is not None:
+                    raise _read_error(connection.error)
+                if connection.eof:
+                    raise httpcore2.RemoteProtocolError(
+                        "peer closed connection without sending complete message body: "
+                        f"received {connection.body_received} bytes, expected {length}"
+                    )
+                await self._wait(timeout)
+        finally:
+            body = connection.end_body()
+        return body
+
+    async def _wait(self, timeout: float | None, beyond: int = 0) -> None:
+        try:
+            await self._connection.wait_readable(timeout, beyond)
+        except ReadTimedOut as exc:
+            raise httpcore2.ReadTimeout(str(exc)) from None
+
+    # ---- httpcore2.AsyncNetworkStream ----------------------------------------------------------
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if not buffer:
@@ -171,6 +234,12 @@ class AsyncioNetworkStream(httpcore2.AsyncNetworkStream):
         return bool(readable)
 
 
+def _read_error(exc: BaseException) -> httpcore2.ReadError:
+    error = httpcore2.ReadError(str(exc) or type(exc).__name__)
+    error.__cause__ = exc
+    return error
+
+
 class AsyncioNetworkBackend(httpcore2.AsyncNetworkBackend):
     """Opens :class:`AsyncioNetworkStream` connections (TCP_NODELAY is asyncio's default)."""
 
@@ -228,7 +297,7 @@ class AsyncioTLSTransport(httpx2.AsyncHTTPTransport):
 
     def __init__(self, ssl_context: ssl.SSLContext | None, limits: httpx2.Limits) -> None:
         # super().__init__ is not called on purpose: it would build a pool only to drop it.
-        self._pool = httpcore2.AsyncConnectionPool(
+        self._pool = HTTP11ConnectionPool(
             ssl_context=ssl_context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,

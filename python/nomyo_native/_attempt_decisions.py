@@ -111,7 +111,9 @@ class AttemptDecisions(ClientAttributes):
         log_answer(method, path, answer, started)
         if answer.status == 200:
             return None
-        return self._judge_answer(attempt, *answer, headers, tier)
+        status, body, retry_after = answer
+        # An error body is bytes already (only a large envelope arrives as a bytearray).
+        return self._judge_answer(attempt, status, bytes(body), retry_after, headers, tier)
 
     def _after_failure(self, attempt: int, exc: BaseException, started: float) -> float | None:
         """A send that raised: None for our own HTTP layer's refusal (the caller raises it,

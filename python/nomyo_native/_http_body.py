@@ -32,6 +32,10 @@ __all__ = [
 
 # Sent with every request: we accept no content coding at all.
 IDENTITY_ENCODING = {"Accept-Encoding": "identity"}
+# A body larger than this that arrives in one buffer is handed on as that buffer (a bytearray):
+# only a response envelope can be (error bodies and the server key are capped at 64 KiB), and
+# the core reads it in place. Anything smaller becomes bytes, a copy that costs nothing.
+_KEEP_AS_RECEIVED = 64 * 1024
 # The pool of each driver's HTTP client.
 LIMITS = httpx2.Limits(max_connections=100, max_keepalive_connections=32)
 # Our own HTTP layer refusing a request (a header value it cannot encode): never retried, and
@@ -137,11 +141,13 @@ def _join_capped(chunks_in: Iterator[bytes], cap: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_raw_capped(response: httpx2.Response, cap: int) -> bytes:
+async def read_raw_capped(response: httpx2.Response, cap: int) -> bytes | bytearray:
     """The body exactly as it came off the wire, refused once it exceeds ``cap`` bytes.
 
     A declared ``Content-Length`` above the cap is refused before anything is read; otherwise
-    at most ``cap`` bytes plus one network read are ever held.
+    at most ``cap`` bytes plus one network read are ever held. A large body that arrives as
+    one chunk (the default transport's ``Content-Length`` body: the buffer it was received
+    into) is returned as it is, not copied.
     """
     body = _in_memory_body(response, cap)
     if body is not None:
@@ -155,4 +161,6 @@ async def read_raw_capped(response: httpx2.Response, cap: int) -> bytes:
         if size > cap:
             raise ResponseFormatError(f"response body larger than {cap} bytes refused")
         chunks.append(chunk)
+    if len(chunks) == 1 and len(chunks[0]) > _KEEP_AS_RECEIVED:
+        return chunks[0]
     return b"".join(chunks)

@@ -60,10 +60,11 @@ logger = logging.getLogger("nomyo_native.client")
 
 
 class Answer(NamedTuple):
-    """What one attempt got back: status, the body (wire bytes, capped), Retry-After s."""
+    """What one attempt got back: status, the body (wire bytes, capped; a large one as the
+    bytearray it was received into), Retry-After s."""
 
     status: int
-    body: bytes
+    body: bytes | bytearray
     retry_after: float | None
 
 
@@ -160,7 +161,9 @@ def validate_encrypted_response(encrypted_response: object) -> None:
 # ---- responses -------------------------------------------------------------------------------
 
 
-def open_response(body: bytes, payload_id: str, keypair: _core.ClientKeyPair) -> dict[str, Any]:
+def open_response(
+    body: bytes | bytearray, payload_id: str, keypair: _core.ClientKeyPair
+) -> dict[str, Any]:
     """Open a response envelope with ``keypair`` and write the client's ``_metadata`` fields.
 
     Raises :class:`SecurityError` for a failed decryption (opaque), :class:`ResponseFormatError`

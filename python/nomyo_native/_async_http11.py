@@ -1,0 +1,368 @@
+"""The async driver's HTTP/1.1 connections, under httpcore2's own pool.
+
+httpcore2's ``AsyncHTTP11Connection`` wraps every step of an exchange in Trace context
+managers and an async state lock, feeds every read to h11 and yields each body chunk through
+three generators; a megabyte body was copied five times on its way up. These connections keep
+the pool (limits, queueing, keep-alive expiry, the "connection not available" retry) and
+httpcore2's exceptions, and do the exchange themselves: h11 checks the request and parses the
+response head (``_http11``), and a ``Content-Length`` body is received straight into one
+buffer of its own (``AsyncioNetworkStream.receive_body``), handed on whole as the response's
+only chunk. Chunked and close-delimited bodies go through h11, chunk by chunk.
+
+A connection goes back to the pool only when the exchange is provably clean: the request sent
+whole, the body read to its end with nothing after it, keep-alive on both sides (HTTP/1.1, no
+``Connection: close``). Anything else (an error, a cancellation, a body left unread) closes it.
+"""
+
+from __future__ import annotations
+
+import enum
+import ssl
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from typing import Any, Protocol, cast
+
+import httpcore2
+
+from nomyo_native._http11 import Exchange, ResponseHead
+
+__all__ = ["HTTP11Connection", "HTTP11ConnectionPool"]
+
+# What one read asks of a stream read through ``read()`` (httpcore2's READ_NUM_BYTES).
+_READ_SIZE = 64 * 1024
+# A request's head and body up to this size go out in one write (one TLS record, one send).
+_COALESCE = 64 * 1024
+
+
+class _Source(Protocol):
+    """What the exchange reads from: bytes pending, more of them, a body of known length."""
+
+    def pending(self) -> memoryview: ...
+
+    def consume(self, nbytes: int) -> None: ...
+
+    @property
+    def clean(self) -> bool: ...
+
+    async def fill(self, timeout: float | None) -> bool: ...
+
+    async def receive_body(self, length: int, timeout: float | None) -> bytearray: ...
+
+
+class _ReadingSource:
+    """A :class:`_Source` over any httpcore2 stream's ``read()`` (one the direct path does not
+    know): reads are gathered in a buffer of its own."""
+
+    def __init__(self, stream: httpcore2.AsyncNetworkStream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+        self._ended = False
+
+    def pending(self) -> memoryview:
+        # A copy: a view of the bytearray would forbid consume() from resizing it.
+        return memoryview(bytes(self._buffer))
+
+    def consume(self, nbytes: int) -> None:
+        del self._buffer[:nbytes]
+
+    @property
+    def clean(self) -> bool:
+        return not self._buffer and not self._ended
+
+    async def fill(self, timeout: float | None) -> bool:
+        data = await self._stream.read(_READ_SIZE, timeout)
+        self._ended = not data
+        self._buffer += data
+        return bool(data)
+
+    async def receive_body(self, length: int, timeout: float | None) -> bytearray:
+        body = self._buffer[:length]
+        del self._buffer[:length]
+        while len(body) < length:
+            if not await self.fill(timeout):
+                raise httpcore2.RemoteProtocolError(
+                    "peer closed connection without sending complete message body: "
+                    f"received {len(body)} bytes, expected {length}"
+                )
+            owed = length - len(body)
+            body += self._buffer[:owed]
+            del self._buffer[:owed]
+        return body
+
+
+class _State(enum.IntEnum):
+    NEW = 0
+    ACTIVE = 1
+    IDLE = 2
+    CLOSED = 3
+
+
+class HTTP11Connection(httpcore2.AsyncConnectionInterface):
+    """One connection to ``origin``, made on its first request; one exchange at a time."""
+
+    def __init__(
+        self,
+        origin: httpcore2.Origin,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        keepalive_expiry: float | None,
+        network_backend: httpcore2.AsyncNetworkBackend,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> None:
+        self._origin = origin
+        self._ssl_context = ssl_context
+        self._keepalive_expiry = keepalive_expiry
+        self._backend = network_backend
+        self._local_address = local_address
+        self._socket_options = socket_options
+        self._stream: httpcore2.AsyncNetworkStream | None = None
+        self._source: _Source | None = None
+        self._state = _State.NEW
+        self._expire_at: float | None = None
+        self._request_count = 0
+
+    async def handle_async_request(self, request: httpcore2.Request) -> httpcore2.Response:
+        if not self.can_handle_request(request.url.origin):
+            raise RuntimeError(
+                f"Attempted to send request to {request.url.origin} on connection to {self._origin}"
+            )
+        if self._state not in (_State.NEW, _State.IDLE):
+            raise httpcore2.ConnectionNotAvailable()
+        if self._source is not None and not self._source.clean:
+            # Idle, yet something arrived or the server closed: the pool tries another.
+            await self.aclose()
+            raise httpcore2.ConnectionNotAvailable()
+        self._state = _State.ACTIVE
+        self._request_count += 1
+        self._expire_at = None
+        try:
+            if self._stream is None:
+                await self._connect(request)
+            return await self._exchange(request)
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def _connect(self, request: httpcore2.Request) -> None:
+        timeout = request.extensions.get("timeout", {}).get("connect")
+        host = self._origin.host.decode("ascii")
+        stream = await self._backend.connect_tcp(
+            host,
+            self._origin.port,
+            timeout=timeout,
+            local_address=self._local_address,
+            socket_options=self._socket_options,
+        )
+        if self._origin.scheme in (b"https", b"wss"):
+            context = self._ssl_context or httpcore2.default_ssl_context()
+            context.set_alpn_protocols(["http/1.1"])
+            server_hostname = request.extensions.get("sni_hostname") or host
+            stream = await stream.start_tls(context, server_hostname, timeout)
+        self._stream = stream
+        receiver = getattr(stream, "receiver", None)
+        direct: _Source | None = receiver() if receiver is not None else None
+        self._source = direct if direct is not None else _ReadingSource(stream)
+
+    async def _exchange(self, request: httpcore2.Request) -> httpcore2.Response:
+        timeouts = request.extensions.get("timeout", {})
+        exchange = Exchange(request.method, request.url.target, request.headers)
+        assert isinstance(request.stream, AsyncIterable)
+        try:
+            await self._send(exchange, request.stream, timeouts.get("write"))
+        except httpcore2.WriteError:
+            # As httpcore2: a server may answer (a 413, say) and stop reading before the
+            # request is all sent; its answer is read, and the connection is not reused.
+            pass
+        head = await self._receive_head(exchange, timeouts.get("read"))
+        return httpcore2.Response(
+            status=head.status,
+            headers=head.headers,
+            # httpcore2 types a stream's chunks as bytes; a bytearray (the body's own buffer) is
+            # passed on untouched by it and httpx2 alike.
+            content=cast(
+                "AsyncIterable[bytes]", _ResponseBody(self, exchange, head, timeouts.get("read"))
+            ),
+            extensions={
+                "http_version": head.http_version,
+                "reason_phrase": head.reason,
+                "network_stream": self._stream,
+            },
+        )
+
+    async def _send(
+        self, exchange: Exchange, body: AsyncIterable[bytes], timeout: float | None
+    ) -> None:
+        """The head and body as h11 checked them; the body's bytes written as the caller gave
+        them (sliced by the stream), a small request joined into one write."""
+        parts = [exchange.head]
+        async for chunk in body:
+            parts += exchange.body_parts(chunk)
+            if sum(map(len, parts)) > _COALESCE:
+                await self._write(parts, timeout)
+                parts = []
+        parts.append(exchange.end_of_request())
+        await self._write(parts, timeout)
+
+    async def _write(self, parts: list[bytes], timeout: float | None) -> None:
+        assert self._stream is not None
+        parts = [part for part in parts if part]
+        if len(parts) > 1 and sum(map(len, parts)) <= _COALESCE:
+            parts = [b"".join(parts)]
+        for part in parts:
+            await self._stream.write(part, timeout)
+
+    async def _receive_head(self, exchange: Exchange, timeout: float | None) -> ResponseHead:
+        source = self._source
+        assert source is not None
+        while True:
+            taken, head = exchange.take_head(source.pending())
+            source.consume(taken)
+            if head is not None:
+                return head
+            if not await source.fill(timeout):
+                raise exchange.end_of_stream_before_head()
+
+    async def response_closed(self, exchange: Exchange, head: ResponseHead, read: bool) -> None:
+        """The response is done with (``read``: its body was received to the end): back to the
+        pool if the exchange is provably clean, else closed."""
+        source = self._source
+        reusable = (
+            read
+            and self._state is _State.ACTIVE
+            and exchange.request_complete
+            and head.keep_alive
+            and (head.length is not None or exchange.h11_cycle_complete)
+            and source is not None
+            and source.clean
+        )
+        if not reusable:
+            await self.aclose()
+            return
+        self._state = _State.IDLE
+        if self._keepalive_expiry is not None:
+            self._expire_at = time.monotonic() + self._keepalive_expiry
+
+    @property
+    def source(self) -> _Source:
+        assert self._source is not None
+        return self._source
+
+    # ---- httpcore2.AsyncConnectionInterface ----------------------------------------------------
+
+    async def aclose(self) -> None:
+        self._state = _State.CLOSED
+        if self._stream is not None:
+            await self._stream.aclose()
+
+    def can_handle_request(self, origin: httpcore2.Origin) -> bool:
+        return origin == self._origin
+
+    def is_connected(self) -> bool:
+        return self._stream is not None and self._state is not _State.CLOSED
+
+    def is_available(self) -> bool:
+        return self._state is _State.IDLE
+
+    def has_expired(self) -> bool:
+        if self._stream is None:
+            return self._state is _State.CLOSED  # the connect failed
+        expire_at = self._expire_at
+        if expire_at is not None and time.monotonic() > expire_at:
+            return True
+        # Idle yet readable: the server closed it (or sent what nobody asked for).
+        return self._state is _State.IDLE and bool(self._stream.get_extra_info("is_readable"))
+
+    def is_idle(self) -> bool:
+        if self._stream is None:
+            return self._state is _State.CLOSED
+        return self._state is _State.IDLE
+
+    def is_closed(self) -> bool:
+        return self._state is _State.CLOSED
+
+    def info(self) -> str:
+        if self._stream is None:
+            return "CONNECTION FAILED" if self._state is _State.CLOSED else "CONNECTING"
+        origin = str(self._origin)
+        return f"{origin!r}, HTTP/1.1, {self._state.name}, Request Count: {self._request_count}"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} [{self.info()}]>"
+
+
+class _ResponseBody:
+    """The response's stream for httpcore2: a ``Content-Length`` body as one chunk (the buffer
+    it was received into), any other body as h11 yields it."""
+
+    def __init__(
+        self,
+        connection: HTTP11Connection,
+        exchange: Exchange,
+        head: ResponseHead,
+        timeout: float | None,
+    ) -> None:
+        self._connection = connection
+        self._exchange = exchange
+        self._head = head
+        self._timeout = timeout
+        self._read = head.length == 0
+        self._closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes | bytearray]:
+        try:
+            length = self._head.length
+            if length is None:
+                async for chunk in self._h11_chunks():
+                    yield chunk
+            elif length:
+                body = await self._connection.source.receive_body(length, self._timeout)
+                self._read = True
+                yield body
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def _h11_chunks(self) -> AsyncIterator[bytes]:
+        source, exchange = self._connection.source, self._exchange
+        ended = False
+        while True:
+            data = bytes(source.pending())
+            source.consume(len(data))
+            if data or ended:
+                # b"" tells h11 the stream ended: the end of a close-delimited body, or an error.
+                chunks, done = exchange.body_chunks(data)
+            else:
+                chunks, done = [], False
+            for chunk in chunks:
+                yield chunk
+            if done:
+                self._read = True
+                return
+            if ended and not data:
+                raise httpcore2.RemoteProtocolError(
+                    "peer closed connection without sending complete message body"
+                )
+            if not ended:
+                ended = not await source.fill(self._timeout)
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._connection.response_closed(self._exchange, self._head, self._read)
+
+
+class HTTP11ConnectionPool(httpcore2.AsyncConnectionPool):
+    """httpcore2's pool (limits, queueing, keep-alive expiry) over :class:`HTTP11Connection`."""
+
+    def create_connection(self, origin: httpcore2.Origin) -> httpcore2.AsyncConnectionInterface:
+        if self._proxy is not None or self._uds is not None or self._http2:
+            return super().create_connection(origin)  # not what the drivers build
+        return HTTP11Connection(
+            origin,
+            ssl_context=self._ssl_context,
+            keepalive_expiry=self._keepalive_expiry,
+            network_backend=self._network_backend,
+            local_address=self._local_address,
+            socket_options=self._socket_options,
+        )

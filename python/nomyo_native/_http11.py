@@ -1,0 +1,225 @@
+"""One HTTP/1.1 exchange's framing, without I/O: the drivers' connection layer does the I/O.
+
+h11 checks the request (head and declared length) and parses every response head, 1xx
+interim responses skipped, with its limits (a head over :data:`MAX_HEAD_BYTES` is refused).
+What it is not given is a ``Content-Length`` body: that is read by the connection straight into
+one buffer of the declared length (h11 would copy it out of its receive buffer chunk by chunk,
+and httpcore2 copy each chunk again). Chunked and close-delimited bodies keep going through h11.
+
+A head is found in the bytes received (:meth:`Exchange.take_head`) and only the head is fed to
+h11, which parses and checks it as it would on its own. Stricter than h11 here: a head is
+bounded even when complete, and a folded header line is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import h11
+import httpcore2
+
+__all__ = ["MAX_HEAD_BYTES", "Exchange", "ResponseHead"]
+
+# httpcore2's bound on an incomplete h11 event (a head still arriving).
+MAX_HEAD_BYTES = 100 * 1024
+# h11's end of a head: an empty line, CRLF or a bare LF.
+_HEAD_END = re.compile(rb"\n\r?\n")
+# A line starting with a space or tab continues the previous one (obs-fold). h11 unfolds it, as
+# RFC 9112 lets a user agent do; refused here instead: no server this client talks to folds,
+# and a field split across lines is how one part reads a head differently from another.
+_FOLD = re.compile(rb"\n[ \t]")
+# Responses that never have a body, whatever their headers say (RFC 9112 section 6.3).
+_BODYLESS_STATUSES = (204, 304)
+# The fields that decide how a response is framed and whether the connection is kept.
+_FRAMING_FIELDS = (b"connection", b"transfer-encoding", b"content-length")
+# httpcore2's message for a server closing before it answered.
+_NO_RESPONSE = "Server disconnected without sending a response."
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True)
+class ResponseHead:
+    """A final response's head, and how its body is framed."""
+
+    status: int
+    reason: bytes
+    http_version: bytes  # e.g. b"HTTP/1.1", as httpcore2 reports it
+    headers: Headers  # as received (h11's raw_items: original case)
+    # The body's declared length, read by the connection itself; None: h11 reads the body.
+    length: int | None
+    # Whether the response allows the connection to carry another request.
+    keep_alive: bool
+
+
+def _comma_tokens(headers: Headers, names: tuple[bytes, ...]) -> dict[bytes, list[bytes]]:
+    """For each of ``names`` (lower case), the comma-separated, lower-cased tokens of all its
+    fields, as h11 reads them (one pass: iterating h11's Headers item by item is slow)."""
+    tokens: dict[bytes, list[bytes]] = {name: [] for name in names}
+    for field, value in headers:
+        found = tokens.get(field.lower())
+        if found is not None:
+            found.extend(t.strip().lower() for t in value.split(b",") if t.strip())
+    return tokens
+
+
+def _head_too_large() -> httpcore2.RemoteProtocolError:
+    return httpcore2.RemoteProtocolError(f"response head larger than {MAX_HEAD_BYTES} bytes")
+
+
+class Exchange:
+    """The framing state of one request and its response."""
+
+    def __init__(self, method: bytes, target: bytes, headers: Headers) -> None:
+        self._h11 = h11.Connection(our_role=h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
+        self._method = method
+        try:
+            request = h11.Request(method=method, target=target, headers=headers)
+            self.head: bytes = self._h11.send(request)
+        except h11.LocalProtocolError as exc:
+            raise httpcore2.LocalProtocolError(exc) from exc
+        connection = _comma_tokens(request.headers.raw_items(), (b"connection",))[b"connection"]
+        self._request_keeps_alive = b"close" not in connection
+        self._head: ResponseHead | None = None
+
+    # ---- the request -----------------------------------------------------------------------
+
+    def body_parts(self, chunk: bytes) -> list[bytes]:
+        """``chunk`` of the request body as bytes to send (itself under ``Content-Length``):
+        a LocalProtocolError past the declared length."""
+        try:
+            return self._h11.send_with_data_passthrough(h11.Data(data=chunk)) or []
+        except h11.LocalProtocolError as exc:
+            raise httpcore2.LocalProtocolError(exc) from exc
+
+    def end_of_request(self) -> bytes:
+        """The bytes ending the request: a LocalProtocolError short of the declared length."""
+        try:
+            return self._h11.send(h11.EndOfMessage())
+        except h11.LocalProtocolError as exc:
+            raise httpcore2.LocalProtocolError(exc) from exc
+
+    @property
+    def request_complete(self) -> bool:
+        return self._h11.our_state is h11.DONE
+
+    # ---- the response head -----------------------------------------------------------------
+
+    def take_head(self, pending: memoryview) -> tuple[int, ResponseHead | None]:
+        """Parses the heads complete in ``pending`` (bytes received, from the start of the
+        response): the number of bytes taken, and the final response's head once complete.
+        Interim (1xx) responses are skipped. A head still arriving is left in ``pending``,
+        refused once it is longer than :data:`MAX_HEAD_BYTES`."""
+        taken = 0
+        while self._head is None:
+            rest = pending[taken:]
+            found = _HEAD_END.search(rest)
+            if found is None:
+                if len(rest) > MAX_HEAD_BYTES:
+                    raise _head_too_large()
+                if len(rest) and rest[0] < 0x21:
+                    # h11 refuses at once what cannot start a status line (a control, a space).
+                    raise httpcore2.RemoteProtocolError("illegal status line")
+                return taken, None
+            if found.end() > MAX_HEAD_BYTES:
+                raise _head_too_large()
+            head = bytes(rest[: found.end()])
+            if _FOLD.search(head) is not None:
+                raise httpcore2.RemoteProtocolError("folded header line (obs-fold) refused")
+            self._receive(head)
+            taken += found.end()
+            self._parse_head()
+        return taken, self._head
+
+    def end_of_stream_before_head(self) -> httpcore2.RemoteProtocolError:
+        return httpcore2.RemoteProtocolError(_NO_RESPONSE)
+
+    def _receive(self, data: bytes) -> None:
+        try:
+            self._h11.receive_data(data)
+        except RuntimeError as exc:  # data after the end of stream: h11's usage error
+            raise httpcore2.RemoteProtocolError(str(exc)) from exc
+
+    def _parse_head(self) -> None:
+        while True:
+            event = self._next_event()
+            if event is h11.NEED_DATA:
+                return  # only after an interim response: the next head is not here yet
+            if isinstance(event, h11.InformationalResponse):
+                continue  # 100 Continue, 103 Early Hints: the final answer follows
+            if isinstance(event, h11.Response):
+                self._head = self._framed(event)
+                return
+            raise httpcore2.RemoteProtocolError(f"unexpected {type(event).__name__} event")
+
+    def _next_event(self) -> object:
+        try:
+            return self._h11.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise httpcore2.RemoteProtocolError(exc) from exc
+
+    def _framed(self, event: h11.Response) -> ResponseHead:
+        headers = event.headers.raw_items()
+        tokens = _comma_tokens(headers, _FRAMING_FIELDS)
+        keep_alive = (
+            self._request_keeps_alive
+            and event.http_version >= b"1.1"
+            and b"close" not in tokens[b"connection"]
+        )
+        length: int | None
+        if (
+            event.status_code in _BODYLESS_STATUSES
+            or self._method == b"HEAD"
+            or (self._method == b"CONNECT" and 200 <= event.status_code < 300)
+        ):
+            length = 0
+            # A tunnel is not something this layer carries on: the connection ends with it.
+            keep_alive = keep_alive and self._method != b"CONNECT"
+        elif tokens[b"transfer-encoding"]:
+            length = None  # chunked (h11 refuses any other coding): h11 reads it
+            # Both framings at once smell of smuggling: whatever h11 reads, close after.
+            keep_alive = keep_alive and not tokens[b"content-length"]
+        else:
+            # h11 has already refused conflicting values and non-digits.
+            declared = tokens[b"content-length"]
+            length = int(declared[0]) if declared else None
+            # No length, no chunks: the body runs to the end of stream.
+            keep_alive = keep_alive and length is not None
+        return ResponseHead(
+            status=event.status_code,
+            reason=event.reason,
+            http_version=b"HTTP/" + event.http_version,
+            headers=headers,
+            length=length,
+            keep_alive=keep_alive,
+        )
+
+    # ---- a body h11 reads (chunked, or delimited by the end of stream) -----------------------
+
+    def body_chunks(self, data: bytes) -> tuple[list[bytes], bool]:
+        """Feeds ``data`` (b"" at the end of stream) to h11: the body bytes it yields, and
+        whether the body is complete. A RemoteProtocolError for a malformed or cut body."""
+        self._receive(data)
+        chunks: list[bytes] = []
+        while True:
+            event = self._next_event()
+            if event is h11.NEED_DATA:
+                return chunks, False
+            if isinstance(event, h11.Data):
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage) or event is h11.PAUSED:
+                return chunks, True
+            else:
+                raise httpcore2.RemoteProtocolError(f"unexpected {type(event).__name__} event")
+
+    @property
+    def h11_cycle_complete(self) -> bool:
+        """After an h11-read body: both sides done, h11 sees no reason to close, and nothing
+        arrived after the body."""
+        h11_state = self._h11
+        return (
+            h11_state.our_state is h11.DONE
+            and h11_state.their_state is h11.DONE
+            and not h11_state.trailing_data[0]
+        )

@@ -1,0 +1,468 @@
+"""The async driver's own HTTP/1.1 layer (``_async_http11`` over ``_http11``), against raw
+loopback servers sending crafted responses.
+
+Each exchange is checked on both of its read paths: the direct one (heads parsed in the
+connection's receive buffer, a ``Content-Length`` body received straight into its own buffer)
+and the one through ``read()`` that any other network stream gets. Keep-alive reuse is counted
+at the server (its accepted connections), both when it must happen and when it must not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpcore2
+import httpx2
+import pytest
+
+from nomyo_native import _asyncio_connection
+from nomyo_native._async_driver import AsyncDriver
+from nomyo_native._async_http11 import HTTP11Connection
+from nomyo_native._asyncio_connection import RECEIVE_BUFFER_SIZE, BufferedConnection
+from nomyo_native._asyncio_tls_backend import (
+    AsyncioNetworkBackend,
+    AsyncioNetworkStream,
+    AsyncioTLSTransport,
+)
+from nomyo_native._http11 import MAX_HEAD_BYTES
+
+LIMITS = httpx2.Limits(max_connections=10, max_keepalive_connections=5)
+Reply = Callable[[asyncio.StreamWriter], Awaitable[None]]
+
+
+class ReadingStream(AsyncioNetworkStream):
+    """A stream whose ``read`` is its own: the HTTP/1.1 layer must read through it."""
+
+    reads = 0
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        ReadingStream.reads += 1
+        return await super().read(max_bytes, timeout)
+
+
+class ReadingBackend(AsyncioNetworkBackend):
+    async def connect_tcp(self, *args: Any, **kwargs: Any) -> AsyncioNetworkStream:
+        plain = await super().connect_tcp(*args, **kwargs)
+        return ReadingStream(plain._transport, plain._connection)
+
+
+def make_transport(path: str) -> AsyncioTLSTransport:
+    transport = AsyncioTLSTransport(None, LIMITS)
+    if path == "read":
+        transport._pool._network_backend = ReadingBackend()
+    return transport
+
+
+@pytest.fixture(params=["direct", "read"])
+def path(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@dataclass
+class Server:
+    url: str
+    accepted: int = 0
+    requests: list[bytes] = field(default_factory=list)
+    closed_by_client: int = 0
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return await reader.readexactly(length) if length else b""
+
+
+@asynccontextmanager
+async def serving(replies: Callable[[int], Reply | bytes]) -> AsyncIterator[Server]:
+    """A server answering its n-th request (over all connections) with ``replies(n)``: bytes
+    written at once, or a coroutine writing them its own way."""
+    served = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        server.accepted += 1
+        try:
+            while True:
+                try:
+                    server.requests.append(await read_request(reader))
+                except asyncio.IncompleteReadError:
+                    server.closed_by_client += 1
+                    return
+                reply = replies(served)
+                served += 1
+                if isinstance(reply, bytes):
+                    writer.write(reply)
+                    await writer.drain()
+                else:
+                    await reply(writer)
+        except (ConnectionError, asyncio.CancelledError):
+            return
+        finally:
+            writer.close()
+
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
+    server = Server(f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}")
+    try:
+        yield server
+    finally:
+        listener.close()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(listener.wait_closed(), 2)
+
+
+def ok(body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+async def get_body(http: httpx2.AsyncClient, url: str) -> tuple[list[bytes], int]:
+    async with http.stream("POST", url, content=b"ping") as response:
+        return [chunk async for chunk in response.aiter_raw()], response.status_code
+
+
+# ---- keep-alive: reused when clean ----------------------------------------------------------
+
+
+async def test_a_content_length_body_arrives_as_one_buffer_and_the_connection_is_reused(
+    path: str,
+) -> None:
+    bodies = [b"first", b"x" * 300_000, b"third"]
+    async with serving(lambda n: ok(bodies[n])) as server:
+        async with httpx2.AsyncClient(transport=make_transport(path)) as http:
+            for body in bodies:
+                chunks, status = await get_body(http, server.url)
+                assert status == 200 and b"".join(chunks) == body
+                if path == "direct":
+                    assert len(chunks) == 1 and isinstance(chunks[0], bytearray)
+    assert server.accepted == 1
+    assert server.requests == [b"ping"] * 3
+
+
+async def test_a_body_in_one_byte_pieces_arrives_whole_and_the_connection_is_reused(
+    path: str,
+) -> None:
+    body = bytes(range(256)) * 8
+
+    async def trickle(writer: asyncio.StreamWriter) -> None:
+        for i, byte in enumerate(ok(body)):
+            writer.write(bytes([byte]))
+            await writer.drain()
+            if i % 64 == 0:
+                await asyncio.sleep(0.001)  # separate reads on the client's side
+
+    replies: list[Reply | bytes] = [trickle, ok(b"after")]
+    async with serving(lambda n: replies[n]) as server:
+        async with httpx2.AsyncClient(transport=make_transport(path)) as http:
+            chunks, _ = await get_body(http, server.url)
+            assert b"".join(chunks) == body
+            chunks, _ = await get_body(http, server.url)
+            assert b"".join(chunks) == b"after"
+    assert server.accepted == 1
+
+
+async def test_interim_responses_are_skipped_and_duplicate_equal_lengths_are_one(
+    path: str,
+) -> None:
+    interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+    replies = [interim + ok(b"hello", b"Content-Length: 5\r\n"), ok(b"again")]
+    async with serving(lambda n: replies[n]) as server:
+        async with httpx2.AsyncClient(transport=make_transport(path)) as http:
+            assert b"".join((await get_body(http, server.url))[0]) == b"hello"
+            assert b"".join((await get_body(http, server.url))[0]) == b"again"
+    assert server.accepted == 1
+
+
+async def test_a_chunked_body_goes_through_h11_and_the_connection_is_reused(path: str) -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n"
+    )
+    replies = [chunked, ok(b"next")]
+    async with serving(lambda n: replies[n]) as server:
+        async with httpx2.AsyncClient(transport=make_transport(path)) as http:
+            assert b"".join((await get_body(http, server.url))[0]) == b"helloabc"
+            assert b"".join((await get_body(http, server.url))[0]) == b"next"
+    assert server.accepted == 1
+
+
+@pytest.mark.parametrize("status_line", [b"HTTP/1.1 204 No Content", b"HTTP/1.1 304 Not Modified"])
+async def test_a_bodyless_status_reads_nothing_and_keeps_the_connection(
+    path: str, status_line: bytes
+) -> None:
+    # The declared length is ignored for 204 and 304 (RFC 9112 section 6.3).
+    replies = [status_line + b"\r\nContent-Length: 10\r\n\r\n", ok(b"next")]
+    async with serving(lambda n: replies[n]) as server:
+        async with httpx2.AsyncClient(transport=make_transport(path)) as http:
+            chunks, status = await get_body(http, server.url)
+            assert chunks == [] and status in (204, 304)
+            assert b"".join((await get_body(http, server.url))[0]) == b"next"
+    assert server.accepted == 1
+
+
+# ---- keep-alive: not reused when anything is unclear -------------------------------------------
+
+NOT_REUSABLE = {
+    "connection close": ok(b"body", b"Connection: close\r\n"),
+    "HTTP/1.0": b"HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nbody",
+    "bytes after the body": ok(b"body") + b"HTTP/1.1 200 OK\r\n",
+    "chunked with a length": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"4\r\nbody\r\n0\r\n\r\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_REUSABLE))
+async def test_an_unclear_exchange_closes_the_connection(path: str, case: str) -> None:
+    replies = [NOT_REUSABLE[case], ok(b"fresh")]
+    async with serving(lambda n: replies[n]) as server:
+        async with httpx2.AsyncClient(transport=make_transport(path)) as http:
+            assert b"".join((await get_body(http, server.url))[0]) == b"body"
+            assert b"".join((await get_body(http, server.url))[0]) == b"fresh"
+    assert server.accepted == 2
+
+
+async def test_a_body_running_to_the_end_of_stream_is_read_whole_and_not_reused(
+    path: str,
+) -> None:
+    async def until_close(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\nall of ")
+        await writer.drain()
+        await asyncio.sleep(0.01)
+        writer.write(b"this")
+        await writer.drain()
+        writer.close()
+
+    replies: list[Reply | bytes] = [until_close, ok(b"fresh")]
+    async with serving(lambda n: replies[n]) as server:
+        async with httpx2.AsyncClient(transport=make_transport(path)) as http:
+            assert b"".join((await get_body(http, server.url))[0]) == b"all of this"
+            assert b"".join((await get_body(http, server.url))[0]) == b"fresh"
+    assert server.accepted == 2
+
+
+async def test_a_body_cut_short_is_a_protocol_error_and_the_connection_is_closed(
+    path: str,
+) -> None:
+    async def cut(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten..")
+        await writer.drain()
+        writer.close()
+
+    async with serving(lambda n: cut) as server:
+        transport = make_transport(path)
+        async with httpx2.AsyncClient(transport=transport) as http:
+            with pytest.raises(httpx2.RemoteProtocolError, match="received 10 bytes"):
+                await get_body(http, server.url)
+            assert transport._pool.connections == []
+
+
+async def test_a_request_cancelled_mid_body_closes_its_connection(path: str) -> None:
+    started = asyncio.Event()
+
+    async def stall(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nhalf")
+        await writer.drain()
+        started.set()
+        await asyncio.sleep(30)
+
+    replies: list[Reply | bytes] = [stall, ok(b"fresh")]
+    async with serving(lambda n: replies[n]) as server:
+        async with httpx2.AsyncClient(transport=make_transport(path)) as http:
+            task = asyncio.ensure_future(get_body(http, server.url))
+            await asyncio.wait_for(started.wait(), 5)
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert b"".join((await get_body(http, server.url))[0]) == b"fresh"
+    assert server.accepted == 2
+
+
+# ---- framing refused ----------------------------------------------------------------------------
+
+REFUSED = {
+    "conflicting lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nbody",
+    "conflicting list": b"HTTP/1.1 200 OK\r\nContent-Length: 4, 5\r\n\r\nbody",
+    "non-digit length": b"HTTP/1.1 200 OK\r\nContent-Length: +4\r\n\r\nbody",
+    "hex length": b"HTTP/1.1 200 OK\r\nContent-Length: 0x4\r\n\r\nbody",
+    "unknown coding": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nbody",
+    "folded header": b"HTTP/1.1 200 OK\r\nX-A: one\r\n two\r\nContent-Length: 4\r\n\r\nbody",
+    "bad header name": b"HTTP/1.1 200 OK\r\nX A: one\r\nContent-Length: 4\r\n\r\nbody",
+    "bad status line": b"HTTP/1.1 2000 OK\r\nContent-Length: 4\r\n\r\nbody",
+    "not HTTP": b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+    "leading space": b" HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody",
+    "head too large": b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"p" * MAX_HEAD_BYTES + b"\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+async def test_malformed_framing_is_a_protocol_error_and_closes_the_connection(
+    path: str, case: str
+) -> None:
+    async with serving(lambda n: REFUSED[case]) as server:
+        transport = make_transport(path)
+        async with httpx2.AsyncClient(transport=transport) as http:
+            with pytest.raises(httpx2.RemoteProtocolError):
+                await get_body(http, server.url)
+            assert transport._pool.connections == []
+
+
+async def test_a_head_still_arriving_past_the_bound_is_refused_without_waiting(
+    path: str,
+) -> None:
+    async def endless(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        while True:  # header lines, never the empty one
+            writer.write(b"X-Pad: " + b"p" * 1000 + b"\r\n")
+            await writer.drain()
+
+    async with serving(lambda n: endless) as server:
+        async with httpx2.AsyncClient(transport=make_transport(path), timeout=5) as http:
+            with pytest.raises(httpx2.RemoteProtocolError):
+                await get_body(http, server.url)
+
+
+async def test_a_server_closing_before_answering_is_a_protocol_error(path: str) -> None:
+    async def hang_up(writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    async with serving(lambda n: hang_up) as server:
+        async with httpx2.AsyncClient(transport=make_transport(path)) as http:
+            with pytest.raises(httpx2.RemoteProtocolError, match="without sending a response"):
+                await get_body(http, server.url)
+
+
+async def test_a_request_header_with_a_line_break_is_refused_before_anything_is_sent(
+    path: str,
+) -> None:
+    async with serving(lambda n: ok(b"never")) as server:
+        async with httpx2.AsyncClient(transport=make_transport(path)) as http:
+            with pytest.raises(httpx2.LocalProtocolError):
+                await http.post(server.url, headers={"X-Id": "a\r\nInjected: yes"}, content=b"x")
+            await asyncio.sleep(0.05)
+    assert server.requests == []
+
+
+async def test_large_and_small_request_bodies_arrive_whole(path: str) -> None:
+    big = bytes(range(256)) * 12_000  # 3 MB: many write slices
+    async with serving(lambda n: ok(b"%d" % len(big if n == 0 else b"ab"))) as server:
+        async with httpx2.AsyncClient(transport=make_transport(path)) as http:
+            assert (await http.post(server.url, content=big)).content == b"%d" % len(big)
+            assert (await http.post(server.url, content=b"ab")).content == b"2"
+    assert server.requests == [big, b"ab"]
+    assert server.accepted == 1
+
+
+async def test_the_read_path_is_taken_for_a_stream_with_its_own_read() -> None:
+    ReadingStream.reads = 0
+    async with serving(lambda n: ok(b"x" * 100_000)) as server:
+        async with httpx2.AsyncClient(transport=make_transport("read")) as http:
+            assert len(b"".join((await get_body(http, server.url))[0])) == 100_000
+    assert ReadingStream.reads >= 1
+
+
+# ---- through the driver -------------------------------------------------------------------------
+
+
+async def test_the_driver_hands_on_a_large_body_as_received_and_a_small_one_as_bytes() -> None:
+    large = bytes(range(256)) * 1000
+    async with serving(lambda n: ok(large if n == 0 else b"small")) as server:
+        driver = AsyncDriver(timeout=5, ssl_context=None, auth=None, transport=None, sleep=None)
+        try:
+            first = await driver.send("POST", server.url, {}, b"a", 1 << 20, 10)
+            second = await driver.send("POST", server.url, {}, b"b", 1 << 20, 10)
+        finally:
+            await driver.aclose()
+    assert type(first.body) is bytearray and first.body == large
+    assert type(second.body) is bytes and second.body == b"small"
+    assert server.accepted == 1
+
+
+# ---- the body's own buffer ----------------------------------------------------------------------
+
+
+async def test_a_body_buffer_is_never_offered_past_the_body_and_grows_with_what_arrived() -> None:
+    connection = BufferedConnection()
+    view = connection.get_buffer(-1)
+    view[:8] = b"HEADbody"
+    connection.buffer_updated(8)
+    connection.consume(4)
+    length = 10 * RECEIVE_BUFFER_SIZE
+    connection.begin_body(length)
+    assert connection.body_received == 4
+    received = 4
+    while received < length:
+        view = connection.get_buffer(-1)
+        assert 0 < len(view) <= length - received
+        # Never more than twice what arrived, plus room for what asyncio may hold.
+        assert len(connection._body or b"") <= max(2 * received, received + RECEIVE_BUFFER_SIZE)
+        step = min(len(view), 100_000)
+        view[:step] = b"z" * step
+        del view
+        connection.buffer_updated(step)
+        received += step
+    body = connection.end_body()
+    assert len(body) == length and body[:4] == b"body" and body[4:] == b"z" * (length - 4)
+    # Past the body, what arrives lands in the connection's own buffer again.
+    view = connection.get_buffer(-1)
+    assert len(view) == RECEIVE_BUFFER_SIZE
+    view[:5] = b"extra"
+    del view
+    connection.buffer_updated(5)
+    assert connection.take() == b"extra"
+
+
+async def test_a_body_shorter_than_what_is_pending_leaves_the_rest_pending() -> None:
+    connection = BufferedConnection()
+    view = connection.get_buffer(-1)
+    view[:9] = b"bodyAFTER"
+    del view
+    connection.buffer_updated(9)
+    connection.begin_body(4)
+    assert connection.body_received == 4
+    assert connection.end_body() == b"body"
+    assert connection.take() == b"AFTER"
+
+
+async def test_the_receive_buffer_size_is_read_at_each_connection(monkeypatch: Any) -> None:
+    # The SSL read high-water mark follows the buffer (see use_tls); the body room does too.
+    monkeypatch.setattr(_asyncio_connection, "RECEIVE_BUFFER_SIZE", 64 * 1024)
+    connection = BufferedConnection()
+    connection.begin_body(10 * 1024 * 1024)
+    assert len(connection.get_buffer(-1)) == 64 * 1024
+
+
+async def test_bytes_arriving_on_an_idle_connection_keep_it_from_being_used(path: str) -> None:
+    async def then_junk(writer: asyncio.StreamWriter) -> None:
+        writer.write(ok(b"body"))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nforgd")  # nobody asked
+        await writer.drain()
+
+    replies: list[Reply | bytes] = [then_junk, ok(b"fresh")]
+    async with serving(lambda n: replies[n]) as server:
+        async with httpx2.AsyncClient(transport=make_transport(path)) as http:
+            assert b"".join((await get_body(http, server.url))[0]) == b"body"
+            await asyncio.sleep(0.2)
+            assert b"".join((await get_body(http, server.url))[0]) == b"fresh"
+    assert server.accepted == 2
+
+
+def test_a_new_connection_reports_itself_connecting() -> None:
+    connection = HTTP11Connection(
+        httpcore2.Origin(b"http", b"127.0.0.1", 1),
+        ssl_context=None,
+        keepalive_expiry=None,
+        network_backend=AsyncioNetworkBackend(),
+    )
+    assert not connection.is_available() and not connection.is_connected()
+    assert not connection.is_closed() and not connection.has_expired()
+    assert connection.info() == "CONNECTING"
