@@ -5,15 +5,15 @@ asyncio locks belong to one event loop, so each loop that uses a client gets its
 
 Each attempt goes straight to the pool's transport (``handle_async_request``, httpx2's public
 transport API) with a request built as ``httpx2.AsyncClient`` builds it from its settings
-(:class:`_Sender`): the client's per-request layers (URL merging and parsing, header and cookie
-merging, the auth and redirect generators, event hooks, the bound response stream) cost about
-0.2 ms of CPU per small request and did nothing this client uses beyond that.
+(:class:`_Sender`, on ``_http_request``): the client's per-request layers (URL merging and
+parsing, header and cookie merging, the auth and redirect generators, event hooks, the bound
+response stream) cost about 0.2 ms of CPU per small request and did nothing this client uses
+beyond that.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import ssl
 import threading
 import weakref
@@ -25,16 +25,11 @@ import httpx2
 
 from nomyo_native._asyncio_tls_backend import AsyncioTLSTransport
 from nomyo_native._http_body import LIMITS, Answer, answer_head, read_raw_capped
+from nomyo_native._http_request import RequestBuilder
 from nomyo_native._protocol import MAX_ERROR_BODY_BYTES
 from nomyo_native.errors import ClientClosedError, ResponseFormatError
 
 __all__ = ["AsyncDriver"]
-
-
-# httpx2 logs every request it sends at INFO on this logger; the driver keeps that line.
-_httpx_logger = logging.getLogger("httpx2")
-# Headers httpx2 adds to a request itself unless given.
-_AUTOMATIC = frozenset({b"host", b"content-length", b"transfer-encoding"})
 
 
 class _Sender:
@@ -50,64 +45,7 @@ class _Sender:
     ) -> None:
         self._http = http
         self._transport = transport
-        self._timeouts = http.timeout.as_dict()
-        self._authorization = _authorization(auth)
-        # The driver's client never changes its default headers: taken once, by lowered name.
-        self._defaults = {name.lower(): (name, value) for name, value in http.headers.raw}
-        # Parsing a URL costs more than the rest of a request's head: once per URL.
-        self._urls: dict[str, httpx2.URL] = {}
-
-    def _request(
-        self, method: str, url: str, headers: dict[str, str], content: bytes | None
-    ) -> httpx2.Request:
-        parsed = self._urls.get(url)
-        if parsed is None:
-            parsed = self._urls[url] = httpx2.URL(url)
-        extensions = {"timeout": dict(self._timeouts)}
-        if content is not None and self._authorization is None and not self._http.cookies:
-            head = self._head(parsed, headers, len(content))
-            if head is not None:
-                request = httpx2.Request(
-                    method,
-                    parsed,
-                    headers=head,
-                    stream=httpx2.ByteStream(content),
-                    extensions=extensions,
-                )
-                request.read()  # as httpx2 reads content it is given (no copy: one chunk)
-                return request
-        merged = httpx2.Headers(self._http.headers)
-        merged.update(headers)
-        cookies = self._http.cookies
-        request = httpx2.Request(
-            method,
-            parsed,
-            headers=merged,
-            cookies=cookies if cookies else None,
-            content=content,
-            extensions=extensions,
-        )
-        if self._authorization is not None:
-            request.headers["Authorization"] = self._authorization
-        return request
-
-    def _head(
-        self, url: httpx2.URL, headers: dict[str, str], length: int
-    ) -> list[tuple[bytes, bytes]] | None:
-        """The head httpx2 builds for ``content`` of ``length`` bytes with no cookie or auth
-        to add: Host, the defaults that ``headers`` do not replace, ``headers`` in their
-        order, Content-Length. httpx2's own merging of case-insensitive header objects costs
-        about 15 us a request; None for a head it must build itself (a Host or length given)."""
-        merged = self._defaults.copy()
-        for name, value in headers.items():
-            # httpx2's encoding of str names and values (a UnicodeEncodeError refuses it).
-            key = name.encode("ascii")
-            lowered = key.lower()
-            merged.pop(lowered, None)  # a replaced default goes, the new value comes last
-            merged[lowered] = (key, value.encode("ascii"))
-        if not url.host or not _AUTOMATIC.isdisjoint(merged):
-            return None
-        return [(b"Host", url.netloc), *merged.values(), (b"Content-Length", b"%d" % length)]
+        self._requests = RequestBuilder(http, auth)
 
     async def open(
         self, method: str, url: str, headers: dict[str, str], content: bytes | None
@@ -115,34 +53,14 @@ class _Sender:
         """The response with its head read; the caller closes it."""
         if self._http.is_closed:
             raise ClientClosedError("the client is closed")
-        request = self._request(method, url, headers, content)
+        request = self._requests.build(method, url, headers, content)
         try:
             response = await self._transport.handle_async_request(request)
         except httpx2.RequestError as exc:
             exc.request = request  # as httpx2's client attaches it
             raise
-        response.request = request
-        if "set-cookie" in response.headers or "set-cookie2" in response.headers:
-            self._http.cookies.extract_cookies(response)
-        if _httpx_logger.isEnabledFor(logging.INFO):
-            _httpx_logger.info(
-                'HTTP Request: %s %s "%s %d %s"',
-                request.method,
-                request.url,
-                response.http_version,
-                response.status_code,
-                response.reason_phrase,
-            )
+        self._requests.received(request, response)
         return response
-
-
-def _authorization(auth: httpx2.BasicAuth | None) -> str | None:
-    """The ``Authorization`` value ``auth`` puts on every request (its flow sets it alone)."""
-    if auth is None:
-        return None
-    probe = httpx2.Request("GET", "http://auth.invalid/")
-    next(auth.sync_auth_flow(probe))
-    return probe.headers["Authorization"]
 
 
 @dataclass

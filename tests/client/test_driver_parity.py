@@ -231,9 +231,9 @@ def _heads(kind: str, peer_key: Any, **options: Any) -> list[httpx2.Request]:
     ],
 )
 def test_the_async_driver_sends_the_request_head_httpx2s_client_sends(peer_key, options):
-    # The sync driver still sends through httpx2.Client: both must put the same head on the
-    # wire (default headers in order, Host, Basic auth of the URL, cookies the server set),
-    # with the same timeouts for the transport.
+    # Both drivers must put the same head on the wire (default headers in order, Host, Basic
+    # auth of the URL, cookies the server set), with the same timeouts for the transport; that
+    # it is httpx2.Client's head is test_both_drivers_send_what_httpx2s_client_sends.
     sent = {kind: _heads(kind, peer_key, **options) for kind in ("async", "sync")}
     for ours, httpx2s in zip(sent["async"], sent["sync"], strict=True):
         assert ours.method == httpx2s.method
@@ -303,8 +303,9 @@ def test_the_async_driver_sends_the_completion_head_httpx2s_client_sends(
     peer_key, tmp_path, options
 ):
     # The completion POST's head is built without httpx2's header merging when there is no
-    # cookie or Basic auth to add: it must still be, byte for byte and in order, the head
-    # httpx2.Client puts on the wire (the sync driver's), and the body the one sent.
+    # cookie or Basic auth to add: both drivers must send the same head, byte for byte and in
+    # order, and the body sealed (that it is httpx2.Client's head:
+    # test_both_drivers_send_what_httpx2s_client_sends).
     sent = {
         kind: _posts(kind, peer_key, tmp_path / "keys", **options) for kind in ("async", "sync")
     }
@@ -324,6 +325,102 @@ def test_the_async_driver_sends_the_completion_head_httpx2s_client_sends(
     assert second.headers["authorization"] == expected
     assert second.headers["x-security-tier"] == "high"
     assert first.headers["accept-encoding"] == "identity"
+
+
+# What the clients hand their driver: (method, path, headers, content), in this order.
+_DRIVER_CALLS: list[tuple[str, str, dict[str, str], bytes | None]] = [
+    ("GET", "/pki/public_key", {"Accept": "text/plain", "Accept-Encoding": "identity"}, None),
+    (
+        "POST",
+        "/v1/chat/secure_completion",
+        {
+            "X-Payload-ID": "p-1",
+            "X-Public-Key": "-----BEGIN%20PUBLIC%20KEY-----",
+            "Content-Type": "application/octet-stream",
+            "Accept-Encoding": "identity",
+        },
+        b'{"version": "1.0"}',
+    ),
+    (
+        "POST",
+        "/v1/chat/secure_completion",
+        {
+            "X-Payload-ID": "p-2",
+            "X-Public-Key": "-----BEGIN%20PUBLIC%20KEY-----",
+            "Content-Type": "application/octet-stream",
+            "Authorization": "Bearer sk-7",
+            "X-Security-Tier": "high",
+            "Accept-Encoding": "identity",
+        },
+        b'{"version": "1.0", "more": true}',
+    ),
+]
+
+
+class _CookieSetter:
+    """Answers 401 to everything, setting a cookie on the second request (so that the third
+    carries it); records every request."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx2.Request] = []
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        self.requests.append(request)
+        cookie = {"Set-Cookie": "route=r7; Path=/"} if len(self.requests) == 2 else {}
+        return httpx2.Response(401, headers=cookie, content=b"who are you")
+
+
+@pytest.mark.parametrize("basic", [False, True], ids=["no-auth", "basic-auth"])
+@pytest.mark.parametrize("timeout", [30.0, httpx2.Timeout(3.0, connect=1.5)], ids=str)
+def test_both_drivers_send_what_httpx2s_client_sends(basic, timeout):
+    # Neither driver goes through httpx2's Client.send (its per-request layers cost ~40 us):
+    # each builds the request itself. Given the same settings and calls, both must put on the
+    # wire what httpx2.Client does: the same method, URL, head (byte for byte, in order: Host,
+    # defaults, the call's headers, cookies the server set, Content-Length, Basic auth), body
+    # and timeouts.
+    from nomyo_native._async_driver import AsyncDriver
+    from nomyo_native._sync_driver import SyncDriver
+
+    auth = httpx2.BasicAuth(NAME, PASSWORD) if basic else None
+    base = "https://peer.test:8443"
+    recorders = {kind: _CookieSetter() for kind in ("httpx2", "async", "sync")}
+    reference = httpx2.Client(
+        timeout=timeout,
+        auth=auth,
+        follow_redirects=False,
+        transport=httpx2.MockTransport(recorders["httpx2"]),
+    )
+    options: dict[str, Any] = {"timeout": timeout, "ssl_context": None, "auth": auth}
+    sync = SyncDriver(transport=httpx2.MockTransport(recorders["sync"]), sleep=None, **options)
+    asynchronous = AsyncDriver(
+        transport=httpx2.MockTransport(recorders["async"]), sleep=None, **options
+    )
+
+    async def send_async() -> None:
+        for method, path, headers, content in _DRIVER_CALLS:
+            answer = await asynchronous.send(method, base + path, headers, content, 1024, 10.0)
+            assert answer.status == 401
+
+    for method, path, headers, content in _DRIVER_CALLS:
+        with reference.stream(method, base + path, headers=headers, content=content) as response:
+            response.read()
+        assert sync.send(method, base + path, headers, content, 1024, 10.0).status == 401
+    asyncio.run(send_async())
+    reference.close()
+    sync.close()
+    expected = recorders["httpx2"].requests
+    assert len(expected) == len(_DRIVER_CALLS)
+    assert expected[2].headers["cookie"] == "route=r7"
+    assert ("authorization" in expected[0].headers) == basic
+    for kind in ("async", "sync"):
+        sent = recorders[kind].requests
+        assert len(sent) == len(expected), kind
+        for ours, theirs in zip(sent, expected, strict=True):
+            assert ours.method == theirs.method, kind
+            assert ours.url == theirs.url, kind
+            assert ours.headers.raw == theirs.headers.raw, kind
+            assert ours.read() == theirs.read(), kind
+            assert ours.extensions["timeout"] == theirs.extensions["timeout"], kind
 
 
 def test_a_cancelled_attempt_closes_its_response(peer_key):
