@@ -160,16 +160,26 @@ _register_at_exit: Callable[[Callable[[], None]], None] | None = getattr(
     threading, "_register_atexit", None
 )
 _DAEMON = _register_at_exit is None
+# Registered once per process and inherited by a fork child along with threading's exit hooks.
+_exit_hook_registered = False
+
+
+def _stop_at_exit() -> None:
+    # The pool of the exiting process only: a fork child's exit must not touch the parent's
+    # pool, whose threads it lacks and whose lock one of them may have held at the fork.
+    pool = _pool_of_process
+    if pool is not None:
+        pool.stop()
 
 
 def _pool() -> _Pool:
-    global _pool_of_process
+    global _pool_of_process, _exit_hook_registered
     with _lock:
         if _pool_of_process is None:
-            pool = _Pool(worker_count())
-            if _register_at_exit is not None:
-                _register_at_exit(pool.stop)
-            _pool_of_process = pool
+            if _register_at_exit is not None and not _exit_hook_registered:
+                _register_at_exit(_stop_at_exit)
+                _exit_hook_registered = True
+            _pool_of_process = _Pool(worker_count())
         return _pool_of_process
 
 

@@ -87,6 +87,62 @@ def test_a_fork_child_gets_a_pool_of_its_own():
     assert done.stdout.split() == ["0", "25"]
 
 
+FORK_WHILE_THE_POOL_IS_BUSY = textwrap.dedent(
+    """
+    import asyncio, os, sys, threading, time
+    from nomyo_native import _workers
+
+    assert asyncio.run(_workers.run_blocking(pow, 3, 2)) == 9  # the parent's pool exists now
+    # Another thread of the parent is inside the pool's bookkeeping (a worker counting itself
+    # free) at the moment of the fork: the child inherits that lock held.
+    pool = _workers._pool_of_process
+    held, release = threading.Event(), threading.Event()
+
+    def worker_inside_the_pool():
+        with pool._lock:
+            held.set()
+            release.wait()
+
+    holder = threading.Thread(target=worker_inside_the_pool)
+    holder.start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:
+        # A pool of the child's own, then the interpreter's normal exit (which stops it).
+        sys.exit(0 if asyncio.run(_workers.run_blocking(pow, 4, 2)) == 16 else 1)
+    release.set()
+    holder.join()
+    for _ in range(600):
+        ended, status = os.waitpid(pid, os.WNOHANG)
+        if ended:
+            print("exited", os.waitstatus_to_exitcode(status))
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        print("hung")
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_fork_child_exits_without_touching_the_parents_pool():
+    # The parent's pool is stopped at the parent's exit; a fork child inherits the exit hooks,
+    # but not the pool's threads, and the pool's lock may have been held by one of them at the
+    # fork: the child's exit stops the child's own pool and must not wait on the parent's (as
+    # concurrent.futures' exit hook).
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_WHILE_THE_POOL_IS_BUSY],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["exited", "0"]
+
+
 @pytest.mark.parametrize(
     ("cpu_max", "expected"),
     [("50000 100000", 1), ("150000 100000", 2), ("max 100000", 4), ("garbage", 4)],
