@@ -109,19 +109,20 @@ class _Pool:
         self._stopping = False
 
     def submit(self, call: _Call) -> None:
-        thread = None
         with self._lock:
             if self._stopping:
                 raise RuntimeError("cannot run a call after the interpreter began to exit")
-            self._unfinished += 1
             started = len(self._threads)
-            if self._unfinished > started and started < self._size:
+            if self._unfinished >= started and started < self._size:
+                # Started before the call is queued or counted, and under the lock: a thread
+                # that cannot start fails this call alone (nothing queued for nobody, no
+                # thread counted that never runs), and stop() only ever joins started ones.
                 name = f"{THREAD_NAME_PREFIX}_{started}"
                 thread = threading.Thread(target=self._serve, name=name, daemon=_DAEMON)
+                thread.start()
                 self._threads.append(thread)
+            self._unfinished += 1
             self._calls.put(call)
-        if thread is not None:
-            thread.start()
 
     def _serve(self) -> None:
         while (call := self._calls.get()) is not None:

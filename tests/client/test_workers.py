@@ -327,3 +327,50 @@ def test_the_interpreter_waits_for_a_running_call_at_exit():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["exiting", "finished"]
+
+
+A_THREAD_THAT_WOULD_NOT_START = textwrap.dedent(
+    """
+    import asyncio, os, threading
+    os.sched_getaffinity = lambda pid: {0}  # one worker: the pool's only thread
+    from nomyo_native import _workers
+    _workers._PROC_CGROUP = "/nonexistent"
+
+    real_start = threading.Thread.start
+    refusals = [RuntimeError("can't start new thread")]  # out of threads for a moment
+
+    def start(self):
+        if refusals:
+            raise refusals.pop()
+        real_start(self)
+
+    threading.Thread.start = start
+    ran = []
+
+    async def main():
+        try:
+            await _workers.run_blocking(ran.append, "refused")
+        except RuntimeError as exc:
+            print("refused:", exc)
+        print("next:", await asyncio.wait_for(_workers.run_blocking(pow, 2, 5), 60))
+
+    asyncio.run(main())
+    print("ran:", *ran)
+    """
+)
+
+
+def test_a_thread_that_would_not_start_fails_its_call_and_no_other():
+    # Starting a thread can fail (the process is out of threads or memory for a moment): the
+    # call that needed it gets the error and never runs later (its caller was told it failed),
+    # the next call gets a thread, and the exit joins only threads that started.
+    done = subprocess.run(
+        [sys.executable, "-c", A_THREAD_THAT_WOULD_NOT_START],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["refused: can't start new thread", "next: 32", "ran:"]
+    assert done.stderr == ""
