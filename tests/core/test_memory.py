@@ -278,6 +278,41 @@ def test_pool_keeps_two_per_size_class_and_stays_under_its_limit() -> None:
     assert _core.memory_status()["bytes_pooled"] == 0
 
 
+def test_a_bigger_buffer_displaces_smaller_ones_from_a_full_pool_and_serves_them() -> None:
+    # A request seals from one big staging buffer and opens into a somewhat smaller one: the
+    # pool keeps the bigger mapping (freeing the smaller) and hands it out for both.
+    _testing.release_pool()
+    limit = _core.memory_status()["pool_limit_bytes"]
+    small_size, big_size = limit * 45 // 100, limit * 70 // 100
+    require_lock_budget(small_size + big_size)
+    before = _core.memory_status()
+    small = _testing.LockedProbe(small_size, 51)
+    big = _testing.LockedProbe(big_size, 52)
+    big_address = big.address
+    small.release()
+    big.release()  # together over the limit: the small one makes way
+    status = _core.memory_status()
+    big_span = (big_size + 16 + PAGE - 1) // PAGE * PAGE
+    assert status["bytes_pooled"] == big_span <= limit
+    assert status["bytes_locked"] - status["bytes_pooled"] == (
+        before["bytes_locked"] - before["bytes_pooled"]
+    )
+    # A request of the small size gets the big mapping (its data flush against the end).
+    again = _testing.LockedProbe(small_size, 53)
+    try:
+        assert again.locked
+        assert again.address == big_address + big_size - small_size
+        assert _core.memory_status()["bytes_pooled"] == 0
+    finally:
+        again.release()
+    # Not the other way round: a smaller buffer (too small to be given the big mapping) does
+    # not displace a bigger one.
+    assert _core.memory_status()["bytes_pooled"] == big_span
+    _testing.LockedProbe(limit * 34 // 100, 54).release()
+    assert _core.memory_status()["bytes_pooled"] == big_span
+    assert _testing.release_pool() == big_span
+
+
 def test_release_pool_unmaps_the_pooled_buffers() -> None:
     size = 150_000
     _testing.release_pool()
