@@ -11,11 +11,14 @@
 //! * escape: the bytes are code points (3 bytes each, taken modulo 0x110000: surrogates
 //!   included), escaped in place as the writer does, the rest after a `NoRoom` stop one code
 //!   point at a time; the text must be serde_json's (which escapes exactly as
-//!   `json.dumps(..., ensure_ascii=False)`), and a surrogate must be refused.
+//!   `json.dumps(..., ensure_ascii=False)`), and a surrogate must be refused. Staged 1 to 3
+//!   bytes past the start (`escape_ucs4_behind`, as the writer stages a `str` in its output),
+//!   the text and the refusal must be the same.
 #![no_main]
 
 use _core::json_string::{
-    code_at, escape_ucs4_in_place, put_escaped, unescape, unescape_in_place, EscapeStop,
+    code_at, escape_ucs4_behind, escape_ucs4_in_place, put_escaped, unescape, unescape_in_place,
+    EscapeStop,
 };
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
@@ -85,15 +88,32 @@ fn check_escape(data: &[u8]) {
         .chunks_exact(3)
         .map(|c| (u32::from(c[0]) << 16 | u32::from(c[1]) << 8 | u32::from(c[2])) % 0x11_0000)
         .collect();
+    let from = data.len() % 4;
     let mut ucs4: Vec<u8> = codes.iter().flat_map(|c| c.to_ne_bytes()).collect();
-    let ours: Result<Vec<u8>, EscapeStop> = match escape_ucs4_in_place(&mut ucs4) {
-        Ok(len) => Ok(ucs4[..len].to_vec()),
+    let mut staged = vec![0x5C; from];
+    staged.extend_from_slice(&ucs4);
+    let ours = escaped_text(escape_ucs4_in_place(&mut ucs4), &ucs4, codes.len());
+    let behind = escaped_text(escape_ucs4_behind(&mut staged, from), &staged, codes.len());
+    assert_eq!(ours, behind, "staged {from} bytes behind: another outcome");
+    check_escaped(ours, &codes);
+}
+
+/// The text an in-place escape wrote (`buf`'s start), completed one code point at a time from
+/// the code points after a `NoRoom` stop (`buf`'s last `4 * count` bytes).
+fn escaped_text(
+    result: Result<usize, EscapeStop>,
+    buf: &[u8],
+    count: usize,
+) -> Result<Vec<u8>, EscapeStop> {
+    let codes = &buf[buf.len() - 4 * count..];
+    match result {
+        Ok(len) => Ok(buf[..len].to_vec()),
         Err(EscapeStop::NoRoom { written, next }) => {
-            let mut out = ucs4[..written].to_vec();
+            let mut out = buf[..written].to_vec();
             let mut result = Ok(());
-            for k in next..codes.len() {
+            for k in next..count {
                 let mut bytes = [0u8; 6];
-                match put_escaped(code_at(&ucs4, k).expect("in range"), &mut bytes) {
+                match put_escaped(code_at(codes, k).expect("in range"), &mut bytes) {
                     Ok(len) => out.extend_from_slice(&bytes[..len]),
                     Err(stop) => {
                         result = Err(stop);
@@ -104,7 +124,11 @@ fn check_escape(data: &[u8]) {
             result.map(|()| out)
         }
         Err(stop) => Err(stop),
-    };
+    }
+}
+
+/// The escaped text (or the refusal) against serde_json's for the code points `codes`.
+fn check_escaped(ours: Result<Vec<u8>, EscapeStop>, codes: &[u32]) {
     let text: Option<String> = codes.iter().map(|&c| char::from_u32(c)).collect();
     match (ours, text) {
         (Ok(bytes), Some(text)) => {

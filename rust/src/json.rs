@@ -21,7 +21,7 @@ use zeroize::Zeroize;
 use crate::error::{CoreError, CoreResult};
 use crate::json_scan::{plain_prefix, scan_number};
 use crate::json_string::{self, EscapeStop, UnescapeError};
-use crate::pystr::{Chars, StrError};
+use crate::pystr::{StrError, Text};
 use crate::secret::LockedBuf;
 
 pub use crate::envelope::MAX_JSON_DEPTH;
@@ -329,46 +329,44 @@ impl Writer<'_> {
 
     fn string(&mut self, s: &Bound<'_, PyString>) -> Result<(), Fault> {
         // Never `to_str()`: it would cache a UTF-8 copy in a non-ASCII caller's str (pystr).
-        let chars = match crate::pystr::chars(s, self.max_len) {
-            Ok(chars) => chars,
-            Err(StrError::LoneSurrogate) => return Err(Fault::LoneSurrogate),
-            Err(StrError::TooLong) => return Err(Fault::TooLarge),
-            Err(StrError::Memory(e)) => return Err(Fault::Memory(e)),
-            Err(StrError::Python(e)) => return Err(python_fault(&e, s.py())),
-        };
-        match chars {
-            Chars::Ascii(bytes) => self.ascii_string(bytes),
-            Chars::Ucs4(ucs4) => self.ucs4_string(ucs4),
+        match crate::pystr::text(s, self.max_len).map_err(|e| str_fault(e, s))? {
+            Text::Ascii(bytes) => self.ascii_string(bytes),
+            Text::Wide(chars) => self.wide_string(s, chars),
         }
     }
 
-    /// A non-ASCII str's code points, escaped and encoded in place in their own locked buffer
-    /// (no second megabyte buffer), then appended to the output in one copy.
-    fn ucs4_string(&mut self, mut ucs4: LockedBuf) -> Result<(), Fault> {
-        // A lone surrogate is refused before anything is written, so before the size cap (as
-        // nomyo's `json.dumps(...).encode()` refuses it), wherever it lies in the str.
-        let escaped = json_string::escape_ucs4_in_place(ucs4.as_mut_slice());
-        let lone_surrogate = match escaped {
-            Ok(_) => false,
-            Err(EscapeStop::LoneSurrogate) => true,
-            Err(EscapeStop::NoRoom { next, .. }) => json_string::has_surrogate(&ucs4, next),
-        };
-        if lone_surrogate {
-            return Err(Fault::LoneSurrogate);
+    /// A non-ASCII str: its code points are staged in the output's own spare room, just past
+    /// the opening quote (where that is 4-byte aligned), and escaped and encoded in place
+    /// there, so that they need no locked buffer of their own (for a 1 MiB prompt, 3 MB that
+    /// were mapped, locked and freed per request), and the text is not copied again. The
+    /// leftover staged bytes are wiped with the output.
+    fn wide_string(&mut self, s: &Bound<'_, PyString>, chars: usize) -> Result<(), Fault> {
+        let staged = chars.checked_mul(4).ok_or(Fault::TooLarge)?;
+        // The opening quote, up to 3 bytes of alignment, the code points, the closing quote.
+        let room = staged.checked_add(5).ok_or(Fault::TooLarge)?;
+        self.out.reserve_exact(room).map_err(Fault::Memory)?;
+        let outcome = self
+            .out
+            .append_with(room, |spare| {
+                let outcome = stage_and_escape(s, spare, staged);
+                let written = match &outcome {
+                    Ok(Staged::Whole(len)) => 1 + len,
+                    Ok(Staged::Partly { written, .. }) => 1 + written,
+                    Err(_) => 0,
+                };
+                (written, outcome)
+            })
+            .map_err(Fault::Memory)??;
+        if let Staged::Partly { rest, .. } = outcome {
+            // A `\u00XX` escape too early in the text to fit in place: the rest goes through a
+            // small stack buffer, wiped after.
+            let mut batch = [0u8; 512];
+            let result = self.escape_from(&rest, 0, &mut batch);
+            batch.zeroize();
+            result?;
         }
-        self.put(b"\"")?;
-        match escaped {
-            Ok(len) => self.put(&ucs4[..len])?,
-            Err(EscapeStop::LoneSurrogate) => return Err(Fault::LoneSurrogate),
-            Err(EscapeStop::NoRoom { written, next }) => {
-                // A `\u00XX` escape too early in the text to fit in place: the rest goes
-                // through a small stack buffer, wiped after.
-                self.put(&ucs4[..written])?;
-                let mut batch = [0u8; 512];
-                let result = self.escape_from(&ucs4, next, &mut batch);
-                batch.zeroize();
-                result?;
-            }
+        if self.out.len() > self.max_len {
+            return Err(Fault::TooLarge);
         }
         self.put(b"\"")
     }
@@ -570,6 +568,63 @@ fn python_float_repr(value: f64, out: &mut StackText) {
         digits.iter().for_each(|&d| out.push(d));
     }
     digit_buf.zeroize();
+}
+
+/// What `stage_and_escape` left in the output's spare room after the opening quote.
+enum Staged {
+    /// The whole str, escaped: its length.
+    Whole(usize),
+    /// Its escaped text up to the code point a `\u00XX` escape did not fit in place before
+    /// (`written` bytes), and the code points from there on, moved out of the output's way.
+    Partly { written: usize, rest: LockedBuf },
+}
+
+/// Write the opening quote at `spare[0]`, read the `staged / 4` code points of `s` just past
+/// it (4-byte aligned) and escape them in place from `spare[1]` on. A lone surrogate anywhere
+/// in `s` is refused before any of it counts as written, so before the size cap (as nomyo's
+/// `json.dumps(...).encode()` refuses it).
+fn stage_and_escape(
+    s: &Bound<'_, PyString>,
+    spare: &mut [u8],
+    staged: usize,
+) -> Result<Staged, Fault> {
+    let Some((quote, after)) = spare.split_first_mut() else {
+        return Err(staged_misfit());
+    };
+    *quote = b'"';
+    let pad = after.as_ptr().align_offset(4);
+    let region = after
+        .get_mut(..pad.saturating_add(staged))
+        .filter(|_| pad < 4)
+        .ok_or_else(staged_misfit)?;
+    crate::pystr::read_ucs4(s, &mut region[pad..]).map_err(|e| str_fault(e, s))?;
+    match json_string::escape_ucs4_behind(region, pad) {
+        Ok(len) => Ok(Staged::Whole(len)),
+        Err(EscapeStop::LoneSurrogate) => Err(Fault::LoneSurrogate),
+        Err(EscapeStop::NoRoom { written, next }) => {
+            if json_string::has_surrogate(&region[pad..], next) {
+                return Err(Fault::LoneSurrogate);
+            }
+            let rest = LockedBuf::from_slice(&region[pad + 4 * next..]).map_err(Fault::Memory)?;
+            Ok(Staged::Partly { written, rest })
+        }
+    }
+}
+
+fn staged_misfit() -> Fault {
+    Fault::Memory(CoreError::Memory(
+        "no aligned room for a str's code points".into(),
+    ))
+}
+
+/// A `str` the writer could not read, as a fault.
+fn str_fault(error: StrError, s: &Bound<'_, PyString>) -> Fault {
+    match error {
+        StrError::LoneSurrogate => Fault::LoneSurrogate,
+        StrError::TooLong => Fault::TooLarge,
+        StrError::Memory(e) => Fault::Memory(e),
+        StrError::Python(e) => python_fault(&e, s.py()),
+    }
 }
 
 // ---- reader ------------------------------------------------------------------------------------

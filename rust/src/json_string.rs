@@ -438,43 +438,51 @@ pub fn has_surrogate(buf: &[u8], from: usize) -> bool {
 /// UCS-4 bytes: the output, written behind the input, never overtakes what is still to read.
 /// Only a `\u00XX` escape (6 bytes) can, and where it would, writing stops (`NoRoom`).
 pub fn escape_ucs4_in_place(buf: &mut [u8]) -> Result<usize, EscapeStop> {
-    let chars = buf.len() / 4;
-    // Invariant at the top of each step: o <= 4 * k (the output is behind the input).
-    let (mut o, mut k) = (0usize, 0usize);
-    while k < chars {
+    escape_ucs4_behind(buf, 0)
+}
+
+/// `escape_ucs4_in_place` of the code points in `buf[from..]`, the escaped text written from
+/// `buf[0]` on (`from` bytes behind them, which only adds room): the writer stages a `str`'s
+/// code points in its output buffer, just past the opening quote where that is 4-byte aligned.
+/// `NoRoom`'s `next` counts code points from `from`.
+pub fn escape_ucs4_behind(buf: &mut [u8], from: usize) -> Result<usize, EscapeStop> {
+    let end = from + buf.len().saturating_sub(from) / 4 * 4;
+    // `r` is where the next code point's 4 bytes start. Invariant at the top of each step:
+    // o <= r (the output is behind the input).
+    let (mut o, mut r) = (0usize, from);
+    while r < end {
         // Eight code points at a time: printable ASCII ones are one byte each, any other block
         // is written code point by code point.
-        let block: [u8; 32] = match buf.get(4 * k..4 * k + 32) {
-            Some(block) => block.try_into().unwrap_or([0; 32]),
-            None => [0; 32],
+        let (block_end, plain) = match buf.get(r..r + 32) {
+            Some(block) if r + 32 <= end => {
+                let block: [u8; 32] = block.try_into().unwrap_or([0; 32]);
+                (r + 32, plain_ascii(&block).then_some(block))
+            }
+            _ => (end, None),
         };
-        let (end, plain) = if k + 8 <= chars {
-            (k + 8, plain_ascii(&block))
-        } else {
-            (chars, false)
-        };
-        if plain {
+        if let Some(block) = plain {
             let mut bytes = [0u8; 8];
             for (byte, code) in bytes.iter_mut().zip(code_points(&block)) {
                 *byte = code as u8;
             }
             buf[o..o + 8].copy_from_slice(&bytes);
             o += 8;
-            k += 8;
+            r += 32;
             continue;
         }
-        while k < end {
-            let Some(code) = code_at(buf, k) else { break };
+        while r < block_end {
+            let Some(code) = code_at(&buf[r..], 0) else {
+                break;
+            };
             // Room up to the end of this code point's own 4 bytes, which are read already.
-            let room = 4 * k + 4 - o;
-            o += put_escaped(code, &mut buf[o..o + room]).map_err(|stop| match stop {
+            o += put_escaped(code, &mut buf[o..r + 4]).map_err(|stop| match stop {
                 EscapeStop::NoRoom { .. } => EscapeStop::NoRoom {
                     written: o,
-                    next: k,
+                    next: (r - from) / 4,
                 },
                 other => other,
             })?;
-            k += 1;
+            r += 4;
         }
     }
     Ok(o)
@@ -705,6 +713,61 @@ mod tests {
         }
     }
 
+    /// `escape_ucs4_behind` with the code points `from` bytes past the start, then the rest
+    /// one code point at a time after a `NoRoom` stop, as the writer does.
+    fn escaped_behind(text: &str, from: usize) -> Result<Vec<u8>, EscapeStop> {
+        let mut buf = vec![0xAA; from];
+        buf.extend_from_slice(&ucs4(text));
+        match escape_ucs4_behind(&mut buf, from) {
+            Ok(len) => Ok(buf[..len].to_vec()),
+            Err(EscapeStop::NoRoom { written, next }) => {
+                let mut out = buf[..written].to_vec();
+                for k in next..(buf.len() - from) / 4 {
+                    let mut bytes = [0u8; 6];
+                    let len = put_escaped(code_at(&buf[from..], k).unwrap(), &mut bytes)?;
+                    out.extend_from_slice(&bytes[..len]);
+                }
+                Ok(out)
+            }
+            Err(stop) => Err(stop),
+        }
+    }
+
+    #[test]
+    fn behind_its_input_the_escape_writes_the_same_text_and_stops_later_if_at_all() {
+        for from in 0..4 {
+            for text in [
+                "\u{1}abc",
+                "🔐🔐\u{1}",
+                "\u{1}\u{2}\u{3}é",
+                "aé€🔐\n\"\\x",
+                "",
+            ] {
+                let expected = serde_json::to_string(text).unwrap();
+                let ours = escaped_behind(text, from).unwrap();
+                assert_eq!(ours, &expected.as_bytes()[1..expected.len() - 1], "{from}");
+            }
+            // A six-byte escape at the very start fits in place once it is 2 bytes behind.
+            let mut buf = vec![0; from];
+            buf.extend_from_slice(&ucs4("\u{1}é"));
+            let stopped = matches!(
+                escape_ucs4_behind(&mut buf, from),
+                Err(EscapeStop::NoRoom {
+                    written: 0,
+                    next: 0
+                })
+            );
+            assert_eq!(stopped, from < 2, "{from}");
+            let mut lone = vec![0; from];
+            lone.extend_from_slice(&ucs4("ab"));
+            lone.extend_from_slice(&0xDC00u32.to_ne_bytes());
+            assert_eq!(
+                escape_ucs4_behind(&mut lone, from),
+                Err(EscapeStop::LoneSurrogate)
+            );
+        }
+    }
+
     #[test]
     fn writes_what_serde_json_writes_for_every_ascii_character_at_every_offset() {
         // serde_json escapes exactly as json.dumps(ensure_ascii=False) does, lower-case hex.
@@ -841,6 +904,15 @@ mod timing {
             "escape in place (with a 3 MB copy) {} chars: {took:?}",
             text.chars().count()
         );
+        let mut staged = vec![0u8; units.len() + 3];
+        for from in 0..4 {
+            let took = best(&mut || {
+                staged[from..from + units.len()].copy_from_slice(&units);
+                let buf = &mut staged[..from + units.len()];
+                std::hint::black_box(escape_ucs4_behind(buf, from).unwrap());
+            });
+            println!("escape {from} bytes behind (with a 3 MB copy): {took:?}");
+        }
         let took = best(&mut || {
             scratch.copy_from_slice(&units);
             std::hint::black_box(&mut scratch);

@@ -56,8 +56,18 @@ pub enum Chars<'a> {
     Ucs4(LockedBuf),
 }
 
-/// The characters of `s`, refused when it has more than `max_chars` of them.
-pub fn chars<'a>(s: &'a Bound<'_, PyString>, max_chars: usize) -> Result<Chars<'a>, StrError> {
+/// What kind of `str` the core is reading: an ASCII one is its own UTF-8, any other one is
+/// read as code points (`read_ucs4`).
+pub enum Text<'a> {
+    /// An ASCII `str`'s own bytes (its UTF-8 form), borrowed.
+    Ascii(&'a [u8]),
+    /// Any other `str`, of this many code points.
+    Wide(usize),
+}
+
+/// Whether `s` is ASCII (then its bytes, borrowed) and otherwise how many code points it has;
+/// refused when it has more than `max_chars` of them.
+pub fn text<'a>(s: &'a Bound<'_, PyString>, max_chars: usize) -> Result<Text<'a>, StrError> {
     let py = s.py();
     // str.isascii itself, not a subclass's override.
     let ascii = py
@@ -71,7 +81,7 @@ pub fn chars<'a>(s: &'a Bound<'_, PyString>, max_chars: usize) -> Result<Chars<'
         if text.len() > max_chars {
             return Err(StrError::TooLong);
         }
-        return Ok(Chars::Ascii(text.as_bytes()));
+        return Ok(Text::Ascii(text.as_bytes()));
     }
     // SAFETY: `s` is a live str.
     let chars = unsafe { ffi::PyUnicode_GetLength(s.as_ptr()) };
@@ -79,29 +89,54 @@ pub fn chars<'a>(s: &'a Bound<'_, PyString>, max_chars: usize) -> Result<Chars<'
     if chars > max_chars {
         return Err(StrError::TooLong);
     }
-    let bytes = chars.checked_mul(4).ok_or(StrError::TooLong)?;
-    // Every byte is overwritten by the copy below: no need to zero megabytes first. A buffer
-    // of exactly `bytes` ends at a page boundary, so its start is 4-byte aligned.
-    let mut ucs4 = LockedBuf::for_overwrite(bytes).map_err(StrError::Memory)?;
-    if ucs4.as_ptr().align_offset(4) != 0 {
-        return Err(StrError::Memory(CoreError::Memory(
-            "misaligned buffer for a str's code points".into(),
-        )));
+    Ok(Text::Wide(chars))
+}
+
+/// Copy the code points of `s` into `dst` (native-endian UCS-4, as `PyUnicode_AsUCS4` writes
+/// them), which must be 4-byte aligned and exactly 4 bytes per code point of `s` long (the
+/// caller's locked memory: no other copy is made).
+pub fn read_ucs4(s: &Bound<'_, PyString>, dst: &mut [u8]) -> Result<(), StrError> {
+    let misfit = || {
+        StrError::Memory(CoreError::Memory(
+            "misfit buffer for a str's code points".into(),
+        ))
+    };
+    if dst.as_ptr().align_offset(4) != 0 || dst.len() % 4 != 0 {
+        return Err(misfit());
+    }
+    // SAFETY: `s` is a live str.
+    let chars = unsafe { ffi::PyUnicode_GetLength(s.as_ptr()) };
+    if usize::try_from(chars).ok() != Some(dst.len() / 4) {
+        return Err(misfit());
     }
     if chars > 0 {
-        // SAFETY: `ucs4` has room for `chars` code points, aligned; no NUL is appended.
+        // SAFETY: `dst` has room for exactly `chars` code points, aligned; no NUL is appended.
         let filled = unsafe {
             ffi::PyUnicode_AsUCS4(
                 s.as_ptr(),
-                ucs4.as_mut_slice().as_mut_ptr().cast::<ffi::Py_UCS4>(),
-                chars as ffi::Py_ssize_t,
+                dst.as_mut_ptr().cast::<ffi::Py_UCS4>(),
+                chars,
                 0,
             )
         };
         if filled.is_null() {
-            return Err(StrError::Python(PyErr::fetch(py)));
+            return Err(StrError::Python(PyErr::fetch(s.py())));
         }
     }
+    Ok(())
+}
+
+/// The characters of `s`, refused when it has more than `max_chars` of them.
+pub fn chars<'a>(s: &'a Bound<'_, PyString>, max_chars: usize) -> Result<Chars<'a>, StrError> {
+    let chars = match text(s, max_chars)? {
+        Text::Ascii(bytes) => return Ok(Chars::Ascii(bytes)),
+        Text::Wide(chars) => chars,
+    };
+    let bytes = chars.checked_mul(4).ok_or(StrError::TooLong)?;
+    // Every byte is overwritten by the copy below: no need to zero megabytes first. A buffer
+    // of exactly `bytes` ends at a page boundary, so its start is 4-byte aligned.
+    let mut ucs4 = LockedBuf::for_overwrite(bytes).map_err(StrError::Memory)?;
+    read_ucs4(s, ucs4.as_mut_slice())?;
     Ok(Chars::Ucs4(ucs4))
 }
 
