@@ -423,6 +423,39 @@ def test_both_drivers_send_what_httpx2s_client_sends(basic, timeout):
             assert ours.extensions["timeout"] == theirs.extensions["timeout"], kind
 
 
+def _sent_by_each(
+    method: str, url: str, headers: dict[str, str], content: bytes | None
+) -> dict[str, httpx2.Request]:
+    """The request httpx2.Client and each driver (fresh, default settings) send for one call."""
+    from nomyo_native._async_driver import AsyncDriver
+    from nomyo_native._sync_driver import SyncDriver
+
+    recorders = {kind: _CookieSetter() for kind in ("httpx2", "async", "sync")}
+    with httpx2.Client(
+        timeout=30.0, follow_redirects=False, transport=httpx2.MockTransport(recorders["httpx2"])
+    ) as reference:
+        with reference.stream(method, url, headers=headers, content=content) as response:
+            response.read()
+    options: dict[str, Any] = {"timeout": 30.0, "ssl_context": None, "auth": None, "sleep": None}
+    sync = SyncDriver(transport=httpx2.MockTransport(recorders["sync"]), **options)
+    assert sync.send(method, url, headers, content, 1024, 10.0).status == 401
+    sync.close()
+    asynchronous = AsyncDriver(transport=httpx2.MockTransport(recorders["async"]), **options)
+    answer = asyncio.run(asynchronous.send(method, url, headers, content, 1024, 10.0))
+    assert answer.status == 401
+    return {kind: recorder.requests[0] for kind, recorder in recorders.items()}
+
+
+def test_an_empty_body_gets_the_head_httpx2s_client_sends():
+    # httpx2 gives an empty body no Content-Length of its own: the one it adds comes right
+    # after Host, not after the other headers (a caller's sealer may return b"").
+    sent = _sent_by_each("POST", "https://peer.test/v1/x", {"X-Payload-ID": "p-1"}, b"")
+    assert sent["httpx2"].headers["content-length"] == "0"
+    for kind in ("async", "sync"):
+        assert sent[kind].headers.raw == sent["httpx2"].headers.raw, kind
+        assert sent[kind].read() == b"", kind
+
+
 def test_a_cancelled_attempt_closes_its_response(peer_key):
     # Cancelled while reading the body (the caller's own timeout, a task group failing): the
     # response is closed at once, so the pool gets its connection back or drops it.
