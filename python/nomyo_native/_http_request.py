@@ -80,13 +80,17 @@ class RequestBuilder:
         """The head httpx2 builds for ``content`` of ``length`` bytes with no cookie or auth
         to add: Host, the defaults that ``headers`` do not replace, ``headers`` in their
         order, Content-Length. httpx2's own merging of case-insensitive header objects costs
-        about 15 us a request; None for a head it must build itself (a Host or length given)."""
+        about 15 us a request; None for a head it must build itself (a Host or length given,
+        a name given twice)."""
         merged = self._defaults.copy()
         for name, value in headers.items():
             # httpx2's encoding of str names and values (a UnicodeEncodeError refuses it).
             key = name.encode("ascii")
             lowered = key.lower()
-            merged.pop(lowered, None)  # a replaced default goes, the new value comes last
+            # A replaced default goes, the new value comes last.
+            replaced = merged.pop(lowered, None)
+            if replaced is not None and replaced is not self._defaults.get(lowered):
+                return None  # a name given twice (in two cases): httpx2 sends both
             merged[lowered] = (key, value.encode("ascii"))
         if not url.host or not _AUTOMATIC.isdisjoint(merged):
             return None

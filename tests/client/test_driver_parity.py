@@ -456,6 +456,24 @@ def test_an_empty_body_gets_the_head_httpx2s_client_sends():
         assert sent[kind].read() == b"", kind
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Payload-ID": "p-1", "x-payload-id": "p-2"},
+        {"Accept-Encoding": "identity", "accept-encoding": "gzip"},  # a default's name, twice
+        {"x-a": "1", "X-B": "2", "X-A": "3"},
+    ],
+    ids=["twice", "a-default-twice", "apart"],
+)
+def test_a_name_given_twice_in_two_cases_is_sent_as_httpx2s_client_sends_it(headers):
+    # httpx2 keeps both entries of a name given twice in two cases (after the defaults it
+    # replaces): the fast head must not fold them into one.
+    sent = _sent_by_each("POST", "https://peer.test/v1/x", headers, b"{}")
+    assert len(sent["httpx2"].headers.get_list(next(iter(headers)))) == 2
+    for kind in ("async", "sync"):
+        assert sent[kind].headers.raw == sent["httpx2"].headers.raw, kind
+
+
 def test_a_cancelled_attempt_closes_its_response(peer_key):
     # Cancelled while reading the body (the caller's own timeout, a task group failing): the
     # response is closed at once, so the pool gets its connection back or drops it.
