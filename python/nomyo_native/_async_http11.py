@@ -16,22 +16,19 @@ whole, the body read to its end with nothing after it, keep-alive on both sides 
 
 from __future__ import annotations
 
-import enum
 import ssl
-import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any, Protocol, cast
 
 import httpcore2
 
-from nomyo_native._http11 import Exchange, ResponseHead
+from nomyo_native._http11 import COALESCE_BYTES, Exchange, ResponseHead, coalesced
+from nomyo_native._http11_state import ConnectionState
 
 __all__ = ["HTTP11Connection", "HTTP11ConnectionPool"]
 
 # What one read asks of a stream read through ``read()`` (httpcore2's READ_NUM_BYTES).
 _READ_SIZE = 64 * 1024
-# A request's head and body up to this size go out in one write (one TLS record, one send).
-_COALESCE = 64 * 1024
 
 
 class _Source(Protocol):
@@ -90,14 +87,7 @@ class _ReadingSource:
         return body
 
 
-class _State(enum.IntEnum):
-    NEW = 0
-    ACTIVE = 1
-    IDLE = 2
-    CLOSED = 3
-
-
-class HTTP11Connection(httpcore2.AsyncConnectionInterface):
+class HTTP11Connection(ConnectionState, httpcore2.AsyncConnectionInterface):
     """One connection to ``origin``, made on its first request; one exchange at a time."""
 
     def __init__(
@@ -110,32 +100,19 @@ class HTTP11Connection(httpcore2.AsyncConnectionInterface):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> None:
-        self._origin = origin
+        super().__init__(origin, keepalive_expiry)
         self._ssl_context = ssl_context
-        self._keepalive_expiry = keepalive_expiry
         self._backend = network_backend
         self._local_address = local_address
         self._socket_options = socket_options
         self._stream: httpcore2.AsyncNetworkStream | None = None
         self._source: _Source | None = None
-        self._state = _State.NEW
-        self._expire_at: float | None = None
-        self._request_count = 0
 
     async def handle_async_request(self, request: httpcore2.Request) -> httpcore2.Response:
-        if not self.can_handle_request(request.url.origin):
-            raise RuntimeError(
-                f"Attempted to send request to {request.url.origin} on connection to {self._origin}"
-            )
-        if self._state not in (_State.NEW, _State.IDLE):
-            raise httpcore2.ConnectionNotAvailable()
-        if self._source is not None and not self._source.clean:
-            # Idle, yet something arrived or the server closed: the pool tries another.
+        usable = self._source is None or self._source.clean
+        if not self._begin_exchange(request.url.origin, usable):
             await self.aclose()
             raise httpcore2.ConnectionNotAvailable()
-        self._state = _State.ACTIVE
-        self._request_count += 1
-        self._expire_at = None
         try:
             if self._stream is None:
                 await self._connect(request)
@@ -198,7 +175,7 @@ class HTTP11Connection(httpcore2.AsyncConnectionInterface):
         parts = [exchange.head]
         async for chunk in body:
             parts += exchange.body_parts(chunk)
-            if sum(map(len, parts)) > _COALESCE:
+            if sum(map(len, parts)) > COALESCE_BYTES:
                 await self._write(parts, timeout)
                 parts = []
         parts.append(exchange.end_of_request())
@@ -206,15 +183,11 @@ class HTTP11Connection(httpcore2.AsyncConnectionInterface):
 
     async def _write(self, parts: list[bytes], timeout: float | None) -> None:
         assert self._stream is not None
-        parts = [part for part in parts if part]
-        if len(parts) > 1 and sum(map(len, parts)) <= _COALESCE:
-            parts = [b"".join(parts)]
-        for part in parts:
+        for part in coalesced(parts):
             await self._stream.write(part, timeout)
 
     async def _receive_head(self, exchange: Exchange, timeout: float | None) -> ResponseHead:
-        source = self._source
-        assert source is not None
+        source = self.source
         while True:
             taken, head = exchange.take_head(source.pending())
             source.consume(taken)
@@ -226,69 +199,19 @@ class HTTP11Connection(httpcore2.AsyncConnectionInterface):
     async def response_closed(self, exchange: Exchange, head: ResponseHead, read: bool) -> None:
         """The response is done with (``read``: its body was received to the end): back to the
         pool if the exchange is provably clean, else closed."""
-        source = self._source
-        reusable = (
-            read
-            and self._state is _State.ACTIVE
-            and exchange.request_complete
-            and head.keep_alive
-            and (head.length is not None or exchange.h11_cycle_complete)
-            and source is not None
-            and source.clean
-        )
-        if not reusable:
+        clean = self._source is not None and self._source.clean
+        if not self._end_exchange(exchange, head, read, clean):
             await self.aclose()
-            return
-        self._state = _State.IDLE
-        if self._keepalive_expiry is not None:
-            self._expire_at = time.monotonic() + self._keepalive_expiry
 
     @property
     def source(self) -> _Source:
         assert self._source is not None
         return self._source
 
-    # ---- httpcore2.AsyncConnectionInterface ----------------------------------------------------
-
     async def aclose(self) -> None:
-        self._state = _State.CLOSED
+        self._mark_closed()
         if self._stream is not None:
             await self._stream.aclose()
-
-    def can_handle_request(self, origin: httpcore2.Origin) -> bool:
-        return origin == self._origin
-
-    def is_connected(self) -> bool:
-        return self._stream is not None and self._state is not _State.CLOSED
-
-    def is_available(self) -> bool:
-        return self._state is _State.IDLE
-
-    def has_expired(self) -> bool:
-        if self._stream is None:
-            return self._state is _State.CLOSED  # the connect failed
-        expire_at = self._expire_at
-        if expire_at is not None and time.monotonic() > expire_at:
-            return True
-        # Idle yet readable: the server closed it (or sent what nobody asked for).
-        return self._state is _State.IDLE and bool(self._stream.get_extra_info("is_readable"))
-
-    def is_idle(self) -> bool:
-        if self._stream is None:
-            return self._state is _State.CLOSED
-        return self._state is _State.IDLE
-
-    def is_closed(self) -> bool:
-        return self._state is _State.CLOSED
-
-    def info(self) -> str:
-        if self._stream is None:
-            return "CONNECTION FAILED" if self._state is _State.CLOSED else "CONNECTING"
-        origin = str(self._origin)
-        return f"{origin!r}, HTTP/1.1, {self._state.name}, Request Count: {self._request_count}"
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} [{self.info()}]>"
 
 
 class _ResponseBody:

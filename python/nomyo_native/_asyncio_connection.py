@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from nomyo_native._http11 import make_room
+
 __all__ = ["RECEIVE_BUFFER_SIZE", "BufferedConnection", "ReadTimedOut"]
 
 # asyncio's SSL protocol receives at most 256 KiB from the socket at a time; room for that
@@ -30,8 +32,6 @@ RECEIVE_BUFFER_SIZE = 256 * 1024
 # Reading pauses when less room than one TLS record (16 KiB of plaintext) is left: asyncio's SSL
 # protocol would otherwise decrypt a few bytes at a time into the tail.
 _MIN_ROOM = 16 * 1024
-# Room in a growing body buffer comes from these zeros (no temporary object per step).
-_ZEROS = memoryview(bytes(RECEIVE_BUFFER_SIZE))
 
 
 class ReadTimedOut(Exception):
@@ -193,15 +193,8 @@ class BufferedConnection(asyncio.BufferedProtocol):
         room for what asyncio's SSL protocol may hold (up to the receive buffer's size)."""
         body = self._body
         assert body is not None
-        got, length = self.body_received, self._body_length
-        wanted = got + min(length - got, len(self._buffer))
-        if len(body) < wanted:
-            # Twice what arrived keeps the steps (each a realloc) few, and the buffer at most
-            # twice what arrived (or the room above); never past the declared length.
-            grown = min(length, max(wanted, 2 * got))
-            while len(body) < grown:
-                body += _ZEROS[: grown - len(body)]
-        return memoryview(body)[got:]
+        make_room(body, self.body_received, self._body_length, len(self._buffer))
+        return memoryview(body)[self.body_received :]
 
     async def wait_readable(self, timeout: float | None, beyond: int = 0) -> None:
         """Until more than ``beyond`` bytes are pending (or a body's buffer gets any), the

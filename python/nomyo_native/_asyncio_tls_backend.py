@@ -7,8 +7,9 @@ scope, exception map, h11 event) on its way up. asyncio's SSL protocol drains ev
 already received in one loop, decrypting straight into the connection's receive buffer
 (``_asyncio_connection``), and a read hands over all of it at once.
 
-Same pool, same HTTP/1.1 machinery (httpcore2's), same verification (the caller's
-``SSLContext``), same httpx2 exceptions; only the network layer changes. It needs
+Same pool (httpcore2's), same verification (the caller's ``SSLContext``), same httpx2
+exceptions; the pool's HTTP/1.1 connections are ours (``_async_http11``), which receive a
+``Content-Length`` body straight into a buffer of its own through :meth:`receive_body`. It needs
 ``loop.start_tls``, which every Python the package supports (3.11+) has.
 """
 
@@ -292,7 +293,8 @@ class AsyncioTLSTransport(httpx2.AsyncHTTPTransport):
 
     ``AsyncHTTPTransport`` keeps all its state in ``_pool`` (request and response mapping,
     exception mapping and closing all go through it), so this builds the same pool as
-    ``AsyncHTTPTransport(verify=ssl_context, limits=limits)`` would, with another backend.
+    ``AsyncHTTPTransport(verify=ssl_context, limits=limits)`` would, with another backend and
+    our HTTP/1.1 connections (``_async_http11.HTTP11ConnectionPool``).
     """
 
     def __init__(self, ssl_context: ssl.SSLContext | None, limits: httpx2.Limits) -> None:

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 import h11
 import httpcore2
 
-__all__ = ["MAX_HEAD_BYTES", "Exchange", "ResponseHead"]
+__all__ = [
+    "COALESCE_BYTES",
+    "MAX_HEAD_BYTES",
+    "Exchange",
+    "ResponseHead",
+    "coalesced",
+    "make_room",
+]
 
 # httpcore2's bound on an incomplete h11 event (a head still arriving).
 MAX_HEAD_BYTES = 100 * 1024
@@ -36,7 +43,35 @@ _FRAMING_FIELDS = (b"connection", b"transfer-encoding", b"content-length")
 # httpcore2's message for a server closing before it answered.
 _NO_RESPONSE = "Server disconnected without sending a response."
 
+# Room in a growing body buffer comes from these zeros (no temporary object per step).
+_ZEROS = memoryview(bytes(256 * 1024))
+
 Headers = list[tuple[bytes, bytes]]
+
+
+# A request's head and body up to this size go out in one write (one TLS record, one send).
+COALESCE_BYTES = 64 * 1024
+
+
+def coalesced(parts: list[bytes]) -> list[bytes]:
+    """A request's pieces as written: small ones joined into one write, a large body left
+    whole (the stream slices it) rather than copied into a join."""
+    parts = [part for part in parts if part]
+    if len(parts) > 1 and sum(map(len, parts)) <= COALESCE_BYTES:
+        return [b"".join(parts)]
+    return parts
+
+
+def make_room(body: bytearray, received: int, length: int, room: int) -> None:
+    """Grows ``body`` (of which ``received`` bytes are in) to take at least ``room`` more
+    bytes, or all that is still owed of ``length``: to twice what has arrived (few steps, each
+    a realloc, which on Linux moves pages rather than copying them), never past ``length``.
+    The buffer is never sized by the peer beyond twice what it has sent (plus ``room``)."""
+    wanted = received + min(length - received, room)
+    if len(body) < wanted:
+        grown = min(length, max(wanted, 2 * received))
+        while len(body) < grown:
+            body += _ZEROS[: grown - len(body)]
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,7 @@ def _in_memory_body(response: httpx2.Response, cap: int) -> bytes | None:
 
 def iter_raw_capped(
     response: httpx2.Response, cap: int, each_chunk: Callable[[], None] | None = None
-) -> bytes:
+) -> bytes | bytearray:
     """:func:`read_raw_capped` for a response of the sync client; ``each_chunk`` is called
     before the body and after every chunk (the sync driver's deadline check)."""
     body = _in_memory_body(response, cap)
@@ -128,7 +128,7 @@ def _checked(chunks: Iterator[bytes], check: Callable[[], None]) -> Iterator[byt
         yield chunk
 
 
-def _join_capped(chunks_in: Iterator[bytes], cap: int) -> bytes:
+def _join_capped(chunks_in: Iterator[bytes], cap: int) -> bytes | bytearray:
     # Chunks joined once at the end: a growing bytearray copied into bytes would copy a
     # megabyte envelope two or three times on the hot path.
     chunks: list[bytes] = []
@@ -138,6 +138,14 @@ def _join_capped(chunks_in: Iterator[bytes], cap: int) -> bytes:
         if size > cap:
             raise ResponseFormatError(f"response body larger than {cap} bytes refused")
         chunks.append(chunk)
+    return _whole(chunks)
+
+
+def _whole(chunks: list[bytes]) -> bytes | bytearray:
+    """The body from its chunks: a large one that came as one buffer (the drivers' own
+    ``Content-Length`` body) as it is, anything else joined into bytes."""
+    if len(chunks) == 1 and len(chunks[0]) > _KEEP_AS_RECEIVED:
+        return chunks[0]
     return b"".join(chunks)
 
 
@@ -161,6 +169,4 @@ async def read_raw_capped(response: httpx2.Response, cap: int) -> bytes | bytear
         if size > cap:
             raise ResponseFormatError(f"response body larger than {cap} bytes refused")
         chunks.append(chunk)
-    if len(chunks) == 1 and len(chunks[0]) > _KEEP_AS_RECEIVED:
-        return chunks[0]
-    return b"".join(chunks)
+    return _whole(chunks)

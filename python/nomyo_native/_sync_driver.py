@@ -2,7 +2,9 @@
 
 Like the async driver it decides nothing. It runs on an ``httpx2.Client``'s pool over httpcore2's
 own sync network backend with the client's ``SSLContext`` (``_asyncio_tls_backend`` is asyncio-only;
-blocking sockets with the same verification are what a script wants). The whole-attempt
+blocking sockets with the same verification are what a script wants), with HTTP/1.1 connections
+of our own (``_sync_http11``: a ``Content-Length`` body is received straight into its own
+buffer). The whole-attempt
 deadline is kept by :class:`DeadlineBackend`: every connect, TLS handshake, write and read of
 an attempt gets at most the time the attempt has left, so a peer trickling a byte at a time
 cannot hold a request past its deadline (asyncio's ``wait_for`` plays this part in the async
@@ -27,6 +29,7 @@ import httpx2
 from nomyo_native._http_body import LIMITS, Answer, answer_head, iter_raw_capped
 from nomyo_native._http_request import RequestBuilder
 from nomyo_native._protocol import MAX_ERROR_BODY_BYTES
+from nomyo_native._sync_http11 import HTTP11ConnectionPool
 from nomyo_native.errors import ClientClosedError, ResponseFormatError
 
 __all__ = ["READ_AHEAD", "DeadlineBackend", "DeadlineExceeded", "SyncDriver"]
@@ -110,6 +113,28 @@ class _DeadlineStream(httpcore2.NetworkStream):
             size += len(piece)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
+    def receiver(self) -> Callable[[memoryview, float | None], int] | None:
+        """For the HTTP/1.1 layer (``_sync_http11``): a receive straight into a body's buffer,
+        bypassing :meth:`read`; None for a subclass whose ``read`` does something else."""
+        if type(self).read is not _DeadlineStream.read:
+            return None
+        return self._receive_into
+
+    def _receive_into(self, view: memoryview, timeout: float | None) -> int:
+        """Receives into ``view`` (on a TLS socket OpenSSL decrypts into it, one record at a
+        time): the bytes received, 0 at the end of stream; bound by the attempt's deadline."""
+        if self._failure is not None:
+            raise self._failure
+        sock = self._inner.get_extra_info("socket")
+        bounded = _bounded(timeout, httpcore2.ReadTimeout)
+        try:
+            sock.settimeout(bounded)
+            return int(sock.recv_into(view))
+        except TimeoutError as exc:  # socket.timeout
+            raise httpcore2.ReadTimeout(str(exc) or "timed out") from exc
+        except OSError as exc:
+            raise httpcore2.ReadError(str(exc) or type(exc).__name__) from exc
+
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._inner.write(buffer, _bounded(timeout, httpcore2.WriteTimeout))
 
@@ -170,13 +195,14 @@ class _DeadlineTransport(httpx2.HTTPTransport):
     """httpx2's sync HTTP transport with its pool on :class:`DeadlineBackend`.
 
     ``HTTPTransport`` keeps all its state in its pool, so this builds the pool
-    ``HTTPTransport(verify=ssl_context, limits=limits)`` would, with another backend (as
-    ``_asyncio_tls_backend.AsyncioTLSTransport`` does for the async one).
+    ``HTTPTransport(verify=ssl_context, limits=limits)`` would, with another backend and our
+    HTTP/1.1 connections (as ``_asyncio_tls_backend.AsyncioTLSTransport`` does for the async
+    one).
     """
 
     def __init__(self, ssl_context: ssl.SSLContext | None, limits: httpx2.Limits) -> None:
         # super().__init__ is not called on purpose: it would build a pool only to drop it.
-        self._pool = httpcore2.ConnectionPool(
+        self._pool = HTTP11ConnectionPool(
             ssl_context=ssl_context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
