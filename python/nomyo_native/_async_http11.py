@@ -124,18 +124,25 @@ class HTTP11Connection(ConnectionState, httpcore2.AsyncConnectionInterface):
     async def _connect(self, request: httpcore2.Request) -> None:
         timeout = request.extensions.get("timeout", {}).get("connect")
         host = self._origin.host.decode("ascii")
+        port, local, options = self._origin.port, self._local_address, self._socket_options
+        self._trace_connect(
+            "connect_tcp.started", host=host, port=port, local_address=local, timeout=timeout,
+            socket_options=options,
+        )  # fmt: skip
         stream = await self._backend.connect_tcp(
-            host,
-            self._origin.port,
-            timeout=timeout,
-            local_address=self._local_address,
-            socket_options=self._socket_options,
+            host, port, timeout=timeout, local_address=local, socket_options=options
         )
+        self._trace_connect("connect_tcp.complete", return_value=stream)
         if self._origin.scheme in (b"https", b"wss"):
             context = self._ssl_context or httpcore2.default_ssl_context()
             context.set_alpn_protocols(["http/1.1"])
             server_hostname = request.extensions.get("sni_hostname") or host
+            self._trace_connect(
+                "start_tls.started", ssl_context=context, server_hostname=server_hostname,
+                timeout=timeout,
+            )  # fmt: skip
             stream = await stream.start_tls(context, server_hostname, timeout)
+            self._trace_connect("start_tls.complete", return_value=stream)
         self._stream = stream
         receiver = getattr(stream, "receiver", None)
         direct: _Source | None = receiver() if receiver is not None else None
@@ -143,6 +150,8 @@ class HTTP11Connection(ConnectionState, httpcore2.AsyncConnectionInterface):
 
     async def _exchange(self, request: httpcore2.Request) -> httpcore2.Response:
         timeouts = request.extensions.get("timeout", {})
+        if self.tracing:
+            self.trace("send_request_headers.started", request=request)
         exchange = Exchange(request.method, request.url.target, request.headers)
         assert isinstance(request.stream, AsyncIterable)
         try:
@@ -151,7 +160,15 @@ class HTTP11Connection(ConnectionState, httpcore2.AsyncConnectionInterface):
             # As httpcore2: a server may answer (a 413, say) and stop reading before the
             # request is all sent; its answer is read, and the connection is not reused.
             pass
+        if self.tracing:
+            self.trace("send_request_body.complete")
+            self.trace("receive_response_headers.started", request=request)
         head = await self._receive_head(exchange, timeouts.get("read"))
+        if self.tracing:
+            self.trace(
+                "receive_response_headers.complete",
+                return_value=(head.http_version, head.status, head.reason),
+            )
         return httpcore2.Response(
             status=head.status,
             headers=head.headers,
@@ -199,9 +216,13 @@ class HTTP11Connection(ConnectionState, httpcore2.AsyncConnectionInterface):
     async def response_closed(self, exchange: Exchange, head: ResponseHead, read: bool) -> None:
         """The response is done with (``read``: its body was received to the end): back to the
         pool if the exchange is provably clean, else closed."""
+        if self.tracing:
+            self.trace("response_closed.started")
         clean = self._source is not None and self._source.clean
         if not self._end_exchange(exchange, head, read, clean):
             await self.aclose()
+        if self.tracing:
+            self.trace("response_closed.complete")
 
     @property
     def source(self) -> _Source:
@@ -233,6 +254,9 @@ class _ResponseBody:
         self._closed = False
 
     async def __aiter__(self) -> AsyncIterator[bytes | bytearray]:
+        connection = self._connection
+        if connection.tracing:
+            connection.trace("receive_response_body.started")
         try:
             length = self._head.length
             if length is None:
@@ -242,6 +266,8 @@ class _ResponseBody:
                 body = await self._connection.source.receive_body(length, self._timeout)
                 self._read = True
                 yield body
+            if connection.tracing:
+                connection.trace("receive_response_body.complete")
         except BaseException:
             await self.aclose()
             raise

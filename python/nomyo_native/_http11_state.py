@@ -9,6 +9,7 @@ it or sends what nobody asked for) and is CLOSED on anything it cannot prove cle
 from __future__ import annotations
 
 import enum
+import logging
 import threading
 import time
 from typing import Any
@@ -18,6 +19,18 @@ import httpcore2
 from nomyo_native._http11 import Exchange, ResponseHead
 
 __all__ = ["ConnectionState"]
+
+# httpcore2's loggers: a caller debugging the transport sees the steps it saw before, in
+# httpcore2's words (no header values: a request's may carry a bearer token).
+_HTTP11_LOG = logging.getLogger("httpcore2.http11")
+_CONNECTION_LOG = logging.getLogger("httpcore2.connection")
+
+
+def _debug(logger: logging.Logger, event: str, info: dict[str, Any]) -> None:
+    """One of httpcore2's trace lines: ``event`` and its ``key=repr`` arguments."""
+    if logger.isEnabledFor(logging.DEBUG):
+        args = " ".join(f"{key}={value!r}" for key, value in info.items())
+        logger.debug(f"{event} {args}" if args else event)
 
 
 class _State(enum.IntEnum):
@@ -42,6 +55,8 @@ class ConnectionState:
         # The sync pool's threads may race for a connection (the async pool's tasks cannot,
         # but the lock costs nothing there).
         self._state_lock = threading.Lock()
+        # Whether this exchange's steps are logged (checked once per exchange: cheap when not).
+        self.tracing = False
 
     def _begin_exchange(self, origin: httpcore2.Origin, usable: bool) -> bool:
         """Takes the connection for one exchange if it is new or idle (else
@@ -59,6 +74,7 @@ class ConnectionState:
                 self._state = _State.CLOSED
                 return False
             self._state = _State.ACTIVE
+            self.tracing = _HTTP11_LOG.isEnabledFor(logging.DEBUG)
             self._request_count += 1
             self._expire_at = None
             return True
@@ -84,6 +100,15 @@ class ConnectionState:
             if self._keepalive_expiry is not None:
                 self._expire_at = time.monotonic() + self._keepalive_expiry
             return True
+
+    def trace(self, event: str, **info: Any) -> None:
+        """An exchange's step at DEBUG on ``httpcore2.http11``, as httpcore2 logged it (the
+        caller checks :attr:`tracing` first)."""
+        _debug(_HTTP11_LOG, event, info)
+
+    def _trace_connect(self, event: str, **info: Any) -> None:
+        """A connect step at DEBUG on ``httpcore2.connection``."""
+        _debug(_CONNECTION_LOG, event, info)
 
     def _mark_closed(self) -> None:
         self._state = _State.CLOSED

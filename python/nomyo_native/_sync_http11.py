@@ -121,30 +121,47 @@ class HTTP11Connection(ConnectionState, httpcore2.ConnectionInterface):
     def _connect(self, request: httpcore2.Request) -> None:
         timeout = request.extensions.get("timeout", {}).get("connect")
         host = self._origin.host.decode("ascii")
+        port, local, options = self._origin.port, self._local_address, self._socket_options
+        self._trace_connect(
+            "connect_tcp.started", host=host, port=port, local_address=local, timeout=timeout,
+            socket_options=options,
+        )  # fmt: skip
         stream = self._backend.connect_tcp(
-            host,
-            self._origin.port,
-            timeout=timeout,
-            local_address=self._local_address,
-            socket_options=self._socket_options,
+            host, port, timeout=timeout, local_address=local, socket_options=options
         )
+        self._trace_connect("connect_tcp.complete", return_value=stream)
         if self._origin.scheme in (b"https", b"wss"):
             context = self._ssl_context or httpcore2.default_ssl_context()
             context.set_alpn_protocols(["http/1.1"])
             server_hostname = request.extensions.get("sni_hostname") or host
+            self._trace_connect(
+                "start_tls.started", ssl_context=context, server_hostname=server_hostname,
+                timeout=timeout,
+            )  # fmt: skip
             stream = stream.start_tls(context, server_hostname, timeout)
+            self._trace_connect("start_tls.complete", return_value=stream)
         self._stream = stream
         self._source = _Source(stream)
 
     def _exchange(self, request: httpcore2.Request) -> httpcore2.Response:
         timeouts = request.extensions.get("timeout", {})
+        if self.tracing:
+            self.trace("send_request_headers.started", request=request)
         exchange = Exchange(request.method, request.url.target, request.headers)
         assert isinstance(request.stream, Iterable)
         try:
             self._send(exchange, request.stream, timeouts.get("write"))
         except httpcore2.WriteError:
             pass  # as httpcore2: the answer may already be there; the connection is not reused
+        if self.tracing:
+            self.trace("send_request_body.complete")
+            self.trace("receive_response_headers.started", request=request)
         head = self._receive_head(exchange, timeouts.get("read"))
+        if self.tracing:
+            self.trace(
+                "receive_response_headers.complete",
+                return_value=(head.http_version, head.status, head.reason),
+            )
         return httpcore2.Response(
             status=head.status,
             headers=head.headers,
@@ -185,9 +202,13 @@ class HTTP11Connection(ConnectionState, httpcore2.ConnectionInterface):
                 raise exchange.end_of_stream_before_head()
 
     def response_closed(self, exchange: Exchange, head: ResponseHead, read: bool) -> None:
+        if self.tracing:
+            self.trace("response_closed.started")
         clean = self._source is not None and self._source.clean
         if not self._end_exchange(exchange, head, read, clean):
             self.close()
+        if self.tracing:
+            self.trace("response_closed.complete")
 
     @property
     def source(self) -> _Source:
@@ -219,6 +240,9 @@ class _ResponseBody:
         self._closed = False
 
     def __iter__(self) -> Iterator[bytes | bytearray]:
+        connection = self._connection
+        if connection.tracing:
+            connection.trace("receive_response_body.started")
         try:
             length = self._head.length
             if length is None:
@@ -227,6 +251,8 @@ class _ResponseBody:
                 body = self._connection.source.receive_body(length, self._timeout)
                 self._read = True
                 yield body
+            if connection.tracing:
+                connection.trace("receive_response_body.complete")
         except BaseException:
             self.close()
             raise

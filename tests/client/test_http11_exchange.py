@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -466,3 +467,19 @@ def test_a_new_connection_reports_itself_connecting() -> None:
     assert not connection.is_available() and not connection.is_connected()
     assert not connection.is_closed() and not connection.has_expired()
     assert connection.info() == "CONNECTING"
+
+
+async def test_debug_logs_show_the_steps_on_httpcore2s_loggers_without_header_values(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with serving(lambda n: ok(b"body", b"X-Server-Secret: srv-canary\r\n")) as server:
+        async with httpx2.AsyncClient(transport=make_transport("direct")) as http:
+            headers = {"Authorization": "Bearer sk-canary"}
+            assert (await http.post(server.url, headers=headers, content=b"x")).content == b"body"
+    steps = [r.getMessage().split()[0] for r in caplog.records if r.name.startswith("httpcore2")]
+    for step in ("connect_tcp.started", "send_request_headers.started", "response_closed.complete"):
+        assert step in steps
+    assert "receive_response_headers.complete" in steps
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "sk-canary" not in text and "srv-canary" not in text
