@@ -117,6 +117,9 @@ class Exchange:
         connection = _comma_tokens(request.headers.raw_items(), (b"connection",))[b"connection"]
         self._request_keeps_alive = b"close" not in connection
         self._head: ResponseHead | None = None
+        # How much of the head still arriving has been searched for its end: each search goes
+        # on from there, so a head trickling in a byte per read is scanned once, not per read.
+        self._searched = 0
 
     # ---- the request -----------------------------------------------------------------------
 
@@ -149,8 +152,10 @@ class Exchange:
         taken = 0
         while self._head is None:
             rest = pending[taken:]
-            found = _HEAD_END.search(rest)
+            # Back two bytes: the end found may begin in what was searched before.
+            found = _HEAD_END.search(rest, max(0, self._searched - 2))
             if found is None:
+                self._searched = len(rest)
                 if len(rest) > MAX_HEAD_BYTES:
                     raise _head_too_large()
                 if len(rest) and rest[0] < 0x21:
@@ -163,6 +168,7 @@ class Exchange:
             if _FOLD.search(head) is not None:
                 raise httpcore2.RemoteProtocolError("folded header line (obs-fold) refused")
             self._receive(head)
+            self._searched = 0
             taken += found.end()
             self._parse_head()
         return taken, self._head

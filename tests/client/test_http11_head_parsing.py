@@ -1,0 +1,80 @@
+"""Response heads as ``_http11.Exchange`` finds and parses them, whatever the reads' sizes."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpcore2
+import pytest
+
+from nomyo_native import _http11
+from nomyo_native._http11 import Exchange, ResponseHead
+
+REQUEST = [(b"Host", b"example"), (b"Content-Length", b"0")]
+INTERIM = b"HTTP/1.1 100 Continue\r\n\r\n"
+FINAL = b"HTTP/1.1 200 OK\r\nX-A: one\r\nContent-Length: 7\r\n\r\n"
+
+
+def exchange() -> Exchange:
+    sent = Exchange(b"POST", b"/", REQUEST)
+    sent.end_of_request()
+    return sent
+
+
+def feed(sent: Exchange, arrivals: list[bytes]) -> tuple[ResponseHead | None, bytes]:
+    """``arrivals`` received one after another, as a connection's pending bytes: the head, and
+    what is left pending after it."""
+    pending = b""
+    head = None
+    for data in arrivals:
+        pending += data
+        if head is None:
+            taken, head = sent.take_head(memoryview(pending))
+            pending = pending[taken:]
+    return head, pending
+
+
+class CountingPattern:
+    """``_HEAD_END`` counting the bytes each search looks at."""
+
+    def __init__(self, pattern: re.Pattern[bytes]) -> None:
+        self._pattern = pattern
+        self.scanned = 0
+
+    def search(self, data: Any, pos: int = 0) -> re.Match[bytes] | None:
+        self.scanned += len(data) - pos
+        return self._pattern.search(data, pos)
+
+
+@pytest.mark.parametrize("end", [b"\r\n\r\n", b"\n\n", b"\r\n\n"])
+def test_a_head_split_at_every_byte_is_found_whole(end: bytes) -> None:
+    final = FINAL[: -len(b"\r\n\r\n")] + end
+    wire = INTERIM + final + b"payload" + b"HTTP/1.1"
+    for cut in range(1, len(wire)):
+        head, left = feed(exchange(), [wire[:cut], wire[cut:]])
+        assert head is not None and head.status == 200 and head.length == 7, cut
+        assert (b"X-A", b"one") in head.headers
+        assert left == b"payload" + b"HTTP/1.1", cut
+    head, left = feed(exchange(), [bytes([byte]) for byte in wire])
+    assert head is not None and head.status == 200 and left == b"payload" + b"HTTP/1.1"
+
+
+def test_a_head_arriving_a_byte_at_a_time_is_searched_once(monkeypatch: Any) -> None:
+    # A server trickling a large head must not make the client rescan it from its start on every
+    # read (100 KiB a byte at a time would be five billion bytes looked at, seconds of the
+    # event loop's time).
+    counting = CountingPattern(_http11._HEAD_END)
+    monkeypatch.setattr(_http11, "_HEAD_END", counting)
+    lines = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 60) for i in range(300))
+    wire = INTERIM + b"HTTP/1.1 200 OK\r\n" + lines + b"Content-Length: 0\r\n\r\n"
+    head, _ = feed(exchange(), [bytes([byte]) for byte in wire])
+    assert head is not None and head.status == 200 and len(head.headers) == 301
+    assert counting.scanned <= 3 * len(wire)
+
+
+def test_a_head_still_arriving_is_refused_once_past_the_bound() -> None:
+    sent = exchange()
+    wire = b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"p" * (2 * _http11.MAX_HEAD_BYTES)
+    with pytest.raises(httpcore2.RemoteProtocolError, match="larger than"):
+        feed(sent, [wire[i : i + 4096] for i in range(0, len(wire), 4096)])
