@@ -40,6 +40,9 @@ _FOLD = re.compile(rb"\n[ \t]")
 _BODYLESS_STATUSES = (204, 304)
 # The fields that decide how a response is framed and whether the connection is kept.
 _FRAMING_FIELDS = (b"connection", b"transfer-encoding", b"content-length")
+# h11 quotes what it refused after its message (a header or status line, a chunk header: a
+# header's value, a body's bytes, an API key): only its words reach our errors.
+_QUOTED = re.compile(r":? *(?:bytearray\()?b['\"].*", re.DOTALL)
 # httpcore2's message for a server closing before it answered.
 _NO_RESPONSE = "Server disconnected without sending a response."
 
@@ -99,6 +102,10 @@ def _comma_tokens(headers: Headers, names: tuple[bytes, ...]) -> dict[bytes, lis
     return tokens
 
 
+def _unquoted(exc: h11.ProtocolError) -> str:
+    return _QUOTED.sub("", str(exc))
+
+
 def _head_too_large() -> httpcore2.RemoteProtocolError:
     return httpcore2.RemoteProtocolError(f"response head larger than {MAX_HEAD_BYTES} bytes")
 
@@ -113,7 +120,7 @@ class Exchange:
             request = h11.Request(method=method, target=target, headers=headers)
             self.head: bytes = self._h11.send(request)
         except h11.LocalProtocolError as exc:
-            raise httpcore2.LocalProtocolError(exc) from exc
+            raise httpcore2.LocalProtocolError(_unquoted(exc)) from None
         connection = _comma_tokens(request.headers.raw_items(), (b"connection",))[b"connection"]
         self._request_keeps_alive = b"close" not in connection
         self._head: ResponseHead | None = None
@@ -129,14 +136,14 @@ class Exchange:
         try:
             return self._h11.send_with_data_passthrough(h11.Data(data=chunk)) or []
         except h11.LocalProtocolError as exc:
-            raise httpcore2.LocalProtocolError(exc) from exc
+            raise httpcore2.LocalProtocolError(_unquoted(exc)) from None
 
     def end_of_request(self) -> bytes:
         """The bytes ending the request: a LocalProtocolError short of the declared length."""
         try:
             return self._h11.send(h11.EndOfMessage())
         except h11.LocalProtocolError as exc:
-            raise httpcore2.LocalProtocolError(exc) from exc
+            raise httpcore2.LocalProtocolError(_unquoted(exc)) from None
 
     @property
     def request_complete(self) -> bool:
@@ -198,7 +205,9 @@ class Exchange:
         try:
             return self._h11.next_event()
         except h11.RemoteProtocolError as exc:
-            raise httpcore2.RemoteProtocolError(exc) from exc
+            message = _unquoted(exc)
+        # Raised outside the handler: h11's error, quote and all, is not chained as its context.
+        raise httpcore2.RemoteProtocolError(message)
 
     def _framed(self, event: h11.Response) -> ResponseHead:
         headers = event.headers.raw_items()

@@ -1,4 +1,5 @@
-"""Response heads as ``_http11.Exchange`` finds and parses them, whatever the reads' sizes."""
+"""Response heads as ``_http11.Exchange`` finds and parses them, whatever the reads' sizes,
+and what its errors say (never the offending bytes: a header's value or a piece of a body)."""
 
 from __future__ import annotations
 
@@ -78,3 +79,40 @@ def test_a_head_still_arriving_is_refused_once_past_the_bound() -> None:
     wire = b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"p" * (2 * _http11.MAX_HEAD_BYTES)
     with pytest.raises(httpcore2.RemoteProtocolError, match="larger than"):
         feed(sent, [wire[i : i + 4096] for i in range(0, len(wire), 4096)])
+
+
+SECRET = b"s3cr3t-VALUE"
+# Each refused by h11, whose own message quotes the offending line.
+QUOTING = {
+    "bad header line": b"HTTP/1.1 200 OK\r\nX-Session: " + SECRET + b"\x00\r\n\r\n",
+    "header name with a space": b"HTTP/1.1 200 OK\r\nX " + SECRET + b": 1\r\n\r\n",
+    "bad status line": b"HTTP/1.1 2" + SECRET + b" OK\r\n\r\n",
+    "status line with a bare CR": b"HTTP/1.1 200 OK\r" + SECRET + b"\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(QUOTING))
+def test_a_refused_head_is_not_quoted_in_the_error(case: str) -> None:
+    with pytest.raises(httpcore2.RemoteProtocolError) as refused:
+        feed(exchange(), [QUOTING[case]])
+    assert_unquoted(refused.value)
+
+
+def test_a_refused_chunk_header_is_not_quoted_in_the_error() -> None:
+    sent = exchange()
+    head, left = feed(
+        sent, [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + SECRET + b"\r\n"]
+    )
+    assert head is not None and head.length is None
+    with pytest.raises(httpcore2.RemoteProtocolError, match="chunk") as refused:
+        sent.body_chunks(left)
+    assert_unquoted(refused.value)
+
+
+def assert_unquoted(error: BaseException) -> None:
+    """Neither the error nor anything it chains to (printed with its traceback) quotes SECRET."""
+    seen: BaseException | None = error
+    while seen is not None:
+        assert SECRET.decode() not in str(seen) and SECRET.decode() not in repr(seen.args)
+        assert str(seen)  # still says what was wrong
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
