@@ -77,6 +77,28 @@ def test_the_sync_client_has_every_public_method_of_the_async_one():
     assert missing == []
 
 
+def test_the_sync_clients_methods_take_the_async_ones_parameters():
+    # A call written for one client runs on the other: the same parameter names, kinds and
+    # defaults on every public method both have.
+    import inspect
+
+    from nomyo_native._sync_client import SyncCompletionClient
+    from nomyo_native.client import SecureCompletionClient
+
+    def parameters(method: Any) -> list[tuple[str, Any, Any]]:
+        return [(p.name, p.kind, p.default) for p in inspect.signature(method).parameters.values()]
+
+    compared = []
+    for name in dir(SecureCompletionClient):
+        method = getattr(SecureCompletionClient, name)
+        twin = getattr(SyncCompletionClient, name, None)
+        if name.startswith("_") or not inspect.isfunction(method) or twin is None:
+            continue
+        assert parameters(twin) == parameters(method), name
+        compared.append(name)
+    assert {"send_secure_request", "send_sealed_request", "decrypt_response"} <= set(compared)
+
+
 @pytest.mark.parametrize("kind", ["async", "sync"])
 def test_encrypt_payload_and_decrypt_response_on_both_drivers(peer, kind):
     # The caller seals, sends and opens by itself (nomyo 0.2.9's lower-level API).
