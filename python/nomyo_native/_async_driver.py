@@ -54,6 +54,9 @@ class _Sender:
         if self._http.is_closed:
             raise ClientClosedError("the client is closed")
         request = self._requests.build(method, url, headers, content)
+        if not isinstance(request.stream, httpx2.AsyncByteStream):
+            # A body that is not bytes (a caller's sealer): refused as httpx2's client does.
+            raise RuntimeError("Attempted to send a sync request with an AsyncClient instance.")
         try:
             response = await self._transport.handle_async_request(request)
         except httpx2.RequestError as exc:

@@ -47,8 +47,9 @@ class RequestBuilder:
         if parsed is None:
             parsed = self._urls[url] = httpx2.URL(url)
         extensions = {"timeout": dict(self._timeouts)}
-        # An empty body is left to httpx2: its Content-Length: 0 goes right after Host.
-        if content and self._authorization is None and not self._cookies:
+        # An empty body is left to httpx2: its Content-Length: 0 goes right after Host; and so
+        # is any content but bytes (httpx2 takes a bytearray for an iterable of chunks).
+        if content and type(content) is bytes and self._authorization is None and not self._cookies:
             head = self._head(parsed, headers, len(content))
             if head is not None:
                 request = httpx2.Request(

@@ -234,6 +234,9 @@ class _Sender:
         if self._http.is_closed:
             raise ClientClosedError("the client is closed")
         request = self._requests.build(method, url, headers, content)
+        if not isinstance(request.stream, httpx2.SyncByteStream):
+            # As httpx2's client refuses it (a body that only an async client can send).
+            raise RuntimeError("Attempted to send an async request with a sync Client instance.")
         try:
             response = self._transport.handle_request(request)
         except httpx2.RequestError as exc:

@@ -496,6 +496,45 @@ def test_a_name_given_twice_in_two_cases_is_sent_as_httpx2s_client_sends_it(head
         assert sent[kind].headers.raw == sent["httpx2"].headers.raw, kind
 
 
+@pytest.mark.parametrize("content", [bytearray(b"{}"), memoryview(b"{}")], ids=type)
+def test_a_body_that_is_not_bytes_fails_as_on_httpx2s_clients(content):
+    # A caller's sealer must return bytes; httpx2 takes anything else for an iterable of
+    # chunks, which its async client refuses and its sync one fails on. Both drivers leave
+    # such a body to httpx2 and fail as its client of their kind does, instead of sending it.
+    from nomyo_native._async_driver import AsyncDriver
+    from nomyo_native._sync_driver import SyncDriver
+
+    url, headers = "https://peer.test/v1/x", {"X-Payload-ID": "p-1"}
+    sent: list[httpx2.Request] = []
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        sent.append(request)
+        return httpx2.Response(200)
+
+    transport = httpx2.MockTransport(answer)
+    options: dict[str, Any] = {"timeout": 30.0, "ssl_context": None, "auth": None, "sleep": None}
+
+    async def on_async_client() -> None:
+        async with httpx2.AsyncClient(transport=transport) as reference:
+            await reference.post(url, headers=headers, content=content)
+
+    with httpx2.Client(transport=transport) as reference, pytest.raises(Exception) as expected:
+        reference.post(url, headers=headers, content=content)
+    sync = SyncDriver(transport=transport, **options)
+    with pytest.raises(Exception) as caught:
+        sync.send("POST", url, headers, content, 1024, 10.0)
+    assert (type(caught.value), str(caught.value)) == (type(expected.value), str(expected.value))
+    sync.close()
+
+    with pytest.raises(Exception) as expected:
+        asyncio.run(on_async_client())
+    asynchronous = AsyncDriver(transport=transport, **options)
+    with pytest.raises(Exception) as caught:
+        asyncio.run(asynchronous.send("POST", url, headers, content, 1024, 10.0))
+    assert (type(caught.value), str(caught.value)) == (type(expected.value), str(expected.value))
+    assert sent == []  # nothing reached the server
+
+
 def test_a_cancelled_attempt_closes_its_response(peer_key):
     # Cancelled while reading the body (the caller's own timeout, a task group failing): the
     # response is closed at once, so the pool gets its connection back or drops it.
