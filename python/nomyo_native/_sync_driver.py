@@ -158,8 +158,15 @@ class _DeadlineStream(httpcore2.NetworkStream):
         return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, bounded))
 
     def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable" and self._failure is not None:
-            return True
+        if info == "is_readable":
+            if self._failure is not None:
+                return True
+            # Bytes past an answer that came in its last TLS record (a body received with
+            # recv_into takes only up to its end) wait decrypted in OpenSSL, unseen by the
+            # kernel's socket: read as the next request's answer if the connection were reused.
+            sock = self._inner.get_extra_info("socket")
+            if isinstance(sock, ssl.SSLSocket) and sock.pending():
+                return True
         return self._inner.get_extra_info(info)
 
 
