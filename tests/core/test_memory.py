@@ -133,6 +133,33 @@ def test_memory_status_reports_the_process_state() -> None:
     assert status["bytes_pooled"] <= min(status["bytes_locked"], pool_limit)
 
 
+def test_the_pool_bound_follows_the_lock_limit_as_it_changes() -> None:
+    # The pool reads RLIMIT_MEMLOCK once, not at every buffer's drop; memory_status reads it
+    # afresh, so that what it reports, and the pool's bound from then on, are current.
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    lowered = 2 << 20
+    if hard != resource.RLIM_INFINITY and hard < lowered:
+        pytest.skip("the hard RLIMIT_MEMLOCK is below the lowered limit this test sets")
+    _core.memory_status()  # the limit as it is, remembered
+    try:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (lowered, hard))
+        status = _core.memory_status()
+        assert status["lock_limit_bytes"] == lowered
+        assert status["pool_limit_bytes"] == lowered // 2
+        _testing.release_pool()
+        for seed, size in enumerate((300_000, 500_000, 700_000)):
+            _testing.LockedProbe(size, 60 + seed).release()
+        assert _core.memory_status()["bytes_pooled"] <= lowered // 2
+    finally:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (soft, hard))
+    status = _core.memory_status()
+    expected = None if soft == resource.RLIM_INFINITY else soft
+    assert status["lock_limit_bytes"] == expected
+    assert status["pool_limit_bytes"] == (
+        12 << 20 if expected is None else min(12 << 20, soft // 2)
+    )
+
+
 def test_constants() -> None:
     assert _core.MAX_JSON_DEPTH == 128
     assert _core.MAX_PLAINTEXT_BYTES == 10 * 1024 * 1024

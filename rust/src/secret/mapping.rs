@@ -91,6 +91,10 @@ impl Mapping {
         let (start, span) = page_span(base.as_ptr() as usize - CANARY_SIZE, len + CANARY_SIZE);
         // SAFETY: these pages belong to the allocation just made.
         let mut locked = unsafe { os::lock(start as *mut u8, span) };
+        if !locked {
+            // The limit may have been lowered since the pool last read it.
+            pool::read_lock_limit();
+        }
         if !locked && pool::release_all() > 0 {
             // Pooled buffers may be what stands between this one and RLIMIT_MEMLOCK.
             // SAFETY: as above.

@@ -16,7 +16,7 @@
 //! the pool.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::mapping::Mapping;
 use super::status::BYTES_POOLED;
@@ -140,12 +140,41 @@ pub fn poolable(span: usize) -> bool {
     (MIN_SPAN..=MAX_SPAN).contains(&span)
 }
 
-/// Most bytes the pool keeps: `MAX_BYTES`, or half of RLIMIT_MEMLOCK when lower.
+/// Most bytes the pool keeps: `MAX_BYTES`, or half of RLIMIT_MEMLOCK when lower (as last
+/// read: see `lock_limit`).
 pub fn limit() -> usize {
-    match super::os::lock_limit() {
+    match lock_limit() {
         Some(lock_limit) => MAX_BYTES.min(usize::try_from(lock_limit / 2).unwrap_or(MAX_BYTES)),
         None => MAX_BYTES,
     }
+}
+
+/// RLIMIT_MEMLOCK's soft limit as last read, `UNREAD` before the first read, `UNLIMITED` for
+/// none. Every buffer's drop checks the pool's bound, and reading the limit each time was a
+/// system call per drop (four per small request). It is read again by `memory_status` (so
+/// that what it reports is current) and after every failed lock (a lowered limit shows itself
+/// so, and the allocation that failed empties the pool as before). Until then a limit raised
+/// at run time leaves the pool smaller than it could be; a lowered one is noticed at the
+/// first lock it refuses.
+static LOCK_LIMIT: AtomicU64 = AtomicU64::new(UNREAD);
+const UNREAD: u64 = u64::MAX;
+const UNLIMITED: u64 = u64::MAX - 1;
+
+/// RLIMIT_MEMLOCK's soft limit (`None`: unlimited), as last read.
+pub fn lock_limit() -> Option<u64> {
+    match LOCK_LIMIT.load(Ordering::Relaxed) {
+        UNREAD => read_lock_limit(),
+        UNLIMITED => None,
+        limit => Some(limit),
+    }
+}
+
+/// Read RLIMIT_MEMLOCK's soft limit now, and remember it for `lock_limit`.
+pub fn read_lock_limit() -> Option<u64> {
+    let limit = super::os::lock_limit();
+    let stored = limit.map_or(UNLIMITED, |n| n.min(UNLIMITED - 1));
+    LOCK_LIMIT.store(stored, Ordering::Relaxed);
+    limit
 }
 
 /// The smallest pooled mapping with room for `capacity` bytes and at most twice `span`.

@@ -66,6 +66,8 @@ pub fn memory_status() -> MemoryStatus {
         // An allocation failure here just leaves the state unknown (reported as not working).
         let _probe = LockedBuf::zeroed(1);
     }
+    // The limit as it is now, for the report and the pool's bound alike.
+    let lock_limit_bytes = pool::read_lock_limit();
     // First: in a fork child this drops the inherited pool, which changes `BYTES_UNLOCKED`,
     // and re-locks aws-lc's heap.
     let bytes_pooled = pool::bytes();
@@ -83,7 +85,7 @@ pub fn memory_status() -> MemoryStatus {
         lc_heap,
         dump_exclusion: DUMP_EXCLUSION.load(Ordering::SeqCst) == TRI_YES,
         guard_pages: os::GUARD_PAGES,
-        lock_limit_bytes: os::lock_limit(),
+        lock_limit_bytes,
     }
 }
 
@@ -102,6 +104,8 @@ pub(super) fn record_lock(ok: bool, bytes: usize) {
     } else {
         LOCK_FAILURES.fetch_add(1, Ordering::SeqCst);
         LAST_LOCK.store(TRI_NO, Ordering::SeqCst);
+        // The limit may have been lowered since the pool last read it.
+        pool::read_lock_limit();
     }
 }
 
