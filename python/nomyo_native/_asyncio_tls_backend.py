@@ -231,8 +231,19 @@ class AsyncioNetworkStream(httpcore2.AsyncNetworkStream):
         sock = self._transport.get_extra_info("socket")
         if sock is None or sock.fileno() < 0:
             return True
-        readable, _, _ = select.select([sock.fileno()], [], [], 0)
-        return bool(readable)
+        return _socket_readable(sock.fileno())
+
+
+def _socket_readable(fd: int) -> bool:
+    """Whether ``fd`` has something to read, without reading. poll() where there is one:
+    select() refuses a descriptor numbered past FD_SETSIZE (1024), which a process holding
+    many files or sockets hands out."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)  # Windows: no poll(), no such limit
+    return bool(readable)
 
 
 def _read_error(exc: BaseException) -> httpcore2.ReadError:
