@@ -46,6 +46,9 @@ class BufferedConnection(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self._buffer = bytearray(RECEIVE_BUFFER_SIZE)
         self._view = memoryview(self._buffer)
+        # Received bytes are _buffer[_start:_filled]: a parsed head is dropped by moving
+        # _start, not by shifting what follows it (the start of a body) to the front.
+        self._start = 0
         self._filled = 0
         self._reading_paused = False
         # Between start_tls's first step and its end the TCP transport is the SSL protocol's.
@@ -101,6 +104,8 @@ class BufferedConnection(asyncio.BufferedProtocol):
             self._wake_reader()
             return
         self._filled += nbytes
+        if len(self._buffer) - self._filled < _MIN_ROOM and self._start:
+            self._compact()
         if len(self._buffer) - self._filled < _MIN_ROOM and not self._reading_paused:
             self._reading_paused = True
             if not self._handshaking:
@@ -136,33 +141,42 @@ class BufferedConnection(asyncio.BufferedProtocol):
 
     @property
     def has_data(self) -> bool:
-        return self._filled > 0
+        return self._filled > self._start
 
     def pending(self) -> memoryview:
         """What has been received and not yet taken (a view valid until the next read)."""
-        return self._view[: self._filled]
+        return self._view[self._start : self._filled]
 
     def consume(self, nbytes: int) -> None:
         """Drop the first ``nbytes`` pending bytes (a response head the caller has parsed)."""
-        rest = self._filled - nbytes
-        if rest:
-            # Copied out first: a bytearray slice assigned from a view of itself may overlap.
-            self._buffer[:rest] = bytes(self._view[nbytes : self._filled])
-        self._filled = rest
+        self._start += nbytes
+        if self._start >= self._filled:
+            self._start = self._filled = 0
         self._resume_reading()
+
+    def _compact(self) -> None:
+        """Moves the pending bytes to the front (a memoryview copies overlapping bytes with
+        memmove), for room at the end."""
+        rest = self._filled - self._start
+        self._view[:rest] = self._view[self._start : self._filled]
+        self._start, self._filled = 0, rest
 
     def take(self) -> bytes:
         """Everything received so far; b"" at end of stream; the connection's error if it
         ended in one (before any data left unread, as ``StreamReader`` does)."""
         if self.error is not None:
             raise self.error
-        data = bytes(self._view[: self._filled])
-        self._filled = 0
+        data = bytes(self._view[self._start : self._filled])
+        self._start = self._filled = 0
         self._resume_reading()
         return data
 
     def _resume_reading(self) -> None:
-        if self._reading_paused and not self.lost and len(self._buffer) - self._filled >= _MIN_ROOM:
+        if not self._reading_paused or self.lost:
+            return
+        if len(self._buffer) - self._filled < _MIN_ROOM and self._start:
+            self._compact()
+        if len(self._buffer) - self._filled >= _MIN_ROOM:
             self._reading_paused = False
             assert self.transport is not None
             self.transport.resume_reading()
@@ -174,8 +188,8 @@ class BufferedConnection(asyncio.BufferedProtocol):
         buffer, the rest is received straight into it. The caller waits with
         :meth:`wait_readable` until ``body_received == length`` (or the stream ends), then takes
         it with :meth:`end_body`."""
-        taken = min(length, self._filled)
-        body = bytearray(self._view[:taken])
+        taken = min(length, self._filled - self._start)
+        body = bytearray(self._view[self._start : self._start + taken])
         self.consume(taken)
         self._body = body
         self.body_received = len(body)
@@ -199,7 +213,7 @@ class BufferedConnection(asyncio.BufferedProtocol):
     async def wait_readable(self, timeout: float | None, beyond: int = 0) -> None:
         """Until more than ``beyond`` bytes are pending (or a body's buffer gets any), the
         stream ends or fails; ReadTimedOut after ``timeout``."""
-        if self._filled > beyond or self.eof or self.error is not None:
+        if self._filled - self._start > beyond or self.eof or self.error is not None:
             return
         if self._reader is not None:
             # One waiter at a time: a second would orphan the first, which then waits forever.

@@ -483,3 +483,33 @@ async def test_debug_logs_show_the_steps_on_httpcore2s_loggers_without_header_va
     assert "receive_response_headers.complete" in steps
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "sk-canary" not in text and "srv-canary" not in text
+
+
+class _ReadingFlag:
+    """Just enough of a transport to record reading being paused and resumed."""
+
+    reading = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+async def test_a_parsed_head_is_dropped_without_moving_the_rest_until_room_runs_out() -> None:
+    connection = BufferedConnection()
+    transport = _ReadingFlag()
+    connection.connection_made(transport)  # type: ignore[arg-type]
+    full = RECEIVE_BUFFER_SIZE - 1000  # past the point where reading pauses
+    view = connection.get_buffer(-1)
+    view[:full] = bytes(range(256)) * (full // 256) + b"t" * (full % 256)
+    del view
+    connection.buffer_updated(full)
+    assert not transport.reading
+    expected = bytes(connection.pending()[full - 500 :])
+    connection.consume(full - 500)  # a head; 500 bytes of what follows stay pending
+    # The rest moved to the front only because room had run out; reading goes on.
+    assert transport.reading
+    assert bytes(connection.pending()) == expected
+    assert len(connection.get_buffer(-1)) == RECEIVE_BUFFER_SIZE - 500
