@@ -5,7 +5,6 @@ the kept-alive connection's check for whether the server closed it must still wo
 from __future__ import annotations
 
 import os
-import resource
 import select
 from collections.abc import Iterator
 
@@ -13,6 +12,9 @@ import httpx2
 import pytest
 
 from .test_http11_exchange import get_body, make_transport, ok, serving
+
+# POSIX only: Windows has no descriptor limit to raise (nor poll(): select() is used there).
+resource = pytest.importorskip("resource")
 
 ABOVE_SELECT = 1100
 
