@@ -160,6 +160,33 @@ def test_the_pool_bound_follows_the_lock_limit_as_it_changes() -> None:
     )
 
 
+def test_a_lowered_lock_limit_shrinks_a_fuller_pool_to_its_new_bound() -> None:
+    # The pool filled under the limit as it was; once memory_status sees a lower one, the pool
+    # keeps no more than the new bound (what it reports is what it holds), and the mappings
+    # it let go are unlocked and unmapped, not left counted.
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    lowered = 2 << 20
+    if hard != resource.RLIM_INFINITY and hard < lowered:
+        pytest.skip("the hard RLIMIT_MEMLOCK is below the lowered limit this test sets")
+    _core.memory_status()
+    _testing.release_pool()
+    for seed, size in enumerate((300_000, 500_000, 700_000, 900_000)):
+        _testing.LockedProbe(size, 70 + seed).release()
+    before = _core.memory_status()
+    if before["bytes_pooled"] <= lowered // 2:
+        pytest.skip("the lock limit leaves the pool no room for the probes")
+    try:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (lowered, hard))
+        status = _core.memory_status()
+        assert status["pool_limit_bytes"] == lowered // 2
+        assert 0 < status["bytes_pooled"] <= lowered // 2
+        released = before["bytes_pooled"] - status["bytes_pooled"]
+        assert status["bytes_locked"] == before["bytes_locked"] - released
+    finally:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (soft, hard))
+        _testing.release_pool()
+
+
 def test_constants() -> None:
     assert _core.MAX_JSON_DEPTH == 128
     assert _core.MAX_PLAINTEXT_BYTES == 10 * 1024 * 1024

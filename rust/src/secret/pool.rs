@@ -262,6 +262,34 @@ pub fn put(mapping: Mapping) -> Result<(), Mapping> {
     kept
 }
 
+/// Free pooled mappings, the smallest first, until the pool is within `limit()` again: a
+/// lowered RLIMIT_MEMLOCK, once read, leaves no more pooled than its new bound. Returns the
+/// bytes released.
+pub fn trim_to_limit() -> usize {
+    let limit = limit();
+    let mut over_limit = [EMPTY; SLOTS];
+    with_pool(|pool| {
+        while pool.bytes > limit {
+            let Some(index) = pool
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, slot)| slot.as_ref().map(|m| (i, m.span)))
+                .min_by_key(|&(_, span)| span)
+                .map(|(i, _)| i)
+            else {
+                break;
+            };
+            if let Some(mapping) = pool.slots[index].take() {
+                pool.bytes -= mapping.span;
+                over_limit[index] = Some(mapping);
+            }
+        }
+    });
+    // Outside the lock, as in `put`; `free_all` settles `BYTES_POOLED`.
+    free_all(over_limit)
+}
+
 /// Free every pooled mapping; returns the bytes released.
 pub fn release_all() -> usize {
     free_all(with_pool(take_all))

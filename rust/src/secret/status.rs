@@ -68,6 +68,8 @@ pub fn memory_status() -> MemoryStatus {
     }
     // The limit as it is now, for the report and the pool's bound alike.
     let lock_limit_bytes = pool::read_lock_limit();
+    // A lowered limit: the pool gives back what its new bound does not cover.
+    pool::trim_to_limit();
     // First: in a fork child this drops the inherited pool, which changes `BYTES_UNLOCKED`,
     // and re-locks aws-lc's heap.
     let bytes_pooled = pool::bytes();
