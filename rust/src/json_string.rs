@@ -256,7 +256,7 @@ pub fn unescape_in_place(buf: &mut [u8], start: usize) -> Result<Unescaped, Unes
     loop {
         let gap = i - o;
         if gap >= 8 {
-            move_runs_by_words(buf, &mut i, &mut o);
+            move_runs_by_words(buf, &mut i, &mut o, &mut lone_surrogate);
         } else {
             let run = plain_prefix(buf.get(i..).unwrap_or_default());
             if gap > 0 {
@@ -302,26 +302,75 @@ pub fn unescape_in_place(buf: &mut [u8], start: usize) -> Result<Unescaped, Unes
     }
 }
 
-/// Move plain runs from `i` back to `o`, which trails it by at least a word, until the next
-/// special byte: a word at a time (each store ends before `i`), and a run longer than a word
-/// at memory speed.
+/// The hot loop of `unescape_in_place` once `o` trails `i` by at least a word: plain runs
+/// moved back a word at a time (each store ends before `i`; a run longer than a word at memory
+/// speed), each followed by a well-formed `\u` escape (or pair) decoded on a fixed window,
+/// until anything else (left to the caller) or the end of the buffer is near.
 #[inline(always)]
-fn move_runs_by_words(buf: &mut [u8], i: &mut usize, o: &mut usize) {
-    while let (false, Some(word)) = (buf.get(*i) == Some(&b'\\'), buf.get(*i..*i + 8)) {
+fn move_runs_by_words(buf: &mut [u8], i: &mut usize, o: &mut usize, lone_surrogate: &mut bool) {
+    while let Some(word) = buf.get(*i..*i + 8) {
         let word: [u8; 8] = word.try_into().unwrap_or([b'\\'; 8]);
-        buf[*o..*o + 8].copy_from_slice(&word);
-        let mask = word_escape_mask(u64::from_le_bytes(word));
-        if mask != 0 {
+        if word[0] != b'\\' {
+            buf[*o..*o + 8].copy_from_slice(&word);
+            let mask = word_escape_mask(u64::from_le_bytes(word));
+            if mask == 0 {
+                let run = 8 + plain_prefix(buf.get(*i + 8..).unwrap_or_default());
+                buf.copy_within(*i..*i + run, *o);
+                *i += run;
+                *o += run;
+                continue;
+            }
             let plain = (mask.trailing_zeros() / 8) as usize;
             *i += plain;
             *o += plain;
-            return;
         }
-        let run = 8 + plain_prefix(buf.get(*i + 8..).unwrap_or_default());
-        buf.copy_within(*i..*i + run, *o);
-        *i += run;
-        *o += run;
+        let Some((code, taken)) = buf
+            .get(*i..*i + 12)
+            .and_then(|window| unicode_escape(window.try_into().ok()?))
+        else {
+            return;
+        };
+        let (packed, len) = utf8_packed(code);
+        // `o + 4 <= i`: before the escape just read.
+        buf[*o..*o + 4].copy_from_slice(&packed.to_le_bytes());
+        *lone_surrogate |= code & 0xF800 == 0xD800;
+        *i += taken;
+        *o += len;
     }
+}
+
+/// The well-formed `\u` escape at the start of `esc`, with the low surrogate escape after it
+/// when it is a high surrogate followed by one: its code point and input length. `None` for
+/// anything else, a high surrogate followed by a `\u` with bad digits included (`escape`
+/// reports those).
+#[inline(always)]
+fn unicode_escape(esc: &[u8; 12]) -> Option<(u32, usize)> {
+    if esc[0] != b'\\' || esc[1] != b'u' {
+        return None;
+    }
+    let first = hex_value([esc[2], esc[3], esc[4], esc[5]])?;
+    if first & 0xFC00 != 0xD800 || esc[6] != b'\\' || esc[7] != b'u' {
+        return Some((first, 6));
+    }
+    let second = hex_value([esc[8], esc[9], esc[10], esc[11]])?;
+    if second & 0xFC00 == 0xDC00 {
+        Some((0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00), 12))
+    } else {
+        Some((first, 6))
+    }
+}
+
+/// The value of four hex digits, `None` when one is not a hex digit.
+#[inline(always)]
+fn hex_value(digits: [u8; 4]) -> Option<u32> {
+    let mut value = 0u32;
+    let mut invalid = 0u8;
+    for digit in digits {
+        let nibble = HEX_VALUE[usize::from(digit)];
+        invalid |= nibble;
+        value = (value << 4) | u32::from(nibble & 0x0F);
+    }
+    (invalid & 0x80 == 0).then_some(value)
 }
 
 // ---- writing: code points -> escaped UTF-8 ------------------------------------------------------
