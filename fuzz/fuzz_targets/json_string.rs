@@ -7,7 +7,8 @@
 //!   passes on for Python's `surrogatepass`, so those are checked on their own). Into a
 //!   shorter output, any outcome but a panic is fine. Decoded in place (`unescape_in_place`,
 //!   after a few bytes of something else), the outcome must be `unescape`'s exactly: the same
-//!   text, offsets and surrogate flag, or the same error.
+//!   text, offsets and surrogate flag, or the same error; nothing before the string or from
+//!   its closing quote on may change.
 //! * escape: the bytes are code points (3 bytes each, taken modulo 0x110000: surrogates
 //!   included), escaped in place as the writer does, the rest after a `NoRoom` stop one code
 //!   point at a time; the text must be serde_json's (which escapes exactly as
@@ -78,6 +79,13 @@ fn check_in_place(
             assert_eq!(a, b, "in place: other offsets");
             let text = &buf[BEFORE.len()..BEFORE.len() + a.written];
             assert_eq!(text, &decoded[..b.written], "in place: other text");
+            // The reader goes on from the closing quote: nothing from there on was written.
+            let rest = &buf[BEFORE.len() + a.closing_quote..];
+            assert_eq!(
+                rest,
+                &body[a.closing_quote..],
+                "in place: wrote past the string"
+            );
         }
         (a, b) => assert_eq!(a, b, "in place: other outcome"),
     }
