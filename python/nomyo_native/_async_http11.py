@@ -118,7 +118,7 @@ class HTTP11Connection(ConnectionState, httpcore2.AsyncConnectionInterface):
                 await self._connect(request)
             return await self._exchange(request)
         except BaseException:
-            await self.aclose()
+            await self._drop()
             raise
 
     async def _connect(self, request: httpcore2.Request) -> None:
@@ -220,7 +220,7 @@ class HTTP11Connection(ConnectionState, httpcore2.AsyncConnectionInterface):
             self.trace("response_closed.started")
         clean = self._source is not None and self._source.clean
         if not self._end_exchange(exchange, head, read, clean):
-            await self.aclose()
+            await (self.aclose() if read else self._drop())
         if self.tracing:
             self.trace("response_closed.complete")
 
@@ -232,6 +232,17 @@ class HTTP11Connection(ConnectionState, httpcore2.AsyncConnectionInterface):
     async def aclose(self) -> None:
         self._mark_closed()
         if self._stream is not None:
+            await self._stream.aclose()
+
+    async def _drop(self) -> None:
+        """Closes a connection whose exchange failed, was cancelled or was left unread, at once
+        where the stream can (a graceful TLS close waits for the peer's close_notify, which a
+        peer that stopped answering never sends: the caller's timeout came that much late)."""
+        self._mark_closed()
+        abort = getattr(self._stream, "abort", None)
+        if abort is not None:
+            abort()
+        elif self._stream is not None:
             await self._stream.aclose()
 
 

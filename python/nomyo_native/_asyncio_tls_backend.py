@@ -162,6 +162,12 @@ class AsyncioNetworkStream(httpcore2.AsyncNetworkStream):
         except OSError as exc:
             raise httpcore2.WriteError(str(exc) or type(exc).__name__) from exc
 
+    def abort(self) -> None:
+        """Drops the connection at once, for an exchange that failed, was cancelled or was left
+        unread: there is nothing to close gracefully, and a peer that stopped answering never
+        answers close_notify (:meth:`aclose` would wait its whole bound for it)."""
+        self._transport.abort()
+
     async def aclose(self) -> None:
         self._transport.close()
         try:
