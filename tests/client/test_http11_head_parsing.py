@@ -116,3 +116,12 @@ def assert_unquoted(error: BaseException) -> None:
         assert SECRET.decode() not in str(seen) and SECRET.decode() not in repr(seen.args)
         assert str(seen)  # still says what was wrong
         seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+
+
+def test_a_refused_request_header_is_not_quoted_in_the_error() -> None:
+    # h11 refuses a line break in a value (a header injection) and quotes the value it refused:
+    # a bearer token, here.
+    bearer = b"Bearer " + SECRET + b"\r\nX-Injected: 1"
+    with pytest.raises(httpcore2.LocalProtocolError, match="header value") as refused:
+        Exchange(b"POST", b"/", [(b"Host", b"example"), (b"Authorization", bearer)])
+    assert_unquoted(refused.value)
