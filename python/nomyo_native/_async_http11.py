@@ -56,11 +56,14 @@ class _ReadingSource:
         self._ended = False
 
     def pending(self) -> memoryview:
-        # A copy: a view of the bytearray would forbid consume() from resizing it.
-        return memoryview(bytes(self._buffer))
+        # Not a copy: a head trickling in a byte per read would be copied whole per read.
+        return memoryview(self._buffer)
 
     def consume(self, nbytes: int) -> None:
-        del self._buffer[:nbytes]
+        try:
+            del self._buffer[:nbytes]
+        except BufferError:  # a view of it still alive (an exception's traceback): copy
+            self._buffer = self._buffer[nbytes:]
 
     @property
     def clean(self) -> bool:

@@ -23,7 +23,7 @@ import pytest
 
 from nomyo_native import _asyncio_connection
 from nomyo_native._async_driver import AsyncDriver
-from nomyo_native._async_http11 import HTTP11Connection
+from nomyo_native._async_http11 import HTTP11Connection, _ReadingSource
 from nomyo_native._asyncio_connection import RECEIVE_BUFFER_SIZE, BufferedConnection
 from nomyo_native._asyncio_tls_backend import (
     AsyncioNetworkBackend,
@@ -513,3 +513,13 @@ async def test_a_parsed_head_is_dropped_without_moving_the_rest_until_room_runs_
     assert transport.reading
     assert bytes(connection.pending()) == expected
     assert len(connection.get_buffer(-1)) == RECEIVE_BUFFER_SIZE - 500
+
+
+def test_the_read_path_hands_out_its_buffer_without_copying_and_consumes_under_a_view() -> None:
+    # A copy per read would make a head trickling in a byte per read quadratic to parse.
+    source = _ReadingSource(AsyncioNetworkStream.__new__(AsyncioNetworkStream))
+    source._buffer += b"HEAD|body"
+    view = source.pending()
+    assert view.obj is source._buffer
+    source.consume(5)  # the view is still alive: consumed by copying instead of resizing
+    assert bytes(view) == b"HEAD|body" and bytes(source.pending()) == b"body"
