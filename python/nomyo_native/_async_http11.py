@@ -114,7 +114,9 @@ class HTTP11Connection(ConnectionState, httpcore2.AsyncConnectionInterface):
     async def handle_async_request(self, request: httpcore2.Request) -> httpcore2.Response:
         usable = self._source is None or self._source.clean
         if not self._begin_exchange(request.url.origin, usable):
-            await self.aclose()
+            # Idle, yet the server sent what nobody asked for, or closed: nothing to close
+            # gracefully (a peer sending junk need not answer close_notify).
+            await self._drop()
             raise httpcore2.ConnectionNotAvailable()
         try:
             if self._stream is None:
@@ -221,9 +223,13 @@ class HTTP11Connection(ConnectionState, httpcore2.AsyncConnectionInterface):
         pool if the exchange is provably clean, else closed."""
         if self.tracing:
             self.trace("response_closed.started")
-        clean = self._source is not None and self._source.clean
+        source = self._source
+        clean = source is not None and source.clean
         if not self._end_exchange(exchange, head, read, clean):
-            await (self.aclose() if read else self._drop())
+            # Graceful only after a complete exchange with nothing after it (Connection: close,
+            # HTTP/1.0): a peer that sent bytes past the body need not answer close_notify.
+            unread = source is not None and len(source.pending()) > 0
+            await (self.aclose() if read and not unread else self._drop())
         if self.tracing:
             self.trace("response_closed.complete")
 

@@ -12,16 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpcore2
 import httpx2
 import pytest
 
-from nomyo_native import _asyncio_connection
+from nomyo_native import _asyncio_connection, _asyncio_tls_backend
 from nomyo_native._async_driver import AsyncDriver
 from nomyo_native._async_http11 import HTTP11Connection, _ReadingSource
 from nomyo_native._asyncio_connection import RECEIVE_BUFFER_SIZE, BufferedConnection
@@ -31,6 +34,9 @@ from nomyo_native._asyncio_tls_backend import (
     AsyncioTLSTransport,
 )
 from nomyo_native._http11 import MAX_HEAD_BYTES
+
+from .test_async_failed_exchange_close import HANG_GUARD, _answer_then_hang
+from .test_asyncio_tls_backend import server_tls
 
 LIMITS = httpx2.Limits(max_connections=10, max_keepalive_connections=5)
 Reply = Callable[[asyncio.StreamWriter], Awaitable[None]]
@@ -523,3 +529,30 @@ def test_the_read_path_hands_out_its_buffer_without_copying_and_consumes_under_a
     assert view.obj is source._buffer
     source.consume(5)  # the view is still alive: consumed by copying instead of resizing
     assert bytes(view) == b"HEAD|body" and bytes(source.pending()) == b"body"
+
+
+async def test_bytes_after_the_body_drop_the_connection_without_waiting_for_the_peer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that sends bytes past the body and then answers nothing, not even
+    close_notify: the answer is read whole and the connection dropped at once."""
+    monkeypatch.setattr(_asyncio_tls_backend, "_CLOSE_TIMEOUT", 3600.0)
+    server_context, client_context = server_tls(tmp_path)
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+    sent = ok(b"body") + b"HTTP/1.1 200 OK\r\n"  # junk: nobody asked for a second answer
+    thread = threading.Thread(
+        target=_answer_then_hang, args=(listener, server_context, sent, stop), daemon=True
+    )
+    thread.start()
+    try:
+        transport = AsyncioTLSTransport(client_context, LIMITS)
+        async with httpx2.AsyncClient(transport=transport, timeout=5) as http:
+            url = f"https://127.0.0.1:{listener.getsockname()[1]}"
+            response = await asyncio.wait_for(http.get(url), HANG_GUARD)
+            assert response.content == b"body"
+            assert transport._pool.connections == []
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        listener.close()
