@@ -344,7 +344,17 @@ impl Writer<'_> {
         let staged = chars.checked_mul(4).ok_or(Fault::TooLarge)?;
         // The opening quote, up to 3 bytes of alignment, the code points, the closing quote.
         let room = staged.checked_add(5).ok_or(Fault::TooLarge)?;
-        self.out.reserve_exact(room).map_err(Fault::Memory)?;
+        let needed = self.out.len().checked_add(room).ok_or(Fault::TooLarge)?;
+        if needed > self.out.capacity() {
+            // Geometrically, as `make_room` grows (doubling up to the cap; the staging room may
+            // pass it): an exact fit left no room for the next str, so every non-ASCII str of
+            // a long document mapped a new buffer and copied the whole output into it.
+            let doubled = self.out.capacity().saturating_mul(2).min(self.max_len);
+            let target = needed.max(doubled);
+            self.out
+                .reserve_exact(target - self.out.len())
+                .map_err(Fault::Memory)?;
+        }
         let outcome = self
             .out
             .append_with(room, |spare| {

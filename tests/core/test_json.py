@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from nomyo_native import _core
 
+from ._limits import limited, run
 from ._probes import probes_module
 
 _testing = probes_module()
@@ -580,3 +581,25 @@ def test_a_lone_surrogate_is_refused_as_such_even_where_the_text_would_not_fit()
         with pytest.raises(ValueError, match="lone surrogate") as info:
             _testing.json_digest(value, cap)
         assert not isinstance(info.value, _core.PayloadTooLargeError)
+
+
+MANY_WIDE_STRS = """
+from nomyo_native import _core
+from nomyo_native._core import _testing
+
+doc = [{"role": "user", "content": f"h\\u00e9llo w\\u00f6rld {i}"} for i in range(4000)]
+before = _core.memory_status()["lock_failures"]
+digest, length = _testing.json_digest(doc)
+print(json.dumps(dict(failures=_core.memory_status()["lock_failures"] - before, length=length)))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prlimit, setpriv")
+def test_many_non_ascii_strs_grow_the_output_geometrically() -> None:
+    # Each non-ASCII str is staged in the output's spare room: that room must grow the output
+    # geometrically, not to an exact fit that the next str outgrows (a new buffer and a copy
+    # of the whole output per str). Under a small binding RLIMIT_MEMLOCK every new buffer
+    # past it is a counted lock failure, so their number counts the buffers made.
+    r = run(MANY_WIDE_STRS, limited(256 * 1024))
+    assert r["length"] > 128 * 1024
+    assert r["failures"] <= 8
