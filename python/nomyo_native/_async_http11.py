@@ -239,6 +239,13 @@ class HTTP11Connection(ConnectionState, httpcore2.AsyncConnectionInterface):
         return self._source
 
     async def aclose(self) -> None:
+        source = self._source
+        if source is not None and len(source.pending()) > 0:
+            # Holding bytes nobody asked for (httpcore2's pool closes an idle connection it
+            # finds readable before the next request goes out): such a peer need not answer
+            # close_notify, and the next request would wait for it.
+            await self._drop()
+            return
         self._mark_closed()
         if self._stream is not None:
             await self._stream.aclose()
