@@ -144,6 +144,7 @@ stubtest = $(PY) -m mypy.stubtest $(1)
 
 lint: build $(STAMPS)/lint-tools
 	cargo fmt --check
+	rustfmt --check --edition 2021 fuzz/fuzz_targets/*.rs  # its own workspace
 	@$(SEED_TARGET) $(LINT_TARGET)/release >/dev/null
 	CARGO_TARGET_DIR=$(LINT_TARGET) cargo clippy --release --all-targets --features testing \
 	  -- -D warnings

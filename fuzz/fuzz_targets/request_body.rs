@@ -26,8 +26,15 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let compact = out.as_slice().to_vec();
-    assert!(compact.len() <= body.len().min(cap), "compact form outgrew its body or cap");
+    assert!(
+        compact.len() <= body.len().min(cap),
+        "compact form outgrew its body or cap"
+    );
     let mut again = LockedBuf::with_capacity(0).expect("locked buffer");
     compact_request(&compact, &mut again, cap).expect("the compact form is accepted again");
-    assert_eq!(again.as_slice(), &compact[..], "the compact form is a fixed point");
+    assert_eq!(
+        again.as_slice(),
+        &compact[..],
+        "the compact form is a fixed point"
+    );
 });
