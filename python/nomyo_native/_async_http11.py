@@ -22,7 +22,13 @@ from typing import Any, Protocol, cast
 
 import httpcore2
 
-from nomyo_native._http11 import COALESCE_BYTES, Exchange, ResponseHead, coalesced
+from nomyo_native._http11 import (
+    COALESCE_BYTES,
+    Exchange,
+    ReceivedBytes,
+    ResponseHead,
+    coalesced,
+)
 from nomyo_native._http11_state import ConnectionState
 
 __all__ = ["HTTP11Connection", "HTTP11ConnectionPool"]
@@ -46,28 +52,13 @@ class _Source(Protocol):
     async def receive_body(self, length: int, timeout: float | None) -> bytearray: ...
 
 
-class _ReadingSource:
+class _ReadingSource(ReceivedBytes):
     """A :class:`_Source` over any httpcore2 stream's ``read()`` (one the direct path does not
     know): reads are gathered in a buffer of its own."""
 
     def __init__(self, stream: httpcore2.AsyncNetworkStream) -> None:
+        super().__init__()
         self._stream = stream
-        self._buffer = bytearray()
-        self._ended = False
-
-    def pending(self) -> memoryview:
-        # Not a copy: a head trickling in a byte per read would be copied whole per read.
-        return memoryview(self._buffer)
-
-    def consume(self, nbytes: int) -> None:
-        try:
-            del self._buffer[:nbytes]
-        except BufferError:  # a view of it still alive (an exception's traceback): copy
-            self._buffer = self._buffer[nbytes:]
-
-    @property
-    def clean(self) -> bool:
-        return not self._buffer and not self._ended
 
     async def fill(self, timeout: float | None) -> bool:
         data = await self._stream.read(_READ_SIZE, timeout)
@@ -77,7 +68,7 @@ class _ReadingSource:
 
     async def receive_body(self, length: int, timeout: float | None) -> bytearray:
         body = self._buffer[:length]
-        del self._buffer[:length]
+        self.consume(length)
         while len(body) < length:
             if not await self.fill(timeout):
                 raise httpcore2.RemoteProtocolError(
@@ -86,7 +77,7 @@ class _ReadingSource:
                 )
             owed = length - len(body)
             body += self._buffer[:owed]
-            del self._buffer[:owed]
+            self.consume(owed)
         return body
 
 

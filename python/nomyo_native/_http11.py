@@ -23,6 +23,7 @@ __all__ = [
     "COALESCE_BYTES",
     "MAX_HEAD_BYTES",
     "Exchange",
+    "ReceivedBytes",
     "ResponseHead",
     "coalesced",
     "make_room",
@@ -75,6 +76,30 @@ def make_room(body: bytearray, received: int, length: int, room: int) -> None:
         grown = min(length, max(wanted, 2 * received))
         while len(body) < grown:
             body += _ZEROS[: grown - len(body)]
+
+
+class ReceivedBytes:
+    """Bytes a connection has received and not yet parsed (the I/O half, async or blocking,
+    fills ``_buffer`` and sets ``_ended`` at the end of stream)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._ended = False
+
+    def pending(self) -> memoryview:
+        # Not a copy: a head trickling in a byte per read would be copied whole per read.
+        return memoryview(self._buffer)
+
+    def consume(self, nbytes: int) -> None:
+        try:
+            del self._buffer[:nbytes]
+        except BufferError:  # a view of it still alive (an exception's traceback): copy
+            self._buffer = self._buffer[nbytes:]
+
+    @property
+    def clean(self) -> bool:
+        """Nothing unread and the stream not ended: the connection may carry another request."""
+        return not self._buffer and not self._ended
 
 
 @dataclass(frozen=True)

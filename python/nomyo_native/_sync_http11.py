@@ -16,7 +16,14 @@ from typing import Any, cast
 
 import httpcore2
 
-from nomyo_native._http11 import COALESCE_BYTES, Exchange, ResponseHead, coalesced, make_room
+from nomyo_native._http11 import (
+    COALESCE_BYTES,
+    Exchange,
+    ReceivedBytes,
+    ResponseHead,
+    coalesced,
+    make_room,
+)
 from nomyo_native._http11_state import ConnectionState
 
 __all__ = ["HTTP11Connection", "HTTP11ConnectionPool", "ReceiveInto"]
@@ -30,29 +37,15 @@ _RECEIVE_ROOM = 256 * 1024
 ReceiveInto = Callable[[memoryview, float | None], int]
 
 
-class _Source:
+class _Source(ReceivedBytes):
     """Bytes received and not yet parsed, more of them, and a body of known length: received
     straight into its own buffer when the stream offers ``receiver()``, else read and copied."""
 
     def __init__(self, stream: httpcore2.NetworkStream) -> None:
+        super().__init__()
         self._stream = stream
         receiver = getattr(stream, "receiver", None)
         self._receive_into: ReceiveInto | None = receiver() if receiver is not None else None
-        self._buffer = bytearray()
-        self._ended = False
-
-    def pending(self) -> memoryview:
-        return memoryview(self._buffer)
-
-    def consume(self, nbytes: int) -> None:
-        try:
-            del self._buffer[:nbytes]
-        except BufferError:  # a view of it still alive (an exception's traceback): copy
-            self._buffer = self._buffer[nbytes:]
-
-    @property
-    def clean(self) -> bool:
-        return not self._buffer and not self._ended
 
     def fill(self, timeout: float | None) -> bool:
         data = self._stream.read(_READ_SIZE, timeout)
