@@ -1,4 +1,4 @@
-"""The async driver's HTTP/1.1 connections, under httpcore2's own pool.
+"""The async driver's HTTP/1.1 connections, under the pool in ``_async_pool``.
 
 httpcore2's ``AsyncHTTP11Connection`` wraps every step of an exchange in Trace context
 managers and an async state lock, feeds every read to h11 and yields each body chunk through
@@ -31,7 +31,7 @@ from nomyo_native._http11 import (
 )
 from nomyo_native._http11_state import ConnectionState
 
-__all__ = ["HTTP11Connection", "HTTP11ConnectionPool"]
+__all__ = ["HTTP11Connection"]
 
 # What one read asks of a stream read through ``read()`` (httpcore2's READ_NUM_BYTES).
 _READ_SIZE = 64 * 1024
@@ -317,19 +317,3 @@ class _ResponseBody:
         if not self._closed:
             self._closed = True
             await self._connection.response_closed(self._exchange, self._head, self._read)
-
-
-class HTTP11ConnectionPool(httpcore2.AsyncConnectionPool):
-    """httpcore2's pool (limits, queueing, keep-alive expiry) over :class:`HTTP11Connection`."""
-
-    def create_connection(self, origin: httpcore2.Origin) -> httpcore2.AsyncConnectionInterface:
-        if self._proxy is not None or self._uds is not None or self._http2:
-            return super().create_connection(origin)  # not what the drivers build
-        return HTTP11Connection(
-            origin,
-            ssl_context=self._ssl_context,
-            keepalive_expiry=self._keepalive_expiry,
-            network_backend=self._network_backend,
-            local_address=self._local_address,
-            socket_options=self._socket_options,
-        )

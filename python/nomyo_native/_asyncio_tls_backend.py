@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import httpcore2
 import httpx2
 
-from nomyo_native._async_http11 import HTTP11ConnectionPool
+from nomyo_native._async_pool import HTTP11ConnectionPool
 from nomyo_native._asyncio_connection import BufferedConnection, ReadTimedOut
 
 __all__ = [
@@ -311,7 +311,7 @@ class AsyncioTLSTransport(httpx2.AsyncHTTPTransport):
     ``AsyncHTTPTransport`` keeps all its state in ``_pool`` (request and response mapping,
     exception mapping and closing all go through it), so this builds the same pool as
     ``AsyncHTTPTransport(verify=ssl_context, limits=limits)`` would, with another backend and
-    our HTTP/1.1 connections (``_async_http11.HTTP11ConnectionPool``).
+    our HTTP/1.1 connections (``_async_pool.HTTP11ConnectionPool``).
     """
 
     def __init__(self, ssl_context: ssl.SSLContext | None, limits: httpx2.Limits) -> None:
