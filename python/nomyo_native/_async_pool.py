@@ -91,8 +91,13 @@ class HTTP11ConnectionPool(httpcore2.AsyncConnectionPool):
         while True:
             if woken or not self._waiting:
                 # Closed before one is chosen: a cancellation while closing leaves nothing
-                # chosen and unused behind.
-                await self._close_connections(self._sweep(origin))
+                # chosen and unused behind (and passes a turn it was woken for on).
+                try:
+                    await self._close_connections(self._sweep(origin))
+                except BaseException:
+                    if woken:
+                        self._wake_next()
+                    raise
                 connection = self._choose(origin)
                 if connection is not None:
                     return connection
