@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import h11
 import httpcore2
 
+from nomyo_native._request_fields import checked_fields
+
 __all__ = [
     "COALESCE_BYTES",
     "MAX_HEAD_BYTES",
@@ -142,7 +144,7 @@ class Exchange:
         self._h11 = h11.Connection(our_role=h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
         self._method = method
         try:
-            request = h11.Request(method=method, target=target, headers=headers)
+            request = h11.Request(method=method, target=target, headers=checked_fields(headers))
             self.head: bytes = self._h11.send(request)
         except h11.LocalProtocolError as exc:
             raise httpcore2.LocalProtocolError(_unquoted(exc)) from None

@@ -1,0 +1,59 @@
+"""A request's header fields checked by h11 once per distinct field, not on every request.
+
+h11 checks each header field of each request it sends: a regular expression over its name and
+one over its value, the ~1 KB percent-encoded public key included (most of the head's cost,
+about 20 us a request). A client sends nearly the same fields every time, so each distinct
+(name, value) h11 accepted is remembered, within a bound, and a head whose fields are all
+remembered goes to h11 as fields it already checked (as it takes the fields it parsed itself).
+A field not seen before (each request's payload id) is checked by h11 as it always was, with
+h11's own error for a field it refuses. Credentials (Authorization, Cookie) are checked every
+time and never kept; framing fields given more than once go to h11's full check, which
+compares them with each other.
+"""
+
+from __future__ import annotations
+
+# h11's own check and its checked-fields type: the same code that checks every request, called
+# on fewer fields (h11 exports neither).
+from h11._headers import Headers, normalize_and_validate
+
+__all__ = ["checked_fields"]
+
+# Never remembered: a caller's secret must not outlive its request in a cache.
+_NEVER_KEPT = frozenset({b"authorization", b"proxy-authorization", b"cookie"})
+# h11 compares these with each other when given more than once.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+# Distinct fields remembered before the memory starts again (each request adds its payload id).
+_BOUND = 256
+
+Field = tuple[bytes, bytes]
+_checked: dict[Field, tuple[bytes, bytes, bytes]] = {}
+
+
+def checked_fields(fields: list[Field]) -> Headers:
+    """``fields`` as h11 checks and normalizes them: h11's LocalProtocolError for the first
+    one it refuses. Those checked on an earlier request are not checked again."""
+    known = _checked
+    try:
+        items = [known.get((name, value)) for name, value in fields]
+    except TypeError:  # an unhashable name or value (not what httpcore2 passes on): h11 alone
+        return normalize_and_validate(fields)
+    remembered = [item for item in items if item is not None]
+    if len(remembered) == len(items):
+        return Headers(remembered)
+    lowered = [name.lower() for name, _ in fields]
+    if sum(name in _FRAMING for name in lowered) > 1:
+        return normalize_and_validate(fields)
+    unchecked = [field for field, item in zip(fields, items, strict=True) if item is None]
+    # One item per field, in order (with no framing field repeated, h11 merges none).
+    fresh = iter(normalize_and_validate(unchecked)._full_items)
+    full: list[tuple[bytes, bytes, bytes]] = []
+    for field, name, item in zip(fields, lowered, items, strict=True):
+        if item is None:
+            item = next(fresh)
+            if name not in _NEVER_KEPT and type(field[0]) is bytes and type(field[1]) is bytes:
+                if len(known) >= _BOUND:
+                    known.clear()
+                known[field[0], field[1]] = item
+        full.append(item)
+    return Headers(full)

@@ -1,0 +1,127 @@
+"""A request's header fields checked by h11 once per distinct field (``_request_fields``): the
+same fields, the same refusals, as h11's own check of the whole head."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import h11
+import httpcore2
+import pytest
+from h11._headers import normalize_and_validate
+
+from nomyo_native import _request_fields
+from nomyo_native._http11 import Exchange
+from nomyo_native._request_fields import checked_fields
+
+HEAD = [
+    (b"Host", b"example.org:8443"),
+    (b"Accept", b"*/*"),
+    (b"Content-Type", b"application/json"),
+    (b"X-Public-Key", b"%2D" * 300),
+    (b"Content-Length", b"12"),
+]
+
+
+@pytest.fixture(autouse=True)
+def fresh_memory(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(_request_fields, "_checked", {})
+    yield
+
+
+def full_items(headers: Any) -> list[tuple[bytes, bytes, bytes]]:
+    return list(headers._full_items)
+
+
+CASES = [
+    HEAD,
+    [*HEAD, (b"X-Payload-ID", b"abc")],
+    [(b"Host", b"h"), (b"Transfer-Encoding", b"Chunked")],
+    [(b"Host", b"h"), (b"Content-Length", b"5"), (b"content-length", b"5")],  # merged by h11
+    [(b"Host", b"h"), (b"Content-Length", b"5, 5")],
+    [(b"Host", b"h"), ("X-Str", "value")],  # str fields, as h11 takes them
+]
+
+
+@pytest.mark.parametrize("fields", CASES)
+def test_the_fields_are_those_h11_makes_whether_remembered_or_not(fields: list[Any]) -> None:
+    expected = full_items(normalize_and_validate(fields))
+    assert full_items(checked_fields(fields)) == expected  # checked now
+    assert full_items(checked_fields(fields)) == expected  # remembered
+
+
+REFUSED = [
+    [(b"Host", b"h"), (b"X-Key", b"a\r\nInjected: 1")],
+    [(b"Host", b"h"), (b"Bad Name", b"v")],
+    [(b"Host", b"h"), (b"Content-Length", b"5"), (b"Content-Length", b"6")],
+    [(b"Host", b"h"), (b"Transfer-Encoding", b"chunked"), (b"Transfer-Encoding", b"chunked")],
+    [(b"Host", b"h"), (b"Transfer-Encoding", b"gzip")],
+    [(b"Host", b"h"), (b"Content-Length", b"x")],
+    [(b"Host", b"h"), (b"X-Nul", b"a\x00b")],
+]
+
+
+@pytest.mark.parametrize("fields", REFUSED)
+def test_a_field_h11_refuses_is_refused_with_its_error_even_among_remembered_ones(
+    fields: list[Any],
+) -> None:
+    with pytest.raises(h11.LocalProtocolError) as by_h11:
+        normalize_and_validate(fields)
+    checked_fields([(b"Host", b"h"), (b"Content-Length", b"5")])  # remembered
+    with pytest.raises(h11.LocalProtocolError) as ours:
+        checked_fields(fields)
+    assert str(ours.value) == str(by_h11.value)
+    with pytest.raises(h11.LocalProtocolError):
+        checked_fields(fields)  # and again: nothing refused is remembered
+
+
+def test_the_first_field_refused_is_the_one_named() -> None:
+    checked_fields([(b"Host", b"h"), (b"X-Late", b"fine")])
+    fields = [(b"Host", b"h"), (b"X Early", b"v"), (b"X-Late", b"fine"), (b"X-Bad", b"\n")]
+    with pytest.raises(h11.LocalProtocolError) as by_h11:
+        normalize_and_validate(fields)
+    with pytest.raises(h11.LocalProtocolError) as ours:
+        checked_fields(fields)
+    assert str(ours.value) == str(by_h11.value)
+
+
+def test_a_remembered_field_is_not_checked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    checked: list[list[Any]] = []
+
+    def spy(fields: list[Any], _parsed: bool = False) -> Any:
+        checked.append(list(fields))
+        return normalize_and_validate(fields)
+
+    monkeypatch.setattr(_request_fields, "normalize_and_validate", spy)
+    checked_fields([*HEAD, (b"X-Payload-ID", b"one")])
+    checked_fields([*HEAD, (b"X-Payload-ID", b"two")])
+    assert checked == [[*HEAD, (b"X-Payload-ID", b"one")], [(b"X-Payload-ID", b"two")]]
+
+
+def test_credentials_are_checked_every_time_and_never_kept() -> None:
+    fields = [
+        (b"Host", b"h"),
+        (b"Authorization", b"Bearer secret-key"),
+        (b"proxy-authorization", b"Basic c2VjcmV0"),
+        (b"Cookie", b"session=secret"),
+    ]
+    checked_fields(fields)
+    kept = _request_fields._checked
+    assert (b"Host", b"h") in kept
+    assert not any(b"secret" in value or b"c2VjcmV0" in value for _, value in kept)
+
+
+def test_the_memory_is_bounded() -> None:
+    for number in range(3 * _request_fields._BOUND):
+        checked_fields([(b"Host", b"h"), (b"X-Payload-ID", b"%d" % number)])
+    assert len(_request_fields._checked) <= _request_fields._BOUND
+
+
+def test_an_exchange_refuses_a_line_break_after_the_same_field_was_sent_clean() -> None:
+    clean = [(b"Host", b"h"), (b"X-Token", b"clean")]
+    Exchange(b"POST", b"/", [*clean, (b"Content-Length", b"0")])
+    with pytest.raises(httpcore2.LocalProtocolError) as refused:
+        Exchange(b"POST", b"/", [(b"Host", b"h"), (b"X-Token", b"clean\r\nX-Evil: 1")])
+    assert "Illegal header value" in str(refused.value)
+    assert "Evil" not in str(refused.value)
