@@ -75,12 +75,10 @@ class HTTP11ConnectionPool(httpcore2.AsyncConnectionPool):
                 await self._release(connection)
                 raise exc from None  # as httpcore2's pool raises it
             assert isinstance(response.stream, AsyncIterable)
-            return httpcore2.Response(
-                status=response.status,
-                headers=response.headers,
-                content=_PooledStream(response.stream, self, connection),
-                extensions=response.extensions,
-            )
+            # The connection's own response, its stream wrapped (httpcore2's pool makes a new
+            # one, checking every header field again).
+            response.stream = _PooledStream(response.stream, self, connection)
+            return response
 
     async def _acquire(
         self, origin: httpcore2.Origin, timeout: float | None
