@@ -13,6 +13,8 @@ compares them with each other.
 
 from __future__ import annotations
 
+from typing import Any
+
 # h11's own check and its checked-fields type: the same code that checks every request, called
 # on fewer fields (h11 exports neither).
 from h11._headers import Headers, normalize_and_validate
@@ -21,8 +23,6 @@ __all__ = ["checked_fields"]
 
 # Never remembered: a caller's secret must not outlive its request in a cache.
 _NEVER_KEPT = frozenset({b"authorization", b"proxy-authorization", b"cookie"})
-# h11 compares these with each other when given more than once.
-_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 # Distinct fields remembered before the memory starts again (each request adds its payload id).
 _BOUND = 256
 
@@ -35,25 +35,25 @@ def checked_fields(fields: list[Field]) -> Headers:
     one it refuses. Those checked on an earlier request are not checked again."""
     known = _checked
     try:
-        items = [known.get((name, value)) for name, value in fields]
+        items: list[Any] = [known.get((name, value)) for name, value in fields]
     except TypeError:  # an unhashable name or value (not what httpcore2 passes on): h11 alone
         return normalize_and_validate(fields)
-    remembered = [item for item in items if item is not None]
-    if len(remembered) == len(items):
-        return Headers(remembered)
-    lowered = [name.lower() for name, _ in fields]
-    if sum(name in _FRAMING for name in lowered) > 1:
-        return normalize_and_validate(fields)
+    if None not in items:
+        return Headers(items)
     unchecked = [field for field, item in zip(fields, items, strict=True) if item is None]
+    names = [name.lower() for name, _ in fields]
+    if names.count(b"content-length") + names.count(b"transfer-encoding") > 1 or any(
+        type(name) is not bytes or type(value) is not bytes for name, value in unchecked
+    ):
+        return normalize_and_validate(fields)  # h11 compares these fields with each other
     # One item per field, in order (with no framing field repeated, h11 merges none).
     fresh = iter(normalize_and_validate(unchecked)._full_items)
-    full: list[tuple[bytes, bytes, bytes]] = []
-    for field, name, item in zip(fields, lowered, items, strict=True):
+    for index, item in enumerate(items):
         if item is None:
-            item = next(fresh)
-            if name not in _NEVER_KEPT and type(field[0]) is bytes and type(field[1]) is bytes:
+            item = items[index] = next(fresh)
+            if names[index] not in _NEVER_KEPT:
                 if len(known) >= _BOUND:
                     known.clear()
-                known[field[0], field[1]] = item
-        full.append(item)
-    return Headers(full)
+                name, value = fields[index]
+                known[name, value] = item
+    return Headers(items)

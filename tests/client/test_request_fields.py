@@ -59,6 +59,7 @@ REFUSED = [
     [(b"Host", b"h"), (b"Transfer-Encoding", b"gzip")],
     [(b"Host", b"h"), (b"Content-Length", b"x")],
     [(b"Host", b"h"), (b"X-Nul", b"a\x00b")],
+    [(b"Host", b"h"), (b"Content-Length", b"5"), ("Content-Length", "6")],  # one as str
 ]
 
 
