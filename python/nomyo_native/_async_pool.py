@@ -98,6 +98,10 @@ class HTTP11ConnectionPool(httpcore2.AsyncConnectionPool):
                     raise
                 connection = self._choose(origin)
                 if connection is not None:
+                    if woken and self._waiting and self._has_room():
+                        # Several slots freed before this one looked woke it alone, and a
+                        # request may have queued behind it since: the next one looks too.
+                        self._wake_next()
                     return connection
             await self._wait_turn(timeout)
             woken = True
@@ -130,6 +134,14 @@ class HTTP11ConnectionPool(httpcore2.AsyncConnectionPool):
             if connection.is_available() and connection.can_handle_request(origin):
                 return connection
         return None
+
+    def _has_room(self) -> bool:
+        """Whether another request could be served now: an idle connection (of any origin:
+        one is closed to make room) or a slot for a new one."""
+        connections = self._connections
+        return len(connections) < self._max_connections or any(
+            connection.is_idle() or connection.is_closed() for connection in connections
+        )
 
     def _choose(self, origin: httpcore2.Origin) -> httpcore2.AsyncConnectionInterface | None:
         """An idle connection for ``origin``, else a new one within ``max_connections``, else

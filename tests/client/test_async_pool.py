@@ -166,3 +166,61 @@ async def test_a_request_through_the_pool_makes_no_anyio_or_sniffio_call() -> No
                 sys.setprofile(None)
     assert status == 200 and b"".join(chunks) == b"body"
     assert not called
+
+
+class _Held:
+    """A connection as the pool sees it, without I/O: taken (active) until given back idle."""
+
+    def __init__(self, origin: Any) -> None:
+        self._origin = origin
+        self.active = True
+
+    def can_handle_request(self, origin: Any) -> bool:
+        return bool(origin == self._origin)
+
+    def is_available(self) -> bool:
+        return not self.active
+
+    def is_idle(self) -> bool:
+        return not self.active
+
+    def is_closed(self) -> bool:
+        return False
+
+    def has_expired(self) -> bool:
+        return False
+
+
+class _HeldPool(HTTP11ConnectionPool):
+    def create_connection(self, origin: Any) -> Any:
+        return _Held(origin)
+
+
+async def test_slots_freed_together_serve_a_request_that_arrives_behind_one_woken() -> None:
+    pool = _HeldPool(max_connections=2)
+    origin = b"origin"
+
+    async def take() -> Any:
+        connection = await pool._acquire(origin, None)  # type: ignore[arg-type]
+        connection.active = True  # as the exchange takes it, with no await in between
+        return connection
+
+    first, second = await take(), await take()
+    woken = asyncio.create_task(take())
+    await asyncio.sleep(0)
+    assert len(pool._waiting) == 1  # the pool is full: it waits
+
+    async def both_end_then_ask_again() -> Any:
+        # Both exchanges end in the same turn of the loop: the one waiting is woken once, and
+        # this task's next request comes before it has looked.
+        first.active = second.active = False
+        await pool._release(first)
+        await pool._release(second)
+        return await take()
+
+    late = asyncio.create_task(both_end_then_ask_again())
+    for _ in range(20):  # a few turns of the loop: no timer is involved
+        await asyncio.sleep(0)
+    assert woken.done() and late.done()  # the second free slot did not wait for a third release
+    assert {await woken, await late} == {first, second}
+    assert not pool._waiting
