@@ -49,7 +49,7 @@ class _Source(Protocol):
 
     async def fill(self, timeout: float | None) -> bool: ...
 
-    async def receive_body(self, length: int, timeout: float | None) -> bytearray: ...
+    async def receive_body(self, length: int, timeout: float | None) -> bytearray | memoryview: ...
 
 
 class _ReadingSource(ReceivedBytes):
@@ -66,7 +66,7 @@ class _ReadingSource(ReceivedBytes):
         self._buffer += data
         return bool(data)
 
-    async def receive_body(self, length: int, timeout: float | None) -> bytearray:
+    async def receive_body(self, length: int, timeout: float | None) -> bytearray | memoryview:
         body = self._buffer[:length]
         self.consume(length)
         while len(body) < length:
@@ -168,7 +168,7 @@ class HTTP11Connection(ConnectionState, httpcore2.AsyncConnectionInterface):
         return httpcore2.Response(
             status=head.status,
             headers=head.headers,
-            # httpcore2 types a stream's chunks as bytes; a bytearray (the body's own buffer) is
+            # httpcore2 types a stream's chunks as bytes; the body's own buffer (or a view of it) is
             # passed on untouched by it and httpx2 alike.
             content=cast(
                 "AsyncIterable[bytes]", _ResponseBody(self, exchange, head, timeouts.get("read"))
@@ -271,7 +271,7 @@ class _ResponseBody:
         self._read = head.length == 0
         self._closed = False
 
-    async def __aiter__(self) -> AsyncIterator[bytes | bytearray]:
+    async def __aiter__(self) -> AsyncIterator[bytes | bytearray | memoryview]:
         connection = self._connection
         if connection.tracing:
             connection.trace("receive_response_body.started")

@@ -12,9 +12,10 @@ pauses until the next read empties it.
 
 A response body of known length (``begin_body``) is received into a buffer of its own instead,
 the one handed on whole to the caller: what came with the head is moved there, the rest is
-decrypted straight into it. That buffer grows as data arrives (at most twice what has
-arrived, never past the declared length), and each view handed to asyncio ends where the body
-does, so nothing after the body lands in it.
+decrypted straight into it. A large body's buffer is one the library keeps and reuses
+(``_body_buffers``), handed on as a view of exactly the body. A buffer grows as data arrives
+(at most twice what has arrived, never past the declared length), and each view handed to
+asyncio ends where the body does, so nothing after the body lands in it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from nomyo_native import _body_buffers
+from nomyo_native._body_buffers import BodyBuffer
 from nomyo_native._http11 import make_room
 
 __all__ = ["RECEIVE_BUFFER_SIZE", "BufferedConnection", "ReadTimedOut"]
@@ -189,26 +192,33 @@ class BufferedConnection(asyncio.BufferedProtocol):
         :meth:`wait_readable` until ``body_received == length`` (or the stream ends), then takes
         it with :meth:`end_body`."""
         taken = min(length, self._filled - self._start)
-        body = bytearray(self._view[self._start : self._start + taken])
+        body = (
+            _body_buffers.take(length) if length > _body_buffers.POOLED_MIN_BYTES else bytearray()
+        )
+        body[:taken] = self._view[self._start : self._start + taken]
         self.consume(taken)
         self._body = body
-        self.body_received = len(body)
+        self.body_received = taken
         self._body_length = length
 
-    def end_body(self) -> bytearray:
-        """The body's buffer, exactly the body once ``body_received`` reached its length (the
-        buffer never grows past it); receiving goes back to the connection's own buffer."""
+    def end_body(self) -> bytearray | memoryview:
+        """The bytes received (the whole body once ``body_received`` reached its length): a
+        kept buffer as a view of exactly them, else the buffer, which never grows past the
+        body. Receiving goes back to the connection's own buffer."""
         body, self._body = self._body, None
         assert body is not None
+        if type(body) is BodyBuffer:
+            return _body_buffers.hand_on(body, self.body_received)
         return body
 
     def _body_room(self) -> memoryview:
         """A view of the body buffer from its first empty byte to at most the body's end, with
         room for what asyncio's SSL protocol may hold (up to the receive buffer's size)."""
-        body = self._body
-        assert body is not None
-        make_room(body, self.body_received, self._body_length, len(self._buffer))
-        return memoryview(body)[self.body_received :]
+        assert self._body is not None
+        body = self._body = make_room(
+            self._body, self.body_received, self._body_length, len(self._buffer)
+        )
+        return memoryview(body)[self.body_received : self._body_length]
 
     async def wait_readable(self, timeout: float | None, beyond: int = 0) -> None:
         """Until more than ``beyond`` bytes are pending (or a body's buffer gets any), the

@@ -116,10 +116,11 @@ class AsyncioNetworkStream(httpcore2.AsyncNetworkStream):
             await self._wait(timeout, before)
         return True
 
-    async def receive_body(self, length: int, timeout: float | None) -> bytearray:
+    async def receive_body(self, length: int, timeout: float | None) -> bytearray | memoryview:
         """The next ``length`` bytes of the stream in one buffer of their own, received into
-        directly: a RemoteProtocolError if the stream ends before, a ReadError if it fails, a
-        ReadTimeout after ``timeout`` with nothing new."""
+        directly (a large body: a view of a buffer the library keeps, see ``_body_buffers``): a
+        RemoteProtocolError if the stream ends before, a ReadError if it fails, a ReadTimeout
+        after ``timeout`` with nothing new."""
         connection = self._connection
         connection.begin_body(length)
         try:

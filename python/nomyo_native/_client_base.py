@@ -213,7 +213,7 @@ class ClientBase(AttemptDecisions):
 
     # ---- server key --------------------------------------------------------------------------
 
-    def _accept_server_key(self, body: bytes | bytearray) -> _core.ServerPublicKey:
+    def _accept_server_key(self, body: bytes | bytearray | memoryview) -> _core.ServerPublicKey:
         """The server key from its answer, refused unless it is the pinned one."""
         key = _protocol.parse_server_key(bytes(body))
         self._trust.check_pin(key)

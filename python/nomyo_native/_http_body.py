@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 
 import httpx2
 
+from nomyo_native._body_buffers import POOLED_MIN_BYTES
 from nomyo_native._protocol import Answer
 from nomyo_native._retry import parse_retry_after
 from nomyo_native.errors import ResponseFormatError, UnsupportedContentEncodingError
@@ -32,10 +33,11 @@ __all__ = [
 
 # Sent with every request: we accept no content coding at all.
 IDENTITY_ENCODING = {"Accept-Encoding": "identity"}
-# A body larger than this that arrives in one buffer is handed on as that buffer (a bytearray):
-# only a response envelope can be (error bodies and the server key are capped at 64 KiB), and
-# the core reads it in place. Anything smaller becomes bytes, a copy that costs nothing.
-_KEEP_AS_RECEIVED = 64 * 1024
+# A body larger than this that arrives in one buffer is handed on as that buffer (a view of one
+# the library keeps, see _body_buffers): only a response envelope can be (error bodies and the
+# server key are capped at 64 KiB), and the core reads it in place. Anything smaller becomes
+# bytes, a copy that costs nothing (and is never received into a kept buffer).
+_KEEP_AS_RECEIVED = POOLED_MIN_BYTES
 # The pool of each driver's HTTP client.
 LIMITS = httpx2.Limits(max_connections=100, max_keepalive_connections=32)
 # Our own HTTP layer refusing a request (a header value it cannot encode): never retried, and
@@ -109,7 +111,7 @@ def _in_memory_body(response: httpx2.Response, cap: int) -> bytes | None:
 
 def iter_raw_capped(
     response: httpx2.Response, cap: int, each_chunk: Callable[[], None] | None = None
-) -> bytes | bytearray:
+) -> bytes | bytearray | memoryview:
     """:func:`read_raw_capped` for a response of the sync client; ``each_chunk`` is called
     before the body and after every chunk (the sync driver's deadline check)."""
     body = _in_memory_body(response, cap)
@@ -128,7 +130,7 @@ def _checked(chunks: Iterator[bytes], check: Callable[[], None]) -> Iterator[byt
         yield chunk
 
 
-def _join_capped(chunks_in: Iterator[bytes], cap: int) -> bytes | bytearray:
+def _join_capped(chunks_in: Iterator[bytes], cap: int) -> bytes | bytearray | memoryview:
     # Chunks joined once at the end: a growing bytearray copied into bytes would copy a
     # megabyte envelope two or three times on the hot path.
     chunks: list[bytes] = []
@@ -141,7 +143,7 @@ def _join_capped(chunks_in: Iterator[bytes], cap: int) -> bytes | bytearray:
     return _whole(chunks)
 
 
-def _whole(chunks: list[bytes]) -> bytes | bytearray:
+def _whole(chunks: list[bytes]) -> bytes | bytearray | memoryview:
     """The body from its chunks: a large one that came as one buffer (the drivers' own
     ``Content-Length`` body) as it is, anything else joined into bytes."""
     if len(chunks) == 1 and len(chunks[0]) > _KEEP_AS_RECEIVED:
@@ -149,7 +151,7 @@ def _whole(chunks: list[bytes]) -> bytes | bytearray:
     return b"".join(chunks)
 
 
-async def read_raw_capped(response: httpx2.Response, cap: int) -> bytes | bytearray:
+async def read_raw_capped(response: httpx2.Response, cap: int) -> bytes | bytearray | memoryview:
     """The body exactly as it came off the wire, refused once it exceeds ``cap`` bytes.
 
     A declared ``Content-Length`` above the cap is refused before anything is read; otherwise

@@ -16,7 +16,7 @@ import time
 import urllib.parse
 from typing import Any, Final, NamedTuple
 
-from nomyo_native import _core
+from nomyo_native import _body_buffers, _core
 from nomyo_native._constants import COMPLETION_PATH, PUBLIC_KEY_PATH, SECURITY_TIERS
 from nomyo_native._option_hints import option
 from nomyo_native._payload_binding import CLIENT_METADATA_KEYS, echo_matches
@@ -60,11 +60,11 @@ logger = logging.getLogger("nomyo_native.client")
 
 
 class Answer(NamedTuple):
-    """What one attempt got back: status, the body (wire bytes, capped; a large one as the
-    bytearray it was received into), Retry-After s."""
+    """What one attempt got back: status, the body (wire bytes, capped; a large one as a view
+    of the buffer it was received into, see ``_body_buffers``), Retry-After s."""
 
     status: int
-    body: bytes | bytearray
+    body: bytes | bytearray | memoryview
     retry_after: float | None
 
 
@@ -162,14 +162,16 @@ def validate_encrypted_response(encrypted_response: object) -> None:
 
 
 def open_response(
-    body: bytes | bytearray, payload_id: str, keypair: _core.ClientKeyPair
+    body: bytes | bytearray | memoryview, payload_id: str, keypair: _core.ClientKeyPair
 ) -> dict[str, Any]:
     """Open a response envelope with ``keypair`` and write the client's ``_metadata`` fields.
+    ``body`` is done with once this returns: a received body's buffer goes back to be reused
+    (``_body_buffers.release``; the view is released, whoever else holds it).
 
     Raises :class:`SecurityError` for a failed decryption (opaque), :class:`ResponseFormatError`
     for a malformed envelope or plaintext, and when the server echoed another payload id.
     """
-    started = time.perf_counter()
+    started, size = time.perf_counter(), len(body)
     try:
         payload, processed_at, algorithm = _core.open_envelope(body, keypair)
     except CryptoError:
@@ -180,8 +182,10 @@ def open_response(
         # EnvelopeError or ResponseTooLargeError: the same class nomyo callers catch, with the
         # client's prefix (the core names the field or the cap).
         raise ResponseFormatError(f"Invalid encrypted response: {exc}") from None
+    finally:
+        _body_buffers.release(body)  # the core has returned: nothing reads it any more
     logger.debug(
-        "opened response: %d bytes in %.1f ms", len(body), (time.perf_counter() - started) * 1000
+        "opened response: %d bytes in %.1f ms", size, (time.perf_counter() - started) * 1000
     )
     if not isinstance(payload, dict):
         raise ResponseFormatError("Decrypted response is not a JSON object")

@@ -53,7 +53,7 @@ class SyncCompletionClient(ClientBase):
         body: Callable[[], bytes] | None,
         ok_cap: int,
         tier: str | None = None,
-    ) -> bytes | bytearray:
+    ) -> bytes | bytearray | memoryview:
         """One logical request with retries (see ``SecureCompletionClient._request``)."""
         url, headers = self._target(path, headers)
         for attempt in range(self._retry.attempts):

@@ -16,6 +16,8 @@ from typing import Any, cast
 
 import httpcore2
 
+from nomyo_native import _body_buffers
+from nomyo_native._body_buffers import BodyBuffer
 from nomyo_native._http11 import (
     COALESCE_BYTES,
     Exchange,
@@ -53,28 +55,44 @@ class _Source(ReceivedBytes):
         self._buffer += data
         return bool(data)
 
-    def receive_body(self, length: int, timeout: float | None) -> bytearray:
+    def receive_body(self, length: int, timeout: float | None) -> bytearray | memoryview:
+        if self._receive_into is None:
+            return self._read_body(length, timeout)
+        body = (
+            _body_buffers.take(length) if length > _body_buffers.POOLED_MIN_BYTES else bytearray()
+        )
+        received = min(length, len(self._buffer))
+        with memoryview(self._buffer) as pending:
+            body[:received] = pending[:received]
+        self.consume(received)
+        while received < length:
+            body = make_room(body, received, length, _RECEIVE_ROOM)
+            got = self._receive_into(memoryview(body)[received:length], timeout)
+            if not got:
+                raise self._cut_short(received, length)
+            received += got
+        if type(body) is BodyBuffer:
+            return _body_buffers.hand_on(body, length)
+        return body
+
+    def _read_body(self, length: int, timeout: float | None) -> bytearray:
+        """A body read through the stream's ``read()`` (one without a direct receive)."""
         body = self._buffer[:length]
         self.consume(length)
-        received = len(body)
-        while received < length:
-            if self._receive_into is not None:
-                make_room(body, received, length, _RECEIVE_ROOM)
-                got = self._receive_into(memoryview(body)[received:], timeout)
-            elif self.fill(timeout):
-                got = min(len(self._buffer), length - received)
-                body += self._buffer[:got]
-                self.consume(got)
-            else:
-                got = 0
-            if not got:
-                self._ended = True
-                raise httpcore2.RemoteProtocolError(
-                    "peer closed connection without sending complete message body: "
-                    f"received {received} bytes, expected {length}"
-                )
-            received += got
+        while len(body) < length:
+            if not self.fill(timeout):
+                raise self._cut_short(len(body), length)
+            got = min(len(self._buffer), length - len(body))
+            body += self._buffer[:got]
+            self.consume(got)
         return body
+
+    def _cut_short(self, received: int, length: int) -> httpcore2.RemoteProtocolError:
+        self._ended = True
+        return httpcore2.RemoteProtocolError(
+            "peer closed connection without sending complete message body: "
+            f"received {received} bytes, expected {length}"
+        )
 
 
 class HTTP11Connection(ConnectionState, httpcore2.ConnectionInterface):
@@ -158,7 +176,7 @@ class HTTP11Connection(ConnectionState, httpcore2.ConnectionInterface):
         return httpcore2.Response(
             status=head.status,
             headers=head.headers,
-            # A bytearray chunk (the body's own buffer) passes through httpcore2 and httpx2.
+            # The body's own buffer (or a view of it) passes through httpcore2 and httpx2.
             content=cast(
                 "Iterable[bytes]", _ResponseBody(self, exchange, head, timeouts.get("read"))
             ),
@@ -232,7 +250,7 @@ class _ResponseBody:
         self._read = head.length == 0
         self._closed = False
 
-    def __iter__(self) -> Iterator[bytes | bytearray]:
+    def __iter__(self) -> Iterator[bytes | bytearray | memoryview]:
         connection = self._connection
         if connection.tracing:
             connection.trace("receive_response_body.started")

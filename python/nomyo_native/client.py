@@ -226,7 +226,7 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
         body: Callable[[], Awaitable[bytes]] | None,
         ok_cap: int,
         tier: str | None = None,
-    ) -> bytes | bytearray:
+    ) -> bytes | bytearray | memoryview:
         """One logical request with retries; returns the 200 body or raises the mapped error.
 
         ``body`` is called for every attempt, so every attempt is sealed afresh.

@@ -9,8 +9,18 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 import nomyo_native as nomyo
+from nomyo_native import _body_buffers
 
 from .peer import Peer
+
+
+@pytest.fixture
+def free_list(monkeypatch: pytest.MonkeyPatch) -> _body_buffers._FreeList:
+    """An empty free list of response body buffers for this test alone (the process's own
+    keeps what earlier tests' bodies left)."""
+    fresh = _body_buffers._FreeList(_body_buffers._free_list.generation)
+    monkeypatch.setattr(_body_buffers, "_free_list", fresh)
+    return fresh
 
 
 @pytest.fixture(scope="session")
