@@ -25,7 +25,9 @@ __all__ = ["HTTP11ConnectionPool"]
 
 
 class HTTP11ConnectionPool(httpcore2.AsyncConnectionPool):
-    """httpcore2's pool (limits, queueing, keep-alive expiry) over :class:`HTTP11Connection`."""
+    """httpcore2's pool rules (limits, queueing, keep-alive expiry and surplus, exceptions) over
+    :class:`HTTP11Connection`, waiting on asyncio futures; httpcore2's own code for anything
+    else (a proxy, a Unix socket, HTTP/2: not what the drivers build)."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
