@@ -7,8 +7,8 @@ about 20 us a request). A client sends nearly the same fields every time, so eac
 remembered goes to h11 as fields it already checked (as it takes the fields it parsed itself).
 A field not seen before (each request's payload id) is checked by h11 as it always was, with
 h11's own error for a field it refuses. Credentials (Authorization, Cookie) are checked every
-time and never kept; framing fields given more than once go to h11's full check, which
-compares them with each other.
+time and never kept; so are the framing fields (Content-Length, Transfer-Encoding), which h11
+compares with each other: a head giving more than one goes to h11's full check.
 """
 
 from __future__ import annotations
@@ -21,8 +21,12 @@ from h11._headers import Headers, normalize_and_validate
 
 __all__ = ["checked_fields"]
 
-# Never remembered: a caller's secret must not outlive its request in a cache.
-_NEVER_KEPT = frozenset({b"authorization", b"proxy-authorization", b"cookie"})
+# Never remembered: a caller's secret must not outlive its request in a cache; nor a framing
+# field, which h11 compares with the others of its head (two remembered lengths, each fine on
+# its own, would otherwise go out together unchecked).
+_NEVER_KEPT = frozenset(
+    {b"authorization", b"proxy-authorization", b"cookie", b"content-length", b"transfer-encoding"}
+)
 # Distinct fields remembered before the memory starts again (each request adds its payload id).
 _BOUND = 256
 

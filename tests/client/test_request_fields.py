@@ -97,7 +97,11 @@ def test_a_remembered_field_is_not_checked_again(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(_request_fields, "normalize_and_validate", spy)
     checked_fields([*HEAD, (b"X-Payload-ID", b"one")])
     checked_fields([*HEAD, (b"X-Payload-ID", b"two")])
-    assert checked == [[*HEAD, (b"X-Payload-ID", b"one")], [(b"X-Payload-ID", b"two")]]
+    # Content-Length is checked every time: h11 compares it with any other framing field.
+    assert checked == [
+        [*HEAD, (b"X-Payload-ID", b"one")],
+        [(b"Content-Length", b"12"), (b"X-Payload-ID", b"two")],
+    ]
 
 
 def test_credentials_are_checked_every_time_and_never_kept() -> None:
@@ -126,3 +130,40 @@ def test_an_exchange_refuses_a_line_break_after_the_same_field_was_sent_clean() 
         Exchange(b"POST", b"/", [(b"Host", b"h"), (b"X-Token", b"clean\r\nX-Evil: 1")])
     assert "Illegal header value" in str(refused.value)
     assert "Evil" not in str(refused.value)
+
+
+FRAMING_TWICE = [
+    (
+        [
+            [(b"Host", b"h"), (b"Content-Length", b"5")],
+            [(b"Host", b"h"), (b"Content-Length", b"6")],
+        ],
+        [(b"Host", b"h"), (b"Content-Length", b"5"), (b"Content-Length", b"6")],
+    ),
+    (
+        [[(b"Host", b"h"), (b"Transfer-Encoding", b"chunked")]],
+        [(b"Host", b"h"), (b"Transfer-Encoding", b"chunked"), (b"Transfer-Encoding", b"chunked")],
+    ),
+]
+
+
+@pytest.mark.parametrize(("sent_before", "fields"), FRAMING_TWICE)
+def test_framing_fields_each_remembered_are_still_compared_with_each_other(
+    sent_before: list[list[Any]], fields: list[Any]
+) -> None:
+    with pytest.raises(h11.LocalProtocolError) as by_h11:
+        normalize_and_validate(fields)
+    for head in sent_before:
+        checked_fields(head)  # each field of ``fields`` was accepted on its own before
+    with pytest.raises(h11.LocalProtocolError) as ours:
+        checked_fields(fields)
+    assert str(ours.value) == str(by_h11.value)
+    with pytest.raises(httpcore2.LocalProtocolError):
+        Exchange(b"POST", b"/", fields)  # never sent
+
+
+def test_a_repeated_length_each_remembered_is_merged_as_h11_merges_it() -> None:
+    checked_fields([(b"Host", b"h"), (b"Content-Length", b"5")])
+    checked_fields([(b"Host", b"h"), (b"content-length", b"5")])
+    fields = [(b"Host", b"h"), (b"Content-Length", b"5"), (b"content-length", b"5")]
+    assert full_items(checked_fields(fields)) == full_items(normalize_and_validate(fields))
