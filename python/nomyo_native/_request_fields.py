@@ -45,10 +45,10 @@ def checked_fields(fields: list[Field]) -> Headers:
     if None not in items:
         return Headers(items)
     unchecked = [field for field, item in zip(fields, items, strict=True) if item is None]
+    if any(type(name) is not bytes or type(value) is not bytes for name, value in unchecked):
+        return normalize_and_validate(fields)  # h11 converts them, or refuses them as it does
     names = [name.lower() for name, _ in fields]
-    if names.count(b"content-length") + names.count(b"transfer-encoding") > 1 or any(
-        type(name) is not bytes or type(value) is not bytes for name, value in unchecked
-    ):
+    if names.count(b"content-length") + names.count(b"transfer-encoding") > 1:
         return normalize_and_validate(fields)  # h11 compares these fields with each other
     # One item per field, in order (with no framing field repeated, h11 merges none).
     fresh = iter(normalize_and_validate(unchecked)._full_items)

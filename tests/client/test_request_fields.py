@@ -41,6 +41,7 @@ CASES = [
     [(b"Host", b"h"), (b"Content-Length", b"5"), (b"content-length", b"5")],  # merged by h11
     [(b"Host", b"h"), (b"Content-Length", b"5, 5")],
     [(b"Host", b"h"), ("X-Str", "value")],  # str fields, as h11 takes them
+    [(b"Host", b"h"), (memoryview(b"X-View"), b"value")],  # bytes-like, as h11 takes it
 ]
 
 
@@ -167,3 +168,13 @@ def test_a_repeated_length_each_remembered_is_merged_as_h11_merges_it() -> None:
     checked_fields([(b"Host", b"h"), (b"content-length", b"5")])
     fields = [(b"Host", b"h"), (b"Content-Length", b"5"), (b"content-length", b"5")]
     assert full_items(checked_fields(fields)) == full_items(normalize_and_validate(fields))
+
+
+def test_a_field_h11_does_not_take_is_refused_with_h11s_error() -> None:
+    fields = [(b"Host", b"h"), (7, b"value")]
+    with pytest.raises(TypeError) as by_h11:
+        normalize_and_validate(fields)
+    checked_fields([(b"Host", b"h")])  # remembered
+    with pytest.raises(TypeError) as ours:
+        checked_fields(fields)
+    assert str(ours.value) == str(by_h11.value)
