@@ -400,13 +400,33 @@ fn code_points(ucs4: &[u8]) -> impl Iterator<Item = u32> + '_ {
         .map(|unit| u32::from_ne_bytes([unit[0], unit[1], unit[2], unit[3]]))
 }
 
-/// Whether none of 8 code points is outside printable ASCII or is '"' or '\\'.
-fn plain_ascii(block: &[u8]) -> bool {
-    let mut all = true;
-    for code in code_points(block) {
-        all &= (0x20..0x80).contains(&code) && code != u32::from(b'"') && code != 0x5C;
+/// How a block of 8 code points is written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BlockKind {
+    /// Printable ASCII but '"' and '\\': one byte each.
+    PlainAscii,
+    /// No escape and no surrogate, some non-ASCII: UTF-8 from a copy of the code points, with
+    /// none of `put_escaped`'s checks.
+    Unescaped,
+    /// An escape or a surrogate: code point by code point (`put_escaped` stops at either).
+    Careful,
+}
+
+/// Which way the 8 code points of `block` are written (one branch-free fold, which
+/// vectorises).
+#[inline(always)]
+fn block_kind(block: &[u32; 8]) -> BlockKind {
+    let (mut ascii, mut careful) = (true, false);
+    for &code in block {
+        let escaped = code < 0x20 || code == u32::from(b'"') || code == u32::from(b'\\');
+        ascii &= code < 0x80;
+        careful |= escaped | (code & 0xFFFF_F800 == 0xD800);
     }
-    all
+    match (careful, ascii) {
+        (true, _) => BlockKind::Careful,
+        (false, true) => BlockKind::PlainAscii,
+        (false, false) => BlockKind::Unescaped,
+    }
 }
 
 /// One code point as `json.dumps(..., ensure_ascii=False)` writes it: the bytes (at the
@@ -445,6 +465,59 @@ fn escape_code_point(code: u32) -> ([u8; 8], usize) {
         }
     };
     (bytes, len)
+}
+
+/// UTF-8 of `code` (not a surrogate), packed as `utf8_packed`'s, by a branch on its length:
+/// in text the lengths come in runs (words of one script), which the branch predictor follows.
+#[inline(always)]
+fn utf8_by_length(code: u32) -> (u32, usize) {
+    if code < 0x80 {
+        (code, 1)
+    } else if code < 0x800 {
+        (0x80C0 | (code >> 6) | ((code & 0x3F) << 8), 2)
+    } else if code < 0x10000 {
+        let packed = 0x0080_80E0 | (code >> 12) | (((code >> 6) & 0x3F) << 8);
+        (packed | ((code & 0x3F) << 16), 3)
+    } else {
+        let packed = 0x8080_80F0 | (code >> 18) | (((code >> 12) & 0x3F) << 8);
+        (
+            packed | (((code >> 6) & 0x3F) << 16) | ((code & 0x3F) << 24),
+            4,
+        )
+    }
+}
+
+/// Write the printable ASCII code points of the blocks from `r` on (the first one is) a
+/// byte each at `o` (<= r), up to the first block that is not; where reading and writing are
+/// then. Its own small loop, kept out of line: long ASCII runs in a non-ASCII `str` (English
+/// with a few typographic quotes) are common, and the loop's speed should not hang on how the
+/// code around it is laid out.
+#[inline(never)]
+fn plain_ascii_run(buf: &mut [u8], mut r: usize, mut o: usize, end: usize) -> (usize, usize) {
+    while let Some(block) = buf.get(r..r + 32).filter(|_| r + 32 <= end) {
+        let block: [u8; 32] = block.try_into().unwrap_or([0; 32]);
+        if !plain_ascii(&block) {
+            break;
+        }
+        let mut bytes = [0u8; 8];
+        for (byte, code) in bytes.iter_mut().zip(code_points(&block)) {
+            *byte = code as u8;
+        }
+        buf[o..o + 8].copy_from_slice(&bytes);
+        o += 8;
+        r += 32;
+    }
+    (r, o)
+}
+
+/// Whether none of 8 code points is outside printable ASCII or is '"' or '\\'.
+#[inline(always)]
+fn plain_ascii(block: &[u8; 32]) -> bool {
+    let mut all = true;
+    for code in code_points(block) {
+        all &= (0x20..0x80).contains(&code) && code != u32::from(b'"') && code != 0x5C;
+    }
+    all
 }
 
 /// Whether `code` is written escaped: a control character, '"' or '\\'.
@@ -500,24 +573,50 @@ pub fn escape_ucs4_behind(buf: &mut [u8], from: usize) -> Result<usize, EscapeSt
     // o <= r (the output is behind the input).
     let (mut o, mut r) = (0usize, from);
     while r < end {
-        // Eight code points at a time: printable ASCII ones are one byte each, any other block
-        // is written code point by code point.
-        let (block_end, plain) = match buf.get(r..r + 32) {
+        // Eight code points at a time: printable ASCII ones are one byte each; a block with
+        // neither an escape nor a surrogate (most of a non-ASCII text) is encoded straight from
+        // a copy of its code points; any other block is written code point by code point.
+        let (block_end, block) = match buf.get(r..r + 32) {
             Some(block) if r + 32 <= end => {
-                let block: [u8; 32] = block.try_into().unwrap_or([0; 32]);
-                (r + 32, plain_ascii(&block).then_some(block))
+                let mut codes = [0u32; 8];
+                for (code, unit) in codes.iter_mut().zip(block.chunks_exact(4)) {
+                    *code = u32::from_ne_bytes([unit[0], unit[1], unit[2], unit[3]]);
+                }
+                (r + 32, Some(codes))
             }
             _ => (end, None),
         };
-        if let Some(block) = plain {
-            let mut bytes = [0u8; 8];
-            for (byte, code) in bytes.iter_mut().zip(code_points(&block)) {
-                *byte = code as u8;
+        if let Some(codes) = block {
+            match block_kind(&codes) {
+                BlockKind::PlainAscii => {
+                    let mut bytes = [0u8; 8];
+                    for (byte, &code) in bytes.iter_mut().zip(&codes) {
+                        *byte = code as u8;
+                    }
+                    buf[o..o + 8].copy_from_slice(&bytes);
+                    o += 8;
+                    r += 32;
+                    // A run of ASCII blocks goes on in its own loop (a call, not made for a
+                    // lone ASCII block between others).
+                    let next = buf.get(r..).and_then(|rest| code_at(rest, 0));
+                    if next.is_some_and(|code| (0x20..0x80).contains(&code)) {
+                        (r, o) = plain_ascii_run(buf, r, o, end);
+                    }
+                    continue;
+                }
+                BlockKind::Unescaped => {
+                    // The block is read (in `codes`): each 4-byte store ends by the end of its
+                    // own code point's 4 bytes, so within the block (o <= r throughout).
+                    for code in codes {
+                        let (packed, len) = utf8_by_length(code);
+                        buf[o..o + 4].copy_from_slice(&packed.to_le_bytes());
+                        o += len;
+                    }
+                    r += 32;
+                    continue;
+                }
+                BlockKind::Careful => {}
             }
-            buf[o..o + 8].copy_from_slice(&bytes);
-            o += 8;
-            r += 32;
-            continue;
         }
         while r < block_end {
             let Some(code) = code_at(&buf[r..], 0) else {
@@ -836,6 +935,71 @@ mod tests {
     }
 
     #[test]
+    fn blocks_of_every_kind_side_by_side_are_written_as_serde_json_writes_them() {
+        // Eight code points a block: plain ASCII, non-ASCII of each length with and without
+        // ASCII, and blocks with escapes; every sequence of three, shifted by 0 to 8 code
+        // points so that they straddle the blocks too, and cut short at the end.
+        let kinds = [
+            "abcdefgh",
+            "éééééééé",
+            "aé€🔐bç漢😀",
+            "漢字漢字漢字漢字",
+            "😀🔐😀🔐😀🔐😀🔐",
+            "ab\ncd\"e\\",
+            "\u{1}é€\u{1f}🔐\u{7f}\u{80}\u{7ff}",
+            "\u{800}\u{ffff}\u{10000}\u{10ffff}\u{d7ff}\u{e000}ab",
+        ];
+        for a in kinds {
+            for b in kinds {
+                for c in kinds {
+                    for shift in 0..=8 {
+                        let text = format!("{}{a}{b}{c}", "x".repeat(shift));
+                        for cut in [0, 3] {
+                            let text: String =
+                                text.chars().take(text.chars().count() - cut).collect();
+                            let expected = serde_json::to_string(&text).unwrap();
+                            assert_eq!(
+                                escaped(&text),
+                                &expected.as_bytes()[1..expected.len() - 1],
+                                "{text:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_surrogate_is_refused_in_a_block_of_any_kind_at_any_place() {
+        for filler in ["a", "é", "漢", "🔐", "\n"] {
+            for len in [8, 16, 24, 40] {
+                for at in 0..len {
+                    for surrogate in [0xD800u32, 0xDBFF, 0xDC00, 0xDFFF] {
+                        let mut units = Vec::new();
+                        for k in 0..len {
+                            if k == at {
+                                units.extend_from_slice(&surrogate.to_ne_bytes());
+                            } else {
+                                units.extend_from_slice(&ucs4(filler));
+                            }
+                        }
+                        let result = escape_ucs4_in_place(&mut units);
+                        // A `\n` in place may first stop for room; the writer then finds
+                        // the surrogate in the code points left (`has_surrogate`).
+                        match result {
+                            Err(EscapeStop::NoRoom { next, .. }) => {
+                                assert!(filler == "\n" && next <= at, "{filler} {at}");
+                            }
+                            other => assert_eq!(other, Err(EscapeStop::LoneSurrogate)),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn surrogates_are_refused() {
         for code in [0xD800u32, 0xDBFF, 0xDC00, 0xDFFF] {
             for pad in [0, 3, 10, 40] {
@@ -982,5 +1146,41 @@ mod timing {
             std::hint::black_box(len);
         });
         println!("old utf8 loop: {took:?}");
+    }
+    #[test]
+    #[ignore = "timing, by hand"]
+    fn time_escape_by_script() {
+        let texts = [
+            ("ascii", "the quick brown fox jumps over "),
+            ("latin-1", "déjà vu à la française, naïve "),
+            ("greek", "Ελλάδα καλημέρα κόσμε "),
+            ("cjk", "漢字仮名交じり文の例です"),
+            ("emoji", "🔐🔑🗝️🔒"),
+            ("mixed", "héllo wörld Ελλάδα 漢字 🔐 "),
+            ("controls", "line\tone\nline \"two\"\\\n"),
+            (
+                "english",
+                "The “quick” brown fox — it jumps over the lazy dog. ",
+            ),
+            ("blocks", "abcdefghéééééééé"),
+        ];
+        for (name, unit) in texts {
+            let text = unit.repeat((1 << 20) / unit.len());
+            let units: Vec<u8> = text
+                .chars()
+                .flat_map(|c| u32::from(c).to_ne_bytes())
+                .collect();
+            let mut scratch = units.clone();
+            let took = (0..30)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    scratch.copy_from_slice(&units);
+                    std::hint::black_box(escape_ucs4_behind(&mut scratch, 0).ok());
+                    start.elapsed()
+                })
+                .min()
+                .unwrap_or_default();
+            println!("escape {name:9} {} chars: {took:?}", units.len() / 4);
+        }
     }
 }
