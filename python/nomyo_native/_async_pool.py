@@ -89,7 +89,10 @@ class HTTP11ConnectionPool(httpcore2.AsyncConnectionPool):
         the next one released (after those who waited before), within ``timeout``."""
         woken = False
         while True:
-            if woken or not self._waiting:
+            # Behind a request still waiting, or one woken that has yet to look (it passes
+            # the turn on), this one waits; behind only cancelled ones, which have yet to
+            # leave the line and were woken by nothing, it looks now.
+            if woken or all(turn.cancelled() for turn in self._waiting):
                 # Closed before one is chosen: a cancellation while closing leaves nothing
                 # chosen and unused behind (and passes a turn it was woken for on).
                 try:

@@ -224,3 +224,35 @@ async def test_slots_freed_together_serve_a_request_that_arrives_behind_one_woke
     assert woken.done() and late.done()  # the second free slot did not wait for a third release
     assert {await woken, await late} == {first, second}
     assert not pool._waiting
+
+
+async def test_a_request_arriving_behind_a_cancelled_one_is_served_by_the_next_release() -> None:
+    pool = _HeldPool(max_connections=1)
+    origin = b"origin"
+
+    async def take() -> Any:
+        connection = await pool._acquire(origin, None)  # type: ignore[arg-type]
+        connection.active = True
+        return connection
+
+    held = await take()
+    cancelled = asyncio.create_task(take())
+    await asyncio.sleep(0)
+    assert len(pool._waiting) == 1
+
+    async def give_up_and_release_then_ask_again() -> Any:
+        # In one turn of the loop: the request waiting is cancelled, the connection released
+        # (nobody left to wake: the cancelled request has not yet left the line), and this
+        # task's next request arrives.
+        cancelled.cancel()
+        held.active = False
+        await pool._release(held)
+        return await take()
+
+    late = asyncio.create_task(give_up_and_release_then_ask_again())
+    for _ in range(20):  # a few turns of the loop: no timer is involved
+        await asyncio.sleep(0)
+    assert cancelled.cancelled()
+    assert late.done()  # not left waiting for a release that nothing in flight will make
+    assert await late is held
+    assert not pool._waiting
