@@ -92,7 +92,8 @@ class HTTP11ConnectionPool(httpcore2.AsyncConnectionPool):
             # Behind a request still waiting, or one woken that has yet to look (it passes
             # the turn on), this one waits; behind only cancelled ones, which have yet to
             # leave the line and were woken by nothing, it looks now.
-            if woken or all(turn.cancelled() for turn in self._waiting):
+            waiting = self._waiting
+            if woken or not waiting or all(turn.cancelled() for turn in waiting):
                 # Closed before one is chosen: a cancellation while closing leaves nothing
                 # chosen and unused behind (and passes a turn it was woken for on).
                 try:
