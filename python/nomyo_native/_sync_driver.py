@@ -121,15 +121,22 @@ class _DeadlineStream(httpcore2.NetworkStream):
         return self._receive_into
 
     def _receive_into(self, view: memoryview, timeout: float | None) -> int:
-        """Receives into ``view`` (on a TLS socket OpenSSL decrypts into it, one record at a
-        time): the bytes received, 0 at the end of stream; bound by the attempt's deadline."""
+        """Receives into ``view`` until it is full or the stream ends: the bytes received, 0 at
+        the end of stream. On a TLS socket OpenSSL decrypts into it one record (16 KiB) per
+        call, and a megabyte body took ~90 trips through the HTTP layer, one per record. Each
+        wait is bound by ``timeout`` and what the attempt has left of its deadline."""
         if self._failure is not None:
             raise self._failure
         sock = self._inner.get_extra_info("socket")
-        bounded = _bounded(timeout, httpcore2.ReadTimeout)
+        received, size = 0, len(view)
         try:
-            sock.settimeout(bounded)
-            return int(sock.recv_into(view))
+            while received < size:
+                sock.settimeout(_bounded(timeout, httpcore2.ReadTimeout))
+                got = sock.recv_into(view[received:] if received else view)
+                if not got:
+                    break
+                received += got
+            return received
         except TimeoutError as exc:  # socket.timeout
             raise httpcore2.ReadTimeout(str(exc) or "timed out") from exc
         except OSError as exc:

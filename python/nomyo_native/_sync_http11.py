@@ -32,7 +32,7 @@ __all__ = ["HTTP11Connection", "HTTP11ConnectionPool", "ReceiveInto"]
 
 # What one read asks of the stream (its reads may return more: see _sync_driver.READ_AHEAD).
 _READ_SIZE = 64 * 1024
-# The room a body buffer offers each receive: a TLS socket fills at most one record per call.
+# The room a growing body buffer offers each receive (filled whole before it grows again).
 _RECEIVE_ROOM = 256 * 1024
 
 # A stream's direct receive: (view, timeout) -> bytes received into it, 0 at end of stream.

@@ -247,3 +247,30 @@ def test_the_driver_hands_on_a_large_body_as_received_and_a_small_one_as_bytes()
     assert first.body == large
     assert type(second.body) is bytes and second.body == b"small"
     assert server.accepted == 1
+
+
+def test_a_body_arriving_in_many_pieces_is_received_in_few_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A TLS socket returns one record per receive: the view is filled in one call, not one
+    # trip through the HTTP layer per record.
+    body = bytes(range(256)) * 1200  # 300 KiB in 10 KiB pieces
+
+    def pieces(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+        for start in range(0, len(body), 10_240):
+            time.sleep(0.002)
+            conn.sendall(body[start : start + 10_240])
+
+    calls: list[int] = []
+    receive_into = _DeadlineStream._receive_into
+
+    def counted(self: _DeadlineStream, view: memoryview, timeout: float | None) -> int:
+        got = receive_into(self, view, timeout)
+        calls.append(got)
+        return got
+
+    monkeypatch.setattr(_DeadlineStream, "_receive_into", counted)
+    with serving(lambda n: pieces) as server, make_client("direct") as http:
+        assert b"".join(get_body(http, server.url)) == body
+    assert 1 <= len(calls) <= 3 and sum(calls) <= len(body)
