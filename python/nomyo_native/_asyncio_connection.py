@@ -21,6 +21,7 @@ asyncio ends where the body does, so nothing after the body lands in it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from nomyo_native import _body_buffers
@@ -41,7 +42,50 @@ class ReadTimedOut(Exception):
     """A read waited its whole timeout and nothing arrived."""
 
 
-class BufferedConnection(asyncio.BufferedProtocol):
+class _WriteFlow:
+    """The write half's flow control: asyncio's transport pauses and resumes the protocol, and
+    a write waits while it is paused."""
+
+    _loop: asyncio.AbstractEventLoop
+    _writing_paused: bool
+    _drainer: asyncio.Future[bool] | None
+    lost: bool
+    error: BaseException | None
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._drainer is not None and not self._drainer.done():
+            self._drainer.set_result(True)
+
+    @property
+    def must_wait_to_write(self) -> bool:
+        return self._writing_paused or self.lost
+
+    async def wait_writable(self, ends: float | None) -> None:
+        """Until the transport takes more (ConnectionResetError if the connection is gone;
+        TimeoutError at the loop time ``ends``)."""
+        while self._writing_paused and not self.lost:
+            if self._drainer is not None:
+                raise RuntimeError("another write is already waiting on this connection")
+            left = None if ends is None else ends - self._loop.time()
+            if left is not None and left <= 0:
+                raise TimeoutError
+            drainer = self._drainer = self._loop.create_future()
+            timer = None if left is None else self._loop.call_later(left, _expire, drainer)
+            try:
+                await drainer
+            finally:
+                self._drainer = None
+                if timer is not None:
+                    timer.cancel()
+        if self.lost:
+            raise self.error if self.error is not None else ConnectionResetError("connection lost")
+
+
+class BufferedConnection(_WriteFlow, asyncio.BufferedProtocol):
     """Receive buffer, end of stream, the error that ended the connection, write pausing."""
 
     def __init__(self) -> None:
@@ -67,6 +111,9 @@ class BufferedConnection(asyncio.BufferedProtocol):
         self._body: bytearray | None = None
         self.body_received = 0
         self._body_length = 0
+        # When body bytes last arrived (loop time); the timer of the read waiting.
+        self._body_arrived = 0.0
+        self._read_timer: asyncio.TimerHandle | None = None
 
     # ---- asyncio.BufferedProtocol ------------------------------------------------------------
 
@@ -104,7 +151,9 @@ class BufferedConnection(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         if self._body is not None and self.body_received < self._body_length:
             self.body_received += nbytes
-            self._wake_reader()
+            self._body_arrived = self._loop.time()
+            if self.body_received >= self._body_length:
+                self._wake_reader()
             return
         self._filled += nbytes
         if len(self._buffer) - self._filled < _MIN_ROOM and self._start:
@@ -131,14 +180,6 @@ class BufferedConnection(asyncio.BufferedProtocol):
             self._drainer.set_result(True)
         if not self._closed.done():
             self._closed.set_result(None)
-
-    def pause_writing(self) -> None:
-        self._writing_paused = True
-
-    def resume_writing(self) -> None:
-        self._writing_paused = False
-        if self._drainer is not None and not self._drainer.done():
-            self._drainer.set_result(True)
 
     # ---- reading -----------------------------------------------------------------------------
 
@@ -225,49 +266,51 @@ class BufferedConnection(asyncio.BufferedProtocol):
         stream ends or fails; ReadTimedOut after ``timeout``."""
         if self._filled - self._start > beyond or self.eof or self.error is not None:
             return
+        await self._wait_reader(timeout, _expire)
+
+    async def wait_body(self, timeout: float | None) -> None:
+        """Until the body begun with :meth:`begin_body` is all in, or the stream ends or fails:
+        the reader is woken once, not at every chunk decrypted into the body (a megabyte body
+        came in some six chunks, each a wake-up and a loop iteration). ReadTimedOut once
+        nothing has arrived for ``timeout`` seconds."""
+        if self.body_received >= self._body_length or self.eof or self.error is not None:
+            return
+        self._body_arrived = self._loop.time()
+        await self._wait_reader(timeout, self._body_idle)
+
+    async def _wait_reader(
+        self, timeout: float | None, on_timer: Callable[[asyncio.Future[bool], float], None]
+    ) -> None:
         if self._reader is not None:
             # One waiter at a time: a second would orphan the first, which then waits forever.
             raise RuntimeError("another read is already waiting on this connection")
         reader = self._reader = self._loop.create_future()
-        timer = None if timeout is None else self._loop.call_later(timeout, _expire, reader)
+        if timeout is not None:
+            self._read_timer = self._loop.call_later(timeout, on_timer, reader, timeout)
         try:
             arrived = await reader
         finally:
             self._reader = None
-            if timer is not None:
-                timer.cancel()
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+                self._read_timer = None
         if not arrived:
             raise ReadTimedOut(f"timed out after {timeout} s")
+
+    def _body_idle(self, reader: asyncio.Future[bool], timeout: float) -> None:
+        """A body wait's timer: expired only if nothing arrived for ``timeout`` seconds, else
+        set again for what is left of that since the last bytes came."""
+        left = self._body_arrived + timeout - self._loop.time()
+        if left > 0 and not reader.done():
+            self._read_timer = self._loop.call_later(left, self._body_idle, reader, timeout)
+        else:
+            _expire(reader)
 
     def _wake_reader(self) -> None:
         if self._reader is not None and not self._reader.done():
             self._reader.set_result(True)
 
-    # ---- writing and closing -------------------------------------------------------------------
-
-    @property
-    def must_wait_to_write(self) -> bool:
-        return self._writing_paused or self.lost
-
-    async def wait_writable(self, ends: float | None) -> None:
-        """Until the transport takes more (ConnectionResetError if the connection is gone;
-        TimeoutError at the loop time ``ends``)."""
-        while self._writing_paused and not self.lost:
-            if self._drainer is not None:
-                raise RuntimeError("another write is already waiting on this connection")
-            left = None if ends is None else ends - self._loop.time()
-            if left is not None and left <= 0:
-                raise TimeoutError
-            drainer = self._drainer = self._loop.create_future()
-            timer = None if left is None else self._loop.call_later(left, _expire, drainer)
-            try:
-                await drainer
-            finally:
-                self._drainer = None
-                if timer is not None:
-                    timer.cancel()
-        if self.lost:
-            raise self.error if self.error is not None else ConnectionResetError("connection lost")
+    # ---- closing -------------------------------------------------------------------------------
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed)
@@ -276,7 +319,7 @@ class BufferedConnection(asyncio.BufferedProtocol):
         return None if self.transport is None else self.transport.get_extra_info(name)
 
 
-def _expire(waiter: asyncio.Future[Any]) -> None:
+def _expire(waiter: asyncio.Future[Any], *_timeout: float) -> None:
     """A timer's end: the waiter wakes with False (nothing arrived, not writable yet)."""
     if not waiter.done():
         waiter.set_result(False)

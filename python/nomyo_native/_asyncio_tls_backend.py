@@ -132,7 +132,10 @@ class AsyncioNetworkStream(httpcore2.AsyncNetworkStream):
                         "peer closed connection without sending complete message body: "
                         f"received {connection.body_received} bytes, expected {length}"
                     )
-                await self._wait(timeout)
+                try:
+                    await connection.wait_body(timeout)
+                except ReadTimedOut as exc:
+                    raise httpcore2.ReadTimeout(str(exc)) from None
         finally:
             body = connection.end_body()
         return body

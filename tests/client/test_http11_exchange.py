@@ -431,6 +431,57 @@ async def test_a_body_buffer_is_never_offered_past_the_body_and_grows_with_what_
     assert connection.take() == b"extra"
 
 
+def _arrive(connection: BufferedConnection, data: bytes) -> None:
+    view = connection.get_buffer(-1)
+    view[: len(data)] = data
+    del view
+    connection.buffer_updated(len(data))
+
+
+async def test_a_body_s_reader_is_woken_once_when_it_is_all_in_not_per_chunk() -> None:
+    connection = BufferedConnection()
+    connection.begin_body(5 * 1000)
+    waiting = asyncio.ensure_future(connection.wait_body(None))
+    for _ in range(4):
+        _arrive(connection, b"p" * 1000)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert not waiting.done()
+    _arrive(connection, b"p" * 1000)
+    await waiting
+    assert bytes(connection.end_body()) == b"p" * 5000
+
+
+async def test_a_body_wait_ends_at_the_end_of_stream() -> None:
+    connection = BufferedConnection()
+    connection.begin_body(5000)
+    waiting = asyncio.ensure_future(connection.wait_body(None))
+    _arrive(connection, b"p" * 1000)
+    connection.eof_received()
+    await waiting
+    assert connection.body_received == 1000 and connection.eof
+
+
+async def test_a_body_wait_times_out_only_after_timeout_seconds_with_nothing_new() -> None:
+    connection = BufferedConnection()
+    connection.begin_body(5000)
+    loop = asyncio.get_running_loop()
+    reader = loop.create_future()
+    # Bytes came just now: the timer is set again for the rest, the wait goes on.
+    connection._body_arrived = loop.time()
+    connection._body_idle(reader, 30.0)
+    assert not reader.done()
+    timer = connection._read_timer
+    assert timer is not None and 29.0 < timer.when() - loop.time() <= 30.0
+    timer.cancel()
+    # Nothing for the whole timeout: the wait ends in a timeout.
+    connection._body_arrived = loop.time() - 31.0
+    connection._body_idle(reader, 30.0)
+    assert reader.done() and reader.result() is False
+    with pytest.raises(_asyncio_connection.ReadTimedOut):
+        await connection.wait_body(0.05)
+
+
 async def test_a_body_shorter_than_what_is_pending_leaves_the_rest_pending() -> None:
     connection = BufferedConnection()
     view = connection.get_buffer(-1)
