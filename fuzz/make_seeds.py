@@ -282,7 +282,8 @@ def request_body_seeds() -> None:
 
 def json_string_seeds() -> None:
     """String bodies (first byte 0: unescape) with every escape kind, surrogate pairs, lone and
-    reversed surrogates, raw UTF-8 and invalid bytes; code points (first byte 1: escape)."""
+    reversed surrogates, raw UTF-8 and invalid bytes; code points (first byte 1: escape; 3: escape,
+    each code point's UTF-8 length picked by its top two bits)."""
     escaped = json.dumps("héllo wörld Ελ 漢 🔐 ")[1:-1].encode()
     escaped += b' \\"q\\" \\\\ \\/ \\b\\f\\n\\r\\t end" tail'
     write("json_string", "escaped", b"\x00h" + escaped[1:])
@@ -293,6 +294,13 @@ def json_string_seeds() -> None:
     codes = [ord(c) for c in 'héllo \x01"\\ Ελλάδα 漢字 🔐 plain ascii run here']
     codes += [0xD800, 0x41, 0x1F, 0x10FFFF]
     write("json_string", "code-points", b"\x01" + b"".join(c.to_bytes(3, "big") for c in codes))
+    # First byte 3: each code point's UTF-8 length in its top two bits (0 ASCII .. 3 four
+    # bytes), the rest taken modulo that length's range: blocks of 8 of every mix.
+    widths = [0, 0, 1, 2, 3, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 0, 3, 2, 0, 0, 0, 0, 0, 0, 0, 0]
+    bits = [(w << 22) | (0x1234 * (k + 1)) for k, w in enumerate(widths)]
+    bits += [(2 << 22) | (0xD800 - 0x800), 0x22, 0x0A]  # a surrogate, a quote, a newline
+    widths_seed = b"\x03" + b"".join(c.to_bytes(3, "big") for c in bits)
+    write("json_string", "code-point-widths", widths_seed)
 
 
 if __name__ == "__main__":
