@@ -5,10 +5,12 @@ one over its value, the ~1 KB percent-encoded public key included (most of the h
 about 20 us a request). A client sends nearly the same fields every time, so each distinct
 (name, value) h11 accepted is remembered, within a bound, and a head whose fields are all
 remembered goes to h11 as fields it already checked (as it takes the fields it parsed itself).
-A field not seen before (each request's payload id) is checked by h11 as it always was, with
-h11's own error for a field it refuses. Credentials (Authorization, Cookie) are checked every
-time and never kept; so are the framing fields (Content-Length, Transfer-Encoding), which h11
-compares with each other: a head giving more than one goes to h11's full check.
+Only the fields the library itself sends with the same public value every time are remembered
+(Host, the protocol's content headers, the client's public key): any other field (the payload
+id, credentials, a caller's own headers, which may carry a secret of theirs such as an
+``api-key``) is checked by h11 on every request, with h11's own error, and never kept; so are
+the framing fields (Content-Length, Transfer-Encoding), which h11 compares with each other: a
+head giving more than one goes to h11's full check.
 """
 
 from __future__ import annotations
@@ -21,13 +23,22 @@ from h11._headers import Headers, normalize_and_validate
 
 __all__ = ["checked_fields"]
 
-# Never remembered: a caller's secret must not outlive its request in a cache; nor a framing
-# field, which h11 compares with the others of its head (two remembered lengths, each fine on
-# its own, would otherwise go out together unchecked).
-_NEVER_KEPT = frozenset(
-    {b"authorization", b"proxy-authorization", b"cookie", b"content-length", b"transfer-encoding"}
+# The only fields remembered: public values the library sends on every request. Anything else
+# may be a caller's secret (it must not outlive its request in a cache) or change per request
+# (a payload id would only churn the memory); a framing field is compared by h11 with the
+# others of its head (two remembered lengths, each fine alone, would go out together unchecked).
+_KEPT = frozenset(
+    {
+        b"host",
+        b"accept",
+        b"accept-encoding",
+        b"connection",
+        b"content-type",
+        b"user-agent",
+        b"x-public-key",
+    }
 )
-# Distinct fields remembered before the memory starts again (each request adds its payload id).
+# Distinct fields remembered before the memory starts again.
 _BOUND = 256
 
 Field = tuple[bytes, bytes]
@@ -55,7 +66,7 @@ def checked_fields(fields: list[Field]) -> Headers:
     for index, item in enumerate(items):
         if item is None:
             item = items[index] = next(fresh)
-            if names[index] not in _NEVER_KEPT:
+            if names[index] in _KEPT:
                 if len(known) >= _BOUND:
                     known.clear()
                 name, value = fields[index]

@@ -120,15 +120,41 @@ def test_credentials_are_checked_every_time_and_never_kept() -> None:
 
 def test_the_memory_is_bounded() -> None:
     for number in range(3 * _request_fields._BOUND):
-        checked_fields([(b"Host", b"h"), (b"X-Payload-ID", b"%d" % number)])
-    assert len(_request_fields._checked) <= _request_fields._BOUND
+        checked_fields([(b"Host", b"h%d" % number), (b"User-Agent", b"%d" % number)])
+    assert 0 < len(_request_fields._checked) <= _request_fields._BOUND
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        (b"X-Payload-ID", b"payload-1"),
+        (b"api-key", b"caller-secret"),
+        (b"X-Api-Key", b"caller-secret"),
+        (b"OpenAI-Organization", b"org-secret"),
+        (b"X-Custom", b"anything"),
+    ],
+)
+def test_only_the_librarys_own_public_fields_are_kept(field: tuple[bytes, bytes]) -> None:
+    checked_fields([(b"Host", b"h"), (b"User-Agent", b"ua"), field, (b"Content-Length", b"2")])
+    assert set(_request_fields._checked) == {(b"Host", b"h"), (b"User-Agent", b"ua")}
+    checked: list[list[Any]] = []
+
+    def spy(fields: list[Any], _parsed: bool = False) -> Any:
+        checked.append(list(fields))
+        return normalize_and_validate(fields)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_request_fields, "normalize_and_validate", spy)
+        checked_fields([(b"Host", b"h"), field])
+    assert checked == [[field]]  # checked again by h11, the remembered Host not
 
 
 def test_an_exchange_refuses_a_line_break_after_the_same_field_was_sent_clean() -> None:
-    clean = [(b"Host", b"h"), (b"X-Token", b"clean")]
+    clean = [(b"Host", b"h"), (b"User-Agent", b"clean")]
     Exchange(b"POST", b"/", [*clean, (b"Content-Length", b"0")])
+    assert (b"User-Agent", b"clean") in _request_fields._checked
     with pytest.raises(httpcore2.LocalProtocolError) as refused:
-        Exchange(b"POST", b"/", [(b"Host", b"h"), (b"X-Token", b"clean\r\nX-Evil: 1")])
+        Exchange(b"POST", b"/", [(b"Host", b"h"), (b"User-Agent", b"clean\r\nX-Evil: 1")])
     assert "Illegal header value" in str(refused.value)
     assert "Evil" not in str(refused.value)
 
