@@ -9,6 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 import nomyo_native as nomyo
+from nomyo_native import _body_buffers
 
 from .loopback import LoopbackPeer
 
@@ -93,3 +94,11 @@ def chat_to(loopback: LoopbackPeer, sleeps: Sleeps, driver: str) -> Iterator[Cal
     yield factory
     for chat in made:
         chat.close()
+
+
+@pytest.fixture
+def free_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty free list of body buffers of the test's own (``_body_buffers``)."""
+    monkeypatch.setattr(
+        _body_buffers, "_free_list", _body_buffers._FreeList(_body_buffers._free_list.generation)
+    )

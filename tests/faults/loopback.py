@@ -333,3 +333,8 @@ async def _respond(
 def raw_body(data: bytes) -> Action:
     """A 200 whose body is ``data`` verbatim (a broken or hostile envelope)."""
     return Action("body", 200, data)
+
+
+def chat_request(text: str) -> dict[str, Any]:
+    """``chat.create``'s arguments for one user message ``text`` to the loopback peer."""
+    return {"model": "loopback-model", "messages": [{"role": "user", "content": text}]}

@@ -17,7 +17,7 @@ import nomyo_native as nomyo
 from nomyo_native import _body_buffers, _core
 from nomyo_native._body_buffers import POOLED_MIN_BYTES
 
-from .loopback import ECHO_PREFIX, LoopbackPeer
+from .loopback import ECHO_PREFIX, LoopbackPeer, chat_request
 
 pytestmark = pytest.mark.filterwarnings("ignore:WARNING. Using HTTP:UserWarning")
 
@@ -26,17 +26,6 @@ WAIT = 60.0  # a bound against hanging, never a measure
 # (a buffer is taken again for a body from half to twice its size).
 SIZES = (70_000, 150_000, 300_000, 600_000)
 THREADS = 6
-
-
-@pytest.fixture
-def free_list(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        _body_buffers, "_free_list", _body_buffers._FreeList(_body_buffers._free_list.generation)
-    )
-
-
-def _ask(text: str) -> dict[str, Any]:
-    return {"model": "loopback-model", "messages": [{"role": "user", "content": text}]}
 
 
 def _prompt(tag: str, size: int) -> str:
@@ -65,11 +54,11 @@ async def test_cancelled_requests_beside_others_never_mix_answers(
     rnd = random.Random(15)
     completed = cancelled = 0
     try:
-        await chat.create(**_ask("warm up: keys and the server key"))
+        await chat.create(**chat_request("warm up: keys and the server key"))
         monkeypatch.setattr(_body_buffers, "take", counting_take)
         for round_ in range(12):
             prompts = [_prompt(f"<{round_}.{i}>", rnd.choice(SIZES)) for i in range(8)]
-            tasks = [asyncio.create_task(chat.create(**_ask(p))) for p in prompts]
+            tasks = [asyncio.create_task(chat.create(**chat_request(p))) for p in prompts]
             # Cancelled after a random while: before sending, mid-answer, waiting for a worker
             # or while the core opens the answer on one.
             await asyncio.sleep(rnd.uniform(0.0, 0.1))
@@ -86,7 +75,7 @@ async def test_cancelled_requests_beside_others_never_mix_answers(
         # Then all at once into whatever buffers the cancelled ones gave back (or not).
         prompts = [_prompt(f"<after {i}>", size) for i, size in enumerate(SIZES * 2)]
         results = await asyncio.wait_for(
-            asyncio.gather(*(chat.create(**_ask(p)) for p in prompts)), WAIT
+            asyncio.gather(*(chat.create(**chat_request(p)) for p in prompts)), WAIT
         )
         for prompt, result in zip(prompts, results, strict=True):
             assert _echo(result) == f"{ECHO_PREFIX}{prompt}>"
@@ -103,7 +92,7 @@ def test_threads_sharing_a_blocking_client_each_get_their_own_answer(
     chat = nomyo.SyncSecureChatCompletion(
         base_url=loopback.url, allow_http=True, key_size=2048, timeout=WAIT
     )
-    chat.create(**_ask("warm up: keys and the server key"))
+    chat.create(**chat_request("warm up: keys and the server key"))
     # Each answer is opened only once every thread has received its own: all bodies are in
     # buffers at once, some kept ones, some fresh (more threads than buffers are kept).
     all_received = threading.Barrier(THREADS, timeout=WAIT)
@@ -122,7 +111,7 @@ def test_threads_sharing_a_blocking_client_each_get_their_own_answer(
         try:
             for i in range(5):
                 prompt = _prompt(f"<{thread}.{i}>", rnd.choice(SIZES))
-                if _echo(chat.create(**_ask(prompt))) != f"{ECHO_PREFIX}{prompt}>":
+                if _echo(chat.create(**chat_request(prompt))) != f"{ECHO_PREFIX}{prompt}>":
                     wrong.append(prompt[:12])
         except BaseException as exc:  # reported by the main thread
             failed.append(exc)

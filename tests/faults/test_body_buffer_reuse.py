@@ -15,23 +15,12 @@ import nomyo_native as nomyo
 from nomyo_native import _body_buffers, _core
 from nomyo_native._body_buffers import POOLED_MIN_BYTES, BodyBuffer, kept_sizes
 
-from .loopback import ECHO_PREFIX, LoopbackPeer
+from .loopback import ECHO_PREFIX, LoopbackPeer, chat_request
 
 pytestmark = pytest.mark.filterwarnings("ignore:WARNING. Using HTTP:UserWarning")
 
 BIG = "large answer " * 10_000  # its envelope is well over POOLED_MIN_BYTES
 WAIT = 30.0  # a bound against hanging, never a measure
-
-
-@pytest.fixture
-def free_list(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        _body_buffers, "_free_list", _body_buffers._FreeList(_body_buffers._free_list.generation)
-    )
-
-
-def _ask(text: str) -> dict[str, Any]:
-    return {"model": "loopback-model", "messages": [{"role": "user", "content": text}]}
 
 
 def _echo(response: dict[str, Any]) -> str:
@@ -43,9 +32,9 @@ async def test_a_large_answer_s_buffer_is_kept_and_taken_by_the_next(
     loopback: LoopbackPeer, chat_to: Callable[..., Any], free_list: None
 ) -> None:
     async with chat_to() as chat:
-        first = await chat.create(**_ask(BIG))
+        first = await chat.create(**chat_request(BIG))
         kept = kept_sizes()
-        second = await chat.create(**_ask(BIG + "again"))
+        second = await chat.create(**chat_request(BIG + "again"))
     assert _echo(first) == f"{ECHO_PREFIX}{BIG}>"
     assert _echo(second) == f"{ECHO_PREFIX}{BIG}again>"
     assert len(kept) == 1 and kept[0] > POOLED_MIN_BYTES
@@ -68,7 +57,7 @@ async def test_a_cancelled_request_s_buffer_comes_back_only_after_the_core_read_
     chat = nomyo.SecureChatCompletion(
         base_url=loopback.url, allow_http=True, key_size=2048, timeout=WAIT
     )
-    await chat.create(**_ask("warm up: keys and the server key"))
+    await chat.create(**chat_request("warm up: keys and the server key"))
     real_open = _core.open_envelope
     opening, proceed = threading.Event(), threading.Event()
     opened: list[object] = []
@@ -92,14 +81,14 @@ async def test_a_cancelled_request_s_buffer_comes_back_only_after_the_core_read_
     monkeypatch.setattr(_core, "open_envelope", gated_open)
     monkeypatch.setattr(_body_buffers, "take", take)
     try:
-        cancelled = asyncio.create_task(chat.create(**_ask(BIG)))
+        cancelled = asyncio.create_task(chat.create(**chat_request(BIG)))
         await _until(opening.is_set)  # its answer is being opened on a worker thread
         cancelled.cancel()
         with pytest.raises(asyncio.CancelledError):
             await cancelled
         assert kept_sizes() == []  # the worker still reads it: not back yet
         # Another answer arrives meanwhile: its buffer cannot be the one still being read.
-        second = asyncio.create_task(chat.create(**_ask(BIG + "second")))
+        second = asyncio.create_task(chat.create(**chat_request(BIG + "second")))
         await _until(lambda: len(kept_at_take) == 2)
         proceed.set()
         assert _echo(await second) == f"{ECHO_PREFIX}{BIG}second>"
