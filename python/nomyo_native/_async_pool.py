@@ -51,6 +51,18 @@ class HTTP11ConnectionPool(httpcore2.AsyncConnectionPool):
     def _ours(self) -> bool:
         return self._proxy is None and self._uds is None and not self._http2
 
+    def __repr__(self) -> str:
+        if not self._ours:
+            return super().__repr__()
+        # httpcore2's repr counts its request list, which this pool does not keep: each busy
+        # HTTP/1.1 connection serves one request, and those waiting are in ``_waiting``.
+        idle = [connection.is_idle() for connection in self._connections]
+        queued = sum(not turn.cancelled() for turn in self._waiting)
+        return (
+            f"<{type(self).__name__} [Requests: {idle.count(False)} active, {queued} queued"
+            f" | Connections: {idle.count(False)} active, {idle.count(True)} idle]>"
+        )
+
     async def handle_async_request(self, request: httpcore2.Request) -> httpcore2.Response:
         if not self._ours:
             return await super().handle_async_request(request)

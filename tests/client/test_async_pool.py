@@ -53,6 +53,10 @@ async def test_requests_beyond_max_connections_wait_their_turn_and_all_complete(
             await asyncio.sleep(0.05)
             assert server.accepted == 2 and len(server.requests) == 2  # the others wait
             assert len(pooled._pool._waiting) == 3
+            assert repr(pooled._pool) == (
+                "<HTTP11ConnectionPool [Requests: 2 active, 3 queued"
+                " | Connections: 2 active, 0 idle]>"
+            )
             release.set()
             answers = await asyncio.wait_for(asyncio.gather(*requests), GUARD)
             assert sorted(b"".join(chunks) for chunks, _ in answers) == [
@@ -60,6 +64,10 @@ async def test_requests_beyond_max_connections_wait_their_turn_and_all_complete(
             ]  # fmt: skip
             assert len(pooled._pool.connections) == 2
             assert not pooled._pool._waiting
+            assert repr(pooled._pool) == (
+                "<HTTP11ConnectionPool [Requests: 0 active, 0 queued"
+                " | Connections: 0 active, 2 idle]>"
+            )
     assert server.accepted == 2
 
 
