@@ -136,12 +136,12 @@ def hand_on(buffer: BodyBuffer, length: int) -> memoryview:
 
 def _unshared_references() -> int:
     """What ``sys.getrefcount`` reports for a buffer held by one local variable and nothing
-    else, measured the way :func:`release` measures (interpreters count differently)."""
+    else, measured the way :func:`release` measures (interpreters count differently), and
+    measured again at each release rather than once at import: a tracer (a debugger, a
+    coverage tool) reading frame locals adds a reference, and one active at import only would
+    have made a buffer still held elsewhere look unshared."""
     buffer = bytearray()
     return sys.getrefcount(buffer)
-
-
-_UNSHARED = _unshared_references()
 
 
 def release(body: object) -> None:
@@ -159,7 +159,7 @@ def release(body: object) -> None:
         body.release()
     except BufferError:  # exported to a reader that still holds it: never reused
         return
-    if sys.getrefcount(buffer) > _UNSHARED:
+    if sys.getrefcount(buffer) > _unshared_references():
         return  # another view of it, or the buffer itself, is still held somewhere
     _free_list.put_back(buffer)
 

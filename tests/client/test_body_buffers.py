@@ -7,6 +7,8 @@ import asyncio
 import os
 import pickle
 import socket
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -102,6 +104,34 @@ def test_a_buffer_still_reachable_otherwise_is_never_kept(free_list: Any) -> Non
     release(body)
     assert kept_sizes() == [] and bytes(body[:3]) == bytes(3)
     del exported
+
+
+def test_a_buffer_held_elsewhere_is_never_kept_after_an_import_under_a_tracer() -> None:
+    # A tracer reading frame locals (a debugger, a coverage tool) adds a reference to each
+    # local; one active while the module was imported, and gone later, must not make a
+    # buffer still held elsewhere look unshared.
+    script = """
+import sys
+
+def tracer(frame, event, arg):
+    frame.f_locals
+    return tracer
+
+sys.settrace(tracer)
+from nomyo_native import _body_buffers
+sys.settrace(None)
+buffer = _body_buffers.take(100_000)
+buffer.extend(bytes(100_000))
+body = _body_buffers.hand_on(buffer, 100_000)
+del buffer
+held = body.obj
+_body_buffers.release(body)
+print(_body_buffers.kept_sizes())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["[]"]
 
 
 def test_releasing_twice_or_anything_else_does_nothing(free_list: Any) -> None:
