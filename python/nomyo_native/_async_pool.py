@@ -192,19 +192,21 @@ class HTTP11ConnectionPool(httpcore2.AsyncConnectionPool):
                 return
 
     async def _release(self, connection: httpcore2.AsyncConnectionInterface) -> None:
-        """``connection`` is done with an exchange: kept if idle and within
-        ``max_keepalive_connections``, else forgotten (closed) or closed; the next request
-        waiting is woken."""
+        """``connection`` is done with an exchange: forgotten if closed; if idle, the oldest
+        idle connections beyond ``max_keepalive_connections`` are closed (as httpcore2 does:
+        the one just used stays warm); the next request waiting is woken."""
         closing: list[httpcore2.AsyncConnectionInterface] = []
         if connection.is_closed():
             if connection in self._connections:
                 self._connections.remove(connection)
         elif connection.is_idle():
-            idle = sum(1 for other in self._connections if other.is_idle())
-            if idle > self._max_keepalive_connections or connection not in self._connections:
-                if connection in self._connections:
-                    self._connections.remove(connection)
+            if connection not in self._connections:
                 closing.append(connection)
+            else:
+                idle = [other for other in self._connections if other.is_idle()]
+                closing = idle[: max(0, len(idle) - self._max_keepalive_connections)]
+                for surplus in closing:
+                    self._connections.remove(surplus)
         self._wake_next()
         await self._close_connections(closing)
 

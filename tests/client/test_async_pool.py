@@ -132,6 +132,31 @@ async def test_idle_connections_beyond_max_keepalive_are_closed() -> None:
     assert server.accepted == 3
 
 
+class _IdleConnection:
+    """Enough of a connection for the pool's release: idle until closed."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def is_idle(self) -> bool:
+        return not self.closed
+
+    def is_closed(self) -> bool:
+        return self.closed
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_the_oldest_idle_connections_beyond_max_keepalive_are_the_ones_closed() -> None:
+    pool = HTTP11ConnectionPool(max_connections=4, max_keepalive_connections=1)
+    oldest, older, newest = _IdleConnection(), _IdleConnection(), _IdleConnection()
+    pool._connections = [oldest, older, newest]  # type: ignore[list-item]
+    await pool._release(newest)  # type: ignore[arg-type]
+    assert pool._connections == [newest]  # the one just used stays warm, as in httpcore2
+    assert oldest.closed and older.closed and not newest.closed
+
+
 async def test_a_request_woken_then_cancelled_passes_its_turn_to_the_next() -> None:
     pool = HTTP11ConnectionPool(max_connections=1)
     first = asyncio.create_task(pool._wait_turn(None))
