@@ -71,11 +71,11 @@ def coalesced(parts: list[bytes]) -> list[bytes]:
 def make_room(body: bytearray, received: int, length: int, room: int) -> bytearray:
     """The buffer to receive the rest of a body into: ``body`` (of which ``received`` bytes are
     in) grown to take at least ``room`` more bytes, or all that is still owed of ``length``: to
-    twice what has arrived (few steps, each a realloc, which on Linux moves pages rather than
-    copying them), never past ``length``. The buffer is never sized by the peer beyond twice
-    what it has sent (plus ``room``); one already longer (kept from an earlier body) is used as
-    it is. If ``body`` cannot be resized (a view of it still exported), a new buffer with its
-    first ``received`` bytes is returned instead."""
+    twice what has arrived (few steps, each a realloc that may copy what is in; a buffer reused
+    from ``_body_buffers`` seldom needs one), never past ``length``. The buffer is never sized
+    by the peer beyond twice what it has sent (plus ``room``); one already longer (kept from an
+    earlier body) is used as it is. If ``body`` cannot be resized (a view of it still
+    exported), a new buffer with its first ``received`` bytes is returned instead."""
     wanted = received + min(length - received, room)
     if len(body) < wanted:
         grown = min(length, max(wanted, 2 * received))
