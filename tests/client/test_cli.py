@@ -7,10 +7,12 @@ import io
 import json
 import os
 import pathlib
+import signal
 import stat
 
 import pytest
 from tests.reference import run_reference
+from tests.sigint_race import RUN_CLI, run_python
 
 from nomyo_native.cli import keys as keys_command
 from nomyo_native.cli import main
@@ -146,3 +148,17 @@ def test_keys_show_reads_only_the_pem_header_of_the_private_key(tmp_path, capsys
     assert main(["keys", "show", str(key_dir)]) == 0
     assert "UNENCRYPTED" in capsys.readouterr().out
     assert reads and max(reads) <= 64 < size
+
+
+@pytest.mark.skipif(os.name != "posix", reason="a killed-by-signal status is POSIX")
+@pytest.mark.parametrize(
+    "command",
+    [["chat", "--base-url", "https://127.0.0.1:9", "hello"], ["pin", "https://127.0.0.1:9"]],
+    ids=["chat", "pin"],
+)
+def test_ctrl_c_as_the_event_loop_starts_ends_as_an_interrupt(command):
+    # Python's own Ctrl-C exit (killed by SIGINT), never a CancelledError escaping asyncio.run
+    # when the SIGINT lands right after its handler is installed (CPython 3.11-3.13).
+    result = run_python(RUN_CLI, *command, race=True)
+    assert result.returncode == -signal.SIGINT, result.stderr
+    assert "CancelledError" not in result.stderr and "KeyboardInterrupt" in result.stderr

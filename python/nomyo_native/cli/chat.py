@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from nomyo_native._constants import (
     PRIVATE_KEY_FILE,
     SECURITY_TIERS,
 )
+from nomyo_native._interruptible import run_interruptible
 from nomyo_native.cli._common import new_key_password, positive_float
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     if args.system:
         messages.insert(0, {"role": "system", "content": args.system})
     try:
-        response = asyncio.run(_chat_once(args, messages))
+        response = run_interruptible(_chat_once(args, messages))
     except (nomyo_native.APIError, nomyo_native.SecurityError, ConnectionError) as exc:
         print(f"nomyo-native chat: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

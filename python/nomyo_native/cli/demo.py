@@ -4,12 +4,12 @@ it, verify the attestation, and print the reply, the verdict and the timings."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from nomyo_native._interruptible import run_interruptible
 from nomyo_native.cli._common import needs_server_extra, verdict_label
 
 if TYPE_CHECKING:
@@ -130,7 +130,9 @@ def _run_demo(args: argparse.Namespace) -> int:
             print(f"TLS CA            {endpoint.ca_path}")
             tier = "maximum" if endpoint.tpm_available else "high"
             try:
-                response, request_timings = asyncio.run(_demo_chat(endpoint, args.message, tier))
+                response, request_timings = run_interruptible(
+                    _demo_chat(endpoint, args.message, tier)
+                )
             except Exception as exc:
                 print(f"demo: the encrypted request failed: {type(exc).__name__}: {exc}")
                 return 1

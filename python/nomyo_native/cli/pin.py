@@ -4,10 +4,10 @@ fingerprint (and, with --write, record it in a pin file)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import Any
 
+from nomyo_native._interruptible import run_interruptible
 from nomyo_native._urls import redact_url
 from nomyo_native.cli._common import positive_float
 
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     import nomyo_native
 
     try:
-        fingerprint = asyncio.run(_fetch_fingerprint(args))
+        fingerprint = run_interruptible(_fetch_fingerprint(args))
     except (nomyo_native.APIError, nomyo_native.SecurityError, ConnectionError) as exc:
         print(f"nomyo-native pin: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -24,6 +24,7 @@ from types import TracebackType
 
 import uvicorn
 
+from nomyo_native._interruptible import run_interruptible
 from nomyo_native.server.config import ServerConfig
 from nomyo_native.server.listener import bind_socket, serve_socket, uvicorn_server
 from nomyo_native.server.recording import KeyRecorder, RecordedKeys
@@ -204,6 +205,6 @@ def serve(config: ServerConfig, on_ready: Callable[[RunningServer], None] | None
                 if on_ready is not None:
                     on_ready(info)
                 server = uvicorn_server(resources)
-                asyncio.run(serve_socket(server, sock, resources.state.backend))
+                run_interruptible(serve_socket(server, sock, resources.state.backend))
             finally:
                 resources.close()
