@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx2
 
+from nomyo_native._async_direct import DirectExchange
 from nomyo_native._asyncio_tls_backend import AsyncioTLSTransport
 from nomyo_native._http_body import LIMITS, Answer, answer_head, read_raw_capped
 from nomyo_native._http_request import RequestBuilder
@@ -35,7 +36,8 @@ __all__ = ["AsyncDriver"]
 class _Sender:
     """Sends requests as ``http`` would (its default headers, timeouts, cookie jar and Basic
     auth; redirects not followed, no event hooks: the driver's client sets none), straight to
-    ``transport``."""
+    ``transport``; to the pool of our own transport without httpx2's models when the request's
+    head is built here (``_async_direct``)."""
 
     def __init__(
         self,
@@ -46,6 +48,30 @@ class _Sender:
         self._http = http
         self._transport = transport
         self._requests = RequestBuilder(http, auth)
+        # Exactly ours: a subclass (or a caller's transport) may change what a request does.
+        self._direct = (
+            DirectExchange(transport.pool, self._requests)
+            if type(transport) is AsyncioTLSTransport
+            else None
+        )
+
+    async def send(
+        self, method: str, url: str, headers: dict[str, str], content: bytes | None, ok_cap: int
+    ) -> Answer:
+        """One attempt: the answer, its body read within ``ok_cap`` (a 200's) or the error
+        bodies' cap, and the response closed."""
+        if self._direct is not None:
+            if self._http.is_closed:
+                raise ClientClosedError("the client is closed")
+            parsed = self._requests.url(url)
+            head = self._requests.plain_head(parsed, headers, content)
+            if head is not None:
+                assert content is not None
+                answer = await self._direct.send(method, parsed, head, content, ok_cap)
+                if isinstance(answer, Answer):
+                    return answer
+                return await _read_answer(answer, ok_cap)
+        return await _read_answer(await self.open(method, url, headers, content), ok_cap)
 
     async def open(
         self, method: str, url: str, headers: dict[str, str], content: bytes | None
@@ -64,6 +90,28 @@ class _Sender:
             raise
         self._requests.received(request, response)
         return response
+
+
+async def _read_answer(response: httpx2.Response, ok_cap: int) -> Answer:
+    """The answer of ``response`` (its head read), then closed on every path."""
+    try:
+        status = response.status_code
+        retry_after, readable = answer_head(response)
+        if not readable:
+            return Answer(status, b"", retry_after)
+        try:
+            data = await read_raw_capped(
+                response, ok_cap if status == 200 else MAX_ERROR_BODY_BYTES
+            )
+        except ResponseFormatError:
+            if status == 200:
+                raise
+            data = b""  # an oversized error body: the status says enough
+    finally:
+        # On every path, cancellation included: the connection goes back to the pool, or
+        # is closed when its response was not read to the end.
+        await response.aclose()
+    return Answer(status, data, retry_after)
 
 
 @dataclass
@@ -149,36 +197,7 @@ class AsyncDriver:
         # A timeout scope, not wait_for: that runs the attempt as a task of its own, one more
         # task and hand-off per request.
         async with asyncio.timeout(deadline):
-            return await self._attempt(sender, method, url, headers, content, ok_cap)
-
-    @staticmethod
-    async def _attempt(
-        sender: _Sender,
-        method: str,
-        url: str,
-        headers: dict[str, str],
-        content: bytes | None,
-        ok_cap: int,
-    ) -> Answer:
-        response = await sender.open(method, url, headers, content)
-        try:
-            status = response.status_code
-            retry_after, readable = answer_head(response)
-            if not readable:
-                return Answer(status, b"", retry_after)
-            try:
-                data = await read_raw_capped(
-                    response, ok_cap if status == 200 else MAX_ERROR_BODY_BYTES
-                )
-            except ResponseFormatError:
-                if status == 200:
-                    raise
-                data = b""  # an oversized error body: the status says enough
-        finally:
-            # On every path, cancellation included: the connection goes back to the pool, or
-            # is closed when its response was not read to the end.
-            await response.aclose()
-        return Answer(status, data, retry_after)
+            return await sender.send(method, url, headers, content, ok_cap)
 
     def _take_states(self) -> list[tuple[asyncio.AbstractEventLoop, _LoopState]]:
         with self._lock:

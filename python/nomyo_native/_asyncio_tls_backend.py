@@ -19,7 +19,7 @@ import asyncio
 import select
 import ssl
 from collections.abc import Awaitable, Iterable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpcore2
 import httpx2
@@ -329,3 +329,8 @@ class AsyncioTLSTransport(httpx2.AsyncHTTPTransport):
             http2=False,
             network_backend=AsyncioNetworkBackend(),
         )
+
+    @property
+    def pool(self) -> HTTP11ConnectionPool:
+        """The connection pool every request of this transport goes to."""
+        return cast(HTTP11ConnectionPool, self._pool)

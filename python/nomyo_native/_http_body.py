@@ -29,6 +29,7 @@ __all__ = [
     "read_raw_capped",
     "refuse_encoded",
     "refused_codings",
+    "whole_body",
 ]
 
 # Sent with every request: we accept no content coding at all.
@@ -140,10 +141,10 @@ def _join_capped(chunks_in: Iterator[bytes], cap: int) -> bytes | bytearray | me
         if size > cap:
             raise ResponseFormatError(f"response body larger than {cap} bytes refused")
         chunks.append(chunk)
-    return _whole(chunks)
+    return whole_body(chunks)
 
 
-def _whole(chunks: list[bytes]) -> bytes | bytearray | memoryview:
+def whole_body(chunks: list[bytes]) -> bytes | bytearray | memoryview:
     """The body from its chunks: a large one that came as one buffer (the drivers' own
     ``Content-Length`` body) as it is, anything else joined into bytes."""
     if len(chunks) == 1 and len(chunks[0]) > _KEEP_AS_RECEIVED:
@@ -171,4 +172,4 @@ async def read_raw_capped(response: httpx2.Response, cap: int) -> bytes | bytear
         if size > cap:
             raise ResponseFormatError(f"response body larger than {cap} bytes refused")
         chunks.append(chunk)
-    return _whole(chunks)
+    return whole_body(chunks)

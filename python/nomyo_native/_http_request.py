@@ -16,7 +16,7 @@ import logging
 
 import httpx2
 
-__all__ = ["RequestBuilder"]
+__all__ = ["RequestBuilder", "httpx_logs_requests"]
 
 # httpx2 logs every request it sends at INFO on this logger; the drivers keep that line.
 _httpx_logger = logging.getLogger("httpx2")
@@ -40,27 +40,51 @@ class RequestBuilder:
         # Parsing a URL costs more than the rest of a request's head: once per URL.
         self._urls: dict[str, httpx2.URL] = {}
 
-    def build(
-        self, method: str, url: str, headers: dict[str, str], content: bytes | None
-    ) -> httpx2.Request:
+    @property
+    def timeouts(self) -> dict[str, float | None]:
+        """The client's timeouts, as a request's ``timeout`` extension (not to be changed)."""
+        return self._timeouts
+
+    def url(self, url: str) -> httpx2.URL:
         parsed = self._urls.get(url)
         if parsed is None:
             parsed = self._urls[url] = httpx2.URL(url)
-        extensions = {"timeout": dict(self._timeouts)}
+        return parsed
+
+    def plain_head(
+        self, url: httpx2.URL, headers: dict[str, str], content: bytes | None
+    ) -> list[tuple[bytes, bytes]] | None:
+        """The head of a request with a body of bytes and no cookie or auth to add, built
+        without httpx2's header models; None when httpx2 must build it (see :meth:`_head`)."""
         # An empty body is left to httpx2: its Content-Length: 0 goes right after Host; and so
         # is any content but bytes (httpx2 takes a bytearray for an iterable of chunks).
         if content and type(content) is bytes and self._authorization is None and not self._cookies:
-            head = self._head(parsed, headers, len(content))
-            if head is not None:
-                request = httpx2.Request(
-                    method,
-                    parsed,
-                    headers=head,
-                    stream=httpx2.ByteStream(content),
-                    extensions=extensions,
-                )
-                request.read()  # as httpx2 reads content it is given (no copy: one chunk)
-                return request
+            return self._head(url, headers, len(content))
+        return None
+
+    def plain_request(
+        self, method: str, url: httpx2.URL, head: list[tuple[bytes, bytes]], content: bytes
+    ) -> httpx2.Request:
+        """The request httpx2 builds from a :meth:`plain_head` and its body."""
+        request = httpx2.Request(
+            method,
+            url,
+            headers=head,
+            stream=httpx2.ByteStream(content),
+            extensions={"timeout": dict(self._timeouts)},
+        )
+        request.read()  # as httpx2 reads content it is given (no copy: one chunk)
+        return request
+
+    def build(
+        self, method: str, url: str, headers: dict[str, str], content: bytes | None
+    ) -> httpx2.Request:
+        parsed = self.url(url)
+        head = self.plain_head(parsed, headers, content)
+        if head is not None:
+            assert content is not None
+            return self.plain_request(method, parsed, head, content)
+        extensions = {"timeout": dict(self._timeouts)}
         merged = httpx2.Headers(self._default_headers)
         merged.update(headers)
         request = httpx2.Request(
@@ -102,7 +126,7 @@ class RequestBuilder:
         response.request = request
         if "set-cookie" in response.headers or "set-cookie2" in response.headers:
             self._cookies.extract_cookies(response)
-        if _httpx_logger.isEnabledFor(logging.INFO):
+        if httpx_logs_requests():
             _httpx_logger.info(
                 'HTTP Request: %s %s "%s %d %s"',
                 request.method,
@@ -111,6 +135,11 @@ class RequestBuilder:
                 response.status_code,
                 response.reason_phrase,
             )
+
+
+def httpx_logs_requests() -> bool:
+    """Whether httpx2's INFO line of each request is logged."""
+    return _httpx_logger.isEnabledFor(logging.INFO)
 
 
 def _authorization(auth: httpx2.BasicAuth | None) -> str | None:
