@@ -1,10 +1,11 @@
 """Run Python in a child process where the first SIGINT handler a program installs is hit by a
 SIGINT at once: the moment ``asyncio.run`` forgets the interrupt on CPython 3.11-3.13 (see
-``nomyo_native._interruptible``). The race it reproduces is otherwise a one-in-thousands event."""
+``nomyo_native.server.interrupts``). The race it reproduces is otherwise a rare event."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -29,7 +30,11 @@ _signal.signal = _install_then_interrupt
 def run_python(
     code: str, *args: str, race: bool = False, timeout: float = 60, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    """``python -c code args`` (after :data:`RACE_PRELUDE` when ``race``), output combined."""
+    """``python -c code args`` (after :data:`RACE_PRELUDE` when ``race``), stdout and stderr.
+
+    The child starts with SIGINT's default disposition whatever this run inherited: a test run
+    started in the background by a script ignores SIGINT, and so would its children.
+    """
     return subprocess.run(
         [sys.executable, "-c", (RACE_PRELUDE if race else "") + code, *args],
         capture_output=True,
@@ -37,7 +42,12 @@ def run_python(
         timeout=timeout,
         env={**os.environ, **env},
         check=False,
+        preexec_fn=_sigint_default,
     )
+
+
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 RUN_CLI = "import runpy; runpy.run_module('nomyo_native.cli', run_name='__main__')"

@@ -16,8 +16,8 @@ from nomyo_native._constants import (
     PRIVATE_KEY_FILE,
     SECURITY_TIERS,
 )
-from nomyo_native._interruptible import run_interruptible
 from nomyo_native.cli._common import new_key_password, positive_float
+from nomyo_native.server.interrupts import run_interruptible
 
 if TYPE_CHECKING:
     from nomyo_native.types import ChatCompletion

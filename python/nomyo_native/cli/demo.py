@@ -9,8 +9,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from nomyo_native._interruptible import run_interruptible
 from nomyo_native.cli._common import needs_server_extra, verdict_label
+from nomyo_native.server.interrupts import run_interruptible
 
 if TYPE_CHECKING:
     from nomyo_native.server.runner import RunningServer

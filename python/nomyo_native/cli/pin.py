@@ -7,9 +7,9 @@ import argparse
 import sys
 from typing import Any
 
-from nomyo_native._interruptible import run_interruptible
 from nomyo_native._urls import redact_url
 from nomyo_native.cli._common import positive_float
+from nomyo_native.server.interrupts import run_interruptible
 
 
 def add_parser(subparsers: Any) -> None:

@@ -24,8 +24,8 @@ from types import TracebackType
 
 import uvicorn
 
-from nomyo_native._interruptible import run_interruptible
 from nomyo_native.server.config import ServerConfig
+from nomyo_native.server.interrupts import run_interruptible
 from nomyo_native.server.listener import bind_socket, serve_socket, uvicorn_server
 from nomyo_native.server.recording import KeyRecorder, RecordedKeys
 from nomyo_native.server.request_log import RequestLog

@@ -1,4 +1,5 @@
-"""``asyncio.run`` for the commands' main thread, where Ctrl-C always ends as KeyboardInterrupt.
+"""``asyncio.run`` for the commands' main thread, where Ctrl-C always ends as KeyboardInterrupt
+(standard library only: the client's commands use it without the server extra).
 
 ``asyncio.run`` turns a SIGINT into a cancellation of its main task, lets the task unwind
 (``finally`` blocks, ``async with`` exits) and then raises KeyboardInterrupt. CPython 3.11's

@@ -12,7 +12,7 @@ from tests.sigint_race import run_python
 # The child's verdict: the outcome of run_interruptible(main()), then what main() printed.
 HARNESS = """
 import asyncio, os, signal, sys, threading, _thread
-from nomyo_native._interruptible import run_interruptible
+from nomyo_native.server.interrupts import run_interruptible
 {main}
 try:
     print("returned", run_interruptible(main()))
