@@ -7,8 +7,9 @@ one buffer of the declared length (h11 would copy it out of its receive buffer c
 and httpcore2 copy each chunk again). Chunked and close-delimited bodies keep going through h11.
 
 A head is found in the bytes received (:meth:`Exchange.take_head`) and only the head is fed to
-h11, which parses and checks it as it would on its own. Stricter than h11 here: a head is
-bounded even when complete, and a folded header line is refused.
+h11, which parses and checks it as it would on its own (for a request of declared length, by
+h11's reader without its connection state machine: ``_http11_plain``). Stricter than h11
+here: a head is bounded even when complete, and a folded header line is refused.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import h11
 import httpcore2
 
+from nomyo_native._http11_plain import new_connection, plain_request, read_response_head
 from nomyo_native._request_fields import checked_fields
 
 __all__ = [
@@ -147,17 +149,25 @@ def _head_too_large() -> httpcore2.RemoteProtocolError:
 
 
 class Exchange:
-    """The framing state of one request and its response."""
+    """The framing state of one request and its response: through h11's connection state
+    machine, or, for a request of declared length, h11's checks without it
+    (``_http11_plain``)."""
 
     def __init__(self, method: bytes, target: bytes, headers: Headers) -> None:
-        self._h11 = h11.Connection(our_role=h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
         self._method = method
+        self._h11: h11.Connection | None = None
         try:
-            request = h11.Request(method=method, target=target, headers=checked_fields(headers))
-            self.head: bytes = self._h11.send(request)
+            fields = checked_fields(headers)
+            self._plain = plain_request(method, target, fields)
+            if self._plain is not None:
+                self.head: bytes = self._plain.head
+            else:
+                self._h11 = new_connection(MAX_HEAD_BYTES)
+                request = h11.Request(method=method, target=target, headers=fields)
+                self.head = self._h11.send(request)
         except h11.LocalProtocolError as exc:
             raise httpcore2.LocalProtocolError(_unquoted(exc)) from None
-        connection = _comma_tokens(request.headers.raw_items(), (b"connection",))[b"connection"]
+        connection = _comma_tokens(fields.raw_items(), (b"connection",))[b"connection"]
         self._request_keeps_alive = b"close" not in connection
         self._head: ResponseHead | None = None
         # How much of the head still arriving has been searched for its end: each search goes
@@ -170,20 +180,31 @@ class Exchange:
         """``chunk`` of the request body as bytes to send (itself under ``Content-Length``):
         a LocalProtocolError past the declared length."""
         try:
-            return self._h11.send_with_data_passthrough(h11.Data(data=chunk)) or []
+            if self._plain is not None:
+                return self._plain.body_parts(chunk)
+            return self._connection.send_with_data_passthrough(h11.Data(data=chunk)) or []
         except h11.LocalProtocolError as exc:
             raise httpcore2.LocalProtocolError(_unquoted(exc)) from None
 
     def end_of_request(self) -> bytes:
         """The bytes ending the request: a LocalProtocolError short of the declared length."""
         try:
-            return self._h11.send(h11.EndOfMessage())
+            if self._plain is not None:
+                return self._plain.end()
+            return self._connection.send(h11.EndOfMessage())
         except h11.LocalProtocolError as exc:
             raise httpcore2.LocalProtocolError(_unquoted(exc)) from None
 
     @property
     def request_complete(self) -> bool:
-        return self._h11.our_state is h11.DONE
+        if self._plain is not None:
+            return self._plain.complete
+        return self._connection.our_state is h11.DONE
+
+    @property
+    def _connection(self) -> h11.Connection:
+        assert self._h11 is not None
+        return self._h11
 
     # ---- the response head -----------------------------------------------------------------
 
@@ -210,18 +231,43 @@ class Exchange:
             head = bytes(rest[: found.end()])
             if _FOLD.search(head) is not None:
                 raise httpcore2.RemoteProtocolError("folded header line (obs-fold) refused")
-            self._receive(head)
             self._searched = 0
             taken += found.end()
-            self._parse_head()
+            if self._h11 is None:
+                self._parse_plain(head)
+            else:
+                self._receive(head)
+                self._parse_head()
         return taken, self._head
 
     def end_of_stream_before_head(self) -> httpcore2.RemoteProtocolError:
         return httpcore2.RemoteProtocolError(_NO_RESPONSE)
 
+    def _parse_plain(self, head: bytes) -> None:
+        """One head, as h11's reader parses it; a final one whose body h11 must read goes to
+        an h11 connection that has carried the request (``PlainRequest.replayed``)."""
+        assert self._plain is not None
+        try:
+            event = read_response_head(head)
+        except h11.ProtocolError as exc:
+            message = _unquoted(exc)
+        else:
+            if isinstance(event, h11.InformationalResponse):
+                return  # 100 Continue, 103 Early Hints: the final answer follows
+            framed = self._framed(event)
+            if framed.length is None:
+                self._h11 = self._plain.replayed(MAX_HEAD_BYTES)
+                self._receive(head)
+                self._parse_head()
+            else:
+                self._head = framed
+            return
+        # Raised outside the handler: h11's error, quote and all, is not chained as its context.
+        raise httpcore2.RemoteProtocolError(message)
+
     def _receive(self, data: bytes) -> None:
         try:
-            self._h11.receive_data(data)
+            self._connection.receive_data(data)
         except RuntimeError as exc:  # data after the end of stream: h11's usage error
             raise httpcore2.RemoteProtocolError(str(exc)) from exc
 
@@ -239,7 +285,7 @@ class Exchange:
 
     def _next_event(self) -> object:
         try:
-            return self._h11.next_event()
+            return self._connection.next_event()
         except h11.RemoteProtocolError as exc:
             message = _unquoted(exc)
         # Raised outside the handler: h11's error, quote and all, is not chained as its context.
@@ -305,7 +351,8 @@ class Exchange:
         arrived after the body."""
         h11_state = self._h11
         return (
-            h11_state.our_state is h11.DONE
+            h11_state is not None
+            and h11_state.our_state is h11.DONE
             and h11_state.their_state is h11.DONE
             and not h11_state.trailing_data[0]
         )
