@@ -20,7 +20,15 @@ from typing import NoReturn
 
 import httpcore2
 import httpx2
-from httpx2._transports.default import AsyncResponseStream, map_httpcore_exceptions
+
+try:
+    # httpx2's own mapping and stream (private: it exports neither). A release that moves them
+    # turns this path off (AVAILABLE), and every request takes httpx2's transport instead.
+    from httpx2._transports.default import AsyncResponseStream, map_httpcore_exceptions
+except ImportError:
+    AVAILABLE = False
+else:
+    AVAILABLE = True
 
 from nomyo_native._async_pool import HTTP11ConnectionPool
 from nomyo_native._http_body import whole_body
@@ -28,7 +36,7 @@ from nomyo_native._http_request import RequestBuilder, httpx_logs_requests
 from nomyo_native._protocol import MAX_ERROR_BODY_BYTES, Answer
 from nomyo_native.errors import ResponseFormatError
 
-__all__ = ["DirectExchange"]
+__all__ = ["AVAILABLE", "DirectExchange"]
 
 # Fields of an answer the driver reads through httpx2's response model (lower case).
 _READ_BY_MODEL = frozenset({b"retry-after", b"content-encoding", b"set-cookie", b"set-cookie2"})

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx2
 
+from nomyo_native import _async_direct
 from nomyo_native._async_direct import DirectExchange
 from nomyo_native._asyncio_tls_backend import AsyncioTLSTransport
 from nomyo_native._http_body import LIMITS, Answer, answer_head, read_raw_capped
@@ -51,7 +52,7 @@ class _Sender:
         # Exactly ours: a subclass (or a caller's transport) may change what a request does.
         self._direct = (
             DirectExchange(transport.pool, self._requests)
-            if type(transport) is AsyncioTLSTransport
+            if type(transport) is AsyncioTLSTransport and _async_direct.AVAILABLE
             else None
         )
 

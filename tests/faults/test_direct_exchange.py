@@ -5,13 +5,18 @@ answers, the same exceptions, for every kind of answer a raw loopback server giv
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
+import sys
+import types
 from collections.abc import Callable
 from typing import Any
 
 import httpx2
 import pytest
 
+import nomyo_native
+from nomyo_native import _async_driver
 from nomyo_native._async_direct import DirectExchange
 from nomyo_native._async_driver import AsyncDriver
 from nomyo_native._asyncio_tls_backend import AsyncioTLSTransport
@@ -182,3 +187,27 @@ async def test_a_closed_client_refuses_on_either_path(direct):
     await state.http.aclose()
     with pytest.raises(ClientClosedError):
         await driver.send("POST", "http://127.0.0.1:9/x", HEADERS, BODY, 64, 9)
+
+
+async def test_without_httpx2s_private_names_every_request_takes_its_transport(monkeypatch):
+    # A later httpx2 that moved them: the module still imports, with the direct path off.
+    monkeypatch.setitem(
+        sys.modules, "httpx2._transports.default", types.ModuleType("httpx2._transports.default")
+    )
+    monkeypatch.setattr(nomyo_native, "_async_direct", nomyo_native._async_direct)
+    monkeypatch.delitem(sys.modules, "nomyo_native._async_direct")
+    without = importlib.import_module("nomyo_native._async_direct")
+    assert without.AVAILABLE is False
+    monkeypatch.setattr(_async_driver, "_async_direct", without)
+
+    server = RawServer([(_answer(200, b"hello"), False)])
+    listener = await asyncio.start_server(server.serve, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    driver = AsyncDriver(timeout=5.0, ssl_context=None, auth=None, transport=None, sleep=None)
+    assert driver.state().sender._direct is None
+    answer = await driver.send("POST", f"http://127.0.0.1:{port}{PATH}", HEADERS, BODY, 64, 9)
+    await driver.aclose()
+    listener.close()
+    await listener.wait_closed()
+    assert (answer.status, bytes(answer.body)) == (200, b"hello")
+    assert len(server.requests) == 1 and server.requests[0].endswith(BODY)
