@@ -94,7 +94,18 @@ def cpu_seconds() -> float:
 
 
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """This process's own peak RSS: ``VmHWM``, the high-water mark of its memory since exec.
+
+    Not ``ru_maxrss``: Linux carries the parent's peak over into a child's across fork and
+    exec, so a worker started by a large bench process reported the parent's size, the same
+    for every client (ours and the reference's soak both read the bench's 183 MiB once).
+    """
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
+    return int(kib) / 1024
 
 
 def process_cpu_seconds(pid: int) -> float:
