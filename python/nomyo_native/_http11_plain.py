@@ -30,7 +30,9 @@ __all__ = ["PlainRequest", "new_connection", "plain_request", "read_response_hea
 # Request fields whose meaning the state machine acts on: such a request goes through it.
 _STATEFUL = frozenset({b"transfer-encoding", b"upgrade", b"expect"})
 # Request lines h11's expressions accepted, remembered within a bound (the library's own
-# methods and paths: nothing secret).
+# methods and paths: nothing secret). A target with a query is checked every time and never
+# kept: a base URL's query may carry a credential (``?api_key=...``) that must not outlive
+# the client in a module-level set.
 _BOUND = 64
 _checked_lines: set[tuple[bytes, bytes]] = set()
 # What h11's state machine says of a 101 when no upgrade was proposed.
@@ -123,9 +125,10 @@ def plain_request(method: bytes, target: bytes, fields: Headers) -> PlainRequest
     if (method, target) not in _checked_lines:
         validate(method_re, method, "Illegal method characters")
         validate(request_target_re, target, "Illegal target characters")
-        if len(_checked_lines) >= _BOUND:
-            _checked_lines.clear()
-        _checked_lines.add((method, target))
+        if b"?" not in target:
+            if len(_checked_lines) >= _BOUND:
+                _checked_lines.clear()
+            _checked_lines.add((method, target))
     return PlainRequest(method, target, fields, length)
 
 

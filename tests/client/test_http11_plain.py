@@ -165,3 +165,15 @@ def test_remembered_request_lines_are_bounded(monkeypatch):
         with pytest.raises(httpcore2.LocalProtocolError, match="Illegal target characters"):
             Exchange(b"POST", b"/a b", FIELDS)
     assert (b"POST", b"/a b") not in _http11_plain._checked_lines
+
+
+@pytest.mark.parametrize("target", [b"/v1/chat?api_key=s3cr3t", b"/v1/chat?", b"/p?a=1&tok=t0k"])
+def test_a_target_with_a_query_is_checked_every_time_and_never_kept(monkeypatch, target):
+    # A base URL's query may carry a credential: it must not outlive the client in the cache.
+    monkeypatch.setattr(_http11_plain, "_checked_lines", set())
+    Exchange(b"POST", b"/plain", FIELDS)
+    for _ in range(2):
+        assert Exchange(b"POST", target, FIELDS).head.startswith(b"POST " + target + b" ")
+        with pytest.raises(httpcore2.LocalProtocolError, match="Illegal target characters"):
+            Exchange(b"POST", target + b" x", FIELDS)
+    assert _http11_plain._checked_lines == {(b"POST", b"/plain")}
