@@ -48,10 +48,8 @@ def _endpoint_answer(payload: dict[str, Any], client_key: Any) -> bytes:
     return seal_response(json.dumps(completion, allow_nan=False).encode(), client_key).body
 
 
-def measure_core_share(
-    scenarios: dict[str, tuple[list[str], int]],
-) -> list[dict[str, Any]]:
-    """Per scenario (``name -> (prompts, repetitions)``): the core's CPU per request."""
+def _keys() -> tuple[_core.ClientKeyPair, Any, _core.ServerPublicKey]:
+    """A client key pair, its public key as the endpoint reads it, and a server's public key."""
     keypair = _core.ClientKeyPair.generate(4096)
     client_key = parse_client_public_key(urllib.parse.quote(keypair.public_key_pem))
     server_pem = (
@@ -59,7 +57,28 @@ def measure_core_share(
         .public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
-    server_key = _core.ServerPublicKey.from_pem(server_pem)
+    return keypair, client_key, _core.ServerPublicKey.from_pem(server_pem)
+
+
+def wire_bytes(prompts: dict[str, str]) -> dict[str, tuple[int, int]]:
+    """Per scenario (``name -> a prompt``): the bytes of its sealed request and of the endpoint's
+    sealed answer (HTTP bodies)."""
+    _, client_key, server_key = _keys()
+    sizes = {}
+    for name, prompt in prompts.items():
+        payload = {"model": MODEL, "messages": [{"role": "user", "content": prompt}]}
+        sizes[name] = (
+            len(_core.seal(payload, server_key)),
+            len(_endpoint_answer(payload, client_key)),
+        )
+    return sizes
+
+
+def measure_core_share(
+    scenarios: dict[str, tuple[list[str], int]],
+) -> list[dict[str, Any]]:
+    """Per scenario (``name -> (prompts, repetitions)``): the core's CPU per request."""
+    keypair, client_key, server_key = _keys()
     results = []
     for name, (prompts, repetitions) in scenarios.items():
         payloads = [{"model": MODEL, "messages": [{"role": "user", "content": p}]} for p in prompts]

@@ -6,7 +6,8 @@ in the reference venv), so both are measured the same way, like for like: the pr
 the endpoint's CPU (from /proc) and this process's peak RSS. Prints one JSON document.
 
 The job names a client (``ours``, ``ours-sync``, ``ours-httpx-tls``, ``openai``,
-``reference``, ``floor`` for the pyca floors, or ``core`` for the core's seal + open alone),
+``reference``, ``floor`` for the pyca floors, ``core`` for the core's seal + open alone, or
+``tls-transport`` for each scenario's bytes alone through asyncio's TLS),
 the endpoint, and a plan: scenario names, each measured in turn after an untimed warm-up;
 ``soak`` and ``first`` want a process each (peak RSS and first-request latency are per process).
 
@@ -387,6 +388,17 @@ def run_core_share(job: dict[str, Any]) -> list[dict[str, Any]]:
     return measure_core_share(planned)
 
 
+def run_transport_share(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each planned scenario's wire bytes alone through asyncio's TLS (see bench_transport)."""
+    from bench_core_share import wire_bytes
+    from bench_transport import measure_transport
+
+    sizes = wire_bytes({name: SCENARIOS[name].prompt(0) for name in job["plan"]})
+    return measure_transport(
+        {name: (*sizes[name], 3 * SCENARIOS[name].requests) for name in job["plan"]}
+    )
+
+
 def main(argv: list[str]) -> int:
     job = json.loads(argv[1])
     if job["client"] == "reference":
@@ -395,6 +407,8 @@ def main(argv: list[str]) -> int:
         results = run_floors(job)
     elif job["client"] == "core":
         results = run_core_share(job)
+    elif job["client"] == "tls-transport":
+        results = run_transport_share(job)
     elif job["plan"] == ["soak"]:
         results = run_soak(job)
     elif job["plan"] == ["first request"]:

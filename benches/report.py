@@ -246,7 +246,16 @@ def _fmt(value: float | None, width: int = 10) -> str:
 
 
 # Order of the clients in the table: ours and the reference first, then ours' other paths.
-CLIENT_ORDER = ("ours", "core", "reference", "ours-sync", "openai", "ours-httpx-tls", "floor")
+CLIENT_ORDER = (
+    "ours",
+    "core",
+    "tls-transport",
+    "reference",
+    "ours-sync",
+    "openai",
+    "ours-httpx-tls",
+    "floor",
+)
 
 
 def _client_rank(name: str) -> tuple[int, str]:
@@ -270,6 +279,7 @@ def render(primitives: list[dict[str, Any]], e2e: dict[str, Any]) -> str:
         lines.append("")
     if e2e["scenarios"]:
         lines.extend(_render_scenarios(e2e["scenarios"]))
+        lines.extend(_tls_speed(e2e["scenarios"]))
         lines.append("")
         lines.append("Targets (issues 6, 12, 14, 15)")
         for t in e2e["targets"]:
@@ -299,16 +309,38 @@ def _render_scenarios(scenarios: dict[str, Any]) -> list[str]:
             line = f"{scenario:<28}{name:<16}{info.get('requests', 0):>9}"
             line += "".join(_fmt(info.get(metric), 18) for metric, _ in shown)
             lines.append(line)
-        core, ours = entry["clients"].get("core"), entry["clients"].get("ours")
-        if core and ours:
-            # Where ours' CPU goes: the core's seal + open, and everything else.
-            rest = ours[CPU] - core[CPU]
-            lines.append(f"{'':<28}{'ours - core':<16}{'':>9}{_fmt(rest, 18)}")
+        lines.extend(_shares(entry["clients"]))
         if entry["ratios"]:
             line = f"{'':<28}{'ours/ref':<16}{'':>9}"
             line += "".join(_fmt(entry["ratios"].get(m), 18) for m, _ in shown)
             lines.append(line)
     return lines
+
+
+def _shares(clients: dict[str, Any]) -> list[str]:
+    """Where ours' CPU goes: the core's seal + open, the TLS transport moving the same bytes,
+    and what is left (HTTP, the protocol around the core, hand-offs between threads)."""
+    core, ours, tls = clients.get("core"), clients.get("ours"), clients.get("tls-transport")
+    if not (core and ours):
+        return []
+    rest = ours[CPU] - core[CPU]
+    lines = [f"{'':<28}{'ours - core':<16}{'':>9}{_fmt(rest, 18)}"]
+    if tls:
+        lines.append(f"{'':<28}{'  - transport':<16}{'':>9}{_fmt(rest - tls[CPU], 18)}")
+    return lines
+
+
+def _tls_speed(scenarios: dict[str, Any]) -> list[str]:
+    """The interpreter's TLS record encryption beside the AES-GCM speed the floors assume."""
+    for entry in scenarios.values():
+        tls = entry["clients"].get("tls-transport")
+        if tls and tls.get("tls_records_ms_per_mib") and tls.get("pyca_aes_gcm_ms_per_mib"):
+            return [
+                f"TLS records per MiB ({tls.get('tls_library', '?')}, the interpreter's ssl): "
+                f"{tls['tls_records_ms_per_mib']:.3f} ms; AES-256-GCM per MiB in pyca's "
+                f"OpenSSL (the floors'): {tls['pyca_aes_gcm_ms_per_mib']:.3f} ms"
+            ]
+    return []
 
 
 def _bound_text(target: dict[str, Any]) -> str:

@@ -14,6 +14,8 @@ What runs (one worker process per line):
 - the floors of issue 15: pyca/OpenSSL doing the request's cryptography and nothing else;
 - the core's share: ``_core.seal`` + ``_core.open_envelope`` alone on each single-request
   scenario's payloads and the endpoint's answers (the rest of ours' CPU is HTTP, TLS, asyncio);
+- the TLS transport's share: the same scenarios' bytes alone through asyncio's TLS over loopback
+  to a bare TLS peer, and the interpreter's TLS record speed beside pyca's AES-GCM;
 - ours (async), the reference: small requests (ASCII and non-ASCII), 16 concurrent, 1 MiB
   prompts (ASCII and non-ASCII);
 - ours' sync client (issue 12) and the openai SDK on our transport (issue 14, when installed);
@@ -63,6 +65,7 @@ FIRST_REQUEST_PROCESSES = 3
 RUNS = [
     ("floor", ["floors"]),
     ("core", SINGLE_REQUEST_PLAN),
+    ("tls-transport", SINGLE_REQUEST_PLAN),
     ("ours", MAIN_PLAN),
     ("reference", MAIN_PLAN),
     ("ours-sync", SYNC_PLAN),

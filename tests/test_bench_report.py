@@ -124,6 +124,18 @@ WORKER_RUNS = [
     ),
     worker_run("core", [{"scenario": "sequential small requests", "cpu_per_request_ms": 1.25}]),
     worker_run(
+        "tls-transport",
+        [
+            {
+                "scenario": "sequential small requests",
+                "cpu_per_request_ms": 0.5,
+                "tls_records_ms_per_mib": 0.34,
+                "pyca_aes_gcm_ms_per_mib": 0.11,
+                "tls_library": "OpenSSL 3.0.99",
+            }
+        ],
+    ),
+    worker_run(
         "ours",
         [
             {"scenario": "sequential small requests", "cpu_per_request_ms": 3.0},  # 1.5x: PASS
@@ -268,3 +280,25 @@ def test_repeated_processes_of_a_scenario_count_by_their_median(report):
     assert (first["ours"], first["theirs"]) == (30.0, 300.0)
     assert first["ratio"] == pytest.approx(0.1) and first["verdict"] == "PASS"
     assert result["scenarios"]["first request"]["clients"]["reference"]["processes"] == 3
+
+
+def test_ours_is_split_into_core_transport_and_the_rest(report):
+    # ours 3.0 = core 1.25 + transport 0.5 + 1.25 of HTTP, protocol and hand-offs.
+    printed = report.render([], report.e2e_results(WORKER_RUNS))
+    lines = printed.splitlines()
+    small = lines.index(next(line for line in lines if line.startswith("sequential small")))
+    rows = lines[small:]
+    rest = next(line for line in rows if "ours - core" in line)
+    assert rest.split()[-1] == "1.750"
+    after_transport = next(line for line in rows if "- transport" in line)
+    assert after_transport.split()[-1] == "1.250"
+    assert "tls-transport" in printed.split("ours - core")[0]
+    speed = next(line for line in lines if line.startswith("TLS records per MiB"))
+    assert "OpenSSL 3.0.99" in speed and "0.340 ms" in speed and "0.110 ms" in speed
+
+
+def test_no_transport_line_without_a_transport_run(report):
+    runs = [r for r in WORKER_RUNS if "tls-transport" not in r["name"]]
+    printed = report.render([], report.e2e_results(runs))
+    assert "ours - core" in printed
+    assert "- transport" not in printed and "TLS records per MiB" not in printed

@@ -1,0 +1,275 @@
+"""The TLS transport's share of each single-request scenario: its bytes alone, through asyncio.
+
+``bench_core_share`` splits a scenario's client CPU into the core's seal + open and the rest;
+this splits the rest once more. Each scenario's wire bytes (the sealed request out, the
+endpoint's answer in, sized by the core and the endpoint's own code) cross loopback TLS in
+asyncio's SSL transport with the interpreter's ``ssl`` module, the transport ours uses, to a
+bare TLS peer in a process of its own (its CPU is not counted). What is left of ours' CPU after
+the core and this is HTTP, the protocol around the core, and the hand-offs between threads.
+
+It also measures how fast the interpreter's OpenSSL encrypts TLS records (a 1 MiB write through
+memory BIOs: AES-GCM and the BIO copies) beside pyca/cryptography's AES-256-GCM, whose speed the
+floors assume: a TLS library slower than the floors' AES is a cost no client code can remove.
+
+Run by ``e2e_worker.py`` (client ``tls-transport``); ``python bench_transport.py serve CERT KEY``
+is the peer: it prints its port, then per connection answers each 16-byte header (two
+big-endian u64: bytes it will receive, bytes to send back) after reading that many bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import resource
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.x509.oid import NameOID
+
+HEADER = struct.Struct(">QQ")
+# Ours writes bodies in slices of this size (nomyo_native's drained writes).
+WRITE_SLICE = 256 * 1024
+MIB = 1024 * 1024
+RECORD_REPETITIONS = 40
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def write_certificate(folder: Path) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate for 127.0.0.1 (P-256): its PEM and its key's."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench transport")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+# ---- the peer -----------------------------------------------------------------------------
+
+
+def _read_exactly(connection: ssl.SSLSocket, view: memoryview) -> bool:
+    got = 0
+    while got < len(view):
+        count = connection.recv_into(view[got:])
+        if count == 0:
+            return False
+        got += count
+    return True
+
+
+def _answer(connection: ssl.SSLSocket) -> None:
+    scratch = bytearray(MIB)
+    header = bytearray(HEADER.size)
+    answers: dict[int, bytes] = {}
+    with connection:
+        while _read_exactly(connection, memoryview(header)):
+            incoming, outgoing = HEADER.unpack(header)
+            while incoming:
+                part = min(incoming, len(scratch))
+                if not _read_exactly(connection, memoryview(scratch)[:part]):
+                    return
+                incoming -= part
+            answer = answers.get(outgoing) or answers.setdefault(outgoing, b"a" * outgoing)
+            connection.sendall(answer)
+
+
+def serve(cert: Path, key: Path) -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    print(listener.getsockname()[1], flush=True)
+    while True:
+        raw, _ = listener.accept()
+        connection = context.wrap_socket(raw, server_side=True)
+        threading.Thread(target=_answer, args=(connection,), daemon=True).start()
+
+
+# ---- the client: asyncio's SSL transport, as ours uses it -----------------------------------
+
+
+class _Exchange(asyncio.BufferedProtocol):
+    """Reads each answer straight into one buffer (as ours reads a body of known length)."""
+
+    def __init__(self) -> None:
+        # Never hand asyncio an empty buffer: its SSL protocol reads a zero-byte read as EOF
+        # (TLS 1.3 session tickets arrive before the first answer).
+        self.view = memoryview(bytearray(64 * 1024))
+        self.spill = memoryview(bytearray(64 * 1024))
+        self.got = self.expected = 0
+        self.done: asyncio.Future[None] | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def expect(self, size: int) -> asyncio.Future[None]:
+        if len(self.view) < size:
+            self.view = memoryview(bytearray(size))
+        self.got, self.expected = 0, size
+        self.done = asyncio.get_running_loop().create_future()
+        return self.done
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.view[self.got : self.expected] if self.got < self.expected else self.spill
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.got += nbytes
+        if self.got > self.expected and self.done and not self.done.done():
+            self.done.set_exception(RuntimeError("the peer sent more than was asked"))
+        elif self.got == self.expected and self.done and not self.done.done():
+            self.done.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.done and not self.done.done():
+            self.done.set_exception(exc or ConnectionError("the peer closed"))
+
+
+async def _once(
+    transport: asyncio.Transport, exchange: _Exchange, body: memoryview, incoming: int
+) -> None:
+    """One exchange: the header and ``body`` out in ours' slices, ``incoming`` bytes back."""
+    answered = exchange.expect(incoming)
+    transport.write(HEADER.pack(len(body), incoming))
+    for start in range(0, len(body), WRITE_SLICE):
+        transport.write(body[start : start + WRITE_SLICE])
+    await answered
+
+
+async def _exchange_cpu(port: int, cert: Path, sizes: list[tuple[int, int, int]]) -> list[float]:
+    """Per (out, in, repetitions): client CPU in ms per exchange of that many bytes."""
+    context = ssl.create_default_context(cafile=str(cert))
+    loop = asyncio.get_running_loop()
+    transport, exchange = await loop.create_connection(
+        _Exchange, "127.0.0.1", port, ssl=context, server_hostname="127.0.0.1"
+    )
+    try:
+        figures = []
+        for outgoing, incoming, repetitions in sizes:
+            body = memoryview(b"r" * outgoing)
+            await _once(transport, exchange, body, incoming)  # outside: buffers sized
+            started = _cpu()
+            for _ in range(repetitions):
+                await _once(transport, exchange, body, incoming)
+            figures.append(1000 * (_cpu() - started) / repetitions)
+        return figures
+    finally:
+        transport.close()
+
+
+# ---- how fast TLS records are encrypted ------------------------------------------------------
+
+
+def tls_record_ms_per_mib() -> float:
+    """CPU per MiB written through the interpreter's ``ssl`` into TLS records (memory BIOs)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        cert, key = write_certificate(Path(scratch))
+        server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_context.load_cert_chain(cert, key)
+        client_context = ssl.create_default_context(cafile=str(cert))
+    pipes = [ssl.MemoryBIO() for _ in range(4)]
+    client = client_context.wrap_bio(pipes[0], pipes[1], server_hostname="127.0.0.1")
+    server = server_context.wrap_bio(pipes[2], pipes[3], server_side=True)
+    for _ in range(8):  # the handshake, each side fed the other's output
+        for side in (client, server):
+            try:
+                side.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+        pipes[2].write(pipes[1].read())
+        pipes[0].write(pipes[3].read())
+    payload = b"p" * MIB
+    server.write(payload)
+    pipes[3].read()
+    started = _cpu()
+    for _ in range(RECORD_REPETITIONS):
+        server.write(payload)
+        pipes[3].read()
+    return 1000 * (_cpu() - started) / RECORD_REPETITIONS
+
+
+def aes_gcm_ms_per_mib() -> float:
+    """CPU per MiB of pyca/cryptography's AES-256-GCM (the floors' speed)."""
+    aead, payload, nonce = AESGCM(AESGCM.generate_key(256)), b"p" * MIB, bytes(12)
+    aead.encrypt(nonce, payload, None)
+    started = _cpu()
+    for _ in range(RECORD_REPETITIONS):
+        aead.encrypt(nonce, payload, None)
+    return 1000 * (_cpu() - started) / RECORD_REPETITIONS
+
+
+def measure_transport(scenarios: dict[str, tuple[int, int, int]]) -> list[dict[str, Any]]:
+    """Per scenario (``name -> (request bytes, answer bytes, repetitions)``): client CPU per
+    request of moving those bytes through asyncio's TLS transport, and the TLS record speed."""
+    record_ms, aes_ms = tls_record_ms_per_mib(), aes_gcm_ms_per_mib()
+    with tempfile.TemporaryDirectory() as scratch:
+        cert, key = write_certificate(Path(scratch))
+        peer = subprocess.Popen(
+            [sys.executable, __file__, "serve", str(cert), str(key)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert peer.stdout is not None
+            port = int(peer.stdout.readline())
+            figures = asyncio.run(_exchange_cpu(port, cert, list(scenarios.values())))
+        finally:
+            peer.kill()
+            peer.wait()
+    return [
+        {
+            "scenario": name,
+            "requests": repetitions,
+            "cpu_per_request_ms": ms,
+            "request_bytes": outgoing,
+            "answer_bytes": incoming,
+            "tls_records_ms_per_mib": record_ms,
+            "pyca_aes_gcm_ms_per_mib": aes_ms,
+            "tls_library": ssl.OPENSSL_VERSION,
+        }
+        for (name, (outgoing, incoming, repetitions)), ms in zip(
+            scenarios.items(), figures, strict=True
+        )
+    ]
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["serve"]:
+    serve(Path(sys.argv[2]), Path(sys.argv[3]))
