@@ -30,7 +30,7 @@ from tests.ecosystem.helpers import (
 
 from nomyo_native import openai as nomyo_openai
 from nomyo_native.errors import ClientClosedError, SecurityError
-from nomyo_native.openai import _gateway
+from nomyo_native.openai import _answers, _gateway
 
 TOOL = {
     "type": "function",
@@ -182,6 +182,35 @@ def test_raw_response_headers_and_empty_body(endpoint: Any, options: dict) -> No
     assert list(response.iter_bytes()) == []
     assert response.json()["choices"][0]["message"]["content"] == "raw"
     assert nomyo_openai.metadata(raw)["payload_id"] == metadata["payload_id"]
+
+
+def test_the_decrypted_response_is_left_as_reading_an_empty_body_leaves_one() -> None:
+    """The completion's response is built without reading its empty body: its state must be
+    what ``Response(content=b"")`` has after its read, in httpx2 and in httpx alike."""
+    flavor = nomyo_openai._flavor()
+    answer = _answers.completion({"id": "c", "_metadata": {"payload_id": "p"}})
+    ours = flavor.response_class(answer)
+    plain = flavor.module.Response(answer.status, headers=answer.headers, content=b"")
+    state = {name: value for name, value in vars(ours).items() if name != "_completion"}
+    expected = vars(plain)
+    # The decoder is chosen when a body is decoded, which this one never is.
+    expected.pop("_decoder")
+    assert state.keys() == expected.keys()
+    for name, value in expected.items():
+        if name == "headers":
+            assert state[name].raw == value.raw
+        elif name == "stream":
+            assert type(state[name]) is type(value)
+        else:
+            assert state[name] == value, name
+    assert (ours.is_closed, ours.is_stream_consumed) == (True, True)
+    assert ours.read() == b"" and ours.content == b"" and ours.text == ""
+    assert list(ours.iter_bytes()) == []
+    for response in (ours, plain):
+        with pytest.raises(flavor.module.StreamConsumed):
+            list(response.iter_raw())
+    assert asyncio.run(ours.aread()) == b""
+    assert ours.json() == {"id": "c", "_metadata": {"payload_id": "p"}}
 
 
 ERRORS = [
