@@ -29,13 +29,13 @@ def test_the_router_is_the_base_url_without_the_sdks_v1(given: str, router: str)
     assert router_of(given) == router
 
 
-@pytest.mark.parametrize(
-    "url",
-    [
-        ROUTER + "/v1/chat/completions",
-        "https://API.example.test:443/v1/chat/completions",
-    ],
-)
+SERVED_SPELLINGS = [
+    ROUTER + "/v1/chat/completions",
+    "https://API.example.test:443/v1/chat/completions",
+]
+
+
+@pytest.mark.parametrize("url", SERVED_SPELLINGS)
 def test_only_the_chat_completions_url_is_served(url: str) -> None:
     assert Gate(ROUTER).check("POST", url) is None
 
@@ -63,6 +63,28 @@ def test_anything_else_is_refused_with_a_4xx(method: str, url: str, status: int)
     answer = _answers.refused(refusal)
     assert ("x-should-retry", "false") in answer.headers
     assert json.loads(answer.body)["error"]["message"] == refusal.message
+    # The same from a gate that has served (and remembered) every spelling of the served URL.
+    warm = Gate(ROUTER)
+    for served in SERVED_SPELLINGS:
+        assert warm.check("POST", served) is None
+    assert warm.check(method, url) == refusal
+
+
+def test_a_remembered_url_still_has_its_method_checked() -> None:
+    gate = Gate(ROUTER)
+    served = ROUTER + "/v1/chat/completions"
+    refused = Gate(ROUTER).check("GET", served)
+    assert refused is not None and refused.status == 405
+    for _ in range(3):
+        assert gate.check("POST", served) is None
+        assert gate.check("post", served) is None
+        assert gate.check("GET", served) == refused
+    # More spellings than a gate remembers are each still checked.
+    spellings = [f"https://API.example.test:443/v1/chat/completions#{i}" for i in range(20)]
+    assert all(gate.check("POST", url) is None for url in spellings)
+    for url in spellings:
+        refusal = gate.check("DELETE", url)
+        assert refusal is not None and refusal.status == 405
 
 
 def test_a_router_with_a_path_serves_under_it() -> None:

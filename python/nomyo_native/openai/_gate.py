@@ -17,6 +17,8 @@ SDK_COMPLETIONS_PATH = "/v1/chat/completions"
 # The only request the transport turns into a secure completion.
 SERVED = f"POST <router>{SDK_COMPLETIONS_PATH}"
 TIER_HEADER = "x-security-tier"
+# How many served URLs (spellings of the one served URL: case, explicit port) a gate remembers.
+_REMEMBERED_URLS = 8
 
 
 @dataclass(frozen=True)
@@ -51,9 +53,20 @@ class Gate:
         origin, path, _ = _origin_and_path(router_url)
         self._origin = origin
         self._path = path.rstrip("/") + SDK_COMPLETIONS_PATH
+        # URLs found to be the served one: the SDK posts every completion to the same URL, and
+        # parsing it again for each request is most of a check.
+        self._served_urls: set[str] = set()
 
     def check(self, method: str, url: str) -> Refusal | None:
         """None when ``method url`` is the chat-completions call, else why it is refused."""
+        if url in self._served_urls:
+            return _method_refusal(method, self._path)
+        refusal = self._url_refusal(method, url)
+        if refusal is None and len(self._served_urls) < _REMEMBERED_URLS:
+            self._served_urls.add(url)
+        return refusal
+
+    def _url_refusal(self, method: str, url: str) -> Refusal | None:
         origin, path, query = _origin_and_path(url)
         if origin != self._origin or path != self._path:
             return Refusal(
@@ -64,12 +77,9 @@ class Gate:
                 "Embeddings, files, audio, models and the responses API have no secure "
                 "endpoint.",
             )
-        if method.upper() != "POST":
-            return Refusal(
-                405,
-                "invalid_request_error",
-                f"{method} is not served on {path}: only POST; nothing was sent",
-            )
+        refusal = _method_refusal(method, path)
+        if refusal is not None:
+            return refusal
         if query:
             return Refusal(
                 400,
@@ -78,6 +88,13 @@ class Gate:
                 "(only the sealed body is sent); nothing was sent",
             )
         return None
+
+
+def _method_refusal(method: str, path: str) -> Refusal | None:
+    if method.upper() == "POST":
+        return None
+    message = f"{method} is not served on {path}: only POST; nothing was sent"
+    return Refusal(405, "invalid_request_error", message)
 
 
 def bearer_of(headers: Mapping[str, str]) -> str | None:
