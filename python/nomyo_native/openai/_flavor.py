@@ -63,13 +63,11 @@ def build(module: ModuleType) -> Flavor:
         """A response whose body is empty and whose ``json()`` is the decrypted completion."""
 
         def __init__(self, answer: Answer) -> None:
-            # Left as reading ``content=b""`` leaves a response (consumed, closed, content
-            # b""), without running the decoder, chunker and context managers of a read for
-            # no bytes (~10 us a request); the openai SDK's client would read it again.
+            # In the state reading ``content=b""`` leaves (consumed, closed, content b""), without
+            # the decoder, chunker and context managers such a read runs for no bytes (~10 us).
             super().__init__(answer.status, headers=answer.headers, stream=module.ByteStream(b""))
             self._content = b""
-            self.is_stream_consumed = True
-            self.is_closed = True
+            self.is_stream_consumed = self.is_closed = True
             self._completion = answer.payload
 
         def json(self, **kwargs: Any) -> Any:
