@@ -36,7 +36,7 @@ from nomyo_native._http_request import RequestBuilder, httpx_logs_requests
 from nomyo_native._protocol import MAX_ERROR_BODY_BYTES, Answer
 from nomyo_native.errors import ResponseFormatError
 
-__all__ = ["AVAILABLE", "DirectExchange"]
+__all__ = ["AVAILABLE", "DirectExchange", "needs_model", "raise_as_httpx2"]
 
 # Fields of an answer the driver reads through httpx2's response model (lower case).
 _READ_BY_MODEL = frozenset({b"retry-after", b"content-encoding", b"set-cookie", b"set-cookie2"})
@@ -76,8 +76,8 @@ class DirectExchange:
         try:
             response = await self._pool.handle_async_request(sent)
         except Exception as exc:
-            _raise_as_httpx2(exc, request)
-        if _needs_model(response.headers):
+            raise_as_httpx2(exc, request)
+        if needs_model(response.headers):
             return self._as_httpx2(response, request())
         stream = response.stream
         assert isinstance(stream, AsyncIterable)
@@ -90,7 +90,7 @@ class DirectExchange:
                 raise
             body = b""  # an oversized error body: the status says enough
         except Exception as exc:
-            _raise_as_httpx2(exc, request)
+            raise_as_httpx2(exc, request)
         finally:
             # On every path, cancellation included: the connection goes back to the pool, or
             # is closed when its response was not read to the end.
@@ -118,7 +118,7 @@ class DirectExchange:
         return answer
 
 
-def _needs_model(headers: list[tuple[bytes, bytes]]) -> bool:
+def needs_model(headers: list[tuple[bytes, bytes]]) -> bool:
     if httpx_logs_requests():
         return True
     return any(name.lower() in _READ_BY_MODEL for name, _ in headers)
@@ -144,7 +144,7 @@ async def _read_capped(
     return whole_body(chunks)
 
 
-def _raise_as_httpx2(exc: Exception, request: Callable[[], httpx2.Request]) -> NoReturn:
+def raise_as_httpx2(exc: Exception, request: Callable[[], httpx2.Request]) -> NoReturn:
     """Raises ``exc`` as httpx2's transport and client raise it: an httpcore2 exception as its
     httpx2 counterpart (chained to it), carrying the request; any other as it is."""
     try:

@@ -26,9 +26,11 @@ from typing import Any
 import httpcore2
 import httpx2
 
+from nomyo_native import _sync_direct
 from nomyo_native._http_body import LIMITS, Answer, answer_head, iter_raw_capped
 from nomyo_native._http_request import RequestBuilder
 from nomyo_native._protocol import MAX_ERROR_BODY_BYTES
+from nomyo_native._sync_direct import SyncDirectExchange
 from nomyo_native._sync_http11 import HTTP11ConnectionPool
 from nomyo_native.errors import ClientClosedError, ResponseFormatError
 
@@ -226,10 +228,16 @@ class _DeadlineTransport(httpx2.HTTPTransport):
             network_backend=DeadlineBackend(),
         )
 
+    @property
+    def pool(self) -> httpcore2.ConnectionPool:
+        """The pool of our own connections (for ``_sync_direct``)."""
+        return self._pool
+
 
 class _Sender:
     """Sends requests as ``http`` would, straight to ``transport`` (the async driver's
-    ``_Sender``, blocking)."""
+    ``_Sender``, blocking); to the pool of our own transport without httpx2's models when the
+    request's head is built here (``_sync_direct``)."""
 
     def __init__(
         self,
@@ -240,6 +248,27 @@ class _Sender:
         self._http = http
         self._transport = transport
         self._requests = RequestBuilder(http, auth)
+        # Exactly ours: a subclass (or a caller's transport) may change what a request does.
+        self._direct = (
+            SyncDirectExchange(transport.pool, self._requests, _check_deadline)
+            if type(transport) is _DeadlineTransport and _sync_direct.AVAILABLE
+            else None
+        )
+
+    def send(
+        self, method: str, url: str, headers: dict[str, str], content: bytes | None, ok_cap: int
+    ) -> Answer | httpx2.Response:
+        """The answer, read within ``ok_cap`` (a 200's) or the error bodies' cap; or the
+        response with its head read, for the caller to read and close."""
+        if self._direct is not None:
+            if self._http.is_closed:
+                raise ClientClosedError("the client is closed")
+            parsed = self._requests.url(url)
+            head = self._requests.plain_head(parsed, headers, content)
+            if head is not None:
+                assert content is not None
+                return self._direct.send(method, parsed, head, content, ok_cap)
+        return self.open(method, url, headers, content)
 
     def open(
         self, method: str, url: str, headers: dict[str, str], content: bytes | None
@@ -346,7 +375,9 @@ class SyncDriver:
     def _attempt(
         self, method: str, url: str, headers: dict[str, str], content: bytes | None, ok_cap: int
     ) -> Answer:
-        response = self._sender.open(method, url, headers, content)
+        response = self._sender.send(method, url, headers, content, ok_cap)
+        if isinstance(response, Answer):
+            return response
         with contextlib.closing(response):
             status = response.status_code
             retry_after, readable = answer_head(response)
