@@ -9,6 +9,11 @@
 //!   after a few bytes of something else), the outcome must be `unescape`'s exactly: the same
 //!   text, offsets and surrogate flag, or the same error; nothing before the string or from
 //!   its closing quote on may change.
+//!   The same body decoded to UTF-16 (`json_wide::decode_wide`, the reader's way to a
+//!   non-ASCII `str`), through as many `NoRoom` stops as an output of `short` code units,
+//!   grown by as many each time, makes: accepted exactly when `unescape` accepts and the raw
+//!   text is UTF-8, with the code points of `unescape`'s output once pairs are joined (lone
+//!   surrogates included), the same closing quote and surrogate flag.
 //! * escape: the bytes are code points (3 bytes each, taken modulo 0x110000: surrogates
 //!   included), escaped in place as the writer does, the rest after a `NoRoom` stop one code
 //!   point at a time; the text must be serde_json's (which escapes exactly as
@@ -24,6 +29,7 @@ use _core::json_string::{
     code_at, escape_ucs4_behind, escape_ucs4_in_place, put_escaped, unescape, unescape_in_place,
     EscapeStop,
 };
+use _core::json_wide::{decode_wide, join_to_ucs4, Progress, WideStop};
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
 
@@ -63,7 +69,85 @@ fn check_unescape(body: &[u8], short: usize) {
     }
     let mut shorter = vec![0u8; short.min(body.len() + 8)];
     let _ = unescape(body, &mut shorter);
+    check_wide(body, &dst, &ours, short);
     check_in_place(body, &dst, ours);
+}
+
+/// The code points of the (WTF-8: lone surrogates in their 3-byte form) text `bytes`.
+fn code_points(bytes: &[u8]) -> Vec<u32> {
+    let mut codes = Vec::new();
+    let mut k = 0;
+    while let Some(&lead) = bytes.get(k) {
+        let len = match lead {
+            0..=0x7F => 1,
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            _ => 4,
+        };
+        let mut code = u32::from(lead) & (0xFF >> (len + usize::from(len > 1)));
+        for &next in bytes.get(k + 1..k + len).unwrap_or_default() {
+            code = code << 6 | u32::from(next & 0x3F);
+        }
+        codes.push(code);
+        k += len;
+    }
+    codes
+}
+
+/// `decode_wide` against `unescape`'s outcome `ours` (with its output `decoded`).
+fn check_wide(
+    body: &[u8],
+    decoded: &[u8],
+    ours: &Result<_core::json_string::Unescaped, _core::json_string::UnescapeError>,
+    room: usize,
+) {
+    let step = room.max(1);
+    let mut dst = vec![0u8; 2 * room];
+    let mut from = Progress::default();
+    let wide = loop {
+        match decode_wide(body, &mut dst, from) {
+            Err(WideStop::NoRoom(progress)) => {
+                assert!(progress.read >= from.read && progress.written >= from.written);
+                assert!(progress.read < body.len(), "no room past the input");
+                dst.resize(dst.len() + 2 * step, 0);
+                from = progress;
+            }
+            other => break other,
+        }
+    };
+    let accepted = ours
+        .as_ref()
+        .ok()
+        .filter(|done| std::str::from_utf8(&body[..done.closing_quote]).is_ok());
+    match (wide, accepted) {
+        (Ok(wide), Some(done)) => {
+            let mut ucs4 = vec![0u8; 4 * wide.units];
+            let chars = join_to_ucs4(&dst, wide.units, &mut ucs4);
+            let codes: Vec<u32> = ucs4[..4 * chars]
+                .chunks_exact(4)
+                .map(|unit| u32::from_ne_bytes([unit[0], unit[1], unit[2], unit[3]]))
+                .collect();
+            assert_eq!(
+                codes,
+                code_points(&decoded[..done.written]),
+                "wide: other text"
+            );
+            assert_eq!(wide.closing_quote, done.closing_quote, "wide: other end");
+            assert_eq!(
+                wide.lone_surrogate, done.lone_surrogate,
+                "wide: other surrogate flag"
+            );
+            let max = codes.iter().copied().max().unwrap_or(0);
+            assert_eq!(wide.bits < 0x100, max < 0x100, "wide: Latin-1 misjudged");
+            let astral = codes.iter().filter(|&&c| c >= 0x1_0000).count();
+            assert_eq!(wide.units, codes.len() + astral, "wide: other length");
+        }
+        (Err(WideStop::Refused), None) => {}
+        (wide, accepted) => panic!(
+            "wide {wide:?} where the reader accepts: {}",
+            accepted.is_some()
+        ),
+    }
 }
 
 /// `unescape_in_place` against `unescape`'s outcome `ours` (with its output `decoded`).

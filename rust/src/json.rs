@@ -21,6 +21,7 @@ use zeroize::Zeroize;
 use crate::error::{CoreError, CoreResult};
 use crate::json_scan::{plain_prefix, scan_number};
 use crate::json_string::{self, EscapeStop, UnescapeError};
+use crate::json_wide;
 use crate::pystr::{StrError, Text};
 use crate::secret::LockedBuf;
 
@@ -647,6 +648,7 @@ pub fn read_py<'py>(py: Python<'py>, json: &mut [u8]) -> CoreResult<Bound<'py, P
         s: json,
         pos: 0,
         scratch: LockedBuf::with_capacity(0)?,
+        wide: LockedBuf::with_capacity(0)?,
         path: Vec::new(),
     };
     parser.skip_ws();
@@ -665,6 +667,9 @@ struct Parser<'a, 'py> {
     pos: usize,
     /// A big integer's digits, NUL-terminated for CPython; wiped when the parser drops.
     scratch: LockedBuf,
+    /// The UTF-16 code units of a non-ASCII string (`json_wide`), reused from string to
+    /// string; wiped when the parser drops.
+    wide: LockedBuf,
     /// Where the parser is, outermost first: errors name this path, never content.
     path: Vec<Step<'py>>,
 }
@@ -854,7 +859,8 @@ impl<'py> Parser<'_, 'py> {
             match self.s.get(self.pos) {
                 None => return Err(self.fail("unterminated string")),
                 Some(b'"') => {
-                    let text = self.new_str(&self.s[start..self.pos], start, self.pos)?;
+                    let end = self.pos;
+                    let text = self.new_str(&self.s[start..end], start, end)?;
                     self.pos += 1;
                     return Ok(text);
                 }
@@ -866,6 +872,11 @@ impl<'py> Parser<'_, 'py> {
         // Decoded in place, over the raw text: the decoded text is never longer. The raw text
         // is checked first, while it is still there; a decoding error is reported before it.
         let end = start + self.escaped_len(start);
+        if !json_wide::ascii_only(&self.s[start..end]) {
+            if let Some(text) = self.wide_str(start, end) {
+                return text;
+            }
+        }
         let raw_utf8 = self.check_utf8(start, end);
         let decoded = json_string::unescape_in_place(self.s, start)
             .map_err(|error| self.unescape_error(error, start))?;
@@ -896,6 +907,49 @@ impl<'py> Parser<'_, 'py> {
         // SAFETY: UTF-8 by the argument above (raw text checked, no lone surrogate written).
         let text = unsafe { std::str::from_utf8_unchecked(bytes) };
         Ok(PyString::new(self.py, text))
+    }
+
+    /// The string whose body is `[start, end)` (`end` at its closing quote), decoded to UTF-16
+    /// in the parser's locked `wide` buffer and built from there (`pystr`), skipping CPython's
+    /// UTF-8 decoder; `None` where the decoder refuses the body, which is then read the usual
+    /// way (that names the error, or reads what the decoder does not take).
+    fn wide_str(&mut self, start: usize, end: usize) -> Option<CoreResult<Bound<'py, PyString>>> {
+        let body_len = end - start;
+        // 8 code units of slack: the decoder widens ASCII runs 8 bytes at a time.
+        let mut room = json_wide::estimated_units(&self.s[start..end]) + 8;
+        let mut from = json_wide::Progress::default();
+        let wide = loop {
+            if let Err(error) = self.wide_room(room, from.written) {
+                return Some(Err(error));
+            }
+            match json_wide::decode_wide(&self.s[start..], self.wide.as_mut_slice(), from) {
+                Ok(wide) => break wide,
+                Err(json_wide::WideStop::NoRoom(progress)) => {
+                    room = json_wide::most_units(body_len, &progress) + 8;
+                    from = progress;
+                }
+                Err(json_wide::WideStop::Refused) => return None,
+            }
+        };
+        self.pos = start + wide.closing_quote + 1;
+        let built = crate::pystr::from_utf16(self.py, self.wide.as_mut_slice(), &wide);
+        Some(self.built(built))
+    }
+
+    /// Make `wide` hold at least `units` code units, keeping its first `kept` ones.
+    fn wide_room(&mut self, units: usize, kept: usize) -> CoreResult<()> {
+        let bytes = units
+            .checked_mul(2)
+            .ok_or_else(|| CoreError::Memory("string too long".into()))?;
+        if self.wide.len() >= bytes {
+            return Ok(());
+        }
+        let mut bigger = LockedBuf::for_overwrite(bytes)?;
+        let kept = 2 * kept;
+        bigger.as_mut_slice()[..kept].copy_from_slice(&self.wide.as_slice()[..kept]);
+        // The old buffer is wiped as it drops.
+        self.wide = bigger;
+        Ok(())
     }
 
     fn unescape_error(&self, error: UnescapeError, start: usize) -> CoreError {

@@ -78,7 +78,7 @@ static HEX_VALUE: [u8; 256] = {
 };
 
 /// The four hex digits after the `\u` at `at`.
-fn hex4(src: &[u8], at: usize) -> Result<u32, UnescapeError> {
+pub(crate) fn hex4(src: &[u8], at: usize) -> Result<u32, UnescapeError> {
     let digits = src
         .get(at + 2..at + 6)
         .ok_or(UnescapeError::TruncatedHex(at))?;
@@ -369,7 +369,7 @@ fn move_runs_by_words(buf: &mut [u8], i: &mut usize, o: &mut usize, lone_surroga
 /// anything else, a high surrogate followed by a `\u` with bad digits included (`escape`
 /// reports those).
 #[inline(always)]
-fn unicode_escape(esc: &[u8; 12]) -> Option<(u32, usize)> {
+pub(crate) fn unicode_escape(esc: &[u8; 12]) -> Option<(u32, usize)> {
     if esc[0] != b'\\' || esc[1] != b'u' {
         return None;
     }

@@ -10,6 +10,7 @@ pub mod error;
 mod fork;
 pub mod json_scan;
 pub mod json_string;
+pub mod json_wide;
 pub mod keys;
 pub mod lc_heap;
 mod page;

@@ -1,0 +1,598 @@
+//! A JSON string body decoded straight to UTF-16 code units, from which the reader builds a
+//! Python `str` with one of CPython's fast stable-ABI constructors (`pystr`) instead of its
+//! UTF-8 decoder, which is slow on mixed-script text.
+//!
+//! A server that escapes every non-ASCII character (Python's `json.dumps`) writes `\uXXXX`:
+//! a UTF-16 code unit already (a surrogate pair already the pair), with no UTF-8 to pack and
+//! unpack on the way. Raw UTF-8 between the escapes is decoded here too, as strictly as
+//! `std::str::from_utf8` checks it. Anything the strict reader refuses, or might, stops the
+//! decoder (`Refused`): the reader then reads the string the way it always has, which names
+//! the error.
+//!
+//! UTF-16 rather than code points: half the locked memory (a buffer of a few megabytes is then
+//! reused from the pool of locked mappings, not mapped and locked afresh), and CPython's UTF-16
+//! decoder is near memory speed on text within the BMP. A high surrogate unit is followed by a
+//! low one exactly where Python's `json` reads a pair (a high surrogate escape followed by a low
+//! one, or a raw character beyond the BMP); every other surrogate unit is a lone surrogate.
+
+#![forbid(unsafe_code)]
+
+use crate::json_scan::word_escape_mask;
+use crate::json_string::{hex4, unicode_escape};
+
+/// How far a decoding got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Input bytes read.
+    pub read: usize,
+    /// UTF-16 code units written.
+    pub written: usize,
+    /// The OR of the code units written (ASCII ones copied 8 at a time left out: they change
+    /// nothing): below 0x100 exactly when every character is Latin-1.
+    pub bits: u16,
+    /// Whether a lone surrogate was written.
+    pub lone_surrogate: bool,
+}
+
+/// Why `decode_wide` stopped before the closing quote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WideStop {
+    /// The output is full: everything up to `Progress` is decoded; go on with a bigger one
+    /// holding the same first `written` code units.
+    NoRoom(Progress),
+    /// The body is not a string the strict reader accepts as it is (unterminated, a control
+    /// character, a bad escape, bytes that are not UTF-8): read it the usual way instead.
+    Refused,
+}
+
+/// A string body decoded to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wide {
+    /// Offset of the closing quote in the input.
+    pub closing_quote: usize,
+    /// UTF-16 code units written (2 bytes each, little-endian).
+    pub units: usize,
+    /// The OR of the code units (see `Progress`).
+    pub bits: u16,
+    /// Whether a `\uXXXX` escape gave a lone surrogate.
+    pub lone_surrogate: bool,
+}
+
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// A room estimate for the UTF-16 code units of the string body `body` (from just after its
+/// opening quote to its closing quote): one per byte that starts a UTF-8 character and one
+/// more per 4-byte character, less five per `\u` (whose six bytes give one unit). Exact for
+/// text without other escapes; a `\\u` (an escaped backslash before a `u`) makes it short,
+/// which `decode_wide` reports as `NoRoom`.
+pub fn estimated_units(body: &[u8]) -> usize {
+    // Branch-free counts over 32 bytes at a time (the byte and the one after it), which the
+    // compiler vectorises; the last few bytes one by one.
+    const CHUNK: usize = 32;
+    let (mut units, mut escapes) = (0usize, 0usize);
+    let count = |(&byte, &next): (&u8, &u8)| {
+        let start = u8::from((byte as i8) >= -64) + u8::from(byte >= 0xF0);
+        let escape = u8::from(byte == b'\\') & u8::from(next == b'u');
+        (start, escape)
+    };
+    let pairs = body.get(1..).unwrap_or_default();
+    let mut chunks = body.chunks_exact(CHUNK).zip(pairs.chunks_exact(CHUNK));
+    for (chunk, next) in &mut chunks {
+        let (u, e) = chunk
+            .iter()
+            .zip(next)
+            .map(count)
+            .fold((0u8, 0u8), |(u, e), (a, b)| {
+                (u.wrapping_add(a), e.wrapping_add(b))
+            });
+        units += usize::from(u);
+        escapes += usize::from(e);
+    }
+    let done = body.len().saturating_sub(1) / CHUNK * CHUNK;
+    for (k, &byte) in body.iter().enumerate().skip(done) {
+        let (u, e) = count((&byte, body.get(k + 1).unwrap_or(&0)));
+        units += usize::from(u);
+        escapes += usize::from(e);
+    }
+    units.saturating_sub(5 * escapes)
+}
+
+/// Whether the string body `body` (up to its closing quote) is sure to decode to ASCII: no
+/// raw byte beyond ASCII and no `\u` escape of a code point above U+007F. Such strings keep
+/// the reader's UTF-8 path, which decodes them in place. A `\\u` (an escaped backslash
+/// before a `u`) may make it say no where the answer is yes, never the other way.
+pub fn ascii_only(body: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(at) = memchr::memmem::find(body.get(from..).unwrap_or_default(), b"\\u") {
+        let hex = body.get(from + at + 2..from + at + 5).unwrap_or_default();
+        if !matches!(hex, [b'0', b'0', b'0'..=b'7']) {
+            return false;
+        }
+        from += at + 2;
+    }
+    body.is_ascii()
+}
+
+/// The most code units the rest of a body from `read` on can give: one per input byte (a
+/// 4-byte character gives two).
+pub fn most_units(body_len: usize, progress: &Progress) -> usize {
+    progress.written + body_len.saturating_sub(progress.read)
+}
+
+/// The UTF-16 code units of `code` (two for a code point beyond the BMP) and how many.
+#[inline(always)]
+fn utf16(code: u32) -> ([u8; 4], usize) {
+    if code < 0x1_0000 {
+        let unit = (code as u16).to_le_bytes();
+        ([unit[0], unit[1], 0, 0], 1)
+    } else {
+        let high = (0xD800 + ((code - 0x1_0000) >> 10) as u16).to_le_bytes();
+        let low = (0xDC00 + (code & 0x3FF) as u16).to_le_bytes();
+        ([high[0], high[1], low[0], low[1]], 2)
+    }
+}
+
+/// Decode the JSON string body in `src` (starting just after its opening quote) as UTF-16
+/// code units, little-endian, into `dst`, going on from `from` (`Progress::default()` for a
+/// fresh start; a `NoRoom`'s progress, with its units copied into a bigger `dst`, to go on).
+/// The same text Python's `json` reads: a high surrogate escape followed by a low one is one
+/// character, any other surrogate escape stands alone.
+#[inline(never)]
+pub fn decode_wide(src: &[u8], dst: &mut [u8], from: Progress) -> Result<Wide, WideStop> {
+    let (mut i, mut o) = (from.read, from.written * 2);
+    let (mut bits, mut lone_surrogate) = (from.bits, from.lone_surrogate);
+    loop {
+        // The common steps on a fixed window of input and room for 8 code units: a
+        // well-formed `\u` escape (or pair), an ASCII run 8 bytes at a time (all 8 widened,
+        // those before the first byte that needs attention kept), a UTF-8 character. Anything
+        // else, and the last bytes of the input, take the careful step below.
+        while let (Some(window), Some(out)) = (src.get(i..i + 12), dst.get_mut(o..o + 16)) {
+            let window: &[u8; 12] = window.try_into().unwrap_or(&[b'\\'; 12]);
+            let out: &mut [u8; 16] = match out.try_into() {
+                Ok(out) => out,
+                Err(_) => break,
+            };
+            let lead = window[0];
+            let (code, taken) = if lead == b'\\' {
+                match unicode_escape(window) {
+                    Some(step) => step,
+                    None => break,
+                }
+            } else if lead < 0x80 {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(&window[..8]);
+                for (unit, &byte) in out.chunks_exact_mut(2).zip(&word) {
+                    unit.copy_from_slice(&[byte, 0]);
+                }
+                let word = u64::from_le_bytes(word);
+                let mask = word_escape_mask(word) | (word & HIGH_BITS);
+                let plain = if mask == 0 {
+                    8
+                } else {
+                    (mask.trailing_zeros() / 8) as usize
+                };
+                if plain == 0 {
+                    break;
+                }
+                i += plain;
+                o += 2 * plain;
+                continue;
+            } else {
+                match utf8_code(window, 0) {
+                    Some(step) => step,
+                    None => break,
+                }
+            };
+            let (units, count) = utf16(code);
+            out[..4].copy_from_slice(&units);
+            bits |= u16::from_le_bytes([units[0], units[1]]);
+            // A pair's code point (0x1D800, 0x10D800...) may end like a surrogate: the whole.
+            lone_surrogate |= code & 0xFFFF_F800 == 0xD800;
+            i += taken;
+            o += 2 * count;
+        }
+        let Some(&byte) = src.get(i) else {
+            return Err(WideStop::Refused);
+        };
+        if byte == b'"' {
+            return Ok(Wide {
+                closing_quote: i,
+                units: o / 2,
+                bits,
+                lone_surrogate,
+            });
+        }
+        let Some(out) = dst.get_mut(o..o + 4) else {
+            return Err(WideStop::NoRoom(Progress {
+                read: i,
+                written: o / 2,
+                bits,
+                lone_surrogate,
+            }));
+        };
+        let (code, taken) = match byte {
+            b'\\' => escaped_code(src, i).ok_or(WideStop::Refused)?,
+            0..=0x1F => return Err(WideStop::Refused),
+            0x20..=0x7F => (u32::from(byte), 1),
+            _ => utf8_code(src, i).ok_or(WideStop::Refused)?,
+        };
+        let (units, count) = utf16(code);
+        out.copy_from_slice(&units);
+        bits |= u16::from_le_bytes([units[0], units[1]]);
+        lone_surrogate |= code & 0xFFFF_F800 == 0xD800;
+        i += taken;
+        o += 2 * count;
+    }
+}
+
+/// The code point of the escape at `src[at]` (a backslash) and the input it takes; `None`
+/// for anything the reader refuses (left to it to name).
+#[inline(always)]
+fn escaped_code(src: &[u8], at: usize) -> Option<(u32, usize)> {
+    if src.get(at + 1) == Some(&b'u') {
+        let first = hex4(src, at).ok()?;
+        if (0xD800..0xDC00).contains(&first) && src.get(at + 6..at + 8) == Some(b"\\u") {
+            let second = hex4(src, at + 6).ok()?;
+            if (0xDC00..0xE000).contains(&second) {
+                return Some((0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00), 12));
+            }
+        }
+        return Some((first, 6));
+    }
+    let code = match src.get(at + 1)? {
+        b'"' => b'"',
+        b'\\' => b'\\',
+        b'/' => b'/',
+        b'b' => 0x08,
+        b'f' => 0x0c,
+        b'n' => b'\n',
+        b'r' => b'\r',
+        b't' => b'\t',
+        _ => return None,
+    };
+    Some((u32::from(code), 2))
+}
+
+/// The payload of a UTF-8 continuation byte, `None` for any other byte.
+#[inline(always)]
+fn continuation(byte: Option<&u8>) -> Option<u32> {
+    byte.filter(|&&b| b & 0xC0 == 0x80)
+        .map(|&b| u32::from(b & 0x3F))
+}
+
+/// The code point of the UTF-8 character starting at `src[at]` (a byte >= 0x80) and its
+/// length; `None` where `std::str::from_utf8` finds an error: a stray continuation byte, a
+/// short sequence, an overlong form, a surrogate, a code point beyond U+10FFFF.
+#[inline(always)]
+fn utf8_code(src: &[u8], at: usize) -> Option<(u32, usize)> {
+    let lead = u32::from(*src.get(at)?);
+    let next = |k: usize| continuation(src.get(at + k));
+    match lead {
+        0xC2..=0xDF => Some(((lead & 0x1F) << 6 | next(1)?, 2)),
+        0xE0..=0xEF => {
+            let code = (lead & 0x0F) << 12 | next(1)? << 6 | next(2)?;
+            (code >= 0x800 && !(0xD800..0xE000).contains(&code)).then_some((code, 3))
+        }
+        0xF0..=0xF4 => {
+            let code = (lead & 0x07) << 18 | next(1)? << 12 | next(2)? << 6 | next(3)?;
+            (0x10000..0x11_0000).contains(&code).then_some((code, 4))
+        }
+        _ => None,
+    }
+}
+
+/// The code unit at index `k` of `buf` (2 little-endian bytes each).
+#[inline(always)]
+fn unit_at(buf: &[u8], k: usize) -> u16 {
+    let unit: [u8; 2] = buf
+        .get(2 * k..2 * k + 2)
+        .and_then(|unit| unit.try_into().ok())
+        .unwrap_or([0; 2]);
+    u16::from_le_bytes(unit)
+}
+
+/// Rewrite the first `units` code units of `buf` (all below 0x100) in place as one byte each,
+/// from its start: 16 at a time, read into a block before the block's bytes are written, which
+/// end by the block's own start (or are the first block), so nothing unread is overwritten.
+pub fn narrow_to_latin1(buf: &mut [u8], units: usize) {
+    let units = units.min(buf.len() / 2);
+    let blocks = units / 16;
+    for block in 0..blocks {
+        let mut wide = [0u8; 32];
+        wide.copy_from_slice(&buf[32 * block..32 * block + 32]);
+        let mut narrow = [0u8; 16];
+        for (byte, unit) in narrow.iter_mut().zip(wide.chunks_exact(2)) {
+            *byte = unit[0];
+        }
+        buf[16 * block..16 * block + 16].copy_from_slice(&narrow);
+    }
+    for k in 16 * blocks..units {
+        buf[k] = unit_at(buf, k) as u8;
+    }
+}
+
+/// The code points of the first `units` code units of `src` (a high surrogate followed by a
+/// low one joined, any other surrogate kept as it is), written into `dst` as native-endian
+/// 4-byte units (`dst` must hold `units` of them); how many.
+pub fn join_to_ucs4(src: &[u8], units: usize, dst: &mut [u8]) -> usize {
+    let mut chars = 0;
+    let mut k = 0;
+    while k < units {
+        let unit = u32::from(unit_at(src, k));
+        let next = u32::from(unit_at(src, k + 1));
+        let paired = k + 1 < units && unit & 0xFC00 == 0xD800 && next & 0xFC00 == 0xDC00;
+        let code = if paired {
+            0x1_0000 + ((unit - 0xD800) << 10) + (next - 0xDC00)
+        } else {
+            unit
+        };
+        if let Some(out) = dst.get_mut(4 * chars..4 * chars + 4) {
+            out.copy_from_slice(&code.to_ne_bytes());
+        }
+        chars += 1;
+        k += 1 + usize::from(paired);
+    }
+    chars
+}
+
+/// Rewrite the first `units` code units of `buf` from little-endian to native-endian in place
+/// (nothing to do on a little-endian machine).
+pub fn utf16_to_native(buf: &mut [u8], units: usize) {
+    if cfg!(target_endian = "big") {
+        for unit in buf.chunks_exact_mut(2).take(units) {
+            unit.swap(0, 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json_string::unescape;
+
+    /// The code points `decode_wide` reads from `body`, through as many `NoRoom` stops as an
+    /// output of `room` code points (grown by `room` each time) makes.
+    fn wide(body: &[u8], room: usize) -> Result<(Vec<u32>, Wide), WideStop> {
+        let mut dst = vec![0u8; 2 * room];
+        let mut from = Progress::default();
+        loop {
+            match decode_wide(body, &mut dst, from) {
+                Ok(done) => {
+                    let mut ucs4 = vec![0u8; 4 * done.units];
+                    let chars = join_to_ucs4(&dst, done.units, &mut ucs4);
+                    let codes = ucs4[..4 * chars]
+                        .chunks_exact(4)
+                        .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect();
+                    return Ok((codes, done));
+                }
+                Err(WideStop::NoRoom(progress)) => {
+                    assert!(progress.read >= from.read && progress.written >= from.written);
+                    dst.resize(dst.len() + 2 * room.max(1), 0);
+                    from = progress;
+                }
+                Err(refused) => return Err(refused),
+            }
+        }
+    }
+
+    /// What the UTF-8 path reads: the code points of `unescape`'s output (lone surrogates in
+    /// their 3-byte form), or `None` where it or the reader's UTF-8 check refuses.
+    fn expected(body: &[u8]) -> Option<(Vec<u32>, usize, bool)> {
+        let mut dst = vec![0u8; body.len() + 8];
+        let done = unescape(body, &mut dst).ok()?;
+        std::str::from_utf8(&body[..done.closing_quote]).ok()?;
+        let bytes = &dst[..done.written];
+        let mut codes = Vec::new();
+        let mut k = 0;
+        while k < bytes.len() {
+            let (code, len) = match bytes[k] {
+                b if b < 0x80 => (u32::from(b), 1),
+                b if b < 0xE0 => (u32::from(b & 0x1F) << 6 | u32::from(bytes[k + 1] & 0x3F), 2),
+                b if b < 0xF0 => (
+                    u32::from(b & 0x0F) << 12
+                        | u32::from(bytes[k + 1] & 0x3F) << 6
+                        | u32::from(bytes[k + 2] & 0x3F),
+                    3,
+                ),
+                b => (
+                    u32::from(b & 0x07) << 18
+                        | u32::from(bytes[k + 1] & 0x3F) << 12
+                        | u32::from(bytes[k + 2] & 0x3F) << 6
+                        | u32::from(bytes[k + 3] & 0x3F),
+                    4,
+                ),
+            };
+            codes.push(code);
+            k += len;
+        }
+        Some((codes, done.closing_quote, done.lone_surrogate))
+    }
+
+    fn agrees(body: &[u8]) {
+        let reference = expected(body);
+        for room in [0, 1, 3, 64] {
+            match (wide(body, room), &reference) {
+                (Ok((codes, done)), Some((want, quote, lone))) => {
+                    assert_eq!(&codes, want, "{body:?}");
+                    assert_eq!(done.closing_quote, *quote);
+                    assert_eq!(done.lone_surrogate, *lone);
+                    let max = codes.iter().copied().max().unwrap_or(0);
+                    assert_eq!(done.bits < 0x100, max < 0x100);
+                    let astral = codes.iter().filter(|&&c| c >= 0x1_0000).count();
+                    assert_eq!(done.units, codes.len() + astral);
+                }
+                (Err(WideStop::Refused), None) => {}
+                (ours, theirs) => panic!("{body:?}: {ours:?} against {theirs:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn reads_what_the_utf8_path_reads() {
+        #[rustfmt::skip]
+        let pieces: [&[u8]; 24] = [
+            b"a", "é".as_bytes(), "漢".as_bytes(), "🔐".as_bytes(), b"\\\"", b"\\\\",
+            b"\\/", b"\\b\\f\\n\\r\\t", b"\\u00e9", b"\\u00E9", b"\\ud83d\\ude00",
+            b"\\uD83D\\uDE00", b"\\ud800", b"\\udc00", b"\\ud800x", b"\\ud800\\u0041",
+            b"\\ud800\\n", b"\\u0000", b"\\ufeff", "\u{feff}".as_bytes(), b"\\u12",
+            b"\\uZZZZ", b"\\x", b"\xff",
+        ];
+        for a in pieces {
+            for b in pieces {
+                for pad in [0, 1, 7, 8, 9, 17] {
+                    let mut body = b"p".repeat(pad);
+                    body.extend_from_slice(a);
+                    body.extend_from_slice(b);
+                    agrees(&body); // unterminated
+                    body.push(b'"');
+                    agrees(&body);
+                    body.extend_from_slice(b"tail\"");
+                    agrees(&body);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn utf8_is_checked_as_strictly_as_from_utf8() {
+        // Every lead byte with every second byte, then valid or invalid continuations.
+        for lead in 0x80u8..=0xFF {
+            for second in 0u8..=0xFF {
+                for tail in [&b""[..], b"\x80", b"\xbf\x80", b"\x80\xbf", b"a", b"\x80a"] {
+                    let mut body = vec![lead, second];
+                    body.extend_from_slice(tail);
+                    body.push(b'"');
+                    agrees(&body);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_estimate_is_exact_without_other_escapes_and_never_beyond_the_bound() {
+        for text in [
+            "",
+            "abc",
+            "é漢🔐",
+            "\\u00e9\\ud83d\\ude00x",
+            "a\\u4e2d",
+            "🔐\\ud83d\\udd10",
+        ] {
+            let body = format!("{text}\"");
+            let (_, done) = wide(body.as_bytes(), 64).unwrap();
+            assert_eq!(estimated_units(text.as_bytes()), done.units, "{text}");
+            assert!(done.units <= most_units(text.len(), &Progress::default()));
+        }
+        // Escaped backslashes before a `u` make it short.
+        assert_eq!(estimated_units(b"\\\\u00e9"), 2);
+    }
+
+    #[test]
+    fn narrowing_and_joining_write_each_form() {
+        let units = [0x41u16, 0xE9, 0xFF, 0x00, 0x7F];
+        let mut buf: Vec<u8> = units.iter().flat_map(|u| u.to_le_bytes()).collect();
+        narrow_to_latin1(&mut buf, 5);
+        assert_eq!(&buf[..5], &[0x41, 0xE9, 0xFF, 0x00, 0x7F]);
+        let long: Vec<u16> = (0..100u16).map(|k| k * 2).collect();
+        let mut buf: Vec<u8> = long.iter().flat_map(|u| u.to_le_bytes()).collect();
+        narrow_to_latin1(&mut buf, 100);
+        assert_eq!(
+            buf[..100].to_vec(),
+            long.iter().map(|&u| u as u8).collect::<Vec<_>>()
+        );
+        // A pair joined; a lone high (before a high, at the end) or low surrogate kept.
+        let units = [
+            0xD83Du16, 0xDD10, 0x41, 0xDC00, 0xD800, 0xDBFF, 0xDFFF, 0xD800,
+        ];
+        let src: Vec<u8> = units.iter().flat_map(|u| u.to_le_bytes()).collect();
+        let mut dst = vec![0u8; 4 * units.len()];
+        let chars = join_to_ucs4(&src, units.len(), &mut dst);
+        let codes: Vec<u32> = dst[..4 * chars]
+            .chunks_exact(4)
+            .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(codes, [0x1F510, 0x41, 0xDC00, 0xD800, 0x10FFFF, 0xD800]);
+        let mut native = src.clone();
+        utf16_to_native(&mut native, units.len());
+        let back: Vec<u16> = native
+            .chunks_exact(2)
+            .map(|u| u16::from_ne_bytes([u[0], u[1]]))
+            .collect();
+        assert_eq!(back, units);
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    //! `cargo test --release --no-default-features --lib json_wide::timing -- --ignored --nocapture`
+    use super::*;
+
+    #[test]
+    #[ignore = "timing, by hand"]
+    fn time_decode_wide_by_script() {
+        let texts = [
+            ("ascii", "the quick brown fox jumps over "),
+            ("latin-1", "déjà vu à la française, naïve "),
+            ("greek", "Ελλάδα καλημέρα κόσμε "),
+            ("cjk", "漢字仮名交じり文の例です"),
+            ("emoji", "🔐🔑🗝🔒"),
+            ("mixed", "héllo wörld Ελλάδα 漢字 🔐 "),
+        ];
+        let only = std::env::var("TIMING_TEXT").ok();
+        for (name, unit) in texts {
+            if only.as_deref().is_some_and(|only| only != name) {
+                continue;
+            }
+            let text = unit.repeat((1 << 20) / unit.len());
+            for escaped in [false, true] {
+                let mut body: Vec<u8> = if escaped {
+                    text.chars()
+                        .flat_map(|c| {
+                            if c.is_ascii() {
+                                vec![c as u8]
+                            } else {
+                                let mut units = [0u16; 2];
+                                c.encode_utf16(&mut units)
+                                    .iter()
+                                    .flat_map(|u| format!("\\u{u:04x}").into_bytes())
+                                    .collect()
+                            }
+                        })
+                        .collect()
+                } else {
+                    text.as_bytes().to_vec()
+                };
+                body.push(b'"');
+                let chars = text.chars().count();
+                let mut dst = vec![0u8; 4 * chars + 64];
+                let mut narrow = vec![0u8; 4 * chars + 64];
+                let best = |f: &mut dyn FnMut()| {
+                    (0..30)
+                        .map(|_| {
+                            let start = std::time::Instant::now();
+                            f();
+                            start.elapsed()
+                        })
+                        .min()
+                        .unwrap_or_default()
+                };
+                let took = best(&mut || {
+                    std::hint::black_box(
+                        decode_wide(&body, &mut dst, Progress::default()).unwrap(),
+                    );
+                });
+                let estimate = best(&mut || {
+                    std::hint::black_box(estimated_units(&body));
+                });
+                let join = best(&mut || {
+                    std::hint::black_box(join_to_ucs4(&dst, chars, &mut narrow));
+                });
+                println!(
+                    "{name:8} escaped={escaped:5} {} bytes {chars} chars: decode {took:?} estimate {estimate:?} join {join:?}",
+                    body.len()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,176 @@
+"""The reader's way to a non-ASCII ``str``: string bodies with escapes are decoded straight to
+code points in locked memory (``json_wide``) and built by CPython's Latin-1, UTF-16 or
+``wchar_t`` constructors, not its UTF-8 decoder. Whatever the body holds (every escape kind,
+either hex case, surrogate pairs, lone surrogates, raw UTF-8 between escapes, U+FEFF first,
+NUL), the result is ``json.loads``'s, for values and keys alike, and a bad body gets the error
+the reader has always given."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nomyo_native import _core
+
+from ._probes import probes_module
+
+_testing = probes_module()
+
+SHORT = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+
+
+def escaped(code: int, upper: bool) -> str:
+    text = f"\\u{code:04x}"
+    return text.upper().replace("\\U", "\\u") if upper else text
+
+
+@st.composite
+def code_points(draw: st.DrawFn) -> int:
+    """A code point from every range the decoder tells apart, specials and surrogates too."""
+    return draw(
+        st.sampled_from([0, 0x1F, 0x22, 0x2F, 0x5C, 0x7F, 0x80, 0xFF, 0x100, 0xFEFF, 0xFFFF])
+        | st.integers(0x20, 0x7E)
+        | st.integers(0x80, 0xFF)
+        | st.integers(0x100, 0xD7FF)
+        | st.integers(0xD800, 0xDFFF)
+        | st.integers(0xE000, 0xFFFF)
+        | st.integers(0x10000, 0x10FFFF)
+    )
+
+
+@st.composite
+def encoded(draw: st.DrawFn) -> tuple[str, str]:
+    """A text and a JSON string body for it, each character written in a way drawn for it:
+    raw (as UTF-8) where JSON allows, a short escape, a ``\\u`` escape in either case, a
+    character beyond the BMP as a pair of escapes or raw."""
+    text = "".join(chr(c) for c in draw(st.lists(code_points(), max_size=40)))
+    body = []
+    for char in text:
+        code = ord(char)
+        way = draw(st.sampled_from(["raw", "short", "lower", "upper"]))
+        surrogate = 0xD800 <= code <= 0xDFFF
+        if way == "raw" and code >= 0x20 and char not in '"\\' and not surrogate:
+            body.append(char)
+        elif way == "short" and char in SHORT:
+            body.append(SHORT[char])
+        elif code >= 0x10000:
+            high, low = 0xD800 + ((code - 0x10000) >> 10), 0xDC00 + (code & 0x3FF)
+            body.append(escaped(high, way == "upper") + escaped(low, way != "lower"))
+        else:
+            body.append(escaped(code, way == "upper"))
+    return text, "".join(body)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=encoded(), key=encoded(), pad=st.integers(0, 40))
+def test_any_mix_of_escapes_and_raw_text_reads_as_json_loads_reads_it(
+    value: tuple[str, str], key: tuple[str, str], pad: int
+) -> None:
+    # A lone high surrogate escape just before the escape of a low one would be read as a pair
+    # (by Python's json too): the drawn text is then not the one written.
+    document = f'{{"{key[1]}": ["{"x" * pad}{value[1]}", "{value[1]}"]}}'
+    expected = json.loads(document)
+    ours = _testing.json_loads(document.encode())
+    assert ours == expected
+    assert [type(k) for k in ours] == [str]
+    if "\\ud" not in document.lower():
+        assert expected == {key[0]: ["x" * pad + value[0], value[0]]}
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.lists(code_points(), max_size=60).map(lambda cs: "".join(map(chr, cs))))
+def test_what_json_dumps_writes_is_read_back_as_it_was(text: str) -> None:
+    # Escaped (json.dumps's default, and the endpoint's) or with the non-ASCII raw. A lone
+    # surrogate written raw is not UTF-8: the reader refuses it, stricter than json.loads,
+    # which reads bytes with "surrogatepass".
+    for ensure_ascii in (True, False):
+        document = json.dumps({text: text}, ensure_ascii=ensure_ascii).encode(
+            "utf-8", "surrogatepass"
+        )
+        surrogates = any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+        if not ensure_ascii and surrogates:
+            with pytest.raises(_core.EnvelopeError, match="invalid UTF-8 in a string"):
+                _testing.json_loads(document)
+            continue
+        assert _testing.json_loads(document) == json.loads(document)
+        # Escapes of a lone high and a lone low surrogate side by side read as one pair.
+        if not surrogates:
+            assert _testing.json_loads(document) == {text: text}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "\ufeff",
+        "\ufeffabc",
+        "\x00",
+        "a\x00é\x00",
+        "\ud800",
+        "\udc00",
+        "\ud800x",
+        "\ud800\n",
+        "\ud800\U0001f600",
+        "\U0001f600\udc00",
+        "\udbff\udfff",
+        "\udc00\ud800",
+        "é",
+        "\xff",
+        "\u0100",
+        "\uffff",
+        "\U00010000",
+        "\U0010ffff",
+        "déjà vu",
+        "Ελλάδα",
+        "漢字",
+        "🔐🔑",
+        "héllo wörld Ελλάδα 漢字 🔐 ",
+    ],
+)
+@pytest.mark.parametrize("repeat", [1, 7, 8, 9, 33, 600])
+def test_each_kind_of_text_is_read_as_json_loads_reads_it(text: str, repeat: int) -> None:
+    value = text * repeat
+    document = json.dumps({value: [value, "a" + value, value + "a"]})
+    expected = json.loads(document)
+    ours = _testing.json_loads(document.encode())
+    assert ours == expected
+    assert [len(k) for k in ours] == [len(k) for k in expected]
+    # (Written as escapes, a lone high and a lone low surrogate side by side read as a pair.)
+    key = next(iter(expected))
+    assert [len(v) for v in ours[key]] == [len(v) for v in expected[key]]
+
+
+def test_a_body_longer_than_its_estimate_is_read_whole() -> None:
+    # Room is estimated from the body (one code point per `\u` escape): escaped backslashes
+    # before a `u` make the estimate short, and the decoder goes on in a bigger buffer.
+    for text in ("\\u" * 3000 + "é", "é" + "\\u" * 3000, ("\\u" * 10 + "漢") * 300):
+        document = json.dumps([text])
+        assert _testing.json_loads(document.encode()) == [text]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b'"\\u00e9\x01"', "control character in a string at byte 7 (path $)"),
+        (b'"\\u4e2d\xff"', "invalid UTF-8 in a string at byte 7 (path $)"),
+        (b'"\\u4e2d\\u12zz"', "invalid \\u escape at byte 7 (path $)"),
+        (b'"\\u4e2d', "unterminated string at byte 7 (path $)"),
+        (b'"\\ud800\\uZZZZ"', "invalid \\u escape at byte 7 (path $)"),
+        (b'["\\u4e2d", "\\u00e9\\x"]', "invalid escape at byte 18 (path $[1])"),
+        (b'{"\\u00e9": 1, "\\u4e2d\\u12"', "truncated \\u escape at byte 21 (path $.<key>)"),
+        (b'"\xc3\xa9\\u4e2d\xed\xa0\x80"', "invalid UTF-8 in a string at byte 9 (path $)"),
+        (b'"\\ud83d\xf0\x9f"', "invalid UTF-8 in a string at byte 7 (path $)"),
+        (b'"\\u00e9\xc3\x01"', "control character in a string at byte 8 (path $)"),
+        (b'"\\u00e9\xc3\\n"', "invalid UTF-8 in a string at byte 7 (path $)"),
+        (b'"\xe4\xb8\\u4e2d"', "invalid UTF-8 in a string at byte 1 (path $)"),
+        (b'"\\u4e2d\\', "unterminated escape at byte 7 (path $)"),
+    ],
+)
+def test_a_bad_non_ascii_body_gets_the_readers_error(data: bytes, message: str) -> None:
+    # The messages and offsets the reader gave before it decoded to code points.
+    with pytest.raises(_core.EnvelopeError) as info:
+        _testing.json_loads(data)
+    assert str(info.value) == f"invalid JSON payload: {message}"
