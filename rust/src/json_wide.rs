@@ -154,17 +154,39 @@ pub fn decode_wide(src: &[u8], dst: &mut [u8], from: Progress) -> Result<Wide, W
             };
             let lead = window[0];
             let (code, taken) = if lead == b'\\' {
-                match unicode_escape(window) {
-                    Some(step) => step,
-                    None => break,
+                // A `\u` escape of a character in the BMP, nearly every escape of a server
+                // that escapes non-ASCII text, in a few branch-free steps; a surrogate (a pair
+                // or a lone one) by the general rule.
+                // Two at a time where two follow each other (words in a non-Latin script).
+                let (units, taken) = match *window {
+                    [_, b'u', a, b, c, d, b'\\', b'u', e, f, g, h] => {
+                        (hex_digits([a, b, c, d, e, f, g, h]), 2)
+                    }
+                    [_, b'u', a, b, c, d, ..] => (hex_digit4([a, b, c, d]).map(|u| [u, 0]), 1),
+                    _ => (None, 0),
+                };
+                match units {
+                    Some([first, second])
+                        if first & 0xF800 != 0xD800 && second & 0xF800 != 0xD800 =>
+                    {
+                        out[..2].copy_from_slice(&first.to_le_bytes());
+                        out[2..4].copy_from_slice(&second.to_le_bytes());
+                        bits |= first | second;
+                        i += 6 * taken;
+                        o += 2 * taken;
+                        continue;
+                    }
+                    _ => match unicode_escape(window) {
+                        Some(step) => step,
+                        None => break,
+                    },
                 }
             } else if lead < 0x80 {
                 let mut word = [0u8; 8];
                 word.copy_from_slice(&window[..8]);
-                for (unit, &byte) in out.chunks_exact_mut(2).zip(&word) {
-                    unit.copy_from_slice(&[byte, 0]);
-                }
                 let word = u64::from_le_bytes(word);
+                out[..8].copy_from_slice(&widened(word).to_le_bytes());
+                out[8..].copy_from_slice(&widened(word >> 32).to_le_bytes());
                 let mask = word_escape_mask(word) | (word & HIGH_BITS);
                 let plain = if mask == 0 {
                     8
@@ -251,6 +273,59 @@ fn escaped_code(src: &[u8], at: usize) -> Option<(u32, usize)> {
         _ => return None,
     };
     Some((u32::from(code), 2))
+}
+
+/// The low four bytes of `word` as four little-endian code units (a zero byte after each).
+#[inline(always)]
+fn widened(word: u64) -> u64 {
+    let pairs = (word & 0xFFFF_FFFF | (word & 0xFFFF_FFFF) << 16) & 0x0000_FFFF_0000_FFFF;
+    (pairs | pairs << 8) & 0x00FF_00FF_00FF_00FF
+}
+
+/// The values of two runs of four hex digits (the first digit of each the most
+/// significant), `None` when a byte is not a hex digit: all eight bytes tested and converted
+/// at once, as lanes of a word.
+#[inline(always)]
+fn hex_digits(digits: [u8; 8]) -> Option<[u16; 2]> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    let word = u64::from_le_bytes(digits);
+    // In each lane (7 bits, so that no sum carries into the next): `x + (0x80 - lo)` has its
+    // top bit set when x >= lo, `x + (0x7F - hi)` when x > hi.
+    let in_range =
+        |x: u64, lo: u64, hi: u64| (x + ONES * (0x80 - lo)) & !(x + ONES * (0x7F - hi)) & HIGH;
+    let digit = in_range(word & LOW7, 0x30, 0x39);
+    // Upper-case letters folded onto lower-case ones: only 'A'..'F' land on 'a'..'f'.
+    let letter = in_range((word | (ONES * 0x20)) & LOW7, 0x61, 0x66);
+    if (digit | letter) != HIGH || word & HIGH != 0 {
+        return None;
+    }
+    // Each lane's value: its low four bits, plus 9 for a letter ('a' and 'A' end in 1).
+    let nibbles = (word & (ONES * 0x0F)) + 9 * (letter >> 7);
+    // Lanes 0, 2, 4 and 6 take the bytes of the two values, high byte first.
+    let bytes = ((nibbles << 4) | (nibbles >> 8)) & 0x00FF_00FF_00FF_00FF;
+    let value = |at: u32| (((bytes >> at) & 0xFF) << 8 | ((bytes >> (at + 16)) & 0xFF)) as u16;
+    Some([value(0), value(32)])
+}
+
+/// The value of one run of four hex digits, read as `hex_digits` reads two, on a 32-bit word
+/// (fewer steps for a lone escape than padded to two).
+#[inline(always)]
+fn hex_digit4(digits: [u8; 4]) -> Option<u16> {
+    const ONES: u32 = 0x0101_0101;
+    const HIGH: u32 = 0x8080_8080;
+    let word = u32::from_le_bytes(digits);
+    let in_range =
+        |x: u32, lo: u32, hi: u32| (x + ONES * (0x80 - lo)) & !(x + ONES * (0x7F - hi)) & HIGH;
+    let digit = in_range(word & 0x7F7F_7F7F, 0x30, 0x39);
+    let letter = in_range((word | 0x2020_2020) & 0x7F7F_7F7F, 0x61, 0x66);
+    if (digit | letter) != HIGH || word & HIGH != 0 {
+        return None;
+    }
+    let nibbles = (word & 0x0F0F_0F0F) + 9 * (letter >> 7);
+    let bytes = ((nibbles << 4) | (nibbles >> 8)) & 0x00FF_00FF;
+    Some((((bytes & 0xFF) << 8) | (bytes >> 16)) as u16)
 }
 
 /// The payload of a UTF-8 continuation byte, `None` for any other byte.
@@ -489,6 +564,49 @@ mod tests {
     }
 
     #[test]
+    fn hex_digits_read_as_the_table_reads_them() {
+        let table = |d: &[u8]| hex4(&[b'\\', b'u', d[0], d[1], d[2], d[3]], 0).ok();
+        let check = |digits: [u8; 8]| {
+            let ours = hex_digits(digits).map(|pair| pair.map(u32::from));
+            let theirs = table(&digits[..4])
+                .zip(table(&digits[4..]))
+                .map(|(a, b)| [a, b]);
+            assert_eq!(ours, theirs, "{digits:?}");
+            let first = [digits[0], digits[1], digits[2], digits[3]];
+            assert_eq!(hex_digit4(first).map(u32::from), table(&first), "{first:?}");
+        };
+        for lane in 0..8 {
+            for byte in 0..=255u8 {
+                for fill in [b'0', b'f', b'A', b'9'] {
+                    let mut digits = [fill; 8];
+                    digits[lane] = byte;
+                    check(digits);
+                }
+            }
+        }
+        const BYTES: &[u8; 30] = b"0123456789abcdefABCDEFgG/:@`\x80\xff";
+        let mut state = 0x9E37_79B9u64;
+        for _ in 0..200_000 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            check(
+                state
+                    .to_le_bytes()
+                    .map(|b| BYTES[usize::from(b) % BYTES.len()]),
+            );
+        }
+    }
+
+    #[test]
+    fn a_word_widens_to_code_units() {
+        let word = u64::from_le_bytes(*b"abcdefgh");
+        assert_eq!(widened(word).to_le_bytes(), *b"a\0b\0c\0d\0");
+        assert_eq!(widened(word >> 32).to_le_bytes(), *b"e\0f\0g\0h\0");
+        assert_eq!(widened(u64::MAX), 0x00FF_00FF_00FF_00FF);
+    }
+
+    #[test]
     fn narrowing_and_joining_write_each_form() {
         let units = [0x41u16, 0xE9, 0xFF, 0x00, 0x7F];
         let mut buf: Vec<u8> = units.iter().flat_map(|u| u.to_le_bytes()).collect();
@@ -546,6 +664,9 @@ mod timing {
             }
             let text = unit.repeat((1 << 20) / unit.len());
             for escaped in [false, true] {
+                if std::env::var("TIMING_ESCAPED").is_ok_and(|only| only != escaped.to_string()) {
+                    continue;
+                }
                 let mut body: Vec<u8> = if escaped {
                     text.chars()
                         .flat_map(|c| {
