@@ -66,33 +66,38 @@ const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
 /// text without other escapes; a `\\u` (an escaped backslash before a `u`) makes it short,
 /// which `decode_wide` reports as `NoRoom`.
 pub fn estimated_units(body: &[u8]) -> usize {
-    // Branch-free counts over 32 bytes at a time (the byte and the one after it), which the
-    // compiler vectorises; the last few bytes one by one.
-    const CHUNK: usize = 32;
-    let (mut units, mut escapes) = (0usize, 0usize);
-    let count = |(&byte, &next): (&u8, &u8)| {
-        let start = u8::from((byte as i8) >= -64) + u8::from(byte >= 0xF0);
+    // Per-lane byte counters over 16 bytes at a time (and the byte after each), which the
+    // compiler turns into vector compares and adds; summed every 255 steps, before a lane
+    // could overflow; the last few bytes one by one.
+    const LANES: usize = 16;
+    const STEPS: usize = 255;
+    let count = |byte: u8, next: u8| {
+        let unit = u8::from((byte as i8) >= -64) + u8::from(byte >= 0xF0);
         let escape = u8::from(byte == b'\\') & u8::from(next == b'u');
-        (start, escape)
+        (unit, escape)
     };
-    let pairs = body.get(1..).unwrap_or_default();
-    let mut chunks = body.chunks_exact(CHUNK).zip(pairs.chunks_exact(CHUNK));
-    for (chunk, next) in &mut chunks {
-        let (u, e) = chunk
-            .iter()
-            .zip(next)
-            .map(count)
-            .fold((0u8, 0u8), |(u, e), (a, b)| {
-                (u.wrapping_add(a), e.wrapping_add(b))
-            });
-        units += usize::from(u);
-        escapes += usize::from(e);
+    let (mut units, mut escapes) = (0usize, 0usize);
+    let whole = body.len().saturating_sub(1) / LANES * LANES;
+    let (bytes, nexts) = (&body[..whole], body.get(1..whole + 1).unwrap_or_default());
+    for (block, next_block) in bytes.chunks(LANES * STEPS).zip(nexts.chunks(LANES * STEPS)) {
+        let (mut lane_units, mut lane_escapes) = ([0u8; LANES], [0u8; LANES]);
+        for (chunk, next) in block
+            .chunks_exact(LANES)
+            .zip(next_block.chunks_exact(LANES))
+        {
+            for k in 0..LANES {
+                let (unit, escape) = count(chunk[k], next[k]);
+                lane_units[k] = lane_units[k].wrapping_add(unit);
+                lane_escapes[k] = lane_escapes[k].wrapping_add(escape);
+            }
+        }
+        units += lane_units.iter().map(|&n| usize::from(n)).sum::<usize>();
+        escapes += lane_escapes.iter().map(|&n| usize::from(n)).sum::<usize>();
     }
-    let done = body.len().saturating_sub(1) / CHUNK * CHUNK;
-    for (k, &byte) in body.iter().enumerate().skip(done) {
-        let (u, e) = count((&byte, body.get(k + 1).unwrap_or(&0)));
-        units += usize::from(u);
-        escapes += usize::from(e);
+    for (k, &byte) in body.iter().enumerate().skip(whole) {
+        let (unit, escape) = count(byte, body.get(k + 1).copied().unwrap_or(0));
+        units += usize::from(unit);
+        escapes += usize::from(escape);
     }
     units.saturating_sub(5 * escapes)
 }
@@ -604,6 +609,19 @@ mod tests {
         assert_eq!(widened(word).to_le_bytes(), *b"a\0b\0c\0d\0");
         assert_eq!(widened(word >> 32).to_le_bytes(), *b"e\0f\0g\0h\0");
         assert_eq!(widened(u64::MAX), 0x00FF_00FF_00FF_00FF);
+    }
+
+    #[test]
+    fn the_estimate_counts_every_byte_at_every_length() {
+        let unit = "ab\\u00e9é漢🔐\\\\u".as_bytes();
+        for len in 0..(16 * 255 * 2 + 40) {
+            let body: Vec<u8> = unit.iter().cycle().take(len).copied().collect();
+            let starts = body.iter().filter(|&&b| (b as i8) >= -64).count();
+            let fours = body.iter().filter(|&&b| b >= 0xF0).count();
+            let escapes = body.windows(2).filter(|pair| pair == b"\\u").count();
+            let plain = (starts + fours).saturating_sub(5 * escapes);
+            assert_eq!(estimated_units(&body), plain, "{len}");
+        }
     }
 
     #[test]
