@@ -67,10 +67,11 @@ const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
 /// which `decode_wide` reports as `NoRoom`.
 pub fn estimated_units(body: &[u8]) -> usize {
     // Per-lane byte counters over 16 bytes at a time (and the byte after each), which the
-    // compiler turns into vector compares and adds; summed every 255 steps, before a lane
-    // could overflow; the last few bytes one by one.
+    // compiler turns into vector compares and adds; summed every 127 steps, before a lane
+    // could overflow (a step adds up to 2: a lane of 4-byte leads, as in emoji text, reaches
+    // 254); the last few bytes one by one.
     const LANES: usize = 16;
-    const STEPS: usize = 255;
+    const STEPS: usize = 127;
     let count = |byte: u8, next: u8| {
         let unit = u8::from((byte as i8) >= -64) + u8::from(byte >= 0xF0);
         let escape = u8::from(byte == b'\\') & u8::from(next == b'u');
@@ -621,6 +622,32 @@ mod tests {
             let escapes = body.windows(2).filter(|pair| pair == b"\\u").count();
             let plain = (starts + fours).saturating_sub(5 * escapes);
             assert_eq!(estimated_units(&body), plain, "{len}");
+        }
+    }
+
+    #[test]
+    fn the_estimate_holds_where_every_byte_of_a_lane_counts_twice() {
+        // Text of 4-byte characters puts a lead byte (counted twice) in every 4th lane at
+        // every step; invalid bytes above 0xF0 do the same in every lane.
+        let plain = |body: &[u8]| {
+            let starts = body.iter().filter(|&&b| (b as i8) >= -64).count();
+            let fours = body.iter().filter(|&&b| b >= 0xF0).count();
+            let escapes = body.windows(2).filter(|pair| pair == b"\\u").count();
+            (starts + fours).saturating_sub(5 * escapes)
+        };
+        let units: [&[u8]; 4] = ["🔐".as_bytes(), "🔐🔑".as_bytes(), b"\xf4\xff", b"\xff"];
+        for unit in units {
+            for len in [
+                16 * 127,
+                16 * 128 + 1,
+                16 * 255 + 1,
+                16 * 256 + 3,
+                16 * 255 * 3 + 7,
+            ] {
+                let mut body: Vec<u8> = unit.iter().cycle().take(len).copied().collect();
+                body.extend_from_slice(b"\\n");
+                assert_eq!(estimated_units(&body), plain(&body), "{unit:?} {len}");
+            }
         }
     }
 
