@@ -161,9 +161,10 @@ pub fn decode_wide(src: &[u8], dst: &mut [u8], from: Progress) -> Result<Wide, W
             let lead = window[0];
             let (code, taken) = if lead == b'\\' {
                 // A `\u` escape of a character in the BMP, nearly every escape of a server
-                // that escapes non-ASCII text, in a few branch-free steps; a surrogate (a pair
-                // or a lone one) by the general rule.
-                // Two at a time where two follow each other (words in a non-Latin script).
+                // that escapes non-ASCII text, in a few branch-free steps, two at a time where
+                // two follow each other (words in a non-Latin script); a surrogate pair the
+                // same way (its two escapes already are its two code units); a lone surrogate
+                // by the general rule.
                 let (units, taken) = match *window {
                     [_, b'u', a, b, c, d, b'\\', b'u', e, f, g, h] => {
                         (hex_digits([a, b, c, d, e, f, g, h]), 2)
@@ -171,10 +172,12 @@ pub fn decode_wide(src: &[u8], dst: &mut [u8], from: Progress) -> Result<Wide, W
                     [_, b'u', a, b, c, d, ..] => (hex_digit4([a, b, c, d]).map(|u| [u, 0]), 1),
                     _ => (None, 0),
                 };
+                let pair = |[first, second]: [u16; 2]| {
+                    let plain = first & 0xF800 != 0xD800 && second & 0xF800 != 0xD800;
+                    plain || (first & 0xFC00 == 0xD800 && second & 0xFC00 == 0xDC00 && taken == 2)
+                };
                 match units {
-                    Some([first, second])
-                        if first & 0xF800 != 0xD800 && second & 0xF800 != 0xD800 =>
-                    {
+                    Some([first, second]) if pair([first, second]) => {
                         out[..2].copy_from_slice(&first.to_le_bytes());
                         out[2..4].copy_from_slice(&second.to_le_bytes());
                         bits |= first | second;
