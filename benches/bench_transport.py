@@ -19,8 +19,6 @@ big-endian u64: bytes it will receive, bytes to send back) after reading that ma
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import resource
 import socket
 import ssl
@@ -32,11 +30,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.x509.oid import NameOID
+
+from nomyo_native.server.tls import TlsFiles, make_self_signed
 
 HEADER = struct.Struct(">QQ")
 # Ours writes bodies in slices of this size (nomyo_native's drained writes).
@@ -50,36 +46,10 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def write_certificate(folder: Path) -> tuple[Path, Path]:
-    """A throwaway self-signed certificate for 127.0.0.1 (P-256): its PEM and its key's."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench transport")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+def write_certificate(folder: Path) -> TlsFiles:
+    """A throwaway CA and a certificate for 127.0.0.1 signed by it, as the local endpoint makes
+    them (``folder`` must be private: a fresh temporary directory is)."""
+    return make_self_signed(folder, hosts=("127.0.0.1",), days=1)
 
 
 # ---- the peer -----------------------------------------------------------------------------
@@ -174,9 +144,9 @@ async def _once(
     await answered
 
 
-async def _exchange_cpu(port: int, cert: Path, sizes: list[tuple[int, int, int]]) -> list[float]:
+async def _exchange_cpu(port: int, ca: Path, sizes: list[tuple[int, int, int]]) -> list[float]:
     """Per (out, in, repetitions): client CPU in ms per exchange of that many bytes."""
-    context = ssl.create_default_context(cafile=str(cert))
+    context = ssl.create_default_context(cafile=str(ca))
     loop = asyncio.get_running_loop()
     transport, exchange = await loop.create_connection(
         _Exchange, "127.0.0.1", port, ssl=context, server_hostname="127.0.0.1"
@@ -201,10 +171,10 @@ async def _exchange_cpu(port: int, cert: Path, sizes: list[tuple[int, int, int]]
 def tls_record_ms_per_mib() -> float:
     """CPU per MiB written through the interpreter's ``ssl`` into TLS records (memory BIOs)."""
     with tempfile.TemporaryDirectory() as scratch:
-        cert, key = write_certificate(Path(scratch))
+        files = write_certificate(Path(scratch))
         server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        server_context.load_cert_chain(cert, key)
-        client_context = ssl.create_default_context(cafile=str(cert))
+        server_context.load_cert_chain(files.cert_path, files.key_path)
+        client_context = ssl.create_default_context(cafile=str(files.ca_path))
     pipes = [ssl.MemoryBIO() for _ in range(4)]
     client = client_context.wrap_bio(pipes[0], pipes[1], server_hostname="127.0.0.1")
     server = server_context.wrap_bio(pipes[2], pipes[3], server_side=True)
@@ -241,16 +211,16 @@ def measure_transport(scenarios: dict[str, tuple[int, int, int]]) -> list[dict[s
     request of moving those bytes through asyncio's TLS transport, and the TLS record speed."""
     record_ms, aes_ms = tls_record_ms_per_mib(), aes_gcm_ms_per_mib()
     with tempfile.TemporaryDirectory() as scratch:
-        cert, key = write_certificate(Path(scratch))
+        files = write_certificate(Path(scratch))
         peer = subprocess.Popen(
-            [sys.executable, __file__, "serve", str(cert), str(key)],
+            [sys.executable, __file__, "serve", str(files.cert_path), str(files.key_path)],
             stdout=subprocess.PIPE,
             text=True,
         )
         try:
             assert peer.stdout is not None
             port = int(peer.stdout.readline())
-            figures = asyncio.run(_exchange_cpu(port, cert, list(scenarios.values())))
+            figures = asyncio.run(_exchange_cpu(port, files.ca_path, list(scenarios.values())))
         finally:
             peer.kill()
             peer.wait()

@@ -19,13 +19,14 @@ import bench_transport  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return bench_transport.write_certificate(tmp_path_factory.mktemp("tls"))
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    files = bench_transport.write_certificate(tmp_path_factory.mktemp("tls"))
+    return files.cert_path, files.key_path, files.ca_path
 
 
 @pytest.fixture(scope="module")
-def peer(certificate: tuple[Path, Path]) -> Iterator[int]:
-    cert, key = certificate
+def peer(certificate: tuple[Path, Path, Path]) -> Iterator[int]:
+    cert, key, _ = certificate
     process = subprocess.Popen(
         [sys.executable, str(BENCHES / "bench_transport.py"), "serve", str(cert), str(key)],
         stdout=subprocess.PIPE,
@@ -39,8 +40,8 @@ def peer(certificate: tuple[Path, Path]) -> Iterator[int]:
         process.wait()
 
 
-def _exchange(port: int, cert: Path, outgoing: int, incoming: int) -> bytes:
-    context = ssl.create_default_context(cafile=str(cert))
+def _exchange(port: int, ca: Path, outgoing: int, incoming: int) -> bytes:
+    context = ssl.create_default_context(cafile=str(ca))
     with socket.create_connection(("127.0.0.1", port)) as raw:
         with context.wrap_socket(raw, server_hostname="127.0.0.1") as connection:
             connection.sendall(bench_transport.HEADER.pack(outgoing, incoming) + b"o" * outgoing)
@@ -57,11 +58,11 @@ def _exchange(port: int, cert: Path, outgoing: int, incoming: int) -> bytes:
     ("outgoing", "incoming"), [(0, 1), (5, 0), (3 * bench_transport.MIB + 7, 70_000)]
 )
 def test_the_peer_reads_what_the_header_says_and_answers_that_many_bytes(
-    peer: int, certificate: tuple[Path, Path], outgoing: int, incoming: int
+    peer: int, certificate: tuple[Path, Path, Path], outgoing: int, incoming: int
 ) -> None:
     if incoming == 0:
         # Nothing comes back: the next exchange on the same connection still lines up.
-        context = ssl.create_default_context(cafile=str(certificate[0]))
+        context = ssl.create_default_context(cafile=str(certificate[2]))
         with socket.create_connection(("127.0.0.1", peer)) as raw:
             with context.wrap_socket(raw, server_hostname="127.0.0.1") as connection:
                 header = bench_transport.HEADER
@@ -69,7 +70,7 @@ def test_the_peer_reads_what_the_header_says_and_answers_that_many_bytes(
                 connection.sendall(header.pack(2, 3) + b"oo")
                 assert connection.recv(10) == b"aaa"
         return
-    assert _exchange(peer, certificate[0], outgoing, incoming) == b"a" * incoming
+    assert _exchange(peer, certificate[2], outgoing, incoming) == b"a" * incoming
 
 
 def test_each_scenario_is_measured_in_order_with_its_sizes() -> None:
