@@ -36,7 +36,7 @@ from nomyo_native._http_request import RequestBuilder, httpx_logs_requests
 from nomyo_native._protocol import MAX_ERROR_BODY_BYTES, Answer
 from nomyo_native.errors import ResponseFormatError
 
-__all__ = ["AVAILABLE", "DirectExchange", "needs_model", "raise_as_httpx2"]
+__all__ = ["AVAILABLE", "DirectExchange", "needs_model", "raise_as_httpx2", "refuse_declared_over"]
 
 # Fields of an answer the driver reads through httpx2's response model (lower case).
 _READ_BY_MODEL = frozenset({b"retry-after", b"content-encoding", b"set-cookie", b"set-cookie2"})
@@ -48,8 +48,6 @@ class DirectExchange:
     def __init__(self, pool: HTTP11ConnectionPool, requests: RequestBuilder) -> None:
         self._pool = pool
         self._requests = requests
-        # httpcore2's URL of each httpx2 URL, as the transport converts it: once per URL.
-        self._urls: dict[httpx2.URL, httpcore2.URL] = {}
 
     async def send(
         self,
@@ -66,13 +64,7 @@ class DirectExchange:
         def request() -> httpx2.Request:
             return self._requests.plain_request(method, url, head, content)
 
-        sent = httpcore2.Request(
-            method.upper(),
-            self._core_url(url),
-            headers=head,
-            content=content,
-            extensions={"timeout": self._requests.timeouts},
-        )
+        sent = self._requests.core_request(method, url, head, content)
         try:
             response = await self._pool.handle_async_request(sent)
         except Exception as exc:
@@ -96,14 +88,6 @@ class DirectExchange:
             # is closed when its response was not read to the end.
             await stream.aclose()  # type: ignore[attr-defined]
         return Answer(status, body, None)
-
-    def _core_url(self, url: httpx2.URL) -> httpcore2.URL:
-        core = self._urls.get(url)
-        if core is None:
-            core = self._urls[url] = httpcore2.URL(
-                scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
-            )
-        return core
 
     def _as_httpx2(self, response: httpcore2.Response, request: httpx2.Request) -> httpx2.Response:
         """The response as the transport returns it and the driver's client receives it."""
@@ -129,9 +113,7 @@ async def _read_capped(
 ) -> bytes | bytearray | memoryview:
     """``read_raw_capped`` of the driver, on the pool's stream: a declared length above
     ``cap`` is refused before anything is read, and so is a body growing past it."""
-    for name, value in headers:
-        if name.lower() == b"content-length" and value.isdigit() and int(value) > cap:
-            raise ResponseFormatError(f"response body larger than {cap} bytes refused")
+    refuse_declared_over(headers, cap)
     chunks: list[bytes] = []
     size = 0
     async for chunk in stream:
@@ -142,6 +124,13 @@ async def _read_capped(
             raise ResponseFormatError(f"response body larger than {cap} bytes refused")
         chunks.append(chunk)
     return whole_body(chunks)
+
+
+def refuse_declared_over(headers: list[tuple[bytes, bytes]], cap: int) -> None:
+    """Refuses an answer whose declared length is above ``cap``, before anything is read."""
+    for name, value in headers:
+        if name.lower() == b"content-length" and value.isdigit() and int(value) > cap:
+            raise ResponseFormatError(f"response body larger than {cap} bytes refused")
 
 
 def raise_as_httpx2(exc: Exception, request: Callable[[], httpx2.Request]) -> NoReturn:

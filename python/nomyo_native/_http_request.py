@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 
+import httpcore2
 import httpx2
 
 __all__ = ["RequestBuilder", "httpx_logs_requests"]
@@ -39,6 +40,8 @@ class RequestBuilder:
         self._defaults = {name.lower(): (name, value) for name, value in http.headers.raw}
         # Parsing a URL costs more than the rest of a request's head: once per URL.
         self._urls: dict[str, httpx2.URL] = {}
+        # httpcore2's URL of each httpx2 URL, as httpx2's transport converts it: once per URL.
+        self._core_urls: dict[httpx2.URL, httpcore2.URL] = {}
 
     @property
     def timeouts(self) -> dict[str, float | None]:
@@ -75,6 +78,24 @@ class RequestBuilder:
         )
         request.read()  # as httpx2 reads content it is given (no copy: one chunk)
         return request
+
+    def core_request(
+        self, method: str, url: httpx2.URL, head: list[tuple[bytes, bytes]], content: bytes
+    ) -> httpcore2.Request:
+        """The ``httpcore2.Request`` httpx2's transport makes of a :meth:`plain_request`, for a
+        driver's direct attempt on its pool."""
+        core_url = self._core_urls.get(url)
+        if core_url is None:
+            core_url = self._core_urls[url] = httpcore2.URL(
+                scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
+            )
+        return httpcore2.Request(
+            method.upper(),
+            core_url,
+            headers=head,
+            content=content,
+            extensions={"timeout": self._timeouts},
+        )
 
     def build(
         self, method: str, url: str, headers: dict[str, str], content: bytes | None

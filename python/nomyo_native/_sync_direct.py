@@ -28,7 +28,7 @@ except ImportError:
 else:
     from nomyo_native._async_direct import AVAILABLE
 
-from nomyo_native._async_direct import needs_model, raise_as_httpx2
+from nomyo_native._async_direct import needs_model, raise_as_httpx2, refuse_declared_over
 from nomyo_native._http_body import whole_body
 from nomyo_native._http_request import RequestBuilder
 from nomyo_native._protocol import MAX_ERROR_BODY_BYTES, Answer
@@ -50,8 +50,6 @@ class SyncDirectExchange:
         self._pool = pool
         self._requests = requests
         self._each_chunk = each_chunk
-        # httpcore2's URL of each httpx2 URL, as the transport converts it: once per URL.
-        self._urls: dict[httpx2.URL, httpcore2.URL] = {}
 
     def send(
         self,
@@ -68,13 +66,7 @@ class SyncDirectExchange:
         def request() -> httpx2.Request:
             return self._requests.plain_request(method, url, head, content)
 
-        sent = httpcore2.Request(
-            method.upper(),
-            self._core_url(url),
-            headers=head,
-            content=content,
-            extensions={"timeout": self._requests.timeouts},
-        )
+        sent = self._requests.core_request(method, url, head, content)
         try:
             response = self._pool.handle_request(sent)
         except Exception as exc:
@@ -99,14 +91,6 @@ class SyncDirectExchange:
             stream.close()  # type: ignore[attr-defined]
         return Answer(status, body, None)
 
-    def _core_url(self, url: httpx2.URL) -> httpcore2.URL:
-        core = self._urls.get(url)
-        if core is None:
-            core = self._urls[url] = httpcore2.URL(
-                scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
-            )
-        return core
-
     def _as_httpx2(self, response: httpcore2.Response, request: httpx2.Request) -> httpx2.Response:
         """The response as the transport returns it and the driver's client receives it."""
         assert isinstance(response.stream, Iterable)
@@ -124,9 +108,7 @@ class SyncDirectExchange:
     ) -> bytes | bytearray | memoryview:
         """The sync driver's ``iter_raw_capped`` on the pool's stream: a declared length
         above ``cap`` is refused before anything is read, and so is a body growing past it."""
-        for name, value in headers:
-            if name.lower() == b"content-length" and value.isdigit() and int(value) > cap:
-                raise ResponseFormatError(f"response body larger than {cap} bytes refused")
+        refuse_declared_over(headers, cap)
         chunks: list[bytes] = []
         size = 0
         self._each_chunk()
