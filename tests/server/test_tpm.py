@@ -239,3 +239,26 @@ def test_owned_swtpm_measures_the_server_code_into_pcr10(endpoint_factory, wire_
     expected = hashlib.sha256(b"\0" * 32 + hashlib.sha256(endpoint.code_measurement).digest())
     assert block["pcr_values"]["sha256"]["10"] == expected.hexdigest()
     assert block["pcr_values"]["sha256"]["0"] == "00" * 32
+
+
+def test_swtpm_starts_on_a_retry_after_a_failed_attempt(monkeypatch):
+    # A failed attempt (say, its port taken between the probe and swtpm's bind) is reaped, and
+    # its guard deletes the temporary state directory: the retry must not reuse that path.
+    from nomyo_native.server.swtpm import SwtpmProcess
+
+    real_wait = SwtpmProcess._wait_ready
+    attempts: list[object] = []
+
+    def first_fails(self, process, ports):
+        attempts.append(self.state_dir)
+        return False if len(attempts) == 1 else real_wait(self, process, ports)
+
+    monkeypatch.setattr(SwtpmProcess, "_wait_ready", first_fails)
+    swtpm = SwtpmProcess().start()
+    try:
+        assert swtpm.running and len(attempts) == 2
+        assert attempts[0] != attempts[1]
+        assert swtpm.state_dir is not None and swtpm.state_dir.is_dir()
+    finally:
+        swtpm.stop()
+    assert not any(path.exists() for path in attempts)  # both temporary directories removed

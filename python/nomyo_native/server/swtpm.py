@@ -98,13 +98,14 @@ class SwtpmProcess:
                 self.state_dir = ensure_private_dir(self._requested_state_dir, "--tpm-state")
             except (OSError, UnsafePathError) as exc:
                 raise TpmError(str(exc)) from None
-        else:
-            # mkdtemp makes it 0700.
-            self.state_dir = Path(tempfile.mkdtemp(prefix="nomyo-swtpm-"))
         last_error = "unknown"
         try:
             # A port can be taken between probing and swtpm's bind: retry with fresh ports.
             for _ in range(5):
+                if not self.persistent:
+                    # A failed attempt's guard deleted its temporary state directory: each
+                    # attempt gets a fresh one (mkdtemp makes it 0700).
+                    self.state_dir = Path(tempfile.mkdtemp(prefix="nomyo-swtpm-"))
                 port = _consecutive_free_ports()
                 guard = self._spawn(executable, port)
                 if self._wait_ready(guard.process, (port + 1, port)):
