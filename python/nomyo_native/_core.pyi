@@ -9,8 +9,12 @@ probes; it is never in a wheel. Its stub is ``tests/stubs/nomyo_native/_core/_te
 """
 
 import os
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Final, final
+
+# collections.abc.Buffer from 3.12; the stub-only typing_extensions name serves 3.11 too.
+from typing_extensions import Buffer
 
 # The core raises the package's own classes (nomyo_native.errors), under its historical names.
 from nomyo_native.errors import CoreError as CoreError
@@ -42,6 +46,10 @@ __all__ = [
     "PayloadTooLargeError",
     "RequestBody",
     "ServerPublicKey",
+    "TlsCertificateError",
+    "TlsConfig",
+    "TlsError",
+    "TlsSession",
     "TpmFormatError",
     "__version__",
     "memory_status",
@@ -269,3 +277,83 @@ def x509_verify_signature(
     """Verify an X.509 certificate signature: ``algorithm`` is ``rsa-pkcs1-sha256/384/512`` or
     ``ecdsa-p256-sha256/384``/``ecdsa-p384-sha256/384``; ``public_key`` a PKCS#1 RSAPublicKey
     or an uncompressed EC point. Raises TpmFormatError for an unsupported algorithm."""
+
+# ---- TLS records (rust/src/tls.rs): rustls on aws-lc-rs, sans I/O -----------------------------
+
+class TlsError(Exception):
+    """A TLS failure (handshake, protocol, alert, bad record). The message is rustls's, never
+    key material or plaintext."""
+
+class TlsCertificateError(TlsError):
+    """The server's certificate was refused."""
+
+    reason: str
+    """A short stable code: ``UnknownIssuer``, ``NotValidForName``, ``Expired``,
+    ``NotValidYet``, ``BadSignature``, ``BadEncoding``, ``Revoked``, ``InvalidPurpose``,
+    ``UnsupportedSignatureAlgorithm``, ``UnhandledCriticalExtension``, ``Other``..."""
+
+@final
+class TlsConfig:
+    """Trust anchors and protocol settings of one client, shared by its sessions (and their
+    session-resumption cache). Build once per trust store: parsing costs milliseconds.
+
+    rustls's safe defaults on aws-lc-rs: TLS 1.3 and 1.2, its cipher suites and key exchange
+    groups (the post-quantum hybrid first), no 0-RTT, no key log."""
+
+    def __new__(cls, roots_pem: Buffer, alpn: Sequence[bytes] | None = None) -> TlsConfig:
+        """Every PEM CERTIFICATE block in ``roots_pem`` becomes a trust anchor (as OpenSSL's
+        ``load_verify_locations``); other blocks are ignored, unusable ones skipped.
+        ``alpn`` defaults to ``(b"http/1.1",)``. ValueError if no anchor is usable."""
+    @property
+    def root_count(self) -> int:
+        """The trust anchors in use."""
+
+@final
+class TlsSession:
+    """One client connection's TLS record layer, sans I/O: the caller moves the socket's bytes
+    in (``receive``) and out (``take_tls``), and application data in (``send``) and out
+    (``read_into``). The ClientHello is waiting in ``take_tls()`` at once. Once failed, every
+    later ``receive``/``send``/``read_into`` raises the same kind of error."""
+
+    def __new__(cls, config: TlsConfig, server_name: str) -> TlsSession:
+        """``server_name``: a DNS name or an IP literal, checked against the certificate
+        (ValueError if it is neither)."""
+    def receive(self, data: Buffer) -> int:
+        """Take TLS bytes read from the socket (any amount, all taken), processing every
+        complete record; returns the plaintext bytes now waiting. Replies and alerts are then
+        waiting in ``take_tls()``. Raises TlsError / TlsCertificateError."""
+    def read_into(self, buffer: Buffer) -> int:
+        """Move waiting plaintext into the writable ``buffer``; returns the bytes written."""
+    @property
+    def plaintext_pending(self) -> int:
+        """Plaintext bytes waiting for ``read_into``."""
+    def send(self, data: Buffer) -> None:
+        """Encrypt application data into the TLS output (TlsError before the handshake ends
+        or after ``close``)."""
+    def take_tls(self) -> bytes:
+        """The TLS bytes to write now (``b""`` if none)."""
+    @property
+    def tls_pending(self) -> int:
+        """Bytes ``take_tls()`` would return."""
+    def close(self) -> None:
+        """Queue close_notify (idempotent)."""
+    @property
+    def handshaking(self) -> bool:
+        """The handshake is still under way."""
+    @property
+    def peer_closed(self) -> bool:
+        """The peer's close_notify was received."""
+    @property
+    def protocol_version(self) -> str | None:
+        """``"TLSv1.3"`` or ``"TLSv1.2"`` (as ``ssl.SSLObject.version()``)."""
+    @property
+    def cipher_suite(self) -> str | None:
+        """The negotiated suite's IANA name, e.g. ``"TLS13_AES_256_GCM_SHA384"``."""
+    @property
+    def cipher_bits(self) -> int | None:
+        """The secret bits of the negotiated bulk cipher (``ssl.SSLObject.cipher()[2]``)."""
+    @property
+    def alpn_protocol(self) -> str | None:
+        """The protocol the server chose by ALPN."""
+    def peer_certificate(self) -> bytes | None:
+        """The server's leaf certificate, DER."""

@@ -16,6 +16,7 @@ pub mod lc_heap;
 mod page;
 pub mod request_body;
 pub mod secret;
+pub mod tls;
 pub mod tpm;
 #[cfg(windows)]
 mod win;
@@ -66,6 +67,10 @@ mod _core {
         tpm_verify_signature, x509_verify_signature,
     };
 
+    // ---- TLS records of the client's connections (issue 15)
+    #[pymodule_export]
+    use crate::py::tls::{TlsConfig, TlsSession};
+
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         // First, so that a `fork` from now on never leaves a child a lock held (see fork.rs).
@@ -77,6 +82,7 @@ mod _core {
         crate::secret::initialise();
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         crate::error::py::register(m)?;
+        crate::py::tls::register(m)?;
         // The historical name (it shadows the builtin `open` in a star import, hence the rename).
         m.add("open", m.getattr("open_envelope")?)?;
         #[cfg(feature = "testing")]

@@ -57,3 +57,36 @@ impl<'py> BodyBytes<'py> {
         }
     }
 }
+
+/// A caller's writable buffer (a `bytearray`, a writable contiguous `memoryview`) exported for
+/// one call: it cannot be resized or freed until this is dropped (with the GIL held).
+pub struct WritableBytes(PyBuffer<u8>);
+
+impl WritableBytes {
+    /// `obj` as a writable buffer, or a TypeError naming what is accepted.
+    pub fn extract(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let refused = || {
+            PyTypeError::new_err(
+                "buffer must be a writable contiguous buffer of bytes, such as a bytearray",
+            )
+        };
+        let buffer = PyBuffer::<u8>::get(obj).map_err(|_| refused())?;
+        if buffer.readonly() || !buffer.is_c_contiguous() {
+            return Err(refused());
+        }
+        Ok(Self(buffer))
+    }
+
+    /// The bytes, writable, valid as long as `self` (and so the export) lives.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        let len = self.0.len_bytes();
+        if len == 0 {
+            return &mut [];
+        }
+        // SAFETY: the export is C-contiguous, writable (both checked in `extract`) and of `u8`
+        // items, so `len_bytes` bytes start at `buf_ptr`, non-null for a non-empty buffer; the
+        // export keeps them allocated and unresizable until `self` is dropped, and the slice
+        // borrows `self` mutably, so it is the only Rust reference and cannot outlive the export.
+        unsafe { std::slice::from_raw_parts_mut(self.0.buf_ptr().cast::<u8>(), len) }
+    }
+}

@@ -10,4 +10,5 @@ pub mod memory;
 /// `_core._testing`: probes for the test suite, compiled only with the `testing` feature.
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 pub mod tpm;

@@ -1,0 +1,523 @@
+//! The TLS record layer of a client connection: a sans-I/O rustls session over aws-lc-rs.
+//!
+//! The caller (Python) owns the socket: it hands in the bytes it read (`receive`), takes the
+//! bytes to write (`take_tls`), and moves application data in (`send`) and out (`read_into`).
+//! Here the records from the network are parsed and decrypted in Rust, and the traffic keys
+//! live in aws-lc's allocations, which go to the locked heap (`lc_heap`).
+//!
+//! Errors are typed: a refused server certificate is a `TlsFailure::Certificate` with a short
+//! stable reason code, anything else `TlsFailure::Protocol`. Their texts are rustls's own
+//! `Display` (names, alert descriptions, the expected and presented host names), which never
+//! contain key material or application data. A session that failed stays failed.
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::io::{self, Read};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{CertificateError, ClientConfig, ClientConnection, RootCertStore};
+
+/// The received-plaintext buffer rustls keeps (16 KiB) refuses more records once it holds more
+/// than this; past it `receive` moves the plaintext into the session's own buffer.
+const RUSTLS_PLAINTEXT_LIMIT: usize = 16 * 1024;
+
+/// Why a trust store or a server name was refused (a `ValueError` in Python).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSetupError(pub String);
+
+impl fmt::Display for TlsSetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TlsSetupError {}
+
+/// A failed session: the certificate was refused, or anything else went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// The server's certificate was refused: a stable reason code and rustls's message.
+    Certificate {
+        /// A short stable code ("UnknownIssuer", "NotValidForName", "Expired"...).
+        reason: &'static str,
+        /// rustls's description of the refusal.
+        message: String,
+    },
+    /// A handshake, protocol, alert or record failure, or a misuse of the session.
+    Protocol(String),
+}
+
+impl fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsFailure::Certificate { message, .. } | TlsFailure::Protocol(message) => {
+                f.write_str(message)
+            }
+        }
+    }
+}
+
+impl std::error::Error for TlsFailure {}
+
+impl From<rustls::Error> for TlsFailure {
+    fn from(error: rustls::Error) -> Self {
+        match &error {
+            rustls::Error::InvalidCertificate(cert) => TlsFailure::Certificate {
+                reason: certificate_reason(cert),
+                message: error.to_string(),
+            },
+            _ => TlsFailure::Protocol(error.to_string()),
+        }
+    }
+}
+
+/// The stable code of a certificate refusal (the `*Context` variants carry the same meaning
+/// with more detail in the message).
+pub fn certificate_reason(error: &CertificateError) -> &'static str {
+    use CertificateError as E;
+    match error {
+        E::BadEncoding => "BadEncoding",
+        E::Expired | E::ExpiredContext { .. } => "Expired",
+        E::NotValidYet | E::NotValidYetContext { .. } => "NotValidYet",
+        E::Revoked => "Revoked",
+        E::UnhandledCriticalExtension => "UnhandledCriticalExtension",
+        E::UnknownIssuer => "UnknownIssuer",
+        E::UnknownRevocationStatus => "UnknownRevocationStatus",
+        E::ExpiredRevocationList | E::ExpiredRevocationListContext { .. } => {
+            "ExpiredRevocationList"
+        }
+        E::BadSignature => "BadSignature",
+        #[allow(deprecated)] // still what older verifiers report
+        E::UnsupportedSignatureAlgorithm => "UnsupportedSignatureAlgorithm",
+        E::UnsupportedSignatureAlgorithmContext { .. }
+        | E::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+            "UnsupportedSignatureAlgorithm"
+        }
+        E::NotValidForName | E::NotValidForNameContext { .. } => "NotValidForName",
+        E::InvalidPurpose | E::InvalidPurposeContext { .. } => "InvalidPurpose",
+        E::InvalidOcspResponse => "InvalidOcspResponse",
+        E::ApplicationVerificationFailure => "ApplicationVerificationFailure",
+        _ => "Other",
+    }
+}
+
+/// The trust anchors read from a PEM trust store.
+#[derive(Debug)]
+pub struct TrustAnchors {
+    /// The anchors, for rustls's WebPki verifier.
+    pub store: RootCertStore,
+    /// CERTIFICATE blocks that were not usable (bad base64, not a certificate rustls accepts).
+    pub skipped: usize,
+}
+
+/// Every PEM CERTIFICATE block in `pem` as a trust anchor, as OpenSSL's `load_verify_locations`
+/// reads a CA file; other blocks are ignored, unusable certificates skipped and counted.
+pub fn trust_anchors(pem: &[u8]) -> Result<TrustAnchors, TlsSetupError> {
+    let mut store = RootCertStore::empty();
+    let mut skipped = 0;
+    // Each step consumes at least one line, so a malformed block ends the walk, never loops.
+    for block in CertificateDer::pem_slice_iter(pem) {
+        let added = block.map(|der| store.add(der).is_ok()).unwrap_or(false);
+        if !added {
+            skipped += 1;
+        }
+    }
+    if store.is_empty() {
+        return Err(TlsSetupError(
+            "no usable CA certificate in the trust store".to_owned(),
+        ));
+    }
+    Ok(TrustAnchors { store, skipped })
+}
+
+/// A client's trust anchors and protocol settings, shared by its sessions (with the
+/// session-resumption cache). Building one parses every anchor: do it once per trust store.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    config: Arc<ClientConfig>,
+    root_count: usize,
+    skipped: usize,
+}
+
+impl TlsConfig {
+    /// rustls's safe defaults on aws-lc-rs (TLS 1.3 and 1.2, its cipher suites and key
+    /// exchange groups, the post-quantum hybrid first), WebPki verification against the
+    /// anchors in `roots_pem`, the given ALPN protocols, the in-memory resumption cache, no
+    /// 0-RTT and no key log.
+    pub fn new(roots_pem: &[u8], alpn: Vec<Vec<u8>>) -> Result<Self, TlsSetupError> {
+        let anchors = trust_anchors(roots_pem)?;
+        let root_count = anchors.store.len();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsSetupError(e.to_string()))?
+            .with_root_certificates(anchors.store)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn;
+        config.enable_early_data = false;
+        Ok(Self {
+            config: Arc::new(config),
+            root_count,
+            skipped: anchors.skipped,
+        })
+    }
+
+    /// The trust anchors in use.
+    pub fn root_count(&self) -> usize {
+        self.root_count
+    }
+
+    /// CERTIFICATE blocks of the trust store that were skipped as unusable.
+    pub fn skipped_count(&self) -> usize {
+        self.skipped
+    }
+}
+
+/// The server name to verify: a DNS name or an IP literal.
+pub fn server_name(name: &str) -> Result<ServerName<'static>, TlsSetupError> {
+    ServerName::try_from(name.to_owned()).map_err(|_| {
+        TlsSetupError("server_name is neither a valid DNS name nor an IP address".to_owned())
+    })
+}
+
+/// One client connection's TLS state. Not thread-safe by itself: the binding lends it to one
+/// call at a time.
+#[derive(Debug)]
+pub struct TlsSession {
+    conn: ClientConnection,
+    /// Plaintext taken out of rustls's bounded buffer: `overflow[overflow_read..]` is waiting,
+    /// and is older than anything still inside rustls.
+    overflow: Vec<u8>,
+    overflow_read: usize,
+    /// Plaintext waiting inside rustls, and TLS bytes it has queued (as of the last call).
+    rustls_plaintext: usize,
+    rustls_tls: usize,
+    /// TLS bytes drained from rustls after a failure (its alert), sent before anything newer.
+    staged_tls: Vec<u8>,
+    peer_closed: bool,
+    closed: bool,
+    failure: Option<TlsFailure>,
+}
+
+impl TlsSession {
+    /// A session to `server_name`; its ClientHello is ready in the TLS output at once.
+    pub fn new(config: &TlsConfig, server_name: ServerName<'static>) -> Result<Self, TlsFailure> {
+        let _inside = crate::lc_heap::enter();
+        let mut conn = ClientConnection::new(Arc::clone(&config.config), server_name)?;
+        // The caller drains the output after every call: no cap on what a `send` may queue.
+        conn.set_buffer_limit(None);
+        let mut session = Self {
+            conn,
+            overflow: Vec::new(),
+            overflow_read: 0,
+            rustls_plaintext: 0,
+            rustls_tls: 0,
+            staged_tls: Vec::new(),
+            peer_closed: false,
+            closed: false,
+            failure: None,
+        };
+        session.refresh()?;
+        Ok(session)
+    }
+
+    /// The failure that ended the session, if any.
+    pub fn failure(&self) -> Option<&TlsFailure> {
+        self.failure.as_ref()
+    }
+
+    /// End the session with `message` (a panic inside it: its state cannot be trusted).
+    pub fn poison(&mut self, message: &str) -> TlsFailure {
+        let failure = TlsFailure::Protocol(message.to_owned());
+        self.failure = Some(failure.clone());
+        failure
+    }
+
+    fn check(&self) -> Result<(), TlsFailure> {
+        match &self.failure {
+            Some(failure) => Err(failure.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Record `failure` as final, keep rustls's alert for `take_tls`, and return it.
+    fn fail(&mut self, failure: TlsFailure) -> TlsFailure {
+        self.failure = Some(failure.clone());
+        let mut alert = Vec::new();
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut alert) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        self.staged_tls.extend_from_slice(&alert);
+        self.rustls_tls = 0;
+        self.rustls_plaintext = 0;
+        failure
+    }
+
+    /// Process what rustls holds and note what is waiting on each side.
+    fn refresh(&mut self) -> Result<(), TlsFailure> {
+        match self.conn.process_new_packets() {
+            Ok(state) => {
+                self.rustls_plaintext = state.plaintext_bytes_to_read();
+                self.rustls_tls = state.tls_bytes_to_write();
+                self.peer_closed |= state.peer_has_closed();
+                Ok(())
+            }
+            Err(error) => Err(self.fail(error.into())),
+        }
+    }
+
+    /// Take TLS bytes read from the socket (all of them), processing every complete record;
+    /// returns the plaintext bytes now waiting. A truncated record waits for the rest.
+    pub fn receive(&mut self, mut data: &[u8]) -> Result<usize, TlsFailure> {
+        self.check()?;
+        let _inside = crate::lc_heap::enter();
+        while !data.is_empty() && !self.peer_closed {
+            if self.rustls_plaintext > RUSTLS_PLAINTEXT_LIMIT {
+                self.move_plaintext_out();
+            }
+            match self.conn.read_tls(&mut data) {
+                // After close_notify rustls reads nothing more: the rest is discarded.
+                Ok(0) => break,
+                Ok(_) => self.refresh()?,
+                Err(error) => return Err(self.fail(TlsFailure::Protocol(error.to_string()))),
+            }
+        }
+        Ok(self.plaintext_pending())
+    }
+
+    /// Move all of rustls's waiting plaintext to `overflow` (so that it reads more records).
+    fn move_plaintext_out(&mut self) {
+        if self.overflow_read == self.overflow.len() {
+            self.overflow.clear();
+            self.overflow_read = 0;
+        }
+        // Reading from rustls's plaintext buffer cannot fail while it holds data.
+        let moved = self
+            .conn
+            .reader()
+            .read_to_end(&mut self.overflow)
+            .unwrap_or(0);
+        self.rustls_plaintext = self.rustls_plaintext.saturating_sub(moved);
+    }
+
+    /// Plaintext bytes waiting for `read_into`.
+    pub fn plaintext_pending(&self) -> usize {
+        (self.overflow.len() - self.overflow_read) + self.rustls_plaintext
+    }
+
+    /// Move waiting plaintext into `out`; returns how many bytes were written.
+    pub fn read_into(&mut self, out: &mut [u8]) -> Result<usize, TlsFailure> {
+        self.check()?;
+        let mut written = 0;
+        let waiting = &self.overflow[self.overflow_read..];
+        if !waiting.is_empty() {
+            let n = waiting.len().min(out.len());
+            out[..n].copy_from_slice(&waiting[..n]);
+            self.overflow_read += n;
+            written = n;
+        }
+        while written < out.len() && self.rustls_plaintext > 0 {
+            match self.conn.reader().read(&mut out[written..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    written += n;
+                    self.rustls_plaintext = self.rustls_plaintext.saturating_sub(n);
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    /// Encrypt application data into the TLS output. Refused before the handshake ends and
+    /// after `close`.
+    pub fn send(&mut self, data: &[u8]) -> Result<(), TlsFailure> {
+        self.check()?;
+        if self.conn.is_handshaking() {
+            return Err(TlsFailure::Protocol(
+                "cannot send application data before the TLS handshake is complete".to_owned(),
+            ));
+        }
+        if self.closed {
+            return Err(TlsFailure::Protocol(
+                "cannot send application data after close()".to_owned(),
+            ));
+        }
+        let _inside = crate::lc_heap::enter();
+        let mut writer = self.conn.writer();
+        let mut rest = data;
+        while !rest.is_empty() {
+            match io::Write::write(&mut writer, rest) {
+                Ok(0) => {
+                    return Err(self.fail(TlsFailure::Protocol(
+                        "the TLS session refused application data".to_owned(),
+                    )))
+                }
+                Ok(n) => rest = &rest[n..],
+                Err(error) => return Err(self.fail(TlsFailure::Protocol(error.to_string()))),
+            }
+        }
+        self.refresh()
+    }
+
+    /// TLS bytes waiting to be written to the socket.
+    pub fn tls_pending(&self) -> usize {
+        self.staged_tls.len() + self.rustls_tls
+    }
+
+    /// Write all waiting TLS bytes into `out`, which is exactly `tls_pending()` long.
+    pub fn take_tls_into(&mut self, out: &mut [u8]) -> Result<(), TlsFailure> {
+        let staged = self.staged_tls.len();
+        if out.len() != self.tls_pending() {
+            return Err(TlsFailure::Protocol(
+                "internal error: the TLS output changed size".to_owned(),
+            ));
+        }
+        out[..staged].copy_from_slice(&self.staged_tls);
+        self.staged_tls.clear();
+        let mut rest = &mut out[staged..];
+        while !rest.is_empty() {
+            match self.conn.write_tls(&mut rest) {
+                Ok(0) | Err(_) => {
+                    return Err(TlsFailure::Protocol(
+                        "internal error: the TLS output was shorter than announced".to_owned(),
+                    ))
+                }
+                Ok(_) => {}
+            }
+        }
+        self.rustls_tls = 0;
+        Ok(())
+    }
+
+    /// All waiting TLS bytes, as a vector (tests and callers without a preallocated buffer).
+    pub fn take_tls(&mut self) -> Result<Vec<u8>, TlsFailure> {
+        let mut out = vec![0; self.tls_pending()];
+        self.take_tls_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// Queue close_notify (once; later calls do nothing).
+    pub fn close(&mut self) -> Result<(), TlsFailure> {
+        if self.closed || self.failure.is_some() {
+            return Ok(());
+        }
+        self.closed = true;
+        let _inside = crate::lc_heap::enter();
+        self.conn.send_close_notify();
+        self.refresh()
+    }
+
+    /// The handshake is still under way.
+    pub fn handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
+    /// The peer's close_notify was received.
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+
+    /// "TLSv1.3" or "TLSv1.2" once negotiated (the names of `ssl.SSLObject.version()`).
+    pub fn protocol_version(&self) -> Option<&'static str> {
+        match self.conn.protocol_version()? {
+            rustls::ProtocolVersion::TLSv1_3 => Some("TLSv1.3"),
+            rustls::ProtocolVersion::TLSv1_2 => Some("TLSv1.2"),
+            _ => None,
+        }
+    }
+
+    /// The negotiated cipher suite's IANA name ("TLS13_AES_256_GCM_SHA384").
+    pub fn cipher_suite(&self) -> Option<&'static str> {
+        self.conn.negotiated_cipher_suite()?.suite().as_str()
+    }
+
+    /// The secret bits of the negotiated suite's bulk cipher (as `ssl.SSLObject.cipher()[2]`).
+    pub fn cipher_bits(&self) -> Option<u32> {
+        let suite = self.conn.negotiated_cipher_suite()?;
+        let name = suite.suite().as_str()?;
+        Some(if name.contains("AES_128") { 128 } else { 256 })
+    }
+
+    /// The protocol the server chose by ALPN.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.conn.alpn_protocol()
+    }
+
+    /// The server's leaf certificate, DER.
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        self.conn.peer_certificates()?.first().map(|c| c.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pem_block(label: &str, body: &str) -> String {
+        format!("-----BEGIN {label}-----\n{body}\n-----END {label}-----\n")
+    }
+
+    #[test]
+    fn empty_or_garbage_store_is_refused() {
+        for pem in [&b""[..], b"garbage", b"-----BEGIN CERTIFICATE-----\n!!!\n"] {
+            let error = trust_anchors(pem).unwrap_err();
+            assert_eq!(error.0, "no usable CA certificate in the trust store");
+        }
+    }
+
+    #[test]
+    fn blocks_that_are_not_certificates_give_no_anchor() {
+        let not_a_cert = pem_block("CERTIFICATE", "AAAA");
+        let key = pem_block("PRIVATE KEY", "AAAA");
+        let pem = format!("{key}{not_a_cert}{not_a_cert}");
+        assert!(trust_anchors(pem.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn certificate_reasons_are_stable_codes() {
+        assert_eq!(
+            certificate_reason(&CertificateError::UnknownIssuer),
+            "UnknownIssuer"
+        );
+        assert_eq!(
+            certificate_reason(&CertificateError::NotValidForName),
+            "NotValidForName"
+        );
+        assert_eq!(certificate_reason(&CertificateError::Expired), "Expired");
+        assert_eq!(
+            certificate_reason(&CertificateError::NotValidYet),
+            "NotValidYet"
+        );
+        assert_eq!(
+            certificate_reason(&CertificateError::ApplicationVerificationFailure),
+            "ApplicationVerificationFailure"
+        );
+        let failure = TlsFailure::from(rustls::Error::InvalidCertificate(
+            CertificateError::BadSignature,
+        ));
+        assert!(matches!(
+            failure,
+            TlsFailure::Certificate {
+                reason: "BadSignature",
+                ..
+            }
+        ));
+        let other = TlsFailure::from(rustls::Error::DecryptError);
+        assert!(matches!(other, TlsFailure::Protocol(_)));
+    }
+
+    #[test]
+    fn server_names_are_checked() {
+        assert!(server_name("example.com").is_ok());
+        assert!(server_name("127.0.0.1").is_ok());
+        assert!(server_name("::1").is_ok());
+        assert!(server_name("").is_err());
+        assert!(server_name("bad name").is_err());
+    }
+}

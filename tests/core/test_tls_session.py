@@ -1,0 +1,320 @@
+"""The core's TLS session (``_core.TlsSession``, rustls on aws-lc-rs) against a server made of
+Python's ``ssl`` over memory BIOs, in one process: handshakes, data both ways, verification
+failures, broken records, and closing."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+
+from nomyo_native import _core
+
+from .tls_peer import BioServer, Identity, handshake, make_identity, read_plaintext
+
+
+@pytest.fixture(scope="module")
+def identity(tmp_path_factory: pytest.TempPathFactory) -> Identity:
+    return make_identity(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def config(identity: Identity) -> _core.TlsConfig:
+    return _core.TlsConfig(identity.ca_pem)
+
+
+def connected(
+    identity: Identity, config: _core.TlsConfig, **server_options: object
+) -> tuple[_core.TlsSession, BioServer]:
+    session = _core.TlsSession(config, "localhost")
+    server = BioServer(identity, **server_options)  # type: ignore[arg-type]
+    handshake(session, server)
+    return session, server
+
+
+# ---- handshake and what it negotiated ----------------------------------------------------------
+
+
+def test_client_hello_is_ready_at_once(config: _core.TlsConfig) -> None:
+    session = _core.TlsSession(config, "localhost")
+    assert session.handshaking
+    hello = session.take_tls()
+    assert hello[0] == 0x16 and len(hello) == session.tls_pending + len(hello)
+    assert session.tls_pending == 0 and session.take_tls() == b""
+
+
+def test_tls13_handshake_reports_like_ssl_object(
+    identity: Identity, config: _core.TlsConfig
+) -> None:
+    session, server = connected(identity, config)
+    assert not session.handshaking
+    assert session.protocol_version == "TLSv1.3" == server.tls.version()
+    assert session.cipher_suite == "TLS13_AES_256_GCM_SHA384"
+    assert session.cipher_bits == 256
+    assert session.peer_certificate() == identity.leaf_der
+    assert session.alpn_protocol is None  # the server offered no ALPN
+
+
+def test_tls12_only_server(identity: Identity, config: _core.TlsConfig) -> None:
+    session, server = connected(identity, config, maximum_version=ssl.TLSVersion.TLSv1_2)
+    assert session.protocol_version == "TLSv1.2" == server.tls.version()
+    assert session.cipher_suite is not None and session.cipher_suite.startswith("TLS_ECDHE_")
+    session.send(b"over 1.2")
+    assert server.read_all(session.take_tls()) == b"over 1.2"
+
+
+def test_alpn_is_offered_and_reported(identity: Identity) -> None:
+    config = _core.TlsConfig(identity.ca_pem, alpn=[b"h2", b"http/1.1"])
+    session, server = connected(identity, config, alpn=["http/1.1"])
+    assert session.alpn_protocol == "http/1.1" == server.tls.selected_alpn_protocol()
+
+
+def test_default_alpn_is_http11(identity: Identity, config: _core.TlsConfig) -> None:
+    session, _server = connected(identity, config, alpn=["h2", "http/1.1"])
+    assert session.alpn_protocol == "http/1.1"
+
+
+def test_ip_literal_server_name(identity: Identity, config: _core.TlsConfig) -> None:
+    session = _core.TlsSession(config, "127.0.0.1")
+    handshake(session, BioServer(identity))
+    assert not session.handshaking
+
+
+# ---- data both ways ----------------------------------------------------------------------------
+
+
+def test_data_both_ways(identity: Identity, config: _core.TlsConfig) -> None:
+    session, server = connected(identity, config)
+    session.send(b"GET / HTTP/1.1\r\n\r\n")
+    assert server.read_all(session.take_tls()) == b"GET / HTTP/1.1\r\n\r\n"
+    pending = session.receive(server.send(b"HTTP/1.1 200 OK\r\n\r\n"))
+    assert pending == session.plaintext_pending == 19
+    assert read_plaintext(session) == b"HTTP/1.1 200 OK\r\n\r\n"
+    assert session.plaintext_pending == 0
+
+
+def test_multi_megabyte_both_ways(identity: Identity, config: _core.TlsConfig) -> None:
+    session, server = connected(identity, config)
+    upload = bytes(range(256)) * (3 * 4096 + 7)  # ~3 MiB, not a multiple of a record
+    session.send(upload)
+    wire = session.take_tls()
+    assert len(wire) > len(upload)
+    assert server.read_all(wire) == upload
+    download = bytes(reversed(upload))
+    records = server.send(download)
+    assert session.receive(records) == len(download)
+    assert read_plaintext(session, chunk=1 << 20) == download
+
+
+def test_send_accepts_any_buffer(identity: Identity, config: _core.TlsConfig) -> None:
+    session, server = connected(identity, config)
+    session.send(bytearray(b"ab"))
+    session.send(memoryview(b"xcdx")[1:3])
+    assert server.read_all(session.take_tls()) == b"abcd"
+
+
+@pytest.mark.parametrize("step", [1, 7, 4096, 16 * 1024 + 5])
+def test_uneven_feeding(identity: Identity, config: _core.TlsConfig, step: int) -> None:
+    session, server = connected(identity, config)
+    payload = bytes(range(251)) * 300  # several records
+    wire = server.send(payload)
+    received = bytearray()
+    for start in range(0, len(wire), step):
+        session.receive(wire[start : start + step])
+        received += read_plaintext(session, chunk=3)
+    assert bytes(received) == payload
+
+
+def test_truncated_record_waits_for_the_rest(identity: Identity, config: _core.TlsConfig) -> None:
+    session, server = connected(identity, config)
+    wire = server.send(b"complete only at the end")
+    assert session.receive(wire[:-1]) == 0
+    assert session.plaintext_pending == 0
+    assert session.receive(wire[-1:]) == 24
+    assert read_plaintext(session) == b"complete only at the end"
+
+
+def test_small_read_into_buffers(identity: Identity, config: _core.TlsConfig) -> None:
+    session, server = connected(identity, config)
+    session.receive(server.send(b"0123456789"))
+    buffer = bytearray(3)
+    parts = []
+    while session.plaintext_pending:
+        n = session.read_into(buffer)
+        parts.append(bytes(buffer[:n]))
+    assert parts == [b"012", b"345", b"678", b"9"]
+    assert session.read_into(bytearray(0)) == 0
+
+
+def test_read_into_refuses_read_only_buffers(identity: Identity, config: _core.TlsConfig) -> None:
+    session, server = connected(identity, config)
+    session.receive(server.send(b"kept"))
+    with pytest.raises(TypeError, match="writable"):
+        session.read_into(b"xxxx")
+    assert session.plaintext_pending == 4
+    view = memoryview(bytearray(8))
+    assert session.read_into(view[2:6]) == 4
+    assert bytes(view[2:6]) == b"kept"
+
+
+def test_receive_refuses_non_buffers(config: _core.TlsConfig) -> None:
+    session = _core.TlsSession(config, "localhost")
+    with pytest.raises(TypeError):
+        session.receive("text")  # type: ignore[arg-type]
+
+
+# ---- verification failures ---------------------------------------------------------------------
+
+
+def refused(session: _core.TlsSession, server: BioServer) -> _core.TlsCertificateError:
+    with pytest.raises(_core.TlsCertificateError) as caught:
+        handshake(session, server)
+    return caught.value
+
+
+def test_unknown_issuer(identity: Identity, tmp_path: Path) -> None:
+    other = make_identity(tmp_path)
+    session = _core.TlsSession(_core.TlsConfig(other.ca_pem), "localhost")
+    server = BioServer(identity)
+    error = refused(session, server)
+    assert error.reason == "UnknownIssuer"
+    assert isinstance(error, _core.TlsError)
+    # The alert for the server is waiting (the server learns why), and the session stays failed.
+    assert session.tls_pending > 0
+    with pytest.raises(ssl.SSLError, match=r"(?i)unknown ca"):
+        server.feed(session.take_tls())
+    with pytest.raises(_core.TlsCertificateError):
+        session.receive(b"\x16\x03\x03\x00\x01\x00")
+
+
+@pytest.mark.parametrize("name", ["other.example", "127.0.0.2"])
+def test_wrong_name(identity: Identity, config: _core.TlsConfig, name: str) -> None:
+    error = refused(_core.TlsSession(config, name), BioServer(identity))
+    assert error.reason == "NotValidForName"
+    assert name in str(error)
+
+
+def test_expired_leaf(tmp_path: Path) -> None:
+    from .tls_peer import NOW, datetime
+
+    past = (NOW - datetime.timedelta(days=30), NOW - datetime.timedelta(days=1))
+    expired = make_identity(tmp_path, validity=past)
+    session = _core.TlsSession(_core.TlsConfig(expired.ca_pem), "localhost")
+    assert refused(session, BioServer(expired)).reason == "Expired"
+
+
+def test_not_yet_valid_leaf(tmp_path: Path) -> None:
+    from .tls_peer import NOW, datetime
+
+    future = (NOW + datetime.timedelta(days=1), NOW + datetime.timedelta(days=30))
+    early = make_identity(tmp_path, validity=future)
+    session = _core.TlsSession(_core.TlsConfig(early.ca_pem), "localhost")
+    assert refused(session, BioServer(early)).reason == "NotValidYet"
+
+
+def test_ca_certificate_as_leaf(tmp_path: Path) -> None:
+    ca_leaf = make_identity(tmp_path, leaf_is_ca=True)
+    session = _core.TlsSession(_core.TlsConfig(ca_leaf.ca_pem), "localhost")
+    error = refused(session, BioServer(ca_leaf))
+    assert error.reason in {"Other", "BadEncoding", "InvalidPurpose"}, error.reason
+
+
+def test_garbage_instead_of_server_hello(config: _core.TlsConfig) -> None:
+    session = _core.TlsSession(config, "localhost")
+    session.take_tls()
+    with pytest.raises(_core.TlsError) as caught:
+        session.receive(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    assert not isinstance(caught.value, _core.TlsCertificateError)
+    with pytest.raises(_core.TlsError):
+        session.receive(b"")
+
+
+# ---- broken records after the handshake --------------------------------------------------------
+
+
+def test_tampered_record_fails_for_good(identity: Identity, config: _core.TlsConfig) -> None:
+    session, server = connected(identity, config)
+    wire = bytearray(server.send(b"secret payload that must not come out"))
+    wire[-5] ^= 0x01
+    with pytest.raises(_core.TlsError) as caught:
+        session.receive(bytes(wire))
+    assert "secret" not in str(caught.value)
+    assert session.plaintext_pending == 0
+    with pytest.raises(_core.TlsError):
+        session.receive(server.send(b"more"))
+    with pytest.raises(_core.TlsError):
+        session.send(b"anything")
+    with pytest.raises(_core.TlsError):
+        session.read_into(bytearray(16))
+
+
+# ---- closing -----------------------------------------------------------------------------------
+
+
+def test_peer_close_notify(identity: Identity, config: _core.TlsConfig) -> None:
+    session, server = connected(identity, config)
+    data = server.send(b"last words")
+    try:
+        server.tls.unwrap()
+    except ssl.SSLWantReadError:
+        pass
+    assert not session.peer_closed
+    session.receive(data + server.outgoing.read())
+    assert session.peer_closed
+    assert read_plaintext(session) == b"last words"
+
+
+def test_close_emits_close_notify(identity: Identity, config: _core.TlsConfig) -> None:
+    session, server = connected(identity, config)
+    with pytest.raises(ssl.SSLWantReadError):
+        server.tls.read(10)  # nothing yet: the connection is open
+    session.close()
+    session.close()  # idempotent
+    server.incoming.write(session.take_tls())
+    # A clean close_notify: the ssl module reads it as the end of the stream.
+    assert server.tls.read(10) == b""
+    with pytest.raises(_core.TlsError):
+        session.send(b"after close")
+
+
+def test_send_before_handshake_end(config: _core.TlsConfig) -> None:
+    session = _core.TlsSession(config, "localhost")
+    with pytest.raises(_core.TlsError, match="handshake"):
+        session.send(b"too early")
+
+
+# ---- construction ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["", "bad name", "a..b", "under_score/"])
+def test_bad_server_name(config: _core.TlsConfig, name: str) -> None:
+    with pytest.raises(ValueError, match="server_name"):
+        _core.TlsSession(config, name)
+
+
+@pytest.mark.parametrize(
+    "pem",
+    [b"", b"garbage", b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"],
+)
+def test_unusable_roots(pem: bytes) -> None:
+    with pytest.raises(ValueError, match="no usable CA certificate"):
+        _core.TlsConfig(pem)
+
+
+def test_roots_skip_other_blocks(identity: Identity, tmp_path: Path) -> None:
+    other = make_identity(tmp_path)
+    junk = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    key = b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+    config = _core.TlsConfig(key + identity.ca_pem + junk + other.ca_pem)
+    assert config.root_count == 2
+    handshake(_core.TlsSession(config, "localhost"), BioServer(other))
+
+
+def test_alpn_must_be_bytes(identity: Identity) -> None:
+    with pytest.raises(TypeError):
+        _core.TlsConfig(identity.ca_pem, alpn=["http/1.1"])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        _core.TlsConfig(identity.ca_pem, alpn=b"http/1.1")
+    with pytest.raises(ValueError):
+        _core.TlsConfig(identity.ca_pem, alpn=[b""])
