@@ -5,6 +5,7 @@ failures, broken records, and closing."""
 from __future__ import annotations
 
 import ssl
+import threading
 from pathlib import Path
 
 import pytest
@@ -318,3 +319,44 @@ def test_alpn_must_be_bytes(identity: Identity) -> None:
         _core.TlsConfig(identity.ca_pem, alpn=b"http/1.1")
     with pytest.raises(ValueError):
         _core.TlsConfig(identity.ca_pem, alpn=[b""])
+
+
+# ---- threads -----------------------------------------------------------------------------------
+
+
+def test_large_receive_releases_the_gil(identity: Identity, config: _core.TlsConfig) -> None:
+    """While one thread's session decrypts megabytes, another thread runs Python and uses its
+    own session. The witness is not a clock: the other thread finds the first session borrowed
+    (pyo3 refuses a second borrow), which it can only see while the first thread is inside
+    ``receive`` with the GIL released."""
+    big, big_server = connected(identity, config)
+    small, small_server = connected(identity, config)
+    wire = big_server.send(bytes(4 << 20))
+    inside_seen = threading.Event()
+    finished = threading.Event()
+    small_rounds = 0
+
+    def other_thread() -> None:
+        nonlocal small_rounds
+        while not finished.is_set():
+            small.send(b"ping")
+            assert small_server.read_all(small.take_tls()) == b"ping"
+            small_rounds += 1
+            try:
+                big.plaintext_pending  # noqa: B018 - the borrow is the probe
+            except RuntimeError:
+                inside_seen.set()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    try:
+        for _ in range(50):
+            big.receive(wire)
+            read_plaintext(big, chunk=1 << 20)
+            if inside_seen.is_set():
+                break
+            wire = big_server.send(bytes(4 << 20))
+    finally:
+        finished.set()
+        thread.join()
+    assert inside_seen.is_set() and small_rounds > 0
