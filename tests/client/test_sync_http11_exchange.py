@@ -20,12 +20,8 @@ import httpx2
 import pytest
 
 from nomyo_native._body_buffers import POOLED_MIN_BYTES, BodyBuffer
-from nomyo_native._sync_driver import (
-    DeadlineBackend,
-    SyncDriver,
-    _DeadlineStream,
-    _DeadlineTransport,
-)
+from nomyo_native._sync_driver import DeadlineBackend, SyncDriver, _DeadlineTransport
+from nomyo_native._sync_stream import DeadlineStream as _DeadlineStream
 
 from .test_http11_exchange import NOT_REUSABLE, REFUSED, ok
 

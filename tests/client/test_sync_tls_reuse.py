@@ -22,7 +22,9 @@ from nomyo_native import _sync_driver
 from nomyo_native._http_body import LIMITS
 from nomyo_native._sync_driver import READ_AHEAD
 
-from .test_sync_transport import _certificate
+from .test_sync_transport import _certificate, tls, trusting
+
+__all__ = ["tls"]  # the fixture: every test here runs on both TLS paths
 
 # Larger than a read gathers with the head: its end comes through recv_into.
 BODY = bytes(range(256)) * (3 * READ_AHEAD // 256)
@@ -60,7 +62,7 @@ def _serve(listener: socket.socket, context: ssl.SSLContext, accepted: list[int]
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, ssl.SSLContext, list[int]]]:
+def server(tmp_path: Path, tls: str) -> Iterator[tuple[str, ssl.SSLContext, list[int]]]:
     cert_path, key_path = _certificate(tmp_path)
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(cert_path, key_path)
@@ -71,7 +73,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, ssl.SSLContext, list[int]]]:
     try:
         yield (
             f"https://127.0.0.1:{listener.getsockname()[1]}",
-            ssl.create_default_context(cafile=str(cert_path)),
+            trusting(cert_path, tls),
             accepted,
         )
     finally:

@@ -3,7 +3,8 @@
 A TLS socket returns at most one 16 KiB record per read; the driver's stream gathers the
 records already received (up to ``READ_AHEAD``) into one read, past the 64 KiB httpcore2 asks
 for, and h11 takes it whole. Checked against a real TLS listener on loopback, over one
-kept-alive connection, with the installed httpcore2 and h11.
+kept-alive connection, with the installed httpcore2 and h11, on both TLS paths: OpenSSL's
+``SSLSocket`` (a plain ``SSLContext``) and the core's (a ``CoreTlsContext``).
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from nomyo_native import _sync_driver
+from nomyo_native._core_tls import CoreTlsContext
 from nomyo_native._http_body import LIMITS
+from nomyo_native._sync_core_tls import CoreTlsStream
 from nomyo_native._sync_driver import READ_AHEAD
+from nomyo_native._sync_stream import DeadlineStream
 
 BODY = bytes(range(256)) * 4096 * 4  # 4 MiB
 
@@ -50,7 +54,9 @@ def _certificate(tmp_path: Path) -> tuple[Path, Path]:
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
             critical=False,
         )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        # An end-entity certificate trusted as itself: rustls (the core's TLS) refuses a CA
+        # certificate as a server's own, which OpenSSL accepts.
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
@@ -65,6 +71,22 @@ def _certificate(tmp_path: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+# Each test runs on both TLS paths of the sync driver.
+TLS_PATHS = ["openssl", "core"]
+
+
+def trusting(cert_path: Path, tls: str) -> ssl.SSLContext:
+    """A client context trusting ``cert_path``: OpenSSL's, or the one selecting the core's."""
+    if tls == "core":
+        return CoreTlsContext.from_locations(str(cert_path), None)
+    return ssl.create_default_context(cafile=str(cert_path))
+
+
+@pytest.fixture(params=TLS_PATHS)
+def tls(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 def _serve(listener: socket.socket, context: ssl.SSLContext, requests: int) -> None:
     """Accepts one connection only; answers ``requests`` GETs on it with BODY each."""
     raw, _ = listener.accept()
@@ -77,7 +99,7 @@ def _serve(listener: socket.socket, context: ssl.SSLContext, requests: int) -> N
 
 
 @pytest.fixture
-def tls_listener(tmp_path: Path) -> Iterator[tuple[str, ssl.SSLContext]]:
+def tls_listener(tmp_path: Path, tls: str) -> Iterator[tuple[str, ssl.SSLContext]]:
     cert_path, key_path = _certificate(tmp_path)
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(cert_path, key_path)
@@ -85,21 +107,19 @@ def tls_listener(tmp_path: Path) -> Iterator[tuple[str, ssl.SSLContext]]:
     thread = threading.Thread(target=_serve, args=(listener, server_context, 2), daemon=True)
     thread.start()
     try:
-        yield (
-            f"https://127.0.0.1:{listener.getsockname()[1]}",
-            ssl.create_default_context(cafile=str(cert_path)),
-        )
+        yield (f"https://127.0.0.1:{listener.getsockname()[1]}", trusting(cert_path, tls))
     finally:
         listener.close()
         thread.join(timeout=10)
 
 
 def test_a_read_gathers_records_past_what_httpcore2_asks_and_the_body_arrives_intact(
-    tls_listener: tuple[str, ssl.SSLContext], monkeypatch: pytest.MonkeyPatch
+    tls_listener: tuple[str, ssl.SSLContext], tls: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url, client_context = tls_listener
     sizes: list[tuple[int, int]] = []
-    read = _sync_driver._DeadlineStream.read
+    stream_class = CoreTlsStream if tls == "core" else DeadlineStream
+    read = stream_class.read
 
     def measured(
         self: httpcore2.NetworkStream, max_bytes: int, timeout: float | None = None
@@ -108,7 +128,7 @@ def test_a_read_gathers_records_past_what_httpcore2_asks_and_the_body_arrives_in
         sizes.append((max_bytes, len(data)))
         return data
 
-    monkeypatch.setattr(_sync_driver._DeadlineStream, "read", measured)
+    monkeypatch.setattr(stream_class, "read", measured)
     transport = _sync_driver._DeadlineTransport(client_context, LIMITS)
     with httpx2.Client(transport=transport, timeout=30) as http:
         # Twice over the one connection the listener accepts: the first read-ahead left the
@@ -150,7 +170,9 @@ def _answer_then(listener: socket.socket, context: ssl.SSLContext, raw: bytes) -
 
 
 @pytest.fixture
-def answering_then(tmp_path: Path) -> Iterator[Callable[[bytes], tuple[str, ssl.SSLContext]]]:
+def answering_then(
+    tmp_path: Path, tls: str
+) -> Iterator[Callable[[bytes], tuple[str, ssl.SSLContext]]]:
     cert_path, key_path = _certificate(tmp_path)
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(cert_path, key_path)
@@ -164,7 +186,7 @@ def answering_then(tmp_path: Path) -> Iterator[Callable[[bytes], tuple[str, ssl.
         thread.start()
         threads.append(thread)
         url = f"https://127.0.0.1:{listener.getsockname()[1]}"
-        return url, ssl.create_default_context(cafile=str(cert_path))
+        return url, trusting(cert_path, tls)
 
     try:
         yield start
@@ -219,7 +241,7 @@ def _answer_half_and_close(listener: socket.socket, context: ssl.SSLContext, not
 
 @pytest.mark.parametrize("notify", [True, False], ids=["close_notify", "bare FIN"])
 def test_a_tls_body_cut_short_is_a_protocol_error_however_the_gather_meets_the_end(
-    tmp_path: Path, notify: bool
+    tmp_path: Path, notify: bool, tls: str
 ) -> None:
     cert_path, key_path = _certificate(tmp_path)
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -229,9 +251,7 @@ def test_a_tls_body_cut_short_is_a_protocol_error_however_the_gather_meets_the_e
         target=_answer_half_and_close, args=(listener, server_context, notify), daemon=True
     )
     server.start()
-    transport = _sync_driver._DeadlineTransport(
-        ssl.create_default_context(cafile=str(cert_path)), LIMITS
-    )
+    transport = _sync_driver._DeadlineTransport(trusting(cert_path, tls), LIMITS)
     try:
         with httpx2.Client(transport=transport, timeout=30) as http:
             with pytest.raises(httpx2.RemoteProtocolError, match="received 524288 bytes"):
