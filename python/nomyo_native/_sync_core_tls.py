@@ -51,11 +51,22 @@ def _socket_readable(sock: socket.socket) -> bool:
     return bool(select.select([sock], [], [], 0)[0])
 
 
+def _plaintext_waits(session: _core.TlsSession) -> bool:
+    """Plaintext decrypted before a failure waits in ``session`` (records before a bad one were
+    authentic: the answer they carry is handed over, the failure kept for later)."""
+    try:
+        return session.plaintext_pending > 0
+    except _core.TlsError:
+        return False
+
+
 def _as_httpcore_error(
     exc: OSError | _core.TlsError, hostname: str | None, on_timeout: _Mapped, on_error: _Mapped
 ) -> Exception:
     """httpcore2's error for ``exc``: a TLS failure with the ``ssl`` error OpenSSL's path raises
-    as its cause (``_retry`` finds a refused certificate there)."""
+    as its cause and context (``_retry`` finds a refused certificate there). httpcore2's pool
+    re-raises a connection's error ``from None``, which keeps only the context: so the caller
+    raises this out of its except clause, where Python would set the context to ``exc``."""
     cause: BaseException = exc
     if isinstance(exc, _core.TlsError):
         cause = as_ssl_error(exc, hostname)
@@ -64,7 +75,7 @@ def _as_httpcore_error(
         mapped = on_timeout(str(exc) or "timed out")
     else:
         mapped = on_error(str(exc) or type(exc).__name__)
-    mapped.__cause__ = cause
+    mapped.__cause__ = mapped.__context__ = cause
     return mapped
 
 
@@ -109,19 +120,19 @@ class CoreTlsStream(httpcore2.NetworkStream):
 
     def _handshake(self, timeout: float | None) -> None:
         session = self._session
+        failure: OSError | _core.TlsError | None = None
         try:
-            while True:
+            while session.handshaking or session.tls_pending:
                 self._send_waiting(timeout, httpcore2.ConnectTimeout)
-                if not session.handshaking:
-                    return
-                if not self._receive_tls(timeout, httpcore2.ConnectTimeout):
+                if session.handshaking and not self._receive_tls(timeout, httpcore2.ConnectTimeout):
                     raise ssl.SSLEOFError(8, _EOF_IN_HANDSHAKE)
         except (OSError, _core.TlsError) as exc:
             self._send_alert()
-            error = _as_httpcore_error(
-                exc, self._hostname, httpcore2.ConnectTimeout, httpcore2.ConnectError
+            failure = exc
+        if failure is not None:  # raised out of the except clause: see _as_httpcore_error
+            raise _as_httpcore_error(
+                failure, self._hostname, httpcore2.ConnectTimeout, httpcore2.ConnectError
             )
-            raise error from error.__cause__
 
     # ---- bytes in ----------------------------------------------------------------------------
 
@@ -133,6 +144,7 @@ class CoreTlsStream(httpcore2.NetworkStream):
         if self._failure is not None:
             raise self._failure
         session = self._session
+        failure: OSError | _core.TlsError | None = None
         try:
             while not session.plaintext_pending:
                 if self._ended or session.peer_closed:
@@ -140,11 +152,13 @@ class CoreTlsStream(httpcore2.NetworkStream):
                 self._receive_tls(timeout, httpcore2.ReadTimeout)
             self._gather()
         except (OSError, _core.TlsError) as exc:
+            failure = exc
+        if failure is not None:
             error = _as_httpcore_error(
-                exc, self._hostname, httpcore2.ReadTimeout, httpcore2.ReadError
+                failure, self._hostname, httpcore2.ReadTimeout, httpcore2.ReadError
             )
-            if not self._decrypted_before():
-                raise error from error.__cause__
+            if not _plaintext_waits(session):
+                raise error
             self._failure = error  # the plaintext decrypted before the failure goes first
         data = bytearray(min(session.plaintext_pending, READ_AHEAD))
         with self._lock:
@@ -163,14 +177,6 @@ class CoreTlsStream(httpcore2.NetworkStream):
                     return
             except (BlockingIOError, InterruptedError):
                 return  # nothing more has arrived
-
-    def _decrypted_before(self) -> bool:
-        """Plaintext decrypted before a failure waits in the session (records before a bad one
-        were authentic: the answer they carry is handed over, the failure kept for later)."""
-        try:
-            return self._session.plaintext_pending > 0
-        except _core.TlsError:
-            return False
 
     def receiver(self) -> Callable[[memoryview, float | None], int]:
         """For the HTTP/1.1 layer (``_sync_http11``): a receive straight into a body's buffer."""
@@ -193,11 +199,12 @@ class CoreTlsStream(httpcore2.NetworkStream):
                 else:
                     self._receive_tls(timeout, httpcore2.ReadTimeout)
         except (OSError, _core.TlsError) as exc:
-            error = _as_httpcore_error(
-                exc, self._hostname, httpcore2.ReadTimeout, httpcore2.ReadError
-            )
-            raise error from error.__cause__
-        return received
+            failure = exc
+        else:
+            return received
+        raise _as_httpcore_error(
+            failure, self._hostname, httpcore2.ReadTimeout, httpcore2.ReadError
+        )
 
     def _receive_tls(
         self, timeout: float | None, on_timeout: type[Exception], wait: bool = True
@@ -232,10 +239,12 @@ class CoreTlsStream(httpcore2.NetworkStream):
                         session.send(view[start : start + WRITE_SLICE])
                     self._send_waiting(timeout, httpcore2.WriteTimeout)
         except (OSError, _core.TlsError) as exc:
-            error = _as_httpcore_error(
-                exc, self._hostname, httpcore2.WriteTimeout, httpcore2.WriteError
-            )
-            raise error from error.__cause__
+            failure = exc
+        else:
+            return
+        raise _as_httpcore_error(
+            failure, self._hostname, httpcore2.WriteTimeout, httpcore2.WriteError
+        )
 
     def _send_waiting(self, timeout: float | None, on_timeout: type[Exception]) -> None:
         """Sends the TLS bytes the session has for the peer, within ``timeout`` and the
