@@ -118,6 +118,52 @@ def heap_report(identity: Identity, config: _core.TlsConfig, sessions: int) -> N
     used = after["bytes_locked"] + after["bytes_unlocked"]
     used -= before["bytes_locked"] + before["bytes_unlocked"]
     print(f"  -> {used / sessions:.0f} bytes of heap pages per live session")
+    envelopes_alongside(live)
+
+
+def envelopes_alongside(live: list[_core.TlsSession], requests: int = 25) -> None:
+    """``requests`` threads each seal a 1 MiB request and open a 1 MiB response at once, while
+    the sessions stay live: none fails, and the heap reports what it had to leave unlocked."""
+    import json
+    import threading
+
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    from nomyo_native.server.crypto import ServerKey, seal_response
+
+    server_key = ServerKey.generate()
+    server_public = _core.ServerPublicKey.from_pem(server_key.public_key_pem)
+    keypair = _core.ClientKeyPair.generate()
+    client_public = load_pem_public_key(keypair.public_key_pem.encode())
+    text = "x" * (1 << 20)
+    body = json.dumps({"content": text}).encode()
+    response = seal_response(body, client_public).body  # type: ignore[arg-type]
+    barrier = threading.Barrier(requests)
+    failures: list[BaseException] = []
+    peak: dict[str, int] = {}
+
+    def one_request() -> None:
+        try:
+            barrier.wait()
+            _core.seal({"content": text}, server_public)
+            payload, _, _ = _core.open_envelope(response, keypair)
+            assert payload["content"] == text
+            status = _core.memory_status()["aws_lc_heap"]
+            for key, value in status.items():
+                peak[key] = max(peak.get(key, 0), int(value))
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=one_request) for _ in range(requests)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(
+        f"{requests} concurrent 1 MiB seal+open beside {len(live)} sessions: "
+        f"failures {failures!r}; heap peak seen {peak}; "
+        f"after {_core.memory_status()['aws_lc_heap']}"
+    )
 
 
 def main() -> int:

@@ -14,6 +14,7 @@
 
 use std::fmt;
 use std::io::{self, Read};
+
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
@@ -297,12 +298,20 @@ impl TlsSession {
             self.overflow.clear();
             self.overflow_read = 0;
         }
-        // Reading from rustls's plaintext buffer cannot fail while it holds data.
-        let moved = self
-            .conn
-            .reader()
-            .read_to_end(&mut self.overflow)
-            .unwrap_or(0);
+        // Chunk by chunk (no `read_to_end`: it ends on WouldBlock, an error, after moving
+        // everything, and probes with small reads first).
+        self.overflow.reserve(self.rustls_plaintext);
+        let before = self.overflow.len();
+        let mut reader = self.conn.reader();
+        while let Ok(chunk) = io::BufRead::fill_buf(&mut reader) {
+            if chunk.is_empty() {
+                break;
+            }
+            let n = chunk.len();
+            self.overflow.extend_from_slice(chunk);
+            io::BufRead::consume(&mut reader, n);
+        }
+        let moved = self.overflow.len() - before;
         self.rustls_plaintext = self.rustls_plaintext.saturating_sub(moved);
     }
 

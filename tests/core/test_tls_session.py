@@ -12,7 +12,14 @@ import pytest
 
 from nomyo_native import _core
 
-from .tls_peer import BioServer, Identity, handshake, make_identity, read_plaintext
+from .tls_peer import (
+    BioServer,
+    Identity,
+    handshake,
+    make_identity,
+    read_plaintext,
+    server_context,
+)
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +81,26 @@ def test_alpn_is_offered_and_reported(identity: Identity) -> None:
 def test_default_alpn_is_http11(identity: Identity, config: _core.TlsConfig) -> None:
     session, _server = connected(identity, config, alpn=["h2", "http/1.1"])
     assert session.alpn_protocol == "http/1.1"
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2])
+def test_sessions_of_one_config_resume(identity: Identity, version: ssl.TLSVersion) -> None:
+    """The config's resumption cache is shared by its sessions: a second connection to the same
+    server resumes (its ticket came with the first connection's data), a new config does not."""
+    config = _core.TlsConfig(identity.ca_pem)
+    context = server_context(identity, maximum_version=version)
+    first, first_server = connected(identity, config, context=context)
+    assert not first_server.tls.session_reused
+    # TLS 1.3 tickets arrive after the handshake, with the first application data.
+    first.receive(first_server.send(b"hello"))
+    assert read_plaintext(first) == b"hello"
+    second, second_server = connected(identity, config, context=context)
+    assert second_server.tls.session_reused
+    assert second.peer_certificate() == identity.leaf_der
+    second.send(b"resumed")
+    assert second_server.read_all(second.take_tls()) == b"resumed"
+    _, fresh_server = connected(identity, _core.TlsConfig(identity.ca_pem), context=context)
+    assert not fresh_server.tls.session_reused
 
 
 def test_ip_literal_server_name(identity: Identity, config: _core.TlsConfig) -> None:

@@ -108,6 +108,22 @@ def make_identity(
     )
 
 
+def server_context(
+    identity: Identity,
+    *,
+    maximum_version: ssl.TLSVersion | None = None,
+    alpn: list[str] | None = None,
+) -> ssl.SSLContext:
+    """A server context for ``identity`` (share one between servers to resume sessions)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(identity.cert_path, identity.key_path)
+    if maximum_version is not None:
+        context.maximum_version = maximum_version
+    if alpn is not None:
+        context.set_alpn_protocols(alpn)
+    return context
+
+
 class BioServer:
     """One server-side TLS connection over memory BIOs."""
 
@@ -117,13 +133,10 @@ class BioServer:
         *,
         maximum_version: ssl.TLSVersion | None = None,
         alpn: list[str] | None = None,
+        context: ssl.SSLContext | None = None,
     ) -> None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(identity.cert_path, identity.key_path)
-        if maximum_version is not None:
-            context.maximum_version = maximum_version
-        if alpn is not None:
-            context.set_alpn_protocols(alpn)
+        if context is None:
+            context = server_context(identity, maximum_version=maximum_version, alpn=alpn)
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
         self.tls = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
