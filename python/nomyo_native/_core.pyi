@@ -313,7 +313,8 @@ class TlsSession:
     """One client connection's TLS record layer, sans I/O: the caller moves the socket's bytes
     in (``receive``) and out (``take_tls``), and application data in (``send``) and out
     (``read_into``). The ClientHello is waiting in ``take_tls()`` at once. Once failed, every
-    later ``receive``/``send``/``read_into`` raises the same kind of error."""
+    later ``receive``/``send`` raises the same kind of error; ``read_into`` still hands over
+    the plaintext of records authenticated before the failure, then raises it too."""
 
     def __new__(cls, config: TlsConfig, server_name: str) -> TlsSession:
         """``server_name``: a DNS name or an IP literal, checked against the certificate
@@ -323,7 +324,8 @@ class TlsSession:
         complete record; returns the plaintext bytes now waiting. Replies and alerts are then
         waiting in ``take_tls()``. Raises TlsError / TlsCertificateError."""
     def read_into(self, buffer: Buffer) -> int:
-        """Move waiting plaintext into the writable ``buffer``; returns the bytes written."""
+        """Move waiting plaintext into the writable ``buffer``; returns the bytes written.
+        After a failure: what was authenticated before it, then the failure."""
     @property
     def plaintext_pending(self) -> int:
         """Plaintext bytes waiting for ``read_into``."""

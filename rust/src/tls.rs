@@ -230,10 +230,14 @@ impl TlsSession {
         self.failure.as_ref()
     }
 
-    /// End the session with `message` (a panic inside it: its state cannot be trusted).
+    /// End the session with `message` (a panic inside it: its state cannot be trusted, so
+    /// nothing it decrypted is handed over).
     pub fn poison(&mut self, message: &str) -> TlsFailure {
         let failure = TlsFailure::Protocol(message.to_owned());
         self.failure = Some(failure.clone());
+        self.overflow.clear();
+        self.overflow_read = 0;
+        self.rustls_plaintext = 0;
         failure
     }
 
@@ -244,9 +248,13 @@ impl TlsSession {
         }
     }
 
-    /// Record `failure` as final, keep rustls's alert for `take_tls`, and return it.
+    /// Record `failure` as final, keep rustls's alert for `take_tls` and the plaintext of the
+    /// records authenticated before the failure for `read_into`, and return it.
     fn fail(&mut self, failure: TlsFailure) -> TlsFailure {
         self.failure = Some(failure.clone());
+        // The failing call may have decrypted good records first (not yet counted): all of
+        // rustls's plaintext moves out, so that nothing is read from rustls after its failure.
+        self.move_plaintext_out();
         let mut alert = Vec::new();
         while self.conn.wants_write() {
             match self.conn.write_tls(&mut alert) {
@@ -256,7 +264,6 @@ impl TlsSession {
         }
         self.staged_tls.extend_from_slice(&alert);
         self.rustls_tls = 0;
-        self.rustls_plaintext = 0;
         failure
     }
 
@@ -313,6 +320,9 @@ impl TlsSession {
         }
         let moved = self.overflow.len() - before;
         self.rustls_plaintext = self.rustls_plaintext.saturating_sub(moved);
+        if self.failure.is_some() {
+            self.rustls_plaintext = 0; // rustls is empty now, whatever the last count said
+        }
     }
 
     /// Plaintext bytes waiting for `read_into`.
@@ -320,9 +330,12 @@ impl TlsSession {
         (self.overflow.len() - self.overflow_read) + self.rustls_plaintext
     }
 
-    /// Move waiting plaintext into `out`; returns how many bytes were written.
+    /// Move waiting plaintext into `out`; returns how many bytes were written. After a
+    /// failure, what was authenticated before it is still handed over; then the failure.
     pub fn read_into(&mut self, out: &mut [u8]) -> Result<usize, TlsFailure> {
-        self.check()?;
+        if self.plaintext_pending() == 0 {
+            self.check()?;
+        }
         let mut written = 0;
         let waiting = &self.overflow[self.overflow_read..];
         if !waiting.is_empty() {

@@ -277,6 +277,25 @@ def test_tampered_record_fails_for_good(identity: Identity, config: _core.TlsCon
         session.read_into(bytearray(16))
 
 
+def test_records_before_a_failure_are_handed_over(
+    identity: Identity, config: _core.TlsConfig
+) -> None:
+    """Records authenticated before a forged one in the same receive are not lost: the failure
+    is raised at once, their plaintext is still read out, and only then does read_into fail."""
+    session, server = connected(identity, config)
+    good = server.send(b"the answer") + server.send(b"x" * 40_000)
+    forged = bytearray(server.send(b"forged"))
+    forged[-3] ^= 0x40
+    with pytest.raises(_core.TlsError):
+        session.receive(good + bytes(forged))
+    assert session.plaintext_pending == 10 + 40_000
+    assert read_plaintext(session, chunk=7) == b"the answer" + b"x" * 40_000
+    with pytest.raises(_core.TlsError):
+        session.read_into(bytearray(16))
+    with pytest.raises(_core.TlsError):
+        session.receive(b"")
+
+
 # ---- closing -----------------------------------------------------------------------------------
 
 
