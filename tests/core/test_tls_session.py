@@ -4,6 +4,7 @@ failures, broken records, and closing."""
 
 from __future__ import annotations
 
+import random
 import ssl
 import threading
 from pathlib import Path
@@ -152,6 +153,47 @@ def test_uneven_feeding(identity: Identity, config: _core.TlsConfig, step: int) 
         session.receive(wire[start : start + step])
         received += read_plaintext(session, chunk=3)
     assert bytes(received) == payload
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_feeding_and_reading_keeps_exact_counts(
+    identity: Identity, config: _core.TlsConfig, seed: int
+) -> None:
+    """Messages of random sizes, their records cut at random points and read out in random
+    amounts, interleaved: after every call ``plaintext_pending`` is exactly what was
+    authenticated and not yet read, and the bytes come out whole and in order."""
+    rng = random.Random(seed)
+    session, server = connected(identity, config)
+    sent = bytearray()
+    wire = bytearray()
+    for _ in range(40):
+        message = rng.randbytes(rng.choice([1, 100, 5000, 16384, 16385, 70_000]))
+        sent += message
+        wire += server.send(message)
+    # What a prefix of the wire authenticates: the plaintext of its complete records (TLS 1.3,
+    # no padding: a record's length less the tag and the inner content type byte).
+    offset, records = 0, []
+    while offset < len(wire):
+        length = int.from_bytes(wire[offset + 3 : offset + 5], "big")
+        offset += 5 + length
+        records.append((offset, length - 16 - 1))
+    assert sum(plain for _, plain in records) == len(sent)
+    received, fed = bytearray(), 0
+    while fed < len(wire) or session.plaintext_pending:
+        if fed < len(wire) and rng.random() < 0.6:
+            step = rng.choice([1, 3, 1000, 16 * 1024 + 21, 64 * 1024, 300_000])
+            pending = session.receive(bytes(wire[fed : fed + step]))
+            fed = min(fed + step, len(wire))
+            assert pending == session.plaintext_pending
+        else:
+            buffer = bytearray(rng.choice([1, 7, 4096, 100_000]))
+            n = session.read_into(buffer)
+            assert n == min(len(buffer), n + session.plaintext_pending)
+            received += buffer[:n]
+        authenticated = sum(plain for end, plain in records if end <= fed)
+        assert len(received) + session.plaintext_pending == authenticated
+    assert bytes(received) == bytes(sent)
+    assert session.plaintext_pending == 0
 
 
 def test_truncated_record_waits_for_the_rest(identity: Identity, config: _core.TlsConfig) -> None:
