@@ -214,7 +214,7 @@ bench: build reference-venv
 # (sancov) is made of stable rustc flags, applied to our own crates only by
 # fuzz/rustc-wrapper.sh, and the dependencies are linked from the main release build
 # (fuzz/seed_target_dir.py) instead of compiled again. `cargo fuzz run <target>` also works.
-FUZZ_TARGETS       := open_envelope load_key tpm_structures request_body json_string
+FUZZ_TARGETS       := open_envelope load_key tpm_structures request_body json_string tls_session
 FUZZ_SECONDS       ?= 300
 FUZZ_SMOKE_SECONDS ?= 8
 FUZZ_BIN           := fuzz/target/release
