@@ -51,15 +51,6 @@ def _socket_readable(sock: socket.socket) -> bool:
     return bool(select.select([sock], [], [], 0)[0])
 
 
-def _plaintext_waits(session: _core.TlsSession) -> bool:
-    """Plaintext decrypted before a failure waits in ``session`` (records before a bad one were
-    authentic: the answer they carry is handed over, the failure kept for later)."""
-    try:
-        return session.plaintext_pending > 0
-    except _core.TlsError:
-        return False
-
-
 def _as_httpcore_error(
     exc: OSError | _core.TlsError, hostname: str | None, on_timeout: _Mapped, on_error: _Mapped
 ) -> Exception:
@@ -141,25 +132,14 @@ class CoreTlsStream(httpcore2.NetworkStream):
         :data:`READ_AHEAD` bytes even past ``max_bytes`` (httpcore2 hands each read whole to
         h11, which takes any size); b"" at the end of the stream. It waits only until the
         first plaintext arrives."""
-        if self._failure is not None:
-            raise self._failure
         session = self._session
-        failure: OSError | _core.TlsError | None = None
-        try:
-            while not session.plaintext_pending:
-                if self._ended or session.peer_closed:
-                    return b""
-                self._receive_tls(timeout, httpcore2.ReadTimeout)
-            self._gather()
-        except (OSError, _core.TlsError) as exc:
-            failure = exc
-        if failure is not None:
-            error = _as_httpcore_error(
-                failure, self._hostname, httpcore2.ReadTimeout, httpcore2.ReadError
-            )
-            if not _plaintext_waits(session):
-                raise error
-            self._failure = error  # the plaintext decrypted before the failure goes first
+        while not session.plaintext_pending:
+            if self._failure is not None:
+                raise self._failure
+            if self._ended or session.peer_closed:
+                return b""
+            self._pull(timeout)
+        self._gather()
         data = bytearray(min(session.plaintext_pending, READ_AHEAD))
         with self._lock:
             session.read_into(data)
@@ -169,14 +149,29 @@ class CoreTlsStream(httpcore2.NetworkStream):
         """Gives the session what the socket holds now, without waiting, until READ_AHEAD of
         plaintext waits: a record still on its way may belong to nothing the HTTP layer needs
         (the answer can be complete), so it is left for a next read, which then waits with its
-        timeout and the attempt's deadline. A failure here is kept for that read."""
+        timeout and the attempt's deadline."""
         session = self._session
-        while session.plaintext_pending < READ_AHEAD and not self._ended:
-            try:
-                if not self._receive_tls(None, httpcore2.ReadTimeout, wait=False):
-                    return
-            except (BlockingIOError, InterruptedError):
-                return  # nothing more has arrived
+        while session.plaintext_pending < READ_AHEAD and not self._ended and not self._failure:
+            if not self._pull(None, wait=False):
+                return
+
+    def _pull(self, timeout: float | None, wait: bool = True) -> bool:
+        """One wait (or none) for TLS bytes, given to the session: False if nothing came. A
+        failure is kept, not raised: the records before it were authentic, and the plaintext
+        they carried is handed over first (the next read that needs more raises it)."""
+        try:
+            return self._receive_tls(timeout, httpcore2.ReadTimeout, wait)
+        except (BlockingIOError, InterruptedError) as exc:
+            if wait:  # a zero timeout from the caller: as OpenSSL's path, no lasting failure
+                raise httpcore2.ReadError(str(exc) or type(exc).__name__) from exc
+            return False  # nothing more has arrived
+        except TimeoutError as exc:  # the wait ran out: no failure of the connection
+            raise httpcore2.ReadTimeout(str(exc) or "timed out") from exc
+        except (OSError, _core.TlsError) as exc:
+            self._failure = _as_httpcore_error(
+                exc, self._hostname, httpcore2.ReadTimeout, httpcore2.ReadError
+            )
+            return False
 
     def receiver(self) -> Callable[[memoryview, float | None], int]:
         """For the HTTP/1.1 layer (``_sync_http11``): a receive straight into a body's buffer."""
@@ -185,26 +180,19 @@ class CoreTlsStream(httpcore2.NetworkStream):
     def _receive_into(self, view: memoryview, timeout: float | None) -> int:
         """Decrypts into ``view`` until it is full or the stream ends: the bytes received, 0 at
         the end of stream. Each wait is bound by ``timeout`` and the attempt's deadline."""
-        if self._failure is not None:
-            raise self._failure
         session = self._session
         received, size = 0, len(view)
-        try:
-            while received < size:
-                if session.plaintext_pending:
-                    with self._lock:
-                        received += session.read_into(view[received:] if received else view)
-                elif self._ended or session.peer_closed:
-                    break
-                else:
-                    self._receive_tls(timeout, httpcore2.ReadTimeout)
-        except (OSError, _core.TlsError) as exc:
-            failure = exc
-        else:
-            return received
-        raise _as_httpcore_error(
-            failure, self._hostname, httpcore2.ReadTimeout, httpcore2.ReadError
-        )
+        while received < size:
+            if session.plaintext_pending:
+                with self._lock:
+                    received += session.read_into(view[received:] if received else view)
+            elif self._failure is not None:
+                raise self._failure
+            elif self._ended or session.peer_closed:
+                break
+            else:
+                self._pull(timeout)
+        return received
 
     def _receive_tls(
         self, timeout: float | None, on_timeout: type[Exception], wait: bool = True
