@@ -104,6 +104,23 @@ def test_sessions_of_one_config_resume(identity: Identity, version: ssl.TLSVersi
     assert not fresh_server.tls.session_reused
 
 
+def test_hello_retry_request(identity: Identity, config: _core.TlsConfig) -> None:
+    """A server that takes only P-384 answers the first ClientHello (X25519MLKEM768 and X25519
+    key shares) with a HelloRetryRequest; the second ClientHello completes the handshake."""
+    context = server_context(identity)
+    context.set_ecdh_curve("secp384r1")
+    session = _core.TlsSession(config, "localhost")
+    server = BioServer(identity, context=context)
+    first_hello = session.take_tls()
+    retry = server.feed(first_hello)
+    session.receive(retry)
+    assert session.handshaking and session.tls_pending > 0
+    handshake(session, server)
+    assert session.protocol_version == "TLSv1.3"
+    session.send(b"after a retry")
+    assert server.read_all(session.take_tls()) == b"after a retry"
+
+
 def test_ip_literal_server_name(identity: Identity, config: _core.TlsConfig) -> None:
     session = _core.TlsSession(config, "127.0.0.1")
     handshake(session, BioServer(identity))
