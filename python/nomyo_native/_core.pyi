@@ -314,7 +314,10 @@ class TlsSession:
     in (``receive``) and out (``take_tls``), and application data in (``send``) and out
     (``read_into``). The ClientHello is waiting in ``take_tls()`` at once. Once failed, every
     later ``receive``/``send`` raises the same kind of error; ``read_into`` still hands over
-    the plaintext of records authenticated before the failure, then raises it too."""
+    the plaintext of records authenticated before the failure, then raises it too.
+
+    One call at a time: a call made while another thread's ``receive``/``send`` runs (with the
+    GIL released) raises RuntimeError (already borrowed) and changes nothing."""
 
     def __new__(cls, config: TlsConfig, server_name: str) -> TlsSession:
         """``server_name``: a DNS name or an IP literal, checked against the certificate
