@@ -26,6 +26,8 @@ import httpx2
 
 from nomyo_native._async_pool import HTTP11ConnectionPool
 from nomyo_native._asyncio_connection import BufferedConnection, ReadTimedOut
+from nomyo_native._asyncio_core_tls import start_core_tls
+from nomyo_native._core_tls import CoreTlsContext
 
 __all__ = [
     "AsyncioNetworkBackend",
@@ -194,17 +196,17 @@ class AsyncioNetworkStream(httpcore2.AsyncNetworkStream):
             self._transport.abort()
             raise httpcore2.ConnectError("the server sent data before the TLS handshake")
         self._connection.begin_tls()
-        try:
-            tls = await _bounded(
-                loop.start_tls(
-                    self._transport,
-                    self._connection,
-                    ssl_context,
-                    server_hostname=server_hostname,
-                ),
-                timeout,
-                httpcore2.ConnectTimeout,
+        handshake: Awaitable[asyncio.Transport | None]
+        if isinstance(ssl_context, CoreTlsContext):
+            handshake = start_core_tls(
+                self._transport, self._connection, ssl_context, server_hostname
             )
+        else:
+            handshake = loop.start_tls(
+                self._transport, self._connection, ssl_context, server_hostname=server_hostname
+            )
+        try:
+            tls = await _bounded(handshake, timeout, httpcore2.ConnectTimeout)
         except OSError as exc:  # certificate verification failures are ssl.SSLError
             self._transport.abort()
             raise httpcore2.ConnectError(str(exc) or type(exc).__name__) from exc
