@@ -29,6 +29,8 @@ __all__ = ["CoreTlsTransport", "start_core_tls"]
 # One socket read (the most asyncio's own SSL protocol takes at a time): the ciphertext a
 # connection holds undelivered is at most this plus one partial record.
 _RAW_BUFFER_SIZE = 256 * 1024
+# loop.start_tls's own bound, for a caller that gives none.
+_HANDSHAKE_TIMEOUT = 60.0
 # The smallest read size a caller may set (set_read_buffer_limits): one whole TLS record.
 _MIN_READ_SIZE = 16 * 1024 + 256
 
@@ -45,7 +47,14 @@ async def start_core_tls(
     On a failure or a cancellation the caller aborts ``transport``."""
     session = start_session(context, server_hostname)
     tls = CoreTlsTransport(transport, protocol, session, context, server_hostname)
-    await tls.handshake_done()
+    try:
+        async with asyncio.timeout(_HANDSHAKE_TIMEOUT):
+            await tls.handshake_done()
+    except TimeoutError:
+        raise ConnectionAbortedError(
+            f"TLS handshake is taking longer than {_HANDSHAKE_TIMEOUT} seconds: aborting the "
+            "connection"
+        ) from None
     # Plaintext that came with the end of the handshake (and the socket) waits until the caller
     # has made this the connection's transport: it runs before the loop's next callbacks.
     asyncio.get_running_loop().call_soon(tls.receiver.resume_delivery)
@@ -57,9 +66,14 @@ class _Receiver(asyncio.BufferedProtocol):
     connection's protocol, the handshake's end, the ends of stream."""
 
     def __init__(
-        self, tcp: asyncio.Transport, app: asyncio.BufferedProtocol, session: _core.TlsSession
+        self,
+        tcp: asyncio.Transport,
+        app: asyncio.BufferedProtocol,
+        session: _core.TlsSession,
+        server_hostname: str | None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
+        self._server_hostname = server_hostname
         self.tcp = tcp
         self.app = app
         self.session = session
@@ -73,7 +87,7 @@ class _Receiver(asyncio.BufferedProtocol):
         # The peer's end of stream: seen, and given to the connection (after all plaintext).
         self._peer_ended = False
         self._end_given = False
-        self.error: BaseException | None = None
+        self.error: Exception | None = None
 
     # ---- asyncio.BufferedProtocol (called by the TCP transport) --------------------------------
 
@@ -88,6 +102,9 @@ class _Receiver(asyncio.BufferedProtocol):
             session.receive(self._raw[:nbytes])
             self.flush()  # handshake replies, key updates, alerts
         except _core.TlsError as exc:
+            # The records before the bad one are authentic: the connection gets their plaintext
+            # (an answer complete before a forged record is an answer), then the failure.
+            self.deliver()
             self.fail(exc)
             return
         if session.peer_closed:
@@ -115,7 +132,7 @@ class _Receiver(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.established:
-            self.app.connection_lost(self.error or exc)  # type: ignore[arg-type]
+            self.app.connection_lost(self.error or exc)
         elif not self.handshake.done():
             self.handshake.set_exception(exc or ConnectionResetError("the connection closed"))
 
@@ -181,7 +198,7 @@ class _Receiver(asyncio.BufferedProtocol):
     def fail(self, exc: _core.TlsError) -> None:
         """Ends the connection in the ``ssl`` error for ``exc`` (the handshake's, or the
         connection's ``connection_lost``), after the alert the session has for the peer."""
-        self.error = as_ssl_error(exc)
+        self.error = as_ssl_error(exc, self._server_hostname)
         try:
             self.flush()
         except _core.TlsError:
@@ -216,7 +233,7 @@ class CoreTlsTransport(asyncio.Transport):
         self._context = context
         self._info = SessionInfo(session, server_hostname)
         self._closing = False
-        self.receiver = _Receiver(tcp, app, session)
+        self.receiver = _Receiver(tcp, app, session, server_hostname)
         tcp.set_protocol(self.receiver)
         self.receiver.flush()  # the ClientHello
         tcp.resume_reading()
@@ -229,8 +246,8 @@ class CoreTlsTransport(asyncio.Transport):
     def write(self, data: Any) -> None:
         if not data:
             return
-        if self._closing or self.receiver.error is not None:
-            return  # as asyncio's SSL transport: writes after close are dropped
+        if self.is_closing() or self.receiver.error is not None:
+            return  # as asyncio's SSL transport: writes after the end are dropped
         try:
             self._session.send(data)
             self.receiver.flush()

@@ -7,6 +7,9 @@ scope, exception map, h11 event) on its way up. asyncio's SSL protocol drains ev
 already received in one loop, decrypting straight into the connection's receive buffer
 (``_asyncio_connection``), and a read hands over all of it at once.
 
+A :class:`~nomyo_native._core_tls.CoreTlsContext` puts the TLS in the core instead (rustls,
+``_asyncio_core_tls``), behind the same transport interface; any other context keeps asyncio's.
+
 Same pool (httpcore2's), same verification (the caller's ``SSLContext``), same httpx2
 exceptions; the pool's HTTP/1.1 connections are ours (``_async_http11``), which receive a
 ``Content-Length`` body straight into a buffer of its own through :meth:`receive_body`. It needs
@@ -192,7 +195,7 @@ class AsyncioNetworkStream(httpcore2.AsyncNetworkStream):
         loop = asyncio.get_running_loop()
         if self._connection.has_data:
             # Sent in the clear (by anyone on the path): it would otherwise be read first, as
-            # if it had come over TLS. From here on loop.start_tls gives what arrives to TLS.
+            # if it had come over TLS. From here on what arrives goes to TLS.
             self._transport.abort()
             raise httpcore2.ConnectError("the server sent data before the TLS handshake")
         self._connection.begin_tls()
@@ -260,7 +263,9 @@ def _socket_readable(fd: int) -> bool:
 
 def _read_error(exc: BaseException) -> httpcore2.ReadError:
     error = httpcore2.ReadError(str(exc) or type(exc).__name__)
-    error.__cause__ = exc
+    # Both: httpcore2's pool re-raises a connection's error "from None", which keeps only the
+    # context (the ssl error behind a TLS failure stays on the chain the client inspects).
+    error.__cause__ = error.__context__ = exc
     return error
 
 

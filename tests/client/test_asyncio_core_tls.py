@@ -204,7 +204,10 @@ async def test_a_body_of_any_size_arrives_whole_and_a_large_one_straight_into_it
     body = bytes(range(251)) * (size // 251) + bytes(range(size % 251))
     async with tls_peer(server_context(tls_files), lambda p: serve_forever(p, body)) as server:
         driver = AsyncDriver(
-            timeout=10, ssl_context=core_context(tls_files.ca_path), auth=None, transport=None,
+            timeout=10,
+            ssl_context=core_context(tls_files.ca_path),
+            auth=None,
+            transport=None,
             sleep=None,
         )
         try:
@@ -373,14 +376,35 @@ async def test_bytes_that_are_no_record_of_the_session_are_a_read_error_from_ssl
         await peer.stall()
 
     async with tls_peer(server_context(tls_files), corrupt) as server:
-        with pytest.raises(httpx2.ReadError):
+        with pytest.raises(httpx2.ReadError) as caught:
             await fetch(server.url, tls_files.ca_path)
-        # The stream's error is caused by the ssl error (the pool drops causes, as httpcore2's).
-        stream = await open_core_stream(server.port, core_context(tls_files.ca_path))
-        await stream.write(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-        with pytest.raises(httpcore2.ReadError) as caught:
-            await stream.read(65536, timeout=10)
-        stream.abort()
+    assert any(isinstance(cause, ssl.SSLError) for cause in causes(caught.value))
+
+
+async def test_an_answer_before_a_forged_record_is_returned_and_the_failure_kept_for_later(
+    tls_files: TlsFiles,
+) -> None:
+    """The answer's records were authentic: what breaks after them fails the next read of the
+    connection (which the pool then sees as unusable), and the answer is not lost."""
+
+    async def answer_then_forge(peer: TlsPeer) -> None:
+        await peer.read_request()
+        answer = peer.records(ok(b"hello"))
+        forged = bytearray(peer.records(b"more"))
+        forged[-1] ^= 0x01  # the tag
+        await peer.send_raw(answer + bytes(forged))  # in one segment: one receive
+        await peer.stall()
+
+    async with tls_peer(server_context(tls_files), answer_then_forge) as server:
+        async with httpx2.AsyncClient(
+            transport=AsyncioTLSTransport(core_context(tls_files.ca_path), LIMITS), timeout=10
+        ) as http:
+            async with http.stream("GET", server.url) as response:
+                assert await response.aread() == b"hello"
+                stream = response.extensions["network_stream"]
+                assert stream.get_extra_info("is_readable") is True
+                with pytest.raises(httpcore2.ReadError, match="BAD_RECORD_MAC") as caught:
+                    await stream.read(65536)
     assert isinstance(caught.value.__cause__, ssl.SSLError)
 
 
@@ -460,9 +484,7 @@ async def test_a_certificate_for_another_name_is_refused(tls_files: TlsFiles) ->
     async with tls_peer(server_context(tls_files), lambda p: serve_forever(p, b"x")) as server:
         stream = await AsyncioNetworkBackend().connect_tcp("127.0.0.1", server.port, timeout=5)
         with pytest.raises(httpcore2.ConnectError, match="CERTIFICATE_VERIFY_FAILED") as caught:
-            await stream.start_tls(
-                core_context(tls_files.ca_path), "elsewhere.example", timeout=5
-            )
+            await stream.start_tls(core_context(tls_files.ca_path), "elsewhere.example", timeout=5)
     refusal = caught.value.__cause__
     assert isinstance(refusal, ssl.SSLCertVerificationError)
     assert refusal.verify_message

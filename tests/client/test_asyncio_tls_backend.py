@@ -30,14 +30,25 @@ from nomyo_native._asyncio_tls_backend import (
     AsyncioNetworkStream,
     AsyncioTLSTransport,
 )
+from nomyo_native._core_tls import CoreTlsContext
 from nomyo_native.server.tls import make_self_signed
 
 LIMITS = httpx2.Limits(max_connections=10, max_keepalive_connections=5)
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-def trusting(ca_path: Any) -> ssl.SSLContext:
+def trusting(ca_path: Any, tls: str = "openssl") -> ssl.SSLContext:
+    """A context trusting ``ca_path``: the interpreter's OpenSSL runs the connection, or the
+    core's TLS for a CoreTlsContext (``_asyncio_core_tls``)."""
+    if tls == "core":
+        return CoreTlsContext.from_locations(str(ca_path), None)
     return ssl.create_default_context(cafile=str(ca_path))
+
+
+@pytest.fixture(params=["openssl", "core"])
+def tls(request: pytest.FixtureRequest) -> str:
+    """Which TLS the transport tests below run over."""
+    return str(request.param)
 
 
 @asynccontextmanager
@@ -104,10 +115,10 @@ async def test_an_untrusted_certificate_is_a_connection_error(secure_endpoint):
             await chat.create("m", [{"role": "user", "content": "hi"}])
 
 
-async def test_a_wrong_host_name_is_a_connection_error(secure_endpoint):
+async def test_a_wrong_host_name_is_a_connection_error(secure_endpoint, tls):
     # The certificate names 127.0.0.1 and localhost only.
     async with httpx2.AsyncClient(
-        transport=AsyncioTLSTransport(trusting(secure_endpoint.ca_path), LIMITS)
+        transport=AsyncioTLSTransport(trusting(secure_endpoint.ca_path, tls), LIMITS)
     ) as http:
         url = secure_endpoint.base_url.replace("127.0.0.1", "127.0.0.2")
         with pytest.raises(httpx2.ConnectError):
@@ -125,13 +136,13 @@ async def test_refused_connection_is_a_connect_error():
             await http.get(url)
 
 
-async def test_stalled_tls_handshake_is_a_connect_timeout(secure_endpoint):
+async def test_stalled_tls_handshake_is_a_connect_timeout(secure_endpoint, tls):
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(30)  # reads no ClientHello, answers nothing
 
     async with loopback_server(silent) as url:
         async with httpx2.AsyncClient(
-            transport=AsyncioTLSTransport(trusting(secure_endpoint.ca_path), LIMITS),
+            transport=AsyncioTLSTransport(trusting(secure_endpoint.ca_path, tls), LIMITS),
             timeout=httpx2.Timeout(5.0, connect=0.3),
         ) as http:
             with pytest.raises(httpx2.ConnectTimeout):
@@ -359,18 +370,20 @@ async def test_the_end_of_stream_after_data_reads_as_the_data_then_empty():
 # ---- the TLS handshake -------------------------------------------------------------------------
 
 
-def server_tls(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+def server_tls(tmp_path: Path, tls: str = "openssl") -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """A server context with a fresh loopback certificate, and a client context trusting it."""
     files = make_self_signed(tmp_path / "tls")
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(files.cert_path, files.key_path)
-    return server, trusting(files.ca_path)
+    return server, trusting(files.ca_path, tls)
 
 
-async def test_bytes_received_before_the_tls_handshake_are_refused(tmp_path: Path) -> None:
+async def test_bytes_received_before_the_tls_handshake_are_refused(
+    tmp_path: Path, tls: str
+) -> None:
     """Whatever arrives in the clear before the handshake (an attacker on the path can send it)
     must never be read as the server's answer over TLS."""
-    server_context, client_context = server_tls(tmp_path)
+    server_context, client_context = server_tls(tmp_path, tls)
 
     async def injects(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(ok(b"forged"))  # in the clear, before any TLS
@@ -409,13 +422,13 @@ def _answer_and_close(listener: socket.socket, context: ssl.SSLContext, body: by
 
 @pytest.mark.parametrize("buffer_size", [RECEIVE_BUFFER_SIZE, 64 * 1024])
 async def test_an_answer_the_server_closes_after_reaches_a_slow_reader_whole(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, buffer_size: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, buffer_size: int, tls: str
 ) -> None:
     """At the peer's end of stream asyncio's SSL protocol decrypts what it still holds into one
     get_buffer() and drops the rest: it must never hold more than the connection's emptied
     receive buffer takes, whatever that buffer's size."""
     monkeypatch.setattr(_asyncio_connection, "RECEIVE_BUFFER_SIZE", buffer_size)
-    server_context, client_context = server_tls(tmp_path)
+    server_context, client_context = server_tls(tmp_path, tls)
     body = bytes(range(256)) * 4096 * 4  # 4 MiB
     listener = socket.create_server(("127.0.0.1", 0))
     server = threading.Thread(
@@ -491,11 +504,12 @@ async def test_a_write_timed_out_before_waiting_leaves_the_next_write_free() -> 
 
 
 async def test_a_peer_flooding_over_tls_fills_no_more_than_two_buffers_while_nobody_reads(
-    tmp_path: Path,
+    tmp_path: Path, tls: str
 ) -> None:
     """What a peer sends past the receive buffer stays in the kernel: asyncio's SSL protocol
-    stops reading the socket at its high-water mark (the buffer's size) plus one socket read."""
-    server_context, client_context = server_tls(tmp_path)
+    stops reading the socket at its high-water mark (the buffer's size) plus one socket read;
+    the core's TLS holds one socket read while the connection pauses."""
+    server_context, client_context = server_tls(tmp_path, tls)
     body = b"z" * (8 * 1024 * 1024)
 
     async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -547,8 +561,10 @@ def _answer_half_and_close(listener: socket.socket, context: ssl.SSLContext, not
 
 
 @pytest.mark.parametrize("notify", [True, False], ids=["close_notify", "bare FIN"])
-async def test_a_tls_body_cut_short_is_a_protocol_error(tmp_path: Path, notify: bool) -> None:
-    server_context, client_context = server_tls(tmp_path)
+async def test_a_tls_body_cut_short_is_a_protocol_error(
+    tmp_path: Path, notify: bool, tls: str
+) -> None:
+    server_context, client_context = server_tls(tmp_path, tls)
     listener = socket.create_server(("127.0.0.1", 0))
     server = threading.Thread(
         target=_answer_half_and_close, args=(listener, server_context, notify), daemon=True
