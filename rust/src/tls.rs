@@ -25,6 +25,12 @@ use rustls::{CertificateError, ClientConfig, ClientConnection, RootCertStore};
 /// than this; past it `receive` moves the plaintext into the session's own buffer.
 const RUSTLS_PLAINTEXT_LIMIT: usize = 16 * 1024;
 
+/// `send` hands rustls this much at a time and stages the records before the next slice.
+const SEND_SLICE: usize = 64 * 1024;
+
+/// Largest staging buffer kept between calls.
+const STAGED_KEPT: usize = 256 * 1024;
+
 /// Why a trust store or a server name was refused (a `ValueError` in Python).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsSetupError(pub String);
@@ -371,20 +377,35 @@ impl TlsSession {
             ));
         }
         let _inside = crate::lc_heap::enter();
-        let mut writer = self.conn.writer();
-        let mut rest = data;
-        while !rest.is_empty() {
-            match io::Write::write(&mut writer, rest) {
-                Ok(0) => {
-                    return Err(self.fail(TlsFailure::Protocol(
-                        "the TLS session refused application data".to_owned(),
-                    )))
+        for slice in data.chunks(SEND_SLICE) {
+            let mut writer = self.conn.writer();
+            let mut rest = slice;
+            while !rest.is_empty() {
+                match io::Write::write(&mut writer, rest) {
+                    Ok(0) => {
+                        return Err(self.fail(TlsFailure::Protocol(
+                            "the TLS session refused application data".to_owned(),
+                        )))
+                    }
+                    Ok(n) => rest = &rest[n..],
+                    Err(error) => return Err(self.fail(TlsFailure::Protocol(error.to_string()))),
                 }
-                Ok(n) => rest = &rest[n..],
-                Err(error) => return Err(self.fail(TlsFailure::Protocol(error.to_string()))),
             }
+            self.stage_output();
         }
         self.refresh()
+    }
+
+    /// Move rustls's queued records into `staged_tls`, so that its record buffers are reused
+    /// slice after slice instead of a megabyte of them being allocated at once.
+    fn stage_output(&mut self) {
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut self.staged_tls) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        self.rustls_tls = 0;
     }
 
     /// TLS bytes waiting to be written to the socket.
@@ -402,6 +423,9 @@ impl TlsSession {
         }
         out[..staged].copy_from_slice(&self.staged_tls);
         self.staged_tls.clear();
+        if self.staged_tls.capacity() > STAGED_KEPT {
+            self.staged_tls = Vec::new();
+        }
         let mut rest = &mut out[staged..];
         while !rest.is_empty() {
             match self.conn.write_tls(&mut rest) {
