@@ -391,7 +391,11 @@ impl TlsSession {
                     Err(error) => return Err(self.fail(TlsFailure::Protocol(error.to_string()))),
                 }
             }
-            self.stage_output();
+            // One slice's records stay in rustls (take_tls copies them out once); a larger send
+            // stages each slice's so that rustls reuses its record buffers.
+            if data.len() > SEND_SLICE {
+                self.stage_output();
+            }
         }
         self.refresh()
     }

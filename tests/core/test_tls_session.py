@@ -153,6 +153,21 @@ def test_multi_megabyte_both_ways(identity: Identity, config: _core.TlsConfig) -
     assert read_plaintext(session, chunk=1 << 20) == download
 
 
+def test_small_and_large_sends_keep_their_order(
+    identity: Identity, config: _core.TlsConfig
+) -> None:
+    """Large sends are staged slice by slice, small ones stay in rustls until take_tls: mixed
+    without a take_tls between them, the peer still reads them in the order sent."""
+    session, server = connected(identity, config)
+    parts = [b"a" * 10, b"B" * 200_000, b"c" * 3, b"D" * 70_000, b"e" * 65_536]
+    for part in parts:
+        session.send(part)
+    pending = session.tls_pending
+    wire = session.take_tls()
+    assert len(wire) == pending and session.tls_pending == 0
+    assert server.read_all(wire) == b"".join(parts)
+
+
 def test_send_accepts_any_buffer(identity: Identity, config: _core.TlsConfig) -> None:
     session, server = connected(identity, config)
     session.send(bytearray(b"ab"))
