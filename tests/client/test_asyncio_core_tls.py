@@ -279,6 +279,23 @@ async def test_aclose_sends_close_notify_even_to_a_peer_that_never_answers_it(
     assert server.outcomes[0] == "close_notify"
 
 
+async def test_a_peer_that_stops_reading_is_a_write_timeout(tls_files: TlsFiles) -> None:
+    """The TCP transport's pause_writing reaches the connection: a write waits, and times out,
+    instead of piling the ciphertext up in memory."""
+
+    async def never_reads(peer: TlsPeer) -> None:
+        await peer.stall()
+
+    async with tls_peer(server_context(tls_files), never_reads) as server:
+        stream = await open_core_stream(server.port, core_context(tls_files.ca_path))
+        try:
+            with pytest.raises(httpcore2.WriteTimeout):
+                await stream.write(b"x" * (16 * 1024 * 1024), timeout=0.5)
+            assert stream._transport.get_write_buffer_size() < 16 * 1024 * 1024
+        finally:
+            stream.abort()
+
+
 async def test_a_kept_alive_connection_serves_many_requests(
     tls_files: TlsFiles, core_connections: list[CoreTlsTransport]
 ) -> None:
@@ -467,27 +484,33 @@ async def test_a_cancelled_request_leaves_no_socket_behind(tls_files: TlsFiles, 
 # ---- verification ------------------------------------------------------------------------------
 
 
-async def test_a_certificate_from_an_untrusted_ca_is_refused_with_openssl_s_words(
-    tls_files: TlsFiles,
-) -> None:
+async def refusal(tls_files: TlsFiles, context: ssl.SSLContext, host: str) -> Any:
+    """The ssl error a handshake with ``context`` to ``host`` fails in (a ConnectError's
+    cause), the TCP transport aborted."""
     async with tls_peer(server_context(tls_files), lambda p: serve_forever(p, b"x")) as server:
         stream = await AsyncioNetworkBackend().connect_tcp("127.0.0.1", server.port, timeout=5)
         with pytest.raises(httpcore2.ConnectError, match="CERTIFICATE_VERIFY_FAILED") as caught:
-            await stream.start_tls(core_context(certifi.where()), "127.0.0.1", timeout=5)
+            await stream.start_tls(context, host, timeout=5)
         assert stream._transport.is_closing()
-    refusal = caught.value.__cause__
-    assert isinstance(refusal, ssl.SSLCertVerificationError)
-    assert refusal.verify_message
+    assert isinstance(caught.value.__cause__, ssl.SSLCertVerificationError)
+    return caught.value.__cause__
 
 
-async def test_a_certificate_for_another_name_is_refused(tls_files: TlsFiles) -> None:
-    async with tls_peer(server_context(tls_files), lambda p: serve_forever(p, b"x")) as server:
-        stream = await AsyncioNetworkBackend().connect_tcp("127.0.0.1", server.port, timeout=5)
-        with pytest.raises(httpcore2.ConnectError, match="CERTIFICATE_VERIFY_FAILED") as caught:
-            await stream.start_tls(core_context(tls_files.ca_path), "elsewhere.example", timeout=5)
-    refusal = caught.value.__cause__
-    assert isinstance(refusal, ssl.SSLCertVerificationError)
-    assert refusal.verify_message
+@pytest.mark.parametrize(
+    ("trusted", "host"),
+    [("certifi", "127.0.0.1"), ("own CA", "elsewhere.example"), ("own CA", "127.0.0.2")],
+    ids=["untrusted CA", "another name", "another address"],
+)
+async def test_a_refused_certificate_reads_as_openssl_s_refusal(
+    tls_files: TlsFiles, trusted: str, host: str
+) -> None:
+    """The same verify_message and code as the interpreter's OpenSSL gives for the same
+    certificate: what the client's messages and retry rule read."""
+    ca_path = certifi.where() if trusted == "certifi" else str(tls_files.ca_path)
+    core = await refusal(tls_files, core_context(ca_path), host)
+    openssl = await refusal(tls_files, ssl.create_default_context(cafile=ca_path), host)
+    assert core.verify_message == openssl.verify_message
+    assert core.verify_code == openssl.verify_code
 
 
 async def test_no_host_name_is_refused_before_anything_is_sent(tls_files: TlsFiles) -> None:
