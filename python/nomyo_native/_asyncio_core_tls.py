@@ -75,7 +75,10 @@ class _Receiver(asyncio.BufferedProtocol):
         self._loop = asyncio.get_running_loop()
         self._server_hostname = server_hostname
         self.tcp = tcp
-        self.app = app
+        # None once the connection is lost: nothing is delivered after, and the cycle
+        # connection -> transport -> this -> connection is broken (the session's keys and the
+        # buffers go with the last reference, not at the next cyclic collection).
+        self.app: asyncio.BufferedProtocol | None = app
         self.session = session
         self._raw = memoryview(bytearray(_RAW_BUFFER_SIZE))
         self._read_size = _RAW_BUFFER_SIZE
@@ -131,25 +134,29 @@ class _Receiver(asyncio.BufferedProtocol):
         return True  # the TCP transport is closed once the connection has everything
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.established:
-            self.app.connection_lost(self.error or exc)
+        app, self.app = self.app, None
+        self._raw = memoryview(b"")
+        if self.established and app is not None:
+            app.connection_lost(self.error or exc)
         elif not self.handshake.done():
             self.handshake.set_exception(exc or ConnectionResetError("the connection closed"))
 
     def pause_writing(self) -> None:
-        self.app.pause_writing()
+        if self.app is not None:
+            self.app.pause_writing()
 
     def resume_writing(self) -> None:
-        self.app.resume_writing()
+        if self.app is not None:
+            self.app.resume_writing()
 
     # ---- towards the connection --------------------------------------------------------------
 
     def deliver(self) -> None:
         """Moves the waiting plaintext into the connection's buffers, view by view, until it
         pauses reading; then the end of stream, if the peer has ended it."""
-        if not self.delivering or self.error is not None:
-            return
         session, app = self.session, self.app
+        if not self.delivering or self.error is not None or app is None:
+            return
         try:
             while session.plaintext_pending and not self.app_paused:
                 view = app.get_buffer(session.plaintext_pending)
@@ -161,7 +168,7 @@ class _Receiver(asyncio.BufferedProtocol):
             self.fail(exc)
             return
         if self._peer_ended and not self._end_given and not session.plaintext_pending:
-            self._end_stream()
+            self._end_stream(app)
 
     def resume_delivery(self) -> None:
         """After the connection resumed reading (or got this transport): what waits first, then
@@ -173,9 +180,9 @@ class _Receiver(asyncio.BufferedProtocol):
         if not (self.app_paused or self._peer_ended or self.tcp.is_closing()):
             self.tcp.resume_reading()
 
-    def _end_stream(self) -> None:
+    def _end_stream(self, app: asyncio.BufferedProtocol) -> None:
         self._end_given = True
-        self.app.eof_received()  # its answer cannot keep a TLS connection half open
+        app.eof_received()  # its answer cannot keep a TLS connection half open
         if self.session.peer_closed:
             self.close_notify()  # answered, as asyncio's SSL protocol answers it
         self.tcp.close()
@@ -332,7 +339,7 @@ class CoreTlsTransport(asyncio.Transport):
         return self._tcp.get_extra_info(name, default)
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self.receiver.app = protocol  # type: ignore[assignment]
+        self.receiver.app = protocol  # type: ignore[assignment]  # a BufferedProtocol's
 
     def get_protocol(self) -> asyncio.BaseProtocol:
-        return self.receiver.app
+        return self.receiver.app  # type: ignore[return-value]  # None once lost, as asyncio's

@@ -14,6 +14,7 @@ import asyncio
 import gc
 import socket
 import ssl
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -294,6 +295,25 @@ async def test_a_peer_that_stops_reading_is_a_write_timeout(tls_files: TlsFiles)
             assert stream._transport.get_write_buffer_size() < 16 * 1024 * 1024
         finally:
             stream.abort()
+
+
+async def test_a_closed_connection_is_freed_by_its_last_reference_not_by_the_collector(
+    tls_files: TlsFiles,
+) -> None:
+    """The session (its traffic keys in the core's locked heap) and both 256 KiB buffers go
+    when the stream is dropped, not at some later cyclic collection."""
+    async with tls_peer(server_context(tls_files), lambda p: serve_forever(p, b"x")) as server:
+        stream = await open_core_stream(server.port, core_context(tls_files.ca_path))
+        gone = weakref.ref(stream._connection), weakref.ref(stream._transport)
+        gc.collect()
+        gc.disable()
+        try:
+            await stream.aclose()
+            await asyncio.sleep(0.05)  # the TCP transport's connection_lost, called soon
+            del stream
+            assert [ref() for ref in gone] == [None, None]
+        finally:
+            gc.enable()
 
 
 async def test_a_kept_alive_connection_serves_many_requests(
