@@ -562,6 +562,59 @@ mod tests {
         assert!(matches!(other, TlsFailure::Protocol(_)));
     }
 
+    /// The fuzz target's seed CA (valid 2025-2125).
+    const TEST_CA: &str = "\
+-----BEGIN CERTIFICATE-----
+MIIBcDCCARWgAwIBAgIUSBLIV2e8KrMmIY4CPC7677MQu/IwCgYIKoZIzj0EAwIw
+GzEZMBcGA1UEAwwQdGVzdCBDQSAyZTMzZmI5MDAgFw0yNTAxMDEwMDAwMDBaGA8y
+MTI1MDEwMTAwMDAwMFowGzEZMBcGA1UEAwwQdGVzdCBDQSAyZTMzZmI5MDBZMBMG
+ByqGSM49AgEGCCqGSM49AwEHA0IABNZWt9/AV0oOO2KvPsOmd5H6/ej986yNXxIp
+fnZ1HKdFYr0dqjuQsNk+5LhtBK++4s0l0uVxjmRaZ72V0ID0SwqjNTAzMBIGA1Ud
+EwEB/wQIMAYBAf8CAQAwHQYDVR0OBBYEFIqiV519OfySSnLI9dKdCTrNig49MAoG
+CCqGSM49BAMCA0kAMEYCIQC7bH86B756do8pdRnxdkEwRKLLwZU4ISTyok0DNCdi
+xgIhAIfvIafRpmXx/2PK8nFjn104zAYUfZn5DQ4MsNaoClH0
+-----END CERTIFICATE-----
+";
+
+    #[test]
+    fn config_is_rustls_safe_defaults_on_aws_lc_without_early_data_or_key_log() {
+        let config = TlsConfig::new(TEST_CA.as_bytes(), vec![b"h2".to_vec()]).unwrap();
+        assert_eq!(config.root_count(), 1);
+        assert_eq!(config.skipped_count(), 0);
+        let inner = &config.config;
+        assert!(!inner.enable_early_data);
+        // rustls's NoKeyLog, not KeyLogFile (which would follow SSLKEYLOGFILE).
+        assert_eq!(format!("{:?}", inner.key_log), "NoKeyLog");
+        assert_eq!(inner.alpn_protocols, vec![b"h2".to_vec()]);
+        let provider = inner.crypto_provider();
+        let defaults = rustls::crypto::aws_lc_rs::default_provider();
+        let suites = |p: &rustls::crypto::CryptoProvider| {
+            p.cipher_suites
+                .iter()
+                .map(|s| s.suite())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(suites(provider), suites(&defaults));
+        let first_group = provider.kx_groups.first().map(|g| g.name());
+        assert_eq!(first_group, Some(rustls::NamedGroup::X25519MLKEM768));
+    }
+
+    #[test]
+    fn a_session_offers_its_client_hello_at_once() {
+        let config = TlsConfig::new(TEST_CA.as_bytes(), vec![]).unwrap();
+        let mut session = TlsSession::new(&config, server_name("localhost").unwrap()).unwrap();
+        assert!(session.handshaking());
+        let hello = session.take_tls().unwrap();
+        assert_eq!(hello[0], 0x16, "a handshake record");
+        assert_eq!(session.tls_pending(), 0);
+        let refused = session.send(b"early");
+        assert!(matches!(refused, Err(TlsFailure::Protocol(_))));
+        assert!(
+            session.failure().is_none(),
+            "a refused early send does not fail the session"
+        );
+    }
+
     #[test]
     fn server_names_are_checked() {
         assert!(server_name("example.com").is_ok());
