@@ -24,6 +24,7 @@ from nomyo_native import _core
 __all__ = [
     "MAX_CA_BYTES",
     "CoreTlsContext",
+    "NoCoreAnchors",
     "SessionInfo",
     "as_ssl_error",
     "read_ca_pem",
@@ -92,6 +93,10 @@ def read_ca_pem(cafile: str | None, capath: str | None) -> bytes:
     return b"\n".join(pieces)
 
 
+class NoCoreAnchors(ValueError):
+    """No certificate in the CA locations is one the core can use as a trust anchor."""
+
+
 class CoreTlsContext(ssl.SSLContext):
     """A verifying client context (CERT_REQUIRED, check_hostname, loaded with the same CA
     locations) that also carries the core's ``TlsConfig`` built from the same PEM bytes."""
@@ -101,7 +106,8 @@ class CoreTlsContext(ssl.SSLContext):
     @classmethod
     def from_locations(cls, cafile: str | None, capath: str | None) -> CoreTlsContext:
         """What ``ssl.create_default_context(cafile=, capath=)`` gives, plus the core's config.
-        ValueError if no certificate there is one the core can use as a trust anchor."""
+        :class:`NoCoreAnchors` if no certificate there is one the core can use as a trust
+        anchor; ValueError past :data:`MAX_CA_BYTES`."""
         if cafile is None and capath is None:
             raise ValueError("a CA file or a CA directory is needed")
         context = cls(ssl.PROTOCOL_TLS_CLIENT)
@@ -115,7 +121,11 @@ class CoreTlsContext(ssl.SSLContext):
             context.keylog_filename = keylog  # OpenSSL's connections only: the core logs no keys
         # First, so that a missing or malformed file fails exactly as it does today.
         context.load_verify_locations(cafile, capath)
-        context._core_config = _core.TlsConfig(read_ca_pem(cafile, capath))
+        pem = read_ca_pem(cafile, capath)
+        try:
+            context._core_config = _core.TlsConfig(pem)
+        except ValueError as exc:
+            raise NoCoreAnchors(str(exc)) from exc
         return context
 
     @property

@@ -26,7 +26,7 @@ from nomyo_native._retry import tls_verification_failure
 from nomyo_native._sync_core_tls import WRITE_SLICE, CoreTlsStream
 from nomyo_native._sync_driver import DeadlineExceeded, SyncDriver, _DeadlineTransport
 
-from .tls_certs import Authority, server_context
+from .tls_certs import Authority, ca_as_its_own_server, server_context
 
 DAY = datetime.timedelta(days=1)
 # Far above how long the awaited event takes, far below the timeouts in play: a test waiting
@@ -255,6 +255,32 @@ def test_a_refusal_reads_as_openssls(case, serve, authority, tmp_path):
     assert str(core).startswith(
         f"[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: {message} ("
     )
+
+
+@pytest.mark.parametrize("case", ["CaUsedAsEndEntity", "NotValidForName"])
+def test_what_rustls_refuses_and_openssl_accepts_is_named(case, tmp_path):
+    """The README's list: a CA certificate as the server's own, a host named only in the
+    subject's CN. A caller's own context (OpenSSL) still talks to either."""
+    if case == "CaUsedAsEndEntity":
+        cert, key = ca_as_its_own_server(tmp_path)
+        trusted = cert
+    else:
+        authority = Authority.create(tmp_path / "ca")
+        # A DNS name: OpenSSL checks the CN of names, not of IP addresses.
+        cert, key = authority.issue(tmp_path / "leaf", ("localhost",), with_san=False)
+        trusted = authority.path
+    server = Server(server_context(cert, key), answer_ok).start()
+    url = (
+        server.url if case == "CaUsedAsEndEntity" else server.url.replace("127.0.0.1", "localhost")
+    )
+    try:
+        core = refusal(url, CoreTlsContext.from_locations(str(trusted), None))
+        assert case in str(core)
+        own = ssl.create_default_context(cafile=str(trusted))
+        with httpx2.Client(transport=_DeadlineTransport(own, LIMITS), timeout=10) as http:
+            assert http.get(url).content == b"hello"
+    finally:
+        server.stop()
 
 
 def test_the_client_says_how_to_trust_a_refused_ca_and_does_not_retry(serve, tmp_path):

@@ -101,6 +101,39 @@ class Authority:
         return cert_path, key_path
 
 
+def ca_as_its_own_server(directory: Path) -> tuple[Path, Path]:
+    """A CA certificate (CA:TRUE, as ``openssl req -x509`` makes) that names 127.0.0.1 and is
+    presented as the server's own: (certificate file, key file)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("127.0.0.1"))
+        .issuer_name(_name("127.0.0.1"))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _DAY)
+        .not_valid_after(now + _DAY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "self.pem", directory / "self-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
 def server_context(
     cert_path: Path, key_path: Path, maximum: ssl.TLSVersion | None = None
 ) -> ssl.SSLContext:
