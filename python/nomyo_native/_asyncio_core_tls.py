@@ -2,7 +2,7 @@
 the async driver's connections whose context is a :class:`~nomyo_native._core_tls.CoreTlsContext`.
 
 asyncio's SSL protocol runs the interpreter's OpenSSL through memory BIOs: each 16 KiB record
-is copied into a BIO, decrypted by a cipher without the CPU's vector AES, copied out, and the
+is copied into a BIO, decrypted (by whatever AES that OpenSSL build has), copied out, and the
 BIOs' buffers are zero-filled as they grow. Here the socket is read into one fixed buffer,
 handed to the core's session in one call (every complete record decrypted, the GIL released for
 a large read), and the plaintext moved straight into the views the connection's protocol hands

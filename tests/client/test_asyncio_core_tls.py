@@ -457,6 +457,23 @@ async def test_a_handshake_that_never_finishes_is_a_connect_timeout(tls_files: T
             await fetch(server.url, tls_files.ca_path, connect=0.3)
 
 
+async def test_a_handshake_without_a_timeout_is_still_bounded(
+    tls_files: TlsFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As loop.start_tls's own bound (60 s, here shortened): a ConnectError, the socket gone."""
+    monkeypatch.setattr(_asyncio_core_tls, "_HANDSHAKE_TIMEOUT", 0.2)
+
+    async def silent(peer: TlsPeer) -> None:
+        await peer.stall()
+
+    async with tls_peer(server_context(tls_files), silent, handshake=False) as server:
+        stream = await AsyncioNetworkBackend().connect_tcp("127.0.0.1", server.port, timeout=5)
+        with pytest.raises(httpcore2.ConnectError, match="handshake is taking longer") as caught:
+            await stream.start_tls(core_context(tls_files.ca_path), "127.0.0.1", timeout=None)
+        assert stream._transport.is_closing()
+    assert isinstance(caught.value.__cause__, ConnectionAbortedError)
+
+
 async def test_a_server_speaking_no_tls_is_a_connect_error_from_ssl(tls_files: TlsFiles) -> None:
     async def plain_http(peer: TlsPeer) -> None:
         await peer.reader.read(65536)
