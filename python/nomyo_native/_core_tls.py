@@ -173,7 +173,6 @@ _SSL_REASONS: tuple[tuple[str, str, str], ...] = (
      "sslv3 alert handshake failure"),
     ("received fatal alert: ProtocolVersion", "TLSV1_ALERT_PROTOCOL_VERSION",
      "tlsv1 alert protocol version"),
-    ("peer is incompatible", "NO_PROTOCOLS_AVAILABLE", "no protocols available"),
 )  # fmt: skip
 
 

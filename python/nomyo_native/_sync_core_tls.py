@@ -82,8 +82,9 @@ class CoreTlsStream(httpcore2.NetworkStream):
         self._info = SessionInfo(session, server_hostname)
         self._received = bytearray(_RECEIVE_SIZE)
         self._received_view = memoryview(self._received)
-        # A failure met while gathering, after plaintext that is handed over first: the next
-        # read raises it (and the pool, asking is_readable, sees the connection as unusable).
+        # A failure met after authentic records: their plaintext is handed over first, then
+        # the next read that needs more raises it (the pool, asking is_readable, sees the
+        # connection as unusable).
         self._failure: Exception | None = None
         self._ended = False  # the socket's end of stream was received
         # Session calls of this stream's user and a close() from another thread do not overlap:

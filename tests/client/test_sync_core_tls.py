@@ -283,6 +283,21 @@ def test_what_rustls_refuses_and_openssl_accepts_is_named(case, tmp_path):
         server.stop()
 
 
+def test_a_tls_1_2_server_with_only_cbc_suites_is_refused_as_openssl_words_it(serve, authority):
+    """The README's first case: rustls has no CBC suite; OpenSSL (a caller's own context)
+    still talks to such a server."""
+    server = serve(maximum=ssl.TLSVersion.TLSv1_2)
+    server.context.set_ciphers("ECDHE-ECDSA-AES128-SHA256")
+    with core_client(authority.path) as http, pytest.raises(httpx2.ConnectError) as failed:
+        http.get(server.url)
+    error = in_chain(failed.value, ssl.SSLError)
+    assert error is not None
+    assert str(error).startswith("[SSL: SSLV3_ALERT_HANDSHAKE_FAILURE] sslv3 alert handshake")
+    own = ssl.create_default_context(cafile=str(authority.path))
+    with httpx2.Client(transport=_DeadlineTransport(own, LIMITS), timeout=10) as http:
+        assert http.get(server.url).content == b"hello"
+
+
 def test_the_client_says_how_to_trust_a_refused_ca_and_does_not_retry(serve, tmp_path):
     server = serve()
     waits: list[float] = []
