@@ -287,8 +287,12 @@ class SessionInfo:
             return None
         if binary_form:
             return der
-        # ssl decodes a certificate only from a file; the leaf is public.
-        with tempfile.NamedTemporaryFile("w", suffix=".pem") as file:
-            file.write(ssl.DER_cert_to_PEM_cert(der))
-            file.flush()
-            return ssl._ssl._test_decode_cert(file.name)  # type: ignore[attr-defined]
+        # ssl decodes a certificate only from a file (the leaf is public), closed before it is
+        # read by name: Windows does not open a file twice.
+        descriptor, path = tempfile.mkstemp(suffix=".pem")
+        try:
+            with os.fdopen(descriptor, "w") as file:
+                file.write(ssl.DER_cert_to_PEM_cert(der))
+            return ssl._ssl._test_decode_cert(path)  # type: ignore[attr-defined]
+        finally:
+            os.unlink(path)

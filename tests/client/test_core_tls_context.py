@@ -13,7 +13,13 @@ import httpcore2
 import pytest
 
 from nomyo_native import _core, _core_tls
-from nomyo_native._core_tls import CoreTlsContext, as_ssl_error, read_ca_pem, start_session
+from nomyo_native._core_tls import (
+    CoreTlsContext,
+    SessionInfo,
+    as_ssl_error,
+    read_ca_pem,
+    start_session,
+)
 from nomyo_native._protocol import connection_error
 from nomyo_native._retry import tls_verification_failure
 
@@ -131,6 +137,10 @@ def test_a_session_needs_a_host_name(tmp_path):
             start_session(context, name)
     session = start_session(context, "example.test")
     assert session.handshaking and session.tls_pending > 0  # the ClientHello
+    info = SessionInfo(session, "example.test")
+    assert (info.version(), info.cipher(), info.selected_alpn_protocol()) == (None, None, None)
+    with pytest.raises(ValueError, match="handshake not done yet"):  # as SSLObject's
+        info.getpeercert()
 
 
 # ---- failures as ssl errors ------------------------------------------------------------------
