@@ -2,10 +2,12 @@
 
 ``bench_core_share`` splits a scenario's client CPU into the core's seal + open and the rest;
 this splits the rest once more. Each scenario's wire bytes (the sealed request out, the
-endpoint's answer in, sized by the core and the endpoint's own code) cross loopback TLS in
-asyncio's SSL transport with the interpreter's ``ssl`` module, the transport ours uses, to a
-bare TLS peer in a process of its own (its CPU is not counted). What is left of ours' CPU after
-the core and this is HTTP, the protocol around the core, and the hand-offs between threads.
+endpoint's answer in, sized by the core and the endpoint's own code) cross loopback TLS to a
+bare TLS peer in a process of its own (its CPU is not counted), over the transport ours uses:
+the core's TLS session under asyncio (``_asyncio_core_tls``). The same bytes through asyncio's
+own SSL transport (the interpreter's ``ssl``, what a caller's ``SSLContext`` gets) are measured
+beside it. What is left of ours' CPU after the core and this is HTTP, the protocol around the
+core, and the hand-offs between threads.
 
 It also measures how fast the interpreter's OpenSSL encrypts TLS records (a 1 MiB write through
 memory BIOs: AES-GCM and the BIO copies) beside pyca/cryptography's AES-256-GCM, whose speed the
@@ -32,6 +34,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from nomyo_native._asyncio_core_tls import start_core_tls
+from nomyo_native._core_tls import CoreTlsContext
 from nomyo_native.server.tls import TlsFiles, make_self_signed
 
 HEADER = struct.Struct(">QQ")
@@ -92,7 +96,7 @@ def serve(cert: Path, key: Path) -> None:
         threading.Thread(target=_answer, args=(connection,), daemon=True).start()
 
 
-# ---- the client: asyncio's SSL transport, as ours uses it -----------------------------------
+# ---- the client: the core's TLS under asyncio (as ours), or asyncio's SSL transport ----------
 
 
 class _Exchange(asyncio.BufferedProtocol):
@@ -144,13 +148,28 @@ async def _once(
     await answered
 
 
-async def _exchange_cpu(port: int, ca: Path, sizes: list[tuple[int, int, int]]) -> list[float]:
-    """Per (out, in, repetitions): client CPU in ms per exchange of that many bytes."""
-    context = ssl.create_default_context(cafile=str(ca))
+async def _connect(port: int, ca: Path, core: bool) -> tuple[asyncio.Transport, _Exchange]:
+    """A TLS connection to the peer: over the core's TLS as ours connects (TCP, then the
+    handshake over it), or over asyncio's SSL transport."""
     loop = asyncio.get_running_loop()
-    transport, exchange = await loop.create_connection(
-        _Exchange, "127.0.0.1", port, ssl=context, server_hostname="127.0.0.1"
+    if not core:
+        context = ssl.create_default_context(cafile=str(ca))
+        return await loop.create_connection(
+            _Exchange, "127.0.0.1", port, ssl=context, server_hostname="127.0.0.1"
+        )
+    tcp, exchange = await loop.create_connection(_Exchange, "127.0.0.1", port)
+    tls = await start_core_tls(
+        tcp, exchange, CoreTlsContext.from_locations(str(ca), None), "127.0.0.1"
     )
+    exchange.transport = tls
+    return tls, exchange
+
+
+async def _exchange_cpu(
+    port: int, ca: Path, sizes: list[tuple[int, int, int]], core: bool
+) -> list[float]:
+    """Per (out, in, repetitions): client CPU in ms per exchange of that many bytes."""
+    transport, exchange = await _connect(port, ca, core)
     try:
         figures = []
         for outgoing, incoming, repetitions in sizes:
@@ -208,7 +227,8 @@ def aes_gcm_ms_per_mib() -> float:
 
 def measure_transport(scenarios: dict[str, tuple[int, int, int]]) -> list[dict[str, Any]]:
     """Per scenario (``name -> (request bytes, answer bytes, repetitions)``): client CPU per
-    request of moving those bytes through asyncio's TLS transport, and the TLS record speed."""
+    request of moving those bytes through ours' TLS transport (the core's) and through asyncio's
+    own, and the interpreter's TLS record speed."""
     record_ms, aes_ms = tls_record_ms_per_mib(), aes_gcm_ms_per_mib()
     with tempfile.TemporaryDirectory() as scratch:
         files = write_certificate(Path(scratch))
@@ -220,7 +240,9 @@ def measure_transport(scenarios: dict[str, tuple[int, int, int]]) -> list[dict[s
         try:
             assert peer.stdout is not None
             port = int(peer.stdout.readline())
-            figures = asyncio.run(_exchange_cpu(port, files.ca_path, list(scenarios.values())))
+            sizes = list(scenarios.values())
+            core = asyncio.run(_exchange_cpu(port, files.ca_path, sizes, core=True))
+            openssl = asyncio.run(_exchange_cpu(port, files.ca_path, sizes, core=False))
         finally:
             peer.kill()
             peer.wait()
@@ -229,14 +251,15 @@ def measure_transport(scenarios: dict[str, tuple[int, int, int]]) -> list[dict[s
             "scenario": name,
             "requests": repetitions,
             "cpu_per_request_ms": ms,
+            "openssl_cpu_per_request_ms": openssl_ms,
             "request_bytes": outgoing,
             "answer_bytes": incoming,
             "tls_records_ms_per_mib": record_ms,
             "pyca_aes_gcm_ms_per_mib": aes_ms,
             "tls_library": ssl.OPENSSL_VERSION,
         }
-        for (name, (outgoing, incoming, repetitions)), ms in zip(
-            scenarios.items(), figures, strict=True
+        for (name, (outgoing, incoming, repetitions)), ms, openssl_ms in zip(
+            scenarios.items(), core, openssl, strict=True
         )
     ]
 

@@ -327,6 +327,12 @@ def _shares(clients: dict[str, Any]) -> list[str]:
     lines = [f"{'':<28}{'ours - core':<16}{'':>9}{_fmt(rest, 18)}"]
     if tls:
         lines.append(f"{'':<28}{'  - transport':<16}{'':>9}{_fmt(rest - tls[CPU], 18)}")
+        openssl = tls.get("openssl_cpu_per_request_ms")
+        if openssl is not None:
+            lines.append(
+                f"{'':<28}transport alone: core TLS {tls[CPU]:.3f} ms, the interpreter's "
+                f"OpenSSL under asyncio {openssl:.3f} ms"
+            )
     return lines
 
 

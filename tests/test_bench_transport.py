@@ -81,6 +81,7 @@ def test_each_scenario_is_measured_in_order_with_its_sizes() -> None:
         (300_000, 5, 2),
     ]
     assert all(row["cpu_per_request_ms"] >= 0 for row in rows)
+    assert all(row["openssl_cpu_per_request_ms"] >= 0 for row in rows)
     assert {row["tls_library"] for row in rows} == {ssl.OPENSSL_VERSION}
     assert all(row["tls_records_ms_per_mib"] > 0 for row in rows)
     assert all(row["pyca_aes_gcm_ms_per_mib"] > 0 for row in rows)
