@@ -1,0 +1,383 @@
+"""Certificate chains with one property changed at a time, and a verdict from each TLS stack:
+the core's session and the interpreter's OpenSSL, each as a client over memory BIOs against the
+same OpenSSL server, trusting the same PEM bytes. For the review's trust-parity tests."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import ssl
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID as EKU
+
+from nomyo_native import _core
+
+NOW = datetime.datetime.now(datetime.UTC)
+DAY = datetime.timedelta(days=1)
+VALID = (NOW - DAY, NOW + 30 * DAY)
+EXPIRED = (NOW - 30 * DAY, NOW - DAY)
+NOT_YET = (NOW + DAY, NOW + 30 * DAY)
+
+_CA_USAGE = x509.KeyUsage(False, False, False, False, False, True, True, False, False)
+_NO_CERT_SIGN = x509.KeyUsage(True, False, False, False, False, False, True, False, False)
+
+
+@dataclass
+class Spec:
+    """One certificate of a chain: everything a test may change."""
+
+    validity: tuple[datetime.datetime, datetime.datetime] = VALID
+    ca: bool | None = True  # None: no basicConstraints at all
+    path_length: int | None = None
+    key_usage: x509.KeyUsage | None = _CA_USAGE
+    eku: list[x509.ObjectIdentifier] | None = None
+    name_constraints: x509.NameConstraints | None = None
+    sans: list[x509.GeneralName] = field(default_factory=list)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _build(
+    spec: Spec,
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
+) -> x509.Certificate:
+    issuer_name, issuer_key = issuer if issuer is not None else (_name(subject), key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(spec.validity[0])
+        .not_valid_after(spec.validity[1])
+    )
+    if spec.ca is not None:
+        builder = builder.add_extension(
+            x509.BasicConstraints(ca=spec.ca, path_length=spec.path_length if spec.ca else None),
+            critical=True,
+        )
+    if spec.key_usage is not None:
+        builder = builder.add_extension(spec.key_usage, critical=True)
+    if spec.eku is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(spec.eku), critical=False)
+    if spec.name_constraints is not None:
+        builder = builder.add_extension(spec.name_constraints, critical=True)
+    if spec.sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(spec.sans), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def leaf_spec(*hosts: str, **changes: object) -> Spec:
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    spec = Spec(
+        ca=False,
+        key_usage=None,
+        eku=[ExtendedKeyUsageOID.SERVER_AUTH],
+        sans=names,
+    )
+    for key, value in changes.items():
+        setattr(spec, key, value)
+    return spec
+
+
+@dataclass
+class Chain:
+    """Trust store PEM, and the server's chain file and key file."""
+
+    store_pem: bytes
+    cert_path: Path
+    key_path: Path
+
+
+def make_chain(
+    directory: Path,
+    root: Spec,
+    intermediates: list[Spec],
+    leaf: Spec,
+    *,
+    leaf_in_store: bool = False,
+) -> Chain:
+    """root -> intermediates... -> leaf; the server sends leaf + intermediates; the store holds
+    the root (and, with ``leaf_in_store``, the leaf too)."""
+    tag = uuid.uuid4().hex[:8]
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root_cert = _build(root, f"review8 root {tag}", root_key, None)
+    issuer = (root_cert.subject, root_key)
+    sent: list[x509.Certificate] = []
+    for index, spec in enumerate(intermediates):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _build(spec, f"review8 intermediate {index} {tag}", key, issuer)
+        sent.insert(0, cert)
+        issuer = (cert.subject, key)
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf_cert = _build(leaf, f"review8 leaf {tag}", leaf_key, issuer)
+    pem = serialization.Encoding.PEM
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / f"chain-{tag}.pem", directory / f"key-{tag}.pem"
+    cert_path.write_bytes(b"".join(c.public_bytes(pem) for c in [leaf_cert, *sent]))
+    key_path.write_bytes(
+        leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    store = root_cert.public_bytes(pem)
+    if leaf_in_store:
+        store += leaf_cert.public_bytes(pem)
+    return Chain(store, cert_path, key_path)
+
+
+def _pump_server(server: ssl.SSLObject, data: bytes) -> bytes:
+    incoming, outgoing = _bios[id(server)]
+    incoming.write(data)
+    try:
+        server.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    except ssl.SSLError:
+        pass
+    return outgoing.read()
+
+
+_bios: dict[int, tuple[ssl.MemoryBIO, ssl.MemoryBIO]] = {}
+
+
+def _new_server(chain: Chain) -> ssl.SSLObject:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(chain.cert_path, chain.key_path)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = context.wrap_bio(incoming, outgoing, server_side=True)
+    _bios[id(server)] = (incoming, outgoing)
+    return server
+
+
+def core_verdict(chain: Chain, host: str) -> str:
+    """ "ok", or the core's refusal reason (TlsCertificateError.reason, or the TlsError text)."""
+    session = _core.TlsSession(_core.TlsConfig(chain.store_pem), host)
+    server = _new_server(chain)
+    try:
+        for _ in range(10):
+            reply = _pump_server(server, session.take_tls())
+            if reply:
+                session.receive(reply)
+            if not session.handshaking:
+                return "ok"
+    except _core.TlsCertificateError as exc:
+        return exc.reason
+    except _core.TlsError as exc:
+        return f"TlsError: {exc}"
+    finally:
+        _bios.pop(id(server), None)
+    raise AssertionError("the core's handshake did not finish")
+
+
+def openssl_verdict(chain: Chain, host: str, directory: Path) -> str:
+    """ "ok", or OpenSSL's verify message, for a client made as the OpenSSL path makes it
+    (``ssl.create_default_context(cafile=...)``) trusting the same PEM."""
+    store = directory / f"store-{uuid.uuid4().hex[:8]}.pem"
+    store.write_bytes(chain.store_pem)
+    context = ssl.create_default_context(cafile=str(store))
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = context.wrap_bio(incoming, outgoing, server_hostname=host)
+    server = _new_server(chain)
+    try:
+        for _ in range(10):
+            try:
+                client.do_handshake()
+                return "ok"
+            except ssl.SSLWantReadError:
+                pass
+            incoming.write(_pump_server(server, outgoing.read()))
+    except ssl.SSLCertVerificationError as exc:
+        return str(exc.verify_message)
+    except ssl.SSLError as exc:
+        return f"SSLError: {exc}"
+    finally:
+        _bios.pop(id(server), None)
+    raise AssertionError("OpenSSL's handshake did not finish")
+
+
+# ---- the cases ---------------------------------------------------------------------------------
+
+
+def _nc(permitted: list[x509.GeneralName] | None, excluded: list[x509.GeneralName] | None):
+    return x509.NameConstraints(permitted_subtrees=permitted, excluded_subtrees=excluded)
+
+
+_ANY_EKU = x509.ObjectIdentifier("2.5.29.37.0")
+_CERT_SIGN_ONLY = x509.KeyUsage(False, False, False, False, False, True, False, False, False)
+
+# name -> (root, intermediates, leaf, host): cases both stacks refuse, or both accept.
+AGREED: dict[str, tuple[Spec, list[Spec], Spec, str]] = {
+    "a good chain": (Spec(), [], leaf_spec("localhost"), "localhost"),
+    "a good chain through an intermediate": (Spec(), [Spec()], leaf_spec("localhost"), "localhost"),
+    "a root without basicConstraints": (Spec(ca=None), [], leaf_spec("localhost"), "localhost"),
+    "a root's name constraints excluding the host": (
+        Spec(name_constraints=_nc(None, [x509.DNSName("localhost")])),
+        [],
+        leaf_spec("localhost"),
+        "localhost",
+    ),
+    "an expired intermediate": (
+        Spec(),
+        [Spec(validity=EXPIRED)],
+        leaf_spec("localhost"),
+        "localhost",
+    ),
+    "a not yet valid intermediate": (
+        Spec(),
+        [Spec(validity=NOT_YET)],
+        leaf_spec("localhost"),
+        "localhost",
+    ),
+    "an intermediate with CA:FALSE": (
+        Spec(),
+        [Spec(ca=False)],
+        leaf_spec("localhost"),
+        "localhost",
+    ),
+    "an intermediate without basicConstraints": (
+        Spec(),
+        [Spec(ca=None)],
+        leaf_spec("localhost"),
+        "localhost",
+    ),
+    "an intermediate for clientAuth only": (
+        Spec(),
+        [Spec(eku=[EKU.CLIENT_AUTH])],
+        leaf_spec("localhost"),
+        "localhost",
+    ),
+    "an intermediate's excluded DNS subtree": (
+        Spec(),
+        [Spec(name_constraints=_nc(None, [x509.DNSName("localhost")]))],
+        leaf_spec("localhost"),
+        "localhost",
+    ),
+    "an intermediate's permitted subtree elsewhere": (
+        Spec(),
+        [Spec(name_constraints=_nc([x509.DNSName("example.com")], None))],
+        leaf_spec("localhost"),
+        "localhost",
+    ),
+    "an intermediate's excluded IP subtree": (
+        Spec(),
+        [Spec(name_constraints=_nc(None, [x509.IPAddress(ipaddress.ip_network("127.0.0.0/8"))]))],
+        leaf_spec("127.0.0.1"),
+        "127.0.0.1",
+    ),
+    "a leaf for clientAuth only": (
+        Spec(),
+        [],
+        leaf_spec("localhost", eku=[EKU.CLIENT_AUTH]),
+        "localhost",
+    ),
+    "a leaf without EKU": (Spec(), [], leaf_spec("localhost", eku=None), "localhost"),
+    "a leaf for anyExtendedKeyUsage only": (
+        Spec(),
+        [],
+        leaf_spec("localhost", eku=[_ANY_EKU]),
+        "localhost",
+    ),
+    "an expired leaf": (Spec(), [], leaf_spec("localhost", validity=EXPIRED), "localhost"),
+    "another host": (Spec(), [], leaf_spec("localhost"), "other.test"),
+    "another IP": (Spec(), [], leaf_spec("127.0.0.1"), "127.0.0.2"),
+    "an IP written as a DNS SAN": (
+        Spec(),
+        [],
+        leaf_spec(sans=[x509.DNSName("127.0.0.1")]),
+        "127.0.0.1",
+    ),
+    "a DNS name against an IP SAN": (Spec(), [], leaf_spec("127.0.0.1"), "localhost"),
+    "a wildcard for one label": (Spec(), [], leaf_spec("*.example.test"), "a.example.test"),
+    "a wildcard for two labels": (Spec(), [], leaf_spec("*.example.test"), "a.b.example.test"),
+    "a wildcard for its bare domain": (Spec(), [], leaf_spec("*.example.test"), "example.test"),
+    "a partial-label wildcard": (Spec(), [], leaf_spec("a*.example.test"), "ab.example.test"),
+    "a wildcard under a TLD": (Spec(), [], leaf_spec("*.test"), "example.test"),
+    "a wildcard against an IP": (
+        Spec(),
+        [],
+        leaf_spec(sans=[x509.DNSName("*.0.0.1")]),
+        "127.0.0.1",
+    ),
+    "a host name in capitals": (Spec(), [], leaf_spec("localhost"), "LOCALHOST"),
+}
+
+# Cases OpenSSL refuses and the core (webpki) accepts: webpki takes from a trust anchor only its
+# subject, key and name constraints, and reads no keyUsage anywhere.
+LOOSER: dict[str, tuple[Spec, list[Spec], Spec, str]] = {
+    "an expired root": (Spec(validity=EXPIRED), [], leaf_spec("localhost"), "localhost"),
+    "a not yet valid root": (Spec(validity=NOT_YET), [], leaf_spec("localhost"), "localhost"),
+    "a root with CA:FALSE": (Spec(ca=False), [], leaf_spec("localhost"), "localhost"),
+    "a root without keyCertSign": (
+        Spec(key_usage=_NO_CERT_SIGN),
+        [],
+        leaf_spec("localhost"),
+        "localhost",
+    ),
+    "a root for clientAuth only": (
+        Spec(eku=[EKU.CLIENT_AUTH]),
+        [],
+        leaf_spec("localhost"),
+        "localhost",
+    ),
+    "a root's path length 0 with an intermediate": (
+        Spec(path_length=0),
+        [Spec()],
+        leaf_spec("localhost"),
+        "localhost",
+    ),
+    "an intermediate without keyCertSign": (
+        Spec(),
+        [Spec(key_usage=_NO_CERT_SIGN)],
+        leaf_spec("localhost"),
+        "localhost",
+    ),
+    "a leaf whose keyUsage is keyCertSign only": (
+        Spec(),
+        [],
+        leaf_spec("localhost", key_usage=_CERT_SIGN_ONLY),
+        "localhost",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(AGREED))
+def test_the_core_decides_as_openssl(case: str, tmp_path: Path) -> None:
+    root, intermediates, leaf, host = AGREED[case]
+    chain = make_chain(tmp_path, root, intermediates, leaf)
+    openssl, core = openssl_verdict(chain, host, tmp_path), core_verdict(chain, host)
+    assert (core == "ok") == (openssl == "ok"), (core, openssl)
+
+
+@pytest.mark.parametrize("case", sorted(LOOSER))
+def test_openssl_refuses_the_looser_cases(case: str, tmp_path: Path) -> None:
+    root, intermediates, leaf, host = LOOSER[case]
+    chain = make_chain(tmp_path, root, intermediates, leaf)
+    assert openssl_verdict(chain, host, tmp_path) != "ok"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review8: webpki ignores a trust anchor's validity, basicConstraints, keyUsage, EKU "
+    "and path length, and keyUsage everywhere; OpenSSL refuses these chains",
+)
+@pytest.mark.parametrize("case", sorted(LOOSER))
+def test_the_core_never_accepts_what_openssl_refuses(case: str, tmp_path: Path) -> None:
+    root, intermediates, leaf, host = LOOSER[case]
+    chain = make_chain(tmp_path, root, intermediates, leaf)
+    assert core_verdict(chain, host) != "ok"
