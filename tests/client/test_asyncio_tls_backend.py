@@ -53,11 +53,25 @@ def tls(request: pytest.FixtureRequest) -> str:
 
 @asynccontextmanager
 async def loopback_server(handler: Handler) -> AsyncIterator[str]:
-    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    """Serves each connection with ``handler``; at the end a handler still waiting (a silent
+    peer) is cancelled and its connection aborted: from Python 3.12 on, ``wait_closed`` waits
+    for every connection, which would otherwise wait out the handler's sleep."""
+    handlers: set[asyncio.Task[Any]] = set()
+
+    async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.add(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            await handler(reader, writer)
+        except asyncio.CancelledError:
+            writer.transport.abort()
+
+    server = await asyncio.start_server(tracked, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
+        for task in handlers:
+            task.cancel()
         server.close()
         await server.wait_closed()
 
