@@ -386,3 +386,26 @@ def test_a_fork_child_never_uses_the_parents_tls_session() -> None:
     assert done.returncode == 0, done.stderr
     # The child connected once of its own; the parent still on its first connection.
     assert done.stdout.split() == ["0", "1"]
+
+
+# ---- secrets ---------------------------------------------------------------------------------
+
+
+def test_sslkeylogfile_gets_no_key_of_a_core_connection(
+    serve, authority, tmp_path, monkeypatch
+) -> None:
+    """The OpenSSL side of a CoreTlsContext honours SSLKEYLOGFILE (as create_default_context
+    does); the core's sessions, which carry the traffic, log nothing there."""
+    server = serve(_answer_ok)  # its context made first: it would log the same keys
+    keylog = tmp_path / "keys.log"
+    monkeypatch.setenv("SSLKEYLOGFILE", str(keylog))
+    with _sync_client(authority.path) as http:
+        assert http.get(server.url).content == b"hello"
+    # At most the header OpenSSL writes when the file is opened: no secret of any kind.
+    logged = keylog.read_bytes() if keylog.exists() else b""
+    assert [line for line in logged.splitlines() if not line.startswith(b"#")] == []
+    # The same file does receive keys from an OpenSSL connection: the variable was honoured.
+    transport = _DeadlineTransport(ssl.create_default_context(cafile=str(authority.path)), LIMITS)
+    with httpx2.Client(transport=transport, timeout=2.0) as http:
+        assert http.get(server.url).content == b"hello"
+    assert b"CLIENT_TRAFFIC_SECRET" in keylog.read_bytes()
