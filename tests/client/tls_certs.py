@@ -46,6 +46,11 @@ class Authority:
                 x509.KeyUsage(False, False, False, False, False, True, True, False, False),
                 critical=True,
             )
+            # Key identifiers: OpenSSL's strict mode (create_default_context on Python 3.13+)
+            # refuses a chain whose leaf has no Authority Key Identifier.
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
             .sign(key, hashes.SHA256())
         )
         directory.mkdir(parents=True, exist_ok=True)
@@ -77,6 +82,10 @@ class Authority:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                critical=False,
             )
         )
         if with_san:
