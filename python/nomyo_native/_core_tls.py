@@ -139,7 +139,17 @@ def start_session(context: CoreTlsContext, server_hostname: str | None) -> _core
     if not server_hostname:
         # OpenSSL's wrap_socket says the same: a name is what the certificate is checked against.
         raise ValueError("check_hostname requires server_hostname")
-    return _core.TlsSession(context.core_config, server_hostname)
+    try:
+        return _core.TlsSession(context.core_config, server_hostname)
+    except ValueError as exc:
+        # Neither a DNS name nor an IP address to rustls ("127.1", which getaddrinfo resolves; a
+        # scoped IPv6 address): OpenSSL checks it as a DNS name that no certificate names and
+        # refuses the certificate. The same refusal, before anything is sent.
+        raise _verification_error(
+            _HOSTNAME_MISMATCH,
+            f"Hostname mismatch, certificate is not valid for '{server_hostname}'.",
+            "InvalidServerName",
+        ) from exc
 
 
 # ---- failures as ssl errors ------------------------------------------------------------------
@@ -207,6 +217,16 @@ def _verify_error(exc: _core.TlsCertificateError, server_hostname: str | None) -
     )
 
 
+def _verification_error(code: int, message: str, reason: str) -> ssl.SSLCertVerificationError:
+    """OpenSSL's refusal of a certificate, with the core's ``reason`` after its message."""
+    error = ssl.SSLCertVerificationError(
+        1, f"[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: {message} ({reason})"
+    )
+    error.verify_code, error.verify_message = code, message
+    error.library, error.reason = "SSL", "CERTIFICATE_VERIFY_FAILED"
+    return error
+
+
 def as_ssl_error(exc: _core.TlsError, server_hostname: str | None = None) -> ssl.SSLError:
     """The ``ssl`` error the OpenSSL path raises for the same failure, ``exc`` as its cause.
 
@@ -217,13 +237,7 @@ def as_ssl_error(exc: _core.TlsError, server_hostname: str | None = None) -> ssl
     names the host in a name mismatch, as OpenSSL's message does."""
     error: ssl.SSLError
     if isinstance(exc, _core.TlsCertificateError):
-        code, message = _verify_error(exc, server_hostname)
-        error = ssl.SSLCertVerificationError(
-            1,
-            f"[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: {message} ({exc.reason})",
-        )
-        error.verify_code, error.verify_message = code, message
-        error.library, error.reason = "SSL", "CERTIFICATE_VERIFY_FAILED"
+        error = _verification_error(*_verify_error(exc, server_hostname), exc.reason)
     else:
         text = str(exc)
         reason = next((r for r in _SSL_REASONS if text.startswith(r[0])), None)

@@ -70,6 +70,18 @@ def _as_httpcore_error(
     return mapped
 
 
+def _start_session(context: CoreTlsContext, server_hostname: str | None) -> _core.TlsSession:
+    """A session, or the ConnectError of a name no certificate can be verified against (its
+    ``ssl`` refusal as cause and context, as a failed handshake's)."""
+    try:
+        return start_session(context, server_hostname)
+    except ssl.SSLError as exc:
+        failure = exc
+    raise _as_httpcore_error(
+        failure, server_hostname, httpcore2.ConnectTimeout, httpcore2.ConnectError
+    )
+
+
 class CoreTlsStream(httpcore2.NetworkStream):
     """One TLS connection: a connected socket and the core's session over it."""
 
@@ -103,7 +115,7 @@ class CoreTlsStream(httpcore2.NetworkStream):
         and the attempt's deadline: ConnectTimeout, or ConnectError with the ``ssl`` error as
         its cause."""
         try:
-            stream = cls(sock, start_session(context, server_hostname), server_hostname)
+            stream = cls(sock, _start_session(context, server_hostname), server_hostname)
             stream._handshake(timeout)
         except BaseException:
             sock.close()
