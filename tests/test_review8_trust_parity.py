@@ -324,6 +324,40 @@ AGREED: dict[str, tuple[Spec, list[Spec], Spec, str]] = {
     "a host name in capitals": (Spec(), [], leaf_spec("localhost"), "LOCALHOST"),
 }
 
+
+def _ip(address: str) -> x509.GeneralName:
+    return x509.IPAddress(ipaddress.ip_address(address))
+
+
+# Name forms at the edges: IPv4-mapped IPv6, a SAN's trailing dot or capitals, bare or empty
+# wildcards, wildcards over IDN A-labels.
+AGREED.update(
+    {
+        "an IPv4-mapped SAN for an IPv4 host": (
+            Spec(), [], leaf_spec(sans=[_ip("::ffff:127.0.0.1")]), "127.0.0.1",
+        ),
+        "an IPv4 SAN for an IPv4-mapped host": (
+            Spec(), [], leaf_spec(sans=[_ip("127.0.0.1")]), "::ffff:127.0.0.1",
+        ),
+        "an IPv6 SAN": (Spec(), [], leaf_spec(sans=[_ip("::1")]), "::1"),
+        "a SAN with a trailing dot": (
+            Spec(), [], leaf_spec(sans=[x509.DNSName("localhost.")]), "localhost",
+        ),
+        "a SAN in capitals": (Spec(), [], leaf_spec(sans=[x509.DNSName("LOCALHOST")]), "localhost"),
+        "a bare * SAN": (Spec(), [], leaf_spec(sans=[x509.DNSName("*")]), "localhost"),
+        "an empty SAN": (Spec(), [], leaf_spec(sans=[x509.DNSName("")]), "localhost"),
+        "an IDN A-label": (
+            Spec(), [], leaf_spec("xn--bcher-kva.example"), "xn--bcher-kva.example",
+        ),
+        "a wildcard over an IDN A-label": (
+            Spec(), [], leaf_spec("*.example"), "xn--bcher-kva.example",
+        ),
+        "a wildcard inside an A-label": (
+            Spec(), [], leaf_spec("xn--*.example"), "xn--bcher-kva.example",
+        ),
+    }
+)  # fmt: skip
+
 # Cases OpenSSL refuses and the core (webpki) accepts: webpki takes from a trust anchor only its
 # subject, key and name constraints, and reads no keyUsage anywhere.
 LOOSER: dict[str, tuple[Spec, list[Spec], Spec, str]] = {
