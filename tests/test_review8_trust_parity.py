@@ -121,9 +121,13 @@ def make_chain(
     leaf: Spec,
     *,
     leaf_in_store: bool = False,
+    store: str = "root",
+    send_intermediates: bool = True,
 ) -> Chain:
-    """root -> intermediates... -> leaf; the server sends leaf + intermediates; the store holds
-    the root (and, with ``leaf_in_store``, the leaf too)."""
+    """root -> intermediates... -> leaf; the server sends leaf + intermediates (unless not
+    ``send_intermediates``); the store holds the root (``store="root"``), the first
+    intermediate alone ("intermediate"), or an impostor: another root of the same name and
+    another key ("impostor"); with ``leaf_in_store``, the leaf too."""
     tag = uuid.uuid4().hex[:8]
     root_key = ec.generate_private_key(ec.SECP256R1())
     root_cert = _build(root, f"review8 root {tag}", root_key, None)
@@ -139,14 +143,22 @@ def make_chain(
     pem = serialization.Encoding.PEM
     directory.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = directory / f"chain-{tag}.pem", directory / f"key-{tag}.pem"
-    cert_path.write_bytes(b"".join(c.public_bytes(pem) for c in [leaf_cert, *sent]))
+    served = [leaf_cert, *sent] if send_intermediates else [leaf_cert]
+    cert_path.write_bytes(b"".join(c.public_bytes(pem) for c in served))
     key_path.write_bytes(
         leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
-    store = root_cert.public_bytes(pem)
+    if store == "intermediate":
+        trusted = sent[-1]
+    elif store == "impostor":
+        impostor_key = ec.generate_private_key(ec.SECP256R1())
+        trusted = _build(root, f"review8 root {tag}", impostor_key, None)
+    else:
+        trusted = root_cert
+    store_pem = trusted.public_bytes(pem)
     if leaf_in_store:
-        store += leaf_cert.public_bytes(pem)
-    return Chain(store, cert_path, key_path)
+        store_pem += leaf_cert.public_bytes(pem)
+    return Chain(store_pem, cert_path, key_path)
 
 
 def _pump_server(server: ssl.SSLObject, data: bytes) -> bytes:
@@ -403,18 +415,57 @@ _NO_BC_ROOT = (Spec(ca=None), [], leaf_spec("localhost"), "localhost")
 (LOOSER if sys.version_info >= (3, 13) else AGREED)["a root without basicConstraints"] = _NO_BC_ROOT
 
 
+# Chain shapes: which certificate the store holds, what the server sends.
+CHAIN_OPTIONS: dict[str, dict[str, object]] = {
+    "an impostor root of the same name in the store": {"store": "impostor"},
+    "an impostor root of the same name, through an intermediate": {"store": "impostor"},
+    "an intermediate the server does not send": {"send_intermediates": False},
+    "an intermediate alone in the store": {"store": "intermediate"},
+}
+AGREED["an impostor root of the same name in the store"] = (
+    Spec(),
+    [],
+    leaf_spec("localhost"),
+    "localhost",
+)
+AGREED["an impostor root of the same name, through an intermediate"] = (
+    Spec(),
+    [Spec()],
+    leaf_spec("localhost"),
+    "localhost",
+)
+AGREED["an intermediate the server does not send"] = (
+    Spec(),
+    [Spec()],
+    leaf_spec("localhost"),
+    "localhost",
+)
+# The store holds an intermediate, not its root: OpenSSL ends a chain only at a self-signed
+# certificate, except with VERIFY_X509_PARTIAL_CHAIN (create_default_context on Python
+# 3.13+); webpki takes any certificate of the store as an anchor.
+_PARTIAL = (Spec(), [Spec()], leaf_spec("localhost"), "localhost")
+(AGREED if sys.version_info >= (3, 13) else LOOSER)["an intermediate alone in the store"] = _PARTIAL
+
+
+def _chain(
+    case: str, table: dict[str, tuple[Spec, list[Spec], Spec, str]], tmp_path: Path
+) -> Chain:
+    root, intermediates, leaf, _ = table[case]
+    return make_chain(tmp_path, root, intermediates, leaf, **CHAIN_OPTIONS.get(case, {}))  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("case", sorted(AGREED))
 def test_the_core_decides_as_openssl(case: str, tmp_path: Path) -> None:
-    root, intermediates, leaf, host = AGREED[case]
-    chain = make_chain(tmp_path, root, intermediates, leaf)
+    host = AGREED[case][3]
+    chain = _chain(case, AGREED, tmp_path)
     openssl, core = openssl_verdict(chain, host, tmp_path), core_verdict(chain, host)
     assert (core == "ok") == (openssl == "ok"), (core, openssl)
 
 
 @pytest.mark.parametrize("case", sorted(LOOSER))
 def test_openssl_refuses_the_looser_cases(case: str, tmp_path: Path) -> None:
-    root, intermediates, leaf, host = LOOSER[case]
-    chain = make_chain(tmp_path, root, intermediates, leaf)
+    host = LOOSER[case][3]
+    chain = _chain(case, LOOSER, tmp_path)
     assert openssl_verdict(chain, host, tmp_path) != "ok"
 
 
@@ -435,6 +486,6 @@ def _looser_case(case: str) -> object:
 
 @pytest.mark.parametrize("case", [_looser_case(case) for case in sorted(LOOSER)])
 def test_the_core_never_accepts_what_openssl_refuses(case: str, tmp_path: Path) -> None:
-    root, intermediates, leaf, host = LOOSER[case]
-    chain = make_chain(tmp_path, root, intermediates, leaf)
+    host = LOOSER[case][3]
+    chain = _chain(case, LOOSER, tmp_path)
     assert core_verdict(chain, host) != "ok"
