@@ -7,7 +7,7 @@ the endpoint's CPU (from /proc) and this process's peak RSS. Prints one JSON doc
 
 The job names a client (``ours``, ``ours-sync``, ``ours-httpx-tls``, ``openai``,
 ``reference``, ``floor`` for the pyca floors, ``core`` for the core's seal + open alone, or
-``tls-transport`` for each scenario's bytes alone through asyncio's TLS),
+``tls-transport`` for each scenario's bytes alone through the core's TLS under asyncio),
 the endpoint, and a plan: scenario names, each measured in turn after an untimed warm-up;
 ``soak`` and ``first`` want a process each (peak RSS and first-request latency are per process).
 
@@ -389,7 +389,7 @@ def run_core_share(job: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def run_transport_share(job: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each planned scenario's wire bytes alone through asyncio's TLS (see bench_transport)."""
+    """Each planned scenario's wire bytes alone through ours' TLS transport (bench_transport)."""
     from bench_core_share import wire_bytes
     from bench_transport import measure_transport
 
