@@ -17,6 +17,7 @@ mod page;
 pub mod request_body;
 pub mod secret;
 pub mod tls;
+pub mod tls_parity;
 pub mod tpm;
 #[cfg(windows)]
 mod win;

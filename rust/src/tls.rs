@@ -17,9 +17,12 @@ use std::io::{self, Read};
 
 use std::sync::Arc;
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{CertificateError, ClientConfig, ClientConnection, RootCertStore};
+
+use crate::tls_parity;
 
 /// The received-plaintext buffer rustls keeps (16 KiB) refuses more records once it holds more
 /// than this; past it `receive` moves the plaintext into the session's own buffer.
@@ -118,6 +121,8 @@ pub struct TrustAnchors {
     pub store: RootCertStore,
     /// CERTIFICATE blocks that were not usable (bad base64, not a certificate rustls accepts).
     pub skipped: usize,
+    /// The anchors' own constraints webpki does not apply (`tls_parity`).
+    pub limits: Vec<tls_parity::AnchorLimit>,
 }
 
 /// Every PEM CERTIFICATE block in `pem` as a trust anchor, as OpenSSL's `load_verify_locations`
@@ -125,11 +130,17 @@ pub struct TrustAnchors {
 pub fn trust_anchors(pem: &[u8]) -> Result<TrustAnchors, TlsSetupError> {
     let mut store = RootCertStore::empty();
     let mut skipped = 0;
+    let mut limits = Vec::new();
     // Each step consumes at least one line, so a malformed block ends the walk, never loops.
     for block in CertificateDer::pem_slice_iter(pem) {
-        let added = block.map(|der| store.add(der).is_ok()).unwrap_or(false);
-        if !added {
+        let Ok(der) = block else {
             skipped += 1;
+            continue;
+        };
+        let limit = tls_parity::anchor_limit(&der);
+        match store.add(der) {
+            Ok(()) => limits.extend(limit),
+            Err(_) => skipped += 1,
         }
     }
     if store.is_empty() {
@@ -137,7 +148,11 @@ pub fn trust_anchors(pem: &[u8]) -> Result<TrustAnchors, TlsSetupError> {
             "no usable CA certificate in the trust store".to_owned(),
         ));
     }
-    Ok(TrustAnchors { store, skipped })
+    Ok(TrustAnchors {
+        store,
+        skipped,
+        limits,
+    })
 }
 
 /// A client's trust anchors and protocol settings, shared by its sessions (with the
@@ -158,10 +173,16 @@ impl TlsConfig {
         let anchors = trust_anchors(roots_pem)?;
         let root_count = anchors.store.len();
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let webpki =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(anchors.store), provider.clone())
+                .build()
+                .map_err(|e| TlsSetupError(e.to_string()))?;
+        let verifier = tls_parity::ParityVerifier::new(webpki, anchors.limits);
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsSetupError(e.to_string()))?
-            .with_root_certificates(anchors.store)
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
             .with_no_client_auth();
         config.alpn_protocols = alpn;
         config.enable_early_data = false;
