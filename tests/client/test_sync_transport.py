@@ -87,36 +87,54 @@ def tls(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def _serve(listener: socket.socket, context: ssl.SSLContext, requests: int) -> None:
-    """Accepts one connection only; answers ``requests`` GETs on it with BODY each."""
+# Of each answer's body, what the server has handed to the kernel before it says so (``piled``):
+# more than the 64 KiB httpcore2 asks for in a read, and within loopback's socket buffers.
+PILED = 96 * 1024
+
+
+def _serve(
+    listener: socket.socket, context: ssl.SSLContext, requests: int, piled: threading.Semaphore
+) -> None:
+    """Accepts one connection only; answers ``requests`` GETs on it with BODY each, releasing
+    ``piled`` once the head and the first :data:`PILED` bytes of the body are sent."""
     raw, _ = listener.accept()
     with context.wrap_socket(raw, server_side=True) as conn:
         for _ in range(requests):
             head = b""
             while b"\r\n\r\n" not in head:
                 head += conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BODY) + BODY)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BODY) + BODY[:PILED]
+            )
+            piled.release()
+            conn.sendall(BODY[PILED:])
 
 
 @pytest.fixture
-def tls_listener(tmp_path: Path, tls: str) -> Iterator[tuple[str, ssl.SSLContext]]:
+def tls_listener(
+    tmp_path: Path, tls: str
+) -> Iterator[tuple[str, ssl.SSLContext, threading.Semaphore]]:
     cert_path, key_path = _certificate(tmp_path)
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(cert_path, key_path)
     listener = socket.create_server(("127.0.0.1", 0))
-    thread = threading.Thread(target=_serve, args=(listener, server_context, 2), daemon=True)
+    piled = threading.Semaphore(0)
+    thread = threading.Thread(target=_serve, args=(listener, server_context, 2, piled), daemon=True)
     thread.start()
     try:
-        yield (f"https://127.0.0.1:{listener.getsockname()[1]}", trusting(cert_path, tls))
+        url = f"https://127.0.0.1:{listener.getsockname()[1]}"
+        yield (url, trusting(cert_path, tls), piled)
     finally:
         listener.close()
         thread.join(timeout=10)
 
 
 def test_a_read_gathers_records_past_what_httpcore2_asks_and_the_body_arrives_intact(
-    tls_listener: tuple[str, ssl.SSLContext], tls: str, monkeypatch: pytest.MonkeyPatch
+    tls_listener: tuple[str, ssl.SSLContext, threading.Semaphore],
+    tls: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    url, client_context = tls_listener
+    url, client_context, piled = tls_listener
     sizes: list[tuple[int, int]] = []
     stream_class = CoreTlsStream if tls == "core" else DeadlineStream
     read = stream_class.read
@@ -135,7 +153,10 @@ def test_a_read_gathers_records_past_what_httpcore2_asks_and_the_body_arrives_in
         # connection at the end of its answer, reusable.
         for _ in range(2):
             with http.stream("GET", url) as response:
-                time.sleep(0.3)  # let the body pile up in the socket
+                # Let the body pile up in the socket: more than one read asks for is sent
+                # (not a fixed sleep: a loaded machine may not have run the server by then).
+                assert piled.acquire(timeout=30)
+                time.sleep(0.05)
                 received = b"".join(response.iter_raw())
             assert received == BODY
     asked = max(max_bytes for max_bytes, _ in sizes)
