@@ -46,11 +46,6 @@ def test_the_ssl_error_the_client_raises_is_one_short_line(tmp_path: Path) -> No
     assert _printable_line(str(error)) and len(str(error)) <= MAX_TEXT
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review8: rustls's NotValidForNameContext text carries every presented SAN verbatim "
-    "(control characters, unbounded); the core passes it on as its exception's text",
-)
 def test_the_cores_refusal_text_is_one_bounded_line(tmp_path: Path) -> None:
     refusal = _refusal(tmp_path)
     assert refusal.reason == "NotValidForName"

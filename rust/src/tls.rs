@@ -8,7 +8,8 @@
 //! Errors are typed: a refused server certificate is a `TlsFailure::Certificate` with a short
 //! stable reason code, anything else `TlsFailure::Protocol`. Their texts are rustls's own
 //! `Display` (names, alert descriptions, the expected and presented host names), which never
-//! contain key material or application data. A session that failed stays failed.
+//! contain key material or application data, made one bounded line (`one_line`): the
+//! presented names are the server's to choose. A session that failed stays failed.
 
 #![forbid(unsafe_code)]
 
@@ -74,14 +75,40 @@ impl std::error::Error for TlsFailure {}
 
 impl From<rustls::Error> for TlsFailure {
     fn from(error: rustls::Error) -> Self {
+        let message = one_line(&error.to_string());
         match &error {
             rustls::Error::InvalidCertificate(cert) => TlsFailure::Certificate {
                 reason: certificate_reason(cert),
-                message: error.to_string(),
+                message,
             },
-            _ => TlsFailure::Protocol(error.to_string()),
+            _ => TlsFailure::Protocol(message),
         }
     }
+}
+
+/// Longest failure text handed to Python.
+const MAX_FAILURE_TEXT: usize = 1024;
+
+/// A failure's text as one bounded line: rustls quotes the names the server's certificate
+/// presents, which the server chose (a line break would forge a line in the client's log; two
+/// thousand names make a 50 KB message). Anything but printable ASCII is escaped (`\n`,
+/// `\u{202e}`), and the text is cut at `MAX_FAILURE_TEXT` bytes.
+pub fn one_line(text: &str) -> String {
+    let mut line = String::with_capacity(text.len().min(MAX_FAILURE_TEXT));
+    for c in text.chars() {
+        let start = line.len();
+        if c == ' ' || c.is_ascii_graphic() {
+            line.push(c);
+        } else {
+            line.extend(c.escape_default());
+        }
+        if line.len() > MAX_FAILURE_TEXT - 3 {
+            line.truncate(start);
+            line.push_str("...");
+            break;
+        }
+    }
+    line
 }
 
 /// The stable code of a certificate refusal (the `*Context` variants carry the same meaning
@@ -320,7 +347,9 @@ impl TlsSession {
                 // After close_notify rustls reads nothing more: the rest is discarded.
                 Ok(0) => break,
                 Ok(_) => self.refresh()?,
-                Err(error) => return Err(self.fail(TlsFailure::Protocol(error.to_string()))),
+                Err(error) => {
+                    return Err(self.fail(TlsFailure::Protocol(one_line(&error.to_string()))))
+                }
             }
         }
         Ok(self.plaintext_pending())
@@ -409,7 +438,9 @@ impl TlsSession {
                         )))
                     }
                     Ok(n) => rest = &rest[n..],
-                    Err(error) => return Err(self.fail(TlsFailure::Protocol(error.to_string()))),
+                    Err(error) => {
+                        return Err(self.fail(TlsFailure::Protocol(one_line(&error.to_string()))))
+                    }
                 }
             }
             // One slice's records stay in rustls (take_tls copies them out once); a larger send
@@ -529,6 +560,16 @@ impl TlsSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failure_texts_are_one_bounded_line() {
+        assert_eq!(one_line("plain text, kept"), "plain text, kept");
+        assert_eq!(one_line("a\nb\r\u{202e}c"), "a\\nb\\r\\u{202e}c");
+        let long = one_line(&"DnsName(\"n.example\"), ".repeat(500));
+        assert!(long.len() <= MAX_FAILURE_TEXT && long.ends_with("..."));
+        let escapes = one_line(&"\n".repeat(2000));
+        assert!(escapes.len() <= MAX_FAILURE_TEXT && escapes.ends_with("\\n..."));
+    }
 
     fn pem_block(label: &str, body: &str) -> String {
         format!("-----BEGIN {label}-----\n{body}\n-----END {label}-----\n")
