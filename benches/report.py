@@ -208,6 +208,8 @@ def e2e_results(benchmarks: list[dict[str, Any]]) -> dict[str, Any]:
                 **asdict(target),
                 "ours": ours,
                 "theirs": theirs,
+                "ours_processes": _processes(results, target.client, target.scenario),
+                "theirs_processes": _processes(results, *target.yardstick()),
                 "ratio": ratio,
                 "verdict": "NOT RUN" if ratio is None else "PASS" if target.met(ratio) else "MISS",
             }
@@ -237,6 +239,12 @@ def _figure(results: dict[str, Any], client: str, scenario: str, metric: str) ->
         return recorded.get(metric)
     value = results.get(scenario, {}).get("clients", {}).get(client, {}).get(metric)
     return float(value) if isinstance(value, int | float) else None
+
+
+def _processes(results: dict[str, Any], client: str, scenario: str) -> int:
+    """How many processes measured a figure (the report keeps their median)."""
+    run = results.get(scenario, {}).get("clients", {}).get(client, {})
+    return int(run.get("processes", 1))
 
 
 def _fmt(value: float | None, width: int = 10) -> str:
@@ -364,14 +372,18 @@ def markdown(e2e: dict[str, Any]) -> str:
     for t in e2e["targets"]:
         client = t["against"][0] if t["against"] else "reference"
         unit = _unit(t["metric"])
-        yardstick = f"{_short(client)} {_md(t['theirs'], unit)}"
-        ours = f"{_short(t['client'])} {_md(t['ours'], unit)}"
+        yardstick = f"{_short(client)} {_md(t['theirs'], unit)}{_median_of(t['theirs_processes'])}"
+        ours = f"{_short(t['client'])} {_md(t['ours'], unit)}{_median_of(t['ours_processes'])}"
         ratio = "-" if t["ratio"] is None else f"{t['ratio']:.2f}x"
         rows.append(
             f"| {t['description']} | {yardstick} | {ours} | {ratio} | "
             f"{_bound_text(t).replace('<=', '&le;').replace('>=', '&ge;')}: {t['verdict']} |"
         )
     return "\n".join(rows)
+
+
+def _median_of(processes: int) -> str:
+    return f" (median of {processes})" if processes > 1 else ""
 
 
 def _unit(metric: str) -> str:

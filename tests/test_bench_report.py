@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -281,6 +282,46 @@ def test_repeated_processes_of_a_scenario_count_by_their_median(report):
     assert (first["ours"], first["theirs"]) == (30.0, 300.0)
     assert first["ratio"] == pytest.approx(0.1) and first["verdict"] == "PASS"
     assert result["scenarios"]["first request"]["clients"]["reference"]["processes"] == 3
+
+
+def test_the_floor_rows_take_each_sides_median_and_say_so(report):
+    # Three floor processes and three of ours, each noisy: each side's median, not a pairing
+    # of the best of one with the worst of the other.
+    runs = [
+        worker_run("floor", [{"scenario": "floor 1 MiB", "cpu_per_request_ms": ms}])
+        for ms in (2.4, 2.0, 2.2)
+    ] + [
+        worker_run("ours", [{"scenario": "1 MiB prompts", "cpu_per_request_ms": ms}])
+        for ms in (7.0, 5.0, 5.4)
+    ]
+    result = report.e2e_results(runs)
+    mib = {t["description"]: t for t in result["targets"]}["CPU per 1 MiB request / floor"]
+    assert (mib["ours"], mib["theirs"]) == (5.4, 2.2)
+    assert mib["ratio"] == pytest.approx(5.4 / 2.2) and mib["verdict"] == "PASS"
+    assert (mib["ours_processes"], mib["theirs_processes"]) == (3, 3)
+    row = next(r for r in report.markdown(result).splitlines() if "1 MiB request / floor" in r)
+    assert "floor 2.20 ms (median of 3)" in row and "ours 5.40 ms (median of 3)" in row
+    # A figure of one process says nothing more.
+    single = report.markdown(report.e2e_results(WORKER_RUNS))
+    assert "median of" not in single
+
+
+def test_the_bench_measures_the_floor_rows_in_three_processes_each():
+    spec = importlib.util.spec_from_file_location("bench_plan", BENCHES / "test_e2e_bench.py")
+    assert spec is not None and spec.loader is not None
+    sys.path.insert(0, str(BENCHES))
+    try:
+        plan = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(plan)
+    finally:
+        sys.path.remove(str(BENCHES))
+    floors = [p for c, p in plan.RUNS if c == "floor"]
+    assert len(floors) == 3 and all(p == ["floors"] for p in floors)
+    for scenario in plan.SINGLE_REQUEST_PLAN:
+        assert sum(scenario in p for c, p in plan.RUNS if c == "ours") == 3, scenario
+    # Spread over the run, not back to back: another run between any two floor processes.
+    where = [i for i, (c, _) in enumerate(plan.RUNS) if c == "floor"]
+    assert all(b - a > 1 for a, b in itertools.pairwise(where))
 
 
 def test_ours_is_split_into_core_transport_and_the_rest(report):
