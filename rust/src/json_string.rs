@@ -593,11 +593,33 @@ pub fn escape_ucs4_in_place(buf: &mut [u8]) -> Result<usize, EscapeStop> {
 /// code points in its output buffer, just past the opening quote where that is 4-byte aligned.
 /// `NoRoom`'s `next` counts code points from `from`.
 pub fn escape_ucs4_behind(buf: &mut [u8], from: usize) -> Result<usize, EscapeStop> {
+    escape_ucs4_with(buf, from, crate::ucs4_simd::available())
+}
+
+/// `escape_ucs4_behind`, with the vector step for runs that need no escape (`ucs4_simd`) or
+/// without it (the portable steps alone; tests compare the two).
+fn escape_ucs4_with(buf: &mut [u8], from: usize, vector: bool) -> Result<usize, EscapeStop> {
     let end = from + buf.len().saturating_sub(from) / 4 * 4;
     // `r` is where the next code point's 4 bytes start. Invariant at the top of each step:
     // o <= r (the output is behind the input).
     let (mut o, mut r) = (0usize, from);
+    // Blocks the steps below take before the vector step is tried again: none while it makes
+    // headway, more after each try that made none (text full of escapes, such as source code,
+    // where each try costs a block's work twice).
+    let (mut wait, mut backoff) = (0u32, 0u32);
     while r < end {
+        if vector && wait == 0 {
+            // Up to the first block that needs care (or the last few code points), which the
+            // steps below take.
+            let before = r;
+            (r, o) = crate::ucs4_simd::clean_run(buf, r, o, end);
+            if r >= end {
+                break;
+            }
+            backoff = if r == before { (2 * backoff + 1).min(15) } else { 0 };
+            wait = backoff + 1;
+        }
+        wait = wait.saturating_sub(1);
         // Eight code points at a time: printable ASCII ones are one byte each; a block with
         // neither an escape nor a surrogate (most of a non-ASCII text) is encoded straight from
         // a copy of its code points; any other block is written code point by code point.
@@ -908,28 +930,24 @@ mod tests {
 
     /// In place where it can be, then the rest one code point at a time, as `json` does.
     fn escaped(text: &str) -> Vec<u8> {
-        let mut units = ucs4(text);
-        match escape_ucs4_in_place(&mut units) {
-            Ok(len) => units[..len].to_vec(),
-            Err(EscapeStop::NoRoom { written, next }) => {
-                let mut out = units[..written].to_vec();
-                for k in next..units.len() / 4 {
-                    let mut bytes = [0u8; 6];
-                    let len = put_escaped(code_at(&units, k).unwrap(), &mut bytes).unwrap();
-                    out.extend_from_slice(&bytes[..len]);
-                }
-                out
-            }
-            Err(stop) => panic!("{stop:?}"),
-        }
+        escaped_behind(text, 0).unwrap()
     }
 
     /// `escape_ucs4_behind` with the code points `from` bytes past the start, then the rest
-    /// one code point at a time after a `NoRoom` stop, as the writer does.
+    /// one code point at a time after a `NoRoom` stop, as the writer does; with the vector
+    /// step and without it, which must agree (stops included).
     fn escaped_behind(text: &str, from: usize) -> Result<Vec<u8>, EscapeStop> {
+        let portable = escaped_behind_with(text, from, false);
+        if crate::ucs4_simd::available() {
+            assert_eq!(escaped_behind_with(text, from, true), portable, "{text:?}");
+        }
+        portable
+    }
+
+    fn escaped_behind_with(text: &str, from: usize, vector: bool) -> Result<Vec<u8>, EscapeStop> {
         let mut buf = vec![0xAA; from];
         buf.extend_from_slice(&ucs4(text));
-        match escape_ucs4_behind(&mut buf, from) {
+        match escape_ucs4_with(&mut buf, from, vector) {
             Ok(len) => Ok(buf[..len].to_vec()),
             Err(EscapeStop::NoRoom { written, next }) => {
                 let mut out = buf[..written].to_vec();
@@ -941,6 +959,76 @@ mod tests {
                 Ok(out)
             }
             Err(stop) => Err(stop),
+        }
+    }
+
+    /// `escape_ucs4_in_place` of `units`, checked to give the same with and without the vector
+    /// step.
+    fn in_place_both(units: &mut [u8]) -> Result<usize, EscapeStop> {
+        let mut copy = units.to_vec();
+        let portable = escape_ucs4_with(&mut copy, 0, false);
+        let ours = escape_ucs4_in_place(units);
+        assert_eq!(ours, portable);
+        if let Ok(len) = ours {
+            assert_eq!(units[..len], copy[..len]);
+        }
+        ours
+    }
+
+    /// Random text of `len` code points drawn from `alphabet` by the generator `state`.
+    fn random_text(state: &mut u64, alphabet: &[char], len: usize) -> String {
+        (0..len)
+            .map(|_| {
+                *state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                alphabet[(*state >> 33) as usize % alphabet.len()]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn random_mixed_script_text_is_written_as_serde_json_writes_it_at_every_offset_and_length() {
+        // Each alphabet weighs one kind of block: mostly clean text of every UTF-8 length, with
+        // now and then a character JSON escapes (which ends a vector run) or a long ASCII run.
+        let alphabets: [&[char]; 5] = [
+            &['h', 'é', 'l', 'o', ' ', 'ö', 'Ε', 'λ', 'ά', '漢', '字', '🔐', '\u{7ff}', '\u{800}'],
+            &['a', 'b', ' ', 'é', 'ÿ', '\u{80}', '\u{7f}', '\u{ffff}', '\u{10000}', '\u{10ffff}'],
+            &['漢', '字', '🔐', '😀', '\u{e000}', '\u{d7ff}', '\u{fffd}', '\u{fe0f}', 'x'],
+            &['a', 'é', '漢', '🔐', '\n', '"', '\\', '\u{1}', '\u{1f}', ' ', '\u{20}', '!'],
+            &['a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'é'],
+        ];
+        let mut state = 0x2545_F491_4F6C_DD1D_u64;
+        for alphabet in alphabets {
+            for len in (0..80).chain([255, 256, 257, 1000]) {
+                for round in 0..6 {
+                    let text = random_text(&mut state, alphabet, len);
+                    let expected = serde_json::to_string(&text).unwrap();
+                    let want = &expected.as_bytes()[1..expected.len() - 1];
+                    for from in 0..4 {
+                        let ours = escaped_behind(&text, from).unwrap();
+                        assert_eq!(ours, want, "{text:?} from {from} round {round}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_surrogate_in_random_text_is_refused_with_and_without_the_vector_step() {
+        let alphabet = ['a', 'é', 'Ε', '漢', '🔐', ' '];
+        let mut state = 7u64;
+        for len in 1..70 {
+            for at in [0, len / 3, len / 2, len - 1] {
+                let text = random_text(&mut state, &alphabet, len);
+                let mut units = ucs4(&text);
+                units[4 * at..4 * at + 4].copy_from_slice(&0xDC00u32.to_ne_bytes());
+                assert_eq!(
+                    in_place_both(&mut units),
+                    Err(EscapeStop::LoneSurrogate),
+                    "{len} {at}"
+                );
+            }
         }
     }
 
@@ -1047,7 +1135,7 @@ mod tests {
                                 units.extend_from_slice(&ucs4(filler));
                             }
                         }
-                        let result = escape_ucs4_in_place(&mut units);
+                        let result = in_place_both(&mut units);
                         // A `\n` in place may first stop for room; the writer then finds
                         // the surrogate in the code points left (`has_surrogate`).
                         match result {
@@ -1069,10 +1157,7 @@ mod tests {
                 let mut units = ucs4(&"a".repeat(pad));
                 units.extend_from_slice(&code.to_ne_bytes());
                 units.extend_from_slice(&ucs4("tail"));
-                assert_eq!(
-                    escape_ucs4_in_place(&mut units),
-                    Err(EscapeStop::LoneSurrogate)
-                );
+                assert_eq!(in_place_both(&mut units), Err(EscapeStop::LoneSurrogate));
             }
         }
     }
@@ -1234,16 +1319,31 @@ mod timing {
                 .flat_map(|c| u32::from(c).to_ne_bytes())
                 .collect();
             let mut scratch = units.clone();
-            let took = (0..30)
+            let mut took = |vector: bool| {
+                (0..30)
+                    .map(|_| {
+                        let start = std::time::Instant::now();
+                        scratch.copy_from_slice(&units);
+                        std::hint::black_box(escape_ucs4_with(&mut scratch, 0, vector).ok());
+                        start.elapsed()
+                    })
+                    .min()
+                    .unwrap_or_default()
+            };
+            let (portable, vector) = (took(false), took(crate::ucs4_simd::available()));
+            let copy = (0..30)
                 .map(|_| {
                     let start = std::time::Instant::now();
                     scratch.copy_from_slice(&units);
-                    std::hint::black_box(escape_ucs4_behind(&mut scratch, 0).ok());
+                    std::hint::black_box(&mut scratch);
                     start.elapsed()
                 })
                 .min()
                 .unwrap_or_default();
-            println!("escape {name:9} {} chars: {took:?}", units.len() / 4);
+            println!(
+                "escape {name:9} {} chars: portable {portable:?} vector {vector:?} (the copy before each: {copy:?})",
+                units.len() / 4
+            );
         }
     }
     #[test]

@@ -19,6 +19,7 @@ pub mod secret;
 pub mod tls;
 pub mod tls_parity;
 pub mod tpm;
+pub mod ucs4_simd;
 #[cfg(windows)]
 mod win;
 
