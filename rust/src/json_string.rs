@@ -616,7 +616,11 @@ fn escape_ucs4_with(buf: &mut [u8], from: usize, vector: bool) -> Result<usize, 
             if r >= end {
                 break;
             }
-            backoff = if r == before { (2 * backoff + 1).min(15) } else { 0 };
+            backoff = if r == before {
+                (2 * backoff + 1).min(15)
+            } else {
+                0
+            };
             wait = backoff + 1;
         }
         wait = wait.saturating_sub(1);
@@ -992,11 +996,30 @@ mod tests {
         // Each alphabet weighs one kind of block: mostly clean text of every UTF-8 length, with
         // now and then a character JSON escapes (which ends a vector run) or a long ASCII run.
         let alphabets: [&[char]; 5] = [
-            &['h', 'é', 'l', 'o', ' ', 'ö', 'Ε', 'λ', 'ά', '漢', '字', '🔐', '\u{7ff}', '\u{800}'],
-            &['a', 'b', ' ', 'é', 'ÿ', '\u{80}', '\u{7f}', '\u{ffff}', '\u{10000}', '\u{10ffff}'],
-            &['漢', '字', '🔐', '😀', '\u{e000}', '\u{d7ff}', '\u{fffd}', '\u{fe0f}', 'x'],
-            &['a', 'é', '漢', '🔐', '\n', '"', '\\', '\u{1}', '\u{1f}', ' ', '\u{20}', '!'],
-            &['a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'é'],
+            &[
+                'h', 'é', 'l', 'o', ' ', 'ö', 'Ε', 'λ', 'ά', '漢', '字', '🔐', '\u{7ff}', '\u{800}',
+            ],
+            &[
+                'a',
+                'b',
+                ' ',
+                'é',
+                'ÿ',
+                '\u{80}',
+                '\u{7f}',
+                '\u{ffff}',
+                '\u{10000}',
+                '\u{10ffff}',
+            ],
+            &[
+                '漢', '字', '🔐', '😀', '\u{e000}', '\u{d7ff}', '\u{fffd}', '\u{fe0f}', 'x',
+            ],
+            &[
+                'a', 'é', '漢', '🔐', '\n', '"', '\\', '\u{1}', '\u{1f}', ' ', '\u{20}', '!',
+            ],
+            &[
+                'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'é',
+            ],
         ];
         let mut state = 0x2545_F491_4F6C_DD1D_u64;
         for alphabet in alphabets {

@@ -70,24 +70,17 @@ mod avx2 {
     const TABLES: ([[u8; 16]; 256], [u8; 256]) = super::pack_tables();
     static SHUFFLES: [[u8; 16]; 256] = TABLES.0;
     static LENGTHS: [u8; 256] = TABLES.1;
-    /// A 4-bit lane mask spread to the even bits of a byte (bit k to bit 2k), so that the sum
-    /// of three spread masks counts, in each 2-bit field, the tests a lane passed.
-    static SPREAD: [u8; 16] = {
-        let mut spread = [0u8; 16];
-        let mut m = 0;
-        while m < 16 {
-            spread[m] = ((m & 1) | (m & 2) << 1 | (m & 4) << 2 | (m & 8) << 3) as u8;
-            m += 1;
-        }
-        spread
-    };
-
     /// `super::clean_run` on AVX2.
     ///
     /// # Safety
     /// The CPU has AVX2; `base` points to a buffer of at least `end` bytes, and `o <= r <= end`.
     #[target_feature(enable = "avx2")]
-    pub unsafe fn clean_run(base: *mut u8, mut r: usize, mut o: usize, end: usize) -> (usize, usize) {
+    pub unsafe fn clean_run(
+        base: *mut u8,
+        mut r: usize,
+        mut o: usize,
+        end: usize,
+    ) -> (usize, usize) {
         let splat = |x: u32| _mm256_set1_epi32(x as i32);
         while r + 32 <= end {
             // SAFETY: `r + 32 <= end`: the 32 bytes lie within the buffer (unaligned load).
@@ -116,7 +109,8 @@ mod avx2 {
                     0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
                 );
                 let lows = _mm256_shuffle_epi8(codes, lows);
-                let lows = _mm256_permutevar8x32_epi32(lows, _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0));
+                let lows =
+                    _mm256_permutevar8x32_epi32(lows, _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0));
                 // SAFETY: 8 bytes from `o <= r`, within the block just loaded.
                 unsafe { _mm_storel_epi64(base.add(o).cast(), _mm256_castsi256_si128(lows)) };
                 o += 8;
@@ -125,49 +119,58 @@ mod avx2 {
             }
             let three = _mm256_cmpgt_epi32(codes, splat(0x7FF));
             let four = _mm256_cmpgt_epi32(codes, splat(0xFFFF));
-            // The 6-bit groups of each code point, lowest first, and its UTF-8 for each
-            // length (the lead byte first, in the lane's lowest byte), as `utf8_by_length`.
-            let low6 = splat(0x3F);
-            let g0 = _mm256_and_si256(codes, low6);
-            let g1 = _mm256_and_si256(_mm256_srli_epi32(codes, 6), low6);
-            let g2 = _mm256_and_si256(_mm256_srli_epi32(codes, 12), low6);
-            let or = _mm256_or_si256;
-            let utf8_2 = or(
-                or(splat(0x80C0), _mm256_srli_epi32(codes, 6)),
-                _mm256_slli_epi32(g0, 8),
+            // Each code point's UTF-8 length less one (0 to 3; the compares are all ones).
+            let extra = _mm256_sub_epi32(
+                _mm256_setzero_si256(),
+                _mm256_add_epi32(_mm256_add_epi32(two, three), four),
             );
-            let utf8_3 = or(
-                or(splat(0x0080_80E0), _mm256_srli_epi32(codes, 12)),
-                or(_mm256_slli_epi32(g1, 8), _mm256_slli_epi32(g0, 16)),
-            );
-            let utf8_4 = or(
-                or(
-                    or(splat(0x8080_80F0), _mm256_srli_epi32(codes, 18)),
-                    _mm256_slli_epi32(g2, 8),
+            // Its 6-bit groups, highest in the lowest byte: the UTF-8 of a code point of
+            // length n is the n highest bytes, shifted down, with the length's marker bits
+            // (the lead byte's prefix, 0x80 on each continuation byte). ASCII keeps itself.
+            let groups = _mm256_or_si256(
+                _mm256_or_si256(
+                    _mm256_slli_epi32(_mm256_and_si256(codes, splat(0x3F)), 24),
+                    _mm256_slli_epi32(_mm256_and_si256(codes, splat(0xFC0)), 10),
                 ),
-                or(_mm256_slli_epi32(g1, 16), _mm256_slli_epi32(g0, 24)),
+                _mm256_or_si256(
+                    _mm256_srli_epi32(_mm256_and_si256(codes, splat(0x3_F000)), 4),
+                    _mm256_srli_epi32(codes, 18),
+                ),
             );
-            let utf8 = _mm256_blendv_epi8(codes, utf8_2, two);
-            let utf8 = _mm256_blendv_epi8(utf8, utf8_3, three);
-            let utf8 = _mm256_blendv_epi8(utf8, utf8_4, four);
-            let (m3, m4) = (mask(three), mask(four));
-            let index = |shift: usize| {
-                usize::from(SPREAD[(m2 >> shift) & 15])
-                    + usize::from(SPREAD[(m3 >> shift) & 15])
-                    + usize::from(SPREAD[(m4 >> shift) & 15])
-            };
-            for (half, shift) in [
-                (_mm256_castsi256_si128(utf8), 0),
-                (_mm256_extracti128_si256::<1>(utf8), 4),
+            let down = _mm256_sub_epi32(splat(24), _mm256_slli_epi32(extra, 3));
+            let markers =
+                _mm256_setr_epi32(0, 0x80C0, 0x0080_80E0, 0x8080_80F0_u32 as i32, 0, 0, 0, 0);
+            let utf8 = _mm256_or_si256(
+                _mm256_srlv_epi32(groups, down),
+                _mm256_permutevar8x32_epi32(markers, extra),
+            );
+            let utf8 = _mm256_blendv_epi8(codes, utf8, two);
+            // The table index of each half: its 4 lanes' `extra`, 2 bits each, lane 0 lowest.
+            // Their low bytes gathered into a word per half, which a multiply sums, each
+            // shifted into its place, in its top byte (no partial sum carries into it).
+            #[rustfmt::skip]
+            let lows = _mm256_setr_epi8(
+                0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+            );
+            let words = _mm256_permutevar8x32_epi32(
+                _mm256_shuffle_epi8(extra, lows),
+                _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0),
+            );
+            let words = _mm_cvtsi128_si64(_mm256_castsi256_si128(words)) as u64;
+            for (half, word) in [
+                (_mm256_castsi256_si128(utf8), words as u32),
+                (_mm256_extracti128_si256::<1>(utf8), (words >> 32) as u32),
             ] {
-                let index = index(shift);
+                let index = (word.wrapping_mul(0x0104_1040) >> 24) as usize;
+                let (shuffle, len) = (&SHUFFLES[index & 0xFF], LENGTHS[index & 0xFF]);
                 // SAFETY: a table row of 16 bytes (unaligned load).
-                let shuffle = unsafe { _mm_loadu_si128(SHUFFLES[index].as_ptr().cast()) };
+                let shuffle = unsafe { _mm_loadu_si128(shuffle.as_ptr().cast()) };
                 // SAFETY: 16 bytes from `o`: the first half is stored at `o <= r`, the second
                 // at most 16 bytes further, so both end by `r + 32 <= end`, within the buffer,
                 // and overwrite only code points already loaded.
                 unsafe { _mm_storeu_si128(base.add(o).cast(), _mm_shuffle_epi8(half, shuffle)) };
-                o += usize::from(LENGTHS[index]);
+                o += usize::from(len);
             }
             r += 32;
         }
