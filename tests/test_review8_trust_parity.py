@@ -508,3 +508,152 @@ def test_the_core_never_accepts_what_openssl_refuses(case: str, tmp_path: Path) 
     host = LOOSER[case][3]
     chain = _chain(case, LOOSER, tmp_path)
     assert core_verdict(chain, host) != "ok"
+
+
+# ---- the path checked is the path verified -----------------------------------------------------
+# A server chooses what it sends: a decoy of an issuer's name (another key) must not stand in for
+# the certificate that signed; nor may one trust anchor for another of its name, nor a root of a
+# non-root anchor's issuer name that did not sign it. OpenSSL takes as a certificate's issuer
+# only one whose key signed it; the core checks the path webpki verified.
+
+
+@dataclass
+class PathCase:
+    """A store, what the server sends (leaf first) and the leaf's key; ``accepted``: OpenSSL's
+    verdict without partial chains (Python < 3.13), and the core's on every Python."""
+
+    slug: str
+    store: list[x509.Certificate]
+    served: list[x509.Certificate]
+    leaf_key: ec.EllipticCurvePrivateKey
+    accepted: bool
+    # OpenSSL with VERIFY_X509_PARTIAL_CHAIN (3.13+) ends the chain at the anchor itself.
+    partial_chain_accepts: bool = False
+
+    def chain(self, directory: Path) -> Chain:
+        pem = serialization.Encoding.PEM
+        directory.mkdir(parents=True, exist_ok=True)
+        cert_path, key_path = directory / f"{self.slug}.pem", directory / f"{self.slug}-key.pem"
+        cert_path.write_bytes(b"".join(c.public_bytes(pem) for c in self.served))
+        key_path.write_bytes(
+            self.leaf_key.private_bytes(
+                pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        return Chain(b"".join(c.public_bytes(pem) for c in self.store), cert_path, key_path)
+
+
+_Issuer = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
+
+
+def _issue(spec: Spec, subject: str, issuer: _Issuer | None) -> _Issuer:
+    key = ec.generate_private_key(ec.SECP256R1())
+    signer = (issuer[0].subject, issuer[1]) if issuer is not None else None
+    return _build(spec, subject, key, signer), key
+
+
+def _decoy_cases(ca: Spec, no_cert_sign: Spec, leaf: Spec, tag: str) -> dict[str, PathCase]:
+    root = _issue(ca, f"paths root {tag}", None)
+    cases: dict[str, PathCase] = {}
+    for decoy_first in (True, False):
+        where = "before" if decoy_first else "after"
+        for real_spec, decoy_spec, accepted in (
+            (ca, no_cert_sign, True),
+            (no_cert_sign, ca, False),
+        ):
+            name = f"paths intermediate {tag} {where} {accepted}"
+            real, decoy = _issue(real_spec, name, root), _issue(decoy_spec, name, root)
+            leaf_cert, leaf_key = _issue(leaf, "localhost", real)
+            sent = [decoy[0], real[0]] if decoy_first else [real[0], decoy[0]]
+            kind = "without keyCertSign" if accepted else "with keyCertSign, the real one without"
+            case = f"a decoy intermediate {kind}, {where} the real issuer"
+            slug = f"decoy-{'bad' if accepted else 'good'}-{where}"
+            cases[case] = PathCase(slug, [root[0]], [leaf_cert, *sent], leaf_key, accepted)
+    return cases
+
+
+def _path_length_cases(
+    validity: tuple[datetime.datetime, datetime.datetime], leaf: Spec, tag: str
+) -> dict[str, PathCase]:
+    ca = Spec(validity=validity)
+    root = _issue(Spec(validity=validity, path_length=1), f"paths pathLen root {tag}", None)
+    upper = _issue(ca, f"paths upper {tag}", root)
+    cases: dict[str, PathCase] = {}
+    # The real issuer two below the root, a decoy of its name one below: refused (depth 2).
+    name = f"paths lower {tag} deep"
+    real, decoy = _issue(ca, name, upper), _issue(ca, name, root)
+    leaf_cert, leaf_key = _issue(leaf, "localhost", real)
+    cases["a root's pathLen 1 over a real path of 2, a decoy's of 1"] = PathCase(
+        "pathlen-real-deep", [root[0]], [leaf_cert, decoy[0], real[0], upper[0]], leaf_key, False
+    )
+    # The real issuer one below the root, a decoy of its name two below: accepted (depth 1).
+    name = f"paths lower {tag} shallow"
+    real, decoy = _issue(ca, name, root), _issue(ca, name, upper)
+    leaf_cert, leaf_key = _issue(leaf, "localhost", real)
+    cases["a root's pathLen 1 over a real path of 1, a decoy's of 2"] = PathCase(
+        "pathlen-real-shallow", [root[0]], [leaf_cert, decoy[0], upper[0], real[0]], leaf_key, True
+    )
+    return cases
+
+
+def _anchor_cases(ca: Spec, no_cert_sign: Spec, leaf: Spec, tag: str) -> dict[str, PathCase]:
+    cases: dict[str, PathCase] = {}
+    for good_first in (True, False):
+        order = "the good one first" if good_first else "the bad one first"
+        for good_signs in (True, False):
+            name = f"paths twin root {tag} {good_first} {good_signs}"
+            good, bad = _issue(ca, name, None), _issue(no_cert_sign, name, None)
+            leaf_cert, leaf_key = _issue(leaf, "localhost", good if good_signs else bad)
+            store = [good[0], bad[0]] if good_first else [bad[0], good[0]]
+            signer = "good" if good_signs else "bad"
+            case = f"two roots of one name, the {signer} one signs, {order} in the store"
+            slug = f"twin-roots-{signer}-signs-{'good' if good_first else 'bad'}-first"
+            cases[case] = PathCase(slug, store, [leaf_cert], leaf_key, good_signs)
+    # A non-root anchor, and a root of its issuer's name that did not sign it (another key).
+    root = _issue(ca, f"paths anchor root {tag}", None)
+    other_root = _issue(ca, f"paths anchor root {tag}", None)
+    middle = _issue(ca, f"paths anchor {tag}", root)
+    leaf_cert, leaf_key = _issue(leaf, "localhost", middle)
+    cases["a non-root anchor, a root of its issuer's name that did not sign it"] = PathCase(
+        "nonroot-anchor-wrong-root",
+        [middle[0], other_root[0]],
+        [leaf_cert],
+        leaf_key,
+        False,
+        partial_chain_accepts=True,
+    )
+    cases["a non-root anchor, its real root after one that did not sign it"] = PathCase(
+        "nonroot-anchor-real-root-after",
+        [middle[0], other_root[0], root[0]],
+        [leaf_cert],
+        leaf_key,
+        True,
+    )
+    return cases
+
+
+def path_cases(validity: tuple[datetime.datetime, datetime.datetime]) -> dict[str, PathCase]:
+    """Every case, its certificates valid over ``validity`` (the Rust unit tests' fixtures are
+    these cases over fixed dates: rust/tests/tls_parity/make_fixtures.py)."""
+    tag = uuid.uuid4().hex[:8]
+    ca = Spec(validity=validity)
+    no_cert_sign = Spec(validity=validity, key_usage=_NO_CERT_SIGN)
+    leaf = leaf_spec("localhost", validity=validity)
+    return {
+        **_decoy_cases(ca, no_cert_sign, leaf, tag),
+        **_path_length_cases(validity, leaf, tag),
+        **_anchor_cases(ca, no_cert_sign, leaf, tag),
+    }
+
+
+PATH_CASES = path_cases(VALID)
+
+
+@pytest.mark.parametrize("case", sorted(PATH_CASES))
+def test_the_core_checks_the_path_it_verified(case: str, tmp_path: Path) -> None:
+    path_case = PATH_CASES[case]
+    chain = path_case.chain(tmp_path)
+    openssl, core = openssl_verdict(chain, "localhost", tmp_path), core_verdict(chain, "localhost")
+    partial = sys.version_info >= (3, 13) and path_case.partial_chain_accepts
+    assert (openssl == "ok") == (path_case.accepted or partial), openssl
+    assert (core == "ok") == path_case.accepted, core

@@ -18,7 +18,6 @@ use std::io::{self, Read};
 
 use std::sync::Arc;
 
-use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{CertificateError, ClientConfig, ClientConnection, RootCertStore};
@@ -200,11 +199,11 @@ impl TlsConfig {
         let anchors = trust_anchors(roots_pem)?;
         let root_count = anchors.store.len();
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let webpki =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(anchors.store), provider.clone())
-                .build()
-                .map_err(|e| TlsSetupError(e.to_string()))?;
-        let verifier = tls_parity::ParityVerifier::new(webpki, anchors.limits);
+        let verifier = tls_parity::ParityVerifier::new(
+            anchors.store,
+            provider.signature_verification_algorithms,
+            anchors.limits,
+        );
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsSetupError(e.to_string()))?

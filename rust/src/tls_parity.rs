@@ -2,25 +2,37 @@
 //! the interpreter's OpenSSL refuses: webpki takes from a trust anchor only its subject, key
 //! and name constraints, and reads no keyUsage anywhere.
 //!
-//! `ParityVerifier`: after rustls's WebPki verifier accepted a chain, the trust anchor that
-//! issued it must be within its validity, not CA:FALSE, its keyUsage (if any) must allow
-//! keyCertSign, its extendedKeyUsage (if any) serverAuth and its pathLen the intermediates on the
-//! path; those intermediates' keyUsage must allow keyCertSign, and the leaf's a TLS server's
-//! use. A leaf trusted as itself (a self-signed certificate in the store) is left to webpki,
-//! as OpenSSL makes no CA checks on it.
+//! `ParityVerifier` calls webpki's path builder itself and checks each candidate path webpki
+//! verified (signatures, validity, name constraints) before webpki may settle on it: the
+//! trust anchor that signed the path (matched by subject and key) must be within its validity,
+//! not CA:FALSE, its keyUsage (if any) must allow keyCertSign, its extendedKeyUsage (if any)
+//! serverAuth and its pathLen the path's intermediates, and a non-root anchor must lead to a
+//! root of the store that signed it; the path's intermediates' keyUsage must allow
+//! keyCertSign, and the leaf's a TLS server's use. A refused path sends webpki on to the next
+//! candidate, as OpenSSL accepts a chain if some path to a root is acceptable. A leaf trusted
+//! as itself (a self-signed certificate in the store) is left to webpki, as OpenSSL makes no
+//! CA checks on it.
 
 #![forbid(unsafe_code)]
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, Error, OtherError, SignatureScheme};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{
+    CertificateDer, ServerName, SignatureVerificationAlgorithm, TrustAnchor, UnixTime,
+};
+use rustls::{
+    CertificateError, DigitallySignedStruct, Error, ExtendedKeyPurpose, OtherError,
+    RootCertStore, SignatureScheme,
+};
+use webpki::{EndEntityCert, VerifiedPath};
+use x509_cert::der::asn1::{AnyRef, BitStringRef};
 use x509_cert::der::oid::{AssociatedOid, ObjectIdentifier};
-use x509_cert::der::{Decode, Encode};
+use x509_cert::der::{Decode, Encode, Reader, SliceReader};
 use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage};
 use x509_cert::Certificate;
 
@@ -39,6 +51,11 @@ fn extension<'a, T: AssociatedOid + Decode<'a>>(cert: &'a Certificate) -> Option
 #[derive(Debug, Clone)]
 pub struct AnchorLimit {
     der: Vec<u8>,
+    /// Subject and subjectPublicKeyInfo as webpki's `TrustAnchor` holds them (no outer tag):
+    /// how a verified path's anchor is matched to its limits.
+    anchor_subject: Vec<u8>,
+    anchor_spki: Vec<u8>,
+    /// Subject and issuer names (DER): how a non-root anchor's issuer is looked up.
     subject: Vec<u8>,
     issuer: Vec<u8>,
     not_before: Duration,
@@ -52,6 +69,8 @@ pub struct AnchorLimit {
 /// webpki decides alone).
 pub fn anchor_limit(der: &[u8]) -> Option<AnchorLimit> {
     let cert = Certificate::from_der(der).ok()?;
+    let certificate = CertificateDer::from(der);
+    let anchor = webpki::anchor_from_trusted_cert(&certificate).ok()?;
     let validity = &cert.tbs_certificate.validity;
     let constraints = extension::<BasicConstraints>(&cert);
     let issuing_refusal = if constraints.as_ref().is_some_and(|c| !c.ca) {
@@ -67,6 +86,8 @@ pub fn anchor_limit(der: &[u8]) -> Option<AnchorLimit> {
     };
     Some(AnchorLimit {
         der: der.to_vec(),
+        anchor_subject: anchor.subject.to_vec(),
+        anchor_spki: anchor.subject_public_key_info.to_vec(),
         subject: Encode::to_der(&cert.tbs_certificate.subject).ok()?,
         issuer: Encode::to_der(&cert.tbs_certificate.issuer).ok()?,
         not_before: validity.not_before.to_unix_duration(),
@@ -95,42 +116,88 @@ impl AnchorLimit {
         }
         None
     }
+
+    /// Whether this is the anchor webpki ended a path with (the same subject and key).
+    fn is(&self, anchor: &TrustAnchor<'_>) -> bool {
+        self.anchor_subject == anchor.subject.as_ref()
+            && self.anchor_spki == anchor.subject_public_key_info.as_ref()
+    }
+
+    /// Whether `issuer`'s key verifies this certificate's signature (with one of `algorithms`,
+    /// matched to both algorithm identifiers as webpki matches them).
+    fn signed_by(
+        &self,
+        issuer: &AnchorLimit,
+        algorithms: &[&dyn SignatureVerificationAlgorithm],
+    ) -> bool {
+        let (Some((tbs, signature_algorithm, signature)), Some((key_algorithm, key))) =
+            (signed_parts(&self.der), spki_parts(&issuer.anchor_spki))
+        else {
+            return false;
+        };
+        algorithms.iter().any(|algorithm| {
+            algorithm.signature_alg_id().as_ref() == signature_algorithm
+                && algorithm.public_key_alg_id().as_ref() == key_algorithm
+                && algorithm.verify_signature(key, tbs, signature).is_ok()
+        })
+    }
+}
+
+/// A certificate's signed bytes (its TBSCertificate), its signature algorithm identifier's
+/// contents and its signature.
+fn signed_parts(der: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let mut reader = SliceReader::new(der).ok()?;
+    let parts = reader
+        .sequence(|r| {
+            let tbs = r.tlv_bytes()?;
+            let algorithm = r.decode::<AnyRef<'_>>()?.value();
+            let signature = r.decode::<BitStringRef<'_>>()?;
+            Ok((tbs, algorithm, signature.as_bytes()))
+        })
+        .ok()?;
+    reader.finish(()).ok()?;
+    let (tbs, algorithm, signature) = parts;
+    Some((tbs, algorithm, signature?))
+}
+
+/// A subjectPublicKeyInfo's contents (as a webpki `TrustAnchor` holds them): its algorithm
+/// identifier's contents and the key.
+fn spki_parts(contents: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut reader = SliceReader::new(contents).ok()?;
+    let algorithm = reader.decode::<AnyRef<'_>>().ok()?.value();
+    let key = reader.decode::<BitStringRef<'_>>().ok()?.as_bytes()?;
+    reader.finish(()).ok()?;
+    Some((algorithm, key))
 }
 
 /// Most trusted certificates followed upwards from a non-root anchor to a root.
 const MAX_ANCHOR_HOPS: usize = 8;
 
-/// Why the anchors named `subject` may not end a chain of `depth` intermediates (None: one
-/// may; none of that name: refused). OpenSSL (without partial chains, as Python's default context before 3.13) ends a chain
-/// only at a self-signed root: an anchor that is not one must itself lead to one in the store.
-fn anchors_refusal(
+/// Why `anchor`, not a self-signed root, may not lead to one (None: it may). OpenSSL (without
+/// partial chains, as Python's default context before 3.13) ends a chain only at a self-signed
+/// root, and takes as a certificate's issuer one of the store that has its issuer's name and
+/// whose key verifies its signature; each step up adds one to the depth the next pathLen sees.
+fn way_up_refusal(
     anchors: &[AnchorLimit],
-    subject: &[u8],
+    anchor: &AnchorLimit,
     depth: usize,
     now: Duration,
+    algorithms: &[&dyn SignatureVerificationAlgorithm],
     hops: usize,
 ) -> Option<Error> {
-    let mut first = None;
-    for anchor in anchors.iter().filter(|a| a.subject == subject) {
-        let refusal = anchor.own_refusal(depth, now).or_else(|| {
-            if anchor.issuer == anchor.subject {
-                None
-            } else if hops == 0 {
-                Some(refuse("the trust anchor is not a self-signed root"))
-            } else {
-                anchors_refusal(anchors, &anchor.issuer, depth + 1, now, hops - 1)
-                    .map(|_| refuse("the trust anchor is not a self-signed root"))
-            }
-        });
-        match refusal {
-            None => return None,
-            Some(error) => {
-                first.get_or_insert(error);
-            }
-        }
+    if anchor.issuer == anchor.subject {
+        return None;
     }
-    // No anchor of that name: the chain does not reach a root in the store.
-    Some(first.unwrap_or_else(|| refuse("the trust anchor is not a self-signed root")))
+    let up = hops.checked_sub(1).map_or(false, |hops| {
+        anchors
+            .iter()
+            .filter(|issuer| issuer.subject == anchor.issuer && anchor.signed_by(issuer, algorithms))
+            .any(|issuer| {
+                issuer.own_refusal(depth + 1, now).is_none()
+                    && way_up_refusal(anchors, issuer, depth + 1, now, algorithms, hops).is_none()
+            })
+    });
+    (!up).then(|| refuse("the trust anchor is not a self-signed root"))
 }
 
 /// A refusal of ours, shown as rustls shows any other certificate error.
@@ -149,24 +216,91 @@ fn refuse(why: &'static str) -> Error {
     Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(Refusal(why)))))
 }
 
-/// rustls's WebPki verifier, then the checks it does not make.
+/// The rustls error for a webpki refusal: the `CertificateError` rustls's own WebPki verifier
+/// reports for it, so that the reason codes (`tls::certificate_reason`) and the texts built
+/// on them do not depend on which of the two verified. The revocation errors are not mapped:
+/// no revocation options are given, so webpki never reports them.
+fn rustls_error(error: webpki::Error) -> Error {
+    use webpki::Error as W;
+    use CertificateError as C;
+    let certificate_error = match error {
+        W::BadDer | W::BadDerTime | W::TrailingData(_) => C::BadEncoding,
+        W::CertNotValidYet { time, not_before } => C::NotValidYetContext { time, not_before },
+        W::CertExpired { time, not_after } => C::ExpiredContext { time, not_after },
+        W::InvalidCertValidity => C::Expired,
+        W::UnknownIssuer => C::UnknownIssuer,
+        W::CertNotValidForName(context) => C::NotValidForNameContext {
+            expected: context.expected,
+            presented: context.presented,
+        },
+        W::InvalidSignatureForPublicKey => C::BadSignature,
+        #[allow(deprecated)] // what webpki still reports where it has no context
+        W::UnsupportedSignatureAlgorithm | W::UnsupportedSignatureAlgorithmForPublicKey => {
+            #[allow(deprecated)]
+            C::UnsupportedSignatureAlgorithm
+        }
+        W::UnsupportedSignatureAlgorithmContext(context) => {
+            C::UnsupportedSignatureAlgorithmContext {
+                signature_algorithm_id: context.signature_algorithm_id,
+                supported_algorithms: context.supported_algorithms,
+            }
+        }
+        W::UnsupportedSignatureAlgorithmForPublicKeyContext(context) => {
+            C::UnsupportedSignatureAlgorithmForPublicKeyContext {
+                signature_algorithm_id: context.signature_algorithm_id,
+                public_key_algorithm_id: context.public_key_algorithm_id,
+            }
+        }
+        #[allow(deprecated)] // what webpki still reports where it has no context
+        W::RequiredEkuNotFound => C::InvalidPurpose,
+        W::RequiredEkuNotFoundContext(context) => C::InvalidPurposeContext {
+            required: key_purpose(context.required.oid_values().collect()),
+            presented: context.present.into_iter().map(key_purpose).collect(),
+        },
+        other => C::Other(OtherError(Arc::new(other))),
+    };
+    Error::InvalidCertificate(certificate_error)
+}
+
+/// An extended key usage OID (its arcs) as rustls names it.
+fn key_purpose(arcs: Vec<usize>) -> ExtendedKeyPurpose {
+    const SERVER_AUTH_ARCS: &[usize] = &[1, 3, 6, 1, 5, 5, 7, 3, 1];
+    const CLIENT_AUTH_ARCS: &[usize] = &[1, 3, 6, 1, 5, 5, 7, 3, 2];
+    match arcs.as_slice() {
+        SERVER_AUTH_ARCS => ExtendedKeyPurpose::ServerAuth,
+        CLIENT_AUTH_ARCS => ExtendedKeyPurpose::ClientAuth,
+        _ => ExtendedKeyPurpose::Other(arcs),
+    }
+}
+
+/// webpki's path building and name check, with the checks it does not make on each path.
 #[derive(Debug)]
 pub struct ParityVerifier {
-    inner: Arc<WebPkiServerVerifier>,
+    roots: Vec<TrustAnchor<'static>>,
+    algorithms: WebPkiSupportedAlgorithms,
     anchors: Vec<AnchorLimit>,
 }
 
 impl ParityVerifier {
-    /// Over `inner`, with the limits of the anchors it trusts.
-    pub fn new(inner: Arc<WebPkiServerVerifier>, anchors: Vec<AnchorLimit>) -> Self {
-        Self { inner, anchors }
+    /// Verifying against `roots` with `algorithms` (a crypto provider's), with the limits of
+    /// those anchors.
+    pub fn new(
+        roots: RootCertStore,
+        algorithms: WebPkiSupportedAlgorithms,
+        anchors: Vec<AnchorLimit>,
+    ) -> Self {
+        Self {
+            roots: roots.roots,
+            algorithms,
+            anchors,
+        }
     }
 
-    /// The checks on a chain webpki accepted.
-    fn check_chain(
+    /// The checks on one path webpki verified (Err: refused, webpki tries the next).
+    fn check_path(
         &self,
         end_entity: &[u8],
-        intermediates: &[CertificateDer<'_>],
+        path: &VerifiedPath<'_>,
         now: Duration,
     ) -> Result<(), Error> {
         // A leaf trusted as itself (a self-signed server certificate in the store): OpenSSL
@@ -174,39 +308,58 @@ impl ParityVerifier {
         if self.anchors.iter().any(|a| a.der == end_entity) {
             return Ok(());
         }
-        let Ok(leaf) = Certificate::from_der(end_entity) else {
-            return Ok(());
-        };
-        if let Some(ku) = extension::<KeyUsage>(&leaf) {
-            if !(ku.digital_signature() || ku.key_encipherment() || ku.key_agreement()) {
-                return Err(Error::InvalidCertificate(CertificateError::InvalidPurpose));
+        if let Ok(leaf) = Certificate::from_der(end_entity) {
+            if let Some(ku) = extension::<KeyUsage>(&leaf) {
+                if !(ku.digital_signature() || ku.key_encipherment() || ku.key_agreement()) {
+                    return Err(Error::InvalidCertificate(CertificateError::InvalidPurpose));
+                }
             }
         }
-        let parsed: Vec<Certificate> = intermediates
-            .iter()
-            .filter_map(|der| Certificate::from_der(der).ok())
-            .collect();
-        // The path from the leaf: each issuer found among the intermediates, until an anchor.
-        let mut issuer = leaf.tbs_certificate.issuer.clone();
-        for depth in 0..=parsed.len() {
-            let issuer_der = Encode::to_der(&issuer).unwrap_or_default();
-            if self.anchors.iter().any(|a| a.subject == issuer_der) {
-                // Refused only if no anchor of that name may end the chain.
-                let refusal =
-                    anchors_refusal(&self.anchors, &issuer_der, depth, now, MAX_ANCHOR_HOPS);
-                return refusal.map_or(Ok(()), Err);
-            }
-            let Some(next) = parsed.iter().find(|c| c.tbs_certificate.subject == issuer) else {
-                return Ok(());
+        let mut depth = 0;
+        for intermediate in path.intermediate_certificates() {
+            depth += 1;
+            let Ok(parsed) = Certificate::from_der(intermediate.der().as_ref()) else {
+                continue;
             };
-            if extension::<KeyUsage>(next).is_some_and(|ku| !ku.key_cert_sign()) {
+            if extension::<KeyUsage>(&parsed).is_some_and(|ku| !ku.key_cert_sign()) {
                 return Err(refuse(
                     "an intermediate's keyUsage does not allow keyCertSign",
                 ));
             }
-            issuer = next.tbs_certificate.issuer.clone();
         }
-        Ok(())
+        self.anchor_refusal(path.anchor(), depth, now)
+            .map_or(Ok(()), Err)
+    }
+
+    /// Why the anchor that signed a path of `depth` intermediates may not end it (None: it may;
+    /// an anchor this module could not read: webpki decides alone). Certificates of the same
+    /// subject and key in the store are one anchor to webpki: one of them that may is enough.
+    fn anchor_refusal(
+        &self,
+        anchor: &TrustAnchor<'_>,
+        depth: usize,
+        now: Duration,
+    ) -> Option<Error> {
+        let mut first = None;
+        for limit in self.anchors.iter().filter(|limit| limit.is(anchor)) {
+            let refusal = limit.own_refusal(depth, now).or_else(|| {
+                way_up_refusal(
+                    &self.anchors,
+                    limit,
+                    depth,
+                    now,
+                    self.algorithms.all,
+                    MAX_ANCHOR_HOPS,
+                )
+            });
+            match refusal {
+                None => return None,
+                Some(error) => {
+                    first.get_or_insert(error);
+                }
+            }
+        }
+        first
     }
 }
 
@@ -216,22 +369,49 @@ impl ServerCertVerifier for ParityVerifier {
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
+        _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        let verified = self.inner.verify_server_cert(
-            end_entity,
+        let cert = EndEntityCert::try_from(end_entity).map_err(rustls_error)?;
+        let seconds = Duration::from_secs(now.as_secs());
+        // The first refusal of ours, for when webpki finds no path we accept.
+        let ours = RefCell::new(None);
+        let check = |path: &VerifiedPath<'_>| {
+            self.check_path(end_entity, path, seconds).map_err(|error| {
+                ours.borrow_mut().get_or_insert(error);
+                // Which error webpki carries on with does not matter: ours is reported.
+                webpki::Error::UnknownIssuer
+            })
+        };
+        let verified = cert.verify_for_usage(
+            self.algorithms.all,
+            &self.roots,
             intermediates,
-            server_name,
-            ocsp_response,
             now,
-        )?;
-        self.check_chain(
-            end_entity,
-            intermediates,
-            Duration::from_secs(now.as_secs()),
-        )?;
-        Ok(verified)
+            webpki::KeyUsage::server_auth(),
+            None,
+            Some(&check),
+        );
+        let refusal = match verified {
+            Ok(_) => None,
+            Err(error) => Some(ours.into_inner().ok_or_else(|| rustls_error(error))),
+        };
+        match refusal {
+            // webpki's own refusal of the chain comes before the name check.
+            Some(Err(webpki_refusal)) => Err(webpki_refusal),
+            // A chain webpki verified: the name check, then our refusal if any (the order in
+            // which rustls's WebPki verifier and these checks reported them before).
+            Some(Ok(our_refusal)) => {
+                cert.verify_is_valid_for_subject_name(server_name)
+                    .map_err(rustls_error)?;
+                Err(our_refusal)
+            }
+            None => {
+                cert.verify_is_valid_for_subject_name(server_name)
+                    .map_err(rustls_error)?;
+                Ok(ServerCertVerified::assertion())
+            }
+        }
     }
 
     fn verify_tls12_signature(
@@ -240,7 +420,7 @@ impl ServerCertVerifier for ParityVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -249,10 +429,14 @@ impl ServerCertVerifier for ParityVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+#[path = "tls_parity_tests.rs"]
+mod tests;
