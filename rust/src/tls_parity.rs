@@ -26,8 +26,8 @@ use rustls::pki_types::{
     CertificateDer, ServerName, SignatureVerificationAlgorithm, TrustAnchor, UnixTime,
 };
 use rustls::{
-    CertificateError, DigitallySignedStruct, Error, ExtendedKeyPurpose, OtherError,
-    RootCertStore, SignatureScheme,
+    CertificateError, DigitallySignedStruct, Error, ExtendedKeyPurpose, OtherError, RootCertStore,
+    SignatureScheme,
 };
 use webpki::{EndEntityCert, VerifiedPath};
 use x509_cert::der::asn1::{AnyRef, BitStringRef};
@@ -191,7 +191,9 @@ fn way_up_refusal(
     let up = hops.checked_sub(1).map_or(false, |hops| {
         anchors
             .iter()
-            .filter(|issuer| issuer.subject == anchor.issuer && anchor.signed_by(issuer, algorithms))
+            .filter(|issuer| {
+                issuer.subject == anchor.issuer && anchor.signed_by(issuer, algorithms)
+            })
             .any(|issuer| {
                 issuer.own_refusal(depth + 1, now).is_none()
                     && way_up_refusal(anchors, issuer, depth + 1, now, algorithms, hops).is_none()
@@ -235,7 +237,8 @@ fn rustls_error(error: webpki::Error) -> Error {
         },
         W::InvalidSignatureForPublicKey => C::BadSignature,
         #[allow(deprecated)] // what webpki still reports where it has no context
-        W::UnsupportedSignatureAlgorithm | W::UnsupportedSignatureAlgorithmForPublicKey => {
+        W::UnsupportedSignatureAlgorithm | W::UnsupportedSignatureAlgorithmForPublicKey =>
+        {
             #[allow(deprecated)]
             C::UnsupportedSignatureAlgorithm
         }
