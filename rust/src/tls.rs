@@ -143,7 +143,7 @@ pub fn certificate_reason(error: &CertificateError) -> &'static str {
 /// The trust anchors read from a PEM trust store.
 #[derive(Debug)]
 pub struct TrustAnchors {
-    /// The anchors, for rustls's WebPki verifier.
+    /// The anchors, for webpki's path building (`tls_parity::ParityVerifier`).
     pub store: RootCertStore,
     /// CERTIFICATE blocks that were not usable (bad base64, not a certificate rustls accepts).
     pub skipped: usize,

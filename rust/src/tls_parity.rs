@@ -188,7 +188,7 @@ fn way_up_refusal(
     if anchor.issuer == anchor.subject {
         return None;
     }
-    let up = hops.checked_sub(1).map_or(false, |hops| {
+    let up = hops.checked_sub(1).is_some_and(|hops| {
         anchors
             .iter()
             .filter(|issuer| {
@@ -395,26 +395,19 @@ impl ServerCertVerifier for ParityVerifier {
             None,
             Some(&check),
         );
-        let refusal = match verified {
+        // Our refusal when webpki verified some path and we accepted none of them; it comes
+        // after the name check, as it did after rustls's WebPki verifier.
+        let our_refusal = match verified {
             Ok(_) => None,
-            Err(error) => Some(ours.into_inner().ok_or_else(|| rustls_error(error))),
+            Err(error) => match ours.into_inner() {
+                Some(refusal) => Some(refusal),
+                // No path verified: webpki's refusal, before the name check.
+                None => return Err(rustls_error(error)),
+            },
         };
-        match refusal {
-            // webpki's own refusal of the chain comes before the name check.
-            Some(Err(webpki_refusal)) => Err(webpki_refusal),
-            // A chain webpki verified: the name check, then our refusal if any (the order in
-            // which rustls's WebPki verifier and these checks reported them before).
-            Some(Ok(our_refusal)) => {
-                cert.verify_is_valid_for_subject_name(server_name)
-                    .map_err(rustls_error)?;
-                Err(our_refusal)
-            }
-            None => {
-                cert.verify_is_valid_for_subject_name(server_name)
-                    .map_err(rustls_error)?;
-                Ok(ServerCertVerified::assertion())
-            }
-        }
+        cert.verify_is_valid_for_subject_name(server_name)
+            .map_err(rustls_error)?;
+        our_refusal.map_or(Ok(ServerCertVerified::assertion()), Err)
     }
 
     fn verify_tls12_signature(
