@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import h11
 import httpcore2
 
+from nomyo_native._http11_head import read_plain_head
 from nomyo_native._http11_plain import new_connection, plain_request, read_response_head
 from nomyo_native._request_fields import checked_fields
 
@@ -244,24 +245,31 @@ class Exchange:
         return httpcore2.RemoteProtocolError(_NO_RESPONSE)
 
     def _parse_plain(self, head: bytes) -> None:
-        """One head, as h11's reader parses it; a final one whose body h11 must read goes to
-        an h11 connection that has carried the request (``PlainRequest.replayed``)."""
+        """One head, as h11's reader parses it (a plain one without h11: ``_http11_head``); a
+        final one whose body h11 must read goes to an h11 connection that has carried the
+        request (``PlainRequest.replayed``)."""
         assert self._plain is not None
-        try:
-            event = read_response_head(head)
-        except h11.ProtocolError as exc:
-            message = _unquoted(exc)
+        plain = read_plain_head(head)
+        if plain is not None:
+            framed = self._framed(plain[0], plain[1], b"1.1", plain[2])
         else:
+            event = self._read_head(head)
             if isinstance(event, h11.InformationalResponse):
                 return  # 100 Continue, 103 Early Hints: the final answer follows
-            framed = self._framed(event)
-            if framed.length is None:
-                self._h11 = self._plain.replayed(MAX_HEAD_BYTES)
-                self._receive(head)
-                self._parse_head()
-            else:
-                self._head = framed
-            return
+            framed = self._framed_event(event)
+        if framed.length is None:
+            self._h11 = self._plain.replayed(MAX_HEAD_BYTES)
+            self._receive(head)
+            self._parse_head()
+        else:
+            self._head = framed
+
+    @staticmethod
+    def _read_head(head: bytes) -> h11.Response | h11.InformationalResponse:
+        try:
+            return read_response_head(head)
+        except h11.ProtocolError as exc:
+            message = _unquoted(exc)
         # Raised outside the handler: h11's error, quote and all, is not chained as its context.
         raise httpcore2.RemoteProtocolError(message)
 
@@ -279,7 +287,7 @@ class Exchange:
             if isinstance(event, h11.InformationalResponse):
                 continue  # 100 Continue, 103 Early Hints: the final answer follows
             if isinstance(event, h11.Response):
-                self._head = self._framed(event)
+                self._head = self._framed_event(event)
                 return
             raise httpcore2.RemoteProtocolError(f"unexpected {type(event).__name__} event")
 
@@ -291,19 +299,25 @@ class Exchange:
         # Raised outside the handler: h11's error, quote and all, is not chained as its context.
         raise httpcore2.RemoteProtocolError(message)
 
-    def _framed(self, event: h11.Response) -> ResponseHead:
-        headers = event.headers.raw_items()
+    def _framed_event(self, event: h11.Response) -> ResponseHead:
+        return self._framed(
+            event.status_code, event.reason, event.http_version, event.headers.raw_items()
+        )
+
+    def _framed(self, status: int, reason: bytes, version: bytes, headers: Headers) -> ResponseHead:
+        """The head of a final response (``version`` as h11 gives it, e.g. b"1.1"; fields as
+        received) and how its body is framed."""
         tokens = _comma_tokens(headers, _FRAMING_FIELDS)
         keep_alive = (
             self._request_keeps_alive
-            and event.http_version >= b"1.1"
+            and version >= b"1.1"
             and b"close" not in tokens[b"connection"]
         )
         length: int | None
         if (
-            event.status_code in _BODYLESS_STATUSES
+            status in _BODYLESS_STATUSES
             or self._method == b"HEAD"
-            or (self._method == b"CONNECT" and 200 <= event.status_code < 300)
+            or (self._method == b"CONNECT" and 200 <= status < 300)
         ):
             length = 0
             # A tunnel is not something this layer carries on: the connection ends with it.
@@ -319,9 +333,9 @@ class Exchange:
             # No length, no chunks: the body runs to the end of stream.
             keep_alive = keep_alive and length is not None
         return ResponseHead(
-            status=event.status_code,
-            reason=event.reason,
-            http_version=b"HTTP/" + event.http_version,
+            status=status,
+            reason=reason,
+            http_version=b"HTTP/" + version,
             headers=headers,
             length=length,
             keep_alive=keep_alive,
