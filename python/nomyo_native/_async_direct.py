@@ -30,7 +30,8 @@ except ImportError:
 else:
     AVAILABLE = True
 
-from nomyo_native._async_pool import HTTP11ConnectionPool
+from nomyo_native._async_pool import HTTP11ConnectionPool, PooledResponse
+from nomyo_native._http11_state import tracing_wanted
 from nomyo_native._http_body import whole_body
 from nomyo_native._http_request import RequestBuilder, httpx_logs_requests
 from nomyo_native._protocol import MAX_ERROR_BODY_BYTES, Answer
@@ -64,19 +65,25 @@ class DirectExchange:
         def request() -> httpx2.Request:
             return self._requests.plain_request(method, url, head, content)
 
-        sent = self._requests.core_request(method, url, head, content)
+        target = self._requests.plain_target(url)
+        if target is None or tracing_wanted():
+            return await self._send_modelled(method, url, head, content)
+        origin, path = target
         try:
-            response = await self._pool.handle_async_request(sent)
+            response = await self._pool.send_plain(
+                origin,
+                (method.upper().encode("ascii"), path, head),
+                content,
+                self._requests.timeouts,
+            )
         except Exception as exc:
             raise_as_httpx2(exc, request)
-        if needs_model(response.headers):
-            return self._as_httpx2(response, request())
-        stream = response.stream
-        assert isinstance(stream, AsyncIterable)
-        status = response.status
+        if needs_model(response.head.headers):
+            return self._as_httpx2(response.core_response(), request())
+        status = response.head.status
         cap = ok_cap if status == 200 else MAX_ERROR_BODY_BYTES
         try:
-            body = await _read_capped(stream, response.headers, cap)
+            body = await _read_capped(response, cap)
         except ResponseFormatError:
             if status == 200:
                 raise
@@ -86,8 +93,21 @@ class DirectExchange:
         finally:
             # On every path, cancellation included: the connection goes back to the pool, or
             # is closed when its response was not read to the end.
-            await stream.aclose()  # type: ignore[attr-defined]
+            await response.aclose()
         return Answer(status, body, None)
+
+    async def _send_modelled(
+        self, method: str, url: httpx2.URL, head: list[tuple[bytes, bytes]], content: bytes
+    ) -> httpx2.Response:
+        """The attempt through httpcore2's request model, as httpx2's transport makes it (a
+        URL the pool refuses, or steps traced on httpcore2's loggers, which name the request)."""
+        request = self._requests.plain_request(method, url, head, content)
+        sent = self._requests.core_request(method, url, head, content)
+        try:
+            response = await self._pool.handle_async_request(sent)
+        except Exception as exc:
+            raise_as_httpx2(exc, lambda: request)
+        return self._as_httpx2(response, request)
 
     def _as_httpx2(self, response: httpcore2.Response, request: httpx2.Request) -> httpx2.Response:
         """The response as the transport returns it and the driver's client receives it."""
@@ -108,15 +128,15 @@ def needs_model(headers: list[tuple[bytes, bytes]]) -> bool:
     return any(name.lower() in _READ_BY_MODEL for name, _ in headers)
 
 
-async def _read_capped(
-    stream: AsyncIterable[bytes], headers: list[tuple[bytes, bytes]], cap: int
-) -> bytes | bytearray | memoryview:
-    """``read_raw_capped`` of the driver, on the pool's stream: a declared length above
+async def _read_capped(response: PooledResponse, cap: int) -> bytes | bytearray | memoryview:
+    """``read_raw_capped`` of the driver, on the pool's response: a declared length above
     ``cap`` is refused before anything is read, and so is a body growing past it."""
-    refuse_declared_over(headers, cap)
+    refuse_declared_over(response.head.headers, cap)
+    if response.head.length is not None:
+        return whole_body([await response.body.read_declared()])
     chunks: list[bytes] = []
     size = 0
-    async for chunk in stream:
+    async for chunk in response:
         if not chunk:
             continue  # as httpx2's raw iteration drops them
         size += len(chunk)

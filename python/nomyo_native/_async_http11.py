@@ -17,7 +17,7 @@ whole, the body read to its end with nothing after it, keep-alive on both sides 
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from typing import Any, Protocol, cast
 
 import httpcore2
@@ -31,7 +31,10 @@ from nomyo_native._http11 import (
 )
 from nomyo_native._http11_state import ConnectionState
 
-__all__ = ["HTTP11Connection"]
+__all__ = ["HTTP11Connection", "RequestHead", "ResponseBody"]
+
+# A request's method, target and fields, as httpcore2's request carries them.
+RequestHead = tuple[bytes, bytes, list[tuple[bytes, bytes]]]
 
 # What one read asks of a stream read through ``read()`` (httpcore2's READ_NUM_BYTES).
 _READ_SIZE = 64 * 1024
@@ -103,22 +106,43 @@ class HTTP11Connection(ConnectionState, httpcore2.AsyncConnectionInterface):
         self._source: _Source | None = None
 
     async def handle_async_request(self, request: httpcore2.Request) -> httpcore2.Response:
+        assert isinstance(request.stream, AsyncIterable)
+        body = await self.exchange(
+            request.url.origin,
+            (request.method, request.url.target, request.headers),
+            request.stream,
+            request.extensions.get("timeout", {}),
+            request,
+        )
+        return body.core_response(body)
+
+    async def exchange(
+        self,
+        origin: httpcore2.Origin,
+        head: RequestHead,
+        content: AsyncIterable[bytes] | bytes,
+        timeouts: Mapping[str, float | None],
+        request: httpcore2.Request | None = None,
+    ) -> ResponseBody:
+        """Sends the request (``head``: method, target, fields) with ``content`` and reads the
+        response head: the body to read or stream, then close. ``request``: what the connect
+        step and the trace lines see; a direct attempt has none, and is not traced."""
         usable = self._source is None or self._source.clean
-        if not self._begin_exchange(request.url.origin, usable):
+        if not self._begin_exchange(origin, usable, traced=request is not None):
             # Idle, yet the server sent what nobody asked for, or closed: nothing to close
             # gracefully (a peer sending junk need not answer close_notify).
             await self._drop()
             raise httpcore2.ConnectionNotAvailable()
         try:
             if self._stream is None:
-                await self._connect(request)
-            return await self._exchange(request)
+                sni = request.extensions.get("sni_hostname") if request is not None else None
+                await self._connect(timeouts.get("connect"), sni)
+            return await self._exchange(head, content, timeouts, request)
         except BaseException:
             await self._drop()
             raise
 
-    async def _connect(self, request: httpcore2.Request) -> None:
-        timeout = request.extensions.get("timeout", {}).get("connect")
+    async def _connect(self, timeout: float | None, sni_hostname: str | None) -> None:
         host = self._origin.host.decode("ascii")
         port, local, options = self._origin.port, self._local_address, self._socket_options
         self._trace_connect(
@@ -132,7 +156,7 @@ class HTTP11Connection(ConnectionState, httpcore2.AsyncConnectionInterface):
         if self._origin.scheme in (b"https", b"wss"):
             context = self._ssl_context or httpcore2.default_ssl_context()
             context.set_alpn_protocols(["http/1.1"])
-            server_hostname = request.extensions.get("sni_hostname") or host
+            server_hostname = sni_hostname or host
             self._trace_connect(
                 "start_tls.started", ssl_context=context, server_hostname=server_hostname,
                 timeout=timeout,
@@ -144,14 +168,18 @@ class HTTP11Connection(ConnectionState, httpcore2.AsyncConnectionInterface):
         direct: _Source | None = receiver() if receiver is not None else None
         self._source = direct if direct is not None else _ReadingSource(stream)
 
-    async def _exchange(self, request: httpcore2.Request) -> httpcore2.Response:
-        timeouts = request.extensions.get("timeout", {})
+    async def _exchange(
+        self,
+        head: RequestHead,
+        content: AsyncIterable[bytes] | bytes,
+        timeouts: Mapping[str, float | None],
+        request: httpcore2.Request | None,
+    ) -> ResponseBody:
         if self.tracing:
             self.trace("send_request_headers.started", request=request)
-        exchange = Exchange(request.method, request.url.target, request.headers)
-        assert isinstance(request.stream, AsyncIterable)
+        exchange = Exchange(*head)
         try:
-            await self._send(exchange, request.stream, timeouts.get("write"))
+            await self._send(exchange, content, timeouts.get("write"))
         except httpcore2.WriteError:
             # As httpcore2: a server may answer (a 413, say) and stop reading before the
             # request is all sent; its answer is read, and the connection is not reused.
@@ -159,38 +187,29 @@ class HTTP11Connection(ConnectionState, httpcore2.AsyncConnectionInterface):
         if self.tracing:
             self.trace("send_request_body.complete")
             self.trace("receive_response_headers.started", request=request)
-        head = await self._receive_head(exchange, timeouts.get("read"))
+        answer = await self._receive_head(exchange, timeouts.get("read"))
         if self.tracing:
             self.trace(
                 "receive_response_headers.complete",
-                return_value=(head.http_version, head.status, head.reason),
+                return_value=(answer.http_version, answer.status, answer.reason),
             )
-        return httpcore2.Response(
-            status=head.status,
-            headers=head.headers,
-            # httpcore2 types a stream's chunks as bytes; the body's own buffer (or a view of it) is
-            # passed on untouched by it and httpx2 alike.
-            content=cast(
-                "AsyncIterable[bytes]", _ResponseBody(self, exchange, head, timeouts.get("read"))
-            ),
-            extensions={
-                "http_version": head.http_version,
-                "reason_phrase": head.reason,
-                "network_stream": self._stream,
-            },
-        )
+        return ResponseBody(self, exchange, answer, timeouts.get("read"))
 
     async def _send(
-        self, exchange: Exchange, body: AsyncIterable[bytes], timeout: float | None
+        self, exchange: Exchange, body: AsyncIterable[bytes] | bytes, timeout: float | None
     ) -> None:
         """The head and body as h11 checked them; the body's bytes written as the caller gave
         them (sliced by the stream), a small request joined into one write."""
         parts = [exchange.head]
-        async for chunk in body:
-            parts += exchange.body_parts(chunk)
-            if sum(map(len, parts)) > COALESCE_BYTES:
-                await self._write(parts, timeout)
-                parts = []
+        if type(body) is bytes:
+            parts += exchange.body_parts(body)  # a direct attempt's content: one chunk
+        else:
+            assert isinstance(body, AsyncIterable)
+            async for chunk in body:
+                parts += exchange.body_parts(chunk)
+                if sum(map(len, parts)) > COALESCE_BYTES:
+                    await self._write(parts, timeout)
+                    parts = []
         parts.append(exchange.end_of_request())
         await self._write(parts, timeout)
 
@@ -225,6 +244,10 @@ class HTTP11Connection(ConnectionState, httpcore2.AsyncConnectionInterface):
             self.trace("response_closed.complete")
 
     @property
+    def network_stream(self) -> httpcore2.AsyncNetworkStream | None:
+        return self._stream
+
+    @property
     def source(self) -> _Source:
         assert self._source is not None
         return self._source
@@ -253,9 +276,10 @@ class HTTP11Connection(ConnectionState, httpcore2.AsyncConnectionInterface):
             await self._stream.aclose()
 
 
-class _ResponseBody:
-    """The response's stream for httpcore2: a ``Content-Length`` body as one chunk (the buffer
-    it was received into), any other body as h11 yields it."""
+class ResponseBody:
+    """A response's head and its body to come: read whole (:meth:`read_declared`), or streamed
+    for httpcore2 (a ``Content-Length`` body as one chunk, the buffer it was received into; any
+    other body as h11 yields it); closing it ends the exchange."""
 
     def __init__(
         self,
@@ -266,17 +290,47 @@ class _ResponseBody:
     ) -> None:
         self._connection = connection
         self._exchange = exchange
-        self._head = head
+        self.head = head
         self._timeout = timeout
         self._read = head.length == 0
         self._closed = False
+
+    def core_response(self, content: AsyncIterable[Any]) -> httpcore2.Response:
+        """The response as httpcore2 models it, its body streamed from ``content``."""
+        head = self.head
+        return httpcore2.Response(
+            status=head.status,
+            headers=head.headers,
+            # httpcore2 types a stream's chunks as bytes; the body's own buffer (or a view of
+            # it) is passed on untouched by it and httpx2 alike.
+            content=cast("AsyncIterable[bytes]", content),
+            extensions={
+                "http_version": head.http_version,
+                "reason_phrase": head.reason,
+                "network_stream": self._connection.network_stream,
+            },
+        )
+
+    async def read_declared(self) -> bytearray | memoryview | bytes:
+        """The whole body of a response of declared length (``head.length`` not None)."""
+        length = self.head.length
+        assert length is not None
+        if not length:
+            return b""
+        try:
+            body = await self._connection.source.receive_body(length, self._timeout)
+        except BaseException:
+            await self.aclose()
+            raise
+        self._read = True
+        return body
 
     async def __aiter__(self) -> AsyncIterator[bytes | bytearray | memoryview]:
         connection = self._connection
         if connection.tracing:
             connection.trace("receive_response_body.started")
         try:
-            length = self._head.length
+            length = self.head.length
             if length is None:
                 async for chunk in self._h11_chunks():
                     yield chunk
@@ -316,4 +370,4 @@ class _ResponseBody:
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
-            await self._connection.response_closed(self._exchange, self._head, self._read)
+            await self._connection.response_closed(self._exchange, self.head, self._read)

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from typing import TypeVar, cast
 
 import httpcore2
 
-from nomyo_native._async_http11 import HTTP11Connection
+from nomyo_native._async_http11 import HTTP11Connection, RequestHead, ResponseBody
 
-__all__ = ["HTTP11ConnectionPool"]
+__all__ = ["HTTP11ConnectionPool", "PooledResponse"]
+
+T = TypeVar("T")
 
 
 class HTTP11ConnectionPool(httpcore2.AsyncConnectionPool):
@@ -75,12 +78,45 @@ class HTTP11ConnectionPool(httpcore2.AsyncConnectionPool):
             raise httpcore2.UnsupportedProtocol(
                 f"Request URL has an unsupported protocol '{scheme}://'."
             )
-        origin = request.url.origin
         timeout = request.extensions.get("timeout", {}).get("pool")
+        connection, response = await self._exchange_on(
+            request.url.origin, timeout, lambda connection: connection.handle_async_request(request)
+        )
+        assert isinstance(response.stream, AsyncIterable)
+        # The connection's own response, its stream wrapped (httpcore2's pool makes a new
+        # one, checking every header field again).
+        response.stream = _PooledStream(response.stream, self, connection)
+        return response
+
+    async def send_plain(
+        self,
+        origin: httpcore2.Origin,
+        head: RequestHead,
+        content: bytes,
+        timeouts: Mapping[str, float | None],
+    ) -> PooledResponse:
+        """A request sent without httpcore2's request model (``head``: method, target and
+        fields; ``origin``: an http or https one), its response's head read: the response to
+        read and close, which gives the connection back."""
+        connection, body = await self._exchange_on(
+            origin,
+            timeouts.get("pool"),
+            lambda connection: connection.exchange(origin, head, content, timeouts),
+        )
+        return PooledResponse(body, self, connection)
+
+    async def _exchange_on(
+        self,
+        origin: httpcore2.Origin,
+        timeout: float | None,
+        exchange: Callable[[HTTP11Connection], Awaitable[T]],
+    ) -> tuple[HTTP11Connection, T]:
+        """``exchange`` on a connection of the pool (another one if the one taken turns out
+        unusable), and that connection, still taken until the response is closed."""
         while True:
-            connection = await self._acquire(origin, timeout)
+            connection = cast(HTTP11Connection, await self._acquire(origin, timeout))
             try:
-                response = await connection.handle_async_request(request)
+                return connection, await exchange(connection)
             except httpcore2.ConnectionNotAvailable:
                 # Idle, yet found unusable as the request went out: it closed itself.
                 await self._release(connection)
@@ -88,11 +124,6 @@ class HTTP11ConnectionPool(httpcore2.AsyncConnectionPool):
             except BaseException as exc:
                 await self._release(connection)
                 raise exc from None  # as httpcore2's pool raises it
-            assert isinstance(response.stream, AsyncIterable)
-            # The connection's own response, its stream wrapped (httpcore2's pool makes a new
-            # one, checking every header field again).
-            response.stream = _PooledStream(response.stream, self, connection)
-            return response
 
     async def _acquire(
         self, origin: httpcore2.Origin, timeout: float | None
@@ -242,3 +273,20 @@ class _PooledStream:
                 await aclose()
         finally:
             await self._pool._release(self._connection)
+
+
+class PooledResponse(_PooledStream):
+    """A response of :meth:`HTTP11ConnectionPool.send_plain`, its head read: its body read whole
+    or streamed (as httpcore2's response, :meth:`core_response`); closing it gives the
+    connection back."""
+
+    def __init__(
+        self, body: ResponseBody, pool: HTTP11ConnectionPool, connection: HTTP11Connection
+    ) -> None:
+        super().__init__(cast("AsyncIterable[bytes]", body), pool, connection)
+        self.body = body
+        self.head = body.head
+
+    def core_response(self) -> httpcore2.Response:
+        """The response as httpcore2's pool hands it on, its stream this one."""
+        return self.body.core_response(self)

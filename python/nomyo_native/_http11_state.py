@@ -18,7 +18,7 @@ import httpcore2
 
 from nomyo_native._http11 import Exchange, ResponseHead
 
-__all__ = ["ConnectionState"]
+__all__ = ["ConnectionState", "tracing_wanted"]
 
 # httpcore2's loggers: a caller debugging the transport sees the steps it saw before, in
 # httpcore2's words (no header values: a request's may carry a bearer token).
@@ -31,6 +31,12 @@ def _debug(logger: logging.Logger, event: str, info: dict[str, Any]) -> None:
     if logger.isEnabledFor(logging.DEBUG):
         args = " ".join(f"{key}={value!r}" for key, value in info.items())
         logger.debug(f"{event} {args}" if args else event)
+
+
+def tracing_wanted() -> bool:
+    """Whether httpcore2's trace lines are logged: an attempt then goes the way that logs
+    them (with the request they name)."""
+    return _HTTP11_LOG.isEnabledFor(logging.DEBUG) or _CONNECTION_LOG.isEnabledFor(logging.DEBUG)
 
 
 class _State(enum.IntEnum):
@@ -58,11 +64,12 @@ class ConnectionState:
         # Whether this exchange's steps are logged (checked once per exchange: cheap when not).
         self.tracing = False
 
-    def _begin_exchange(self, origin: httpcore2.Origin, usable: bool) -> bool:
+    def _begin_exchange(self, origin: httpcore2.Origin, usable: bool, traced: bool = True) -> bool:
         """Takes the connection for one exchange if it is new or idle (else
         ConnectionNotAvailable: the pool then tries another). An idle one that is not
         ``usable`` (something unread, or the server closed it) is marked closed instead:
-        False, and the caller closes it and raises ConnectionNotAvailable."""
+        False, and the caller closes it and raises ConnectionNotAvailable. ``traced``: whether
+        the exchange's steps may be logged (see :func:`tracing_wanted`)."""
         if not self.can_handle_request(origin):
             raise RuntimeError(
                 f"Attempted to send request to {origin} on connection to {self._origin}"
@@ -74,7 +81,7 @@ class ConnectionState:
                 self._state = _State.CLOSED
                 return False
             self._state = _State.ACTIVE
-            self.tracing = _HTTP11_LOG.isEnabledFor(logging.DEBUG)
+            self.tracing = traced and _HTTP11_LOG.isEnabledFor(logging.DEBUG)
             self._request_count += 1
             self._expire_at = None
             return True

@@ -9,7 +9,7 @@ the raw stream, and refuses a response that names any other coding.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import httpx2
 
@@ -144,7 +144,7 @@ def _join_capped(chunks_in: Iterator[bytes], cap: int) -> bytes | bytearray | me
     return whole_body(chunks)
 
 
-def whole_body(chunks: list[bytes]) -> bytes | bytearray | memoryview:
+def whole_body(chunks: Sequence[bytes | bytearray | memoryview]) -> bytes | bytearray | memoryview:
     """The body from its chunks: a large one that came as one buffer (the drivers' own
     ``Content-Length`` body) as it is, anything else joined into bytes."""
     if len(chunks) == 1 and len(chunks[0]) > _KEEP_AS_RECEIVED:

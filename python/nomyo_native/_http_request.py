@@ -42,6 +42,8 @@ class RequestBuilder:
         self._urls: dict[str, httpx2.URL] = {}
         # httpcore2's URL of each httpx2 URL, as httpx2's transport converts it: once per URL.
         self._core_urls: dict[httpx2.URL, httpcore2.URL] = {}
+        # Their origins and targets, for the attempts that go without httpcore2's model.
+        self._targets: dict[httpx2.URL, tuple[httpcore2.Origin, bytes]] = {}
 
     @property
     def timeouts(self) -> dict[str, float | None]:
@@ -84,18 +86,33 @@ class RequestBuilder:
     ) -> httpcore2.Request:
         """The ``httpcore2.Request`` httpx2's transport makes of a :meth:`plain_request`, for a
         driver's direct attempt on its pool."""
+        return httpcore2.Request(
+            method.upper(),
+            self._core_url(url),
+            headers=head,
+            content=content,
+            extensions={"timeout": self._timeouts},
+        )
+
+    def plain_target(self, url: httpx2.URL) -> tuple[httpcore2.Origin, bytes] | None:
+        """The origin and request target of an http or https ``url`` as httpx2's transport
+        converts it (for an attempt on our pool without httpcore2's request model); None for
+        any other scheme, which the pool refuses with httpcore2's words."""
+        target = self._targets.get(url)
+        if target is None:
+            core_url = self._core_url(url)
+            if core_url.scheme not in (b"http", b"https"):
+                return None
+            target = self._targets[url] = (core_url.origin, core_url.target)
+        return target
+
+    def _core_url(self, url: httpx2.URL) -> httpcore2.URL:
         core_url = self._core_urls.get(url)
         if core_url is None:
             core_url = self._core_urls[url] = httpcore2.URL(
                 scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
             )
-        return httpcore2.Request(
-            method.upper(),
-            core_url,
-            headers=head,
-            content=content,
-            extensions={"timeout": self._timeouts},
-        )
+        return core_url
 
     def build(
         self, method: str, url: str, headers: dict[str, str], content: bytes | None
