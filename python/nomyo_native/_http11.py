@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import h11
 import httpcore2
+from h11 import _headers as h11_headers
 
 from nomyo_native._http11_head import read_plain_head
 from nomyo_native._http11_plain import new_connection, plain_request, read_response_head
@@ -141,6 +142,15 @@ def _comma_tokens(headers: Headers, names: tuple[bytes, ...]) -> dict[bytes, lis
     return tokens
 
 
+def _asks_to_close(fields: h11_headers.Headers) -> bool:
+    """Whether a request's (checked) fields ask to close the connection after it: a
+    ``close`` token in a ``Connection`` field, as :func:`_comma_tokens` reads it."""
+    for _, name, value in fields._full_items:
+        if name == b"connection" and b"close" in (t.strip().lower() for t in value.split(b",")):
+            return True
+    return False
+
+
 def _unquoted(exc: h11.ProtocolError) -> str:
     return _QUOTED.sub("", str(exc))
 
@@ -168,8 +178,7 @@ class Exchange:
                 self.head = self._h11.send(request)
         except h11.LocalProtocolError as exc:
             raise httpcore2.LocalProtocolError(_unquoted(exc)) from None
-        connection = _comma_tokens(fields.raw_items(), (b"connection",))[b"connection"]
-        self._request_keeps_alive = b"close" not in connection
+        self._request_keeps_alive = not _asks_to_close(fields)
         self._head: ResponseHead | None = None
         # How much of the head still arriving has been searched for its end: each search goes
         # on from there, so a head trickling in a byte per read is scanned once, not per read.

@@ -15,11 +15,18 @@ head giving more than one goes to h11's full check.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 # h11's own check and its checked-fields type: the same code that checks every request, called
 # on fewer fields (h11 exports neither).
-from h11._headers import Headers, normalize_and_validate
+from h11._headers import (
+    CONTENT_LENGTH_MAX_DIGITS,
+    Headers,
+    _field_name_re,
+    _field_value_re,
+    normalize_and_validate,
+)
 
 __all__ = ["checked_fields"]
 
@@ -62,7 +69,10 @@ def checked_fields(fields: list[Field]) -> Headers:
     if names.count(b"content-length") + names.count(b"transfer-encoding") > 1:
         return normalize_and_validate(fields)  # h11 compares these fields with each other
     # One item per field, in order (with no framing field repeated, h11 merges none).
-    fresh = iter(normalize_and_validate(unchecked)._full_items)
+    plain = [_plain_item(name, value) for name, value in unchecked]
+    fresh: Iterator[Any] = iter(
+        plain if None not in plain else normalize_and_validate(unchecked)._full_items
+    )
     for index, item in enumerate(items):
         if item is None:
             item = items[index] = next(fresh)
@@ -72,3 +82,20 @@ def checked_fields(fields: list[Field]) -> Headers:
                 name, value = fields[index]
                 known[name, value] = item
     return Headers(items)
+
+
+def _plain_item(name: bytes, value: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """The item h11 makes of one field that its own expressions accept and that it neither
+    normalizes nor refuses for its framing (a Content-Length of digits only, no
+    Transfer-Encoding); None for any other, which h11 then checks whole (and words the
+    refusal). The same check as h11's, without its per-field machinery."""
+    lowered = name.lower()
+    if lowered == b"transfer-encoding":
+        return None
+    if _field_name_re.fullmatch(name) is None or _field_value_re.fullmatch(value) is None:
+        return None
+    if lowered == b"content-length" and not (
+        value.isdigit() and len(value) <= CONTENT_LENGTH_MAX_DIGITS
+    ):
+        return None
+    return name, lowered, value

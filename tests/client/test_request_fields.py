@@ -42,6 +42,9 @@ CASES = [
     [(b"Host", b"h"), (b"Content-Length", b"5, 5")],
     [(b"Host", b"h"), ("X-Str", "value")],  # str fields, as h11 takes them
     [(b"Host", b"h"), (memoryview(b"X-View"), b"value")],  # bytes-like, as h11 takes it
+    [(b"Host", b"h"), (b"Content-Length", b"007"), (b"X-Empty", b"")],
+    [(b"Host", b"h"), (b"Content-Length", b"1" * 20), (b"X-Obs", b"caf\xe9 \t au lait")],
+    [(b"Host", b"h"), (b"transfer-encoding", b"CHUNKED")],  # lowered by h11
 ]
 
 
@@ -59,6 +62,10 @@ REFUSED = [
     [(b"Host", b"h"), (b"Transfer-Encoding", b"chunked"), (b"Transfer-Encoding", b"chunked")],
     [(b"Host", b"h"), (b"Transfer-Encoding", b"gzip")],
     [(b"Host", b"h"), (b"Content-Length", b"x")],
+    [(b"Host", b"h"), (b"Content-Length", b"1" * 21)],
+    [(b"Host", b"h"), (b"Content-Length", b"+5")],
+    [(b"Host", b"h"), (b"Content-Length", b"")],
+    [(b"Host", b"h"), (b"X-Trailing", b"v ")],
     [(b"Host", b"h"), (b"X-Nul", b"a\x00b")],
     [(b"Host", b"h"), (b"Content-Length", b"5"), ("Content-Length", "6")],  # one as str
 ]
@@ -88,20 +95,35 @@ def test_the_first_field_refused_is_the_one_named() -> None:
     assert str(ours.value) == str(by_h11.value)
 
 
-def test_a_remembered_field_is_not_checked_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    checked: list[list[Any]] = []
+def spy_on_checks(patch: pytest.MonkeyPatch) -> list[Any]:
+    """The fields checked from now on, in order, by h11's whole check or field by field with
+    its expressions (``_plain_item``)."""
+    checked: list[Any] = []
+    plain_item = _request_fields._plain_item
 
     def spy(fields: list[Any], _parsed: bool = False) -> Any:
-        checked.append(list(fields))
+        checked.extend(fields)
         return normalize_and_validate(fields)
 
-    monkeypatch.setattr(_request_fields, "normalize_and_validate", spy)
+    def plain_spy(name: bytes, value: bytes) -> Any:
+        checked.append((name, value))
+        return plain_item(name, value)
+
+    patch.setattr(_request_fields, "normalize_and_validate", spy)
+    patch.setattr(_request_fields, "_plain_item", plain_spy)
+    return checked
+
+
+def test_a_remembered_field_is_not_checked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    checked = spy_on_checks(monkeypatch)
     checked_fields([*HEAD, (b"X-Payload-ID", b"one")])
     checked_fields([*HEAD, (b"X-Payload-ID", b"two")])
     # Content-Length is checked every time: h11 compares it with any other framing field.
     assert checked == [
-        [*HEAD, (b"X-Payload-ID", b"one")],
-        [(b"Content-Length", b"12"), (b"X-Payload-ID", b"two")],
+        *HEAD,
+        (b"X-Payload-ID", b"one"),
+        (b"Content-Length", b"12"),
+        (b"X-Payload-ID", b"two"),
     ]
 
 
@@ -137,16 +159,10 @@ def test_the_memory_is_bounded() -> None:
 def test_only_the_librarys_own_public_fields_are_kept(field: tuple[bytes, bytes]) -> None:
     checked_fields([(b"Host", b"h"), (b"User-Agent", b"ua"), field, (b"Content-Length", b"2")])
     assert set(_request_fields._checked) == {(b"Host", b"h"), (b"User-Agent", b"ua")}
-    checked: list[list[Any]] = []
-
-    def spy(fields: list[Any], _parsed: bool = False) -> Any:
-        checked.append(list(fields))
-        return normalize_and_validate(fields)
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_request_fields, "normalize_and_validate", spy)
+        checked = spy_on_checks(patch)
         checked_fields([(b"Host", b"h"), field])
-    assert checked == [[field]]  # checked again by h11, the remembered Host not
+    assert checked == [field]  # checked again by h11's expressions, the remembered Host not
 
 
 def test_an_exchange_refuses_a_line_break_after_the_same_field_was_sent_clean() -> None:
