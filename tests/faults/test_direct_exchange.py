@@ -211,3 +211,37 @@ async def test_without_httpx2s_private_names_every_request_takes_its_transport(m
     await listener.wait_closed()
     assert (answer.status, bytes(answer.body)) == (200, b"hello")
     assert len(server.requests) == 1 and server.requests[0].endswith(BODY)
+
+
+@pytest.mark.parametrize("traced", [False, True])
+async def test_an_attempt_skips_httpcore2s_models_unless_its_steps_are_traced(
+    traced: bool, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Untraced, the pool gets the head and the body bytes (no httpcore2 request); with
+    httpcore2's DEBUG lines wanted, it gets the request they name, and logs its steps."""
+    server = RawServer([(_answer(200, b"hello"), False)])
+    listener = await asyncio.start_server(server.serve, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    driver = AsyncDriver(timeout=5.0, ssl_context=None, auth=None, transport=None, sleep=None)
+    pool = type(driver.state().sender._direct._pool)  # type: ignore[union-attr]
+    calls: list[str] = []
+    for name in ("send_plain", "handle_async_request"):
+        original = getattr(pool, name)
+
+        def spy(*args: Any, _original: Any = original, _name: str = name, **kwargs: Any) -> Any:
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(pool, name, spy)
+    with caplog.at_level(logging.DEBUG if traced else logging.INFO, logger="httpcore2"):
+        answer = await driver.send("POST", f"http://127.0.0.1:{port}{PATH}", HEADERS, BODY, 64, 9)
+    await driver.aclose()
+    listener.close()
+    await listener.wait_closed()
+    assert (answer.status, bytes(answer.body)) == (200, b"hello")
+    assert calls == (["handle_async_request"] if traced else ["send_plain"])
+    steps = [r.getMessage().split()[0] for r in caplog.records if r.name.startswith("httpcore2")]
+    if traced:
+        assert "send_request_headers.started" in steps and "response_closed.complete" in steps
+    else:
+        assert steps == []
