@@ -53,7 +53,7 @@ class DirectExchange:
     async def send(
         self,
         method: str,
-        url: httpx2.URL,
+        url: str,
         head: list[tuple[bytes, bytes]],
         content: bytes,
         ok_cap: int,
@@ -63,11 +63,11 @@ class DirectExchange:
         head needs httpx2's model."""
 
         def request() -> httpx2.Request:
-            return self._requests.plain_request(method, url, head, content)
+            return self._requests.plain_request(method, self._requests.url(url), head, content)
 
         target = self._requests.plain_target(url)
         if target is None or tracing_wanted():
-            return await self._send_modelled(method, url, head, content)
+            return await self._send_modelled(method, self._requests.url(url), head, content)
         origin, path = target
         try:
             response = await self._pool.send_plain(

@@ -68,7 +68,7 @@ class _Sender:
             head = self._requests.plain_head(parsed, headers, content)
             if head is not None:
                 assert content is not None
-                answer = await self._direct.send(method, parsed, head, content, ok_cap)
+                answer = await self._direct.send(method, url, head, content, ok_cap)
                 if isinstance(answer, Answer):
                     return answer
                 return await _read_answer(answer, ok_cap)

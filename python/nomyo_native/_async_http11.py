@@ -201,10 +201,9 @@ class HTTP11Connection(ConnectionState, httpcore2.AsyncConnectionInterface):
         """The head and body as h11 checked them; the body's bytes written as the caller gave
         them (sliced by the stream), a small request joined into one write."""
         parts = [exchange.head]
-        if type(body) is bytes:
+        if isinstance(body, bytes):
             parts += exchange.body_parts(body)  # a direct attempt's content: one chunk
         else:
-            assert isinstance(body, AsyncIterable)
             async for chunk in body:
                 parts += exchange.body_parts(chunk)
                 if sum(map(len, parts)) > COALESCE_BYTES:

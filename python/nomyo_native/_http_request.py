@@ -43,7 +43,8 @@ class RequestBuilder:
         # httpcore2's URL of each httpx2 URL, as httpx2's transport converts it: once per URL.
         self._core_urls: dict[httpx2.URL, httpcore2.URL] = {}
         # Their origins and targets, for the attempts that go without httpcore2's model.
-        self._targets: dict[httpx2.URL, tuple[httpcore2.Origin, bytes]] = {}
+        self._targets: dict[str, tuple[httpcore2.Origin, bytes]] = {}
+        self._routing: dict[str, httpcore2.Request] = {}
 
     @property
     def timeouts(self) -> dict[str, float | None]:
@@ -94,17 +95,29 @@ class RequestBuilder:
             extensions={"timeout": self._timeouts},
         )
 
-    def plain_target(self, url: httpx2.URL) -> tuple[httpcore2.Origin, bytes] | None:
+    def plain_target(self, url: str) -> tuple[httpcore2.Origin, bytes] | None:
         """The origin and request target of an http or https ``url`` as httpx2's transport
         converts it (for an attempt on our pool without httpcore2's request model); None for
-        any other scheme, which the pool refuses with httpcore2's words."""
+        any other scheme, which the pool refuses with httpcore2's words. Kept by the URL's
+        text: an ``httpx2.URL`` hashes by building its text anew."""
         target = self._targets.get(url)
         if target is None:
-            core_url = self._core_url(url)
+            core_url = self._core_url(self.url(url))
             if core_url.scheme not in (b"http", b"https"):
                 return None
             target = self._targets[url] = (core_url.origin, core_url.target)
         return target
+
+    def routing_request(self, url: str) -> httpcore2.Request | None:
+        """A request that only names an http or https ``url`` (no head, no body), for a pool
+        that routes a request sent without httpcore2's model by its origin; None for any other
+        scheme. Made once per URL."""
+        routing = self._routing.get(url)
+        if routing is None:
+            if self.plain_target(url) is None:
+                return None
+            routing = self._routing[url] = httpcore2.Request("GET", self._core_url(self.url(url)))
+        return routing
 
     def _core_url(self, url: httpx2.URL) -> httpcore2.URL:
         core_url = self._core_urls.get(url)

@@ -29,9 +29,11 @@ else:
     from nomyo_native._async_direct import AVAILABLE
 
 from nomyo_native._async_direct import needs_model, raise_as_httpx2, refuse_declared_over
+from nomyo_native._http11_state import tracing_wanted
 from nomyo_native._http_body import whole_body
 from nomyo_native._http_request import RequestBuilder
 from nomyo_native._protocol import MAX_ERROR_BODY_BYTES, Answer
+from nomyo_native._sync_pool import PLAIN_AVAILABLE, HTTP11ConnectionPool, PooledResponse
 from nomyo_native.errors import ResponseFormatError
 
 __all__ = ["AVAILABLE", "SyncDirectExchange"]
@@ -43,7 +45,7 @@ class SyncDirectExchange:
 
     def __init__(
         self,
-        pool: httpcore2.ConnectionPool,
+        pool: HTTP11ConnectionPool,
         requests: RequestBuilder,
         each_chunk: Callable[[], None],
     ) -> None:
@@ -54,7 +56,7 @@ class SyncDirectExchange:
     def send(
         self,
         method: str,
-        url: httpx2.URL,
+        url: str,
         head: list[tuple[bytes, bytes]],
         content: bytes,
         ok_cap: int,
@@ -62,6 +64,51 @@ class SyncDirectExchange:
         """The answer, read within ``ok_cap`` (a 200) or the error bodies' cap; or the
         ``httpx2.Response`` with its head read, for the caller to read and close, when its
         head needs httpx2's model."""
+
+        def request() -> httpx2.Request:
+            return self._requests.plain_request(method, self._requests.url(url), head, content)
+
+        routing = self._requests.routing_request(url) if PLAIN_AVAILABLE else None
+        if routing is None or tracing_wanted():
+            return self._send_modelled(method, self._requests.url(url), head, content, ok_cap)
+        try:
+            response = self._pool.send_plain(
+                routing,
+                (method.upper().encode("ascii"), routing.url.target, head),
+                content,
+                self._requests.timeouts,
+            )
+        except Exception as exc:
+            raise_as_httpx2(exc, request)
+        if needs_model(response.head.headers):
+            return self._as_httpx2(response.core_response(), request())
+        status = response.head.status
+        cap = ok_cap if status == 200 else MAX_ERROR_BODY_BYTES
+        try:
+            body = self._read_plain(response, cap)
+        except ResponseFormatError:
+            if status == 200:
+                raise
+            body = b""  # an oversized error body: the status says enough
+        except Exception as exc:
+            raise_as_httpx2(exc, request)
+        finally:
+            # On every path: the connection goes back to the pool, or is closed when its
+            # response was not read to the end.
+            response.close()
+        return Answer(status, body, None)
+
+    def _send_modelled(
+        self,
+        method: str,
+        url: httpx2.URL,
+        head: list[tuple[bytes, bytes]],
+        content: bytes,
+        ok_cap: int,
+    ) -> Answer | httpx2.Response:
+        """The attempt through httpcore2's request and response models (a URL the pool
+        refuses, steps traced on httpcore2's loggers, or httpcore2 without the pool's private
+        names ``send_plain`` needs)."""
 
         def request() -> httpx2.Request:
             return self._requests.plain_request(method, url, head, content)
@@ -90,6 +137,18 @@ class SyncDirectExchange:
             # response was not read to the end.
             stream.close()  # type: ignore[attr-defined]
         return Answer(status, body, None)
+
+    def _read_plain(self, response: PooledResponse, cap: int) -> bytes | bytearray | memoryview:
+        """:meth:`_read_capped` of a response sent plain: a declared-length body read whole,
+        with the deadline checked before and after it."""
+        if response.head.length is None:
+            return self._read_capped(response.stream, response.head.headers, cap)
+        refuse_declared_over(response.head.headers, cap)
+        self._each_chunk()
+        body = response.body.read_declared()
+        if body:
+            self._each_chunk()
+        return whole_body([body])
 
     def _as_httpx2(self, response: httpcore2.Response, request: httpx2.Request) -> httpx2.Response:
         """The response as the transport returns it and the driver's client receives it."""

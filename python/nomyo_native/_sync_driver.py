@@ -19,9 +19,8 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-import httpcore2
 import httpx2
 
 from nomyo_native import _sync_direct
@@ -30,7 +29,7 @@ from nomyo_native._http_request import RequestBuilder
 from nomyo_native._protocol import MAX_ERROR_BODY_BYTES
 from nomyo_native._sync_deadline import ATTEMPT_ENDS, READ_AHEAD, DeadlineExceeded, check_deadline
 from nomyo_native._sync_direct import SyncDirectExchange
-from nomyo_native._sync_http11 import HTTP11ConnectionPool
+from nomyo_native._sync_pool import HTTP11ConnectionPool
 from nomyo_native._sync_stream import DeadlineBackend
 from nomyo_native.errors import ClientClosedError, ResponseFormatError
 
@@ -59,9 +58,9 @@ class _DeadlineTransport(httpx2.HTTPTransport):
         )
 
     @property
-    def pool(self) -> httpcore2.ConnectionPool:
+    def pool(self) -> HTTP11ConnectionPool:
         """The pool of our own connections (for ``_sync_direct``)."""
-        return self._pool
+        return cast(HTTP11ConnectionPool, self._pool)
 
 
 class _Sender:
@@ -97,7 +96,7 @@ class _Sender:
             head = self._requests.plain_head(parsed, headers, content)
             if head is not None:
                 assert content is not None
-                return self._direct.send(method, parsed, head, content, ok_cap)
+                return self._direct.send(method, url, head, content, ok_cap)
         return self.open(method, url, headers, content)
 
     def open(

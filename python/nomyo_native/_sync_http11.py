@@ -1,5 +1,5 @@
-"""The sync driver's HTTP/1.1 connections, under httpcore2's own (thread-safe) pool: the blocking
-twin of ``_async_http11``.
+"""The sync driver's HTTP/1.1 connections, under httpcore2's own (thread-safe) pool
+(``_sync_pool``): the blocking twin of ``_async_http11``.
 
 The same framing (``_http11``: h11 checks the request and parses each head) and the same rule
 for reuse (``_http11_state``). A ``Content-Length`` body is received with ``recv_into`` straight
@@ -11,7 +11,7 @@ out again. Chunked and close-delimited bodies go through h11, chunk by chunk.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, cast
 
 import httpcore2
@@ -28,7 +28,10 @@ from nomyo_native._http11 import (
 )
 from nomyo_native._http11_state import ConnectionState
 
-__all__ = ["HTTP11Connection", "HTTP11ConnectionPool", "ReceiveInto"]
+__all__ = ["HTTP11Connection", "ReceiveInto", "RequestHead", "ResponseBody"]
+
+# A request's method, target and fields, as httpcore2's request carries them.
+RequestHead = tuple[bytes, bytes, list[tuple[bytes, bytes]]]
 
 # What one read asks of the stream (its reads may return more: see _sync_driver.READ_AHEAD).
 _READ_SIZE = 64 * 1024
@@ -117,20 +120,41 @@ class HTTP11Connection(ConnectionState, httpcore2.ConnectionInterface):
         self._source: _Source | None = None
 
     def handle_request(self, request: httpcore2.Request) -> httpcore2.Response:
+        assert isinstance(request.stream, Iterable)
+        body = self.exchange(
+            request.url.origin,
+            (request.method, request.url.target, request.headers),
+            request.stream,
+            request.extensions.get("timeout", {}),
+            request,
+        )
+        return body.core_response(body)
+
+    def exchange(
+        self,
+        origin: httpcore2.Origin,
+        head: RequestHead,
+        content: Iterable[bytes] | bytes,
+        timeouts: Mapping[str, float | None],
+        request: httpcore2.Request | None = None,
+    ) -> ResponseBody:
+        """Sends the request (``head``: method, target, fields) with ``content`` and reads the
+        response head: the body to read or stream, then close. ``request``: what the connect
+        step and the trace lines see; a direct attempt has none, and is not traced."""
         usable = self._source is None or self._source.clean
-        if not self._begin_exchange(request.url.origin, usable):
+        if not self._begin_exchange(origin, usable, traced=request is not None):
             self.close()
             raise httpcore2.ConnectionNotAvailable()
         try:
             if self._stream is None:
-                self._connect(request)
-            return self._exchange(request)
+                sni = request.extensions.get("sni_hostname") if request is not None else None
+                self._connect(timeouts.get("connect"), sni)
+            return self._exchange(head, content, timeouts, request)
         except BaseException:
             self.close()
             raise
 
-    def _connect(self, request: httpcore2.Request) -> None:
-        timeout = request.extensions.get("timeout", {}).get("connect")
+    def _connect(self, timeout: float | None, sni_hostname: str | None) -> None:
         host = self._origin.host.decode("ascii")
         port, local, options = self._origin.port, self._local_address, self._socket_options
         self._trace_connect(
@@ -144,7 +168,7 @@ class HTTP11Connection(ConnectionState, httpcore2.ConnectionInterface):
         if self._origin.scheme in (b"https", b"wss"):
             context = self._ssl_context or httpcore2.default_ssl_context()
             context.set_alpn_protocols(["http/1.1"])
-            server_hostname = request.extensions.get("sni_hostname") or host
+            server_hostname = sni_hostname or host
             self._trace_connect(
                 "start_tls.started", ssl_context=context, server_hostname=server_hostname,
                 timeout=timeout,
@@ -154,46 +178,43 @@ class HTTP11Connection(ConnectionState, httpcore2.ConnectionInterface):
         self._stream = stream
         self._source = _Source(stream)
 
-    def _exchange(self, request: httpcore2.Request) -> httpcore2.Response:
-        timeouts = request.extensions.get("timeout", {})
+    def _exchange(
+        self,
+        head: RequestHead,
+        content: Iterable[bytes] | bytes,
+        timeouts: Mapping[str, float | None],
+        request: httpcore2.Request | None,
+    ) -> ResponseBody:
         if self.tracing:
             self.trace("send_request_headers.started", request=request)
-        exchange = Exchange(request.method, request.url.target, request.headers)
-        assert isinstance(request.stream, Iterable)
+        exchange = Exchange(*head)
         try:
-            self._send(exchange, request.stream, timeouts.get("write"))
+            self._send(exchange, content, timeouts.get("write"))
         except httpcore2.WriteError:
             pass  # as httpcore2: the answer may already be there; the connection is not reused
         if self.tracing:
             self.trace("send_request_body.complete")
             self.trace("receive_response_headers.started", request=request)
-        head = self._receive_head(exchange, timeouts.get("read"))
+        answer = self._receive_head(exchange, timeouts.get("read"))
         if self.tracing:
             self.trace(
                 "receive_response_headers.complete",
-                return_value=(head.http_version, head.status, head.reason),
+                return_value=(answer.http_version, answer.status, answer.reason),
             )
-        return httpcore2.Response(
-            status=head.status,
-            headers=head.headers,
-            # The body's own buffer (or a view of it) passes through httpcore2 and httpx2.
-            content=cast(
-                "Iterable[bytes]", _ResponseBody(self, exchange, head, timeouts.get("read"))
-            ),
-            extensions={
-                "http_version": head.http_version,
-                "reason_phrase": head.reason,
-                "network_stream": self._stream,
-            },
-        )
+        return ResponseBody(self, exchange, answer, timeouts.get("read"))
 
-    def _send(self, exchange: Exchange, body: Iterable[bytes], timeout: float | None) -> None:
+    def _send(
+        self, exchange: Exchange, body: Iterable[bytes] | bytes, timeout: float | None
+    ) -> None:
         parts = [exchange.head]
-        for chunk in body:
-            parts += exchange.body_parts(chunk)
-            if sum(map(len, parts)) > COALESCE_BYTES:
-                self._write(parts, timeout)
-                parts = []
+        if isinstance(body, bytes):
+            parts += exchange.body_parts(body)  # a direct attempt's content: one chunk
+        else:
+            for chunk in body:
+                parts += exchange.body_parts(chunk)
+                if sum(map(len, parts)) > COALESCE_BYTES:
+                    self._write(parts, timeout)
+                    parts = []
         parts.append(exchange.end_of_request())
         self._write(parts, timeout)
 
@@ -222,6 +243,10 @@ class HTTP11Connection(ConnectionState, httpcore2.ConnectionInterface):
             self.trace("response_closed.complete")
 
     @property
+    def network_stream(self) -> httpcore2.NetworkStream | None:
+        return self._stream
+
+    @property
     def source(self) -> _Source:
         assert self._source is not None
         return self._source
@@ -232,9 +257,10 @@ class HTTP11Connection(ConnectionState, httpcore2.ConnectionInterface):
             self._stream.close()
 
 
-class _ResponseBody:
-    """The response's stream for httpcore2: a ``Content-Length`` body as one chunk (the buffer
-    it was received into), any other body as h11 yields it."""
+class ResponseBody:
+    """A response's head and its body to come: read whole (:meth:`read_declared`), or streamed
+    for httpcore2 (a ``Content-Length`` body as one chunk, the buffer it was received into; any
+    other body as h11 yields it); closing it ends the exchange."""
 
     def __init__(
         self,
@@ -245,17 +271,46 @@ class _ResponseBody:
     ) -> None:
         self._connection = connection
         self._exchange = exchange
-        self._head = head
+        self.head = head
         self._timeout = timeout
         self._read = head.length == 0
         self._closed = False
+
+    def core_response(self, content: Iterable[Any]) -> httpcore2.Response:
+        """The response as httpcore2 models it, its body streamed from ``content``."""
+        head = self.head
+        return httpcore2.Response(
+            status=head.status,
+            headers=head.headers,
+            # The body's own buffer (or a view of it) passes through httpcore2 and httpx2.
+            content=cast("Iterable[bytes]", content),
+            extensions={
+                "http_version": head.http_version,
+                "reason_phrase": head.reason,
+                "network_stream": self._connection.network_stream,
+            },
+        )
+
+    def read_declared(self) -> bytearray | memoryview | bytes:
+        """The whole body of a response of declared length (``head.length`` not None)."""
+        length = self.head.length
+        assert length is not None
+        if not length:
+            return b""
+        try:
+            body = self._connection.source.receive_body(length, self._timeout)
+        except BaseException:
+            self.close()
+            raise
+        self._read = True
+        return body
 
     def __iter__(self) -> Iterator[bytes | bytearray | memoryview]:
         connection = self._connection
         if connection.tracing:
             connection.trace("receive_response_body.started")
         try:
-            length = self._head.length
+            length = self.head.length
             if length is None:
                 yield from self._h11_chunks()
             elif length:
@@ -290,20 +345,4 @@ class _ResponseBody:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._connection.response_closed(self._exchange, self._head, self._read)
-
-
-class HTTP11ConnectionPool(httpcore2.ConnectionPool):
-    """httpcore2's pool (limits, queueing, keep-alive expiry) over :class:`HTTP11Connection`."""
-
-    def create_connection(self, origin: httpcore2.Origin) -> httpcore2.ConnectionInterface:
-        if self._proxy is not None or self._uds is not None or self._http2:
-            return super().create_connection(origin)  # not what the drivers build
-        return HTTP11Connection(
-            origin,
-            ssl_context=self._ssl_context,
-            keepalive_expiry=self._keepalive_expiry,
-            network_backend=self._network_backend,
-            local_address=self._local_address,
-            socket_options=self._socket_options,
-        )
+            self._connection.response_closed(self._exchange, self.head, self._read)

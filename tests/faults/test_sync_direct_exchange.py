@@ -212,3 +212,69 @@ def test_without_httpx2s_private_names_every_request_takes_its_transport(monkeyp
         driver.close()
     assert (answer.status, bytes(answer.body)) == (200, b"next")
     assert len(server.requests) == 1 and server.requests[0].endswith(BODY)
+
+
+def test_a_plain_send_answers_and_fails_as_the_pools_modelled_request(monkeypatch: Any) -> None:
+    """``send_plain`` (no httpcore2 request or response) against the same attempt through
+    httpcore2's models on the same pool (``send_plain`` off, as without its private names)."""
+    plain = _run(SCRIPT, len(SCRIPT), direct=True)
+    monkeypatch.setattr(nomyo_native._sync_direct, "PLAIN_AVAILABLE", False)
+    modelled = _run(SCRIPT, len(SCRIPT), direct=True)
+    assert plain == modelled
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_an_attempt_skips_httpcore2s_models_unless_its_steps_are_traced(
+    traced: bool, caplog: Any, monkeypatch: Any
+) -> None:
+    pool = nomyo_native._sync_pool.HTTP11ConnectionPool
+    calls: list[str] = []
+    for name in ("send_plain", "handle_request"):
+        original = getattr(pool, name)
+
+        def spy(*args: Any, _original: Any = original, _name: str = name, **kwargs: Any) -> Any:
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(pool, name, spy)
+    with (
+        _serving([]) as server,
+        caplog.at_level(logging.DEBUG if traced else logging.INFO, logger="httpcore2"),
+    ):
+        driver = _driver(direct=True)
+        answer = driver.send("POST", f"http://127.0.0.1:{server.server_address[1]}{PATH}",
+                             HEADERS, BODY, 64, 9)  # fmt: skip
+        driver.close()
+    assert (answer.status, bytes(answer.body)) == (200, b"next")
+    assert calls == (["handle_request"] if traced else ["send_plain"])
+    steps = [r.getMessage().split()[0] for r in caplog.records if r.name.startswith("httpcore2")]
+    if traced:
+        assert "send_request_headers.started" in steps and "response_closed.complete" in steps
+    else:
+        assert steps == []
+
+
+def test_plain_sends_from_many_threads_queue_for_a_small_pool() -> None:
+    """Eight threads, two connections: every request answered, each on one of the two, and
+    nothing left queued or taken in the pool afterwards."""
+    with _serving([]) as server:
+        driver = _driver(direct=True)
+        pool = driver._sender._direct._pool  # type: ignore[union-attr]
+        pool._max_connections = 2
+        url = f"http://127.0.0.1:{server.server_address[1]}{PATH}"
+        answers: list[int] = []
+
+        def run() -> None:
+            for _ in range(5):
+                answers.append(driver.send("POST", url, HEADERS, BODY, 64, 9).status)
+
+        threads = [threading.Thread(target=run) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert answers == [200] * 40
+        assert server.connections <= 2
+        assert pool._requests == []
+        assert all(connection.is_idle() for connection in pool.connections)
+        driver.close()
