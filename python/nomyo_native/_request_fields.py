@@ -57,7 +57,8 @@ def checked_fields(fields: list[Field]) -> Headers:
     one it refuses. Those checked on an earlier request are not checked again."""
     known = _checked
     try:
-        items: list[Any] = [known.get((name, value)) for name, value in fields]
+        # Each field as given (a pair): a list or any other unhashable pair goes to h11 alone.
+        items: list[Any] = [known.get(field) for field in fields]
     except TypeError:  # an unhashable name or value (not what httpcore2 passes on): h11 alone
         return normalize_and_validate(fields)
     if None not in items:
@@ -65,18 +66,20 @@ def checked_fields(fields: list[Field]) -> Headers:
     unchecked = [field for field, item in zip(fields, items, strict=True) if item is None]
     if any(type(name) is not bytes or type(value) is not bytes for name, value in unchecked):
         return normalize_and_validate(fields)  # h11 converts them, or refuses them as it does
-    names = [name.lower() for name, _ in fields]
-    if names.count(b"content-length") + names.count(b"transfer-encoding") > 1:
+    # Framing fields are never remembered: any two of them are among the unchecked ones.
+    lowered = [name.lower() for name, _ in unchecked]
+    if lowered.count(b"content-length") + lowered.count(b"transfer-encoding") > 1:
         return normalize_and_validate(fields)  # h11 compares these fields with each other
     # One item per field, in order (with no framing field repeated, h11 merges none).
-    plain = [_plain_item(name, value) for name, value in unchecked]
+    plain = [_plain_item(*field) for field in unchecked]
     fresh: Iterator[Any] = iter(
         plain if None not in plain else normalize_and_validate(unchecked)._full_items
     )
+    kept = iter(lowered)
     for index, item in enumerate(items):
         if item is None:
             item = items[index] = next(fresh)
-            if names[index] in _KEPT:
+            if next(kept) in _KEPT:
                 if len(known) >= _BOUND:
                     known.clear()
                 name, value = fields[index]
