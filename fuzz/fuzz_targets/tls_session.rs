@@ -3,6 +3,8 @@
 //! size of the reads. Any TLS failure is fine; a panic, abort, hang or runaway allocation is
 //! not, and neither is a session whose accounting is off:
 //! - `receive` returns `plaintext_pending`, and `read_into` hands over exactly that much;
+//! - `receive_into` (every other piece) writes at most its buffer, and what it wrote plus
+//!   what then waits is what `receive` would have left waiting;
 //! - `take_tls` returns exactly `tls_pending` bytes, and nothing is pending after it;
 //! - a failed session stays failed: `receive` and `send` keep refusing.
 //!
@@ -67,8 +69,22 @@ fuzz_target!(|data: &[u8]| {
     let mut session =
         TlsSession::new(config(), server_name(name).expect("a valid name")).expect("a new session");
     let mut failed = false;
-    for piece in stream.chunks(step) {
-        match session.receive(piece) {
+    let mut into = vec![0; read_size];
+    for (index, piece) in stream.chunks(step).enumerate() {
+        let before = session.plaintext_pending();
+        let result = if index % 2 == 0 {
+            session.receive(piece)
+        } else {
+            let mut written = 0;
+            let result = session.receive_into(piece, &mut into, &mut written);
+            assert!(written <= into.len(), "receive_into wrote past its buffer");
+            if failed {
+                assert_eq!(written, 0, "a failed session wrote plaintext");
+            }
+            assert!(written >= before.min(into.len()), "what waited came first");
+            result.map(|()| session.plaintext_pending())
+        };
+        match result {
             Ok(pending) => {
                 assert!(!failed, "a failed session accepted more bytes");
                 assert_eq!(pending, session.plaintext_pending());

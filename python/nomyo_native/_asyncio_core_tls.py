@@ -102,7 +102,7 @@ class _Receiver(asyncio.BufferedProtocol):
             return  # nothing after close_notify or a failure is read
         session = self.session
         try:
-            session.receive(self._raw[:nbytes])
+            self._receive(nbytes)
             self.flush()  # handshake replies, key updates, alerts
         except _core.TlsError as exc:
             # The records before the bad one are authentic: the connection gets their plaintext
@@ -122,6 +122,27 @@ class _Receiver(asyncio.BufferedProtocol):
                 self.handshake.set_result(None)
             return
         self.deliver()
+
+    def _receive(self, nbytes: int) -> None:
+        """Gives the session ``nbytes`` of ciphertext; while the connection takes plaintext,
+        it is decrypted straight into the connection's buffer (a body's own, for a body), one
+        copy less than through the session's and one call less. A TlsError comes after the
+        connection got the plaintext of the records before the bad one."""
+        app = self.app
+        if not self.delivering or self.app_paused or app is None:
+            self.session.receive(self._raw[:nbytes])
+            return
+        view = app.get_buffer(nbytes)
+        moved = 0
+        try:
+            moved = self.session.receive_into(self._raw[:nbytes], view)
+        except _core.TlsError as exc:
+            moved = getattr(exc, "written", 0)
+            raise
+        finally:
+            del view  # no export of the connection's buffer outlives the call
+            if moved:
+                app.buffer_updated(moved)
 
     def eof_received(self) -> bool:
         if not self.handshake.done():

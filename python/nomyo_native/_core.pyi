@@ -326,6 +326,11 @@ class TlsSession:
         """Take TLS bytes read from the socket (any amount, all taken), processing every
         complete record; returns the plaintext bytes now waiting. Replies and alerts are then
         waiting in ``take_tls()``. Raises TlsError / TlsCertificateError."""
+    def receive_into(self, data: Buffer, buffer: Buffer) -> int:
+        """``receive``, with the plaintext moved into the writable ``buffer`` as the records
+        are decrypted (what was waiting first); returns the bytes written there, the rest
+        waits for ``read_into``. ValueError if the two share memory. A TlsError raised here
+        has ``written``: the bytes written into ``buffer`` before the failure (authentic)."""
     def read_into(self, buffer: Buffer) -> int:
         """Move waiting plaintext into the writable ``buffer``; returns the bytes written.
         After a failure: what was authenticated before it, then the failure."""

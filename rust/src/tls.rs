@@ -28,8 +28,13 @@ use crate::tls_parity;
 /// than this; past it `receive` moves the plaintext into the session's own buffer.
 const RUSTLS_PLAINTEXT_LIMIT: usize = 16 * 1024;
 
-/// `send` hands rustls this much at a time and stages the records before the next slice.
+/// `send` hands rustls this much at a time.
 const SEND_SLICE: usize = 64 * 1024;
+
+/// A `send` up to this size leaves its records in rustls (`take_tls` copies them out once, as
+/// the drivers' 256 KiB writes); a larger one stages each slice's, so that a megabyte of record
+/// buffers is never allocated at once.
+const UNSTAGED_SEND: usize = 256 * 1024;
 
 /// Largest staging buffer kept between calls.
 const STAGED_KEPT: usize = 256 * 1024;
@@ -335,12 +340,32 @@ impl TlsSession {
 
     /// Take TLS bytes read from the socket (all of them), processing every complete record;
     /// returns the plaintext bytes now waiting. A truncated record waits for the rest.
-    pub fn receive(&mut self, mut data: &[u8]) -> Result<usize, TlsFailure> {
+    pub fn receive(&mut self, data: &[u8]) -> Result<usize, TlsFailure> {
+        let mut written = 0;
+        self.receive_into(data, &mut [], &mut written)?;
+        Ok(self.plaintext_pending())
+    }
+
+    /// `receive`, with the plaintext moved into `out` as the records are decrypted (what was
+    /// waiting first): a body lands in its buffer without passing through the session's own.
+    /// `written` counts the bytes written into `out`, also when this fails: the records
+    /// before the bad one are authentic. What does not fit waits for `read_into`.
+    pub fn receive_into(
+        &mut self,
+        mut data: &[u8],
+        out: &mut [u8],
+        written: &mut usize,
+    ) -> Result<(), TlsFailure> {
+        *written = 0;
         self.check()?;
         let _inside = crate::lc_heap::enter();
+        *written = self.take_plaintext(out);
         while !data.is_empty() && !self.peer_closed {
             if self.rustls_plaintext > RUSTLS_PLAINTEXT_LIMIT {
-                self.move_plaintext_out();
+                *written += self.take_plaintext(&mut out[*written..]);
+                if self.rustls_plaintext > RUSTLS_PLAINTEXT_LIMIT {
+                    self.move_plaintext_out();
+                }
             }
             match self.conn.read_tls(&mut data) {
                 // After close_notify rustls reads nothing more: the rest is discarded.
@@ -351,7 +376,8 @@ impl TlsSession {
                 }
             }
         }
-        Ok(self.plaintext_pending())
+        *written += self.take_plaintext(&mut out[*written..]);
+        Ok(())
     }
 
     /// Move all of rustls's waiting plaintext to `overflow` (so that it reads more records).
@@ -391,6 +417,11 @@ impl TlsSession {
         if self.plaintext_pending() == 0 {
             self.check()?;
         }
+        Ok(self.take_plaintext(out))
+    }
+
+    /// Move waiting plaintext, oldest first, into `out`; the bytes written.
+    fn take_plaintext(&mut self, out: &mut [u8]) -> usize {
         let mut written = 0;
         let waiting = &self.overflow[self.overflow_read..];
         if !waiting.is_empty() {
@@ -408,7 +439,7 @@ impl TlsSession {
                 }
             }
         }
-        Ok(written)
+        written
     }
 
     /// Encrypt application data into the TLS output. Refused before the handshake ends and
@@ -442,9 +473,7 @@ impl TlsSession {
                     }
                 }
             }
-            // One slice's records stay in rustls (take_tls copies them out once); a larger send
-            // stages each slice's so that rustls reuses its record buffers.
-            if data.len() > SEND_SLICE {
+            if data.len() > UNSTAGED_SEND {
                 self.stage_output();
             }
         }
@@ -674,6 +703,27 @@ xgIhAIfvIafRpmXx/2PK8nFjn104zAYUfZn5DQ4MsNaoClH0
             session.failure().is_none(),
             "a refused early send does not fail the session"
         );
+    }
+
+    #[test]
+    fn receive_into_counts_what_it_wrote_also_when_it_fails() {
+        let config = TlsConfig::new(TEST_CA.as_bytes(), vec![]).unwrap();
+        let mut session = TlsSession::new(&config, server_name("localhost").unwrap()).unwrap();
+        let mut out = [0u8; 64];
+        let mut written = usize::MAX;
+        session.receive_into(b"", &mut out, &mut written).unwrap();
+        assert_eq!(written, 0);
+        // A cleartext record of an unknown type instead of the ServerHello.
+        let garbage = b"\x42\x03\x03\x00\x04abcd";
+        written = usize::MAX;
+        assert!(session
+            .receive_into(garbage, &mut out, &mut written)
+            .is_err());
+        assert_eq!(written, 0, "nothing authentic was written");
+        written = usize::MAX;
+        assert!(session.receive_into(b"", &mut out, &mut written).is_err());
+        assert_eq!(written, 0, "a failed session writes nothing");
+        assert!(session.receive(b"").is_err());
     }
 
     #[test]

@@ -175,8 +175,8 @@ async def test_an_untrusted_certificate_says_how_to_fix_it(secure_endpoint: Any)
 
 
 class WatchedSession:
-    """A session whose ``read_into`` calls are recorded: the buffer each view belongs to and
-    how many bytes went into it."""
+    """A session whose ``read_into`` and ``receive_into`` calls are recorded: the buffer each
+    view belongs to and how many bytes went into it."""
 
     def __init__(self, session: Any, targets: list[tuple[Any, int]]) -> None:
         self._session = session
@@ -184,6 +184,11 @@ class WatchedSession:
 
     def read_into(self, buffer: memoryview) -> int:
         moved = int(self._session.read_into(buffer))
+        self._targets.append((buffer.obj, moved))
+        return moved
+
+    def receive_into(self, data: memoryview, buffer: memoryview) -> int:
+        moved = int(self._session.receive_into(data, buffer))
         self._targets.append((buffer.obj, moved))
         return moved
 
@@ -222,6 +227,43 @@ async def test_a_body_of_any_size_arrives_whole_and_a_large_one_straight_into_it
         into_own = sum(moved for target, moved in targets if target is own)
         # All but what came with the head was decrypted into the body's buffer itself.
         assert into_own >= size - RECEIVE_BUFFER_SIZE
+
+
+class ReceiveIntoWatched(WatchedSession):
+    """Records only what ``receive_into`` decrypted straight into a buffer."""
+
+    def read_into(self, buffer: memoryview) -> int:
+        return int(self._session.read_into(buffer))
+
+
+async def test_a_large_body_is_decrypted_into_its_buffer_as_the_socket_is_read(
+    tls_files: TlsFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not staged in the session first and moved by a second call: all but what came with the
+    head (and at most one socket read past it) is decrypted by ``receive_into`` into the body."""
+    targets: list[tuple[Any, int]] = []
+    start = _asyncio_core_tls.start_session
+    monkeypatch.setattr(
+        _asyncio_core_tls, "start_session", lambda *a: ReceiveIntoWatched(start(*a), targets)
+    )
+    size = 1_400_000
+    body = bytes(range(251)) * (size // 251) + bytes(range(size % 251))
+    async with tls_peer(server_context(tls_files), lambda p: serve_forever(p, body)) as server:
+        driver = AsyncDriver(
+            timeout=10,
+            ssl_context=core_context(tls_files.ca_path),
+            auth=None,
+            transport=None,
+            sleep=None,
+        )
+        try:
+            answer = await driver.send("POST", server.url, {}, b"a", 1 << 23, 10)
+        finally:
+            await driver.aclose()
+    assert bytes(answer.body) == body
+    own = answer.body.obj if isinstance(answer.body, memoryview) else answer.body
+    into_own = sum(moved for target, moved in targets if target is own)
+    assert into_own >= size - 2 * RECEIVE_BUFFER_SIZE
 
 
 # ---- flow control ------------------------------------------------------------------------------

@@ -482,3 +482,121 @@ def test_large_receive_releases_the_gil(identity: Identity, config: _core.TlsCon
         finished.set()
         thread.join()
     assert inside_seen.is_set() and small_rounds > 0
+
+
+# ---- receive_into: decrypted straight into the caller's buffer --------------------------------
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_receive_into_keeps_order_and_exact_counts(
+    identity: Identity, config: _core.TlsConfig, seed: int
+) -> None:
+    """``receive_into``, ``receive`` and ``read_into`` interleaved at random, records cut at
+    random points, buffers of random sizes (empty too): what waits comes out first, each call
+    writes at most its buffer, and after every call what was written plus what waits is
+    exactly the plaintext of the complete records fed."""
+    rng = random.Random(seed)
+    session, server = connected(identity, config)
+    sent, wire = bytearray(), bytearray()
+    for _ in range(30):
+        message = rng.randbytes(rng.choice([1, 100, 16384, 16385, 70_000]))
+        sent += message
+        wire += server.send(message)
+    offset, records = 0, []
+    while offset < len(wire):
+        length = int.from_bytes(wire[offset + 3 : offset + 5], "big")
+        offset += 5 + length
+        records.append((offset, length - 16 - 1))
+    received, fed = bytearray(), 0
+    while fed < len(wire) or session.plaintext_pending:
+        step = rng.choice([1, 5, 4096, 16 * 1024 + 22, 64 * 1024, 300_000])
+        piece = bytes(wire[fed : fed + step])
+        roll = rng.random()
+        if fed < len(wire) and roll < 0.5:
+            buffer = bytearray(rng.choice([0, 1, 7, 16 * 1024, 100_000, 1 << 20]))
+            n = session.receive_into(piece, memoryview(buffer))
+            assert 0 <= n <= len(buffer)
+            received += buffer[:n]
+            fed = min(fed + step, len(wire))
+        elif fed < len(wire) and roll < 0.7:
+            session.receive(piece)
+            fed = min(fed + step, len(wire))
+        else:
+            buffer = bytearray(rng.choice([1, 4096, 100_000]))
+            received += buffer[: session.read_into(buffer)]
+        authenticated = sum(plain for end, plain in records if end <= fed)
+        assert len(received) + session.plaintext_pending == authenticated
+    assert bytes(received) == bytes(sent)
+
+
+def test_receive_into_fills_the_buffer_and_leaves_the_rest_waiting(
+    identity: Identity, config: _core.TlsConfig
+) -> None:
+    session, server = connected(identity, config)
+    payload = bytes(range(256)) * 1000
+    buffer = bytearray(100_000)
+    assert session.receive_into(server.send(payload), buffer) == 100_000
+    assert bytes(buffer) == payload[:100_000]
+    assert session.plaintext_pending == len(payload) - 100_000
+    # What waits comes before what a later call decrypts.
+    buffer = bytearray(len(payload))
+    assert session.receive_into(server.send(b"after"), buffer) == len(payload) - 100_000 + 5
+    assert bytes(buffer[: len(payload) - 100_000 + 5]) == payload[100_000:] + b"after"
+    assert session.plaintext_pending == 0
+
+
+def test_receive_into_a_failure_says_what_was_written(
+    identity: Identity, config: _core.TlsConfig
+) -> None:
+    """The records before a forged one are authentic: the TlsError tells how much of them is in
+    the buffer, the rest waits for read_into, and only then does the session refuse."""
+    session, server = connected(identity, config)
+    good = server.send(b"the answer") + server.send(b"x" * 40_000)
+    forged = bytearray(server.send(b"forged"))
+    forged[-3] ^= 0x40
+    buffer = bytearray(30_000)
+    with pytest.raises(_core.TlsError) as caught:
+        session.receive_into(good + bytes(forged), buffer)
+    written = caught.value.written  # type: ignore[attr-defined]
+    assert 0 < written <= len(buffer)
+    assert "forged" not in str(caught.value)
+    rest = read_plaintext(session, chunk=7)
+    assert bytes(buffer[:written]) + rest == b"the answer" + b"x" * 40_000
+    with pytest.raises(_core.TlsError) as again:
+        session.receive_into(server.send(b"more"), bytearray(16))
+    assert again.value.written == 0  # type: ignore[attr-defined]
+
+
+def test_receive_into_refuses_overlapping_or_read_only_buffers(
+    identity: Identity, config: _core.TlsConfig
+) -> None:
+    session, server = connected(identity, config)
+    wire = bytearray(server.send(b"kept"))
+    with pytest.raises(ValueError, match="share memory"):
+        session.receive_into(wire, wire)
+    view = memoryview(wire)
+    with pytest.raises(ValueError, match="share memory"):
+        session.receive_into(view[:10], view[8:])
+    with pytest.raises(TypeError, match="writable"):
+        session.receive_into(bytes(wire), b"xxxx")
+    assert session.plaintext_pending == 0  # nothing was taken by a refused call
+    assert session.receive_into(bytes(wire), bytearray(8)) == 4
+
+
+def test_receive_into_after_close_notify_discards_the_rest(
+    identity: Identity, config: _core.TlsConfig
+) -> None:
+    session, server = connected(identity, config)
+    data = server.send(b"last words")
+    try:
+        server.tls.unwrap()
+    except ssl.SSLWantReadError:
+        pass
+    buffer = bytearray(64)
+    assert (
+        session.receive_into(data + server.outgoing.read() + b"\x17\x03\x03\x00\x05junk", buffer)
+        == 10
+    )
+    assert bytes(buffer[:10]) == b"last words"
+    assert session.peer_closed
+    assert session.plaintext_pending == 0

@@ -77,6 +77,15 @@ impl WritableBytes {
         Ok(Self(buffer))
     }
 
+    /// Whether these bytes share any memory with `other` (without making a slice of them).
+    pub fn overlaps(&self, other: &[u8]) -> bool {
+        let start = self.0.buf_ptr() as usize;
+        let end = start + self.0.len_bytes();
+        let other_start = other.as_ptr() as usize;
+        let other_end = other_start + other.len();
+        start < other_end && other_start < end
+    }
+
     /// The bytes, writable, valid as long as `self` (and so the export) lives.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         let len = self.0.len_bytes();

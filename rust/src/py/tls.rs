@@ -48,6 +48,11 @@ fn to_py(py: Python<'_>, failure: TlsFailure) -> PyErr {
     }
 }
 
+/// The failure of a session a panic ended.
+fn poisoned() -> TlsFailure {
+    TlsFailure::Protocol(INTERNAL_FAILURE.to_owned())
+}
+
 /// Run `f` on the session, turning a panic into a failure that ends the session.
 fn guarded<T>(
     session: &mut tls::TlsSession,
@@ -148,6 +153,48 @@ impl TlsSession {
             guarded(session, |s| s.receive(bytes))
         };
         result.map_err(|e| to_py(py, e))
+    }
+
+    /// `receive`, with the plaintext moved into `buffer` as it is decrypted (what was waiting
+    /// first); returns the bytes written there (the rest waits for `read_into`). A failure
+    /// raises with `written`, the bytes written into `buffer` before it (authentic).
+    fn receive_into(
+        &mut self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        buffer: &Bound<'_, PyAny>,
+    ) -> PyResult<usize> {
+        let data = BodyBytes::extract(data)?;
+        let mut out = WritableBytes::extract(buffer)?;
+        let bytes = data.as_slice();
+        if out.overlaps(bytes) {
+            return Err(PyValueError::new_err(
+                "data and buffer must not share memory",
+            ));
+        }
+        let out = out.as_mut_slice();
+        let session = &mut self.0;
+        let mut written = 0;
+        let mut run = || {
+            let result = guarded(session, |s| s.receive_into(bytes, out, &mut written));
+            if session.failure().is_some_and(|f| *f == poisoned()) {
+                written = 0; // nothing a panicking session decrypted is handed over
+            }
+            result
+        };
+        let result = if bytes.len() >= DETACH_BYTES {
+            py.detach(run)
+        } else {
+            run()
+        };
+        match result {
+            Ok(()) => Ok(written),
+            Err(failure) => {
+                let error = to_py(py, failure);
+                error.value(py).setattr("written", written)?;
+                Err(error)
+            }
+        }
     }
 
     /// Move waiting plaintext into `buffer`; returns the bytes written.
