@@ -99,6 +99,9 @@ class CoreTlsStream(httpcore2.NetworkStream):
         # connection as unusable).
         self._failure: Exception | None = None
         self._ended = False  # the socket's end of stream was received
+        # What the last receive with a buffer (``_receive_tls(into=...)``) decrypted into it,
+        # also when it failed: the records before a bad one are authentic.
+        self._written_into = 0
         # Session calls of this stream's user and a close() from another thread do not overlap:
         # close() sends close_notify only if it gets the lock at once.
         self._lock = threading.Lock()
@@ -168,12 +171,14 @@ class CoreTlsStream(httpcore2.NetworkStream):
             if not self._pull(None, wait=False):
                 return
 
-    def _pull(self, timeout: float | None, wait: bool = True) -> bool:
+    def _pull(
+        self, timeout: float | None, wait: bool = True, into: memoryview | None = None
+    ) -> bool:
         """One wait (or none) for TLS bytes, given to the session: False if nothing came. A
         failure is kept, not raised: the records before it were authentic, and the plaintext
         they carried is handed over first (the next read that needs more raises it)."""
         try:
-            return self._receive_tls(timeout, httpcore2.ReadTimeout, wait)
+            return self._receive_tls(timeout, httpcore2.ReadTimeout, wait, into)
         except (BlockingIOError, InterruptedError) as exc:
             if wait:  # a zero timeout from the caller: as OpenSSL's path, no lasting failure
                 raise httpcore2.ReadError(str(exc) or type(exc).__name__) from exc
@@ -204,15 +209,22 @@ class CoreTlsStream(httpcore2.NetworkStream):
             elif self._ended or session.peer_closed:
                 break
             else:
-                self._pull(timeout)
+                self._written_into = 0
+                self._pull(timeout, into=view[received:] if received else view)
+                received += self._written_into
         return received
 
     def _receive_tls(
-        self, timeout: float | None, on_timeout: type[Exception], wait: bool = True
+        self,
+        timeout: float | None,
+        on_timeout: type[Exception],
+        wait: bool = True,
+        into: memoryview | None = None,
     ) -> bool:
         """One wait (or none: BlockingIOError if nothing has arrived) for TLS bytes, all of
-        them given to the session, and any reply it then has (a key update's) sent; False at
-        the socket's end of stream."""
+        them given to the session (their plaintext decrypted straight into ``into``, if given,
+        as far as it goes: one copy and one call less for a body), and any reply it then has (a
+        key update's) sent; False at the socket's end of stream."""
         sock = self._sock
         # A zero timeout, not MSG_DONTWAIT: with a timeout set, Python waits for the socket
         # to be readable before it receives, whatever the flags.
@@ -222,7 +234,14 @@ class CoreTlsStream(httpcore2.NetworkStream):
             self._ended = True
             return False
         with self._lock:
-            self._session.receive(self._received_view[:got])
+            if into is None:
+                self._session.receive(self._received_view[:got])
+            else:
+                try:
+                    self._written_into = self._session.receive_into(self._received_view[:got], into)
+                except _core.TlsError as exc:
+                    self._written_into = getattr(exc, "written", 0)
+                    raise
         if self._session.tls_pending:
             self._send_waiting(timeout, on_timeout)
         return True

@@ -490,3 +490,35 @@ def test_a_large_body_is_encrypted_and_sent_slice_by_slice(serve, authority, mon
     assert len(sent) >= len(body) // WRITE_SLICE
     # A slice and its records' framing (22 bytes a 16 KiB record), never the whole body.
     assert max(sent) <= WRITE_SLICE + WRITE_SLICE // 512
+
+
+def test_a_large_answer_is_decrypted_into_its_buffer_as_the_socket_is_read(
+    serve, authority, monkeypatch
+):
+    """Not staged in the session and moved by a second call: all but what came with the head
+    (and at most one socket read past it) is decrypted by ``receive_into`` into the body."""
+    body = bytes(range(251)) * 5600  # 1.4 MB
+
+    def answer_big(raw: socket.socket, context: ssl.SSLContext) -> None:
+        with context.wrap_socket(raw, server_side=True) as conn:
+            read_head(conn)
+            head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+            conn.sendall(head + body)
+
+    written: list[int] = []
+    receive_tls = CoreTlsStream._receive_tls
+
+    def watched(stream: CoreTlsStream, *args: Any) -> bool:
+        into = args[3] if len(args) > 3 else None
+        stream._written_into = 0
+        try:
+            return receive_tls(stream, *args)
+        finally:
+            if into is not None:
+                written.append(stream._written_into)
+
+    monkeypatch.setattr(CoreTlsStream, "_receive_tls", watched)
+    server = serve(answer_big)
+    with core_client(authority.path) as http:
+        assert http.post(server.url, content=b"q").content == body
+    assert sum(written) >= len(body) - 2 * 128 * 1024
