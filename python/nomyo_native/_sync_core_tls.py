@@ -82,6 +82,16 @@ def _start_session(context: CoreTlsContext, server_hostname: str | None) -> _cor
     )
 
 
+def _receive(session: _core.TlsSession, data: memoryview, into: memoryview | None) -> int:
+    """The session takes ``data``; with ``into``, a body's buffer, the plaintext is decrypted
+    straight into it (one copy and one call less than through the session's own buffer): the
+    bytes written there (a TlsError says it in ``written``)."""
+    if into is None:
+        session.receive(data)
+        return 0
+    return session.receive_into(data, into)
+
+
 class CoreTlsStream(httpcore2.NetworkStream):
     """One TLS connection: a connected socket and the core's session over it."""
 
@@ -99,9 +109,8 @@ class CoreTlsStream(httpcore2.NetworkStream):
         # connection as unusable).
         self._failure: Exception | None = None
         self._ended = False  # the socket's end of stream was received
-        # What the last receive with a buffer (``_receive_tls(into=...)``) decrypted into it,
-        # also when it failed: the records before a bad one are authentic.
-        self._written_into = 0
+        self._into: memoryview | None = None  # a body's buffer the next receive decrypts into
+        self._written_into = 0  # what it wrote there (authentic, also if it then failed)
         # Session calls of this stream's user and a close() from another thread do not overlap:
         # close() sends close_notify only if it gets the lock at once.
         self._lock = threading.Lock()
@@ -171,14 +180,12 @@ class CoreTlsStream(httpcore2.NetworkStream):
             if not self._pull(None, wait=False):
                 return
 
-    def _pull(
-        self, timeout: float | None, wait: bool = True, into: memoryview | None = None
-    ) -> bool:
+    def _pull(self, timeout: float | None, wait: bool = True) -> bool:
         """One wait (or none) for TLS bytes, given to the session: False if nothing came. A
         failure is kept, not raised: the records before it were authentic, and the plaintext
         they carried is handed over first (the next read that needs more raises it)."""
         try:
-            return self._receive_tls(timeout, httpcore2.ReadTimeout, wait, into)
+            return self._receive_tls(timeout, httpcore2.ReadTimeout, wait)
         except (BlockingIOError, InterruptedError) as exc:
             if wait:  # a zero timeout from the caller: as OpenSSL's path, no lasting failure
                 raise httpcore2.ReadError(str(exc) or type(exc).__name__) from exc
@@ -186,6 +193,7 @@ class CoreTlsStream(httpcore2.NetworkStream):
         except TimeoutError as exc:  # the wait ran out: no failure of the connection
             raise httpcore2.ReadTimeout(str(exc) or "timed out") from exc
         except (OSError, _core.TlsError) as exc:
+            self._written_into = getattr(exc, "written", self._written_into)
             self._failure = _as_httpcore_error(
                 exc, self._hostname, httpcore2.ReadTimeout, httpcore2.ReadError
             )
@@ -209,22 +217,20 @@ class CoreTlsStream(httpcore2.NetworkStream):
             elif self._ended or session.peer_closed:
                 break
             else:
-                self._written_into = 0
-                self._pull(timeout, into=view[received:] if received else view)
+                self._into, self._written_into = view[received:], 0
+                try:
+                    self._pull(timeout)
+                finally:
+                    self._into = None  # never a buffer the caller is done with
                 received += self._written_into
         return received
 
     def _receive_tls(
-        self,
-        timeout: float | None,
-        on_timeout: type[Exception],
-        wait: bool = True,
-        into: memoryview | None = None,
+        self, timeout: float | None, on_timeout: type[Exception], wait: bool = True
     ) -> bool:
         """One wait (or none: BlockingIOError if nothing has arrived) for TLS bytes, all of
-        them given to the session (their plaintext decrypted straight into ``into``, if given,
-        as far as it goes: one copy and one call less for a body), and any reply it then has (a
-        key update's) sent; False at the socket's end of stream."""
+        them given to the session (decrypted into ``_into`` as far as it goes, if set), and any
+        reply it then has (a key update's) sent; False at the socket's end of stream."""
         sock = self._sock
         # A zero timeout, not MSG_DONTWAIT: with a timeout set, Python waits for the socket
         # to be readable before it receives, whatever the flags.
@@ -234,14 +240,7 @@ class CoreTlsStream(httpcore2.NetworkStream):
             self._ended = True
             return False
         with self._lock:
-            if into is None:
-                self._session.receive(self._received_view[:got])
-            else:
-                try:
-                    self._written_into = self._session.receive_into(self._received_view[:got], into)
-                except _core.TlsError as exc:
-                    self._written_into = getattr(exc, "written", 0)
-                    raise
+            self._written_into = _receive(self._session, self._received_view[:got], self._into)
         if self._session.tls_pending:
             self._send_waiting(timeout, on_timeout)
         return True

@@ -509,7 +509,7 @@ def test_a_large_answer_is_decrypted_into_its_buffer_as_the_socket_is_read(
     receive_tls = CoreTlsStream._receive_tls
 
     def watched(stream: CoreTlsStream, *args: Any) -> bool:
-        into = args[3] if len(args) > 3 else None
+        into = stream._into
         stream._written_into = 0
         try:
             return receive_tls(stream, *args)
