@@ -9,7 +9,7 @@ import ipaddress
 import ssl
 import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -42,6 +42,10 @@ class Spec:
     eku: list[x509.ObjectIdentifier] | None = None
     name_constraints: x509.NameConstraints | None = None
     sans: list[x509.GeneralName] = field(default_factory=list)
+    # Key identifiers other than the ones the keys give (None: from the subject's and the
+    # issuer's keys).
+    skid: x509.SubjectKeyIdentifier | None = None
+    akid: x509.AuthorityKeyIdentifier | None = None
 
 
 def _name(common_name: str) -> x509.Name:
@@ -65,9 +69,13 @@ def _build(
         .serial_number(x509.random_serial_number())
         .not_valid_before(spec.validity[0])
         .not_valid_after(spec.validity[1])
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            spec.skid or x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+            critical=False,
+        )
+        .add_extension(
+            spec.akid
+            or x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
             critical=False,
         )
     )
@@ -632,6 +640,75 @@ def _anchor_cases(ca: Spec, no_cert_sign: Spec, leaf: Spec, tag: str) -> dict[st
     return cases
 
 
+def _akid(
+    issuer: _Issuer, *, key_id: bool = True, serial: int | None = None, name: str | None = None
+) -> x509.AuthorityKeyIdentifier:
+    """An authorityKeyIdentifier for ``issuer``: its key id (or none), and if given a serial and
+    an issuer name in its place (OpenSSL compares them with the issuer's serial and own issuer)."""
+    key_identifier = x509.SubjectKeyIdentifier.from_public_key(issuer[1].public_key()).digest
+    names = [x509.DirectoryName(_name(name))] if name is not None else None
+    return x509.AuthorityKeyIdentifier(key_identifier if key_id else None, names, serial)
+
+
+_OTHER_KEY_ID = x509.AuthorityKeyIdentifier(b"\x01" * 20, None, None)
+
+
+def _akid_cases(ca: Spec, leaf: Spec, tag: str) -> dict[str, PathCase]:
+    root_name = f"paths akid root {tag}"
+    root = _issue(ca, root_name, None)
+    serial, own = root[0].serial_number, root_name  # a self-signed root is its own issuer
+    leaves: dict[str, tuple[str, x509.AuthorityKeyIdentifier, bool]] = {
+        "a leaf's AKID naming another key": ("akid-other-key", _OTHER_KEY_ID, False),
+        "a leaf's AKID naming another serial": (
+            "akid-other-serial",
+            _akid(root, serial=serial + 1, name=own),
+            False,
+        ),
+        "a leaf's AKID naming another issuer name": (
+            "akid-other-name",
+            _akid(root, key_id=False, serial=serial, name="elsewhere"),
+            False,
+        ),
+        "a leaf's AKID with its issuer's key id, serial and name": (
+            "akid-all-right",
+            _akid(root, serial=serial, name=own),
+            True,
+        ),
+    }
+    cases: dict[str, PathCase] = {}
+    for case, (slug, akid, accepted) in leaves.items():
+        leaf_cert, leaf_key = _issue(replace(leaf, akid=akid), "localhost", root)
+        cases[case] = PathCase(slug, [root[0]], [leaf_cert], leaf_key, accepted)
+    # Under an intermediate: the leaf's AKID is compared with the intermediate.
+    middle = _issue(ca, f"paths akid intermediate {tag}", root)
+    leaf_cert, leaf_key = _issue(replace(leaf, akid=_OTHER_KEY_ID), "localhost", middle)
+    cases["a leaf's AKID naming another key than its intermediate's"] = PathCase(
+        "akid-other-key-under-intermediate", [root[0]], [leaf_cert, middle[0]], leaf_key, False
+    )
+    # Two intermediates of one name and key, the first with another SKID: OpenSSL passes it by
+    # for the second, and so must the core.
+    twin_name, twin_key = f"paths akid twin {tag}", ec.generate_private_key(ec.SECP256R1())
+    other_skid = x509.SubjectKeyIdentifier(b"\x02" * 20)
+    decoy = _build(replace(ca, skid=other_skid), twin_name, twin_key, (root[0].subject, root[1]))
+    real = _build(ca, twin_name, twin_key, (root[0].subject, root[1]))
+    leaf_cert, leaf_key = _issue(leaf, "localhost", (real, twin_key))
+    cases["two intermediates of one name and key, the first with another SKID"] = PathCase(
+        "akid-twin-intermediates", [root[0]], [leaf_cert, decoy, real], leaf_key, True
+    )
+    # A non-root anchor whose AKID names another key than its root's, which did sign it.
+    anchor = _issue(replace(ca, akid=_OTHER_KEY_ID), f"paths akid anchor {tag}", root)
+    leaf_cert, leaf_key = _issue(leaf, "localhost", anchor)
+    cases["a non-root anchor whose AKID names another key than its root's"] = PathCase(
+        "akid-nonroot-anchor-other-key",
+        [anchor[0], root[0]],
+        [leaf_cert],
+        leaf_key,
+        False,
+        partial_chain_accepts=True,
+    )
+    return cases
+
+
 def path_cases(validity: tuple[datetime.datetime, datetime.datetime]) -> dict[str, PathCase]:
     """Every case, its certificates valid over ``validity`` (the Rust unit tests' fixtures are
     these cases over fixed dates: rust/tests/tls_parity/make_fixtures.py)."""
@@ -643,6 +720,7 @@ def path_cases(validity: tuple[datetime.datetime, datetime.datetime]) -> dict[st
         **_decoy_cases(ca, no_cert_sign, leaf, tag),
         **_path_length_cases(validity, leaf, tag),
         **_anchor_cases(ca, no_cert_sign, leaf, tag),
+        **_akid_cases(ca, leaf, tag),
     }
 
 

@@ -8,7 +8,8 @@
 //! not CA:FALSE, its keyUsage (if any) must allow keyCertSign, its extendedKeyUsage (if any)
 //! serverAuth and its pathLen the path's intermediates, and a non-root anchor must lead to a
 //! root of the store that signed it; the path's intermediates' keyUsage must allow
-//! keyCertSign, and the leaf's a TLS server's use. A refused path sends webpki on to the next
+//! keyCertSign, and the leaf's a TLS server's use; each certificate's authorityKeyIdentifier
+//! (if any) must name its issuer on the path, as OpenSSL's `X509_check_akid`. A refused path sends webpki on to the next
 //! candidate, as OpenSSL accepts a chain if some path to a root is acceptable. A leaf trusted
 //! as itself (a self-signed certificate in the store) is left to webpki, as OpenSSL makes no
 //! CA checks on it.
@@ -33,7 +34,10 @@ use webpki::{EndEntityCert, VerifiedPath};
 use x509_cert::der::asn1::{AnyRef, BitStringRef};
 use x509_cert::der::oid::{AssociatedOid, ObjectIdentifier};
 use x509_cert::der::{Decode, Encode, Reader, SliceReader};
-use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage};
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::{
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectKeyIdentifier,
+};
 use x509_cert::Certificate;
 
 const SERVER_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");
@@ -45,6 +49,56 @@ fn extension<'a, T: AssociatedOid + Decode<'a>>(cert: &'a Certificate) -> Option
     let found = extensions.iter().find(|e| e.extn_id == T::OID)?;
     T::from_der(found.extn_value.as_bytes()).ok()
 }
+
+/// What OpenSSL compares with a certificate's authorityKeyIdentifier before it takes another
+/// certificate for its issuer (`X509_check_akid`); webpki reads no authorityKeyIdentifier.
+#[derive(Debug, Clone)]
+struct IssuerIds {
+    key_id: Option<Vec<u8>>,
+    serial: Vec<u8>,
+    /// The DER of the issuer's own issuer name.
+    issuer: Vec<u8>,
+}
+
+impl IssuerIds {
+    fn of(cert: &Certificate) -> Option<Self> {
+        Some(Self {
+            key_id: extension::<SubjectKeyIdentifier>(cert).map(|id| id.0.as_bytes().to_vec()),
+            serial: cert.tbs_certificate.serial_number.as_bytes().to_vec(),
+            issuer: Encode::to_der(&cert.tbs_certificate.issuer).ok()?,
+        })
+    }
+
+    /// Whether `child`'s authorityKeyIdentifier (if any, and readable) names this certificate:
+    /// its key identifier if both have one, its serial and its issuer's name if the child's
+    /// names them. (Names are compared as DER; OpenSSL compares canonical forms.)
+    fn may_issue(&self, child: &Certificate) -> bool {
+        let Some(akid) = extension::<AuthorityKeyIdentifier>(child) else {
+            return true;
+        };
+        if let (Some(wanted), Some(key_id)) = (&akid.key_identifier, &self.key_id) {
+            if wanted.as_bytes() != key_id.as_slice() {
+                return false;
+            }
+        }
+        if let Some(serial) = &akid.authority_cert_serial_number {
+            if serial.as_bytes() != self.serial.as_slice() {
+                return false;
+            }
+        }
+        let directory_name =
+            akid.authority_cert_issuer
+                .iter()
+                .flatten()
+                .find_map(|name| match name {
+                    GeneralName::DirectoryName(name) => Some(name),
+                    _ => None,
+                });
+        directory_name.is_none_or(|name| Encode::to_der(name).is_ok_and(|der| der == self.issuer))
+    }
+}
+
+const AKID_MISMATCH: &str = "a certificate's authorityKeyIdentifier does not name its issuer";
 
 /// A trust anchor as OpenSSL uses it when it issues another certificate of the chain: webpki
 /// keeps only its subject and key.
@@ -61,6 +115,7 @@ pub struct AnchorLimit {
     not_before: Duration,
     not_after: Duration,
     path_len: Option<u8>,
+    ids: IssuerIds,
     /// Why OpenSSL would not let it issue a TLS server's chain (CA:FALSE, keyUsage, EKU).
     issuing_refusal: Option<&'static str>,
 }
@@ -93,6 +148,7 @@ pub fn anchor_limit(der: &[u8]) -> Option<AnchorLimit> {
         not_before: validity.not_before.to_unix_duration(),
         not_after: validity.not_after.to_unix_duration(),
         path_len: constraints.and_then(|c| c.path_len_constraint),
+        ids: IssuerIds::of(&cert)?,
         issuing_refusal,
     })
 }
@@ -188,11 +244,16 @@ fn way_up_refusal(
     if anchor.issuer == anchor.subject {
         return None;
     }
+    let Ok(cert) = Certificate::from_der(&anchor.der) else {
+        return Some(refuse("the trust anchor is not a self-signed root"));
+    };
     let up = hops.checked_sub(1).is_some_and(|hops| {
         anchors
             .iter()
             .filter(|issuer| {
-                issuer.subject == anchor.issuer && anchor.signed_by(issuer, algorithms)
+                issuer.subject == anchor.issuer
+                    && issuer.ids.may_issue(&cert)
+                    && anchor.signed_by(issuer, algorithms)
             })
             .any(|issuer| {
                 issuer.own_refusal(depth + 1, now).is_none()
@@ -311,50 +372,64 @@ impl ParityVerifier {
         if self.anchors.iter().any(|a| a.der == end_entity) {
             return Ok(());
         }
-        if let Ok(leaf) = Certificate::from_der(end_entity) {
-            if let Some(ku) = extension::<KeyUsage>(&leaf) {
-                if !(ku.digital_signature() || ku.key_encipherment() || ku.key_agreement()) {
-                    return Err(Error::InvalidCertificate(CertificateError::InvalidPurpose));
-                }
+        // Each certificate of the path in turn, from the leaf (None: one this module cannot
+        // read, left to webpki).
+        let mut child = Certificate::from_der(end_entity).ok();
+        if let Some(ku) = child.as_ref().and_then(extension::<KeyUsage>) {
+            if !(ku.digital_signature() || ku.key_encipherment() || ku.key_agreement()) {
+                return Err(Error::InvalidCertificate(CertificateError::InvalidPurpose));
             }
         }
         let mut depth = 0;
         for intermediate in path.intermediate_certificates() {
             depth += 1;
-            let Ok(parsed) = Certificate::from_der(intermediate.der().as_ref()) else {
-                continue;
-            };
-            if extension::<KeyUsage>(&parsed).is_some_and(|ku| !ku.key_cert_sign()) {
-                return Err(refuse(
-                    "an intermediate's keyUsage does not allow keyCertSign",
-                ));
+            let parsed = Certificate::from_der(intermediate.der().as_ref()).ok();
+            if let Some(issuer) = &parsed {
+                if extension::<KeyUsage>(issuer).is_some_and(|ku| !ku.key_cert_sign()) {
+                    return Err(refuse(
+                        "an intermediate's keyUsage does not allow keyCertSign",
+                    ));
+                }
+                let ids = IssuerIds::of(issuer);
+                if let (Some(child), Some(ids)) = (&child, ids) {
+                    if !ids.may_issue(child) {
+                        return Err(refuse(AKID_MISMATCH));
+                    }
+                }
             }
+            child = parsed;
         }
-        self.anchor_refusal(path.anchor(), depth, now)
+        self.anchor_refusal(path.anchor(), child.as_ref(), depth, now)
             .map_or(Ok(()), Err)
     }
 
-    /// Why the anchor that signed a path of `depth` intermediates may not end it (None: it may;
-    /// an anchor this module could not read: webpki decides alone). Certificates of the same
-    /// subject and key in the store are one anchor to webpki: one of them that may is enough.
+    /// Why the anchor that signed a path of `depth` intermediates, the last of which (or the
+    /// leaf) is `child`, may not end it (None: it may; an anchor this module could not read:
+    /// webpki decides alone). Certificates of the same subject and key in the store are one
+    /// anchor to webpki: one of them that may is enough.
     fn anchor_refusal(
         &self,
         anchor: &TrustAnchor<'_>,
+        child: Option<&Certificate>,
         depth: usize,
         now: Duration,
     ) -> Option<Error> {
         let mut first = None;
         for limit in self.anchors.iter().filter(|limit| limit.is(anchor)) {
-            let refusal = limit.own_refusal(depth, now).or_else(|| {
-                way_up_refusal(
-                    &self.anchors,
-                    limit,
-                    depth,
-                    now,
-                    self.algorithms.all,
-                    MAX_ANCHOR_HOPS,
-                )
-            });
+            let named = child.is_none_or(|child| limit.ids.may_issue(child));
+            let refusal = (!named).then(|| refuse(AKID_MISMATCH));
+            let refusal = refusal
+                .or_else(|| limit.own_refusal(depth, now))
+                .or_else(|| {
+                    way_up_refusal(
+                        &self.anchors,
+                        limit,
+                        depth,
+                        now,
+                        self.algorithms.all,
+                        MAX_ANCHOR_HOPS,
+                    )
+                });
             match refusal {
                 None => return None,
                 Some(error) => {

@@ -296,3 +296,31 @@ fn unreadable_certificates_give_no_limits_and_no_signed_parts() {
     assert!(signed_parts(b"\x30\x00").is_none());
     assert!(spki_parts(b"").is_none());
 }
+
+const AKID_MISMATCH_TEXT: &str = "a certificate's authorityKeyIdentifier does not name its issuer";
+
+#[test]
+fn an_authority_key_identifier_must_name_the_issuer() {
+    for fixture in [
+        fixture!("akid-other-key"),
+        fixture!("akid-other-serial"),
+        fixture!("akid-other-name"),
+        fixture!("akid-other-key-under-intermediate"),
+    ] {
+        assert_eq!(our_refusal(verdict(&fixture)), AKID_MISMATCH_TEXT);
+    }
+    assert!(verdict(&fixture!("akid-all-right")).is_ok());
+}
+
+#[test]
+fn an_intermediate_its_child_does_not_name_is_passed_by_for_one_it_does() {
+    assert!(verdict(&fixture!("akid-twin-intermediates")).is_ok());
+}
+
+#[test]
+fn a_non_root_anchor_must_name_its_root() {
+    assert_eq!(
+        our_refusal(verdict(&fixture!("akid-nonroot-anchor-other-key"))),
+        NOT_A_ROOT
+    );
+}
