@@ -600,3 +600,23 @@ def test_receive_into_after_close_notify_discards_the_rest(
     assert bytes(buffer[:10]) == b"last words"
     assert session.peer_closed
     assert session.plaintext_pending == 0
+
+
+def test_receive_into_with_records_split_at_every_boundary(
+    identity: Identity, config: _core.TlsConfig
+) -> None:
+    """Two records cut in two at every offset (inside a header, a body, a tag, between them):
+    each part's ``receive_into`` writes exactly the records completed so far, in order."""
+    session, server = connected(identity, config)
+    first, second = b"A" * 40, b"B" * 25
+    first_record = 5 + len(first) + 1 + 16  # header, content, its type, the tag
+    size = first_record + 5 + len(second) + 1 + 16
+    for cut in range(size + 1):
+        wire = server.send(first) + server.send(second)
+        assert len(wire) == size
+        head, tail = bytearray(128), bytearray(128)
+        got_head = session.receive_into(wire[:cut], head)
+        assert got_head == (40 if cut >= first_record else 0) + (25 if cut == size else 0)
+        got_tail = session.receive_into(wire[cut:], tail)
+        assert bytes(head[:got_head]) + bytes(tail[:got_tail]) == first + second
+        assert session.plaintext_pending == 0
