@@ -108,23 +108,32 @@ pub fn estimated_units(body: &[u8]) -> usize {
 /// the reader's UTF-8 path, which decodes them in place. Either answer reads correctly (it
 /// only picks the path): a malformed escape may make it say no where the reader refuses.
 ///
-/// Checked with `is_ascii` and a `memchr` per escape rather than `memmem::find`, which builds a
-/// searcher on every call (about 400 instructions, more than the rest of a short string).
+/// Checked a block at a time, `is_ascii` first and then a `memchr` per escape (rather than
+/// `memmem::find`, which builds a searcher on every call: about 400 instructions, more than
+/// the rest of a short string), so that either kind of non-ASCII text is told near its start:
+/// raw UTF-8 by its bytes, a server's `\u`-escaped text (all ASCII bytes) by its first escape,
+/// not after a pass over megabytes of it.
 pub fn ascii_only(body: &[u8]) -> bool {
-    if !body.is_ascii() {
-        return false;
-    }
+    const BLOCK: usize = 4096;
+    // Where the next escape may start: past the character the last one escaped.
     let mut from = 0;
-    while let Some(at) = memchr::memchr(b'\\', body.get(from..).unwrap_or_default()) {
-        let escape = from + at;
-        if body.get(escape + 1) == Some(&b'u') {
-            let hex = body.get(escape + 2..escape + 5).unwrap_or_default();
-            if !matches!(hex, [b'0', b'0', b'0'..=b'7']) {
-                return false;
-            }
+    for (k, block) in body.chunks(BLOCK).enumerate() {
+        if !block.is_ascii() {
+            return false;
         }
-        // The escaped character is skipped: an escaped backslash before a `u` is no escape.
-        from = escape + 2;
+        let end = k * BLOCK + block.len();
+        while let Some(at) = memchr::memchr(b'\\', body.get(from..end).unwrap_or_default()) {
+            let escape = from + at;
+            if body.get(escape + 1) == Some(&b'u') {
+                let hex = body.get(escape + 2..escape + 5).unwrap_or_default();
+                if !matches!(hex, [b'0', b'0', b'0'..=b'7']) {
+                    return false;
+                }
+            }
+            // The escaped character is skipped: an escaped backslash before a `u` is no escape.
+            from = escape + 2;
+        }
+        from = from.max(end);
     }
     true
 }
@@ -666,7 +675,7 @@ mod tests {
 
     #[test]
     fn ascii_only_says_yes_exactly_for_ascii_text_and_low_escapes() {
-        let cases: [(&[u8], bool); 13] = [
+        let cases: [(&[u8], bool); 19] = [
             (b"plain", true),
             (b"a\\nb\\t\\\"\\\\", true),
             (b"\\u0041\\u007F\\u0000", true),
@@ -681,9 +690,60 @@ mod tests {
             (b"\\\\\\u00e9", false),
             (b"\\u00", false),
             (b"\\", true),
+            // Raw non-ASCII text before, between and after escapes, and as the escaped byte.
+            ("\\n\\t\u{e9}x".as_bytes(), false),
+            ("a\u{e9}\\n".as_bytes(), false),
+            ("\\n\u{e9}\\n".as_bytes(), false),
+            ("\\\u{e9}".as_bytes(), false),
+            (b"\\u004\xff", false),
+            (b"\\n\\\"\\/tail\x7f", true),
         ];
         for (body, ascii) in cases {
             assert_eq!(ascii_only(body), ascii, "{body:?}");
+        }
+    }
+
+    #[test]
+    fn ascii_only_answers_as_a_whole_pass_would_across_its_blocks() {
+        // The answer of one `is_ascii` over the body and one escape scan after it.
+        let whole = |body: &[u8]| {
+            let mut k = 0;
+            while k < body.len() {
+                if body[k] == b'\\' {
+                    let hex = body.get(k + 2..k + 5).unwrap_or_default();
+                    if body.get(k + 1) == Some(&b'u') && !matches!(hex, [b'0', b'0', b'0'..=b'7']) {
+                        return false;
+                    }
+                    k += 2;
+                } else {
+                    k += 1;
+                }
+            }
+            body.is_ascii()
+        };
+        let pieces: [&[u8]; 8] = [
+            b"\\u00e9",
+            b"\\\\u00e9",
+            b"\\u0041",
+            b"\\n",
+            b"\\",
+            b"\xc3\xa9",
+            b"\\\xc3\xa9",
+            b"\\u00",
+        ];
+        for piece in pieces {
+            for at in (4096 - 8..4096 + 4).chain(8192 - 3..8192 + 1) {
+                let mut body = vec![b'a'; at];
+                body.extend_from_slice(piece);
+                body.extend_from_slice(b"tail");
+                assert_eq!(ascii_only(&body), whole(&body), "{piece:?} at {at}");
+                body.truncate(at + piece.len());
+                assert_eq!(
+                    ascii_only(&body),
+                    whole(&body),
+                    "{piece:?} at {at}, at the end"
+                );
+            }
         }
     }
 
@@ -787,11 +847,14 @@ mod timing {
                 let estimate = best(&mut || {
                     std::hint::black_box(estimated_units(&body));
                 });
+                let pick = best(&mut || {
+                    std::hint::black_box(ascii_only(&body));
+                });
                 let join = best(&mut || {
                     std::hint::black_box(join_to_ucs4(&dst, chars, &mut narrow));
                 });
                 println!(
-                    "{name:8} escaped={escaped:5} {} bytes {chars} chars: decode {took:?} estimate {estimate:?} join {join:?}",
+                    "{name:8} escaped={escaped:5} {} bytes {chars} chars: decode {took:?} estimate {estimate:?} ascii_only {pick:?} join {join:?}",
                     body.len()
                 );
             }
