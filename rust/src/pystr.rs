@@ -101,7 +101,7 @@ pub fn read_ucs4(s: &Bound<'_, PyString>, dst: &mut [u8]) -> Result<(), StrError
             "misfit buffer for a str's code points".into(),
         ))
     };
-    if dst.as_ptr().align_offset(4) != 0 || dst.len() % 4 != 0 {
+    if dst.as_ptr().align_offset(4) != 0 || !dst.len().is_multiple_of(4) {
         return Err(misfit());
     }
     // SAFETY: `s` is a live str.
