@@ -460,6 +460,29 @@ async def test_bytes_that_are_no_record_of_the_session_are_a_read_error_from_ssl
     assert any(isinstance(cause, ssl.SSLError) for cause in causes(caught.value))
 
 
+async def test_a_forged_record_inside_a_large_body_is_a_read_error_from_ssl(
+    tls_files: TlsFiles,
+) -> None:
+    """Authentic body records, then a forged one in the same segment (one receive_into writes
+    the good ones into the body, then fails): a ReadError from ssl, never a body."""
+
+    async def forge_mid_body(peer: TlsPeer) -> None:
+        await peer.read_request()
+        good = peer.records(b"HTTP/1.1 200 OK\r\nContent-Length: 600000\r\n\r\n")
+        good += peer.records(b"g" * 300_000)
+        forged = bytearray(peer.records(b"f" * 300_000))
+        forged[len(forged) // 2] ^= 0x01
+        await peer.send_raw(good)
+        await asyncio.sleep(0.05)  # the head first: the body's own buffer is then the target
+        await peer.send_raw(bytes(forged))
+        await peer.stall()
+
+    async with tls_peer(server_context(tls_files), forge_mid_body) as server:
+        with pytest.raises(httpx2.ReadError) as caught:
+            await fetch(server.url, tls_files.ca_path)
+    assert any(isinstance(cause, ssl.SSLError) for cause in causes(caught.value))
+
+
 async def test_an_answer_before_a_forged_record_is_returned_and_the_failure_kept_for_later(
     tls_files: TlsFiles,
 ) -> None:
