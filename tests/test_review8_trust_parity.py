@@ -46,6 +46,7 @@ class Spec:
     # issuer's keys).
     skid: x509.SubjectKeyIdentifier | None = None
     akid: x509.AuthorityKeyIdentifier | None = None
+    critical: list[x509.ExtensionType] = field(default_factory=list)
 
 
 def _name(common_name: str) -> x509.Name:
@@ -92,6 +93,8 @@ def _build(
         builder = builder.add_extension(spec.name_constraints, critical=True)
     if spec.sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(spec.sans), critical=False)
+    for extension in spec.critical:
+        builder = builder.add_extension(extension, critical=True)
     return builder.sign(issuer_key, hashes.SHA256())
 
 
@@ -709,6 +712,39 @@ def _akid_cases(ca: Spec, leaf: Spec, tag: str) -> dict[str, PathCase]:
     return cases
 
 
+_UNKNOWN = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"), b"\x05\x00")
+_ISSUER_ALT_NAME = x509.IssuerAlternativeName([x509.DNSName("ca.example.test")])
+_CRL_POINTS = x509.CRLDistributionPoints(
+    [x509.DistributionPoint([x509.UniformResourceIdentifier("http://ca.test/c.crl")], *[None] * 3)]
+)
+
+
+def _critical_cases(ca: Spec, leaf: Spec, tag: str) -> dict[str, PathCase]:
+    """Critical extensions OpenSSL does not handle, on each certificate of a chain (webpki
+    ignores every extension of a trust anchor), and one it handles."""
+    cases: dict[str, PathCase] = {}
+    on_root = {
+        "an unknown critical extension": ("critical-unknown-root", _UNKNOWN, False),
+        "a critical issuerAltName": ("critical-ian-root", _ISSUER_ALT_NAME, False),
+        "a critical cRLDistributionPoints": ("critical-crldp-root", _CRL_POINTS, True),
+    }
+    for what, (slug, extension, accepted) in on_root.items():
+        root = _issue(replace(ca, critical=[extension]), f"paths critical {slug} {tag}", None)
+        leaf_cert, leaf_key = _issue(leaf, "localhost", root)
+        cases[f"a root with {what}"] = PathCase(slug, [root[0]], [leaf_cert], leaf_key, accepted)
+    root = _issue(ca, f"paths critical root {tag}", None)
+    middle = _issue(replace(ca, critical=[_ISSUER_ALT_NAME]), f"paths critical ian {tag}", root)
+    leaf_cert, leaf_key = _issue(leaf, "localhost", middle)
+    cases["an intermediate with a critical issuerAltName"] = PathCase(
+        "critical-ian-intermediate", [root[0]], [leaf_cert, middle[0]], leaf_key, False
+    )
+    leaf_cert, leaf_key = _issue(replace(leaf, critical=[_ISSUER_ALT_NAME]), "localhost", root)
+    cases["a leaf with a critical issuerAltName"] = PathCase(
+        "critical-ian-leaf", [root[0]], [leaf_cert], leaf_key, False
+    )
+    return cases
+
+
 def path_cases(validity: tuple[datetime.datetime, datetime.datetime]) -> dict[str, PathCase]:
     """Every case, its certificates valid over ``validity`` (the Rust unit tests' fixtures are
     these cases over fixed dates: rust/tests/tls_parity/make_fixtures.py)."""
@@ -721,6 +757,7 @@ def path_cases(validity: tuple[datetime.datetime, datetime.datetime]) -> dict[st
         **_path_length_cases(validity, leaf, tag),
         **_anchor_cases(ca, no_cert_sign, leaf, tag),
         **_akid_cases(ca, leaf, tag),
+        **_critical_cases(ca, leaf, tag),
     }
 
 

@@ -9,7 +9,9 @@
 //! serverAuth and its pathLen the path's intermediates, and a non-root anchor must lead to a
 //! root of the store that signed it; the path's intermediates' keyUsage must allow
 //! keyCertSign, and the leaf's a TLS server's use; each certificate's authorityKeyIdentifier
-//! (if any) must name its issuer on the path, as OpenSSL's `X509_check_akid`. A refused path sends webpki on to the next
+//! (if any) must name its issuer on the path, as OpenSSL's `X509_check_akid`, and no
+//! certificate of the path, the anchor included, may carry a critical extension OpenSSL does
+//! not handle. A refused path sends webpki on to the next
 //! candidate, as OpenSSL accepts a chain if some path to a root is acceptable. A leaf trusted
 //! as itself (a self-signed certificate in the store) is left to webpki, as OpenSSL makes no
 //! CA checks on it.
@@ -42,6 +44,39 @@ use x509_cert::Certificate;
 
 const SERVER_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");
 const ANY_EXTENDED_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37.0");
+
+/// The extensions OpenSSL 3.0 handles when critical (`X509_supported_extension`): any other
+/// critical extension on a chain's certificate, the trust anchor included, makes it refuse the
+/// chain ("unhandled critical extension"). webpki ignores a trust anchor's extensions. Left
+/// out, so refused here even where a build of OpenSSL handles them: RFC 3779's IP and AS
+/// resources (OpenSSL also checks them along the path) and proxyCertInfo (proxy certificates
+/// are refused by default).
+const OPENSSL_HANDLED_CRITICAL: [ObjectIdentifier; 12] = [
+    ObjectIdentifier::new_unwrap("2.16.840.1.113730.1.1"), // Netscape certificate type
+    ObjectIdentifier::new_unwrap("2.5.29.15"),             // keyUsage
+    ObjectIdentifier::new_unwrap("2.5.29.17"),             // subjectAltName
+    ObjectIdentifier::new_unwrap("2.5.29.19"),             // basicConstraints
+    ObjectIdentifier::new_unwrap("2.5.29.32"),             // certificatePolicies
+    ObjectIdentifier::new_unwrap("2.5.29.31"),             // cRLDistributionPoints
+    ObjectIdentifier::new_unwrap("2.5.29.37"),             // extKeyUsage
+    ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.5"),  // OCSP noCheck
+    ObjectIdentifier::new_unwrap("2.5.29.36"),             // policyConstraints
+    ObjectIdentifier::new_unwrap("2.5.29.30"),             // nameConstraints
+    ObjectIdentifier::new_unwrap("2.5.29.33"),             // policyMappings
+    ObjectIdentifier::new_unwrap("2.5.29.54"),             // inhibitAnyPolicy
+];
+
+/// Whether `cert` has a critical extension OpenSSL does not handle.
+fn has_unhandled_critical(cert: &Certificate) -> bool {
+    let extensions = cert.tbs_certificate.extensions.iter().flatten();
+    extensions
+        .filter(|e| e.critical)
+        .any(|e| !OPENSSL_HANDLED_CRITICAL.contains(&e.extn_id))
+}
+
+fn unhandled_critical() -> Error {
+    Error::InvalidCertificate(CertificateError::UnhandledCriticalExtension)
+}
 
 /// The extension `T` of `cert`, if present and readable (an unreadable one: webpki decides).
 fn extension<'a, T: AssociatedOid + Decode<'a>>(cert: &'a Certificate) -> Option<T> {
@@ -116,6 +151,7 @@ pub struct AnchorLimit {
     not_after: Duration,
     path_len: Option<u8>,
     ids: IssuerIds,
+    unhandled_critical: bool,
     /// Why OpenSSL would not let it issue a TLS server's chain (CA:FALSE, keyUsage, EKU).
     issuing_refusal: Option<&'static str>,
 }
@@ -149,6 +185,7 @@ pub fn anchor_limit(der: &[u8]) -> Option<AnchorLimit> {
         not_after: validity.not_after.to_unix_duration(),
         path_len: constraints.and_then(|c| c.path_len_constraint),
         ids: IssuerIds::of(&cert)?,
+        unhandled_critical: has_unhandled_critical(&cert),
         issuing_refusal,
     })
 }
@@ -156,6 +193,9 @@ pub fn anchor_limit(der: &[u8]) -> Option<AnchorLimit> {
 impl AnchorLimit {
     /// Why this anchor may not end a chain of `depth` intermediates at `now` (None: it may).
     fn own_refusal(&self, depth: usize, now: Duration) -> Option<Error> {
+        if self.unhandled_critical {
+            return Some(unhandled_critical());
+        }
         if now < self.not_before {
             return Some(Error::InvalidCertificate(CertificateError::NotValidYet));
         }
@@ -375,6 +415,9 @@ impl ParityVerifier {
         // Each certificate of the path in turn, from the leaf (None: one this module cannot
         // read, left to webpki).
         let mut child = Certificate::from_der(end_entity).ok();
+        if child.as_ref().is_some_and(has_unhandled_critical) {
+            return Err(unhandled_critical());
+        }
         if let Some(ku) = child.as_ref().and_then(extension::<KeyUsage>) {
             if !(ku.digital_signature() || ku.key_encipherment() || ku.key_agreement()) {
                 return Err(Error::InvalidCertificate(CertificateError::InvalidPurpose));
@@ -385,6 +428,9 @@ impl ParityVerifier {
             depth += 1;
             let parsed = Certificate::from_der(intermediate.der().as_ref()).ok();
             if let Some(issuer) = &parsed {
+                if has_unhandled_critical(issuer) {
+                    return Err(unhandled_critical());
+                }
                 if extension::<KeyUsage>(issuer).is_some_and(|ku| !ku.key_cert_sign()) {
                     return Err(refuse(
                         "an intermediate's keyUsage does not allow keyCertSign",

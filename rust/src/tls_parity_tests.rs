@@ -324,3 +324,25 @@ fn a_non_root_anchor_must_name_its_root() {
         NOT_A_ROOT
     );
 }
+
+#[test]
+fn a_critical_extension_openssl_does_not_handle_refuses_the_chain_even_on_the_anchor() {
+    for fixture in [
+        fixture!("critical-unknown-root"),
+        fixture!("critical-ian-root"),
+    ] {
+        let refused = verdict(&fixture);
+        assert!(
+            matches!(
+                refused,
+                Err(Error::InvalidCertificate(
+                    CertificateError::UnhandledCriticalExtension
+                ))
+            ),
+            "{refused:?}"
+        );
+    }
+    assert!(verdict(&fixture!("critical-crldp-root")).is_ok());
+    assert!(verdict(&fixture!("critical-ian-intermediate")).is_err());
+    assert!(verdict(&fixture!("critical-ian-leaf")).is_err());
+}
