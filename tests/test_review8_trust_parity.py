@@ -47,6 +47,7 @@ class Spec:
     skid: x509.SubjectKeyIdentifier | None = None
     akid: x509.AuthorityKeyIdentifier | None = None
     critical: list[x509.ExtensionType] = field(default_factory=list)
+    noncritical: list[x509.ExtensionType] = field(default_factory=list)
 
 
 def _name(common_name: str) -> x509.Name:
@@ -95,6 +96,8 @@ def _build(
         builder = builder.add_extension(x509.SubjectAlternativeName(spec.sans), critical=False)
     for extension in spec.critical:
         builder = builder.add_extension(extension, critical=True)
+    for extension in spec.noncritical:
+        builder = builder.add_extension(extension, critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
 
 
@@ -427,6 +430,43 @@ LOOSER: dict[str, tuple[Spec, list[Spec], Spec, str]] = {
         "localhost",
     ),
 }
+
+
+def _netscape_type(bits: int) -> x509.UnrecognizedExtension:
+    """A Netscape certificate type (nsCertType) of one byte of ``bits``."""
+    oid = x509.ObjectIdentifier("2.16.840.1.113730.1.1")
+    return x509.UnrecognizedExtension(oid, bytes([0x03, 0x02, 0x00, bits]))
+
+
+_NS_OBJECT_SIGNING, _NS_SSL_SERVER = 0x10, 0x40
+_SERVER_GATED_CRYPTO = x509.ObjectIdentifier("1.3.6.1.4.1.311.10.3.3")
+
+# OpenSSL's TLS server purpose: a CA's EKU must hold serverAuth or Server Gated Crypto
+# (anyExtendedKeyUsage alone is not enough), a leaf's nsCertType (if any) the SSL server bit.
+LOOSER["a root for anyExtendedKeyUsage only"] = (
+    Spec(eku=[_ANY_EKU]),
+    [],
+    leaf_spec("localhost"),
+    "localhost",
+)
+LOOSER["a leaf whose nsCertType is object signing only"] = (
+    Spec(),
+    [],
+    leaf_spec("localhost", noncritical=[_netscape_type(_NS_OBJECT_SIGNING)]),
+    "localhost",
+)
+AGREED["a root for Server Gated Crypto only"] = (
+    Spec(eku=[_SERVER_GATED_CRYPTO]),
+    [],
+    leaf_spec("localhost"),
+    "localhost",
+)
+AGREED["a leaf whose nsCertType is SSL server"] = (
+    Spec(),
+    [],
+    leaf_spec("localhost", noncritical=[_netscape_type(_NS_SSL_SERVER)]),
+    "localhost",
+)
 
 
 # A v3 root without basicConstraints: OpenSSL takes it for a CA, except in its strict mode

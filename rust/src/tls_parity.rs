@@ -3,18 +3,20 @@
 //! and name constraints, and reads no keyUsage anywhere.
 //!
 //! `ParityVerifier` calls webpki's path builder itself and checks each candidate path webpki
-//! verified (signatures, validity, name constraints) before webpki may settle on it: the
-//! trust anchor that signed the path (matched by subject and key) must be within its validity,
-//! not CA:FALSE, its keyUsage (if any) must allow keyCertSign, its extendedKeyUsage (if any)
-//! serverAuth and its pathLen the path's intermediates, and a non-root anchor must lead to a
-//! root of the store that signed it; the path's intermediates' keyUsage must allow
-//! keyCertSign, and the leaf's a TLS server's use; each certificate's authorityKeyIdentifier
-//! (if any) must name its issuer on the path, as OpenSSL's `X509_check_akid`, and no
-//! certificate of the path, the anchor included, may carry a critical extension OpenSSL does
-//! not handle. A refused path sends webpki on to the next
-//! candidate, as OpenSSL accepts a chain if some path to a root is acceptable. A leaf trusted
-//! as itself (a self-signed certificate in the store) is left to webpki, as OpenSSL makes no
-//! CA checks on it.
+//! verified (signatures, validity, name constraints) before webpki may settle on it:
+//! - the trust anchor that signed the path (matched by subject and key) must be within its
+//!   validity, not CA:FALSE, its keyUsage (if any) must allow keyCertSign, its
+//!   extendedKeyUsage (if any) serverAuth or Server Gated Crypto, its pathLen the path's
+//!   intermediates; a non-root anchor must lead to a root of the store that signed it;
+//! - the path's intermediates' keyUsage must allow keyCertSign; the leaf's keyUsage and
+//!   Netscape certificate type (if any) a TLS server's use;
+//! - each certificate's authorityKeyIdentifier (if any) must name its issuer on the path
+//!   (OpenSSL's `X509_check_akid`), and no certificate of the path, the anchor included, may
+//!   carry a critical extension OpenSSL does not handle.
+//!
+//! A refused path sends webpki on to the next candidate, as OpenSSL accepts a chain if some
+//! path to a root is acceptable. A leaf trusted as itself (a self-signed certificate in the
+//! store) is left to webpki, as OpenSSL makes no CA checks on it.
 
 #![forbid(unsafe_code)]
 
@@ -43,7 +45,33 @@ use x509_cert::ext::pkix::{
 use x509_cert::Certificate;
 
 const SERVER_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");
-const ANY_EXTENDED_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37.0");
+/// Server Gated Crypto (Microsoft's and Netscape's): OpenSSL takes either for serverAuth on
+/// a CA certificate. anyExtendedKeyUsage alone it does not.
+const SERVER_GATED_CRYPTO: [ObjectIdentifier; 2] = [
+    ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.10.3.3"),
+    ObjectIdentifier::new_unwrap("2.16.840.1.113730.4.1"),
+];
+const NETSCAPE_CERT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113730.1.1");
+/// nsCertType's "SSL server" bit (bit 1 of the BIT STRING, the first byte's second bit).
+const NS_SSL_SERVER: u8 = 0x40;
+
+/// Whether a leaf's Netscape certificate type (if present and readable) refuses TLS server
+/// use: OpenSSL's server purpose check (`ns_reject`) refuses it then; webpki ignores it.
+fn netscape_type_refuses_server(leaf: &Certificate) -> bool {
+    let extensions = leaf.tbs_certificate.extensions.iter().flatten();
+    let Some(found) = extensions
+        .into_iter()
+        .find(|e| e.extn_id == NETSCAPE_CERT_TYPE)
+    else {
+        return false;
+    };
+    let Ok(bits) = BitStringRef::from_der(found.extn_value.as_bytes()) else {
+        return false;
+    };
+    bits.raw_bytes()
+        .first()
+        .is_none_or(|byte| byte & NS_SSL_SERVER == 0)
+}
 
 /// The extensions OpenSSL 3.0 handles when critical (`X509_supported_extension`): any other
 /// critical extension on a chain's certificate, the trust anchor included, makes it refuse the
@@ -169,7 +197,7 @@ pub fn anchor_limit(der: &[u8]) -> Option<AnchorLimit> {
     } else if extension::<KeyUsage>(&cert).is_some_and(|ku| !ku.key_cert_sign()) {
         Some("the trust anchor's keyUsage does not allow keyCertSign")
     } else if extension::<ExtendedKeyUsage>(&cert).is_some_and(|eku| {
-        !eku.0.contains(&SERVER_AUTH) && !eku.0.contains(&ANY_EXTENDED_KEY_USAGE)
+        !eku.0.contains(&SERVER_AUTH) && !SERVER_GATED_CRYPTO.iter().any(|sgc| eku.0.contains(sgc))
     }) {
         Some("the trust anchor's extendedKeyUsage does not allow serverAuth")
     } else {
@@ -422,6 +450,9 @@ impl ParityVerifier {
             if !(ku.digital_signature() || ku.key_encipherment() || ku.key_agreement()) {
                 return Err(Error::InvalidCertificate(CertificateError::InvalidPurpose));
             }
+        }
+        if child.as_ref().is_some_and(netscape_type_refuses_server) {
+            return Err(Error::InvalidCertificate(CertificateError::InvalidPurpose));
         }
         let mut depth = 0;
         for intermediate in path.intermediate_certificates() {
