@@ -43,6 +43,11 @@ _HEAD_END = re.compile(rb"\n\r?\n")
 # RFC 9112 lets a user agent do; refused here instead: no server this client talks to folds,
 # and a field split across lines is how one part reads a head differently from another.
 _FOLD = re.compile(rb"\n[ \t]")
+# Bytes h11 refuses anywhere in a head (NUL, VT, FF, a CR not ending a line; its field and
+# reason characters are ``[^\x00\s]``): refused before h11 reads the head, as its line expression
+# (``OWS value? OWS``) backtracks quadratically on a long line it refuses (a 100 KiB line of
+# blanks and a NUL: minutes of the event loop's CPU).
+_CONTROL = re.compile(rb"[\x00\x0b\x0c]|\r(?!\n)")
 # Responses that never have a body, whatever their headers say (RFC 9112 section 6.3).
 _BODYLESS_STATUSES = (204, 304)
 # The fields that decide how a response is framed and whether the connection is kept.
@@ -155,6 +160,12 @@ def _unquoted(exc: h11.ProtocolError) -> str:
     return _QUOTED.sub("", str(exc))
 
 
+def _refuse_controls(head: bytes) -> None:
+    """A RemoteProtocolError for a head h11 would refuse for a control byte in it."""
+    if _CONTROL.search(head) is not None:
+        raise httpcore2.RemoteProtocolError("control character in response head")
+
+
 def _head_too_large() -> httpcore2.RemoteProtocolError:
     return httpcore2.RemoteProtocolError(f"response head larger than {MAX_HEAD_BYTES} bytes")
 
@@ -246,6 +257,7 @@ class Exchange:
             if self._h11 is None:
                 self._parse_plain(head)
             else:
+                _refuse_controls(head)
                 self._receive(head)
                 self._parse_head()
         return taken, self._head
@@ -262,6 +274,7 @@ class Exchange:
         if plain is not None:
             framed = self._framed(plain[0], plain[1], b"1.1", plain[2])
         else:
+            _refuse_controls(head)
             event = self._read_head(head)
             if isinstance(event, h11.InformationalResponse):
                 return  # 100 Continue, 103 Early Hints: the final answer follows

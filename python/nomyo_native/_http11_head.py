@@ -24,11 +24,14 @@ __all__ = ["PlainHead", "read_plain_head"]
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
 # A field line: h11's ``field-name ":" OWS field-value OWS``, with the value's characters
 # visible ASCII only (h11 also takes obs-text, 0x80-0xFF: such a head goes to h11).
-_VALUE = rb"[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*"
-_FIELD_LINE = re.compile(rb"(%s):[ \t]*(%s)?[ \t]*\r\n" % (_TOKEN, _VALUE))
+# Possessive (``*+``, ``++``): a line that fails is not retried with its blanks split another
+# way (``OWS value? OWS`` backtracked quadratically: a 100 KiB line of blanks cost seconds);
+# no match is lost, since a value starts and ends with a visible character.
+_VALUE = rb"[\x21-\x7e]++(?:[ \t]++[\x21-\x7e]++)*+"
+_FIELD_LINE = re.compile(rb"(%s):[ \t]*+(%s)?[ \t]*\r\n" % (_TOKEN, _VALUE))
 # The whole head: status line (h11's reason phrase without obs-text), field lines, empty line.
 _HEAD = re.compile(
-    rb"HTTP/1\.1 ([2-9][0-9][0-9]) ([\t\x20-\x7e]*)\r\n((?:%s:[ \t]*(?:%s)?[ \t]*\r\n)*)\r\n"
+    rb"HTTP/1\.1 ([2-9][0-9][0-9]) ([\t\x20-\x7e]*+)\r\n((?:%s:[ \t]*+(?:%s)?[ \t]*+\r\n)*+)\r\n"
     % (_TOKEN, _VALUE)
 )
 # Framing fields h11 normalizes (Content-Length) or reads itself (Transfer-Encoding).
