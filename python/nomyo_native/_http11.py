@@ -21,6 +21,7 @@ import h11
 import httpcore2
 from h11 import _headers as h11_headers
 
+from nomyo_native._h11_linear import install as install_linear_field_line
 from nomyo_native._http11_head import read_plain_head
 from nomyo_native._http11_plain import new_connection, plain_request, read_response_head
 from nomyo_native._request_fields import checked_fields
@@ -34,6 +35,9 @@ __all__ = [
     "coalesced",
     "make_room",
 ]
+
+# Trailers and heads h11 reads are read by its field expression: made linear first.
+install_linear_field_line()
 
 # httpcore2's bound on an incomplete h11 event (a head still arriving).
 MAX_HEAD_BYTES = 100 * 1024

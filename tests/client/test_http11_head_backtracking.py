@@ -125,11 +125,6 @@ def test_the_one_pass_reader_still_reads_blanks_as_h11_does() -> None:
     assert plain == (200, b"OK", event.headers.raw_items())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="chunked trailers are read by h11's own field expression, which backtracks "
-    "quadratically on a long refused line (pre-existing; see /work/wt/_notes/review9.md)",
-)
 def test_a_long_refused_trailer_line_is_refused_without_backtracking() -> None:
     """As for heads: a chunked body's trailer line of 100 KiB of blanks and a NUL, refused
     within a CPU-time limit some thousand times what one pass over it takes."""
