@@ -5,7 +5,8 @@ asyncio's ``StreamReader`` copies every decrypted chunk into a bytearray, copies
 per read and shifts the rest down; a megabyte envelope crossed it in 64 KiB reads, each under
 a timeout scope of its own. As a ``BufferedProtocol`` this class lets asyncio's SSL protocol
 (or the plain socket transport) decrypt or receive straight into ``_buffer``: a read takes
-everything received so far in one ``bytes``, and a timer exists only while a read waits.
+everything received so far in one ``bytes``, and each connection keeps one read timer,
+moved only when a wait would end before it.
 
 The buffer is fixed in size and never sized by the peer: when it is nearly full, reading
 pauses until the next read empties it.
@@ -21,7 +22,6 @@ asyncio ends where the body does, so nothing after the body lands in it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 from nomyo_native import _body_buffers
@@ -85,7 +85,57 @@ class _WriteFlow:
             raise self.error if self.error is not None else ConnectionResetError("connection lost")
 
 
-class BufferedConnection(_WriteFlow, asyncio.BufferedProtocol):
+class _ReadTimer:
+    """The read half's timer: one per connection, not one created and cancelled per wait. A
+    timer due before a wait ends is kept (when it fires it is set again for what is left), one
+    due after is replaced; a timer that fires with no read waiting just lapses."""
+
+    _loop: asyncio.AbstractEventLoop
+    _reader: asyncio.Future[bool] | None
+    _read_timer: asyncio.TimerHandle | None
+    _read_timeout: float | None
+    _read_ends: float
+    _waiting_body: bool
+    _body_arrived: float
+
+    def _arm_read_timer(self, ends: float) -> None:
+        self._read_ends = ends
+        timer = self._read_timer
+        if timer is None or timer.when() > ends or timer.cancelled():
+            if timer is not None:
+                timer.cancel()
+            self._read_timer = self._loop.call_at(ends, self._on_read_timer)
+
+    def _stop_read_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _on_read_timer(self) -> None:
+        """The read timer fired: the waiting read (if any, with a timeout) ends in a timeout if
+        its time is up, else the timer is set again for when it will be."""
+        fired, self._read_timer = self._read_timer, None
+        reader, timeout = self._reader, self._read_timeout
+        if reader is None or reader.done() or timeout is None or fired is None:
+            return
+        if self._waiting_body:
+            self._body_idle(reader, timeout)
+        elif self._read_ends <= fired.when():
+            _expire(reader)
+        else:
+            self._read_timer = self._loop.call_at(self._read_ends, self._on_read_timer)
+
+    def _body_idle(self, reader: asyncio.Future[bool], timeout: float) -> None:
+        """A body wait's timer: expired only if nothing arrived for ``timeout`` seconds, else
+        set again for what is left of that since the last bytes came."""
+        left = self._body_arrived + timeout - self._loop.time()
+        if left > 0 and not reader.done():
+            self._read_timer = self._loop.call_later(left, self._on_read_timer)
+        else:
+            _expire(reader)
+
+
+class BufferedConnection(_WriteFlow, _ReadTimer, asyncio.BufferedProtocol):
     """Receive buffer, end of stream, the error that ended the connection, write pausing."""
 
     def __init__(self) -> None:
@@ -111,9 +161,14 @@ class BufferedConnection(_WriteFlow, asyncio.BufferedProtocol):
         self._body: bytearray | None = None
         self.body_received = 0
         self._body_length = 0
-        # When body bytes last arrived (loop time); the timer of the read waiting.
+        # When body bytes last arrived (loop time). The read timer is kept between waits and
+        # moved only when a wait ends before it fires (see _wait_reader); the waiting read's
+        # timeout, and the loop time a plain read ends at.
         self._body_arrived = 0.0
         self._read_timer: asyncio.TimerHandle | None = None
+        self._read_timeout: float | None = None
+        self._read_ends = 0.0
+        self._waiting_body = False
 
     # ---- asyncio.BufferedProtocol ------------------------------------------------------------
 
@@ -176,6 +231,7 @@ class BufferedConnection(_WriteFlow, asyncio.BufferedProtocol):
         if exc is not None:
             self.error = exc
         self._wake_reader()
+        self._stop_read_timer()  # it holds this connection until it fires
         if self._drainer is not None and not self._drainer.done():
             self._drainer.set_result(True)
         if not self._closed.done():
@@ -266,7 +322,7 @@ class BufferedConnection(_WriteFlow, asyncio.BufferedProtocol):
         stream ends or fails; ReadTimedOut after ``timeout``."""
         if self._filled - self._start > beyond or self.eof or self.error is not None:
             return
-        await self._wait_reader(timeout, _expire)
+        await self._wait_reader(timeout, body=False)
 
     async def wait_body(self, timeout: float | None) -> None:
         """Until the body begun with :meth:`begin_body` is all in, or the stream ends or fails:
@@ -276,35 +332,23 @@ class BufferedConnection(_WriteFlow, asyncio.BufferedProtocol):
         if self.body_received >= self._body_length or self.eof or self.error is not None:
             return
         self._body_arrived = self._loop.time()
-        await self._wait_reader(timeout, self._body_idle)
+        await self._wait_reader(timeout, body=True)
 
-    async def _wait_reader(
-        self, timeout: float | None, on_timer: Callable[[asyncio.Future[bool], float], None]
-    ) -> None:
+    async def _wait_reader(self, timeout: float | None, body: bool) -> None:
         if self._reader is not None:
             # One waiter at a time: a second would orphan the first, which then waits forever.
             raise RuntimeError("another read is already waiting on this connection")
         reader = self._reader = self._loop.create_future()
+        self._read_timeout = timeout
+        self._waiting_body = body
         if timeout is not None:
-            self._read_timer = self._loop.call_later(timeout, on_timer, reader, timeout)
+            self._arm_read_timer(self._loop.time() + timeout)
         try:
             arrived = await reader
         finally:
             self._reader = None
-            if self._read_timer is not None:
-                self._read_timer.cancel()
-                self._read_timer = None
         if not arrived:
             raise ReadTimedOut(f"timed out after {timeout} s")
-
-    def _body_idle(self, reader: asyncio.Future[bool], timeout: float) -> None:
-        """A body wait's timer: expired only if nothing arrived for ``timeout`` seconds, else
-        set again for what is left of that since the last bytes came."""
-        left = self._body_arrived + timeout - self._loop.time()
-        if left > 0 and not reader.done():
-            self._read_timer = self._loop.call_later(left, self._body_idle, reader, timeout)
-        else:
-            _expire(reader)
 
     def _wake_reader(self) -> None:
         if self._reader is not None and not self._reader.done():
@@ -319,7 +363,7 @@ class BufferedConnection(_WriteFlow, asyncio.BufferedProtocol):
         return None if self.transport is None else self.transport.get_extra_info(name)
 
 
-def _expire(waiter: asyncio.Future[Any], *_timeout: float) -> None:
+def _expire(waiter: asyncio.Future[Any]) -> None:
     """A timer's end: the waiter wakes with False (nothing arrived, not writable yet)."""
     if not waiter.done():
         waiter.set_result(False)

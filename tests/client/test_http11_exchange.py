@@ -487,6 +487,44 @@ async def test_a_body_wait_times_out_only_after_timeout_seconds_with_nothing_new
         await connection.wait_body(0.05)
 
 
+async def test_one_read_timer_serves_every_wait_and_each_wait_keeps_its_own_timeout() -> None:
+    connection = BufferedConnection()
+    waiting = asyncio.ensure_future(connection.wait_readable(30.0))
+    await asyncio.sleep(0)
+    timer = connection._read_timer
+    assert timer is not None
+    _arrive(connection, b"a")
+    await waiting
+    connection.take()
+    # The next wait with the same timeout keeps the timer (due before the wait would end); when
+    # it fires early it is set again for the rest, and the wait goes on.
+    waiting = asyncio.ensure_future(connection.wait_readable(30.0))
+    await asyncio.sleep(0)
+    assert connection._read_timer is timer and not timer.cancelled()
+    timer.cancel()
+    connection._on_read_timer()
+    again = connection._read_timer
+    assert again is not None and again is not timer and again.when() > timer.when()
+    assert not waiting.done()
+    _arrive(connection, b"b")
+    await waiting
+    connection.take()
+    # A shorter timeout than the kept timer's is not stretched to it.
+    with pytest.raises(_asyncio_connection.ReadTimedOut):
+        await asyncio.wait_for(connection.wait_readable(0.05), HANG_GUARD)
+    # A timer left from an earlier wait never ends a wait that has no timeout.
+    connection._read_timer = asyncio.get_running_loop().call_later(0, connection._on_read_timer)
+    waiting = asyncio.ensure_future(connection.wait_readable(None))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    _arrive(connection, b"c")
+    await waiting
+    # The end of the connection cancels the timer (it holds the connection).
+    connection._read_timer = kept = asyncio.get_running_loop().call_later(30.0, lambda: None)
+    connection.connection_lost(None)
+    assert kept.cancelled() and connection._read_timer is None
+
+
 async def test_a_body_shorter_than_what_is_pending_leaves_the_rest_pending() -> None:
     connection = BufferedConnection()
     view = connection.get_buffer(-1)
