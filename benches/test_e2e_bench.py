@@ -23,8 +23,9 @@ What runs (one worker process per line):
 - the soak of each: 25 concurrent requests of mixed sizes (10 B to 4 MB), 12 rounds: peak RSS;
 - the first request of each, made a while after the client was created at start-up (three
   processes each; the report keeps the median);
-- the floors and ours' single-request scenarios in three processes each, spread over the run
-  (the report keeps each one's median: one process's figure is noisy on a shared machine).
+- the floors, ours' single-request scenarios and the sync and openai clients' small requests
+  in three processes each, spread over the run (the report keeps each one's median: one
+  process's figure is noisy on a shared machine).
 
 Nothing here asserts speed (a shared 2-core machine makes figures noisy): ``benches/report.py``
 pairs the figures and prints PASS/MISS per target.
@@ -64,11 +65,13 @@ OPENAI_PLAN = ["sequential small requests", "16 concurrent requests", "1 MiB pro
 # (client, plan): one worker process each.
 SINGLE_REQUEST_PLAN = [SMALL, SMALL_NON_ASCII, MIB, MIB_NON_ASCII]
 FIRST_REQUEST_PROCESSES = 3
-# The rows held against the floors are figures of a few milliseconds on a shared 2-core box,
-# where one process's figure moves by a fifth from one minute to the next: ours' single-request
-# scenarios and the floors are each measured in three processes spread over the run, and the
-# report keeps each one's median (the same rule for both sides of the ratio).
+# The rows held against the floors and against ours are figures of a few milliseconds on a
+# shared 2-core box, where one process's figure moves by a fifth from one minute to the next:
+# ours' single-request scenarios, the floors, and the sync and openai clients' small requests
+# are each measured in three processes spread over the run, and the report keeps each one's
+# median (the same rule for both sides of every ratio).
 FLOOR_RUN, OURS_SINGLE_RUN = ("floor", ["floors"]), ("ours", SINGLE_REQUEST_PLAN)
+SYNC_SMALL_RUN, OPENAI_SMALL_RUN = ("ours-sync", [SMALL]), ("openai", [SMALL])
 RUNS = [
     FLOOR_RUN,
     ("core", SINGLE_REQUEST_PLAN),
@@ -77,6 +80,8 @@ RUNS = [
     ("reference", MAIN_PLAN),
     FLOOR_RUN,
     OURS_SINGLE_RUN,
+    SYNC_SMALL_RUN,
+    OPENAI_SMALL_RUN,
     ("ours-sync", SYNC_PLAN),
     ("openai", OPENAI_PLAN),
     ("ours-httpx-tls", ["1 MiB prompts"]),
@@ -84,6 +89,8 @@ RUNS = [
     ("reference", ["soak"]),
     FLOOR_RUN,
     OURS_SINGLE_RUN,
+    SYNC_SMALL_RUN,
+    OPENAI_SMALL_RUN,
     # A process each, three times: the reference's first request is its RSA-4096 key
     # generation, whose time varies several-fold from one key to the next (the report keeps
     # each client's median).

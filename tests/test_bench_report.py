@@ -306,7 +306,7 @@ def test_the_floor_rows_take_each_sides_median_and_say_so(report):
     assert "median of" not in single
 
 
-def test_the_bench_measures_the_floor_rows_in_three_processes_each():
+def test_the_bench_measures_the_rows_held_to_a_ratio_in_three_processes_each():
     spec = importlib.util.spec_from_file_location("bench_plan", BENCHES / "test_e2e_bench.py")
     assert spec is not None and spec.loader is not None
     sys.path.insert(0, str(BENCHES))
@@ -319,6 +319,9 @@ def test_the_bench_measures_the_floor_rows_in_three_processes_each():
     assert len(floors) == 3 and all(p == ["floors"] for p in floors)
     for scenario in plan.SINGLE_REQUEST_PLAN:
         assert sum(scenario in p for c, p in plan.RUNS if c == "ours") == 3, scenario
+    # The other clients held against ours' small requests: three processes each as well.
+    for client in ("ours-sync", "openai"):
+        assert sum(plan.SMALL in p for c, p in plan.RUNS if c == client) == 3, client
     # Spread over the run, not back to back: another run between any two floor processes.
     where = [i for i, (c, _) in enumerate(plan.RUNS) if c == "floor"]
     assert all(b - a > 1 for a, b in itertools.pairwise(where))
