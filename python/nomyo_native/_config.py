@@ -79,6 +79,7 @@ class ClientOptions:
     sleep: Callable[[float], Awaitable[None] | None] | None = None
     clock: Callable[[], float] = time.monotonic
     background_keygen: bool | None = None
+    crypto_on_loop: bool = True
     _keyring: Any = None
 
     def check_numbers(self) -> None:
@@ -87,6 +88,8 @@ class ClientOptions:
         for name in ("retry_backoff", "max_backoff", "max_retry_after"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        if not isinstance(self.crypto_on_loop, bool):
+            raise TypeError("crypto_on_loop must be True or False")
 
 
 @dataclass(frozen=True, slots=True)

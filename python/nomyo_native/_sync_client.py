@@ -144,10 +144,10 @@ class SyncCompletionClient(ClientBase):
         *,
         attestation: str | None = None,
         require_payload_echo: bool | None = None,
-        seal_inline: bool = False,
+        plaintext_bytes: int | None = None,
     ) -> ChatCompletion:
-        """``SecureCompletionClient.send_sealed_request``, blocking (``seal_inline`` changes
-        nothing here: this client seals on the calling thread whatever the size)."""
+        """``SecureCompletionClient.send_sealed_request``, blocking (``plaintext_bytes`` changes
+        nothing here: this client seals and opens on the calling thread whatever the size)."""
         checked = self._check_request(payload_id, api_key, security_tier, attestation)
         return self._send(seal, payload_id, checked, require_payload_echo)
 

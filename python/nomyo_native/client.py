@@ -5,9 +5,10 @@ is made by the protocol layer (``_protocol``, ``_retry``, ``_trust``, ``_keys``,
 ``_client_base``); this class runs those steps in order on the event loop, with
 ``_async_driver.AsyncDriver`` moving the bytes. Secret operations (keygen, seal, open) are
 calls into the Rust core, run off the event loop thread (the core releases the GIL), except
-sealing a payload small enough that a hand-off would cost more (``_seal_inline``); RSA
-private-key work never runs on the loop. Python only ever holds key handles, the envelope
-ciphertext and the final response dict.
+where a hand-off would cost more than the call stalls the loop: sealing a small payload, and
+sealing and opening a lone request's (``_loop_calls``). Key generation never runs on the
+loop. Python only ever holds key handles, the envelope ciphertext and the final response
+dict.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx2
 
@@ -34,9 +35,9 @@ from nomyo_native._constants import (
     DEFAULT_TIMEOUT,
 )
 from nomyo_native._keyring import KeyRing
+from nomyo_native._loop_calls import LoopCalls
 from nomyo_native._protocol import VALID_SECURITY_TIERS, validate_security_tier
 from nomyo_native._retry import RETRYABLE_STATUS_CODES
-from nomyo_native._seal_inline import seals_inline
 from nomyo_native._workers import run_blocking
 from nomyo_native.attestation import ATTESTATION_POLICIES
 from nomyo_native.types import ChatCompletion
@@ -52,10 +53,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def _always() -> bool:
-    return True
 
 
 class _Lifecycle:
@@ -130,7 +127,47 @@ class _AsyncKeys(ClientBase):
                 await run_blocking(self._refresh_keys)
 
 
-class SecureCompletionClient(_Lifecycle, _AsyncKeys):
+class _Envelopes(ClientBase):
+    """nomyo's explicit envelope calls, sealing and opening off the event loop thread."""
+
+    if TYPE_CHECKING:
+
+        async def _server_public_key(self) -> _core.ServerPublicKey: ...
+
+    async def encrypt_payload(self, payload: dict[str, Any]) -> bytes:
+        """Seal ``payload`` to the server key: the request envelope JSON (PROTOCOL.md s.2)."""
+        self._check_usable()
+        _protocol.validate_payload(payload)
+        server_key = await self._server_public_key()
+        return await run_blocking(_protocol.seal_payload, payload, server_key)
+
+    async def decrypt_response(
+        self,
+        encrypted_response: bytes,
+        payload_id: str,
+        *,
+        attestation: str | None = None,
+        require_payload_echo: bool | None = None,
+    ) -> ChatCompletion:
+        """Open a response envelope with the current key pair, check the payload id binding,
+        fill ``_metadata`` and apply the attestation policy (``require_payload_echo`` overrides
+        the client's setting for this call)."""
+        self._check_usable()
+        _protocol.validate_encrypted_response(encrypted_response)
+        policy = self._policy_for(attestation, None)
+        keypair = self._require_keypair()
+        try:
+            response = await run_blocking(
+                _protocol.open_response, bytes(encrypted_response), payload_id, keypair
+            )
+        finally:
+            self._keys.release(keypair)
+        return self._finish(
+            response, payload_id, policy, None, self._server_key, require_payload_echo
+        )
+
+
+class SecureCompletionClient(_Lifecycle, _AsyncKeys, _Envelopes):
     """Client for ``/v1/chat/secure_completion`` (same constructor and methods as nomyo 0.2.9).
 
     Extra keyword-only options harden and tune it: ``api_key`` (else ``NOMYO_API_KEY``),
@@ -154,7 +191,9 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
     installed with ``load_keys`` are never rotated automatically. With no ``key_dir``, the
     first pair is generated in the background from construction on, so that the first request
     does not wait for it (``background_keygen=False`` or ``NOMYO_BACKGROUND_KEYGEN=0`` turns
-    that off; ``load_keys``/``generate_keys`` discard it). ``require_payload_echo=True``
+    that off; ``load_keys``/``generate_keys`` discard it). A lone request's seal and open run
+    on the loop thread (~1.5 ms, a few at most, instead of two thread hand-offs;
+    ``crypto_on_loop=False`` keeps them on workers: ``_loop_calls``). ``require_payload_echo=True``
     refuses a response that does not echo the request's payload id (tier ``maximum`` always
     needs the echo or a TPM quote bound to it).
     ``secure_memory`` is accepted for compatibility: the core holds every secret in locked,
@@ -193,12 +232,14 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
         sleep: Callable[[float], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         background_keygen: bool | None = None,
+        crypto_on_loop: bool = True,
         _keyring: KeyRing | None = None,
     ) -> None:
         # The signature is the option list (nomyo's four positional parameters first).
         arguments = dict(locals())
         del arguments["self"]
         self._setup(ClientOptions(**arguments), _http_edge)
+        self._loop_calls = LoopCalls(crypto_on_loop)
         self._driver = AsyncDriver(
             timeout=timeout,
             ssl_context=self._ssl_context,
@@ -273,38 +314,6 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
             self._cache_server_key(key)
             return key
 
-    async def encrypt_payload(self, payload: dict[str, Any]) -> bytes:
-        """Seal ``payload`` to the server key: the request envelope JSON (PROTOCOL.md s.2)."""
-        self._check_usable()
-        _protocol.validate_payload(payload)
-        server_key = await self._server_public_key()
-        return await run_blocking(_protocol.seal_payload, payload, server_key)
-
-    async def decrypt_response(
-        self,
-        encrypted_response: bytes,
-        payload_id: str,
-        *,
-        attestation: str | None = None,
-        require_payload_echo: bool | None = None,
-    ) -> ChatCompletion:
-        """Open a response envelope with the current key pair, check the payload id binding,
-        fill ``_metadata`` and apply the attestation policy (``require_payload_echo`` overrides
-        the client's setting for this call)."""
-        self._check_usable()
-        _protocol.validate_encrypted_response(encrypted_response)
-        policy = self._policy_for(attestation, None)
-        keypair = self._require_keypair()
-        try:
-            response = await run_blocking(
-                _protocol.open_response, bytes(encrypted_response), payload_id, keypair
-            )
-        finally:
-            self._keys.release(keypair)
-        return self._finish(
-            response, payload_id, policy, None, self._server_key, require_payload_echo
-        )
-
     async def send_secure_request(
         self,
         payload: dict[str, Any],
@@ -320,8 +329,8 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
         checked = self._check_request(payload_id, api_key, security_tier, attestation, payload)
         seal = functools.partial(_protocol.seal_payload, payload)
         # Asked at each seal, not now: the caller's payload may grow before an attempt seals it.
-        inline = functools.partial(seals_inline, payload)
-        return await self._send(seal, payload_id, checked, require_payload_echo, inline)
+        here = functools.partial(self._loop_calls.seal_payload_here, payload)
+        return await self._send(seal, payload_id, checked, require_payload_echo, here)
 
     async def send_sealed_request(
         self,
@@ -332,16 +341,17 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
         *,
         attestation: str | None = None,
         require_payload_echo: bool | None = None,
-        seal_inline: bool = False,
+        plaintext_bytes: int | None = None,
     ) -> ChatCompletion:
         """:meth:`send_secure_request` for a request the caller seals: ``seal(server_key)``
         returns the envelope, afresh for every attempt (e.g. ``_core.RequestBody.seal``, the
-        openai SDK's request bytes read into locked memory). ``seal_inline``: the caller
-        knows the plaintext is at most ``_seal_inline.INLINE_SEAL_MAX_BYTES``, so ``seal``
-        runs on the event loop thread (else on a worker)."""
+        openai SDK's request bytes read into locked memory). ``plaintext_bytes``: the size of
+        what ``seal`` encrypts, when the caller knows it, so that a small (or lone) request
+        is sealed on the event loop thread (``_loop_calls``; else on a worker)."""
         checked = self._check_request(payload_id, api_key, security_tier, attestation)
-        inline = _always if seal_inline else None
-        return await self._send(seal, payload_id, checked, require_payload_echo, inline)
+        size = plaintext_bytes
+        here = None if size is None else functools.partial(self._loop_calls.seal_bytes_here, size)
+        return await self._send(seal, payload_id, checked, require_payload_echo, here)
 
     async def _send(
         self,
@@ -349,33 +359,40 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys):
         payload_id: str,
         checked: Checked,
         require_echo: bool | None,
-        seal_inline: Callable[[], bool] | None = None,
+        seal_here: Callable[[], bool] | None,
     ) -> ChatCompletion:
-        """``seal_inline``: whether the payload is, right now, small enough to seal on the loop
-        thread (see ``_seal_inline``); opening the response always runs on a worker."""
+        """``seal_here``: whether the payload is, right now, to be sealed on the loop thread;
+        the response is opened there too when this is the lone request in flight, counted
+        from the start, key fetch and generation included (both: ``_loop_calls``)."""
         tier, bearer, policy = checked
-        server_key = await self._server_public_key()
-        await self._ensure_keys()
-        keypair = self._keys.acquire()
-        try:
-            headers = self._completion_headers(payload_id, keypair, bearer, tier)
+        with self._loop_calls.counted():
+            server_key = await self._server_public_key()
+            await self._ensure_keys()
+            keypair = self._keys.acquire()
+            try:
+                headers = self._completion_headers(payload_id, keypair, bearer, tier)
 
-            async def seal_fresh() -> bytes:
-                if seal_inline is not None and seal_inline():
-                    return seal(server_key)
-                return await run_blocking(seal, server_key)
+                async def seal_fresh() -> bytes:
+                    if seal_here is not None and seal_here():
+                        return seal(server_key)
+                    return await run_blocking(seal, server_key)
 
-            body = await self._request(
-                "POST",
-                _protocol.COMPLETION_PATH,
-                headers,
-                seal_fresh,
-                _core.MAX_ENVELOPE_BYTES,
-                tier,
-            )
-            response = await run_blocking(_protocol.open_response, body, payload_id, keypair)
-        finally:
-            self._keys.release(keypair)
+                body = await self._request(
+                    "POST",
+                    _protocol.COMPLETION_PATH,
+                    headers,
+                    seal_fresh,
+                    _core.MAX_ENVELOPE_BYTES,
+                    tier,
+                )
+                if self._loop_calls.open_here(len(body)):
+                    response = _protocol.open_response(body, payload_id, keypair)
+                else:
+                    response = await run_blocking(
+                        _protocol.open_response, body, payload_id, keypair
+                    )
+            finally:
+                self._keys.release(keypair)
         return self._finish(response, payload_id, policy, tier, server_key, require_echo)
 
     def __repr__(self) -> str:

@@ -16,6 +16,7 @@ import pytest
 import nomyo_native as nomyo
 from nomyo_native import _core
 
+from .core_threads import spy_on_core_threads
 from .peer import seal_to
 
 USER = [{"role": "user", "content": "What is the capital of France?"}]
@@ -524,48 +525,20 @@ async def test_client_policy_bound_applies_to_every_tier(make_chat, peer):
     )
 
 
-def _spy_on_core_threads(monkeypatch) -> dict[str, set[str]]:
-    """The names of the threads the core's keygen, seal and open run on."""
-    import threading
-
-    seen: dict[str, set[str]] = {"generate": set(), "seal": set(), "open": set()}
-    real = {
-        "generate": _core.ClientKeyPair.generate,
-        "seal": _core.seal,
-        "open": _core.open_envelope,
-    }
-
-    def spy(name):
-        def wrapper(*args):
-            seen[name].add(threading.current_thread().name)
-            return real[name](*args)
-
-        return wrapper
-
-    monkeypatch.setattr(_core, "seal", spy("seal"))
-    monkeypatch.setattr(_core, "open_envelope", spy("open"))
-
-    class SpyKeyPair:
-        generate = staticmethod(spy("generate"))
-        load = staticmethod(_core.ClientKeyPair.load)
-
-    monkeypatch.setattr(_core, "ClientKeyPair", SpyKeyPair)
-    return seen
-
-
 async def test_keygen_open_and_a_large_seal_run_off_the_event_loop_thread(
     make_chat, peer, monkeypatch
 ):
-    # RSA private-key work (keygen, opening) always leaves the loop's thread, and so does
-    # sealing a payload above the inline bound (nomyo_native._seal_inline).
+    # With crypto_on_loop=False, RSA private-key work (keygen, opening) always leaves the
+    # loop's thread, and so does sealing a payload above the inline bound
+    # (nomyo_native._loop_calls). Key generation leaves it whatever the option.
     import threading
 
-    from nomyo_native._seal_inline import INLINE_SEAL_MAX_BYTES
+    from nomyo_native._loop_calls import INLINE_SEAL_MAX_BYTES
 
-    seen = _spy_on_core_threads(monkeypatch)
+    seen = spy_on_core_threads(monkeypatch)
     loop_thread = threading.current_thread().name
     large = [{"role": "user", "content": "x" * INLINE_SEAL_MAX_BYTES}]
-    async with make_chat() as chat:
+    async with make_chat(crypto_on_loop=False) as chat:
         await chat.create(model="m", messages=large)
     for name, threads in seen.items():
         assert threads, f"{name} was not called"
@@ -576,12 +549,13 @@ async def test_a_small_payload_is_sealed_on_the_loop_thread_and_opened_off_it(
     make_chat, peer, monkeypatch
 ):
     # Sealing a small payload costs less than handing it to a worker and back (the rule and
-    # its figures: nomyo_native._seal_inline); opening its answer never runs on the loop.
+    # its figures: nomyo_native._loop_calls); with crypto_on_loop=False, opening its answer
+    # never runs on the loop.
     import threading
 
-    seen = _spy_on_core_threads(monkeypatch)
+    seen = spy_on_core_threads(monkeypatch)
     loop_thread = threading.current_thread().name
-    async with make_chat() as chat:
+    async with make_chat(crypto_on_loop=False) as chat:
         await chat.create(model="m", messages=USER)
     assert seen["seal"] == {loop_thread}
     assert seen["open"] and loop_thread not in seen["open"]
@@ -652,10 +626,11 @@ async def test_a_payload_grown_before_its_seal_is_sealed_off_the_loop_thread(
 ):
     # Whether a payload is small enough to seal on the loop thread is decided when it is
     # sealed, not when the request starts: the caller's messages list may grow meanwhile (here
-    # during the retry wait), and a large payload must never stall the loop.
+    # during the retry wait), and a large payload must never stall the loop (with
+    # crypto_on_loop=False; the lone request's bound is tested in test_loop_calls_client).
     import threading
 
-    from nomyo_native._seal_inline import INLINE_SEAL_MAX_BYTES
+    from nomyo_native._loop_calls import INLINE_SEAL_MAX_BYTES
 
     calls: list[str] = []
     real_seal = _core.seal
@@ -672,7 +647,7 @@ async def test_a_payload_grown_before_its_seal_is_sealed_off_the_loop_thread(
 
     loop_thread = threading.current_thread().name
     peer.script.append(httpx2.Response(503, json={"detail": "retry me"}))
-    async with make_chat(sleep=grow_then_wait) as chat:
+    async with make_chat(sleep=grow_then_wait, crypto_on_loop=False) as chat:
         await chat.create(model="m", messages=messages)
     assert len(calls) == 2
     assert calls[0] == loop_thread, "the small first attempt is sealed inline"

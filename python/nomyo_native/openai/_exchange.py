@@ -12,7 +12,6 @@ from __future__ import annotations
 import uuid
 
 from nomyo_native import _core
-from nomyo_native._seal_inline import INLINE_SEAL_MAX_BYTES
 from nomyo_native._sync_client import SyncCompletionClient
 from nomyo_native.client import SecureCompletionClient
 from nomyo_native.types import ChatCompletion
@@ -27,12 +26,11 @@ async def exchange(
     """Seal ``body``, POST it once, open and check the answer: the completion, or the
     client's typed exception (APIError with status and Retry-After, APIConnectionError,
     SecurityError)."""
-    # A small body is sealed on the loop thread, as the client seals a small payload: a hand-off
-    # to a worker and back costs more (see _seal_inline).
-    inline = body.size <= INLINE_SEAL_MAX_BYTES
+    # The body's size lets the client seal a small (or lone) request on the loop thread, as it
+    # seals a payload of its own (_loop_calls).
     try:
         return await client.send_sealed_request(
-            body.seal, str(uuid.uuid4()), api_key, tier, seal_inline=inline
+            body.seal, str(uuid.uuid4()), api_key, tier, plaintext_bytes=body.size
         )
     finally:
         body.wipe()

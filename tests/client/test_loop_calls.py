@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.pyca_envelope import open_envelope
 
 from nomyo_native import _core
-from nomyo_native._seal_inline import INLINE_SEAL_MAX_BYTES, json_size_bound, seals_inline
+from nomyo_native._loop_calls import INLINE_SEAL_MAX_BYTES, json_size_bound, seals_inline
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "What is the capital of France?"}]}
 
@@ -123,20 +123,20 @@ def test_large_or_unusual_payloads_go_to_a_worker(payload):
 def test_deciding_stops_early_however_large_the_payload(monkeypatch):
     # Thousands of messages: the walk gives up after its first few values instead of visiting
     # every one.
-    from nomyo_native import _seal_inline
+    from nomyo_native import _loop_calls
 
     visits = 0
-    real_add = _seal_inline._Bound.add
+    real_add = _loop_calls._Bound.add
 
     def counting_add(self: object, value: object) -> bool:
         nonlocal visits
         visits += 1
         return real_add(self, value)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_seal_inline._Bound, "add", counting_add)
+    monkeypatch.setattr(_loop_calls._Bound, "add", counting_add)
     messages = [{"role": "user", "content": "hi"}] * 5000
     assert not seals_inline({"model": "m", "messages": messages})
-    assert visits <= _seal_inline._MAX_ENTRIES + 1
+    assert visits <= _loop_calls._MAX_ENTRIES + 1
 
 
 class _SpiedBody:
@@ -161,15 +161,15 @@ class _SpiedBody:
 async def test_the_openai_transport_seals_a_small_body_on_the_loop_thread(
     make_chat, peer, content_bytes
 ):
-    # The SDK's body is sealed where the client seals a payload of its size: on the loop
-    # thread at most INLINE_SEAL_MAX_BYTES, else on a worker.
+    # The SDK's body is sealed where the client seals a payload of its size: with
+    # crypto_on_loop=False, on the loop thread at most INLINE_SEAL_MAX_BYTES, else on a worker.
     import threading
 
     from nomyo_native.openai._exchange import exchange
 
     chat = {"model": "m", "messages": [{"role": "user", "content": "x" * content_bytes}]}
     body = _SpiedBody(_core.RequestBody(json.dumps(chat).encode()))
-    async with make_chat() as client:
+    async with make_chat(crypto_on_loop=False) as client:
         answer = await exchange(client.client, body, None, None)  # type: ignore[arg-type]
     assert answer["choices"][0]["message"]["content"] == "echo: " + "x" * content_bytes
     assert peer.received[-1].request == chat
@@ -177,4 +177,26 @@ async def test_the_openai_transport_seals_a_small_body_on_the_loop_thread(
     small = body.size <= INLINE_SEAL_MAX_BYTES
     assert small == (content_bytes < INLINE_SEAL_MAX_BYTES)
     assert (body.threads == [loop_thread]) == small
+    assert len(body.threads) == 1
+
+
+@pytest.mark.parametrize("content_bytes", [30, INLINE_SEAL_MAX_BYTES, 300_000])
+async def test_the_openai_transport_seals_a_lone_body_on_the_loop_thread(
+    make_chat, peer, monkeypatch, content_bytes
+):
+    # A lone request's body is sealed on the loop thread up to LONE_SEAL_MAX_BYTES (here
+    # lowered to 100 kB so that the largest body is above it).
+    import threading
+
+    from nomyo_native import _loop_calls
+    from nomyo_native.openai._exchange import exchange
+
+    monkeypatch.setattr(_loop_calls, "LONE_SEAL_MAX_BYTES", 100_000)
+    chat = {"model": "m", "messages": [{"role": "user", "content": "x" * content_bytes}]}
+    body = _SpiedBody(_core.RequestBody(json.dumps(chat).encode()))
+    async with make_chat() as client:
+        answer = await exchange(client.client, body, None, None)  # type: ignore[arg-type]
+    assert answer["choices"][0]["message"]["content"] == "echo: " + "x" * content_bytes
+    loop_thread = threading.current_thread().name
+    assert (body.threads == [loop_thread]) == (body.size <= 100_000)
     assert len(body.threads) == 1

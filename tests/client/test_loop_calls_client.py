@@ -1,0 +1,245 @@
+"""Where the async client runs the core's seal and open: a lone request's on the event loop
+thread (``crypto_on_loop``, the default), concurrent requests' on workers, and the bounds that
+keep a lone request's stall short (``nomyo_native._loop_calls``)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import httpx2
+import pytest
+
+import nomyo_native as nomyo
+from nomyo_native import _loop_calls
+from nomyo_native._loop_calls import INLINE_SEAL_MAX_BYTES, LoopCalls
+
+from .core_threads import spy_on_core_threads
+from .peer import Peer
+
+USER = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def _large(size: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": "x" * size}]
+
+
+async def test_a_lone_request_is_sealed_and_opened_on_the_loop_thread(make_chat, monkeypatch):
+    seen = spy_on_core_threads(monkeypatch)
+    loop_thread = threading.current_thread().name
+    async with make_chat() as chat:
+        for messages in (USER, _large(INLINE_SEAL_MAX_BYTES), _large(200_000)):
+            await chat.create(model="m", messages=messages)
+    assert seen["seal"] == {loop_thread}
+    assert seen["open"] == {loop_thread}
+    assert seen["generate"] and loop_thread not in seen["generate"], "keygen never on the loop"
+
+
+async def test_crypto_on_loop_false_keeps_open_and_large_seals_on_workers(make_chat, monkeypatch):
+    seen = spy_on_core_threads(monkeypatch)
+    loop_thread = threading.current_thread().name
+    async with make_chat(crypto_on_loop=False) as chat:
+        await chat.create(model="m", messages=_large(INLINE_SEAL_MAX_BYTES))
+        assert seen["seal"] and loop_thread not in seen["seal"]
+        seen["seal"].clear()
+        await chat.create(model="m", messages=USER)
+    assert seen["seal"] == {loop_thread}, "a small payload is still sealed inline"
+    assert seen["open"] and loop_thread not in seen["open"]
+
+
+@pytest.mark.parametrize("lone_seal_max", [20_000, 60_000])
+async def test_a_lone_payload_above_its_bound_is_sealed_on_a_worker(
+    make_chat, monkeypatch, lone_seal_max
+):
+    monkeypatch.setattr(_loop_calls, "LONE_SEAL_MAX_BYTES", lone_seal_max)
+    seen = spy_on_core_threads(monkeypatch)
+    loop_thread = threading.current_thread().name
+    async with make_chat() as chat:
+        # The bound is a worst case (6 bytes per ASCII character), so a string of a sixth of
+        # the bound is inside it, and one of the bound's length is not.
+        await chat.create(model="m", messages=_large(lone_seal_max // 6 - 100))
+        assert seen["seal"] == {loop_thread}
+        seen["seal"].clear()
+        await chat.create(model="m", messages=_large(lone_seal_max))
+    assert seen["seal"] and loop_thread not in seen["seal"]
+
+
+@pytest.mark.parametrize("lone_open_max", [1_000, 50_000])
+async def test_a_lone_envelope_above_its_bound_is_opened_on_a_worker(
+    make_chat, monkeypatch, lone_open_max
+):
+    monkeypatch.setattr(_loop_calls, "LONE_OPEN_MAX_BYTES", lone_open_max)
+    seen = spy_on_core_threads(monkeypatch)
+    loop_thread = threading.current_thread().name
+    async with make_chat() as chat:
+        # The peer echoes the prompt: its envelope grows with it.
+        await chat.create(model="m", messages=_large(lone_open_max))
+        assert seen["open"] and loop_thread not in seen["open"]
+        if lone_open_max > 10_000:
+            seen["open"].clear()
+            await chat.create(model="m", messages=USER)
+            assert seen["open"] == {loop_thread}
+
+
+class _Gate:
+    """The peer's transport, holding each POST until ``together`` of them have arrived."""
+
+    def __init__(self, peer: Peer, together: int) -> None:
+        self.peer = peer
+        self.together = together
+        self.held = 0
+        self.all_here = asyncio.Event()
+        self.transport = httpx2.MockTransport(self.handle)
+
+    async def handle(self, request: httpx2.Request) -> httpx2.Response:
+        if request.method == "POST" and not self.all_here.is_set():
+            self.held += 1
+            if self.held >= self.together:
+                self.all_here.set()
+            await self.all_here.wait()
+        return self.peer.handle(request)
+
+
+@pytest.mark.parametrize("concurrent", [2, 5])
+async def test_concurrent_requests_seal_and_open_on_workers(
+    make_chat, peer, monkeypatch, concurrent
+):
+    gate = _Gate(peer, 1)
+    seen = spy_on_core_threads(monkeypatch)
+    loop_thread = threading.current_thread().name
+    async with make_chat(transport=gate.transport) as chat:
+        await chat.create(model="m", messages=USER)  # key pair and server key, alone
+        gate.all_here.clear()
+        gate.held, gate.together = 0, concurrent
+        seen["seal"].clear()
+        seen["open"].clear()
+        sealed_on: list[str] = []
+        opened_on: list[str] = []
+        real_seal, real_open = LoopCalls.seal_payload_here, LoopCalls.open_here
+
+        def seal_here(self: LoopCalls, payload: dict[str, object]) -> bool:
+            here = real_seal(self, payload)
+            sealed_on.append("loop" if here else "worker")
+            return here
+
+        def open_here(self: LoopCalls, envelope_bytes: int) -> bool:
+            here = real_open(self, envelope_bytes)
+            opened_on.append("loop" if here else "worker")
+            return here
+
+        monkeypatch.setattr(LoopCalls, "seal_payload_here", seal_here)
+        monkeypatch.setattr(LoopCalls, "open_here", open_here)
+        messages = [_large(INLINE_SEAL_MAX_BYTES + n) for n in range(concurrent)]
+        replies = await asyncio.gather(*(chat.create(model="m", messages=m) for m in messages))
+    assert [r["choices"][0]["message"]["content"] for r in replies] == [
+        "echo: " + m[0]["content"] for m in messages
+    ]
+    assert gate.held == concurrent
+    # The first request seals before the others start (alone); they seal in its company.
+    assert sealed_on == ["loop"] + ["worker"] * (concurrent - 1)
+    assert seen["seal"] - {loop_thread}, "no seal ran on a worker"
+    # Every request but the last to finish had company when its answer came.
+    assert opened_on.count("worker") >= concurrent - 1
+    assert seen["open"] and seen["open"] != {loop_thread}
+
+
+async def test_the_count_of_requests_in_flight_survives_failures_and_cancellation(
+    make_chat, peer, monkeypatch
+):
+    stall = asyncio.Event()
+    reached = asyncio.Event()
+
+    async def handle(request: httpx2.Request) -> httpx2.Response:
+        if request.method == "POST" and stall.is_set():
+            reached.set()
+            await asyncio.Event().wait()  # never answers: the caller cancels
+        return peer.handle(request)
+
+    seen = spy_on_core_threads(monkeypatch)
+    loop_thread = threading.current_thread().name
+    peer.script.append(httpx2.Response(400, json={"detail": "bad request"}))
+    async with make_chat(max_retries=0, transport=httpx2.MockTransport(handle)) as chat:
+        with pytest.raises(nomyo.InvalidRequestError):
+            await chat.create(model="m", messages=USER)
+        assert _loop_calls.in_flight_here() == 0
+        stall.set()
+        hung = asyncio.ensure_future(chat.create(model="m", messages=USER))
+        await reached.wait()
+        assert _loop_calls.in_flight_here() == 1
+        hung.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await hung
+        assert _loop_calls.in_flight_here() == 0
+        stall.clear()
+        seen["open"].clear()
+        await chat.create(model="m", messages=USER)
+    assert seen["open"] == {loop_thread}, "a lone request after them opens on the loop again"
+
+
+async def test_requests_of_two_clients_on_one_loop_count_together(peer, monkeypatch):
+    # Two clients (or a chat's siblings for other base URLs) share the loop: a request of one
+    # is company for the other's.
+    gate = _Gate(peer, 2)
+    seen = spy_on_core_threads(monkeypatch)
+    loop_thread = threading.current_thread().name
+    options = {"base_url": "https://peer.test", "key_size": 2048, "transport": gate.transport}
+    async with (
+        nomyo.SecureChatCompletion(**options) as one,
+        nomyo.SecureChatCompletion(**options) as other,
+    ):
+        await asyncio.gather(
+            one.create(model="m", messages=_large(INLINE_SEAL_MAX_BYTES)),
+            other.create(model="m", messages=_large(INLINE_SEAL_MAX_BYTES)),
+        )
+    assert seen["seal"] - {loop_thread}, "the second client's seal had company"
+    assert seen["open"] != {loop_thread}
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None, 0.0])
+def test_crypto_on_loop_must_be_a_bool(make_chat, value):
+    with pytest.raises(TypeError, match="crypto_on_loop"):
+        make_chat(crypto_on_loop=value)
+
+
+def test_the_sync_chat_client_takes_the_option_too():
+    # The option is a ClientOptions field, so both chat clients accept it; the blocking client
+    # seals and opens on the calling thread whatever it says.
+    for value in (True, False):
+        chat = nomyo.SyncSecureChatCompletion(
+            base_url="https://peer.test", crypto_on_loop=value, background_keygen=False
+        )
+        chat.close()
+
+
+@pytest.mark.parametrize(
+    ("in_flight", "size", "seal", "open_"),
+    [
+        (1, 100, True, True),
+        (1, INLINE_SEAL_MAX_BYTES + 1, True, True),
+        (1, _loop_calls.LONE_SEAL_MAX_BYTES + 1, False, False),
+        (2, 100, True, False),
+        (2, INLINE_SEAL_MAX_BYTES + 1, False, False),
+        (0, 100, True, True),
+    ],
+)
+def test_loop_calls_decisions(in_flight, size, seal, open_):
+    async def decide() -> tuple[bool, bool, bool, bool]:
+        on, off = LoopCalls(True), LoopCalls(False)
+        loops = [on.begin() for _ in range(in_flight)]
+        try:
+            return (
+                on.seal_bytes_here(size),
+                on.open_here(size),
+                off.seal_bytes_here(size),
+                off.open_here(size),
+            )
+        finally:
+            for loop in loops:
+                on.end(loop)
+            assert _loop_calls.in_flight_here() == 0
+
+    on_seal, on_open, off_seal, off_open = asyncio.run(decide())
+    assert on_seal is seal
+    assert on_open is (open_ and size <= _loop_calls.LONE_OPEN_MAX_BYTES)
+    assert off_seal is (size <= INLINE_SEAL_MAX_BYTES)
+    assert off_open is False
