@@ -5,6 +5,7 @@ keep a lone request's stall short (``nomyo_native._loop_calls``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 import httpx2
@@ -225,18 +226,18 @@ def test_the_sync_chat_client_takes_the_option_too():
 def test_loop_calls_decisions(in_flight, size, seal, open_):
     async def decide() -> tuple[bool, bool, bool, bool]:
         on, off = LoopCalls(True), LoopCalls(False)
-        loops = [on.begin() for _ in range(in_flight)]
-        try:
-            return (
+        with contextlib.ExitStack() as requests:
+            for _ in range(in_flight):
+                requests.enter_context(on.counted())
+            assert _loop_calls.in_flight_here() == in_flight
+            decisions = (
                 on.seal_bytes_here(size),
                 on.open_here(size),
                 off.seal_bytes_here(size),
                 off.open_here(size),
             )
-        finally:
-            for loop in loops:
-                on.end(loop)
-            assert _loop_calls.in_flight_here() == 0
+        assert _loop_calls.in_flight_here() == 0
+        return decisions
 
     on_seal, on_open, off_seal, off_open = asyncio.run(decide())
     assert on_seal is seal
