@@ -26,7 +26,7 @@ LEADS = [b"\\u00e9", "漢".encode() + b"\\n", b"\\ud800", "🔐".encode() + b"\\
 PADS = range(71)
 # (prefix, suffix) of the document around the string body: a value, an array element, a key,
 # an object member's value.
-SHAPES = [(b'"', b'"'), (b'["x", "', b'"]'), (b'{"', b'": 1}'), (b'{"k": "', b'"}')]
+SHAPES = [(b'"', b'"'), (b'["x", "', b'"]'), (b'{"', b'": 1}'), (b'{"content": "', b'"}')]
 
 VALID = [
     b"\\u00e9", b"\\u00E9", b"\\u0100", b"\\uffff", b"\\uFEFF", b"\\u0000", b"\\u007f",
@@ -121,7 +121,7 @@ def test_a_valid_piece_after_every_pad_reads_as_json_loads_reads_it(piece: bytes
 
 def _expected_error(document: bytes, start: int, problem: str, where: int | str) -> str:
     at = len(document) if where == "end" else start + int(where)
-    path = {b'"': "$", b"[": "$[1]", b'{"k"': "$.k", b"{": "$.<key>"}
+    path = {b'"': "$", b"[": "$[1]", b'{"content"': "$.content", b"{": "$.<key 1>"}
     shape = next(v for k, v in path.items() if document.startswith(k))
     return f"invalid JSON payload: {problem} at byte {at} (path {shape})"
 

@@ -8,8 +8,8 @@
 //! `int.__repr__` string (a copy of that one number, as `json.dumps` makes).
 //!
 //! `read_py` is a strict RFC 8259 parser that builds Python objects directly; escaped strings are
-//! decoded in place in the locked buffer it reads. Errors name the problem and the byte offset,
-//! never content.
+//! decoded in place in the locked buffer it reads. Errors name the problem, the byte offset and
+//! the path (`json_path`: protocol field names and positions), never content.
 
 use std::fmt::Write as _;
 
@@ -19,6 +19,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use zeroize::Zeroize;
 
 use crate::error::{CoreError, CoreResult};
+use crate::json_path::{self, Step as PathStep};
 use crate::json_scan::{plain_prefix, scan_number};
 use crate::json_string::{self, EscapeStop, UnescapeError};
 use crate::json_wide;
@@ -29,8 +30,6 @@ pub use crate::envelope::MAX_JSON_DEPTH;
 
 /// Smallest buffer the writer grows to: most requests fit without a second allocation.
 const INITIAL_CAPACITY: usize = 16 * 1024;
-/// Longest dict key quoted in an error path.
-const MAX_KEY_IN_PATH: usize = 48;
 
 // ---- writer ------------------------------------------------------------------------------------
 
@@ -54,15 +53,10 @@ enum Fault {
     Python(String),
 }
 
-enum Segment {
-    Index(usize),
-    Key(String),
-}
-
 struct WriteError {
     fault: Fault,
-    /// Innermost segment first.
-    path: Vec<Segment>,
+    /// Innermost step first.
+    path: Vec<PathStep>,
 }
 
 impl From<Fault> for WriteError {
@@ -75,31 +69,13 @@ impl From<Fault> for WriteError {
 }
 
 impl WriteError {
-    fn at(mut self, segment: Segment) -> Self {
-        self.path.push(segment);
+    fn at(mut self, step: PathStep) -> Self {
+        self.path.push(step);
         self
     }
 
-    fn path_text(&self) -> String {
-        let mut text = String::from("$");
-        for segment in self.path.iter().rev() {
-            match segment {
-                Segment::Index(i) => {
-                    let _ = write!(text, "[{i}]");
-                }
-                Segment::Key(k) if is_identifier(k) => {
-                    let _ = write!(text, ".{k}");
-                }
-                Segment::Key(k) => {
-                    let _ = write!(text, "[{k:?}]");
-                }
-            }
-        }
-        text
-    }
-
     fn into_core(self, max_len: usize) -> CoreError {
-        let path = self.path_text();
+        let path = json_path::render(self.path.iter().rev().copied());
         match self.fault {
             Fault::NotJson(t) => CoreError::NotJson(format!(
                 "{path}: object of type {t} is not JSON serializable"
@@ -127,26 +103,21 @@ impl WriteError {
     }
 }
 
-fn is_identifier(key: &str) -> bool {
-    let mut chars = key.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// A dict key as shown in an error path (keys are structure, not content; long ones shortened).
-/// A str key is read without `str()`/`to_str()`, which would cache a UTF-8 copy in the caller's
-/// key (issue 10 finding 4); other keys are shown by their `str()`, a new object of ours.
-fn key_label(key: &Bound<'_, PyAny>) -> String {
-    let text = match key.cast::<PyString>() {
-        Ok(s) => crate::pystr::label(s, MAX_KEY_IN_PATH),
-        Err(_) => key
-            .str()
-            .and_then(|s| crate::pystr::label(&s, MAX_KEY_IN_PATH)),
-    };
-    match text {
-        Ok((short, true)) => format!("{short}..."),
-        Ok((whole, false)) => whole,
-        Err(_) => String::from("?"),
+/// A dict member as an error path shows it: its key only when that is a protocol field name
+/// (`json_path`), else its position. The key is compared in place: an ASCII str's own bytes,
+/// no copy of it, and never `to_str()` of a non-ASCII one, which would cache a UTF-8 copy in
+/// the caller's key (issue 10 finding 4); a key that is no str is never a field name.
+fn member_step(key: &Bound<'_, PyAny>, index: usize, count: Option<usize>) -> PathStep {
+    let name = key.cast::<PyString>().ok().and_then(|s| {
+        match crate::pystr::text(s, json_path::MAX_PROTOCOL_KEY_LEN) {
+            Ok(Text::Ascii(bytes)) => json_path::protocol_key(bytes),
+            _ => None,
+        }
+    });
+    PathStep::Member {
+        key: name,
+        ordinal: index + 1,
+        of: count,
     }
 }
 
@@ -245,7 +216,7 @@ impl Writer<'_> {
                 self.put(b",")?;
             }
             self.value(&item, depth)
-                .map_err(|e| e.at(Segment::Index(index)))?;
+                .map_err(|e| e.at(PathStep::Index(index)))?;
         }
         Ok(self.put(b"]")?)
     }
@@ -259,11 +230,10 @@ impl Writer<'_> {
             if index > 0 {
                 self.put(b",")?;
             }
-            self.key(&key)
-                .map_err(|f| WriteError::from(f).at(Segment::Key(key_label(&key))))?;
+            let step = |error: WriteError| error.at(member_step(&key, index, Some(dict.len())));
+            self.key(&key).map_err(|f| step(WriteError::from(f)))?;
             self.put(b":")?;
-            self.value(&value, depth)
-                .map_err(|e| e.at(Segment::Key(key_label(&key))))?;
+            self.value(&value, depth).map_err(step)?;
         }
         Ok(self.put(b"}")?)
     }
@@ -674,10 +644,14 @@ struct Parser<'a, 'py> {
     path: Vec<Step<'py>>,
 }
 
-/// One level of the reader's position: an array index, an object member (its key once read).
+/// One level of the reader's position: an array index, or an object member's position (from 1)
+/// and its key once read (shown only if it is a protocol field name, see `json_path`).
 enum Step<'py> {
     Index(usize),
-    Member(Option<Bound<'py, PyString>>),
+    Member {
+        ordinal: usize,
+        key: Option<Bound<'py, PyString>>,
+    },
 }
 
 impl<'py> Parser<'_, 'py> {
@@ -692,27 +666,22 @@ impl<'py> Parser<'_, 'py> {
         ))
     }
 
-    /// The current position as `$.key[3]...`; a member whose key is not read yet (the error is
-    /// in the key) shows as `.<key>`.
+    /// The current position as `$.choices[0].message...` (`json_path`); a member whose key is
+    /// not read yet (the error is in the key) shows as its position, as any other non-protocol
+    /// key does.
     fn path_text(&self) -> String {
-        let mut text = String::from("$");
-        for step in &self.path {
-            match step {
-                Step::Index(i) => {
-                    let _ = write!(text, "[{i}]");
-                }
-                Step::Member(None) => text.push_str(".<key>"),
-                Step::Member(Some(key)) => {
-                    let label = key_label(key.as_any());
-                    if is_identifier(&label) {
-                        let _ = write!(text, ".{label}");
-                    } else {
-                        let _ = write!(text, "[{label:?}]");
-                    }
-                }
-            }
-        }
-        text
+        json_path::render(self.path.iter().map(|step| match step {
+            Step::Index(i) => PathStep::Index(*i),
+            Step::Member { ordinal, key: None } => PathStep::Member {
+                key: None,
+                ordinal: *ordinal,
+                of: None,
+            },
+            Step::Member {
+                ordinal,
+                key: Some(key),
+            } => member_step(key.as_any(), ordinal - 1, None),
+        }))
     }
 
     fn built<T>(&self, r: PyResult<T>) -> CoreResult<T> {
@@ -805,11 +774,16 @@ impl<'py> Parser<'_, 'py> {
             self.pos += 1;
             return Ok(dict.into_any());
         }
-        self.path.push(Step::Member(None));
+        self.path.push(Step::Member {
+            ordinal: 0,
+            key: None,
+        });
+        let mut ordinal = 0;
         loop {
             self.skip_ws();
+            ordinal += 1;
             if let Some(step) = self.path.last_mut() {
-                *step = Step::Member(None);
+                *step = Step::Member { ordinal, key: None };
             }
             match self.s.get(self.pos) {
                 Some(b'"') => {}
@@ -818,7 +792,10 @@ impl<'py> Parser<'_, 'py> {
             }
             let key = self.string()?;
             if let Some(step) = self.path.last_mut() {
-                *step = Step::Member(Some(key.clone()));
+                *step = Step::Member {
+                    ordinal,
+                    key: Some(key.clone()),
+                };
             }
             self.skip_ws();
             if self.s.get(self.pos) != Some(&b':') {

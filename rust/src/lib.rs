@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod envelope_scan;
 pub mod error;
 mod fork;
+pub mod json_path;
 pub mod json_scan;
 pub mod json_string;
 pub mod json_wide;

@@ -162,45 +162,6 @@ pub fn utf8<'a>(s: &'a Bound<'_, PyString>, max_bytes: usize) -> Result<Utf8<'a>
     Ok(Utf8::Locked(out))
 }
 
-/// At most `max_chars` characters of `s` for an error message, and whether `s` was longer, read
-/// without caching a UTF-8 copy in `s` (a caller's dict key named in an error path would
-/// otherwise keep one for its lifetime). Lone surrogates show as U+FFFD.
-pub fn label(s: &Bound<'_, PyString>, max_chars: usize) -> PyResult<(String, bool)> {
-    let py = s.py();
-    // SAFETY: `s` is a live str.
-    let chars = unsafe { ffi::PyUnicode_GetLength(s.as_ptr()) };
-    let chars = usize::try_from(chars).map_err(|_| PyErr::fetch(py))?;
-    let shown = chars.min(max_chars);
-    let mut units: Vec<ffi::Py_UCS4> = vec![0; shown];
-    if shown > 0 {
-        // A substring of exactly `shown` characters: `PyUnicode_AsUCS4` copies whole strings.
-        // SAFETY: `s` is a live str and `0..shown` lies within it.
-        let prefix = unsafe {
-            Bound::from_owned_ptr_or_err(
-                py,
-                ffi::PyUnicode_Substring(s.as_ptr(), 0, shown as ffi::Py_ssize_t),
-            )?
-        };
-        // SAFETY: `units` has room for `shown` code points; no NUL is appended.
-        let filled = unsafe {
-            ffi::PyUnicode_AsUCS4(
-                prefix.as_ptr(),
-                units.as_mut_ptr(),
-                shown as ffi::Py_ssize_t,
-                0,
-            )
-        };
-        if filled.is_null() {
-            return Err(PyErr::fetch(py));
-        }
-    }
-    let text = units
-        .iter()
-        .map(|&code| char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER))
-        .collect();
-    Ok((text, chars > max_chars))
-}
-
 /// A `str` of the UTF-16 code units `json_wide` decoded into `buf` (`wide.units` of them,
 /// little-endian, at its start; the caller's locked memory), built straight from `buf` by the
 /// fastest of CPython's stable-ABI constructors for them: Latin-1 bytes (`buf` narrowed in

@@ -160,7 +160,7 @@ def test_a_body_longer_than_its_estimate_is_read_whole() -> None:
         (b'"\\u4e2d', "unterminated string at byte 7 (path $)"),
         (b'"\\ud800\\uZZZZ"', "invalid \\u escape at byte 7 (path $)"),
         (b'["\\u4e2d", "\\u00e9\\x"]', "invalid escape at byte 18 (path $[1])"),
-        (b'{"\\u00e9": 1, "\\u4e2d\\u12"', "truncated \\u escape at byte 21 (path $.<key>)"),
+        (b'{"\\u00e9": 1, "\\u4e2d\\u12"', "truncated \\u escape at byte 21 (path $.<key 2>)"),
         (b'"\xc3\xa9\\u4e2d\xed\xa0\x80"', "invalid UTF-8 in a string at byte 9 (path $)"),
         (b'"\\ud83d\xf0\x9f"', "invalid UTF-8 in a string at byte 7 (path $)"),
         (b'"\\u00e9\xc3\x01"', "control character in a string at byte 8 (path $)"),
