@@ -107,17 +107,19 @@ impl WriteError {
 /// (`json_path`), else its position. The key is compared in place: an ASCII str's own bytes,
 /// no copy of it, and never `to_str()` of a non-ASCII one, which would cache a UTF-8 copy in
 /// the caller's key (issue 10 finding 4); a key that is no str is never a field name.
-fn member_step(key: &Bound<'_, PyAny>, index: usize, count: Option<usize>) -> PathStep {
-    let name = key.cast::<PyString>().ok().and_then(|s| {
-        match crate::pystr::text(s, json_path::MAX_PROTOCOL_KEY_LEN) {
-            Ok(Text::Ascii(bytes)) => json_path::protocol_key(bytes),
-            _ => None,
-        }
-    });
+fn member_step(key: &Bound<'_, PyAny>, index: usize, count: usize) -> PathStep {
     PathStep::Member {
-        key: name,
+        key: key.cast::<PyString>().ok().and_then(protocol_name),
         ordinal: index + 1,
-        of: count,
+        of: Some(count),
+    }
+}
+
+/// The protocol field name `key` is, if it is one (`json_path`), read in place.
+fn protocol_name(key: &Bound<'_, PyString>) -> Option<&'static str> {
+    match crate::pystr::text(key, json_path::MAX_PROTOCOL_KEY_LEN) {
+        Ok(Text::Ascii(bytes)) => json_path::protocol_key(bytes),
+        _ => None,
     }
 }
 
@@ -230,7 +232,7 @@ impl Writer<'_> {
             if index > 0 {
                 self.put(b",")?;
             }
-            let step = |error: WriteError| error.at(member_step(&key, index, Some(dict.len())));
+            let step = |error: WriteError| error.at(member_step(&key, index, dict.len()));
             self.key(&key).map_err(|f| step(WriteError::from(f)))?;
             self.put(b":")?;
             self.value(&value, depth).map_err(step)?;
@@ -649,7 +651,9 @@ struct Parser<'a, 'py> {
 enum Step<'py> {
     Index(usize),
     Member {
-        ordinal: usize,
+        // u32 keeps a step two words long (a document under the envelope cap has fewer
+        // members; past u32::MAX the count would stop, not wrap).
+        ordinal: u32,
         key: Option<Bound<'py, PyString>>,
     },
 }
@@ -659,6 +663,10 @@ impl<'py> Parser<'_, 'py> {
         self.fail_at(problem, self.pos)
     }
 
+    // Cold and out of line: the error text is built once per refused document, and inlined
+    // into the loops it made them larger and slower (`built` stopped being inlined).
+    #[cold]
+    #[inline(never)]
     fn fail_at(&self, problem: &str, pos: usize) -> CoreError {
         let path = self.path_text();
         CoreError::Envelope(format!(
@@ -672,26 +680,27 @@ impl<'py> Parser<'_, 'py> {
     fn path_text(&self) -> String {
         json_path::render(self.path.iter().map(|step| match step {
             Step::Index(i) => PathStep::Index(*i),
-            Step::Member { ordinal, key: None } => PathStep::Member {
-                key: None,
-                ordinal: *ordinal,
+            Step::Member { ordinal, key } => PathStep::Member {
+                key: key.as_ref().and_then(protocol_name),
+                ordinal: *ordinal as usize,
                 of: None,
             },
-            Step::Member {
-                ordinal,
-                key: Some(key),
-            } => member_step(key.as_any(), ordinal - 1, None),
         }))
     }
 
+    #[inline]
     fn built<T>(&self, r: PyResult<T>) -> CoreResult<T> {
-        r.map_err(|e| {
-            if e.is_instance_of::<PyRecursionError>(self.py) {
-                self.fail("nesting too deep for the interpreter")
-            } else {
-                self.fail("could not build the Python value")
-            }
-        })
+        r.map_err(|e| self.build_failed(&e))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn build_failed(&self, error: &PyErr) -> CoreError {
+        if error.is_instance_of::<PyRecursionError>(self.py) {
+            self.fail("nesting too deep for the interpreter")
+        } else {
+            self.fail("could not build the Python value")
+        }
     }
 
     fn skip_ws(&mut self) {
@@ -778,24 +787,23 @@ impl<'py> Parser<'_, 'py> {
             ordinal: 0,
             key: None,
         });
-        let mut ordinal = 0;
+        let mut ordinal: u32 = 0;
         loop {
             self.skip_ws();
-            ordinal += 1;
-            if let Some(step) = self.path.last_mut() {
-                *step = Step::Member { ordinal, key: None };
+            ordinal = ordinal.saturating_add(1);
+            // Until its key is read, a member is its position only.
+            if let Some(Step::Member { ordinal: at, key }) = self.path.last_mut() {
+                *at = ordinal;
+                *key = None;
             }
             match self.s.get(self.pos) {
                 Some(b'"') => {}
                 None => return Err(self.fail("unexpected end of data in an object")),
                 Some(_) => return Err(self.fail("expected a string key")),
             }
-            let key = self.string()?;
-            if let Some(step) = self.path.last_mut() {
-                *step = Step::Member {
-                    ordinal,
-                    key: Some(key.clone()),
-                };
+            let read = self.string()?;
+            if let Some(Step::Member { key, .. }) = self.path.last_mut() {
+                *key = Some(read);
             }
             self.skip_ws();
             if self.s.get(self.pos) != Some(&b':') {
@@ -804,6 +812,10 @@ impl<'py> Parser<'_, 'py> {
             self.pos += 1;
             self.skip_ws();
             let value = self.value(depth)?;
+            // The key is the path's (no reference count spent on a copy for it).
+            let Some(Step::Member { key: Some(key), .. }) = self.path.last() else {
+                return Err(self.fail("a member's key went missing from the path"));
+            };
             // Duplicate keys: the last one wins, as in Python's json.
             self.built(dict.set_item(key, value))?;
             self.skip_ws();
