@@ -1,7 +1,8 @@
 """One HTTP/1.1 exchange's framing, without I/O: the drivers' connection layer does the I/O.
 
 h11 checks the request (head and declared length) and parses every response head, 1xx
-interim responses skipped, with its limits (a head over :data:`MAX_HEAD_BYTES` is refused).
+interim responses skipped, with its limits and ours (``_http11_limits``: a head's bytes, and
+how many interim responses, and how many bytes of them, come before the final one).
 What it is not given is a ``Content-Length`` body: that is read by the connection straight into
 one buffer of the declared length (h11 would copy it out of its receive buffer chunk by chunk,
 and httpcore2 copy each chunk again). Chunked and close-delimited bodies keep going through h11.
@@ -23,6 +24,7 @@ from h11 import _headers as h11_headers
 
 from nomyo_native._h11_linear import install as install_linear_field_line
 from nomyo_native._http11_head import read_plain_head
+from nomyo_native._http11_limits import MAX_HEAD_BYTES, InterimResponses, head_too_large
 from nomyo_native._http11_plain import new_connection, plain_request, read_response_head
 from nomyo_native._request_fields import checked_fields
 
@@ -39,8 +41,6 @@ __all__ = [
 # Trailers and heads h11 reads are read by its field expression: made linear first.
 install_linear_field_line()
 
-# httpcore2's bound on an incomplete h11 event (a head still arriving).
-MAX_HEAD_BYTES = 100 * 1024
 # h11's end of a head: an empty line, CRLF or a bare LF.
 _HEAD_END = re.compile(rb"\n\r?\n")
 # A line starting with a space or tab continues the previous one (obs-fold). h11 unfolds it, as
@@ -170,10 +170,6 @@ def _refuse_controls(head: bytes) -> None:
         raise httpcore2.RemoteProtocolError("control character in response head")
 
 
-def _head_too_large() -> httpcore2.RemoteProtocolError:
-    return httpcore2.RemoteProtocolError(f"response head larger than {MAX_HEAD_BYTES} bytes")
-
-
 class Exchange:
     """The framing state of one request and its response: through h11's connection state
     machine, or, for a request of declared length, h11's checks without it
@@ -198,6 +194,7 @@ class Exchange:
         # How much of the head still arriving has been searched for its end: each search goes
         # on from there, so a head trickling in a byte per read is scanned once, not per read.
         self._searched = 0
+        self._interim: InterimResponses | None = None  # those skipped so far
 
     # ---- the request -----------------------------------------------------------------------
 
@@ -246,13 +243,13 @@ class Exchange:
             if found is None:
                 self._searched = len(rest)
                 if len(rest) > MAX_HEAD_BYTES:
-                    raise _head_too_large()
+                    raise head_too_large()
                 if len(rest) and rest[0] < 0x21:
                     # h11 refuses at once what cannot start a status line (a control, a space).
                     raise httpcore2.RemoteProtocolError("illegal status line")
                 return taken, None
             if found.end() > MAX_HEAD_BYTES:
-                raise _head_too_large()
+                raise head_too_large()
             head = bytes(rest[: found.end()])
             if _FOLD.search(head) is not None:
                 raise httpcore2.RemoteProtocolError("folded header line (obs-fold) refused")
@@ -264,6 +261,9 @@ class Exchange:
                 _refuse_controls(head)
                 self._receive(head)
                 self._parse_head()
+            if self._head is None:  # an interim response, skipped: refused past the bounds
+                self._interim = self._interim or InterimResponses()
+                self._interim.skipped(len(head))
         return taken, self._head
 
     def end_of_stream_before_head(self) -> httpcore2.RemoteProtocolError:
