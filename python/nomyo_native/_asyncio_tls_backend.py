@@ -31,6 +31,7 @@ from nomyo_native._async_pool import HTTP11ConnectionPool
 from nomyo_native._asyncio_connection import BufferedConnection, ReadTimedOut
 from nomyo_native._asyncio_core_tls import start_core_tls
 from nomyo_native._core_tls import CoreTlsContext
+from nomyo_native._resolver import numeric_hosts, resolve_async
 
 __all__ = [
     "AsyncioNetworkBackend",
@@ -63,6 +64,26 @@ async def _bounded(
             return await awaitable
     except TimeoutError:
         raise on_timeout(f"timed out after {timeout} s") from None
+
+
+async def _open_tcp(
+    host: str, port: int, local_addr: tuple[str, int] | None
+) -> tuple[asyncio.Transport, BufferedConnection]:
+    """``loop.create_connection`` to the first of ``host``'s addresses that takes one, as it
+    tries them, with the name looked up by ``_resolver`` (``loop.getaddrinfo`` asks in the
+    loop's default executor, where a lookup the deadline cancelled stays stuck, and
+    ``asyncio.run`` waits for it at shutdown)."""
+    loop = asyncio.get_running_loop()
+    first_failure: OSError | None = None
+    for address in numeric_hosts(await resolve_async(host, port)):
+        try:
+            return await loop.create_connection(
+                BufferedConnection, address, port, local_addr=local_addr
+            )
+        except OSError as exc:
+            first_failure = first_failure or exc
+    assert first_failure is not None  # getaddrinfo answers at least one address or fails
+    raise first_failure
 
 
 class AsyncioNetworkStream(httpcore2.AsyncNetworkStream):
@@ -281,14 +302,11 @@ class AsyncioNetworkBackend(httpcore2.AsyncNetworkBackend):
         socket_options: Iterable[SocketOption] | None = None,
     ) -> AsyncioNetworkStream:
         local_addr = (local_address, 0) if local_address else None
-        loop = asyncio.get_running_loop()
         try:
             transport, connection = await _bounded(
-                loop.create_connection(BufferedConnection, host, port, local_addr=local_addr),
-                timeout,
-                httpcore2.ConnectTimeout,
+                _open_tcp(host, port, local_addr), timeout, httpcore2.ConnectTimeout
             )
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode
             raise httpcore2.ConnectError(str(exc) or type(exc).__name__) from exc
         sock = transport.get_extra_info("socket")
         for option in socket_options or ():

@@ -2,8 +2,9 @@
 over OpenSSL, ``_sync_core_tls`` over the core's TLS), and the most one of their reads returns.
 
 The whole-attempt deadline lives in a context variable set by the driver around one attempt:
-every connect, TLS handshake, write and read gets at most the time the attempt has left, so a
-peer trickling a byte at a time cannot hold a request past its deadline.
+every name lookup (``_resolver``), connect, TLS handshake, write and read gets at most the time
+the attempt has left, so neither a peer trickling a byte at a time nor a resolver that never
+answers can hold a request past its deadline.
 """
 
 from __future__ import annotations

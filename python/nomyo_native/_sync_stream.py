@@ -1,7 +1,8 @@
-"""The sync driver's network streams: httpcore2's sync backend with every connect, TLS handshake,
-write and read bound by the attempt's deadline (``_sync_deadline``), reads that gather what a
-TLS socket has already received, and a TLS upgrade that runs the core's TLS
-(``_sync_core_tls``) when the client's context is a ``CoreTlsContext``, OpenSSL's otherwise.
+"""The sync driver's network streams: httpcore2's sync backend with every name lookup
+(``_resolver``), connect, TLS handshake, write and read bound by the attempt's deadline
+(``_sync_deadline``), reads that gather what a TLS socket has already received, and a TLS
+upgrade that runs the core's TLS (``_sync_core_tls``) when the client's context is a
+``CoreTlsContext``, OpenSSL's otherwise.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import httpcore2
 
 from nomyo_native._core_tls import CoreTlsContext
+from nomyo_native._resolver import numeric_hosts, resolve
 from nomyo_native._sync_core_tls import CoreTlsStream
 from nomyo_native._sync_deadline import READ_AHEAD
 from nomyo_native._sync_deadline import bounded as _bounded
@@ -151,9 +153,28 @@ class DeadlineBackend(httpcore2.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore2.NetworkStream:
-        bounded = _bounded(timeout, httpcore2.ConnectTimeout)
-        stream = self._inner.connect_tcp(host, port, bounded, local_address, socket_options)
-        return DeadlineStream(stream)
+        """A connection to the first of ``host``'s addresses that takes one (as
+        ``socket.create_connection`` tries them), its name looked up by ``_resolver``: the
+        lookup and each connect within ``timeout`` and what the attempt has left."""
+        try:
+            infos = resolve(host, port, _bounded(timeout, httpcore2.ConnectTimeout))
+        except TimeoutError as exc:
+            raise httpcore2.ConnectTimeout(str(exc)) from exc
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode
+            raise httpcore2.ConnectError(str(exc) or type(exc).__name__) from exc
+        first_failure: httpcore2.ConnectError | httpcore2.ConnectTimeout | None = None
+        for address in numeric_hosts(infos):
+            bounded = _bounded(timeout, httpcore2.ConnectTimeout)
+            try:
+                stream = self._inner.connect_tcp(
+                    address, port, bounded, local_address, socket_options
+                )
+            except (httpcore2.ConnectError, httpcore2.ConnectTimeout) as exc:
+                first_failure = first_failure or exc
+                continue
+            return DeadlineStream(stream)
+        assert first_failure is not None  # getaddrinfo answers at least one address or fails
+        raise first_failure
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None

@@ -1,0 +1,201 @@
+"""Every wait of an attempt ends by its deadline: the name lookup (a resolver that never
+answers), on both drivers, with the same typed errors; and hung lookups hold a bounded number
+of threads.
+
+A lookup is made to hang by a stand-in for ``socket.getaddrinfo`` for names under ``.test``
+(what both drivers' lookups call, ``_resolver``'s threads as the default executor's did);
+numeric lookups and every other name go to the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import pytest
+from tests.client.disclosure import everything_said_about
+
+import nomyo_native as nomyo
+from nomyo_native import _resolver
+
+from .loopback import ECHO_PREFIX, chat_request
+
+pytestmark = pytest.mark.filterwarnings("ignore:WARNING. Using HTTP:UserWarning")
+
+API_KEY = "sk-waits-0f4e9a77c2d81b35"
+# The longest a stand-in lookup or a stalled answer holds on (released at the test's end).
+HANG_BOUND = 30.0
+# Generous: the box is shared and noisy; without the fix these waits took HANG_BOUND or more.
+MARGIN = 2.0
+
+_real_getaddrinfo = socket.getaddrinfo
+
+
+class StandInResolver:
+    """``socket.getaddrinfo`` for names under ``.test``: each one ``hang``s (until released),
+    ``fail``s, or answers ``addresses`` after ``delay`` seconds."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls: list[tuple[str, str]] = []  # (name, thread asking)
+        self.answers: dict[str, tuple[float, list[str]]] = {}
+        self.failing: set[str] = set()
+
+    def __call__(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        flags = args[3] if len(args) > 3 else kwargs.get("flags", 0)
+        if not isinstance(host, str) or not host.endswith(".test") or flags & socket.AI_NUMERICHOST:
+            return _real_getaddrinfo(host, port, *args, **kwargs)
+        self.calls.append((host, threading.current_thread().name))
+        if host in self.failing:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        delay, addresses = self.answers.get(host, (HANG_BOUND, []))
+        self.release.wait(delay)
+        if not addresses:
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        infos: list[Any] = []
+        for address in addresses:
+            infos += _real_getaddrinfo(address, port, *args, **kwargs)
+        return infos
+
+
+def _resolver_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == _resolver._THREAD_NAME]
+
+
+@pytest.fixture
+def names(monkeypatch: pytest.MonkeyPatch) -> Iterator[StandInResolver]:
+    stand_in = StandInResolver()
+    monkeypatch.setattr(socket, "getaddrinfo", stand_in)
+    yield stand_in
+    stand_in.release.set()
+    for thread in _resolver_threads():
+        thread.join(timeout=HANG_BOUND)
+    assert not _resolver_threads()
+
+
+async def _create_fails(chat: Any) -> tuple[BaseException, float]:
+    started = time.monotonic()
+    with pytest.raises(nomyo.APIConnectionError) as caught:
+        await chat.create(**chat_request("waits probe"))
+    return caught.value, time.monotonic() - started
+
+
+# ---- the name lookup -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("deadline", [0.3, 1.0, 2.0])
+async def test_a_hung_name_lookup_ends_the_attempt_at_its_deadline(
+    names, loopback, chat_to, deadline
+):
+    chat = chat_to(
+        base_url=f"http://api.hang.test:{loopback.port}",
+        max_retries=0,
+        timeout=HANG_BOUND,
+        deadline=deadline,
+        api_key=API_KEY,
+    )
+    error, took = await _create_fails(chat)
+    assert "deadline" in str(error)
+    assert took < deadline + MARGIN
+    assert API_KEY not in everything_said_about(error)
+    assert names.calls and loopback.posts == []
+
+
+@pytest.mark.parametrize("connect", [0.3, 1.0])
+async def test_a_name_lookup_is_bound_by_the_connect_timeout_too(names, loopback, chat_to, connect):
+    chat = chat_to(
+        base_url=f"http://api.hang.test:{loopback.port}",
+        max_retries=0,
+        timeout=httpx2.Timeout(HANG_BOUND, connect=connect),
+        deadline=HANG_BOUND,
+        api_key=API_KEY,
+    )
+    error, took = await _create_fails(chat)
+    assert "ConnectTimeout" in str(error)
+    assert took < connect + MARGIN
+    assert API_KEY not in everything_said_about(error)
+
+
+async def test_a_failed_name_lookup_is_a_connection_error(names, loopback, chat_to):
+    names.failing.add("nx.hang.test")
+    chat = chat_to(base_url=f"http://nx.hang.test:{loopback.port}", max_retries=0)
+    error, took = await _create_fails(chat)
+    assert "ConnectError" in str(error) and "Name or service not known" in str(error)
+    assert took < MARGIN
+
+
+@pytest.mark.parametrize("label", ["a" * 64, "b" * 200])
+async def test_a_name_the_lookup_cannot_encode_is_a_connection_error(loopback, chat_to, label):
+    # getaddrinfo refuses it before asking anyone (IDNA: a label over 63 characters), with a
+    # UnicodeError that reached the async driver's caller as it was.
+    chat = chat_to(base_url=f"http://{label}.example:{loopback.port}", max_retries=0)
+    error, took = await _create_fails(chat)
+    assert "ConnectError" in str(error) and "idna" in str(error)
+    assert took < MARGIN
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.3])
+@pytest.mark.parametrize(
+    "addresses",
+    [["127.0.0.1"], ["::1", "127.0.0.1"], ["127.0.0.1", "::1"]],
+    ids=["one", "a refusing one first", "a refusing one after"],
+)
+async def test_a_name_answered_within_the_deadline_connects(
+    names, loopback, chat_to, delay, addresses
+):
+    # The peer listens on 127.0.0.1 only: ::1 refuses (or has no route), and the connect goes
+    # on to the next address as socket.create_connection and loop.create_connection do.
+    names.answers["peer.ok.test"] = (delay, addresses)
+    chat = chat_to(base_url=f"http://peer.ok.test:{loopback.port}", max_retries=0, deadline=10)
+    answer = await chat.create(**chat_request("by name"))
+    assert answer["choices"][0]["message"]["content"] == f"{ECHO_PREFIX}by name>"
+    assert len(loopback.posts) == 1
+
+
+@pytest.mark.parametrize("retries", [0, 3])
+async def test_timed_out_lookups_hold_a_bounded_number_of_threads(
+    names, loopback, chat_to, driver, retries
+):
+    # More names than resolver threads, each tried again and again, every lookup hung: a
+    # lookup is asked once and joined by the next attempt for its name, one waiting for a
+    # thread is dropped when its caller leaves, and no thread is left behind in the default
+    # executor of the loop.
+    hosts = [f"h{i}.hang.test" for i in range(2 * _resolver.MAX_THREADS + 1)]
+    for host in hosts:
+        chat = chat_to(base_url=f"http://{host}:{loopback.port}", max_retries=retries, deadline=0.2)
+        await _create_fails(chat)
+        assert len(_resolver_threads()) <= _resolver.MAX_THREADS
+    assert len(names.calls) <= _resolver.MAX_THREADS
+    assert {thread for _, thread in names.calls} == {_resolver._THREAD_NAME}
+    names.release.set()
+    for thread in _resolver_threads():
+        thread.join(timeout=HANG_BOUND)
+    assert not _resolver_threads()
+
+
+def test_asyncio_run_returns_without_waiting_for_a_hung_lookup(names, loopback):
+    # The deadline cancelled loop.getaddrinfo's wait, but its executor thread stayed stuck,
+    # and asyncio.run waited for it when shutting the default executor down.
+    async def main() -> BaseException:
+        chat = nomyo.SecureChatCompletion(
+            base_url=f"http://run.hang.test:{loopback.port}",
+            allow_http=True,
+            key_size=2048,
+            max_retries=0,
+            deadline=0.3,
+        )
+        try:
+            error, _ = await _create_fails(chat)
+        finally:
+            await chat.aclose()
+        return error
+
+    started = time.monotonic()
+    error = asyncio.run(main())
+    assert "deadline" in str(error)
+    assert time.monotonic() - started < 0.3 + MARGIN
