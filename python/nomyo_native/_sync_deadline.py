@@ -2,9 +2,10 @@
 over OpenSSL, ``_sync_core_tls`` over the core's TLS), and the most one of their reads returns.
 
 The whole-attempt deadline lives in a context variable set by the driver around one attempt:
-every name lookup (``_resolver``), connect, TLS handshake, write and read gets at most the time
-the attempt has left, so neither a peer trickling a byte at a time nor a resolver that never
-answers can hold a request past its deadline.
+every wait for a pooled connection (``_sync_pool``), name lookup (``_resolver``), connect, TLS
+handshake, write and read gets at most the time the attempt has left, so neither a peer
+trickling a byte at a time, nor a resolver that never answers, nor a pool whose connections are
+all busy can hold a request past its deadline.
 """
 
 from __future__ import annotations

@@ -5,10 +5,11 @@ own sync network backend with the client's ``SSLContext`` (``_asyncio_tls_backen
 blocking sockets with the same verification are what a script wants), with HTTP/1.1 connections
 of our own (``_sync_http11``: a ``Content-Length`` body is received straight into its own
 buffer). The whole-attempt
-deadline is kept by :class:`DeadlineBackend` (``_sync_stream``): every connect, TLS handshake,
-write and read of an attempt gets at most the time the attempt has left, so a peer trickling a
-byte at a time cannot hold a request past its deadline (asyncio's ``wait_for`` plays this part
-in the async driver).
+deadline is kept by the pool (``_sync_pool``: the wait for a connection) and by
+:class:`DeadlineBackend` (``_sync_stream``): every name lookup, connect, TLS handshake, write and
+read of an attempt gets at most the time the attempt has left, so a peer trickling a byte at a
+time cannot hold a request past its deadline (asyncio's timeout scope plays this part in the
+async driver).
 """
 
 from __future__ import annotations

@@ -7,13 +7,16 @@ again) and hands on a new ``httpcore2.Response`` around the connection's (every 
 third time) with a stream wrapped twice. ``send_plain`` runs the same queueing with the pool's
 own request records (``PoolRequest``, its bookkeeping under the pool's lock) and hands on the
 connection's response head and body, closed through the pool's own stream (``PoolByteStream``:
-the request leaves the queue, the pool is rebalanced). Those two are httpcore2's private names:
-a release that moves them turns ``send_plain`` off (:data:`PLAIN_AVAILABLE`).
+the request leaves the queue, the pool is rebalanced). Both ways a wait for a connection (all of
+them busy) ends by the attempt's deadline too, not only by the ``pool`` timeout. Those two are
+httpcore2's private names: a release that moves them turns ``send_plain`` off
+(:data:`PLAIN_AVAILABLE`), and requests go through httpcore2's own ``handle_request``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
 import httpcore2
 
@@ -24,9 +27,14 @@ except ImportError:
 else:
     PLAIN_AVAILABLE = True
 
+from nomyo_native._sync_deadline import bounded
 from nomyo_native._sync_http11 import HTTP11Connection, RequestHead, ResponseBody
 
 __all__ = ["PLAIN_AVAILABLE", "HTTP11ConnectionPool", "PooledResponse"]
+
+T = TypeVar("T")
+# What httpcore2's pool sends on our connections; any other scheme goes to its own code.
+_SCHEMES = (b"http", b"https")
 
 
 class HTTP11ConnectionPool(httpcore2.ConnectionPool):
@@ -48,6 +56,24 @@ class HTTP11ConnectionPool(httpcore2.ConnectionPool):
     def _ours(self) -> bool:
         return self._proxy is None and self._uds is None and not self._http2
 
+    def handle_request(self, request: httpcore2.Request) -> httpcore2.Response:
+        """httpcore2's ``handle_request``, its waits for a connection within the attempt's
+        deadline (:meth:`_on_connection`)."""
+        if not (self._ours and PLAIN_AVAILABLE) or request.url.scheme not in _SCHEMES:
+            return super().handle_request(request)  # refusing the scheme, as it words it
+        pool_request, response = self._on_connection(
+            request,
+            request.extensions.get("timeout", {}).get("pool"),
+            lambda connection: connection.handle_request(request),
+        )
+        assert isinstance(response.stream, Iterable)
+        return httpcore2.Response(
+            status=response.status,
+            headers=response.headers,
+            content=PoolByteStream(response.stream, pool_request, self),
+            extensions=response.extensions,
+        )
+
     def send_plain(
         self,
         routing: httpcore2.Request,
@@ -62,19 +88,39 @@ class HTTP11ConnectionPool(httpcore2.ConnectionPool):
         our connection's ``exchange`` in place of its ``handle_request``."""
         assert self._ours and PLAIN_AVAILABLE
         origin = routing.url.origin
+        pool_request, body = self._on_connection(
+            routing,
+            timeouts.get("pool"),
+            lambda connection: connection.exchange(origin, head, content, timeouts),
+        )
+        return PooledResponse(body, PoolByteStream(body, pool_request, self))  # type: ignore[arg-type]
+
+    def _on_connection(
+        self,
+        routing: httpcore2.Request,
+        timeout: float | None,
+        exchange: Callable[[HTTP11Connection], T],
+    ) -> tuple[PoolRequest, T]:
+        """``exchange`` on a connection the pool assigns to ``routing`` (another one if the one
+        assigned turns out unusable), as httpcore2's ``handle_request`` queues it: the request's
+        record in the queue (the connection stays taken until the response is closed) and what
+        ``exchange`` returned. Each wait for a connection ends by ``timeout`` and the attempt's
+        deadline (httpcore2 waits the ``pool`` timeout however little the attempt has left)."""
         with self._optional_thread_lock:
             pool_request = PoolRequest(routing)
             self._requests.append(pool_request)
-        body: ResponseBody | None = None
         try:
-            while body is None:
+            while True:
                 with self._optional_thread_lock:
                     closing = self._assign_requests_to_connections()
                 self._close_connections(closing)
-                connection = pool_request.wait_for_connection(timeout=timeouts.get("pool"))
+                connection = pool_request.connection
+                if connection is None:  # all busy: wait for one, within the deadline too
+                    wait = bounded(timeout, httpcore2.PoolTimeout)
+                    connection = pool_request.wait_for_connection(timeout=wait)
                 assert isinstance(connection, HTTP11Connection)
                 try:
-                    body = connection.exchange(origin, head, content, timeouts)
+                    return pool_request, exchange(connection)
                 except httpcore2.ConnectionNotAvailable:
                     pool_request.clear_connection()  # found unusable: another one
         except BaseException as exc:
@@ -83,7 +129,6 @@ class HTTP11ConnectionPool(httpcore2.ConnectionPool):
                 closing = self._assign_requests_to_connections()
             self._close_connections(closing)
             raise exc from None  # as httpcore2's pool raises it
-        return PooledResponse(body, PoolByteStream(body, pool_request, self))  # type: ignore[arg-type]
 
 
 class PooledResponse:

@@ -1,6 +1,6 @@
 """Every wait of an attempt ends by its deadline: the name lookup (a resolver that never
-answers), on both drivers, with the same typed errors; and hung lookups hold a bounded number
-of threads.
+answers) and the wait for a connection of a pool whose connections are all busy, on both
+drivers, with the same typed errors; and hung lookups hold a bounded number of threads.
 
 A lookup is made to hang by a stand-in for ``socket.getaddrinfo`` for names under ``.test``
 (what both drivers' lookups call, ``_resolver``'s threads as the default executor's did);
@@ -21,8 +21,11 @@ import pytest
 from tests.client.disclosure import everything_said_about
 
 import nomyo_native as nomyo
-from nomyo_native import _resolver
+from nomyo_native import _async_driver, _resolver, _sync_driver
+from nomyo_native._async_driver import AsyncDriver
+from nomyo_native._sync_driver import SyncDriver
 
+from .hostile_server import Answer, HostileServer, hostile
 from .loopback import ECHO_PREFIX, chat_request
 
 pytestmark = pytest.mark.filterwarnings("ignore:WARNING. Using HTTP:UserWarning")
@@ -199,3 +202,122 @@ def test_asyncio_run_returns_without_waiting_for_a_hung_lookup(names, loopback):
     error = asyncio.run(main())
     assert "deadline" in str(error)
     assert time.monotonic() - started < 0.3 + MARGIN
+
+
+# ---- the wait for a pooled connection --------------------------------------------------------
+
+ONE_CONNECTION = httpx2.Limits(max_connections=1, max_keepalive_connections=1)
+BODY = b'{"probe": 1}'
+HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"}
+
+
+def _stall_first(stalling: threading.Event) -> Answer:
+    """The first request is held unanswered until ``stalling`` is cleared; each is answered."""
+    seen = 0
+
+    def answer(sock: socket.socket, head: bytes, stopping: threading.Event) -> bool:
+        nonlocal seen
+        seen += 1
+        if seen == 1:
+            deadline = time.monotonic() + HANG_BOUND
+            while stalling.is_set() and not stopping.is_set() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfine")
+        return True
+
+    return answer
+
+
+class Drivers:
+    """One driver of either kind, on a pool of a single connection, sending from threads (sync)
+    or tasks (async): ``send`` returns the answer's status and body or raises."""
+
+    def __init__(self, kind: str, timeout: httpx2.Timeout) -> None:
+        self.kind = kind
+        options: dict[str, Any] = {
+            "timeout": timeout,
+            "ssl_context": None,
+            "auth": None,
+            "transport": None,
+            "sleep": None,
+        }
+        self.driver: Any = SyncDriver(**options) if kind == "sync" else AsyncDriver(**options)
+
+    async def send(self, method: str, url: str, deadline: float | None) -> tuple[int, bytes]:
+        content = BODY if method == "POST" else None
+        call = (method, url, HEADERS, content, 1024, deadline)
+        if self.kind == "sync":
+            answer = await asyncio.to_thread(self.driver.send, *call)
+        else:
+            answer = await self.driver.send(*call)
+        return answer.status, bytes(answer.body)
+
+    async def close(self) -> None:
+        if self.kind == "sync":
+            self.driver.close()
+        else:
+            await self.driver.aclose()
+
+
+@pytest.fixture
+def one_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_sync_driver, "LIMITS", ONE_CONNECTION)
+    monkeypatch.setattr(_async_driver, "LIMITS", ONE_CONNECTION)
+
+
+async def _hold_the_connection(
+    drivers: Drivers, server: HostileServer
+) -> asyncio.Task[tuple[int, bytes]]:
+    holder = asyncio.ensure_future(drivers.send("POST", server.url + "/hold", None))
+    for _ in range(int(HANG_BOUND / 0.01)):
+        if server.requests:
+            return holder
+        await asyncio.sleep(0.01)
+    raise AssertionError("the first request never reached the server")
+
+
+# "POST": the drivers' direct path (``send_plain``); "GET": through httpx2's transport and
+# the pool's ``handle_request``.
+@pytest.mark.parametrize("method", ["POST", "GET"])
+@pytest.mark.parametrize("deadline", [0.3, 1.0])
+async def test_a_wait_for_a_busy_pool_ends_at_the_deadline(
+    one_connection, driver, method, deadline
+):
+    stalling = threading.Event()
+    stalling.set()
+    with hostile(_stall_first(stalling)) as server:
+        drivers = Drivers(driver, httpx2.Timeout(HANG_BOUND))
+        try:
+            holder = await _hold_the_connection(drivers, server)
+            started = time.monotonic()
+            with pytest.raises(TimeoutError) as caught:  # the drivers' deadline error, alike
+                await drivers.send(method, server.url + "/waits", deadline)
+            assert time.monotonic() - started < deadline + MARGIN
+            assert len(server.requests) == 1  # it never got the connection
+            assert API_KEY not in everything_said_about(caught.value)
+            stalling.clear()
+            assert await holder == (200, b"fine")
+            # Nothing of the attempt that gave up is left in the pool's queue.
+            assert await drivers.send(method, server.url + "/after", 10.0) == (200, b"fine")
+        finally:
+            stalling.clear()
+            await drivers.close()
+
+
+@pytest.mark.parametrize("pool", [0.3, 1.0])
+async def test_the_pool_timeout_holds_within_a_longer_deadline(one_connection, driver, pool):
+    stalling = threading.Event()
+    stalling.set()
+    with hostile(_stall_first(stalling)) as server:
+        drivers = Drivers(driver, httpx2.Timeout(HANG_BOUND, pool=pool))
+        try:
+            holder = await _hold_the_connection(drivers, server)
+            started = time.monotonic()
+            with pytest.raises(httpx2.PoolTimeout):
+                await drivers.send("POST", server.url + "/waits", HANG_BOUND)
+            assert time.monotonic() - started < pool + MARGIN
+            stalling.clear()
+            assert await holder == (200, b"fine")
+        finally:
+            stalling.clear()
+            await drivers.close()
