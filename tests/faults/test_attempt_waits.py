@@ -10,6 +10,7 @@ numeric lookups and every other name go to the real one.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import time
@@ -202,6 +203,30 @@ def test_asyncio_run_returns_without_waiting_for_a_hung_lookup(names, loopback):
     error = asyncio.run(main())
     assert "deadline" in str(error)
     assert time.monotonic() - started < 0.3 + MARGIN
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_while_lookups_hang_resolves_on_threads_of_its_own(names):
+    # The parent's resolver threads are all stuck (one on the name the child asks for too): the
+    # child has none of them, and must neither wait for a thread nor join a lookup that no
+    # thread of its own will ever finish.
+    hung = [f"f{i}.hang.test" for i in range(_resolver.MAX_THREADS - 1)] + ["both.ok.test"]
+    names.answers["both.ok.test"] = (HANG_BOUND, ["127.0.0.1"])
+    for host in hung:
+        with pytest.raises(TimeoutError):
+            _resolver.resolve(host, 443, 0.05)
+    assert len(_resolver_threads()) == _resolver.MAX_THREADS
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            names.answers["both.ok.test"] = (0.0, ["127.0.0.1"])
+            infos = _resolver.resolve("both.ok.test", 443, 5.0)
+            code = 0 if infos[0][4][:2] == ("127.0.0.1", 443) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 # ---- the wait for a pooled connection --------------------------------------------------------
