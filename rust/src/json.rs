@@ -20,7 +20,7 @@ use zeroize::Zeroize;
 
 use crate::error::{CoreError, CoreResult};
 use crate::json_path::{self, Step as PathStep};
-use crate::json_scan::{plain_prefix, scan_number};
+use crate::json_scan::{plain_prefix, plain_run, scan_number};
 use crate::json_string::{self, EscapeStop, UnescapeError};
 use crate::json_wide;
 use crate::pystr::{StrError, Text};
@@ -842,31 +842,44 @@ impl<'py> Parser<'_, 'py> {
     fn string(&mut self) -> CoreResult<Bound<'py, PyString>> {
         self.pos += 1; // opening quote
         let start = self.pos;
-        // Fast path: no escapes, the string is a slice of the input.
+        // Fast path: no escapes, the string is a slice of the input; whether it is ASCII is
+        // learnt by the same scan.
+        let mut ascii = true;
         loop {
-            self.skip_plain();
+            ascii &= self.skip_plain();
             match self.s.get(self.pos) {
                 None => return Err(self.fail("unterminated string")),
                 Some(b'"') => {
+                    // Raw non-ASCII text stays with CPython's UTF-8 decoder: `wide_str` would
+                    // read mixed-script text faster but CJK text slower (measured).
                     let end = self.pos;
-                    let text = self.new_str(&self.s[start..end], start, end)?;
+                    let text = self.new_str(start, end, ascii)?;
                     self.pos += 1;
                     return Ok(text);
                 }
                 Some(b'\\') => break,
                 Some(0..=0x1f) => return Err(self.fail("control character in a string")),
-                Some(_) => self.pos += 1,
+                Some(&b) => {
+                    ascii &= b.is_ascii();
+                    self.pos += 1;
+                }
             }
         }
         // Decoded in place, over the raw text: the decoded text is never longer. The raw text
         // is checked first, while it is still there; a decoding error is reported before it.
         let end = start + self.escaped_len(start);
-        if !json_wide::ascii_only(&self.s[start..end]) {
+        let ascii = json_wide::ascii_only(&self.s[start..end]);
+        if !ascii {
             if let Some(text) = self.wide_str(start, end) {
                 return text;
             }
         }
-        let raw_utf8 = self.check_utf8(start, end);
+        // `ascii_only` found every raw byte ASCII, hence UTF-8: nothing to check.
+        let raw_utf8 = if ascii {
+            Ok(())
+        } else {
+            self.check_utf8(start, end)
+        };
         let decoded = json_string::unescape_in_place(self.s, start)
             .map_err(|error| self.unescape_error(error, start))?;
         self.pos = start + decoded.closing_quote + 1;
@@ -973,15 +986,26 @@ impl<'py> Parser<'_, 'py> {
         self.s.len() - start
     }
 
-    /// Advance over string bytes that need no attention, 8 at a time.
-    fn skip_plain(&mut self) {
-        self.pos += plain_prefix(self.s.get(self.pos..).unwrap_or_default());
+    /// Advance over string bytes that need no attention (SIMD compares, `plain_run`); whether
+    /// they were all ASCII.
+    fn skip_plain(&mut self) -> bool {
+        let run = plain_run(self.s.get(self.pos..).unwrap_or_default());
+        self.pos += run.len;
+        run.ascii
     }
 
-    /// A str of `bytes` (the raw text `[start, end)` of the input, which has no escapes),
-    /// validated as UTF-8 here first: CPython's decoder, given invalid bytes, would
-    /// raise a UnicodeDecodeError holding a `bytes` copy of them, which nobody wipes.
-    fn new_str(&self, bytes: &[u8], start: usize, end: usize) -> CoreResult<Bound<'py, PyString>> {
+    /// A str of the raw text `[start, end)` of the input, which has no escapes: as it is when
+    /// the scan found it `ascii`, otherwise validated as UTF-8 here first: CPython's decoder,
+    /// given invalid bytes, would raise a UnicodeDecodeError holding a `bytes` copy of them,
+    /// which nobody wipes.
+    fn new_str(&self, start: usize, end: usize, ascii: bool) -> CoreResult<Bound<'py, PyString>> {
+        let bytes = &self.s[start..end];
+        if ascii {
+            debug_assert!(bytes.is_ascii());
+            // SAFETY: ASCII (the scan saw no byte above 0x7F in it), hence UTF-8.
+            let text = unsafe { std::str::from_utf8_unchecked(bytes) };
+            return Ok(PyString::new(self.py, text));
+        }
         match std::str::from_utf8(bytes) {
             Ok(text) => Ok(PyString::new(self.py, text)),
             Err(_) => {

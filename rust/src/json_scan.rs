@@ -62,37 +62,91 @@ pub fn scan_number(s: &[u8], start: usize) -> Option<NumberScan> {
     })
 }
 
+/// A run of string bytes that need no escape, as `plain_run` finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlainRun {
+    /// Length of the run: up to the first control character, '"' or '\\', or the end.
+    pub len: usize,
+    /// Whether every byte of the run is ASCII: then it is UTF-8 without a check.
+    pub ascii: bool,
+}
+
 /// Length of the longest prefix of `bytes` with no control character, '"' or '\\' (the
-/// bytes a JSON string body must escape). 32 bytes at a time by a test the compiler turns
-/// into SIMD compares on every target (SSE2 on x86-64, NEON on aarch64), with no unsafe code;
-/// the chunk holding a special byte is then read a word at a time.
+/// bytes a JSON string body must escape).
 pub fn plain_prefix(bytes: &[u8]) -> usize {
+    scan::<false>(bytes).len
+}
+
+/// The longest prefix of `bytes` with no control character, '"' or '\\', and whether it is
+/// ASCII, learnt in the same pass (the reader then need not check it is UTF-8).
+pub fn plain_run(bytes: &[u8]) -> PlainRun {
+    scan::<true>(bytes)
+}
+
+/// `plain_prefix`, and with `ASCII` whether the run is ASCII too (without, `ascii` is
+/// meaningless and costs nothing). 32 bytes at a time by a test the compiler turns into SIMD
+/// compares on every target (SSE2 on x86-64, NEON on aarch64), with no unsafe code; the rest
+/// (under 32 bytes, or from the chunk holding a special byte) a word at a time.
+#[inline(always)]
+fn scan<const ASCII: bool>(bytes: &[u8]) -> PlainRun {
     const CHUNK: usize = 32;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut wide = false;
     let mut at = 0;
     for chunk in bytes.chunks_exact(CHUNK) {
-        // No early exit inside the chunk: a branch-free fold vectorises.
-        let special = chunk.iter().fold(false, |any, &b| {
-            any | (b < 0x20) | (b == b'"') | (b == b'\\')
-        });
+        // No early exit inside the chunk: a branch-free fold vectorises. Bools rather than
+        // byte masks or an OR of the bytes: LLVM keeps these in vector registers, and
+        // scalarised both of the others (measured 2-3x slower).
+        let (special, chunk_wide) = if ASCII {
+            chunk.iter().fold((false, false), |(special, wide), &b| {
+                (special | is_special(b), wide | (b >= 0x80))
+            })
+        } else {
+            let special = chunk
+                .iter()
+                .fold(false, |special, &b| special | is_special(b));
+            (special, false)
+        };
         if special {
             break;
         }
+        wide |= chunk_wide;
         at += CHUNK;
     }
+    // The OR of the bytes read a word (or a byte) at a time.
+    let mut ored = 0u64;
     while let Some(word) = bytes.get(at..at + 8) {
-        let mask = word_escape_mask(u64::from_le_bytes(word.try_into().unwrap_or([0; 8])));
+        let word = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+        let mask = word_escape_mask(word);
         if mask != 0 {
-            return at + (mask.trailing_zeros() / 8) as usize;
+            // The bytes below the first special one (at most 7 of them).
+            let plain = mask.trailing_zeros() / 8;
+            ored |= word & ((1u64 << (8 * plain)) - 1);
+            return PlainRun {
+                len: at + plain as usize,
+                ascii: !wide && ored & HIGH == 0,
+            };
         }
+        ored |= word;
         at += 8;
     }
     while let Some(&b) = bytes.get(at) {
-        if b < 0x20 || b == b'"' || b == b'\\' {
+        if is_special(b) {
             break;
         }
+        ored |= u64::from(b);
         at += 1;
     }
-    at
+    PlainRun {
+        len: at,
+        ascii: !wide && ored & HIGH == 0,
+    }
+}
+
+/// A control character, '"' or '\\': the bytes a JSON string body must escape.
+#[inline(always)]
+fn is_special(b: u8) -> bool {
+    (b < 0x20) | (b == b'"') | (b == b'\\')
 }
 
 /// The high bit of each byte of `word` that is a control character, '"' or '\\', read as
@@ -112,7 +166,7 @@ pub fn word_escape_mask(word: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{plain_prefix, scan_number, word_escape_mask};
+    use super::{plain_prefix, plain_run, scan_number, word_escape_mask, PlainRun};
 
     #[test]
     fn the_escape_mask_finds_each_special_byte_in_each_lane() {
@@ -168,9 +222,43 @@ mod tests {
                     for at in 0..len {
                         bytes[at] = special;
                         assert_eq!(plain_prefix(&bytes), at, "{special} {filler} {len}");
+                        assert_eq!(plain_run(&bytes).ascii, at == 0 || filler < 0x80);
                         bytes[at] = filler;
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn the_plain_run_knows_whether_it_is_ascii() {
+        // A non-ASCII byte at every offset of a few chunks, the run ending at every offset
+        // before, at or after it (or at the end), against a byte-by-byte reference.
+        let reference = |bytes: &[u8]| {
+            let len = bytes
+                .iter()
+                .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+                .unwrap_or(bytes.len());
+            PlainRun {
+                len,
+                ascii: bytes[..len].is_ascii(),
+            }
+        };
+        for wide in [0x80u8, 0xC3, 0xFF] {
+            for len in [0, 1, 7, 8, 31, 32, 33, 63, 64, 65, 96, 130] {
+                let mut bytes = vec![b'a'; len];
+                for at in 0..len {
+                    bytes[at] = wide;
+                    assert_eq!(plain_run(&bytes), reference(&bytes), "{wide:#x} {len} {at}");
+                    for end in (0..len).step_by(3) {
+                        let kept = bytes[end];
+                        bytes[end] = b'"';
+                        assert_eq!(plain_run(&bytes), reference(&bytes), "{len} {at} {end}");
+                        bytes[end] = kept;
+                    }
+                    bytes[at] = b'a';
+                }
+                assert_eq!(plain_run(&bytes), PlainRun { len, ascii: true });
             }
         }
     }
