@@ -16,7 +16,9 @@ the one handed on whole to the caller: what came with the head is moved there, t
 decrypted straight into it. A large body's buffer is one the library keeps and reuses
 (``_body_buffers``), handed on as a view of exactly the body. A buffer grows as data arrives
 (at most twice what has arrived, never past the declared length), and each view handed to
-asyncio ends where the body does, so nothing after the body lands in it.
+asyncio ends where the body does, so nothing after the body lands in it. While it is owed, the
+loop is woken once a batch of it is queued on the socket, not at every few segments
+(``_rcvlowat``; plain TCP and the core's TLS, not asyncio's SSL, which holds an unknown amount).
 """
 
 from __future__ import annotations
@@ -25,14 +27,21 @@ import asyncio
 from typing import Any
 
 from nomyo_native import _body_buffers
+from nomyo_native._asyncio_waits import ReadTimer, WriteFlow
 from nomyo_native._body_buffers import BodyBuffer
 from nomyo_native._http11 import make_room
+from nomyo_native._rcvlowat import MAX_MARK, LowWaterMark, PlainPacing
 
-__all__ = ["RECEIVE_BUFFER_SIZE", "BufferedConnection", "ReadTimedOut"]
+__all__ = ["BODY_ROOM", "RECEIVE_BUFFER_SIZE", "BufferedConnection", "ReadTimedOut"]
 
 # asyncio's SSL protocol receives at most 256 KiB from the socket at a time; room for that
 # much plaintext per loop iteration. Each connection keeps one such buffer.
 RECEIVE_BUFFER_SIZE = 256 * 1024
+# The room a body's buffer has past what arrived, for one read of it: the core's TLS and a plain
+# socket read up to this much of a body at once (``_rcvlowat``).
+BODY_ROOM = MAX_MARK
+# A body owing less is not paced: it comes in a read or two anyway.
+_PACED_MIN = 64 * 1024
 # Reading pauses when less room than one TLS record (16 KiB of plaintext) is left: asyncio's SSL
 # protocol would otherwise decrypt a few bytes at a time into the tail.
 _MIN_ROOM = 16 * 1024
@@ -42,100 +51,7 @@ class ReadTimedOut(Exception):
     """A read waited its whole timeout and nothing arrived."""
 
 
-class _WriteFlow:
-    """The write half's flow control: asyncio's transport pauses and resumes the protocol, and
-    a write waits while it is paused."""
-
-    _loop: asyncio.AbstractEventLoop
-    _writing_paused: bool
-    _drainer: asyncio.Future[bool] | None
-    lost: bool
-    error: BaseException | None
-
-    def pause_writing(self) -> None:
-        self._writing_paused = True
-
-    def resume_writing(self) -> None:
-        self._writing_paused = False
-        if self._drainer is not None and not self._drainer.done():
-            self._drainer.set_result(True)
-
-    @property
-    def must_wait_to_write(self) -> bool:
-        return self._writing_paused or self.lost
-
-    async def wait_writable(self, ends: float | None) -> None:
-        """Until the transport takes more (ConnectionResetError if the connection is gone;
-        TimeoutError at the loop time ``ends``)."""
-        while self._writing_paused and not self.lost:
-            if self._drainer is not None:
-                raise RuntimeError("another write is already waiting on this connection")
-            left = None if ends is None else ends - self._loop.time()
-            if left is not None and left <= 0:
-                raise TimeoutError
-            drainer = self._drainer = self._loop.create_future()
-            timer = None if left is None else self._loop.call_later(left, _expire, drainer)
-            try:
-                await drainer
-            finally:
-                self._drainer = None
-                if timer is not None:
-                    timer.cancel()
-        if self.lost:
-            raise self.error if self.error is not None else ConnectionResetError("connection lost")
-
-
-class _ReadTimer:
-    """The read half's timer: one per connection, not one created and cancelled per wait. A
-    timer due before a wait ends is kept (when it fires it is set again for what is left), one
-    due after is replaced; a timer that fires with no read waiting just lapses."""
-
-    _loop: asyncio.AbstractEventLoop
-    _reader: asyncio.Future[bool] | None
-    _read_timer: asyncio.TimerHandle | None
-    _read_timeout: float | None
-    _read_ends: float
-    _waiting_body: bool
-    _body_arrived: float
-
-    def _arm_read_timer(self, ends: float) -> None:
-        self._read_ends = ends
-        timer = self._read_timer
-        if timer is None or timer.when() > ends or timer.cancelled():
-            if timer is not None:
-                timer.cancel()
-            self._read_timer = self._loop.call_at(ends, self._on_read_timer)
-
-    def _stop_read_timer(self) -> None:
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
-
-    def _on_read_timer(self) -> None:
-        """The read timer fired: the waiting read (if any, with a timeout) ends in a timeout if
-        its time is up, else the timer is set again for when it will be."""
-        fired, self._read_timer = self._read_timer, None
-        reader, timeout = self._reader, self._read_timeout
-        if reader is None or reader.done() or timeout is None or fired is None:
-            return
-        if self._waiting_body:
-            self._body_idle(reader, timeout)
-        elif self._read_ends <= fired.when():
-            _expire(reader)
-        else:
-            self._read_timer = self._loop.call_at(self._read_ends, self._on_read_timer)
-
-    def _body_idle(self, reader: asyncio.Future[bool], timeout: float) -> None:
-        """A body wait's timer: expired only if nothing arrived for ``timeout`` seconds, else
-        set again for what is left of that since the last bytes came."""
-        left = self._body_arrived + timeout - self._loop.time()
-        if left > 0 and not reader.done():
-            self._read_timer = self._loop.call_later(left, self._on_read_timer)
-        else:
-            _expire(reader)
-
-
-class BufferedConnection(_WriteFlow, _ReadTimer, asyncio.BufferedProtocol):
+class BufferedConnection(WriteFlow, ReadTimer, asyncio.BufferedProtocol):
     """Receive buffer, end of stream, the error that ended the connection, write pausing."""
 
     def __init__(self) -> None:
@@ -169,11 +85,17 @@ class BufferedConnection(_WriteFlow, _ReadTimer, asyncio.BufferedProtocol):
         self._read_timeout: float | None = None
         self._read_ends = 0.0
         self._waiting_body = False
+        self._came_earlier = False  # the next body read takes bytes found under the mark
+        # How reads are paced while a body is owed (None: not at all), and whether they are.
+        self._pacing: PlainPacing | None = None
+        self._batching = False
 
     # ---- asyncio.BufferedProtocol ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        mark = LowWaterMark.of(transport.get_extra_info("socket"))
+        self._pacing = None if mark is None else PlainPacing(mark, BODY_ROOM)
 
     def begin_tls(self) -> None:
         """loop.start_tls is about to take the TCP transport over. Data that comes with the end
@@ -189,6 +111,7 @@ class BufferedConnection(_WriteFlow, _ReadTimer, asyncio.BufferedProtocol):
         it holds its read high-water mark, so that mark is set to what an emptied buffer takes."""
         self._handshaking = False
         self.transport = tls
+        self._pacing = getattr(tls, "pacing", None)
         if self._reading_paused:
             tls.pause_reading()
         set_limits = getattr(tls, "set_read_buffer_limits", None)
@@ -206,9 +129,14 @@ class BufferedConnection(_WriteFlow, _ReadTimer, asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         if self._body is not None and self.body_received < self._body_length:
             self.body_received += nbytes
-            self._body_arrived = self._loop.time()
+            if self._came_earlier:
+                self._came_earlier = False  # _body_arrived is when they came
+            else:
+                self._body_arrived = self._loop.time()
             if self.body_received >= self._body_length:
                 self._wake_reader()
+            elif self._batching:
+                self._pace()
             return
         self._filled += nbytes
         if len(self._buffer) - self._filled < _MIN_ROOM and self._start:
@@ -297,6 +225,8 @@ class BufferedConnection(_WriteFlow, _ReadTimer, asyncio.BufferedProtocol):
         self._body = body
         self.body_received = taken
         self._body_length = length
+        self._batching = self._pacing is not None and length - taken > _PACED_MIN
+        self._came_earlier = False
 
     def end_body(self) -> bytearray | memoryview:
         """The bytes received (the whole body once ``body_received`` reached its length): a
@@ -304,17 +234,18 @@ class BufferedConnection(_WriteFlow, _ReadTimer, asyncio.BufferedProtocol):
         body. Receiving goes back to the connection's own buffer."""
         body, self._body = self._body, None
         assert body is not None
+        if self._batching:
+            self._batching = False
+            self._pace()
         if type(body) is BodyBuffer:
             return _body_buffers.hand_on(body, self.body_received)
         return body
 
     def _body_room(self) -> memoryview:
         """A view of the body buffer from its first empty byte to at most the body's end, with
-        room for what asyncio's SSL protocol may hold (up to the receive buffer's size)."""
+        room for one read of it."""
         assert self._body is not None
-        body = self._body = make_room(
-            self._body, self.body_received, self._body_length, len(self._buffer)
-        )
+        body = self._body = make_room(self._body, self.body_received, self._body_length, BODY_ROOM)
         return memoryview(body)[self.body_received : self._body_length]
 
     async def wait_readable(self, timeout: float | None, beyond: int = 0) -> None:
@@ -332,6 +263,8 @@ class BufferedConnection(_WriteFlow, _ReadTimer, asyncio.BufferedProtocol):
         if self.body_received >= self._body_length or self.eof or self.error is not None:
             return
         self._body_arrived = self._loop.time()
+        if self._batching:
+            self._pace()
         await self._wait_reader(timeout, body=True)
 
     async def _wait_reader(self, timeout: float | None, body: bool) -> None:
@@ -361,9 +294,3 @@ class BufferedConnection(_WriteFlow, _ReadTimer, asyncio.BufferedProtocol):
 
     def extra(self, name: str) -> Any:
         return None if self.transport is None else self.transport.get_extra_info(name)
-
-
-def _expire(waiter: asyncio.Future[Any]) -> None:
-    """A timer's end: the waiter wakes with False (nothing arrived, not writable yet)."""
-    if not waiter.done():
-        waiter.set_result(False)

@@ -3,10 +3,11 @@ the async driver's connections whose context is a :class:`~nomyo_native._core_tl
 
 asyncio's SSL protocol runs the interpreter's OpenSSL through memory BIOs: each 16 KiB record
 is copied into a BIO, decrypted (by whatever AES that OpenSSL build has), copied out, and the
-BIOs' buffers are zero-filled as they grow. Here the socket is read into one fixed buffer,
-handed to the core's session in one call (every complete record decrypted, the GIL released for
-a large read), and the plaintext moved straight into the views the connection's protocol hands
-out (``get_buffer``): a megabyte body lands in its own buffer with no bytes object between.
+BIOs' buffers are zero-filled as they grow. Here the socket is read into a fixed buffer (one per
+thread; up to a megabyte of a body at once, see ``_rcvlowat``), handed to the core's session in
+one call (every complete record decrypted, the GIL released for a large read), and the
+plaintext moved straight into the views the connection's protocol hands out (``get_buffer``):
+a megabyte body lands in its own buffer with no bytes object between.
 
 Towards the connection this is the transport asyncio's ``start_tls`` returns (writes, flow
 control both ways, ``get_extra_info`` with an ``ssl_object``), with the same ends of stream:
@@ -19,16 +20,20 @@ in the session and the socket is not read, so what waits is bounded by one socke
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 from nomyo_native import _core
 from nomyo_native._core_tls import CoreTlsContext, SessionInfo, as_ssl_error, start_session
+from nomyo_native._rcvlowat import MAX_MARK, LowWaterMark, TlsPacing
 
 __all__ = ["CoreTlsTransport", "start_core_tls"]
 
 # One socket read (the most asyncio's own SSL protocol takes at a time): the ciphertext a
 # connection holds undelivered is at most this plus one partial record.
 _RAW_BUFFER_SIZE = 256 * 1024
+# While a body of known length is owed, a read takes up to this much of it at once.
+_BODY_READ_SIZE = MAX_MARK
 # loop.start_tls's own bound, for a caller that gives none.
 _HANDSHAKE_TIMEOUT = 60.0
 # The smallest read size a caller may set (set_read_buffer_limits): one whole TLS record.
@@ -61,6 +66,17 @@ async def start_core_tls(
     return tls
 
 
+class _ReadBuffer(threading.local):
+    """Where socket reads land, one per thread: asyncio calls get_buffer, reads and calls
+    buffer_updated in one go, and the session takes every byte in buffer_updated."""
+
+    def __init__(self) -> None:
+        self.view = memoryview(bytearray(_BODY_READ_SIZE))
+
+
+_READ_BUFFER = _ReadBuffer()
+
+
 class _Receiver(asyncio.BufferedProtocol):
     """The TCP transport's protocol: ciphertext into the session, plaintext out to the
     connection's protocol, the handshake's end, the ends of stream."""
@@ -80,8 +96,9 @@ class _Receiver(asyncio.BufferedProtocol):
         # buffers go with the last reference, not at the next cyclic collection).
         self.app: asyncio.BufferedProtocol | None = app
         self.session = session
-        self._raw = memoryview(bytearray(_RAW_BUFFER_SIZE))
-        self._read_size = _RAW_BUFFER_SIZE
+        self._lost = False
+        mark = LowWaterMark.of(tcp.get_extra_info("socket"))
+        self.pacing = TlsPacing(mark, session, _RAW_BUFFER_SIZE, _BODY_READ_SIZE)
         self.handshake: asyncio.Future[None] = self._loop.create_future()
         self.established = False
         # The connection has the TLS transport (after start_core_tls): plaintext goes to it.
@@ -95,7 +112,7 @@ class _Receiver(asyncio.BufferedProtocol):
     # ---- asyncio.BufferedProtocol (called by the TCP transport) --------------------------------
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._raw[: self._read_size]
+        return _READ_BUFFER.view[: 0 if self._lost else self.pacing.read_size]
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._peer_ended or self.error is not None:
@@ -130,12 +147,12 @@ class _Receiver(asyncio.BufferedProtocol):
         connection got the plaintext of the records before the bad one."""
         app = self.app
         if not self.delivering or self.app_paused or app is None:
-            self.session.receive(self._raw[:nbytes])
+            self.session.receive(_READ_BUFFER.view[:nbytes])
             return
         view = app.get_buffer(nbytes)
         moved = 0
         try:
-            moved = self.session.receive_into(self._raw[:nbytes], view)
+            moved = self.session.receive_into(_READ_BUFFER.view[:nbytes], view)
         except _core.TlsError as exc:
             moved = getattr(exc, "written", 0)
             raise
@@ -156,7 +173,7 @@ class _Receiver(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         app, self.app = self.app, None
-        self._raw = memoryview(b"")
+        self._lost = True
         if self.established and app is not None:
             app.connection_lost(self.error or exc)
         elif not self.handshake.done():
@@ -241,7 +258,7 @@ class _Receiver(asyncio.BufferedProtocol):
         self.tcp.abort()
 
     def set_read_size(self, high: int) -> None:
-        self._read_size = max(_MIN_READ_SIZE, min(high, _RAW_BUFFER_SIZE))
+        self.pacing.set_read_size(max(_MIN_READ_SIZE, min(high, _RAW_BUFFER_SIZE)))
 
 
 class CoreTlsTransport(asyncio.Transport):
@@ -328,6 +345,11 @@ class CoreTlsTransport(asyncio.Transport):
     def get_read_buffer_size(self) -> int:
         """Plaintext waiting for the connection."""
         return self._session.plaintext_pending
+
+    @property
+    def pacing(self) -> TlsPacing:
+        """How reads are paced while a body of known length is owed (``_rcvlowat``)."""
+        return self.receiver.pacing
 
     # ---- closing -------------------------------------------------------------------------------
 

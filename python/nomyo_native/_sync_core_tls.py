@@ -6,7 +6,8 @@ and the traffic keys stay in the core.
 It behaves as ``_sync_stream.DeadlineStream`` over an ``ssl.SSLSocket`` does: each wait is bound
 by its timeout and what the attempt has left of its deadline (``_sync_deadline``); a read hands
 over everything already decrypted and what the socket holds now, up to ``READ_AHEAD``; a body
-of known length is received straight into its buffer (``receiver()``); failures are httpcore2's
+of known length is received straight into its buffer (``receiver()``), each wait for it woken
+only once a batch of it is queued (``_rcvlowat``); failures are httpcore2's
 errors with the ``ssl`` error OpenSSL would have raised as their cause (``_core_tls``), so the
 client's retry decisions and messages are the same on both.
 """
@@ -17,14 +18,15 @@ import select
 import socket
 import ssl
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import httpcore2
 
 from nomyo_native import _core
 from nomyo_native._core_tls import CoreTlsContext, SessionInfo, as_ssl_error, start_session
+from nomyo_native._rcvlowat import LowWaterMark, TlsPacing
 from nomyo_native._sync_deadline import READ_AHEAD, bounded
+from nomyo_native._sync_tls_body import PacedBodyReceive
 
 __all__ = ["WRITE_SLICE", "CoreTlsStream"]
 
@@ -92,7 +94,7 @@ def _receive(session: _core.TlsSession, data: memoryview, into: memoryview | Non
     return session.receive_into(data, into)
 
 
-class CoreTlsStream(httpcore2.NetworkStream):
+class CoreTlsStream(PacedBodyReceive, httpcore2.NetworkStream):
     """One TLS connection: a connected socket and the core's session over it."""
 
     def __init__(
@@ -111,6 +113,9 @@ class CoreTlsStream(httpcore2.NetworkStream):
         self._ended = False  # the socket's end of stream was received
         self._into: memoryview | None = None  # a body's buffer the next receive decrypts into
         self._written_into = 0  # what it wrote there (authentic, also if it then failed)
+        self._pacing = TlsPacing(LowWaterMark.of(sock), session, _RECEIVE_SIZE, _RECEIVE_SIZE)
+        self._batching = False
+        self._wait_ends: float | None = None
         # Session calls of this stream's user and a close() from another thread do not overlap:
         # close() sends close_notify only if it gets the lock at once.
         self._lock = threading.Lock()
@@ -198,32 +203,6 @@ class CoreTlsStream(httpcore2.NetworkStream):
                 exc, self._hostname, httpcore2.ReadTimeout, httpcore2.ReadError
             )
             return False
-
-    def receiver(self) -> Callable[[memoryview, float | None], int]:
-        """For the HTTP/1.1 layer (``_sync_http11``): a receive straight into a body's buffer."""
-        return self._receive_into
-
-    def _receive_into(self, view: memoryview, timeout: float | None) -> int:
-        """Decrypts into ``view`` until it is full or the stream ends: the bytes received, 0 at
-        the end of stream. Each wait is bound by ``timeout`` and the attempt's deadline."""
-        session = self._session
-        received, size = 0, len(view)
-        while received < size:
-            if session.plaintext_pending:
-                with self._lock:
-                    received += session.read_into(view[received:] if received else view)
-            elif self._failure is not None:
-                raise self._failure
-            elif self._ended or session.peer_closed:
-                break
-            else:
-                self._into, self._written_into = view[received:], 0
-                try:
-                    self._pull(timeout)
-                finally:
-                    self._into = None  # never a buffer the caller is done with
-                received += self._written_into
-        return received
 
     def _receive_tls(
         self, timeout: float | None, on_timeout: type[Exception], wait: bool = True
