@@ -47,6 +47,9 @@ pub const PROTOCOL_KEYS: &[&str] = &[
     "default",
     "definitions",
     "delta",
+    "dependencies",
+    "dependentRequired",
+    "dependentSchemas",
     "description",
     "detail",
     "device_hash",
@@ -98,6 +101,7 @@ pub const PROTOCOL_KEYS: &[&str] = &[
     "parallel_tool_calls",
     "parameters",
     "pattern",
+    "patternProperties",
     "payload_id",
     "payload_id_verified",
     "pcr_banks",
@@ -154,9 +158,18 @@ pub const PROTOCOL_KEYS: &[&str] = &[
     "web_search_options",
 ];
 
-/// Members whose own keys the caller names (a schema's property and definition names): their
-/// direct members' keys are never shown; deeper down the protocol's names count again.
-pub const CALLER_NAMED: &[&str] = &["$defs", "definitions", "properties"];
+/// Members whose own keys the caller names (a schema's property and definition names, the
+/// property names a dependency is keyed by, property-name patterns): their direct members'
+/// keys are never shown; deeper down the protocol's names count again.
+pub const CALLER_NAMED: &[&str] = &[
+    "$defs",
+    "definitions",
+    "dependencies",
+    "dependentRequired",
+    "dependentSchemas",
+    "patternProperties",
+    "properties",
+];
 
 /// Members that hold the caller's data as it is (a `metadata` map, an `arguments` object, a
 /// schema's literal values): no key at any depth below them is shown.
@@ -357,6 +370,15 @@ mod tests {
             member("type", 1, 1),
         ];
         assert_eq!(render(steps), "$.properties.<key 1 of 1>.type");
+        // Every member keyed by the caller's property names or patterns hides them alike.
+        for holder in CALLER_NAMED {
+            let steps = [
+                member(holder, 1, 1),
+                member("name", 1, 1),
+                member("type", 1, 1),
+            ];
+            assert_eq!(render(steps), format!("$.{holder}.<key 1 of 1>.type"));
+        }
         // An index between the holder and its members does not end the rule.
         let steps = [member("$defs", 1, 1), Step::Index(2), member("title", 1, 1)];
         assert_eq!(render(steps), "$.$defs[2].<key 1 of 1>");
