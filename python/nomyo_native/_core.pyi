@@ -140,7 +140,8 @@ def seal(payload: Any, server_key: ServerPublicKey) -> bytes:
     """Serialize ``payload`` (dict/list/str/int/float/bool/None; tuples as lists) to JSON in
     locked memory and encrypt it as a PROTOCOL.md section 2 envelope; returns the envelope's
     UTF-8 JSON. Raises ``TypeError`` naming the type and path of a non-JSON value,
-    ``ValueError`` for NaN/Infinity, lone surrogates or nesting deeper than MAX_JSON_DEPTH,
+    ``ValueError`` for NaN/Infinity, lone surrogates, nesting deeper than MAX_JSON_DEPTH or a
+    dict resized while it is written (by code the collector ran meanwhile),
     ``TypeError`` for dict keys other than str/int/float/bool/None, ``RequestTooLargeError`` (a
     ``PayloadTooLargeError``) over MAX_PLAINTEXT_BYTES (before any encryption)."""
 
