@@ -23,6 +23,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Number;
 
+use crate::envelope_scan::Fields;
 use crate::error::{CoreError, CoreResult};
 use crate::keys::{ClientKeyPair, ServerPublicKey};
 use crate::secret::LockedBuf;
@@ -428,13 +429,16 @@ fn open_with(body: &[u8], keypair: &ClientKeyPair, fast: bool) -> CoreResult<Ope
             body.len()
         )));
     }
-    let text = std::str::from_utf8(body)
-        .map_err(|_| bad("the response envelope is not valid JSON (it is not UTF-8)"))?;
-    // The plain shape at memory speed; anything else (and any fault) through the strict
-    // reader, which also words the error.
-    let parts = match fast.then(|| plain_parts(text, keypair)).flatten() {
+    // The plain shape at memory speed (an envelope it opens is ASCII, so needs no UTF-8
+    // pass); anything else (and any fault) through the strict reader, which also words the
+    // error.
+    let parts = match fast.then(|| plain_parts(body, keypair)).flatten() {
         Some(parts) => parts,
-        None => strict_parts(text, keypair)?,
+        None => {
+            let text = std::str::from_utf8(body)
+                .map_err(|_| bad("the response envelope is not valid JSON (it is not UTF-8)"))?;
+            strict_parts(text, keypair)?
+        }
     };
     let mut buf = parts.ciphertext;
     let key = oaep_unwrap(&parts.wrapped, keypair)?;
@@ -451,24 +455,32 @@ fn open_with(body: &[u8], keypair: &ClientKeyPair, fast: bool) -> CoreResult<Ope
 
 /// The parts of a plain envelope (`envelope_scan`) that passes every check `strict_parts`
 /// makes, or `None` for `strict_parts` to read (and refuse, if it must) instead.
-fn plain_parts(text: &str, keypair: &ClientKeyPair) -> Option<Parts> {
-    let fields = crate::envelope_scan::scan(text)?;
-    let labels_fit = fields.version == VERSION
-        && fields.algorithm == ALGORITHM
+///
+/// The scan leaves the string bodies unchecked: each is compared with an ASCII label here or
+/// decoded as strict base64 (whose alphabet is ASCII without a backslash), so the parts come
+/// only from an ASCII envelope whose strings hold no escape, read as the strict reader reads it.
+fn plain_parts(body: &[u8], keypair: &ClientKeyPair) -> Option<Parts> {
+    checked_parts(crate::envelope_scan::scan(body)?, keypair)
+}
+
+/// `plain_parts`' checks of the fields the scan found.
+fn checked_parts(fields: Fields<'_>, keypair: &ClientKeyPair) -> Option<Parts> {
+    let labels_fit = fields.version == VERSION.as_bytes()
+        && fields.algorithm == ALGORITHM.as_bytes()
         && fields
             .key_algorithm
-            .is_none_or(|label| label == KEY_ALGORITHM)
+            .is_none_or(|label| label == KEY_ALGORITHM.as_bytes())
         && fields
             .payload_algorithm
-            .is_none_or(|label| label == PAYLOAD_ALGORITHM);
+            .is_none_or(|label| label == PAYLOAD_ALGORITHM.as_bytes());
     if !labels_fit {
         return None;
     }
     let processed_at = match fields.processed_at {
         None => None,
-        Some(raw) => serde_json::from_str::<Option<Number>>(raw).ok()?,
+        Some(raw) => serde_json::from_slice::<Option<Number>>(raw).ok()?,
     };
-    let decoded = |text: &str, len: usize| B64.decode_to_vec(text).ok().filter(|v| v.len() == len);
+    let decoded = |text: &[u8], len: usize| B64.decode_to_vec(text).ok().filter(|v| v.len() == len);
     Some(Parts {
         nonce: decoded(fields.nonce, NONCE_LEN)?,
         tag: decoded(fields.tag, TAG_LEN)?,
@@ -480,14 +492,14 @@ fn plain_parts(text: &str, keypair: &ClientKeyPair) -> Option<Parts> {
 }
 
 /// The base64 ciphertext decoded straight into locked memory, with room for the tag.
-fn decode_ciphertext(text: &str) -> CoreResult<LockedBuf> {
+fn decode_ciphertext(text: &[u8]) -> CoreResult<LockedBuf> {
     let not_b64 =
         || bad("envelope field 'encrypted_payload.ciphertext' is not valid standard base64");
-    let ct_len = B64.decoded_length(text.as_bytes()).map_err(|_| not_b64())?;
+    let ct_len = B64.decoded_length(text).map_err(|_| not_b64())?;
     // Overwritten by the decoding (and the tag); what is left over is wiped by the truncate.
     let mut buf = LockedBuf::for_overwrite(ct_len + TAG_LEN)?;
     let written = B64
-        .decode(text.as_bytes(), buf.as_mut_slice().as_out())
+        .decode(text, buf.as_mut_slice().as_out())
         .map_err(|_| not_b64())?
         .len();
     buf.truncate(written);
@@ -565,7 +577,7 @@ fn strict_parts(text: &str, keypair: &ClientKeyPair) -> CoreResult<Parts> {
     }
 
     Ok(Parts {
-        ciphertext: decode_ciphertext(&ciphertext_b64)?,
+        ciphertext: decode_ciphertext(ciphertext_b64.as_bytes())?,
         nonce,
         tag,
         wrapped,
@@ -573,6 +585,10 @@ fn strict_parts(text: &str, keypair: &ClientKeyPair) -> CoreResult<Parts> {
         algorithm: algorithm.into_owned(),
     })
 }
+
+#[cfg(test)]
+#[path = "envelope_scan_tests.rs"]
+mod envelope_scan_tests;
 
 #[cfg(test)]
 mod tests {
@@ -819,7 +835,9 @@ mod tests {
         let kp = keypair();
         let mut plain_taken = 0;
         for at in 0..good.len() {
-            for byte in [b' ', b'"', b'\\', b',', b'}', b'A', b'=', b'0', b'\n', 0x01] {
+            for byte in [
+                b' ', b'"', b'\\', b',', b'}', b'A', b'=', b'0', b'\n', 0x01, 0x80, 0xc3, 0xff,
+            ] {
                 let mut body = good.clone().into_bytes();
                 body[at] = byte;
                 // Whole: the same outcome and the same error text with and without the path.
@@ -828,13 +846,11 @@ mod tests {
                     (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
                     (a, b) => panic!("{:?} / {:?} at {at}", a.err(), b.err()),
                 }
-                let Ok(text) = std::str::from_utf8(&body) else {
-                    continue;
-                };
-                let Some(plain) = plain_parts(text, kp) else {
+                let Some(plain) = plain_parts(&body, kp) else {
                     continue;
                 };
                 plain_taken += 1;
+                let text = std::str::from_utf8(&body).expect("what the plain path reads is UTF-8");
                 let strict = strict_parts(text, kp).expect("the strict reader agrees");
                 assert_eq!(plain.ciphertext.as_slice(), strict.ciphertext.as_slice());
                 assert_eq!(
@@ -851,7 +867,7 @@ mod tests {
         }
         // The unedited body and its whitespace variants did take the plain path.
         assert!(plain_taken > good.len(), "{plain_taken}");
-        assert!(plain_parts(&good, kp).is_some());
+        assert!(plain_parts(good.as_bytes(), kp).is_some());
     }
 
     #[test]
