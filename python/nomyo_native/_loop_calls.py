@@ -16,14 +16,15 @@ must be scheduled: ~0.4 ms here, several ms on a busy machine). Two rules:
   ms per MiB of plain text, up to ~6 ms per MiB of text JSON must escape) and its open (an
   envelope of at most :data:`LONE_OPEN_MAX_BYTES`: the RSA-4096 unwrap with the client's
   private key, ~1.4 ms, plus the answer's JSON) run inline too: a stall of ~1.5 ms for a
-  small request instead of two hand-offs. The open's bound is low because what it reads is
-  the server's: a 4 MiB answer of nested empty lists takes the reader ~1 s to build into
-  Python objects, under the GIL; 64 KiB of anything takes a few ms. Building JSON (the seal's
-  writer, the open's reader) holds the GIL wherever it runs, so a worker does not shorten
-  that part of the stall, only the encryption around it. While a second request is in
-  flight, both go to workers (several cores, and the loop keeps reading the other's bytes).
-  An application whose loop must never stall for a millisecond passes
-  ``crypto_on_loop=False``: then only the small seal runs inline.
+  small request instead of two hand-offs. What the open builds is the server's: an ordinary
+  answer costs ~0.5 ms per MiB beyond the unwrap, a hostile one (nested empty lists)
+  ~150-190 ms per MiB. The reader holds the GIL while it builds, wherever it runs, so a worker
+  does not spare the loop that wait (measured: 1 MiB 132-160 ms on a worker, 175-187 ms
+  inline; 4 MiB 0.7-1.1 s either way); :data:`LONE_OPEN_MAX_BYTES` keeps the inline case near
+  the worker's. The same holds for the seal's JSON writer, over the caller's own payload.
+  While a second request is in flight, both go to workers (several cores, and the loop keeps
+  reading the other's bytes). An application whose loop must never stall for a millisecond
+  passes ``crypto_on_loop=False``: then only the small seal runs inline.
 
 :func:`json_size_bound` never walks more than a fixed number of values, so deciding costs a
 few microseconds at most.
@@ -47,7 +48,7 @@ __all__ = [
 
 INLINE_SEAL_MAX_BYTES = 16 * 1024
 LONE_SEAL_MAX_BYTES = 8 * 1024 * 1024
-LONE_OPEN_MAX_BYTES = 64 * 1024
+LONE_OPEN_MAX_BYTES = 2 * 1024 * 1024
 # Values (strings, numbers, containers, keys) looked at before giving up: enough for a chat of
 # a dozen messages, and for a lone request's of some fifty (~0.1 ms of walking at most).
 _MAX_ENTRIES = 64
