@@ -116,11 +116,9 @@ class LoopCalls:
     def seal_payload_here(self, payload: dict[str, Any]) -> bool:
         """Whether ``payload`` is sealed on the loop thread (asked at each attempt: the
         caller's payload may grow between attempts)."""
-        if json_size_bound(payload) is not None:
-            return True
-        return self._lone() and (
-            json_size_bound(payload, LONE_SEAL_MAX_BYTES, _LONE_MAX_ENTRIES) is not None
-        )
+        if self._lone():  # the lone bounds hold the small ones: one walk either way
+            return json_size_bound(payload, LONE_SEAL_MAX_BYTES, _LONE_MAX_ENTRIES) is not None
+        return json_size_bound(payload) is not None
 
     def seal_bytes_here(self, plaintext_bytes: int) -> bool:
         """Whether a plaintext of ``plaintext_bytes`` the caller seals is sealed here."""

@@ -192,7 +192,7 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys, _Envelopes):
     first pair is generated in the background from construction on, so that the first request
     does not wait for it (``background_keygen=False`` or ``NOMYO_BACKGROUND_KEYGEN=0`` turns
     that off; ``load_keys``/``generate_keys`` discard it). A lone request's seal and open run
-    on the loop thread (~1.5 ms, a few at most, instead of two thread hand-offs;
+    on the loop thread (~1.5 ms for a small one, instead of two thread hand-offs;
     ``crypto_on_loop=False`` keeps them on workers: ``_loop_calls``). ``require_payload_echo=True``
     refuses a response that does not echo the request's payload id (tier ``maximum`` always
     needs the echo or a TPM quote bound to it).
