@@ -197,7 +197,8 @@ def memory_status() -> CoreMemoryStatus:
                                  # (wipe-only buffers, aws-lc heap past the limit, fork child)
      "buffers_live": int,        # LockedBufs in use right now (pooled ones not counted)
      "bytes_pooled": int,        # of bytes_locked: wiped buffers kept for reuse
-     "pool_limit_bytes": int,    # most the pool keeps: min(12 MiB, RLIMIT_MEMLOCK / 2)
+     "pool_limit_bytes": int,    # most the pool keeps: min(12 MiB, RLIMIT_MEMLOCK / 2),
+                                 # 12 MiB where the limit does not bind (CAP_IPC_LOCK)
      "lock_failures": int,       # buffers, BufferLocks and aws-lc heap pages left unlocked
      "dump_exclusion": bool,     # MADV_DONTDUMP applied (Linux)
      "guard_pages": bool, "lock_limit_bytes": int | None,

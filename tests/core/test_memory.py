@@ -19,6 +19,8 @@ import pytest
 
 from nomyo_native import _core
 
+from ._limits import limited
+from ._limits import run as limited_run
 from ._probes import probes_module
 
 _testing = probes_module()
@@ -75,12 +77,59 @@ def run_python(code: str, *, prefix: list[str] | None = None) -> subprocess.Comp
     )
 
 
+def cap_ipc_lock() -> bool:
+    """Whether this process has CAP_IPC_LOCK, with which mlock goes past RLIMIT_MEMLOCK."""
+    with open("/proc/self/status") as f:
+        cap_eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    return bool(cap_eff & (1 << 14))
+
+
+def pool_bound(lock_limit: int | None) -> int:
+    """The pool's bound: 12 MiB, or half of RLIMIT_MEMLOCK when that is lower and binds."""
+    if lock_limit is None or cap_ipc_lock():
+        return 12 << 20
+    return min(12 << 20, lock_limit // 2)
+
+
+def ran_without_lock_privilege(request: pytest.FixtureRequest) -> bool:
+    """Under CAP_IPC_LOCK, with which RLIMIT_MEMLOCK does not bind, run the calling test again
+    in a child pytest without it, assert that it passed there, and say so (the caller then
+    returns); without it, say no (the caller goes on here)."""
+    if not cap_ipc_lock():
+        return False
+    if os.environ.get("NOMYO_TEST_WITHOUT_IPC_LOCK"):
+        pytest.fail("CAP_IPC_LOCK is still effective in the child meant to run without it")
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running with CAP_IPC_LOCK and without setpriv: cannot drop it")
+    without = [setpriv, "--bounding-set=-ipc_lock", "--inh-caps=-ipc_lock"]
+    result = subprocess.run(
+        [
+            *without,
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            request.node.nodeid,
+        ],
+        cwd=request.config.rootpath,
+        env={**os.environ, "NOMYO_TEST_WITHOUT_IPC_LOCK": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "1 passed" in result.stdout, result.stdout[-3000:]
+    return True
+
+
 def require_lock_budget(size: int) -> None:
     """Skip when this process may not lock `size` more bytes (RLIMIT_MEMLOCK minus what is
     locked already, unless CAP_IPC_LOCK lifts the limit): the core would rightly degrade."""
-    with open("/proc/self/status") as f:
-        cap_eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
-    if cap_eff & (1 << 14):  # CAP_IPC_LOCK
+    if cap_ipc_lock():
         return
     soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
     if soft == resource.RLIM_INFINITY:
@@ -127,15 +176,19 @@ def test_memory_status_reports_the_process_state() -> None:
     assert status["lock_limit_bytes"] == expected
     for key in ("bytes_locked", "buffers_live", "bytes_pooled", "lock_failures"):
         assert isinstance(status[key], int) and status[key] >= 0
-    # The pool keeps at most 12 MiB, and at most half of RLIMIT_MEMLOCK.
-    pool_limit = 12 << 20 if expected is None else min(12 << 20, expected // 2)
+    # The pool keeps at most 12 MiB, and at most half of RLIMIT_MEMLOCK where it binds.
+    pool_limit = pool_bound(expected)
     assert status["pool_limit_bytes"] == pool_limit
     assert status["bytes_pooled"] <= min(status["bytes_locked"], pool_limit)
 
 
-def test_the_pool_bound_follows_the_lock_limit_as_it_changes() -> None:
+def test_the_pool_bound_follows_the_lock_limit_as_it_changes(
+    request: pytest.FixtureRequest,
+) -> None:
     # The pool reads RLIMIT_MEMLOCK once, not at every buffer's drop; memory_status reads it
     # afresh, so that what it reports, and the pool's bound from then on, are current.
+    if ran_without_lock_privilege(request):
+        return
     soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
     lowered = 2 << 20
     if hard != resource.RLIM_INFINITY and hard < lowered:
@@ -155,15 +208,53 @@ def test_the_pool_bound_follows_the_lock_limit_as_it_changes() -> None:
     status = _core.memory_status()
     expected = None if soft == resource.RLIM_INFINITY else soft
     assert status["lock_limit_bytes"] == expected
-    assert status["pool_limit_bytes"] == (
-        12 << 20 if expected is None else min(12 << 20, soft // 2)
-    )
+    assert status["pool_limit_bytes"] == pool_bound(expected)
 
 
-def test_a_lowered_lock_limit_shrinks_a_fuller_pool_to_its_new_bound() -> None:
+def test_the_pool_keeps_half_of_a_binding_lock_limit_and_all_of_one_that_does_not() -> None:
+    # The same process state but for CAP_IPC_LOCK: without it (a child with it dropped) the
+    # pool keeps half of an 8 MiB limit, so that buffers in use keep the other half; with it
+    # (root here) the limit does not bind mlock, and the pool keeps its own 12 MiB, so that
+    # megabyte-sized buffers are reused rather than locked afresh (a page fault per 4 KiB).
+    code = """
+        import json
+        from nomyo_native import _core
+        from nomyo_native._core import _testing as probes
+        SIZES = (3_000_000, 2_500_000, 2_000_000)
+        probes.release_pool()
+        # All alive at once, so that none reuses another's mapping.
+        alive = [probes.LockedProbe(size, 70 + seed) for seed, size in enumerate(SIZES)]
+        for probe in alive:
+            probe.release()
+        status = _core.memory_status()
+        print(json.dumps({
+            "cap": cap_ipc_lock(),
+            "pool_limit": status["pool_limit_bytes"],
+            "pooled": status["bytes_pooled"],
+        }))
+    """
+    eight_mib = 8 << 20
+    bound = limited_run(code, limited(eight_mib))
+    assert bound["cap"] is False
+    assert bound["pool_limit"] == eight_mib // 2
+    assert 0 < bound["pooled"] <= eight_mib // 2
+    if os.geteuid() != 0 or not cap_ipc_lock():
+        pytest.skip("CAP_IPC_LOCK is not ours: the unbound case cannot be run here")
+    unbound = limited_run(code, [shutil.which("prlimit") or "prlimit", f"--memlock={eight_mib}"])
+    assert unbound["cap"] is True
+    assert unbound["pool_limit"] == 12 << 20
+    # All three are kept: 7.5 MB, more than half of the limit the capability lifts.
+    assert unbound["pooled"] > eight_mib // 2
+
+
+def test_a_lowered_lock_limit_shrinks_a_fuller_pool_to_its_new_bound(
+    request: pytest.FixtureRequest,
+) -> None:
     # The pool filled under the limit as it was; once memory_status sees a lower one, the pool
     # keeps no more than the new bound (what it reports is what it holds), and the mappings
     # it let go are unlocked and unmapped, not left counted.
+    if ran_without_lock_privilege(request):
+        return
     soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
     lowered = 2 << 20
     if hard != resource.RLIM_INFINITY and hard < lowered:
@@ -250,6 +341,9 @@ def read_memory(address: int, size: int) -> bytes | None:
 
 def test_released_buffer_waits_in_the_pool_wiped_locked_and_dump_excluded() -> None:
     size = 300_000
+    # When nothing was locked yet, the first status probes with a buffer of its own, which the
+    # pool then keeps: run first (as when no other test ran before), it is not this test's.
+    _core.memory_status()
     _testing.release_pool()
     require_lock_budget(2 * size)
     before = _core.memory_status()

@@ -83,6 +83,48 @@ mod imp {
         #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every unix
         Some(lim.rlim_cur as u64)
     }
+
+    /// Whether `mlock` may go past RLIMIT_MEMLOCK here: on Linux, with CAP_IPC_LOCK in the
+    /// effective set (root outside a container, or a service granted it), the kernel does not
+    /// apply the limit to it.
+    pub fn locks_past_limit() -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            // capget(2) with the version-3 layout: two sets of 32 capability bits.
+            #[repr(C)]
+            struct Header {
+                version: u32,
+                pid: libc::c_int,
+            }
+            #[repr(C)]
+            #[derive(Clone, Copy, Default)]
+            struct Sets {
+                effective: u32,
+                permitted: u32,
+                inheritable: u32,
+            }
+            const VERSION_3: u32 = 0x2008_0522;
+            const CAP_IPC_LOCK: u32 = 14;
+            let mut header = Header {
+                version: VERSION_3,
+                pid: 0,
+            };
+            let mut sets = [Sets::default(); 2];
+            // SAFETY: a valid header and room for the two sets version 3 writes.
+            let read = unsafe {
+                libc::syscall(
+                    libc::SYS_capget,
+                    std::ptr::addr_of_mut!(header),
+                    sets.as_mut_ptr(),
+                )
+            } == 0;
+            read && sets[0].effective & (1 << CAP_IPC_LOCK) != 0
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            false
+        }
+    }
 }
 
 #[cfg(windows)]
@@ -123,5 +165,10 @@ mod imp {
     /// The working-set quota, not an RLIMIT, bounds VirtualLock on Windows.
     pub fn lock_limit() -> Option<u64> {
         None
+    }
+
+    /// No RLIMIT to go past (see `lock_limit`).
+    pub fn locks_past_limit() -> bool {
+        false
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Bounds: mappings of `MIN_SPAN` (4 KiB) up to `MAX_SPAN` (16 MiB) of locked pages are
 //! pooled, at most `PER_CLASS` per power-of-two size class, and at most `limit()` bytes in
-//! all: 12 MiB, or half of RLIMIT_MEMLOCK when that is lower (4 MiB under the usual 8 MiB),
-//! so that buffers in use always keep the other half. Only locked mappings are pooled, and
+//! all: 12 MiB, or half of RLIMIT_MEMLOCK when that is lower and binds (4 MiB under the usual
+//! 8 MiB; CAP_IPC_LOCK lifts it), so that buffers in use always keep the other half. Only locked mappings are pooled, and
 //! what is counted is their locked pages. An allocation whose lock fails empties the pool and
 //! tries again.
 //!
@@ -140,12 +140,16 @@ pub fn poolable(span: usize) -> bool {
     (MIN_SPAN..=MAX_SPAN).contains(&span)
 }
 
-/// Most bytes the pool keeps: `MAX_BYTES`, or half of RLIMIT_MEMLOCK when lower (as last
-/// read: see `lock_limit`).
+/// Most bytes the pool keeps: `MAX_BYTES`, or half of RLIMIT_MEMLOCK when lower and it binds
+/// (as last read: see `lock_limit`). Where it does not bind (CAP_IPC_LOCK), halving it would
+/// keep nothing free for anybody: every megabyte-sized buffer beyond the half was mapped,
+/// locked (a page fault per 4 KiB) and unmapped again per request.
 pub fn limit() -> usize {
     match lock_limit() {
-        Some(lock_limit) => MAX_BYTES.min(usize::try_from(lock_limit / 2).unwrap_or(MAX_BYTES)),
-        None => MAX_BYTES,
+        Some(lock_limit) if !LOCKS_PAST_LIMIT.load(Ordering::Relaxed) => {
+            MAX_BYTES.min(usize::try_from(lock_limit / 2).unwrap_or(MAX_BYTES))
+        }
+        _ => MAX_BYTES,
     }
 }
 
@@ -169,8 +173,13 @@ pub fn lock_limit() -> Option<u64> {
     }
 }
 
-/// Read RLIMIT_MEMLOCK's soft limit now, and remember it for `lock_limit`.
+/// Whether `mlock` goes past RLIMIT_MEMLOCK here (`os::locks_past_limit`), read with it.
+static LOCKS_PAST_LIMIT: AtomicBool = AtomicBool::new(false);
+
+/// Read RLIMIT_MEMLOCK's soft limit now, and whether it binds, and remember them for
+/// `lock_limit` and `limit`.
 pub fn read_lock_limit() -> Option<u64> {
+    LOCKS_PAST_LIMIT.store(super::os::locks_past_limit(), Ordering::Relaxed);
     let limit = super::os::lock_limit();
     let stored = limit.map_or(UNLIMITED, |n| n.min(UNLIMITED - 1));
     LOCK_LIMIT.store(stored, Ordering::Relaxed);
