@@ -2,12 +2,11 @@
 never stays behind in the forms only the core's scratch buffers hold.
 
 A non-ASCII string with escapes is decoded into the parser's ``wide`` buffer as UTF-16 (grown
-into a bigger one when the room estimate falls short), and a string with a lone surrogate is
-joined into a UCS-4 buffer before CPython builds the ``str``. Each is locked memory that must
-be wiped when it is dropped. The texts here are chosen so that the finished ``str`` has another
-form (Latin-1 or UCS-4 text is never UTF-16 in CPython, text with a lone surrogate and no
-character beyond the BMP is never UCS-4), so a copy in those forms can only come from a scratch
-buffer: after opening responses of each kind, including bodies the decoder reads most of before
+into a bigger one when the room estimate falls short), and, unless it is Latin-1, widened there
+in place to UCS-4 before CPython builds the ``str``. Each is locked memory that must be wiped
+when it is dropped. The texts here are chosen so that the finished ``str`` has another form
+(Latin-1 or UCS-4 text is never UTF-16 in CPython, text within the BMP, lone surrogates
+included, is never UCS-4), so a copy in those forms can only come from a scratch buffer: after opening responses of each kind, including bodies the decoder reads most of before
 the reader refuses them, the child's whole memory holds none. A bytes object in the same form,
 deliberately kept, is found.
 """
@@ -72,8 +71,10 @@ def _payloads(token: str) -> tuple[list[bytes], dict[str, list[bytes]]]:
         "latin1": lambda i: f"{token}-L-{i}-déjà vu " * (1 + i * 40),
         # Text beyond the BMP: the str is four bytes a character, the scratch UTF-16.
         "astral": lambda i: f"{token}-A-{i}-🔐 " * (1 + i * 40),
-        # A lone surrogate in Latin-1 text: the str is UCS-2, the joined scratch UCS-4.
+        # A lone surrogate in Latin-1 text: the str is UCS-2, the widened scratch UCS-4.
         "lone": lambda i: f"{token}-S-{i}-é\ud800 " * (1 + i * 40),
+        # Text within the BMP: the str is UCS-2 (UTF-16), the widened scratch UCS-4.
+        "bmp": lambda i: f"{token}-B-{i}-Ελλάδα 漢字 " * (1 + i * 40),
         # Escaped backslashes before a `u` make the room estimate short: the decoder goes on in
         # a bigger buffer and the first one is dropped.
         "regrown": lambda i: f"{token}-G-{i}-é" + "\\u" * (50 + i * 200),
@@ -89,6 +90,7 @@ def _payloads(token: str) -> tuple[list[bytes], dict[str, list[bytes]]]:
         "latin1": [f"{token}-L-".encode("utf-16-le")],
         "astral": [f"{token}-A-".encode("utf-16-le")],
         "lone": [f"{token}-S-".encode("utf-32-le")],
+        "bmp": [f"{token}-B-".encode("utf-32-le")],
         "regrown": [f"{token}-G-".encode("utf-16-le")],
         "refused": [f"{token}-R-".encode("utf-16-le")],
     }
@@ -120,7 +122,7 @@ def test_no_scratch_form_of_a_decoded_string_is_left_in_memory() -> None:
         child.stdin.close()
         child.wait(timeout=60)
 
-    assert outcomes == {"opened": 4 * EACH, "EnvelopeError": EACH}, outcomes
+    assert outcomes == {"opened": 5 * EACH, "EnvelopeError": EACH}, outcomes
     assert scan.bytes_scanned > 1_000_000
     # The instrument finds the form it looks for where it is.
     assert scan.counts["control"] >= 1

@@ -654,8 +654,9 @@ struct Parser<'a, 'py> {
     pos: usize,
     /// A big integer's digits, NUL-terminated for CPython; wiped when the parser drops.
     scratch: LockedBuf,
-    /// The UTF-16 code units of a non-ASCII string (`json_wide`), reused from string to
-    /// string; wiped when the parser drops.
+    /// The UTF-16 code units of a non-ASCII string (`json_wide`) and the room to build its
+    /// `str` from them (`pystr::from_utf16`), reused from string to string; wiped when the
+    /// parser drops.
     wide: LockedBuf,
     /// Where the parser is, outermost first: errors name this path, never content.
     path: Vec<Step<'py>>,
@@ -939,7 +940,11 @@ impl<'py> Parser<'_, 'py> {
             if let Err(error) = self.wide_room(room, from.written) {
                 return Some(Err(error));
             }
-            match json_wide::decode_wide(&self.s[start..], self.wide.as_mut_slice(), from) {
+            // Decoded into the first `2 * room` bytes: `from_utf16` needs the room behind them.
+            let Some(dst) = self.wide.as_mut_slice().get_mut(..2 * room) else {
+                return Some(Err(CoreError::Memory("string buffer too small".into())));
+            };
+            match json_wide::decode_wide(&self.s[start..], dst, from) {
                 Ok(wide) => break wide,
                 Err(json_wide::WideStop::NoRoom(progress)) => {
                     room = json_wide::most_units(body_len, &progress) + 8;
@@ -953,10 +958,11 @@ impl<'py> Parser<'_, 'py> {
         Some(self.built(built))
     }
 
-    /// Make `wide` hold at least `units` code units, keeping its first `kept` ones.
+    /// Make `wide` hold at least `units` code units and the room `pystr::from_utf16` needs
+    /// to build a `str` of them, keeping its first `kept` units.
     fn wide_room(&mut self, units: usize, kept: usize) -> CoreResult<()> {
         let bytes = units
-            .checked_mul(2)
+            .checked_mul(crate::pystr::WIDE_BYTES_PER_UNIT)
             .ok_or_else(|| CoreError::Memory("string too long".into()))?;
         if self.wide.len() >= bytes {
             return Ok(());

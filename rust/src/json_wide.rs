@@ -9,11 +9,12 @@
 //! decoder (`Refused`): the reader then reads the string the way it always has, which names
 //! the error.
 //!
-//! UTF-16 rather than code points: half the locked memory (a buffer of a few megabytes is then
-//! reused from the pool of locked mappings, not mapped and locked afresh), and CPython's UTF-16
-//! decoder is near memory speed on text within the BMP. A high surrogate unit is followed by a
-//! low one exactly where Python's `json` reads a pair (a high surrogate escape followed by a low
-//! one, or a raw character beyond the BMP); every other surrogate unit is a lone surrogate.
+//! UTF-16 rather than code points: an escape already is its code unit, with no pair to join on
+//! the hot path. Where CPython takes its characters as 4-byte `wchar_t` (everywhere but
+//! Windows) they are then widened in place (`widen_in_place`), in room the reader keeps behind
+//! the units. A high surrogate unit is followed by a low one exactly where Python's `json`
+//! reads a pair (a high surrogate escape followed by a low one, or a raw character beyond the
+//! BMP); every other surrogate unit is a lone surrogate.
 
 #![forbid(unsafe_code)]
 
@@ -436,28 +437,77 @@ pub fn narrow_to_latin1(buf: &mut [u8], units: usize) {
     }
 }
 
-/// The code points of the first `units` code units of `src` (a high surrogate followed by a
-/// low one joined, any other surrogate kept as it is), written into `dst` as native-endian
-/// 4-byte units (`dst` must hold `units` of them); how many.
-pub fn join_to_ucs4(src: &[u8], units: usize, dst: &mut [u8]) -> usize {
-    let mut chars = 0;
-    let mut k = 0;
-    while k < units {
-        let unit = u32::from(unit_at(src, k));
-        let next = u32::from(unit_at(src, k + 1));
-        let paired = k + 1 < units && unit & 0xFC00 == 0xD800 && next & 0xFC00 == 0xDC00;
-        let code = if paired {
-            0x1_0000 + ((unit - 0xD800) << 10) + (next - 0xDC00)
+/// Rewrite the first `units` code units of `buf` (UTF-16, little-endian) in place as code
+/// points, native-endian 4 bytes each (a high surrogate followed by a low one joined, any other
+/// surrogate kept as it is), ending at byte `4 * units`; the byte range they fill, or `None`
+/// when `buf` is shorter than that.
+///
+/// Back to front: the code points of units `k..` fill at most `4 * (units - k)` bytes below the
+/// end, so they never reach the units below `k` (bytes `..2 * k`) still to be read. Units are
+/// widened 8 at a time (vector moves), and those above a block's highest surrogate written
+/// whole; a surrogate (joined with the high one below it, if any) is a step of its own.
+/// CPython then builds the `str` from them with one allocation of its exact size
+/// (`PyUnicode_FromWideChar`), where its UTF-16 decoder allocates for the units, widens the
+/// kind as it meets wider characters and shrinks at the end: a fresh `mmap` and a page fault
+/// per 4 KiB on every megabyte-sized string.
+pub fn widen_in_place(buf: &mut [u8], units: usize) -> Option<std::ops::Range<usize>> {
+    const BLOCK: usize = 8;
+    let end = units.checked_mul(4)?;
+    if buf.len() < end {
+        return None;
+    }
+    // Units `k..units` are read; their code points fill `out..end`, and `out >= 4 * k`.
+    let (mut k, mut out) = (units, end);
+    while k > 0 {
+        if k >= BLOCK {
+            let from = 2 * (k - BLOCK);
+            let mut narrow = [0u8; 2 * BLOCK];
+            narrow.copy_from_slice(&buf[from..from + 2 * BLOCK]);
+            let mut wide = [0u8; 4 * BLOCK];
+            let mut surrogates = false;
+            for (unit, code) in narrow.chunks_exact(2).zip(wide.chunks_exact_mut(4)) {
+                let unit = u16::from_le_bytes([unit[0], unit[1]]);
+                surrogates |= unit & 0xF800 == 0xD800;
+                code.copy_from_slice(&u32::from(unit).to_ne_bytes());
+            }
+            if !surrogates {
+                buf[out - 4 * BLOCK..out].copy_from_slice(&wide);
+                (k, out) = (k - BLOCK, out - 4 * BLOCK);
+                continue;
+            }
+            let plain = plain_units_on_top(&narrow);
+            buf[out - 4 * plain..out].copy_from_slice(&wide[4 * (BLOCK - plain)..]);
+            (k, out) = (k - plain, out - 4 * plain);
+        }
+        // One character: a surrogate (with the high one below it, for a low one), or one of
+        // the last few units.
+        let unit = u32::from(unit_at(buf, k - 1));
+        let high = if k >= 2 {
+            u32::from(unit_at(buf, k - 2))
         } else {
+            0
+        };
+        let code = if unit & 0xFC00 == 0xDC00 && high & 0xFC00 == 0xD800 {
+            k -= 2;
+            0x1_0000 + ((high - 0xD800) << 10) + (unit - 0xDC00)
+        } else {
+            k -= 1;
             unit
         };
-        if let Some(out) = dst.get_mut(4 * chars..4 * chars + 4) {
-            out.copy_from_slice(&code.to_ne_bytes());
-        }
-        chars += 1;
-        k += 1 + usize::from(paired);
+        buf[out - 4..out].copy_from_slice(&code.to_ne_bytes());
+        out -= 4;
     }
-    chars
+    Some(out..end)
+}
+
+/// How many of the code units in `block` (little-endian) lie above its highest surrogate.
+#[inline(never)]
+fn plain_units_on_top(block: &[u8]) -> usize {
+    block
+        .chunks_exact(2)
+        .rev()
+        .take_while(|unit| unit[1] & 0xF8 != 0xD8)
+        .count()
 }
 
 /// Rewrite the first `units` code units of `buf` from little-endian to native-endian in place
@@ -483,9 +533,10 @@ mod tests {
         loop {
             match decode_wide(body, &mut dst, from) {
                 Ok(done) => {
-                    let mut ucs4 = vec![0u8; 4 * done.units];
-                    let chars = join_to_ucs4(&dst, done.units, &mut ucs4);
-                    let codes = ucs4[..4 * chars]
+                    let mut ucs4 = dst[..2 * done.units].to_vec();
+                    ucs4.resize(4 * done.units, 0);
+                    let chars = widen_in_place(&mut ucs4, done.units).expect("room");
+                    let codes = ucs4[chars]
                         .chunks_exact(4)
                         .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
                         .collect();
@@ -779,6 +830,81 @@ mod tests {
         }
     }
 
+    /// The code points `widen_in_place` makes of `units` little-endian code units in `src`, in
+    /// a buffer of exactly the room it needs.
+    fn widened_in_place(src: &[u8], units: usize) -> Vec<u32> {
+        let mut buf = src[..2 * units].to_vec();
+        buf.resize(4 * units, 0xAA);
+        let chars = widen_in_place(&mut buf, units).expect("room");
+        assert_eq!(chars.end, 4 * units);
+        buf[chars]
+            .chunks_exact(4)
+            .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    }
+
+    /// The code points of UTF-16 code units as Python's `json` reads escapes: front to back, a
+    /// high surrogate followed by a low one is one character, any other surrogate alone.
+    fn joined_front_to_back(units: &[u16]) -> Vec<u32> {
+        let mut codes = Vec::new();
+        let mut k = 0;
+        while k < units.len() {
+            let (unit, next) = (u32::from(units[k]), units.get(k + 1).map(|&u| u32::from(u)));
+            match next {
+                Some(low) if unit & 0xFC00 == 0xD800 && low & 0xFC00 == 0xDC00 => {
+                    codes.push(0x1_0000 + ((unit - 0xD800) << 10) + (low - 0xDC00));
+                    k += 2;
+                }
+                _ => {
+                    codes.push(unit);
+                    k += 1;
+                }
+            }
+        }
+        codes
+    }
+
+    #[test]
+    fn widening_in_place_joins_as_read_front_to_back() {
+        // Every length around the 8-unit blocks, with surrogates (paired, lone, runs of highs
+        // or lows) at every place a block may start or end, from a fixed pseudo-random stream.
+        let kinds = [
+            0x41u16, 0xE9, 0x3B1, 0x6F22, 0xFFFF, 0xD83D, 0xDD10, 0xD800, 0xDFFF,
+        ];
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for len in 0..70 {
+            for _ in 0..200 {
+                let units: Vec<u16> = (0..len)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        // Mostly plain text, so that whole blocks occur too.
+                        let pick = (state >> 32) as usize % (3 * kinds.len());
+                        kinds.get(pick).copied().unwrap_or(0x20 + (pick as u16))
+                    })
+                    .collect();
+                let src: Vec<u8> = units.iter().flat_map(|u| u.to_le_bytes()).collect();
+                assert_eq!(
+                    widened_in_place(&src, len),
+                    joined_front_to_back(&units),
+                    "{units:x?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn widening_in_place_wants_four_bytes_a_unit() {
+        let mut buf = vec![0x41u8, 0, 0x42, 0, 0, 0, 0];
+        assert_eq!(widen_in_place(&mut buf, 2), None);
+        assert_eq!(buf, [0x41, 0, 0x42, 0, 0, 0, 0], "nothing written");
+        let mut buf = vec![0x41u8, 0, 0x42, 0, 0, 0, 0, 0];
+        assert_eq!(widen_in_place(&mut buf, 2), Some(0..8));
+        assert_eq!(widen_in_place(&mut [], 0), Some(0..0));
+        assert_eq!(widen_in_place(&mut buf, usize::MAX), None);
+    }
+
     #[test]
     fn narrowing_and_joining_write_each_form() {
         let units = [0x41u16, 0xE9, 0xFF, 0x00, 0x7F];
@@ -797,13 +923,10 @@ mod tests {
             0xD83Du16, 0xDD10, 0x41, 0xDC00, 0xD800, 0xDBFF, 0xDFFF, 0xD800,
         ];
         let src: Vec<u8> = units.iter().flat_map(|u| u.to_le_bytes()).collect();
-        let mut dst = vec![0u8; 4 * units.len()];
-        let chars = join_to_ucs4(&src, units.len(), &mut dst);
-        let codes: Vec<u32> = dst[..4 * chars]
-            .chunks_exact(4)
-            .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        assert_eq!(codes, [0x1F510, 0x41, 0xDC00, 0xD800, 0x10FFFF, 0xD800]);
+        assert_eq!(
+            widened_in_place(&src, units.len()),
+            [0x1F510, 0x41, 0xDC00, 0xD800, 0x10FFFF, 0xD800]
+        );
         let mut native = src.clone();
         utf16_to_native(&mut native, units.len());
         let back: Vec<u16> = native
@@ -860,7 +983,7 @@ mod timing {
                 body.push(b'"');
                 let chars = text.chars().count();
                 let mut dst = vec![0u8; 4 * chars + 64];
-                let mut narrow = vec![0u8; 4 * chars + 64];
+                let mut narrow = vec![0u8; 8 * chars + 64];
                 let best = |f: &mut dyn FnMut()| {
                     (0..30)
                         .map(|_| {
@@ -882,8 +1005,12 @@ mod timing {
                 let pick = best(&mut || {
                     std::hint::black_box(ascii_only(&body));
                 });
+                let units = decode_wide(&body, &mut dst, Progress::default())
+                    .unwrap()
+                    .units;
                 let join = best(&mut || {
-                    std::hint::black_box(join_to_ucs4(&dst, chars, &mut narrow));
+                    narrow[..2 * units].copy_from_slice(&dst[..2 * units]);
+                    std::hint::black_box(widen_in_place(&mut narrow, units));
                 });
                 println!(
                     "{name:8} escaped={escaped:5} {} bytes {chars} chars: decode {took:?} estimate {estimate:?} ascii_only {pick:?} join {join:?}",
