@@ -6,9 +6,10 @@ into a bigger one when the room estimate falls short), and, unless it is Latin-1
 in place to UCS-4 before CPython builds the ``str``. Each is locked memory that must be wiped
 when it is dropped. The texts here are chosen so that the finished ``str`` has another form
 (Latin-1 or UCS-4 text is never UTF-16 in CPython, text within the BMP, lone surrogates
-included, is never UCS-4), so a copy in those forms can only come from a scratch buffer: after opening responses of each kind, including bodies the decoder reads most of before
-the reader refuses them, the child's whole memory holds none. A bytes object in the same form,
-deliberately kept, is found.
+included, is never UCS-4), so a copy in those forms can only come from a scratch buffer: after
+opening responses of each kind, including bodies the decoder reads most of before the reader
+refuses them, the child's whole memory holds none. A bytes object in the same form, deliberately
+kept, is found.
 """
 
 from __future__ import annotations
