@@ -17,11 +17,13 @@ must be scheduled: ~0.4 ms here, several ms on a busy machine). Two rules:
   envelope of at most :data:`LONE_OPEN_MAX_BYTES`: the RSA-4096 unwrap with the client's
   private key, ~1.4 ms, plus the answer's JSON) run inline too: a stall of ~1.5 ms for a
   small request instead of two hand-offs. What the open builds is the server's: an ordinary
-  answer costs ~0.5 ms per MiB beyond the unwrap, a hostile one (nested empty lists)
-  ~150-190 ms per MiB. The reader holds the GIL while it builds, wherever it runs, so a worker
-  does not spare the loop that wait (measured: 1 MiB 132-160 ms on a worker, 175-187 ms
-  inline; 4 MiB 0.7-1.1 s either way); :data:`LONE_OPEN_MAX_BYTES` keeps the inline case near
-  the worker's. The same holds for the seal's JSON writer, over the caller's own payload.
+  answer costs ~0.5 ms per MiB beyond the unwrap, a hostile one (lists of empty lists)
+  ~70-190 ms per MiB. On a worker the reader lets the GIL go every 5 ms while it builds, so
+  the loop gets its turns (longest gap with a 4 MiB hostile answer 311-367 ms before, 49-70
+  ms after: CPython's garbage collector, which the build's million allocations set off, holds
+  the GIL for tens of ms at a time); inline the loop waits for the whole build, which
+  :data:`LONE_OPEN_MAX_BYTES` bounds. The seal's JSON writer, over the caller's own payload,
+  holds the GIL throughout.
   While a second request is in flight, both go to workers (several cores, and the loop keeps
   reading the other's bytes). An application whose loop must never stall for a millisecond
   passes ``crypto_on_loop=False``: then only the small seal runs inline.

@@ -637,6 +637,8 @@ pub fn read_py<'py>(py: Python<'py>, json: &mut [u8]) -> CoreResult<Bound<'py, P
         scratch: LockedBuf::with_capacity(0)?,
         wide: LockedBuf::with_capacity(0)?,
         path: Vec::new(),
+        values: 0,
+        held_since: std::time::Instant::now(),
     };
     parser.skip_ws();
     let value = parser.value(0)?;
@@ -660,7 +662,24 @@ struct Parser<'a, 'py> {
     wide: LockedBuf,
     /// Where the parser is, outermost first: errors name this path, never content.
     path: Vec<Step<'py>>,
+    /// Values read so far (wrapping), and when the parser last let the GIL go (`gil_yield`).
+    values: u32,
+    held_since: std::time::Instant,
 }
+
+/// Values between two looks at the clock (about 25 ns each) to see whether the GIL has been
+/// held for `GIL_HOLD` (`Parser::gil_yield`).
+const VALUES_PER_CLOCK_LOOK: u32 = 4096;
+
+/// How long the reader holds the GIL before it lets it go for a moment: CPython's default
+/// switch interval. Building is under the GIL (every value is a Python object), and an answer
+/// of a million small values (a hostile one, say, of nested empty lists) takes a few hundred
+/// ms per MiB: held throughout, it stopped every other thread, the event loop of a request
+/// opened on a worker too. A thread waiting for the GIL asks for it after the switch interval
+/// unless the GIL changed hands meanwhile; letting go at that pace, no sooner, finds the
+/// request made, and CPython then hands the GIL over before taking it back. (Letting go more
+/// often resets the waiter's clock each time, and it gets the GIL only when it wins a race.)
+const GIL_HOLD: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// One level of the reader's position: an array index, or an object member's position (from 1)
 /// and its key once read (shown only if it is a protocol field name, see `json_path`).
@@ -726,6 +745,10 @@ impl<'py> Parser<'_, 'py> {
     }
 
     fn value(&mut self, depth: usize) -> CoreResult<Bound<'py, PyAny>> {
+        self.values = self.values.wrapping_add(1);
+        if self.values.is_multiple_of(VALUES_PER_CLOCK_LOOK) {
+            self.gil_yield();
+        }
         match self.s.get(self.pos) {
             None => Err(self.fail("unexpected end of data")),
             Some(b'{') => self.object(depth + 1),
@@ -737,6 +760,16 @@ impl<'py> Parser<'_, 'py> {
             Some(b'-' | b'0'..=b'9') => self.number(),
             Some(b'N' | b'I') => Err(self.fail("NaN and Infinity are not valid JSON")),
             Some(_) => Err(self.fail("unexpected character")),
+        }
+    }
+
+    /// Let the GIL go for a moment once it has been held for `GIL_HOLD`.
+    fn gil_yield(&mut self) {
+        if self.held_since.elapsed() >= GIL_HOLD {
+            // Nothing of the parser's is touched meanwhile: the objects it built so far are
+            // reachable from it alone, and its input is its own locked memory.
+            self.py.detach(|| ());
+            self.held_since = std::time::Instant::now();
         }
     }
 

@@ -1,0 +1,70 @@
+"""The reader lets the GIL go now and then while it builds an answer's Python objects: another
+thread runs during the build of a large answer (a hostile one of a million small values), not
+only before and after it. Without that, a worker opening such an answer stopped the event loop
+(and every other thread) for a few hundred ms per MiB (review10 F2)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from ._probes import probes_module
+
+_testing = probes_module()
+
+VALUES = 1_000_000
+
+
+def stamps_inside(call: Callable[[], object]) -> int:
+    """How many times a ticking thread noted the time within the first half of ``call`` (past
+    its first tenth). Not its end: a thread that asked for the GIL during a call that never
+    let it go gets it (for CPython's 5 ms switch interval) as soon as the call returns, before
+    the caller can note the time."""
+    stamps: list[float] = []
+    stop = threading.Event()
+
+    def tick() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            if n % 100 == 0:
+                stamps.append(time.perf_counter())
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    try:
+        while not stamps:  # the ticker is running
+            time.sleep(0.001)
+        start = time.perf_counter()
+        call()
+        end = time.perf_counter()
+    finally:
+        stop.set()
+        ticker.join()
+    span = end - start
+    return sum(start + span / 10 < stamp < start + span / 2 for stamp in stamps)
+
+
+# Each takes well over 20 ms to build (10 ms to a half), so that a thread waiting for the GIL
+# (which asks for it after 5 ms) would get a turn within the first half.
+HOSTILE = {
+    "zeros": "[" + "0," * (4 * VALUES - 1) + "0]",
+    "empty lists": "[" + "[]," * (VALUES - 1) + "[]]",
+    "empty objects in lists": "[" + "[{}]," * (VALUES // 2 - 1) + "[{}]]",
+    "members": "{" + ",".join(f'"k{i}":null' for i in range(VALUES // 2)) + "}",
+    "short strings": "[" + '"a",' * (4 * VALUES - 1) + '"a"]',
+}
+
+
+def test_a_call_that_holds_the_gil_lets_no_tick_in() -> None:
+    # The instrument: a C loop that never lets the GIL go leaves the ticker no turn.
+    assert stamps_inside(lambda: sum(range(20_000_000))) == 0
+
+
+@pytest.mark.parametrize("shape", HOSTILE)
+def test_another_thread_runs_while_a_large_answer_is_built(shape: str) -> None:
+    body = HOSTILE[shape].encode()
+    assert stamps_inside(lambda: _testing.json_loads(body)) >= 3
