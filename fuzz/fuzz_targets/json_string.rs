@@ -12,8 +12,9 @@
 //!   The same body decoded to UTF-16 (`json_wide::decode_wide`, the reader's way to a
 //!   non-ASCII `str`), through as many `NoRoom` stops as an output of `short` code units,
 //!   grown by as many each time, makes: accepted exactly when `unescape` accepts and the raw
-//!   text is UTF-8, with the code points of `unescape`'s output once pairs are joined (lone
-//!   surrogates included), the same closing quote and surrogate flag.
+//!   text is UTF-8, with the code points of `unescape`'s output once widened in place with
+//!   pairs joined (`widen_in_place`; lone surrogates included), the same closing quote and
+//!   surrogate flag.
 //! * escape: the bytes are code points (3 bytes each, taken modulo 0x110000: surrogates
 //!   included), escaped in place as the writer does, the rest after a `NoRoom` stop one code
 //!   point at a time; the text must be serde_json's (which escapes exactly as
@@ -29,7 +30,7 @@ use _core::json_string::{
     code_at, escape_ucs4_behind, escape_ucs4_in_place, put_escaped, unescape, unescape_in_place,
     EscapeStop,
 };
-use _core::json_wide::{decode_wide, join_to_ucs4, Progress, WideStop};
+use _core::json_wide::{decode_wide, widen_in_place, Progress, WideStop};
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
 
@@ -121,9 +122,16 @@ fn check_wide(
         .filter(|done| std::str::from_utf8(&body[..done.closing_quote]).is_ok());
     match (wide, accepted) {
         (Ok(wide), Some(done)) => {
-            let mut ucs4 = vec![0u8; 4 * wide.units];
-            let chars = join_to_ucs4(&dst, wide.units, &mut ucs4);
-            let codes: Vec<u32> = ucs4[..4 * chars]
+            // Widened in place as the reader does before CPython builds the `str`.
+            let mut ucs4 = dst[..2 * wide.units].to_vec();
+            ucs4.resize(4 * wide.units, 0xAA);
+            let chars = widen_in_place(&mut ucs4, wide.units).expect("room for the code points");
+            assert_eq!(
+                chars.end,
+                4 * wide.units,
+                "wide: code points not at the end"
+            );
+            let codes: Vec<u32> = ucs4[chars]
                 .chunks_exact(4)
                 .map(|unit| u32::from_ne_bytes([unit[0], unit[1], unit[2], unit[3]]))
                 .collect();
