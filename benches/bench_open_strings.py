@@ -34,6 +34,13 @@ KINDS: dict[str, tuple[str, bool]] = {
     "mixed": ("héllo wörld Ελλάδα 漢字 🔐 ", False),
     "cjk": ("漢字かな交じり文 ", False),
     "mixed-escaped": ("héllo wörld Ελλάδα 漢字 🔐 ", True),
+    # What an English, a Greek and a Japanese answer look like from a server that escapes.
+    "english-escaped": (
+        "\u201cQuick\u201d brown fox \u2014 it\u2019s over the lazy dog. " * 3,
+        True,
+    ),
+    "greek-escaped": ("Καλημέρα κόσμε, η γρήγορη καφέ αλεπού. ", True),
+    "cjk-escaped": ("漢字かな交じり文 ", True),
 }
 
 
