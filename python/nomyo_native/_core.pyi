@@ -43,6 +43,7 @@ __all__ = [
     "KeyFormatError",
     "KeyPasswordError",
     "KeyPermissionError",
+    "OpenedEnvelope",
     "PayloadTooLargeError",
     "RequestBody",
     "ServerPublicKey",
@@ -52,6 +53,7 @@ __all__ = [
     "TlsSession",
     "TpmFormatError",
     "__version__",
+    "decrypt_envelope",
     "memory_status",
     "open",
     "open_envelope",
@@ -158,6 +160,35 @@ def open_envelope(
 
 open = open_envelope
 """The historical name of ``open_envelope`` (it shadows the builtin)."""
+
+def decrypt_envelope(
+    body: bytes | bytearray | memoryview, keypair: ClientKeyPair, cost_limit: int
+) -> OpenedEnvelope:
+    """``open_envelope``'s first half: check, unwrap and decrypt a response envelope (``body``
+    read as ``open_envelope`` reads it), and count the plaintext's ``build_cost`` up to
+    ``cost_limit``; the plaintext stays in locked memory. Raises as ``open_envelope`` does."""
+
+@final
+class OpenedEnvelope:
+    """A decrypted response envelope (``decrypt_envelope``) whose payload is not built yet: the
+    plaintext stays in locked memory until ``build`` (once) or until the object goes (wiped
+    either way). Not copyable or picklable."""
+
+    @property
+    def plaintext_bytes(self) -> int:
+        """Bytes of the plaintext JSON."""
+
+    @property
+    def build_cost(self) -> int:
+        """A bound on the build's work beyond copying strings: one per ``[``, ``{``, ``,``
+        and ``:`` of the plaintext, eight per 8-byte word of digits at an offset that is a
+        multiple of 8 (a long number's; strings' bytes count too), plus one; counted up to
+        ``decrypt_envelope``'s ``cost_limit``, so a figure above it says only "more"."""
+
+    def build(self) -> tuple[Any, int | float | None, str]:
+        """``open_envelope``'s second half: the payload's objects built from the plaintext,
+        which is then wiped; ``(payload, processed_at, algorithm)``. Raises ``EnvelopeError``
+        for a malformed plaintext, ``ValueError`` when called a second time."""
 
 @final
 class RequestBody:

@@ -13,16 +13,21 @@ must be scheduled: ~0.4 ms here, several ms on a busy machine). Two rules:
 - **A lone request** (no other request of the library's clients is in flight on this event
   loop, and the client's ``crypto_on_loop`` is on, the default): there is no other request
   to overlap with, so its seal (JSON of at most :data:`LONE_SEAL_MAX_BYTES` at worst: ~0.4-0.7
-  ms per MiB of plain text, up to ~6 ms per MiB of text JSON must escape) and its open (an
-  envelope of at most :data:`LONE_OPEN_MAX_BYTES`: the RSA-4096 unwrap with the client's
-  private key, ~1.4 ms, plus the answer's JSON) run inline too: a stall of ~1.5 ms for a
-  small request instead of two hand-offs. What the open builds is the server's: an ordinary
-  answer costs ~0.5 ms per MiB beyond the unwrap, a hostile one (lists of empty lists)
-  ~70-190 ms per MiB. On a worker the reader lets the GIL go every 5 ms while it builds, so
-  the loop gets its turns (longest gap with a 4 MiB hostile answer 311-367 ms before, 49-70
+  ms per MiB of plain text, up to ~6 ms per MiB of text JSON must escape) and the first half
+  of its open (an envelope of at most :data:`LONE_OPEN_MAX_BYTES`: the RSA-4096 unwrap with
+  the client's private key, ~1.4 ms, plus ~0.3 ms per MiB of base64 and AES-GCM) run inline
+  too: a stall of ~1.5 ms for a small request instead of two hand-offs.
+  The open's second half builds the answer's objects, and what it builds is the server's: an
+  ordinary answer costs ~0.5-1.5 ms per MiB, a hostile one (lists of empty lists, integers
+  of thousands of digits) ~70-190 ms per MiB. So the first half also counts a bound of the
+  build's work (containers, separators, long numbers' digits:
+  ``_core.OpenedEnvelope.build_cost``), and
+  the build runs inline only when that is at most :data:`LONE_BUILD_MAX_COST` and the
+  plaintext at most :data:`LONE_BUILD_MAX_BYTES` (a stall of a few ms at most, whatever the
+  server sent); otherwise on a worker, where the reader lets the GIL go every 5 ms, so the
+  loop gets its turns (longest gap with a 4 MiB hostile answer 311-367 ms before, 49-70
   ms after: CPython's garbage collector, which the build's million allocations set off, holds
-  the GIL for tens of ms at a time); inline the loop waits for the whole build, which
-  :data:`LONE_OPEN_MAX_BYTES` bounds. The seal's JSON writer, over the caller's own payload,
+  the GIL for tens of ms at a time). The seal's JSON writer, over the caller's own payload,
   holds the GIL throughout.
   While a second request is in flight, both go to workers (several cores, and the loop keeps
   reading the other's bytes). An application whose loop must never stall for a millisecond
@@ -37,8 +42,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from nomyo_native import _core
+
 __all__ = [
     "INLINE_SEAL_MAX_BYTES",
+    "LONE_BUILD_MAX_BYTES",
+    "LONE_BUILD_MAX_COST",
     "LONE_OPEN_MAX_BYTES",
     "LONE_SEAL_MAX_BYTES",
     "InFlight",
@@ -50,7 +59,11 @@ __all__ = [
 
 INLINE_SEAL_MAX_BYTES = 16 * 1024
 LONE_SEAL_MAX_BYTES = 8 * 1024 * 1024
-LONE_OPEN_MAX_BYTES = 2 * 1024 * 1024
+LONE_OPEN_MAX_BYTES = 4 * 1024 * 1024
+LONE_BUILD_MAX_BYTES = 3 * 1024 * 1024
+# Containers and separators (a chat answer has ~50; one with logprobs or many tool calls
+# thousands) cost ~0.1 us each to build; a 4300-digit integer, the reader's longest, ~75 us.
+LONE_BUILD_MAX_COST = 4096
 # Values (strings, numbers, containers, keys) looked at before giving up: enough for a chat of
 # a dozen messages, and for a lone request's of some fifty (~0.1 ms of walking at most).
 _MAX_ENTRIES = 64
@@ -128,8 +141,18 @@ class LoopCalls:
         return plaintext_bytes <= limit
 
     def open_here(self, envelope_bytes: int) -> bool:
-        """Whether a response envelope of ``envelope_bytes`` is opened on the loop thread."""
+        """Whether a response envelope of ``envelope_bytes`` is decrypted on the loop thread
+        (then :meth:`build_here` says where its payload is built; else both run on a
+        worker)."""
         return self._lone() and envelope_bytes <= LONE_OPEN_MAX_BYTES
+
+    @staticmethod
+    def build_here(opened: _core.OpenedEnvelope) -> bool:
+        """Whether the payload of an envelope decrypted on the loop thread is built there too."""
+        return (
+            opened.build_cost <= LONE_BUILD_MAX_COST
+            and opened.plaintext_bytes <= LONE_BUILD_MAX_BYTES
+        )
 
 
 def json_size_bound(

@@ -47,6 +47,8 @@ __all__ = [
     "connection_error",
     "deadline_error",
     "error_from_response",
+    "build_response",
+    "decrypt_response",
     "locally_refused_error",
     "open_response",
     "parse_server_key",
@@ -172,21 +174,73 @@ def open_response(
     for a malformed envelope or plaintext, and when the server echoed another payload id.
     """
     started, size = time.perf_counter(), len(body)
-    try:
-        payload, processed_at, algorithm = _core.open_envelope(body, keypair)
-    except CryptoError:
-        # The client's own opaque text and the plain SecurityError nomyo 0.2.9 callers (and
-        # the retry model's exact-type checks) expect; the core's subclass would do otherwise.
-        raise SecurityError(OPAQUE_CRYPTO_MESSAGE) from None
-    except ResponseFormatError as exc:
-        # EnvelopeError or ResponseTooLargeError: the same class nomyo callers catch, with the
-        # client's prefix (the core names the field or the cap).
-        raise ResponseFormatError(f"Invalid encrypted response: {exc}") from None
-    finally:
-        _body_buffers.release(body)  # the core has returned: nothing reads it any more
+    with _opening_errors:
+        try:
+            payload, processed_at, algorithm = _core.open_envelope(body, keypair)
+        finally:
+            _body_buffers.release(body)  # the core has returned: nothing reads it any more
     logger.debug(
         "opened response: %d bytes in %.1f ms", size, (time.perf_counter() - started) * 1000
     )
+    return _with_metadata(payload, processed_at, algorithm, payload_id)
+
+
+def decrypt_response(
+    body: bytes | bytearray | memoryview, keypair: _core.ClientKeyPair, cost_limit: int
+) -> _core.OpenedEnvelope:
+    """:func:`open_response`'s first half: the envelope checked, unwrapped and decrypted, its
+    plaintext still in locked memory, with the build's cost counted up to ``cost_limit``;
+    :func:`build_response` is the second. ``body`` is done with once this returns. Raises as
+    :func:`open_response` does."""
+    with _opening_errors:
+        try:
+            return _core.decrypt_envelope(body, keypair, cost_limit)
+        finally:
+            _body_buffers.release(body)
+
+
+def build_response(opened: _core.OpenedEnvelope, payload_id: str) -> dict[str, Any]:
+    """:func:`open_response`'s second half: the payload built from ``opened``'s plaintext
+    (which is wiped), with the client's ``_metadata`` fields. Raises as :func:`open_response`
+    does."""
+    started = time.perf_counter()
+    with _opening_errors:
+        payload, processed_at, algorithm = opened.build()
+    logger.debug(
+        "built response: %d bytes in %.1f ms",
+        opened.plaintext_bytes,
+        (time.perf_counter() - started) * 1000,
+    )
+    return _with_metadata(payload, processed_at, algorithm, payload_id)
+
+
+class _OpeningErrors:
+    """The core's errors while opening a response, as the client raises them (a class rather
+    than a generator: it runs on every response)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
+        if isinstance(error, CryptoError):
+            # The client's own opaque text and the plain SecurityError nomyo 0.2.9 callers
+            # (and the retry model's exact-type checks) expect; the core's subclass would not.
+            raise SecurityError(OPAQUE_CRYPTO_MESSAGE) from None
+        if isinstance(error, ResponseFormatError):
+            # EnvelopeError or ResponseTooLargeError: the same class nomyo callers catch, with
+            # the client's prefix (the core names the field or the cap).
+            raise ResponseFormatError(f"Invalid encrypted response: {error}") from None
+
+
+_opening_errors = _OpeningErrors()
+
+
+def _with_metadata(
+    payload: Any, processed_at: int | float | None, algorithm: str, payload_id: str
+) -> dict[str, Any]:
+    """``payload``, which must be a JSON object, with the client's ``_metadata`` fields."""
     if not isinstance(payload, dict):
         raise ResponseFormatError("Decrypted response is not a JSON object")
     metadata = payload.get("_metadata")

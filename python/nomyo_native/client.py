@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import httpx2
 
-from nomyo_native import _core, _http_edge, _protocol
+from nomyo_native import _core, _http_edge, _loop_calls, _protocol
 from nomyo_native._async_driver import AsyncDriver
 from nomyo_native._client_base import Checked, ClientBase, Sealer
 from nomyo_native._config import FROM_TIMEOUT, ClientOptions
@@ -386,7 +386,13 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys, _Envelopes):
                     tier,
                 )
                 if self._loop_calls.open_here(len(body)):
-                    response = _protocol.open_response(body, payload_id, keypair)
+                    opened = _protocol.decrypt_response(
+                        body, keypair, _loop_calls.LONE_BUILD_MAX_COST
+                    )
+                    if self._loop_calls.build_here(opened):
+                        response = _protocol.build_response(opened, payload_id)
+                    else:
+                        response = await run_blocking(_protocol.build_response, opened, payload_id)
                 else:
                     response = await run_blocking(
                         _protocol.open_response, body, payload_id, keypair

@@ -62,6 +62,83 @@ pub fn scan_number(s: &[u8], start: usize) -> Option<NumberScan> {
     })
 }
 
+/// A bound on the work of building a JSON text's Python objects beyond copying its strings:
+/// one per byte that opens a container or separates values or keys (`[`, `{`, `,`, `:`; a value
+/// or key follows each, or the text's first value), and eight per 8-byte word of digits (at an
+/// offset that is a multiple of 8: any run of 15 digits holds one). Converting a long integer
+/// costs CPython more than linearly in its digits (~75 us for 4300, the most the reader takes),
+/// so a number's digits count once it is that long; shorter runs, such as the hex digits of
+/// `\u` escapes, do not. Bytes inside strings count too: a bound, not a count. Counted a block
+/// at a time, stopping once past `limit` (the figure is then above `limit`, not the whole
+/// count).
+pub fn build_cost(json: &[u8], limit: usize) -> usize {
+    crate::avx2_steps::build_cost(json, limit)
+}
+
+/// `build_cost`'s loop, inlined where it is compiled: for baseline x86-64 (and every other
+/// target) here, for AVX2 in `avx2_steps`.
+#[inline(always)]
+pub(crate) fn build_cost_steps(json: &[u8], limit: usize) -> usize {
+    // A word at a time: the costly bytes flagged in byte lanes (exactly: no borrow between
+    // lanes) and added up in them, summed every 255 words, before a lane could overflow, and
+    // the limit looked at then; four words a step, which the compiler can vectorise.
+    const WORD: usize = 8;
+    const STEP: usize = 4 * WORD;
+    const WORDS: usize = 255;
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // The high bit of each zero byte of `x`.
+    let zeros = |x: u64| !(((x & (ONES * 0x7F)) + ONES * 0x7F) | x) & (ONES * 0x80);
+    let costly = |word: u64| {
+        // '[' and '{' differ only in 0x20, which no other byte that ORs to '{' lacks.
+        let brackets = zeros((word | (ONES * 0x20)) ^ (ONES * u64::from(b'{')));
+        let separators =
+            zeros(word ^ (ONES * u64::from(b','))) | zeros(word ^ (ONES * u64::from(b':')));
+        (brackets | separators) >> 7
+    };
+    // Every byte '0'..='9': high nibble 3, and the low one still under 10 with 6 added (no
+    // byte carries into the next once every high nibble is 3).
+    let digits = |word: u64| {
+        let high = word & (ONES * 0xF0) == ONES * 0x30;
+        let low = word.wrapping_add(ONES * 6) & (ONES * 0xF0) == ONES * 0x30;
+        u64::from(high & low)
+    };
+    let lanes_sum = |lanes: u64| {
+        let pairs = (lanes & 0x00FF_00FF_00FF_00FF) + ((lanes >> 8) & 0x00FF_00FF_00FF_00FF);
+        (pairs.wrapping_mul(0x0001_0001_0001_0001) >> 48) as usize
+    };
+    let word_at = |bytes: &[u8]| u64::from_le_bytes(bytes.try_into().unwrap_or([0; WORD]));
+    let mut cost = 1usize;
+    for block in json.chunks(WORDS * STEP) {
+        let (mut lanes, mut words) = ([0u64; 4], [0u64; 4]);
+        let mut steps = block.chunks_exact(STEP);
+        for step in steps.by_ref() {
+            for k in 0..4 {
+                let word = word_at(&step[k * WORD..(k + 1) * WORD]);
+                lanes[k] += costly(word);
+                words[k] += digits(word);
+            }
+        }
+        cost += lanes.iter().map(|&l| lanes_sum(l)).sum::<usize>();
+        cost += WORD * words.iter().sum::<u64>() as usize;
+        // The last block's last bytes (its words still start at multiples of 8).
+        let rest = steps.remainder();
+        let mut whole = rest.chunks_exact(WORD);
+        for word in whole.by_ref() {
+            let word = word_at(word);
+            cost += lanes_sum(costly(word)) + WORD * digits(word) as usize;
+        }
+        cost += whole
+            .remainder()
+            .iter()
+            .map(|&b| usize::from(matches!(b, b'[' | b'{' | b',' | b':')))
+            .sum::<usize>();
+        if cost > limit {
+            return cost;
+        }
+    }
+    cost
+}
+
 /// A run of string bytes that need no escape, as `plain_run` finds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlainRun {
@@ -166,7 +243,10 @@ pub fn word_escape_mask(word: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{plain_prefix, plain_run, scan_number, word_escape_mask, PlainRun};
+    use super::{
+        build_cost, build_cost_steps, plain_prefix, plain_run, scan_number, word_escape_mask,
+        PlainRun,
+    };
 
     #[test]
     fn the_escape_mask_finds_each_special_byte_in_each_lane() {
@@ -287,5 +367,82 @@ mod tests {
         for text in ["", "-", "+1", ".5", "1.", "1.e3", "1e", "1e+", "-x", "x"] {
             assert!(scan_number(text.as_bytes(), 0).is_none(), "{text:?}");
         }
+    }
+
+    #[test]
+    fn the_build_cost_counts_every_costly_byte_at_every_length_and_stops_past_the_limit() {
+        let naive = |json: &[u8]| {
+            let structural = json.iter().filter(|&&b| b"[{,:".contains(&b)).count();
+            let words = json
+                .chunks_exact(8)
+                .filter(|w| w.iter().all(u8::is_ascii_digit))
+                .count();
+            1 + structural + 8 * words
+        };
+        // This machine's way (AVX2 where it has it) and the portable one.
+        let counters: [fn(&[u8], usize) -> usize; 2] = [build_cost, build_cost_steps];
+        let unit = b"{\"a\":[1,22,{\"b\":\"x:y,z\"}],\"c\":-3.5e+7,\"d\":12345678901234567}\xff\x00\\u0395/;@`\xfb\xbb\xac\xba"
+            .as_slice();
+        for count in counters {
+            // Past one block of 255 x 32 bytes (every byte of a lane costly), around it.
+            for len in (0..300).chain(8100..8200).chain([32 * 255 * 3 + 17]) {
+                let json: Vec<u8> = unit.iter().cycle().take(len).copied().collect();
+                assert_eq!(count(&json, usize::MAX), naive(&json), "{len}");
+            }
+            for len in [0, 7, 8, 9, 15, 16, 31, 32, 33, 8160, 8161, 8168, 20_000] {
+                for byte in [b'7', b',', b'[', b'{', b':'] {
+                    let same = vec![byte; len];
+                    assert_eq!(count(&same, usize::MAX), naive(&same), "{len} {byte}");
+                }
+            }
+            // Runs of up to 7 digits (escapes' hex digits) count nothing, wherever they fall.
+            let short_runs = b"\\u0395\\u03bb1234567x".repeat(2_000);
+            assert_eq!(count(&short_runs, usize::MAX), 1);
+            let all_costly = vec![b','; 32 * 255 * 4 + 5];
+            for limit in [0, 1, 100, 8160, 8161, 20_000, 40_000] {
+                let cost = count(&all_costly, limit);
+                assert_eq!(cost > limit, all_costly.len() + 1 > limit, "{limit}");
+                assert!(cost <= all_costly.len() + 1);
+            }
+            // Text without a costly byte costs one (the text's value).
+            assert_eq!(count(&b"abc".repeat(10_000), 5), 1);
+        }
+        // Every byte value in every lane of a word, beside each costly kind.
+        for byte in 0..=255u8 {
+            for lane in 0..32 {
+                for fill in [b'5', b'a', b','] {
+                    let mut json = vec![fill; 64];
+                    json[lane] = byte;
+                    for count in counters {
+                        assert_eq!(count(&json, usize::MAX), naive(&json), "{byte} {lane}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// `cargo test --release --no-default-features --lib json_scan::tests::time_build_cost -- --ignored --nocapture`
+    #[test]
+    #[ignore = "timing, by hand"]
+    fn time_build_cost() {
+        let text =
+            "h\\u00e9llo w\\u00f6rld \\u0395\\u03bb\\u03bb\\u03ac\\u03b4\\u03b1 ".repeat(40_000);
+        let best = |f: &dyn Fn() -> usize| {
+            (0..30)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    std::hint::black_box(f());
+                    start.elapsed()
+                })
+                .min()
+                .unwrap_or_default()
+        };
+        let json = text.as_bytes();
+        let dispatched = best(&|| build_cost(json, usize::MAX));
+        let baseline = best(&|| build_cost_steps(json, usize::MAX));
+        println!(
+            "{} bytes: dispatched {dispatched:?} baseline {baseline:?}",
+            json.len()
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! them live in `py/` (compiled with the default `python` feature) and this file declares the
 //! Python module: what it exports, and what must happen when it is first imported.
 
+mod avx2_steps;
 pub mod envelope;
 pub mod envelope_scan;
 pub mod error;
@@ -48,7 +49,7 @@ mod _core {
 
     // ---- envelope: seal a request, open a response
     #[pymodule_export]
-    use crate::py::envelope::{open_envelope, seal};
+    use crate::py::envelope::{decrypt_envelope, open_envelope, seal, OpenedEnvelope};
     // An openai SDK's request bytes, read straight into locked memory and sealed (issue 14).
     #[pymodule_export]
     use crate::request_body::py::RequestBody;

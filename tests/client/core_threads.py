@@ -8,30 +8,42 @@ from typing import Any
 
 import pytest
 
-from nomyo_native import _core
+from nomyo_native import _core, _protocol
 
 
 def spy_on_core_threads(monkeypatch: pytest.MonkeyPatch) -> dict[str, set[str]]:
-    """The names of the threads the core's keygen, seal and open run on."""
-    seen: dict[str, set[str]] = {"generate": set(), "seal": set(), "open": set()}
+    """The names of the threads the core's keygen, seal, open (an envelope decrypted: by
+    ``open_envelope`` or ``decrypt_envelope``) and build (a payload built: by ``open_envelope``
+    or ``_protocol.build_response``) run on."""
+    seen: dict[str, set[str]] = {"generate": set(), "seal": set(), "open": set(), "build": set()}
+    real_open = _core.open_envelope
     real = {
         "generate": _core.ClientKeyPair.generate,
         "seal": _core.seal,
-        "open": _core.open_envelope,
+        "decrypt": _core.decrypt_envelope,
+        "build": _protocol.build_response,
     }
 
-    def spy(name: str) -> Callable[..., Any]:
+    def spy(name: str, *kinds: str) -> Callable[..., Any]:
         def wrapper(*args: Any) -> Any:
-            seen[name].add(threading.current_thread().name)
+            for kind in kinds:
+                seen[kind].add(threading.current_thread().name)
             return real[name](*args)
 
         return wrapper
 
-    monkeypatch.setattr(_core, "seal", spy("seal"))
-    monkeypatch.setattr(_core, "open_envelope", spy("open"))
+    def open_envelope(*args: Any) -> Any:
+        seen["open"].add(threading.current_thread().name)
+        seen["build"].add(threading.current_thread().name)
+        return real_open(*args)
+
+    monkeypatch.setattr(_core, "seal", spy("seal", "seal"))
+    monkeypatch.setattr(_core, "open_envelope", open_envelope)
+    monkeypatch.setattr(_core, "decrypt_envelope", spy("decrypt", "open"))
+    monkeypatch.setattr(_protocol, "build_response", spy("build", "build"))
 
     class SpyKeyPair:
-        generate = staticmethod(spy("generate"))
+        generate = staticmethod(spy("generate", "generate"))
         load = staticmethod(_core.ClientKeyPair.load)
 
     monkeypatch.setattr(_core, "ClientKeyPair", SpyKeyPair)

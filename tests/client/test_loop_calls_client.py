@@ -7,16 +7,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import urllib.parse
 
 import httpx2
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 import nomyo_native as nomyo
-from nomyo_native import _loop_calls
+from nomyo_native import _core, _loop_calls, _protocol
 from nomyo_native._loop_calls import INLINE_SEAL_MAX_BYTES, LoopCalls
 
 from .core_threads import spy_on_core_threads
-from .peer import Peer
+from .peer import Peer, seal_to
 
 USER = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -85,6 +87,81 @@ async def test_a_lone_envelope_above_its_bound_is_opened_on_a_worker(
             seen["open"].clear()
             await chat.create(model="m", messages=USER)
             assert seen["open"] == {loop_thread}
+
+
+@pytest.mark.parametrize(
+    "costly",
+    [
+        # A server's answer that is cheap to decrypt and dear to build: many small values, a
+        # long run of digits (an integer's conversion grows faster than its digits), deep
+        # nesting repeated.
+        {"noise": [[]] * 100_000},
+        {"noise": [int("9" * 4000)] * 2},
+        {"noise": [[[[[[[[1]]]]]]]] * 1_000},
+    ],
+    ids=["values", "digits", "nesting"],
+)
+async def test_a_lone_answer_dear_to_build_is_decrypted_on_the_loop_and_built_on_a_worker(
+    make_chat, peer, monkeypatch, costly
+):
+    seen = spy_on_core_threads(monkeypatch)
+    loop_thread = threading.current_thread().name
+    async with make_chat() as chat:
+        reply = await chat.create(model="m", messages=USER)
+        assert seen["open"] == seen["build"] == {loop_thread}, "an ordinary answer, all inline"
+        seen["build"].clear()
+        peer.extra_metadata = costly
+        reply = await chat.create(model="m", messages=USER)
+    assert seen["open"] == {loop_thread}, "decrypted inline: RSA and AES-GCM cost no more"
+    assert seen["build"] and loop_thread not in seen["build"]
+    assert reply["choices"][0]["message"]["content"] == f"echo: {USER[0]['content']}"
+    assert reply["_metadata"]["noise"] == costly["noise"]
+
+
+@pytest.mark.parametrize(("bound", "inline"), [("cost", False), ("bytes", False), (None, True)])
+async def test_a_lone_answer_is_built_inline_up_to_both_bounds(
+    make_chat, monkeypatch, bound, inline
+):
+    # The peer echoes the prompt: 1000 commas, ~3.4 KB of plaintext. Each bound lowered below
+    # what that answer needs moves its build to a worker; at their defaults it is built inline.
+    prompt = ",".join(["12"] * 1000)
+    if bound == "cost":
+        monkeypatch.setattr(_loop_calls, "LONE_BUILD_MAX_COST", 900)
+    elif bound == "bytes":
+        monkeypatch.setattr(_loop_calls, "LONE_BUILD_MAX_BYTES", 2_000)
+    seen = spy_on_core_threads(monkeypatch)
+    loop_thread = threading.current_thread().name
+    async with make_chat() as chat:
+        reply = await chat.create(model="m", messages=[{"role": "user", "content": prompt}])
+    assert reply["choices"][0]["message"]["content"] == f"echo: {prompt}"
+    assert seen["open"] == {loop_thread}
+    assert (seen["build"] == {loop_thread}) is inline
+    assert seen["build"]
+
+
+async def test_a_build_on_a_worker_is_a_build_at_most_once(make_chat, peer, monkeypatch):
+    # A failed build (a server's plaintext that is not JSON) on the worker is the client's
+    # ResponseFormatError, as inline; the envelope's plaintext is gone either way.
+    built: list[_core.OpenedEnvelope] = []
+    real_build = _protocol.build_response
+
+    def build_response(opened: _core.OpenedEnvelope, payload_id: str) -> dict[str, object]:
+        built.append(opened)
+        return real_build(opened, payload_id)
+
+    monkeypatch.setattr(_protocol, "build_response", build_response)
+    monkeypatch.setattr(_loop_calls, "LONE_BUILD_MAX_COST", 0)
+    async with make_chat() as chat:
+        await chat.create(model="m", messages=USER)  # the keys, and the server's key
+        client_pem = urllib.parse.unquote(peer.received[-1].headers["x-public-key"])
+        client_key = serialization.load_pem_public_key(client_pem.encode())
+        peer.script.append(httpx2.Response(200, content=seal_to(client_key, b'{"a": [1,')))
+        with pytest.raises(nomyo.ResponseFormatError, match="Invalid encrypted response"):
+            await chat.create(model="m", messages=USER)
+    assert len(built) == 2
+    for opened in built:
+        with pytest.raises(ValueError, match="already built"):
+            opened.build()
 
 
 class _Gate:

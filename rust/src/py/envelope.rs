@@ -1,10 +1,14 @@
 //! Envelope bindings: `seal` (JSON straight into locked memory, then the hybrid envelope) and
-//! `open_envelope` (check, unwrap, decrypt, and build the payload from locked memory).
+//! `open_envelope` (check, unwrap, decrypt, and build the payload from locked memory), or the
+//! same in two calls, `decrypt_envelope` and `OpenedEnvelope.build`, for a caller that picks
+//! the thread of the build by its cost.
 
 #![forbid(unsafe_code)]
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Mutex;
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
@@ -12,7 +16,7 @@ use super::byte_buffer::BodyBytes;
 use super::keys::{ClientKeyPair, ServerPublicKey};
 use crate::error::py::no_panic;
 use crate::secret::LockedBuf;
-use crate::{envelope, json};
+use crate::{envelope, json, json_scan};
 
 /// Serialize `payload` into locked memory and seal it for `server_key`.
 #[pyfunction]
@@ -44,12 +48,96 @@ pub fn open_envelope<'py>(
     body: &Bound<'py, PyAny>,
     keypair: &Bound<'py, ClientKeyPair>,
 ) -> PyResult<Bound<'py, PyTuple>> {
+    built(py, decrypted(py, body, keypair)?)
+}
+
+/// Check, unwrap and decrypt `body`, counting the plaintext's build cost up to `cost_limit`;
+/// the payload is built later, by `OpenedEnvelope.build`.
+#[pyfunction]
+pub fn decrypt_envelope<'py>(
+    py: Python<'py>,
+    body: &Bound<'py, PyAny>,
+    keypair: &Bound<'py, ClientKeyPair>,
+    cost_limit: usize,
+) -> PyResult<OpenedEnvelope> {
+    // Plaintext past which the count lets the GIL go (~25 us of counting).
+    const COUNT_DETACHED: usize = 256 * 1024;
+    let opened = decrypted(py, body, keypair)?;
+    let plaintext = opened.plaintext.as_slice();
+    let count = || json_scan::build_cost(plaintext, cost_limit);
+    let build_cost = if plaintext.len() > COUNT_DETACHED {
+        py.detach(count)
+    } else {
+        count()
+    };
+    Ok(OpenedEnvelope {
+        plaintext_bytes: plaintext.len(),
+        build_cost,
+        opened: Mutex::new(Some(opened)),
+    })
+}
+
+/// A response envelope checked, unwrapped and decrypted (`decrypt_envelope`): its plaintext
+/// stays in locked memory until `build` makes the payload of it, once, or until it drops
+/// (wiped either way). So that a caller can see what the build will cost before it decides
+/// where to run it.
+#[pyclass(module = "nomyo_native._core", name = "OpenedEnvelope", frozen)]
+pub struct OpenedEnvelope {
+    opened: Mutex<Option<envelope::Opened>>,
+    plaintext_bytes: usize,
+    build_cost: usize,
+}
+
+#[pymethods]
+impl OpenedEnvelope {
+    /// Bytes of the plaintext JSON.
+    #[getter]
+    fn plaintext_bytes(&self) -> usize {
+        self.plaintext_bytes
+    }
+
+    /// A bound on the build's work beyond copying strings (`json_scan::build_cost`: brackets,
+    /// separators, long numbers' digits), counted up to `decrypt_envelope`'s `cost_limit`: a
+    /// figure above it says only "more".
+    #[getter]
+    fn build_cost(&self) -> usize {
+        self.build_cost
+    }
+
+    /// Build the payload's Python objects from the plaintext, which is then wiped:
+    /// `(payload, processed_at, algorithm)`, as `open_envelope` returns. Once only.
+    fn build<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let taken = self.opened.lock().ok().and_then(|mut opened| opened.take());
+        let opened = taken
+            .ok_or_else(|| PyValueError::new_err("this envelope's payload was already built"))?;
+        built(py, opened)
+    }
+
+    fn __repr__(&self) -> String {
+        let built = self.opened.lock().map(|o| o.is_none()).unwrap_or(true);
+        let state = if built { "built" } else { "not built" };
+        format!("<OpenedEnvelope {} bytes, {state}>", self.plaintext_bytes)
+    }
+}
+
+/// `body` checked, unwrapped and decrypted, without the GIL.
+fn decrypted<'py>(
+    py: Python<'py>,
+    body: &Bound<'py, PyAny>,
+    keypair: &Bound<'py, ClientKeyPair>,
+) -> PyResult<envelope::Opened> {
     // bytes, or the bytearray the HTTP layer received the body into: read in place.
     let body = BodyBytes::extract(body)?;
     let bytes = body.as_slice();
     let kp = &keypair.get().0;
     let opened = py.detach(|| no_panic(AssertUnwindSafe(|| envelope::open(bytes, kp))))?;
     drop(body);
+    Ok(opened)
+}
+
+/// The payload's Python objects built from `opened`'s plaintext (wiped as it drops here), with
+/// the envelope's `processed_at` and `algorithm`.
+fn built<'py>(py: Python<'py>, opened: envelope::Opened) -> PyResult<Bound<'py, PyTuple>> {
     let mut plaintext = opened.plaintext;
     let payload = no_panic(AssertUnwindSafe(|| json::read_py(py, &mut plaintext)))?;
     drop(plaintext);

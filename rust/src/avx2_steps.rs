@@ -1,0 +1,70 @@
+//! Steps written for AVX2, where the CPU has it (found at run time, as `memchr` and
+//! `base64-simd` find it: the wheel is built for baseline x86-64, which has only SSE2). Every
+//! other machine runs the portable code these stand in for.
+
+/// `json_scan::build_cost`, 32 bytes a step with AVX2 where the CPU has it.
+pub fn build_cost(json: &[u8], limit: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { build_cost_avx2(json, limit) };
+    }
+    crate::json_scan::build_cost_steps(json, limit)
+}
+
+/// `build_cost` on AVX2: per 32 bytes, the brackets and separators counted in byte lanes
+/// (summed every 255 steps, before a lane could overflow, when the limit is looked at), and
+/// the words of 8 digits in 64-bit ones.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn build_cost_avx2(json: &[u8], limit: usize) -> usize {
+    use std::arch::x86_64::*;
+    const BLOCK: usize = 32;
+    const STEPS: usize = 255;
+    // '[' and '{' differ only in 0x20, which no other byte that ORs to '{' lacks.
+    let (bracket, fold) = (_mm256_set1_epi8(b'{' as i8), _mm256_set1_epi8(0x20));
+    let (comma, colon) = (_mm256_set1_epi8(b',' as i8), _mm256_set1_epi8(b':' as i8));
+    // Signed compares: a byte from 0x80 on is negative, so no digit.
+    let (below_zero, past_nine) = (_mm256_set1_epi8(b'/' as i8), _mm256_set1_epi8(b':' as i8));
+    let all_ones = _mm256_set1_epi8(-1);
+    let mut cost = 1usize;
+    let mut at = 0;
+    while json.len() - at >= BLOCK {
+        let steps = ((json.len() - at) / BLOCK).min(STEPS);
+        let mut lanes = _mm256_setzero_si256();
+        let mut words = _mm256_setzero_si256();
+        for _ in 0..steps {
+            // SAFETY: `at + BLOCK <= json.len()`: `steps` blocks fit from where this run began.
+            let v = unsafe { _mm256_loadu_si256(json.as_ptr().add(at).cast()) };
+            let hit = _mm256_or_si256(
+                _mm256_cmpeq_epi8(_mm256_or_si256(v, fold), bracket),
+                _mm256_or_si256(_mm256_cmpeq_epi8(v, comma), _mm256_cmpeq_epi8(v, colon)),
+            );
+            lanes = _mm256_sub_epi8(lanes, hit); // a hit is -1
+            let digit = _mm256_and_si256(
+                _mm256_cmpgt_epi8(v, below_zero),
+                _mm256_cmpgt_epi8(past_nine, v),
+            );
+            // A word of 8 digits is a 64-bit lane of all ones.
+            words = _mm256_sub_epi64(words, _mm256_cmpeq_epi64(digit, all_ones));
+            at += BLOCK;
+        }
+        // The 32 byte lanes summed into four 64-bit ones, each word worth 8.
+        let summed = _mm256_add_epi64(
+            _mm256_sad_epu8(lanes, _mm256_setzero_si256()),
+            _mm256_slli_epi64::<3>(words),
+        );
+        let mut sums = [0u64; 4];
+        // SAFETY: `sums` is 32 bytes; an unaligned store.
+        unsafe { _mm256_storeu_si256(sums.as_mut_ptr().cast(), summed) };
+        cost += sums.iter().map(|&n| n as usize).sum::<usize>();
+        if cost > limit {
+            return cost;
+        }
+    }
+    // The last bytes, from a multiple of 32 (so of 8: the same words), less the text's one.
+    cost + crate::json_scan::build_cost_steps(&json[at..], usize::MAX) - 1
+}

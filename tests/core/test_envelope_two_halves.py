@@ -1,0 +1,147 @@
+"""``open_envelope`` in two halves: ``decrypt_envelope`` (check, unwrap, decrypt, count the
+build's cost) and ``OpenedEnvelope.build`` (the payload's objects), for the async client, which
+picks the build's thread by its cost (``_loop_calls``)."""
+
+from __future__ import annotations
+
+import copy
+import gc
+import json
+import pickle
+import random
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from tests.pyca_envelope import seal_json
+
+from nomyo_native import _core
+
+
+@pytest.fixture(scope="module")
+def keypair() -> _core.ClientKeyPair:
+    return _core.ClientKeyPair.generate(2048)
+
+
+@pytest.fixture(scope="module")
+def client_public(keypair: _core.ClientKeyPair) -> rsa.RSAPublicKey:
+    public = serialization.load_pem_public_key(keypair.public_key_pem.encode())
+    assert isinstance(public, rsa.RSAPublicKey)
+    return public
+
+
+def sealed(public: rsa.RSAPublicKey, plaintext: bytes, **extra: Any) -> bytes:
+    return seal_json(public, plaintext, **extra)[0]
+
+
+def cost_of(plaintext: bytes) -> int:
+    """``build_cost`` counted the slow way: one per bracket or separator, eight per 8-byte
+    word of digits (at offsets that are multiples of 8), plus one."""
+    structural = sum(byte in b"[{,:" for byte in plaintext)
+    words = sum(plaintext[k : k + 8].isdigit() for k in range(0, len(plaintext) - 7, 8))
+    return 1 + structural + 8 * words
+
+
+def random_json(rng: random.Random, depth: int = 0) -> Any:
+    kind = rng.randrange(7 if depth < 4 else 4)
+    if kind == 0:
+        return rng.randrange(-(10 ** rng.randrange(1, 60)), 10 ** rng.randrange(1, 60))
+    if kind == 1:
+        return rng.random() * 10 ** rng.randrange(-5, 5)
+    if kind == 2:
+        return "".join(rng.choice('ab:,[{9 é漢🔐\n"\\') for _ in range(rng.randrange(30)))
+    if kind == 3:
+        return rng.choice([None, True, False])
+    if kind in (4, 5):
+        return [random_json(rng, depth + 1) for _ in range(rng.randrange(6))]
+    return {f"k{n}:{{": random_json(rng, depth + 1) for n in range(rng.randrange(6))}
+
+
+def test_the_halves_build_what_open_envelope_builds_and_count_every_costly_byte(
+    keypair: _core.ClientKeyPair, client_public: rsa.RSAPublicKey
+) -> None:
+    rng = random.Random(7)
+    for _ in range(60):
+        value = {"choices": [random_json(rng) for _ in range(rng.randrange(1, 5))]}
+        plaintext = json.dumps(value, ensure_ascii=rng.random() < 0.5).encode()
+        body = sealed(client_public, plaintext, processed_at=rng.randrange(10**9))
+        opened = _core.decrypt_envelope(body, keypair, 10**9)
+        assert opened.plaintext_bytes == len(plaintext)
+        assert opened.build_cost == cost_of(plaintext)
+        assert opened.build() == _core.open_envelope(body, keypair)
+
+
+def test_the_count_stops_past_its_limit_and_says_more(
+    keypair: _core.ClientKeyPair, client_public: rsa.RSAPublicKey
+) -> None:
+    # Big enough for several of the count's blocks (8160 bytes each).
+    plaintext = json.dumps({"rows": [[n, n] for n in range(20_000)]}).encode()
+    body = sealed(client_public, plaintext)
+    whole = cost_of(plaintext)
+    for limit in (0, 1, 4096, whole // 2, whole - 1, whole, whole + 1, 10**9):
+        cost = _core.decrypt_envelope(body, keypair, limit).build_cost
+        assert (cost > limit) == (whole > limit), limit
+        assert cost <= whole
+        if whole <= limit:
+            assert cost == whole
+    # A long text without a costly byte costs only its framing ('{', ':' and one).
+    text = json.dumps({"a": "x" * 1_000_000}).encode()
+    assert _core.decrypt_envelope(sealed(client_public, text), keypair, 100).build_cost == 3
+
+
+def test_a_payload_is_built_once(
+    keypair: _core.ClientKeyPair, client_public: rsa.RSAPublicKey
+) -> None:
+    opened = _core.decrypt_envelope(sealed(client_public, b'{"a": [1, 2]}'), keypair, 100)
+    assert "not built" in repr(opened)
+    assert opened.build()[0] == {"a": [1, 2]}
+    assert "built" in repr(opened) and "not built" not in repr(opened)
+    with pytest.raises(ValueError, match="already built"):
+        opened.build()
+
+
+def test_an_opened_envelope_shows_and_copies_nothing_of_its_plaintext(
+    keypair: _core.ClientKeyPair, client_public: rsa.RSAPublicKey
+) -> None:
+    secret = b'{"content": "the secret answer 4711"}'
+    opened = _core.decrypt_envelope(sealed(client_public, secret), keypair, 100)
+    assert "secret" not in repr(opened) and "4711" not in repr(opened)
+    for duplicate in (pickle.dumps, copy.copy, copy.deepcopy):
+        with pytest.raises(TypeError):
+            duplicate(opened)
+    assert not hasattr(opened, "__dict__")
+
+
+def test_an_envelope_dropped_unbuilt_gives_its_locked_memory_back(
+    keypair: _core.ClientKeyPair, client_public: rsa.RSAPublicKey
+) -> None:
+    body = sealed(client_public, json.dumps({"a": "y" * 3_000_000}).encode())
+    gc.collect()
+    before = _core.memory_status()["buffers_live"]
+    opened = _core.decrypt_envelope(body, keypair, 100)
+    assert _core.memory_status()["buffers_live"] > before
+    del opened
+    gc.collect()
+    assert _core.memory_status()["buffers_live"] == before
+
+
+def test_the_first_half_raises_for_the_envelope_and_the_second_for_the_plaintext(
+    keypair: _core.ClientKeyPair, client_public: rsa.RSAPublicKey
+) -> None:
+    body = bytearray(sealed(client_public, b'{"a": 1}'))
+    tampered = bytes(body).replace(b'"ciphertext": "', b'"ciphertext": "AAAA', 1)
+    with pytest.raises(_core.CryptoError):
+        _core.decrypt_envelope(tampered, keypair, 100)
+    with pytest.raises(_core.EnvelopeError):
+        _core.decrypt_envelope(b"not an envelope", keypair, 100)
+    with pytest.raises(TypeError):
+        _core.decrypt_envelope("text", keypair, 100)  # type: ignore[arg-type]
+    with pytest.raises(OverflowError):
+        _core.decrypt_envelope(bytes(body), keypair, -1)
+    # A plaintext that decrypts but is no JSON: the first half accepts it, the build refuses.
+    opened = _core.decrypt_envelope(sealed(client_public, b'{"a": [1, 2'), keypair, 100)
+    with pytest.raises(_core.EnvelopeError):
+        opened.build()
+    with pytest.raises(ValueError, match="already built"):
+        opened.build()
