@@ -671,6 +671,13 @@ struct Parser<'a, 'py> {
 /// held for `GIL_HOLD` (`Parser::gil_yield`).
 const VALUES_PER_CLOCK_LOOK: u32 = 4096;
 
+/// How long the reader stays without the GIL when it lets it go: a waiting thread's wake-up
+/// (at most 2% of a build that long).
+const GIL_AWAY: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// Digits from which an integer's conversion (~1 us and up) is followed by a look at the clock.
+const LONG_INTEGER_DIGITS: usize = 256;
+
 /// How long the reader holds the GIL before it lets it go for a moment: CPython's default
 /// switch interval. Building is under the GIL (every value is a Python object), and an answer
 /// of a million small values (a hostile one, say, of nested empty lists) takes a few hundred
@@ -768,7 +775,11 @@ impl<'py> Parser<'_, 'py> {
         if self.held_since.elapsed() >= GIL_HOLD {
             // Nothing of the parser's is touched meanwhile: the objects it built so far are
             // reachable from it alone, and its input is its own locked memory.
-            self.py.detach(|| ());
+            // Away for a moment, not just dropped and taken back: a thread waiting for the GIL
+            // wakes only after the release, and the parser, running, would take it back
+            // first unless that waiter had already asked for a switch (which it does on its
+            // own clock: measured, an event loop then went 20 ms without a turn).
+            self.py.detach(|| std::thread::sleep(GIL_AWAY));
             self.held_since = std::time::Instant::now();
         }
     }
@@ -1107,6 +1118,12 @@ impl<'py> Parser<'_, 'py> {
             )
         };
         self.scratch.clear();
+        // CPython converts digits in time that grows faster than their count (~75 us for
+        // 4300, the most it takes): a few hundred of them would hold the GIL as long as a
+        // million small values, so a long one looks at the clock too.
+        if text.len() >= LONG_INTEGER_DIGITS {
+            self.gil_yield();
+        }
         obj.map_err(|_| self.fail_at("integer too large", start))
     }
 }
