@@ -14,7 +14,8 @@
 //!   grown by as many each time, makes: accepted exactly when `unescape` accepts and the raw
 //!   text is UTF-8, with the code points of `unescape`'s output once widened in place with
 //!   pairs joined (`widen_in_place`; lone surrogates included), the same closing quote and
-//!   surrogate flag.
+//!   surrogate flag. The same bytes' `json_scan::build_cost` (what the async client reads to
+//!   decide where a payload is built) must be its definition counted byte by byte.
 //! * escape: the bytes are code points (3 bytes each, taken modulo 0x110000: surrogates
 //!   included), escaped in place as the writer does, the rest after a `NoRoom` stop one code
 //!   point at a time; the text must be serde_json's (which escapes exactly as
@@ -26,6 +27,7 @@
 //!   escapes and every length would seldom come up.
 #![no_main]
 
+use _core::json_scan::build_cost;
 use _core::json_string::{
     code_at, escape_ucs4_behind, escape_ucs4_in_place, put_escaped, unescape, unescape_in_place,
     EscapeStop,
@@ -262,11 +264,27 @@ fn check_escaped(ours: Result<Vec<u8>, EscapeStop>, codes: &[u32]) {
     }
 }
 
+/// `json_scan::build_cost` (AVX2 where this machine has it) against its definition: one per
+/// bracket or separator, eight per 8-byte word of digits, plus one; past `limit` only "more".
+fn check_build_cost(json: &[u8], limit: usize) {
+    let structural = json.iter().filter(|&&b| b"[{,:".contains(&b)).count();
+    let words = json
+        .chunks_exact(8)
+        .filter(|word| word.iter().all(u8::is_ascii_digit))
+        .count();
+    let whole = 1 + structural + 8 * words;
+    assert_eq!(build_cost(json, usize::MAX), whole, "build cost");
+    let cost = build_cost(json, limit);
+    assert_eq!(cost > limit, whole > limit, "build cost past its limit");
+    assert!(cost <= whole, "build cost beyond the whole count");
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
     if mode % 2 == 0 {
+        check_build_cost(rest, usize::from(mode) * 16);
         check_unescape(rest, usize::from(mode));
     } else {
         check_escape(rest, mode % 4 == 3);

@@ -42,7 +42,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from nomyo_native import _core
+from nomyo_native import _core, _protocol
+from nomyo_native._workers import run_blocking
 
 __all__ = [
     "INLINE_SEAL_MAX_BYTES",
@@ -139,6 +140,18 @@ class LoopCalls:
         """Whether a plaintext of ``plaintext_bytes`` the caller seals is sealed here."""
         limit = LONE_SEAL_MAX_BYTES if self._lone() else INLINE_SEAL_MAX_BYTES
         return plaintext_bytes <= limit
+
+    async def open(
+        self, body: bytes | bytearray | memoryview, payload_id: str, keypair: _core.ClientKeyPair
+    ) -> dict[str, Any]:
+        """``_protocol.open_response`` of a received answer, each half where the rules above
+        put it (``body`` is done with once this returns)."""
+        if not self.open_here(len(body)):
+            return await run_blocking(_protocol.open_response, body, payload_id, keypair)
+        opened = _protocol.decrypt_response(body, keypair, LONE_BUILD_MAX_COST)
+        if self.build_here(opened):
+            return _protocol.build_response(opened, payload_id)
+        return await run_blocking(_protocol.build_response, opened, payload_id)
 
     def open_here(self, envelope_bytes: int) -> bool:
         """Whether a response envelope of ``envelope_bytes`` is decrypted on the loop thread

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import httpx2
 
-from nomyo_native import _core, _http_edge, _loop_calls, _protocol
+from nomyo_native import _core, _http_edge, _protocol
 from nomyo_native._async_driver import AsyncDriver
 from nomyo_native._client_base import Checked, ClientBase, Sealer
 from nomyo_native._config import FROM_TIMEOUT, ClientOptions
@@ -385,18 +385,7 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys, _Envelopes):
                     _core.MAX_ENVELOPE_BYTES,
                     tier,
                 )
-                if self._loop_calls.open_here(len(body)):
-                    opened = _protocol.decrypt_response(
-                        body, keypair, _loop_calls.LONE_BUILD_MAX_COST
-                    )
-                    if self._loop_calls.build_here(opened):
-                        response = _protocol.build_response(opened, payload_id)
-                    else:
-                        response = await run_blocking(_protocol.build_response, opened, payload_id)
-                else:
-                    response = await run_blocking(
-                        _protocol.open_response, body, payload_id, keypair
-                    )
+                response = await self._loop_calls.open(body, payload_id, keypair)
             finally:
                 self._keys.release(keypair)
         return self._finish(response, payload_id, policy, tier, server_key, require_echo)

@@ -6,6 +6,7 @@ only before and after it. Without that, a worker opening such an answer stopped 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -94,7 +95,7 @@ def longest_loop_gap(call: Callable[[], object]) -> tuple[float, float]:
         done.set()
         await ticker
         inside = [start, *(turn for turn in turns if start < turn < end), end]
-        return end - start, max(b - a for a, b in zip(inside, inside[1:]))
+        return end - start, max(b - a for a, b in itertools.pairwise(inside))
 
     return asyncio.run(main())
 
