@@ -1,4 +1,5 @@
-"""Review of the reader's UTF-16 way to a non-ASCII ``str`` (``json_wide``, ``pystr::from_utf16``).
+"""Review of the reader's way to a non-ASCII ``str`` through ``wchar_t`` (``json_wide``,
+``pystr::from_wide``).
 
 A grid of string bodies: a non-ASCII lead (so that the new decoder runs), a run of ASCII of
 every length 0..70 (across the 8- and 16-unit steps and the 32-byte blocks of the room

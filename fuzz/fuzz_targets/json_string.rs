@@ -9,12 +9,12 @@
 //!   after a few bytes of something else), the outcome must be `unescape`'s exactly: the same
 //!   text, offsets and surrogate flag, or the same error; nothing before the string or from
 //!   its closing quote on may change.
-//!   The same body decoded to UTF-16 (`json_wide::decode_wide`, the reader's way to a
-//!   non-ASCII `str`), through as many `NoRoom` stops as an output of `short` code units,
-//!   grown by as many each time, makes: accepted exactly when `unescape` accepts and the raw
-//!   text is UTF-8, with the code points of `unescape`'s output once widened in place with
-//!   pairs joined (`widen_in_place`; lone surrogates included), the same closing quote and
-//!   surrogate flag. The same bytes' `json_scan::build_cost` (what the async client reads to
+//!   The same body decoded to `wchar_t`s of either width (`json_wide::decode_units`, the
+//!   reader's way to a non-ASCII `str`: code points, or UTF-16 code units on Windows), through
+//!   as many `NoRoom` stops as an output of `short` units, grown by as many each time, makes:
+//!   accepted exactly when `unescape` accepts and the raw text is UTF-8, with the code points
+//!   of `unescape`'s output (UTF-16 pairs joined as CPython joins them; lone surrogates
+//!   included), the same closing quote and surrogate flag. The same bytes' `json_scan::build_cost` (what the async client reads to
 //!   decide where a payload is built) must be its definition counted byte by byte.
 //! * escape: the bytes are code points (3 bytes each, taken modulo 0x110000: surrogates
 //!   included), escaped in place as the writer does, the rest after a `NoRoom` stop one code
@@ -32,7 +32,7 @@ use _core::json_string::{
     code_at, escape_ucs4_behind, escape_ucs4_in_place, put_escaped, unescape, unescape_in_place,
     EscapeStop,
 };
-use _core::json_wide::{decode_wide, widen_in_place, Progress, WideStop};
+use _core::json_wide::{decode_units, Progress, WideStop};
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
 
@@ -97,22 +97,54 @@ fn code_points(bytes: &[u8]) -> Vec<u32> {
     codes
 }
 
-/// `decode_wide` against `unescape`'s outcome `ours` (with its output `decoded`).
+/// `decode_wide`, in both widths of `wchar_t`, against `unescape`'s outcome `ours` (with its
+/// output `decoded`).
 fn check_wide(
     body: &[u8],
     decoded: &[u8],
     ours: &Result<_core::json_string::Unescaped, _core::json_string::UnescapeError>,
     room: usize,
 ) {
+    check_units::<2>(body, decoded, ours, room);
+    check_units::<4>(body, decoded, ours, room);
+}
+
+/// The code points of UTF-16 code units as CPython joins a 2-byte `wchar_t`'s: a high
+/// surrogate followed by a low one is one character, any other surrogate stands alone.
+fn joined(units: &[u16]) -> Vec<u32> {
+    let mut codes = Vec::new();
+    let mut k = 0;
+    while k < units.len() {
+        let unit = u32::from(units[k]);
+        match units.get(k + 1).map(|&low| u32::from(low)) {
+            Some(low) if unit & 0xFC00 == 0xD800 && low & 0xFC00 == 0xDC00 => {
+                codes.push(0x1_0000 + ((unit - 0xD800) << 10) + (low - 0xDC00));
+                k += 2;
+            }
+            _ => {
+                codes.push(unit);
+                k += 1;
+            }
+        }
+    }
+    codes
+}
+
+fn check_units<const UNIT: usize>(
+    body: &[u8],
+    decoded: &[u8],
+    ours: &Result<_core::json_string::Unescaped, _core::json_string::UnescapeError>,
+    room: usize,
+) {
     let step = room.max(1);
-    let mut dst = vec![0u8; 2 * room];
+    let mut dst = vec![0u8; UNIT * room];
     let mut from = Progress::default();
     let wide = loop {
-        match decode_wide(body, &mut dst, from) {
+        match decode_units::<UNIT>(body, &mut dst, from) {
             Err(WideStop::NoRoom(progress)) => {
                 assert!(progress.read >= from.read && progress.written >= from.written);
                 assert!(progress.read < body.len(), "no room past the input");
-                dst.resize(dst.len() + 2 * step, 0);
+                dst.resize(dst.len() + UNIT * step, 0);
                 from = progress;
             }
             other => break other,
@@ -124,19 +156,20 @@ fn check_wide(
         .filter(|done| std::str::from_utf8(&body[..done.closing_quote]).is_ok());
     match (wide, accepted) {
         (Ok(wide), Some(done)) => {
-            // Widened in place as the reader does before CPython builds the `str`.
-            let mut ucs4 = dst[..2 * wide.units].to_vec();
-            ucs4.resize(4 * wide.units, 0xAA);
-            let chars = widen_in_place(&mut ucs4, wide.units).expect("room for the code points");
-            assert_eq!(
-                chars.end,
-                4 * wide.units,
-                "wide: code points not at the end"
-            );
-            let codes: Vec<u32> = ucs4[chars]
-                .chunks_exact(4)
-                .map(|unit| u32::from_ne_bytes([unit[0], unit[1], unit[2], unit[3]]))
-                .collect();
+            // The characters as CPython reads the `wchar_t`s.
+            let units = &dst[..UNIT * wide.units];
+            let codes: Vec<u32> = if UNIT == 4 {
+                units
+                    .chunks_exact(4)
+                    .map(|unit| u32::from_ne_bytes([unit[0], unit[1], unit[2], unit[3]]))
+                    .collect()
+            } else {
+                let units: Vec<u16> = units
+                    .chunks_exact(2)
+                    .map(|unit| u16::from_ne_bytes([unit[0], unit[1]]))
+                    .collect();
+                joined(&units)
+            };
             assert_eq!(
                 codes,
                 code_points(&decoded[..done.written]),
@@ -150,7 +183,8 @@ fn check_wide(
             let max = codes.iter().copied().max().unwrap_or(0);
             assert_eq!(wide.bits < 0x100, max < 0x100, "wide: Latin-1 misjudged");
             let astral = codes.iter().filter(|&&c| c >= 0x1_0000).count();
-            assert_eq!(wide.units, codes.len() + astral, "wide: other length");
+            let units = codes.len() + if UNIT == 2 { astral } else { 0 };
+            assert_eq!(wide.units, units, "wide: other length");
         }
         (Err(WideStop::Refused), None) => {}
         (wide, accepted) => panic!(

@@ -656,9 +656,8 @@ struct Parser<'a, 'py> {
     pos: usize,
     /// A big integer's digits, NUL-terminated for CPython; wiped when the parser drops.
     scratch: LockedBuf,
-    /// The UTF-16 code units of a non-ASCII string (`json_wide`) and the room to build its
-    /// `str` from them (`pystr::from_utf16`), reused from string to string; wiped when the
-    /// parser drops.
+    /// The `wchar_t`s of a non-ASCII string (`json_wide`), which its `str` is built from
+    /// (`pystr::from_wide`), reused from string to string; wiped when the parser drops.
     wide: LockedBuf,
     /// Where the parser is, outermost first: errors name this path, never content.
     path: Vec<Step<'py>>,
@@ -971,21 +970,25 @@ impl<'py> Parser<'_, 'py> {
         Ok(PyString::new(self.py, text))
     }
 
-    /// The string whose body is `[start, end)` (`end` at its closing quote), decoded to UTF-16
+    /// The string whose body is `[start, end)` (`end` at its closing quote), decoded to `wchar_t`s
     /// in the parser's locked `wide` buffer and built from there (`pystr`), skipping CPython's
     /// UTF-8 decoder; `None` where the decoder refuses the body, which is then read the usual
     /// way (that names the error, or reads what the decoder does not take).
     fn wide_str(&mut self, start: usize, end: usize) -> Option<CoreResult<Bound<'py, PyString>>> {
         let body_len = end - start;
-        // 8 code units of slack: the decoder widens ASCII runs 8 bytes at a time.
+        // Room for the UTF-16 code units (at least as many as code points), and 8 units of
+        // slack: the decoder widens ASCII runs 8 bytes at a time.
         let mut room = json_wide::estimated_units(&self.s[start..end]) + 8;
         let mut from = json_wide::Progress::default();
         let wide = loop {
             if let Err(error) = self.wide_room(room, from.written) {
                 return Some(Err(error));
             }
-            // Decoded into the first `2 * room` bytes: `from_utf16` needs the room behind them.
-            let Some(dst) = self.wide.as_mut_slice().get_mut(..2 * room) else {
+            let Some(dst) = self
+                .wide
+                .as_mut_slice()
+                .get_mut(..json_wide::UNIT_BYTES * room)
+            else {
                 return Some(Err(CoreError::Memory("string buffer too small".into())));
             };
             match json_wide::decode_wide(&self.s[start..], dst, from) {
@@ -998,21 +1001,20 @@ impl<'py> Parser<'_, 'py> {
             }
         };
         self.pos = start + wide.closing_quote + 1;
-        let built = crate::pystr::from_utf16(self.py, self.wide.as_mut_slice(), &wide);
+        let built = crate::pystr::from_wide(self.py, self.wide.as_mut_slice(), &wide);
         Some(self.built(built))
     }
 
-    /// Make `wide` hold at least `units` code units and the room `pystr::from_utf16` needs
-    /// to build a `str` of them, keeping its first `kept` units.
+    /// Make `wide` hold at least `units` of `decode_wide`'s units, keeping its first `kept`.
     fn wide_room(&mut self, units: usize, kept: usize) -> CoreResult<()> {
         let bytes = units
-            .checked_mul(crate::pystr::WIDE_BYTES_PER_UNIT)
+            .checked_mul(json_wide::UNIT_BYTES)
             .ok_or_else(|| CoreError::Memory("string too long".into()))?;
         if self.wide.len() >= bytes {
             return Ok(());
         }
         let mut bigger = LockedBuf::for_overwrite(bytes)?;
-        let kept = 2 * kept;
+        let kept = json_wide::UNIT_BYTES * kept;
         bigger.as_mut_slice()[..kept].copy_from_slice(&self.wide.as_slice()[..kept]);
         // The old buffer is wiped as it drops.
         self.wide = bigger;

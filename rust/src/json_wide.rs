@@ -1,6 +1,6 @@
-//! A JSON string body decoded straight to UTF-16 code units, from which the reader builds a
-//! Python `str` with one of CPython's fast stable-ABI constructors (`pystr`) instead of its
-//! UTF-8 decoder, which is slow on mixed-script text.
+//! A JSON string body decoded straight to the `wchar_t`s CPython builds a `str` from with one
+//! of its fast stable-ABI constructors (`pystr`), instead of its UTF-8 decoder, which is slow
+//! on mixed-script text.
 //!
 //! A server that escapes every non-ASCII character (Python's `json.dumps`) writes `\uXXXX`:
 //! a UTF-16 code unit already (a surrogate pair already the pair), with no UTF-8 to pack and
@@ -9,12 +9,12 @@
 //! decoder (`Refused`): the reader then reads the string the way it always has, which names
 //! the error.
 //!
-//! UTF-16 rather than code points: an escape already is its code unit, with no pair to join on
-//! the hot path. Where CPython takes its characters as 4-byte `wchar_t` (everywhere but
-//! Windows) they are then widened in place (`widen_in_place`), in room the reader keeps behind
-//! the units. A high surrogate unit is followed by a low one exactly where Python's `json`
-//! reads a pair (a high surrogate escape followed by a low one, or a raw character beyond the
-//! BMP); every other surrogate unit is a lone surrogate.
+//! The units are what `wchar_t` holds where the module runs: code points (4 bytes) everywhere
+//! but Windows, where they are UTF-16 code units (2 bytes). A high surrogate escape followed by
+//! a low one is one code point, as Python's `json` reads it (in UTF-16, its two units, which
+//! CPython joins again); every other surrogate escape is a lone surrogate, kept as it is.
+//! Decoded at their final width, the units need no second pass (a pass that widened UTF-16 in
+//! place cost ~0.3 ms per MiB of mixed text, ~1 ms of emoji).
 
 #![forbid(unsafe_code)]
 
@@ -30,7 +30,7 @@ pub struct Progress {
     pub written: usize,
     /// The OR of the code units written (ASCII ones copied 8 at a time left out: they change
     /// nothing): below 0x100 exactly when every character is Latin-1.
-    pub bits: u16,
+    pub bits: u32,
     /// Whether a lone surrogate was written.
     pub lone_surrogate: bool,
 }
@@ -54,7 +54,7 @@ pub struct Wide {
     /// UTF-16 code units written (2 bytes each, little-endian).
     pub units: usize,
     /// The OR of the code units (see `Progress`).
-    pub bits: u16,
+    pub bits: u32,
     /// Whether a `\uXXXX` escape gave a lone surrogate.
     pub lone_surrogate: bool,
 }
@@ -167,46 +167,97 @@ pub fn most_units(body_len: usize, progress: &Progress) -> usize {
     progress.written + body_len.saturating_sub(progress.read)
 }
 
-/// The UTF-16 code units of `code` (two for a code point beyond the BMP) and how many.
+/// Bytes of a `wchar_t`, the unit `decode_wide` writes: UTF-16 code units on Windows (2),
+/// code points everywhere else (4).
+pub const UNIT_BYTES: usize = if cfg!(windows) { 2 } else { 4 };
+
+/// Write `code` at the start of `out` as `UNIT`-byte units, native-endian: one code point
+/// (`UNIT` 4), or its UTF-16 code units (`UNIT` 2: two beyond the BMP); how many units.
 #[inline(always)]
-fn utf16(code: u32) -> ([u8; 4], usize) {
-    if code < 0x1_0000 {
-        let unit = (code as u16).to_le_bytes();
-        ([unit[0], unit[1], 0, 0], 1)
+fn put_code<const UNIT: usize>(out: &mut [u8], code: u32) -> usize {
+    if UNIT == 4 {
+        out[..4].copy_from_slice(&code.to_ne_bytes());
+        1
+    } else if code < 0x1_0000 {
+        out[..2].copy_from_slice(&(code as u16).to_ne_bytes());
+        1
     } else {
-        let high = (0xD800 + ((code - 0x1_0000) >> 10) as u16).to_le_bytes();
-        let low = (0xDC00 + (code & 0x3FF) as u16).to_le_bytes();
-        ([high[0], high[1], low[0], low[1]], 2)
+        let high = 0xD800 + ((code - 0x1_0000) >> 10) as u16;
+        let low = 0xDC00 + (code & 0x3FF) as u16;
+        out[..2].copy_from_slice(&high.to_ne_bytes());
+        out[2..4].copy_from_slice(&low.to_ne_bytes());
+        2
     }
 }
 
-/// Decode the JSON string body in `src` (starting just after its opening quote) as UTF-16
-/// code units, little-endian, into `dst`, going on from `from` (`Progress::default()` for a
-/// fresh start; a `NoRoom`'s progress, with its units copied into a bigger `dst`, to go on).
-/// The same text Python's `json` reads: a high surrogate escape followed by a low one is one
-/// character, any other surrogate escape stands alone.
-#[inline(never)]
+/// Write the units `first` and `second` (each below 0x10000) at the start of `out`,
+/// native-endian.
+#[inline(always)]
+fn put_two<const UNIT: usize>(out: &mut [u8], first: u32, second: u32) {
+    if UNIT == 4 {
+        out[..4].copy_from_slice(&first.to_ne_bytes());
+        out[4..8].copy_from_slice(&second.to_ne_bytes());
+    } else {
+        out[..2].copy_from_slice(&(first as u16).to_ne_bytes());
+        out[2..4].copy_from_slice(&(second as u16).to_ne_bytes());
+    }
+}
+
+/// Write the 8 bytes of `word` (read little-endian: ASCII, or anything, the caller keeps only
+/// those it read as ASCII) at the start of `out` as `UNIT`-byte units, native-endian: two
+/// units to a 64-bit store.
+#[inline(always)]
+fn put_bytes<const UNIT: usize>(out: &mut [u8], word: u64) {
+    let (unit_bits, per_store) = (8 * UNIT as u32, 64 / (8 * UNIT));
+    for store in 0..8 / per_store {
+        let mut value = 0u64;
+        for k in 0..per_store {
+            let byte = (word >> (8 * (store * per_store + k))) & 0xFF;
+            // The first unit lowest in memory: lowest in value when little-endian.
+            let at = if cfg!(target_endian = "big") {
+                per_store - 1 - k
+            } else {
+                k
+            };
+            value |= byte << (unit_bits * at as u32);
+        }
+        out[8 * store..8 * store + 8].copy_from_slice(&value.to_ne_bytes());
+    }
+}
+
+/// Decode the JSON string body in `src` (starting just after its opening quote) as `wchar_t`s
+/// (`UNIT_BYTES` each, native-endian) into `dst`, going on from `from` (`Progress::default()`
+/// for a fresh start; a `NoRoom`'s progress, with its units copied into a bigger `dst`, to go
+/// on). The same text Python's `json` reads: a high surrogate escape followed by a low one is
+/// one character, any other surrogate escape stands alone.
 pub fn decode_wide(src: &[u8], dst: &mut [u8], from: Progress) -> Result<Wide, WideStop> {
-    let (mut i, mut o) = (from.read, from.written * 2);
+    decode_units::<UNIT_BYTES>(src, dst, from)
+}
+
+/// `decode_wide` into units of `UNIT` bytes (2 or 4): UTF-16 code units, or code points.
+#[inline(never)]
+pub fn decode_units<const UNIT: usize>(
+    src: &[u8],
+    dst: &mut [u8],
+    from: Progress,
+) -> Result<Wide, WideStop> {
+    const { assert!(UNIT == 2 || UNIT == 4) };
+    let (mut i, mut o) = (from.read, from.written * UNIT);
     let (mut bits, mut lone_surrogate) = (from.bits, from.lone_surrogate);
     loop {
-        // The common steps on a fixed window of input and room for 8 code units: a
-        // well-formed `\u` escape (or pair), an ASCII run 8 bytes at a time (all 8 widened,
-        // those before the first byte that needs attention kept), a UTF-8 character. Anything
-        // else, and the last bytes of the input, take the careful step below.
-        while let (Some(window), Some(out)) = (src.get(i..i + 12), dst.get_mut(o..o + 16)) {
+        // The common steps on a fixed window of input and room for 8 units: a well-formed
+        // `\u` escape (or pair), an ASCII run 8 bytes at a time (all 8 widened, those before
+        // the first byte that needs attention kept), a UTF-8 character. Anything else, and
+        // the last bytes of the input, take the careful step below.
+        while let (Some(window), Some(out)) = (src.get(i..i + 12), dst.get_mut(o..o + 8 * UNIT)) {
             let window: &[u8; 12] = window.try_into().unwrap_or(&[b'\\'; 12]);
-            let out: &mut [u8; 16] = match out.try_into() {
-                Ok(out) => out,
-                Err(_) => break,
-            };
             let lead = window[0];
             let (code, taken) = if lead == b'\\' {
                 // A `\u` escape of a character in the BMP, nearly every escape of a server
                 // that escapes non-ASCII text, in a few branch-free steps, two at a time where
                 // two follow each other (words in a non-Latin script); a surrogate pair the
-                // same way (its two escapes already are its two code units); a lone surrogate
-                // by the general rule.
+                // same way (its two escapes are its two code units, or one code point); a
+                // lone surrogate by the general rule.
                 let (units, taken) = match *window {
                     [_, b'u', a, b, c, d, b'\\', b'u', e, f, g, h] => {
                         (hex_digits([a, b, c, d, e, f, g, h]), 2)
@@ -220,11 +271,22 @@ pub fn decode_wide(src: &[u8], dst: &mut [u8], from: Progress) -> Result<Wide, W
                 };
                 match units {
                     Some([first, second]) if pair([first, second]) => {
-                        out[..2].copy_from_slice(&first.to_le_bytes());
-                        out[2..4].copy_from_slice(&second.to_le_bytes());
-                        bits |= first | second;
-                        i += 6 * taken;
-                        o += 2 * taken;
+                        let [first, second] = [u32::from(first), u32::from(second)];
+                        if UNIT == 4 && first & 0xF800 == 0xD800 {
+                            // A surrogate pair: one code point.
+                            let code = 0x1_0000 + ((first - 0xD800) << 10) + (second - 0xDC00);
+                            out[..4].copy_from_slice(&code.to_ne_bytes());
+                            bits |= code;
+                            i += 12;
+                            o += 4;
+                        } else {
+                            // Two characters, or one and what the next step overwrites, or
+                            // (UTF-16) a pair's two units.
+                            put_two::<UNIT>(out, first, second);
+                            bits |= first | second;
+                            i += 6 * taken;
+                            o += UNIT * taken;
+                        }
                         continue;
                     }
                     _ => match unicode_escape(window) {
@@ -233,11 +295,10 @@ pub fn decode_wide(src: &[u8], dst: &mut [u8], from: Progress) -> Result<Wide, W
                     },
                 }
             } else if lead < 0x80 {
-                let mut word = [0u8; 8];
-                word.copy_from_slice(&window[..8]);
-                let word = u64::from_le_bytes(word);
-                out[..8].copy_from_slice(&widened(word).to_le_bytes());
-                out[8..].copy_from_slice(&widened(word >> 32).to_le_bytes());
+                let mut bytes = [0u8; 8];
+                bytes.copy_from_slice(&window[..8]);
+                let word = u64::from_le_bytes(bytes);
+                put_bytes::<UNIT>(out, word);
                 let mask = word_escape_mask(word) | (word & HIGH_BITS);
                 let plain = if mask == 0 {
                     8
@@ -248,7 +309,7 @@ pub fn decode_wide(src: &[u8], dst: &mut [u8], from: Progress) -> Result<Wide, W
                     break;
                 }
                 i += plain;
-                o += 2 * plain;
+                o += UNIT * plain;
                 continue;
             } else {
                 match utf8_code(window, 0) {
@@ -256,13 +317,12 @@ pub fn decode_wide(src: &[u8], dst: &mut [u8], from: Progress) -> Result<Wide, W
                     None => break,
                 }
             };
-            let (units, count) = utf16(code);
-            out[..4].copy_from_slice(&units);
-            bits |= u16::from_le_bytes([units[0], units[1]]);
+            let count = put_code::<UNIT>(out, code);
+            bits |= code;
             // A pair's code point (0x1D800, 0x10D800...) may end like a surrogate: the whole.
             lone_surrogate |= code & 0xFFFF_F800 == 0xD800;
             i += taken;
-            o += 2 * count;
+            o += UNIT * count;
         }
         let Some(&byte) = src.get(i) else {
             return Err(WideStop::Refused);
@@ -270,15 +330,15 @@ pub fn decode_wide(src: &[u8], dst: &mut [u8], from: Progress) -> Result<Wide, W
         if byte == b'"' {
             return Ok(Wide {
                 closing_quote: i,
-                units: o / 2,
+                units: o / UNIT,
                 bits,
                 lone_surrogate,
             });
         }
-        let Some(out) = dst.get_mut(o..o + 4) else {
+        let Some(out) = dst.get_mut(o..o + 2 * UNIT) else {
             return Err(WideStop::NoRoom(Progress {
                 read: i,
-                written: o / 2,
+                written: o / UNIT,
                 bits,
                 lone_surrogate,
             }));
@@ -289,12 +349,11 @@ pub fn decode_wide(src: &[u8], dst: &mut [u8], from: Progress) -> Result<Wide, W
             0x20..=0x7F => (u32::from(byte), 1),
             _ => utf8_code(src, i).ok_or(WideStop::Refused)?,
         };
-        let (units, count) = utf16(code);
-        out.copy_from_slice(&units);
-        bits |= u16::from_le_bytes([units[0], units[1]]);
+        let count = put_code::<UNIT>(out, code);
+        bits |= code;
         lone_surrogate |= code & 0xFFFF_F800 == 0xD800;
         i += taken;
-        o += 2 * count;
+        o += UNIT * count;
     }
 }
 
@@ -324,13 +383,6 @@ fn escaped_code(src: &[u8], at: usize) -> Option<(u32, usize)> {
         _ => return None,
     };
     Some((u32::from(code), 2))
-}
-
-/// The low four bytes of `word` as four little-endian code units (a zero byte after each).
-#[inline(always)]
-fn widened(word: u64) -> u64 {
-    let pairs = (word & 0xFFFF_FFFF | (word & 0xFFFF_FFFF) << 16) & 0x0000_FFFF_0000_FFFF;
-    (pairs | pairs << 8) & 0x00FF_00FF_00FF_00FF
 }
 
 /// The values of two runs of four hex digits (the first digit of each the most
@@ -407,116 +459,31 @@ fn utf8_code(src: &[u8], at: usize) -> Option<(u32, usize)> {
     }
 }
 
-/// The code unit at index `k` of `buf` (2 little-endian bytes each).
-#[inline(always)]
-fn unit_at(buf: &[u8], k: usize) -> u16 {
-    let unit: [u8; 2] = buf
-        .get(2 * k..2 * k + 2)
-        .and_then(|unit| unit.try_into().ok())
-        .unwrap_or([0; 2]);
-    u16::from_le_bytes(unit)
-}
-
-/// Rewrite the first `units` code units of `buf` (all below 0x100) in place as one byte each,
-/// from its start: 16 at a time, read into a block before the block's bytes are written, which
-/// end by the block's own start (or are the first block), so nothing unread is overwritten.
-pub fn narrow_to_latin1(buf: &mut [u8], units: usize) {
-    let units = units.min(buf.len() / 2);
-    let blocks = units / 16;
+/// Rewrite the first `units` units of `buf` (`UNIT` bytes each, native-endian, every value
+/// below 0x100) in place as one byte each, from its start: 16 at a time, read into a block
+/// before the block's bytes are written, which end by the block's own start (or are the first
+/// block), so nothing unread is overwritten.
+pub fn narrow_to_latin1<const UNIT: usize>(buf: &mut [u8], units: usize) {
+    const BLOCK: usize = 16;
+    let units = units.min(buf.len() / UNIT);
+    let low = |unit: &[u8]| {
+        if cfg!(target_endian = "big") {
+            unit[UNIT - 1]
+        } else {
+            unit[0]
+        }
+    };
+    let blocks = units / BLOCK;
     for block in 0..blocks {
-        let mut wide = [0u8; 32];
-        wide.copy_from_slice(&buf[32 * block..32 * block + 32]);
-        let mut narrow = [0u8; 16];
-        for (byte, unit) in narrow.iter_mut().zip(wide.chunks_exact(2)) {
-            *byte = unit[0];
+        let mut narrow = [0u8; BLOCK];
+        let wide = &buf[UNIT * BLOCK * block..UNIT * BLOCK * (block + 1)];
+        for (byte, unit) in narrow.iter_mut().zip(wide.chunks_exact(UNIT)) {
+            *byte = low(unit);
         }
-        buf[16 * block..16 * block + 16].copy_from_slice(&narrow);
+        buf[BLOCK * block..BLOCK * (block + 1)].copy_from_slice(&narrow);
     }
-    for k in 16 * blocks..units {
-        buf[k] = unit_at(buf, k) as u8;
-    }
-}
-
-/// Rewrite the first `units` code units of `buf` (UTF-16, little-endian) in place as code
-/// points, native-endian 4 bytes each (a high surrogate followed by a low one joined, any other
-/// surrogate kept as it is), ending at byte `4 * units`; the byte range they fill, or `None`
-/// when `buf` is shorter than that.
-///
-/// Back to front: the code points of units `k..` fill at most `4 * (units - k)` bytes below the
-/// end, so they never reach the units below `k` (bytes `..2 * k`) still to be read. Units are
-/// widened 8 at a time (vector moves), and those above a block's highest surrogate written
-/// whole; a surrogate (joined with the high one below it, if any) is a step of its own.
-/// CPython then builds the `str` from them with one allocation of its exact size
-/// (`PyUnicode_FromWideChar`), where its UTF-16 decoder allocates for the units, widens the
-/// kind as it meets wider characters and shrinks at the end: a fresh `mmap` and a page fault
-/// per 4 KiB on every megabyte-sized string.
-pub fn widen_in_place(buf: &mut [u8], units: usize) -> Option<std::ops::Range<usize>> {
-    const BLOCK: usize = 8;
-    let end = units.checked_mul(4)?;
-    if buf.len() < end {
-        return None;
-    }
-    // Units `k..units` are read; their code points fill `out..end`, and `out >= 4 * k`.
-    let (mut k, mut out) = (units, end);
-    while k > 0 {
-        if k >= BLOCK {
-            let from = 2 * (k - BLOCK);
-            let mut narrow = [0u8; 2 * BLOCK];
-            narrow.copy_from_slice(&buf[from..from + 2 * BLOCK]);
-            let mut wide = [0u8; 4 * BLOCK];
-            let mut surrogates = false;
-            for (unit, code) in narrow.chunks_exact(2).zip(wide.chunks_exact_mut(4)) {
-                let unit = u16::from_le_bytes([unit[0], unit[1]]);
-                surrogates |= unit & 0xF800 == 0xD800;
-                code.copy_from_slice(&u32::from(unit).to_ne_bytes());
-            }
-            if !surrogates {
-                buf[out - 4 * BLOCK..out].copy_from_slice(&wide);
-                (k, out) = (k - BLOCK, out - 4 * BLOCK);
-                continue;
-            }
-            let plain = plain_units_on_top(&narrow);
-            buf[out - 4 * plain..out].copy_from_slice(&wide[4 * (BLOCK - plain)..]);
-            (k, out) = (k - plain, out - 4 * plain);
-        }
-        // One character: a surrogate (with the high one below it, for a low one), or one of
-        // the last few units.
-        let unit = u32::from(unit_at(buf, k - 1));
-        let high = if k >= 2 {
-            u32::from(unit_at(buf, k - 2))
-        } else {
-            0
-        };
-        let code = if unit & 0xFC00 == 0xDC00 && high & 0xFC00 == 0xD800 {
-            k -= 2;
-            0x1_0000 + ((high - 0xD800) << 10) + (unit - 0xDC00)
-        } else {
-            k -= 1;
-            unit
-        };
-        buf[out - 4..out].copy_from_slice(&code.to_ne_bytes());
-        out -= 4;
-    }
-    Some(out..end)
-}
-
-/// How many of the code units in `block` (little-endian) lie above its highest surrogate.
-#[inline(never)]
-fn plain_units_on_top(block: &[u8]) -> usize {
-    block
-        .chunks_exact(2)
-        .rev()
-        .take_while(|unit| unit[1] & 0xF8 != 0xD8)
-        .count()
-}
-
-/// Rewrite the first `units` code units of `buf` from little-endian to native-endian in place
-/// (nothing to do on a little-endian machine).
-pub fn utf16_to_native(buf: &mut [u8], units: usize) {
-    if cfg!(target_endian = "big") {
-        for unit in buf.chunks_exact_mut(2).take(units) {
-            unit.swap(0, 1);
-        }
+    for k in BLOCK * blocks..units {
+        buf[k] = low(&buf[UNIT * k..UNIT * (k + 1)]);
     }
 }
 
@@ -525,31 +492,43 @@ mod tests {
     use super::*;
     use crate::json_string::unescape;
 
-    /// The code points `decode_wide` reads from `body`, through as many `NoRoom` stops as an
-    /// output of `room` code points (grown by `room` each time) makes.
-    fn wide(body: &[u8], room: usize) -> Result<(Vec<u32>, Wide), WideStop> {
-        let mut dst = vec![0u8; 2 * room];
+    /// The code points `decode_units::<UNIT>` reads from `body`, through as many `NoRoom` stops
+    /// as an output of `room` units (grown by `room` each time) makes: its units as they are
+    /// (`UNIT` 4), or joined front to back as CPython joins them (`UNIT` 2).
+    fn wide_in<const UNIT: usize>(body: &[u8], room: usize) -> Result<(Vec<u32>, Wide), WideStop> {
+        let mut dst = vec![0u8; UNIT * room];
         let mut from = Progress::default();
         loop {
-            match decode_wide(body, &mut dst, from) {
+            match decode_units::<UNIT>(body, &mut dst, from) {
                 Ok(done) => {
-                    let mut ucs4 = dst[..2 * done.units].to_vec();
-                    ucs4.resize(4 * done.units, 0);
-                    let chars = widen_in_place(&mut ucs4, done.units).expect("room");
-                    let codes = ucs4[chars]
-                        .chunks_exact(4)
-                        .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect();
+                    let units = &dst[..UNIT * done.units];
+                    let codes = if UNIT == 4 {
+                        units
+                            .chunks_exact(4)
+                            .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                            .collect()
+                    } else {
+                        let units: Vec<u16> = units
+                            .chunks_exact(2)
+                            .map(|c| u16::from_ne_bytes([c[0], c[1]]))
+                            .collect();
+                        joined_front_to_back(&units)
+                    };
                     return Ok((codes, done));
                 }
                 Err(WideStop::NoRoom(progress)) => {
                     assert!(progress.read >= from.read && progress.written >= from.written);
-                    dst.resize(dst.len() + 2 * room.max(1), 0);
+                    dst.resize(dst.len() + UNIT * room.max(1), 0);
                     from = progress;
                 }
                 Err(refused) => return Err(refused),
             }
         }
+    }
+
+    /// `wide_in` in UTF-16 code units, whose count the estimate is of.
+    fn wide(body: &[u8], room: usize) -> Result<(Vec<u32>, Wide), WideStop> {
+        wide_in::<2>(body, room)
     }
 
     /// What the UTF-8 path reads: the code points of `unescape`'s output (lone surrogates in
@@ -588,18 +567,23 @@ mod tests {
     fn agrees(body: &[u8]) {
         let reference = expected(body);
         for room in [0, 1, 3, 64] {
-            match (wide(body, room), &reference) {
-                (Ok((codes, done)), Some((want, quote, lone))) => {
-                    assert_eq!(&codes, want, "{body:?}");
-                    assert_eq!(done.closing_quote, *quote);
-                    assert_eq!(done.lone_surrogate, *lone);
-                    let max = codes.iter().copied().max().unwrap_or(0);
-                    assert_eq!(done.bits < 0x100, max < 0x100);
-                    let astral = codes.iter().filter(|&&c| c >= 0x1_0000).count();
-                    assert_eq!(done.units, codes.len() + astral);
+            for (unit, read) in [(2, wide_in::<2>(body, room)), (4, wide_in::<4>(body, room))] {
+                match (read, &reference) {
+                    (Ok((codes, done)), Some((want, quote, lone))) => {
+                        assert_eq!(&codes, want, "{body:?} in units of {unit}");
+                        assert_eq!(done.closing_quote, *quote);
+                        assert_eq!(done.lone_surrogate, *lone);
+                        let max = codes.iter().copied().max().unwrap_or(0);
+                        assert_eq!(done.bits < 0x100, max < 0x100);
+                        let astral = codes.iter().filter(|&&c| c >= 0x1_0000).count();
+                        let units = codes.len() + if unit == 2 { astral } else { 0 };
+                        assert_eq!(done.units, units, "{body:?} in units of {unit}");
+                    }
+                    (Err(WideStop::Refused), None) => {}
+                    (ours, theirs) => {
+                        panic!("{body:?} in units of {unit}: {ours:?} against {theirs:?}")
+                    }
                 }
-                (Err(WideStop::Refused), None) => {}
-                (ours, theirs) => panic!("{body:?}: {ours:?} against {theirs:?}"),
             }
         }
     }
@@ -697,14 +681,6 @@ mod tests {
                     .map(|b| BYTES[usize::from(b) % BYTES.len()]),
             );
         }
-    }
-
-    #[test]
-    fn a_word_widens_to_code_units() {
-        let word = u64::from_le_bytes(*b"abcdefgh");
-        assert_eq!(widened(word).to_le_bytes(), *b"a\0b\0c\0d\0");
-        assert_eq!(widened(word >> 32).to_le_bytes(), *b"e\0f\0g\0h\0");
-        assert_eq!(widened(u64::MAX), 0x00FF_00FF_00FF_00FF);
     }
 
     #[test]
@@ -830,19 +806,6 @@ mod tests {
         }
     }
 
-    /// The code points `widen_in_place` makes of `units` little-endian code units in `src`, in
-    /// a buffer of exactly the room it needs.
-    fn widened_in_place(src: &[u8], units: usize) -> Vec<u32> {
-        let mut buf = src[..2 * units].to_vec();
-        buf.resize(4 * units, 0xAA);
-        let chars = widen_in_place(&mut buf, units).expect("room");
-        assert_eq!(chars.end, 4 * units);
-        buf[chars]
-            .chunks_exact(4)
-            .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    }
-
     /// The code points of UTF-16 code units as Python's `json` reads escapes: front to back, a
     /// high surrogate followed by a low one is one character, any other surrogate alone.
     fn joined_front_to_back(units: &[u16]) -> Vec<u32> {
@@ -865,75 +828,49 @@ mod tests {
     }
 
     #[test]
-    fn widening_in_place_joins_as_read_front_to_back() {
-        // Every length around the 8-unit blocks, with surrogates (paired, lone, runs of highs
-        // or lows) at every place a block may start or end, from a fixed pseudo-random stream.
-        let kinds = [
-            0x41u16, 0xE9, 0x3B1, 0x6F22, 0xFFFF, 0xD83D, 0xDD10, 0xD800, 0xDFFF,
-        ];
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        for len in 0..70 {
-            for _ in 0..200 {
-                let units: Vec<u16> = (0..len)
-                    .map(|_| {
-                        state ^= state << 13;
-                        state ^= state >> 7;
-                        state ^= state << 17;
-                        // Mostly plain text, so that whole blocks occur too.
-                        let pick = (state >> 32) as usize % (3 * kinds.len());
-                        kinds.get(pick).copied().unwrap_or(0x20 + (pick as u16))
-                    })
-                    .collect();
-                let src: Vec<u8> = units.iter().flat_map(|u| u.to_le_bytes()).collect();
-                assert_eq!(
-                    widened_in_place(&src, len),
-                    joined_front_to_back(&units),
-                    "{units:x?}"
-                );
-            }
+    fn narrowing_writes_one_byte_a_unit_of_either_width() {
+        fn narrowed<const UNIT: usize>(values: &[u32]) -> Vec<u8> {
+            let mut buf: Vec<u8> = values
+                .iter()
+                .flat_map(|&v| {
+                    if UNIT == 4 {
+                        v.to_ne_bytes().to_vec()
+                    } else {
+                        (v as u16).to_ne_bytes().to_vec()
+                    }
+                })
+                .collect();
+            narrow_to_latin1::<UNIT>(&mut buf, values.len());
+            buf.truncate(values.len());
+            buf
+        }
+        // Around the blocks of 16, every Latin-1 value.
+        for len in [0, 1, 5, 15, 16, 17, 31, 32, 33, 256, 300] {
+            let values: Vec<u32> = (0..len as u32).map(|k| (k * 7) % 256).collect();
+            let want: Vec<u8> = values.iter().map(|&v| v as u8).collect();
+            assert_eq!(narrowed::<2>(&values), want, "{len}");
+            assert_eq!(narrowed::<4>(&values), want, "{len}");
         }
     }
 
     #[test]
-    fn widening_in_place_wants_four_bytes_a_unit() {
-        let mut buf = vec![0x41u8, 0, 0x42, 0, 0, 0, 0];
-        assert_eq!(widen_in_place(&mut buf, 2), None);
-        assert_eq!(buf, [0x41, 0, 0x42, 0, 0, 0, 0], "nothing written");
-        let mut buf = vec![0x41u8, 0, 0x42, 0, 0, 0, 0, 0];
-        assert_eq!(widen_in_place(&mut buf, 2), Some(0..8));
-        assert_eq!(widen_in_place(&mut [], 0), Some(0..0));
-        assert_eq!(widen_in_place(&mut buf, usize::MAX), None);
-    }
-
-    #[test]
-    fn narrowing_and_joining_write_each_form() {
-        let units = [0x41u16, 0xE9, 0xFF, 0x00, 0x7F];
-        let mut buf: Vec<u8> = units.iter().flat_map(|u| u.to_le_bytes()).collect();
-        narrow_to_latin1(&mut buf, 5);
-        assert_eq!(&buf[..5], &[0x41, 0xE9, 0xFF, 0x00, 0x7F]);
-        let long: Vec<u16> = (0..100u16).map(|k| k * 2).collect();
-        let mut buf: Vec<u8> = long.iter().flat_map(|u| u.to_le_bytes()).collect();
-        narrow_to_latin1(&mut buf, 100);
-        assert_eq!(
-            buf[..100].to_vec(),
-            long.iter().map(|&u| u as u8).collect::<Vec<_>>()
-        );
-        // A pair joined; a lone high (before a high, at the end) or low surrogate kept.
-        let units = [
-            0xD83Du16, 0xDD10, 0x41, 0xDC00, 0xD800, 0xDBFF, 0xDFFF, 0xD800,
+    fn units_of_each_width_hold_each_kind_of_character() {
+        // Escapes (a pair, lone surrogates of each kind), raw UTF-8 of each length.
+        let body = "\\ud83d\\udd10\\udc00\\ud800\\u0041\\udbff\\udfff\\ud800é漢🔐A\"";
+        let want = [
+            0x1F510, 0xDC00, 0xD800, 0x41, 0x10FFFF, 0xD800, 0xE9, 0x6F22, 0x1F510, 0x41,
         ];
-        let src: Vec<u8> = units.iter().flat_map(|u| u.to_le_bytes()).collect();
+        let (codes, done) = wide_in::<4>(body.as_bytes(), 64).unwrap();
+        assert_eq!(codes, want);
+        assert_eq!(done.units, want.len());
+        assert!(done.lone_surrogate);
+        let (codes, done) = wide_in::<2>(body.as_bytes(), 64).unwrap();
+        assert_eq!(codes, want);
         assert_eq!(
-            widened_in_place(&src, units.len()),
-            [0x1F510, 0x41, 0xDC00, 0xD800, 0x10FFFF, 0xD800]
+            done.units,
+            want.len() + 3,
+            "three characters beyond the BMP, two units each"
         );
-        let mut native = src.clone();
-        utf16_to_native(&mut native, units.len());
-        let back: Vec<u16> = native
-            .chunks_exact(2)
-            .map(|u| u16::from_ne_bytes([u[0], u[1]]))
-            .collect();
-        assert_eq!(back, units);
     }
 }
 
@@ -982,8 +919,9 @@ mod timing {
                 };
                 body.push(b'"');
                 let chars = text.chars().count();
-                let mut dst = vec![0u8; 4 * chars + 64];
-                let mut narrow = vec![0u8; 8 * chars + 64];
+                // Room for the UTF-16 code units, 4 bytes each (their count bounds the code
+                // points').
+                let mut dst = vec![0u8; 8 * chars + 64];
                 let best = |f: &mut dyn FnMut()| {
                     (0..30)
                         .map(|_| {
@@ -994,9 +932,14 @@ mod timing {
                         .min()
                         .unwrap_or_default()
                 };
-                let took = best(&mut || {
+                let points = best(&mut || {
                     std::hint::black_box(
-                        decode_wide(&body, &mut dst, Progress::default()).unwrap(),
+                        decode_units::<4>(&body, &mut dst, Progress::default()).unwrap(),
+                    );
+                });
+                let utf16 = best(&mut || {
+                    std::hint::black_box(
+                        decode_units::<2>(&body, &mut dst, Progress::default()).unwrap(),
                     );
                 });
                 let estimate = best(&mut || {
@@ -1005,15 +948,8 @@ mod timing {
                 let pick = best(&mut || {
                     std::hint::black_box(ascii_only(&body));
                 });
-                let units = decode_wide(&body, &mut dst, Progress::default())
-                    .unwrap()
-                    .units;
-                let join = best(&mut || {
-                    narrow[..2 * units].copy_from_slice(&dst[..2 * units]);
-                    std::hint::black_box(widen_in_place(&mut narrow, units));
-                });
                 println!(
-                    "{name:8} escaped={escaped:5} {} bytes {chars} chars: decode {took:?} estimate {estimate:?} ascii_only {pick:?} join {join:?}",
+                    "{name:8} escaped={escaped:5} {} bytes {chars} chars: code points {points:?} UTF-16 {utf16:?} estimate {estimate:?} ascii_only {pick:?}",
                     body.len()
                 );
             }

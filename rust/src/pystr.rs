@@ -162,61 +162,50 @@ pub fn utf8<'a>(s: &'a Bound<'_, PyString>, max_bytes: usize) -> Result<Utf8<'a>
     Ok(Utf8::Locked(out))
 }
 
-/// Bytes of room `from_utf16` needs per UTF-16 code unit: a 2-byte `wchar_t` (Windows) takes
-/// the units as they are, a 4-byte one (everywhere else) the code points widened in place.
-pub const WIDE_BYTES_PER_UNIT: usize = if std::mem::size_of::<libc::wchar_t>() == 2 {
-    2
-} else {
-    4
-};
-
-/// A `str` of the UTF-16 code units `json_wide` decoded into `buf` (`wide.units` of them,
-/// little-endian, at its start; the caller's locked memory, `WIDE_BYTES_PER_UNIT` bytes per
-/// unit), built straight from `buf` by one of CPython's stable-ABI constructors that allocate
-/// the `str` once, at its exact size: Latin-1 bytes (`buf` narrowed in place), or the
-/// characters as `wchar_t` (UTF-16 on Windows, code points widened in place elsewhere), which
+/// A `str` of the `wchar_t`s `json_wide::decode_wide` decoded into `buf` (`wide.units` of
+/// them, `json_wide::UNIT_BYTES` each, native-endian, at its start; the caller's locked memory),
+/// built straight from `buf` by one of CPython's stable-ABI constructors that allocate the
+/// `str` once, at its exact size: Latin-1 bytes (`buf` narrowed in place), or the `wchar_t`s
+/// as they are (UTF-16 on Windows, whose pairs CPython joins; code points elsewhere), which
 /// keeps lone surrogates as Python's `json` does. Not CPython's UTF-16 decoder: it allocates
 /// for the units, then again for each wider kind of character it meets, and shrinks at the
 /// end, which for a megabyte-sized text is a fresh `mmap` and a page fault per 4 KiB on every
 /// call (measured: 632 faults, 1.1 ms, per 1 MiB prompt of mixed scripts). Neither constructor
 /// meets a character it refuses, so no UnicodeDecodeError, which would hold a `bytes` copy of
 /// its input, is raised.
-pub fn from_utf16<'py>(
+pub fn from_wide<'py>(
     py: Python<'py>,
     buf: &mut [u8],
     wide: &crate::json_wide::Wide,
 ) -> PyResult<Bound<'py, PyString>> {
-    use crate::json_wide::{narrow_to_latin1, utf16_to_native, widen_in_place};
+    use crate::json_wide::{narrow_to_latin1, UNIT_BYTES};
+    const { assert!(UNIT_BYTES == std::mem::size_of::<libc::wchar_t>()) };
     let units = wide.units;
-    let misfit = || PyErr::new::<pyo3::exceptions::PyValueError, _>("misfit code unit buffer");
-    let room = units.checked_mul(WIDE_BYTES_PER_UNIT).ok_or_else(misfit)?;
-    if buf.len() < room {
+    let misfit = || PyErr::new::<pyo3::exceptions::PyValueError, _>("misfit wchar_t buffer");
+    let bytes = units.checked_mul(UNIT_BYTES).ok_or_else(misfit)?;
+    if buf.len() < bytes {
         return Err(misfit());
     }
     // Each call below gets a pointer and length describing initialised bytes of `buf` holding
     // the text in the form it reads; a NULL `errors` is "strict", which never fires on them.
     let obj = if wide.bits < 0x100 {
-        narrow_to_latin1(buf, units);
-        let ptr = buf.as_ptr();
-        // SAFETY: `units` Latin-1 bytes at `ptr`, in `buf`.
+        narrow_to_latin1::<UNIT_BYTES>(buf, units);
+        // SAFETY: `units` Latin-1 bytes at the start of `buf`.
         unsafe {
-            ffi::PyUnicode_DecodeLatin1(ptr.cast(), units as ffi::Py_ssize_t, std::ptr::null())
+            ffi::PyUnicode_DecodeLatin1(
+                buf.as_ptr().cast(),
+                units as ffi::Py_ssize_t,
+                std::ptr::null(),
+            )
         }
     } else {
-        let (ptr, chars) = if WIDE_BYTES_PER_UNIT == 2 {
-            // UTF-16 is what a 2-byte `wchar_t` holds: CPython joins the pairs.
-            utf16_to_native(buf, units);
-            (buf.as_ptr(), units)
-        } else {
-            let chars = widen_in_place(buf, units).ok_or_else(misfit)?;
-            (buf[chars.start..].as_ptr(), chars.len() / 4)
-        };
-        // `buf` starts at a page boundary and every offset above is a multiple of 4.
+        // `buf` starts at a page boundary.
+        let ptr = buf.as_ptr();
         if ptr.align_offset(std::mem::align_of::<libc::wchar_t>()) != 0 {
             return Err(misfit());
         }
-        // SAFETY: `chars` aligned native-endian `wchar_t`s at `ptr`, in `buf`, alive here.
-        unsafe { ffi::PyUnicode_FromWideChar(ptr.cast(), chars as ffi::Py_ssize_t) }
+        // SAFETY: `units` aligned native-endian `wchar_t`s at `ptr`, in `buf`, alive here.
+        unsafe { ffi::PyUnicode_FromWideChar(ptr.cast(), units as ffi::Py_ssize_t) }
     };
     // SAFETY: a new reference or NULL with an exception set.
     let obj = unsafe { Bound::from_owned_ptr_or_err(py, obj)? };
