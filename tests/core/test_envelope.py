@@ -58,18 +58,6 @@ def server_key(server_private: rsa.RSAPrivateKey) -> _core.ServerPublicKey:
     return _core.ServerPublicKey.from_pem(pem)
 
 
-@pytest.fixture(scope="module")
-def keypair() -> _core.ClientKeyPair:
-    return _core.ClientKeyPair.generate(2048)
-
-
-@pytest.fixture(scope="module")
-def client_public(keypair: _core.ClientKeyPair) -> rsa.RSAPublicKey:
-    public = serialization.load_pem_public_key(keypair.public_key_pem.encode())
-    assert isinstance(public, rsa.RSAPublicKey)
-    return public
-
-
 def pyca_open(body: bytes, private: rsa.RSAPrivateKey) -> Any:
     return json.loads(open_envelope(private, body)[0])
 

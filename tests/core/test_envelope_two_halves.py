@@ -12,23 +12,10 @@ import random
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.pyca_envelope import seal_json
 
 from nomyo_native import _core
-
-
-@pytest.fixture(scope="module")
-def keypair() -> _core.ClientKeyPair:
-    return _core.ClientKeyPair.generate(2048)
-
-
-@pytest.fixture(scope="module")
-def client_public(keypair: _core.ClientKeyPair) -> rsa.RSAPublicKey:
-    public = serialization.load_pem_public_key(keypair.public_key_pem.encode())
-    assert isinstance(public, rsa.RSAPublicKey)
-    return public
 
 
 def sealed(public: rsa.RSAPublicKey, plaintext: bytes, **extra: Any) -> bytes:
