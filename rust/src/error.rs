@@ -199,6 +199,29 @@ pub mod py {
         Ok(())
     }
 
+    /// What a panic in the core prints: where it happened, never its message.
+    ///
+    /// A panic's message can quote what the code was looking at (an `expect` on a parse, the
+    /// index and length of a slice of plaintext), and the default hook prints it to stderr,
+    /// before `no_panic` turns the panic into the opaque crypto error, into the logs of a
+    /// service that would never log a request. The hook is this module's own (the core links
+    /// its own Rust standard library), so no other extension's panics are affected. Writing to
+    /// a closed stderr is ignored: a panic inside the hook would abort the process.
+    pub fn quiet_panics() {
+        std::panic::set_hook(Box::new(|info| {
+            use std::io::Write as _;
+            let place = info.location().map_or_else(
+                || "an unknown place".to_owned(),
+                |at| format!("{}:{}", at.file(), at.line()),
+            );
+            let _ = writeln!(
+                std::io::stderr(),
+                "nomyo_native._core: internal error (a Rust panic at {place}; its message is \
+                 withheld, as it may quote the data being handled)"
+            );
+        }));
+    }
+
     /// Run `f`, turning a Rust panic into the opaque crypto error so that no panic ever crosses
     /// into Python (the secrets on the unwinding stack are wiped by their `Drop`).
     pub fn no_panic<T>(

@@ -77,7 +77,9 @@ mod _core {
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
-        // First, so that a `fork` from now on never leaves a child a lock held (see fork.rs).
+        // Before anything can panic: a panic's message may quote data, and is never printed.
+        crate::error::py::quiet_panics();
+        // So that a `fork` from now on never leaves a child a lock held (see fork.rs).
         crate::fork::install();
         // Before aws-lc allocates anything: its keys and contexts go to locked, wiped memory.
         crate::lc_heap::install();

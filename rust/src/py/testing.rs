@@ -29,6 +29,7 @@ pub fn register(core: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(json_roundtrip, &m)?)?;
     m.add_function(wrap_pyfunction!(json_digest, &m)?)?;
     m.add_function(wrap_pyfunction!(json_loads, &m)?)?;
+    m.add_function(wrap_pyfunction!(panic_with, &m)?)?;
     // An attribute, not `add_submodule`, which would also list it in `_core.__all__`: the probes
     // are private and test-only, so `_core`'s public names (and its stub) are the same in the
     // release and the test build. The attribute alone does not make it importable: `import a.b.c`
@@ -44,6 +45,15 @@ pub fn register(core: &Bound<'_, PyModule>) -> PyResult<()> {
 #[pyfunction]
 fn release_pool() -> PyResult<usize> {
     no_panic(|| Ok(secret::release_pool()))
+}
+
+/// Panic inside `no_panic` with `message` as the panic's message, as a bug on data would: the
+/// caller sees the opaque crypto error, and stderr where it happened but not `message`.
+#[pyfunction]
+fn panic_with(message: &str) -> PyResult<()> {
+    no_panic(AssertUnwindSafe(|| -> Result<(), CoreError> {
+        panic!("{message}")
+    }))
 }
 
 /// True when locked memory's one-time set-up has run (module initialisation does it).

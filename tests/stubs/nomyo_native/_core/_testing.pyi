@@ -13,12 +13,17 @@ __all__ = [
     "json_loads",
     "json_roundtrip",
     "locked_memory_initialised",
+    "panic_with",
     "probe_overflow",
     "release_pool",
 ]
 
 def locked_memory_initialised() -> bool:
     """True when locked memory's one-time set-up has run (importing ``_core`` does it)."""
+
+def panic_with(message: str) -> None:
+    """Panic inside the core's panic guard with ``message`` as the panic's message: raises
+    ``CryptoError`` (opaque); stderr says where the panic was, never ``message``."""
 
 def release_pool() -> int:
     """Free the wiped buffers the core keeps for reuse; returns the bytes released."""
