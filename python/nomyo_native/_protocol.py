@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import traceback
 import urllib.parse
 from typing import Any, Final, NamedTuple
 
@@ -162,6 +163,9 @@ def validate_encrypted_response(encrypted_response: object) -> None:
 
 # ---- responses -------------------------------------------------------------------------------
 
+# What the core opens: the payload, the envelope's processed_at and its algorithm.
+_Opened = tuple[Any, int | float | None, str]
+
 
 def open_response(
     body: bytes | bytearray | memoryview, payload_id: str, keypair: _core.ClientKeyPair
@@ -174,15 +178,21 @@ def open_response(
     for a malformed envelope or plaintext, and when the server echoed another payload id.
     """
     started, size = time.perf_counter(), len(body)
-    with _opening_errors:
-        try:
-            payload, processed_at, algorithm = _core.open_envelope(body, keypair)
-        finally:
-            _body_buffers.release(body)  # the core has returned: nothing reads it any more
+    # No local of this frame holds the answer: a refused one must not outlive the refusal in
+    # the traceback's frames (see _with_metadata).
+    answer = _with_metadata(_opened(body, keypair), payload_id)
     logger.debug(
         "opened response: %d bytes in %.1f ms", size, (time.perf_counter() - started) * 1000
     )
-    return _with_metadata(payload, processed_at, algorithm, payload_id)
+    return answer
+
+
+def _opened(body: bytes | bytearray | memoryview, keypair: _core.ClientKeyPair) -> _Opened:
+    with _opening_errors:
+        try:
+            return _core.open_envelope(body, keypair)
+        finally:
+            _body_buffers.release(body)  # the core has returned: nothing reads it any more
 
 
 def decrypt_response(
@@ -204,14 +214,18 @@ def build_response(opened: _core.OpenedEnvelope, payload_id: str) -> dict[str, A
     (which is wiped), with the client's ``_metadata`` fields. Raises as :func:`open_response`
     does."""
     started = time.perf_counter()
-    with _opening_errors:
-        payload, processed_at, algorithm = opened.build()
+    answer = _with_metadata(_built(opened), payload_id)  # as in open_response
     logger.debug(
         "built response: %d bytes in %.1f ms",
         opened.plaintext_bytes,
         (time.perf_counter() - started) * 1000,
     )
-    return _with_metadata(payload, processed_at, algorithm, payload_id)
+    return answer
+
+
+def _built(opened: _core.OpenedEnvelope) -> _Opened:
+    with _opening_errors:
+        return opened.build()
 
 
 class _OpeningErrors:
@@ -237,10 +251,26 @@ class _OpeningErrors:
 _opening_errors = _OpeningErrors()
 
 
-def _with_metadata(
+def _with_metadata(opened: _Opened, payload_id: str) -> dict[str, Any]:
+    """The opened payload, which must be a JSON object, with the client's ``_metadata`` fields.
+
+    A refused answer does not outlive the refusal: the frames of a traceback keep their locals,
+    and error reporters that record them (Sentry's default) would send the decrypted answer
+    on. So the frames the refusal came through are cleared, this one drops the answer before
+    it raises, and no caller holds the answer in a local of its own."""
+    payload, processed_at, algorithm = opened
+    del opened
+    try:
+        return _metadata_added(payload, processed_at, algorithm, payload_id)
+    except BaseException as refusal:
+        del payload
+        traceback.clear_frames(refusal.__traceback__)
+        raise
+
+
+def _metadata_added(
     payload: Any, processed_at: int | float | None, algorithm: str, payload_id: str
 ) -> dict[str, Any]:
-    """``payload``, which must be a JSON object, with the client's ``_metadata`` fields."""
     if not isinstance(payload, dict):
         raise ResponseFormatError("Decrypted response is not a JSON object")
     metadata = payload.get("_metadata")
