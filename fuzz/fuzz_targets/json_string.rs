@@ -299,9 +299,10 @@ fn check_escaped(ours: Result<Vec<u8>, EscapeStop>, codes: &[u32]) {
 }
 
 /// `json_scan::build_cost` (AVX2 where this machine has it) against its definition: one per
-/// bracket or separator, eight per 8-byte word of digits, plus one; past `limit` only "more".
+/// bracket, separator or backslash, eight per 8-byte word of digits, plus one; past `limit`
+/// only "more".
 fn check_build_cost(json: &[u8], limit: usize) {
-    let structural = json.iter().filter(|&&b| b"[{,:".contains(&b)).count();
+    let structural = json.iter().filter(|&&b| b"[{,:\\".contains(&b)).count();
     let words = json
         .chunks_exact(8)
         .filter(|word| word.iter().all(u8::is_ascii_digit))

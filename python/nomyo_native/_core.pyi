@@ -180,15 +180,16 @@ class OpenedEnvelope:
 
     @property
     def build_cost(self) -> int:
-        """A bound on the build's work beyond copying strings: one per ``[``, ``{``, ``,``
-        and ``:`` of the plaintext, eight per 8-byte word of digits at an offset that is a
-        multiple of 8 (a long number's; strings' bytes count too), plus one; counted up to
-        ``decrypt_envelope``'s ``cost_limit``, so a figure above it says only "more"."""
+        """A bound on the build's work beyond copying strings: one per ``[``, ``{``, ``,``,
+        ``:`` and backslash of the plaintext, eight per 8-byte word of digits at an offset
+        that is a multiple of 8 (a long number's; strings' bytes count too), plus one; counted
+        up to ``decrypt_envelope``'s ``cost_limit``, so a figure above it says only "more"."""
 
     def build(self) -> tuple[Any, int | float | None, str]:
         """``open_envelope``'s second half: the payload's objects built from the plaintext,
         which is then wiped; ``(payload, processed_at, algorithm)``. Raises ``EnvelopeError``
-        for a malformed plaintext, ``ValueError`` when called a second time."""
+        for a malformed plaintext (the plaintext wiped too), ``ValueError`` when called again
+        after either."""
 
 @final
 class RequestBody:

@@ -18,13 +18,14 @@ must be scheduled: ~0.4 ms here, several ms on a busy machine). Two rules:
   the client's private key, ~1.4 ms, plus ~0.3 ms per MiB of base64 and AES-GCM) run inline
   too: a stall of ~1.5 ms for a small request instead of two hand-offs.
   The open's second half builds the answer's objects, and what it builds is the server's: an
-  ordinary answer costs ~0.5-1.5 ms per MiB, a hostile one (lists of empty lists, integers
-  of thousands of digits) ~70-190 ms per MiB. So the first half also counts a bound of the
-  build's work (containers, separators, long numbers' digits:
-  ``_core.OpenedEnvelope.build_cost``), and
-  the build runs inline only when that is at most :data:`LONE_BUILD_MAX_COST` and the
-  plaintext at most :data:`LONE_BUILD_MAX_BYTES` (a stall of a few ms at most, whatever the
-  server sent); otherwise on a worker, where the reader lets the GIL go every 5 ms, so the
+  ordinary answer costs ~0.5-1.5 ms per MiB, a hostile one ~5-190 ms per MiB (strings of
+  nothing but escapes such as ``\"``, lists of empty lists, integers of thousands of digits).
+  So the first half also counts a bound of the build's work (containers, separators,
+  backslashes, long numbers' digits: ``_core.OpenedEnvelope.build_cost``), and the build
+  runs inline only when that is at most :data:`LONE_BUILD_MAX_COST` and the plaintext at most
+  :data:`LONE_BUILD_MAX_BYTES`: text the count does not see (raw UTF-8 of mixed scripts, the
+  dearest) is built at ~1-1.5 ms per MiB, so a stall of ~3 ms at most, whatever the server
+  sent; otherwise on a worker, where the reader lets the GIL go every 5 ms, so the
   loop gets its turns (longest gap with a 4 MiB hostile answer 311-367 ms before, 49-70
   ms after: CPython's garbage collector, which the build's million allocations set off, holds
   the GIL for tens of ms at a time). The seal's JSON writer, over the caller's own payload,
@@ -61,9 +62,12 @@ __all__ = [
 INLINE_SEAL_MAX_BYTES = 16 * 1024
 LONE_SEAL_MAX_BYTES = 8 * 1024 * 1024
 LONE_OPEN_MAX_BYTES = 4 * 1024 * 1024
-LONE_BUILD_MAX_BYTES = 3 * 1024 * 1024
+# Below what LONE_OPEN_MAX_BYTES lets through (a 4 MiB envelope holds 3 MiB of plaintext).
+LONE_BUILD_MAX_BYTES = 2 * 1024 * 1024
 # Containers and separators (a chat answer has ~50; one with logprobs or many tool calls
-# thousands) cost ~0.1 us each to build; a 4300-digit integer, the reader's longest, ~75 us.
+# thousands) cost ~0.1 us each to build, escapes 0.01-0.02 us (counted alike: the bound errs
+# on the worker's side for answers of escaped text); a 4300-digit integer, the reader's
+# longest whatever the interpreter's limit, ~75 us.
 LONE_BUILD_MAX_COST = 4096
 # Values (strings, numbers, containers, keys) looked at before giving up: enough for a chat of
 # a dozen messages, and for a lone request's of some fifty (~0.1 ms of walking at most).

@@ -12,7 +12,7 @@ pub fn build_cost(json: &[u8], limit: usize) -> usize {
     crate::json_scan::build_cost_steps(json, limit)
 }
 
-/// `build_cost` on AVX2: per 32 bytes, the brackets and separators counted in byte lanes
+/// `build_cost` on AVX2: per 32 bytes, the brackets, separators and backslashes counted in byte lanes
 /// (summed every 255 steps, before a lane could overflow, when the limit is looked at), and
 /// the words of 8 digits in 64-bit ones.
 ///
@@ -27,6 +27,7 @@ unsafe fn build_cost_avx2(json: &[u8], limit: usize) -> usize {
     // '[' and '{' differ only in 0x20, which no other byte that ORs to '{' lacks.
     let (bracket, fold) = (_mm256_set1_epi8(b'{' as i8), _mm256_set1_epi8(0x20));
     let (comma, colon) = (_mm256_set1_epi8(b',' as i8), _mm256_set1_epi8(b':' as i8));
+    let backslash = _mm256_set1_epi8(b'\\' as i8);
     // Signed compares: a byte from 0x80 on is negative, so no digit.
     let (below_zero, past_nine) = (_mm256_set1_epi8(b'/' as i8), _mm256_set1_epi8(b':' as i8));
     let all_ones = _mm256_set1_epi8(-1);
@@ -40,7 +41,10 @@ unsafe fn build_cost_avx2(json: &[u8], limit: usize) -> usize {
             // SAFETY: `at + BLOCK <= json.len()`: `steps` blocks fit from where this run began.
             let v = unsafe { _mm256_loadu_si256(json.as_ptr().add(at).cast()) };
             let hit = _mm256_or_si256(
-                _mm256_cmpeq_epi8(_mm256_or_si256(v, fold), bracket),
+                _mm256_or_si256(
+                    _mm256_cmpeq_epi8(_mm256_or_si256(v, fold), bracket),
+                    _mm256_cmpeq_epi8(v, backslash),
+                ),
                 _mm256_or_si256(_mm256_cmpeq_epi8(v, comma), _mm256_cmpeq_epi8(v, colon)),
             );
             lanes = _mm256_sub_epi8(lanes, hit); // a hit is -1

@@ -20,7 +20,7 @@ use zeroize::Zeroize;
 
 use crate::error::{CoreError, CoreResult};
 use crate::json_path::{self, Step as PathStep};
-use crate::json_scan::{plain_prefix, plain_run, scan_number};
+use crate::json_scan::{plain_prefix, plain_run, scan_number, MAX_INT_DIGITS};
 use crate::json_string::{self, EscapeStop, UnescapeError};
 use crate::json_wide;
 use crate::pystr::{StrError, Text};
@@ -976,9 +976,12 @@ impl<'py> Parser<'_, 'py> {
     /// way (that names the error, or reads what the decoder does not take).
     fn wide_str(&mut self, start: usize, end: usize) -> Option<CoreResult<Bound<'py, PyString>>> {
         let body_len = end - start;
-        // Room for the UTF-16 code units (at least as many as code points), and 8 units of
-        // slack: the decoder widens ASCII runs 8 bytes at a time.
-        let mut room = json_wide::estimated_units(&self.s[start..end]) + 8;
+        // Room for the UTF-16 code units (at least as many as code points), never more than one
+        // a byte (no string has more: the estimate counts two for each byte from 0xF0 up, and a
+        // body of such bytes, which the decoder refuses at the first, would have the server
+        // size a buffer of eight times its length), and 8 units of slack: the decoder widens
+        // ASCII runs 8 bytes at a time.
+        let mut room = json_wide::estimated_units(&self.s[start..end]).min(body_len) + 8;
         let mut from = json_wide::Progress::default();
         let wide = loop {
             if let Err(error) = self.wide_room(room, from.written) {
@@ -1104,6 +1107,11 @@ impl<'py> Parser<'_, 'py> {
             let Ok(int) = value.into_pyobject(self.py);
             return Ok(int.into_any());
         }
+        if number.int_digits > MAX_INT_DIGITS {
+            // Refused whatever the interpreter's limit: the server is not to set the GIL's
+            // hold (CPython refuses it at its default limit with the same words).
+            return Err(self.fail_at("integer too large", start));
+        }
         // Big integer: CPython parses the digits (NUL-terminated copy in locked memory).
         self.scratch.clear();
         self.scratch.extend_from_slice(text.as_bytes())?;
@@ -1121,7 +1129,7 @@ impl<'py> Parser<'_, 'py> {
         };
         self.scratch.clear();
         // CPython converts digits in time that grows faster than their count (~75 us for
-        // 4300, the most it takes): a few hundred of them would hold the GIL as long as a
+        // 4300, the most the reader takes): a few hundred of them would hold the GIL as long as a
         // million small values, so a long one looks at the clock too.
         if text.len() >= LONG_INTEGER_DIGITS {
             self.gil_yield();

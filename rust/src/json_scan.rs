@@ -62,9 +62,18 @@ pub fn scan_number(s: &[u8], start: usize) -> Option<NumberScan> {
     })
 }
 
+/// Most digits CPython reads into an `int` by default (`sys.int_max_str_digits`, there against
+/// this very cost: its conversion grows faster than the digits). The request's writer refuses
+/// longer integers (`json.loads` on the endpoint would), and the response's reader does too,
+/// whatever limit the application set: a server's 100,000-digit integer would hold the GIL for
+/// ~50 ms, a million digits for seconds.
+pub const MAX_INT_DIGITS: usize = 4300;
+
 /// A bound on the work of building a JSON text's Python objects beyond copying its strings:
 /// one per byte that opens a container or separates values or keys (`[`, `{`, `,`, `:`; a value
-/// or key follows each, or the text's first value), and eight per 8-byte word of digits (at an
+/// or key follows each, or the text's first value), one per backslash (an escape, decoded
+/// apart from the plain text around it: a string of nothing but `\"` or `\u0001` costs the
+/// reader 10-20 ns an escape, as much as a separator's value), and eight per 8-byte word of digits (at an
 /// offset that is a multiple of 8: any run of 15 digits holds one). Converting a long integer
 /// costs CPython more than linearly in its digits (~75 us for 4300, the most the reader takes),
 /// so a number's digits count once it is that long; shorter runs, such as the hex digits of
@@ -93,7 +102,8 @@ pub(crate) fn build_cost_steps(json: &[u8], limit: usize) -> usize {
         let brackets = zeros((word | (ONES * 0x20)) ^ (ONES * u64::from(b'{')));
         let separators =
             zeros(word ^ (ONES * u64::from(b','))) | zeros(word ^ (ONES * u64::from(b':')));
-        (brackets | separators) >> 7
+        let backslashes = zeros(word ^ (ONES * u64::from(b'\\')));
+        (brackets | separators | backslashes) >> 7
     };
     // Every byte '0'..='9': high nibble 3, and the low one still under 10 with 6 added (no
     // byte carries into the next once every high nibble is 3).
@@ -130,7 +140,7 @@ pub(crate) fn build_cost_steps(json: &[u8], limit: usize) -> usize {
         cost += whole
             .remainder()
             .iter()
-            .map(|&b| usize::from(matches!(b, b'[' | b'{' | b',' | b':')))
+            .map(|&b| usize::from(matches!(b, b'[' | b'{' | b',' | b':' | b'\\')))
             .sum::<usize>();
         if cost > limit {
             return cost;
@@ -372,7 +382,7 @@ mod tests {
     #[test]
     fn the_build_cost_counts_every_costly_byte_at_every_length_and_stops_past_the_limit() {
         let naive = |json: &[u8]| {
-            let structural = json.iter().filter(|&&b| b"[{,:".contains(&b)).count();
+            let structural = json.iter().filter(|&&b| b"[{,:\\".contains(&b)).count();
             let words = json
                 .chunks_exact(8)
                 .filter(|w| w.iter().all(u8::is_ascii_digit))
@@ -390,14 +400,15 @@ mod tests {
                 assert_eq!(count(&json, usize::MAX), naive(&json), "{len}");
             }
             for len in [0, 7, 8, 9, 15, 16, 31, 32, 33, 8160, 8161, 8168, 20_000] {
-                for byte in [b'7', b',', b'[', b'{', b':'] {
+                for byte in [b'7', b',', b'[', b'{', b':', b'\\'] {
                     let same = vec![byte; len];
                     assert_eq!(count(&same, usize::MAX), naive(&same), "{len} {byte}");
                 }
             }
-            // Runs of up to 7 digits (escapes' hex digits) count nothing, wherever they fall.
+            // Runs of up to 7 digits (escapes' hex digits) count nothing, wherever they fall:
+            // only the escapes' backslashes do.
             let short_runs = b"\\u0395\\u03bb1234567x".repeat(2_000);
-            assert_eq!(count(&short_runs, usize::MAX), 1);
+            assert_eq!(count(&short_runs, usize::MAX), 1 + 2 * 2_000);
             let all_costly = vec![b','; 32 * 255 * 4 + 5];
             for limit in [0, 1, 100, 8160, 8161, 20_000, 40_000] {
                 let cost = count(&all_costly, limit);

@@ -26,7 +26,7 @@ use crate::json_string::{hex4, unicode_escape};
 pub struct Progress {
     /// Input bytes read.
     pub read: usize,
-    /// UTF-16 code units written.
+    /// Units written (`wchar_t`s of `UNIT_BYTES`, or of the `UNIT` `decode_units` was given).
     pub written: usize,
     /// The OR of the code units written (ASCII ones copied 8 at a time left out: they change
     /// nothing): below 0x100 exactly when every character is Latin-1.
@@ -51,7 +51,7 @@ pub enum WideStop {
 pub struct Wide {
     /// Offset of the closing quote in the input.
     pub closing_quote: usize,
-    /// UTF-16 code units written (2 bytes each, little-endian).
+    /// Units written (as `Progress::written`), native-endian.
     pub units: usize,
     /// The OR of the code units (see `Progress`).
     pub bits: u32,

@@ -23,12 +23,8 @@
 
 use crate::envelope::MAX_JSON_DEPTH;
 use crate::error::{CoreError, CoreResult};
-use crate::json_scan::{plain_prefix, scan_number, NumberScan};
+use crate::json_scan::{plain_prefix, scan_number, NumberScan, MAX_INT_DIGITS};
 use crate::secret::LockedBuf;
-
-/// Most digits CPython reads into an `int` (its default `sys.int_max_str_digits`): `json.loads`
-/// refuses a longer integer, so the endpoint could not read the request.
-const MAX_INT_DIGITS: usize = 4300;
 
 /// The user-facing reason `stream` is refused (the message the SDK caller sees).
 pub const STREAM_REFUSED: &str = "stream=true is not supported: the secure completion protocol \
@@ -356,7 +352,8 @@ impl Compactor<'_, '_> {
         };
         self.pos = end;
         if !is_float && int_digits > MAX_INT_DIGITS {
-            // Python's json.loads (the dict path's reader, and the endpoint's) refuses it.
+            // Python's json.loads (the dict path's reader, and the endpoint's, at their
+            // default limit) refuses it.
             return Err(self.fail_at(
                 &format!("integer of more than {MAX_INT_DIGITS} digits"),
                 start,

@@ -94,12 +94,17 @@ async def test_a_lone_envelope_above_its_bound_is_opened_on_a_worker(
     [
         # A server's answer that is cheap to decrypt and dear to build: many small values, a
         # long run of digits (an integer's conversion grows faster than its digits), deep
-        # nesting repeated.
+        # nesting repeated, strings of nothing but escapes (each decoded apart from the text
+        # around it): quotes, control characters, backslashes, lone surrogates.
         {"noise": [[]] * 100_000},
         {"noise": [int("9" * 4000)] * 2},
         {"noise": [[[[[[[[1]]]]]]]] * 1_000},
+        {"noise": '"' * 300_000},
+        {"noise": "\x01" * 100_000},
+        {"noise": "\\" * 300_000},
+        {"noise": "\ud800" * 100_000},
     ],
-    ids=["values", "digits", "nesting"],
+    ids=["values", "digits", "nesting", "quotes", "controls", "backslashes", "surrogates"],
 )
 async def test_a_lone_answer_dear_to_build_is_decrypted_on_the_loop_and_built_on_a_worker(
     make_chat, peer, monkeypatch, costly
@@ -137,6 +142,25 @@ async def test_a_lone_answer_is_built_inline_up_to_both_bounds(
     assert seen["open"] == {loop_thread}
     assert (seen["build"] == {loop_thread}) is inline
     assert seen["build"]
+
+
+@pytest.mark.parametrize("beyond", [False, True])
+async def test_at_the_defaults_the_plaintexts_size_bounds_an_inline_build(
+    make_chat, monkeypatch, beyond
+):
+    # One long plain string (no costly byte): its envelope is decrypted inline either side of
+    # the byte bound, and its build moves to a worker past it.
+    size = _loop_calls.LONE_BUILD_MAX_BYTES + (64 << 10 if beyond else -(64 << 10))
+    prompt = "plain text " * (size // 11)
+    assert len(prompt) * 4 // 3 < _loop_calls.LONE_OPEN_MAX_BYTES - (64 << 10)
+    seen = spy_on_core_threads(monkeypatch)
+    loop_thread = threading.current_thread().name
+    async with make_chat() as chat:
+        reply = await chat.create(model="m", messages=[{"role": "user", "content": prompt}])
+    assert reply["choices"][0]["message"]["content"] == f"echo: {prompt}"
+    assert seen["open"] == {loop_thread}
+    assert seen["build"]
+    assert (loop_thread in seen["build"]) is not beyond
 
 
 async def test_a_build_on_a_worker_is_a_build_at_most_once(make_chat, peer, monkeypatch):

@@ -23,9 +23,9 @@ def sealed(public: rsa.RSAPublicKey, plaintext: bytes, **extra: Any) -> bytes:
 
 
 def cost_of(plaintext: bytes) -> int:
-    """``build_cost`` counted the slow way: one per bracket or separator, eight per 8-byte
-    word of digits (at offsets that are multiples of 8), plus one."""
-    structural = sum(byte in b"[{,:" for byte in plaintext)
+    """``build_cost`` counted the slow way: one per bracket, separator or backslash, eight per
+    8-byte word of digits (at offsets that are multiples of 8), plus one."""
+    structural = sum(byte in b"[{,:\\" for byte in plaintext)
     words = sum(plaintext[k : k + 8].isdigit() for k in range(0, len(plaintext) - 7, 8))
     return 1 + structural + 8 * words
 
@@ -83,7 +83,7 @@ def test_a_payload_is_built_once(
     opened = _core.decrypt_envelope(sealed(client_public, b'{"a": [1, 2]}'), keypair, 100)
     assert "not built" in repr(opened)
     assert opened.build()[0] == {"a": [1, 2]}
-    assert "built" in repr(opened) and "not built" not in repr(opened)
+    assert "consumed" in repr(opened) and "not built" not in repr(opened)
     with pytest.raises(ValueError, match="already built"):
         opened.build()
 
@@ -130,5 +130,7 @@ def test_the_first_half_raises_for_the_envelope_and_the_second_for_the_plaintext
     opened = _core.decrypt_envelope(sealed(client_public, b'{"a": [1, 2'), keypair, 100)
     with pytest.raises(_core.EnvelopeError):
         opened.build()
-    with pytest.raises(ValueError, match="already built"):
+    # Its plaintext is gone with the failed build: the envelope says so, and builds no more.
+    assert "consumed" in repr(opened) and "not built" not in repr(opened)
+    with pytest.raises(ValueError, match=r"already built \(or its build failed\)"):
         opened.build()

@@ -385,6 +385,32 @@ def test_reader_refuses_integers_beyond_python_digit_limit() -> None:
         _testing.json_loads(b"[" + b"9" * 5000 + b"]")
 
 
+@pytest.mark.parametrize("interpreter_limit", [0, 4300, 10_000, 1_000_000])
+def test_reader_takes_at_most_4300_digits_whatever_the_interpreters_limit(
+    interpreter_limit: int,
+) -> None:
+    """A server's integer is read up to CPython's default limit, also when the application
+    lifted the limit (0: none): converting 100,000 digits held the GIL ~50 ms, and the time
+    grows faster than the digits."""
+    before = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(interpreter_limit)
+    try:
+        for sign in ("", "-"):
+            for digits in (4300, 4301, 5000, 100_000):
+                text = sign + "7" * digits
+                data = b'{"n": [1, ' + text.encode() + b"]}"
+                if digits <= 4300:
+                    assert _testing.json_loads(data) == {"n": [1, int(text)]}
+                else:
+                    with pytest.raises(_core.EnvelopeError) as info:
+                        _testing.json_loads(data)
+                    assert str(info.value) == (
+                        "invalid JSON payload: integer too large at byte 10 (path $.n[1])"
+                    )
+    finally:
+        sys.set_int_max_str_digits(before)
+
+
 # ---- through seal / open -------------------------------------------------------------------------
 
 

@@ -8,6 +8,8 @@ the reader has always given."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -174,3 +176,44 @@ def test_a_bad_non_ascii_body_gets_the_readers_error(data: bytes, message: str) 
     with pytest.raises(_core.EnvelopeError) as info:
         _testing.json_loads(data)
     assert str(info.value) == f"invalid JSON payload: {message}"
+
+
+# Sizes the decoder's scratch for a string of `lead` and bytes from 0xF0 up (no UTF-8), which
+# it refuses at the first, and prints what the pool of locked buffers holds after each (the
+# body's locked copy and the scratch, both freed into it; it keeps up to its limit). Each such
+# byte counted as a 4-byte character's lead gave two units of room a byte: eight bytes of
+# code points locked (and paged in) for each byte of body, before the refusal.
+SCRATCH_KEPT = r"""
+import json
+from nomyo_native import _core
+from nomyo_native._core import _testing
+body = _core.memory_status()["pool_limit_bytes"] // 12
+kept = []
+for lead in (b"\\n", b"\\u00e9", b'\\"\\u4e2d'):
+    for filler in (b"\xff", b"\xf5", b"\xf0"):
+        _testing.release_pool()
+        try:
+            _testing.json_loads(b'{"a": "' + lead + filler * body + b'"}')
+        except _core.EnvelopeError:
+            kept.append(_core.memory_status()["bytes_pooled"])
+print(json.dumps({"body": body, "kept": kept}))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the pool's counters as Linux keeps them")
+def test_a_body_that_is_not_utf8_sizes_no_more_scratch_than_its_length() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SCRATCH_KEPT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    body, kept = report["body"], report["kept"]
+    assert len(kept) == 9, "every body refused"
+    for pooled in kept:
+        # The body's copy and a scratch of at most four bytes (one code point) per body byte,
+        # each rounded up to whole pages with a little room.
+        assert body < pooled <= 5 * body + (64 << 10), (body, kept)

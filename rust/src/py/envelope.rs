@@ -97,7 +97,7 @@ impl OpenedEnvelope {
     }
 
     /// A bound on the build's work beyond copying strings (`json_scan::build_cost`: brackets,
-    /// separators, long numbers' digits), counted up to `decrypt_envelope`'s `cost_limit`: a
+    /// separators, backslashes, long numbers' digits), counted up to `decrypt_envelope`'s `cost_limit`: a
     /// figure above it says only "more".
     #[getter]
     fn build_cost(&self) -> usize {
@@ -108,14 +108,18 @@ impl OpenedEnvelope {
     /// `(payload, processed_at, algorithm)`, as `open_envelope` returns. Once only.
     fn build<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         let taken = self.opened.lock().ok().and_then(|mut opened| opened.take());
-        let opened = taken
-            .ok_or_else(|| PyValueError::new_err("this envelope's payload was already built"))?;
+        let opened = taken.ok_or_else(|| {
+            PyValueError::new_err(
+                "this envelope's payload was already built (or its build failed): once only",
+            )
+        })?;
         built(py, opened)
     }
 
     fn __repr__(&self) -> String {
-        let built = self.opened.lock().map(|o| o.is_none()).unwrap_or(true);
-        let state = if built { "built" } else { "not built" };
+        // Taken by `build`, which either built the payload or failed (the plaintext wiped).
+        let taken = self.opened.lock().map(|o| o.is_none()).unwrap_or(true);
+        let state = if taken { "consumed" } else { "not built" };
         format!("<OpenedEnvelope {} bytes, {state}>", self.plaintext_bytes)
     }
 }
