@@ -12,9 +12,9 @@ pub fn build_cost(json: &[u8], limit: usize) -> usize {
     crate::json_scan::build_cost_steps(json, limit)
 }
 
-/// `build_cost` on AVX2: per 32 bytes, the brackets, separators and backslashes counted in byte lanes
-/// (summed every 255 steps, before a lane could overflow, when the limit is looked at), and
-/// the words of 8 digits in 64-bit ones.
+/// `build_cost` on AVX2: per 32 bytes, the brackets, separators and backslashes counted in
+/// byte lanes (summed every 255 steps, before a lane could overflow, when the limit is looked
+/// at), and the words of 8 digits in 64-bit ones.
 ///
 /// # Safety
 /// The CPU has AVX2.

@@ -976,11 +976,11 @@ impl<'py> Parser<'_, 'py> {
     /// way (that names the error, or reads what the decoder does not take).
     fn wide_str(&mut self, start: usize, end: usize) -> Option<CoreResult<Bound<'py, PyString>>> {
         let body_len = end - start;
-        // Room for the UTF-16 code units (at least as many as code points), never more than one
-        // a byte (no string has more: the estimate counts two for each byte from 0xF0 up, and a
-        // body of such bytes, which the decoder refuses at the first, would have the server
-        // size a buffer of eight times its length), and 8 units of slack: the decoder widens
-        // ASCII runs 8 bytes at a time.
+        // Room for the UTF-16 code units (at least as many as code points), never more than
+        // one a byte (no string has more: the estimate counts two for each byte from 0xF0 up,
+        // and a body of such bytes, which the decoder refuses at the first, would have the
+        // server size a buffer of eight times its length), and 8 units of slack: the decoder
+        // widens ASCII runs 8 bytes at a time.
         let mut room = json_wide::estimated_units(&self.s[start..end]).min(body_len) + 8;
         let mut from = json_wide::Progress::default();
         let wide = loop {
@@ -1129,8 +1129,8 @@ impl<'py> Parser<'_, 'py> {
         };
         self.scratch.clear();
         // CPython converts digits in time that grows faster than their count (~75 us for
-        // 4300, the most the reader takes): a few hundred of them would hold the GIL as long as a
-        // million small values, so a long one looks at the clock too.
+        // 4300, the most the reader takes): a few hundred of them would hold the GIL as long
+        // as a million small values, so a long one looks at the clock too.
         if text.len() >= LONG_INTEGER_DIGITS {
             self.gil_yield();
         }

@@ -73,8 +73,8 @@ pub const MAX_INT_DIGITS: usize = 4300;
 /// one per byte that opens a container or separates values or keys (`[`, `{`, `,`, `:`; a value
 /// or key follows each, or the text's first value), one per backslash (an escape, decoded
 /// apart from the plain text around it: a string of nothing but `\"` or `\u0001` costs the
-/// reader 10-20 ns an escape, as much as a separator's value), and eight per 8-byte word of digits (at an
-/// offset that is a multiple of 8: any run of 15 digits holds one). Converting a long integer
+/// reader 10-20 ns an escape), and eight per 8-byte word of digits (at an offset that is a
+/// multiple of 8: any run of 15 digits holds one). Converting a long integer
 /// costs CPython more than linearly in its digits (~75 us for 4300, the most the reader takes),
 /// so a number's digits count once it is that long; shorter runs, such as the hex digits of
 /// `\u` escapes, do not. Bytes inside strings count too: a bound, not a count. Counted a block

@@ -97,8 +97,8 @@ impl OpenedEnvelope {
     }
 
     /// A bound on the build's work beyond copying strings (`json_scan::build_cost`: brackets,
-    /// separators, backslashes, long numbers' digits), counted up to `decrypt_envelope`'s `cost_limit`: a
-    /// figure above it says only "more".
+    /// separators, backslashes, long numbers' digits), counted up to `decrypt_envelope`'s
+    /// `cost_limit`: a figure above it says only "more".
     #[getter]
     fn build_cost(&self) -> usize {
         self.build_cost
