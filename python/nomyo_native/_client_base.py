@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
@@ -279,9 +280,16 @@ class ClientBase(AttemptDecisions):
         require_echo: bool | None = None,
     ) -> ChatCompletion:
         """The opened response once its ``_metadata`` passed the attestation policy and the
-        binding check (else SecurityError)."""
+        binding check (else SecurityError). A refused answer is dropped and the frames below
+        cleared before the refusal goes on (see ``_protocol._with_metadata``); callers pass
+        the answer straight from its open, in no local of theirs."""
         metadata = response["_metadata"]
-        self._attestation.judge(metadata, payload_id, policy, tier, sealed_to, require_echo)
+        try:
+            self._attestation.judge(metadata, payload_id, policy, tier, sealed_to, require_echo)
+        except BaseException as refusal:
+            del response, metadata
+            traceback.clear_frames(refusal.__traceback__)
+            raise
         # The client built _metadata itself (open_response, judge); the rest is the server's
         # chat.completion, described as PROTOCOL.md section 3 defines it, not validated here.
         return cast(ChatCompletion, response)

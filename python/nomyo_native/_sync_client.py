@@ -113,12 +113,17 @@ class SyncCompletionClient(ClientBase):
         policy = self._policy_for(attestation, None)
         keypair = self._require_keypair()
         try:
-            response = _protocol.open_response(bytes(encrypted_response), payload_id, keypair)
+            # Straight from the open into _finish: no local holds a refused answer.
+            return self._finish(
+                _protocol.open_response(bytes(encrypted_response), payload_id, keypair),
+                payload_id,
+                policy,
+                None,
+                self._server_key,
+                require_payload_echo,
+            )
         finally:
             self._keys.release(keypair)
-        return self._finish(
-            response, payload_id, policy, None, self._server_key, require_payload_echo
-        )
 
     def send_secure_request(
         self,
@@ -168,10 +173,17 @@ class SyncCompletionClient(ClientBase):
                 _core.MAX_ENVELOPE_BYTES,
                 tier,
             )
-            response = _protocol.open_response(body, payload_id, keypair)
+            # Straight from the open into _finish: no local holds a refused answer.
+            return self._finish(
+                _protocol.open_response(body, payload_id, keypair),
+                payload_id,
+                policy,
+                tier,
+                server_key,
+                require_echo,
+            )
         finally:
             self._keys.release(keypair)
-        return self._finish(response, payload_id, policy, tier, server_key, require_echo)
 
     def close(self) -> None:
         """Close the pooled connections (keys are kept; see :meth:`dispose`)."""

@@ -155,16 +155,17 @@ class _Envelopes(ClientBase):
         self._check_usable()
         _protocol.validate_encrypted_response(encrypted_response)
         policy = self._policy_for(attestation, None)
+        body = bytes(encrypted_response)
         keypair = self._require_keypair()
         try:
-            response = await run_blocking(
-                _protocol.open_response, bytes(encrypted_response), payload_id, keypair
+            # The answer goes from the open straight into _finish (a finished coroutine keeps
+            # no result): no local holds a refused one.
+            opening = run_blocking(_protocol.open_response, body, payload_id, keypair)
+            return self._finish(
+                await opening, payload_id, policy, None, self._server_key, require_payload_echo
             )
         finally:
             self._keys.release(keypair)
-        return self._finish(
-            response, payload_id, policy, None, self._server_key, require_payload_echo
-        )
 
 
 class SecureCompletionClient(_Lifecycle, _AsyncKeys, _Envelopes):
@@ -385,10 +386,13 @@ class SecureCompletionClient(_Lifecycle, _AsyncKeys, _Envelopes):
                     _core.MAX_ENVELOPE_BYTES,
                     tier,
                 )
-                response = await self._loop_calls.open(body, payload_id, keypair)
+                # As in decrypt_response: no local holds a refused answer.
+                opening = self._loop_calls.open(body, payload_id, keypair)
+                return self._finish(
+                    await opening, payload_id, policy, tier, server_key, require_echo
+                )
             finally:
                 self._keys.release(keypair)
-        return self._finish(response, payload_id, policy, tier, server_key, require_echo)
 
     def __repr__(self) -> str:
         return f"<SecureCompletionClient {self._shown_url} closed={self._closed}>"

@@ -4,6 +4,7 @@ error reporters that record frame locals (Sentry's default) would send it on."""
 
 from __future__ import annotations
 
+import asyncio
 import types
 import urllib.parse
 from collections.abc import Iterator
@@ -118,5 +119,58 @@ async def test_a_client_refusing_an_answer_keeps_it_in_no_frame(make_chat, peer,
     async with make_chat(max_retries=0) as chat:
         with pytest.raises(refusal) as caught:
             await chat.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert SECRET not in str(caught.value)
+    assert _library_locals_holding_the_secret(caught.value) == []
+
+
+# ---- refused by the attestation policy, after the answer was opened ------------------------
+
+
+def _run(kind: str, call: Any) -> Any:
+    return asyncio.run(call) if kind == "async" else call
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+def test_an_answer_the_policy_refuses_is_in_no_frame_of_the_refusal(peer, kind):
+    # At tier maximum an answer bound by nothing (no echo, no quote) is refused after it was
+    # opened; the answer holds SECRET (its metadata), the request does not.
+    peer.echo_payload_id = None
+    peer.extra_metadata = {"note": SECRET}
+    cls = nomyo.SyncSecureChatCompletion if kind == "sync" else nomyo.SecureChatCompletion
+    chat = cls(base_url="https://peer.test", key_size=2048, transport=peer.transport())
+    try:
+        with pytest.raises(nomyo.SecurityError, match="maximum") as caught:
+            _run(
+                kind,
+                chat.create(
+                    model="m",
+                    messages=[{"role": "user", "content": "hi"}],
+                    security_tier="maximum",
+                    attestation="off",
+                ),
+            )
+    finally:
+        chat.dispose()
+    assert peer.posts == 1, "refused after the answer came back"
+    assert SECRET not in str(caught.value)
+    assert _library_locals_holding_the_secret(caught.value) == []
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+def test_decrypt_response_refusing_by_the_policy_keeps_nothing(peer, kind):
+    cls = nomyo.SyncSecureChatCompletion if kind == "sync" else nomyo.SecureChatCompletion
+    chat = cls(base_url="https://peer.test", key_size=2048, transport=peer.transport())
+    client = chat.client
+    try:
+        client.generate_keys()
+        own_key = serialization.load_pem_public_key(client.public_key_pem.encode())
+        answer = {"choices": [{"message": {"content": SECRET}}], "_metadata": {}}
+        with pytest.raises(nomyo.SecurityError) as caught:
+            _run(
+                kind,
+                client.decrypt_response(seal_to(own_key, answer), "p-1", attestation="bound"),
+            )
+    finally:
+        chat.dispose()
     assert SECRET not in str(caught.value)
     assert _library_locals_holding_the_secret(caught.value) == []
