@@ -25,6 +25,7 @@ use serde_json::Number;
 
 use crate::envelope_scan::Fields;
 use crate::error::{CoreError, CoreResult};
+use crate::fill::{vec_filled_by, Fill};
 use crate::keys::{ClientKeyPair, ServerPublicKey};
 use crate::secret::LockedBuf;
 
@@ -135,41 +136,26 @@ pub fn sealed_len(plaintext_len: usize, server_key: &ServerPublicKey) -> usize {
         + B64.encoded_length(server_key.modulus_bytes())
 }
 
-/// Writes pieces into a caller's buffer of exactly the right size.
-struct Cursor<'a> {
-    out: &'a mut [u8],
-    pos: usize,
-}
-
-impl Cursor<'_> {
-    fn put(&mut self, bytes: &[u8]) -> CoreResult<()> {
-        let end = self.pos + bytes.len();
-        let dst = self.out.get_mut(self.pos..end).ok_or_else(short_output)?;
-        dst.copy_from_slice(bytes);
-        self.pos = end;
-        Ok(())
-    }
-
-    fn put_b64(&mut self, data: &[u8]) -> CoreResult<()> {
-        let end = self.pos + B64.encoded_length(data.len());
-        let dst = self.out.get_mut(self.pos..end).ok_or_else(short_output)?;
-        let written = B64.encode(data, dst.as_out()).len();
-        self.pos += written;
-        Ok(())
-    }
-}
-
 fn short_output() -> CoreError {
     CoreError::Memory("the envelope buffer is too small".into())
 }
 
+/// Append the standard base64 of `data`, written by the SIMD encoder straight into `out`.
+fn put_b64(out: &mut Fill<'_>, data: &[u8]) -> CoreResult<()> {
+    out.put_with(B64.encoded_length(data.len()), |room| {
+        &*B64.encode(data, room)
+    })
+    .ok_or_else(short_output)
+}
+
 /// Encrypt `plaintext` (in place: it holds the ciphertext afterwards) for `server_key` and write
-/// the envelope's UTF-8 JSON, exactly as PROTOCOL.md section 2, into `out`, which must be
-/// `sealed_len` bytes long (so the caller can hand us the final Python `bytes` to fill).
+/// the envelope's UTF-8 JSON, exactly as PROTOCOL.md section 2, into `out`, which must be a
+/// fresh writer of `sealed_len` bytes (so the caller can hand us the final Python `bytes` to
+/// fill, never zeroed first).
 pub fn seal_into(
     plaintext: &mut LockedBuf,
     server_key: &ServerPublicKey,
-    out: &mut [u8],
+    out: &mut Fill<'_>,
 ) -> CoreResult<()> {
     let _lc = crate::lc_heap::enter();
     if plaintext.len() > MAX_PLAINTEXT_BYTES {
@@ -178,7 +164,7 @@ pub fn seal_into(
             plaintext.len()
         )));
     }
-    if out.len() != sealed_len(plaintext.len(), server_key) {
+    if out.filled() != 0 || out.size() != sealed_len(plaintext.len(), server_key) {
         return Err(short_output());
     }
     let mut key = LockedBuf::zeroed(AES_KEY_LEN)?;
@@ -194,17 +180,18 @@ pub fn seal_into(
         return Err(CoreError::Crypto);
     }
 
-    let mut cur = Cursor { out, pos: 0 };
-    cur.put(FRAME[0].as_bytes())?;
-    cur.put_b64(plaintext.as_slice())?;
-    cur.put(FRAME[1].as_bytes())?;
-    cur.put_b64(&nonce)?;
-    cur.put(FRAME[2].as_bytes())?;
-    cur.put_b64(&tag)?;
-    cur.put(FRAME[3].as_bytes())?;
-    cur.put_b64(&wrapped)?;
-    cur.put(FRAME[4].as_bytes())?;
-    if cur.pos != cur.out.len() {
+    let frame =
+        |out: &mut Fill<'_>, piece: &str| out.put(piece.as_bytes()).ok_or_else(short_output);
+    frame(out, FRAME[0])?;
+    put_b64(out, plaintext.as_slice())?;
+    frame(out, FRAME[1])?;
+    put_b64(out, &nonce)?;
+    frame(out, FRAME[2])?;
+    put_b64(out, &tag)?;
+    frame(out, FRAME[3])?;
+    put_b64(out, &wrapped)?;
+    frame(out, FRAME[4])?;
+    if !out.is_full() {
         return Err(short_output());
     }
     Ok(())
@@ -212,9 +199,8 @@ pub fn seal_into(
 
 /// `seal_into` a fresh vector.
 pub fn seal(plaintext: &mut LockedBuf, server_key: &ServerPublicKey) -> CoreResult<Vec<u8>> {
-    let mut out = vec![0u8; sealed_len(plaintext.len(), server_key)];
-    seal_into(plaintext, server_key, &mut out)?;
-    Ok(out)
+    let len = sealed_len(plaintext.len(), server_key);
+    vec_filled_by(len, |out| seal_into(plaintext, server_key, out))?.ok_or_else(short_output)
 }
 
 // ---- open ----------------------------------------------------------------------------------
@@ -868,6 +854,31 @@ mod tests {
         // The unedited body and its whitespace variants did take the plain path.
         assert!(plain_taken > good.len(), "{plain_taken}");
         assert!(plain_parts(good.as_bytes(), kp).is_some());
+    }
+
+    #[test]
+    fn seal_into_fills_only_a_fresh_buffer_of_the_envelope_s_exact_size() {
+        let server = keypair().public_key().unwrap();
+        let plain = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        let len = sealed_len(plain.len(), &server);
+        let mut buf = LockedBuf::from_slice(plain).unwrap();
+        // Too short, too long, or already written to: refused before anything is encrypted.
+        for (size, prefix) in [(len - 1, 0), (len + 1, 0), (len, 1), (len + 1, 1)] {
+            let mut memory = vec![std::mem::MaybeUninit::<u8>::uninit(); size];
+            let mut out = Fill::new(&mut memory);
+            out.put(&b"x"[..prefix]).unwrap();
+            let err = seal_into(&mut buf, &server, &mut out).err();
+            assert!(matches!(err, Some(CoreError::Memory(_))), "{size}/{prefix}");
+            assert_eq!(out.filled(), prefix, "nothing written");
+            assert_eq!(buf.as_slice(), plain, "the plaintext is kept");
+        }
+        let envelope = vec_filled_by(len, |out| seal_into(&mut buf, &server, out))
+            .unwrap()
+            .expect("the envelope fills its buffer");
+        assert_eq!(
+            open(&envelope, keypair()).unwrap().plaintext.as_slice(),
+            plain
+        );
     }
 
     #[test]

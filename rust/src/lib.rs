@@ -8,6 +8,7 @@ mod avx2_steps;
 pub mod envelope;
 pub mod envelope_scan;
 pub mod error;
+pub mod fill;
 mod fork;
 pub mod json_path;
 pub mod json_scan;

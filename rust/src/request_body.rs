@@ -666,6 +666,7 @@ pub mod py {
 
     use crate::envelope;
     use crate::error::py::no_panic;
+    use crate::py::filled_bytes::bytes_filled_by;
     use crate::py::keys::ServerPublicKey;
     use crate::secret::LockedBuf;
 
@@ -723,7 +724,7 @@ pub mod py {
             })?;
             let key = &server_key.get().0;
             let len = envelope::sealed_len(plaintext.len(), key);
-            PyBytes::new_with(py, len, |out| {
+            bytes_filled_by(py, len, |out| {
                 py.detach(|| {
                     no_panic(AssertUnwindSafe(|| {
                         envelope::seal_into(&mut plaintext, key, out)

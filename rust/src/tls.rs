@@ -22,6 +22,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{CertificateError, ClientConfig, ClientConnection, RootCertStore};
 
+use crate::fill::{vec_filled_by, Fill};
 use crate::tls_parity;
 
 /// The received-plaintext buffer rustls keeps (16 KiB) refuses more records once it holds more
@@ -497,27 +498,25 @@ impl TlsSession {
         self.staged_tls.len() + self.rustls_tls
     }
 
-    /// Write all waiting TLS bytes into `out`, which is exactly `tls_pending()` long.
-    pub fn take_tls_into(&mut self, out: &mut [u8]) -> Result<(), TlsFailure> {
-        let staged = self.staged_tls.len();
-        if out.len() != self.tls_pending() {
+    /// Write all waiting TLS bytes into `out`, a fresh writer of exactly `tls_pending()` bytes
+    /// (the caller's final buffer, never zeroed first).
+    pub fn take_tls_into(&mut self, out: &mut Fill<'_>) -> Result<(), TlsFailure> {
+        if out.filled() != 0 || out.size() != self.tls_pending() {
             return Err(TlsFailure::Protocol(
                 "internal error: the TLS output changed size".to_owned(),
             ));
         }
-        out[..staged].copy_from_slice(&self.staged_tls);
+        let shorter = || {
+            TlsFailure::Protocol("internal error: the TLS output was shorter than announced".into())
+        };
+        out.put(&self.staged_tls).ok_or_else(shorter)?;
         self.staged_tls.clear();
         if self.staged_tls.capacity() > STAGED_KEPT {
             self.staged_tls = Vec::new();
         }
-        let mut rest = &mut out[staged..];
-        while !rest.is_empty() {
-            match self.conn.write_tls(&mut rest) {
-                Ok(0) | Err(_) => {
-                    return Err(TlsFailure::Protocol(
-                        "internal error: the TLS output was shorter than announced".to_owned(),
-                    ))
-                }
+        while !out.is_full() {
+            match self.conn.write_tls(out) {
+                Ok(0) | Err(_) => return Err(shorter()),
                 Ok(_) => {}
             }
         }
@@ -527,9 +526,9 @@ impl TlsSession {
 
     /// All waiting TLS bytes, as a vector (tests and callers without a preallocated buffer).
     pub fn take_tls(&mut self) -> Result<Vec<u8>, TlsFailure> {
-        let mut out = vec![0; self.tls_pending()];
-        self.take_tls_into(&mut out)?;
-        Ok(out)
+        vec_filled_by(self.tls_pending(), |out| self.take_tls_into(out))?.ok_or_else(|| {
+            TlsFailure::Protocol("internal error: the TLS output was shorter than announced".into())
+        })
     }
 
     /// Queue close_notify (once; later calls do nothing).
@@ -687,6 +686,26 @@ xgIhAIfvIafRpmXx/2PK8nFjn104zAYUfZn5DQ4MsNaoClH0
         assert_eq!(suites(provider), suites(&defaults));
         let first_group = provider.kx_groups.first().map(|g| g.name());
         assert_eq!(first_group, Some(rustls::NamedGroup::X25519MLKEM768));
+    }
+
+    #[test]
+    fn take_tls_into_fills_only_a_fresh_buffer_of_the_pending_size() {
+        let config = TlsConfig::new(TEST_CA.as_bytes(), vec![]).unwrap();
+        let mut session = TlsSession::new(&config, server_name("localhost").unwrap()).unwrap();
+        let pending = session.tls_pending();
+        assert!(pending > 0, "the ClientHello waits");
+        for (size, prefix) in [(pending - 1, 0), (pending + 1, 0), (pending, 1)] {
+            let mut memory = vec![std::mem::MaybeUninit::<u8>::uninit(); size];
+            let mut out = Fill::new(&mut memory);
+            out.put(&b"x"[..prefix]).unwrap();
+            assert!(session.take_tls_into(&mut out).is_err(), "{size}/{prefix}");
+            assert_eq!(out.filled(), prefix, "nothing written");
+            assert_eq!(session.tls_pending(), pending, "nothing taken");
+        }
+        let hello = session.take_tls().unwrap();
+        assert_eq!(hello.len(), pending);
+        assert_eq!(hello[0], 0x16, "a handshake record");
+        assert_eq!(session.tls_pending(), 0);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use super::byte_buffer::BodyBytes;
+use super::filled_bytes::bytes_filled_by;
 use super::keys::{ClientKeyPair, ServerPublicKey};
 use crate::error::py::no_panic;
 use crate::secret::LockedBuf;
@@ -30,9 +31,9 @@ pub fn seal<'py>(
         json::write_py(payload, &mut plaintext, envelope::MAX_PLAINTEXT_BYTES)
     }))?;
     let key = &server_key.get().0;
-    // The envelope is written straight into the returned `bytes` (no second copy).
+    // The envelope is written straight into the returned `bytes` (no second copy, no zeroing).
     let len = envelope::sealed_len(plaintext.len(), key);
-    PyBytes::new_with(py, len, |out| {
+    bytes_filled_by(py, len, |out| {
         py.detach(|| {
             no_panic(AssertUnwindSafe(|| {
                 envelope::seal_into(&mut plaintext, key, out)

@@ -5,6 +5,8 @@
 /// Response bodies taken as bytes or a contiguous byte buffer, without a copy.
 pub mod byte_buffer;
 pub mod envelope;
+/// Output `bytes` written in place, never zeroed first.
+pub mod filled_bytes;
 pub mod keys;
 pub mod memory;
 /// `_core._testing`: probes for the test suite, compiled only with the `testing` feature.

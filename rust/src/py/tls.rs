@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
 use super::byte_buffer::{BodyBytes, WritableBytes};
+use super::filled_bytes::bytes_filled_by;
 use crate::tls::{self, TlsFailure};
 
 pyo3::create_exception!(
@@ -225,7 +226,7 @@ impl TlsSession {
     /// The TLS bytes to write now (b"" if none), built straight into the returned bytes.
     fn take_tls<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
         let session = &mut self.0;
-        PyBytes::new_with(py, session.tls_pending(), |out| {
+        bytes_filled_by(py, session.tls_pending(), |out| {
             guarded(session, |s| s.take_tls_into(out)).map_err(|e| to_py(py, e))
         })
     }
