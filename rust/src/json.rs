@@ -396,15 +396,25 @@ impl Writer<'_> {
         self.put(&batch[..filled])
     }
 
-    /// An ASCII str's bytes, escaped where JSON needs it (runs copied whole).
+    /// An ASCII str's bytes, escaped where JSON needs it (runs copied whole). A long run is
+    /// scanned and copied a window at a time, so that the copy reads what the scan just
+    /// brought into the cache (a megabyte prompt was otherwise read from memory twice).
     fn ascii_string(&mut self, bytes: &[u8]) -> Result<(), Fault> {
         const HEX: &[u8; 16] = b"0123456789abcdef";
+        const SCAN_WINDOW: usize = 16 * 1024;
+        // The output holds at least the bytes and the quotes: room for them at once.
+        self.make_room(bytes.len().saturating_add(2))?;
         self.put(b"\"")?;
         let mut i = 0;
         loop {
-            let run = plain_prefix(&bytes[i..]);
-            self.put(&bytes[i..i + run])?;
+            let window = &bytes[i..bytes.len().min(i + SCAN_WINDOW)];
+            let run = plain_prefix(window);
+            self.put(&window[..run])?;
             i += run;
+            if run == window.len() && i < bytes.len() {
+                // The window was plain to its end: the run goes on in the next one.
+                continue;
+            }
             // What ends a run is a control character, '"' or '\\' (or the end).
             let Some(&b) = bytes.get(i) else {
                 break;
@@ -976,7 +986,7 @@ impl<'py> Parser<'_, 'py> {
     /// way (that names the error, or reads what the decoder does not take).
     fn wide_str(&mut self, start: usize, end: usize) -> Option<CoreResult<Bound<'py, PyString>>> {
         let body_len = end - start;
-        // Room for the UTF-16 code units (at least as many as code points), never more than
+        // Room in `wchar_t` units (at least one per code point), never more than
         // one a byte (no string has more: the estimate counts two for each byte from 0xF0 up,
         // and a body of such bytes, which the decoder refuses at the first, would have the
         // server size a buffer of eight times its length), and 8 units of slack: the decoder

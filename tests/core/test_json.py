@@ -161,6 +161,22 @@ def test_every_ascii_byte_at_every_word_offset_is_escaped_correctly() -> None:
             assert _testing.json_digest(value) == expected_digest(value), (code, offset)
 
 
+def test_long_ascii_strings_are_escaped_correctly_across_the_scan_windows() -> None:
+    # A long ASCII str is scanned 16 KiB at a time: plain runs that end at, before or after a
+    # window's edge, and a character to escape on either side of one, are all written whole.
+    window = 16 * 1024
+    for length in (window - 1, window, window + 1, 3 * window, 3 * window + 7):
+        plain = "a" * length
+        assert _testing.json_digest(plain) == expected_digest(plain), length
+    for at in (0, window - 2, window - 1, window, window + 1, 2 * window - 1, 2 * window):
+        for special in ('"', "\\", "\n", "\x00", "\x1f"):
+            value = "b" * at + special + "c" * (2 * window + 5 - at)
+            assert _testing.json_digest(value) == expected_digest(value), (at, special)
+    dense = "".join(chr(code) for code in range(0x80)) * (window // 64)
+    assert _testing.json_digest(dense) == expected_digest(dense)
+    assert seal_open(dense) == dense
+
+
 def test_keys_are_coerced_like_json_dumps() -> None:
     value = {"s": 1, 2: "int", 2.5: "float", True: "bool", None: "none", 10**30: "big"}
     assert _testing.json_digest(value) == expected_digest(value)
