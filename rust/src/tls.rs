@@ -236,6 +236,11 @@ impl TlsConfig {
     }
 }
 
+/// rustls wrote fewer TLS bytes than `tls_pending` announced (a bug, not the peer's doing).
+fn output_shorter() -> TlsFailure {
+    TlsFailure::Protocol("internal error: the TLS output was shorter than announced".to_owned())
+}
+
 /// The server name to verify: a DNS name or an IP literal.
 pub fn server_name(name: &str) -> Result<ServerName<'static>, TlsSetupError> {
     ServerName::try_from(name.to_owned()).map_err(|_| {
@@ -506,17 +511,14 @@ impl TlsSession {
                 "internal error: the TLS output changed size".to_owned(),
             ));
         }
-        let shorter = || {
-            TlsFailure::Protocol("internal error: the TLS output was shorter than announced".into())
-        };
-        out.put(&self.staged_tls).ok_or_else(shorter)?;
+        out.put(&self.staged_tls).ok_or_else(output_shorter)?;
         self.staged_tls.clear();
         if self.staged_tls.capacity() > STAGED_KEPT {
             self.staged_tls = Vec::new();
         }
         while !out.is_full() {
             match self.conn.write_tls(out) {
-                Ok(0) | Err(_) => return Err(shorter()),
+                Ok(0) | Err(_) => return Err(output_shorter()),
                 Ok(_) => {}
             }
         }
@@ -526,9 +528,7 @@ impl TlsSession {
 
     /// All waiting TLS bytes, as a vector (tests and callers without a preallocated buffer).
     pub fn take_tls(&mut self) -> Result<Vec<u8>, TlsFailure> {
-        vec_filled_by(self.tls_pending(), |out| self.take_tls_into(out))?.ok_or_else(|| {
-            TlsFailure::Protocol("internal error: the TLS output was shorter than announced".into())
-        })
+        vec_filled_by(self.tls_pending(), |out| self.take_tls_into(out))?.ok_or_else(output_shorter)
     }
 
     /// Queue close_notify (once; later calls do nothing).
