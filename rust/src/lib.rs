@@ -8,6 +8,7 @@ mod avx2_steps;
 pub mod envelope;
 pub mod envelope_scan;
 pub mod error;
+pub mod escapes_avx512;
 pub mod fill;
 mod fork;
 pub mod json_path;
