@@ -23,6 +23,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Number;
 
+use crate::base64_avx512;
 use crate::envelope_scan::Fields;
 use crate::error::{CoreError, CoreResult};
 use crate::fill::{vec_filled_by, Fill};
@@ -143,7 +144,7 @@ fn short_output() -> CoreError {
 /// Append the standard base64 of `data`, written by the SIMD encoder straight into `out`.
 fn put_b64(out: &mut Fill<'_>, data: &[u8]) -> CoreResult<()> {
     out.put_with(B64.encoded_length(data.len()), |room| {
-        &*B64.encode(data, room)
+        &*base64_avx512::encode(data, room)
     })
     .ok_or_else(short_output)
 }
@@ -484,9 +485,8 @@ fn decode_ciphertext(text: &[u8]) -> CoreResult<LockedBuf> {
     let ct_len = B64.decoded_length(text).map_err(|_| not_b64())?;
     // Overwritten by the decoding (and the tag); what is left over is wiped by the truncate.
     let mut buf = LockedBuf::for_overwrite(ct_len + TAG_LEN)?;
-    let written = B64
-        .decode(text, buf.as_mut_slice().as_out())
-        .map_err(|_| not_b64())?
+    let written = base64_avx512::decode(text, buf.as_mut_slice().as_out())
+        .ok_or_else(not_b64)?
         .len();
     buf.truncate(written);
     Ok(buf)

@@ -5,6 +5,7 @@
 //! Python module: what it exports, and what must happen when it is first imported.
 
 mod avx2_steps;
+pub mod base64_avx512;
 pub mod envelope;
 pub mod envelope_scan;
 pub mod error;
