@@ -72,3 +72,55 @@ unsafe fn build_cost_avx2(json: &[u8], limit: usize) -> usize {
     // The last bytes, from a multiple of 32 (so of 8: the same words), less the text's one.
     cost + crate::json_scan::build_cost_steps(&json[at..], usize::MAX) - 1
 }
+
+/// `json_scan`'s plain-run scan, 64 bytes a step with AVX2 where the CPU has it: the length of
+/// the longest prefix of `bytes` made of whole 64-byte blocks with no control character, '"'
+/// or '\\', and whether any byte in it is beyond ASCII. Without AVX2, `(0, false)`: the
+/// portable steps then read it all.
+pub fn plain_blocks(bytes: &[u8]) -> (usize, bool) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { plain_blocks_avx2(bytes) };
+    }
+    let _ = bytes;
+    (0, false)
+}
+
+/// `plain_blocks` on AVX2.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn plain_blocks_avx2(bytes: &[u8]) -> (usize, bool) {
+    use std::arch::x86_64::*;
+    const BLOCK: usize = 64;
+    let (quote, backslash) = (_mm256_set1_epi8(b'"' as i8), _mm256_set1_epi8(b'\\' as i8));
+    let below_space = _mm256_set1_epi8(0x1F);
+    // A byte is a control character exactly when its unsigned minimum with 0x1F is itself.
+    let special = |v: __m256i| {
+        _mm256_or_si256(
+            _mm256_or_si256(_mm256_cmpeq_epi8(v, quote), _mm256_cmpeq_epi8(v, backslash)),
+            _mm256_cmpeq_epi8(_mm256_min_epu8(v, below_space), v),
+        )
+    };
+    let mut ored = _mm256_setzero_si256();
+    let mut at = 0;
+    while bytes.len() - at >= BLOCK {
+        // SAFETY: `at + 64 <= bytes.len()`: both halves lie within it (unaligned loads).
+        let (first, second) = unsafe {
+            let start = bytes.as_ptr().add(at);
+            (
+                _mm256_loadu_si256(start.cast()),
+                _mm256_loadu_si256(start.add(32).cast()),
+            )
+        };
+        if _mm256_movemask_epi8(_mm256_or_si256(special(first), special(second))) != 0 {
+            break;
+        }
+        ored = _mm256_or_si256(ored, _mm256_or_si256(first, second));
+        at += BLOCK;
+    }
+    (at, _mm256_movemask_epi8(ored) != 0)
+}
