@@ -109,26 +109,31 @@ pub fn decode<'d>(src: &[u8], mut dst: Out<'d, [u8]>) -> Option<&'d mut [u8]> {
     if dst.len() < len {
         return None;
     }
+    // The last character's block is left out of the vector steps: padding is base64-simd's.
+    let (read, written) = decode_blocks(&src[..src.len().saturating_sub(1)], dst.reborrow());
     let out = dst.as_mut_ptr();
-    #[allow(unused_mut)] // written only where the vector step exists
-    let (mut read, mut written) = (0, 0);
-    #[cfg(target_arch = "x86_64")]
-    if available() {
-        // SAFETY: the CPU has AVX-512F, BW and VBMI (checked just above); `out` points to
-        // `len` writable bytes, the decoded length of `src`, the bound `avx512::decode`
-        // requires.
-        (read, written) = unsafe { avx512::decode(src, out, len)? };
-    }
-    // SAFETY: `written <= len <= dst.len()`: the rest of the room, for the rest of the text.
-    let rest = unsafe {
-        Out::new(std::ptr::slice_from_raw_parts_mut(
-            out.add(written),
-            len - written,
-        ))
-    };
+    let room = len.checked_sub(written)?;
+    // SAFETY: `written + room == len <= dst.len()`: the rest of the room, for the rest of the
+    // text.
+    let rest = unsafe { Out::new(std::ptr::slice_from_raw_parts_mut(out.add(written), room)) };
     let tail = STANDARD.decode(&src[read..], rest).ok()?.len();
     // SAFETY: the vector steps wrote `out[..written]`, `base64-simd` the next `tail` bytes.
     Some(unsafe { std::slice::from_raw_parts_mut(out, written + tail) })
+}
+
+/// The leading whole blocks of 64 characters of `src` that are all in the alphabet (no
+/// padding), decoded into the start of `dst` while 48 bytes of room are left: the characters
+/// read and bytes written, `(0, 0)` without the vector steps. The caller decodes the rest,
+/// whose first block (if any) holds a byte outside the alphabet, or is short.
+pub fn decode_blocks(src: &[u8], mut dst: Out<'_, [u8]>) -> (usize, usize) {
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: the CPU has AVX-512F, BW and VBMI (checked just above); `dst` points to
+        // `dst.len()` writable bytes, the bound `avx512::decode` requires.
+        return unsafe { avx512::decode(src, dst.as_mut_ptr(), dst.len()) };
+    }
+    let _ = (src, &mut dst);
+    (0, 0)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -171,15 +176,14 @@ mod avx512 {
         (read, written)
     }
 
-    /// Whole blocks of 64 characters of `src` decoded into `out`, all but the last block (which
-    /// may hold padding); the characters read and bytes written, `None` at a character outside
-    /// the alphabet.
+    /// `super::decode_blocks`: whole blocks of 64 characters of `src` decoded into `out` up to
+    /// the first block holding a byte outside the alphabet, while 48 bytes of room are left;
+    /// the characters read and bytes written.
     ///
     /// # Safety
-    /// The CPU has AVX-512F, BW and VBMI; `out` points to `len` writable bytes, at least the
-    /// decoded length of `src`.
+    /// The CPU has AVX-512F, BW and VBMI; `out` points to `len` writable bytes.
     #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
-    pub unsafe fn decode(src: &[u8], out: *mut u8, len: usize) -> Option<(usize, usize)> {
+    pub unsafe fn decode(src: &[u8], out: *mut u8, len: usize) -> (usize, usize) {
         // SAFETY: `DECODE` is 128 bytes: its first 64 (unaligned load).
         let low = unsafe { _mm512_loadu_si512(DECODE.as_ptr().cast()) };
         // SAFETY: and its last 64.
@@ -187,12 +191,12 @@ mod avx512 {
         // SAFETY: `PACK` is 64 bytes (unaligned load).
         let pack = unsafe { _mm512_loadu_si512(PACK.as_ptr().cast()) };
         let (mut read, mut written) = (0, 0);
-        while src.len() - read > 64 && len - written >= 48 {
-            // SAFETY: `read + 64 < src.len()` (unaligned load).
+        while src.len() - read >= 64 && len - written >= 48 {
+            // SAFETY: `read + 64 <= src.len()` (unaligned load).
             let chars = unsafe { _mm512_loadu_si512(src.as_ptr().add(read).cast()) };
             let values = _mm512_permutex2var_epi8(low, chars, high);
             if _mm512_movepi8_mask(_mm512_or_si512(values, chars)) != 0 {
-                return None;
+                break;
             }
             // Four 6-bit values into 12 bits per 16-bit lane, two of those into 24 per lane.
             let twelve = _mm512_maddubs_epi16(values, _mm512_set1_epi32(0x0140_0140));
@@ -203,7 +207,7 @@ mod avx512 {
             read += 64;
             written += 48;
         }
-        Some((read, written))
+        (read, written)
     }
 }
 

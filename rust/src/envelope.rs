@@ -446,12 +446,45 @@ fn open_with(body: &[u8], keypair: &ClientKeyPair, fast: bool) -> CoreResult<Ope
 /// The scan leaves the string bodies unchecked: each is compared with an ASCII label here or
 /// decoded as strict base64 (whose alphabet is ASCII without a backslash), so the parts come
 /// only from an ASCII envelope whose strings hold no escape, read as the strict reader reads it.
+///
+/// The ciphertext is decoded as the scan meets it (`decode_to_quote`): the megabytes of its
+/// base64 are read once, not searched for their closing quote first.
 fn plain_parts(body: &[u8], keypair: &ClientKeyPair) -> Option<Parts> {
-    checked_parts(crate::envelope_scan::scan(body)?, keypair)
+    let mut ciphertext = None;
+    let fields = crate::envelope_scan::scan_with(body, |rest| {
+        let (decoded, len) = decode_to_quote(rest)?;
+        ciphertext = Some(decoded);
+        Some(len)
+    })?;
+    checked_parts(fields, ciphertext?, keypair)
 }
 
-/// `plain_parts`' checks of the fields the scan found.
-fn checked_parts(fields: Fields<'_>, keypair: &ClientKeyPair) -> Option<Parts> {
+/// The base64 string body at the start of `rest` (up to the next quote) decoded into locked
+/// memory with room for the tag, and the body's length; `None` if there is no quote or the
+/// body is not strict standard base64. Whole blocks of the alphabet go to the vector steps as
+/// they are read; the rest, from the first block holding anything else (the quote, padding),
+/// is searched for the quote and decoded as `decode_ciphertext` decodes it.
+fn decode_to_quote(rest: &[u8]) -> Option<(LockedBuf, usize)> {
+    // Room for the longest body `rest` can hold: sized by the received envelope (bounded by
+    // MAX_ENVELOPE_BYTES), overwritten by the decoding; what is left over is wiped by the
+    // truncate.
+    let mut buf = LockedBuf::for_overwrite(rest.len() / 4 * 3 + TAG_LEN).ok()?;
+    let (read, written) = base64_avx512::decode_blocks(rest, buf.as_mut_slice().as_out());
+    let len = read + memchr::memchr(b'"', &rest[read..])?;
+    let tail = B64
+        .decode(&rest[read..len], buf.as_mut_slice()[written..].as_out())
+        .ok()?
+        .len();
+    buf.truncate(written + tail);
+    Some((buf, len))
+}
+
+/// `plain_parts`' checks of the fields the scan found (the ciphertext already decoded).
+fn checked_parts(
+    fields: Fields<'_>,
+    ciphertext: LockedBuf,
+    keypair: &ClientKeyPair,
+) -> Option<Parts> {
     let labels_fit = fields.version == VERSION.as_bytes()
         && fields.algorithm == ALGORITHM.as_bytes()
         && fields
@@ -472,7 +505,7 @@ fn checked_parts(fields: Fields<'_>, keypair: &ClientKeyPair) -> Option<Parts> {
         nonce: decoded(fields.nonce, NONCE_LEN)?,
         tag: decoded(fields.tag, TAG_LEN)?,
         wrapped: decoded(fields.encrypted_aes_key, keypair.modulus_bytes())?,
-        ciphertext: decode_ciphertext(fields.ciphertext).ok()?,
+        ciphertext,
         processed_at,
         algorithm: ALGORITHM.to_owned(),
     })

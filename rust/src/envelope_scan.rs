@@ -5,7 +5,8 @@
 //! envelope, then its `encrypted_payload` again: the 1.4 MB base64 ciphertext of a 1 MiB reply
 //! (3 MB when the endpoint escapes non-ASCII text) was read twice that way. Here the envelope's
 //! fields are found with one SIMD search (memchr) each for the closing quote instead, over the
-//! raw bytes: no UTF-8 pass over the body first.
+//! raw bytes: no UTF-8 pass over the body first. The ciphertext's end is found by the caller
+//! (`scan_with`), which decodes it on the way (`envelope::plain_parts`).
 //!
 //! It accepts only the plain shape: one object of the protocol's fields, each once, string
 //! values (and `processed_at` a number or null), the `encrypted_payload` object holding only
@@ -73,10 +74,18 @@ impl<'a> Cursor<'a> {
     /// A string: the bytes from its opening quote to the next quote, unchecked (the caller
     /// proves them ASCII with no backslash, by the comparison or the base64 decoding it makes).
     fn string_body(&mut self) -> Option<&'a [u8]> {
+        self.string_body_by(|rest| memchr::memchr(b'"', rest))
+    }
+
+    /// `string_body`, the body's length found by `length` from the bytes after the opening
+    /// quote: the offset of the next quote, or `None`.
+    fn string_body_by(&mut self, length: impl FnOnce(&[u8]) -> Option<usize>) -> Option<&'a [u8]> {
         self.eat(b'"')?;
         let rest = self.bytes.get(self.pos..)?;
-        let body = &rest[..memchr::memchr(b'"', rest)?];
-        self.pos += body.len() + 1;
+        let len = length(rest)?;
+        // Only a quote ends a body, whoever found it.
+        let body = rest.get(..len).filter(|_| rest.get(len) == Some(&b'"'))?;
+        self.pos += len + 1;
         Some(body)
     }
 
@@ -122,6 +131,17 @@ fn once<'a>(slot: &mut Option<&'a [u8]>, value: &'a [u8]) -> Option<()> {
 
 /// The fields of a plain envelope (see the module's description), or `None`.
 pub fn scan(body: &[u8]) -> Option<Fields<'_>> {
+    scan_with(body, |rest| memchr::memchr(b'"', rest))
+}
+
+/// `scan`, the ciphertext's length found by `ciphertext_length` from the bytes after its
+/// opening quote (the offset of its closing quote, or `None` to refuse the envelope): the
+/// caller may decode the ciphertext on the way instead of searching it for the quote first.
+/// It runs once per `ciphertext` member met, so at most once in an envelope the scan returns.
+pub fn scan_with(
+    body: &[u8],
+    mut ciphertext_length: impl FnMut(&[u8]) -> Option<usize>,
+) -> Option<Fields<'_>> {
     let mut cursor = Cursor {
         bytes: body,
         pos: 0,
@@ -140,7 +160,10 @@ pub fn scan(body: &[u8]) -> Option<Fields<'_>> {
         b"encrypted_payload" if !payload_seen => {
             payload_seen = true;
             cursor.object(|cursor, name| match name {
-                b"ciphertext" => once(&mut ciphertext, cursor.string_body()?),
+                b"ciphertext" => once(
+                    &mut ciphertext,
+                    cursor.string_body_by(&mut ciphertext_length)?,
+                ),
                 b"nonce" => once(&mut nonce, cursor.string_body()?),
                 b"tag" => once(&mut tag, cursor.string_body()?),
                 _ => None,
