@@ -321,16 +321,7 @@ mod timing {
     #[test]
     #[ignore = "timing, by hand"]
     fn time_against_base64_simd() {
-        let best = |f: &mut dyn FnMut()| {
-            (0..50)
-                .map(|_| {
-                    let start = std::time::Instant::now();
-                    f();
-                    start.elapsed()
-                })
-                .min()
-                .unwrap_or_default()
-        };
+        let best = |f: &mut dyn FnMut()| crate::timing::best_of(50, f);
         // The ciphertexts of the 1 MiB rows: ASCII prose, and prose escaped by json.dumps.
         for len in [1 << 20, 2_285_311] {
             let data: Vec<u8> = (0..len).map(|k| (k * 7 + k / 3) as u8).collect();

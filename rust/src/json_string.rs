@@ -1255,16 +1255,7 @@ mod timing {
             .collect();
         body.push('"');
         let mut dst = vec![0u8; body.len() + 8];
-        let best = |f: &mut dyn FnMut()| {
-            (0..30)
-                .map(|_| {
-                    let start = std::time::Instant::now();
-                    f();
-                    start.elapsed()
-                })
-                .min()
-                .unwrap_or_default()
-        };
+        let best = |f: &mut dyn FnMut()| crate::timing::best_of(30, f);
         let took = best(&mut || {
             std::hint::black_box(unescape(body.as_bytes(), &mut dst).unwrap());
         });

@@ -1056,16 +1056,7 @@ mod timing {
                 // Room for the UTF-16 code units, 4 bytes each (their count bounds the code
                 // points').
                 let mut dst = vec![0u8; 8 * chars + 64];
-                let best = |f: &mut dyn FnMut()| {
-                    (0..30)
-                        .map(|_| {
-                            let start = std::time::Instant::now();
-                            f();
-                            start.elapsed()
-                        })
-                        .min()
-                        .unwrap_or_default()
-                };
+                let best = |f: &mut dyn FnMut()| crate::timing::best_of(30, f);
                 let points = best(&mut || {
                     std::hint::black_box(
                         decode_units::<4>(&body, &mut dst, Progress::default()).unwrap(),

@@ -21,6 +21,8 @@ pub mod lc_heap;
 mod page;
 pub mod request_body;
 pub mod secret;
+#[cfg(test)]
+mod timing;
 pub mod tls;
 pub mod tls_parity;
 pub mod tpm;
