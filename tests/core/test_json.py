@@ -297,7 +297,15 @@ def test_failed_serialization_frees_its_locked_buffers() -> None:
             _testing.json_digest(bad, 50_000)
     after = _core.memory_status()
     assert after["buffers_live"] == before["buffers_live"]
-    assert after["bytes_locked"] == before["bytes_locked"]
+
+    # Freed buffers may stay mapped in the pool of wiped, locked mappings (a cold pool grows
+    # here): what must not grow is the locked memory held outside it.
+    def held(status: dict[str, object]) -> int:
+        locked, pooled = status["bytes_locked"], status["bytes_pooled"]
+        assert isinstance(locked, int) and isinstance(pooled, int)
+        return locked - pooled
+
+    assert held(after) == held(before)
 
 
 def test_huge_int_beyond_python_digit_limit_is_a_value_error() -> None:
