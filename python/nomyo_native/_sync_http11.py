@@ -25,6 +25,7 @@ from nomyo_native._http11 import (
     ResponseHead,
     coalesced,
     make_room,
+    put_front,
 )
 from nomyo_native._http11_state import ConnectionState
 
@@ -66,7 +67,7 @@ class _Source(ReceivedBytes):
         )
         received = min(length, len(self._buffer))
         with memoryview(self._buffer) as pending:
-            body[:received] = pending[:received]
+            put_front(body, pending[:received])
         self.consume(received)
         while received < length:
             body = make_room(body, received, length, _RECEIVE_ROOM)

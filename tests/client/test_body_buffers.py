@@ -28,7 +28,7 @@ from nomyo_native._body_buffers import (
     release,
     take,
 )
-from nomyo_native._http11 import make_room
+from nomyo_native._http11 import make_room, put_front
 from nomyo_native._sync_driver import SyncDriver
 
 from . import test_http11_exchange as async_peer
@@ -150,6 +150,19 @@ def test_a_buffer_with_a_view_still_exported_grows_into_a_fresh_one() -> None:
     grown = make_room(body, 6, 1000, 100)
     assert grown is not body and len(grown) == 106 and grown[:6] == b"abcdef"
     assert len(body) == 6 and view[:3] == b"abc"
+
+
+@pytest.mark.parametrize("size", [0, 3, 6, 10])
+def test_put_front_writes_over_the_start_and_grows_a_shorter_buffer(size: int) -> None:
+    data = memoryview(b"abcdef")
+    body = bytearray(b"0123456789"[:size])
+    view = memoryview(body) if size >= len(data) else None  # exported: no resize allowed
+    put_front(body, data)
+    assert bytes(body) == b"abcdef" + b"0123456789"[6:size]
+    if view is not None:
+        assert bytes(view[:6]) == b"abcdef"  # written in place, not into a new buffer
+    put_front(body, data[:0])
+    assert bytes(body[:6]) == b"abcdef"
 
 
 def test_threads_never_hold_one_buffer_at_once(free_list: Any) -> None:
