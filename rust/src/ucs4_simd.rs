@@ -394,6 +394,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_arch = "x86_64")]
     fn blocks_of_16_encode_clean_text_as_utf8() {
         if !(available() && wide_available()) {
             eprintln!("no AVX-512 VBMI2 here: the blocks of 16 are not exercised");
