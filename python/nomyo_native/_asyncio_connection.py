@@ -29,7 +29,7 @@ from typing import Any
 from nomyo_native import _body_buffers
 from nomyo_native._asyncio_waits import ReadTimer, WriteFlow
 from nomyo_native._body_buffers import BodyBuffer
-from nomyo_native._http11 import make_room, put_front
+from nomyo_native._http11 import make_room
 from nomyo_native._rcvlowat import MAX_MARK, LowWaterMark, PlainPacing
 
 __all__ = ["BODY_ROOM", "RECEIVE_BUFFER_SIZE", "BufferedConnection", "ReadTimedOut"]
@@ -220,7 +220,7 @@ class BufferedConnection(WriteFlow, ReadTimer, asyncio.BufferedProtocol):
         body = (
             _body_buffers.take(length) if length > _body_buffers.POOLED_MIN_BYTES else bytearray()
         )
-        put_front(body, self._view[self._start : self._start + taken])
+        _body_buffers.put_front(body, self._view[self._start : self._start + taken])
         self.consume(taken)
         self._body = body
         self.body_received = taken

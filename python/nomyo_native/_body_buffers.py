@@ -127,6 +127,17 @@ def take(length: int) -> BodyBuffer:
     return _free_list.take(length)
 
 
+def put_front(body: bytearray, data: memoryview) -> None:
+    """Write ``data`` over the start of ``body``, growing it if it is shorter. A bytearray's
+    slice assignment from a view copies the view into a temporary bytearray first; a view of
+    ``body`` takes it in one copy (the megabyte bodies' first read)."""
+    if len(body) >= len(data):
+        with memoryview(body) as into:
+            into[: len(data)] = data
+    else:
+        body[: len(data)] = data
+
+
 def hand_on(buffer: BodyBuffer, length: int) -> memoryview:
     """The first ``length`` bytes of ``buffer``, as the one view through which the body is
     read from now on (the only thing :func:`release` takes back)."""

@@ -81,17 +81,6 @@ def coalesced(parts: list[bytes]) -> list[bytes]:
     return parts
 
 
-def put_front(body: bytearray, data: memoryview) -> None:
-    """Write ``data`` over the start of ``body``, growing it if it is shorter. A bytearray's
-    slice assignment from a view copies the view into a temporary bytearray first; a view of
-    ``body`` takes it in one copy (the megabyte bodies' first read)."""
-    if len(body) >= len(data):
-        with memoryview(body) as into:
-            into[: len(data)] = data
-    else:
-        body[: len(data)] = data
-
-
 def make_room(body: bytearray, received: int, length: int, room: int) -> bytearray:
     """The buffer to receive the rest of a body into: ``body`` (of which ``received`` bytes are
     in) grown to take at least ``room`` more bytes, or all that is still owed of ``length``: to

@@ -25,7 +25,6 @@ from nomyo_native._http11 import (
     ResponseHead,
     coalesced,
     make_room,
-    put_front,
 )
 from nomyo_native._http11_state import ConnectionState
 
@@ -67,7 +66,7 @@ class _Source(ReceivedBytes):
         )
         received = min(length, len(self._buffer))
         with memoryview(self._buffer) as pending:
-            put_front(body, pending[:received])
+            _body_buffers.put_front(body, pending[:received])
         self.consume(received)
         while received < length:
             body = make_room(body, received, length, _RECEIVE_ROOM)

@@ -25,10 +25,11 @@ from nomyo_native._body_buffers import (
     BodyBuffer,
     hand_on,
     kept_sizes,
+    put_front,
     release,
     take,
 )
-from nomyo_native._http11 import make_room, put_front
+from nomyo_native._http11 import make_room
 from nomyo_native._sync_driver import SyncDriver
 
 from . import test_http11_exchange as async_peer
