@@ -21,6 +21,7 @@
 use crate::escapes_avx512;
 use crate::json_scan::word_escape_mask;
 use crate::json_string::{hex4, unicode_escape};
+use crate::utf8_avx512;
 
 /// How far a decoding got.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -235,6 +236,21 @@ pub fn decode_wide(src: &[u8], dst: &mut [u8], from: Progress) -> Result<Wide, W
     decode_units::<UNIT_BYTES>(src, dst, from)
 }
 
+/// Whether `decode_wide` reads raw UTF-8 a block at a time here (`utf8_avx512`: code points,
+/// on CPUs with its AVX-512 features), rather than a character at a time.
+pub fn reads_raw_text_in_blocks() -> bool {
+    UNIT_BYTES == 4 && escapes_avx512::available() && utf8_avx512::available()
+}
+
+/// Whether the raw UTF-8 `text` holds a character beyond Latin-1: a byte from 0xC4 on (a lead
+/// byte of U+0100 or above, or no UTF-8 at all). Looked at 64 bytes at a time, each block's
+/// bytes folded into their maximum (which the compiler vectorises), so that Latin-1 text costs
+/// a fast pass and any other text stops at its first block beyond Latin-1.
+pub fn beyond_latin1(text: &[u8]) -> bool {
+    text.chunks(64)
+        .any(|block| block.iter().fold(0u8, |most, &b| most.max(b)) >= 0xC4)
+}
+
 /// `decode_wide` into units of `UNIT` bytes (2 or 4): UTF-16 code units, or code points.
 pub fn decode_units<const UNIT: usize>(
     src: &[u8],
@@ -269,15 +285,29 @@ fn decode_units_with<const UNIT: usize>(
     loop {
         // Whole blocks of plain text and `\u` escapes (the vector step, where it is due).
         if i >= vector_from {
-            let run = escapes_avx512::clean_blocks(src, i, dst, o);
-            bits |= run.bits;
-            if run.read - i < VECTOR_MIN {
-                vector_from = run.read + pause;
+            let start = i;
+            loop {
+                let run = escapes_avx512::clean_blocks(src, i, dst, o);
+                bits |= run.bits;
+                (i, o) = (run.read, run.written);
+                // Stopped at raw UTF-8: its own blocks, then escapes again if they follow.
+                if src.get(i).is_none_or(|&b| b < 0x80) {
+                    break;
+                }
+                let run = utf8_avx512::text_blocks(src, i, dst, o);
+                bits |= run.bits;
+                let moved = run.read > i;
+                (i, o) = (run.read, run.written);
+                if !moved {
+                    break;
+                }
+            }
+            if i - start < VECTOR_MIN {
+                vector_from = i + pause;
                 pause = (2 * pause).min(PAUSE_MOST);
             } else {
                 pause = PAUSE_FIRST;
             }
-            (i, o) = (run.read, run.written);
         }
         // The common steps on a fixed window of input and room for 8 units, until the vector
         // step is due again: a well-formed `\u` escape (or pair), an ASCII run 8 bytes at a
@@ -720,6 +750,28 @@ mod tests {
             vector_agrees(&body, body.len());
             agrees(&body);
         }
+        // Raw text, as a server that does not escape writes it, with the same odd pieces.
+        let raw = [
+            pieces[1],
+            pieces[2],
+            pieces[3],
+            pieces[4],
+            b" ",
+            "Ελλάδα ".as_bytes(),
+        ];
+        for body in drawn_bodies(&raw, 13, 90).take(6) {
+            for (k, odd) in pieces.iter().enumerate() {
+                for at in (k % 7..body.len()).step_by(7) {
+                    let mut spliced = body[..at].to_vec();
+                    spliced.extend_from_slice(odd);
+                    spliced.extend_from_slice(&body[at..]);
+                    spliced.push(b'"');
+                    for room in [spliced.len(), 150] {
+                        vector_agrees(&spliced, room);
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -758,6 +810,12 @@ mod tests {
                     body.extend_from_slice(tail);
                     body.push(b'"');
                     agrees(&body);
+                    // After raw text, in the middle of a block of the vector step.
+                    let mut after_text = "wörld Ελλάδα 漢字 🔐 ".repeat(4).into_bytes();
+                    after_text.extend_from_slice(&body);
+                    after_text.extend_from_slice("wörld Ελλάδα 漢字 🔐 ".repeat(4).as_bytes());
+                    after_text.push(b'"');
+                    vector_agrees(&after_text, after_text.len());
                 }
             }
         }

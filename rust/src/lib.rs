@@ -27,6 +27,7 @@ pub mod tls;
 pub mod tls_parity;
 pub mod tpm;
 pub mod ucs4_simd;
+pub mod utf8_avx512;
 #[cfg(windows)]
 mod win;
 
