@@ -23,6 +23,7 @@ use crate::json_path::{self, Step as PathStep};
 use crate::json_scan::{plain_prefix, plain_run, scan_number, MAX_INT_DIGITS};
 use crate::json_string::{self, EscapeStop, UnescapeError};
 use crate::json_wide;
+use crate::latin1_avx512;
 use crate::pystr::{StrError, Text};
 use crate::secret::LockedBuf;
 
@@ -924,19 +925,22 @@ impl<'py> Parser<'_, 'py> {
             match self.s.get(self.pos) {
                 None => return Err(self.fail("unterminated string")),
                 Some(b'"') => {
-                    // Long raw text beyond Latin-1 is decoded by `wide_str` where its vector
-                    // step reads raw UTF-8 (a 1 MiB string of mixed scripts built in 1.0 ms,
-                    // 2.2 ms by CPython's UTF-8 decoder; CJK 0.6 ms, 1.8 ms). Latin-1 text, and
-                    // any text elsewhere, stays with CPython's decoder: it reads Latin-1 text
-                    // faster than the wide units can be narrowed again, and the scalar steps
-                    // beat it on mixed-script text but not on CJK (measured).
+                    // Long raw text is decoded by a vector step where the CPU has one: beyond
+                    // Latin-1 to code points by `wide_str` (a 1 MiB string of mixed scripts
+                    // built in 1.0 ms, 2.2 ms by CPython's UTF-8 decoder; CJK 0.6 ms, 1.8 ms),
+                    // Latin-1 text to its bytes by `latin1_str`. Elsewhere it stays with
+                    // CPython's decoder: the scalar steps beat it on mixed-script text but not
+                    // on CJK (measured).
                     let end = self.pos;
-                    if !ascii
-                        && end - start >= WIDE_RAW_MIN
-                        && json_wide::reads_raw_text_in_blocks()
-                        && json_wide::beyond_latin1(&self.s[start..end])
-                    {
-                        if let Some(text) = self.wide_str(start, end) {
+                    if !ascii && end - start >= WIDE_RAW_MIN && latin1_avx512::available() {
+                        let text = if !json_wide::beyond_latin1(&self.s[start..end]) {
+                            self.latin1_str(start, end)
+                        } else if json_wide::reads_raw_text_in_blocks() {
+                            self.wide_str(start, end)
+                        } else {
+                            None
+                        };
+                        if let Some(text) = text {
                             return text;
                         }
                     }
@@ -1033,6 +1037,22 @@ impl<'py> Parser<'_, 'py> {
         };
         self.pos = start + wide.closing_quote + 1;
         let built = crate::pystr::from_wide(self.py, self.wide.as_mut_slice(), &wide);
+        Some(self.built(built))
+    }
+
+    /// The raw string body `[start, end)` (`end` at its closing quote, no escape before it) as
+    /// Latin-1 bytes in the parser's locked `wide` buffer, built from there (`pystr`), skipping
+    /// both UTF-8 checks (Rust's, then CPython's decoder); `None` where the body is not valid
+    /// UTF-8 of Latin-1 characters only, which is then read the usual way (that names the
+    /// error, or reads what the vector step does not take).
+    fn latin1_str(&mut self, start: usize, end: usize) -> Option<CoreResult<Bound<'py, PyString>>> {
+        let bytes = end - start + latin1_avx512::SLACK;
+        if let Err(error) = self.wide_room(bytes.div_ceil(json_wide::UNIT_BYTES), 0) {
+            return Some(Err(error));
+        }
+        let latin1 = latin1_avx512::to_latin1(&self.s[start..end], self.wide.as_mut_slice())?;
+        self.pos = end + 1;
+        let built = crate::pystr::from_latin1(self.py, &self.wide.as_slice()[..latin1]);
         Some(self.built(built))
     }
 

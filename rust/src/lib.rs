@@ -17,6 +17,7 @@ pub mod json_scan;
 pub mod json_string;
 pub mod json_wide;
 pub mod keys;
+pub mod latin1_avx512;
 pub mod lc_heap;
 mod page;
 pub mod request_body;

@@ -162,6 +162,23 @@ pub fn utf8<'a>(s: &'a Bound<'_, PyString>, max_bytes: usize) -> Result<Utf8<'a>
     Ok(Utf8::Locked(out))
 }
 
+/// A `str` of the Latin-1 bytes `text` (each byte the code point of its character), built at
+/// its exact size by `PyUnicode_DecodeLatin1`, which no byte can fail.
+pub fn from_latin1<'py>(py: Python<'py>, text: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    // SAFETY: pointer and length describe `text`; a NULL `errors` is "strict", which never
+    // fires on Latin-1.
+    let obj = unsafe {
+        ffi::PyUnicode_DecodeLatin1(
+            text.as_ptr().cast(),
+            text.len() as ffi::Py_ssize_t,
+            std::ptr::null(),
+        )
+    };
+    // SAFETY: a new reference or NULL with an exception set.
+    let obj = unsafe { Bound::from_owned_ptr_or_err(py, obj)? };
+    obj.cast_into::<PyString>().map_err(PyErr::from)
+}
+
 /// A `str` of the `wchar_t`s `json_wide::decode_wide` decoded into `buf` (`wide.units` of
 /// them, `json_wide::UNIT_BYTES` each, native-endian, at its start; the caller's locked memory),
 /// built straight from `buf` by one of CPython's stable-ABI constructors that allocate the
@@ -186,27 +203,17 @@ pub fn from_wide<'py>(
     if buf.len() < bytes {
         return Err(misfit());
     }
-    // Each call below gets a pointer and length describing initialised bytes of `buf` holding
-    // the text in the form it reads; a NULL `errors` is "strict", which never fires on them.
-    let obj = if wide.bits < 0x100 {
+    if wide.bits < 0x100 {
         narrow_to_latin1::<UNIT_BYTES>(buf, units);
-        // SAFETY: `units` Latin-1 bytes at the start of `buf`.
-        unsafe {
-            ffi::PyUnicode_DecodeLatin1(
-                buf.as_ptr().cast(),
-                units as ffi::Py_ssize_t,
-                std::ptr::null(),
-            )
-        }
-    } else {
-        // `buf` starts at a page boundary.
-        let ptr = buf.as_ptr();
-        if ptr.align_offset(std::mem::align_of::<libc::wchar_t>()) != 0 {
-            return Err(misfit());
-        }
-        // SAFETY: `units` aligned native-endian `wchar_t`s at `ptr`, in `buf`, alive here.
-        unsafe { ffi::PyUnicode_FromWideChar(ptr.cast(), units as ffi::Py_ssize_t) }
-    };
+        return from_latin1(py, &buf[..units]);
+    }
+    // `buf` starts at a page boundary.
+    let ptr = buf.as_ptr();
+    if ptr.align_offset(std::mem::align_of::<libc::wchar_t>()) != 0 {
+        return Err(misfit());
+    }
+    // SAFETY: `units` aligned native-endian `wchar_t`s at `ptr`, in `buf`, alive here.
+    let obj = unsafe { ffi::PyUnicode_FromWideChar(ptr.cast(), units as ffi::Py_ssize_t) };
     // SAFETY: a new reference or NULL with an exception set.
     let obj = unsafe { Bound::from_owned_ptr_or_err(py, obj)? };
     obj.cast_into::<PyString>().map_err(PyErr::from)

@@ -1,6 +1,7 @@
 """Long raw (unescaped) non-ASCII strings, as servers that do not escape write them: where the
-CPU has the vector step for raw UTF-8, those beyond Latin-1 are decoded to code points in
-locked memory (``utf8_avx512``) instead of by CPython's UTF-8 decoder. Whatever the text, and
+CPU has the vector steps for raw UTF-8, those beyond Latin-1 are decoded to code points in
+locked memory (``utf8_avx512``), Latin-1 ones to their bytes (``latin1_avx512``), instead of
+by CPython's UTF-8 decoder. Whatever the text, and
 wherever a character of each UTF-8 length, a bad byte or the string's end falls against the
 64-byte blocks, the result is ``json.loads``'s and a bad body gets the reader's error at its
 byte."""
@@ -24,6 +25,8 @@ TEXTS = {
     "cjk": "漢字かな交じり文 ",
     "emoji": "🔐🔑😀",
     "latin-1": "déjà vu, ça va très bien ",
+    "latin-1 edges": "\x80\xbf\xc0\xff\x7f ",
+    "latin-1 after ascii": "plain ascii text for a while " * 12 + "é",
     "latin-1 then more": "déjà vu " * 40 + "Ω",
     "edges": "\x7f\x80\u07ff\u0800\ud7ff\ue000\ufffd\uffff\U00010000\U0010ffff",
     "bom": "\ufeff漢",
@@ -84,9 +87,17 @@ INVALID = [
 ]
 
 
-@pytest.mark.parametrize("bad", INVALID)
-def test_invalid_utf8_in_long_raw_text_is_refused_at_its_byte(bad: bytes) -> None:
-    body = text_of(TEXTS["mixed"], 600).encode()
+INVALID_AMONG_LATIN1 = [
+    b"\xc1\xbf",  # an overlong form of a Latin-1 character's lead bytes
+    b"\xc3\xc3",  # a lead byte followed by a lead byte
+    b"\xc2",  # a lead byte followed by ASCII
+]
+
+
+@pytest.mark.parametrize("kind", ["mixed", "latin-1"])
+@pytest.mark.parametrize("bad", INVALID + INVALID_AMONG_LATIN1)
+def test_invalid_utf8_in_long_raw_text_is_refused_at_its_byte(kind: str, bad: bytes) -> None:
+    body = text_of(TEXTS[kind], 600).encode()
     starts = [k for k in range(0, 300) if (body[k] & 0xC0) != 0x80]
     for at in starts[::3]:
         head = b'{"content": "' + body[:at]
@@ -116,3 +127,14 @@ def test_a_control_character_in_long_raw_text_is_refused_at_its_byte(control: by
         with pytest.raises(_core.EnvelopeError) as info:
             _testing.json_loads(head + control + body[at:] + b'"]')
         assert f"control character in a string at byte {len(head)}" in str(info.value)
+
+
+@pytest.mark.parametrize("length", [256, 319, 320, 321, 383, 384, 1000])
+def test_a_lead_byte_at_the_end_of_long_latin1_text_is_refused_at_its_byte(length: int) -> None:
+    # The body's last byte a lead byte whose continuation would be the closing quote: at the
+    # end of a full block of 64 and elsewhere.
+    body = b"a" * (length - 1) + b"\xc3"
+    head = b'["'
+    with pytest.raises(_core.EnvelopeError) as info:
+        _testing.json_loads(head + body + b'"]')
+    assert f"invalid UTF-8 in a string at byte {len(head) + length - 1}" in str(info.value)
