@@ -46,30 +46,60 @@ pub struct Run {
 /// of input or 256 of room are left. Without the vector step (`available()` false), or with
 /// bounds outside the slices, nothing is done.
 pub fn clean_blocks(src: &[u8], read: usize, dst: &mut [u8], written: usize) -> Run {
-    let unmoved = Run {
-        read,
-        written,
-        bits: 0,
-    };
-    if read > src.len() || written > dst.len() {
-        return unmoved;
-    }
     #[cfg(target_arch = "x86_64")]
     if available() {
-        // SAFETY: the CPU has AVX-512F, BW and VBMI, POPCNT and BMI1 (checked just above); `read <= src.len()`
-        // and `written <= dst.len()`, the bounds `avx512::clean_blocks` requires.
-        return unsafe {
-            avx512::clean_blocks(
-                src.as_ptr(),
-                src.len(),
-                read,
-                dst.as_mut_ptr(),
-                dst.len(),
-                written,
-            )
-        };
+        // SAFETY: the CPU has AVX-512F, BW and VBMI, POPCNT and BMI1 (checked just above).
+        return unsafe { bounded_step(avx512::clean_blocks, src, read, dst, written) };
     }
-    unmoved
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (src, dst); // no vector step on this target
+    Run::unmoved(read, written)
+}
+
+impl Run {
+    /// Where a step that did nothing leaves its input and output.
+    pub(crate) fn unmoved(read: usize, written: usize) -> Self {
+        Run {
+            read,
+            written,
+            bits: 0,
+        }
+    }
+}
+
+/// A vector step over raw bounds: `src` points to `src_len` readable bytes, from `read` on,
+/// and `dst` to `dst_len` writable ones, from `written` on.
+#[cfg(target_arch = "x86_64")]
+pub(crate) type BlockStep = unsafe fn(*const u8, usize, usize, *mut u8, usize, usize) -> Run;
+
+/// `step` over `src[read..]` into `dst[written..]`, or nothing done where those bounds lie
+/// outside the slices.
+///
+/// # Safety
+/// The CPU has the features `step` is compiled for.
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn bounded_step(
+    step: BlockStep,
+    src: &[u8],
+    read: usize,
+    dst: &mut [u8],
+    written: usize,
+) -> Run {
+    if read > src.len() || written > dst.len() {
+        return Run::unmoved(read, written);
+    }
+    // SAFETY: the pointers and lengths describe the slices, and `read` and `written` lie
+    // within them (checked just above); the CPU has `step`'s features (the caller's promise).
+    unsafe {
+        step(
+            src.as_ptr(),
+            src.len(),
+            read,
+            dst.as_mut_ptr(),
+            dst.len(),
+            written,
+        )
+    }
 }
 
 /// Index tables of the byte permutes: for each group of 16 positions (one 32-bit lane each),
@@ -426,12 +456,7 @@ mod tests {
             let mut dst = vec![0u8; 4 * body.len()];
             let run = clean_blocks(body.as_bytes(), start, &mut dst, 4);
             if !available() {
-                let unmoved = Run {
-                    read: start,
-                    written: 4,
-                    bits: 0,
-                };
-                assert_eq!(run, unmoved);
+                assert_eq!(run, Run::unmoved(start, 4));
                 eprintln!("no AVX-512 VBMI here: the vector step is not exercised");
                 return;
             }
@@ -450,25 +475,22 @@ mod tests {
     fn nothing_is_done_outside_the_bounds() {
         let body = b"plain".repeat(40);
         let mut dst = vec![0u8; 1024];
-        let unmoved = |read, written| Run {
-            read,
-            written,
-            bits: 0,
-        };
-        assert_eq!(
-            clean_blocks(&body, body.len() + 1, &mut dst, 0),
-            unmoved(body.len() + 1, 0)
-        );
-        assert_eq!(clean_blocks(&body, 0, &mut dst, 1025), unmoved(0, 1025));
-        // Less than 64 bytes of input or 256 of room left: the scalar steps' part.
-        assert_eq!(
-            clean_blocks(&body, body.len() - 63, &mut dst, 0),
-            unmoved(body.len() - 63, 0)
-        );
-        assert_eq!(
-            clean_blocks(&body, 0, &mut dst, 1024 - 255),
-            unmoved(0, 1024 - 255)
-        );
+        let unmoved = Run::unmoved;
+        // Both vector steps share the bounds check (`bounded_step`).
+        type Step = fn(&[u8], usize, &mut [u8], usize) -> Run;
+        for step in [clean_blocks as Step, crate::utf8_avx512::text_blocks] {
+            assert_eq!(
+                step(&body, body.len() + 1, &mut dst, 0),
+                unmoved(body.len() + 1, 0)
+            );
+            assert_eq!(step(&body, 0, &mut dst, 1025), unmoved(0, 1025));
+            // Less than 64 bytes of input or 256 of room left: the scalar steps' part.
+            assert_eq!(
+                step(&body, body.len() - 63, &mut dst, 0),
+                unmoved(body.len() - 63, 0)
+            );
+            assert_eq!(step(&body, 0, &mut dst, 1024 - 255), unmoved(0, 1024 - 255));
+        }
     }
 
     #[test]

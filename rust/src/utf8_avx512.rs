@@ -41,32 +41,17 @@ pub fn available() -> bool {
 /// the vector step (`available()` false), or with bounds outside the slices,
 /// nothing is done.
 pub fn text_blocks(src: &[u8], read: usize, dst: &mut [u8], written: usize) -> Run {
-    let unmoved = Run {
-        read,
-        written,
-        bits: 0,
-    };
-    if read > src.len() || written > dst.len() {
-        return unmoved;
-    }
     #[cfg(target_arch = "x86_64")]
     if available() {
         // SAFETY: the CPU has AVX-512F, BW, VBMI, VBMI2 and CD, POPCNT and BMI1 (checked just
-        // above);
-        // `read <= src.len()` and `written <= dst.len()`, the bounds `avx512::text_blocks`
-        // requires.
+        // above).
         return unsafe {
-            avx512::text_blocks(
-                src.as_ptr(),
-                src.len(),
-                read,
-                dst.as_mut_ptr(),
-                dst.len(),
-                written,
-            )
+            crate::escapes_avx512::bounded_step(avx512::text_blocks, src, read, dst, written)
         };
     }
-    unmoved
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (src, dst); // no vector step on this target
+    Run::unmoved(read, written)
 }
 
 /// A block's byte classes, one bit per byte (bit p for the byte at p).
@@ -445,29 +430,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn nothing_is_done_outside_the_bounds() {
-        let body = "wörld".repeat(40).into_bytes();
-        let mut dst = vec![0u8; 1024];
-        let unmoved = |read, written| Run {
-            read,
-            written,
-            bits: 0,
-        };
-        assert_eq!(
-            text_blocks(&body, body.len() + 1, &mut dst, 0),
-            unmoved(body.len() + 1, 0)
-        );
-        assert_eq!(text_blocks(&body, 0, &mut dst, 1025), unmoved(0, 1025));
-        assert_eq!(
-            text_blocks(&body, body.len() - 63, &mut dst, 0),
-            unmoved(body.len() - 63, 0)
-        );
-        assert_eq!(
-            text_blocks(&body, 0, &mut dst, 1024 - 255),
-            unmoved(0, 1024 - 255)
-        );
     }
 }
