@@ -677,9 +677,9 @@ struct Parser<'a, 'py> {
     held_since: std::time::Instant,
 }
 
-/// Raw non-ASCII string bodies from this long are decoded by `wide_str` where it reads raw text
-/// in blocks (`json_wide::reads_raw_text_in_blocks`); shorter ones are CPython's, for which
-/// they are a few hundred ns either way.
+/// Raw non-ASCII string bodies from this long are decoded by a vector step where the CPU has
+/// one (`latin1_str` for Latin-1 text, `wide_str` beyond it); shorter ones are CPython's, for
+/// which they are a few hundred ns either way.
 const WIDE_RAW_MIN: usize = 256;
 
 /// Values between two looks at the clock (about 25 ns each) to see whether the GIL has been
