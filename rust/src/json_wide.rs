@@ -533,12 +533,18 @@ fn utf8_code(src: &[u8], at: usize) -> Option<(u32, usize)> {
 }
 
 /// Rewrite the first `units` units of `buf` (`UNIT` bytes each, native-endian, every value
-/// below 0x100) in place as one byte each, from its start: 16 at a time, read into a block
+/// below 0x100) in place as one byte each, from its start: code points 64 at a time with
+/// AVX-512 where the CPU has it (`latin1_avx512`), then 16 at a time, read into a block
 /// before the block's bytes are written, which end by the block's own start (or are the first
 /// block), so nothing unread is overwritten.
 pub fn narrow_to_latin1<const UNIT: usize>(buf: &mut [u8], units: usize) {
     const BLOCK: usize = 16;
     let units = units.min(buf.len() / UNIT);
+    let narrowed = if UNIT == 4 {
+        crate::latin1_avx512::narrow_code_points(buf, units)
+    } else {
+        0
+    };
     let low = |unit: &[u8]| {
         if cfg!(target_endian = "big") {
             unit[UNIT - 1]
@@ -547,7 +553,7 @@ pub fn narrow_to_latin1<const UNIT: usize>(buf: &mut [u8], units: usize) {
         }
     };
     let blocks = units / BLOCK;
-    for block in 0..blocks {
+    for block in narrowed / BLOCK..blocks {
         let mut narrow = [0u8; BLOCK];
         let wide = &buf[UNIT * BLOCK * block..UNIT * BLOCK * (block + 1)];
         for (byte, unit) in narrow.iter_mut().zip(wide.chunks_exact(UNIT)) {
@@ -1037,7 +1043,10 @@ mod tests {
             buf
         }
         // Around the blocks of 16, every Latin-1 value.
-        for len in [0, 1, 5, 15, 16, 17, 31, 32, 33, 256, 300] {
+        // And of 64, the vector step's for code points.
+        for len in [
+            0, 1, 5, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 256, 300, 1000,
+        ] {
             let values: Vec<u32> = (0..len as u32).map(|k| (k * 7) % 256).collect();
             let want: Vec<u8> = values.iter().map(|&v| v as u8).collect();
             assert_eq!(narrowed::<2>(&values), want, "{len}");
