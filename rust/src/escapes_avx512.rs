@@ -7,8 +7,10 @@
 //! few bytes; the scalar steps pay a branch per escape and per run of ASCII between them (~1.4
 //! ms per MiB of mixed-script prose). Here a whole block is classified at once: the characters
 //! JSON writes as they are, and the well-formed `\uXXXX` escapes (a high surrogate escape
-//! followed by a low one joined into one code point), each turned into its code point in its
-//! own lane, the lanes then packed. A block is taken up to the first byte that needs care (a
+//! followed by a low one joined into one code point). The positions that give a code point
+//! are packed first, then taken 16 at a time into 32-bit lanes, each lane reading its
+//! character or its escape's digits with one byte permute: escaped text, where a character
+//! takes six bytes, needs one group of lanes a block, not four. A block is taken up to the first byte that needs care (a
 //! quote, a control character, a byte beyond ASCII, another escape, a lone surrogate, an
 //! escape or a pair running past the block's end); the scalar steps read from there on, so
 //! every refusal and every unusual character is theirs, exactly as before.
@@ -20,6 +22,7 @@ pub fn available() -> bool {
         std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512vbmi")
+            && std::arch::is_x86_feature_detected!("avx512vbmi2")
             && std::arch::is_x86_feature_detected!("popcnt")
             && std::arch::is_x86_feature_detected!("bmi1")
     }
@@ -48,7 +51,8 @@ pub struct Run {
 pub fn clean_blocks(src: &[u8], read: usize, dst: &mut [u8], written: usize) -> Run {
     #[cfg(target_arch = "x86_64")]
     if available() {
-        // SAFETY: the CPU has AVX-512F, BW and VBMI, POPCNT and BMI1 (checked just above).
+        // SAFETY: the CPU has AVX-512F, BW, VBMI and VBMI2, POPCNT and BMI1 (checked just
+        // above).
         return unsafe { bounded_step(avx512::clean_blocks, src, read, dst, written) };
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -102,29 +106,47 @@ pub(crate) unsafe fn bounded_step(
     }
 }
 
-/// Index tables of the byte permutes: for each group of 16 positions (one 32-bit lane each),
-/// the four hex digits of an escape starting there, least significant first, `shift` bytes
-/// further on (0: the escape's own, 6: the next escape's); indices wrap at 64 as the permute
-/// reads them (only escapes whose digits lie inside the block are used).
+/// For group `g` of 16 packed positions, the byte permute that puts position `16 * g + k` in
+/// each byte of 32-bit lane `k` (shared with `utf8_avx512`).
 #[cfg(any(target_arch = "x86_64", test))]
-const fn digit_indices(shift: usize) -> [[u8; 64]; 4] {
-    let mut tables = [[0u8; 64]; 4];
-    let mut group = 0;
-    while group < 4 {
-        let mut lane = 0;
-        while lane < 16 {
-            let at = 16 * group + lane + shift;
-            let mut k = 0;
-            while k < 4 {
-                // Byte k of the lane: the digit at `at + 5 - k` (the last digit is the lowest).
-                tables[group][4 * lane + k] = ((at + 5 - k) % 64) as u8;
-                k += 1;
-            }
-            lane += 1;
-        }
-        group += 1;
+const fn spread(group: usize) -> [u8; 64] {
+    let mut table = [0u8; 64];
+    let mut k = 0;
+    while k < 64 {
+        table[k] = (16 * group + k / 4) as u8;
+        k += 1;
     }
-    tables
+    table
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) static SPREAD: [[u8; 64]; 4] = [spread(0), spread(1), spread(2), spread(3)];
+
+/// Each byte's own position in a block, for packing the positions of a mask's bits.
+#[cfg(target_arch = "x86_64")]
+pub(crate) static POSITIONS: [u8; 64] = {
+    let mut table = [0u8; 64];
+    let mut k = 0;
+    while k < 64 {
+        table[k] = k as u8;
+        k += 1;
+    }
+    table
+};
+
+/// Added to a lane's position (in each of its four bytes): the four hex digits of an escape
+/// starting there, least significant first, `shift` bytes further on (0: the escape's own, 6:
+/// the next escape's). Indices past the block wrap as the permute reads them; only escapes
+/// whose digits lie inside the block are used.
+#[cfg(any(target_arch = "x86_64", test))]
+const fn digit_offsets(shift: u32) -> i32 {
+    // Byte k of the lane: the digit at `at + 5 - k` (the last digit is the lowest).
+    i32::from_le_bytes([
+        (shift + 5) as u8,
+        (shift + 4) as u8,
+        (shift + 3) as u8,
+        (shift + 2) as u8,
+    ])
 }
 
 /// The value of each hex digit, indexed by its byte's low six bits ('0'-'9' at 48-57, 'A'-'F'
@@ -198,18 +220,15 @@ fn plan(backslash: u64, escapes: u64, care: u64, high: u64, low: u64) -> Plan {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{digit_indices, nibble_table, plan, Run};
+    use super::{digit_offsets, nibble_table, plan, Run, POSITIONS, SPREAD};
 
-    static DIGITS: [[u8; 64]; 4] = digit_indices(0);
-    static NEXT_DIGITS: [[u8; 64]; 4] = digit_indices(6);
     static NIBBLES: [u8; 64] = nibble_table();
 
-    /// Each 32-bit lane's escape value: the four nibbles `indices` picks from `nibbles`.
+    /// Each 32-bit lane's escape value, for an escape whose four digits `indices` picks from
+    /// `nibbles` (least significant first).
     #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,popcnt,bmi1")]
-    fn escape_values(nibbles: __m512i, indices: &[u8; 64]) -> __m512i {
-        // SAFETY: `indices` is 64 bytes (unaligned load).
-        let indices = unsafe { _mm512_loadu_si512(indices.as_ptr().cast()) };
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,popcnt,bmi1")]
+    fn escape_values(nibbles: __m512i, indices: __m512i) -> __m512i {
         let picked = _mm512_permutexvar_epi8(indices, nibbles);
         // Adjacent nibbles into bytes' worth (low + 16 * high) in 16-bit lanes, then those
         // into 32-bit lanes (low + 256 * high).
@@ -217,24 +236,51 @@ mod avx512 {
         _mm512_madd_epi16(pairs, _mm512_set1_epi32(0x0100_0001))
     }
 
-    /// Group `G` of `block` (positions `16 * G` on), one 32-bit lane each: its byte, or at an
-    /// escape's start the escape's value (its hex digits' values are `nibbles`).
+    /// The code points of group `group` of a block's packed positions `packed` (`count` of
+    /// them from the group's start; lanes at and past it are zero): the byte at each, or at
+    /// an escape's start the escape's value, joined with the next escape's where it is a
+    /// pair's high half (`with_pairs`: the block holds a pair; every high half it takes is
+    /// one).
     #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,popcnt,bmi1")]
-    fn group<const G: i32>(block: __m512i, nibbles: __m512i, escapes: u64) -> __m512i {
-        // No branch on whether the group holds an escape: in mixed text that varies from
-        // group to group, and mispredicted branches cost more than the lookups.
-        let chars = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32::<G>(block));
-        let starts = (escapes >> (16 * G)) as u16;
-        _mm512_mask_mov_epi32(chars, starts, escape_values(nibbles, &DIGITS[G as usize]))
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,popcnt,bmi1")]
+    fn code_points(
+        block: __m512i,
+        nibbles: __m512i,
+        packed: __m512i,
+        group: usize,
+        count: u32,
+        with_pairs: bool,
+    ) -> __m512i {
+        let dword = _mm512_set1_epi32;
+        // SAFETY: the table is 64 bytes (unaligned load).
+        let spread = unsafe { _mm512_loadu_si512(SPREAD[group].as_ptr().cast()) };
+        let at = _mm512_permutexvar_epi8(spread, packed);
+        // Byte 0 of each lane: the byte at its position, zero-extended.
+        let chars = _mm512_maskz_permutexvar_epi8(0x1111_1111_1111_1111, at, block);
+        let escape = _mm512_cmpeq_epi32_mask(chars, dword(i32::from(b'\\')));
+        let values = escape_values(nibbles, _mm512_add_epi8(at, dword(digit_offsets(0))));
+        let mut code = _mm512_mask_mov_epi32(chars, escape, values);
+        if with_pairs {
+            // 0x10000 + (high - 0xD800) * 0x400 + (low - 0xDC00), wrapping.
+            let high = escape
+                & _mm512_cmpeq_epi32_mask(_mm512_and_si512(values, dword(0xFC00)), dword(0xD800));
+            let next = escape_values(nibbles, _mm512_add_epi8(at, dword(digit_offsets(6))));
+            let joined = _mm512_add_epi32(
+                _mm512_add_epi32(_mm512_slli_epi32::<10>(values), next),
+                dword(0x1_0000 - (0xD800 << 10) - 0xDC00),
+            );
+            code = _mm512_mask_mov_epi32(code, high, joined);
+        }
+        _mm512_maskz_mov_epi32(((1u32 << count.min(16)) - 1) as u16, code)
     }
 
     /// `super::clean_blocks` on AVX-512.
     ///
     /// # Safety
-    /// The CPU has AVX-512F, BW and VBMI, POPCNT and BMI1; `src` points to `src_len` readable bytes and `dst`
-    /// to `dst_len` writable ones; `read <= src_len`, `written <= dst_len`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,popcnt,bmi1")]
+    /// The CPU has AVX-512F, BW, VBMI and VBMI2, POPCNT and BMI1; `src` points to `src_len`
+    /// readable bytes and `dst` to `dst_len` writable ones; `read <= src_len`,
+    /// `written <= dst_len`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,popcnt,bmi1")]
     pub unsafe fn clean_blocks(
         src: *const u8,
         src_len: usize,
@@ -244,10 +290,15 @@ mod avx512 {
         mut written: usize,
     ) -> Run {
         let byte = |b: u8| _mm512_set1_epi8(b as i8);
-        // SAFETY: the table is 64 bytes (unaligned load).
-        let nibble_table = unsafe { _mm512_loadu_si512(NIBBLES.as_ptr().cast()) };
+        // SAFETY: the tables are 64 bytes (unaligned loads).
+        let (nibble_table, positions) = unsafe {
+            (
+                _mm512_loadu_si512(NIBBLES.as_ptr().cast()),
+                _mm512_loadu_si512(POSITIONS.as_ptr().cast()),
+            )
+        };
         let mut bits = _mm512_setzero_si512();
-        // A block gives at most 64 code points, 256 bytes, written in four stores of 64.
+        // A block gives at most 64 code points, 256 bytes, written in up to four stores of 64.
         while src_len - read >= 64 && dst_len - written >= 256 {
             // SAFETY: `read + 64 <= src_len`: the block lies within the input (unaligned load).
             let block = unsafe { _mm512_loadu_si512(src.add(read).cast()) };
@@ -300,36 +351,22 @@ mod avx512 {
             let c_to_f = _mm512_cmplt_epu8_mask(_mm512_sub_epi8(folded, byte(b'c')), byte(4));
             let high = escapes & (d >> 2) & (eight_to_b >> 3);
             let low = escapes & (d >> 2) & (c_to_f >> 3);
-            // Four groups of 16 positions, one 32-bit lane each (kept in registers: an array
-            // indexed in a loop went through the stack).
-            let g0 = group::<0>(block, nibbles, escapes);
-            let g1 = group::<1>(block, nibbles, escapes);
-            let g2 = group::<2>(block, nibbles, escapes);
-            let g3 = group::<3>(block, nibbles, escapes);
             let plan = plan(backslash, escapes, care, high, low);
             if plan.taken == 0 {
                 break;
             }
-            // Pairs are joined in every group or in none: one branch a block.
+            // The positions that give a code point, packed, then read 16 at a time.
+            let packed = _mm512_maskz_compress_epi8(plan.keep, positions);
+            let count = plan.keep.count_ones();
             let with_pairs = plan.pairs != 0;
-            for (k, mut values) in [g0, g1, g2, g3].into_iter().enumerate() {
-                let pairs = (plan.pairs >> (16 * k)) as u16;
-                if with_pairs {
-                    // 0x10000 + (high - 0xD800) * 0x400 + (low - 0xDC00), wrapping.
-                    let next = escape_values(nibbles, &NEXT_DIGITS[k]);
-                    let joined = _mm512_add_epi32(
-                        _mm512_add_epi32(_mm512_slli_epi32::<10>(values), next),
-                        _mm512_set1_epi32(0x1_0000 - (0xD800 << 10) - 0xDC00),
-                    );
-                    values = _mm512_mask_mov_epi32(values, pairs, joined);
-                }
-                let keep = (plan.keep >> (16 * k)) as u16;
-                let packed = _mm512_maskz_compress_epi32(keep, values);
+            for group in 0..count.div_ceil(16) {
+                let left = count - 16 * group;
+                let code = code_points(block, nibbles, packed, group as usize, left, with_pairs);
                 // SAFETY: this block's stores start below `written + 192` as it was on entry,
                 // and `written + 256 <= dst_len` then: 64 bytes fit (unaligned store).
-                unsafe { _mm512_storeu_si512(dst.add(written).cast(), packed) };
-                written += 4 * keep.count_ones() as usize;
-                bits = _mm512_or_si512(bits, packed);
+                unsafe { _mm512_storeu_si512(dst.add(written).cast(), code) };
+                written += 4 * left.min(16) as usize;
+                bits = _mm512_or_si512(bits, code);
             }
             read += plan.taken as usize;
         }
@@ -346,14 +383,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn digit_indices_pick_each_escape_s_digits_lowest_first() {
-        let own = digit_indices(0);
-        // Position 17 (group 1, lane 1): digits at 19..=22, read as 22, 21, 20, 19.
-        assert_eq!(own[1][4..8], [22, 21, 20, 19]);
-        let next = digit_indices(6);
-        assert_eq!(next[0][..4], [11, 10, 9, 8]);
-        // Past the block's end the indices wrap, as the permute reads them.
-        assert_eq!(own[3][60..64], [4, 3, 2, 1]);
+    fn digit_offsets_pick_each_escape_s_digits_lowest_first() {
+        // An escape at position 17: digits at 19..=22, read as 22, 21, 20, 19.
+        let own = digit_offsets(0).to_le_bytes().map(|offset| 17 + offset);
+        assert_eq!(own, [22, 21, 20, 19]);
+        assert_eq!(digit_offsets(6).to_le_bytes(), [11, 10, 9, 8]);
+    }
+
+    #[test]
+    fn spread_gives_each_lane_its_packed_position() {
+        for group in 0..4 {
+            let table = spread(group);
+            for (k, &index) in table.iter().enumerate() {
+                assert_eq!(usize::from(index), 16 * group + k / 4);
+            }
+        }
     }
 
     #[test]

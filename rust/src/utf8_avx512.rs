@@ -19,14 +19,12 @@
 
 use crate::escapes_avx512::Run;
 
-/// Whether the vector step runs on this machine: `escapes_avx512`'s features, and VBMI2's
-/// byte compression and CD's leading-zero count.
+/// Whether the vector step runs on this machine: `escapes_avx512`'s features (VBMI2's byte
+/// compression among them), and CD's leading-zero count.
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        crate::escapes_avx512::available()
-            && std::arch::is_x86_feature_detected!("avx512vbmi2")
-            && std::arch::is_x86_feature_detected!("avx512cd")
+        crate::escapes_avx512::available() && std::arch::is_x86_feature_detected!("avx512cd")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -96,20 +94,7 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{taken, Classes, Run};
-
-    /// For group `g` of 16 characters, the byte permute that puts start `16 * g + k` (of the
-    /// packed starts) in each byte of 32-bit lane `k`.
-    const fn spread(group: usize) -> [u8; 64] {
-        let mut table = [0u8; 64];
-        let mut k = 0;
-        while k < 64 {
-            table[k] = (16 * group + k / 4) as u8;
-            k += 1;
-        }
-        table
-    }
-
-    static SPREAD: [[u8; 64]; 4] = [spread(0), spread(1), spread(2), spread(3)];
+    use crate::escapes_avx512::{POSITIONS, SPREAD};
 
     /// By the count of a lead byte's leading ones (0 for ASCII, 2-4), the right shift that
     /// drops the six bits of each byte its character lacks of four, and its least code point
@@ -170,11 +155,8 @@ mod avx512 {
         mut written: usize,
     ) -> Run {
         let byte = |b: u8| _mm512_set1_epi8(b as i8);
-        let positions = _mm512_set_epi8(
-            63, 62, 61, 60, 59, 58, 57, 56, 55, 54, 53, 52, 51, 50, 49, 48, 47, 46, 45, 44, 43, 42,
-            41, 40, 39, 38, 37, 36, 35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20,
-            19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0,
-        );
+        // SAFETY: the table is 64 bytes (unaligned load).
+        let positions = unsafe { _mm512_loadu_si512(POSITIONS.as_ptr().cast()) };
         let mut all_bits = _mm512_setzero_si512();
         // A block gives at most 63 code points, written in up to four stores of 64 bytes.
         while src_len - read >= 64 && dst_len - written >= 256 {
