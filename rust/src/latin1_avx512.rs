@@ -16,20 +16,11 @@
 //! 0xC0/0xC1 form, a stray continuation, a lead cut short, a character beyond U+00FF) makes
 //! the whole text refused, for the caller's usual reader to read or name the error.
 
-/// Whether the vector step runs on this machine: AVX-512 F, BW, VBMI and VBMI2, and POPCNT.
+/// Whether the vector step runs on this machine: AVX-512 F, BW, VBMI and VBMI2, and POPCNT,
+/// which the escape decoder needs too (`escapes_avx512::available`, which asks for BMI1 besides:
+/// every CPU with AVX-512 has it).
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vbmi")
-            && std::arch::is_x86_feature_detected!("avx512vbmi2")
-            && std::arch::is_x86_feature_detected!("popcnt")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    crate::escapes_avx512::available()
 }
 
 /// Bytes of room `to_latin1` needs in its output beyond the text's length: each step stores a
