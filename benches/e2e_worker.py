@@ -10,6 +10,8 @@ The job names a client (``ours``, ``ours-sync``, ``ours-httpx-tls``, ``openai``,
 ``tls-transport`` for each scenario's bytes alone through the core's TLS under asyncio),
 the endpoint, and a plan: scenario names, each measured in turn after an untimed warm-up;
 ``soak`` and ``first`` want a process each (peak RSS and first-request latency are per process).
+Ours' runs also carry, per scenario held against a floor, that floor measured in the same process
+just before and after it (``paired_floors``).
 
 Only the standard library is imported at module level: each venv brings its own client.
 """
@@ -27,7 +29,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench_floors import Floors
 
 MODEL = "bench-model"
 MIB = 1024 * 1024
@@ -314,9 +319,12 @@ def warm_up(ask: AsyncDriver | SyncDriver) -> None:
 def run_scenarios(job: dict[str, Any]) -> list[dict[str, Any]]:
     ask = make_client(job)
     warm_up(ask)
+    paired = PairedFloors() if job["client"] == "ours" else None
     results = []
     for name in job["plan"]:
         scenario = SCENARIOS[name]
+        if paired is not None:
+            paired.before(name)
         meter = Meter(job.get("endpoint_pid"))
         prompts = [scenario.prompt(i) for i in range(scenario.requests)]
         for start in range(0, len(prompts), scenario.concurrency):
@@ -324,8 +332,38 @@ def run_scenarios(job: dict[str, Any]) -> list[dict[str, Any]]:
             with meter.timed():
                 replies = ask(batch, meter.latencies)
             check_replies(batch, replies)  # outside the timed span
-        results.append({"scenario": name, **meter.summary()})
+        result = {"scenario": name, **meter.summary()}
+        if paired is not None:
+            result.update(paired.after(name))
+        results.append(result)
     return results
+
+
+class PairedFloors:
+    """The floors a scenario of ours is held against, measured in this process just before and
+    just after it (bench_floors.PAIRED_FLOORS): the same minute of a drifting machine."""
+
+    def __init__(self) -> None:
+        from bench_floors import PAIRED_FLOORS, Floors
+
+        self._wanted = PAIRED_FLOORS
+        self._make_floors = Floors
+        self._floors: Floors | None = None  # its RSA keys made at the first paired scenario
+        self._before: dict[str, float] = {}
+
+    def before(self, scenario: str) -> None:
+        self._before = {name: self._measure(name) for name in self._wanted.get(scenario, ())}
+
+    def after(self, scenario: str) -> dict[str, Any]:
+        if not self._wanted.get(scenario):
+            return {}
+        figures = {name: (ms + self._measure(name)) / 2 for name, ms in self._before.items()}
+        return {"paired_floors": figures}
+
+    def _measure(self, name: str) -> float:
+        if self._floors is None:
+            self._floors = self._make_floors()
+        return self._floors.measure(name)
 
 
 def run_soak(job: dict[str, Any]) -> list[dict[str, Any]]:

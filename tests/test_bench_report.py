@@ -306,6 +306,60 @@ def test_the_floor_rows_take_each_sides_median_and_say_so(report):
     assert "median of" not in single
 
 
+def paired_run(scenario: str, cpu: float, floors: dict[str, float]) -> dict[str, Any]:
+    return {"scenario": scenario, "cpu_per_request_ms": cpu, "paired_floors": floors}
+
+
+def test_the_floor_rows_pair_each_process_with_the_floor_it_measured_beside_it(report):
+    # The machine drifts: each of ours' processes ran in a minute of its own speed, and measured
+    # the floor in that same minute. The floor's own processes ran in faster minutes.
+    runs = [
+        worker_run("floor", [{"scenario": "floor 1 MiB", "cpu_per_request_ms": ms}])
+        for ms in (2.0, 1.9, 2.1)
+    ] + [
+        worker_run("ours", [paired_run("1 MiB prompts", ms, {"floor 1 MiB": beside})])
+        for ms, beside in ((7.0, 2.8), (5.0, 2.0), (5.4, 2.25))
+    ]
+    result = report.e2e_results(runs)
+    mib = {t["description"]: t for t in result["targets"]}["CPU per 1 MiB request / floor"]
+    # Per process 2.5, 2.5 and 2.4: their median, not ours' median over another run's floor.
+    assert mib["ratio"] == pytest.approx(2.5) and mib["verdict"] == "PASS"
+    assert (mib["ours"], mib["theirs"], mib["theirs_processes"]) == (5.4, 2.25, 3)
+    assert mib["theirs_alone"] == 2.0 and mib["ratio_alone"] == pytest.approx(2.7)
+    row = next(r for r in report.markdown(result).splitlines() if "1 MiB request / floor" in r)
+    assert "floor beside ours 2.25 ms (median of 3); alone 2.00 ms (median of 3)" in row
+    assert row.endswith("PASS |")
+    printed = report.render([], result)
+    assert "against the floor's own processes: 2.700" in printed
+    # One process far off does not move the median of three.
+    runs[-1]["extra_info"]["e2e_runs"][0]["paired_floors"] = {"floor 1 MiB": 1.0}
+    again = {t["description"]: t for t in report.e2e_results(runs)["targets"]}
+    assert again["CPU per 1 MiB request / floor"]["ratio"] == pytest.approx(2.5)
+
+
+def test_a_floor_measured_beside_another_scenario_is_not_paired(report):
+    # Each process measured only the floors its scenarios are held against: a row whose floor
+    # was not measured beside it (the non-ASCII row's own) takes the floors' own processes.
+    runs = [
+        worker_run(
+            "floor",
+            [{"scenario": "floor 1 MiB", "cpu_per_request_ms": 4.0},
+             {"scenario": "floor 1 MiB non-ASCII", "cpu_per_request_ms": 8.0}],
+        ),
+        worker_run(
+            "ours",
+            [paired_run("sequential small requests", 3.0, {"floor small": 2.5}),
+             paired_run("1 MiB non-ASCII prompts", 16.0, {"floor 1 MiB": 5.0})],
+        ),
+    ]  # fmt: skip
+    verdicts = {t["description"]: t for t in report.e2e_results(runs)["targets"]}
+    assert verdicts["CPU per small request / floor"]["ratio"] == pytest.approx(1.2)
+    assert verdicts["CPU per 1 MiB non-ASCII / floor"]["ratio"] == pytest.approx(3.2)
+    own = verdicts["CPU per 1 MiB non-ASCII / its own floor"]
+    assert own["ratio"] == pytest.approx(2.0) and "theirs_alone" not in own
+    assert verdicts["CPU per 1 MiB request / floor"]["verdict"] == "NOT RUN"
+
+
 def test_the_bench_measures_the_rows_held_to_a_ratio_in_three_processes_each():
     spec = importlib.util.spec_from_file_location("bench_plan", BENCHES / "test_e2e_bench.py")
     assert spec is not None and spec.loader is not None
