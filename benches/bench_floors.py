@@ -38,7 +38,7 @@ MIB_REPETITIONS = 40
 FLOOR_SCENARIOS = ["floor small", "floor 1 MiB", "floor 1 MiB non-ASCII"]
 RESPONSE_NONCE = bytes(12)
 # The floors each of ours' scenarios is held against (report.py's targets): measured in ours'
-# process just before and just after the scenario.
+# process just before and just after the scenario (e2e_worker.Yardsticks).
 PAIRED_FLOORS = {
     "sequential small requests": ("floor small",),
     "sequential small non-ASCII": ("floor small",),

@@ -10,8 +10,9 @@ The job names a client (``ours``, ``ours-sync``, ``ours-httpx-tls``, ``openai``,
 ``tls-transport`` for each scenario's bytes alone through the core's TLS under asyncio),
 the endpoint, and a plan: scenario names, each measured in turn after an untimed warm-up;
 ``soak`` and ``first`` want a process each (peak RSS and first-request latency are per process).
-Ours' runs also carry, per scenario held against a floor, that floor measured in the same process
-just before and after it (``paired_floors``).
+A scenario held against a yardstick of another process's kind (ours against the pyca floors, the
+sync and openai clients against ours) also carries that yardstick measured in the same process
+just before and after it (``beside``).
 
 Only the standard library is imported at module level: each venv brings its own client.
 """
@@ -316,54 +317,77 @@ def warm_up(ask: AsyncDriver | SyncDriver) -> None:
 # ---- plans ----------------------------------------------------------------------------------
 
 
+def run_timed(ask: AsyncDriver | SyncDriver, scenario: Scenario, meter: Meter) -> None:
+    """The scenario's requests, ``concurrency`` at a time, each batch timed by ``meter``."""
+    prompts = [scenario.prompt(i) for i in range(scenario.requests)]
+    for start in range(0, len(prompts), scenario.concurrency):
+        batch = prompts[start : start + scenario.concurrency]
+        with meter.timed():
+            replies = ask(batch, meter.latencies)
+        check_replies(batch, replies)  # outside the timed span
+
+
 def run_scenarios(job: dict[str, Any]) -> list[dict[str, Any]]:
     ask = make_client(job)
     warm_up(ask)
-    paired = PairedFloors() if job["client"] == "ours" else None
+    yardsticks = Yardsticks(job)
     results = []
     for name in job["plan"]:
-        scenario = SCENARIOS[name]
-        if paired is not None:
-            paired.before(name)
+        wanted = yardsticks.wanted(name)
+        before = {key: yardsticks.measure(key) for key in wanted}
         meter = Meter(job.get("endpoint_pid"))
-        prompts = [scenario.prompt(i) for i in range(scenario.requests)]
-        for start in range(0, len(prompts), scenario.concurrency):
-            batch = prompts[start : start + scenario.concurrency]
-            with meter.timed():
-                replies = ask(batch, meter.latencies)
-            check_replies(batch, replies)  # outside the timed span
+        run_timed(ask, SCENARIOS[name], meter)
         result = {"scenario": name, **meter.summary()}
-        if paired is not None:
-            result.update(paired.after(name))
+        if wanted:
+            result["beside"] = {
+                key: (ms + yardsticks.measure(key)) / 2 for key, ms in before.items()
+            }
         results.append(result)
     return results
 
 
-class PairedFloors:
-    """The floors a scenario of ours is held against, measured in this process just before and
-    just after it (bench_floors.PAIRED_FLOORS): the same minute of a drifting machine."""
+# The clients held against ours' figures of a scenario (issues 12 and 14): ours is measured in
+# their processes too.
+BESIDE_OURS = {
+    "ours-sync": ("sequential small requests",),
+    "openai": ("sequential small requests",),
+}
 
-    def __init__(self) -> None:
-        from bench_floors import PAIRED_FLOORS, Floors
 
-        self._wanted = PAIRED_FLOORS
-        self._make_floors = Floors
+class Yardsticks:
+    """What a scenario of this client is held against, measured in this process just before and
+    just after it (the mean of the two), so that a ratio compares figures of the same minute of
+    a drifting machine: the pyca floors beside ours (bench_floors.PAIRED_FLOORS), ours beside
+    the sync and openai clients. Named ``client/scenario``, as report.py's targets name them."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        self._job = job
         self._floors: Floors | None = None  # its RSA keys made at the first paired scenario
-        self._before: dict[str, float] = {}
+        self._ours: AsyncDriver | SyncDriver | None = None
 
-    def before(self, scenario: str) -> None:
-        self._before = {name: self._measure(name) for name in self._wanted.get(scenario, ())}
+    def wanted(self, scenario: str) -> list[str]:
+        client = self._job["client"]
+        if client == "ours":
+            from bench_floors import PAIRED_FLOORS
 
-    def after(self, scenario: str) -> dict[str, Any]:
-        if not self._wanted.get(scenario):
-            return {}
-        figures = {name: (ms + self._measure(name)) / 2 for name, ms in self._before.items()}
-        return {"paired_floors": figures}
+            return [f"floor/{floor}" for floor in PAIRED_FLOORS.get(scenario, ())]
+        return [f"ours/{scenario}"] if scenario in BESIDE_OURS.get(client, ()) else []
 
-    def _measure(self, name: str) -> float:
-        if self._floors is None:
-            self._floors = self._make_floors()
-        return self._floors.measure(name)
+    def measure(self, key: str) -> float:
+        """CPU per request in ms of the yardstick ``key``, now."""
+        client, name = key.split("/", 1)
+        if client == "floor":
+            if self._floors is None:
+                from bench_floors import Floors
+
+                self._floors = Floors()
+            return self._floors.measure(name)
+        if self._ours is None:
+            self._ours = make_client({**self._job, "client": client})
+            warm_up(self._ours)
+        meter = Meter(None)
+        run_timed(self._ours, SCENARIOS[name], meter)
+        return float(meter.summary()["cpu_per_request_ms"])
 
 
 def run_soak(job: dict[str, Any]) -> list[dict[str, Any]]:

@@ -306,8 +306,8 @@ def test_the_floor_rows_take_each_sides_median_and_say_so(report):
     assert "median of" not in single
 
 
-def paired_run(scenario: str, cpu: float, floors: dict[str, float]) -> dict[str, Any]:
-    return {"scenario": scenario, "cpu_per_request_ms": cpu, "paired_floors": floors}
+def paired_run(scenario: str, cpu: float, beside: dict[str, float]) -> dict[str, Any]:
+    return {"scenario": scenario, "cpu_per_request_ms": cpu, "beside": beside}
 
 
 def test_the_floor_rows_pair_each_process_with_the_floor_it_measured_beside_it(report):
@@ -317,7 +317,7 @@ def test_the_floor_rows_pair_each_process_with_the_floor_it_measured_beside_it(r
         worker_run("floor", [{"scenario": "floor 1 MiB", "cpu_per_request_ms": ms}])
         for ms in (2.0, 1.9, 2.1)
     ] + [
-        worker_run("ours", [paired_run("1 MiB prompts", ms, {"floor 1 MiB": beside})])
+        worker_run("ours", [paired_run("1 MiB prompts", ms, {"floor/floor 1 MiB": beside})])
         for ms, beside in ((7.0, 2.8), (5.0, 2.0), (5.4, 2.25))
     ]
     result = report.e2e_results(runs)
@@ -330,11 +330,39 @@ def test_the_floor_rows_pair_each_process_with_the_floor_it_measured_beside_it(r
     assert "floor beside ours 2.25 ms (median of 3); alone 2.00 ms (median of 3)" in row
     assert row.endswith("PASS |")
     printed = report.render([], result)
-    assert "against the floor's own processes: 2.700" in printed
+    assert "against its own processes: 2.700" in printed
     # One process far off does not move the median of three.
-    runs[-1]["extra_info"]["e2e_runs"][0]["paired_floors"] = {"floor 1 MiB": 1.0}
+    runs[-1]["extra_info"]["e2e_runs"][0]["beside"] = {"floor/floor 1 MiB": 1.0}
     again = {t["description"]: t for t in report.e2e_results(runs)["targets"]}
     assert again["CPU per 1 MiB request / floor"]["ratio"] == pytest.approx(2.5)
+
+
+def test_the_sync_and_openai_rows_pair_each_process_with_ours_beside_it(report):
+    ours_alone = [
+        worker_run("ours", [{"scenario": "sequential small requests", "cpu_per_request_ms": ms}])
+        for ms in (2.0, 2.1, 2.2)
+    ]
+    others = [
+        worker_run(
+            client,
+            [paired_run("sequential small requests", ms, {"ours/sequential small requests": mine})],
+        )
+        for client in ("openai", "ours-sync")
+        for ms, mine in ((4.0, 2.9), (4.4, 3.0), (3.1, 2.5))
+    ]
+    verdicts = {t["description"]: t for t in report.e2e_results(ours_alone + others)["targets"]}
+    openai = verdicts["openai SDK CPU per small request / ours"]
+    # Per process 1.38, 1.47 and 1.24: 1.38 (PASS at 1.5); against ours' own processes 4.0 / 2.1.
+    assert openai["ratio"] == pytest.approx(4.0 / 2.9) and openai["verdict"] == "PASS"
+    assert openai["ratio_alone"] == pytest.approx(4.0 / 2.1) and openai["theirs"] == 2.9
+    sync = verdicts["sync client CPU per small request / async"]
+    assert sync["ratio"] == pytest.approx(4.0 / 2.9) and sync["verdict"] == "MISS"  # 1.25
+    row = next(
+        r
+        for r in report.markdown(report.e2e_results(ours_alone + others)).splitlines()
+        if r.startswith("| openai SDK")
+    )
+    assert "ours beside openai 2.90 ms (median of 3); alone 2.10 ms (median of 3)" in row
 
 
 def test_a_floor_measured_beside_another_scenario_is_not_paired(report):
@@ -348,8 +376,8 @@ def test_a_floor_measured_beside_another_scenario_is_not_paired(report):
         ),
         worker_run(
             "ours",
-            [paired_run("sequential small requests", 3.0, {"floor small": 2.5}),
-             paired_run("1 MiB non-ASCII prompts", 16.0, {"floor 1 MiB": 5.0})],
+            [paired_run("sequential small requests", 3.0, {"floor/floor small": 2.5}),
+             paired_run("1 MiB non-ASCII prompts", 16.0, {"floor/floor 1 MiB": 5.0})],
         ),
     ]  # fmt: skip
     verdicts = {t["description"]: t for t in report.e2e_results(runs)["targets"]}

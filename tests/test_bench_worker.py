@@ -60,29 +60,63 @@ class CountingFloors:
         return float(len(self.calls))
 
 
-def test_paired_floors_are_the_mean_of_before_and_after_the_scenario(bench_modules, monkeypatch):
+def test_yardsticks_are_the_mean_of_before_and_after_the_scenario(bench_modules, monkeypatch):
     worker, floors = bench_modules
     monkeypatch.setattr(floors, "Floors", CountingFloors)
     CountingFloors.made = 0
-    paired = worker.PairedFloors()
-    paired.before("16 concurrent requests")  # held against no floor: nothing measured
-    assert paired.after("16 concurrent requests") == {} and CountingFloors.made == 0
-    paired.before("1 MiB non-ASCII prompts")  # measurements 1 and 2
-    figures = paired.after("1 MiB non-ASCII prompts")  # 3 and 4
-    assert figures == {"paired_floors": {"floor 1 MiB": 2.0, "floor 1 MiB non-ASCII": 3.0}}
-    paired.before("sequential small requests")  # 5
-    assert paired.after("sequential small requests") == {"paired_floors": {"floor small": 5.5}}
+    beside = worker.Yardsticks({"client": "ours"})
+    assert beside.wanted("16 concurrent requests") == [] and CountingFloors.made == 0
+    wanted = beside.wanted("1 MiB non-ASCII prompts")
+    assert wanted == ["floor/floor 1 MiB", "floor/floor 1 MiB non-ASCII"]
+    before = {key: beside.measure(key) for key in wanted}  # measurements 1 and 2
+    assert before == {"floor/floor 1 MiB": 1.0, "floor/floor 1 MiB non-ASCII": 2.0}
+    assert beside.measure("floor/floor small") == 3.0
     assert CountingFloors.made == 1  # one set of keys for the process
 
 
-def test_every_scenario_held_against_a_floor_measures_it_beside_itself(bench_modules):
+def test_ours_is_measured_beside_the_clients_held_against_it(bench_modules, monkeypatch):
+    worker, _ = bench_modules
+    assert worker.Yardsticks({"client": "openai"}).wanted("sequential small requests") == [
+        "ours/sequential small requests"
+    ]
+    assert worker.Yardsticks({"client": "ours-sync"}).wanted("1 MiB prompts") == []
+    assert worker.Yardsticks({"client": "reference"}).wanted("sequential small requests") == []
+    made: list[dict[str, Any]] = []
+    asked: list[list[str]] = []
+
+    def fake_client(job: dict[str, Any]) -> Any:
+        made.append(job)
+
+        def ask(prompts: list[str], latencies: list[float] | None = None) -> list[str]:
+            asked.append(prompts)
+            if latencies is not None:
+                latencies.extend(0.001 for _ in prompts)
+            return prompts  # the echo endpoint's answer
+
+        return ask
+
+    monkeypatch.setattr(worker, "make_client", fake_client)
+    beside = worker.Yardsticks({"client": "openai", "base_url": "https://x"})
+    assert beside.measure("ours/sequential small requests") >= 0
+    beside.measure("ours/sequential small requests")
+    # One ours client for the process, made from the same job, warmed up, then the scenario.
+    assert made == [{"client": "ours", "base_url": "https://x"}]
+    scenario = worker.SCENARIOS["sequential small requests"]
+    assert len(asked) == worker.WARMUP_REQUESTS + 2 * scenario.requests
+
+
+def test_every_target_paired_in_the_report_is_measured_beside_its_scenario(bench_modules):
     worker, floors = bench_modules
     report = importlib.import_module("report")
-    held = {(t.scenario, t.yardstick()[1]) for t in report.E2E_TARGETS if t.paired}
-    measured = {(s, f) for s, names in floors.PAIRED_FLOORS.items() for f in names}
-    assert held == measured
-    assert all(s in worker.SCENARIOS for s, _ in held)
-    assert {f for _, f in held} <= set(floors.FLOOR_SCENARIOS)
+    for target in report.E2E_TARGETS:
+        if target.paired:
+            key = "/".join(target.yardstick())
+            assert key in worker.Yardsticks({"client": target.client}).wanted(target.scenario)
+    floor_pairs = {(s, f) for s, names in floors.PAIRED_FLOORS.items() for f in names}
+    held = {
+        (t.scenario, t.yardstick()[1]) for t in report.E2E_TARGETS if t.yardstick()[0] == "floor"
+    }
+    assert floor_pairs == held
 
 
 def test_the_floors_measure_each_floor_by_name(bench_modules):
