@@ -534,35 +534,54 @@ fn utf8_code(src: &[u8], at: usize) -> Option<(u32, usize)> {
 
 /// Rewrite the first `units` units of `buf` (`UNIT` bytes each, native-endian, every value
 /// below 0x100) in place as one byte each, from its start: code points 64 at a time with
-/// AVX-512 where the CPU has it (`latin1_avx512`), then 16 at a time, read into a block
-/// before the block's bytes are written, which end by the block's own start (or are the first
-/// block), so nothing unread is overwritten.
+/// AVX-512 where the CPU has it (`narrow_avx512`), then `narrow_in_place`.
 pub fn narrow_to_latin1<const UNIT: usize>(buf: &mut [u8], units: usize) {
-    const BLOCK: usize = 16;
     let units = units.min(buf.len() / UNIT);
     let narrowed = if UNIT == 4 {
-        crate::latin1_avx512::narrow_code_points(buf, units)
+        crate::narrow_avx512::narrow_code_points::<1>(buf, units)
     } else {
         0
     };
-    let low = |unit: &[u8]| {
-        if cfg!(target_endian = "big") {
-            unit[UNIT - 1]
-        } else {
-            unit[0]
-        }
+    narrow_in_place::<UNIT, 1>(buf, units, narrowed);
+}
+
+/// Rewrite the first `units` units of `buf` (`UNIT` bytes each, native-endian, every value
+/// below 0x10000) in place as UTF-16 code units (two bytes each, native-endian), from its
+/// start: code points 64 at a time with AVX-512 where the CPU has it (`narrow_avx512`), then
+/// `narrow_in_place`; nothing to do where the units already are UTF-16.
+pub fn narrow_to_utf16<const UNIT: usize>(buf: &mut [u8], units: usize) {
+    if UNIT == 4 {
+        let units = units.min(buf.len() / 4);
+        let narrowed = crate::narrow_avx512::narrow_code_points::<2>(buf, units);
+        narrow_in_place::<4, 2>(buf, units, narrowed);
+    }
+}
+
+/// Rewrite units `done..units` of `buf` (`UNIT` bytes each, native-endian; the first `done`
+/// already rewritten, a multiple of 16) in place as their low `OUT` bytes each, native-endian,
+/// 16 at a time: a block is read whole before its bytes are written, which end by the block's
+/// own start (or are the first block), so nothing unread is overwritten.
+fn narrow_in_place<const UNIT: usize, const OUT: usize>(buf: &mut [u8], units: usize, done: usize) {
+    const BLOCK: usize = 16;
+    const { assert!(OUT < UNIT && OUT <= 2) };
+    let units = units.min(buf.len() / UNIT);
+    // The unit's low `OUT` bytes: its first ones when little-endian, its last ones otherwise.
+    let low = if cfg!(target_endian = "big") {
+        UNIT - OUT
+    } else {
+        0
     };
     let blocks = units / BLOCK;
-    for block in narrowed / BLOCK..blocks {
-        let mut narrow = [0u8; BLOCK];
+    for block in done / BLOCK..blocks {
+        let mut narrow = [[0u8; OUT]; BLOCK];
         let wide = &buf[UNIT * BLOCK * block..UNIT * BLOCK * (block + 1)];
-        for (byte, unit) in narrow.iter_mut().zip(wide.chunks_exact(UNIT)) {
-            *byte = low(unit);
+        for (out, unit) in narrow.iter_mut().zip(wide.chunks_exact(UNIT)) {
+            out.copy_from_slice(&unit[low..low + OUT]);
         }
-        buf[BLOCK * block..BLOCK * (block + 1)].copy_from_slice(&narrow);
+        buf[OUT * BLOCK * block..OUT * BLOCK * (block + 1)].copy_from_slice(narrow.as_flattened());
     }
     for k in BLOCK * blocks..units {
-        buf[k] = low(&buf[UNIT * k..UNIT * (k + 1)]);
+        buf.copy_within(UNIT * k + low..UNIT * k + low + OUT, OUT * k);
     }
 }
 
@@ -1052,6 +1071,33 @@ mod tests {
             assert_eq!(narrowed::<2>(&values), want, "{len}");
             assert_eq!(narrowed::<4>(&values), want, "{len}");
         }
+    }
+
+    #[test]
+    fn narrowing_to_utf16_writes_two_bytes_a_code_point() {
+        // Around the blocks of 16, values of every byte in either half of a unit.
+        for len in [0, 1, 2, 15, 16, 17, 31, 32, 33, 64, 65, 1000] {
+            let values: Vec<u16> = (0..len as u32)
+                .map(|k| ((k * 0x3D09 + 0x7F) % 0x1_0000) as u16)
+                .collect();
+            let mut buf: Vec<u8> = values
+                .iter()
+                .flat_map(|&v| u32::from(v).to_ne_bytes())
+                .collect();
+            let untouched = buf[2 * len..].to_vec();
+            narrow_to_utf16::<4>(&mut buf, len);
+            let units: Vec<u16> = buf[..2 * len]
+                .chunks_exact(2)
+                .map(|c| u16::from_ne_bytes([c[0], c[1]]))
+                .collect();
+            assert_eq!(units, values, "{len}");
+            // Only the UTF-16 is written: what lies past it is as it was (or unread input).
+            assert_eq!(buf[4 * len..], untouched[2 * len..], "{len}");
+        }
+        // UTF-16 units stay as they are.
+        let mut units = vec![0x12, 0x34, 0x56, 0x78];
+        narrow_to_utf16::<2>(&mut units, 2);
+        assert_eq!(units, [0x12, 0x34, 0x56, 0x78]);
     }
 
     #[test]

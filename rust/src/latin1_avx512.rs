@@ -8,8 +8,8 @@
 //! character only to narrow them again. Here a block's lead bytes (0xC2, 0xC3) are dropped by
 //! one compression and each continuation byte gains 0x40 where its lead was 0xC3.
 //!
-//! `narrow_code_points` is the other way to Latin-1 bytes: code points the escape decoder wrote
-//! (an escaped answer whose characters all lie below U+0100), narrowed in place 64 at a time.
+//! The other way to Latin-1 bytes, code points the escape decoder wrote (an escaped answer
+//! whose characters all lie below U+0100), is `narrow_avx512`'s.
 //!
 //! Only what `std::str::from_utf8` accepts is decoded, and only Latin-1: any byte from 0x80 on
 //! that is neither such a lead byte nor the continuation byte its lead calls for (an overlong
@@ -44,22 +44,6 @@ pub fn to_latin1(text: &[u8], dst: &mut [u8]) -> Option<usize> {
     None
 }
 
-/// Narrow the first `units` code points of `buf` (4-byte native-endian units, each below
-/// 0x100) in place to one byte each, from its start, 64 at a time; how many it narrowed (a
-/// multiple of 64, 0 without AVX-512 F), the rest left to the caller.
-pub fn narrow_code_points(buf: &mut [u8], units: usize) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        let whole = (units.min(buf.len() / 4) / 64) * 64;
-        // SAFETY: the CPU has AVX-512 F (checked just above); `4 * whole <= buf.len()`.
-        unsafe { avx512::narrow_code_points(buf.as_mut_ptr(), whole) };
-        return whole;
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (buf, units); // no vector step on this target
-    0
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
@@ -74,28 +58,6 @@ mod avx512 {
         }
         index
     };
-
-    /// # Safety
-    /// The CPU has AVX-512 F; `buf` points to `4 * units` writable bytes; `units % 64 == 0`.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn narrow_code_points(buf: *mut u8, units: usize) {
-        let mut at = 0;
-        while at < units {
-            // Four vectors of 16 code points read before their 64 bytes are written at `at`,
-            // which ends by `4 * at` (or is the first step): nothing unread is overwritten.
-            // SAFETY: `4 * (at + 64) <= 4 * units`: all four loads lie in `buf` (unaligned).
-            let wide: [__m512i; 4] = std::array::from_fn(|k| unsafe {
-                _mm512_loadu_si512(buf.add(4 * at + 64 * k).cast())
-            });
-            for (k, vector) in wide.into_iter().enumerate() {
-                // SAFETY: `at + 16 * (k + 1) <= units <= 4 * units`: in `buf` (unaligned).
-                unsafe {
-                    _mm_storeu_si128(buf.add(at + 16 * k).cast(), _mm512_cvtepi32_epi8(vector))
-                };
-            }
-            at += 64;
-        }
-    }
 
     /// # Safety
     /// The CPU has AVX-512 F, BW, VBMI and VBMI2, and POPCNT; `dst.len() >= text.len() + 64`.

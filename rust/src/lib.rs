@@ -19,6 +19,7 @@ pub mod json_wide;
 pub mod keys;
 pub mod latin1_avx512;
 pub mod lc_heap;
+pub mod narrow_avx512;
 mod page;
 pub mod request_body;
 pub mod secret;

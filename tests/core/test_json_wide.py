@@ -130,6 +130,11 @@ def test_what_json_dumps_writes_is_read_back_as_it_was(text: str) -> None:
         "漢字",
         "🔐🔑",
         "héllo wörld Ελλάδα 漢字 🔐 ",
+        "\u7fff",
+        "\u8000",
+        "é\u7fff\x00",
+        "„Zażółć” — €5",
+        "Россия\u8000",
     ],
 )
 @pytest.mark.parametrize("repeat", [1, 7, 8, 9, 33, 600])
@@ -143,6 +148,21 @@ def test_each_kind_of_text_is_read_as_json_loads_reads_it(text: str, repeat: int
     # (Written as escapes, a lone high and a lone low surrogate side by side read as a pair.)
     key = next(iter(expected))
     assert [len(v) for v in ours[key]] == [len(v) for v in expected[key]]
+
+
+@pytest.mark.parametrize("length", [1, 15, 16, 17, 63, 64, 65, 127, 128, 129, 1000, 100_000])
+@pytest.mark.parametrize("ensure_ascii", [True, False])
+def test_text_below_u8000_is_read_whole_at_every_length(length: int, ensure_ascii: bool) -> None:
+    # Every character below U+8000 and some beyond Latin-1 (Greek, Cyrillic, Polish, quotes,
+    # dashes, the euro sign, kana, U+7FFF): the UTF-16 route, narrowed 64 code points at a
+    # time and then one by one; one character more from U+8000 on takes the wchar_t route.
+    alphabet = "aé\u0100Ωж„”—€ぁ\u7fff"
+    text = "".join(alphabet[(k * 7 + length) % len(alphabet)] for k in range(length))
+    for value in (text, text[:-1] + "\u8000", "\u7fff" + text):
+        document = json.dumps([value, {value: value}], ensure_ascii=ensure_ascii).encode()
+        ours = _testing.json_loads(document)
+        assert ours == [value, {value: value}]
+        assert [len(ours[0]), len(next(iter(ours[1])))] == [len(value)] * 2
 
 
 def test_a_body_longer_than_its_estimate_is_read_whole() -> None:
