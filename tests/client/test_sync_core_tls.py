@@ -24,7 +24,8 @@ import nomyo_native as nomyo
 from nomyo_native._core_tls import CoreTlsContext, SessionInfo
 from nomyo_native._http_body import LIMITS
 from nomyo_native._retry import tls_verification_failure
-from nomyo_native._sync_core_tls import WRITE_SLICE, CoreTlsStream
+from nomyo_native._sync_core_tls import _RECEIVE_SIZE, WRITE_SLICE, CoreTlsStream
+from nomyo_native._sync_deadline import READ_AHEAD
 from nomyo_native._sync_driver import DeadlineExceeded, SyncDriver, _DeadlineTransport
 
 from .tls_certs import Authority, ca_as_its_own_server, server_context
@@ -496,8 +497,11 @@ def test_a_large_body_is_encrypted_and_sent_slice_by_slice(serve, authority, mon
 def test_a_large_answer_is_decrypted_into_its_buffer_as_the_socket_is_read(
     serve, authority, monkeypatch
 ):
-    """Not staged in the session and moved by a second call: all but what came with the head
-    (and at most one socket read past it) is decrypted by ``receive_into`` into the body."""
+    """Not staged in the session and moved by a second call: all but what the head's reads
+    took is decrypted by ``receive_into`` into the body. Those are the read that brought the
+    head and the reads that gather READ_AHEAD of plaintext after it for the HTTP layer, the last
+    of which may go a socket read past it: on a loaded machine the body is already there when
+    the head is read, and each of those reads takes it."""
     body = bytes(range(251)) * 5600  # 1.4 MB
 
     def answer_big(raw: socket.socket, context: ssl.SSLContext) -> None:
@@ -526,4 +530,4 @@ def test_a_large_answer_is_decrypted_into_its_buffer_as_the_socket_is_read(
     server = serve(answer_big)
     with core_client(authority.path) as http:
         assert http.post(server.url, content=b"q").content == body
-    assert sum(written) >= len(body) - 2 * 128 * 1024
+    assert sum(written) >= len(body) - (_RECEIVE_SIZE + READ_AHEAD + _RECEIVE_SIZE)
