@@ -221,9 +221,9 @@ def e2e_results(benchmarks: list[dict[str, Any]]) -> dict[str, Any]:
                 theirs_alone=theirs,
                 theirs_alone_processes=verdict["theirs_processes"],
                 ratio_alone=ratio,
-                theirs=_lower_median([floor for _, floor in pairs]),
+                theirs=_lower_median([beside for _, beside in pairs]),
                 theirs_processes=len(pairs),
-                ratio=_lower_median([figure / floor for figure, floor in pairs]),
+                ratio=_lower_median([figure / beside for figure, beside in pairs]),
             )
             ratio = verdict["ratio"]
         verdict["verdict"] = "NOT RUN" if ratio is None else "PASS" if target.met(ratio) else "MISS"

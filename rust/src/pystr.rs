@@ -207,8 +207,12 @@ fn from_utf16<'py>(py: Python<'py>, units: &[u8]) -> PyResult<Bound<'py, PyStrin
 /// - every character below U+8000 (Greek, Cyrillic, the Latin extensions, typographic quotes
 ///   and dashes, the euro sign, kana and part of CJK): UTF-16, `PyUnicode_DecodeUTF16`, which
 ///   copies a machine word of such units at a time (645k Greek characters 0.09 ms, against 0.40
-///   through `PyUnicode_FromWideChar`'s scan and copy), allocating the `str` once at its exact
-///   size (no unit is a surrogate, so none is joined and nothing is shrunk at the end);
+///   through `PyUnicode_FromWideChar`'s scan and copy), allocating the `str` at its exact size
+///   (no unit is a surrogate, so none is joined and nothing is shrunk at the end). Like the
+///   UTF-8 decoder CPython builds short raw strings with (and every raw string on CPUs without
+///   the vector steps), it writes a leading run of ASCII or Latin-1 into a narrower buffer of
+///   its own first and copies it over as it widens: that buffer is freed as the finished `str`
+///   will be, unwiped, neither being memory the core can wipe;
 /// - any other text: the `wchar_t`s as they are (UTF-16 on Windows, whose pairs CPython joins;
 ///   code points elsewhere) through `PyUnicode_FromWideChar`, which keeps lone surrogates as
 ///   Python's `json` does. From U+8000 on CPython's UTF-16 decoder goes a unit at a time (0.70
