@@ -60,7 +60,24 @@ class CountingFloors:
         return float(len(self.calls))
 
 
-def test_yardsticks_are_the_mean_of_before_and_after_the_scenario(bench_modules, monkeypatch):
+def echo_client(made: list[dict[str, Any]], asked: list[list[str]]) -> Any:
+    """A make_client whose clients answer each prompt with itself, as the echo endpoint does."""
+
+    def make(job: dict[str, Any]) -> Any:
+        made.append(job)
+
+        def ask(prompts: list[str], latencies: list[float] | None = None) -> list[str]:
+            asked.append(prompts)
+            if latencies is not None:
+                latencies.extend(0.001 for _ in prompts)
+            return prompts
+
+        return ask
+
+    return make
+
+
+def test_yardsticks_are_measured_by_name_with_one_set_of_keys(bench_modules, monkeypatch):
     worker, floors = bench_modules
     monkeypatch.setattr(floors, "Floors", CountingFloors)
     CountingFloors.made = 0
@@ -74,6 +91,22 @@ def test_yardsticks_are_the_mean_of_before_and_after_the_scenario(bench_modules,
     assert CountingFloors.made == 1  # one set of keys for the process
 
 
+def test_a_scenario_carries_the_mean_of_its_yardsticks_before_and_after_it(
+    bench_modules, monkeypatch
+):
+    worker, floors = bench_modules
+    monkeypatch.setattr(floors, "Floors", CountingFloors)
+    monkeypatch.setattr(worker, "make_client", echo_client([], []))
+    plan = ["sequential small requests", "16 concurrent requests", "1 MiB non-ASCII prompts"]
+    results = worker.run_scenarios({"client": "ours", "plan": plan})
+    # The small floor read 1 before and 2 after its scenario; the 16 concurrent requests are
+    # held against no floor; the two 1 MiB floors 3 and 4 before, 5 and 6 after.
+    assert results[0]["beside"] == {"floor/floor small": 1.5}
+    assert "beside" not in results[1]
+    assert results[2]["beside"] == {"floor/floor 1 MiB": 4.0, "floor/floor 1 MiB non-ASCII": 5.0}
+    assert [r["scenario"] for r in results] == plan
+
+
 def test_ours_is_measured_beside_the_clients_held_against_it(bench_modules, monkeypatch):
     worker, _ = bench_modules
     assert worker.Yardsticks({"client": "openai"}).wanted("sequential small requests") == [
@@ -83,22 +116,10 @@ def test_ours_is_measured_beside_the_clients_held_against_it(bench_modules, monk
     assert worker.Yardsticks({"client": "reference"}).wanted("sequential small requests") == []
     made: list[dict[str, Any]] = []
     asked: list[list[str]] = []
-
-    def fake_client(job: dict[str, Any]) -> Any:
-        made.append(job)
-
-        def ask(prompts: list[str], latencies: list[float] | None = None) -> list[str]:
-            asked.append(prompts)
-            if latencies is not None:
-                latencies.extend(0.001 for _ in prompts)
-            return prompts  # the echo endpoint's answer
-
-        return ask
-
-    monkeypatch.setattr(worker, "make_client", fake_client)
+    monkeypatch.setattr(worker, "make_client", echo_client(made, asked))
     beside = worker.Yardsticks({"client": "openai", "base_url": "https://x"})
-    assert beside.measure("ours/sequential small requests") >= 0
-    beside.measure("ours/sequential small requests")
+    for _ in range(2):
+        beside.measure("ours/sequential small requests")
     # One ours client for the process, made from the same job, warmed up, then the scenario.
     assert made == [{"client": "ours", "base_url": "https://x"}]
     scenario = worker.SCENARIOS["sequential small requests"]
