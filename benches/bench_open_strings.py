@@ -41,6 +41,8 @@ KINDS: dict[str, tuple[str, bool]] = {
     ),
     "greek-escaped": ("Καλημέρα κόσμε, η γρήγορη καφέ αλεπού. ", True),
     "cjk-escaped": ("漢字かな交じり文 ", True),
+    # Every character from U+8000 on, beyond what CPython's UTF-16 decoder copies fast.
+    "hangul-escaped": ("한국어 문장을 읽습니다 ", True),
 }
 
 

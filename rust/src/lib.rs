@@ -37,6 +37,8 @@ mod win;
 pub mod json;
 #[cfg(feature = "python")]
 pub mod pystr;
+#[cfg(feature = "python")]
+pub mod pystr_kind;
 
 /// The PyO3 bindings, one module per concern; `_core` below only lists what they export.
 #[cfg(feature = "python")]

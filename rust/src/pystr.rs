@@ -15,6 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyString;
 
 use crate::error::CoreError;
+use crate::pystr_kind::{self, Kind};
 use crate::secret::LockedBuf;
 
 /// The UTF-8 bytes of a `str`: borrowed from an ASCII `str`, or encoded in locked memory.
@@ -201,27 +202,35 @@ fn from_utf16<'py>(py: Python<'py>, units: &[u8]) -> PyResult<Bound<'py, PyStrin
 
 /// A `str` of the `wchar_t`s `json_wide::decode_wide` decoded into `buf` (`wide.units` of
 /// them, `json_wide::UNIT_BYTES` each, native-endian, at its start; the caller's locked memory),
-/// built straight from `buf` by one of CPython's stable-ABI constructors, `buf` narrowed in
-/// place first where that is the faster route:
+/// built straight from `buf` by the fastest constructor CPython offers for them, `buf` narrowed
+/// in place first where that is the faster route:
 /// - every character below U+0100: Latin-1 bytes, `PyUnicode_DecodeLatin1`;
-/// - every character below U+8000 (Greek, Cyrillic, the Latin extensions, typographic quotes
-///   and dashes, the euro sign, kana and part of CJK): UTF-16, `PyUnicode_DecodeUTF16`, which
-///   copies a machine word of such units at a time (645k Greek characters 0.09 ms, against 0.40
-///   through `PyUnicode_FromWideChar`'s scan and copy), allocating the `str` at its exact size
-///   (no unit is a surrogate, so none is joined and nothing is shrunk at the end). Like the
-///   UTF-8 decoder CPython builds short raw strings with (and every raw string on CPUs without
-///   the vector steps), it writes a leading run of ASCII or Latin-1 into a narrower buffer of
-///   its own first and copies it over as it widens: that buffer is freed as the finished `str`
-///   will be, unwiped, neither being memory the core can wipe;
-/// - any other text: the `wchar_t`s as they are (UTF-16 on Windows, whose pairs CPython joins;
-///   code points elsewhere) through `PyUnicode_FromWideChar`, which keeps lone surrogates as
-///   Python's `json` does. From U+8000 on CPython's UTF-16 decoder goes a unit at a time (0.70
-///   ms for 645k Hangul characters), and for text beyond the BMP it allocates again for each
-///   wider kind of character it meets and shrinks at the end: a fresh `mmap` and a page fault
-///   per 4 KiB on every call (measured: 632 faults, 1.1 ms, per 1 MiB prompt of mixed scripts).
+/// - where `PyUnicode_FromKindAndData` is found (`pystr_kind`: CPython outside Windows), every
+///   other text with one copy: the code points as they are, or, all in the BMP, narrowed to
+///   two bytes each (CPython then stops looking at the first beyond Latin-1: 440k Hangul and
+///   CJK characters 0.02 ms plus the narrowing, against 0.28 ms through
+///   `PyUnicode_FromWideChar`; 645k of mixed text with emoji 0.06 ms against 0.41);
+/// - without it, every character below U+8000 (Greek, Cyrillic, the Latin extensions,
+///   typographic quotes and dashes, the euro sign, kana and part of CJK): UTF-16,
+///   `PyUnicode_DecodeUTF16`, which copies a machine word of such units at a time (645k Greek
+///   characters 0.09 ms, against 0.40 through `PyUnicode_FromWideChar`'s scan and copy),
+///   allocating the `str` at its exact size (no unit is a surrogate, so none is joined and
+///   nothing is shrunk at the end). Like the UTF-8 decoder CPython builds short raw strings
+///   with (and every raw string on CPUs without the vector steps), it writes a leading run of
+///   ASCII or Latin-1 into a narrower buffer of its own first and copies it over as it widens:
+///   that buffer is freed as the finished `str` will be, unwiped, neither being memory the core
+///   can wipe;
+/// - without it, any other text: the `wchar_t`s as they are (UTF-16 on Windows, whose pairs
+///   CPython joins; code points elsewhere) through `PyUnicode_FromWideChar`, which keeps lone
+///   surrogates as Python's `json` does. From U+8000 on CPython's UTF-16 decoder goes a unit at
+///   a time (0.70 ms for 645k Hangul characters), and for text beyond the BMP it allocates
+///   again for each wider kind of character it meets and shrinks at the end: a fresh `mmap`
+///   and a page fault per 4 KiB on every call (measured: 632 faults, 1.1 ms, per 1 MiB prompt
+///   of mixed scripts).
 ///
 /// No route meets a character it refuses, so no UnicodeDecodeError, which would hold a `bytes`
-/// copy of its input, is raised.
+/// copy of its input, is raised. `PyUnicode_FromKindAndData` keeps every code point as it is,
+/// lone surrogates included, as `PyUnicode_FromWideChar` does with code points.
 pub fn from_wide<'py>(
     py: Python<'py>,
     buf: &mut [u8],
@@ -238,6 +247,14 @@ pub fn from_wide<'py>(
     if wide.bits < 0x100 {
         narrow_to_latin1::<UNIT_BYTES>(buf, units);
         return from_latin1(py, &buf[..units]);
+    }
+    if let Some(from_kind) = pystr_kind::found().filter(|_| UNIT_BYTES == 4) {
+        // The OR of the code points: every one in the BMP (lone surrogates included).
+        if wide.bits < 0x1_0000 {
+            narrow_to_utf16::<UNIT_BYTES>(buf, units);
+            return from_kind.build(py, Kind::Ucs2, &buf[..2 * units]);
+        }
+        return from_kind.build(py, Kind::Ucs4, &buf[..bytes]);
     }
     // The OR of the units: every one below 0x8000, none a surrogate.
     if wide.bits < 0x8000 {

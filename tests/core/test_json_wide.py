@@ -1,15 +1,17 @@
 """The reader's way to a non-ASCII ``str``: string bodies with escapes are decoded straight to
-code points in locked memory (``json_wide``) and built by CPython's Latin-1, UTF-16 or
-``wchar_t`` constructors, not its UTF-8 decoder. Whatever the body holds (every escape kind,
-either hex case, surrogate pairs, lone surrogates, raw UTF-8 between escapes, U+FEFF first,
-NUL), the result is ``json.loads``'s, for values and keys alike, and a bad body gets the error
-the reader has always given."""
+code points in locked memory (``json_wide``) and built by CPython's Latin-1 constructor and its
+``PyUnicode_FromKindAndData`` (where found: ``pystr_kind``), or else its stable-ABI UTF-16 and
+``wchar_t`` constructors, not its UTF-8 decoder; every test here runs with both sets. Whatever
+the body holds (every escape kind, either hex case, surrogate pairs, lone surrogates, raw UTF-8
+between escapes, U+FEFF first, NUL), the result is ``json.loads``'s, for values and keys alike,
+and a bad body gets the error the reader has always given."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,6 +22,40 @@ from nomyo_native import _core
 from ._probes import probes_module
 
 _testing = probes_module()
+
+
+@pytest.fixture(autouse=True, scope="module", params=["from-kind-and-data", "stable-abi"])
+def constructors(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each test once with ``PyUnicode_FromKindAndData`` (where the interpreter has it) and
+    once with the stable ABI's constructors only."""
+    _testing.use_stable_str_constructors(request.param == "stable-abi")
+    try:
+        yield request.param
+    finally:
+        _testing.use_stable_str_constructors(False)
+
+
+def test_from_kind_and_data_is_found_outside_windows(constructors: str) -> None:
+    # Found in this interpreter (so the suite exercises it), turned off by the probe only.
+    expected = constructors == "from-kind-and-data" and sys.platform != "win32"
+    assert _testing.str_from_kind_and_data() is expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["é\u0100", "Ελλάδα", "한국어", "\ud800", "a\uffff", "🔐", "x\U0010ffff", "é🔐"],
+)
+def test_each_str_is_built_at_the_width_python_gives_it(text: str) -> None:
+    # Same value, same length and the same memory as the str Python's json builds: the
+    # narrowest kind that holds its widest character (a UCS-2 str for BMP text, whichever
+    # route built it).
+    value = text * 50
+    document = json.dumps([value, "a" + value]).encode()
+    ours, expected = _testing.json_loads(document), json.loads(document)
+    assert ours == expected
+    assert [type(v) for v in ours] == [str, str]
+    assert [sys.getsizeof(v) for v in ours] == [sys.getsizeof(v) for v in expected]
+
 
 SHORT = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
 

@@ -30,6 +30,8 @@ pub fn register(core: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(json_digest, &m)?)?;
     m.add_function(wrap_pyfunction!(json_loads, &m)?)?;
     m.add_function(wrap_pyfunction!(panic_with, &m)?)?;
+    m.add_function(wrap_pyfunction!(use_stable_str_constructors, &m)?)?;
+    m.add_function(wrap_pyfunction!(str_from_kind_and_data, &m)?)?;
     // An attribute, not `add_submodule`, which would also list it in `_core.__all__`: the probes
     // are private and test-only, so `_core`'s public names (and its stub) are the same in the
     // release and the test build. The attribute alone does not make it importable: `import a.b.c`
@@ -196,6 +198,19 @@ fn json_digest<'py>(
             buf.len().into_pyobject(obj.py())?.into_any(),
         ],
     )
+}
+
+/// Build every `str` with the stable ABI's constructors (`true`), or with
+/// `PyUnicode_FromKindAndData` where it is found (`false`, the default).
+#[pyfunction]
+fn use_stable_str_constructors(only: bool) {
+    crate::pystr_kind::set_disabled(only);
+}
+
+/// Whether the reader builds `str`s with `PyUnicode_FromKindAndData` now.
+#[pyfunction]
+fn str_from_kind_and_data() -> bool {
+    crate::pystr_kind::found().is_some()
 }
 
 /// parse JSON bytes with the strict reader `open` uses.

@@ -16,6 +16,8 @@ __all__ = [
     "panic_with",
     "probe_overflow",
     "release_pool",
+    "str_from_kind_and_data",
+    "use_stable_str_constructors",
 ]
 
 def locked_memory_initialised() -> bool:
@@ -61,3 +63,11 @@ def json_digest(obj: Any, max_len: int | None = None) -> tuple[str, int]:
 
 def json_loads(data: bytes) -> Any:
     """Parse ``data`` with the strict reader ``open`` uses (raises ``EnvelopeError``)."""
+
+def use_stable_str_constructors(only: bool) -> None:
+    """Build every ``str`` the reader makes with the stable ABI's constructors (``True``), or
+    with ``PyUnicode_FromKindAndData`` where it is found in the interpreter (``False``, the
+    default)."""
+
+def str_from_kind_and_data() -> bool:
+    """Whether the reader builds ``str``s with ``PyUnicode_FromKindAndData`` now."""
