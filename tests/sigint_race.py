@@ -28,12 +28,18 @@ _signal.signal = _install_then_interrupt
 
 
 def run_python(
-    code: str, *args: str, race: bool = False, timeout: float = 60, **env: str
+    code: str,
+    *args: str,
+    race: bool = False,
+    timeout: float = 60,
+    sigint: signal.Handlers = signal.SIG_DFL,
+    **env: str,
 ) -> subprocess.CompletedProcess[str]:
     """``python -c code args`` (after :data:`RACE_PRELUDE` when ``race``), stdout and stderr.
 
-    The child starts with SIGINT's default disposition whatever this run inherited: a test run
-    started in the background by a script ignores SIGINT, and so would its children.
+    The child starts with SIGINT's disposition ``sigint`` (default: SIG_DFL) whatever this run
+    inherited: a test run started in the background by a script ignores SIGINT, and so would
+    its children.
     """
     return subprocess.run(
         [sys.executable, "-c", (RACE_PRELUDE if race else "") + code, *args],
@@ -42,12 +48,8 @@ def run_python(
         timeout=timeout,
         env={**os.environ, **env},
         check=False,
-        preexec_fn=_sigint_default,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
     )
-
-
-def _sigint_default() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 RUN_CLI = "import runpy; runpy.run_module('nomyo_native.cli', run_name='__main__')"
