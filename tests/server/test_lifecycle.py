@@ -382,6 +382,53 @@ def test_ctrl_c_as_the_event_loop_starts_is_an_interrupt(tmp_path, command, stat
     assert _eventually(lambda: _leftovers(tmp_path) == []), _leftovers(tmp_path)
 
 
+# Prepended to serve's code: a SIGINT as soon as the start-up banner is out, the earliest a
+# caller waiting for the banner can send one (test_serve_terminated_... sends it about then).
+BANNER_THEN_SIGINT = """
+import builtins as _builtins, signal as _signal
+_print = _builtins.print
+def _print_then_interrupt(*args, **kwargs):
+    _print(*args, **kwargs)
+    if any("tier policy" in str(arg) for arg in args):
+        _signal.raise_signal(_signal.SIGINT)
+_builtins.print = _print_then_interrupt
+"""
+
+_SWTPM = pytest.param(
+    "swtpm",
+    marks=[
+        pytest.mark.swtpm,
+        pytest.mark.slow,
+        pytest.mark.skipif(shutil.which("swtpm") is None, reason="swtpm is not installed"),
+    ],
+)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="exit guards are POSIX")
+@pytest.mark.parametrize("tpm", ["none", _SWTPM])
+@pytest.mark.parametrize(
+    "sigint", [signal.SIG_DFL, signal.SIG_IGN], ids=["sigint-default", "sigint-ignored"]
+)
+def test_serve_stops_on_a_sigint_sent_as_its_banner_appears(tmp_path, tpm, sigint):
+    # Started with SIGINT ignored (a script's background job: a CI run once), serve ignored a
+    # SIGINT that came before uvicorn took SIGINT over for its serving, and ran on forever.
+    try:
+        result = run_python(
+            BANNER_THEN_SIGINT + RUN_CLI,
+            *("serve", "--port", "0", "--tls-self-signed", "--tpm", tpm),
+            sigint=sigint,
+            TMPDIR=str(tmp_path),
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("serve did not stop within 60 s of a SIGINT sent as its banner appeared")
+    output = result.stdout + result.stderr
+    assert "tier policy" in result.stdout, output
+    assert result.returncode == 0, output
+    assert "Traceback" not in output, output
+    assert _eventually(lambda: not _live_swtpm_pids(tmp_path)), "swtpm outlived serve"
+    assert _eventually(lambda: _leftovers(tmp_path) == []), _leftovers(tmp_path)
+
+
 @pytest.mark.skipif(os.name != "posix", reason="exit guards are POSIX")
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT])
 def test_demo_started_with_sigint_ignored_still_stops_on_termination(tmp_path, signum):

@@ -191,10 +191,35 @@ def termination_unwinds(*, as_interrupt: bool = False) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+@contextlib.contextmanager
+def sigint_interrupts() -> Iterator[None]:
+    """Make SIGINT raise KeyboardInterrupt (main thread only) even when the process started
+    with it ignored (a script's background job) or at its default (killed on the spot).
+
+    uvicorn takes SIGINT over for the time it serves, whatever the disposition was: without
+    this, a SIGINT sent between the start-up banner and uvicorn's start was ignored (serve
+    ran on forever) or killed the process before its cleanup. A handler the program installed
+    itself is left alone.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous not in (signal.SIG_IGN, signal.SIG_DFL):
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def serve(config: ServerConfig, on_ready: Callable[[RunningServer], None] | None = None) -> None:
     """Serve in the foreground until SIGINT (KeyboardInterrupt), SIGTERM, SIGHUP or SIGQUIT
-    (``SystemExit(0)``); every path out releases what the endpoint created."""
-    with termination_unwinds():
+    (``SystemExit(0)``), whatever dispositions the process inherited for them; every path out
+    releases what the endpoint created."""
+    with termination_unwinds(), sigint_interrupts():
         # Bound first: a busy port fails at once, before key generation and swtpm.
         sock = bind_socket(config.host, config.port)
         with contextlib.closing(sock):
