@@ -26,11 +26,18 @@ from nomyo_native.server import ServerConfig
 
 from .test_cli import _read_banner
 
+# The swtpm marker (deselected where swtpm is absent) and a skip without the binary.
+SWTPM_MARKS = [
+    pytest.mark.swtpm,
+    pytest.mark.skipif(shutil.which("swtpm") is None, reason="swtpm is not installed"),
+]
+
 
 def needs_swtpm(test: Callable[..., None]) -> Callable[..., None]:
-    """The swtpm marker (deselected where swtpm is absent) and a skip without the binary."""
-    skip = pytest.mark.skipif(shutil.which("swtpm") is None, reason="swtpm is not installed")
-    return pytest.mark.swtpm(skip(test))
+    """``SWTPM_MARKS`` on a test."""
+    for mark in SWTPM_MARKS:
+        test = mark(test)
+    return test
 
 
 PERSISTENT_HANDLE = 0x81000010
@@ -394,14 +401,7 @@ def _print_then_interrupt(*args, **kwargs):
 _builtins.print = _print_then_interrupt
 """
 
-_SWTPM = pytest.param(
-    "swtpm",
-    marks=[
-        pytest.mark.swtpm,
-        pytest.mark.slow,
-        pytest.mark.skipif(shutil.which("swtpm") is None, reason="swtpm is not installed"),
-    ],
-)
+_SWTPM = pytest.param("swtpm", marks=[*SWTPM_MARKS, pytest.mark.slow])
 
 
 @pytest.mark.skipif(os.name != "posix", reason="exit guards are POSIX")
