@@ -25,6 +25,7 @@ use crate::json_string::{self, EscapeStop, UnescapeError};
 use crate::json_wide;
 use crate::latin1_avx512;
 use crate::pystr::{StrError, Text};
+use crate::pystr_fresh;
 use crate::secret::LockedBuf;
 
 pub use crate::envelope::MAX_JSON_DEPTH;
@@ -681,6 +682,11 @@ struct Parser<'a, 'py> {
 /// one (`latin1_str` for Latin-1 text, `wide_str` beyond it); shorter ones are CPython's, for
 /// which they are a few hundred ns either way.
 const WIDE_RAW_MIN: usize = 256;
+/// Strings from this many bytes of body on may be decoded into their `str` in place
+/// (`Parser::wide_str_in_place`), where their first `FIRST_UNITS` code points show one beyond
+/// the BMP; shorter ones cost too little to copy for the look.
+const IN_PLACE_MIN: usize = 64 * 1024;
+const FIRST_UNITS: usize = 16 * 1024;
 
 /// Values between two looks at the clock (about 25 ns each) to see whether the GIL has been
 /// held for `GIL_HOLD` (`Parser::gil_yield`).
@@ -1015,6 +1021,14 @@ impl<'py> Parser<'_, 'py> {
         // widens ASCII runs 8 bytes at a time.
         let mut room = json_wide::estimated_units(&self.s[start..end]).min(body_len) + 8;
         let mut from = json_wide::Progress::default();
+        // A long string's first units are decoded on their own: where they already hold a
+        // character beyond the BMP, the string will be UCS-4, and the rest is decoded straight
+        // into the `str` (`wide_str_in_place`).
+        let mut first = (json_wide::UNIT_BYTES == 4
+            && body_len >= IN_PLACE_MIN
+            && room > FIRST_UNITS
+            && pystr_fresh::available(self.py))
+        .then_some(FIRST_UNITS);
         let wide = loop {
             if let Err(error) = self.wide_room(room, from.written) {
                 return Some(Err(error));
@@ -1022,12 +1036,18 @@ impl<'py> Parser<'_, 'py> {
             let Some(dst) = self
                 .wide
                 .as_mut_slice()
-                .get_mut(..json_wide::UNIT_BYTES * room)
+                .get_mut(..json_wide::UNIT_BYTES * first.unwrap_or(room))
             else {
                 return Some(Err(CoreError::Memory("string buffer too small".into())));
             };
             match json_wide::decode_wide(&self.s[start..], dst, from) {
                 Ok(wide) => break wide,
+                Err(json_wide::WideStop::NoRoom(progress)) if first.take().is_some() => {
+                    if progress.bits >= 0x1_0000 {
+                        return self.wide_str_in_place(start, end, room, progress);
+                    }
+                    from = progress;
+                }
                 Err(json_wide::WideStop::NoRoom(progress)) => {
                     room = json_wide::most_units(body_len, &progress) + 8;
                     from = progress;
@@ -1038,6 +1058,58 @@ impl<'py> Parser<'_, 'py> {
         self.pos = start + wide.closing_quote + 1;
         let built = crate::pystr::from_wide(self.py, self.wide.as_mut_slice(), &wide);
         Some(self.built(built))
+    }
+
+    /// `wide_str` on from `progress` (its first units, in `wide`, hold a character beyond the
+    /// BMP), decoded straight into a new UCS-4 `str` of `room` code points (`pystr_fresh`) and
+    /// cut to length: the copy `from_wide` would make is not needed.
+    fn wide_str_in_place(
+        &mut self,
+        start: usize,
+        end: usize,
+        mut room: usize,
+        progress: json_wide::Progress,
+    ) -> Option<CoreResult<Bound<'py, PyString>>> {
+        let body_len = end - start;
+        let unit = json_wide::UNIT_BYTES;
+        let mut fresh = match self.fresh_str(room) {
+            Ok(fresh) => fresh,
+            Err(error) => return Some(Err(error)),
+        };
+        let kept = unit * progress.written;
+        fresh.bytes_mut()[..kept].copy_from_slice(&self.wide.as_slice()[..kept]);
+        let mut from = progress;
+        loop {
+            match json_wide::decode_wide(&self.s[start..], fresh.bytes_mut(), from) {
+                Ok(wide) => {
+                    self.pos = start + wide.closing_quote + 1;
+                    return Some(self.built(fresh.finish(wide.units)));
+                }
+                Err(json_wide::WideStop::NoRoom(progress)) => {
+                    // The estimate fell short (a `\\u` in the text): a bigger str, the units so
+                    // far copied over; the smaller one is wiped as it drops.
+                    room = json_wide::most_units(body_len, &progress) + 8;
+                    let mut bigger = match self.fresh_str(room) {
+                        Ok(bigger) => bigger,
+                        Err(error) => return Some(Err(error)),
+                    };
+                    let kept = unit * progress.written;
+                    bigger.bytes_mut()[..kept].copy_from_slice(&fresh.bytes_mut()[..kept]);
+                    fresh = bigger;
+                    from = progress;
+                }
+                // Past the first units: read the usual way, which names the error (the str is
+                // wiped as it drops).
+                Err(json_wide::WideStop::Refused) => return None,
+            }
+        }
+    }
+
+    fn fresh_str(&self, units: usize) -> CoreResult<pystr_fresh::FreshUcs4<'py>> {
+        match self.built(pystr_fresh::FreshUcs4::new(self.py, units))? {
+            Some(fresh) => Ok(fresh),
+            None => Err(CoreError::Memory("no str to write in place".into())),
+        }
     }
 
     /// The raw string body `[start, end)` (`end` at its closing quote, no escape before it) as

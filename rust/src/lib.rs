@@ -38,6 +38,7 @@ pub mod json;
 #[cfg(feature = "python")]
 pub mod pystr;
 #[cfg(feature = "python")]
+pub mod pystr_fresh;
 pub mod pystr_kind;
 
 /// The PyO3 bindings, one module per concern; `_core` below only lists what they export.

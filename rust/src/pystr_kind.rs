@@ -39,28 +39,40 @@ pub fn set_disabled(disabled: bool) {
     DISABLED.store(disabled, std::sync::atomic::Ordering::Relaxed);
 }
 
-#[cfg(unix)]
-fn constructor() -> Option<FromKindAndData> {
+/// Whether tests turned the non-limited functions off (`set_disabled`).
+pub(crate) fn disabled() -> bool {
     #[cfg(feature = "testing")]
     if DISABLED.load(std::sync::atomic::Ordering::Relaxed) {
+        return true;
+    }
+    false
+}
+
+/// The address of the public CPython function `name`, where `dlsym` finds it in the very
+/// interpreter this module runs in: the symbols `dlsym` sees are that interpreter's only if
+/// they hold the stable-ABI function the module is linked to.
+#[cfg(unix)]
+pub(crate) fn interpreter_symbol(name: &std::ffi::CStr) -> Option<*mut std::ffi::c_void> {
+    // SAFETY: `dlsym` with RTLD_DEFAULT and NUL-terminated names only reads the process's
+    // symbol tables.
+    let (found, linked) = unsafe {
+        (
+            libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()),
+            libc::dlsym(libc::RTLD_DEFAULT, c"PyUnicode_FromWideChar".as_ptr()),
+        )
+    };
+    let ours = ffi::PyUnicode_FromWideChar as *const std::ffi::c_void;
+    (!found.is_null() && linked.cast_const() == ours).then_some(found)
+}
+
+#[cfg(unix)]
+fn constructor() -> Option<FromKindAndData> {
+    if disabled() {
         return None;
     }
     static FOUND: std::sync::OnceLock<Option<FromKindAndData>> = std::sync::OnceLock::new();
     *FOUND.get_or_init(|| {
-        // SAFETY: `dlsym` with RTLD_DEFAULT and NUL-terminated names only reads the process's
-        // symbol tables.
-        let (found, linked) = unsafe {
-            (
-                libc::dlsym(libc::RTLD_DEFAULT, c"PyUnicode_FromKindAndData".as_ptr()),
-                libc::dlsym(libc::RTLD_DEFAULT, c"PyUnicode_FromWideChar".as_ptr()),
-            )
-        };
-        // The symbols dlsym sees are the interpreter's this module runs in only if they hold
-        // the very stable-ABI function the module calls.
-        let ours = ffi::PyUnicode_FromWideChar as *const std::ffi::c_void;
-        if found.is_null() || linked.cast_const() != ours {
-            return None;
-        }
+        let found = interpreter_symbol(c"PyUnicode_FromKindAndData")?;
         // SAFETY: the interpreter's `PyUnicode_FromKindAndData`, whose C signature is
         // `PyObject *(int kind, const void *buffer, Py_ssize_t size)` in every CPython 3.
         Some(unsafe { std::mem::transmute::<*mut std::ffi::c_void, FromKindAndData>(found) })

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -207,6 +207,92 @@ def test_a_body_longer_than_its_estimate_is_read_whole() -> None:
     for text in ("\\u" * 3000 + "é", "é" + "\\u" * 3000, ("\\u" * 10 + "漢") * 300):
         document = json.dumps([text])
         assert _testing.json_loads(document.encode()) == [text]
+
+
+def test_str_written_in_place_is_found_outside_windows(constructors: str) -> None:
+    # PyUnicode_New is found and the str layout shown by the probe on 64-bit CPython outside
+    # Windows (so the suite exercises the route); turned off with the constructor.
+    expected = (
+        constructors == "from-kind-and-data" and sys.platform != "win32" and sys.maxsize > 2**32
+    )
+    assert _testing.str_written_in_place() is expected
+
+
+# A string of at least 64 KiB of body whose first 16,384 code points hold one beyond the BMP is
+# decoded straight into its str (`pystr_fresh`); later or never, through the locked scratch.
+LONG_TEXT = ("héllo wörld Ελλάδα 漢字 " * 4000)[:70_000]
+FIRST_UNITS = 16_384
+
+
+def in_place_delta(read: Callable[[], object]) -> int:
+    before = _testing.strs_written_in_place()
+    read()
+    return _testing.strs_written_in_place() - before
+
+
+# (A character beyond the BMP is decoded where room for two UTF-16 units is left: the last
+# place within the first units is FIRST_UNITS - 2.)
+@pytest.mark.parametrize("astral_at", [0, 1, 5_000, FIRST_UNITS - 2, FIRST_UNITS, 40_000, None])
+@pytest.mark.parametrize("ensure_ascii", [True, False])
+def test_a_long_string_beyond_the_bmp_reads_as_json_loads_reads_it(
+    astral_at: int | None, ensure_ascii: bool, constructors: str
+) -> None:
+    text = LONG_TEXT
+    if astral_at is not None:
+        text = text[:astral_at] + "🔐" + text[astral_at:-1] + "\U0010ffff"
+    document = json.dumps([text, {"k": text}], ensure_ascii=ensure_ascii).encode()
+    expected = json.loads(document)
+    ours: list[object] = []
+    written = in_place_delta(lambda: ours.append(_testing.json_loads(document)))
+    assert ours[0] == expected
+    # The same width and length (a UCS-4 str cut to its length): the same memory.
+    assert sys.getsizeof(ours[0][0]) == sys.getsizeof(expected[0])
+    assert sys.getsizeof(ours[0][1]["k"]) == sys.getsizeof(expected[1]["k"])
+    # Raw UTF-8 goes this way only where the CPU reads it in blocks (AVX-512).
+    in_place = _testing.str_written_in_place() and (ensure_ascii or written > 0)
+    early = astral_at is not None and astral_at < FIRST_UNITS
+    assert written == (2 if in_place and early else 0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Escaped backslashes before a `u` make the room estimate short: a bigger str.
+        "🔐" + "\\u" * 30_000,
+        "🔐" + ("\\u" * 10 + "漢") * 3_000,
+        # Lone surrogates of either half, kept as they are beside pairs.
+        "🔐" + ("a\ud800b\udc00\ud83d\udd10" * 6_000),
+        # Every other escape and control characters.
+        "\U0001f510" + ('"\\/\b\f\n\r\t\x00\x1f' * 8_000),
+    ],
+)
+def test_a_long_string_written_in_place_keeps_every_character(text: str) -> None:
+    document = json.dumps([text]).encode()
+    expected = json.loads(document)
+    assert _testing.json_loads(document) == expected
+    assert sys.getsizeof(_testing.json_loads(document)[0]) == sys.getsizeof(expected[0])
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (b"\\u12zz", "invalid \\u escape"),
+        (b"\\x", "invalid escape"),
+        (b"\x01", "control character in a string"),
+        (b"\xff", "invalid UTF-8 in a string"),
+    ],
+)
+def test_a_long_string_refused_past_its_first_units_gets_the_readers_error(
+    bad: bytes, message: str
+) -> None:
+    # Refused after the first units showed a character beyond the BMP: the str being written
+    # is dropped and the body read the usual way, which names the error and its offset.
+    body = b"\\ud83d\\udd10" + b"\\u4e2d" * 20_000
+    data = b'["' + body + bad + b'"]'
+    with pytest.raises(_core.EnvelopeError) as info:
+        _testing.json_loads(data)
+    at = 2 + len(body)
+    assert str(info.value) == f"invalid JSON payload: {message} at byte {at} (path $[0])"
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,8 @@ pub fn register(core: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(panic_with, &m)?)?;
     m.add_function(wrap_pyfunction!(use_stable_str_constructors, &m)?)?;
     m.add_function(wrap_pyfunction!(str_from_kind_and_data, &m)?)?;
+    m.add_function(wrap_pyfunction!(str_written_in_place, &m)?)?;
+    m.add_function(wrap_pyfunction!(strs_written_in_place, &m)?)?;
     // An attribute, not `add_submodule`, which would also list it in `_core.__all__`: the probes
     // are private and test-only, so `_core`'s public names (and its stub) are the same in the
     // release and the test build. The attribute alone does not make it importable: `import a.b.c`
@@ -201,7 +203,8 @@ fn json_digest<'py>(
 }
 
 /// Build every `str` with the stable ABI's constructors (`true`), or with
-/// `PyUnicode_FromKindAndData` where it is found (`false`, the default).
+/// `PyUnicode_FromKindAndData` and in place (`pystr_fresh`) where they are found (`false`, the
+/// default).
 #[pyfunction]
 fn use_stable_str_constructors(only: bool) {
     crate::pystr_kind::set_disabled(only);
@@ -211,6 +214,18 @@ fn use_stable_str_constructors(only: bool) {
 #[pyfunction]
 fn str_from_kind_and_data() -> bool {
     crate::pystr_kind::found().is_some()
+}
+
+/// Whether the reader may decode a long string beyond the BMP straight into its `str` now.
+#[pyfunction]
+fn str_written_in_place(py: Python<'_>) -> bool {
+    crate::pystr_fresh::available(py)
+}
+
+/// How many `str`s the reader has finished in place (the probe's own included).
+#[pyfunction]
+fn strs_written_in_place() -> usize {
+    crate::pystr_fresh::FINISHED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// parse JSON bytes with the strict reader `open` uses.

@@ -17,6 +17,8 @@ __all__ = [
     "probe_overflow",
     "release_pool",
     "str_from_kind_and_data",
+    "str_written_in_place",
+    "strs_written_in_place",
     "use_stable_str_constructors",
 ]
 
@@ -66,8 +68,15 @@ def json_loads(data: bytes) -> Any:
 
 def use_stable_str_constructors(only: bool) -> None:
     """Build every ``str`` the reader makes with the stable ABI's constructors (``True``), or
-    with ``PyUnicode_FromKindAndData`` where it is found in the interpreter (``False``, the
-    default)."""
+    with ``PyUnicode_FromKindAndData`` and in place where they are found in the interpreter
+    (``False``, the default)."""
 
 def str_from_kind_and_data() -> bool:
     """Whether the reader builds ``str``s with ``PyUnicode_FromKindAndData`` now."""
+
+def str_written_in_place() -> bool:
+    """Whether the reader may decode a long string beyond the BMP straight into its ``str``
+    now (``PyUnicode_New`` found and the interpreter's layout shown by a probe)."""
+
+def strs_written_in_place() -> int:
+    """How many ``str``s the reader has finished in place (the layout probe's own included)."""
