@@ -39,6 +39,7 @@ pub mod json;
 pub mod pystr;
 #[cfg(feature = "python")]
 pub mod pystr_fresh;
+#[cfg(feature = "python")]
 pub mod pystr_kind;
 
 /// The PyO3 bindings, one module per concern; `_core` below only lists what they export.
