@@ -1030,7 +1030,9 @@ impl<'py> Parser<'_, 'py> {
             && pystr_fresh::available(self.py))
         .then_some(FIRST_UNITS);
         let wide = loop {
-            if let Err(error) = self.wide_room(room, from.written) {
+            // Only the first units' room while they are decoded on their own: a string that
+            // goes on in place never needs the rest, nor its allocation and wipe.
+            if let Err(error) = self.wide_room(first.unwrap_or(room), from.written) {
                 return Some(Err(error));
             }
             let Some(dst) = self

@@ -69,6 +69,13 @@ const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
 /// text without other escapes; a `\\u` (an escaped backslash before a `u`) makes it short,
 /// which `decode_wide` reports as `NoRoom`.
 pub fn estimated_units(body: &[u8]) -> usize {
+    let (units, escapes) =
+        escapes_avx512::unit_counts(body).unwrap_or_else(|| unit_counts_by_lanes(body));
+    units.saturating_sub(5 * escapes)
+}
+
+/// `estimated_units`'s counts (units, `\u` pairs), 16 lanes at a time.
+fn unit_counts_by_lanes(body: &[u8]) -> (usize, usize) {
     // Per-lane byte counters over 16 bytes at a time (and the byte after each), which the
     // compiler turns into vector compares and adds; summed every 127 steps, before a lane
     // could overflow (a step adds up to 2: a lane of 4-byte leads, as in emoji text, reaches
@@ -103,7 +110,7 @@ pub fn estimated_units(body: &[u8]) -> usize {
         units += usize::from(unit);
         escapes += usize::from(escape);
     }
-    units.saturating_sub(5 * escapes)
+    (units, escapes)
 }
 
 /// Whether the string body `body` (up to its closing quote) is sure to decode to ASCII: no
@@ -911,6 +918,43 @@ mod tests {
             let plain = (starts + fours).saturating_sub(5 * escapes);
             assert_eq!(estimated_units(&body), plain, "{len}");
         }
+    }
+
+    #[test]
+    fn the_vector_counts_agree_with_the_lanes_at_every_length_and_offset() {
+        // Bytes that count differently: ASCII, a backslash and `u`, continuation bytes, two-, three-
+        // and four-byte leads, bytes that start nothing valid; a pair across each 64-byte edge.
+        const BYTES: &[u8] = b"a\\u\x80\xbf\xc0\xc3\xe2\xef\xf0\xf4\xff\x00";
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut body = Vec::new();
+        for _ in 0..600 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            body.push(BYTES[(state >> 33) as usize % BYTES.len()]);
+        }
+        for len in 0..body.len() {
+            for from in [0, 1, 63] {
+                let part = body.get(from..len).unwrap_or_default();
+                let lanes = unit_counts_by_lanes(part);
+                if let Some(vector) = escapes_avx512::unit_counts(part) {
+                    assert_eq!(vector, lanes, "{from}..{len}");
+                }
+            }
+        }
+        let mut edges = vec![b'x'; 256];
+        for at in [30, 63, 127, 190, 254] {
+            edges[at] = b'\\';
+            edges[at + 1] = b'u';
+        }
+        assert_eq!(unit_counts_by_lanes(&edges), (256, 5));
+        if escapes_avx512::unit_counts(&edges).is_none() {
+            eprintln!("no AVX-512 here: the vector counts are not exercised");
+        }
+        assert_eq!(
+            escapes_avx512::unit_counts(&edges).unwrap_or((256, 5)),
+            (256, 5)
+        );
     }
 
     #[test]
