@@ -15,6 +15,9 @@
 //! escape, a lone surrogate, an escape or a pair running past the block's end); the scalar
 //! steps read from there on, so every refusal and every unusual character is theirs, exactly
 //! as before.
+//!
+//! The room estimate's counts (`unit_counts`, for `json_wide::estimated_units`) are taken here
+//! too, 64 bytes a step on the same CPUs.
 
 /// Whether the vector step runs on this machine.
 pub fn available() -> bool {

@@ -922,8 +922,9 @@ mod tests {
 
     #[test]
     fn the_vector_counts_agree_with_the_lanes_at_every_length_and_offset() {
-        // Bytes that count differently: ASCII, a backslash and `u`, continuation bytes, two-, three-
-        // and four-byte leads, bytes that start nothing valid; a pair across each 64-byte edge.
+        // Bytes that count differently: ASCII, a backslash and `u`, continuation bytes, two-,
+        // three- and four-byte leads, bytes that start nothing valid; a pair across each
+        // 64-byte edge.
         const BYTES: &[u8] = b"a\\u\x80\xbf\xc0\xc3\xe2\xef\xf0\xf4\xff\x00";
         let mut state = 0x2545_F491_4F6C_DD1Du64;
         let mut body = Vec::new();
