@@ -1074,12 +1074,11 @@ impl<'py> Parser<'_, 'py> {
     ) -> Option<CoreResult<Bound<'py, PyString>>> {
         let body_len = end - start;
         let unit = json_wide::UNIT_BYTES;
-        let mut fresh = match self.fresh_str(room) {
+        let first = self.wide.as_slice().get(..unit * progress.written);
+        let mut fresh = match self.fresh_str(room, first.unwrap_or_default()) {
             Ok(fresh) => fresh,
             Err(error) => return Some(Err(error)),
         };
-        let kept = unit * progress.written;
-        fresh.bytes_mut()[..kept].copy_from_slice(&self.wide.as_slice()[..kept]);
         let mut from = progress;
         loop {
             match json_wide::decode_wide(&self.s[start..], fresh.bytes_mut(), from) {
@@ -1091,13 +1090,11 @@ impl<'py> Parser<'_, 'py> {
                     // The estimate fell short (a `\\u` in the text): a bigger str, the units so
                     // far copied over; the smaller one is wiped as it drops.
                     room = json_wide::most_units(body_len, &progress) + 8;
-                    let mut bigger = match self.fresh_str(room) {
+                    let kept = fresh.bytes_mut().get(..unit * progress.written);
+                    fresh = match self.fresh_str(room, kept.unwrap_or_default()) {
                         Ok(bigger) => bigger,
                         Err(error) => return Some(Err(error)),
                     };
-                    let kept = unit * progress.written;
-                    bigger.bytes_mut()[..kept].copy_from_slice(&fresh.bytes_mut()[..kept]);
-                    fresh = bigger;
                     from = progress;
                 }
                 // Past the first units: read the usual way, which names the error (the str is
@@ -1107,11 +1104,18 @@ impl<'py> Parser<'_, 'py> {
         }
     }
 
-    fn fresh_str(&self, units: usize) -> CoreResult<pystr_fresh::FreshUcs4<'py>> {
-        match self.built(pystr_fresh::FreshUcs4::new(self.py, units))? {
-            Some(fresh) => Ok(fresh),
-            None => Err(CoreError::Memory("no str to write in place".into())),
-        }
+    /// A new UCS-4 `str` of `units` code points whose first ones are `decoded` (their bytes).
+    fn fresh_str(&self, units: usize, decoded: &[u8]) -> CoreResult<pystr_fresh::FreshUcs4<'py>> {
+        let misfit = || CoreError::Memory("no str to write in place".into());
+        let mut fresh = self
+            .built(pystr_fresh::FreshUcs4::new(self.py, units))?
+            .ok_or_else(misfit)?;
+        fresh
+            .bytes_mut()
+            .get_mut(..decoded.len())
+            .ok_or_else(misfit)?
+            .copy_from_slice(decoded);
+        Ok(fresh)
     }
 
     /// The raw string body `[start, end)` (`end` at its closing quote, no escape before it) as
