@@ -485,10 +485,12 @@ def test_release_pool_unmaps_the_pooled_buffers() -> None:
     assert vmlck_kib() <= before_kib + 4
 
 
+@pytest.mark.parametrize("canary_byte", [0, 15])
 @pytest.mark.parametrize("size", [100, 300_000])
-def test_overwritten_canary_aborts_on_the_way_into_the_pool(size: int) -> None:
+def test_overwritten_canary_aborts_on_the_way_into_the_pool(size: int, canary_byte: int) -> None:
     # The canary fills the 16 bytes at the start of the mapping's pages; the data ends at the
-    # trailing guard page.
+    # trailing guard page. The byte is inverted, not set to a constant: the canary is random,
+    # and a constant equal to its byte (one run in 256) changed nothing.
     span = (size + 16 + PAGE - 1) // PAGE * PAGE
     code = f"""
         import ctypes
@@ -496,7 +498,8 @@ def test_overwritten_canary_aborts_on_the_way_into_the_pool(size: int) -> None:
         from nomyo_native._core import _testing
 
         probe = _testing.LockedProbe({size}, 1)
-        ctypes.memset(probe.address + {size} - {span}, 0x41, 1)
+        byte = ctypes.c_ubyte.from_address(probe.address + {size} - {span} + {canary_byte})
+        byte.value ^= 0xFF
         probe.release()
         print("released")
     """
