@@ -16,7 +16,7 @@
 //! steps read from there on, so every refusal and every unusual character is theirs, exactly
 //! as before.
 //!
-//! The room estimate's counts (`unit_counts`, for `json_wide::estimated_units`) are taken here
+//! The room estimates' byte counts (`byte_counts`, for `json_wide::unit_counts`) are taken here
 //! too, 64 bytes a step on the same CPUs.
 
 /// Whether the vector step runs on this machine.
@@ -75,15 +75,13 @@ impl Run {
     }
 }
 
-/// `json_wide::estimated_units`'s two counts over `body`, 64 bytes a step: the units (one per
-/// byte that starts a UTF-8 character, one more per byte from 0xF0 up) and the `\u` pairs (a
-/// backslash followed by a `u`); `None` without the vector step (`available()` false), where
-/// the caller counts 16 lanes at a time (the baseline's SSE2).
-pub fn unit_counts(body: &[u8]) -> Option<(usize, usize)> {
+/// `json_wide::ByteCounts` over `body`, 64 bytes a step; `None` without the vector step
+/// (`available()` false), where the caller counts 16 lanes at a time (the baseline's SSE2).
+pub fn byte_counts(body: &[u8]) -> Option<crate::json_wide::ByteCounts> {
     #[cfg(target_arch = "x86_64")]
     if available() {
         // SAFETY: the CPU has AVX-512F and BW, and POPCNT (checked just above).
-        return Some(unsafe { avx512::unit_counts(body) });
+        return Some(unsafe { avx512::byte_counts(body) });
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = body; // no vector step on this target
@@ -293,40 +291,54 @@ mod avx512 {
         _mm512_maskz_mov_epi32(((1u32 << count.min(16)) - 1) as u16, code)
     }
 
-    /// `super::unit_counts` on AVX-512.
+    /// `super::byte_counts` on AVX-512.
     ///
     /// # Safety
     /// The CPU has AVX-512F and BW, and POPCNT.
     #[target_feature(enable = "avx512f,avx512bw,popcnt")]
-    pub unsafe fn unit_counts(body: &[u8]) -> (usize, usize) {
+    pub unsafe fn byte_counts(body: &[u8]) -> crate::json_wide::ByteCounts {
         let byte = |b: u8| _mm512_set1_epi8(b as i8);
         let within = |n: usize| if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
-        let (mut units, mut escapes) = (0usize, 0usize);
+        let mut counts = crate::json_wide::ByteCounts::default();
         let mut at = 0;
         while at < body.len() {
-            let here = within(body.len() - at);
-            let after = within(body.len() - at - 1);
-            // SAFETY: the lanes `here` selects lie in `body` from `at`, and those `after`
-            // selects from `at + 1`; masked loads read no byte outside them (the others are
-            // zero: no lead, no backslash, no `u`).
-            let (block, next) = unsafe {
-                let from = body.as_ptr().add(at);
-                (
-                    _mm512_maskz_loadu_epi8(here, from.cast()),
-                    _mm512_maskz_loadu_epi8(after, from.add(1).cast()),
+            let left = body.len() - at;
+            let here = within(left);
+            // SAFETY: the lanes `within(left - d)` selects lie in `body` from `at + d`; masked
+            // loads read no byte outside them (the others are zero: no lead, no backslash, no
+            // `u`, no hex digit). Past the end the mask is empty and the pointer, which may
+            // lie beyond the slice, is only carried (`wrapping_add`).
+            let ahead = |d: usize| unsafe {
+                _mm512_maskz_loadu_epi8(
+                    within(left.saturating_sub(d)),
+                    body.as_ptr().wrapping_add(at + d).cast(),
                 )
             };
+            let (block, next1, next2, next3) = (ahead(0), ahead(1), ahead(2), ahead(3));
             // Signed, a byte from -64 up is ASCII or a lead byte; a zero lane past the end is
             // ASCII too, hence `here`.
             let starts = _mm512_cmpge_epi8_mask(block, byte(0xC0)) & here;
             let fours = _mm512_cmpge_epu8_mask(block, byte(0xF0));
-            let pairs = _mm512_cmpeq_epi8_mask(block, byte(b'\\'))
-                & _mm512_cmpeq_epi8_mask(next, byte(b'u'));
-            units += (starts.count_ones() + fours.count_ones()) as usize;
-            escapes += pairs.count_ones() as usize;
+            let backslashes = _mm512_cmpeq_epi8_mask(block, byte(b'\\'));
+            let doubled = backslashes & _mm512_cmpeq_epi8_mask(next1, byte(b'\\'));
+            let u_pairs = backslashes & _mm512_cmpeq_epi8_mask(next1, byte(b'u'));
+            // `json_wide::begins_high_surrogate`: `d` or `D` (OR 0x20 lowers a letter), then
+            // `8` or `9`, or `a` or `b` in either case.
+            let d = _mm512_cmpeq_epi8_mask(_mm512_or_si512(next2, byte(0x20)), byte(b'd'));
+            let digit = _mm512_cmple_epu8_mask(_mm512_sub_epi8(next3, byte(b'8')), byte(1))
+                | _mm512_cmple_epu8_mask(
+                    _mm512_sub_epi8(_mm512_or_si512(next3, byte(0x20)), byte(b'a')),
+                    byte(1),
+                );
+            counts.starts += starts.count_ones() as usize;
+            counts.fours += fours.count_ones() as usize;
+            counts.backslashes += backslashes.count_ones() as usize;
+            counts.doubled += doubled.count_ones() as usize;
+            counts.u_pairs += u_pairs.count_ones() as usize;
+            counts.high_pairs += (u_pairs & d & digit).count_ones() as usize;
             at += 64;
         }
-        (units, escapes)
+        counts
     }
 
     /// `super::clean_blocks` on AVX-512.

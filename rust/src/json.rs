@@ -1014,12 +1014,12 @@ impl<'py> Parser<'_, 'py> {
     /// way (that names the error, or reads what the decoder does not take).
     fn wide_str(&mut self, start: usize, end: usize) -> Option<CoreResult<Bound<'py, PyString>>> {
         let body_len = end - start;
-        // Room in `wchar_t` units (at least one per code point), never more than
-        // one a byte (no string has more: the estimate counts two for each byte from 0xF0 up,
-        // and a body of such bytes, which the decoder refuses at the first, would have the
-        // server size a buffer of eight times its length), and 8 units of slack: the decoder
-        // widens ASCII runs 8 bytes at a time.
-        let mut room = json_wide::estimated_units(&self.s[start..end]).min(body_len) + 8;
+        // Room in `wchar_t` units (the estimate is exact for usual text: the `str` written in
+        // place is then never cut), never more than one a byte (no string has more: the UTF-16
+        // estimate counts two for each byte from 0xF0 up, and a body of such bytes, which the
+        // decoder refuses at the first, would have the server size a buffer of eight times its
+        // length), and 8 units of slack: the decoder widens ASCII runs 8 bytes at a time.
+        let mut room = json_wide::estimated_wide_units(&self.s[start..end]).min(body_len) + 8;
         let mut from = json_wide::Progress::default();
         // A long string's first units are decoded on their own: where they already hold a
         // character beyond the BMP, the string will be UCS-4, and the rest is decoded straight

@@ -139,6 +139,10 @@ fn shown(py: Python<'_>, layout: Layout) -> bool {
 #[cfg(feature = "testing")]
 pub static FINISHED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// Code points the last `str` finished in place was cut by (tests see the room was exact).
+#[cfg(feature = "testing")]
+pub static LAST_CUT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Whether this interpreter's `str`s can be written in place here (probed once).
 pub fn available(py: Python<'_>) -> bool {
     layout(py).is_some()
@@ -225,7 +229,10 @@ impl<'py> FreshUcs4<'py> {
         // SAFETY: the resized str, a new reference.
         let obj = unsafe { Bound::from_owned_ptr(py, ptr) };
         #[cfg(feature = "testing")]
-        FINISHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        {
+            FINISHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            LAST_CUT.store(self.units - len, std::sync::atomic::Ordering::Relaxed);
+        }
         obj.cast_into::<PyString>().map_err(PyErr::from)
     }
 }

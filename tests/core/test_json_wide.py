@@ -9,6 +9,7 @@ and a bad body gets the error the reader has always given."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -202,9 +203,15 @@ def test_text_below_u8000_is_read_whole_at_every_length(length: int, ensure_asci
 
 
 def test_a_body_longer_than_its_estimate_is_read_whole() -> None:
-    # Room is estimated from the body (one code point per `\u` escape): escaped backslashes
-    # before a `u` make the estimate short, and the decoder goes on in a bigger buffer.
-    for text in ("\\u" * 3000 + "é", "é" + "\\u" * 3000, ("\\u" * 10 + "漢") * 300):
+    # Room is counted from the body, exactly but for lone high surrogates: each is counted as
+    # the first half of a pair (one code point from two escapes), and the decoder goes on in a
+    # bigger buffer. Escaped backslashes before a `u` are counted as the text they are.
+    for text in (
+        "\ud800x" * 3000 + "é",
+        "é" + "\udbff\ud83d" * 3000,
+        ("\\u" * 10 + "漢\udbff") * 300,
+        "\\u" * 3000 + "é",
+    ):
         document = json.dumps([text])
         assert _testing.json_loads(document.encode()) == [text]
 
@@ -257,10 +264,11 @@ def test_a_long_string_beyond_the_bmp_reads_as_json_loads_reads_it(
 @pytest.mark.parametrize(
     "text",
     [
-        # Escaped backslashes before a `u` make the room estimate short: a bigger str.
+        # Escaped backslashes before a `u`: text, counted as such.
         "🔐" + "\\u" * 30_000,
         "🔐" + ("\\u" * 10 + "漢") * 3_000,
-        # Lone surrogates of either half, kept as they are beside pairs.
+        # Lone surrogates of either half, kept as they are beside pairs (the high ones make
+        # the room short: a bigger str).
         "🔐" + ("a\ud800b\udc00\ud83d\udd10" * 6_000),
         # Every other escape and control characters.
         "\U0001f510" + ('"\\/\b\f\n\r\t\x00\x1f' * 8_000),
@@ -271,6 +279,54 @@ def test_a_long_string_written_in_place_keeps_every_character(text: str) -> None
     expected = json.loads(document)
     assert _testing.json_loads(document) == expected
     assert sys.getsizeof(_testing.json_loads(document)[0]) == sys.getsizeof(expected[0])
+
+
+def upper_hex(document: bytes) -> bytes:
+    """``document`` with its escapes' hex digits in upper case (json.dumps writes lower; an
+    escaped backslash's `u` and digits change too: text, read as such)."""
+    return re.sub(rb"\\u([0-9a-f]{4})", lambda m: b"\\u" + m[1].upper(), document)
+
+
+# Escaped pairs and raw characters beyond the BMP, among every other escape, escaped
+# backslashes (before a `u` too) and text in three scripts.
+MIXED = '🔐 Ελλάδα\n漢字 \\u00e9 \\\\ "q" \t\U0010ffff é/\x00 '
+
+
+@pytest.mark.parametrize("ensure_ascii", [True, False])
+@pytest.mark.parametrize("hex_case", ["lower", "upper"])
+@pytest.mark.parametrize("text", [MIXED * 3_000, "🔐" * 20_000, ("🔐\n" + LONG_TEXT) * 2])
+def test_a_long_string_written_in_place_is_made_at_its_length(
+    text: str, ensure_ascii: bool, hex_case: str, constructors: str
+) -> None:
+    # Its room is counted exactly (every escape, surrogate pairs, 4-byte characters): the str
+    # is made at its length and never cut. A cut handed glibc back a smaller block than the
+    # next such str asked for, and every megabyte str was mapped, faulted in and unmapped.
+    document = json.dumps([text], ensure_ascii=ensure_ascii).encode()
+    if hex_case == "upper":
+        document = upper_hex(document)
+    ours: list[object] = []
+    written = in_place_delta(lambda: ours.append(_testing.json_loads(document)))
+    assert ours[0] == json.loads(document)
+    if not _testing.str_written_in_place():
+        assert written == 0
+        return
+    # Raw UTF-8 goes this way only where the CPU reads it in blocks (AVX-512).
+    assert written == 1 or not ensure_ascii
+    if written:
+        # Only the decoder's slack: it widens ASCII 8 bytes at a time.
+        assert _testing.last_in_place_cut() <= 8
+
+
+def test_lone_high_surrogates_make_the_room_short_and_the_str_grows(constructors: str) -> None:
+    text = "🔐" + "\ud800x" * 20_000
+    document = json.dumps([text]).encode()
+    ours: list[object] = []
+    written = in_place_delta(lambda: ours.append(_testing.json_loads(document)))
+    assert ours[0] == [text]
+    if _testing.str_written_in_place():
+        # Grown to the most the rest could hold (a code point a byte), then cut to length.
+        assert written == 1
+        assert _testing.last_in_place_cut() > 8
 
 
 @pytest.mark.parametrize(

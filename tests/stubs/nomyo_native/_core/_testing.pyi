@@ -12,6 +12,7 @@ __all__ = [
     "json_digest",
     "json_loads",
     "json_roundtrip",
+    "last_in_place_cut",
     "locked_memory_initialised",
     "panic_with",
     "probe_overflow",
@@ -80,3 +81,7 @@ def str_written_in_place() -> bool:
 
 def strs_written_in_place() -> int:
     """How many ``str``s the reader has finished in place (the layout probe's own included)."""
+
+def last_in_place_cut() -> int:
+    """How many code points the last ``str`` finished in place was cut by (its room less its
+    length)."""
