@@ -72,7 +72,14 @@ def test_a_call_that_holds_the_gil_lets_no_tick_in() -> None:
 @pytest.mark.parametrize("shape", HOSTILE)
 def test_another_thread_runs_while_a_large_answer_is_built(shape: str) -> None:
     body = HOSTILE[shape].encode()
-    assert stamps_inside(lambda: _testing.json_loads(body)) >= 3
+    # Up to three tries: a loaded machine may keep the ticker off the CPU through one whole
+    # window; a reader that holds the GIL leaves it no turn in any.
+    counts = []
+    for _ in range(3):
+        counts.append(stamps_inside(lambda: _testing.json_loads(body)))
+        if counts[-1] >= 3:
+            break
+    assert counts[-1] >= 3, counts
 
 
 def longest_loop_gap(call: Callable[[], object]) -> tuple[float, float]:
@@ -136,5 +143,12 @@ def test_an_event_loop_gets_turns_while_a_worker_builds_a_large_answer(shape: st
     # CPython's garbage collector run within the build, in a build of ~400 ms: the gap is
     # counted without it (see longest_loop_gap).
     body = HOSTILE[shape].encode()
-    span, gap = longest_loop_gap(lambda: _testing.json_loads(body))
-    assert gap < span / 3, f"{gap * 1000:.0f} ms without a turn in {span * 1000:.0f} ms"
+    # Up to three tries: a loaded machine may take the CPU from the worker while it holds the
+    # GIL (its pause is then a gap); a reader that keeps the GIL leaves gaps in every try.
+    tries = []
+    for _ in range(3):
+        span, gap = longest_loop_gap(lambda: _testing.json_loads(body))
+        tries.append(f"{gap * 1000:.0f} ms without a turn in {span * 1000:.0f} ms")
+        if gap < span / 3:
+            break
+    assert gap < span / 3, tries
