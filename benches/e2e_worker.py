@@ -100,6 +100,11 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def minor_faults() -> int:
+    """Pages this process has faulted in so far (fresh memory the kernel mapped and cleared)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def peak_rss_mib() -> float:
     """This process's own peak RSS: ``VmHWM``, the high-water mark of its memory since exec.
 
@@ -137,14 +142,16 @@ class Meter:
     def __post_init__(self) -> None:
         self.latencies: list[float] = []
         self.cpu = self.wall = self.server_cpu = 0.0
+        self.faults = 0
 
     @contextmanager
     def timed(self) -> Iterator[None]:
         server0 = process_cpu_seconds(self.endpoint_pid) if self.endpoint_pid else 0.0
-        cpu0, wall0 = cpu_seconds(), time.perf_counter()
+        cpu0, wall0, faults0 = cpu_seconds(), time.perf_counter(), minor_faults()
         yield
         self.wall += time.perf_counter() - wall0
         self.cpu += cpu_seconds() - cpu0
+        self.faults += minor_faults() - faults0
         if self.endpoint_pid:
             self.server_cpu += process_cpu_seconds(self.endpoint_pid) - server0
 
@@ -157,6 +164,7 @@ class Meter:
             "p50_ms": 1000 * percentile(ordered, 50),
             "p99_ms": 1000 * percentile(ordered, 99),
             "requests_per_s": n / self.wall,
+            "minor_faults_per_request": self.faults / n,
         }
         if self.endpoint_pid:
             result["server_cpu_per_request_ms"] = 1000 * self.server_cpu / n

@@ -8,8 +8,9 @@ client alone (the endpoint is a separate process):
     py-spy record --native -o profile.svg -- .venv/bin/python benches/profile_scenario.py ...
     .venv/bin/python -X importtime ... ; python -m cProfile -s cumtime benches/...
 
-It prints the client CPU per request of each round (``getrusage``, every thread), so that a
-change can be compared before and after on the same machine, in the same minute.
+It prints the client CPU per request of each round (``getrusage``, every thread) and the
+fresh pages it faulted in, so that a change can be compared before and after on the same
+machine, in the same minute.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def main(argv: list[str]) -> int:
             figures = meter.summary()
             print(
                 f"round {round_ + 1}: {figures['cpu_per_request_ms']:.3f} ms client CPU per "
-                f"request, p50 {figures['p50_ms']:.2f} ms, {figures['requests_per_s']:.0f} req/s"
+                f"request, p50 {figures['p50_ms']:.2f} ms, {figures['requests_per_s']:.0f} req/s, "
+                f"{figures['minor_faults_per_request']:.0f} page faults per request"
             )
     return 0
 

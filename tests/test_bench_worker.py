@@ -150,3 +150,22 @@ def test_the_floors_measure_each_floor_by_name(bench_modules):
     # The non-ASCII row's answer is the endpoint's ASCII escapes: larger than its request.
     request_bytes, response_bytes = floors._non_ascii_plaintexts()
     assert request_bytes > floors.MIB and response_bytes > 1.5 * request_bytes
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_minflt as Linux counts it")
+def test_the_meter_counts_the_pages_faulted_in_while_timed(bench_modules):
+    import mmap
+
+    e2e_worker, _ = bench_modules
+    pages = 1024
+    meter = e2e_worker.Meter(None)
+    data = b"x" * (pages * mmap.PAGESIZE)  # its own pages faulted in before the timing
+    with meter.timed():
+        fresh = mmap.mmap(-1, len(data))
+        fresh.write(data)  # every page written: each faulted in
+    fresh.close()
+    with meter.timed():
+        pass  # touches nothing new
+    meter.latencies.extend([0.001, 0.001])  # two timed "requests"
+    faults = meter.summary()["minor_faults_per_request"]
+    assert pages / 2 <= faults < pages * 0.6  # the first's pages, spread over both
