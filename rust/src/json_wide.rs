@@ -123,10 +123,12 @@ pub(crate) fn begins_high_surrogate(first: u8, second: u8) -> bool {
         & ((second.wrapping_sub(b'8') < 2) | ((second | 0x20).wrapping_sub(b'a') < 2))
 }
 
-/// `UnitCounts` over `body`, 64 bytes a step where the vector step runs.
+/// `UnitCounts` over `body`: 64 bytes a step where the vector step runs (escapes told by
+/// each backslash run's parity in the same pass), else 16 lanes at a time and backslash runs
+/// read one by one afterwards.
 pub fn unit_counts(body: &[u8]) -> UnitCounts {
-    let bytes = escapes_avx512::byte_counts(body).unwrap_or_else(|| byte_counts_by_lanes(body));
-    counts_read(body, bytes)
+    escapes_avx512::unit_counts(body)
+        .unwrap_or_else(|| counts_read(body, byte_counts_by_lanes(body)))
 }
 
 /// `bytes` (counted over `body`) as the escapes are read: in a run of backslashes each pair is
@@ -1094,6 +1096,11 @@ mod tests {
         }
     }
 
+    /// `unit_counts` without the vector step.
+    fn portable_counts(body: &[u8]) -> UnitCounts {
+        counts_read(body, byte_counts_by_lanes(body))
+    }
+
     /// `UnitCounts` as a reader goes: a backslash escapes the byte after it.
     fn read_plainly(body: &[u8]) -> UnitCounts {
         let mut counts = UnitCounts {
@@ -1145,17 +1152,22 @@ mod tests {
                 .wrapping_add(1);
             body.extend_from_slice(pieces[(state >> 33) as usize % pieces.len()]);
         }
-        let whole = bytes_plainly(&body);
-        assert!(whole.high_pairs >= 10 && whole.doubled >= 10, "{whole:?}");
+        let whole = read_plainly(&body);
+        assert!(whole.high_escapes >= 10, "{whole:?}");
+        assert!(body.windows(2).filter(|pair| pair == b"\\\\").count() >= 10);
         for len in 0..body.len() {
             for from in [0, 1, 2, 3, 63] {
                 let part = body.get(from..len).unwrap_or_default();
-                let plain = bytes_plainly(part);
-                assert_eq!(byte_counts_by_lanes(part), plain, "{from}..{len}");
-                if let Some(vector) = escapes_avx512::byte_counts(part) {
+                let plain = read_plainly(part);
+                assert_eq!(
+                    byte_counts_by_lanes(part),
+                    bytes_plainly(part),
+                    "{from}..{len}"
+                );
+                assert_eq!(portable_counts(part), plain, "{from}..{len}");
+                if let Some(vector) = escapes_avx512::unit_counts(part) {
                     assert_eq!(vector, plain, "{from}..{len}");
                 }
-                assert_eq!(unit_counts(part), read_plainly(part), "{from}..{len}");
             }
         }
         // A high surrogate's escape starting at each place around each 64-byte edge, so that
@@ -1163,17 +1175,16 @@ mod tests {
         for at in (58..=66).chain(124..=130) {
             let mut edges = vec![b'x'; 200];
             edges[at..at + 6].copy_from_slice(b"\\uDB7F");
-            let expected = ByteCounts {
+            let expected = UnitCounts {
                 starts: 200,
                 fours: 0,
-                backslashes: 1,
-                doubled: 0,
-                u_pairs: 1,
-                high_pairs: 1,
+                escapes: 1,
+                u_escapes: 1,
+                high_escapes: 1,
             };
-            assert_eq!(byte_counts_by_lanes(&edges), expected, "{at}");
+            assert_eq!(portable_counts(&edges), expected, "{at}");
             assert_eq!(
-                escapes_avx512::byte_counts(&edges).unwrap_or(expected),
+                escapes_avx512::unit_counts(&edges).unwrap_or(expected),
                 expected
             );
             // Cut just after each of its bytes: only the whole four make a high escape.
@@ -1182,8 +1193,27 @@ mod tests {
             }
             assert_eq!(unit_counts(&edges[..at + 4]).high_escapes, 1, "{at}");
         }
-        if escapes_avx512::byte_counts(b"").is_none() {
+        if escapes_avx512::unit_counts(b"").is_none() {
             eprintln!("no AVX-512 here: the vector counts are not exercised");
+        }
+    }
+
+    #[test]
+    fn runs_of_backslashes_of_every_length_pair_up_across_block_edges() {
+        // Each run's parity decides whether the `\uD83D` after it is an escape: across one,
+        // two and three 64-byte edges, from every offset.
+        for run in 1..=140 {
+            for offset in 0..70 {
+                let mut body = vec![b'a'; offset];
+                body.extend(std::iter::repeat_n(b'\\', run));
+                body.extend_from_slice(b"uD83Dx\\n");
+                let plain = read_plainly(&body);
+                assert_eq!(plain.u_escapes, run % 2, "{run} {offset}");
+                assert_eq!(portable_counts(&body), plain, "{run} {offset}");
+                if let Some(vector) = escapes_avx512::unit_counts(&body) {
+                    assert_eq!(vector, plain, "{run} {offset}");
+                }
+            }
         }
     }
 
@@ -1405,6 +1435,7 @@ mod timing {
             ("cjk", "漢字仮名交じり文の例です"),
             ("emoji", "🔐🔑🗝🔒"),
             ("mixed", "héllo wörld Ελλάδα 漢字 🔐 "),
+            ("paths", "C:\\Users\\me\\é "),
         ];
         let only = std::env::var("TIMING_TEXT").ok();
         for (name, unit) in texts {
@@ -1419,7 +1450,9 @@ mod timing {
                 let mut body: Vec<u8> = if escaped {
                     text.chars()
                         .flat_map(|c| {
-                            if c.is_ascii() {
+                            if c == '\\' {
+                                b"\\\\".to_vec()
+                            } else if c.is_ascii() {
                                 vec![c as u8]
                             } else {
                                 let mut units = [0u16; 2];
@@ -1431,7 +1464,7 @@ mod timing {
                         })
                         .collect()
                 } else {
-                    text.as_bytes().to_vec()
+                    text.replace('\\', "\\\\").into_bytes()
                 };
                 body.push(b'"');
                 let chars = text.chars().count();
@@ -1452,11 +1485,14 @@ mod timing {
                 let estimate = best(&mut || {
                     std::hint::black_box(estimated_units(&body));
                 });
+                let lanes = best(&mut || {
+                    std::hint::black_box(counts_read(&body, byte_counts_by_lanes(&body)));
+                });
                 let pick = best(&mut || {
                     std::hint::black_box(ascii_only(&body));
                 });
                 println!(
-                    "{name:8} escaped={escaped:5} {} bytes {chars} chars: code points {points:?} UTF-16 {utf16:?} estimate {estimate:?} ascii_only {pick:?}",
+                    "{name:8} escaped={escaped:5} {} bytes {chars} chars: code points {points:?} UTF-16 {utf16:?} estimate {estimate:?} (16 lanes {lanes:?}) ascii_only {pick:?}",
                     body.len()
                 );
             }
