@@ -15,9 +15,6 @@
 //! escape, a lone surrogate, an escape or a pair running past the block's end); the scalar
 //! steps read from there on, so every refusal and every unusual character is theirs, exactly
 //! as before.
-//!
-//! The room estimates' counts (`unit_counts`, for `json_wide::unit_counts`) are taken here too,
-//! each block's bits by compares on the same CPUs.
 
 /// Whether the vector step runs on this machine.
 pub fn available() -> bool {
@@ -72,86 +69,6 @@ impl Run {
             written,
             bits: 0,
         }
-    }
-}
-
-/// `json_wide::unit_counts` over `body`, 64 bytes a step; `None` without the vector step
-/// (`available()` false), where the caller gathers each block's bits portably.
-pub fn unit_counts(body: &[u8]) -> Option<crate::json_wide::UnitCounts> {
-    #[cfg(target_arch = "x86_64")]
-    if available() {
-        // SAFETY: the CPU has AVX-512F and BW, and POPCNT (checked just above).
-        return Some(unsafe { avx512::unit_counts(body) });
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = body; // no vector step on this target
-    None
-}
-
-/// One 64-byte block of a body as bits (bit `k` for its byte `k`), what `unit_counts` counts
-/// from.
-#[cfg(target_arch = "x86_64")]
-struct BlockMasks {
-    /// Bytes that start a UTF-8 character (ASCII or a lead byte: signed, from -64 up).
-    starts: u64,
-    /// Bytes from 0xF0 up.
-    fours: u64,
-    /// Backslashes.
-    backslashes: u64,
-    /// Bytes followed by a `u`.
-    before_u: u64,
-    /// Bytes whose second and third bytes after begin a high surrogate's digits
-    /// (`json_wide::begins_high_surrogate`).
-    before_high: u64,
-}
-
-/// `json_wide::UnitCounts` block after block, carrying whether the last block ended in a
-/// backslash that escapes the next block's first byte.
-#[cfg(target_arch = "x86_64")]
-#[derive(Default)]
-struct BlockCounter {
-    counts: crate::json_wide::UnitCounts,
-    /// 1 when the next block's first byte is escaped.
-    carry: u64,
-}
-
-#[cfg(target_arch = "x86_64")]
-impl BlockCounter {
-    /// Count one block (the body's next 64 bytes; past its end, zero bits).
-    #[inline(always)]
-    fn add(&mut self, block: BlockMasks) {
-        let escapes = if self.carry == 0 && block.backslashes & (block.backslashes << 1) == 0 {
-            // No two backslashes meet (most blocks): each starts an escape, and the last
-            // byte's, if one, escapes the next block's first.
-            self.carry = block.backslashes >> 63;
-            block.backslashes
-        } else {
-            self.escapes_of_runs(block.backslashes)
-        };
-        let u_escapes = escapes & block.before_u;
-        let counts = &mut self.counts;
-        counts.starts += block.starts.count_ones() as usize;
-        counts.fours += block.fours.count_ones() as usize;
-        counts.escapes += escapes.count_ones() as usize;
-        counts.u_escapes += u_escapes.count_ones() as usize;
-        counts.high_escapes += (u_escapes & block.before_high).count_ones() as usize;
-    }
-
-    /// The backslashes of a block that start an escape, where runs of them may meet: in a
-    /// run every other one escapes the next byte. The escaped bytes of all runs are found at
-    /// once by adding each run that starts at an odd bit to the backslashes: the sum's carry
-    /// flips the parity of the bits it passes (simdjson's scan for escaped quotes); the carry
-    /// out of the top bit is the next block's.
-    #[inline]
-    fn escapes_of_runs(&mut self, block_backslashes: u64) -> u64 {
-        const EVEN: u64 = 0x5555_5555_5555_5555;
-        let backslashes = block_backslashes & !self.carry;
-        let follows_backslash = (backslashes << 1) | self.carry;
-        let odd_starts = backslashes & !EVEN & !follows_backslash;
-        let (runs, overflow) = odd_starts.overflowing_add(backslashes);
-        self.carry = u64::from(overflow);
-        let escaped = (EVEN ^ (runs << 1)) & follows_backslash;
-        block_backslashes & !escaped
     }
 }
 
@@ -356,67 +273,6 @@ mod avx512 {
             code = _mm512_mask_mov_epi32(code, high, joined);
         }
         _mm512_maskz_mov_epi32(((1u32 << count.min(16)) - 1) as u16, code)
-    }
-
-    /// `super::unit_counts` on AVX-512: each block's bits by compares.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F and BW, and POPCNT.
-    #[target_feature(enable = "avx512f,avx512bw,popcnt")]
-    pub unsafe fn unit_counts(body: &[u8]) -> crate::json_wide::UnitCounts {
-        let byte = |b: u8| _mm512_set1_epi8(b as i8);
-        let within = |n: usize| if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
-        let mut counter = super::BlockCounter::default();
-        let mut at = 0;
-        while at < body.len() {
-            let left = body.len() - at;
-            let [block, next1, next2, next3] = if left >= 64 + 3 {
-                let from = body.as_ptr().wrapping_add(at);
-                // SAFETY: `at + d + 64 <= body.len()` for each `d` up to 3.
-                unsafe {
-                    [
-                        _mm512_loadu_si512(from.cast()),
-                        _mm512_loadu_si512(from.add(1).cast()),
-                        _mm512_loadu_si512(from.add(2).cast()),
-                        _mm512_loadu_si512(from.add(3).cast()),
-                    ]
-                }
-            } else {
-                let from = body.as_ptr().wrapping_add(at);
-                let mask = |d: usize| within(left.saturating_sub(d));
-                // SAFETY: the lanes `mask(d)` selects lie in `body` from `at + d`; masked loads
-                // read no byte outside them (the others are zero: no lead, no backslash, no
-                // `u`, no hex digit). Past the end the mask is empty and the pointer, which
-                // may lie beyond the slice, is only carried (`wrapping_add`).
-                unsafe {
-                    [
-                        _mm512_maskz_loadu_epi8(mask(0), from.cast()),
-                        _mm512_maskz_loadu_epi8(mask(1), from.wrapping_add(1).cast()),
-                        _mm512_maskz_loadu_epi8(mask(2), from.wrapping_add(2).cast()),
-                        _mm512_maskz_loadu_epi8(mask(3), from.wrapping_add(3).cast()),
-                    ]
-                }
-            };
-            // `json_wide::begins_high_surrogate`: `d` or `D` (OR 0x20 lowers a letter), then
-            // `8` or `9`, or `a` or `b` in either case.
-            let d = _mm512_cmpeq_epi8_mask(_mm512_or_si512(next2, byte(0x20)), byte(b'd'));
-            let digit = _mm512_cmple_epu8_mask(_mm512_sub_epi8(next3, byte(b'8')), byte(1))
-                | _mm512_cmple_epu8_mask(
-                    _mm512_sub_epi8(_mm512_or_si512(next3, byte(0x20)), byte(b'a')),
-                    byte(1),
-                );
-            counter.add(super::BlockMasks {
-                // Signed, a byte from -64 up is ASCII or a lead byte; a zero lane past the end
-                // is ASCII too, hence `within`.
-                starts: _mm512_cmpge_epi8_mask(block, byte(0xC0)) & within(left),
-                fours: _mm512_cmpge_epu8_mask(block, byte(0xF0)),
-                backslashes: _mm512_cmpeq_epi8_mask(block, byte(b'\\')),
-                before_u: _mm512_cmpeq_epi8_mask(next1, byte(b'u')),
-                before_high: d & digit,
-            });
-            at += 64;
-        }
-        counter.counts
     }
 
     /// `super::clean_blocks` on AVX-512.

@@ -21,6 +21,7 @@
 use crate::escapes_avx512;
 use crate::json_scan::word_escape_mask;
 use crate::json_string::{hex4, unicode_escape};
+use crate::unit_counts::unit_counts;
 use crate::utf8_avx512;
 
 /// How far a decoding got.
@@ -63,111 +64,12 @@ pub struct Wide {
 
 const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
 
-/// What a string body (from just after its opening quote to its closing quote) decodes to, as
-/// far as its length goes: the room estimates are made of these counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct UnitCounts {
-    /// Bytes that start a UTF-8 character (ASCII or a lead byte: signed, from -64 up).
-    pub starts: usize,
-    /// Bytes from 0xF0 up (a 4-byte character's lead: two UTF-16 units, one code point).
-    pub fours: usize,
-    /// Escapes: backslashes that start one (in a run of backslashes, every other one).
-    pub escapes: usize,
-    /// The escapes among them that are `\u` escapes.
-    pub u_escapes: usize,
-    /// The `\u` escapes of a high surrogate (`d` or `D`, then one of `89abAB`): with the low
-    /// surrogate's escape after it, one code point from twelve bytes.
-    pub high_escapes: usize,
-}
-
-impl UnitCounts {
-    /// The UTF-16 code units: one per character start, one more per 4-byte character, less
-    /// one per escape (its two bytes give one unit) and four more per `\u` escape (six bytes).
-    pub fn utf16_units(&self) -> usize {
-        (self.starts + self.fours).saturating_sub(self.escapes + 4 * self.u_escapes)
-    }
-
-    /// The code points: as `utf16_units`, but a 4-byte character and an escaped surrogate pair
-    /// give one each.
-    pub fn code_points(&self) -> usize {
-        self.starts
-            .saturating_sub(self.escapes + 4 * self.u_escapes + self.high_escapes)
-    }
-}
-
-/// What one pass over a body counts, byte by byte (and the three bytes after each): every
-/// backslash taken for the start of an escape. `UnitCounts` are these, corrected where two
-/// backslashes meet (`counts_read`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ByteCounts {
-    /// As `UnitCounts::starts`.
-    pub starts: usize,
-    /// As `UnitCounts::fours`.
-    pub fours: usize,
-    /// Backslashes.
-    pub backslashes: usize,
-    /// Backslashes followed by a backslash.
-    pub doubled: usize,
-    /// Backslashes followed by a `u`.
-    pub u_pairs: usize,
-    /// Those whose `u` is followed by a high surrogate's first two digits
-    /// (`begins_high_surrogate`).
-    pub high_pairs: usize,
-}
-
 /// Whether `\u` followed by `first` and `second` begins a high surrogate's escape (D800 to
 /// DBFF, either case).
 #[inline(always)]
 pub(crate) fn begins_high_surrogate(first: u8, second: u8) -> bool {
     ((first | 0x20) == b'd')
         & ((second.wrapping_sub(b'8') < 2) | ((second | 0x20).wrapping_sub(b'a') < 2))
-}
-
-/// `UnitCounts` over `body`: 64 bytes a step where the vector step runs (escapes told by
-/// each backslash run's parity in the same pass), else 16 lanes at a time and backslash runs
-/// read one by one afterwards.
-pub fn unit_counts(body: &[u8]) -> UnitCounts {
-    escapes_avx512::unit_counts(body)
-        .unwrap_or_else(|| counts_read(body, byte_counts_by_lanes(body)))
-}
-
-/// `bytes` (counted over `body`) as the escapes are read: in a run of backslashes each pair is
-/// one escaped backslash, and only an odd run escapes what follows it. Runs of two or more are
-/// rare in text, and looked at only where the pass saw one.
-fn counts_read(body: &[u8], bytes: ByteCounts) -> UnitCounts {
-    let mut counts = UnitCounts {
-        starts: bytes.starts,
-        fours: bytes.fours,
-        escapes: bytes.backslashes,
-        u_escapes: bytes.u_pairs,
-        high_escapes: bytes.high_pairs,
-    };
-    if bytes.doubled == 0 {
-        return counts;
-    }
-    let doubled = memchr::memmem::Finder::new(b"\\\\");
-    let mut from = 0;
-    while let Some(found) = body.get(from..).and_then(|rest| doubled.find(rest)) {
-        // The run starts here: a backslash just before would have been found first.
-        let run_start = from + found;
-        let run = body[run_start..]
-            .iter()
-            .take_while(|&&b| b == b'\\')
-            .count();
-        let after = run_start + run;
-        counts.escapes = counts.escapes.saturating_sub(run / 2);
-        if run % 2 == 0 && body.get(after) == Some(&b'u') {
-            // Its last backslash is escaped: the `u` after it is text.
-            counts.u_escapes = counts.u_escapes.saturating_sub(1);
-            if let (Some(&first), Some(&second)) = (body.get(after + 1), body.get(after + 2)) {
-                if begins_high_surrogate(first, second) {
-                    counts.high_escapes = counts.high_escapes.saturating_sub(1);
-                }
-            }
-        }
-        from = after;
-    }
-    counts
 }
 
 /// A room estimate for the UTF-16 code units of the string body `body`
@@ -187,72 +89,6 @@ pub fn estimated_wide_units(body: &[u8]) -> usize {
         counts.code_points()
     } else {
         counts.utf16_units()
-    }
-}
-
-/// `ByteCounts` 16 lanes at a time.
-fn byte_counts_by_lanes(body: &[u8]) -> ByteCounts {
-    // Per-lane byte counters over 16 bytes at a time (and the three bytes after each), which
-    // the compiler turns into vector compares and adds; summed every 255 steps, before a lane
-    // could overflow (a step adds at most 1 to each); the last few bytes one by one.
-    const LANES: usize = 16;
-    const STEPS: usize = 255;
-    const AHEAD: usize = 3;
-    let count = |byte: u8, next: [u8; AHEAD]| {
-        let backslash = u8::from(byte == b'\\');
-        let u_pair = backslash & u8::from(next[0] == b'u');
-        [
-            u8::from((byte as i8) >= -64),
-            u8::from(byte >= 0xF0),
-            backslash,
-            backslash & u8::from(next[0] == b'\\'),
-            u_pair,
-            u_pair & u8::from(begins_high_surrogate(next[1], next[2])),
-        ]
-    };
-    let mut totals = [0usize; 6];
-    let whole = body.len().saturating_sub(AHEAD) / LANES * LANES;
-    let ahead = |k: usize| body.get(k..whole + k).unwrap_or_default();
-    let (bytes, next1, next2, next3) = (&body[..whole], ahead(1), ahead(2), ahead(3));
-    let block = LANES * STEPS;
-    for (((chunk, n1), n2), n3) in bytes
-        .chunks(block)
-        .zip(next1.chunks(block))
-        .zip(next2.chunks(block))
-        .zip(next3.chunks(block))
-    {
-        let mut lanes = [[0u8; LANES]; 6];
-        for (((c, a), b), d) in chunk
-            .chunks_exact(LANES)
-            .zip(n1.chunks_exact(LANES))
-            .zip(n2.chunks_exact(LANES))
-            .zip(n3.chunks_exact(LANES))
-        {
-            for k in 0..LANES {
-                let counted = count(c[k], [a[k], b[k], d[k]]);
-                for (lane, add) in lanes.iter_mut().zip(counted) {
-                    lane[k] = lane[k].wrapping_add(add);
-                }
-            }
-        }
-        for (total, lane) in totals.iter_mut().zip(lanes) {
-            *total += lane.iter().map(|&n| usize::from(n)).sum::<usize>();
-        }
-    }
-    for (k, &byte) in body.iter().enumerate().skip(whole) {
-        let next = [1, 2, 3].map(|d| body.get(k + d).copied().unwrap_or(0));
-        for (total, add) in totals.iter_mut().zip(count(byte, next)) {
-            *total += usize::from(add);
-        }
-    }
-    let [starts, fours, backslashes, doubled, u_pairs, high_pairs] = totals;
-    ByteCounts {
-        starts,
-        fours,
-        backslashes,
-        doubled,
-        u_pairs,
-        high_pairs,
     }
 }
 
@@ -739,6 +575,7 @@ fn narrow_in_place<const UNIT: usize, const OUT: usize>(buf: &mut [u8], units: u
 mod tests {
     use super::*;
     use crate::json_string::unescape;
+    use crate::unit_counts::tests::read_plainly;
 
     /// The code points `decode_units::<UNIT>` reads from `body`, through as many `NoRoom` stops
     /// as an output of `room` units (grown by `room` each time) makes: its units as they are
@@ -1080,164 +917,6 @@ mod tests {
         }
     }
 
-    /// `ByteCounts` as their definitions read, a byte (and a window) at a time.
-    fn bytes_plainly(body: &[u8]) -> ByteCounts {
-        let high = |w: &[u8]| b"dD".contains(&w[2]) && b"89abAB".contains(&w[3]);
-        ByteCounts {
-            starts: body.iter().filter(|&&b| (b as i8) >= -64).count(),
-            fours: body.iter().filter(|&&b| b >= 0xF0).count(),
-            backslashes: body.iter().filter(|&&b| b == b'\\').count(),
-            doubled: body.windows(2).filter(|pair| pair == b"\\\\").count(),
-            u_pairs: body.windows(2).filter(|pair| pair == b"\\u").count(),
-            high_pairs: body
-                .windows(4)
-                .filter(|w| &w[..2] == b"\\u" && high(w))
-                .count(),
-        }
-    }
-
-    /// `unit_counts` without the vector step.
-    fn portable_counts(body: &[u8]) -> UnitCounts {
-        counts_read(body, byte_counts_by_lanes(body))
-    }
-
-    /// `UnitCounts` as a reader goes: a backslash escapes the byte after it.
-    fn read_plainly(body: &[u8]) -> UnitCounts {
-        let mut counts = UnitCounts {
-            starts: body.iter().filter(|&&b| (b as i8) >= -64).count(),
-            fours: body.iter().filter(|&&b| b >= 0xF0).count(),
-            ..UnitCounts::default()
-        };
-        let mut k = 0;
-        while k < body.len() {
-            if body[k] != b'\\' {
-                k += 1;
-                continue;
-            }
-            counts.escapes += 1;
-            if body.get(k + 1) == Some(&b'u') {
-                counts.u_escapes += 1;
-                if matches!(body.get(k + 2), Some(b'd' | b'D'))
-                    && matches!(
-                        body.get(k + 3),
-                        Some(b'8' | b'9' | b'a' | b'b' | b'A' | b'B')
-                    )
-                {
-                    counts.high_escapes += 1;
-                }
-            }
-            k += 2;
-        }
-        counts
-    }
-
-    #[test]
-    fn the_vector_and_lane_counts_agree_with_the_definitions_at_every_length_and_offset() {
-        // Pieces that count differently: ASCII, a backslash and `u`, continuation bytes, two-,
-        // three- and four-byte leads, bytes that start nothing valid, high and low surrogate
-        // escapes in both cases, escapes that only nearly begin a high surrogate (a byte either
-        // side of each range the digits are taken from: 7 and `:`, `@` and C, a backtick and
-        // c, then c and e before them; and `\u0D8`), runs of backslashes, bytes that a case
-        // fold could confuse (0x18, 0x44, 0x64). Separated by spaces (no piece holds one).
-        const PIECES: &[u8] = b"a \\ u \x80 \xbf \xc0 \xc3 \xe2 \xef \xf0 \xf4 \xff \x00 \
-            \\uD83D \\udbff \\uDc00 \\ud8 \\uDB \\uDC \\ud7 \\uE8 \\u0D8 \\\\uD8 \\\\\\uDa \
-            \\\\ \\n d D 8 b \x18 \x44\x39 \x64\x41 \
-            \\uD: \\uD@ \\uD` \\uDc \\uDC \\ucA \\ueA \\uDA \\udb";
-        let pieces: Vec<&[u8]> = PIECES.split(|&b| b == b' ').collect();
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let mut body = Vec::new();
-        while body.len() < 700 {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1);
-            body.extend_from_slice(pieces[(state >> 33) as usize % pieces.len()]);
-        }
-        let whole = read_plainly(&body);
-        assert!(whole.high_escapes >= 10, "{whole:?}");
-        assert!(body.windows(2).filter(|pair| pair == b"\\\\").count() >= 10);
-        for len in 0..body.len() {
-            for from in [0, 1, 2, 3, 63] {
-                let part = body.get(from..len).unwrap_or_default();
-                let plain = read_plainly(part);
-                assert_eq!(
-                    byte_counts_by_lanes(part),
-                    bytes_plainly(part),
-                    "{from}..{len}"
-                );
-                assert_eq!(portable_counts(part), plain, "{from}..{len}");
-                if let Some(vector) = escapes_avx512::unit_counts(part) {
-                    assert_eq!(vector, plain, "{from}..{len}");
-                }
-            }
-        }
-        // A high surrogate's escape starting at each place around each 64-byte edge, so that
-        // each of its four bytes is in turn the first of the next block.
-        for at in (58..=66).chain(124..=130) {
-            let mut edges = vec![b'x'; 200];
-            edges[at..at + 6].copy_from_slice(b"\\uDB7F");
-            let expected = UnitCounts {
-                starts: 200,
-                fours: 0,
-                escapes: 1,
-                u_escapes: 1,
-                high_escapes: 1,
-            };
-            assert_eq!(portable_counts(&edges), expected, "{at}");
-            assert_eq!(
-                escapes_avx512::unit_counts(&edges).unwrap_or(expected),
-                expected
-            );
-            // Cut just after each of its bytes: only the whole four make a high escape.
-            for cut in at + 1..at + 4 {
-                assert_eq!(unit_counts(&edges[..cut]).high_escapes, 0, "{at} {cut}");
-            }
-            assert_eq!(unit_counts(&edges[..at + 4]).high_escapes, 1, "{at}");
-        }
-        if escapes_avx512::unit_counts(b"").is_none() {
-            eprintln!("no AVX-512 here: the vector counts are not exercised");
-        }
-    }
-
-    #[test]
-    fn runs_of_backslashes_of_every_length_pair_up_across_block_edges() {
-        // Each run's parity decides whether the `\uD83D` after it is an escape: across one,
-        // two and three 64-byte edges, from every offset.
-        for run in 1..=140 {
-            for offset in 0..70 {
-                let mut body = vec![b'a'; offset];
-                body.extend(std::iter::repeat_n(b'\\', run));
-                body.extend_from_slice(b"uD83Dx\\n");
-                let plain = read_plainly(&body);
-                assert_eq!(plain.u_escapes, run % 2, "{run} {offset}");
-                assert_eq!(portable_counts(&body), plain, "{run} {offset}");
-                if let Some(vector) = escapes_avx512::unit_counts(&body) {
-                    assert_eq!(vector, plain, "{run} {offset}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn the_estimate_holds_where_every_byte_of_a_lane_counts_twice() {
-        // Text of 4-byte characters puts a lead byte (counted twice) in every 4th lane at
-        // every step; invalid bytes above 0xF0 do the same in every lane.
-        let plain = |body: &[u8]| read_plainly(body).utf16_units();
-        let units: [&[u8]; 4] = ["🔐".as_bytes(), "🔐🔑".as_bytes(), b"\xf4\xff", b"\xff"];
-        for unit in units {
-            for len in [
-                16 * 127,
-                16 * 128 + 1,
-                16 * 255 + 1,
-                16 * 256 + 3,
-                16 * 255 * 3 + 7,
-            ] {
-                let mut body: Vec<u8> = unit.iter().cycle().take(len).copied().collect();
-                body.extend_from_slice(b"\\n");
-                assert_eq!(estimated_units(&body), plain(&body), "{unit:?} {len}");
-            }
-        }
-    }
-
     #[test]
     fn ascii_only_says_yes_exactly_for_ascii_text_and_low_escapes() {
         let cases: [(&[u8], bool); 19] = [
@@ -1485,15 +1164,22 @@ mod timing {
                 let estimate = best(&mut || {
                     std::hint::black_box(estimated_units(&body));
                 });
-                let lanes = best(&mut || {
-                    std::hint::black_box(counts_read(&body, byte_counts_by_lanes(&body)));
-                });
+                let levels: Vec<String> = crate::unit_counts::tests::levels()
+                    .into_iter()
+                    .map(|(level, count)| {
+                        let took = best(&mut || {
+                            std::hint::black_box(count(&body));
+                        });
+                        format!("{level} {took:?}")
+                    })
+                    .collect();
                 let pick = best(&mut || {
                     std::hint::black_box(ascii_only(&body));
                 });
                 println!(
-                    "{name:8} escaped={escaped:5} {} bytes {chars} chars: code points {points:?} UTF-16 {utf16:?} estimate {estimate:?} (16 lanes {lanes:?}) ascii_only {pick:?}",
-                    body.len()
+                    "{name:8} escaped={escaped:5} {} bytes {chars} chars: code points {points:?} UTF-16 {utf16:?} estimate {estimate:?} (by level: {}) ascii_only {pick:?}",
+                    body.len(),
+                    levels.join(", ")
                 );
             }
         }

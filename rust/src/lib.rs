@@ -29,6 +29,7 @@ pub mod tls;
 pub mod tls_parity;
 pub mod tpm;
 pub mod ucs4_simd;
+pub mod unit_counts;
 pub mod utf8_avx512;
 #[cfg(windows)]
 mod win;
