@@ -64,14 +64,6 @@ pub struct Wide {
 
 const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
 
-/// Whether `\u` followed by `first` and `second` begins a high surrogate's escape (D800 to
-/// DBFF, either case).
-#[inline(always)]
-pub(crate) fn begins_high_surrogate(first: u8, second: u8) -> bool {
-    ((first | 0x20) == b'd')
-        & ((second.wrapping_sub(b'8') < 2) | ((second | 0x20).wrapping_sub(b'a') < 2))
-}
-
 /// A room estimate for the UTF-16 code units of the string body `body`
 /// (`UnitCounts::utf16_units`): exact for every body the decoder accepts whole.
 pub fn estimated_units(body: &[u8]) -> usize {
