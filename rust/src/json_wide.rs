@@ -64,13 +64,8 @@ pub struct Wide {
 
 const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
 
-/// A room estimate for the UTF-16 code units of the string body `body`
-/// (`UnitCounts::utf16_units`): exact for every body the decoder accepts whole.
-pub fn estimated_units(body: &[u8]) -> usize {
-    unit_counts(body).utf16_units()
-}
-
-/// The same estimate in `decode_wide`'s units (code points where they are 4 bytes): exact
+/// A room estimate for the string body `body` in `decode_wide`'s units (code points where
+/// they are 4 bytes, else UTF-16 code units, `UnitCounts::utf16_units`): exact
 /// where every escaped high surrogate has its low one after it (a lone one makes it short by
 /// one, which `decode_wide` reports as `NoRoom`). A `str` allocated at this length is not cut
 /// afterwards: a cut hands the allocator back a smaller block than the next such `str` asks
@@ -845,7 +840,6 @@ mod tests {
             assert_eq!(counts, read_plainly(text.as_bytes()), "{text}");
             assert_eq!(counts.code_points(), points.units, "{text}");
             assert_eq!(counts.utf16_units(), units.units, "{text}");
-            assert_eq!(estimated_units(text.as_bytes()), units.units, "{text}");
             let wide_units = if UNIT_BYTES == 4 {
                 points.units
             } else {
@@ -861,7 +855,7 @@ mod tests {
         let (_, points) = wide_in::<4>(body.as_bytes(), 64).unwrap();
         let (_, units) = wide_in::<2>(body.as_bytes(), 64).unwrap();
         assert_eq!(unit_counts(lone.as_bytes()).code_points() + 1, points.units);
-        assert_eq!(estimated_units(lone.as_bytes()), units.units);
+        assert_eq!(unit_counts(lone.as_bytes()).utf16_units(), units.units);
     }
 
     #[test]
@@ -900,12 +894,11 @@ mod tests {
     }
 
     #[test]
-    fn the_estimate_counts_every_byte_at_every_length() {
+    fn the_counts_hold_at_every_length_over_many_blocks() {
         let unit = "ab\\u00e9é漢🔐\\\\u".as_bytes();
         for len in 0..(16 * 255 * 2 + 40) {
             let body: Vec<u8> = unit.iter().cycle().take(len).copied().collect();
-            let plain = read_plainly(&body).utf16_units();
-            assert_eq!(estimated_units(&body), plain, "{len}");
+            assert_eq!(unit_counts(&body), read_plainly(&body), "{len}");
         }
     }
 
@@ -1154,7 +1147,7 @@ mod timing {
                     );
                 });
                 let estimate = best(&mut || {
-                    std::hint::black_box(estimated_units(&body));
+                    std::hint::black_box(estimated_wide_units(&body));
                 });
                 let levels: Vec<String> = crate::unit_counts::tests::levels()
                     .into_iter()
