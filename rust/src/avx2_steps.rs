@@ -2,25 +2,26 @@
 //! `base64-simd` find it: the wheel is built for baseline x86-64, which has only SSE2). Every
 //! other machine runs the portable code these stand in for.
 
-/// `json_scan::build_cost`, 32 bytes a step with AVX2 where the CPU has it.
-pub fn build_cost(json: &[u8], limit: usize) -> usize {
+/// `json_scan::build_cost` (`ESCAPES`; `structure_cost` without), 32 bytes a step with AVX2
+/// where the CPU has it.
+pub fn build_cost<const ESCAPES: bool>(json: &[u8], limit: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked just above).
-        return unsafe { build_cost_avx2(json, limit) };
+        return unsafe { build_cost_avx2::<ESCAPES>(json, limit) };
     }
-    crate::json_scan::build_cost_steps(json, limit)
+    crate::json_scan::build_cost_steps::<ESCAPES>(json, limit)
 }
 
-/// `build_cost` on AVX2: per 32 bytes, the brackets, separators and backslashes counted in
-/// byte lanes (summed every 255 steps, before a lane could overflow, when the limit is looked
-/// at), and the words of 8 digits in 64-bit ones.
+/// `build_cost` on AVX2: per 32 bytes, the brackets, separators and backslashes (`ESCAPES`)
+/// counted in byte lanes (summed every 255 steps, before a lane could overflow, when the limit
+/// is looked at), and the words of 8 digits in 64-bit ones.
 ///
 /// # Safety
 /// The CPU has AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn build_cost_avx2(json: &[u8], limit: usize) -> usize {
+unsafe fn build_cost_avx2<const ESCAPES: bool>(json: &[u8], limit: usize) -> usize {
     use std::arch::x86_64::*;
     const BLOCK: usize = 32;
     const STEPS: usize = 255;
@@ -40,11 +41,13 @@ unsafe fn build_cost_avx2(json: &[u8], limit: usize) -> usize {
         for _ in 0..steps {
             // SAFETY: `at + BLOCK <= json.len()`: `steps` blocks fit from where this run began.
             let v = unsafe { _mm256_loadu_si256(json.as_ptr().add(at).cast()) };
+            let escape = if ESCAPES {
+                _mm256_cmpeq_epi8(v, backslash)
+            } else {
+                _mm256_setzero_si256()
+            };
             let hit = _mm256_or_si256(
-                _mm256_or_si256(
-                    _mm256_cmpeq_epi8(_mm256_or_si256(v, fold), bracket),
-                    _mm256_cmpeq_epi8(v, backslash),
-                ),
+                _mm256_or_si256(_mm256_cmpeq_epi8(_mm256_or_si256(v, fold), bracket), escape),
                 _mm256_or_si256(_mm256_cmpeq_epi8(v, comma), _mm256_cmpeq_epi8(v, colon)),
             );
             lanes = _mm256_sub_epi8(lanes, hit); // a hit is -1
@@ -70,7 +73,7 @@ unsafe fn build_cost_avx2(json: &[u8], limit: usize) -> usize {
         }
     }
     // The last bytes, from a multiple of 32 (so of 8: the same words), less the text's one.
-    cost + crate::json_scan::build_cost_steps(&json[at..], usize::MAX) - 1
+    cost + crate::json_scan::build_cost_steps::<ESCAPES>(&json[at..], usize::MAX) - 1
 }
 
 /// `json_scan`'s plain-run scan, 64 bytes a step with AVX2 where the CPU has it: the length of

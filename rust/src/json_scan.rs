@@ -81,13 +81,19 @@ pub const MAX_INT_DIGITS: usize = 4300;
 /// at a time, stopping once past `limit` (the figure is then above `limit`, not the whole
 /// count).
 pub fn build_cost(json: &[u8], limit: usize) -> usize {
-    crate::avx2_steps::build_cost(json, limit)
+    crate::avx2_steps::build_cost::<true>(json, limit)
 }
 
-/// `build_cost`'s loop, inlined where it is compiled: for baseline x86-64 (and every other
-/// target) here, for AVX2 in `avx2_steps`.
+/// `build_cost` without the backslashes: a bound on the build's work beyond its strings (the
+/// work of a string, escapes and all, a build within a deadline bounds by the clock).
+pub fn structure_cost(json: &[u8], limit: usize) -> usize {
+    crate::avx2_steps::build_cost::<false>(json, limit)
+}
+
+/// `build_cost`'s loop (`ESCAPES`; `structure_cost`'s without), inlined where it is compiled:
+/// for baseline x86-64 (and every other target) here, for AVX2 in `avx2_steps`.
 #[inline(always)]
-pub(crate) fn build_cost_steps(json: &[u8], limit: usize) -> usize {
+pub(crate) fn build_cost_steps<const ESCAPES: bool>(json: &[u8], limit: usize) -> usize {
     // A word at a time: the costly bytes flagged in byte lanes (exactly: no borrow between
     // lanes) and added up in them, summed every 255 words, before a lane could overflow, and
     // the limit looked at then; four words a step, which the compiler can vectorise.
@@ -102,7 +108,11 @@ pub(crate) fn build_cost_steps(json: &[u8], limit: usize) -> usize {
         let brackets = zeros((word | (ONES * 0x20)) ^ (ONES * u64::from(b'{')));
         let separators =
             zeros(word ^ (ONES * u64::from(b','))) | zeros(word ^ (ONES * u64::from(b':')));
-        let backslashes = zeros(word ^ (ONES * u64::from(b'\\')));
+        let backslashes = if ESCAPES {
+            zeros(word ^ (ONES * u64::from(b'\\')))
+        } else {
+            0
+        };
         (brackets | separators | backslashes) >> 7
     };
     // Every byte '0'..='9': high nibble 3, and the low one still under 10 with 6 added (no
@@ -140,7 +150,7 @@ pub(crate) fn build_cost_steps(json: &[u8], limit: usize) -> usize {
         cost += whole
             .remainder()
             .iter()
-            .map(|&b| usize::from(matches!(b, b'[' | b'{' | b',' | b':' | b'\\')))
+            .map(|&b| usize::from(matches!(b, b'[' | b'{' | b',' | b':') || ESCAPES && b == b'\\'))
             .sum::<usize>();
         if cost > limit {
             return cost;
@@ -264,8 +274,8 @@ pub fn word_escape_mask(word: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::{
-        build_cost, build_cost_steps, plain_prefix, plain_run, scan_number, word_escape_mask,
-        PlainRun, VECTOR_SCAN_FROM,
+        build_cost, build_cost_steps, plain_prefix, plain_run, scan_number, structure_cost,
+        word_escape_mask, PlainRun, VECTOR_SCAN_FROM,
     };
 
     #[test]
@@ -407,16 +417,27 @@ mod tests {
 
     #[test]
     fn the_build_cost_counts_every_costly_byte_at_every_length_and_stops_past_the_limit() {
+        the_costs_count_every_costly_byte([build_cost, build_cost_steps::<true>], b"[{,:\\");
+    }
+
+    #[test]
+    fn the_structure_cost_counts_the_same_bytes_but_backslashes() {
+        the_costs_count_every_costly_byte([structure_cost, build_cost_steps::<false>], b"[{,:");
+    }
+
+    /// `counters` (this machine's way, AVX2 where it has it, and the portable one) against
+    /// their definition: one for the text, one per byte of `costly`, eight per 8-byte word of
+    /// digits.
+    fn the_costs_count_every_costly_byte(counters: [fn(&[u8], usize) -> usize; 2], costly: &[u8]) {
         let naive = |json: &[u8]| {
-            let structural = json.iter().filter(|&&b| b"[{,:\\".contains(&b)).count();
+            let structural = json.iter().filter(|&&b| costly.contains(&b)).count();
             let words = json
                 .chunks_exact(8)
                 .filter(|w| w.iter().all(u8::is_ascii_digit))
                 .count();
             1 + structural + 8 * words
         };
-        // This machine's way (AVX2 where it has it) and the portable one.
-        let counters: [fn(&[u8], usize) -> usize; 2] = [build_cost, build_cost_steps];
+        let escapes = costly.contains(&b'\\');
         let unit = b"{\"a\":[1,22,{\"b\":\"x:y,z\"}],\"c\":-3.5e+7,\"d\":12345678901234567}\xff\x00\\u0395/;@`\xfb\xbb\xac\xba"
             .as_slice();
         for count in counters {
@@ -434,7 +455,8 @@ mod tests {
             // Runs of up to 7 digits (escapes' hex digits) count nothing, wherever they fall:
             // only the escapes' backslashes do.
             let short_runs = b"\\u0395\\u03bb1234567x".repeat(2_000);
-            assert_eq!(count(&short_runs, usize::MAX), 1 + 2 * 2_000);
+            let backslashes = if escapes { 2 * 2_000 } else { 0 };
+            assert_eq!(count(&short_runs, usize::MAX), 1 + backslashes);
             let all_costly = vec![b','; 32 * 255 * 4 + 5];
             for limit in [0, 1, 100, 8160, 8161, 20_000, 40_000] {
                 let cost = count(&all_costly, limit);
@@ -476,7 +498,7 @@ mod tests {
         };
         let json = text.as_bytes();
         let dispatched = best(&|| build_cost(json, usize::MAX));
-        let baseline = best(&|| build_cost_steps(json, usize::MAX));
+        let baseline = best(&|| build_cost_steps::<true>(json, usize::MAX));
         println!(
             "{} bytes: dispatched {dispatched:?} baseline {baseline:?}",
             json.len()
