@@ -185,11 +185,23 @@ class OpenedEnvelope:
         that is a multiple of 8 (a long number's; strings' bytes count too), plus one; counted
         up to ``decrypt_envelope``'s ``cost_limit``, so a figure above it says only "more"."""
 
+    @property
+    def structure_cost(self) -> int:
+        """``build_cost`` without the backslashes: the build's work beyond its strings, counted
+        the same way, up to the same limit (``build_cost`` itself when that is within it)."""
+
     def build(self) -> tuple[Any, int | float | None, str]:
         """``open_envelope``'s second half: the payload's objects built from the plaintext,
         which is then wiped; ``(payload, processed_at, algorithm)``. Raises ``EnvelopeError``
         for a malformed plaintext (the plaintext wiped too), ``ValueError`` when called again
         after either."""
+
+    def build_within(self, seconds: float) -> tuple[Any, int | float | None, str] | None:
+        """``build`` if it ends within ``seconds``, else ``None``: the clock is looked at as
+        the build goes (every 64 KiB of plaintext, inside long strings), a long string whose
+        worst case does not fit in the time left is not begun, and on giving up what was built
+        is dropped and the plaintext, untouched, is kept for ``build``. Raises as ``build``
+        does, and ``ValueError`` for a negative or non-finite ``seconds``."""
 
 @final
 class RequestBody:

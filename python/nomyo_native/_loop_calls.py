@@ -25,7 +25,14 @@ must be scheduled: ~0.4 ms here, several ms on a busy machine). Two rules:
   runs inline only when that is at most :data:`LONE_BUILD_MAX_COST` and the plaintext at most
   :data:`LONE_BUILD_MAX_BYTES`: text the count does not see (raw UTF-8 of mixed scripts, the
   dearest) is built at ~1-1.5 ms per MiB, so a stall of ~3 ms at most, whatever the server
-  sent; otherwise on a worker, where the reader lets the GIL go every 5 ms, so the
+  sent. An answer past either bound whose structure alone is within the cost
+  (``structure_cost``: the count without backslashes), whose strings are what make it dear
+  (a server that escapes non-ASCII text writes an escape every few bytes; or long ones), is
+  built inline within :data:`LONE_BUILD_BUDGET`: the reader looks at the clock every 64 KiB
+  and inside long strings, and does not begin a long string whose worst case (or, for an
+  escaped one, whose usual pace) does not fit in the time left; when it gives up, what it built
+  is dropped and the plaintext, never decoded in place by such a build, goes to a worker.
+  Otherwise the build runs on a worker, where the reader lets the GIL go every 5 ms, so the
   loop gets its turns (longest gap with a 4 MiB hostile answer 311-367 ms before, 49-70
   ms after: CPython's garbage collector, which the build's million allocations set off, holds
   the GIL for tens of ms at a time). The seal's JSON writer, over the caller's own payload,
@@ -48,6 +55,7 @@ from nomyo_native._workers import run_blocking
 
 __all__ = [
     "INLINE_SEAL_MAX_BYTES",
+    "LONE_BUILD_BUDGET",
     "LONE_BUILD_MAX_BYTES",
     "LONE_BUILD_MAX_COST",
     "LONE_OPEN_MAX_BYTES",
@@ -69,6 +77,10 @@ LONE_BUILD_MAX_BYTES = 2 * 1024 * 1024
 # on the worker's side for answers of escaped text); a 4300-digit integer, the reader's
 # longest whatever the interpreter's limit, ~75 us.
 LONE_BUILD_MAX_COST = 4096
+# Seconds a lone request's build may take on the loop thread when its strings are what the cost
+# counts (escapes) or are long: the reader looks at the clock as it goes and hands the build
+# to a worker past this (overrunning it by ~0.5 ms at most).
+LONE_BUILD_BUDGET = 0.004
 # Values (strings, numbers, containers, keys) looked at before giving up: enough for a chat of
 # a dozen messages, and for a lone request's of some fifty (~0.1 ms of walking at most).
 _MAX_ENTRIES = 64
@@ -155,6 +167,12 @@ class LoopCalls:
         opened = _protocol.decrypt_response(body, keypair, LONE_BUILD_MAX_COST)
         if self.build_here(opened):
             return _protocol.build_response(opened, payload_id)
+        if opened.structure_cost <= LONE_BUILD_MAX_COST:
+            # Its strings make it dear (long ones, or escapes): built here if that ends within
+            # the budget, else, the plaintext untouched, on a worker.
+            answer = _protocol.build_response_within(opened, payload_id, LONE_BUILD_BUDGET)
+            if answer is not None:
+                return answer
         return await run_blocking(_protocol.build_response, opened, payload_id)
 
     def open_here(self, envelope_bytes: int) -> bool:

@@ -14,7 +14,7 @@ import logging
 import time
 import traceback
 import urllib.parse
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, overload
 
 from nomyo_native import _body_buffers, _core
 from nomyo_native._constants import COMPLETION_PATH, PUBLIC_KEY_PATH, SECURITY_TIERS
@@ -42,6 +42,7 @@ __all__ = [
     "VALID_SECURITY_TIERS",
     "Answer",
     "build_response",
+    "build_response_within",
     "completion_headers",
     "connection_error",
     "deadline_error",
@@ -220,9 +221,36 @@ def build_response(opened: _core.OpenedEnvelope, payload_id: str) -> dict[str, A
     return answer
 
 
+def build_response_within(
+    opened: _core.OpenedEnvelope, payload_id: str, seconds: float
+) -> dict[str, Any] | None:
+    """:func:`build_response` if the build ends within ``seconds``, else ``None`` with
+    ``opened``'s plaintext kept for :func:`build_response` (``OpenedEnvelope.build_within``)."""
+    started = time.perf_counter()
+    answer = _with_metadata(_built_within(opened, seconds), payload_id)  # as in open_response
+    if answer is None:
+        logger.debug(
+            "building a response of %d bytes would take longer than %.1f ms: handed on",
+            opened.plaintext_bytes,
+            seconds * 1000,
+        )
+        return None
+    logger.debug(
+        "built response: %d bytes in %.1f ms",
+        opened.plaintext_bytes,
+        (time.perf_counter() - started) * 1000,
+    )
+    return answer
+
+
 def _built(opened: _core.OpenedEnvelope) -> _Opened:
     with _opening_errors:
         return opened.build()
+
+
+def _built_within(opened: _core.OpenedEnvelope, seconds: float) -> _Opened | None:
+    with _opening_errors:
+        return opened.build_within(seconds)
 
 
 class _OpeningErrors:
@@ -248,13 +276,24 @@ class _OpeningErrors:
 _opening_errors = _OpeningErrors()
 
 
-def _with_metadata(opened: _Opened, payload_id: str) -> dict[str, Any]:
-    """The opened payload, which must be a JSON object, with the client's ``_metadata`` fields.
+@overload
+def _with_metadata(opened: _Opened, payload_id: str) -> dict[str, Any]: ...
+
+
+@overload
+def _with_metadata(opened: _Opened | None, payload_id: str) -> dict[str, Any] | None: ...
+
+
+def _with_metadata(opened: _Opened | None, payload_id: str) -> dict[str, Any] | None:
+    """The opened payload, which must be a JSON object, with the client's ``_metadata`` fields
+    (``None`` for a build that gave up: ``build_within``'s ``None``).
 
     A refused answer does not outlive the refusal: the frames of a traceback keep their locals,
     and error reporters that record them (Sentry's default) would send the decrypted answer
     on. So the frames the refusal came through are cleared, this one drops the answer before
     it raises, and no caller holds the answer in a local of its own."""
+    if opened is None:
+        return None
     payload, processed_at, algorithm = opened
     del opened
     try:

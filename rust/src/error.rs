@@ -40,6 +40,8 @@ pub enum CoreError {
     Io(std::io::Error),
     /// Secure allocation failed outright (not a lock failure, which degrades instead).
     Memory(String),
+    /// A build given a deadline ran past it (`json::read_py_within`, which says so as `None`).
+    OutOfTime,
 }
 
 impl fmt::Display for CoreError {
@@ -50,6 +52,7 @@ impl fmt::Display for CoreError {
                 f.write_str("the key pair was wiped and can no longer be used")
             }
             CoreError::Io(e) => write!(f, "{e}"),
+            CoreError::OutOfTime => f.write_str("the build ran past its deadline"),
             CoreError::Envelope(m)
             | CoreError::RequestTooLarge(m)
             | CoreError::ResponseTooLarge(m)
@@ -90,7 +93,8 @@ pub mod py {
     //! above has to translate them. `_core` re-exports them under its historical names.
     use super::CoreError as Rust;
     use pyo3::exceptions::{
-        PyBaseException, PyImportError, PyMemoryError, PyOSError, PyTypeError, PyValueError,
+        PyBaseException, PyImportError, PyMemoryError, PyOSError, PyTimeoutError, PyTypeError,
+        PyValueError,
     };
     use pyo3::prelude::*;
     use pyo3::types::PyType;
@@ -126,6 +130,7 @@ pub mod py {
                 Rust::NotJson(_) => PyTypeError::new_err(msg),
                 Rust::Io(io) => io_error(&io, msg),
                 Rust::Memory(_) => PyMemoryError::new_err(msg),
+                Rust::OutOfTime => PyTimeoutError::new_err(msg),
             }
         }
     }

@@ -12,6 +12,7 @@
 //! the path (`json_path`: protocol field names and positions), never content.
 
 use std::fmt::Write as _;
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyRecursionError;
 use pyo3::prelude::*;
@@ -642,6 +643,31 @@ fn str_fault(error: StrError, s: &Bound<'_, PyString>) -> Fault {
 /// Parse JSON bytes (from a LockedBuf) straight into Python objects. Strings with escapes are
 /// decoded in place, over their raw text in `json` (which is left partly decoded).
 pub fn read_py<'py>(py: Python<'py>, json: &mut [u8]) -> CoreResult<Bound<'py, PyAny>> {
+    read(py, json, None)
+}
+
+/// `read_py` within `deadline`, or `None` (what was built dropped) once it would run past it:
+/// for a build on a thread that must not stall longer (an event loop's). The clock is looked at
+/// every `DEADLINE_LOOK_BYTES` of input and inside long strings, and a long string whose worst
+/// case (its escapes each decoded apart) does not fit in the time left is not begun, so the
+/// overrun is a fraction of a millisecond. `json` is left as it was, for a build elsewhere: no
+/// string is decoded in place.
+pub fn read_py_within<'py>(
+    py: Python<'py>,
+    json: &mut [u8],
+    deadline: Instant,
+) -> CoreResult<Option<Bound<'py, PyAny>>> {
+    match read(py, json, Some(deadline)) {
+        Err(CoreError::OutOfTime) => Ok(None),
+        read => read.map(Some),
+    }
+}
+
+fn read<'py>(
+    py: Python<'py>,
+    json: &mut [u8],
+    deadline: Option<Instant>,
+) -> CoreResult<Bound<'py, PyAny>> {
     let mut parser = Parser {
         py,
         s: json,
@@ -650,7 +676,9 @@ pub fn read_py<'py>(py: Python<'py>, json: &mut [u8]) -> CoreResult<Bound<'py, P
         wide: LockedBuf::with_capacity(0)?,
         path: Vec::new(),
         values: 0,
-        held_since: std::time::Instant::now(),
+        held_since: Instant::now(),
+        deadline,
+        looked_at: 0,
     };
     parser.skip_ws();
     let value = parser.value(0)?;
@@ -659,6 +687,37 @@ pub fn read_py<'py>(py: Python<'py>, json: &mut [u8]) -> CoreResult<Bound<'py, P
         return Err(parser.fail("unexpected data after the JSON value"));
     }
     Ok(value)
+}
+
+/// `json_wide::decode_wide`, looking at the clock every `DEADLINE_LOOK_UNITS` units it writes
+/// when a build has a `deadline`: `OutOfTime` once past it (what was written is the caller's
+/// to wipe).
+fn decode_wide_on_time(
+    src: &[u8],
+    dst: &mut [u8],
+    mut from: json_wide::Progress,
+    deadline: Option<Instant>,
+) -> CoreResult<Result<json_wide::Wide, json_wide::WideStop>> {
+    let Some(deadline) = deadline else {
+        return Ok(json_wide::decode_wide(src, dst, from));
+    };
+    loop {
+        let look = (from.written + DEADLINE_LOOK_UNITS).saturating_mul(json_wide::UNIT_BYTES);
+        let Some(part) = dst.get_mut(..look) else {
+            return Ok(json_wide::decode_wide(src, dst, from));
+        };
+        // A part full is a look at the clock, not the end of the room: the decoding goes on
+        // from where it stopped, into the same buffer.
+        match json_wide::decode_wide(src, part, from) {
+            Err(json_wide::WideStop::NoRoom(progress)) => {
+                if Instant::now() >= deadline {
+                    return Err(CoreError::OutOfTime);
+                }
+                from = progress;
+            }
+            decoded => return Ok(decoded),
+        }
+    }
 }
 
 struct Parser<'a, 'py> {
@@ -675,7 +734,11 @@ struct Parser<'a, 'py> {
     path: Vec<Step<'py>>,
     /// Values read so far (wrapping), and when the parser last let the GIL go (`gil_yield`).
     values: u32,
-    held_since: std::time::Instant,
+    held_since: Instant,
+    /// When a build within a deadline gives up (`read_py_within`), and the input position at
+    /// the last look at the clock.
+    deadline: Option<Instant>,
+    looked_at: usize,
 }
 
 /// Raw non-ASCII string bodies from this long are decoded by a vector step where the CPU has
@@ -698,6 +761,26 @@ const GIL_AWAY: std::time::Duration = std::time::Duration::from_micros(100);
 
 /// Digits from which an integer's conversion (~1 us and up) is followed by a look at the clock.
 const LONG_INTEGER_DIGITS: usize = 256;
+
+/// Input between two looks at the clock of a build within a deadline: at most ~0.5 ms of the
+/// dearest text (escapes the reader decodes apart, ~20 ns for two bytes).
+const DEADLINE_LOOK_BYTES: usize = 64 * 1024;
+/// Code units a long string's decoding writes between two looks at the clock (at most ~0.3
+/// ms: a unit from each escape decoded apart).
+const DEADLINE_LOOK_UNITS: usize = 16 * 1024;
+/// The worst case of a string's decoding in one call, for a build within a deadline to decide
+/// whether to begin it: per escape the scalar reader decodes (`\"`, `\u0041`, a lone
+/// surrogate: 11-19 ns measured) and per byte of raw text (CPython's UTF-8 decoder on mixed
+/// scripts, ~2.2 ns).
+const ESCAPE_WORST_NS: u64 = 25;
+const BYTE_WORST_NS: u64 = 3;
+/// The same for raw ASCII text, a copy (~0.1 ns a byte).
+const ASCII_WORST_PS_PER_BYTE: u64 = 500;
+/// The usual pace of a long escaped string, which the wide decoder reads looking at the clock
+/// (its worst case is the clock's to catch): 0.5-1.3 ns a byte of `\uXXXX` text measured here,
+/// with or without the vector step, and the `str`'s writing. A string that would not end in
+/// the time left at this pace is not begun: giving up half-way wastes what was decoded.
+const ESCAPED_USUAL_PS_PER_BYTE: u64 = 1_500;
 
 /// How long the reader holds the GIL before it lets it go for a moment: CPython's default
 /// switch interval. Building is under the GIL (every value is a Python object), and an answer
@@ -776,6 +859,9 @@ impl<'py> Parser<'_, 'py> {
         self.values = self.values.wrapping_add(1);
         if self.values.is_multiple_of(VALUES_PER_CLOCK_LOOK) {
             self.gil_yield();
+            self.on_time()?;
+        } else if self.deadline.is_some() && self.pos - self.looked_at >= DEADLINE_LOOK_BYTES {
+            self.on_time()?;
         }
         match self.s.get(self.pos) {
             None => Err(self.fail("unexpected end of data")),
@@ -791,6 +877,27 @@ impl<'py> Parser<'_, 'py> {
         }
     }
 
+    /// `OutOfTime` once a build within a deadline is past it.
+    fn on_time(&mut self) -> CoreResult<()> {
+        self.looked_at = self.pos;
+        match self.deadline {
+            Some(deadline) if Instant::now() >= deadline => Err(CoreError::OutOfTime),
+            _ => Ok(()),
+        }
+    }
+
+    /// `OutOfTime` when a build within a deadline has less than `ns` left: work that cannot
+    /// look at the clock (one call) is not begun unless its worst case fits.
+    fn affords(&mut self, ns: u64) -> CoreResult<()> {
+        self.looked_at = self.pos;
+        match self.deadline {
+            Some(deadline) if Instant::now() + Duration::from_nanos(ns) > deadline => {
+                Err(CoreError::OutOfTime)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Let the GIL go for a moment once it has been held for `GIL_HOLD`.
     fn gil_yield(&mut self) {
         if self.held_since.elapsed() >= GIL_HOLD {
@@ -801,7 +908,7 @@ impl<'py> Parser<'_, 'py> {
             // first unless that waiter had already asked for a switch (which it does on its
             // own clock: measured, an event loop then went 20 ms without a turn).
             self.py.detach(|| std::thread::sleep(GIL_AWAY));
-            self.held_since = std::time::Instant::now();
+            self.held_since = Instant::now();
         }
     }
 
@@ -938,6 +1045,14 @@ impl<'py> Parser<'_, 'py> {
                     // CPython's decoder: the scalar steps beat it on mixed-script text but not
                     // on CJK (measured).
                     let end = self.pos;
+                    if self.deadline.is_some() && end - start >= DEADLINE_LOOK_BYTES {
+                        let ps = if ascii {
+                            ASCII_WORST_PS_PER_BYTE
+                        } else {
+                            1_000 * BYTE_WORST_NS
+                        };
+                        self.affords(ps * (end - start) as u64 / 1_000)?;
+                    }
                     if !ascii && end - start >= WIDE_RAW_MIN && latin1_avx512::available() {
                         let text = if !json_wide::beyond_latin1(&self.s[start..end]) {
                             self.latin1_str(start, end)
@@ -964,12 +1079,22 @@ impl<'py> Parser<'_, 'py> {
         }
         // Decoded in place, over the raw text: the decoded text is never longer. The raw text
         // is checked first, while it is still there; a decoding error is reported before it.
-        let end = start + self.escaped_len(start);
-        let ascii = json_wide::ascii_only(&self.s[start..end]);
+        let end = start + self.escaped_len(start)?;
+        // Within a deadline, a long one goes to the wide decoder whatever its characters: it
+        // looks at the clock as it goes, and telling ASCII text (`ascii_only`, a `memchr` per
+        // `\u` escape of it) could itself take milliseconds.
+        let long_within = self.deadline.is_some() && end - start >= DEADLINE_LOOK_BYTES;
+        if long_within {
+            self.affords(ESCAPED_USUAL_PS_PER_BYTE * (end - start) as u64 / 1_000)?;
+        }
+        let ascii = !long_within && json_wide::ascii_only(&self.s[start..end]);
         if !ascii {
             if let Some(text) = self.wide_str(start, end) {
                 return text;
             }
+        }
+        if self.deadline.is_some() {
+            return self.unescaped_str(start, end, ascii);
         }
         // `ascii_only` found every raw byte ASCII, hence UTF-8: nothing to check.
         let raw_utf8 = if ascii {
@@ -986,7 +1111,44 @@ impl<'py> Parser<'_, 'py> {
         // names the first bad byte where it is.
         raw_utf8?;
         let bytes = &self.s[start..start + decoded.written];
-        if decoded.lone_surrogate {
+        self.str_of_decoded(bytes, decoded.lone_surrogate)
+    }
+
+    /// The escaped string `[start, end)` for a build within a deadline: decoded into a locked
+    /// buffer of its own, not in place (the input stays whole for a build elsewhere), once its
+    /// worst case fits in the time left. Its raw text is checked as `string` checks it (`ascii`:
+    /// known ASCII), the error reported after a decoding error's.
+    fn unescaped_str(
+        &mut self,
+        start: usize,
+        end: usize,
+        ascii: bool,
+    ) -> CoreResult<Bound<'py, PyString>> {
+        let body = &self.s[start..end];
+        let escapes = body.iter().filter(|&&b| b == b'\\').count() as u64;
+        self.affords(ESCAPE_WORST_NS * escapes + BYTE_WORST_NS * body.len() as u64)?;
+        let raw_utf8 = if ascii {
+            Ok(())
+        } else {
+            self.check_utf8(start, end)
+        };
+        let mut out = LockedBuf::for_overwrite(end - start + 8)?;
+        let decoded = json_string::unescape(&self.s[start..], out.as_mut_slice())
+            .map_err(|error| self.unescape_error(error, start))?;
+        self.pos = start + decoded.closing_quote + 1;
+        raw_utf8?;
+        // `out` is wiped as it drops.
+        self.str_of_decoded(&out.as_slice()[..decoded.written], decoded.lone_surrogate)
+    }
+
+    /// The `str` of a string body decoded to UTF-8 (`lone_surrogate`: with a lone surrogate in
+    /// the 3-byte form the `surrogatepass` codec reads).
+    fn str_of_decoded(
+        &self,
+        bytes: &[u8],
+        lone_surrogate: bool,
+    ) -> CoreResult<Bound<'py, PyString>> {
+        if lone_surrogate {
             // Python's json accepts "\ud800"; build the same str via the surrogatepass codec.
             // SAFETY: pointer and length describe `bytes`; the codec name is NUL-terminated.
             let obj = unsafe {
@@ -1042,19 +1204,21 @@ impl<'py> Parser<'_, 'py> {
             else {
                 return Some(Err(CoreError::Memory("string buffer too small".into())));
             };
-            match json_wide::decode_wide(&self.s[start..], dst, from) {
-                Ok(wide) => break wide,
-                Err(json_wide::WideStop::NoRoom(progress)) if first.take().is_some() => {
+            let decoded = decode_wide_on_time(&self.s[start..], dst, from, self.deadline);
+            match decoded {
+                Err(error) => return Some(Err(error)),
+                Ok(Ok(wide)) => break wide,
+                Ok(Err(json_wide::WideStop::NoRoom(progress))) if first.take().is_some() => {
                     if progress.bits >= 0x1_0000 {
                         return self.wide_str_in_place(start, end, room, progress);
                     }
                     from = progress;
                 }
-                Err(json_wide::WideStop::NoRoom(progress)) => {
+                Ok(Err(json_wide::WideStop::NoRoom(progress))) => {
                     room = json_wide::most_units(body_len, &progress) + 8;
                     from = progress;
                 }
-                Err(json_wide::WideStop::Refused) => return None,
+                Ok(Err(json_wide::WideStop::Refused)) => return None,
             }
         };
         self.pos = start + wide.closing_quote + 1;
@@ -1081,12 +1245,16 @@ impl<'py> Parser<'_, 'py> {
         };
         let mut from = progress;
         loop {
-            match json_wide::decode_wide(&self.s[start..], fresh.bytes_mut(), from) {
-                Ok(wide) => {
+            let decoded =
+                decode_wide_on_time(&self.s[start..], fresh.bytes_mut(), from, self.deadline);
+            match decoded {
+                // Past the deadline: the str is wiped as it drops.
+                Err(error) => return Some(Err(error)),
+                Ok(Ok(wide)) => {
                     self.pos = start + wide.closing_quote + 1;
                     return Some(self.built(fresh.finish(wide.units)));
                 }
-                Err(json_wide::WideStop::NoRoom(progress)) => {
+                Ok(Err(json_wide::WideStop::NoRoom(progress))) => {
                     // The estimate fell short (a `\\u` in the text): a bigger str, the units so
                     // far copied over; the smaller one is wiped as it drops.
                     room = json_wide::most_units(body_len, &progress) + 8;
@@ -1099,7 +1267,7 @@ impl<'py> Parser<'_, 'py> {
                 }
                 // Past the first units: read the usual way, which names the error (the str is
                 // wiped as it drops).
-                Err(json_wide::WideStop::Refused) => return None,
+                Ok(Err(json_wide::WideStop::Refused)) => return None,
             }
         }
     }
@@ -1165,9 +1333,13 @@ impl<'py> Parser<'_, 'py> {
     }
 
     /// Bytes from `start` to the closing quote (or the end of the input), escapes included:
-    /// the closing quote is the first '"' after an even number of backslashes.
-    fn escaped_len(&self, start: usize) -> usize {
+    /// the closing quote is the first '"' after an even number of backslashes. A build within
+    /// a deadline looks at the clock every `QUOTES_PER_CLOCK_LOOK` escaped quotes (a string of
+    /// nothing but them is a search a quote).
+    fn escaped_len(&self, start: usize) -> CoreResult<usize> {
+        const QUOTES_PER_CLOCK_LOOK: usize = 4096;
         let mut from = self.pos;
+        let mut quotes = 0usize;
         while let Some(quote) = find_quote(self.s, from) {
             let backslashes = self.s[start..quote]
                 .iter()
@@ -1175,11 +1347,17 @@ impl<'py> Parser<'_, 'py> {
                 .take_while(|&&b| b == b'\\')
                 .count();
             if backslashes % 2 == 0 {
-                return quote - start;
+                return Ok(quote - start);
             }
             from = quote + 1;
+            quotes += 1;
+            if quotes.is_multiple_of(QUOTES_PER_CLOCK_LOOK)
+                && self.deadline.is_some_and(|deadline| Instant::now() >= deadline)
+            {
+                return Err(CoreError::OutOfTime);
+            }
         }
-        self.s.len() - start
+        Ok(self.s.len() - start)
     }
 
     /// Advance over string bytes that need no attention (SIMD compares, `plain_run`); whether
@@ -1259,6 +1437,7 @@ impl<'py> Parser<'_, 'py> {
         // as a million small values, so a long one looks at the clock too.
         if text.len() >= LONG_INTEGER_DIGITS {
             self.gil_yield();
+            self.on_time()?;
         }
         obj.map_err(|_| self.fail_at("integer too large", start))
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import urllib.parse
 
@@ -89,26 +90,37 @@ async def test_a_lone_envelope_above_its_bound_is_opened_on_a_worker(
             assert seen["open"] == {loop_thread}
 
 
+# A server's answer that is cheap to decrypt and dear to build: many small values, a long run
+# of digits (an integer's conversion grows faster than its digits), deep nesting repeated:
+# dear by its structure, which the decryption counts.
+DEAR_STRUCTURE = {
+    "values": [[]] * 100_000,
+    "digits": [int("9" * 4000)] * 2,
+    "nesting": [[[[[[[[1]]]]]]]] * 1_000,
+}
+# Strings of nothing but escapes (each decoded apart from the text around it): quotes, control
+# characters, backslashes, lone surrogates. Dear by their strings, which a build within the
+# budget reads looking at the clock.
+DEAR_STRINGS = {
+    "quotes": '"' * 300_000,
+    "controls": "\x01" * 100_000,
+    "backslashes": "\\" * 300_000,
+    "surrogates": "\ud800" * 100_000,
+}
+
+
 @pytest.mark.parametrize(
-    "costly",
-    [
-        # A server's answer that is cheap to decrypt and dear to build: many small values, a
-        # long run of digits (an integer's conversion grows faster than its digits), deep
-        # nesting repeated, strings of nothing but escapes (each decoded apart from the text
-        # around it): quotes, control characters, backslashes, lone surrogates.
-        {"noise": [[]] * 100_000},
-        {"noise": [int("9" * 4000)] * 2},
-        {"noise": [[[[[[[[1]]]]]]]] * 1_000},
-        {"noise": '"' * 300_000},
-        {"noise": "\x01" * 100_000},
-        {"noise": "\\" * 300_000},
-        {"noise": "\ud800" * 100_000},
-    ],
-    ids=["values", "digits", "nesting", "quotes", "controls", "backslashes", "surrogates"],
+    ("name", "budget"),
+    [(name, None) for name in DEAR_STRUCTURE] + [(name, 0.0) for name in DEAR_STRINGS],
 )
 async def test_a_lone_answer_dear_to_build_is_decrypted_on_the_loop_and_built_on_a_worker(
-    make_chat, peer, monkeypatch, costly
+    make_chat, peer, monkeypatch, name, budget
 ):
+    # Dear by its structure: on a worker whatever the budget. Dear by its strings: on a worker
+    # once the build on the loop runs out of time (none here), from the plaintext as it was.
+    costly = {"noise": {**DEAR_STRUCTURE, **DEAR_STRINGS}[name]}
+    if budget is not None:
+        monkeypatch.setattr(_loop_calls, "LONE_BUILD_BUDGET", budget)
     seen = spy_on_core_threads(monkeypatch)
     loop_thread = threading.current_thread().name
     async with make_chat() as chat:
@@ -119,21 +131,61 @@ async def test_a_lone_answer_dear_to_build_is_decrypted_on_the_loop_and_built_on
         reply = await chat.create(model="m", messages=USER)
     assert seen["open"] == {loop_thread}, "decrypted inline: RSA and AES-GCM cost no more"
     assert seen["build"] and loop_thread not in seen["build"]
+    assert seen["gave_up"] == (set() if budget is None else {loop_thread})
     assert reply["choices"][0]["message"]["content"] == f"echo: {USER[0]['content']}"
     assert reply["_metadata"]["noise"] == costly["noise"]
 
 
-@pytest.mark.parametrize(("bound", "inline"), [("cost", False), ("bytes", False), (None, True)])
+@pytest.mark.parametrize("name", sorted(DEAR_STRINGS))
+async def test_a_lone_answer_dear_by_its_strings_is_built_on_the_loop_within_the_budget(
+    make_chat, peer, monkeypatch, name
+):
+    # With time enough (the budget raised far past what any of them takes), each is built on
+    # the loop thread, as the build elsewhere builds it.
+    monkeypatch.setattr(_loop_calls, "LONE_BUILD_BUDGET", 60.0)
+    seen = spy_on_core_threads(monkeypatch)
+    loop_thread = threading.current_thread().name
+    async with make_chat() as chat:
+        await chat.create(model="m", messages=USER)
+        peer.extra_metadata = {"noise": DEAR_STRINGS[name]}
+        reply = await chat.create(model="m", messages=USER)
+    assert seen["open"] == seen["build"] == {loop_thread}
+    assert not seen["gave_up"]
+    assert reply["_metadata"]["noise"] == DEAR_STRINGS[name]
+
+
+async def test_a_long_escaped_answer_is_built_on_the_loop_at_the_defaults(make_chat, monkeypatch):
+    # 1 MiB of escaped non-ASCII text (the peer echoes the prompt, its json escapes every
+    # non-ASCII character): past both bounds of the build without a budget, built within it.
+    prompt = "héllo wörld Ελλάδα 漢字 🔐 " * 26_000
+    seen = spy_on_core_threads(monkeypatch)
+    loop_thread = threading.current_thread().name
+    async with make_chat() as chat:
+        replies = [
+            await chat.create(model="m", messages=[{"role": "user", "content": prompt}])
+            for _ in range(3)
+        ]
+    assert all(r["choices"][0]["message"]["content"] == f"echo: {prompt}" for r in replies)
+    assert seen["open"] == {loop_thread}
+    # Built here (a slow moment of a shared machine may hand one on, at most one of three).
+    assert loop_thread in seen["build"]
+
+
+@pytest.mark.parametrize(("bound", "inline"), [("cost", False), ("bytes", True), (None, True)])
 async def test_a_lone_answer_is_built_inline_up_to_both_bounds(
     make_chat, monkeypatch, bound, inline
 ):
-    # The peer echoes the prompt: 1000 commas, ~3.4 KB of plaintext. Each bound lowered below
-    # what that answer needs moves its build to a worker; at their defaults it is built inline.
+    # The peer echoes the prompt: 1000 commas, ~3.4 KB of plaintext. The cost bound lowered
+    # below what that answer needs (its commas are structure) moves its build to a worker; the
+    # size bound moves it to a build within the budget, which takes it on the loop all the same
+    # (whatever the budget: the reader first looks at the clock after 64 KiB); at their
+    # defaults it is built inline.
     prompt = ",".join(["12"] * 1000)
     if bound == "cost":
         monkeypatch.setattr(_loop_calls, "LONE_BUILD_MAX_COST", 900)
     elif bound == "bytes":
         monkeypatch.setattr(_loop_calls, "LONE_BUILD_MAX_BYTES", 2_000)
+        monkeypatch.setattr(_loop_calls, "LONE_BUILD_BUDGET", 0.0)
     seen = spy_on_core_threads(monkeypatch)
     loop_thread = threading.current_thread().name
     async with make_chat() as chat:
@@ -144,23 +196,31 @@ async def test_a_lone_answer_is_built_inline_up_to_both_bounds(
     assert seen["build"]
 
 
-@pytest.mark.parametrize("beyond", [False, True])
-async def test_at_the_defaults_the_plaintexts_size_bounds_an_inline_build(
-    make_chat, monkeypatch, beyond
+@pytest.mark.parametrize(("unit", "inline"), [("plain text ", True), ("héllo wörld ", False)])
+async def test_past_the_byte_bound_a_long_string_is_begun_on_the_loop_if_its_worst_case_fits(
+    make_chat, peer, monkeypatch, unit, inline
 ):
-    # One long plain string (no costly byte): its envelope is decrypted inline either side of
-    # the byte bound, and its build moves to a worker past it.
-    size = _loop_calls.LONE_BUILD_MAX_BYTES + (64 << 10 if beyond else -(64 << 10))
-    prompt = "plain text " * (size // 11)
-    assert len(prompt) * 4 // 3 < _loop_calls.LONE_OPEN_MAX_BYTES - (64 << 10)
+    # One long raw string (no costly byte; a server that does not escape), 64 KiB past the byte
+    # bound: its envelope is decrypted inline, and its build, within the budget, takes ASCII
+    # text (its worst case ~0.5 ns a byte) and hands text beyond it to a worker before it
+    # begins (CPython's UTF-8 decoder: ~3 ns a byte at worst).
+    size = _loop_calls.LONE_BUILD_MAX_BYTES + (64 << 10)
+    text = unit * (size // len(unit.encode()))
+    answer = json.dumps({"choices": [], "text": text}, ensure_ascii=False).encode()
+    assert len(answer) * 4 // 3 < _loop_calls.LONE_OPEN_MAX_BYTES - (64 << 10)
     seen = spy_on_core_threads(monkeypatch)
     loop_thread = threading.current_thread().name
     async with make_chat() as chat:
-        reply = await chat.create(model="m", messages=[{"role": "user", "content": prompt}])
-    assert reply["choices"][0]["message"]["content"] == f"echo: {prompt}"
+        await chat.create(model="m", messages=USER)  # the keys, and the server's key
+        client_pem = urllib.parse.unquote(peer.received[-1].headers["x-public-key"])
+        client_key = serialization.load_pem_public_key(client_pem.encode())
+        peer.script.append(httpx2.Response(200, content=seal_to(client_key, answer)))
+        seen["build"].clear()
+        reply = await chat.create(model="m", messages=USER)
+    assert reply["text"] == text
     assert seen["open"] == {loop_thread}
-    assert seen["build"]
-    assert (loop_thread in seen["build"]) is not beyond
+    assert (seen["build"] == {loop_thread}) is inline
+    assert (seen["gave_up"] == {loop_thread}) is not inline
 
 
 async def test_a_build_on_a_worker_is_a_build_at_most_once(make_chat, peer, monkeypatch):

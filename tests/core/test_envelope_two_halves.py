@@ -134,3 +134,148 @@ def test_the_first_half_raises_for_the_envelope_and_the_second_for_the_plaintext
     assert "consumed" in repr(opened) and "not built" not in repr(opened)
     with pytest.raises(ValueError, match=r"already built \(or its build failed\)"):
         opened.build()
+
+
+def structure_of(plaintext: bytes) -> int:
+    """``structure_cost`` counted the slow way: ``cost_of`` without the backslashes."""
+    return cost_of(plaintext) - plaintext.count(b"\\")
+
+
+def test_the_structure_cost_is_the_build_cost_without_the_backslashes(
+    keypair: _core.ClientKeyPair, client_public: rsa.RSAPublicKey
+) -> None:
+    rng = random.Random(11)
+    for _ in range(40):
+        value = {"choices": [random_json(rng) for _ in range(rng.randrange(1, 5))]}
+        plaintext = json.dumps(value, ensure_ascii=rng.random() < 0.5).encode()
+        body = sealed(client_public, plaintext)
+        whole, structure = cost_of(plaintext), structure_of(plaintext)
+        # Within the limit the build cost is whole and the structure cost is the same figure;
+        # past it, the structure is counted too, to the same limit.
+        within = _core.decrypt_envelope(body, keypair, whole)
+        assert within.build_cost == within.structure_cost == whole
+        for limit in {0, structure - 1, structure, whole - 1} - {-1}:
+            opened = _core.decrypt_envelope(body, keypair, limit)
+            if whole > limit:
+                assert opened.build_cost > limit
+                assert (opened.structure_cost > limit) == (structure > limit), limit
+                if structure <= limit:
+                    assert opened.structure_cost == structure
+    # An answer of escaped non-ASCII text: dear by its backslashes, not by its structure.
+    text = json.dumps({"a": "héllo wörld Ελλάδα 漢字 🔐 " * 20_000}).encode()
+    opened = _core.decrypt_envelope(sealed(client_public, text), keypair, 4096)
+    assert opened.build_cost > 4096
+    assert opened.structure_cost == structure_of(text) == 3
+
+
+# Strings long enough for the reader's looks at the clock within a long string (64 KiB on),
+# each kind decoded its own way: escaped non-ASCII text (the wide decoder's vector step),
+# escapes it leaves to its scalar steps, raw UTF-8 and Latin-1, ASCII with escapes, a lone
+# surrogate among escaped text.
+LONG_STRINGS = {
+    "escaped mixed": "héllo wörld Ελλάδα 漢字 🔐 " * 4_000,
+    "escaped quotes": '"' * 70_000,
+    "escaped controls": "\x01\n" * 40_000,
+    "escaped backslashes": "\\" * 70_000,
+    "lone surrogates": "\ud800x" * 20_000,
+    "raw mixed": "héllo wörld Ελλάδα 漢字 🔐 " * 4_000,
+    "raw Latin-1": "déjà vu, naïve café " * 5_000,
+    "ASCII with escapes": 'say "hi"\n' * 10_000,
+    "surrogate among escapes": "漢字 " * 30_000 + "\ud800" + "🔐" * 10_000,
+}
+
+
+def long_answer(name: str) -> bytes:
+    """An answer holding ``LONG_STRINGS[name]``, escaped as Python's json escapes it except
+    for the raw kinds; its lone surrogates passed through as json.dumps writes them."""
+    text = LONG_STRINGS[name]
+    value = {"choices": [{"message": {"role": "assistant", "content": text}}], "n": [1, 2.5]}
+    if name.startswith("raw"):
+        return json.dumps(value, ensure_ascii=False).encode()
+    return json.dumps(value).encode()
+
+
+def test_a_build_within_a_deadline_builds_what_a_build_builds(
+    keypair: _core.ClientKeyPair, client_public: rsa.RSAPublicKey
+) -> None:
+    rng = random.Random(13)
+    plaintexts = [long_answer(name) for name in LONG_STRINGS]
+    for _ in range(60):
+        value = {"choices": [random_json(rng) for _ in range(rng.randrange(1, 5))]}
+        plaintexts.append(json.dumps(value, ensure_ascii=rng.random() < 0.5).encode())
+    for plaintext in plaintexts:
+        body = sealed(client_public, plaintext, processed_at=7)
+        built = _core.decrypt_envelope(body, keypair, 100).build_within(60.0)
+        assert built is not None
+        assert built == _core.open_envelope(body, keypair)
+
+
+@pytest.mark.parametrize("name", sorted(LONG_STRINGS))
+@pytest.mark.parametrize("seconds", [0.0, 0.0001])
+def test_a_build_past_its_deadline_gives_up_and_keeps_the_plaintext_whole(
+    keypair: _core.ClientKeyPair, client_public: rsa.RSAPublicKey, name: str, seconds: float
+) -> None:
+    # At 0 s a long string is never begun; at 0.1 ms a wide one is given up half-way (its
+    # decoding looks at the clock), or not begun. Either way the plaintext is as it was (no
+    # string decoded in place): the build afterwards reads the whole answer.
+    body = sealed(client_public, long_answer(name))
+    gc.collect()
+    before = _core.memory_status()["buffers_live"]
+    opened = _core.decrypt_envelope(body, keypair, 100)
+    assert opened.build_within(seconds) is None
+    assert "not built" in repr(opened)
+    assert opened.build() == _core.open_envelope(body, keypair)
+    with pytest.raises(ValueError, match="already built"):
+        opened.build_within(60.0)
+    del opened
+    gc.collect()
+    assert _core.memory_status()["buffers_live"] == before
+
+
+def test_the_clock_is_looked_at_every_64_kib_of_plaintext(
+    keypair: _core.ClientKeyPair, client_public: rsa.RSAPublicKey
+) -> None:
+    # No string long enough to be looked at on its own: a small answer is built before the
+    # first look, however short the time; 64 KiB of short values are not.
+    small = sealed(client_public, json.dumps({"a": ["x" * 100] * 100}).encode())
+    assert _core.decrypt_envelope(small, keypair, 100).build_within(0.0) is not None
+    many = json.dumps({"a": ["x" * 100] * 1_000}).encode()
+    assert len(many) > 64 << 10
+    opened = _core.decrypt_envelope(sealed(client_public, many), keypair, 100)
+    assert opened.build_within(0.0) is None
+    assert opened.build()[0] == json.loads(many)
+
+
+def test_a_build_within_a_deadline_refuses_a_malformed_plaintext_as_a_build_does(
+    keypair: _core.ClientKeyPair, client_public: rsa.RSAPublicKey
+) -> None:
+    long_escaped = json.dumps("Ελλάδα " * 20_000)[:-1]
+    for plaintext in (
+        b'{"a": [1, 2',
+        b'{"a": "\\x"}',
+        b'{"a": "\x01"}',
+        b'{"a": "\xff"}',
+        ('{"a": ' + long_escaped + '\\q"}').encode(),
+        ('{"a": ' + long_escaped).encode(),
+        ('{"a": ' + long_escaped + '\x01"}').encode(),
+    ):
+        body = sealed(client_public, plaintext)
+        with pytest.raises(_core.EnvelopeError) as expected:
+            _core.decrypt_envelope(body, keypair, 100).build()
+        opened = _core.decrypt_envelope(body, keypair, 100)
+        with pytest.raises(_core.EnvelopeError) as within:
+            opened.build_within(60.0)
+        assert str(within.value) == str(expected.value)
+        with pytest.raises(ValueError, match="already built"):
+            opened.build()
+
+
+@pytest.mark.parametrize("seconds", [-1.0, float("nan"), float("inf"), -float("inf")])
+def test_a_deadline_is_a_finite_time_from_now(
+    keypair: _core.ClientKeyPair, client_public: rsa.RSAPublicKey, seconds: float
+) -> None:
+    opened = _core.decrypt_envelope(sealed(client_public, b'{"a": 1}'), keypair, 100)
+    with pytest.raises(ValueError, match="finite"):
+        opened.build_within(seconds)
+    # Refused before anything was taken: the payload is still there.
+    assert opened.build()[0] == {"a": 1}

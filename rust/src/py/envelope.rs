@@ -7,6 +7,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -65,8 +66,18 @@ pub fn decrypt_envelope<'py>(
     const COUNT_DETACHED: usize = 256 * 1024;
     let opened = decrypted(py, body, keypair)?;
     let plaintext = opened.plaintext.as_slice();
-    let count = || json_scan::build_cost(plaintext, cost_limit);
-    let build_cost = if plaintext.len() > COUNT_DETACHED {
+    // Without the escapes too, once they are what takes the count past the limit (a server
+    // that escapes non-ASCII text writes one every few bytes).
+    let count = || {
+        let build_cost = json_scan::build_cost(plaintext, cost_limit);
+        let structure_cost = if build_cost > cost_limit {
+            json_scan::structure_cost(plaintext, cost_limit)
+        } else {
+            build_cost
+        };
+        (build_cost, structure_cost)
+    };
+    let (build_cost, structure_cost) = if plaintext.len() > COUNT_DETACHED {
         py.detach(count)
     } else {
         count()
@@ -74,6 +85,7 @@ pub fn decrypt_envelope<'py>(
     Ok(OpenedEnvelope {
         plaintext_bytes: plaintext.len(),
         build_cost,
+        structure_cost,
         opened: Mutex::new(Some(opened)),
     })
 }
@@ -87,6 +99,7 @@ pub struct OpenedEnvelope {
     opened: Mutex<Option<envelope::Opened>>,
     plaintext_bytes: usize,
     build_cost: usize,
+    structure_cost: usize,
 }
 
 #[pymethods]
@@ -105,23 +118,68 @@ impl OpenedEnvelope {
         self.build_cost
     }
 
+    /// `build_cost` without the backslashes (`json_scan::structure_cost`: brackets, separators,
+    /// long numbers' digits), the build's work beyond its strings, counted up to
+    /// `decrypt_envelope`'s `cost_limit`; `build_cost` itself when that is within the limit.
+    #[getter]
+    fn structure_cost(&self) -> usize {
+        self.structure_cost
+    }
+
     /// Build the payload's Python objects from the plaintext, which is then wiped:
     /// `(payload, processed_at, algorithm)`, as `open_envelope` returns. Once only.
     fn build<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        let taken = self.opened.lock().ok().and_then(|mut opened| opened.take());
-        let opened = taken.ok_or_else(|| {
-            PyValueError::new_err(
-                "this envelope's payload was already built (or its build failed): once only",
-            )
-        })?;
-        built(py, opened)
+        built(py, self.take()?)
+    }
+
+    /// `build` within `seconds`, or `None` once it would take longer (`json::read_py_within`):
+    /// what was built is dropped and the plaintext, untouched, kept for `build` (on another
+    /// thread, say).
+    fn build_within<'py>(
+        &self,
+        py: Python<'py>,
+        seconds: f64,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        if !(seconds.is_finite() && seconds >= 0.0) {
+            return Err(PyValueError::new_err(
+                "seconds must be a finite number from 0 on",
+            ));
+        }
+        let mut opened = self.take()?;
+        // Past a year is no deadline anyone waits for (and `Instant` cannot overflow then).
+        let deadline = Instant::now() + Duration::from_secs_f64(seconds.min(3.2e7));
+        let payload = no_panic(AssertUnwindSafe(|| {
+            json::read_py_within(py, opened.plaintext.as_mut_slice(), deadline)
+        }))?;
+        match payload {
+            Some(payload) => finish(py, payload, opened).map(Some),
+            None => {
+                if let Ok(mut slot) = self.opened.lock() {
+                    *slot = Some(opened);
+                }
+                Ok(None)
+            }
+        }
     }
 
     fn __repr__(&self) -> String {
-        // Taken by `build`, which either built the payload or failed (the plaintext wiped).
+        // Taken by `build`, which either built the payload or failed (the plaintext wiped);
+        // `build_within` puts it back when it gives up.
         let taken = self.opened.lock().map(|o| o.is_none()).unwrap_or(true);
         let state = if taken { "consumed" } else { "not built" };
         format!("<OpenedEnvelope {} bytes, {state}>", self.plaintext_bytes)
+    }
+}
+
+impl OpenedEnvelope {
+    /// The decrypted envelope, out of this object (a build has it, once).
+    fn take(&self) -> PyResult<envelope::Opened> {
+        let taken = self.opened.lock().ok().and_then(|mut opened| opened.take());
+        taken.ok_or_else(|| {
+            PyValueError::new_err(
+                "this envelope's payload was already built (or its build failed): once only",
+            )
+        })
     }
 }
 
@@ -142,10 +200,20 @@ fn decrypted<'py>(
 
 /// The payload's Python objects built from `opened`'s plaintext (wiped as it drops here), with
 /// the envelope's `processed_at` and `algorithm`.
-fn built<'py>(py: Python<'py>, opened: envelope::Opened) -> PyResult<Bound<'py, PyTuple>> {
-    let mut plaintext = opened.plaintext;
-    let payload = no_panic(AssertUnwindSafe(|| json::read_py(py, &mut plaintext)))?;
-    drop(plaintext);
+fn built<'py>(py: Python<'py>, mut opened: envelope::Opened) -> PyResult<Bound<'py, PyTuple>> {
+    let payload = no_panic(AssertUnwindSafe(|| {
+        json::read_py(py, opened.plaintext.as_mut_slice())
+    }))?;
+    finish(py, payload, opened)
+}
+
+/// `(payload, processed_at, algorithm)` of a built envelope, its plaintext wiped first.
+fn finish<'py>(
+    py: Python<'py>,
+    payload: Bound<'py, PyAny>,
+    opened: envelope::Opened,
+) -> PyResult<Bound<'py, PyTuple>> {
+    drop(opened.plaintext);
     let processed_at: Option<Bound<'py, PyAny>> = match opened.processed_at {
         None => None,
         Some(n) => Some(if let Some(i) = n.as_i64() {
