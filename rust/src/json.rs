@@ -1352,7 +1352,9 @@ impl<'py> Parser<'_, 'py> {
             from = quote + 1;
             quotes += 1;
             if quotes.is_multiple_of(QUOTES_PER_CLOCK_LOOK)
-                && self.deadline.is_some_and(|deadline| Instant::now() >= deadline)
+                && self
+                    .deadline
+                    .is_some_and(|deadline| Instant::now() >= deadline)
             {
                 return Err(CoreError::OutOfTime);
             }
