@@ -22,6 +22,7 @@ from pathlib import Path
 
 from e2e_endpoint import EndpointProcess, write_trust_bundle
 from e2e_worker import SCENARIOS, Meter, check_replies, make_client, warm_up
+from nomyo_native import _loop_calls
 
 
 def main(argv: list[str]) -> int:
@@ -29,7 +30,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--client", default="ours", choices=["ours", "ours-sync", "openai"])
     parser.add_argument("--rounds", type=int, default=3, help="the scenario, this many times")
+    parser.add_argument(
+        "--build-budget",
+        type=float,
+        metavar="SECONDS",
+        help="the async client's budget for building an answer on the loop "
+        "(_loop_calls.LONE_BUILD_BUDGET; 0 hands every answer dear by its strings to a worker)",
+    )
     args = parser.parse_args(argv)
+    if args.build_budget is not None:
+        _loop_calls.LONE_BUILD_BUDGET = args.build_budget
     scenario = SCENARIOS[args.scenario]
     with EndpointProcess() as endpoint, tempfile.TemporaryDirectory() as scratch:
         bundle = write_trust_bundle(endpoint.ca_path, Path(scratch) / "bundle.pem")

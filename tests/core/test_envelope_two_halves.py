@@ -232,6 +232,22 @@ def test_a_build_past_its_deadline_gives_up_and_keeps_the_plaintext_whole(
     assert _core.memory_status()["buffers_live"] == before
 
 
+@pytest.mark.parametrize("escaped", ['say "hi"\n', "\u00e9t\u00e9 \\ ", "\ud800\t"])
+def test_short_strings_decoded_before_a_give_up_leave_the_plaintext_whole(
+    keypair: _core.ClientKeyPair, client_public: rsa.RSAPublicKey, escaped: str
+) -> None:
+    # Short escaped strings (each decoded on its own, by the scalar reader or the wide one)
+    # fill the first 64 KiB; the reader gives up at its look there, past them. A build that
+    # decoded them in place would leave the rebuild garbled text or a JSON error.
+    value = {"a": [escaped * 8] * 2_000, "b": "tail"}
+    plaintext = json.dumps(value).encode()
+    assert len(plaintext) > 64 << 10
+    body = sealed(client_public, plaintext)
+    opened = _core.decrypt_envelope(body, keypair, 100)
+    assert opened.build_within(0.0) is None
+    assert opened.build()[0] == json.loads(plaintext)
+
+
 def test_the_clock_is_looked_at_every_64_kib_of_plaintext(
     keypair: _core.ClientKeyPair, client_public: rsa.RSAPublicKey
 ) -> None:
