@@ -295,3 +295,48 @@ def test_a_deadline_is_a_finite_time_from_now(
         opened.build_within(seconds)
     # Refused before anything was taken: the payload is still there.
     assert opened.build()[0] == {"a": 1}
+
+
+def mixed_long_answer(rng: random.Random) -> bytes:
+    """An answer of many long strings of every kind (as values and as keys), short escaped
+    ones and numbers between them, so that a build gives up at a different place for each
+    budget: inside a long string, between two, or at a look every 64 KiB."""
+    names = sorted(LONG_STRINGS)
+    parts: dict[str, Any] = {}
+    for n in range(6):
+        text = LONG_STRINGS[rng.choice(names)]
+        cut = rng.randrange(len(text) // 2, len(text))
+        parts[f"v{n}"] = text[:cut]
+        parts[text[: rng.randrange(1, 5_000)] + f"#{n}"] = [rng.random(), 'say "hi"\n' * 3]
+    return json.dumps(parts, ensure_ascii=rng.random() < 0.7).encode()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_wherever_a_build_gives_up_the_build_after_it_reads_the_whole_answer(
+    keypair: _core.ClientKeyPair, client_public: rsa.RSAPublicKey, seed: int
+) -> None:
+    # Budgets from 1 us to past the whole build: each run gives up somewhere else (or not at
+    # all). Either way the payload is the answer's, and nothing of the build stays locked.
+    rng = random.Random(seed)
+    plaintext = mixed_long_answer(rng)
+    body = sealed(client_public, plaintext)
+    expected = _core.open_envelope(body, keypair)
+    assert expected[0] == json.loads(plaintext)
+    gc.collect()
+    before = _core.memory_status()["buffers_live"]
+    gave_up = built = 0
+    for step in range(40):
+        seconds = 1e-6 * 1.35**step
+        opened = _core.decrypt_envelope(body, keypair, 100)
+        payload = opened.build_within(seconds)
+        if payload is None:
+            gave_up += 1
+            payload = opened.build()
+        else:
+            built += 1
+        assert payload == expected, seconds
+        del opened, payload
+    gc.collect()
+    assert _core.memory_status()["buffers_live"] == before
+    # The sweep spans both outcomes: a give-up at 1 us and a whole build by ~0.1 s.
+    assert gave_up and built, (gave_up, built)
