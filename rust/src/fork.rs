@@ -5,7 +5,9 @@
 //! (`lc_heap`), and only then takes the `LockedBuf` pool's lock (`secret`): a thread inside
 //! aws-lc may still drop a buffer into the pool on its way out, so holding the pool first could
 //! leave it waiting forever. The parent and child handlers release in the reverse order. A
-//! child thus never starts with a half-updated key, heap or pool.
+//! child thus never starts with a half-updated key, heap or pool. The child handler also frees
+//! the Rust allocator's shelves (`record_blocks`): they are only tried, never waited for, so the
+//! prepare handler need not take them.
 
 /// Register the handlers (once per process; later calls do nothing). Module initialisation
 /// calls it before `lc_heap::install`; `lc_heap::install` and the pool call it too, so that
@@ -39,4 +41,5 @@ extern "C" fn parent() {
 extern "C" fn child() {
     crate::secret::after_fork_child();
     crate::lc_heap::after_fork_child();
+    crate::record_blocks::after_fork_child();
 }
