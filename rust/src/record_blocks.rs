@@ -3,10 +3,10 @@
 //!
 //! rustls copies every record it decrypts out of its receive buffer into a `Vec` of its own
 //! (16 KiB of plaintext, from 5 bytes past the buffer's start, behind the record header), and
-//! the destination's address decides what that copy costs. When the destination lies a few
-//! bytes to 200 bytes past the source modulo 4 KiB, every load of the copy waits on the store
-//! just made to the same page offset (4K aliasing): 16 KiB take 5 us instead of 0.2 (3.3 GB/s
-//! against 70 measured here). With glibc placing both buffers wherever a free chunk fits, that
+//! the destination's address decides what that copy costs. When the destination lies 1-15
+//! bytes past the source modulo 4 KiB, every load of the copy waits on the store just made to
+//! the same page offset (4K aliasing): 16 KiB take 5 us instead of 0.2 (3.5 GB/s against
+//! 70-100 measured here). With glibc placing both buffers wherever a free chunk fits, that
 //! happened or not from run to run: that one copy took 6-7% of the client's CPU for 1 MiB of
 //! non-ASCII text (`perf`, `take_received_plaintext`), 0.5-0.7% when it did not.
 //!
