@@ -205,3 +205,13 @@ fn threads_share_the_shelves_without_losing_or_doubling_a_block() {
     }
     assert!(blocks.kept_counts()[1] <= KEPT);
 }
+
+#[test]
+fn it_is_the_global_allocator_of_the_core() {
+    // rustls's record buffers are plain Vecs: they get page-aligned blocks only if this is the
+    // allocator every Rust allocation of the core goes through.
+    for size in [16384, 16406, 20000] {
+        let record: Vec<u8> = Vec::with_capacity(size);
+        assert_eq!(record.as_ptr() as usize % PAGE, 0, "{size}");
+    }
+}
