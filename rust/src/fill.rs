@@ -43,11 +43,9 @@ impl<'a> Fill<'a> {
     pub fn put(&mut self, bytes: &[u8]) -> Option<()> {
         let end = self.filled.checked_add(bytes.len())?;
         let dst = self.buf.get_mut(self.filled..end)?;
-        // SAFETY: `MaybeUninit<u8>` has the size, alignment and validity of `u8`, and every
-        // initialised `u8` is a valid `MaybeUninit<u8>`; the view is only read. One memcpy
-        // (a byte loop showed in profiles of the 1 MiB request).
-        let src = unsafe { &*(std::ptr::from_ref(bytes) as *const [MaybeUninit<u8>]) };
-        dst.copy_from_slice(src);
+        // One copy (a byte loop showed in profiles of the 1 MiB request), out of the page
+        // offsets where it runs at a twentieth of its speed (rustls's records, page-aligned).
+        crate::page_offset_copy::copy_uninit(bytes, dst);
         self.filled = end;
         Some(())
     }

@@ -21,6 +21,7 @@ pub mod latin1_avx512;
 pub mod lc_heap;
 pub mod narrow_avx512;
 mod page;
+pub mod page_offset_copy;
 pub mod record_blocks;
 pub mod request_body;
 pub mod secret;

@@ -14,7 +14,7 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
-use std::io::{self, Read};
+use std::io;
 
 use std::sync::Arc;
 
@@ -23,6 +23,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{CertificateError, ClientConfig, ClientConnection, RootCertStore};
 
 use crate::fill::{vec_filled_by, Fill};
+use crate::page_offset_copy::{self, Source};
 use crate::tls_parity;
 
 /// The received-plaintext buffer rustls keeps (16 KiB) refuses more records once it holds more
@@ -39,6 +40,12 @@ const UNSTAGED_SEND: usize = 256 * 1024;
 
 /// Largest staging buffer kept between calls.
 const STAGED_KEPT: usize = 256 * 1024;
+
+/// Plaintext copies into callers' buffers that went around the slow page offsets
+/// (`page_offset_copy`) since the module was loaded (tests see the route taken).
+#[cfg(feature = "testing")]
+pub static PLAINTEXT_BOUNCES: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
 
 /// Why a trust store or a server name was refused (a `ValueError` in Python).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -358,7 +365,7 @@ impl TlsSession {
     /// before the bad one are authentic. What does not fit waits for `read_into`.
     pub fn receive_into(
         &mut self,
-        mut data: &[u8],
+        data: &[u8],
         out: &mut [u8],
         written: &mut usize,
     ) -> Result<(), TlsFailure> {
@@ -366,7 +373,8 @@ impl TlsSession {
         self.check()?;
         let _inside = crate::lc_heap::enter();
         *written = self.take_plaintext(out);
-        while !data.is_empty() && !self.peer_closed {
+        let mut data = Source(data);
+        while !data.0.is_empty() && !self.peer_closed {
             if self.rustls_plaintext > RUSTLS_PLAINTEXT_LIMIT {
                 *written += self.take_plaintext(&mut out[*written..]);
                 if self.rustls_plaintext > RUSTLS_PLAINTEXT_LIMIT {
@@ -436,14 +444,24 @@ impl TlsSession {
             self.overflow_read += n;
             written = n;
         }
+        // Chunk by chunk through `BufRead`, so that the copy is ours (`page_offset_copy`).
+        let mut reader = self.conn.reader();
         while written < out.len() && self.rustls_plaintext > 0 {
-            match self.conn.reader().read(&mut out[written..]) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    written += n;
-                    self.rustls_plaintext = self.rustls_plaintext.saturating_sub(n);
-                }
+            let Ok(chunk) = io::BufRead::fill_buf(&mut reader) else {
+                break;
+            };
+            let n = chunk.len().min(out.len() - written);
+            if n == 0 {
+                break;
             }
+            let _route = page_offset_copy::copy(&chunk[..n], &mut out[written..written + n]);
+            #[cfg(feature = "testing")]
+            if _route == page_offset_copy::Route::Bounced {
+                PLAINTEXT_BOUNCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            io::BufRead::consume(&mut reader, n);
+            written += n;
+            self.rustls_plaintext = self.rustls_plaintext.saturating_sub(n);
         }
         written
     }

@@ -4,6 +4,7 @@ failures, broken records, and closing."""
 
 from __future__ import annotations
 
+import ctypes
 import random
 import ssl
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from nomyo_native import _core
+from nomyo_native._core import _testing
 
 from .tls_peer import (
     BioServer,
@@ -527,6 +529,35 @@ def test_receive_into_keeps_order_and_exact_counts(
         authenticated = sum(plain for end, plain in records if end <= fed)
         assert len(received) + session.plaintext_pending == authenticated
     assert bytes(received) == bytes(sent)
+
+
+RECORD = 16 * 1024
+
+
+def view_at_page_offset(length: int, offset: int) -> tuple[bytearray, memoryview]:
+    """A view of ``length`` bytes of a new buffer, starting ``offset`` bytes into a page."""
+    buffer = bytearray(length + 2 * 4096)
+    address = ctypes.addressof((ctypes.c_char * 1).from_buffer(buffer))
+    start = (-address) % 4096 + offset
+    return buffer, memoryview(buffer)[start : start + length]
+
+
+@pytest.mark.parametrize("offset", [0, 1, 8, 15, 16, 64, 2048, 4095])
+def test_receive_into_copies_around_the_slow_page_offsets(
+    identity: Identity, config: _core.TlsConfig, offset: int
+) -> None:
+    """Each whole record's plaintext sits at the start of a page in the core (its allocator's
+    record blocks). A destination 1-15 bytes past that, in page offset, would run the copy at a
+    twentieth of its speed: those copies go through a scratch buffer, byte for byte the same."""
+    session, server = connected(identity, config)
+    payload = random.Random(offset).randbytes(12 * RECORD)
+    buffer, view = view_at_page_offset(len(payload), offset)
+    before = _testing.plaintext_copies_bounced()
+    assert session.receive_into(server.send(payload), view) == len(payload)
+    assert bytes(view) == payload
+    bounced = _testing.plaintext_copies_bounced() - before
+    assert bounced == (12 if 1 <= offset <= 15 else 0)
+    del view, buffer
 
 
 def test_receive_into_fills_the_buffer_and_leaves_the_rest_waiting(

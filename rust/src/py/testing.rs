@@ -34,6 +34,7 @@ pub fn register(core: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(str_from_kind_and_data, &m)?)?;
     m.add_function(wrap_pyfunction!(str_written_in_place, &m)?)?;
     m.add_function(wrap_pyfunction!(strs_written_in_place, &m)?)?;
+    m.add_function(wrap_pyfunction!(plaintext_copies_bounced, &m)?)?;
     m.add_function(wrap_pyfunction!(last_in_place_cut, &m)?)?;
     // An attribute, not `add_submodule`, which would also list it in `_core.__all__`: the probes
     // are private and test-only, so `_core`'s public names (and its stub) are the same in the
@@ -227,6 +228,13 @@ fn str_written_in_place(py: Python<'_>) -> bool {
 #[pyfunction]
 fn strs_written_in_place() -> usize {
     crate::pystr_fresh::FINISHED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// How many record copies `TlsSession` made into callers' buffers through the scratch that keeps
+/// them out of the slow page offsets (`page_offset_copy`).
+#[pyfunction]
+fn plaintext_copies_bounced() -> usize {
+    crate::tls::PLAINTEXT_BOUNCES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// How many code points the last `str` finished in place was cut by: its room less its length.

@@ -15,6 +15,7 @@ __all__ = [
     "last_in_place_cut",
     "locked_memory_initialised",
     "panic_with",
+    "plaintext_copies_bounced",
     "probe_overflow",
     "release_pool",
     "str_from_kind_and_data",
@@ -81,6 +82,10 @@ def str_written_in_place() -> bool:
 
 def strs_written_in_place() -> int:
     """How many ``str``s the reader has finished in place (the layout probe's own included)."""
+
+def plaintext_copies_bounced() -> int:
+    """How many record copies ``TlsSession`` made into callers' buffers through its scratch,
+    out of the page offsets where a straight copy runs at a twentieth of its speed."""
 
 def last_in_place_cut() -> int:
     """How many code points the last ``str`` finished in place was cut by (its room less its
