@@ -70,11 +70,8 @@ pub fn copy(src: &[u8], dst: &mut [u8]) -> Route {
 pub fn copy_uninit(src: &[u8], dst: &mut [MaybeUninit<u8>]) -> Route {
     let n = src.len().min(dst.len());
     let (src, dst) = (&src[..n], &mut dst[..n]);
-    // SAFETY: `MaybeUninit<u8>` has the size, alignment and validity of `u8`, and every
-    // initialised `u8` is a valid `MaybeUninit<u8>`; the view is only read.
-    let src_view = unsafe { &*(std::ptr::from_ref(src) as *const [MaybeUninit<u8>]) };
     if src.len() < BOUNCE_MIN || !in_slow_band(src.as_ptr(), dst.as_ptr().cast()) {
-        dst.copy_from_slice(src_view);
+        dst.copy_from_slice(as_uninit(src));
         return Route::Direct;
     }
     let bounced = SCRATCH.with(|scratch| {
@@ -85,25 +82,28 @@ pub fn copy_uninit(src: &[u8], dst: &mut [MaybeUninit<u8>]) -> Route {
             scratch.resize(CHUNK + PAGE, 0);
         }
         let base = scratch.as_ptr() as usize % PAGE;
-        for (from, to) in src_view.chunks(CHUNK).zip(dst.chunks_mut(CHUNK)) {
+        for (from, to) in src.chunks(CHUNK).zip(dst.chunks_mut(CHUNK)) {
             // A slot whose page offset is the source's plus LEAD.
             let start = (from.as_ptr() as usize + LEAD).wrapping_sub(base) % PAGE;
             let slot = &mut scratch[start..start + from.len()];
-            // SAFETY: as for `src_view`: `from` is initialised bytes, read as `u8`.
-            slot.copy_from_slice(unsafe { &*(std::ptr::from_ref(from) as *const [u8]) });
-            // SAFETY: as above, the other way.
-            to.copy_from_slice(unsafe {
-                &*(std::ptr::from_ref(&*slot) as *const [MaybeUninit<u8>])
-            });
+            slot.copy_from_slice(from);
+            to.copy_from_slice(as_uninit(slot));
         }
         true
     });
     if bounced {
         Route::Bounced
     } else {
-        dst.copy_from_slice(src_view);
+        dst.copy_from_slice(as_uninit(src));
         Route::Direct
     }
+}
+
+/// `bytes` as the `MaybeUninit` bytes a copy into uninitialised memory reads.
+fn as_uninit(bytes: &[u8]) -> &[MaybeUninit<u8>] {
+    // SAFETY: `MaybeUninit<u8>` has the size, alignment and validity of `u8`, and every
+    // initialised `u8` is a valid `MaybeUninit<u8>`; the view is only read.
+    unsafe { &*(std::ptr::from_ref(bytes) as *const [MaybeUninit<u8>]) }
 }
 
 /// `&[u8]`'s `io::Read`, copying with `copy`: what rustls reads the socket's bytes through.
