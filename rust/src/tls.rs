@@ -440,7 +440,7 @@ impl TlsSession {
         let waiting = &self.overflow[self.overflow_read..];
         if !waiting.is_empty() {
             let n = waiting.len().min(out.len());
-            out[..n].copy_from_slice(&waiting[..n]);
+            page_offset_copy::copy(&waiting[..n], &mut out[..n]);
             self.overflow_read += n;
             written = n;
         }

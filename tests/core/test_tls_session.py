@@ -551,13 +551,12 @@ def test_receive_into_copies_around_the_slow_page_offsets(
     twentieth of its speed: those copies go through a scratch buffer, byte for byte the same."""
     session, server = connected(identity, config)
     payload = random.Random(offset).randbytes(12 * RECORD)
-    buffer, view = view_at_page_offset(len(payload), offset)
+    _buffer, view = view_at_page_offset(len(payload), offset)
     before = _testing.plaintext_copies_bounced()
     assert session.receive_into(server.send(payload), view) == len(payload)
     assert bytes(view) == payload
     bounced = _testing.plaintext_copies_bounced() - before
     assert bounced == (12 if 1 <= offset <= 15 else 0)
-    del view, buffer
 
 
 def test_receive_into_fills_the_buffer_and_leaves_the_rest_waiting(
