@@ -400,6 +400,11 @@ class TlsSession:
     def peer_closed(self) -> bool:
         """The peer's close_notify was received."""
     @property
+    def record_layer(self) -> str:
+        """Whose record layer carries the records: ``"rustls"`` (the handshake, the first
+        answer, TLS 1.2, a server that updated its keys) or ``"core"`` (the core's own TLS 1.3
+        records after the first answer, decrypted straight into the caller's buffer)."""
+    @property
     def protocol_version(self) -> str | None:
         """``"TLSv1.3"`` or ``"TLSv1.2"`` (as ``ssl.SSLObject.version()``)."""
     @property

@@ -29,6 +29,7 @@ pub mod secret;
 mod timing;
 pub mod tls;
 pub mod tls_parity;
+pub mod tls_records;
 pub mod tpm;
 pub mod ucs4_simd;
 pub mod unit_counts;

@@ -16,6 +16,7 @@
 use std::fmt;
 use std::io;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
@@ -25,6 +26,7 @@ use rustls::{CertificateError, ClientConfig, ClientConnection, RootCertStore};
 use crate::fill::{vec_filled_by, Fill};
 use crate::page_offset_copy::{self, Source};
 use crate::tls_parity;
+use crate::tls_records::{self, Plaintext, RecordError, RecordLayer};
 
 /// The received-plaintext buffer rustls keeps (16 KiB) refuses more records once it holds more
 /// than this; past it `receive` moves the plaintext into the session's own buffer.
@@ -38,14 +40,18 @@ const SEND_SLICE: usize = 64 * 1024;
 /// buffers is never allocated at once.
 const UNSTAGED_SEND: usize = 256 * 1024;
 
-/// Largest staging buffer kept between calls.
-const STAGED_KEPT: usize = 256 * 1024;
+/// Largest staging buffer kept between calls: the records of a 256 KiB write.
+const STAGED_KEPT: usize = 256 * 1024 + 16 * (tls_records::HEADER + 1 + tls_records::TAG);
 
 /// Plaintext copies into callers' buffers that went around the slow page offsets
 /// (`page_offset_copy`) since the module was loaded (tests see the route taken).
 #[cfg(feature = "testing")]
 pub static PLAINTEXT_BOUNCES: std::sync::atomic::AtomicUsize =
     std::sync::atomic::AtomicUsize::new(0);
+
+/// Tests: sessions made while this is set keep rustls's record layer throughout.
+#[cfg(feature = "testing")]
+pub static KEEP_RUSTLS_RECORDS: AtomicBool = AtomicBool::new(false);
 
 /// Why a trust store or a server name was refused (a `ValueError` in Python).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,13 +207,18 @@ pub struct TlsConfig {
     config: Arc<ClientConfig>,
     root_count: usize,
     skipped: usize,
+    /// TLS 1.3 sessions hand their records to the core's layer after the first answer
+    /// (`tls_records`); cleared for good once a server of this config updated its keys, which
+    /// that layer cannot follow, so that later sessions keep rustls's.
+    own_records: Arc<AtomicBool>,
 }
 
 impl TlsConfig {
     /// rustls's safe defaults on aws-lc-rs (TLS 1.3 and 1.2, its cipher suites and key
     /// exchange groups, the post-quantum hybrid first), WebPki verification against the
     /// anchors in `roots_pem`, the given ALPN protocols, the in-memory resumption cache, no
-    /// 0-RTT and no key log.
+    /// 0-RTT and no key log. Its TLS 1.3 traffic keys may be taken from rustls once a session's
+    /// handshake is done (`TlsSession::take_over`).
     pub fn new(roots_pem: &[u8], alpn: Vec<Vec<u8>>) -> Result<Self, TlsSetupError> {
         let anchors = trust_anchors(roots_pem)?;
         let root_count = anchors.store.len();
@@ -225,10 +236,12 @@ impl TlsConfig {
             .with_no_client_auth();
         config.alpn_protocols = alpn;
         config.enable_early_data = false;
+        config.enable_secret_extraction = true;
         Ok(Self {
             config: Arc::new(config),
             root_count,
             skipped: anchors.skipped,
+            own_records: Arc::new(AtomicBool::new(true)),
         })
     }
 
@@ -259,7 +272,14 @@ pub fn server_name(name: &str) -> Result<ServerName<'static>, TlsSetupError> {
 /// call at a time.
 #[derive(Debug)]
 pub struct TlsSession {
-    conn: ClientConnection,
+    link: Link,
+    /// Where rustls's input stands in the record stream: the core's layer takes over between
+    /// two records only.
+    framing: Framing,
+    /// rustls has delivered application data: the server's session tickets, sent before its
+    /// first answer, have reached rustls's resumption cache.
+    answered: bool,
+    own_records: Arc<AtomicBool>,
     /// Plaintext taken out of rustls's bounded buffer: `overflow[overflow_read..]` is waiting,
     /// and is older than anything still inside rustls.
     overflow: Vec<u8>,
@@ -282,7 +302,10 @@ impl TlsSession {
         // The caller drains the output after every call: no cap on what a `send` may queue.
         conn.set_buffer_limit(None);
         let mut session = Self {
-            conn,
+            link: Link::Rustls(Box::new(conn)),
+            framing: Framing::default(),
+            answered: false,
+            own_records: Arc::clone(&config.own_records),
             overflow: Vec::new(),
             overflow_read: 0,
             rustls_plaintext: 0,
@@ -326,25 +349,44 @@ impl TlsSession {
         // The failing call may have decrypted good records first (not yet counted): all of
         // rustls's plaintext moves out, so that nothing is read from rustls after its failure.
         self.move_plaintext_out();
-        let mut alert = Vec::new();
-        while self.conn.wants_write() {
-            match self.conn.write_tls(&mut alert) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+        if let Link::Rustls(conn) = &mut self.link {
+            let mut alert = Vec::new();
+            while conn.wants_write() {
+                match conn.write_tls(&mut alert) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
             }
+            self.staged_tls.extend_from_slice(&alert);
         }
-        self.staged_tls.extend_from_slice(&alert);
         self.rustls_tls = 0;
         failure
     }
 
+    /// `fail` for the core's record layer: its alert is queued for `take_tls`, and a server
+    /// that updated its keys keeps later sessions of the config on rustls's layer.
+    fn fail_records(&mut self, error: RecordError) -> TlsFailure {
+        if error.key_update {
+            self.own_records.store(false, Ordering::Relaxed);
+        }
+        if let (Some(alert), Link::Records(records)) = (error.alert, &mut self.link) {
+            // Best effort: a layer past its record limit cannot seal it, and the session ends.
+            let _ = records.layer.seal_alert(alert, true, &mut self.staged_tls);
+        }
+        self.fail(TlsFailure::Protocol(error.message))
+    }
+
     /// Process what rustls holds and note what is waiting on each side.
     fn refresh(&mut self) -> Result<(), TlsFailure> {
-        match self.conn.process_new_packets() {
+        let Link::Rustls(conn) = &mut self.link else {
+            return Ok(());
+        };
+        match conn.process_new_packets() {
             Ok(state) => {
                 self.rustls_plaintext = state.plaintext_bytes_to_read();
                 self.rustls_tls = state.tls_bytes_to_write();
                 self.peer_closed |= state.peer_has_closed();
+                self.answered |= self.rustls_plaintext > 0;
                 Ok(())
             }
             Err(error) => Err(self.fail(error.into())),
@@ -365,7 +407,7 @@ impl TlsSession {
     /// before the bad one are authentic. What does not fit waits for `read_into`.
     pub fn receive_into(
         &mut self,
-        data: &[u8],
+        mut data: &[u8],
         out: &mut [u8],
         written: &mut usize,
     ) -> Result<(), TlsFailure> {
@@ -373,18 +415,50 @@ impl TlsSession {
         self.check()?;
         let _inside = crate::lc_heap::enter();
         *written = self.take_plaintext(out);
-        let mut data = Source(data);
-        while !data.0.is_empty() && !self.peer_closed {
+        while !data.is_empty() && !self.peer_closed {
+            if self.may_take_over() {
+                *written += self.take_plaintext(&mut out[*written..]);
+                self.take_over()?;
+            }
+            if let Link::Records(records) = &mut self.link {
+                if self.overflow_read == self.overflow.len() {
+                    self.overflow.clear();
+                    self.overflow_read = 0;
+                }
+                // Anything still waiting in `overflow` filled `out` first: the new content
+                // lands after it either way.
+                let mut to = Plaintext {
+                    out: &mut out[*written..],
+                    written: 0,
+                    overflow: &mut self.overflow,
+                };
+                let opened = records.layer.open(data, &mut to);
+                *written += to.written;
+                match opened {
+                    Ok(closed) => self.peer_closed |= closed,
+                    Err(error) => return Err(self.fail_records(error)),
+                }
+                break;
+            }
             if self.rustls_plaintext > RUSTLS_PLAINTEXT_LIMIT {
                 *written += self.take_plaintext(&mut out[*written..]);
                 if self.rustls_plaintext > RUSTLS_PLAINTEXT_LIMIT {
                     self.move_plaintext_out();
                 }
             }
-            match self.conn.read_tls(&mut data) {
+            // Never past the current record's end, so that rustls holds no part of the next.
+            let feed = self.framing.feedable(data);
+            let Link::Rustls(conn) = &mut self.link else {
+                return Err(self.fail(switching()));
+            };
+            match conn.read_tls(&mut Source(&data[..feed])) {
                 // After close_notify rustls reads nothing more: the rest is discarded.
                 Ok(0) => break,
-                Ok(_) => self.refresh()?,
+                Ok(n) => {
+                    self.framing.advance(&data[..n]);
+                    data = &data[n..];
+                    self.refresh()?;
+                }
                 Err(error) => {
                     return Err(self.fail(TlsFailure::Protocol(one_line(&error.to_string()))))
                 }
@@ -394,17 +468,77 @@ impl TlsSession {
         Ok(())
     }
 
+    /// Whether the core's record layer can take over now: a TLS 1.3 session past its handshake
+    /// and its first answer (the tickets before it are rustls's), between two records, with
+    /// nothing of rustls's waiting to be sent.
+    fn may_take_over(&self) -> bool {
+        let Link::Rustls(conn) = &self.link else {
+            return false;
+        };
+        #[cfg(feature = "testing")]
+        if KEEP_RUSTLS_RECORDS.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.answered
+            && self.framing.at_boundary()
+            && self.failure.is_none()
+            && !self.closed
+            && !self.peer_closed
+            && self.rustls_tls == 0
+            && !conn.is_handshaking()
+            && !conn.wants_write()
+            && conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
+            && self.own_records.load(Ordering::Relaxed)
+    }
+
+    /// Take the traffic keys from rustls and hand the records to the core's layer; what rustls
+    /// decrypted and the caller has not taken moves to `overflow` first.
+    fn take_over(&mut self) -> Result<(), TlsFailure> {
+        self.move_plaintext_out();
+        let Link::Rustls(conn) = std::mem::replace(&mut self.link, Link::Switching) else {
+            return Ok(());
+        };
+        let negotiated = Negotiated::of(&conn);
+        let limit = conn
+            .negotiated_cipher_suite()
+            .and_then(|suite| suite.tls13())
+            .map(|suite| suite.common.confidentiality_limit);
+        // rustls's kernel API (which also follows key updates) serves only its unbuffered
+        // connection; the buffered one hands over the keys and sequence numbers this way.
+        #[allow(deprecated)]
+        let secrets = (*conn).dangerous_extract_secrets();
+        let (Ok(secrets), Some(limit)) = (secrets, limit) else {
+            return Err(self.fail(TlsFailure::Protocol(
+                "internal error: the TLS keys could not be taken from rustls".to_owned(),
+            )));
+        };
+        match RecordLayer::from_secrets(secrets, limit) {
+            Ok(layer) => {
+                self.link = Link::Records(Box::new(Records { layer, negotiated }));
+                self.rustls_plaintext = 0;
+                self.rustls_tls = 0;
+                #[cfg(feature = "testing")]
+                SESSIONS_TAKEN_OVER.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(error) => Err(self.fail(TlsFailure::Protocol(error.message))),
+        }
+    }
+
     /// Move all of rustls's waiting plaintext to `overflow` (so that it reads more records).
     fn move_plaintext_out(&mut self) {
         if self.overflow_read == self.overflow.len() {
             self.overflow.clear();
             self.overflow_read = 0;
         }
+        let Link::Rustls(conn) = &mut self.link else {
+            return;
+        };
         // Chunk by chunk (no `read_to_end`: it ends on WouldBlock, an error, after moving
         // everything, and probes with small reads first).
         self.overflow.reserve(self.rustls_plaintext);
         let before = self.overflow.len();
-        let mut reader = self.conn.reader();
+        let mut reader = conn.reader();
         while let Ok(chunk) = io::BufRead::fill_buf(&mut reader) {
             if chunk.is_empty() {
                 break;
@@ -444,8 +578,11 @@ impl TlsSession {
             self.overflow_read += n;
             written = n;
         }
+        let Link::Rustls(conn) = &mut self.link else {
+            return written;
+        };
         // Chunk by chunk through `BufRead`, so that the copy is ours (`page_offset_copy`).
-        let mut reader = self.conn.reader();
+        let mut reader = conn.reader();
         while written < out.len() && self.rustls_plaintext > 0 {
             let Ok(chunk) = io::BufRead::fill_buf(&mut reader) else {
                 break;
@@ -457,7 +594,7 @@ impl TlsSession {
             let _route = page_offset_copy::copy(&chunk[..n], &mut out[written..written + n]);
             #[cfg(feature = "testing")]
             if _route == page_offset_copy::Route::Bounced {
-                PLAINTEXT_BOUNCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                PLAINTEXT_BOUNCES.fetch_add(1, Ordering::Relaxed);
             }
             io::BufRead::consume(&mut reader, n);
             written += n;
@@ -470,7 +607,7 @@ impl TlsSession {
     /// after `close`.
     pub fn send(&mut self, data: &[u8]) -> Result<(), TlsFailure> {
         self.check()?;
-        if self.conn.is_handshaking() {
+        if self.handshaking() {
             return Err(TlsFailure::Protocol(
                 "cannot send application data before the TLS handshake is complete".to_owned(),
             ));
@@ -481,8 +618,21 @@ impl TlsSession {
             ));
         }
         let _inside = crate::lc_heap::enter();
+        let conn = match &mut self.link {
+            Link::Rustls(conn) => conn,
+            Link::Records(records) => {
+                return match records
+                    .layer
+                    .seal_application_data(data, &mut self.staged_tls)
+                {
+                    Ok(()) => Ok(()),
+                    Err(error) => Err(self.fail_records(error)),
+                };
+            }
+            Link::Switching => return Err(self.fail(switching())),
+        };
         for slice in data.chunks(SEND_SLICE) {
-            let mut writer = self.conn.writer();
+            let mut writer = conn.writer();
             let mut rest = slice;
             while !rest.is_empty() {
                 match io::Write::write(&mut writer, rest) {
@@ -498,22 +648,11 @@ impl TlsSession {
                 }
             }
             if data.len() > UNSTAGED_SEND {
-                self.stage_output();
+                stage_output(conn, &mut self.staged_tls);
+                self.rustls_tls = 0;
             }
         }
         self.refresh()
-    }
-
-    /// Move rustls's queued records into `staged_tls`, so that its record buffers are reused
-    /// slice after slice instead of a megabyte of them being allocated at once.
-    fn stage_output(&mut self) {
-        while self.conn.wants_write() {
-            match self.conn.write_tls(&mut self.staged_tls) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-        self.rustls_tls = 0;
     }
 
     /// TLS bytes waiting to be written to the socket.
@@ -535,7 +674,10 @@ impl TlsSession {
             self.staged_tls = Vec::new();
         }
         while !out.is_full() {
-            match self.conn.write_tls(out) {
+            let Link::Rustls(conn) = &mut self.link else {
+                return Err(output_shorter());
+            };
+            match conn.write_tls(out) {
                 Ok(0) | Err(_) => return Err(output_shorter()),
                 Ok(_) => {}
             }
@@ -556,13 +698,31 @@ impl TlsSession {
         }
         self.closed = true;
         let _inside = crate::lc_heap::enter();
-        self.conn.send_close_notify();
-        self.refresh()
+        match &mut self.link {
+            Link::Rustls(conn) => {
+                conn.send_close_notify();
+                self.refresh()
+            }
+            Link::Records(records) => {
+                let notify = rustls::AlertDescription::CloseNotify;
+                match records
+                    .layer
+                    .seal_alert(notify, false, &mut self.staged_tls)
+                {
+                    Ok(()) => Ok(()),
+                    Err(error) => Err(self.fail_records(error)),
+                }
+            }
+            Link::Switching => Ok(()),
+        }
     }
 
     /// The handshake is still under way.
     pub fn handshaking(&self) -> bool {
-        self.conn.is_handshaking()
+        match &self.link {
+            Link::Rustls(conn) => conn.is_handshaking(),
+            Link::Records(_) | Link::Switching => false,
+        }
     }
 
     /// The peer's close_notify was received.
@@ -570,35 +730,182 @@ impl TlsSession {
         self.peer_closed
     }
 
+    /// Whose record layer carries the session's records: "rustls" (the handshake and the
+    /// first answer, a TLS 1.2 session, a config whose server updated its keys) or "core"
+    /// (`tls_records`).
+    pub fn record_layer(&self) -> &'static str {
+        match &self.link {
+            Link::Records(_) => "core",
+            Link::Rustls(_) | Link::Switching => "rustls",
+        }
+    }
+
     /// "TLSv1.3" or "TLSv1.2" once negotiated (the names of `ssl.SSLObject.version()`).
     pub fn protocol_version(&self) -> Option<&'static str> {
-        match self.conn.protocol_version()? {
-            rustls::ProtocolVersion::TLSv1_3 => Some("TLSv1.3"),
-            rustls::ProtocolVersion::TLSv1_2 => Some("TLSv1.2"),
-            _ => None,
-        }
+        self.negotiated().version
     }
 
     /// The negotiated cipher suite's IANA name ("TLS13_AES_256_GCM_SHA384").
     pub fn cipher_suite(&self) -> Option<&'static str> {
-        self.conn.negotiated_cipher_suite()?.suite().as_str()
+        self.negotiated().suite
     }
 
     /// The secret bits of the negotiated suite's bulk cipher (as `ssl.SSLObject.cipher()[2]`).
     pub fn cipher_bits(&self) -> Option<u32> {
-        let suite = self.conn.negotiated_cipher_suite()?;
-        let name = suite.suite().as_str()?;
+        let name = self.cipher_suite()?;
         Some(if name.contains("AES_128") { 128 } else { 256 })
     }
 
     /// The protocol the server chose by ALPN.
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
-        self.conn.alpn_protocol()
+        match &self.link {
+            Link::Rustls(conn) => conn.alpn_protocol(),
+            Link::Records(records) => records.negotiated.alpn.as_deref(),
+            Link::Switching => None,
+        }
     }
 
     /// The server's leaf certificate, DER.
     pub fn peer_certificate(&self) -> Option<&[u8]> {
-        self.conn.peer_certificates()?.first().map(|c| c.as_ref())
+        match &self.link {
+            Link::Rustls(conn) => conn.peer_certificates()?.first().map(|c| c.as_ref()),
+            Link::Records(records) => records.negotiated.peer_certificate.as_deref(),
+            Link::Switching => None,
+        }
+    }
+
+    fn negotiated(&self) -> Negotiated {
+        match &self.link {
+            Link::Rustls(conn) => Negotiated::of(conn),
+            Link::Records(records) => records.negotiated.clone(),
+            Link::Switching => Negotiated::default(),
+        }
+    }
+}
+
+/// Sessions whose records the core's layer took over since the module was loaded (tests).
+#[cfg(feature = "testing")]
+pub static SESSIONS_TAKEN_OVER: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+/// Move rustls's queued records into `staged`, so that its record buffers are reused slice
+/// after slice instead of a megabyte of them being allocated at once.
+fn stage_output(conn: &mut ClientConnection, staged: &mut Vec<u8>) {
+    while conn.wants_write() {
+        match conn.write_tls(staged) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The session was left between rustls and the core's layer by a failed take-over.
+fn switching() -> TlsFailure {
+    TlsFailure::Protocol("internal error: the TLS session has no record layer".to_owned())
+}
+
+/// Who carries a session's records.
+#[derive(Debug)]
+enum Link {
+    /// rustls: the handshake, and everything of a session the core's layer does not take.
+    Rustls(Box<ClientConnection>),
+    /// The core's layer, with what was negotiated (rustls's connection is gone).
+    Records(Box<Records>),
+    /// Only while the keys move over (and after that failed).
+    Switching,
+}
+
+#[derive(Debug)]
+struct Records {
+    layer: RecordLayer,
+    negotiated: Negotiated,
+}
+
+/// What the handshake settled, as the accessors report it.
+#[derive(Debug, Clone, Default)]
+struct Negotiated {
+    version: Option<&'static str>,
+    suite: Option<&'static str>,
+    alpn: Option<Vec<u8>>,
+    peer_certificate: Option<Vec<u8>>,
+}
+
+impl Negotiated {
+    fn of(conn: &ClientConnection) -> Self {
+        let version = match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => Some("TLSv1.3"),
+            Some(rustls::ProtocolVersion::TLSv1_2) => Some("TLSv1.2"),
+            _ => None,
+        };
+        Negotiated {
+            version,
+            suite: conn
+                .negotiated_cipher_suite()
+                .and_then(|suite| suite.suite().as_str()),
+            alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
+            peer_certificate: conn
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| leaf.as_ref().to_vec()),
+        }
+    }
+}
+
+/// The record boundaries of the bytes fed to rustls (headers read as they pass).
+#[derive(Debug, Default)]
+struct Framing {
+    header: [u8; tls_records::HEADER],
+    /// Header bytes seen of the current record (all five once its body is under way).
+    have: usize,
+    /// Body bytes of the current record still to come.
+    body_left: usize,
+}
+
+impl Framing {
+    /// How many bytes at the start of `data` may go to rustls: none past the current record.
+    fn feedable(&self, data: &[u8]) -> usize {
+        let end = if self.have < tls_records::HEADER {
+            let missing = tls_records::HEADER - self.have;
+            match data.get(..missing) {
+                Some(rest) => {
+                    let mut header = self.header;
+                    header[self.have..].copy_from_slice(rest);
+                    missing + usize::from(u16::from_be_bytes([header[3], header[4]]))
+                }
+                None => data.len(),
+            }
+        } else {
+            self.body_left
+        };
+        end.min(data.len())
+    }
+
+    /// Note that rustls took `bytes`.
+    fn advance(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.have < tls_records::HEADER {
+                let n = (tls_records::HEADER - self.have).min(bytes.len());
+                self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+                self.have += n;
+                bytes = &bytes[n..];
+                if self.have == tls_records::HEADER {
+                    self.body_left =
+                        usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                }
+            } else {
+                let n = self.body_left.min(bytes.len());
+                self.body_left -= n;
+                bytes = &bytes[n..];
+            }
+            if self.have == tls_records::HEADER && self.body_left == 0 {
+                self.have = 0;
+            }
+        }
+    }
+
+    /// Between two records.
+    fn at_boundary(&self) -> bool {
+        self.have == 0
     }
 }
 

@@ -8,6 +8,7 @@ import ctypes
 import random
 import ssl
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -542,13 +543,25 @@ def view_at_page_offset(length: int, offset: int) -> tuple[bytearray, memoryview
     return buffer, memoryview(buffer)[start : start + length]
 
 
+@pytest.fixture
+def rustls_records() -> Iterator[None]:
+    """Sessions keep rustls's record layer (the core's own takes TLS 1.3 ones over after their
+    first answer: tests/core/test_tls_records.py)."""
+    before = _testing.keep_rustls_records(True)
+    try:
+        yield
+    finally:
+        _testing.keep_rustls_records(before)
+
+
 @pytest.mark.parametrize("offset", [0, 1, 8, 15, 16, 64, 2048, 4095])
 def test_receive_into_copies_around_the_slow_page_offsets(
-    identity: Identity, config: _core.TlsConfig, offset: int
+    identity: Identity, config: _core.TlsConfig, offset: int, rustls_records: None
 ) -> None:
-    """Each whole record's plaintext sits at the start of a page in the core (its allocator's
-    record blocks). A destination 1-15 bytes past that, in page offset, would run the copy at a
-    twentieth of its speed: those copies go through a scratch buffer, byte for byte the same."""
+    """Each whole record's plaintext sits at the start of a page in rustls (the core's
+    allocator's record blocks). A destination 1-15 bytes past that, in page offset, would run
+    the copy at a twentieth of its speed: those copies go through a scratch buffer, byte for
+    byte the same."""
     session, server = connected(identity, config)
     payload = random.Random(offset).randbytes(12 * RECORD)
     _buffer, view = view_at_page_offset(len(payload), offset)

@@ -35,6 +35,8 @@ pub fn register(core: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(str_written_in_place, &m)?)?;
     m.add_function(wrap_pyfunction!(strs_written_in_place, &m)?)?;
     m.add_function(wrap_pyfunction!(plaintext_copies_bounced, &m)?)?;
+    m.add_function(wrap_pyfunction!(keep_rustls_records, &m)?)?;
+    m.add_function(wrap_pyfunction!(tls_sessions_taken_over, &m)?)?;
     m.add_function(wrap_pyfunction!(last_in_place_cut, &m)?)?;
     // An attribute, not `add_submodule`, which would also list it in `_core.__all__`: the probes
     // are private and test-only, so `_core`'s public names (and its stub) are the same in the
@@ -235,6 +237,19 @@ fn strs_written_in_place() -> usize {
 #[pyfunction]
 fn plaintext_copies_bounced() -> usize {
     crate::tls::PLAINTEXT_BOUNCES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Keep rustls's record layer for every session (`true`) or let the core's take TLS 1.3
+/// sessions over after their first answer (`false`, the default); returns the previous setting.
+#[pyfunction]
+fn keep_rustls_records(keep: bool) -> bool {
+    crate::tls::KEEP_RUSTLS_RECORDS.swap(keep, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// How many sessions the core's record layer took over from rustls (`tls_records`).
+#[pyfunction]
+fn tls_sessions_taken_over() -> usize {
+    crate::tls::SESSIONS_TAKEN_OVER.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// How many code points the last `str` finished in place was cut by: its room less its length.

@@ -253,6 +253,13 @@ impl TlsSession {
         self.0.peer_closed()
     }
 
+    /// Whose record layer carries the records: "rustls" (the handshake, the first answer, TLS
+    /// 1.2) or "core" (the core's own TLS 1.3 records after that).
+    #[getter]
+    fn record_layer(&self) -> &'static str {
+        self.0.record_layer()
+    }
+
     /// "TLSv1.3" or "TLSv1.2" once negotiated.
     #[getter]
     fn protocol_version(&self) -> Option<&'static str> {

@@ -12,6 +12,7 @@ __all__ = [
     "json_digest",
     "json_loads",
     "json_roundtrip",
+    "keep_rustls_records",
     "last_in_place_cut",
     "locked_memory_initialised",
     "panic_with",
@@ -21,6 +22,7 @@ __all__ = [
     "str_from_kind_and_data",
     "str_written_in_place",
     "strs_written_in_place",
+    "tls_sessions_taken_over",
     "use_stable_str_constructors",
 ]
 
@@ -86,6 +88,14 @@ def strs_written_in_place() -> int:
 def plaintext_copies_bounced() -> int:
     """How many record copies ``TlsSession`` made into callers' buffers through its scratch,
     out of the page offsets where a straight copy runs at a twentieth of its speed."""
+
+def keep_rustls_records(keep: bool) -> bool:
+    """Keep rustls's record layer for every session made from now on (``True``), or let the
+    core's take TLS 1.3 sessions over after their first answer (``False``, the default);
+    returns the previous setting."""
+
+def tls_sessions_taken_over() -> int:
+    """How many sessions the core's own TLS 1.3 record layer took over from rustls."""
 
 def last_in_place_cut() -> int:
     """How many code points the last ``str`` finished in place was cut by (its room less its
