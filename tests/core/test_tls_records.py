@@ -127,6 +127,29 @@ def test_records_split_anywhere_arrive_whole(identity: Identity, config: _core.T
     assert bytes(got) == b"".join(payloads)
 
 
+def test_the_take_over_waits_for_output_and_a_record_boundary(
+    identity: Identity, config: _core.TlsConfig
+) -> None:
+    """rustls keeps the records while its own output waits, and gives them up only between two
+    records: never with part of one in its buffer."""
+    session, server = connected(identity, config)
+    session.send(b"a request not yet taken")
+    answered(session, server, b"first answer" * 3000)  # records of rustls's, output waiting
+    assert session.record_layer == "rustls"
+    assert server.read_all(session.take_tls()) == b"a request not yet taken"
+    session.send(b"another request")
+    payload = random.Random(5).randbytes(200_000)
+    wire = server.send(payload)
+    session.receive(wire[:1000])  # inside the first record, with output waiting
+    got = bytearray(read_plaintext(session))
+    assert server.read_all(session.take_tls()) == b"another request"
+    for start in range(1000, len(wire), 1000):  # pieces that end inside records
+        session.receive(wire[start : start + 1000])
+        got += read_plaintext(session)
+    assert session.record_layer == "core"
+    assert bytes(got) == payload
+
+
 def test_tls12_sessions_keep_rustls(identity: Identity, config: _core.TlsConfig) -> None:
     context = server_context(identity, maximum_version=ssl.TLSVersion.TLSv1_2)
     session, server = connected(identity, config, context)
