@@ -3,13 +3,17 @@
 //! The caller (Python) owns the socket: it hands in the bytes it read (`receive`), takes the
 //! bytes to write (`take_tls`), and moves application data in (`send`) and out (`read_into`).
 //! Here the records from the network are parsed and decrypted in Rust, and the traffic keys
-//! live in aws-lc's allocations, which go to the locked heap (`lc_heap`).
+//! live in aws-lc's allocations, which go to the locked heap (`lc_heap`). rustls runs the
+//! handshake and a session's first answer; after that a TLS 1.3 session's records go to the
+//! core's own layer (`tls_records`), which decrypts them straight into the caller's buffer
+//! (`TlsSession::take_over`).
 //!
 //! Errors are typed: a refused server certificate is a `TlsFailure::Certificate` with a short
 //! stable reason code, anything else `TlsFailure::Protocol`. Their texts are rustls's own
 //! `Display` (names, alert descriptions, the expected and presented host names), which never
 //! contain key material or application data, made one bounded line (`one_line`): the
-//! presented names are the server's to choose. A session that failed stays failed.
+//! presented names are the server's to choose; `tls_records`' are fixed texts and alert
+//! names. A session that failed stays failed.
 
 #![forbid(unsafe_code)]
 
@@ -49,7 +53,7 @@ const STAGED_KEPT: usize = 256 * 1024 + 16 * (tls_records::HEADER + 1 + tls_reco
 pub static PLAINTEXT_BOUNCES: std::sync::atomic::AtomicUsize =
     std::sync::atomic::AtomicUsize::new(0);
 
-/// Tests: sessions made while this is set keep rustls's record layer throughout.
+/// Tests: while this is set, no session hands its records to the core's layer.
 #[cfg(feature = "testing")]
 pub static KEEP_RUSTLS_RECORDS: AtomicBool = AtomicBool::new(false);
 

@@ -53,6 +53,9 @@ const KEY_UPDATE: u8 = 24;
 /// extensions are each at most 2^16 bytes (with their length prefixes and lifetimes, 196,623).
 const MAX_HANDSHAKE_MESSAGE: usize = 4 + 4 + 4 + 256 + 2 * ((1 << 16) + 1);
 
+/// A record that fails authentication, in rustls's words (`rustls::Error::DecryptError`).
+const DECRYPT_ERROR: &str = "cannot decrypt peer's message";
+
 /// Alert descriptions (RFC 8446 section 6).
 const CLOSE_NOTIFY: u8 = 0;
 const USER_CANCELED: u8 = 90;
@@ -345,7 +348,8 @@ impl RecordLayer {
         let header: [u8; HEADER] = record[..HEADER].try_into().expect("a whole record");
         let (ciphertext, tag) = record[HEADER..].split_at(record.len() - HEADER - TAG);
         let nonce = self.open.next_nonce()?;
-        let forged = || RecordError::fatal(AlertDescription::BadRecordMac, "bad TLS record");
+        // rustls's own text for it, which the drivers map to OpenSSL's reason (`_core_tls`).
+        let forged = || RecordError::fatal(AlertDescription::BadRecordMac, DECRYPT_ERROR);
         if !self.handshake.is_empty() || to.room() < ciphertext.len() {
             // Held here: a record that does not fit, or one a split message continues in.
             self.scratch.resize(ciphertext.len(), 0);
@@ -519,7 +523,7 @@ fn check_header(header: &[u8]) -> Result<(), RecordError> {
     if length < TAG + 1 {
         return Err(RecordError::fatal(
             AlertDescription::BadRecordMac,
-            "bad TLS record",
+            DECRYPT_ERROR,
         ));
     }
     Ok(())

@@ -111,6 +111,15 @@ impl Forger {
     }
 }
 
+/// The records a fresh server forges for `(content type, content)` in turn, back to back.
+fn forged(records: &[(u8, &[u8])]) -> Vec<u8> {
+    let mut forger = Forger::new();
+    records
+        .iter()
+        .flat_map(|&(kind, content)| forger.record(kind, content))
+        .collect()
+}
+
 fn bytes(n: usize, seed: u32) -> Vec<u8> {
     let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
     (0..n)
@@ -407,15 +416,13 @@ fn padding_is_stripped_and_content_types_are_required() {
         alert_of(open_all(&no_type, 64).2),
         Some(AlertDescription::UnexpectedMessage)
     );
-    let mut forger = Forger::new();
-    let unknown = forger.record(0x42, b"what");
+    let unknown = forged(&[(0x42, b"what")]);
     assert_eq!(
         alert_of(open_all(&unknown, 64).2),
         Some(AlertDescription::UnexpectedMessage)
     );
     // Content past 2^14 bytes, within the ciphertext's limit, is refused.
-    let mut forger = Forger::new();
-    let long = forger.record(APPLICATION_DATA, &bytes(MAX_CONTENT + 1, 13));
+    let long = forged(&[(APPLICATION_DATA, &bytes(MAX_CONTENT + 1, 13))]);
     for room in [0, MAX_CONTENT + 300] {
         assert_eq!(
             alert_of(open_all(&long, room).2),
@@ -536,13 +543,11 @@ fn replayed_and_reordered_records_fail() {
 fn close_notify_ends_the_stream_and_what_follows_is_dropped() {
     for level in [1u8, 2] {
         for room in [0, 64] {
-            let mut forger = Forger::new();
-            let wire = [
-                forger.record(APPLICATION_DATA, b"last words"),
-                forger.record(ALERT, &[level, 0]),
-                forger.record(APPLICATION_DATA, b"after the end"),
-            ]
-            .concat();
+            let wire = forged(&[
+                (APPLICATION_DATA, b"last words"),
+                (ALERT, &[level, 0]),
+                (APPLICATION_DATA, b"after the end"),
+            ]);
             let (out, overflow, result) = open_all(&wire, room);
             assert_eq!(result, Ok(true));
             assert_eq!([out, overflow].concat(), b"last words");
@@ -552,12 +557,7 @@ fn close_notify_ends_the_stream_and_what_follows_is_dropped() {
 
 #[test]
 fn alerts_other_than_close_notify() {
-    let mut forger = Forger::new();
-    let canceled = [
-        forger.record(ALERT, &[1, USER_CANCELED]),
-        forger.record(APPLICATION_DATA, b"on"),
-    ]
-    .concat();
+    let canceled = forged(&[(ALERT, &[1, USER_CANCELED]), (APPLICATION_DATA, b"on")]);
     let (out, _, result) = open_all(&canceled, 64);
     assert_eq!(
         (out.as_slice(), result),
@@ -565,16 +565,14 @@ fn alerts_other_than_close_notify() {
         "a warning user_canceled is ignored"
     );
     for room in [0, 64] {
-        let mut forger = Forger::new();
-        let fatal = forger.record(ALERT, &[2, 40]);
+        let fatal = forged(&[(ALERT, &[2, 40])]);
         let error = open_all(&fatal, room).2.unwrap_err();
         assert_eq!(error.message, "received fatal alert: HandshakeFailure");
         assert_eq!(
             error.alert, None,
             "nothing is sent back for the peer's own alert"
         );
-        let mut forger = Forger::new();
-        let warning = forger.record(ALERT, &[1, 40]);
+        let warning = forged(&[(ALERT, &[1, 40])]);
         assert_eq!(
             alert_of(open_all(&warning, room).2),
             Some(AlertDescription::DecodeError)
@@ -603,17 +601,16 @@ fn handshake_message(kind: u8, body: &[u8]) -> Vec<u8> {
 #[test]
 fn tickets_after_the_handshake_are_dropped_whole_or_split() {
     let ticket = handshake_message(NEW_SESSION_TICKET, &bytes(300, 16));
+    let twice = [ticket.as_slice(), &ticket].concat();
     for room in [0, 1_000] {
-        let mut forger = Forger::new();
-        let wire = [
-            forger.record(APPLICATION_DATA, b"before "),
-            forger.record(HANDSHAKE, &ticket),
-            forger.record(HANDSHAKE, &ticket[..100]),
-            forger.record(HANDSHAKE, &ticket[100..]),
-            forger.record(HANDSHAKE, &[ticket.as_slice(), &ticket].concat()),
-            forger.record(APPLICATION_DATA, b"after"),
-        ]
-        .concat();
+        let wire = forged(&[
+            (APPLICATION_DATA, b"before "),
+            (HANDSHAKE, &ticket),
+            (HANDSHAKE, &ticket[..100]),
+            (HANDSHAKE, &ticket[100..]),
+            (HANDSHAKE, &twice),
+            (APPLICATION_DATA, b"after"),
+        ]);
         let (out, overflow, result) = open_all(&wire, room);
         assert_eq!(result, Ok(false));
         assert_eq!([out, overflow].concat(), b"before after");
@@ -623,18 +620,12 @@ fn tickets_after_the_handshake_are_dropped_whole_or_split() {
 #[test]
 fn other_post_handshake_messages_end_the_session() {
     let ticket = handshake_message(NEW_SESSION_TICKET, &bytes(300, 17));
-    let mut forger = Forger::new();
-    let interrupted = [
-        forger.record(HANDSHAKE, &ticket[..100]),
-        forger.record(APPLICATION_DATA, b"between"),
-    ]
-    .concat();
+    let interrupted = forged(&[(HANDSHAKE, &ticket[..100]), (APPLICATION_DATA, b"between")]);
     assert_eq!(
         alert_of(open_all(&interrupted, 64).2),
         Some(AlertDescription::UnexpectedMessage)
     );
-    let mut forger = Forger::new();
-    let update = forger.record(HANDSHAKE, &handshake_message(KEY_UPDATE, &[0]));
+    let update = forged(&[(HANDSHAKE, &handshake_message(KEY_UPDATE, &[0]))]);
     let error = open_all(&update, 64).2.unwrap_err();
     assert!(error.key_update);
     assert!(error.message.contains("updated its TLS keys"));
@@ -644,15 +635,13 @@ fn other_post_handshake_messages_end_the_session() {
         alert_of(open_all(&finished, 64).2),
         Some(AlertDescription::UnexpectedMessage)
     );
-    let mut forger = Forger::new();
-    let empty = forger.record(HANDSHAKE, b"");
+    let empty = forged(&[(HANDSHAKE, b"")]);
     assert_eq!(
         alert_of(open_all(&empty, 64).2),
         Some(AlertDescription::UnexpectedMessage)
     );
     // A message announced past the longest a ticket can be is refused at its header.
-    let mut forger = Forger::new();
-    let huge = forger.record(HANDSHAKE, &[NEW_SESSION_TICKET, 0x7f, 0xff, 0xff]);
+    let huge = forged(&[(HANDSHAKE, &[NEW_SESSION_TICKET, 0x7f, 0xff, 0xff])]);
     assert_eq!(
         alert_of(open_all(&huge, 64).2),
         Some(AlertDescription::DecodeError)
