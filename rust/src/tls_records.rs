@@ -345,8 +345,21 @@ impl RecordLayer {
     /// Decrypt one whole record (header checked) and act on its content; `true` at
     /// close_notify.
     fn open_record(&mut self, record: &[u8], to: &mut Plaintext<'_>) -> Result<bool, RecordError> {
-        let header: [u8; HEADER] = record[..HEADER].try_into().expect("a whole record");
-        let (ciphertext, tag) = record[HEADER..].split_at(record.len() - HEADER - TAG);
+        // `check_header` saw to it that the record holds a header, a tag and a type.
+        let (Some(header), Some(body)) = (record.first_chunk::<HEADER>(), record.get(HEADER..))
+        else {
+            return Err(RecordError::fatal(
+                AlertDescription::BadRecordMac,
+                DECRYPT_ERROR,
+            ));
+        };
+        let Some((ciphertext, tag)) = body.split_at_checked(body.len().saturating_sub(TAG)) else {
+            return Err(RecordError::fatal(
+                AlertDescription::BadRecordMac,
+                DECRYPT_ERROR,
+            ));
+        };
+        let header = *header;
         let nonce = self.open.next_nonce()?;
         // rustls's own text for it, which the drivers map to OpenSSL's reason (`_core_tls`).
         let forged = || RecordError::fatal(AlertDescription::BadRecordMac, DECRYPT_ERROR);
