@@ -424,11 +424,8 @@ impl TlsSession {
                 *written += self.take_plaintext(&mut out[*written..]);
                 self.take_over()?;
             }
+            self.drop_read_overflow();
             if let Link::Records(records) = &mut self.link {
-                if self.overflow_read == self.overflow.len() {
-                    self.overflow.clear();
-                    self.overflow_read = 0;
-                }
                 // Anything still waiting in `overflow` filled `out` first: the new content
                 // lands after it either way.
                 let mut to = Plaintext {
@@ -531,10 +528,7 @@ impl TlsSession {
 
     /// Move all of rustls's waiting plaintext to `overflow` (so that it reads more records).
     fn move_plaintext_out(&mut self) {
-        if self.overflow_read == self.overflow.len() {
-            self.overflow.clear();
-            self.overflow_read = 0;
-        }
+        self.drop_read_overflow();
         let Link::Rustls(conn) = &mut self.link else {
             return;
         };
@@ -555,6 +549,14 @@ impl TlsSession {
         self.rustls_plaintext = self.rustls_plaintext.saturating_sub(moved);
         if self.failure.is_some() {
             self.rustls_plaintext = 0; // rustls is empty now, whatever the last count said
+        }
+    }
+
+    /// Empty `overflow` once all of it was read, so that new plaintext starts it anew.
+    fn drop_read_overflow(&mut self) {
+        if self.overflow_read == self.overflow.len() {
+            self.overflow.clear();
+            self.overflow_read = 0;
         }
     }
 
@@ -746,12 +748,20 @@ impl TlsSession {
 
     /// "TLSv1.3" or "TLSv1.2" once negotiated (the names of `ssl.SSLObject.version()`).
     pub fn protocol_version(&self) -> Option<&'static str> {
-        self.negotiated().version
+        match &self.link {
+            Link::Rustls(conn) => version_name(conn),
+            Link::Records(records) => records.negotiated.version,
+            Link::Switching => None,
+        }
     }
 
     /// The negotiated cipher suite's IANA name ("TLS13_AES_256_GCM_SHA384").
     pub fn cipher_suite(&self) -> Option<&'static str> {
-        self.negotiated().suite
+        match &self.link {
+            Link::Rustls(conn) => suite_name(conn),
+            Link::Records(records) => records.negotiated.suite,
+            Link::Switching => None,
+        }
     }
 
     /// The secret bits of the negotiated suite's bulk cipher (as `ssl.SSLObject.cipher()[2]`).
@@ -775,14 +785,6 @@ impl TlsSession {
             Link::Rustls(conn) => conn.peer_certificates()?.first().map(|c| c.as_ref()),
             Link::Records(records) => records.negotiated.peer_certificate.as_deref(),
             Link::Switching => None,
-        }
-    }
-
-    fn negotiated(&self) -> Negotiated {
-        match &self.link {
-            Link::Rustls(conn) => Negotiated::of(conn),
-            Link::Records(records) => records.negotiated.clone(),
-            Link::Switching => Negotiated::default(),
         }
     }
 }
@@ -826,7 +828,7 @@ struct Records {
 }
 
 /// What the handshake settled, as the accessors report it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug)]
 struct Negotiated {
     version: Option<&'static str>,
     suite: Option<&'static str>,
@@ -836,16 +838,9 @@ struct Negotiated {
 
 impl Negotiated {
     fn of(conn: &ClientConnection) -> Self {
-        let version = match conn.protocol_version() {
-            Some(rustls::ProtocolVersion::TLSv1_3) => Some("TLSv1.3"),
-            Some(rustls::ProtocolVersion::TLSv1_2) => Some("TLSv1.2"),
-            _ => None,
-        };
         Negotiated {
-            version,
-            suite: conn
-                .negotiated_cipher_suite()
-                .and_then(|suite| suite.suite().as_str()),
+            version: version_name(conn),
+            suite: suite_name(conn),
             alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
             peer_certificate: conn
                 .peer_certificates()
@@ -853,6 +848,18 @@ impl Negotiated {
                 .map(|leaf| leaf.as_ref().to_vec()),
         }
     }
+}
+
+fn version_name(conn: &ClientConnection) -> Option<&'static str> {
+    match conn.protocol_version()? {
+        rustls::ProtocolVersion::TLSv1_3 => Some("TLSv1.3"),
+        rustls::ProtocolVersion::TLSv1_2 => Some("TLSv1.2"),
+        _ => None,
+    }
+}
+
+fn suite_name(conn: &ClientConnection) -> Option<&'static str> {
+    conn.negotiated_cipher_suite()?.suite().as_str()
 }
 
 /// The record boundaries of the bytes fed to rustls (headers read as they pass).
